@@ -1,0 +1,45 @@
+"""The SCSI task: what the iSCSI layer hands to the SCSI layer, and how the answer comes back."""
+from __future__ import annotations
+
+from typing import Callable
+
+GOOD = 0x00
+CHECK_CONDITION = 0x02
+CONDITION_MET = 0x04
+BUSY = 0x08
+RESERVATION_CONFLICT = 0x18
+TASK_SET_FULL = 0x28
+TASK_ABORTED = 0x40
+
+
+class ScsiTask:
+    """One SCSI command on one I_T nexus.
+
+    The transport fills in the request fields and `done`; the SCSI layer calls `finish()` exactly once.
+    `data_in` may be longer than `expected_length`: the transport truncates and reports the residual.
+    """
+
+    __slots__ = ("lun", "cdb", "nexus", "initiator_name", "expected_length", "read", "write",
+                 "data_out", "done", "status", "data_in", "sense", "context")
+
+    def __init__(self, lun: int, cdb: bytes, nexus: str, initiator_name: str, expected_length: int,
+                 read: bool, write: bool, data_out, done: Callable[["ScsiTask"], None], context=None):
+        self.lun = lun
+        self.cdb = cdb
+        self.nexus = nexus
+        self.initiator_name = initiator_name
+        self.expected_length = expected_length
+        self.read = read
+        self.write = write
+        self.data_out = data_out
+        self.done = done
+        self.context = context
+        self.status = GOOD
+        self.data_in = None
+        self.sense = None
+
+    def finish(self, status: int = GOOD, data=None, sense: bytes | None = None) -> None:
+        self.status = status
+        self.data_in = data
+        self.sense = sense
+        self.done(self)
