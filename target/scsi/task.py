@@ -17,10 +17,12 @@ class ScsiTask:
 
     The transport fills in the request fields and `done`; the SCSI layer calls `finish()` exactly once.
     `data_in` may be longer than `expected_length`: the transport truncates and reports the residual.
+    For commands that carry data out, the SCSI layer sets `transfer_length` to the byte count the CDB asks
+    for (it writes no more than the transport received); the transport reports the residual against it.
     """
 
     __slots__ = ("lun", "cdb", "nexus", "initiator_name", "expected_length", "read", "write",
-                 "data_out", "done", "status", "data_in", "sense", "context")
+                 "data_out", "done", "status", "data_in", "sense", "context", "transfer_length")
 
     def __init__(self, lun: int, cdb: bytes, nexus: str, initiator_name: str, expected_length: int,
                  read: bool, write: bool, data_out, done: Callable[["ScsiTask"], None], context=None):
@@ -37,6 +39,7 @@ class ScsiTask:
         self.status = GOOD
         self.data_in = None
         self.sense = None
+        self.transfer_length = None
 
     def finish(self, status: int = GOOD, data=None, sense: bytes | None = None) -> None:
         self.status = status

@@ -1,0 +1,111 @@
+"""One SCSI command's life on a connection: collecting its Data-Out (immediate, unsolicited, solicited by R2T).
+
+RFC 7143 §4.2.5, §11.7-8: unsolicited data (immediate data plus, if InitialR2T=No, Data-Out PDUs with the
+reserved TTT) may cover up to FirstBurstLength; the rest comes in bursts of at most MaxBurstLength, each
+solicited by an R2T, at most MaxOutstandingR2T at a time. DataSN restarts at 0 in every sequence.
+"""
+from __future__ import annotations
+
+from .errors import ProtocolError
+from .pdu import RESERVED_TAG
+
+
+class Burst:
+    """One outstanding data sequence (unsolicited, or solicited by an R2T)."""
+
+    __slots__ = ("offset", "length", "received", "next_data_sn", "r2t_sn")
+
+    def __init__(self, offset: int, length: int, r2t_sn: int):
+        self.offset = offset
+        self.length = length
+        self.received = 0
+        self.next_data_sn = 0
+        self.r2t_sn = r2t_sn
+
+
+class Command:
+    """A SCSI command PDU plus the state needed to gather its write data."""
+
+    __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "read", "write", "buffer", "received",
+                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "cmd_sn", "immediate")
+
+    def __init__(self, pdu, lun: int):
+        self.itt = pdu.w16
+        self.lun_field = pdu.lun_field
+        self.lun = lun
+        self.cdb = pdu.cdb
+        self.expected_length = pdu.w20
+        self.read = bool(pdu.flags & 0x40)
+        self.write = bool(pdu.flags & 0x20)
+        self.cmd_sn = pdu.w24
+        self.immediate = pdu.immediate
+        self.buffer = None
+        self.received = 0
+        self.next_r2t_offset = 0
+        self.bursts: dict[int, Burst] = {}     # TTT -> burst
+        self.r2t_sn = 0
+        self.aborted = False
+
+    @property
+    def complete(self) -> bool:
+        return self.received >= self.expected_length if self.write else True
+
+    def start_write(self, immediate_data: bytes, unsolicited_limit: int, more_unsolicited: bool) -> None:
+        """Take the command PDU's immediate data; open the unsolicited sequence if more may follow."""
+        edtl = self.expected_length
+        if len(immediate_data) > edtl:
+            raise ProtocolError(f"immediate data ({len(immediate_data)} bytes) exceeds EDTL {edtl}")
+        self.buffer = bytearray(edtl)
+        if immediate_data:
+            self.buffer[:len(immediate_data)] = immediate_data
+        self.received = len(immediate_data)
+        self.next_r2t_offset = self.received
+        if more_unsolicited and self.received < min(edtl, unsolicited_limit):
+            burst = Burst(self.received, min(edtl, unsolicited_limit) - self.received, -1)
+            self.bursts[RESERVED_TAG] = burst
+            self.next_r2t_offset = burst.offset + burst.length
+
+    @property
+    def awaiting_unsolicited(self) -> bool:
+        return RESERVED_TAG in self.bursts
+
+    def data_out(self, pdu) -> bool:
+        """Store a Data-Out PDU; returns True when its sequence ended (F bit or burst filled)."""
+        burst = self.bursts.get(pdu.w20)
+        if burst is None:
+            raise ProtocolError(f"Data-Out for ITT 0x{self.itt:08x} with unknown TTT 0x{pdu.w20:08x}")
+        if pdu.w36 != burst.next_data_sn:
+            raise ProtocolError(f"Data-Out DataSN {pdu.w36}, expected {burst.next_data_sn}")
+        offset = pdu.w40
+        data = pdu.data
+        if offset != burst.offset + burst.received or burst.received + len(data) > burst.length:
+            raise ProtocolError(f"Data-Out offset {offset}+{len(data)} outside the burst "
+                                f"{burst.offset}+{burst.length} (received {burst.received})")
+        self.buffer[offset:offset + len(data)] = data
+        burst.received += len(data)
+        burst.next_data_sn += 1
+        self.received += len(data)
+        if pdu.flags & 0x80 or burst.received == burst.length:
+            del self.bursts[pdu.w20]
+            if burst.received < burst.length and burst.r2t_sn < 0:
+                self.next_r2t_offset = burst.offset + burst.received   # short unsolicited burst: solicit the rest
+            elif burst.received < burst.length:
+                raise ProtocolError("solicited burst ended before its desired length")
+            return True
+        return False
+
+    def next_r2ts(self, max_outstanding: int, max_burst: int, new_ttt) -> list[tuple[int, int, int, int]]:
+        """Open as many new R2T bursts as allowed: [(ttt, r2t_sn, offset, length)]."""
+        if self.awaiting_unsolicited:
+            return []
+        out = []
+        edtl = self.expected_length
+        while self.next_r2t_offset < edtl and len(self.bursts) < max_outstanding:
+            offset = self.next_r2t_offset
+            length = min(max_burst, edtl - offset)
+            ttt = new_ttt()
+            self.bursts[ttt] = Burst(offset, length, self.r2t_sn)
+            out.append((ttt, self.r2t_sn, offset, length))
+            self.r2t_sn += 1
+            self.next_r2t_offset = offset + length
+        return out

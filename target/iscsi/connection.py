@@ -1,0 +1,344 @@
+"""One iSCSI connection, sans-I/O: feed received bytes, collect buffers to send.
+
+Owns every state transition of the connection: login, then the full feature phase (command window, StatSN,
+SCSI commands and their data, task management, NOP, text, logout). SCSI commands go to the target's
+`execute(task)`; their completions come back through `ScsiTask.done`. The host (the worker) provides the
+environment: targets, TSIH allocation, session registry, and a hook to learn that output is pending.
+"""
+from __future__ import annotations
+
+import logging
+
+from ..scsi.task import GOOD, ScsiTask
+from . import pdu as P
+from . import responses as R
+from .command import Command
+from .discovery import send_targets
+from .errors import LoginFailure, ProtocolError
+from .framing import FrameDecoder
+from .login import COMMAND_WINDOW, Login
+from .negotiation import encode_text, parse_text
+from .sequencing import CommandWindow, serial_lt
+
+log = logging.getLogger(__name__)
+
+# Task management function codes and responses (RFC 7143 §11.5-6)
+TMF_ABORT_TASK = 1
+TMF_ABORT_TASK_SET = 2
+TMF_CLEAR_ACA = 3
+TMF_CLEAR_TASK_SET = 4
+TMF_LUN_RESET = 5
+TMF_TARGET_WARM_RESET = 6
+TMF_TARGET_COLD_RESET = 7
+TMF_TASK_REASSIGN = 8
+TMF_COMPLETE = 0
+TMF_NO_TASK = 1
+TMF_NO_LUN = 2
+TMF_REASSIGN_UNSUPPORTED = 4
+TMF_NOT_SUPPORTED = 5
+
+LOGOUT_CLOSE_SESSION = 0
+LOGOUT_CLOSE_CONNECTION = 1
+LOGOUT_RECOVERY_UNSUPPORTED = 2
+
+
+class Connection:
+    """An initiator's connection from first byte to close."""
+
+    def __init__(self, host, local_address: tuple[str, int], peer_address: tuple[str, int]):
+        self.host = host
+        self.local_address = local_address
+        self.peer_address = peer_address
+        self.decoder = FrameDecoder()
+        self.login: Login | None = Login(host.portal_group_tag, host.target_aliases(), host.allocate_tsih)
+        self.out: list = []
+        self.closing = False            # close once `out` has been sent
+        self.session_key = None
+        self.target = None              # ScsiTarget of a normal session; None for discovery
+        self.nexus = ""
+        self.params = None
+        self.stat_sn = 0
+        self.window: CommandWindow | None = None
+        self.commands: dict[int, Command] = {}
+        self._next_ttt = 0
+        self.ping_ttt = None            # our outstanding NOP-In ping, if any
+        self.activity = True            # something arrived since the last keepalive check
+        self.stopping = False           # target shutdown: close as soon as no command is outstanding
+
+    # -- input ----------------------------------------------------------------------------------------------
+    def receive_data(self, data) -> None:
+        if self.closing:
+            return
+        self.activity = True
+        try:
+            for pdu in self.decoder.feed(data):
+                if self.closing:
+                    break
+                if self.login is not None:
+                    self._login_pdu(pdu)
+                else:
+                    self._ffp_pdu(pdu)
+        except ProtocolError as exc:
+            log.warning("%s:%d: protocol error, closing: %s", *self.peer_address, exc)
+            self.close()
+        self.host.output_ready(self)
+
+    def close(self) -> None:
+        self.closing = True
+        for command in self.commands.values():
+            command.aborted = True
+        self.commands.clear()
+        self.host.output_ready(self)
+
+    def stop_when_idle(self) -> None:
+        """Graceful shutdown: finish the commands in flight, then close."""
+        self.stopping = True
+        if not self.commands:
+            self.close()
+
+    def _seq(self, advance: bool = True) -> tuple[int, int, int]:
+        """(StatSN, ExpCmdSN, MaxCmdSN) for an outgoing PDU; `advance` consumes a StatSN."""
+        stat_sn = self.stat_sn
+        if advance:
+            self.stat_sn = (stat_sn + 1) & 0xFFFFFFFF
+        window = self.window
+        return stat_sn, window.exp_cmd_sn, window.max_cmd_sn
+
+    def _reject(self, pdu: P.Pdu, reason: int) -> None:
+        stat_sn, exp, max_sn = self._seq()
+        self.out.append(P.frame(P.encode(P.REJECT, P.FINAL, P.BHS_LEN, b2=reason, w24=stat_sn, w28=exp,
+                                         w32=max_sn), pdu.header))
+
+    # -- login phase ----------------------------------------------------------------------------------------
+    def _login_pdu(self, pdu: P.Pdu) -> None:
+        login = self.login
+        if pdu.opcode != P.LOGIN_REQUEST:
+            raise ProtocolError(f"opcode 0x{pdu.opcode:02x} before login completed")
+        try:
+            response = login.receive(pdu)
+        except LoginFailure as failure:
+            log.warning("%s:%d: login failed (0x%04x): %s", *self.peer_address, failure.status, failure)
+            self.out.append(login.failure_response(failure))
+            self.closing = True
+            return
+        self.out.append(response)
+        if login.done:
+            self._enter_full_feature(login)
+
+    def _enter_full_feature(self, login: Login) -> None:
+        self.login = None
+        self.params = login.params
+        self.stat_sn = login.stat_sn
+        self.window = CommandWindow(login.cmd_sn, COMMAND_WINDOW)
+        self.decoder.max_data_len = login.params.target_max_recv_data_segment_length
+        if login.session_type == "Normal":
+            self.target = self.host.scsi_target(login.target_name)
+            tpgt = self.host.portal_group_tag
+            self.nexus = f"{login.initiator_name},i,0x{login.isid:012x},{login.target_name},t,0x{tpgt:04x}"
+        self.initiator_name = login.initiator_name
+        self.session_key = (login.initiator_name, login.isid, login.target_name)
+        self.tsih = login.tsih
+        self.host.session_started(self)
+        log.info("%s:%d: %s session of %s (ISID 0x%012x, TSIH %d) to %s", *self.peer_address, login.session_type,
+                 login.initiator_name, login.isid, login.tsih, login.target_name or "discovery")
+
+    # -- full feature phase ---------------------------------------------------------------------------------
+    def _ffp_pdu(self, pdu: P.Pdu) -> None:
+        opcode = pdu.opcode
+        if opcode == P.DATA_OUT:
+            self._data_out(pdu)
+            return
+        handler = self._HANDLERS.get(opcode)
+        if handler is None:
+            self._reject(pdu, P.REJECT_COMMAND_NOT_SUPPORTED if opcode != P.LOGIN_REQUEST
+                         else P.REJECT_PROTOCOL_ERROR)
+            return
+        if opcode == P.NOP_OUT and pdu.w16 == P.RESERVED_TAG:
+            self._nop_answer(pdu)               # a reply to our ping: carries no CmdSN to consume
+            return
+        if pdu.immediate:
+            handler(self, pdu)
+            return
+        for ready in self.window.accept(pdu.w24, pdu):
+            self._HANDLERS[ready.opcode](self, ready)
+
+    # SCSI commands --------------------------------------------------------------------------------------------
+    def _scsi_command(self, pdu: P.ScsiCommand) -> None:
+        if self.target is None:
+            self._reject(pdu, P.REJECT_PROTOCOL_ERROR)
+            return
+        if pdu.w16 in self.commands:
+            self._reject(pdu, P.REJECT_TASK_IN_PROGRESS)
+            return
+        command = Command(pdu, P.decode_lun(pdu.lun_field))
+        params = self.params
+        if command.write and command.expected_length:
+            if pdu.data and not params.immediate_data:
+                raise ProtocolError("immediate data sent although ImmediateData=No")
+            if len(pdu.data) > params.first_burst_length:
+                raise ProtocolError("immediate data exceeds FirstBurstLength")
+            more = not params.initial_r2t and not pdu.flags & P.FINAL
+            command.start_write(pdu.data, params.first_burst_length, more)
+        self.window.outstanding += 1
+        self.commands[command.itt] = command
+        if command.complete:
+            self._execute(command)
+        else:
+            self._solicit(command)
+
+    def _solicit(self, command: Command) -> None:
+        params = self.params
+        for ttt, r2t_sn, offset, length in command.next_r2ts(params.max_outstanding_r2t, params.max_burst_length,
+                                                             self._new_ttt):
+            R.r2t(self.out, command.lun_field, command.itt, ttt, self._seq(False), r2t_sn, offset, length)
+
+    def _new_ttt(self) -> int:
+        self._next_ttt = (self._next_ttt + 1) & 0x7FFFFFFF
+        return self._next_ttt
+
+    def _data_out(self, pdu: P.DataOut) -> None:
+        command = self.commands.get(pdu.w16)
+        if command is None or not command.write or command.buffer is None:
+            if command is None and pdu.w16 != P.RESERVED_TAG:
+                return                          # data for an aborted task: drop it (§4.2.3.4)
+            raise ProtocolError(f"Data-Out for unknown ITT 0x{pdu.w16:08x}")
+        if command.data_out(pdu):
+            if command.complete:
+                self._execute(command)
+            else:
+                self._solicit(command)
+
+    def _execute(self, command: Command) -> None:
+        data = memoryview(command.buffer) if command.buffer is not None else None
+        task = ScsiTask(command.lun, command.cdb, self.nexus, self.initiator_name, command.expected_length,
+                        command.read, command.write, data, self._task_done, command)
+        self.target.execute(task)
+
+    def _task_done(self, task: ScsiTask) -> None:
+        command: Command = task.context
+        if command.aborted:
+            return
+        del self.commands[command.itt]
+        self.window.outstanding -= 1
+        edtl = command.expected_length
+        data = task.data_in
+        out = self.out
+        params = self.params
+        if data is not None and len(data) and command.read:
+            natural = len(data)
+            if natural > edtl:
+                data = memoryview(data)[:edtl]
+            residual = R.residual_flags(natural, edtl)
+            if task.status == GOOD and task.sense is None:
+                R.data_in(out, data, command.lun_field, command.itt, self._seq(), params.max_recv_data_segment_length,
+                          params.max_burst_length, GOOD, residual)
+            else:
+                count = R.data_in(out, data, command.lun_field, command.itt, self._seq(False),
+                                  params.max_recv_data_segment_length, params.max_burst_length, None, residual)
+                R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, count, residual)
+        else:
+            natural = task.transfer_length if task.transfer_length is not None else (
+                len(data) if data is not None else 0)
+            residual = R.residual_flags(natural, edtl) if (edtl or natural) else (0, 0)
+            R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual)
+        if self.stopping and not self.commands:
+            self.close()
+        self.host.output_ready(self)
+
+    # Task management --------------------------------------------------------------------------------------
+    def _task_management(self, pdu: P.TaskMgmtRequest) -> None:
+        function = pdu.flags & 0x7F
+        lun = P.decode_lun(pdu.lun_field)
+        response = TMF_COMPLETE
+        if self.target is None:
+            response = TMF_NOT_SUPPORTED
+        elif function == TMF_ABORT_TASK:
+            command = self.commands.get(pdu.w20)
+            if command is not None and command.lun == lun:
+                self._abort([command])
+            elif command is not None or not self._cmd_sn_received(pdu.w32, pdu.w24):
+                response = TMF_NO_TASK
+        elif function in (TMF_ABORT_TASK_SET, TMF_CLEAR_TASK_SET, TMF_LUN_RESET):
+            if not self.target.has_lun(lun):
+                response = TMF_NO_LUN
+            else:
+                self._abort([c for c in self.commands.values() if c.lun == lun])
+                if function == TMF_LUN_RESET:
+                    self.target.reset_lun(lun)
+        elif function in (TMF_TARGET_WARM_RESET, TMF_TARGET_COLD_RESET):
+            self._abort(list(self.commands.values()))
+            self.target.reset_target()
+        elif function == TMF_TASK_REASSIGN:
+            response = TMF_REASSIGN_UNSUPPORTED
+        elif function != TMF_CLEAR_ACA:
+            response = TMF_NOT_SUPPORTED
+        stat_sn, exp, max_sn = self._seq()
+        self.out.append(P.encode(P.TASK_MGMT_RESPONSE, P.FINAL, b2=response, itt=pdu.w16, w24=stat_sn, w28=exp,
+                                 w32=max_sn))
+        if function == TMF_TARGET_COLD_RESET and response == TMF_COMPLETE:
+            self.closing = True
+
+    def _cmd_sn_received(self, ref_cmd_sn: int, tmf_cmd_sn: int) -> bool:
+        """RFC 7143 §11.5.1: a task we never saw counts as done if its CmdSN is already behind us."""
+        return serial_lt(ref_cmd_sn, self.window.exp_cmd_sn) and serial_lt(ref_cmd_sn, tmf_cmd_sn)
+
+    def _abort(self, commands: list[Command]) -> None:
+        for command in commands:
+            command.aborted = True
+            self.commands.pop(command.itt, None)
+            self.window.outstanding -= 1
+
+    # NOP, text, logout, SNACK -------------------------------------------------------------------------------
+    def _nop_out(self, pdu: P.NopOut) -> None:
+        stat_sn, exp, max_sn = self._seq()
+        self.out.append(P.frame(P.encode(P.NOP_IN, P.FINAL, len(pdu.data), lun=pdu.lun_field, itt=pdu.w16,
+                                         w20=P.RESERVED_TAG, w24=stat_sn, w28=exp, w32=max_sn), pdu.data))
+
+    def _nop_answer(self, pdu: P.NopOut) -> None:
+        if pdu.w20 == self.ping_ttt:
+            self.ping_ttt = None
+
+    def ping(self) -> None:
+        """Send a target NOP-In that asks for an answer (keepalive); the host calls this on idle connections."""
+        if self.window is None or self.closing:
+            return
+        self.ping_ttt = self._new_ttt()
+        stat_sn, exp, max_sn = self._seq(False)
+        self.out.append(P.encode(P.NOP_IN, P.FINAL, w20=self.ping_ttt, w24=stat_sn, w28=exp, w32=max_sn))
+        self.host.output_ready(self)
+
+    def _text(self, pdu: P.TextRequest) -> None:
+        try:
+            pairs = parse_text(pdu.data)
+        except LoginFailure:
+            self._reject(pdu, P.REJECT_PROTOCOL_ERROR)
+            return
+        answers = []
+        for key, value in pairs:
+            if key == "SendTargets":
+                answers += send_targets(value, self.host.target_aliases(), self.target and self.session_key[2],
+                                        self.local_address, self.host.portal_group_tag)
+            else:
+                answers.append((key, "NotUnderstood"))
+        text = encode_text(answers)
+        stat_sn, exp, max_sn = self._seq()
+        self.out.append(P.frame(P.encode(P.TEXT_RESPONSE, P.FINAL, len(text), lun=pdu.lun_field, itt=pdu.w16,
+                                         w20=P.RESERVED_TAG, w24=stat_sn, w28=exp, w32=max_sn), text))
+
+    def _logout(self, pdu: P.LogoutRequest) -> None:
+        reason = pdu.flags & 0x7F
+        response = LOGOUT_RECOVERY_UNSUPPORTED if reason not in (LOGOUT_CLOSE_SESSION, LOGOUT_CLOSE_CONNECTION) else 0
+        stat_sn, exp, max_sn = self._seq()
+        self.out.append(P.encode(P.LOGOUT_RESPONSE, P.FINAL, b2=response, itt=pdu.w16, w24=stat_sn, w28=exp,
+                                 w32=max_sn, w40=(self.params.default_time2wait << 16)
+                                 | self.params.default_time2retain))
+        if response == 0:
+            self.close()
+
+    def _snack(self, pdu: P.SnackRequest) -> None:
+        self._reject(pdu, P.REJECT_SNACK)      # ErrorRecoveryLevel=0: no SNACK support (§11.16)
+
+    _HANDLERS = {
+        P.NOP_OUT: _nop_out, P.SCSI_COMMAND: _scsi_command, P.TASK_MGMT_REQUEST: _task_management,
+        P.TEXT_REQUEST: _text, P.LOGOUT_REQUEST: _logout, P.SNACK_REQUEST: _snack,
+    }

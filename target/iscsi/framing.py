@@ -1,0 +1,69 @@
+"""Framing decoder: bytes in, whole PDUs out (sans-I/O).
+
+Feed whatever the socket delivered; get back every complete PDU. Limits are checked on the header, before
+any data is buffered: a DataSegmentLength above our MaxRecvDataSegmentLength, or an AHS above the RFC limit,
+is a protocol error the connection answers by closing (RFC 7143 §7.1.1 leaves no way to resync framing).
+"""
+from __future__ import annotations
+
+from .errors import ProtocolError
+from .pdu import BHS_LEN, LOGIN_REQUEST, TEXT_REQUEST, Pdu, decode_bhs
+
+MAX_AHS_BYTES = 255 * 4
+# Login and Text PDUs may carry up to 8192 bytes whatever MaxRecvDataSegmentLength says (§6.2, §13.12).
+NEGOTIATION_DATA_LIMIT = 8192
+
+
+class FrameDecoder:
+    """Accumulates received bytes and splits them into PDUs."""
+
+    __slots__ = ("_buf", "_pending", "max_data_len")
+
+    def __init__(self, max_data_len: int = 8192):
+        self._buf = bytearray()
+        self._pending: Pdu | None = None
+        self.max_data_len = max_data_len
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data) -> list[Pdu]:
+        """Append `data` and return the PDUs now complete (raises ProtocolError on a framing violation)."""
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        end = len(buf)
+        pdu = self._pending
+        while True:
+            if pdu is None:
+                if end - pos < BHS_LEN:
+                    break
+                pdu = decode_bhs(bytes(buf[pos:pos + BHS_LEN]))
+                self._check_limits(pdu)
+                pos += BHS_LEN
+            need = pdu.ahs_len + pdu.data_len + (-pdu.data_len & 3)
+            if end - pos < need:
+                break
+            if pdu.ahs_len:
+                pdu.ahs = bytes(buf[pos:pos + pdu.ahs_len])
+                pos += pdu.ahs_len
+            if pdu.data_len:
+                pdu.data = bytes(buf[pos:pos + pdu.data_len])
+            pos += need - pdu.ahs_len
+            out.append(pdu)
+            pdu = None
+        self._pending = pdu
+        if pos:
+            del buf[:pos]
+        return out
+
+    def _check_limits(self, pdu: Pdu) -> None:
+        if pdu.ahs_len > MAX_AHS_BYTES:
+            raise ProtocolError(f"TotalAHSLength {pdu.ahs_len} exceeds {MAX_AHS_BYTES} bytes")
+        limit = self.max_data_len
+        if pdu.opcode in (LOGIN_REQUEST, TEXT_REQUEST):
+            limit = max(limit, NEGOTIATION_DATA_LIMIT)
+        if pdu.data_len > limit:
+            raise ProtocolError(f"DataSegmentLength {pdu.data_len} exceeds MaxRecvDataSegmentLength {limit}")

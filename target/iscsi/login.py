@@ -1,0 +1,149 @@
+"""Login phase state machine (RFC 7143 §6.3, §11.12-13), sans-I/O.
+
+`Login.receive(pdu)` takes one Login Request and returns the Login Response bytes; when `done` is true the
+connection enters the full feature phase with `params` and `session_type`/`target_name`; when a
+`LoginFailure` is raised the caller sends `failure_response()` and closes. The legal stage transitions live in
+one table.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from . import pdu as P
+from .errors import (LOGIN_AUTH_FAILURE, LOGIN_INITIATOR_ERROR, LOGIN_INVALID_REQUEST,
+                     LOGIN_MISSING_PARAMETER, LOGIN_NOT_FOUND, LOGIN_SESSION_DOES_NOT_EXIST,
+                     LOGIN_UNSUPPORTED_VERSION, LoginFailure)
+from .negotiation import (OUR_MAX_RECV_DATA_SEGMENT_LENGTH, Negotiator, SessionParams, encode_text,
+                          parse_text)
+
+SECURITY = 0
+OPERATIONAL = 1
+FULL_FEATURE = 3
+
+# (current stage, next stage) pairs a Login Request may ask to transit.
+TRANSITIONS = frozenset({(SECURITY, OPERATIONAL), (SECURITY, FULL_FEATURE), (OPERATIONAL, FULL_FEATURE)})
+SECURITY_KEYS = frozenset({"AuthMethod"})
+COMMAND_WINDOW = 128
+
+
+class Login:
+    """One connection's login: negotiation, stage transitions, TSIH assignment."""
+
+    def __init__(self, portal_group_tag: int, targets: dict[str, str | None],
+                 allocate_tsih: Callable[[], int]):
+        self.portal_group_tag = portal_group_tag
+        self.targets = targets                      # iqn -> alias
+        self.allocate_tsih = allocate_tsih
+        self.params = SessionParams(target_max_recv_data_segment_length=OUR_MAX_RECV_DATA_SEGMENT_LENGTH)
+        self.negotiator = Negotiator(self.params)
+        self.stage: int | None = None
+        self.first: P.LoginRequest | None = None
+        self.pending_text = b""
+        self.declared_ours = False
+        self.leading_checked = False
+        self.done = False
+        self.isid = 0
+        self.tsih = 0
+        self.stat_sn = 0
+        self.cmd_sn = 0
+        self.itt = P.RESERVED_TAG
+
+    # -- results ------------------------------------------------------------------------------------------
+    @property
+    def initiator_name(self) -> str:
+        return self.params.declared.get("InitiatorName", "")
+
+    @property
+    def session_type(self) -> str:
+        return self.params.declared.get("SessionType", "Normal")
+
+    @property
+    def target_name(self) -> str | None:
+        return self.params.declared.get("TargetName")
+
+    # -- input ----------------------------------------------------------------------------------------------
+    def receive(self, req: P.LoginRequest) -> bytes:
+        if self.first is None:
+            self._start(req)
+        elif req.isid != self.isid or req.tsih != self.first.tsih:
+            raise LoginFailure(LOGIN_INITIATOR_ERROR, "ISID or TSIH changed during login")
+        self.itt = req.itt
+        self.cmd_sn = req.cmd_sn
+        csg, nsg, transit = req.csg, req.nsg, req.transit
+        if csg not in (SECURITY, OPERATIONAL) or (self.stage is not None and csg < self.stage):
+            raise LoginFailure(LOGIN_INVALID_REQUEST, f"login request in stage {csg}")
+        if transit and (csg, nsg) not in TRANSITIONS:
+            raise LoginFailure(LOGIN_INVALID_REQUEST, f"illegal stage transition {csg}->{nsg}")
+        if transit and req.cont:
+            raise LoginFailure(LOGIN_INITIATOR_ERROR, "T and C bits both set")
+        self.stage = csg
+        self.pending_text += req.data
+        if req.cont:                      # more text follows in the next PDU: acknowledge with an empty reply
+            return self._response(csg, 0, False, b"")
+        pairs = parse_text(self.pending_text)
+        self.pending_text = b""
+        if csg == OPERATIONAL and any(k in SECURITY_KEYS for k, _ in pairs):
+            raise LoginFailure(LOGIN_INITIATOR_ERROR, "security key in operational stage")
+        answers = self.negotiator.answer(pairs)
+        if not self.leading_checked:
+            self.leading_checked = True
+            answers = self._check_leading() + answers
+        if csg == SECURITY and "AuthMethod" in self.negotiator.seen and \
+                dict(answers).get("AuthMethod") == "Reject":
+            raise LoginFailure(LOGIN_AUTH_FAILURE, "no acceptable AuthMethod (only None is supported)")
+        if transit and nsg == FULL_FEATURE:
+            answers += self._our_declarations()
+            self.negotiator.finish()
+            if not self.tsih:
+                self.tsih = self.allocate_tsih()
+            self.done = True
+        elif csg == OPERATIONAL:
+            answers += self._our_declarations()
+        return self._response(csg, nsg, transit, encode_text(answers))
+
+    def _start(self, req: P.LoginRequest) -> None:
+        self.first = req
+        self.isid = req.isid
+        self.stat_sn = req.exp_stat_sn
+        if req.version_min > 0:
+            raise LoginFailure(LOGIN_UNSUPPORTED_VERSION, f"iSCSI version {req.version_min} not supported")
+        if req.tsih:
+            raise LoginFailure(LOGIN_SESSION_DOES_NOT_EXIST,
+                               f"TSIH {req.tsih}: adding connections to a session is not supported")
+
+    def _check_leading(self) -> list[tuple[str, str]]:
+        """Checks on the first request's keys; returns the keys the first response must carry."""
+        if not self.initiator_name:
+            raise LoginFailure(LOGIN_MISSING_PARAMETER, "InitiatorName missing")
+        session_type = self.session_type
+        if session_type not in ("Normal", "Discovery"):
+            raise LoginFailure(LOGIN_INITIATOR_ERROR, f"SessionType={session_type!r}")
+        answers = [("TargetPortalGroupTag", str(self.portal_group_tag))]
+        if session_type == "Normal":
+            name = self.target_name
+            if not name:
+                raise LoginFailure(LOGIN_MISSING_PARAMETER, "TargetName missing")
+            if name not in self.targets:
+                raise LoginFailure(LOGIN_NOT_FOUND, f"no target {name!r}")
+            if self.targets[name]:
+                answers.append(("TargetAlias", self.targets[name]))
+        return answers
+
+    def _our_declarations(self) -> list[tuple[str, str]]:
+        if self.declared_ours:
+            return []
+        self.declared_ours = True
+        return [("MaxRecvDataSegmentLength", str(self.params.target_max_recv_data_segment_length))]
+
+    # -- output ---------------------------------------------------------------------------------------------
+    def _response(self, csg: int, nsg: int, transit: bool, text: bytes, status: int = 0) -> bytes:
+        flags = (0x80 if transit else 0) | (csg << 2) | (nsg if transit else 0)
+        header = P.encode(P.LOGIN_RESPONSE, flags, len(text), lun=(self.isid << 16) | self.tsih,
+                          itt=self.itt, w24=self.stat_sn, w28=self.cmd_sn,
+                          w32=(self.cmd_sn + COMMAND_WINDOW - 1) & 0xFFFFFFFF, w36=status << 16)
+        self.stat_sn = (self.stat_sn + 1) & 0xFFFFFFFF
+        return P.frame(header, text)
+
+    def failure_response(self, failure: LoginFailure) -> bytes:
+        self.tsih = 0
+        return self._response(self.stage or 0, 0, False, b"", failure.status)
