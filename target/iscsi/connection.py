@@ -37,6 +37,8 @@ TMF_NO_LUN = 2
 TMF_REASSIGN_UNSUPPORTED = 4
 TMF_NOT_SUPPORTED = 5
 
+_EMPTY = memoryview(b"")
+
 LOGOUT_CLOSE_SESSION = 0
 LOGOUT_CLOSE_CONNECTION = 1
 LOGOUT_RECOVERY_UNSUPPORTED = 2
@@ -209,7 +211,7 @@ class Connection:
                 self._solicit(command)
 
     def _execute(self, command: Command) -> None:
-        data = memoryview(command.buffer) if command.buffer is not None else None
+        data = memoryview(command.buffer) if command.buffer is not None else (_EMPTY if command.write else None)
         task = ScsiTask(command.lun, command.cdb, self.nexus, self.initiator_name, command.expected_length,
                         command.read, command.write, data, self._task_done, command)
         self.target.execute(task)

@@ -203,6 +203,15 @@ def decode_bhs(header: bytes) -> Pdu:
     return pdu
 
 
+def decode_bhs_with_data(raw: bytes) -> Pdu:
+    """Decode one whole PDU held in `raw` (for tests and tools; the framing decoder is the streaming path)."""
+    pdu = decode_bhs(raw[:BHS_LEN])
+    start = BHS_LEN + pdu.ahs_len
+    pdu.ahs = raw[BHS_LEN:start]
+    pdu.data = raw[start:start + pdu.data_len]
+    return pdu
+
+
 def pad_len(n: int) -> int:
     return -n & 3
 

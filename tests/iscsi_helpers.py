@@ -1,0 +1,48 @@
+"""Builders of initiator PDUs for the sans-I/O iSCSI unit tests."""
+from __future__ import annotations
+
+import struct
+
+from target.iscsi import pdu as P
+from target.iscsi.negotiation import encode_text
+
+BHS = struct.Struct(">BBBBIQ8I")
+
+
+def build(opcode: int, flags: int = 0x80, data: bytes = b"", *, immediate=False, b2=0, b3=0, lun=0, itt=1,
+          w20=0, w24=0, w28=0, w32=0, w36=0, w40=0, w44=0, cdb: bytes = b"") -> bytes:
+    header = BHS.pack(opcode | (0x40 if immediate else 0), flags, b2, b3, len(data), lun, itt, w20, w24, w28,
+                      w32, w36, w40, w44)
+    if cdb:
+        header = header[:32] + cdb.ljust(16, b"\0")
+    return header + data + P.padding(len(data))
+
+
+def login_request(keys, *, csg=1, nsg=3, transit=True, isid=0x23D000000001, tsih=0, itt=0, cmd_sn=1,
+                  exp_stat_sn=0, cont=False) -> bytes:
+    flags = (0x80 if transit else 0) | (0x40 if cont else 0) | (csg << 2) | (nsg if transit else 0)
+    return build(P.LOGIN_REQUEST, flags, encode_text(keys), lun=(isid << 16) | tsih, itt=itt, w24=cmd_sn,
+                 w28=exp_stat_sn)
+
+
+def scsi_command(cdb: bytes, *, itt=1, cmd_sn=1, edtl=0, read=False, write=False, final=True, data=b"",
+                 lun=0, immediate=False) -> bytes:
+    flags = (0x80 if final else 0) | (0x40 if read else 0) | (0x20 if write else 0) | 1
+    return build(P.SCSI_COMMAND, flags, data, immediate=immediate, lun=lun << 48, itt=itt, w20=edtl,
+                 w24=cmd_sn, cdb=cdb)
+
+
+def data_out(data: bytes, *, itt=1, ttt=P.RESERVED_TAG, data_sn=0, offset=0, final=True) -> bytes:
+    return build(P.DATA_OUT, 0x80 if final else 0, data, itt=itt, w20=ttt, w36=data_sn, w40=offset)
+
+
+def split(stream: bytes):
+    """Decode every target PDU in a byte stream: [(pdu, data)]."""
+    out = []
+    pos = 0
+    while pos < len(stream):
+        pdu = P.decode_bhs(stream[pos:pos + 48])
+        pos += 48 + pdu.ahs_len
+        out.append((pdu, stream[pos:pos + pdu.data_len]))
+        pos += pdu.data_len + P.pad_len(pdu.data_len)
+    return out

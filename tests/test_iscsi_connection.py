@@ -1,0 +1,220 @@
+"""Full feature phase of one connection: command window, reads, writes with R2T, residuals, NOP, TMF, logout.
+
+The SCSI side is a small block device over a bytearray that answers at once: the real SCSI layer has its own
+tests; here only the transport's state transitions are under test.
+"""
+import struct
+
+import pytest
+
+from target.iscsi import pdu as P
+from target.iscsi.connection import Connection
+from target.iscsi.negotiation import parse_text
+from target.scsi.task import CHECK_CONDITION, GOOD
+from tests.iscsi_helpers import build, data_out, login_request, scsi_command, split
+
+IQN = "iqn.2026-11.org.ringtgt:t"
+INI = "iqn.2026-11.org.example:host"
+BLOCK = 512
+
+
+class BlockDevice:
+    def __init__(self):
+        self.disk = bytearray(BLOCK * 64)
+        self.resets = []
+
+    def has_lun(self, lun):
+        return lun == 0
+
+    def reset_lun(self, lun):
+        self.resets.append(lun)
+
+    def reset_target(self):
+        self.resets.append("target")
+
+    def execute(self, task):
+        op = task.cdb[0]
+        if op == 0x00:
+            task.finish(GOOD)
+        elif op in (0x28, 0x2A):
+            lba, count = struct.unpack(">IxH", bytes(task.cdb[2:9]))
+            start, length = lba * BLOCK, count * BLOCK
+            if op == 0x28:
+                task.finish(GOOD, memoryview(self.disk)[start:start + length])
+            else:
+                task.transfer_length = length
+                n = min(length, len(task.data_out))
+                self.disk[start:start + n] = task.data_out[:n]
+                task.finish(GOOD)
+        else:
+            task.finish(CHECK_CONDITION, None, b"\x70\0\x05" + bytes(15))
+
+
+class Host:
+    portal_group_tag = 1
+
+    def __init__(self):
+        self.device = BlockDevice()
+        self.started = []
+
+    def target_aliases(self):
+        return {IQN: None}
+
+    def allocate_tsih(self):
+        return 7
+
+    def scsi_target(self, iqn):
+        return self.device
+
+    def session_started(self, conn):
+        self.started.append(conn)
+
+    def output_ready(self, conn):
+        pass
+
+
+def connect(**keys):
+    conn = Connection(Host(), ("127.0.0.1", 3260), ("127.0.0.1", 5000))
+    offered = {"InitiatorName": INI, "TargetName": IQN, "MaxRecvDataSegmentLength": "1024",
+               "InitialR2T": "Yes", "MaxBurstLength": "2048", "FirstBurstLength": "1024"}
+    offered.update(keys)
+    conn.receive_data(login_request(list(offered.items()), exp_stat_sn=100))
+    (pdu, data), = exchange(conn)
+    assert pdu.opcode == P.LOGIN_RESPONSE and pdu.flags & 0x80 and pdu.w36 == 0, parse_text(data)
+    return conn
+
+
+def exchange(conn, raw=b""):
+    if raw:
+        conn.receive_data(raw)
+    out = b"".join(bytes(b) for b in conn.out)
+    conn.out.clear()
+    return split(out)
+
+
+def read10(lba, blocks):
+    return b"\x28\0" + struct.pack(">IxH", lba, blocks) + b"\0"
+
+
+def write10(lba, blocks):
+    return b"\x2a\0" + struct.pack(">IxH", lba, blocks) + b"\0"
+
+
+def test_read_is_split_by_mrdsl_with_status_in_last_pdu():
+    conn = connect()
+    conn.host.device.disk[:4096] = bytes(range(256)) * 16
+    pdus = exchange(conn, scsi_command(read10(0, 8), edtl=4096, read=True, cmd_sn=1))
+    assert [p.opcode for p, _ in pdus] == [P.DATA_IN] * 4
+    assert b"".join(d for _, d in pdus) == conn.host.device.disk[:4096]
+    assert [p.w36 for p, _ in pdus] == [0, 1, 2, 3] and [p.w40 for p, _ in pdus] == [0, 1024, 2048, 3072]
+    last = pdus[-1][0]
+    assert last.flags & 0x81 == 0x81 and last.b3 == GOOD and last.w24 == 101
+    assert pdus[1][0].flags & 0x80        # end of a 2048-byte burst
+
+
+def test_read_residual_overflow_and_underflow():
+    conn = connect()
+    (pdu, data), = exchange(conn, scsi_command(read10(0, 2), edtl=512, read=True, cmd_sn=1))
+    assert len(data) == 512 and pdu.flags & 0x04 and pdu.w44 == 512
+    pdus = exchange(conn, scsi_command(read10(0, 1), edtl=1024, read=True, cmd_sn=2))
+    assert pdus[-1][0].flags & 0x02 and pdus[-1][0].w44 == 512
+
+
+def test_write_with_r2t():
+    conn = connect()
+    (r2t, _), = exchange(conn, scsi_command(write10(1, 4), edtl=2048, write=True, cmd_sn=1))
+    assert r2t.opcode == P.R2T and (r2t.w40, r2t.w44) == (0, 2048)
+    ttt = r2t.w20
+    payload = bytes(range(256)) * 8
+    assert exchange(conn, data_out(payload[:1024], ttt=ttt, final=False)) == []
+    (resp, _), = exchange(conn, data_out(payload[1024:], ttt=ttt, data_sn=1, offset=1024))
+    assert resp.opcode == P.SCSI_RESPONSE and resp.b3 == GOOD and resp.w36 == 1
+    assert conn.host.device.disk[512:2560] == payload
+
+
+def test_write_immediate_and_unsolicited_data_then_r2t():
+    conn = connect(InitialR2T="No", ImmediateData="Yes")
+    payload = b"\xab" * 3072
+    pdus = exchange(conn, scsi_command(write10(0, 6), edtl=3072, write=True, final=False, data=payload[:512]))
+    assert pdus == []                                    # unsolicited Data-Out may follow
+    (r2t, _), = exchange(conn, data_out(payload[512:1024], offset=512))
+    assert (r2t.w40, r2t.w44) == (1024, 2048)
+    (resp, _), = exchange(conn, data_out(payload[1024:], ttt=r2t.w20, offset=1024))
+    assert resp.b3 == GOOD and conn.host.device.disk[:3072] == payload
+
+
+def test_write_residuals_follow_the_cdb():
+    conn = connect()
+    (resp, _), = exchange(conn, scsi_command(write10(0, 1), edtl=0, write=True, cmd_sn=1))
+    assert resp.flags & 0x04 and resp.w44 == 512                       # overflow: CDB wants more than EDTL
+
+
+def test_bad_data_sn_closes_the_connection():
+    conn = connect()
+    (r2t, _), = exchange(conn, scsi_command(write10(0, 2), edtl=1024, write=True))
+    exchange(conn, data_out(b"x" * 512, ttt=r2t.w20, data_sn=27, final=False))
+    assert conn.closing
+
+
+def test_cmd_sn_window():
+    conn = connect()
+    tur = bytes(6)
+    assert exchange(conn, scsi_command(tur, cmd_sn=0)) == []                   # stale: dropped
+    assert exchange(conn, scsi_command(tur, cmd_sn=500, itt=2)) == []         # beyond MaxCmdSN: dropped
+    assert exchange(conn, scsi_command(tur, cmd_sn=2, itt=3)) == []           # early: held
+    pdus = exchange(conn, scsi_command(tur, cmd_sn=1, itt=4))
+    assert [p.itt for p, _ in pdus] == [4, 3]
+    assert pdus[-1][0].w28 == 3                                               # ExpCmdSN advanced past both
+    (imm, _), = exchange(conn, scsi_command(tur, cmd_sn=3, itt=5, immediate=True))
+    assert imm.w28 == 3                                                      # immediate: no advance
+
+
+def test_nop_out_ping_and_logout():
+    conn = connect()
+    (nop, data), = exchange(conn, build(P.NOP_OUT, data=b"ping", itt=9, w20=P.RESERVED_TAG, w24=1))
+    assert nop.opcode == P.NOP_IN and nop.itt == 9 and data == b"ping"
+    (resp, _), = exchange(conn, build(P.LOGOUT_REQUEST, 0x80, itt=10, w24=2))
+    assert resp.opcode == P.LOGOUT_RESPONSE and resp.b2 == 0 and conn.closing
+
+
+def test_target_ping_answered():
+    conn = connect()
+    conn.ping()
+    (nop, _), = exchange(conn)
+    assert nop.itt == P.RESERVED_TAG and nop.w20 == conn.ping_ttt
+    exchange(conn, build(P.NOP_OUT, immediate=True, itt=P.RESERVED_TAG, w20=nop.w20, w24=1))
+    assert conn.ping_ttt is None
+
+
+def test_task_management_abort_and_lun_reset():
+    conn = connect()
+    exchange(conn, scsi_command(write10(0, 1), edtl=512, write=True, itt=20))        # waits for data
+    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=21, w20=20, w24=2))
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0 and not conn.commands
+    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=22, w20=99, w24=2, w32=5))
+    assert tmf.b2 == 1                                                              # no such task
+    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x85, immediate=True, itt=23, w24=2))
+    assert tmf.b2 == 0 and conn.host.device.resets == [0]
+
+
+def test_unknown_opcode_is_rejected_and_connection_survives():
+    conn = connect()
+    (rej, data), = exchange(conn, build(0x1C, itt=5))
+    assert rej.opcode == P.REJECT and rej.b2 == P.REJECT_COMMAND_NOT_SUPPORTED and data[0] == 0x1C
+    assert not conn.closing
+
+
+@pytest.mark.parametrize("opcode", [P.SCSI_COMMAND, P.NOP_OUT, P.TEXT_REQUEST])
+def test_commands_before_login_close(opcode):
+    conn = Connection(Host(), ("127.0.0.1", 3260), ("127.0.0.1", 5000))
+    conn.receive_data(build(opcode))
+    assert conn.closing
+
+
+def test_send_targets_in_discovery_session():
+    conn = connect(SessionType="Discovery")
+    (resp, data), = exchange(conn, build(P.TEXT_REQUEST, data=b"SendTargets=All\0", itt=3, w20=P.RESERVED_TAG,
+                                         w24=1))
+    assert parse_text(data) == [("TargetName", IQN), ("TargetAddress", "127.0.0.1:3260,1")]
+    (rej, _), = exchange(conn, scsi_command(bytes(6), cmd_sn=2))
+    assert rej.opcode == P.REJECT

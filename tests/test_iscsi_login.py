@@ -1,0 +1,113 @@
+"""Negotiation table and login state machine."""
+import pytest
+
+from target.iscsi import pdu as P
+from target.iscsi.errors import LoginFailure
+from target.iscsi.login import Login
+from target.iscsi.negotiation import Negotiator, SessionParams, parse_text
+from tests.iscsi_helpers import login_request
+
+IQN = "iqn.2026-11.org.ringtgt:t"
+INI = "iqn.2026-11.org.example:host"
+
+
+def new_login():
+    return Login(1, {IQN: "alias"}, lambda: 0x401)
+
+
+def answer(keys):
+    params = SessionParams()
+    negotiator = Negotiator(params)
+    answers = dict(negotiator.answer(keys))
+    negotiator.finish()
+    return answers, params
+
+
+def test_numeric_min_and_max_rules():
+    answers, params = answer([("MaxBurstLength", "65536"), ("FirstBurstLength", "262144"),
+                              ("DefaultTime2Wait", "0"), ("MaxOutstandingR2T", "64"), ("ErrorRecoveryLevel", "2")])
+    assert answers == {"MaxBurstLength": "65536", "FirstBurstLength": "262144", "DefaultTime2Wait": "2",
+                       "MaxOutstandingR2T": "16", "ErrorRecoveryLevel": "0"}
+    assert params.first_burst_length == 65536          # clamped to MaxBurstLength
+
+
+def test_boolean_rules():
+    answers, params = answer([("InitialR2T", "No"), ("ImmediateData", "Yes"), ("DataPDUInOrder", "No")])
+    assert answers == {"InitialR2T": "No", "ImmediateData": "Yes", "DataPDUInOrder": "Yes"}
+    assert params.initial_r2t is False
+
+
+def test_lists_unknown_keys_and_bad_values():
+    answers, params = answer([("HeaderDigest", "CRC32C,None"), ("DataDigest", "CRC32C"), ("X-foo", "1"),
+                              ("MaxBurstLength", "12"), ("InitialR2T", "maybe")])
+    assert answers == {"HeaderDigest": "None", "DataDigest": "Reject", "X-foo": "NotUnderstood",
+                       "MaxBurstLength": "Reject", "InitialR2T": "Reject"}
+
+
+def test_initiator_mrdsl_is_declarative():
+    answers, params = answer([("MaxRecvDataSegmentLength", "4096")])
+    assert answers == {} and params.max_recv_data_segment_length == 4096
+
+
+def test_parse_text_rejects_garbage():
+    assert parse_text(b"a=b\0c=\0") == [("a", "b"), ("c", "")]
+    with pytest.raises(LoginFailure):
+        parse_text(b"novalue\0")
+
+
+def response(raw):
+    pdu = P.decode_bhs(raw[:48])
+    return pdu, dict(parse_text(raw[48:48 + pdu.data_len]))
+
+
+def test_login_security_then_operational():
+    login = new_login()
+    pdu, keys = response(login.receive(P.decode_bhs_with_data(login_request(
+        [("InitiatorName", INI), ("TargetName", IQN), ("SessionType", "Normal"), ("AuthMethod", "CHAP,None")],
+        csg=0, nsg=1))))
+    assert pdu.flags == 0x81 and keys["AuthMethod"] == "None" and keys["TargetPortalGroupTag"] == "1"
+    assert keys["TargetAlias"] == "alias" and not login.done
+    pdu, keys = response(login.receive(P.decode_bhs_with_data(login_request(
+        [("MaxRecvDataSegmentLength", "65536"), ("ImmediateData", "Yes")], csg=1, nsg=3))))
+    assert pdu.flags == 0x87 and login.done and login.tsih == 0x401
+    assert pdu.lun_field & 0xFFFF == 0x401
+    assert keys["MaxRecvDataSegmentLength"] == "262144"
+    assert login.params.max_recv_data_segment_length == 65536
+
+
+@pytest.mark.parametrize("keys,status", [
+    ([("TargetName", IQN)], 0x0207),                                            # no InitiatorName
+    ([("InitiatorName", INI)], 0x0207),                                         # no TargetName
+    ([("InitiatorName", INI), ("TargetName", "iqn.2026-11.x:nope")], 0x0203),    # unknown target
+    ([("InitiatorName", INI), ("SessionType", "Other")], 0x0200),
+])
+def test_login_failures(keys, status):
+    with pytest.raises(LoginFailure) as failure:
+        new_login().receive(P.decode_bhs_with_data(login_request(keys)))
+    assert failure.value.status == status
+
+
+def test_discovery_needs_no_target_name():
+    login = new_login()
+    login.receive(P.decode_bhs_with_data(login_request([("InitiatorName", INI), ("SessionType", "Discovery")])))
+    assert login.done and login.session_type == "Discovery"
+
+
+def test_illegal_transition_and_version():
+    with pytest.raises(LoginFailure) as failure:
+        new_login().receive(P.decode_bhs_with_data(login_request([("InitiatorName", INI)], csg=1, nsg=0)))
+    assert failure.value.status == 0x020B
+    raw = bytearray(login_request([("InitiatorName", INI), ("TargetName", IQN)]))
+    raw[3] = 1          # VersionMin 1
+    with pytest.raises(LoginFailure) as failure:
+        new_login().receive(P.decode_bhs_with_data(bytes(raw)))
+    assert failure.value.status == 0x0209
+
+
+def test_continued_text_is_joined():
+    login = new_login()
+    first = login_request([("InitiatorName", INI)], csg=1, transit=False, cont=True)
+    pdu, keys = response(login.receive(P.decode_bhs_with_data(first)))
+    assert keys == {} and not pdu.flags & 0x80
+    login.receive(P.decode_bhs_with_data(login_request([("TargetName", IQN)])))
+    assert login.done and login.target_name == IQN
