@@ -147,6 +147,8 @@ def test_write_residuals_follow_the_cdb():
     conn = connect()
     (resp, _), = exchange(conn, scsi_command(write10(0, 1), edtl=0, write=True, cmd_sn=1))
     assert resp.flags & 0x04 and resp.w44 == 512                       # overflow: CDB wants more than EDTL
+    (resp, _), = exchange(conn, scsi_command(read10(0, 1), edtl=0, read=True, cmd_sn=2))
+    assert resp.opcode == P.SCSI_RESPONSE and resp.flags & 0x04 and resp.w44 == 512
 
 
 def test_bad_data_sn_closes_the_connection():

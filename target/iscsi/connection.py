@@ -224,24 +224,26 @@ class Connection:
         self.window.outstanding -= 1
         edtl = command.expected_length
         data = task.data_in
-        out = self.out
-        params = self.params
-        if data is not None and len(data) and command.read:
+        if data is not None:
             natural = len(data)
-            if natural > edtl:
-                data = memoryview(data)[:edtl]
-            residual = R.residual_flags(natural, edtl)
-            if task.status == GOOD and task.sense is None:
-                R.data_in(out, data, command.lun_field, command.itt, self._seq(), params.max_recv_data_segment_length,
-                          params.max_burst_length, GOOD, residual)
+        else:
+            natural = task.transfer_length if task.transfer_length is not None else (edtl if command.write else 0)
+        ok = task.status == GOOD and task.sense is None
+        residual = R.residual_flags(natural, edtl) if ok else (0, 0)
+        params = self.params
+        out = self.out
+        sent = min(natural, edtl) if data is not None and command.read else 0
+        if sent:
+            if sent < natural:
+                data = memoryview(data)[:sent]
+            segment, burst = params.max_recv_data_segment_length, params.max_burst_length
+            if ok:
+                R.data_in(out, data, command.lun_field, command.itt, self._seq(), segment, burst, GOOD, residual)
             else:
-                count = R.data_in(out, data, command.lun_field, command.itt, self._seq(False),
-                                  params.max_recv_data_segment_length, params.max_burst_length, None, residual)
+                count = R.data_in(out, data, command.lun_field, command.itt, self._seq(False), segment, burst,
+                                  None, residual)
                 R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, count, residual)
         else:
-            natural = task.transfer_length if task.transfer_length is not None else (
-                len(data) if data is not None else 0)
-            residual = R.residual_flags(natural, edtl) if (edtl or natural) else (0, 0)
             R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual)
         if self.stopping and not self.commands:
             self.close()
