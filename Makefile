@@ -1,0 +1,57 @@
+# ringtgt developer entry points (see README.md): setup, run, test, fio, clean.
+# Stamps under .cache/stamps keep a repeated `make setup` to a dependency check when nothing changed.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := setup
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMPS  := .cache/stamps
+FIO_BIN := $(CURDIR)/.cache/fio/bin/fio
+export RINGTGT_FIO ?= $(FIO_BIN)
+
+PYTEST_ARGS ?= tests
+CONFIG ?=
+
+# Build: compiler, liburing, Python headers, venv.  Tests: libiscsi tools, qemu-img with iscsi://.
+# (fio's own build dependencies are installed by scripts/build-fio.sh.)
+SYSTEM_PACKAGES := gcc pkg-config liburing-dev python3-dev python3-venv \
+                   libiscsi-bin qemu-utils qemu-block-extra
+
+# The compiled ring: rebuilt when its sources change, or when the .so is missing.
+FFI_SOURCES := build_ffi.py $(wildcard ioring/_cdefs.h ioring/_ffi_src.c)
+ifeq ($(wildcard ioring/_liburing*.so),)
+.PHONY: $(STAMPS)/ffi
+endif
+
+.PHONY: setup run test fio system-packages clean
+
+setup: $(STAMPS)/ffi
+
+run: setup
+	$(VENV)/bin/ringtgt serve $(if $(CONFIG),--config $(CONFIG))
+
+test: setup $(RINGTGT_FIO)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+fio: $(RINGTGT_FIO)
+
+system-packages:
+	@scripts/apt-ensure.sh $(SYSTEM_PACKAGES)
+
+$(PY): | system-packages
+	python3 -m venv $(VENV)
+
+$(STAMPS)/pip: pyproject.toml setup.py | $(PY) system-packages
+	$(PY) -m pip install -q -e '.[test]'
+	@mkdir -p $(@D) && touch $@
+
+$(STAMPS)/ffi: $(FFI_SOURCES) $(STAMPS)/pip
+	$(PY) build_ffi.py
+	@mkdir -p $(@D) && touch $@
+
+$(FIO_BIN):
+	scripts/build-fio.sh $(dir $(@D))
+
+clean:
+	rm -rf $(STAMPS) build *.egg-info ioring/_liburing*.so ioring/_liburing.c ioring/_liburing.o

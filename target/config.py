@@ -1,0 +1,347 @@
+"""ringtgt's TOML configuration: one loader into frozen dataclasses, errors that name the key path.
+
+load_config(None) gives the embedded default; dump_config renders a Config back to loadable TOML.
+"""
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from target.identity import derive_naa, derive_serial
+
+DEFAULT_TOML = """
+[server]
+portals = ["127.0.0.1:3260"]
+
+[[target]]
+iqn = "iqn.2026-11.org.ringtgt:default"
+
+[[target.lun]]
+id = 0
+path = "./var/default-lun0.img"
+size = "1GiB"
+"""
+
+DEFAULT_PORT = 3260
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+BLOCK_SIZES = (512, 4096)
+BACKSTORES = ("file", "null")
+MAX_LUN_ID = 255
+MAX_NAME_BYTES = 223  # RFC 3720 3.2.6.1
+MAX_ALIAS_CHARS = 255
+MAX_SERIAL_CHARS = 64
+
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]i?b|b)?", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1} | {
+    f"{p}{i}b": (1024 if i else 1000) ** (n + 1) for n, p in enumerate("kmgtp") for i in ("", "i")
+}
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_IQN_RE = re.compile(rf"iqn\.\d{{4}}-(?:0[1-9]|1[0-2])\.{_LABEL}(?:\.{_LABEL})*(?::[a-z0-9.:-]+)?")
+_EUI_RE = re.compile(r"eui\.[0-9a-f]{16}")
+_NAA_NAME_RE = re.compile(r"naa\.(?:[0-9a-f]{16}|[0-9a-f]{32})")
+_NAA_ID_RE = re.compile(r"6[0-9a-f]{31}")
+_SERIAL_RE = re.compile(rf"[!-~]{{1,{MAX_SERIAL_CHARS}}}")
+_PORTAL_RE = re.compile(r"(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^\s:\[\]]+))(?::(?P<port>\d+))?")
+
+
+class ConfigError(Exception):
+    """Bad configuration; the message starts with the key path (e.g. 'target[0].lun[1].block_size')."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    portals: tuple[tuple[str, int], ...]
+    workers: int
+    state_dir: str
+    log_level: str
+    nop_interval: float
+
+
+@dataclass(frozen=True)
+class LunConfig:
+    id: int
+    path: str | None
+    size: int
+    block_size: int
+    backstore: str
+    direct: bool
+    write_cache: bool
+    serial: str
+    naa: str
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    iqn: str
+    alias: str | None
+    luns: tuple[LunConfig, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    targets: tuple[TargetConfig, ...]
+
+
+_REQUIRED = object()
+_TYPE_NAMES = {
+    bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table",
+}
+
+
+class _Table:
+    """One TOML table being read: typed lookups whose errors name the key path, then a leftover check."""
+
+    def __init__(self, data: object, where: str):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: must be a table, got {data!r}")
+        self._data = dict(data)
+        self._where = where
+
+    def path(self, key: str) -> str:
+        return f"{self._where}.{key}" if self._where else key
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path(key)}: {message}")
+
+    def take(self, key: str, types: tuple[type, ...], default: object = _REQUIRED) -> object:
+        """Remove and return data[key]; it must be one of types (bools are never numbers)."""
+        if key not in self._data:
+            if default is _REQUIRED:
+                raise self.error(key, "required")
+            return default
+        value = self._data.pop(key)
+        if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
+            wanted = " or ".join(_TYPE_NAMES[t] for t in types)
+            raise self.error(key, f"must be {wanted}, got {value!r}")
+        return value
+
+    def take_tables(self, key: str, header: str) -> list["_Table"]:
+        """Remove an array of tables ([[header]]); it must hold at least one."""
+        value = self._data.pop(key, None)
+        if not isinstance(value, list) or not value:
+            raise self.error(key, f"at least one [[{header}]] table is required")
+        return [_Table(item, f"{self.path(key)}[{i}]") for i, item in enumerate(value)]
+
+    def finish(self) -> None:
+        if self._data:
+            names = ", ".join(sorted(self._data))
+            raise ConfigError(f"{self._where or 'top level'}: unknown key(s): {names}")
+
+
+def load_config(path: str | None) -> Config:
+    """Load and validate the TOML file at path (None: the embedded default, paths relative to the cwd)."""
+    if path is None:
+        return _parse(tomllib.loads(DEFAULT_TOML), os.getcwd())
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    return _parse(data, os.path.dirname(os.path.abspath(path)))
+
+
+def _parse(data: dict, base_dir: str) -> Config:
+    top = _Table(data, "")
+    server = _parse_server(_Table(top.take("server", (dict,), {}), "server"), base_dir)
+    targets = tuple(_parse_target(t, base_dir) for t in top.take_tables("target", "target"))
+    top.finish()
+    _check_unique(targets)
+    return Config(server=server, targets=targets)
+
+
+def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
+    raw_portals = t.take("portals", (list,), [f"127.0.0.1:{DEFAULT_PORT}"])
+    if not raw_portals:
+        raise t.error("portals", "must list at least one host:port")
+    portals = tuple(_parse_portal(t, f"portals[{i}]", p) for i, p in enumerate(raw_portals))
+    if len(set(portals)) != len(portals):
+        raise t.error("portals", f"duplicate portal in {raw_portals!r}")
+    workers = t.take("workers", (int,), len(os.sched_getaffinity(0)))
+    if workers < 1:
+        raise t.error("workers", f"must be at least 1, got {workers}")
+    state_dir = t.take("state_dir", (str,), "./var")
+    log_level = t.take("log_level", (str,), "info").lower()
+    if log_level not in LOG_LEVELS:
+        raise t.error("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    nop_interval = float(t.take("nop_interval", (int, float), 30))
+    if not 0 <= nop_interval < float("inf"):
+        raise t.error("nop_interval", f"must be finite seconds >= 0 (0 = off), got {nop_interval}")
+    t.finish()
+    return ServerConfig(
+        portals=portals,
+        workers=workers,
+        state_dir=_resolve(base_dir, state_dir),
+        log_level=log_level,
+        nop_interval=nop_interval,
+    )
+
+
+def _parse_portal(t: _Table, key: str, value: object) -> tuple[str, int]:
+    match = _PORTAL_RE.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        raise t.error(key, f"must be 'host:port' or '[ipv6]:port', got {value!r}")
+    host = match["host"]
+    if host is None:
+        host = match["v6"]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise t.error(key, f"{host!r} is not an IPv6 address") from None
+    port = int(match["port"] or DEFAULT_PORT)
+    if not 1 <= port <= 65535:
+        raise t.error(key, f"port must be 1..65535, got {port}")
+    return host, port
+
+
+def _parse_target(t: _Table, base_dir: str) -> TargetConfig:
+    iqn = t.take("iqn", (str,)).lower()
+    if len(iqn.encode()) > MAX_NAME_BYTES:
+        raise t.error("iqn", f"longer than {MAX_NAME_BYTES} bytes")
+    if not any(r.fullmatch(iqn) for r in (_IQN_RE, _EUI_RE, _NAA_NAME_RE)):
+        raise t.error(
+            "iqn",
+            "must be an iSCSI name: iqn.YYYY-MM.reversed.domain[:suffix], eui.<16 hex> or "
+            f"naa.<16 or 32 hex> (RFC 3720 3.2.6.3), got {iqn!r}",
+        )
+    alias = t.take("alias", (str,), None)
+    if alias is not None and not (0 < len(alias) <= MAX_ALIAS_CHARS and alias.isprintable()):
+        raise t.error("alias", f"must be 1..{MAX_ALIAS_CHARS} printable characters, got {alias!r}")
+    luns = tuple(_parse_lun(lun, iqn, base_dir) for lun in t.take_tables("lun", "target.lun"))
+    t.finish()
+    seen: set[int] = set()
+    for i, lun in enumerate(luns):
+        if lun.id in seen:
+            raise t.error(f"lun[{i}].id", f"duplicate LUN id {lun.id} in this target")
+        seen.add(lun.id)
+    return TargetConfig(iqn=iqn, alias=alias, luns=luns)
+
+
+def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:
+    lun_id = t.take("id", (int,))
+    if not 0 <= lun_id <= MAX_LUN_ID:
+        raise t.error("id", f"must be 0..{MAX_LUN_ID}, got {lun_id}")
+    backstore = t.take("backstore", (str,), "file")
+    if backstore not in BACKSTORES:
+        raise t.error("backstore", f"must be one of {', '.join(BACKSTORES)}, got {backstore!r}")
+    path = t.take("path", (str,), None)
+    if backstore == "file" and path is None:
+        raise t.error("path", 'required for backstore "file"')
+    if backstore != "file" and path is not None:
+        raise t.error("path", f'not used by backstore "{backstore}"')
+    path = _resolve(base_dir, path) if path is not None else None
+    block_size = t.take("block_size", (int,), 512)
+    if block_size not in BLOCK_SIZES:
+        raise t.error("block_size", f"must be 512 or 4096, got {block_size}")
+    size = _lun_size(t, path, block_size)
+    serial = t.take("serial", (str,), None)
+    if serial is None:
+        serial = derive_serial(iqn, lun_id)
+    elif not _SERIAL_RE.fullmatch(serial):
+        raise t.error("serial", f"must be 1..{MAX_SERIAL_CHARS} printable ASCII, no spaces, got {serial!r}")
+    naa = t.take("naa", (str,), None)
+    if naa is None:
+        naa = derive_naa(iqn, lun_id)
+    elif not _NAA_ID_RE.fullmatch(naa.lower()):
+        raise t.error("naa", f"must be 32 hex digits starting with 6 (IEEE Registered Extended), got {naa!r}")
+    lun = LunConfig(
+        id=lun_id,
+        path=path,
+        size=size,
+        block_size=block_size,
+        backstore=backstore,
+        direct=t.take("direct", (bool,), False),
+        write_cache=t.take("write_cache", (bool,), True),
+        serial=serial,
+        naa=naa.lower(),
+    )
+    t.finish()
+    return lun
+
+
+def _lun_size(t: _Table, path: str | None, block_size: int) -> int:
+    """The configured size, or for an existing file without one, the file's size."""
+    raw = t.take("size", (int, str), None)
+    if raw is None:
+        if path is None:
+            raise t.error("size", "required for backstore \"null\"")
+        try:
+            size = os.stat(path).st_size
+        except OSError as e:
+            raise t.error("size", f"required: {path} cannot be sized ({e.strerror})") from None
+    else:
+        size = parse_size(raw, t.path("size"))
+    if size <= 0 or size % block_size:
+        raise t.error("size", f"must be a positive multiple of block_size {block_size}, got {size}")
+    return size
+
+
+def parse_size(value: int | str, key: str) -> int:
+    """Bytes from an int or a string like '512MiB', '1GiB', '2TB' (k/M/G/T/P, 'i' = powers of 1024)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.fullmatch(value.strip())
+    try:
+        if not match:
+            raise InvalidOperation
+        number = Decimal(match[1]) * _SIZE_UNITS[(match[2] or "b").lower()]
+        if number != int(number):
+            raise InvalidOperation
+    except InvalidOperation:
+        hint = "must be bytes or a size like '512MiB', '1GiB' or '2TB'"
+        raise ConfigError(f"{key}: {hint}, got {value!r}") from None
+    return int(number)
+
+
+def _resolve(base_dir: str, path: str) -> str:
+    return os.path.normpath(os.path.join(base_dir, path))
+
+
+def _check_unique(targets: tuple[TargetConfig, ...]) -> None:
+    """Target names and LUN identities (serial, naa) must not repeat across the whole configuration."""
+    seen: dict[tuple[str, str], str] = {}
+    for ti, target in enumerate(targets):
+        keys = [(f"target[{ti}].iqn", "iqn", target.iqn)]
+        for li, lun in enumerate(target.luns):
+            keys += [(f"target[{ti}].lun[{li}].{k}", k, getattr(lun, k)) for k in ("serial", "naa")]
+        for where, kind, value in keys:
+            first = seen.setdefault((kind, value), where)
+            if first != where:
+                raise ConfigError(f"{where}: {value!r} already used by {first}")
+
+
+def dump_config(config: Config) -> str:
+    """The resolved configuration as TOML that load_config accepts and resolves to an equal Config."""
+    s = config.server
+    lines = [
+        "[server]",
+        f"portals = {_toml([f'[{h}]:{p}' if ':' in h else f'{h}:{p}' for h, p in s.portals])}",
+        f"workers = {s.workers}",
+        f"state_dir = {_toml(s.state_dir)}",
+        f"log_level = {_toml(s.log_level)}",
+        f"nop_interval = {s.nop_interval!r}",
+    ]
+    for target in config.targets:
+        lines += ["", "[[target]]", f"iqn = {_toml(target.iqn)}"]
+        if target.alias is not None:
+            lines.append(f"alias = {_toml(target.alias)}")
+        for lun in target.luns:
+            lines += ["", "[[target.lun]]"]
+            for key, value in vars(lun).items():
+                if value is not None:
+                    lines.append(f"{key} = {_toml(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: object) -> str:
+    """TOML literal for the value types a Config holds (JSON strings are valid TOML basic strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)

@@ -1,0 +1,166 @@
+"""target.supervisor with real processes: a supervisor subprocess running an injected worker function."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# argv: out_dir config_file mode stop_timeout.  Each worker drops a file "<index>.<pid>.<cpu>" in out_dir.
+SUPERVISOR = """
+import logging, os, signal, sys, time
+from target.config import load_config
+from target.supervisor import Supervisor
+
+out, config_file, mode, stop_timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+
+def worker(config, index, cpu):
+    if mode == "crash":
+        raise RuntimeError("boom")
+    stop = []
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "stubborn" else lambda *_: stop.append(1))
+    open(os.path.join(out, f"{index}.{os.getpid()}.{cpu}"), "w").close()
+    while not stop:
+        time.sleep(0.02)
+
+logging.basicConfig(level=logging.INFO, format="%(name)s[%(process)d] %(levelname)s: %(message)s")
+sys.exit(Supervisor(load_config(config_file), worker, stop_timeout=stop_timeout).run())
+"""
+
+CPUS = sorted(os.sched_getaffinity(0))
+
+
+class Running:
+    """A supervisor subprocess, its workers' marker files and its log."""
+
+    def __init__(self, tmp_path: Path, workers: int, mode: str, stop_timeout: float):
+        self.out = tmp_path / "out"
+        self.out.mkdir()
+        config = tmp_path / "ringtgt.toml"
+        config.write_text(f"[server]\nworkers = {workers}\n[[target]]\niqn = 'iqn.2026-11.org.test:t'\n"
+                          "[[target.lun]]\nid = 0\nbackstore = 'null'\nsize = 4096\n")
+        self.log_path = tmp_path / "supervisor.log"
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", SUPERVISOR, str(self.out), str(config), mode, str(stop_timeout)],
+                stderr=log, cwd=Path(__file__).parent.parent)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def workers(self) -> dict[int, tuple[int, int]]:
+        """index -> (pid, cpu) of the latest live worker per index."""
+        found = {}
+        for marker in self.out.iterdir():
+            index, pid, cpu = map(int, marker.name.split("."))
+            if _alive(pid):
+                found[index] = (pid, cpu)
+        return found
+
+    def signal(self, signo: int) -> None:
+        self.proc.send_signal(signo)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {predicate}")
+
+
+@pytest.fixture
+def start(tmp_path):
+    running = []
+
+    def start(workers=2, mode="normal", stop_timeout=5.0):
+        running.append(Running(tmp_path, workers, mode, stop_timeout))
+        return running[-1]
+
+    yield start
+    for r in running:
+        r.stop()
+
+
+def cpus_allowed(pid: int) -> str:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("Cpus_allowed_list:"))
+
+
+def test_workers_pinned_round_robin(start):
+    sup = start(workers=3)
+    workers = wait_for(lambda: len(sup.workers()) == 3 and sup.workers())
+    for index, (pid, cpu) in workers.items():
+        assert cpu == CPUS[index % len(CPUS)]
+        assert cpus_allowed(pid) == str(cpu)
+    assert f"worker 2 (pid {workers[2][0]}) started" in sup.log()
+
+
+def test_killed_worker_is_restarted_within_a_second(start):
+    sup = start(workers=2)
+    before = wait_for(lambda: len(sup.workers()) == 2 and sup.workers())
+    os.kill(before[1][0], signal.SIGKILL)
+    killed_at = time.monotonic()
+    after = wait_for(lambda: 1 in sup.workers() and sup.workers()[1][0] != before[1][0] and sup.workers())
+    assert time.monotonic() - killed_at < 1.0
+    assert after[0] == before[0]
+    assert cpus_allowed(after[1][0]) == str(CPUS[1 % len(CPUS)])
+    assert f"worker 1 (pid {before[1][0]}) killed by SIGKILL; restarting" in sup.log()
+
+
+@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_stops_workers_and_exits_0(start, signo):
+    sup = start(workers=2)
+    pids = [pid for pid, _ in wait_for(lambda: len(sup.workers()) == 2 and sup.workers()).values()]
+    sup.signal(signo)
+    assert sup.proc.wait(timeout=2) == 0
+    assert not any(_alive(pid) for pid in pids)
+    assert "exited with status 0" in sup.log()
+
+
+def test_stubborn_worker_is_killed_after_the_stop_timeout(start):
+    sup = start(workers=1, mode="stubborn", stop_timeout=0.5)
+    ((pid, _),) = wait_for(lambda: sup.workers()).values()
+    began = time.monotonic()
+    sup.signal(signal.SIGTERM)
+    assert sup.proc.wait(timeout=3) == 0
+    assert 0.4 < time.monotonic() - began < 2.5
+    assert not _alive(pid)
+    assert f"worker 0 (pid {pid}) killed by SIGKILL after the stop timeout" in sup.log()
+
+
+def test_crashing_worker_is_logged_and_backed_off(start):
+    sup = start(workers=1, mode="crash")
+    time.sleep(2.0)
+    log = sup.log()
+    crashes = log.count("exited with status 1")
+    assert 2 <= crashes <= 6, log  # back-off 0.25, 0.5, 1 s: a handful, not a busy loop
+    assert "RuntimeError: boom" in log
+    assert "restarting in 0.50s" in log
+    sup.signal(signal.SIGTERM)
+    assert sup.proc.wait(timeout=2) == 0
+
+
+def test_sighup_is_logged_and_changes_nothing(start):
+    sup = start(workers=2)
+    before = wait_for(lambda: len(sup.workers()) == 2 and sup.workers())
+    sup.signal(signal.SIGHUP)
+    wait_for(lambda: "reload is not supported yet" in sup.log())
+    assert sup.workers() == before
+    assert sup.proc.poll() is None
