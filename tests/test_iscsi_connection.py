@@ -26,10 +26,10 @@ class BlockDevice:
     def has_lun(self, lun):
         return lun == 0
 
-    def reset_lun(self, lun):
+    def reset_lun(self, lun, nexus):
         self.resets.append(lun)
 
-    def reset_target(self):
+    def reset_target(self, nexus):
         self.resets.append("target")
 
     def execute(self, task):

@@ -268,10 +268,10 @@ class Connection:
             else:
                 self._abort([c for c in self.commands.values() if c.lun == lun])
                 if function == TMF_LUN_RESET:
-                    self.target.reset_lun(lun)
+                    self.target.reset_lun(lun, self.nexus)
         elif function in (TMF_TARGET_WARM_RESET, TMF_TARGET_COLD_RESET):
             self._abort(list(self.commands.values()))
-            self.target.reset_target()
+            self.target.reset_target(self.nexus)
         elif function == TMF_TASK_REASSIGN:
             response = TMF_REASSIGN_UNSUPPORTED
         elif function != TMF_CLEAR_ACA:

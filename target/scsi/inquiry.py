@@ -1,0 +1,99 @@
+"""INQUIRY data (SPC-4 6.6, 7.8; SBC-3 6.5): the standard data and the vital product data pages."""
+from __future__ import annotations
+
+from struct import Struct
+
+from .lun import OPTIMAL_TRANSFER_BYTES, PRODUCT, REVISION, VENDOR, LogicalUnit
+from .sense import invalid_cdb
+
+DISK = 0x00
+NO_UNIT = 0x7F                      # peripheral qualifier 011b, device type 1Fh: no logical unit here
+
+SPC4 = 0x06
+_HISUP_FORMAT2 = 0x12               # HiSup, response data format 2
+_CMDQUE = 0x02
+_VERSION_DESCRIPTORS = (0x00A0, 0x0960, 0x0460, 0x04C0)     # SAM-5, iSCSI, SPC-4, SBC-3
+
+_STANDARD = Struct(">BBBBBBBB8s16s4s22x4H8x")                # 74 bytes: 8 version descriptor slots
+_VPD_HEADER = Struct(">BBH")
+_DESIGNATOR_HEADER = Struct(">BBxB")
+_PORT_NUMBER = Struct(">xxH")
+_BLOCK_LIMITS = Struct(">BBHIII44x")                        # after the page header: 60 bytes
+_CHARACTERISTICS = Struct(">H58x")
+_PROVISIONING = Struct(">BBBx")
+
+# designator fields (SPC-4 7.8.6.1)
+_ISCSI = 0x5                        # protocol identifier
+_BINARY, _ASCII, _UTF8 = 1, 2, 3    # code sets
+_PIV = 0x80
+_LU, _TARGET_PORT = 0x00, 0x10      # association
+_T10_VENDOR, _NAA, _RELATIVE_PORT, _PORT_GROUP, _SCSI_NAME = 1, 3, 4, 5, 8
+
+
+def standard(peripheral: int) -> bytes:
+    return _STANDARD.pack(peripheral, 0, SPC4, _HISUP_FORMAT2, _STANDARD.size - 5, 0, 0, _CMDQUE,
+                          VENDOR.encode(), PRODUCT.encode().ljust(16), REVISION.encode(), *_VERSION_DESCRIPTORS)
+
+
+STANDARD_DISK = standard(DISK)
+STANDARD_NO_UNIT = standard(NO_UNIT)
+
+
+def _page(code: int, body: bytes) -> bytes:
+    return _VPD_HEADER.pack(DISK, code, len(body)) + body
+
+
+def _designator(protocol_code_set: int, piv_association_type: int, value: bytes) -> bytes:
+    return _DESIGNATOR_HEADER.pack(protocol_code_set, piv_association_type, len(value)) + value
+
+
+def _supported_pages(unit: LogicalUnit) -> bytes:
+    return bytes(sorted(VPD_PAGES))
+
+
+def _unit_serial(unit: LogicalUnit) -> bytes:
+    return unit.identity.serial.encode()
+
+
+def _device_identification(unit: LogicalUnit) -> bytes:
+    ident = unit.identity
+    port_name = f"{ident.target_iqn},t,0x{ident.portal_group_tag:04x}".encode()
+    port_name += bytes(4 - len(port_name) % 4)          # NUL-terminated, padded to a multiple of 4
+    port = _ISCSI << 4 | _BINARY
+    return b"".join((
+        _designator(_BINARY, _LU | _NAA, bytes.fromhex(ident.naa)),
+        _designator(_ASCII, _LU | _T10_VENDOR, VENDOR.encode() + ident.serial.encode()),
+        _designator(_ISCSI << 4 | _UTF8, _PIV | _TARGET_PORT | _SCSI_NAME, port_name),
+        _designator(port, _PIV | _TARGET_PORT | _RELATIVE_PORT, _PORT_NUMBER.pack(ident.relative_port)),
+        _designator(port, _PIV | _TARGET_PORT | _PORT_GROUP, _PORT_NUMBER.pack(ident.portal_group_tag)),
+    ))
+
+
+def _block_limits(unit: LogicalUnit) -> bytes:
+    optimal = max(1, OPTIMAL_TRANSFER_BYTES // unit.block_size)
+    return _BLOCK_LIMITS.pack(0, 0, 1, unit.max_transfer_blocks, optimal, 0)
+
+
+def _block_device_characteristics(unit: LogicalUnit) -> bytes:
+    return _CHARACTERISTICS.pack(1)                     # medium rotation rate 1: non-rotating
+
+
+def _logical_block_provisioning(unit: LogicalUnit) -> bytes:
+    return _PROVISIONING.pack(0, 0, 0)                  # fully provisioned, no unmap
+
+
+VPD_PAGES = {
+    0x00: _supported_pages,
+    0x80: _unit_serial,
+    0x83: _device_identification,
+    0xB0: _block_limits,
+    0xB1: _block_device_characteristics,
+    0xB2: _logical_block_provisioning,
+}
+
+
+def vpd_page(unit: LogicalUnit, code: int) -> bytes:
+    build = VPD_PAGES.get(code)
+    if build is None:
+        raise invalid_cdb(2)
+    return _page(code, build(unit))

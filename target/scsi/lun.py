@@ -1,0 +1,81 @@
+"""A logical unit as the SCSI layer sees it: its backstore, its identity, and its unit attention state."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .sense import POWER_ON_RESET
+
+VENDOR = "RINGTGT "
+PRODUCT = "ringtgt disk"
+REVISION = "0001"
+
+MAX_TRANSFER_BYTES = 16 << 20       # matches the MaxBurstLength we offer: one command, one burst
+OPTIMAL_TRANSFER_BYTES = 1 << 20
+
+
+class UnitAttentions:
+    """Pending unit attention conditions per I_T nexus (SPC-4 5.14).
+
+    A nexus seen for the first time starts with POWER ON, RESET OR BUS DEVICE RESET OCCURRED. Kept behind
+    this small interface so a cross-worker coordinator can swap the storage.
+    """
+
+    __slots__ = ("_queues",)
+
+    def __init__(self):
+        self._queues: dict[str, list[int]] = {}
+
+    def _queue(self, nexus: str) -> list[int]:
+        queue = self._queues.get(nexus)
+        if queue is None:
+            queue = self._queues[nexus] = [POWER_ON_RESET]
+        return queue
+
+    def take(self, nexus: str) -> int | None:
+        """Report-and-clear the oldest pending condition (as ASC/ASCQ), or None."""
+        queue = self._queues.get(nexus)
+        if queue is None:
+            queue = self._queue(nexus)
+        return queue.pop(0) if queue else None
+
+    def establish(self, asc_ascq: int, except_nexus: str | None = None) -> None:
+        """Queue a condition for every known nexus but `except_nexus` (new ones get POWER ON anyway)."""
+        for nexus, queue in self._queues.items():
+            if nexus != except_nexus and asc_ascq not in queue:
+                queue.append(asc_ascq)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What INQUIRY reports about the unit and the target port it is reached through."""
+    serial: str
+    naa: str                    # hex digits of a NAA designator, first digit '6' (8 or 16 bytes)
+    target_iqn: str
+    portal_group_tag: int
+    relative_port: int
+
+
+class LogicalUnit:
+    """One LUN in one worker."""
+
+    __slots__ = ("lun_id", "backstore", "identity", "read_only", "attentions", "default_write_cache",
+                 "block_size", "blocks", "max_transfer_blocks")
+
+    def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
+                 portal_group_tag: int, relative_port: int, read_only: bool = False,
+                 attentions: UnitAttentions | None = None):
+        naa_bytes = bytes.fromhex(naa)
+        if len(naa_bytes) not in (8, 16) or naa_bytes[0] >> 4 != 6:
+            raise ValueError(f"NAA designator {naa!r} is not 8 or 16 bytes of NAA 6")
+        self.lun_id = lun_id
+        self.backstore = backstore
+        self.identity = Identity(serial, naa, target_iqn, portal_group_tag, relative_port)
+        self.read_only = read_only
+        self.attentions = attentions if attentions is not None else UnitAttentions()
+        self.default_write_cache = bool(backstore.write_cache)
+        self.block_size = backstore.block_size
+        self.blocks = backstore.size // backstore.block_size
+        self.max_transfer_blocks = MAX_TRANSFER_BYTES // self.block_size
+
+    def establish_ua(self, asc_ascq: int, except_nexus: str | None = None) -> None:
+        self.attentions.establish(asc_ascq, except_nexus)

@@ -1,0 +1,135 @@
+"""Block commands (SBC-3): READ/WRITE 6/10/12/16, VERIFY, SYNCHRONIZE CACHE, READ CAPACITY 10/16.
+
+READ and WRITE are the hot path: one compiled-struct decode, range checks, one backstore call, and a
+completion closure that hands the backstore's memoryview straight to `task.finish`. Handlers return None
+when the backstore will finish the task, or the data-in bytes (b"" for none) when done at once.
+"""
+from __future__ import annotations
+
+import logging
+from struct import Struct
+
+from . import cdb as C
+from .sense import (ILLEGAL_REQUEST, LBA_OUT_OF_RANGE, MEDIUM_ERROR, UNRECOVERED_READ_ERROR, WRITE_ERROR,
+                    ScsiError, check_condition, invalid_cdb)
+from .task import GOOD
+
+log = logging.getLogger(__name__)
+_CAPACITY10 = Struct(">II")
+_CAPACITY16 = Struct(">QI20x")
+
+
+def _check_range(unit, lba: int, count: int, count_byte: int) -> None:
+    if lba + count > unit.blocks:
+        raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+    if count > unit.max_transfer_blocks:
+        raise invalid_cdb(count_byte)
+
+
+def _written(task):
+    """Completion for a write or a flush: GOOD, or MEDIUM ERROR / WRITE ERROR."""
+    def done(error):
+        if error is None:
+            task.finish(GOOD)
+        else:
+            check_condition(task, MEDIUM_ERROR, WRITE_ERROR)
+    return done
+
+
+def make_read(layout: C.LbaLayout):
+    decode, count_byte = layout
+
+    def read(target, unit, task):
+        flags, lba, count = decode(task.cdb)
+        if flags & C.PROTECT:
+            raise invalid_cdb(1, 7)
+        _check_range(unit, lba, count, count_byte)
+        if not count:
+            return b""
+
+        def done(result):
+            if isinstance(result, OSError):
+                check_condition(task, MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
+            else:
+                task.finish(GOOD, result)
+
+        size = unit.block_size
+        unit.backstore.read(lba * size, count * size, done)
+        return None
+
+    return read
+
+
+def make_write(layout: C.LbaLayout):
+    """WRITE: the transport reports residuals against `task.transfer_length`; if it received less data than
+    the CDB asks for, only the whole blocks received are written (libiscsi's write residual tests)."""
+    decode, count_byte = layout
+
+    def write(target, unit, task):
+        flags, lba, count = decode(task.cdb)
+        if flags & C.PROTECT:
+            raise invalid_cdb(1, 7)
+        _check_range(unit, lba, count, count_byte)
+        size = unit.block_size
+        length = task.transfer_length = count * size
+        data = task.data_out
+        received = len(data) if data is not None else 0
+        if received < length:
+            length = received - received % size
+        if not length:
+            return b""
+        if received != length:
+            data = memoryview(data)[:length]
+        unit.backstore.write(lba * size, data, bool(flags & C.FUA), _written(task))
+        return None
+
+    return write
+
+
+def make_verify(layout: C.LbaLayout):
+    """VERIFY with BYTCHK=0: the medium is always readable, so a range check is all there is."""
+    decode, count_byte = layout
+
+    def verify(target, unit, task):
+        flags, lba, count = decode(task.cdb)
+        if flags & C.PROTECT:
+            raise invalid_cdb(1, 7)
+        if flags & C.BYTCHK:
+            raise invalid_cdb(1, 2 if flags & 0x04 else 1)
+        if lba + count > unit.blocks:
+            raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+        return b""
+
+    return verify
+
+
+def make_synchronize_cache(layout: C.LbaLayout):
+    decode = layout.decode
+
+    def synchronize_cache(target, unit, task):
+        flags, lba, count = decode(task.cdb)
+        if lba + count > unit.blocks:
+            raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+        if flags & C.IMMED:
+            unit.backstore.flush(_immediate_flushed)
+            return b""
+        unit.backstore.flush(_written(task))
+        return None
+
+    return synchronize_cache
+
+
+def _immediate_flushed(error) -> None:
+    """Completion of an IMMED flush: GOOD status went out already, so all that is left is to log."""
+    if error is not None:
+        log.error("SYNCHRONIZE CACHE with IMMED failed: %s", error)
+
+
+def read_capacity10(target, unit, task) -> bytes:
+    C.read_capacity10(task.cdb)
+    return _CAPACITY10.pack(min(unit.blocks - 1, 0xFFFFFFFF), unit.block_size)
+
+
+def read_capacity16(target, unit, task) -> bytes:
+    alloc = C.read_capacity16(task.cdb)
+    return _CAPACITY16.pack(unit.blocks - 1, unit.block_size)[:alloc]

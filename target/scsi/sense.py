@@ -1,0 +1,96 @@
+"""Sense data (SPC-4 4.5.3): fixed format only, built in one place, plus the `ScsiError` handlers raise.
+
+A handler that finds something wrong raises `ScsiError(key, asc_ascq, field)`; the dispatcher turns it into
+CHECK CONDITION through `check_condition`. `field` is a `Field` naming the offending byte (and bit) for the
+sense-key specific field pointer of ILLEGAL REQUEST.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+from .task import CHECK_CONDITION
+
+# Sense keys (SPC-4 table 27)
+NO_SENSE = 0x0
+RECOVERED_ERROR = 0x1
+NOT_READY = 0x2
+MEDIUM_ERROR = 0x3
+HARDWARE_ERROR = 0x4
+ILLEGAL_REQUEST = 0x5
+UNIT_ATTENTION = 0x6
+DATA_PROTECT = 0x7
+ABORTED_COMMAND = 0xB
+
+# Additional sense code / qualifier pairs, as 0xAAQQ
+NO_ADDITIONAL_SENSE = 0x0000
+WRITE_ERROR = 0x0C00
+INVALID_FIELD_IN_COMMAND_IU = 0x0E03
+UNRECOVERED_READ_ERROR = 0x1100
+PARAMETER_LIST_LENGTH_ERROR = 0x1A00
+INVALID_COMMAND_OPERATION_CODE = 0x2000
+LBA_OUT_OF_RANGE = 0x2100
+INVALID_FIELD_IN_CDB = 0x2400
+LOGICAL_UNIT_NOT_SUPPORTED = 0x2500
+INVALID_FIELD_IN_PARAMETER_LIST = 0x2600
+WRITE_PROTECTED = 0x2700
+POWER_ON_RESET = 0x2900
+BUS_DEVICE_RESET = 0x2903
+MODE_PARAMETERS_CHANGED = 0x2A01
+SAVING_PARAMETERS_NOT_SUPPORTED = 0x3900
+INTERNAL_TARGET_FAILURE = 0x4400
+
+FIXED_FORMAT = 0x70
+SENSE_LENGTH = 18
+_ADDITIONAL_LENGTH = SENSE_LENGTH - 8
+
+
+class Field(NamedTuple):
+    """Where an invalid field sits: byte offset, bit (None: the whole byte), in the CDB or the parameter list."""
+    byte: int
+    bit: int | None = None
+    in_cdb: bool = True
+
+
+class ScsiError(Exception):
+    """Raised by command handlers; answered with CHECK CONDITION and this sense."""
+
+    def __init__(self, key: int, asc_ascq: int, field: Field | None = None):
+        super().__init__(key, asc_ascq, field)
+        self.key = key
+        self.asc_ascq = asc_ascq
+        self.field = field
+
+
+def invalid_cdb(byte: int, bit: int | None = None) -> ScsiError:
+    return ScsiError(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, Field(byte, bit))
+
+
+def invalid_parameter(byte: int, bit: int | None = None) -> ScsiError:
+    return ScsiError(ILLEGAL_REQUEST, INVALID_FIELD_IN_PARAMETER_LIST, Field(byte, bit, False))
+
+
+@lru_cache(maxsize=256)
+def build_sense(key: int, asc_ascq: int, field: Field | None = None) -> bytes:
+    """18 bytes of fixed-format current sense; SKSV and the field pointer when `field` is given."""
+    sense = bytearray(SENSE_LENGTH)
+    sense[0] = FIXED_FORMAT
+    sense[2] = key
+    sense[7] = _ADDITIONAL_LENGTH
+    sense[12] = asc_ascq >> 8
+    sense[13] = asc_ascq & 0xFF
+    if field is not None:
+        sks = 0x80 | (0x40 if field.in_cdb else 0)
+        if field.bit is not None:
+            sks |= 0x08 | field.bit
+        sense[15] = sks
+        sense[16:18] = field.byte.to_bytes(2, "big")
+    return bytes(sense)
+
+
+def check_condition(task, key: int, asc_ascq: int, field: Field | None = None) -> None:
+    task.finish(CHECK_CONDITION, None, build_sense(key, asc_ascq, field))
+
+
+def fail(task, error: ScsiError) -> None:
+    check_condition(task, error.key, error.asc_ascq, error.field)

@@ -1,0 +1,66 @@
+"""Primary commands (SPC-4): TEST UNIT READY, INQUIRY, REQUEST SENSE, REPORT LUNS, and the no-op SBC pair
+START STOP UNIT / PREVENT ALLOW MEDIUM REMOVAL.
+
+Handlers take (target, unit, task) and return the data-in bytes (b"" for none); `unit` is None only for
+the commands the dispatcher serves on LUNs that do not exist.
+"""
+from __future__ import annotations
+
+from struct import Struct
+
+from . import cdb as C
+from .inquiry import STANDARD_DISK, STANDARD_NO_UNIT, vpd_page
+from .sense import (ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED, NO_ADDITIONAL_SENSE, NO_SENSE,
+                    UNIT_ATTENTION, ScsiError, build_sense)
+
+_LUN_LIST_HEADER = Struct(">I4x")
+_LUN_ENTRY = Struct(">H6x")
+
+
+def unit_ready(target, unit, task) -> bytes:
+    return b""
+
+
+def inquiry(target, unit, task) -> bytes:
+    evpd, page, alloc = C.inquiry(task.cdb)
+    if not evpd:
+        data = STANDARD_DISK if unit is not None else STANDARD_NO_UNIT
+    elif unit is None:
+        raise ScsiError(ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED)
+    else:
+        data = vpd_page(unit, page)
+    return data[:alloc]
+
+
+def request_sense(target, unit, task) -> bytes:
+    """Report (and clear) a pending unit attention as parameter data, else NO SENSE (SPC-4 6.29)."""
+    alloc = C.request_sense(task.cdb)
+    if unit is None:
+        sense = build_sense(ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED)
+    else:
+        asc_ascq = unit.attentions.take(task.nexus)
+        sense = build_sense(NO_SENSE, NO_ADDITIONAL_SENSE) if asc_ascq is None else \
+            build_sense(UNIT_ATTENTION, asc_ascq)
+    return sense[:alloc]
+
+
+def encode_lun(lun: int) -> int:
+    """SAM-5 single-level LUN: peripheral addressing below 256, flat space addressing above."""
+    return lun if lun < 256 else 0x4000 | lun
+
+
+def report_luns(target, unit, task) -> bytes:
+    select, alloc = C.report_luns(task.cdb)
+    luns = [] if select == C.SELECT_WELL_KNOWN else sorted(target.luns)
+    data = _LUN_LIST_HEADER.pack(8 * len(luns)) + b"".join(_LUN_ENTRY.pack(encode_lun(lun)) for lun in luns)
+    return data[:alloc]
+
+
+def start_stop_unit(target, unit, task) -> bytes:
+    C.start_stop_unit(task.cdb)
+    return b""
+
+
+def prevent_allow_medium_removal(target, unit, task) -> bytes:
+    C.prevent_allow(task.cdb)
+    return b""

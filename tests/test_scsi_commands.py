@@ -1,0 +1,569 @@
+"""Every command through ScsiTarget.execute, against an in-memory backstore double."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from target.scsi import sense as S
+from target.scsi.lun import LogicalUnit
+from target.scsi.target import ScsiTarget
+from target.scsi.task import CHECK_CONDITION, GOOD, ScsiTask
+
+BS = 512
+BLOCKS = 1024
+NAA = "6001405aabbccddeeff0011223344556"
+IQN = "iqn.2024-01.test:disk"
+
+
+class MemoryStore:
+    """Backstore test double: completions are queued and run by `drain()`, never synchronously."""
+
+    def __init__(self, blocks=BLOCKS, block_size=BS, write_cache=True, size=None):
+        self.block_size = block_size
+        self.size = size if size is not None else blocks * block_size
+        self.data = bytearray(blocks * block_size if size is None else 0)
+        self.write_cache = write_cache
+        self.pending = []
+        self.calls = []
+        self.error = None
+
+    def read(self, offset, length, callback):
+        self.calls.append(("read", offset, length))
+        self.pending.append(lambda: callback(self.error or memoryview(bytes(self.data[offset:offset + length]))))
+
+    def write(self, offset, data, fua, callback):
+        self.calls.append(("write", offset, len(data), fua))
+
+        def complete():
+            if self.error is None:
+                self.data[offset:offset + len(data)] = data
+            callback(self.error)
+        self.pending.append(complete)
+
+    def flush(self, callback):
+        self.calls.append(("flush",))
+        self.pending.append(lambda: callback(self.error))
+
+    def unmap(self, offset, length, callback):
+        raise AssertionError("unmap not offered")
+
+    def close(self):
+        pass
+
+    def drain(self):
+        while self.pending:
+            self.pending.pop(0)()
+
+
+def make_unit(lun=0, store=None, read_only=False):
+    store = store or MemoryStore()
+    return LogicalUnit(lun, store, serial="0123456789ABCDEF", naa=NAA, target_iqn=IQN, portal_group_tag=1,
+                       relative_port=1, read_only=read_only)
+
+
+class Harness:
+    def __init__(self, **kw):
+        self.unit = make_unit(**kw)
+        self.store = self.unit.backstore
+        self.target = ScsiTarget({0: self.unit})
+
+    def run(self, cdb: bytes, *, lun=0, nexus="i1", data_out=None, edtl=None, drain=True) -> ScsiTask:
+        done = []
+        write = data_out is not None
+        if edtl is None:
+            edtl = len(data_out) if write else 4096
+        task = ScsiTask(lun, cdb.ljust(16, b"\0"), nexus, "iqn.init", edtl, not write, write,
+                        memoryview(data_out) if write else None, done.append)
+        self.target.execute(task)
+        if drain:
+            self.store.drain()
+            assert done == [task], "finish() must be called exactly once"
+        return task
+
+    def ready(self, nexus="i1"):
+        """Consume the power-on unit attention."""
+        task = self.run(TUR, nexus=nexus)
+        assert_sense(task, S.UNIT_ATTENTION, S.POWER_ON_RESET)
+
+
+def assert_good(task):
+    assert (task.status, task.sense) == (GOOD, None), task.sense and task.sense.hex()
+
+
+def assert_sense(task, key, asc_ascq, field=None):
+    assert task.status == CHECK_CONDITION
+    assert task.sense[2] == key and task.sense[12] << 8 | task.sense[13] == asc_ascq, task.sense.hex()
+    if field is not None:
+        assert task.sense == S.build_sense(key, asc_ascq, field)
+
+
+TUR = bytes(6)
+
+
+def rw_cdb(opcode, lba, count, flags=0):
+    if opcode in (0x08, 0x0A):
+        return struct.pack(">BBHBB", opcode, lba >> 16, lba & 0xFFFF, count & 0xFF, 0)
+    if opcode in (0x28, 0x2A, 0x2F, 0x35):
+        return struct.pack(">BBIBHB", opcode, flags, lba, 0, count, 0)
+    if opcode in (0xA8, 0xAA):
+        return struct.pack(">BBIIBB", opcode, flags, lba, count, 0, 0)
+    return struct.pack(">BBQIBB", opcode, flags, lba, count, 0, 0)
+
+
+@pytest.fixture
+def h():
+    harness = Harness()
+    harness.ready()
+    return harness
+
+
+# -- unit attention --------------------------------------------------------------------------------------
+def test_power_on_ua_once_per_nexus():
+    h = Harness()
+    assert_sense(h.run(TUR), S.UNIT_ATTENTION, S.POWER_ON_RESET)
+    assert_good(h.run(TUR))
+    assert_sense(h.run(TUR, nexus="i2"), S.UNIT_ATTENTION, S.POWER_ON_RESET)
+    assert_good(h.run(TUR, nexus="i2"))
+
+
+def test_inquiry_and_report_luns_do_not_consume_ua():
+    h = Harness()
+    assert_good(h.run(bytes([0x12, 0, 0, 0, 36, 0])))
+    assert_good(h.run(bytes([0xA0]) + bytes(5) + (64).to_bytes(4, "big") + bytes(2)))
+    assert_sense(h.run(rw_cdb(0x28, 0, 1)), S.UNIT_ATTENTION, S.POWER_ON_RESET)
+
+
+def test_request_sense_reports_and_clears_ua():
+    h = Harness()
+    task = h.run(bytes([0x03, 0, 0, 0, 18, 0]))
+    assert_good(task)
+    assert bytes(task.data_in) == S.build_sense(S.UNIT_ATTENTION, S.POWER_ON_RESET)
+    assert_good(h.run(TUR))
+    task = h.run(bytes([0x03, 0, 0, 0, 252, 0]))
+    assert bytes(task.data_in) == S.build_sense(S.NO_SENSE, S.NO_ADDITIONAL_SENSE)
+    assert len(h.run(bytes([0x03, 0, 0, 0, 8, 0])).data_in) == 8
+    assert_sense(h.run(bytes([0x03, 1, 0, 0, 18, 0])), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(1, 0))
+
+
+def test_ua_reported_before_invalid_opcode():
+    h = Harness()
+    assert_sense(h.run(bytes([0xC7]) + bytes(15)), S.UNIT_ATTENTION, S.POWER_ON_RESET)
+    assert_sense(h.run(bytes([0xC7]) + bytes(15)), S.ILLEGAL_REQUEST, S.INVALID_COMMAND_OPERATION_CODE)
+
+
+def test_establish_ua_skips_the_originator():
+    h = Harness()
+    h.ready("a")
+    h.ready("b")
+    h.unit.establish_ua(S.MODE_PARAMETERS_CHANGED, except_nexus="a")
+    assert_good(h.run(TUR, nexus="a"))
+    assert_sense(h.run(TUR, nexus="b"), S.UNIT_ATTENTION, S.MODE_PARAMETERS_CHANGED)
+    assert_good(h.run(TUR, nexus="b"))
+
+
+# -- unknown LUN, REPORT LUNS ------------------------------------------------------------------------------
+def test_unknown_lun(h):
+    inq = h.run(bytes([0x12, 0, 0, 0, 96, 0]), lun=7)
+    assert_good(inq)
+    assert inq.data_in[0] == 0x7F
+    assert_sense(h.run(TUR, lun=7), S.ILLEGAL_REQUEST, S.LOGICAL_UNIT_NOT_SUPPORTED)
+    assert_sense(h.run(bytes([0x12, 1, 0x80, 0, 96, 0]), lun=7), S.ILLEGAL_REQUEST, S.LOGICAL_UNIT_NOT_SUPPORTED)
+    sense = h.run(bytes([0x03, 0, 0, 0, 18, 0]), lun=7)
+    assert_good(sense)
+    assert bytes(sense.data_in) == S.build_sense(S.ILLEGAL_REQUEST, S.LOGICAL_UNIT_NOT_SUPPORTED)
+    assert_good(h.run(bytes([0xA0]) + bytes(5) + (64).to_bytes(4, "big") + bytes(2), lun=7))
+
+
+def test_report_luns():
+    units = {lun: make_unit(lun) for lun in (300, 0, 5)}
+    target = ScsiTarget(units)
+    done = []
+    cdb = bytes([0xA0]) + bytes(5) + (1024).to_bytes(4, "big") + bytes(6)
+    task = ScsiTask(9, cdb, "i", "iqn.i", 1024, True, False, None, done.append)
+    target.execute(task)
+    assert_good(task)
+    assert task.data_in == struct.pack(">I4x", 24) + bytes.fromhex("0000000000000000" "0005000000000000"
+                                                                    "412c000000000000")
+    task = ScsiTask(0, cdb[:2] + b"\x01" + cdb[3:], "i", "iqn.i", 1024, True, False, None, done.append)
+    target.execute(task)
+    assert task.data_in == bytes(8)
+
+
+# -- INQUIRY ---------------------------------------------------------------------------------------------------
+def test_standard_inquiry(h):
+    data = h.run(bytes([0x12, 0, 0, 0, 255, 0])).data_in
+    assert data[0] == 0x00 and data[2] == 0x06 and data[3] == 0x12 and data[7] & 0x02
+    assert data[4] == len(data) - 5
+    assert data[8:16] == b"RINGTGT " and data[16:32] == b"ringtgt disk    " and data[32:36] == b"0001"
+    assert h.run(bytes([0x12, 0, 0, 0, 5, 0])).data_in == data[:5]
+    assert_sense(h.run(bytes([0x12, 0, 0x83, 0, 255, 0])), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
+                 S.Field(2))
+
+
+def vpd(h, page, alloc=1024):
+    task = h.run(bytes([0x12, 1, page]) + alloc.to_bytes(2, "big") + b"\0")
+    assert_good(task)
+    data = task.data_in
+    assert data[1] == page and int.from_bytes(data[2:4], "big") == len(data) - 4
+    return data
+
+
+def test_vpd_supported_and_serial(h):
+    assert vpd(h, 0x00)[4:] == bytes([0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2])
+    assert vpd(h, 0x80)[4:] == b"0123456789ABCDEF"
+    assert_sense(h.run(bytes([0x12, 1, 0x99, 0, 255, 0])), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB)
+
+
+def designators(page: bytes):
+    out, offset = [], 4
+    while offset < len(page):
+        length = page[offset + 3]
+        out.append((page[offset], page[offset + 1], page[offset + 4:offset + 4 + length]))
+        offset += 4 + length
+    assert offset == len(page)
+    return out
+
+
+def test_vpd_device_identification(h):
+    found = designators(vpd(h, 0x83))
+    assert found[0] == (0x01, 0x03, bytes.fromhex(NAA))
+    assert found[1] == (0x02, 0x01, b"RINGTGT 0123456789ABCDEF")
+    code_set, kind, name = found[2]
+    assert (code_set, kind) == (0x53, 0x98)
+    assert len(name) % 4 == 0 and name.rstrip(b"\0") == f"{IQN},t,0x0001".encode() and name.endswith(b"\0")
+    assert found[3] == (0x51, 0x94, b"\0\0\0\x01")
+    assert found[4] == (0x51, 0x95, b"\0\0\0\x01")
+
+
+def test_vpd_8_byte_naa():
+    unit = LogicalUnit(0, MemoryStore(), serial="S", naa="6001405aabbccdde", target_iqn=IQN, portal_group_tag=2,
+                       relative_port=3)
+    h = Harness()
+    h.target = ScsiTarget({0: unit})
+    found = designators(vpd(h, 0x83))
+    assert found[0][2] == bytes.fromhex("6001405aabbccdde") and found[4][2] == b"\0\0\0\x02"
+
+
+def test_vpd_block_pages(h):
+    limits = vpd(h, 0xB0)
+    assert len(limits) == 64
+    max_transfer, optimal = struct.unpack_from(">II", limits, 8)
+    assert max_transfer * BS == 16 << 20 and optimal * BS == 1 << 20
+    assert struct.unpack_from(">II", limits, 20) == (0, 0)           # no UNMAP
+    characteristics = vpd(h, 0xB1)
+    assert len(characteristics) == 64 and characteristics[4:6] == b"\0\x01"
+    assert vpd(h, 0xB2) == bytes([0, 0xB2, 0, 4, 0, 0, 0, 0])
+
+
+# -- READ CAPACITY -------------------------------------------------------------------------------------------
+def test_read_capacity(h):
+    assert h.run(bytes(10).replace(b"\0", b"\x25", 1)).data_in == struct.pack(">II", BLOCKS - 1, BS)
+    data = h.run(bytes([0x9E, 0x10]) + bytes(8) + (32).to_bytes(4, "big") + bytes(2)).data_in
+    assert data == struct.pack(">QI", BLOCKS - 1, BS) + bytes(20)
+    assert len(h.run(bytes([0x9E, 0x10]) + bytes(8) + (12).to_bytes(4, "big") + bytes(2)).data_in) == 12
+    assert_sense(h.run(bytes([0x9E, 0x11]) + bytes(14)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB)
+
+
+def test_read_capacity10_saturates():
+    h = Harness(store=MemoryStore(size=(2**32 + 10) * 4096, block_size=4096))
+    h.ready()
+    assert h.run(b"\x25" + bytes(9)).data_in == struct.pack(">II", 0xFFFFFFFF, 4096)
+    data = h.run(bytes([0x9E, 0x10]) + bytes(8) + (32).to_bytes(4, "big") + bytes(2)).data_in
+    assert struct.unpack_from(">Q", data) == (2**32 + 9,)
+
+
+# -- READ / WRITE --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("read_op, write_op", [(0x08, 0x0A), (0x28, 0x2A), (0xA8, 0xAA), (0x88, 0x8A)])
+def test_round_trip(h, read_op, write_op):
+    payload = bytes(range(256)) * (3 * BS // 256)
+    assert_good(h.run(rw_cdb(write_op, 5, 3), data_out=payload))
+    task = h.run(rw_cdb(read_op, 5, 3))
+    assert_good(task)
+    assert isinstance(task.data_in, memoryview) and task.data_in == payload
+    assert h.store.calls[-1] == ("read", 5 * BS, 3 * BS)
+
+
+def test_read6_zero_means_256_blocks(h):
+    task = h.run(rw_cdb(0x08, 0, 0))
+    assert len(task.data_in) == 256 * BS
+
+
+@pytest.mark.parametrize("opcode", [0x28, 0x2A, 0xA8, 0xAA, 0x88, 0x8A])
+def test_zero_length_transfers_touch_nothing(h, opcode):
+    task = h.run(rw_cdb(opcode, BLOCKS, 0), data_out=b"" if opcode & 2 else None)
+    assert_good(task)
+    assert task.data_in is None and h.store.calls == [] and task.transfer_length in (None, 0)
+
+
+@pytest.mark.parametrize("opcode", [0x08, 0x28, 0xA8, 0x88, 0x0A, 0x2A, 0xAA, 0x8A])
+@pytest.mark.parametrize("lba, count", [(BLOCKS - 1, 2), (BLOCKS, 1), (BLOCKS + 1, 1)])
+def test_out_of_range(h, opcode, lba, count):
+    data = bytes(count * BS) if opcode & 2 else None
+    assert_sense(h.run(rw_cdb(opcode, lba, count), data_out=data), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
+    assert h.store.calls == []
+
+
+def test_out_of_range_with_zero_blocks(h):
+    assert_sense(h.run(rw_cdb(0x28, BLOCKS + 1, 0)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
+    assert_sense(h.run(rw_cdb(0x88, 2**64 - 1, 1)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
+
+
+def test_transfer_longer_than_block_limits():
+    h = Harness(store=MemoryStore(blocks=40000))
+    h.ready()
+    assert_sense(h.run(rw_cdb(0x28, 0, 32769)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(7))
+
+
+@pytest.mark.parametrize("opcode", [0x28, 0xA8, 0x88, 0x2A, 0xAA, 0x8A])
+def test_protect_fields_refused(h, opcode):
+    data = bytes(BS) if opcode & 2 else None
+    assert_sense(h.run(rw_cdb(opcode, 0, 1, flags=0x20), data_out=data), S.ILLEGAL_REQUEST,
+                 S.INVALID_FIELD_IN_CDB, S.Field(1, 7))
+
+
+def test_fua(h):
+    h.run(rw_cdb(0x2A, 0, 1, flags=0x08), data_out=bytes(BS))
+    h.run(rw_cdb(0x2A, 0, 1), data_out=bytes(BS))
+    assert [call[3] for call in h.store.calls] == [True, False]
+    assert_good(h.run(rw_cdb(0x28, 0, 1, flags=0x08)))
+
+
+def test_write_with_short_data_writes_only_whole_blocks_received(h):
+    h.run(rw_cdb(0x2A, 0, 2), data_out=b"a" * 2 * BS)
+    task = h.run(rw_cdb(0x2A, 0, 2), data_out=b"b" * BS)            # EDTL one block, CDB two
+    assert_good(task)
+    assert task.transfer_length == 2 * BS
+    assert h.store.data[:2 * BS] == b"b" * BS + b"a" * BS
+    task = h.run(rw_cdb(0x2A, 0, 1), data_out=b"c" * 200)           # EDTL 200: nothing whole to write
+    assert_good(task)
+    assert task.transfer_length == BS and h.store.data[:BS] == b"b" * BS
+    task = h.run(rw_cdb(0x2A, 0, 1), data_out=b"")                  # EDTL 0
+    assert_good(task)
+    assert task.transfer_length == BS and task.data_in is None
+
+
+def test_write_with_long_data_writes_the_cdb_length(h):
+    h.run(rw_cdb(0x2A, 0, 2), data_out=b"a" * 2 * BS)
+    task = h.run(rw_cdb(0x2A, 0, 1), data_out=b"b" * 2 * BS)        # EDTL two blocks, CDB one
+    assert_good(task)
+    assert task.transfer_length == BS
+    assert h.store.data[:2 * BS] == b"b" * BS + b"a" * BS
+
+
+def test_read_only_lun():
+    h = Harness(read_only=True)
+    h.ready()
+    assert_sense(h.run(rw_cdb(0x2A, 0, 1), data_out=bytes(BS)), S.DATA_PROTECT, S.WRITE_PROTECTED)
+    assert_sense(h.run(rw_cdb(0x0A, 0, 1), data_out=bytes(BS)), S.DATA_PROTECT, S.WRITE_PROTECTED)
+    assert_good(h.run(rw_cdb(0x28, 0, 1)))
+    header = h.run(bytes([0x1A, 0, 0x3F, 0, 255, 0])).data_in
+    assert header[2] == 0x80 | 0x10
+
+
+def test_backstore_errors_become_medium_errors(h):
+    h.store.error = OSError(5, "EIO")
+    assert_sense(h.run(rw_cdb(0x28, 0, 1)), S.MEDIUM_ERROR, S.UNRECOVERED_READ_ERROR)
+    assert_sense(h.run(rw_cdb(0x2A, 0, 1), data_out=bytes(BS)), S.MEDIUM_ERROR, S.WRITE_ERROR)
+    assert_sense(h.run(rw_cdb(0x35, 0, 0)), S.MEDIUM_ERROR, S.WRITE_ERROR)
+
+
+def test_completion_is_asynchronous(h):
+    task = h.run(rw_cdb(0x28, 0, 1), drain=False)
+    assert task.data_in is None and len(h.store.pending) == 1
+    h.store.drain()
+    assert len(task.data_in) == BS
+
+
+def test_unexpected_exception_is_answered(h, caplog):
+    def broken(*args):
+        raise RuntimeError("boom")
+    h.store.read = broken
+    assert_sense(h.run(rw_cdb(0x28, 0, 1)), S.HARDWARE_ERROR, S.INTERNAL_TARGET_FAILURE)
+    assert "boom" in caplog.text
+
+
+# -- SYNCHRONIZE CACHE, VERIFY, START STOP, PREVENT ALLOW ------------------------------------------------------
+@pytest.mark.parametrize("opcode", [0x35, 0x91])
+def test_synchronize_cache(h, opcode):
+    assert_good(h.run(rw_cdb(opcode, 0, 0)))
+    assert h.store.calls == [("flush",)]
+    assert_sense(h.run(rw_cdb(opcode, BLOCKS - 1, 2)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
+    task = h.run(rw_cdb(opcode, 0, 1, flags=0x02), drain=False)      # IMMED: status before the flush
+    assert_good(task)
+    assert len(h.store.pending) == 1
+    h.store.error = OSError(5, "EIO")
+    h.store.drain()
+
+
+@pytest.mark.parametrize("opcode", [0x2F, 0x8F])
+def test_verify(h, opcode):
+    assert_good(h.run(rw_cdb(opcode, 0, 10)))
+    assert_sense(h.run(rw_cdb(opcode, BLOCKS, 1)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
+    assert_sense(h.run(rw_cdb(opcode, 0, 1, flags=0x02)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
+                 S.Field(1, 1))
+    assert h.store.calls == []
+
+
+def test_start_stop_and_prevent_allow(h):
+    assert_good(h.run(bytes([0x1B, 0, 0, 0, 0x01, 0])))
+    assert_sense(h.run(bytes([0x1B, 1, 0, 0, 0x02, 0])), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
+                 S.Field(4, 1))
+    assert_good(h.run(bytes([0x1E, 0, 0, 0, 0, 0])))
+    assert_sense(h.run(bytes([0x1E, 0, 0, 0, 1, 0])), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB)
+
+
+# -- common checks -----------------------------------------------------------------------------------------
+def test_invalid_opcode(h):
+    assert_sense(h.run(bytes([0x42]) + bytes(9)), S.ILLEGAL_REQUEST, S.INVALID_COMMAND_OPERATION_CODE)
+    assert_sense(raw(h, b""), S.ILLEGAL_REQUEST, S.INVALID_COMMAND_OPERATION_CODE)
+
+
+def raw(h, cdb: bytes) -> ScsiTask:
+    """A CDB exactly as given, not padded to 16 bytes."""
+    done = []
+    task = ScsiTask(0, cdb, "i1", "iqn.i", 0, False, False, None, done.append)
+    h.target.execute(task)
+    h.store.drain()
+    assert done == [task]
+    return task
+
+
+def test_control_byte(h):
+    assert_sense(h.run(bytes([0, 0, 0, 0, 0, 0x04])), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(5, 2))
+    assert_sense(h.run(rw_cdb(0x28, 0, 1)[:9] + b"\x01"), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
+                 S.Field(9, 0))
+    assert_good(h.run(bytes([0, 0, 0, 0, 0, 0xC0])))                  # vendor-specific bits are fine
+
+
+def test_cdb_shorter_than_its_opcode_needs(h):
+    assert_sense(raw(h, bytes([0x88]) + bytes(9)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB)
+
+
+def test_data_out_for_a_command_that_takes_none(h):
+    assert_sense(h.run(TUR, data_out=b"xxxx"), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_COMMAND_IU)
+    assert_good(h.run(TUR, data_out=b""))                              # W bit with EDTL 0: lenient
+
+
+# -- MODE SENSE / MODE SELECT ------------------------------------------------------------------------------
+def mode_sense6(h, page=0x3F, pc=0, dbd=False, subpage=0, alloc=255, nexus="i1"):
+    return h.run(bytes([0x1A, 0x08 if dbd else 0, pc << 6 | page, subpage, alloc, 0]), nexus=nexus)
+
+
+def test_mode_sense6_all_pages(h):
+    data = mode_sense6(h).data_in
+    assert data[0] == len(data) - 1 and data[1] == 0 and data[2] == 0x10 and data[3] == 8
+    assert data[4:12] == struct.pack(">I", BLOCKS) + b"\0" + BS.to_bytes(3, "big")
+    pages = data[12:]
+    assert [pages[0], pages[20], pages[32]] == [0x08, 0x0A, 0x1C]
+    assert pages[1] == 0x12 and pages[2] & 0x04                        # WCE reflects write_cache=True
+    assert len(pages) == 20 + 12 + 12
+
+
+def test_mode_sense6_variants(h):
+    caching = mode_sense6(h, page=0x08, dbd=True).data_in
+    assert caching[3] == 0 and caching[4] == 0x08 and len(caching) == 4 + 20
+    changeable = mode_sense6(h, page=0x08, pc=1, dbd=True).data_in
+    assert changeable[4 + 2] == 0x04 and not any(changeable[4 + 3:])
+    assert mode_sense6(h, subpage=0xFF).data_in == mode_sense6(h).data_in
+    assert len(mode_sense6(h, alloc=4).data_in) == 4
+    assert_sense(mode_sense6(h, pc=3), S.ILLEGAL_REQUEST, S.SAVING_PARAMETERS_NOT_SUPPORTED)
+    assert_sense(mode_sense6(h, page=0x19), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(2, 5))
+    assert_sense(mode_sense6(h, subpage=1), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(3))
+    h.store.write_cache = False
+    assert not mode_sense6(h, page=0x08, dbd=True).data_in[6] & 0x04
+    assert mode_sense6(h, page=0x08, pc=2, dbd=True).data_in[6] & 0x04  # default: as configured
+
+
+def test_mode_sense10_long_lba(h):
+    data = h.run(bytes([0x5A, 0x10, 0x08, 0, 0, 0, 0, 1, 0, 0])).data_in
+    assert struct.unpack_from(">HBBBxH", data) == (len(data) - 2, 0, 0x10, 1, 16)
+    assert data[8:24] == struct.pack(">Q4xI", BLOCKS, BS)
+    assert data[24] == 0x08
+    short = h.run(bytes([0x5A, 0x00, 0x08, 0, 0, 0, 0, 1, 0, 0])).data_in
+    assert struct.unpack_from(">HBBBxH", short)[3:] == (0, 8)
+    assert len(short) == 8 + 8 + 20
+
+
+def caching_page(wce: bool, **changes) -> bytearray:
+    page = bytearray(20)
+    page[0], page[1], page[2] = 0x08, 0x12, 0x04 if wce else 0
+    for offset, value in changes.items():
+        page[int(offset[1:])] = value
+    return page
+
+
+def mode_select6(h, parameters: bytes, nexus="i1", length=None, flags=0x10):
+    length = len(parameters) if length is None else length
+    return h.run(bytes([0x15, flags, 0, 0, length, 0]), data_out=parameters, nexus=nexus)
+
+
+def test_mode_select_toggles_wce_and_raises_ua_for_others(h):
+    h.ready("i2")
+    task = mode_select6(h, bytes(4) + caching_page(False))
+    assert_good(task)
+    assert task.transfer_length == 24
+    assert h.store.write_cache is False
+    assert not mode_sense6(h, page=0x08, dbd=True).data_in[6] & 0x04
+    assert_sense(h.run(TUR, nexus="i2"), S.UNIT_ATTENTION, S.MODE_PARAMETERS_CHANGED)
+    assert_good(h.run(TUR))
+    assert_good(mode_select6(h, bytes(4) + caching_page(False)))       # no change: no new UA
+    assert_good(h.run(TUR, nexus="i2"))
+
+
+def test_mode_select10_with_block_descriptor(h):
+    header = struct.pack(">HBBBxH", 0, 0, 0, 0, 8)
+    descriptor = struct.pack(">IxBH", BLOCKS, 0, BS)
+    parameters = header + descriptor + caching_page(False)
+    task = h.run(bytes([0x55, 0x10, 0, 0, 0, 0, 0, 0, len(parameters), 0]), data_out=parameters)
+    assert_good(task)
+    assert h.store.write_cache is False
+    bad = header + struct.pack(">IxBH", BLOCKS, 0, 4096) + caching_page(True)
+    task = h.run(bytes([0x55, 0x10, 0, 0, 0, 0, 0, 0, len(bad), 0]), data_out=bad)
+    assert_sense(task, S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_PARAMETER_LIST, S.Field(13, None, False))
+
+
+def test_mode_select_rejects(h):
+    def refused(parameters, asc_ascq, field=None, **kw):
+        assert_sense(mode_select6(h, parameters, **kw), S.ILLEGAL_REQUEST, asc_ascq, field)
+    invalid = S.INVALID_FIELD_IN_PARAMETER_LIST
+    refused(bytes(4) + caching_page(False, b3=1), invalid, S.Field(7, None, False))
+    refused(bytes(4) + caching_page(False, b1=0x11), invalid, S.Field(5, None, False))
+    refused(bytes(4) + bytes([0x19, 2, 0, 0]), invalid, S.Field(4, 5, False))
+    refused(bytes(4) + bytes([0x48, 2, 0, 0]), invalid, S.Field(4, 6, False))
+    refused(bytes([0, 0, 0, 4]) + bytes(4), invalid, S.Field(3, None, False))
+    refused(bytes(4) + caching_page(False)[:10], S.PARAMETER_LIST_LENGTH_ERROR)
+    refused(bytes(3), S.PARAMETER_LIST_LENGTH_ERROR)
+    refused(bytes(4) + caching_page(False), S.PARAMETER_LIST_LENGTH_ERROR, length=40)
+    refused(bytes(4) + caching_page(False), S.INVALID_FIELD_IN_CDB, S.Field(1, 4), flags=0x00)
+    refused(bytes(4) + caching_page(False), S.INVALID_FIELD_IN_CDB, S.Field(1, 0), flags=0x11)
+    assert h.store.write_cache is True
+
+
+def test_mode_select_of_unchanged_control_page_and_empty_list(h):
+    control = mode_sense6(h, page=0x0A, dbd=True).data_in[4:]
+    assert_good(mode_select6(h, bytes(4) + control))
+    assert_good(mode_select6(h, b""))
+
+
+# -- robustness --------------------------------------------------------------------------------------------
+@settings(max_examples=400, deadline=None)
+@given(st.binary(min_size=0, max_size=16), st.booleans(), st.binary(max_size=1100))
+def test_any_cdb_finishes_once_without_internal_errors(cdb, write, data):
+    h = Harness()
+    task = h.run(cdb, data_out=data if write else None)
+    assert task.status in (GOOD, CHECK_CONDITION)
+    if task.status == CHECK_CONDITION:
+        assert len(task.sense) == 18 and task.sense[2] != S.HARDWARE_ERROR
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=20))
+def test_any_unpadded_cdb_is_answered(cdb):
+    h = Harness()
+    h.ready()
+    task = raw(h, cdb)
+    assert task.status in (GOOD, CHECK_CONDITION)
+    assert task.sense is None or task.sense[2] != S.HARDWARE_ERROR
