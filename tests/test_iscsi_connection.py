@@ -132,15 +132,22 @@ def test_write_with_r2t():
     assert conn.host.device.disk[512:2560] == payload
 
 
-def test_write_immediate_and_unsolicited_data_then_r2t():
+def test_unsolicited_data_then_r2t():
     conn = connect(InitialR2T="No", ImmediateData="Yes")
     payload = b"\xab" * 3072
-    pdus = exchange(conn, scsi_command(write10(0, 6), edtl=3072, write=True, final=False, data=payload[:512]))
-    assert pdus == []                                    # unsolicited Data-Out may follow
-    (r2t, _), = exchange(conn, data_out(payload[512:1024], offset=512))
+    assert exchange(conn, scsi_command(write10(0, 6), edtl=3072, write=True, final=False)) == []
+    assert exchange(conn, data_out(payload[:512], final=False)) == []
+    (r2t, _), = exchange(conn, data_out(payload[512:1024], data_sn=1, offset=512))
     assert (r2t.w40, r2t.w44) == (1024, 2048)
     (resp, _), = exchange(conn, data_out(payload[1024:], ttt=r2t.w20, offset=1024))
     assert resp.b3 == GOOD and conn.host.device.disk[:3072] == payload
+
+
+def test_immediate_data_is_refused():
+    conn = connect(ImmediateData="Yes")
+    assert not conn.params.immediate_data
+    exchange(conn, scsi_command(write10(0, 1), edtl=512, write=True, data=b"x" * 512))
+    assert conn.closing
 
 
 def test_write_residuals_follow_the_cdb():

@@ -33,7 +33,7 @@ def test_numeric_min_and_max_rules():
 
 def test_boolean_rules():
     answers, params = answer([("InitialR2T", "No"), ("ImmediateData", "Yes"), ("DataPDUInOrder", "No")])
-    assert answers == {"InitialR2T": "No", "ImmediateData": "Yes", "DataPDUInOrder": "Yes"}
+    assert answers == {"InitialR2T": "No", "ImmediateData": "No", "DataPDUInOrder": "Yes"}
     assert params.initial_r2t is False
 
 

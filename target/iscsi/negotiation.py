@@ -21,6 +21,10 @@ OUR_MAX_RECV_DATA_SEGMENT_LENGTH = 262144
 OUR_MAX_BURST_LENGTH = 16776192
 OUR_FIRST_BURST_LENGTH = 262144
 OUR_MAX_OUTSTANDING_R2T = 16
+# No immediate data: write data travels in Data-Out PDUs (unsolicited ones while InitialR2T=No, so no round
+# trip is added), where every PDU carries a DataSN the target can check. With ImmediateData=Yes a DataSN error
+# injected by an initiator would go unseen for single-PDU writes (libiscsi's iSCSIDataSnInvalid).
+OUR_IMMEDIATE_DATA = False
 
 
 @dataclass
@@ -59,7 +63,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("DataDigest", "list", "data_digest", ("None",)),
     Key("MaxConnections", "min", "max_connections", 1, 1, 65535),
     Key("InitialR2T", "or", "initial_r2t", False),
-    Key("ImmediateData", "and", "immediate_data", True),
+    Key("ImmediateData", "and", "immediate_data", OUR_IMMEDIATE_DATA),
     Key("MaxRecvDataSegmentLength", "declare-number", "max_recv_data_segment_length", None, 512, 2**24 - 1),
     Key("MaxBurstLength", "min", "max_burst_length", OUR_MAX_BURST_LENGTH, 512, 2**24 - 1),
     Key("FirstBurstLength", "min", "first_burst_length", OUR_FIRST_BURST_LENGTH, 512, 2**24 - 1),

@@ -15,7 +15,7 @@ from . import cdb as C
 from . import mode, sbc, spc
 from .lun import LogicalUnit
 from .sense import (BUS_DEVICE_RESET, DATA_PROTECT, HARDWARE_ERROR, ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE,
-                    INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB, INVALID_FIELD_IN_COMMAND_IU,
+                    INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
                     LOGICAL_UNIT_NOT_SUPPORTED, UNIT_ATTENTION, WRITE_PROTECTED, ScsiError, check_condition,
                     fail, invalid_cdb)
 from .task import GOOD
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 # Op flags
 ANY_LUN = 0x01          # served for LUNs that do not exist
 KEEPS_UA = 0x02         # neither reports nor clears a pending unit attention
-DATA_OUT = 0x04         # takes parameter data or write data from the initiator
 WRITES = 0x08           # modifies the medium: refused on a read-only LUN
 
 _CONTROL_UNSUPPORTED = 0x07     # NACA, obsolete FLAG, LINK
@@ -47,27 +46,27 @@ def _ops() -> list[Op]:
         (0x00, "TEST UNIT READY", spc.unit_ready, 0),
         (0x03, "REQUEST SENSE", spc.request_sense, ANY_LUN | KEEPS_UA),
         (0x08, "READ(6)", sbc.make_read(C.LBA6), 0),
-        (0x0A, "WRITE(6)", sbc.make_write(C.LBA6), DATA_OUT | WRITES),
+        (0x0A, "WRITE(6)", sbc.make_write(C.LBA6), WRITES),
         (0x12, "INQUIRY", spc.inquiry, ANY_LUN | KEEPS_UA),
-        (0x15, "MODE SELECT(6)", mode.mode_select6, DATA_OUT),
+        (0x15, "MODE SELECT(6)", mode.mode_select6, 0),
         (0x1A, "MODE SENSE(6)", mode.mode_sense6, 0),
         (0x1B, "START STOP UNIT", spc.start_stop_unit, 0),
         (0x1E, "PREVENT ALLOW MEDIUM REMOVAL", spc.prevent_allow_medium_removal, 0),
         (0x25, "READ CAPACITY(10)", sbc.read_capacity10, 0),
         (0x28, "READ(10)", sbc.make_read(C.LBA10), 0),
-        (0x2A, "WRITE(10)", sbc.make_write(C.LBA10), DATA_OUT | WRITES),
+        (0x2A, "WRITE(10)", sbc.make_write(C.LBA10), WRITES),
         (0x2F, "VERIFY(10)", sbc.make_verify(C.LBA10), 0),
         (0x35, "SYNCHRONIZE CACHE(10)", sbc.make_synchronize_cache(C.LBA10), 0),
-        (0x55, "MODE SELECT(10)", mode.mode_select10, DATA_OUT),
+        (0x55, "MODE SELECT(10)", mode.mode_select10, 0),
         (0x5A, "MODE SENSE(10)", mode.mode_sense10, 0),
         (0x88, "READ(16)", sbc.make_read(C.LBA16), 0),
-        (0x8A, "WRITE(16)", sbc.make_write(C.LBA16), DATA_OUT | WRITES),
+        (0x8A, "WRITE(16)", sbc.make_write(C.LBA16), WRITES),
         (0x8F, "VERIFY(16)", sbc.make_verify(C.LBA16), 0),
         (0x91, "SYNCHRONIZE CACHE(16)", sbc.make_synchronize_cache(C.LBA16), 0),
         (0x9E, "READ CAPACITY(16)", sbc.read_capacity16, 0),
         (0xA0, "REPORT LUNS", spc.report_luns, ANY_LUN | KEEPS_UA),
         (0xA8, "READ(12)", sbc.make_read(C.LBA12), 0),
-        (0xAA, "WRITE(12)", sbc.make_write(C.LBA12), DATA_OUT | WRITES),
+        (0xAA, "WRITE(12)", sbc.make_write(C.LBA12), WRITES),
     ):
         table[opcode] = Op(name, handler, C.CDB_LENGTH[opcode >> 5], flags)
     return table
@@ -114,8 +113,6 @@ class ScsiTarget:
             control = cdb[length - 1] & _CONTROL_UNSUPPORTED
             if control:
                 raise invalid_cdb(length - 1, control.bit_length() - 1)
-            if not flags & DATA_OUT and task.write and task.data_out:
-                raise ScsiError(ILLEGAL_REQUEST, INVALID_FIELD_IN_COMMAND_IU)
             if flags & WRITES and unit.read_only:
                 raise ScsiError(DATA_PROTECT, WRITE_PROTECTED)
             data = handler(self, unit, task)
