@@ -43,7 +43,8 @@ $(PY): | system-packages
 	python3 -m venv $(VENV)
 
 $(STAMPS)/pip: pyproject.toml setup.py | $(PY) system-packages
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q 'setuptools>=68' wheel 'cffi>=1.15'
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
 	@mkdir -p $(@D) && touch $@
 
 $(STAMPS)/ffi: $(FFI_SOURCES) $(STAMPS)/pip

@@ -1,0 +1,50 @@
+/* cffi declarations for ioring._liburing: the exported liburing calls plus the helpers in _ffi_src.c. */
+
+#define IORING_SETUP_COOP_TASKRUN ...
+#define IORING_SETUP_TASKRUN_FLAG ...
+#define IORING_SETUP_SINGLE_ISSUER ...
+#define IORING_SETUP_DEFER_TASKRUN ...
+#define IORING_FSYNC_DATASYNC ...
+#define IORING_ASYNC_CANCEL_ANY ...
+
+#define RWF_HIPRI ...
+#define RWF_DSYNC ...
+#define RWF_SYNC ...
+#define RWF_NOWAIT ...
+#define RWF_APPEND ...
+
+#define FALLOC_FL_KEEP_SIZE ...
+#define FALLOC_FL_PUNCH_HOLE ...
+#define FALLOC_FL_ZERO_RANGE ...
+
+struct io_uring { ...; };
+struct io_uring_cqe;
+struct iovec { void *iov_base; size_t iov_len; };
+struct msghdr { struct iovec *msg_iov; size_t msg_iovlen; ...; };
+struct __kernel_timespec { long long tv_sec; long long tv_nsec; };
+
+int io_uring_queue_init(unsigned entries, struct io_uring *ring, unsigned flags);
+void io_uring_queue_exit(struct io_uring *ring);
+int io_uring_submit(struct io_uring *ring);
+
+/* one call per op: an SQE (submitting first if the SQ is full), prepared, user_data set; 0 or -errno */
+int rt_prep_nop(struct io_uring *ring, uint64_t user_data);
+int rt_prep_read(struct io_uring *ring, uint64_t user_data, int fd, void *buf, unsigned nbytes, uint64_t offset, int rw_flags);
+int rt_prep_write(struct io_uring *ring, uint64_t user_data, int fd, const void *buf, unsigned nbytes, uint64_t offset, int rw_flags);
+int rt_prep_readv(struct io_uring *ring, uint64_t user_data, int fd, const struct iovec *iov, unsigned nr, uint64_t offset, int rw_flags);
+int rt_prep_writev(struct io_uring *ring, uint64_t user_data, int fd, const struct iovec *iov, unsigned nr, uint64_t offset, int rw_flags);
+int rt_prep_fsync(struct io_uring *ring, uint64_t user_data, int fd, unsigned fsync_flags);
+int rt_prep_fallocate(struct io_uring *ring, uint64_t user_data, int fd, int mode, int64_t offset, int64_t length);
+int rt_prep_accept(struct io_uring *ring, uint64_t user_data, int fd);
+int rt_prep_recv(struct io_uring *ring, uint64_t user_data, int fd, void *buf, size_t len, int flags);
+int rt_prep_send(struct io_uring *ring, uint64_t user_data, int fd, const void *buf, size_t len, int flags);
+int rt_prep_sendmsg(struct io_uring *ring, uint64_t user_data, int fd, const struct msghdr *msg, unsigned flags);
+int rt_prep_cancel(struct io_uring *ring, uint64_t user_data, uint64_t target, int flags);
+int rt_prep_timeout(struct io_uring *ring, uint64_t user_data, struct __kernel_timespec *ts);
+
+/* submit and wait for wait_nr completions, at most timeout_ns (< 0: no limit); submitted count or -errno */
+int rt_submit_and_wait(struct io_uring *ring, unsigned wait_nr, int64_t timeout_ns);
+
+/* copy up to max ready completions into the arrays (flags may be NULL), advance the CQ once; the count */
+unsigned rt_reap(struct io_uring *ring, struct io_uring_cqe **scratch, uint64_t *user_data, int32_t *res,
+                 uint32_t *flags, unsigned max);

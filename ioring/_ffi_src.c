@@ -1,0 +1,137 @@
+/* C side of ioring._liburing: one call per op (SQE + prep + user_data) and a batch reap.
+ * liburing's io_uring_prep_* helpers are static inline, so cffi cannot call them directly. */
+#include <errno.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <liburing.h>
+
+/* An SQE carrying user_data; when the SQ is full, submit once to make room. NULL with *rc = -errno if none. */
+static inline struct io_uring_sqe *rt_sqe(struct io_uring *ring, uint64_t user_data, int *rc)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    if (!sqe) {
+        int ret = io_uring_submit(ring);
+        if (ret < 0) {
+            *rc = ret;
+            return NULL;
+        }
+        sqe = io_uring_get_sqe(ring);
+        if (!sqe) {
+            *rc = -EBUSY;
+            return NULL;
+        }
+    }
+    io_uring_sqe_set_data64(sqe, user_data);
+    return sqe;
+}
+
+/* Body of every rt_prep_*: get the SQE, run PREP on it, report 0 or -errno. user_data survives the prep
+ * helpers (io_uring_prep_rw leaves it alone). */
+#define RT_PREP(PREP)                                        \
+    do {                                                     \
+        int rc = 0;                                          \
+        struct io_uring_sqe *sqe = rt_sqe(ring, user_data, &rc); \
+        if (!sqe)                                            \
+            return rc;                                       \
+        PREP;                                                \
+        return 0;                                            \
+    } while (0)
+
+static inline int rt_prep_nop(struct io_uring *ring, uint64_t user_data)
+{
+    RT_PREP(io_uring_prep_nop(sqe));
+}
+
+static inline int rt_prep_read(struct io_uring *ring, uint64_t user_data, int fd, void *buf, unsigned nbytes,
+                               uint64_t offset, int rw_flags)
+{
+    RT_PREP(io_uring_prep_read(sqe, fd, buf, nbytes, offset); sqe->rw_flags = rw_flags);
+}
+
+static inline int rt_prep_write(struct io_uring *ring, uint64_t user_data, int fd, const void *buf,
+                                unsigned nbytes, uint64_t offset, int rw_flags)
+{
+    RT_PREP(io_uring_prep_write(sqe, fd, buf, nbytes, offset); sqe->rw_flags = rw_flags);
+}
+
+static inline int rt_prep_readv(struct io_uring *ring, uint64_t user_data, int fd, const struct iovec *iov,
+                                unsigned nr, uint64_t offset, int rw_flags)
+{
+    RT_PREP(io_uring_prep_readv2(sqe, fd, iov, nr, offset, rw_flags));
+}
+
+static inline int rt_prep_writev(struct io_uring *ring, uint64_t user_data, int fd, const struct iovec *iov,
+                                 unsigned nr, uint64_t offset, int rw_flags)
+{
+    RT_PREP(io_uring_prep_writev2(sqe, fd, iov, nr, offset, rw_flags));
+}
+
+static inline int rt_prep_fsync(struct io_uring *ring, uint64_t user_data, int fd, unsigned fsync_flags)
+{
+    RT_PREP(io_uring_prep_fsync(sqe, fd, fsync_flags));
+}
+
+static inline int rt_prep_fallocate(struct io_uring *ring, uint64_t user_data, int fd, int mode,
+                                    int64_t offset, int64_t length)
+{
+    RT_PREP(io_uring_prep_fallocate(sqe, fd, mode, offset, length));
+}
+
+static inline int rt_prep_accept(struct io_uring *ring, uint64_t user_data, int fd)
+{
+    RT_PREP(io_uring_prep_accept(sqe, fd, NULL, NULL, 0));
+}
+
+static inline int rt_prep_recv(struct io_uring *ring, uint64_t user_data, int fd, void *buf, size_t len,
+                               int flags)
+{
+    RT_PREP(io_uring_prep_recv(sqe, fd, buf, len, flags));
+}
+
+static inline int rt_prep_send(struct io_uring *ring, uint64_t user_data, int fd, const void *buf, size_t len,
+                               int flags)
+{
+    RT_PREP(io_uring_prep_send(sqe, fd, buf, len, flags));
+}
+
+static inline int rt_prep_sendmsg(struct io_uring *ring, uint64_t user_data, int fd, const struct msghdr *msg,
+                                  unsigned flags)
+{
+    RT_PREP(io_uring_prep_sendmsg(sqe, fd, msg, flags));
+}
+
+static inline int rt_prep_cancel(struct io_uring *ring, uint64_t user_data, uint64_t target, int flags)
+{
+    RT_PREP(io_uring_prep_cancel64(sqe, target, flags));
+}
+
+static inline int rt_prep_timeout(struct io_uring *ring, uint64_t user_data, struct __kernel_timespec *ts)
+{
+    RT_PREP(io_uring_prep_timeout(sqe, ts, 0, 0));
+}
+
+static inline int rt_submit_and_wait(struct io_uring *ring, unsigned wait_nr, int64_t timeout_ns)
+{
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts;
+
+    if (timeout_ns < 0)
+        return io_uring_submit_and_wait(ring, wait_nr);
+    ts.tv_sec = timeout_ns / 1000000000;
+    ts.tv_nsec = timeout_ns % 1000000000;
+    return io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, &ts, NULL);
+}
+
+static inline unsigned rt_reap(struct io_uring *ring, struct io_uring_cqe **scratch, uint64_t *user_data,
+                               int32_t *res, uint32_t *flags, unsigned max)
+{
+    unsigned n = io_uring_peek_batch_cqe(ring, scratch, max);
+    for (unsigned i = 0; i < n; i++) {
+        user_data[i] = scratch[i]->user_data;
+        res[i] = scratch[i]->res;
+        if (flags)
+            flags[i] = scratch[i]->flags;
+    }
+    io_uring_cq_advance(ring, n);
+    return n;
+}

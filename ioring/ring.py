@@ -1,0 +1,168 @@
+"""Ring: one io_uring instance. Queue ops with prep_*, submit, reap completions in batches.
+
+Every prep_* is one C call (SQE, prep, user_data; submitting first when the SQ is full). The ring keeps the
+buffers, iovecs and timespecs of an op alive until its completion is reaped, so callers may drop theirs.
+user_data is the caller's: an int below 2**63, unique among the ops in flight.
+
+The ring is set up SINGLE_ISSUER|COOP_TASKRUN|TASKRUN_FLAG when the kernel allows (≥ 6.0; plain otherwise):
+only the thread that created it may submit, so create it in the worker process, after fork.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from ._liburing import ffi, lib
+from .errors import IoringUnavailable, _check_rc
+
+_TUNED_FLAGS = lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
+_CLOSE_CANCEL = (1 << 64) - 1      # user_data of the cancel-everything op close() queues; callers stay < 2**63
+_CLOSE_GRACE = 1.0                 # seconds close() waits for cancelled ops to complete
+
+_UNAVAILABLE = ("io_uring is not available on this kernel ({}): ringtgt needs Linux ≥ 5.10 with io_uring "
+                "enabled (check /proc/sys/kernel/io_uring_disabled)")
+
+
+def _iovec(bufs, writable: bool):
+    """An iovec array over bufs and the buffer views it points into (both must outlive the op)."""
+    views = [ffi.from_buffer(b, require_writable=writable) for b in bufs]
+    return ffi.new("struct iovec[]", [(v, len(v)) for v in views]), views
+
+
+class Ring:
+    """An io_uring submission/completion queue pair."""
+
+    __slots__ = ("_ring", "_pins", "_capacity", "_scratch", "_user_data", "_res", "flags")
+
+    def __init__(self, entries: int = 256, *, flags: int = 0):
+        self._ring = None                   # until the kernel gives us one (close() and __del__ check)
+        ring = ffi.new("struct io_uring *")
+        tuned = flags | _TUNED_FLAGS
+        rc = lib.io_uring_queue_init(entries, ring, tuned)
+        if rc == -errno.EINVAL:             # a kernel before 6.0 refuses SINGLE_ISSUER: plain ring
+            tuned = flags
+            rc = lib.io_uring_queue_init(entries, ring, tuned)
+        if rc in (-errno.ENOSYS, -errno.EPERM):
+            raise IoringUnavailable(_UNAVAILABLE.format(os.strerror(-rc)))
+        _check_rc(rc, "io_uring_queue_init")
+        self._ring = ring
+        self.flags = tuned                  # the setup flags the ring runs with
+        self._pins: dict[int, object] = {}
+        self._capacity = capacity = 2 * entries    # the CQ is twice the SQ: one reap call drains it
+        self._scratch = ffi.new("struct io_uring_cqe *[]", capacity)
+        self._user_data = ffi.new("uint64_t[]", capacity)
+        self._res = ffi.new("int32_t[]", capacity)
+
+    # -- lifetime ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Cancel what is in flight, wait (briefly) until the kernel lets go of pinned buffers, tear down."""
+        if self._ring is None:
+            return
+        if self._pins:
+            _check_rc(lib.rt_prep_cancel(self._ring, _CLOSE_CANCEL, 0, lib.IORING_ASYNC_CANCEL_ANY), "cancel")
+            deadline = time.monotonic() + _CLOSE_GRACE
+            while self._pins and time.monotonic() < deadline:
+                self.submit_and_wait(1, 0.05)
+                self.reap()
+        lib.io_uring_queue_exit(self._ring)
+        self._ring = None
+        self._pins.clear()
+
+    def __enter__(self) -> Ring:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    # -- queueing ------------------------------------------------------------------------------------------
+    def prep_nop(self, user_data: int) -> None:
+        _check_rc(lib.rt_prep_nop(self._ring, user_data), "prep_nop")
+
+    def prep_read(self, fd: int, buf, offset: int, user_data: int, rw_flags: int = 0) -> None:
+        view = ffi.from_buffer(buf, require_writable=True)
+        _check_rc(lib.rt_prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags), "prep_read")
+        self._pins[user_data] = view
+
+    def prep_write(self, fd: int, buf, offset: int, user_data: int, rw_flags: int = 0) -> None:
+        view = ffi.from_buffer(buf)
+        _check_rc(lib.rt_prep_write(self._ring, user_data, fd, view, len(view), offset, rw_flags), "prep_write")
+        self._pins[user_data] = view
+
+    def prep_readv(self, fd: int, bufs, offset: int, user_data: int, rw_flags: int = 0) -> None:
+        iov, views = _iovec(bufs, True)
+        _check_rc(lib.rt_prep_readv(self._ring, user_data, fd, iov, len(views), offset, rw_flags), "prep_readv")
+        self._pins[user_data] = iov, views
+
+    def prep_writev(self, fd: int, bufs, offset: int, user_data: int, rw_flags: int = 0) -> None:
+        iov, views = _iovec(bufs, False)
+        _check_rc(lib.rt_prep_writev(self._ring, user_data, fd, iov, len(views), offset, rw_flags), "prep_writev")
+        self._pins[user_data] = iov, views
+
+    def prep_fsync(self, fd: int, user_data: int, datasync: bool = False) -> None:
+        flags = lib.IORING_FSYNC_DATASYNC if datasync else 0
+        _check_rc(lib.rt_prep_fsync(self._ring, user_data, fd, flags), "prep_fsync")
+
+    def prep_fallocate(self, fd: int, mode: int, offset: int, length: int, user_data: int) -> None:
+        _check_rc(lib.rt_prep_fallocate(self._ring, user_data, fd, mode, offset, length), "prep_fallocate")
+
+    def prep_accept(self, fd: int, user_data: int) -> None:
+        _check_rc(lib.rt_prep_accept(self._ring, user_data, fd), "prep_accept")
+
+    def prep_recv(self, fd: int, buf, user_data: int, flags: int = 0) -> None:
+        view = ffi.from_buffer(buf, require_writable=True)
+        _check_rc(lib.rt_prep_recv(self._ring, user_data, fd, view, len(view), flags), "prep_recv")
+        self._pins[user_data] = view
+
+    def prep_send(self, fd: int, buf, user_data: int, flags: int = 0) -> None:
+        view = ffi.from_buffer(buf)
+        _check_rc(lib.rt_prep_send(self._ring, user_data, fd, view, len(view), flags), "prep_send")
+        self._pins[user_data] = view
+
+    def prep_sendmsg(self, fd: int, bufs, user_data: int, flags: int = 0) -> None:
+        iov, views = _iovec(bufs, False)
+        msg = ffi.new("struct msghdr *", {"msg_iov": iov, "msg_iovlen": len(views)})
+        _check_rc(lib.rt_prep_sendmsg(self._ring, user_data, fd, msg, flags), "prep_sendmsg")
+        self._pins[user_data] = msg, iov, views
+
+    def prep_cancel(self, target_user_data: int, user_data: int) -> None:
+        _check_rc(lib.rt_prep_cancel(self._ring, user_data, target_user_data, 0), "prep_cancel")
+
+    def prep_timeout(self, seconds: float, user_data: int) -> None:
+        """Completes with -ETIME after `seconds` (or -ECANCELED when cancelled)."""
+        ns = int(seconds * 1e9)
+        ts = ffi.new("struct __kernel_timespec *", divmod(ns, 1_000_000_000))
+        _check_rc(lib.rt_prep_timeout(self._ring, user_data, ts), "prep_timeout")
+        self._pins[user_data] = ts
+
+    # -- submitting and reaping --------------------------------------------------------------------------------
+    def submit(self) -> int:
+        """Hand every queued SQE to the kernel; the number submitted."""
+        return _check_rc(lib.io_uring_submit(self._ring), "io_uring_submit")
+
+    def submit_and_wait(self, wait_nr: int = 1, timeout: float | None = None) -> int:
+        """Submit and wait for `wait_nr` completions or `timeout` seconds. A timeout or a signal returns
+        normally (0) so the caller's loop, and Python's signal handlers, run. Otherwise liburing's count
+        (the SQEs submitted; its timed form may report 0)."""
+        rc = lib.rt_submit_and_wait(self._ring, wait_nr, -1 if timeout is None else int(timeout * 1e9))
+        if rc == -errno.ETIME or rc == -errno.EINTR:
+            return 0
+        return _check_rc(rc, "io_uring_submit_and_wait")
+
+    def reap(self) -> list[tuple[int, int]]:
+        """Every ready completion as (user_data, res), res negative errno on failure. Unpins their buffers."""
+        done: list[tuple[int, int]] = []
+        pop = self._pins.pop
+        capacity = self._capacity
+        while True:
+            n = lib.rt_reap(self._ring, self._scratch, self._user_data, self._res, ffi.NULL, capacity)
+            if n:
+                user_data = ffi.unpack(self._user_data, n)
+                for u in user_data:
+                    pop(u, None)
+                done += zip(user_data, ffi.unpack(self._res, n))
+            if n < capacity:
+                return done

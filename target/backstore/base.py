@@ -1,0 +1,33 @@
+"""What the SCSI layer may rely on from any backstore, and the error raised when one cannot be opened."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+
+class BackstoreError(Exception):
+    """A backstore cannot be opened or configured; the message names the path (if any) and the reason."""
+
+
+class Backstore(Protocol):
+    """Storage behind one LUN. Every callback runs from a ring completion, never from inside the call that
+    queued the operation, so callers are never re-entered."""
+
+    size: int            # bytes
+    block_size: int      # 512 or 4096
+    write_cache: bool    # WCE; False: every write is durable before its callback
+
+    def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None]) -> None:
+        """Exactly `length` bytes at `offset` (zeros past the end of the file)."""
+
+    def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
+        """All of `data` at `offset`; with `fua` (or without write cache) durable before the callback."""
+
+    def flush(self, callback: Callable[[OSError | None], None]) -> None:
+        """Make every completed write durable."""
+
+    def unmap(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
+        """Deallocate the range; it reads back as zeros."""
+
+    def close(self) -> None:
+        """Release the store; no operation may be in flight."""

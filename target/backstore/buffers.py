@@ -1,0 +1,29 @@
+"""Read buffers for backstores: one class, so pooling can come later without touching the stores.
+
+Each buffer keeps HEADROOM bytes in front of its data, where the iSCSI layer can build a Data-In header and
+send header and data as one contiguous piece: the data starts at `data_offset` in the view's `.obj`.
+"""
+from __future__ import annotations
+
+import mmap
+
+HEADROOM = 48
+PAGE = mmap.PAGESIZE
+
+
+class BufferPool:
+    """Hands out writable memoryviews of the requested length. aligned=True (O_DIRECT): page-aligned data
+    in anonymous mmap memory, with the headroom at the end of the page before it."""
+
+    __slots__ = ("aligned", "data_offset")
+
+    def __init__(self, aligned: bool = False):
+        self.aligned = aligned
+        self.data_offset = PAGE if aligned else HEADROOM
+
+    def get(self, length: int) -> memoryview:
+        if self.aligned:
+            buf = mmap.mmap(-1, PAGE + -(-length // PAGE) * PAGE)
+        else:
+            buf = bytearray(HEADROOM + length)
+        return memoryview(buf)[self.data_offset:self.data_offset + length]

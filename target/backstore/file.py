@@ -1,0 +1,127 @@
+"""The file backstore: a regular file or a block device, every read, write, flush and unmap a ring op.
+
+A regular file is created sparse when missing and extended when smaller than the LUN, never truncated.
+Short transfers are continued; a read that meets the end of the file is completed with zeros.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+
+from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, RWF_DSYNC, error_for
+
+from ..reactor import Reactor
+from .base import BackstoreError
+from .buffers import BufferPool
+
+_PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+
+
+def _open(path: str, size: int | None, block_size: int, direct: bool) -> tuple[int, int]:
+    """The open fd and the LUN size in bytes; BackstoreError naming the path when that cannot be."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (os.O_DIRECT if direct else 0)
+    fd = -1
+    try:
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        fd = os.open(path, flags, 0o644)
+        st = os.fstat(fd)
+        if stat.S_ISBLK(st.st_mode):
+            available = os.lseek(fd, 0, os.SEEK_END)
+            if size is not None and size > available:
+                raise BackstoreError(f"backstore {path}: size {size} exceeds the device's {available} bytes")
+        elif stat.S_ISREG(st.st_mode):
+            available = st.st_size
+            if size is not None and available < size:
+                os.ftruncate(fd, size)           # sparse: no blocks allocated
+        else:
+            raise BackstoreError(f"backstore {path}: not a regular file or block device")
+        if size is None:
+            size = available - available % block_size
+            if size <= 0:
+                raise BackstoreError(f"backstore {path}: empty, and no size given")
+        return fd, size
+    except OSError as e:
+        if fd >= 0:
+            os.close(fd)
+        raise BackstoreError(f"cannot open backstore {path}: {e.strerror}") from e
+    except BackstoreError:
+        os.close(fd)
+        raise
+
+
+def _status(callback: Callable[[OSError | None], None], what: str) -> Callable[[int], None]:
+    """A completion handler passing None, or the OSError for a negative result, to callback."""
+    return lambda res: callback(None if res >= 0 else error_for(res, what))
+
+
+class FileBackstore:
+    """A LUN stored in a file or block device; `direct` opens it O_DIRECT with page-aligned buffers."""
+
+    __slots__ = ("path", "size", "block_size", "write_cache", "_fd", "_reactor", "_pool")
+
+    def __init__(self, reactor: Reactor, *, path: str | None, size: int | None, block_size: int,
+                 direct: bool = False, write_cache: bool = True):
+        if path is None:
+            raise BackstoreError("file backstore: a path is required")
+        self._fd, self.size = _open(path, size, block_size, direct)
+        self.path = path
+        self.block_size = block_size
+        self.write_cache = write_cache
+        self._reactor = reactor
+        self._pool = BufferPool(aligned=direct)
+
+    def _transfer(self, prep, what: str, buf, done: int, offset: int, rw_flags: int, finish) -> None:
+        """prep(fd, rest of buf, offset, token, rw_flags) until all of buf is done: finish(None); the
+        transfer stops short (end of file, no space): finish(bytes done); or fails: finish(OSError)."""
+        def complete(res: int) -> None:
+            if res < 0:
+                finish(error_for(res, f"{what} {self.path}"))
+            elif done + res == len(buf):
+                finish(None)
+            elif res == 0:
+                finish(done)
+            else:
+                self._transfer(prep, what, buf, done + res, offset, rw_flags, finish)
+        prep(self._fd, buf[done:] if done else buf, offset + done, self._reactor.token(complete), rw_flags)
+
+    def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None]) -> None:
+        view = self._pool.get(length)
+
+        def finish(outcome) -> None:
+            if isinstance(outcome, OSError):
+                callback(outcome)
+                return
+            if outcome is not None:             # end of file: the rest reads as zeros
+                view[outcome:] = bytes(length - outcome)
+            callback(view)
+        self._transfer(self._reactor.ring.prep_read, "read", view, 0, offset, 0, finish)
+
+    def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
+        if self._pool.aligned:                  # O_DIRECT needs aligned memory; received bytes are not
+            buf = self._pool.get(len(data))
+            buf[:] = data
+            data = buf
+
+        def finish(outcome) -> None:
+            if isinstance(outcome, int):        # the kernel wrote nothing more
+                outcome = error_for(-errno.ENOSPC, f"write {self.path}")
+            callback(outcome)
+        rw_flags = RWF_DSYNC if fua or not self.write_cache else 0
+        self._transfer(self._reactor.ring.prep_write, "write", data, 0, offset, rw_flags, finish)
+
+    def flush(self, callback: Callable[[OSError | None], None]) -> None:
+        self._reactor.ring.prep_fsync(self._fd, self._reactor.token(_status(callback, f"flush {self.path}")),
+                                      datasync=True)
+
+    def unmap(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
+        token = self._reactor.token(_status(callback, f"unmap {self.path}"))
+        self._reactor.ring.prep_fallocate(self._fd, _PUNCH, offset, length, token)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,46 @@
+"""The null backstore: reads return zeros, writes vanish. For protocol benchmarks and tests.
+
+Completions still go through the ring (a NOP op), so callbacks are never run from inside the call.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..reactor import Reactor
+from .base import BackstoreError
+
+
+class NullBackstore:
+    """A LUN of `size` bytes that stores nothing (`path` and `direct` do not apply)."""
+
+    __slots__ = ("size", "block_size", "write_cache", "_reactor", "_zeros")
+
+    def __init__(self, reactor: Reactor, *, path: str | None, size: int | None, block_size: int,
+                 direct: bool = False, write_cache: bool = True):
+        if size is None:
+            raise BackstoreError("null backstore: a size is required")
+        self.size = size
+        self.block_size = block_size
+        self.write_cache = write_cache
+        self._reactor = reactor
+        self._zeros = memoryview(b"")           # shared by every read; grown to the largest read seen
+
+    def _later(self, callback: Callable, arg) -> None:
+        self._reactor.ring.prep_nop(self._reactor.token(lambda res: callback(arg)))
+
+    def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None]) -> None:
+        if length > len(self._zeros):
+            self._zeros = memoryview(bytes(length))
+        self._later(callback, self._zeros[:length])
+
+    def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
+        self._later(callback, None)
+
+    def flush(self, callback: Callable[[OSError | None], None]) -> None:
+        self._later(callback, None)
+
+    def unmap(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
+        self._later(callback, None)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,61 @@
+"""The worker's event loop core: one submit-and-wait per turn, one batch reap, completions to callbacks."""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+
+from ioring import Ring
+
+log = logging.getLogger(__name__)
+
+
+class Reactor:
+    """Routes ring completions to callbacks."""
+
+    __slots__ = ("ring", "_callbacks", "_next_token", "_soon")
+
+    def __init__(self, ring: Ring):
+        self.ring = ring
+        self._callbacks: dict[int, Callable[[int], None]] = {}
+        self._next_token = itertools.count(1).__next__
+        self._soon: list[Callable[[], None]] = []
+
+    def token(self, callback: Callable[[int], None]) -> int:
+        """A fresh user_data for one ring op; `callback(res)` runs once when that op completes."""
+        token = self._next_token()
+        self._callbacks[token] = callback
+        return token
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn()` at the end of the current turn (or the next one), after the completions."""
+        self._soon.append(fn)
+
+    def run_once(self, timeout: float | None = None) -> int:
+        """One turn: submit, wait for a completion (not when deferred calls are pending) or `timeout`,
+        dispatch every ready completion, then the deferred calls. Returns the completions handled.
+
+        A callback that raises is logged and the turn goes on: the other completions of the batch are
+        already reaped and must not be lost."""
+        ring = self.ring
+        if self._soon:
+            ring.submit()
+        else:
+            ring.submit_and_wait(1, timeout)
+        completions = ring.reap()
+        pop = self._callbacks.pop
+        for token, res in completions:
+            callback = pop(token, None)
+            if callback is not None:
+                try:
+                    callback(res)
+                except Exception:
+                    log.exception("completion callback %r failed", callback)
+        while self._soon:
+            soon, self._soon = self._soon, []
+            for fn in soon:
+                try:
+                    fn()
+                except Exception:
+                    log.exception("deferred call %r failed", fn)
+        return len(completions)

@@ -1,0 +1,69 @@
+"""target.backstore: the registry (open_backstore), argument checks, read buffers; the `complete` helper."""
+import mmap
+
+import pytest
+
+from ioring import Ring
+from target.backstore import BackstoreError, open_backstore
+from target.backstore.buffers import HEADROOM, BufferPool
+from target.backstore.file import FileBackstore
+from target.backstore.null import NullBackstore
+from target.reactor import Reactor
+
+
+@pytest.fixture
+def reactor():
+    with Ring(64) as ring:
+        yield Reactor(ring)
+
+
+def complete(reactor: Reactor, start):
+    """start(callback), then run the reactor until the callback fires; its argument. The callback must
+    not fire from inside start()."""
+    results = []
+    start(results.append)
+    assert results == [], "callback ran synchronously"
+    for _ in range(200):
+        if results:
+            break
+        reactor.run_once(0.05)
+    assert len(results) == 1
+    return results[0]
+
+
+def test_registry_opens_each_kind(reactor, tmp_path):
+    with_file = open_backstore("file", reactor, path=str(tmp_path / "lun"), size=1 << 20, block_size=512)
+    null = open_backstore("null", reactor, path=None, size=1 << 20, block_size=4096, write_cache=False)
+    assert isinstance(with_file, FileBackstore) and isinstance(null, NullBackstore)
+    assert (null.size, null.block_size, null.write_cache) == (1 << 20, 4096, False)
+    with_file.close()
+    null.close()
+
+
+@pytest.mark.parametrize("kind, kwargs, message", [
+    ("tape", {"size": 4096, "block_size": 512}, "unknown backstore 'tape'"),
+    ("null", {"size": 4096, "block_size": 1024}, "block size must be 512 or 4096"),
+    ("null", {"size": 1000, "block_size": 512}, "positive multiple of the block size 512"),
+    ("null", {"size": 0, "block_size": 512}, "positive multiple"),
+    ("null", {"size": None, "block_size": 512}, "size is required"),
+    ("file", {"size": 4096, "block_size": 512}, "path is required"),
+])
+def test_bad_arguments(reactor, kind, kwargs, message):
+    with pytest.raises(BackstoreError, match=message):
+        open_backstore(kind, reactor, path=None, **kwargs)
+
+
+def test_buffers_keep_headroom():
+    view = BufferPool().get(1000)
+    assert len(view) == 1000 and not view.readonly
+    assert isinstance(view.obj, bytearray) and len(view.obj) == HEADROOM + 1000
+    view[:] = b"x" * 1000
+    assert view.obj[:HEADROOM] == bytes(HEADROOM) and view.obj[HEADROOM:] == b"x" * 1000
+
+
+def test_aligned_buffers_start_on_a_page():
+    pool = BufferPool(aligned=True)
+    view = pool.get(5000)
+    assert len(view) == 5000 and isinstance(view.obj, mmap.mmap)
+    assert pool.data_offset == mmap.PAGESIZE >= HEADROOM
+    assert len(view.obj) == 3 * mmap.PAGESIZE           # the headroom page, then the data pages

@@ -1,0 +1,201 @@
+"""target.backstore.file on the real ring: data paths, durability flags, sparse files, devices, errors."""
+import os
+import subprocess
+
+import pytest
+
+from ioring import RWF_DSYNC, Ring
+from target.backstore import BackstoreError, open_backstore
+from target.backstore.buffers import HEADROOM
+from target.reactor import Reactor
+from tests.test_backstore import complete
+
+MiB = 1 << 20
+
+
+class RecordingRing(Ring):
+    """A real ring that remembers the rw_flags of every write it queues."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.write_flags = []
+
+    def prep_write(self, fd, buf, offset, user_data, rw_flags=0):
+        self.write_flags.append(rw_flags)
+        super().prep_write(fd, buf, offset, user_data, rw_flags)
+
+
+@pytest.fixture
+def reactor():
+    with RecordingRing(64) as ring:
+        yield Reactor(ring)
+
+
+@pytest.fixture
+def opener(reactor, tmp_path):
+    stores = []
+
+    def open_(name="lun.img", size=4 * MiB, **kwargs):
+        kwargs.setdefault("block_size", 512)
+        path = name if os.path.isabs(name) else str(tmp_path / name)
+        store = open_backstore("file", reactor, path=path, size=size, **kwargs)
+        stores.append(store)
+        return store
+    yield open_
+    for store in stores:
+        store.close()
+
+
+def write(reactor, store, offset, data, fua=False):
+    assert complete(reactor, lambda cb: store.write(offset, data, fua, cb)) is None
+
+
+def read(reactor, store, offset, length) -> bytes:
+    view = complete(reactor, lambda cb: store.read(offset, length, cb))
+    assert isinstance(view, memoryview) and len(view) == length
+    return bytes(view)
+
+
+def test_write_then_read_back(reactor, opener):
+    store = opener()
+    write(reactor, store, 8192, b"a" * 4096)
+    assert read(reactor, store, 8192, 4096) == b"a" * 4096
+    assert read(reactor, store, 0, 512) == bytes(512)
+
+
+def test_read_buffer_has_headroom(reactor, opener):
+    store = opener()
+    view = complete(reactor, lambda cb: store.read(0, 4096, cb))
+    assert len(view.obj) == HEADROOM + 4096
+
+
+def test_unaligned_and_large_transfers(reactor, opener):
+    store = opener(size=8 * MiB)
+    data = os.urandom(3 * MiB + 123)
+    write(reactor, store, 777, memoryview(bytearray(data)))
+    assert read(reactor, store, 777, len(data)) == data
+    assert read(reactor, store, 0, 777) == bytes(777)
+
+
+def test_write_flags_follow_fua_and_write_cache(reactor, opener):
+    store = opener()
+    write(reactor, store, 0, b"1" * 512)
+    write(reactor, store, 512, b"2" * 512, fua=True)
+    store.write_cache = False
+    write(reactor, store, 1024, b"3" * 512)
+    assert reactor.ring.write_flags == [0, RWF_DSYNC, RWF_DSYNC]
+    assert read(reactor, store, 0, 1536) == b"1" * 512 + b"2" * 512 + b"3" * 512
+
+
+def test_write_cache_off_from_the_start(reactor, opener):
+    store = opener(write_cache=False)
+    assert store.write_cache is False
+    write(reactor, store, 0, b"x" * 4096)
+    assert reactor.ring.write_flags == [RWF_DSYNC]
+
+
+def test_flush(reactor, opener):
+    store = opener()
+    write(reactor, store, 0, b"x" * 4096)
+    assert complete(reactor, store.flush) is None
+
+
+def test_unmap_reads_back_zeros(reactor, opener, tmp_path):
+    store = opener()
+    write(reactor, store, 0, b"\xff" * (1 * MiB))
+    assert complete(reactor, lambda cb: store.unmap(64 * 1024, 128 * 1024, cb)) is None
+    data = read(reactor, store, 0, MiB)
+    assert data[:65536] == b"\xff" * 65536
+    assert data[65536:196608] == bytes(131072)
+    assert data[196608:] == b"\xff" * (MiB - 196608)
+    assert os.stat(tmp_path / "lun.img").st_size == 4 * MiB
+
+
+def test_created_sparse_with_parent_dirs(opener, tmp_path):
+    store = opener("deep/er/lun.img", size=1 << 30)
+    st = os.stat(tmp_path / "deep/er/lun.img")
+    assert (store.size, st.st_size) == (1 << 30, 1 << 30)
+    assert st.st_blocks * 512 < MiB
+
+
+def test_existing_file_extended_never_truncated(reactor, opener, tmp_path):
+    path = tmp_path / "lun.img"
+    path.write_bytes(b"keep" * 1024)
+    store = opener(size=MiB)
+    assert os.stat(path).st_size == MiB and store.size == MiB
+    assert read(reactor, store, 0, 4096) == b"keep" * 1024
+    store.close()
+    smaller = opener(size=8192)
+    assert smaller.size == 8192 and os.stat(path).st_size == MiB
+
+
+def test_size_defaults_to_the_existing_file(opener, tmp_path):
+    (tmp_path / "lun.img").write_bytes(bytes(10000))
+    assert opener(size=None, block_size=4096).size == 8192
+
+
+def test_short_read_at_eof_is_zero_filled(reactor, opener, tmp_path):
+    store = opener()
+    write(reactor, store, 0, b"d" * 8192)
+    os.truncate(tmp_path / "lun.img", 6000)             # shrunk behind the store's back
+    assert read(reactor, store, 4096, 4096) == b"d" * 1904 + bytes(2192)
+
+
+def test_io_errors_reach_the_callback(reactor, opener):
+    store = opener()
+    store.close()
+    error = complete(reactor, lambda cb: store.read(0, 512, cb))
+    assert isinstance(error, OSError) and "read" in str(error) and "lun.img" in str(error)
+    assert isinstance(complete(reactor, lambda cb: store.write(0, b"x" * 512, False, cb)), OSError)
+    assert isinstance(complete(reactor, store.flush), OSError)
+    assert isinstance(complete(reactor, lambda cb: store.unmap(0, 512, cb)), OSError)
+
+
+def test_direct_io(reactor, opener):
+    store = opener(direct=True, block_size=4096)
+    data = os.urandom(3 * 4096)
+    unaligned = memoryview(bytearray(b"?" + data))[1:]
+    write(reactor, store, 4096, unaligned, fua=True)
+    view = complete(reactor, lambda cb: store.read(4096, len(data), cb))
+    assert bytes(view) == data
+
+
+@pytest.mark.parametrize("setup, name, reason", [
+    (lambda d: (d / "adir").mkdir(), "adir", "Is a directory"),
+    (lambda d: (d / "afile").write_bytes(b""), "afile/lun.img", "Not a directory|File exists"),
+    (lambda d: None, "/proc/ringtgt-lun.img", "No such file|Permission denied|Read-only"),
+])
+def test_open_errors_name_path_and_reason(opener, tmp_path, setup, name, reason):
+    setup(tmp_path)
+    with pytest.raises(BackstoreError, match=f"{os.path.basename(name)}.*({reason})"):
+        opener(name)
+
+
+def test_empty_file_without_size(opener):
+    with pytest.raises(BackstoreError, match="empty, and no size given"):
+        opener("new.img", size=None)
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(2 * MiB)
+    try:
+        device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True,
+                                capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"no loop device: {e}")
+    yield device
+    subprocess.run(["losetup", "--detach", device], check=False)
+
+
+def test_block_device(reactor, opener, loop_device):
+    store = opener(loop_device, size=None)
+    assert store.size == 2 * MiB
+    write(reactor, store, 4096, b"b" * 4096)
+    assert read(reactor, store, 4096, 4096) == b"b" * 4096
+    store.close()
+    assert opener(loop_device, size=MiB).size == MiB
+    with pytest.raises(BackstoreError, match="exceeds the device's 2097152 bytes"):
+        opener(loop_device, size=4 * MiB)

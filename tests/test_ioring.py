@@ -1,0 +1,207 @@
+"""ioring.Ring on the real kernel ring: file, socket, cancel and timeout ops, errors, overflow, buffer pins."""
+import errno
+import gc
+import os
+import socket
+import weakref
+
+import pytest
+
+import ioring
+from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, RWF_DSYNC, IoringUnavailable, Ring, error_for
+
+
+def wait_all(ring: Ring, *user_data: int, timeout: float = 5.0) -> dict[int, int]:
+    """Submit and reap until every user_data has completed; {user_data: res}."""
+    want, got = set(user_data), {}
+    for _ in range(int(timeout / 0.05)):
+        ring.submit_and_wait(1, 0.05)
+        got.update(ring.reap())
+        if want <= got.keys():
+            return got
+    raise AssertionError(f"no completion for {want - got.keys()}")
+
+
+@pytest.fixture
+def ring():
+    with Ring(32) as r:
+        yield r
+
+
+@pytest.fixture
+def fd(tmp_path):
+    fd = os.open(tmp_path / "data", os.O_RDWR | os.O_CREAT)
+    yield fd
+    os.close(fd)
+
+
+@pytest.fixture
+def tcp_pair():
+    """A connected loopback TCP pair: (client, server)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    yield client, server
+    client.close()
+    server.close()
+
+
+def test_write_then_read(ring, fd):
+    ring.prep_write(fd, b"hello, ring", 100, 1)
+    assert wait_all(ring, 1) == {1: 11}
+    buf = bytearray(11)
+    ring.prep_read(fd, memoryview(buf), 100, 2)
+    assert wait_all(ring, 2) == {2: 11}
+    assert buf == b"hello, ring"
+
+
+def test_vectored_with_dsync(ring, fd):
+    ring.prep_writev(fd, [b"abc", bytearray(b"defg"), memoryview(b"hij")], 0, 1, RWF_DSYNC)
+    assert wait_all(ring, 1) == {1: 10}
+    parts = [bytearray(4), bytearray(6)]
+    ring.prep_readv(fd, parts, 0, 2, RWF_DSYNC)
+    assert wait_all(ring, 2) == {2: 10}
+    assert parts == [b"abcd", b"efghij"]
+
+
+def test_fsync_and_fdatasync(ring, fd):
+    os.write(fd, b"x" * 4096)
+    ring.prep_fsync(fd, 1)
+    ring.prep_fsync(fd, 2, datasync=True)
+    assert wait_all(ring, 1, 2) == {1: 0, 2: 0}
+
+
+def test_punch_hole_reads_zeros(ring, fd):
+    os.pwrite(fd, b"\xff" * 65536, 0)
+    ring.prep_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 8192, 1)
+    assert wait_all(ring, 1) == {1: 0}
+    data = os.pread(fd, 65536, 0)
+    assert data[:4096] == b"\xff" * 4096
+    assert data[4096:12288] == bytes(8192)
+    assert data[12288:] == b"\xff" * (65536 - 12288)
+    assert os.fstat(fd).st_size == 65536
+
+
+def test_accept_recv_send_sendmsg(ring):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ring.prep_accept(listener.fileno(), 1)
+        ring.submit()
+        client = socket.create_connection(listener.getsockname())
+        res = wait_all(ring, 1)[1]
+        assert res >= 0
+        with socket.socket(fileno=res) as accepted, client:
+            buf = bytearray(64)
+            ring.prep_recv(accepted.fileno(), buf, 2)
+            ring.submit()
+            client.sendall(b"ping")
+            assert wait_all(ring, 2) == {2: 4}
+            assert buf[:4] == b"ping"
+            ring.prep_send(accepted.fileno(), b"pong", 3)
+            ring.prep_sendmsg(accepted.fileno(), [b"one ", bytearray(b"two "), memoryview(b"three")], 4,
+                              socket.MSG_NOSIGNAL)
+            assert wait_all(ring, 3, 4) == {3: 4, 4: 13}
+            received = b""
+            while len(received) < 17:
+                received += client.recv(64)
+            assert received == b"pongone two three"
+
+
+def test_cancel_pending_recv(ring, tcp_pair):
+    _, server = tcp_pair
+    ring.prep_recv(server.fileno(), bytearray(16), 1)
+    ring.submit()
+    ring.prep_cancel(1, 2)
+    assert wait_all(ring, 1, 2) == {1: -errno.ECANCELED, 2: 0}
+
+
+def test_timeout_fires_with_etime(ring):
+    ring.prep_timeout(0.02, 1)
+    assert wait_all(ring, 1) == {1: -errno.ETIME}
+
+
+def test_submit_and_wait_times_out_quietly(ring):
+    assert ring.submit_and_wait(1, 0.01) == 0
+    assert ring.reap() == []
+
+
+def test_error_on_closed_fd_is_ebadf(ring, tmp_path):
+    fd = os.open(tmp_path / "gone", os.O_RDWR | os.O_CREAT)
+    os.close(fd)
+    ring.prep_read(fd, bytearray(8), 0, 1)
+    res = wait_all(ring, 1)[1]
+    assert res == -errno.EBADF
+    err = error_for(res, "read")
+    assert type(err) is OSError and err.errno == errno.EBADF
+    assert str(err) == f"[Errno {errno.EBADF}] read: {os.strerror(errno.EBADF)}"
+
+
+def test_errors_map_to_oserror_subclasses(ring, tmp_path, tcp_pair):
+    dir_fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        ring.prep_read(dir_fd, bytearray(8), 0, 1)
+        assert isinstance(error_for(wait_all(ring, 1)[1]), IsADirectoryError)
+    finally:
+        os.close(dir_fd)
+    client, server = tcp_pair
+    server.close()
+    client.shutdown(socket.SHUT_WR)
+    ring.prep_send(client.fileno(), b"x", 2, socket.MSG_NOSIGNAL)
+    assert isinstance(error_for(wait_all(ring, 2)[2]), BrokenPipeError)
+
+
+def test_setup_errors_raise_oserror_not_unavailable():
+    with pytest.raises(OSError) as info:
+        Ring(1 << 20)                  # more entries than the kernel allows: EINVAL
+    assert info.value.errno == errno.EINVAL
+    assert not isinstance(info.value, IoringUnavailable)
+
+
+def test_more_ops_than_entries_before_submitting(fd):
+    with Ring(8) as ring:                       # 8 SQEs, 16 CQEs
+        for i in range(100):
+            ring.prep_write(fd, bytes([i]), i, i)
+        for i in range(100, 140):
+            ring.prep_nop(i)
+        done = wait_all(ring, *range(140))
+    assert all(done[i] == 1 for i in range(100))
+    assert os.pread(fd, 100, 0) == bytes(range(100))
+
+
+def test_buffers_survive_dropped_references(ring, tcp_pair):
+    class Buffer(bytearray):
+        pass
+    client, server = tcp_pair
+    buf = Buffer(16)
+    alive = weakref.ref(buf)
+    ring.prep_recv(server.fileno(), buf, 1)
+    ring.prep_sendmsg(client.fileno(), [Buffer(b"late"), Buffer(b" data")], 2)
+    del buf
+    gc.collect()
+    assert alive() is not None
+    ring.submit_and_wait(2, 5.0)                # completed, not yet reaped: still pinned
+    gc.collect()
+    assert alive() == b"late data" + bytes(7)
+    assert wait_all(ring, 1, 2) == {1: 9, 2: 9}
+    gc.collect()
+    assert alive() is None                      # reaping released the pin
+
+
+def test_large_user_data_round_trips(ring):
+    ring.prep_nop(2**63 - 1)
+    assert wait_all(ring, 2**63 - 1) == {2**63 - 1: 0}
+
+
+def test_close_cancels_pending_ops(tcp_pair):
+    _, server = tcp_pair
+    ring = Ring(8)
+    ring.prep_recv(server.fileno(), bytearray(16), 1)
+    ring.prep_timeout(60, 2)
+    ring.submit()
+    ring.close()
+    ring.close()                                # idempotent
+
+
+def test_constants_exported():
+    assert ioring.RWF_DSYNC == os.RWF_DSYNC and ioring.RWF_NOWAIT == os.RWF_NOWAIT
+    assert ioring.RWF_HIPRI == os.RWF_HIPRI
+    assert (ioring.FALLOC_FL_KEEP_SIZE, ioring.FALLOC_FL_PUNCH_HOLE, ioring.FALLOC_FL_ZERO_RANGE) == (1, 2, 16)

@@ -1,0 +1,75 @@
+"""target.reactor.Reactor on a real ring: tokens, dispatch, deferred calls, failing callbacks."""
+import errno
+import logging
+
+import pytest
+
+from ioring import Ring
+from target.reactor import Reactor
+
+
+@pytest.fixture
+def reactor():
+    with Ring(16) as ring:
+        yield Reactor(ring)
+
+
+def test_completions_reach_their_callbacks_once(reactor):
+    seen = []
+    tokens = [reactor.token(lambda res, i=i: seen.append((i, res))) for i in range(5)]
+    assert len(set(tokens)) == 5
+    for t in tokens:
+        reactor.ring.prep_nop(t)
+    handled = 0
+    while handled < 5:
+        handled += reactor.run_once(1.0)
+    assert sorted(seen) == [(i, 0) for i in range(5)]
+    assert reactor.run_once(0.01) == 0
+    assert len(seen) == 5
+
+
+def test_result_is_passed_through(reactor):
+    seen = []
+    reactor.ring.prep_timeout(0.001, reactor.token(seen.append))
+    while not seen:
+        reactor.run_once(1.0)
+    assert seen == [-errno.ETIME]
+
+
+def test_timeout_returns_zero(reactor):
+    assert reactor.run_once(0.01) == 0
+
+
+def test_call_soon_runs_after_the_completions(reactor):
+    order = []
+
+    def completed(res):
+        order.append("completion")
+        reactor.call_soon(lambda: order.append("soon from callback"))
+    reactor.call_soon(lambda: order.append("soon"))
+    reactor.ring.prep_nop(reactor.token(completed))
+    reactor.run_once(1.0)
+    assert order == ["completion", "soon", "soon from callback"]
+
+
+def test_pending_call_soon_does_not_block(reactor):
+    ran = []
+    reactor.call_soon(lambda: ran.append(True))
+    assert reactor.run_once(None) == 0              # nothing in flight: would block forever otherwise
+    assert ran == [True]
+
+
+def test_failing_callback_does_not_lose_the_batch(reactor, caplog):
+    seen = []
+
+    def boom(res):
+        raise ValueError("boom")
+    for cb in (seen.append, boom, seen.append):
+        reactor.ring.prep_nop(reactor.token(cb))
+    reactor.call_soon(lambda: 1 / 0)
+    reactor.call_soon(lambda: seen.append("soon"))
+    with caplog.at_level(logging.ERROR, logger="target.reactor"):
+        while len(seen) < 3:
+            reactor.run_once(1.0)
+    assert seen.count(0) == 2 and "soon" in seen
+    assert "ValueError: boom" in caplog.text and "ZeroDivisionError" in caplog.text
