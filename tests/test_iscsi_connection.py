@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from target.iscsi import pdu as P
+from target.iscsi.access import AccessPolicy, TargetAccess
 from target.iscsi.connection import Connection
 from target.iscsi.negotiation import parse_text
 from target.scsi.task import CHECK_CONDITION, GOOD
@@ -52,13 +53,11 @@ class BlockDevice:
 
 class Host:
     portal_group_tag = 1
+    access = AccessPolicy(1, {IQN: TargetAccess()})
 
     def __init__(self):
         self.device = BlockDevice()
         self.started = []
-
-    def target_aliases(self):
-        return {IQN: None}
 
     def allocate_tsih(self):
         return 7
