@@ -75,6 +75,7 @@ class Worker:
         self._tsih = 0
         self.stopping = False
         self.nop_interval = config.server.nop_interval
+        self.offers = {"InitialR2T": config.server.initial_r2t}     # our values of negotiated keys
 
     def _build_target(self, target) -> ScsiTarget:
         luns = {}
@@ -83,7 +84,9 @@ class Worker:
                                    block_size=lun.block_size, direct=lun.direct, write_cache=lun.write_cache)
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1)
-        return ScsiTarget(luns)
+        # A worker alone is the authority for its units' reservations (and keeps their APTPL state)
+        state_dir = self.config.server.state_dir if self.config.server.workers == 1 else None
+        return ScsiTarget(luns, state_dir)
 
     # -- host interface used by Connection ------------------------------------------------------------------
     def target_aliases(self) -> dict[str, str | None]:
