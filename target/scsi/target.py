@@ -89,11 +89,12 @@ class ScsiTarget:
     PREEMPT AND ABORT can abort another nexus's tasks and nexus loss can drop its SPC-2 reservations.
     """
 
-    __slots__ = ("luns", "nexuses")
+    __slots__ = ("luns", "nexuses", "coordinator")
 
-    def __init__(self, luns: dict[int, LogicalUnit], state_dir: str | None = None):
+    def __init__(self, luns: dict[int, LogicalUnit], state_dir: str | None = None, coordinator=None):
         self.luns = luns
         self.nexuses: dict[str, object] = {}
+        self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
         for lun_id, unit in luns.items():
             if unit.reservations is None:
                 path = None if state_dir is None else \
