@@ -64,6 +64,7 @@ class ServerConfig:
     login_timeout: float
     max_connections: int
     max_connections_per_initiator: int
+    initial_r2t: bool = True
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
     for key, value in limits.items():
         if value < 1:
             raise t.error(key, f"must be at least 1, got {value}")
+    initial_r2t = t.take("initial_r2t", (bool,), True)
     t.finish()
     return ServerConfig(
         portals=portals,
@@ -222,6 +224,7 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
         nop_interval=nop_interval,
         login_timeout=login_timeout,
         **limits,
+        initial_r2t=initial_r2t,
     )
 
 
@@ -410,6 +413,7 @@ def dump_config(config: Config) -> str:
         f"login_timeout = {s.login_timeout!r}",
         f"max_connections = {s.max_connections}",
         f"max_connections_per_initiator = {s.max_connections_per_initiator}",
+        f"initial_r2t = {_toml(s.initial_r2t)}",
     ]
     lines += _dump_auth("discovery", config.discovery)
     for target in config.targets:

@@ -35,14 +35,15 @@ AUTH_METHOD = {False: KEYS["AuthMethod"], True: Key("AuthMethod", "list", None, 
 class Login:
     """One connection's login: negotiation, stage transitions, TSIH assignment."""
 
-    def __init__(self, access: AccessPolicy, allocate_tsih: Callable[[], int]):
+    def __init__(self, access: AccessPolicy, allocate_tsih: Callable[[], int],
+                 offers: dict[str, object] | None = None):
         self.access = access
         self.portal_group_tag = access.portal_group_tag
         self.allocate_tsih = allocate_tsih
         self.chap: CHAP.Chap | None = None          # the CHAP exchange the target or discovery requires
         self.auth_method: str | None = None          # what AuthMethod negotiated to
         self.params = SessionParams(target_max_recv_data_segment_length=OUR_MAX_RECV_DATA_SEGMENT_LENGTH)
-        self.negotiator = Negotiator(self.params)
+        self.negotiator = Negotiator(self.params, offers)
         self.stage: int | None = None
         self.first: P.LoginRequest | None = None
         self.pending_text = b""
