@@ -41,6 +41,8 @@ int rt_prep_send(struct io_uring *ring, uint64_t user_data, int fd, const void *
 int rt_prep_sendmsg(struct io_uring *ring, uint64_t user_data, int fd, const struct msghdr *msg, unsigned flags);
 int rt_prep_cancel(struct io_uring *ring, uint64_t user_data, uint64_t target, int flags);
 int rt_prep_timeout(struct io_uring *ring, uint64_t user_data, struct __kernel_timespec *ts);
+/* one-shot poll: completes with the ready poll(2) events (res > 0) once fd has any of `events` */
+int rt_prep_poll_add(struct io_uring *ring, uint64_t user_data, int fd, unsigned events);
 
 /* submit and wait for wait_nr completions, at most timeout_ns (< 0: no limit); submitted count or -errno */
 int rt_submit_and_wait(struct io_uring *ring, unsigned wait_nr, int64_t timeout_ns);

@@ -110,6 +110,11 @@ static inline int rt_prep_timeout(struct io_uring *ring, uint64_t user_data, str
     RT_PREP(io_uring_prep_timeout(sqe, ts, 0, 0));
 }
 
+static inline int rt_prep_poll_add(struct io_uring *ring, uint64_t user_data, int fd, unsigned events)
+{
+    RT_PREP(io_uring_prep_poll_add(sqe, fd, events));
+}
+
 static inline int rt_submit_and_wait(struct io_uring *ring, unsigned wait_nr, int64_t timeout_ns)
 {
     struct io_uring_cqe *cqe;

@@ -138,6 +138,11 @@ class Ring:
         _check_rc(lib.rt_prep_timeout(self._ring, user_data, ts), "prep_timeout")
         self._pins[user_data] = ts
 
+    def prep_poll_add(self, fd: int, events: int, user_data: int) -> None:
+        """One-shot poll: completes with the ready events (select.POLLIN …) as soon as `fd` has any of
+        `events` — at once if it already has. Re-arm after each completion to keep watching."""
+        _check_rc(lib.rt_prep_poll_add(self._ring, user_data, fd, events), "prep_poll_add")
+
     # -- submitting and reaping --------------------------------------------------------------------------------
     def submit(self) -> int:
         """Hand every queued SQE to the kernel; the number submitted."""

@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     for name, func, text in (
-        ("serve", _serve, "run the target: a supervisor and one worker per CPU"),
+        ("serve", _serve, "run the target: a supervisor, the node's coordinator and one worker per CPU"),
         ("check-config", _check_config, "validate the configuration and print it resolved, as TOML"),
     ):
         command = commands.add_parser(name, help=text, description=text)
@@ -43,11 +43,12 @@ class _Version(argparse.Action):
 
 
 def _serve(config: Config) -> int:
+    from coordinator.main import coordinator_main
     from target.worker import worker_main  # here: it needs the compiled ring, check-config does not
 
     logging.basicConfig(level=config.server.log_level.upper(), format=LOG_FORMAT)
     os.makedirs(config.server.state_dir, exist_ok=True)
-    return Supervisor(config, worker_main).run()
+    return Supervisor(config, worker_main, coordinator_main).run()
 
 
 def _check_config(config: Config) -> int:

@@ -10,6 +10,7 @@ import tomllib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from coordinator.endpoints import check_state_dir
 from target.identity import derive_naa, derive_serial
 
 DEFAULT_TOML = """
@@ -165,7 +166,11 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
     workers = t.take("workers", (int,), len(os.sched_getaffinity(0)))
     if workers < 1:
         raise t.error("workers", f"must be at least 1, got {workers}")
-    state_dir = t.take("state_dir", (str,), "./var")
+    state_dir = _resolve(base_dir, t.take("state_dir", (str,), "./var"))
+    try:
+        check_state_dir(state_dir)
+    except ValueError as exc:
+        raise t.error("state_dir", str(exc)) from None
     log_level = t.take("log_level", (str,), "info").lower()
     if log_level not in LOG_LEVELS:
         raise t.error("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -176,7 +181,7 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
     return ServerConfig(
         portals=portals,
         workers=workers,
-        state_dir=_resolve(base_dir, state_dir),
+        state_dir=state_dir,
         log_level=log_level,
         nop_interval=nop_interval,
     )

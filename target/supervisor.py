@@ -1,4 +1,5 @@
-"""The supervisor: forks one pinned worker per configured CPU slot, restarts the ones that die, stops them all.
+"""The supervisor: forks the node's coordinator and one pinned worker per configured CPU slot, restarts the
+ones that die, stops them all.
 
 It does no I/O and runs no threads: the signals it cares about are blocked and taken synchronously with
 sigtimedwait, so SIGCHLD, SIGTERM/SIGINT and SIGHUP are handled one at a time in one loop.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from target.config import Config
 
 WorkerFn = Callable[[Config, int, int], None]
+CoordinatorFn = Callable[[Config], None]
 
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL on shutdown
 QUICK_DEATH = 1.0  # a child that dies sooner than this after its start is restarted with back-off
@@ -39,14 +41,16 @@ class _Child:
 
 
 class Supervisor:
-    """Runs worker_fn(config, index, cpu) in config.server.workers pinned child processes until stopped."""
+    """Runs coordinator_fn(config) in one child (started first) and worker_fn(config, index, cpu) in
+    config.server.workers pinned child processes until stopped."""
 
-    def __init__(self, config: Config, worker_fn: WorkerFn, stop_timeout: float = STOP_TIMEOUT):
+    def __init__(self, config: Config, worker_fn: WorkerFn, coordinator_fn: CoordinatorFn | None = None,
+                 stop_timeout: float = STOP_TIMEOUT):
         self._stop_timeout = stop_timeout
         self._child_mask: set[signal.Signals] = set()  # the signal mask children run with
         cpus = sorted(os.sched_getaffinity(0))
-        # The coordinator (a later issue) joins here as one more _Child, listed before the workers.
-        self._children = [
+        coordinator = [_Child("coordinator", lambda: coordinator_fn(config))] if coordinator_fn else []
+        self._children = coordinator + [
             _Child(f"worker {i}", _worker_main(worker_fn, config, i, cpus[i % len(cpus)]))
             for i in range(config.server.workers)
         ]

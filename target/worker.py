@@ -1,6 +1,8 @@
 """A worker process: the one place where the io_uring ring meets the sans-I/O iSCSI and SCSI objects.
 
-Single-threaded. Every socket and disk operation is a ring op; the loop is `Reactor.run_once()`: one
+Single-threaded. Every socket and disk operation is a ring op (the coordinator's ZeroMQ socket too: its FD is
+watched with a poll op, see coordinator/client.py; the worker holds the client as `worker.coordinator` and
+hands it to every ScsiTarget and LogicalUnit it builds); the loop is `Reactor.run_once()`: one
 submit-and-wait, a batch reap, callbacks. Output produced during a turn is gathered per connection and sent
 with one sendmsg at the end of the turn (at most one send in flight per connection keeps PDUs whole and in
 order).
@@ -14,6 +16,7 @@ import signal
 import socket
 import time
 
+from coordinator.client import CoordinatorClient
 from ioring import Ring
 from .backstore import open_backstore
 from .iscsi.connection import Connection
@@ -65,6 +68,7 @@ class Worker:
         self.index = index
         self.ring = Ring(1024)
         self.reactor = Reactor(self.ring)
+        self.coordinator = CoordinatorClient(self.reactor, config.server.state_dir, index)
         self.portal_group_tag = PORTAL_GROUP_TAG
         self.targets = {t.iqn: self._build_target(t) for t in config.targets}
         self.aliases = {t.iqn: t.alias for t in config.targets}
@@ -82,8 +86,9 @@ class Worker:
             store = open_backstore(lun.backstore, self.reactor, path=lun.path, size=lun.size,
                                    block_size=lun.block_size, direct=lun.direct, write_cache=lun.write_cache)
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
-                                       portal_group_tag=PORTAL_GROUP_TAG, relative_port=1)
-        return ScsiTarget(luns)
+                                       portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
+                                       coordinator=self.coordinator)
+        return ScsiTarget(luns, coordinator=self.coordinator)
 
     # -- host interface used by Connection ------------------------------------------------------------------
     def target_aliases(self) -> dict[str, str | None]:
@@ -236,6 +241,7 @@ class Worker:
             conn.stop_when_idle()
 
     def run(self) -> None:
+        self.coordinator.start()
         for listener in self.listeners:
             self._arm_accept(listener)
         next_keepalive = time.monotonic() + (self.nop_interval or 3600)
@@ -253,6 +259,7 @@ class Worker:
                 self._keepalive()
         for channel in list(self.channels.values()):
             channel.sock.close()
+        self.coordinator.close()
         self.ring.close()
 
 

@@ -170,6 +170,7 @@ def test_parse_size_rejects(text):
     ("[server]\nportals = ['[zz]:1']\n" + MINIMAL, "server.portals[0]: 'zz' is not an IPv6 address"),
     ("[server]\nportals = ['h:70000']\n" + MINIMAL, "server.portals[0]: port must be 1..65535, got 70000"),
     ("[server]\nportals = ['h:1', 'h:1']\n" + MINIMAL, "server.portals: duplicate portal"),
+    (f"[server]\nstate_dir = '/{'d' * 100}'\n" + MINIMAL, "server.state_dir: the coordinator's socket path"),
     # target
     (MINIMAL.replace("iqn.2026-11.org.example:t", "iqn.2026-13.org.example"), "target[0].iqn: must be an iSCSI name"),
     (MINIMAL.replace("iqn.2026-11.org.example:t", "iqn.2026-11.-bad"), "target[0].iqn: must be an iSCSI name"),

@@ -2,6 +2,7 @@
 import errno
 import gc
 import os
+import select
 import socket
 import weakref
 
@@ -112,6 +113,24 @@ def test_cancel_pending_recv(ring, tcp_pair):
     ring.submit()
     ring.prep_cancel(1, 2)
     assert wait_all(ring, 1, 2) == {1: -errno.ECANCELED, 2: 0}
+
+
+def test_poll_completes_when_the_fd_becomes_readable(ring, tcp_pair):
+    client, server = tcp_pair
+    ring.prep_poll_add(server.fileno(), select.POLLIN, 1)
+    ring.submit_and_wait(1, 0.05)
+    assert ring.reap() == [], "nothing to read yet: the poll must still be pending"
+    client.sendall(b"x")
+    assert wait_all(ring, 1) == {1: select.POLLIN}
+    ring.prep_poll_add(server.fileno(), select.POLLIN, 2)       # one-shot: re-armed on a ready fd,
+    assert wait_all(ring, 2) == {2: select.POLLIN}               # it completes at once
+
+
+def test_poll_reports_hangup(ring, tcp_pair):
+    client, server = tcp_pair
+    ring.prep_poll_add(server.fileno(), select.POLLIN, 1)
+    client.close()
+    assert wait_all(ring, 1)[1] & select.POLLIN
 
 
 def test_timeout_fires_with_etime(ring):

@@ -59,11 +59,11 @@ class LogicalUnit:
     """One LUN in one worker."""
 
     __slots__ = ("lun_id", "backstore", "identity", "read_only", "attentions", "default_write_cache",
-                 "block_size", "blocks", "max_transfer_blocks")
+                 "block_size", "blocks", "max_transfer_blocks", "coordinator")
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
-                 attentions: UnitAttentions | None = None):
+                 attentions: UnitAttentions | None = None, coordinator=None):
         naa_bytes = bytes.fromhex(naa)
         if len(naa_bytes) not in (8, 16) or naa_bytes[0] >> 4 != 6:
             raise ValueError(f"NAA designator {naa!r} is not 8 or 16 bytes of NAA 6")
@@ -76,6 +76,7 @@ class LogicalUnit:
         self.block_size = backstore.block_size
         self.blocks = backstore.size // backstore.block_size
         self.max_transfer_blocks = MAX_TRANSFER_BYTES // self.block_size
+        self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
 
     def establish_ua(self, asc_ascq: int, except_nexus: str | None = None) -> None:
         self.attentions.establish(asc_ascq, except_nexus)

@@ -78,10 +78,11 @@ OPS = _ops()
 class ScsiTarget:
     """Executes SCSI tasks for the logical units of one target."""
 
-    __slots__ = ("luns",)
+    __slots__ = ("luns", "coordinator")
 
-    def __init__(self, luns: dict[int, LogicalUnit]):
+    def __init__(self, luns: dict[int, LogicalUnit], coordinator=None):
         self.luns = luns
+        self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
 
     def has_lun(self, lun: int) -> bool:
         return lun in self.luns

@@ -171,6 +171,11 @@ class RingTgt:
         listeners = procfs.tcp_sockets(self.port, procfs.TCP_LISTEN)
         return [pid for pid in procfs.children(self.proc.pid) if procfs.socket_inodes(pid) & listeners]
 
+    def coordinator(self) -> int | None:
+        """The pid of the supervisor's coordinator child (its child that is not a worker), if one runs."""
+        others = [pid for pid in procfs.children(self.proc.pid) if pid not in self.workers and procfs.alive(pid)]
+        return others[0] if len(others) == 1 else None
+
     def connections_per_worker(self) -> dict[int, set[int]]:
         """Socket inodes of the established connections each worker holds right now."""
         established = procfs.tcp_sockets(self.port, procfs.TCP_ESTABLISHED)

@@ -1,0 +1,209 @@
+"""The worker's side of the coordinator: a ZeroMQ DEALER on ipc://<state_dir>/coordinator.sock, driven by the
+worker's own io_uring loop (no thread).
+
+    client = CoordinatorClient(reactor, state_dir, index)
+    client.request("session.login", {...}, on_reply)     # on_reply(body) later, from the worker loop
+    client.notify("session.logout", {...})                 # fire and forget
+    client.subscribe("session.end", on_push)               # on_push(body, ack): call ack() once, when applied
+    client.on_connect(resync)                              # after every (re)connection to a coordinator
+
+Reaching it: the worker holds it as `worker.coordinator`; the SCSI layer reaches the same object as
+`ScsiTarget.coordinator` and `LogicalUnit.coordinator` (set by the worker when it builds them; None in
+unit tests that build SCSI objects alone). The iSCSI layer reaches it through its host, the worker.
+
+The socket's ZMQ_FD is watched with a one-shot io_uring poll op. ZMQ_FD is edge-triggered: it only says
+"something changed". So every time it fires, and after every send (a send may consume the signal that
+announced incoming messages), the client drains: while ZMQ_EVENTS has POLLIN, receive and dispatch; then it
+re-arms the poll. A socket monitor (its own FD, watched the same way) reports each connection to a
+coordinator; the client then says HELLO {pid, index}. The coordinator answers WELCOME {epoch}; a new epoch
+(a restarted coordinator: ZeroMQ reconnects by itself) makes the client resend its unanswered requests and
+run the on_connect callbacks, which re-register the worker's state. A reply body carrying "error" means the
+coordinator could not serve the request (unknown kind, handler failure).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import select
+from collections.abc import Callable
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from .endpoints import workers_endpoint
+from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, SchemaError, decode,
+                     encode)
+
+log = logging.getLogger(__name__)
+
+SEND_QUEUE = 100_000            # messages queued while the coordinator is away (ZeroMQ's send high-water mark)
+CLOSE_LINGER_MS = 200           # how long close() lets the goodbye reach the coordinator
+
+PushHandler = Callable[[dict, Callable[[], None]], None]
+
+
+class _Watch:
+    """One ZeroMQ socket whose FD is polled through the reactor; `drain()` runs on every readiness edge."""
+
+    __slots__ = ("reactor", "socket", "fd", "on_message", "armed", "scheduled", "closed")
+
+    def __init__(self, reactor, sock: zmq.Socket, on_message: Callable[[list[bytes]], None]):
+        self.reactor = reactor
+        self.socket = sock
+        self.fd = sock.getsockopt(zmq.FD)
+        self.on_message = on_message
+        self.armed = False
+        self.scheduled = False
+        self.closed = False
+
+    def arm(self) -> None:
+        if not self.armed and not self.closed:
+            self.armed = True
+            self.reactor.ring.prep_poll_add(self.fd, select.POLLIN, self.reactor.token(self._ready))
+
+    def _ready(self, res: int) -> None:
+        self.armed = False
+        self.drain()
+
+    def schedule(self) -> None:
+        """Drain at the end of this loop turn (after a send)."""
+        if not self.scheduled:
+            self.scheduled = True
+            self.reactor.call_soon(self.drain)
+
+    def drain(self) -> None:
+        self.scheduled = False
+        sock = self.socket
+        while not self.closed and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                self.on_message(frames)
+            except Exception:
+                log.exception("coordinator message handling failed")
+        self.arm()
+
+
+class CoordinatorClient:
+    """A worker's connection to its node's coordinator."""
+
+    def __init__(self, reactor, state_dir: str, index: int, *, context: zmq.Context | None = None):
+        self.index = index
+        self.origin = f"w{index}.{os.getpid()}"
+        context = context or zmq.Context.instance()
+        sock = context.socket(zmq.DEALER)
+        sock.routing_id = self.origin.encode()
+        sock.sndhwm = SEND_QUEUE
+        sock.linger = CLOSE_LINGER_MS
+        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED)
+        sock.connect(workers_endpoint(state_dir))
+        self.socket = sock
+        self.epoch: str | None = None           # the coordinator incarnation last welcomed by
+        self._next_id = itertools.count(1).__next__
+        self._pending: dict[int, tuple[str, dict, Callable[[dict], None]]] = {}
+        self._subscriptions: dict[str, PushHandler] = {}
+        self._connect_hooks: list[Callable[[], None]] = []
+        self._watch = _Watch(reactor, sock, self._on_message)
+        self._monitor = _Watch(reactor, monitor, self._on_monitor_event)
+
+    def start(self) -> None:
+        """Begin watching the sockets (call once the reactor runs in this process)."""
+        self._monitor.drain()
+        self._watch.drain()
+
+    # -- the contract ---------------------------------------------------------------------------------------
+    def request(self, kind: str, body: dict, callback: Callable[[dict], None]) -> None:
+        request_id = self._next_id()
+        self._pending[request_id] = (kind, body, callback)
+        self._send(encode(REQUEST, request_id, kind, body))
+
+    def notify(self, kind: str, body: dict) -> None:
+        self._send(encode(NOTIFY, 0, kind, body))
+
+    def subscribe(self, kind: str, handler: PushHandler) -> None:
+        if kind in self._subscriptions:
+            raise ValueError(f"{kind!r} pushes already have a handler")
+        self._subscriptions[kind] = handler
+
+    def on_connect(self, callback: Callable[[], None]) -> None:
+        """callback() after every connection to a coordinator (first start and each coordinator restart)."""
+        self._connect_hooks.append(callback)
+
+    def close(self) -> None:
+        """Say goodbye (so the coordinator stops waiting for our acks at once) and close."""
+        self._send(encode(BYE))
+        self._watch.closed = self._monitor.closed = True
+        self.socket.disable_monitor()
+        self._monitor.socket.close(0)
+        self.socket.close()
+
+    # -- internals ------------------------------------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        try:
+            self.socket.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            log.error("coordinator send queue full (%d messages): message dropped", SEND_QUEUE)
+        self._watch.schedule()
+
+    def _on_monitor_event(self, frames: list[bytes]) -> None:
+        if parse_monitor_message(frames)["event"] == zmq.EVENT_CONNECTED:
+            self._send(encode(HELLO, body={"pid": os.getpid(), "index": self.index}))
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        try:
+            message = decode(frames[-1])
+        except SchemaError as exc:
+            log.warning("dropped a malformed message from the coordinator: %s", exc)
+            return
+        kind = message.type
+        if kind in (REPLY, ERROR):
+            entry = self._pending.pop(message.id, None)
+            if entry is not None:
+                entry[2](message.body)
+        elif kind == PUSH:
+            self._push(message.id, message.kind, message.body)
+        elif kind == WELCOME:
+            self._welcome(message.body.get("epoch"))
+        else:
+            log.warning("dropped a %s message from the coordinator", kind)
+
+    def _push(self, push_id: int, kind: str, body: dict) -> None:
+        acked = False
+
+        def ack() -> None:
+            nonlocal acked
+            if acked:
+                log.warning("%s push %d acked twice", kind, push_id)
+                return
+            acked = True
+            self._send(encode(ACK, push_id))
+
+        handler = self._subscriptions.get(kind)
+        if handler is None:
+            log.warning("no handler for %s pushes; acking it unapplied", kind)
+            ack()
+            return
+        try:
+            handler(body, ack)
+        except Exception:
+            log.exception("%s push handler failed", kind)
+            if not acked:
+                ack()
+
+    def _welcome(self, epoch) -> None:
+        if epoch == self.epoch:
+            return
+        restarted = self.epoch is not None
+        self.epoch = epoch
+        if restarted:
+            log.info("worker %d: coordinator restarted; resending %d requests", self.index, len(self._pending))
+        for request_id, (kind, body, _) in list(self._pending.items()):
+            self._send(encode(REQUEST, request_id, kind, body))
+        for hook in self._connect_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("coordinator on_connect callback %r failed", hook)

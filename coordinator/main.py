@@ -1,0 +1,25 @@
+"""The coordinator process of a node: builds the service, lets each domain register its handlers, runs the
+loop until SIGTERM. The supervisor starts it before the workers and restarts it like a worker if it dies;
+workers reconnect by themselves (ZeroMQ) and re-register their state (see coordinator/client.py)."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+from .service import CoordinatorService
+
+log = logging.getLogger("ringtgt.coordinator")
+
+
+def coordinator_main(config) -> None:
+    """Entry point of the coordinator process."""
+    service = CoordinatorService(config.server.state_dir)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)
+    try:
+        service.run(lambda: bool(stopping))
+    finally:
+        service.close()
+    log.info("coordinator stopped")

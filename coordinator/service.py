@@ -1,0 +1,332 @@
+"""The coordinator's service loop: a ZeroMQ ROUTER for the node's workers, one for control clients, and the
+dispatch of their messages to the handlers the domain modules register.
+
+    service = CoordinatorService(state_dir)
+    service.register("session.login", handler)      # handler(body, origin) -> Reply(body, broadcasts)
+    service.run(lambda: stopping)
+
+Requests (and notifications) are processed one at a time, in arrival order. A handler's broadcasts are
+pushed to every connected worker except the origin; the reply goes to the origin only once every one of
+them has acked, and the next request waits until then. So a reply means "every worker has applied the
+change" (linearizable for a client that waits for its reply). A handler that raises, or a kind nobody
+registered, answers an ERROR (the client's callback gets {"error": reason}); a malformed message is logged
+and dropped. Neither stops the loop.
+
+Workers. A worker says HELLO {pid, index} on every connection (origin = its ZeroMQ routing id,
+"w<index>.<pid>") and gets WELCOME {epoch}. The coordinator then watches the worker's process through a
+pidfd (`os.pidfd_open`, readable once the process has exited): a worker that dies — even by SIGKILL — is
+dropped at once, its pending acks are no longer awaited, and the `on_worker_gone` hooks run (e.g. the
+session registry forgets its sessions). A worker that stops cleanly says BYE, which does the same. A worker
+that is alive but does not ack within `ack_timeout` seconds is logged as an error and not waited for.
+Requests a restarted worker resends (after a coordinator restart) are recognised by (origin, id) and answered
+from a small reply cache instead of being applied twice.
+
+Control clients (`ringtgt sessions` …) send REQUESTs on control.sock; their origin is "control", and their
+broadcasts go to every worker.
+
+Other loops (the cluster bus, timers) plug in with `watch(socket_or_fd, callback)` and
+`call_later(seconds, fn)`; everything runs in this one thread.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import zmq
+
+from .endpoints import control_endpoint, workers_endpoint
+from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, Message, SchemaError,
+                     decode, encode)
+
+log = logging.getLogger("ringtgt.coordinator")
+
+ACK_TIMEOUT = 10.0
+REPLY_CACHE = 256           # answered request ids remembered per worker, for resent duplicates
+CONTROL_ORIGIN = "control"
+
+
+@dataclass
+class Reply:
+    """What a handler returns: the body for the origin, and (kind, body) pushes for every other worker."""
+    body: dict
+    broadcasts: list[tuple[str, dict]] = field(default_factory=list)
+
+
+Handler = Callable[[dict, str], Reply]
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    origin: str
+    routing_id: bytes
+    pid: int
+    index: int
+    pidfd: int
+
+
+@dataclass
+class _Queued:
+    socket: zmq.Socket
+    routing_id: bytes
+    origin: str
+    message: Message
+
+
+@dataclass
+class _Awaiting:
+    """A processed request whose broadcasts are not acked yet."""
+    request: _Queued
+    answer: bytes | None                    # None for a NOTIFY
+    acks: set[tuple[str, int]]              # (origin, push id)
+    deadline: float
+
+
+class CoordinatorService:
+    """The node's coordinator endpoints and the request pipeline behind them."""
+
+    def __init__(self, state_dir: str, *, context: zmq.Context | None = None, ack_timeout: float = ACK_TIMEOUT):
+        self.context = context or zmq.Context.instance()
+        self.ack_timeout = ack_timeout
+        self.epoch = os.urandom(8).hex()
+        self.workers: dict[str, WorkerInfo] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._gone_hooks: list[Callable[[str], None]] = []
+        self._queue: deque[_Queued] = deque()
+        self._awaiting: _Awaiting | None = None
+        self._answered: dict[str, OrderedDict[int, bytes | None]] = {}
+        self._push_id = itertools.count(int.from_bytes(os.urandom(5), "big") + 1).__next__
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count().__next__
+        self._poller = zmq.Poller()
+        self._readers: dict[object, Callable[[], None]] = {}
+        self.worker_socket = self._router(workers_endpoint(state_dir))
+        self.control_socket = self._router(control_endpoint(state_dir))
+        self.watch(self.worker_socket, self._read_workers)
+        self.watch(self.control_socket, self._read_control)
+
+    def _router(self, endpoint: str) -> zmq.Socket:
+        sock = self.context.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.bind(endpoint)
+        return sock
+
+    # -- extension points -----------------------------------------------------------------------------------
+    def register(self, kind: str, handler: Handler) -> None:
+        if kind in self._handlers:
+            raise ValueError(f"a handler for {kind!r} is already registered")
+        self._handlers[kind] = handler
+
+    def on_worker_gone(self, hook: Callable[[str], None]) -> None:
+        """hook(origin) runs when a worker exits or says goodbye."""
+        self._gone_hooks.append(hook)
+
+    def watch(self, source, callback: Callable[[], None]) -> None:
+        """callback() whenever `source` (a ZeroMQ socket or a file descriptor) is readable."""
+        self._poller.register(source, zmq.POLLIN)
+        self._readers[source] = callback
+
+    def unwatch(self, source) -> None:
+        self._poller.unregister(source)
+        del self._readers[source]
+
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + seconds, self._timer_seq(), fn))
+
+    # -- loop -----------------------------------------------------------------------------------------------
+    def run(self, stopping: Callable[[], bool], tick: float = 0.5) -> None:
+        while not stopping():
+            self.run_once(tick)
+
+    def run_once(self, timeout: float) -> None:
+        now = time.monotonic()
+        deadline = now + timeout
+        if self._timers:
+            deadline = min(deadline, self._timers[0][0])
+        if self._awaiting is not None:
+            deadline = min(deadline, self._awaiting.deadline)
+        for source, _ in self._poller.poll(max(0, int((deadline - now) * 1000))):
+            reader = self._readers.get(source)
+            if reader is not None:
+                reader()
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self._timers)
+            _guarded(fn)
+        awaiting = self._awaiting
+        if awaiting is not None and now >= awaiting.deadline:
+            late = sorted({origin for origin, _ in awaiting.acks})
+            log.error("%s from %s: no ack from %s within %.1f s; replying without them",
+                      awaiting.request.message.kind, awaiting.request.origin, ", ".join(late), self.ack_timeout)
+            self._finish()
+
+    def close(self) -> None:
+        for info in self.workers.values():
+            os.close(info.pidfd)
+        self.workers.clear()
+        self.worker_socket.close()
+        self.control_socket.close()
+
+    # -- input ----------------------------------------------------------------------------------------------
+    def _receive(self, sock: zmq.Socket):
+        """Every (routing id, message) waiting on a ROUTER socket; malformed ones logged and skipped."""
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            routing_id = frames[0]
+            try:
+                if len(frames) != 2:
+                    raise SchemaError(f"expected one message frame, got {len(frames) - 1}")
+                yield routing_id, decode(frames[1])
+            except SchemaError as exc:
+                log.warning("dropped a malformed message from %r: %s", routing_id, exc)
+
+    def _read_workers(self) -> None:
+        for routing_id, message in self._receive(self.worker_socket):
+            origin = routing_id.decode("ascii", "replace")
+            kind = message.type
+            if kind == ACK:
+                self._acked(origin, message.id)
+            elif kind in (REQUEST, NOTIFY):
+                if kind == REQUEST and self._duplicate(origin, message.id):
+                    continue
+                self._queue.append(_Queued(self.worker_socket, routing_id, origin, message))
+            elif kind == HELLO:
+                self._hello(routing_id, origin, message.body)
+            elif kind == BYE:
+                self._gone(origin, "said goodbye")
+            else:
+                log.warning("dropped a %s message from worker %s: workers may not send it", kind, origin)
+        self._process()
+
+    def _read_control(self) -> None:
+        for routing_id, message in self._receive(self.control_socket):
+            if message.type == REQUEST:
+                self._queue.append(_Queued(self.control_socket, routing_id, CONTROL_ORIGIN, message))
+            else:
+                log.warning("dropped a %s message on the control socket: only requests are served", message.type)
+        self._process()
+
+    def _duplicate(self, origin: str, request_id: int) -> bool:
+        """Whether this request was seen before (a worker resends its open requests after a reconnect);
+        the cached answer goes out again if there is one."""
+        answered = self._answered.setdefault(origin, OrderedDict())
+        if request_id in answered:
+            answer = answered[request_id]
+            info = self.workers.get(origin)
+            if answer is not None and info is not None:
+                self.worker_socket.send_multipart([info.routing_id, answer])
+            return True
+        answered[request_id] = None
+        if len(answered) > REPLY_CACHE:
+            answered.popitem(last=False)
+        return False
+
+    # -- workers coming and going ---------------------------------------------------------------------------
+    def _hello(self, routing_id: bytes, origin: str, body: dict) -> None:
+        pid, index = body.get("pid"), body.get("index")
+        if type(pid) is not int or type(index) is not int:
+            log.warning("dropped a hello from %s without integer pid and index: %r", origin, body)
+            return
+        if origin not in self.workers:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError as exc:
+                log.warning("worker %s (pid %d) is already gone: %s", origin, pid, exc)
+                return
+            self.workers[origin] = WorkerInfo(origin, routing_id, pid, index, pidfd)
+            self.watch(pidfd, lambda: self._gone(origin, "exited"))
+            log.info("worker %d (pid %d) connected as %s", index, pid, origin)
+        self.worker_socket.send_multipart([routing_id, encode(WELCOME, body={"epoch": self.epoch})])
+
+    def _gone(self, origin: str, how: str) -> None:
+        info = self.workers.pop(origin, None)
+        self._answered.pop(origin, None)
+        if info is None:
+            return
+        self.unwatch(info.pidfd)
+        os.close(info.pidfd)
+        log.info("worker %d (pid %d) %s", info.index, info.pid, how)
+        for hook in self._gone_hooks:
+            _guarded(hook, origin)
+        awaiting = self._awaiting
+        if awaiting is not None:
+            awaiting.acks = {ack for ack in awaiting.acks if ack[0] != origin}
+            if not awaiting.acks:
+                self._finish()
+
+    def _acked(self, origin: str, push_id: int) -> None:
+        awaiting = self._awaiting
+        if awaiting is None or (origin, push_id) not in awaiting.acks:
+            return                          # late, duplicate, or for a coordinator that has restarted since
+        awaiting.acks.discard((origin, push_id))
+        if not awaiting.acks:
+            self._finish()
+
+    # -- the request pipeline -------------------------------------------------------------------------------
+    def _process(self) -> None:
+        """Handle queued requests until one has broadcasts to wait for (or the queue is empty)."""
+        while self._awaiting is None and self._queue:
+            request = self._queue.popleft()
+            answer, pushes = self._handle(request)
+            targets = [info.routing_id for origin, info in self.workers.items() if origin != request.origin]
+            acks = set()
+            for push_id, data in pushes if targets else ():
+                for routing_id in targets:
+                    self.worker_socket.send_multipart([routing_id, data])
+                acks.update((origin, push_id) for origin in self.workers if origin != request.origin)
+            if acks:
+                self._awaiting = _Awaiting(request, answer, acks, time.monotonic() + self.ack_timeout)
+            else:
+                self._answer(request, answer)
+
+    def _handle(self, request: _Queued) -> tuple[bytes | None, list[tuple[int, bytes]]]:
+        """Run the handler: (the encoded answer, or None for a notification; the encoded pushes)."""
+        message = request.message
+        handler = self._handlers.get(message.kind)
+        if handler is None:
+            reason = f"no handler for {message.kind!r}"
+            log.warning("%s from %s: %s", message.type, request.origin, reason)
+        else:
+            try:
+                reply = handler(message.body, request.origin)
+                pushes = []
+                for kind, body in reply.broadcasts:
+                    push_id = self._push_id()
+                    pushes.append((push_id, encode(PUSH, push_id, kind, body)))
+                answer = encode(REPLY, message.id, message.kind, reply.body) if message.type == REQUEST else None
+                return answer, pushes
+            except Exception as exc:
+                log.exception("handler for %s from %s failed", message.kind, request.origin)
+                reason = f"{message.kind} failed: {exc}"
+        if message.type != REQUEST:
+            return None, []
+        return encode(ERROR, message.id, message.kind, {"error": reason}), []
+
+    def _answer(self, request: _Queued, answer: bytes | None) -> None:
+        if answer is None:
+            return
+        request.socket.send_multipart([request.routing_id, answer])
+        answered = self._answered.get(request.origin)
+        if answered is not None and request.message.id in answered:
+            answered[request.message.id] = answer
+
+    def _finish(self) -> None:
+        awaiting, self._awaiting = self._awaiting, None
+        self._answer(awaiting.request, awaiting.answer)
+        self._process()
+
+
+def _guarded(fn: Callable, *args) -> None:
+    """Run a hook or timer; log (not raise) what it raises, so the loop goes on."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("%r failed", fn)

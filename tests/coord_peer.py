@@ -1,0 +1,101 @@
+"""Real processes around the coordinator plumbing, for tests/test_coordinator_service.py.
+
+    python coord_peer.py coordinator STATE_DIR [ACK_TIMEOUT]
+        a CoordinatorService with test handlers: "echo" answers {"body", "origin"}; "set" broadcasts
+        ("apply", body) and answers {"ok": True}; "fail" raises. Runs until SIGTERM.
+    python coord_peer.py worker STATE_DIR INDEX
+        a Reactor on a real ring with a CoordinatorClient. Reads commands from stdin (watched with the same
+        io_uring poll op), one per line, and prints events as JSON lines on stdout:
+            request KIND JSON    → {"event": "reply", "kind", "body"}
+            hold                 → from now on, "apply" pushes are not acked (until "release"); {"event": "holding"}
+            release              → ack every held push
+        On every push: {"event": "push", "kind", "body"} (printed before the ack). On every connection to a
+        coordinator: {"event": "connected", "epoch"}.
+"""
+import json
+import logging
+import os
+import select
+import signal
+import sys
+
+from coordinator.client import CoordinatorClient
+from coordinator.service import CoordinatorService, Reply
+from ioring import Ring
+from target.reactor import Reactor
+
+
+def emit(**event) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def run_coordinator(state_dir: str, ack_timeout: float) -> None:
+    service = CoordinatorService(state_dir, ack_timeout=ack_timeout)
+    service.register("echo", lambda body, origin: Reply({"body": body, "origin": origin}))
+    service.register("set", lambda body, origin: Reply({"ok": True}, [("apply", body)]))
+
+    def fail(body, origin):
+        raise RuntimeError("asked to fail")
+
+    service.register("fail", fail)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    emit(event="listening", epoch=service.epoch)
+    service.run(lambda: bool(stopping), tick=0.1)
+    service.close()
+
+
+def run_worker(state_dir: str, index: int) -> None:
+    reactor = Reactor(Ring(64))
+    client = CoordinatorClient(reactor, state_dir, index)
+    held = []
+    holding = []
+
+    def on_apply(body, ack):
+        emit(event="push", kind="apply", body=body)
+        if holding:
+            held.append(ack)
+        else:
+            ack()
+
+    client.subscribe("apply", on_apply)
+    client.on_connect(lambda: emit(event="connected", epoch=client.epoch))
+    pending = b""
+
+    def on_stdin(res: int) -> None:
+        nonlocal pending
+        data = os.read(0, 65536)
+        if not data:
+            raise SystemExit(0)
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            command, _, rest = line.decode().partition(" ")
+            if command == "request":
+                kind, _, body = rest.partition(" ")
+                client.request(kind, json.loads(body or "{}"),
+                               lambda reply, kind=kind: emit(event="reply", kind=kind, body=reply))
+            elif command == "hold":
+                holding.append(True)
+                emit(event="holding")
+            elif command == "release":
+                holding.clear()
+                while held:
+                    held.pop(0)()
+        reactor.ring.prep_poll_add(0, select.POLLIN, reactor.token(on_stdin))
+
+    reactor.ring.prep_poll_add(0, select.POLLIN, reactor.token(on_stdin))
+    client.start()
+    emit(event="started", origin=client.origin)
+    while True:
+        reactor.run_once(0.5)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    role, state_dir = sys.argv[1], sys.argv[2]
+    if role == "coordinator":
+        run_coordinator(state_dir, float(sys.argv[3]) if len(sys.argv) > 3 else 60.0)
+    else:
+        run_worker(state_dir, int(sys.argv[3]))
