@@ -6,15 +6,24 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 
+from .registry import SessionRegistry
 from .service import CoordinatorService
+from .sessions_service import register_session_handlers
 
 log = logging.getLogger("ringtgt.coordinator")
+
+
+def node_name(config) -> str:
+    """This node's name in the session table: the host name (the cluster configuration will name nodes)."""
+    return socket.gethostname()
 
 
 def coordinator_main(config) -> None:
     """Entry point of the coordinator process."""
     service = CoordinatorService(config.server.state_dir)
+    register_session_handlers(service, SessionRegistry(), node_name(config))
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)

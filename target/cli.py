@@ -1,5 +1,7 @@
-"""The `ringtgt` command line: serve, check-config, --version."""
+"""The `ringtgt` command line: serve, check-config, sessions, --version."""
 import argparse
+import datetime
+import json
 import logging
 import os
 import sys
@@ -18,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ringtgt: config error: {e}", file=sys.stderr)
         return 2
-    return args.command(config)
+    return args.command(config, args)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,10 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("serve", _serve, "run the target: a supervisor, the node's coordinator and one worker per CPU"),
         ("check-config", _check_config, "validate the configuration and print it resolved, as TOML"),
+        ("sessions", _sessions, "list the logged-in iSCSI sessions, asking the running node's coordinator"),
     ):
         command = commands.add_parser(name, help=text, description=text)
-        command.add_argument("--config", metavar="FILE", help="TOML configuration (default: the embedded one)")
+        command.add_argument("--config", metavar="FILE",
+                             help="TOML configuration; it also locates the node (state_dir). Default: the embedded one")
         command.set_defaults(command=func)
+        if name == "sessions":
+            command.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
 
@@ -42,7 +48,7 @@ class _Version(argparse.Action):
         parser.exit(message=f"ringtgt {version('ringtgt')}\n")
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, args) -> int:
     from coordinator.main import coordinator_main
     from target.worker import worker_main  # here: it needs the compiled ring, check-config does not
 
@@ -51,6 +57,40 @@ def _serve(config: Config) -> int:
     return Supervisor(config, worker_main, coordinator_main).run()
 
 
-def _check_config(config: Config) -> int:
+def _check_config(config: Config, args) -> int:
     sys.stdout.write(dump_config(config))
     return 0
+
+
+SESSION_COLUMNS = (("NODE", "node"), ("WORKER", "worker"), ("PID", "pid"), ("INITIATOR", "initiator"),
+                   ("ISID", "isid"), ("TSIH", "tsih"), ("TARGET", "target"), ("PORTAL", "portal"),
+                   ("CLIENT", "client"), ("LOGIN", "login_time"))
+
+
+def _sessions(config: Config, args) -> int:
+    from coordinator.control import ControlError, control_request
+
+    try:
+        reply = control_request(config.server.state_dir, "sessions.list")
+    except ControlError as e:
+        print(f"ringtgt: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(reply, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_sessions(reply["sessions"]))
+    return 0
+
+
+def format_sessions(sessions: list[dict]) -> str:
+    """The text table of `ringtgt sessions`: a header line, one line per session, a count."""
+    rows = [[title for title, _ in SESSION_COLUMNS]]
+    for record in sessions:
+        cells = dict(record, isid=f"0x{record['isid']:012x}", client=f"{record['client']}:{record['client_port']}",
+                     login_time=datetime.datetime.fromtimestamp(record["login_time"]).isoformat(" ", "seconds"))
+        rows.append([str(cells[key]) for _, key in SESSION_COLUMNS])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(SESSION_COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.append(f"{len(sessions)} session{'' if len(sessions) == 1 else 's'}")
+    return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ from .iscsi.connection import Connection
 from .reactor import Reactor
 from .scsi.lun import LogicalUnit
 from .scsi.target import ScsiTarget
+from .session_sync import SessionSync
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class Worker:
         self.sessions: dict[tuple, Connection] = {}
         self.dirty: set[Connection] = set()
         self._tsih = 0
+        self.session_sync = SessionSync(self)
         self.stopping = False
         self.nop_interval = config.server.nop_interval
 
@@ -108,6 +110,7 @@ class Worker:
             log.info("session reinstatement: closing the old connection of %s", conn.session_key[0])
             old.close()
         self.sessions[conn.session_key] = conn
+        self.session_sync.started(conn)
 
     def output_ready(self, conn: Connection) -> None:
         if not self.dirty:
@@ -217,6 +220,7 @@ class Worker:
         self.dirty.discard(conn)
         if self.sessions.get(conn.session_key) is conn:
             del self.sessions[conn.session_key]
+        self.session_sync.ended(conn)
         channel.sock.close()
 
     # -- keepalive and shutdown -----------------------------------------------------------------------------------

@@ -121,11 +121,11 @@ def test_logout_response_then_close(shared_ringtgt):
         assert ini.wait_closed() == b"", "nothing may follow the Logout Response"
 
 
-@pytest.mark.parametrize("placement", ["same-worker"])
+@pytest.mark.parametrize("placement", ["same-worker", "other-worker"])
 def test_session_reinstatement_closes_the_old_connection(shared_ringtgt, placement):
     """Same ISID + InitiatorName, TSIH 0, while the first session is logged in: the target reinstates —
-    the old connection is closed, the new session works.  (Across workers the session table lives in the
-    coordinator: its issue adds the "other-worker" placement.)"""
+    the old connection is closed, the new session works — also when the new login lands on another worker
+    (the coordinator's session registry ends the old session there before the new login completes)."""
     name = f"{NAME}-reinstate-{placement}"
     first_worker, first = connect_to_worker(shared_ringtgt, lambda pid: True)
     with first:

@@ -1,0 +1,35 @@
+"""Control clients' side of the coordinator (`ringtgt sessions` …): one blocking request on control.sock."""
+from __future__ import annotations
+
+import os
+
+import zmq
+
+from .endpoints import control_endpoint
+from .schema import ERROR, REQUEST, SchemaError, decode, encode
+
+CONTROL_TIMEOUT = 5.0
+
+
+class ControlError(Exception):
+    """No coordinator answered, or it answered with an error; the text says which."""
+
+
+def control_request(state_dir: str, kind: str, body: dict | None = None, timeout: float = CONTROL_TIMEOUT) -> dict:
+    """Send one request to the node's coordinator and return its reply body."""
+    endpoint = control_endpoint(state_dir)
+    if not os.path.exists(endpoint[len("ipc://"):]):
+        raise ControlError(f"no coordinator socket at {endpoint}: is `ringtgt serve` running with this config?")
+    with zmq.Context() as context, context.socket(zmq.DEALER) as sock:
+        sock.linger = 0
+        sock.connect(endpoint)
+        sock.send(encode(REQUEST, 1, kind, body or {}))
+        if not sock.poll(int(timeout * 1000)):
+            raise ControlError(f"no answer from the coordinator at {endpoint} within {timeout:g} s")
+        try:
+            reply = decode(sock.recv())
+        except SchemaError as exc:
+            raise ControlError(f"malformed answer from the coordinator: {exc}") from None
+    if reply.type == ERROR:
+        raise ControlError(f"the coordinator refused {kind}: {reply.body.get('error')}")
+    return reply.body

@@ -1,0 +1,95 @@
+"""A worker's half of the session registry (the coordinator's half: coordinator/sessions_service.py).
+
+Every normal session is reported at login ("session.login") and at its end ("session.logout"); after each
+(re)connection to a coordinator the worker's whole list is sent again ("session.resync"). The final Login
+Response of a new session is parked until the coordinator answers the login: by then an older session with
+the same initiator name + ISID + target on another worker has been closed (RFC 7143 §6.3.5 reinstatement
+across workers). If the coordinator does not answer within LOGIN_WAIT seconds (it is restarting, say) the
+login proceeds anyway, with a warning: availability first. Discovery sessions are not registered.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+log = logging.getLogger(__name__)
+
+LOGIN_WAIT = 5.0
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class SessionSync:
+    """Reports a worker's sessions to the coordinator and ends those the coordinator says were reinstated."""
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.coordinator = worker.coordinator
+        self.records: dict = {}             # Connection → its session record, while logged in
+        self._parked: dict = {}             # Connection → output held until the coordinator answered its login
+        self.coordinator.subscribe("session.end", self._end)
+        self.coordinator.on_connect(self._resync)
+
+    def started(self, conn) -> None:
+        """A login completed (its final response is the connection's last queued output)."""
+        if conn.target is None:
+            return
+        record = self.records[conn] = {
+            "initiator": conn.initiator_name, "isid": conn.session_key[1], "tsih": conn.tsih,
+            "target": conn.session_key[2], "portal": _address(*conn.local_address),
+            "client": conn.peer_address[0], "client_port": conn.peer_address[1],
+            "worker": self.worker.index, "pid": os.getpid(), "login_time": time.time(),
+        }
+        self._parked[conn], conn.out = conn.out, []
+        self.coordinator.request("session.login", record, lambda reply: self._confirmed(conn, reply))
+        reactor = self.worker.reactor
+        reactor.ring.prep_timeout(LOGIN_WAIT, reactor.token(lambda res: self._release(conn, timed_out=True)))
+
+    def ended(self, conn) -> None:
+        """The connection is gone."""
+        self._parked.pop(conn, None)
+        if self.records.pop(conn, None) is not None:
+            self.coordinator.notify("session.logout", {"tsih": conn.tsih})
+
+    def _confirmed(self, conn, reply: dict) -> None:
+        if "error" in reply:
+            log.warning("coordinator could not register the session of %s: %s", conn.initiator_name,
+                        reply["error"])
+        for old in reply.get("replaced", ()):
+            if old.get("origin") == self.coordinator.origin:
+                self._close(old.get("tsih"))
+        self._release(conn, timed_out=False)
+
+    def _release(self, conn, timed_out: bool) -> None:
+        parked = self._parked.pop(conn, None)
+        if parked is None:
+            return
+        if timed_out:
+            log.warning("no answer from the coordinator within %.0f s: login of %s proceeds without it",
+                        LOGIN_WAIT, conn.initiator_name)
+        conn.out[:0] = parked
+        self.worker.output_ready(conn)
+
+    def _end(self, body: dict, ack) -> None:
+        """Push "session.end": if the session is ours, close its connection (no further command runs)."""
+        if body.get("origin") == self.coordinator.origin:
+            self._close(body.get("tsih"))
+        ack()
+
+    def _close(self, tsih) -> None:
+        for conn in self.records:
+            if conn.tsih == tsih and not conn.closing:
+                log.info("session reinstatement: closing the old connection of %s (TSIH %d)",
+                         conn.initiator_name, tsih)
+                conn.close()
+
+    def _resync(self) -> None:
+        self.coordinator.request("session.resync", {"sessions": list(self.records.values())}, self._resynced)
+
+    @staticmethod
+    def _resynced(reply: dict) -> None:
+        if "error" in reply:
+            log.warning("coordinator refused the session resync: %s", reply["error"])
