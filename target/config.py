@@ -59,6 +59,7 @@ class ServerConfig:
     state_dir: str
     log_level: str
     nop_interval: float
+    initial_r2t: bool = True
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
     nop_interval = float(t.take("nop_interval", (int, float), 30))
     if not 0 <= nop_interval < float("inf"):
         raise t.error("nop_interval", f"must be finite seconds >= 0 (0 = off), got {nop_interval}")
+    initial_r2t = t.take("initial_r2t", (bool,), True)
     t.finish()
     return ServerConfig(
         portals=portals,
@@ -184,6 +186,7 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
         state_dir=state_dir,
         log_level=log_level,
         nop_interval=nop_interval,
+        initial_r2t=initial_r2t,
     )
 
 
@@ -330,6 +333,7 @@ def dump_config(config: Config) -> str:
         f"state_dir = {_toml(s.state_dir)}",
         f"log_level = {_toml(s.log_level)}",
         f"nop_interval = {s.nop_interval!r}",
+        f"initial_r2t = {_toml(s.initial_r2t)}",
     ]
     for target in config.targets:
         lines += ["", "[[target]]", f"iqn = {_toml(target.iqn)}"]

@@ -81,6 +81,7 @@ class Worker:
         self.session_sync = SessionSync(self)
         self.stopping = False
         self.nop_interval = config.server.nop_interval
+        self.offers = {"InitialR2T": config.server.initial_r2t}     # our values of negotiated keys
 
     def _build_target(self, target) -> ScsiTarget:
         luns = {}
@@ -90,7 +91,9 @@ class Worker:
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
                                        coordinator=self.coordinator)
-        return ScsiTarget(luns, coordinator=self.coordinator)
+        # A worker alone is the authority for its units' reservations (and keeps their APTPL state)
+        state_dir = self.config.server.state_dir if self.config.server.workers == 1 else None
+        return ScsiTarget(luns, state_dir, coordinator=self.coordinator)
 
     # -- host interface used by Connection ------------------------------------------------------------------
     def target_aliases(self) -> dict[str, str | None]:

@@ -26,11 +26,20 @@ class BlockDevice:
     def has_lun(self, lun):
         return lun == 0
 
+    def attach(self, nexus, session):
+        pass
+
+    def detach(self, nexus, session):
+        pass
+
     def reset_lun(self, lun, nexus):
         self.resets.append(lun)
 
-    def reset_target(self, nexus):
-        self.resets.append("target")
+    def clear_task_set(self, lun, nexus):
+        self.resets.append(("clear", lun))
+
+    def reset_target(self, nexus, cold=False):
+        self.resets.append("cold" if cold else "target")
 
     def execute(self, task):
         op = task.cdb[0]
@@ -52,6 +61,7 @@ class BlockDevice:
 
 class Host:
     portal_group_tag = 1
+    offers = {"InitialR2T": False}
 
     def __init__(self):
         self.device = BlockDevice()
@@ -197,9 +207,13 @@ def test_target_ping_answered():
 
 def test_task_management_abort_and_lun_reset():
     conn = connect()
-    exchange(conn, scsi_command(write10(0, 1), edtl=512, write=True, itt=20))        # waits for data
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=21, w20=20, w24=2))
-    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0 and not conn.commands
+    (r2t, _), = exchange(conn, scsi_command(write10(0, 1), edtl=512, write=True, itt=20))   # waits for data
+    # RFC 5048 §4.1.3: the answer waits for the Data-Out the R2T solicited; the aborted write never answers
+    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=21, w20=20, w24=2)) == []
+    assert not conn.commands
+    (tmf, _), = exchange(conn, data_out(bytes(512), itt=20, ttt=r2t.w20))
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0 and tmf.w16 == 21 and not conn.draining
+    assert exchange(conn, data_out(bytes(512), itt=20, ttt=r2t.w20)) == []           # late data: dropped
     (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=22, w20=99, w24=2, w32=5))
     assert tmf.b2 == 1                                                              # no such task
     (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x85, immediate=True, itt=23, w24=2))

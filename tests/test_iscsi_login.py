@@ -15,9 +15,9 @@ def new_login():
     return Login(1, {IQN: "alias"}, lambda: 0x401)
 
 
-def answer(keys):
+def answer(keys, offers=None):
     params = SessionParams()
-    negotiator = Negotiator(params)
+    negotiator = Negotiator(params, offers)
     answers = dict(negotiator.answer(keys))
     negotiator.finish()
     return answers, params
@@ -32,9 +32,15 @@ def test_numeric_min_and_max_rules():
 
 
 def test_boolean_rules():
-    answers, params = answer([("InitialR2T", "No"), ("ImmediateData", "Yes"), ("DataPDUInOrder", "No")])
+    answers, params = answer([("InitialR2T", "No"), ("ImmediateData", "Yes"), ("DataPDUInOrder", "No")],
+                             {"InitialR2T": False})
     assert answers == {"InitialR2T": "No", "ImmediateData": "No", "DataPDUInOrder": "Yes"}
     assert params.initial_r2t is False
+
+
+def test_initial_r2t_offered_by_default():
+    answers, params = answer([("InitialR2T", "No")])
+    assert answers == {"InitialR2T": "Yes"} and params.initial_r2t is True
 
 
 def test_lists_unknown_keys_and_bad_values():

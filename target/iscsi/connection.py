@@ -52,7 +52,8 @@ class Connection:
         self.local_address = local_address
         self.peer_address = peer_address
         self.decoder = FrameDecoder()
-        self.login: Login | None = Login(host.portal_group_tag, host.target_aliases(), host.allocate_tsih)
+        self.login: Login | None = Login(host.portal_group_tag, host.target_aliases(), host.allocate_tsih,
+                                         host.offers)
         self.out: list = []
         self.closing = False            # close once `out` has been sent
         self.session_key = None
@@ -62,6 +63,8 @@ class Connection:
         self.stat_sn = 0
         self.window: CommandWindow | None = None
         self.commands: dict[int, Command] = {}
+        self.draining: dict[int, Command] = {}  # aborted writes whose solicited Data-Out is still due
+        self.held_responses: list = []          # [ITTs still draining, TMF response PDU] (RFC 5048 §4.1.3)
         self._next_ttt = 0
         self.ping_ttt = None            # our outstanding NOP-In ping, if any
         self.activity = True            # something arrived since the last keepalive check
@@ -90,6 +93,24 @@ class Connection:
         for command in self.commands.values():
             command.aborted = True
         self.commands.clear()
+        self.draining.clear()
+        self.held_responses.clear()
+        if self.target is not None:
+            self.target.detach(self.nexus, self)
+        self.host.output_ready(self)
+
+    def abort_lun(self, lun: int) -> list:
+        """Abort this nexus's tasks on `lun` without a response (another nexus's PREEMPT AND ABORT, CLEAR TASK
+        SET or LUN RESET); returns the aborted commands."""
+        aborted = [c for c in self.commands.values() if c.lun == lun]
+        self._abort(aborted)
+        if aborted:
+            self._after_abort()
+        return aborted
+
+    def _after_abort(self) -> None:
+        if self.stopping and not self.commands:
+            self.close()
         self.host.output_ready(self)
 
     def stop_when_idle(self) -> None:
@@ -141,6 +162,8 @@ class Connection:
         self.session_key = (login.initiator_name, login.isid, login.target_name)
         self.tsih = login.tsih
         self.host.session_started(self)
+        if self.target is not None:
+            self.target.attach(self.nexus, self)
         log.info("%s:%d: %s session of %s (ISID 0x%012x, TSIH %d) to %s", *self.peer_address, login.session_type,
                  login.initiator_name, login.isid, login.tsih, login.target_name or "discovery")
 
@@ -200,6 +223,9 @@ class Connection:
 
     def _data_out(self, pdu: P.DataOut) -> None:
         command = self.commands.get(pdu.w16)
+        if command is None and pdu.w16 in self.draining:
+            self._drain(self.draining[pdu.w16], pdu)
+            return
         if command is None or not command.write or command.buffer is None:
             if command is None and pdu.w16 != P.RESERVED_TAG:
                 return                          # data for an aborted task: drop it (§4.2.3.4)
@@ -259,38 +285,70 @@ class Connection:
         elif function == TMF_ABORT_TASK:
             command = self.commands.get(pdu.w20)
             if command is not None and command.lun == lun:
-                self._abort([command])
+                self._abort([command], pdu)
             elif command is not None or not self._cmd_sn_received(pdu.w32, pdu.w24):
                 response = TMF_NO_TASK
-        elif function in (TMF_ABORT_TASK_SET, TMF_CLEAR_TASK_SET, TMF_LUN_RESET):
+        elif function == TMF_ABORT_TASK_SET:
             if not self.target.has_lun(lun):
                 response = TMF_NO_LUN
             else:
-                self._abort([c for c in self.commands.values() if c.lun == lun])
+                self._abort([c for c in self.commands.values() if c.lun == lun], pdu)
+        elif function in (TMF_CLEAR_TASK_SET, TMF_LUN_RESET):
+            if not self.target.has_lun(lun):
+                response = TMF_NO_LUN
+            else:
+                self._abort([c for c in self.commands.values() if c.lun == lun], pdu)
                 if function == TMF_LUN_RESET:
                     self.target.reset_lun(lun, self.nexus)
+                else:
+                    self.target.clear_task_set(lun, self.nexus)
         elif function in (TMF_TARGET_WARM_RESET, TMF_TARGET_COLD_RESET):
-            self._abort(list(self.commands.values()))
-            self.target.reset_target(self.nexus)
+            self._abort(list(self.commands.values()), pdu)
+            self.target.reset_target(self.nexus, cold=function == TMF_TARGET_COLD_RESET)
         elif function == TMF_TASK_REASSIGN:
             response = TMF_REASSIGN_UNSUPPORTED
         elif function != TMF_CLEAR_ACA:
             response = TMF_NOT_SUPPORTED
-        stat_sn, exp, max_sn = self._seq()
-        self.out.append(P.encode(P.TASK_MGMT_RESPONSE, P.FINAL, b2=response, itt=pdu.w16, w24=stat_sn, w28=exp,
-                                 w32=max_sn))
         if function == TMF_TARGET_COLD_RESET and response == TMF_COMPLETE:
-            self.closing = True
+            self._respond_tmf(pdu.w16, response)
+            self.close()                        # a cold reset ends the session; its data is not awaited
+            return
+        waiting = {itt for itt, c in self.draining.items() if c.aborted_by is pdu}
+        if waiting:
+            self.held_responses.append([waiting, pdu.w16, response])
+        else:
+            self._respond_tmf(pdu.w16, response)
+
+    def _respond_tmf(self, itt: int, response: int) -> None:
+        stat_sn, exp, max_sn = self._seq()
+        self.out.append(P.encode(P.TASK_MGMT_RESPONSE, P.FINAL, b2=response, itt=itt, w24=stat_sn, w28=exp,
+                                 w32=max_sn))
 
     def _cmd_sn_received(self, ref_cmd_sn: int, tmf_cmd_sn: int) -> bool:
         """RFC 7143 §11.5.1: a task we never saw counts as done if its CmdSN is already behind us."""
         return serial_lt(ref_cmd_sn, self.window.exp_cmd_sn) and serial_lt(ref_cmd_sn, tmf_cmd_sn)
 
-    def _abort(self, commands: list[Command]) -> None:
+    def _abort(self, commands: list[Command], by=None) -> None:
+        """Abort without a response; writes with solicited data outstanding keep draining their Data-Out, and
+        the TMF `by` that aborted them answers once it has arrived."""
         for command in commands:
             command.aborted = True
             self.commands.pop(command.itt, None)
             self.window.outstanding -= 1
+            if any(burst.r2t_sn >= 0 for burst in command.bursts.values()):
+                command.aborted_by = by
+                self.draining[command.itt] = command
+
+    def _drain(self, command: Command, pdu: P.DataOut) -> None:
+        command.data_out(pdu)
+        if any(burst.r2t_sn >= 0 for burst in command.bursts.values()):
+            return
+        del self.draining[command.itt]
+        for held in list(self.held_responses):
+            held[0].discard(command.itt)
+            if not held[0]:
+                self.held_responses.remove(held)
+                self._respond_tmf(held[1], held[2])
 
     # NOP, text, logout, SNACK -------------------------------------------------------------------------------
     def _nop_out(self, pdu: P.NopOut) -> None:

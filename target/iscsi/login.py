@@ -30,12 +30,12 @@ class Login:
     """One connection's login: negotiation, stage transitions, TSIH assignment."""
 
     def __init__(self, portal_group_tag: int, targets: dict[str, str | None],
-                 allocate_tsih: Callable[[], int]):
+                 allocate_tsih: Callable[[], int], offers: dict[str, object] | None = None):
         self.portal_group_tag = portal_group_tag
         self.targets = targets                      # iqn -> alias
         self.allocate_tsih = allocate_tsih
         self.params = SessionParams(target_max_recv_data_segment_length=OUR_MAX_RECV_DATA_SEGMENT_LENGTH)
-        self.negotiator = Negotiator(self.params)
+        self.negotiator = Negotiator(self.params, offers)
         self.stage: int | None = None
         self.first: P.LoginRequest | None = None
         self.pending_text = b""

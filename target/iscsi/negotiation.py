@@ -21,10 +21,11 @@ OUR_MAX_RECV_DATA_SEGMENT_LENGTH = 262144
 OUR_MAX_BURST_LENGTH = 16776192
 OUR_FIRST_BURST_LENGTH = 262144
 OUR_MAX_OUTSTANDING_R2T = 16
-# No immediate data: write data travels in Data-Out PDUs (unsolicited ones while InitialR2T=No, so no round
-# trip is added), where every PDU carries a DataSN the target can check. With ImmediateData=Yes a DataSN error
-# injected by an initiator would go unseen for single-PDU writes (libiscsi's iSCSIDataSnInvalid).
+# No immediate data: write data travels in Data-Out PDUs, where every PDU carries a DataSN the target can
+# check. With ImmediateData=Yes a DataSN error injected by an initiator would go unseen for single-PDU writes
+# (libiscsi's iSCSIDataSnInvalid).
 OUR_IMMEDIATE_DATA = False
+# InitialR2T is the configuration's `server.initial_r2t` (Negotiator's `offers`); the default below is Yes.
 
 
 @dataclass
@@ -62,7 +63,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("HeaderDigest", "list", "header_digest", ("None",)),
     Key("DataDigest", "list", "data_digest", ("None",)),
     Key("MaxConnections", "min", "max_connections", 1, 1, 65535),
-    Key("InitialR2T", "or", "initial_r2t", False),
+    Key("InitialR2T", "or", "initial_r2t", True),
     Key("ImmediateData", "and", "immediate_data", OUR_IMMEDIATE_DATA),
     Key("MaxRecvDataSegmentLength", "declare-number", "max_recv_data_segment_length", None, 512, 2**24 - 1),
     Key("MaxBurstLength", "min", "max_burst_length", OUR_MAX_BURST_LENGTH, 512, 2**24 - 1),
@@ -126,8 +127,9 @@ def _boolean(value: str) -> bool | None:
 class Negotiator:
     """Answers offered keys for one login (or text exchange), updating `params` as it goes."""
 
-    def __init__(self, params: SessionParams):
+    def __init__(self, params: SessionParams, offers: dict[str, object] | None = None):
         self.params = params
+        self.offers = offers or {}          # key name -> our value, overriding the table's (from the config)
         self.seen: set[str] = set()
 
     def answer(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -169,7 +171,8 @@ class Negotiator:
             offered = _boolean(value)
             if offered is None:
                 return REJECT
-            result = offered and key.ours if rule == "and" else offered or key.ours
+            ours = self.offers.get(key.name, key.ours)
+            result = offered and ours if rule == "and" else offered or ours
             if key.attr:
                 setattr(params, key.attr, result)
             return "Yes" if result else "No"

@@ -38,6 +38,12 @@ class UnitAttentions:
             queue = self._queue(nexus)
         return queue.pop(0) if queue else None
 
+    def establish_for(self, nexus: str, asc_ascq: int) -> None:
+        """Queue a condition for one nexus (e.g. REGISTRATIONS PREEMPTED)."""
+        queue = self._queue(nexus)
+        if asc_ascq not in queue:
+            queue.append(asc_ascq)
+
     def establish(self, asc_ascq: int, except_nexus: str | None = None) -> None:
         """Queue a condition for every known nexus but `except_nexus` (new ones get POWER ON anyway)."""
         for nexus, queue in self._queues.items():
@@ -58,8 +64,8 @@ class Identity:
 class LogicalUnit:
     """One LUN in one worker."""
 
-    __slots__ = ("lun_id", "backstore", "identity", "read_only", "attentions", "default_write_cache",
-                 "block_size", "blocks", "max_transfer_blocks", "coordinator")
+    __slots__ = ("lun_id", "backstore", "identity", "read_only", "attentions", "reservations",
+                 "default_write_cache", "block_size", "blocks", "max_transfer_blocks", "coordinator")
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
@@ -72,6 +78,7 @@ class LogicalUnit:
         self.identity = Identity(serial, naa, target_iqn, portal_group_tag, relative_port)
         self.read_only = read_only
         self.attentions = attentions if attentions is not None else UnitAttentions()
+        self.reservations = None        # the reservation store; ScsiTarget supplies a local one if none is set
         self.default_write_cache = bool(backstore.write_cache)
         self.block_size = backstore.block_size
         self.blocks = backstore.size // backstore.block_size

@@ -12,13 +12,14 @@ import logging
 from typing import Callable, NamedTuple
 
 from . import cdb as C
-from . import mode, sbc, spc
+from . import mode, pr, sbc, spc
+from .local_reservations import LocalReservations
 from .lun import LogicalUnit
-from .sense import (BUS_DEVICE_RESET, DATA_PROTECT, HARDWARE_ERROR, ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE,
+from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, POWER_ON_OCCURRED, DATA_PROTECT, HARDWARE_ERROR, ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE,
                     INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
                     LOGICAL_UNIT_NOT_SUPPORTED, UNIT_ATTENTION, WRITE_PROTECTED, ScsiError, check_condition,
                     fail, invalid_cdb)
-from .task import GOOD
+from .task import GOOD, RESERVATION_CONFLICT
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ def _ops() -> list[Op]:
         (0x0A, "WRITE(6)", sbc.make_write(C.LBA6), WRITES),
         (0x12, "INQUIRY", spc.inquiry, ANY_LUN | KEEPS_UA),
         (0x15, "MODE SELECT(6)", mode.mode_select6, 0),
+        (0x16, "RESERVE(6)", pr.reserve, 0),
+        (0x17, "RELEASE(6)", pr.release, 0),
         (0x1A, "MODE SENSE(6)", mode.mode_sense6, 0),
         (0x1B, "START STOP UNIT", spc.start_stop_unit, 0),
         (0x1E, "PREVENT ALLOW MEDIUM REMOVAL", spc.prevent_allow_medium_removal, 0),
@@ -58,7 +61,11 @@ def _ops() -> list[Op]:
         (0x2F, "VERIFY(10)", sbc.make_verify(C.LBA10), 0),
         (0x35, "SYNCHRONIZE CACHE(10)", sbc.make_synchronize_cache(C.LBA10), 0),
         (0x55, "MODE SELECT(10)", mode.mode_select10, 0),
+        (0x56, "RESERVE(10)", pr.reserve, 0),
+        (0x57, "RELEASE(10)", pr.release, 0),
         (0x5A, "MODE SENSE(10)", mode.mode_sense10, 0),
+        (0x5E, "PERSISTENT RESERVE IN", pr.persistent_reserve_in, 0),
+        (0x5F, "PERSISTENT RESERVE OUT", pr.persistent_reserve_out, 0),
         (0x88, "READ(16)", sbc.make_read(C.LBA16), 0),
         (0x8A, "WRITE(16)", sbc.make_write(C.LBA16), WRITES),
         (0x8F, "VERIFY(16)", sbc.make_verify(C.LBA16), 0),
@@ -76,24 +83,72 @@ OPS = _ops()
 
 
 class ScsiTarget:
-    """Executes SCSI tasks for the logical units of one target."""
+    """Executes SCSI tasks for the logical units of one target.
 
-    __slots__ = ("luns", "coordinator")
+    Sessions attach their I_T nexus (`attach`/`detach`) with an object offering `abort_lun(lun)`, so that
+    PREEMPT AND ABORT can abort another nexus's tasks and nexus loss can drop its SPC-2 reservations.
+    """
 
-    def __init__(self, luns: dict[int, LogicalUnit], coordinator=None):
+    __slots__ = ("luns", "nexuses", "coordinator")
+
+    def __init__(self, luns: dict[int, LogicalUnit], state_dir: str | None = None, coordinator=None):
         self.luns = luns
+        self.nexuses: dict[str, object] = {}
         self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
+        for lun_id, unit in luns.items():
+            if unit.reservations is None:
+                path = None if state_dir is None else \
+                    f"{state_dir}/reservations/{unit.identity.target_iqn}-{lun_id}.json"
+                unit.reservations = LocalReservations(unit.attentions, self._aborter(lun_id), path)
+
+    def _aborter(self, lun: int):
+        def abort_tasks(nexus: str) -> None:
+            session = self.nexuses.get(nexus)
+            if session is not None:
+                session.abort_lun(lun)
+        return abort_tasks
+
+    def attach(self, nexus: str, session) -> None:
+        self.nexuses[nexus] = session
+
+    def detach(self, nexus: str, session) -> None:
+        """I_T nexus loss: forget the session and release its SPC-2 reservations."""
+        if self.nexuses.get(nexus) is session:
+            del self.nexuses[nexus]
+            for unit in self.luns.values():
+                unit.reservations.nexus_lost(nexus)
 
     def has_lun(self, lun: int) -> bool:
         return lun in self.luns
 
-    def reset_lun(self, lun: int, nexus: str) -> None:
-        """LOGICAL UNIT RESET (SAM-5 §7.7): every other I_T nexus learns of it through a unit attention."""
-        self.luns[lun].establish_ua(BUS_DEVICE_RESET, nexus)
+    def _abort_others(self, lun: int, nexus: str) -> list[str]:
+        """Abort every other nexus's tasks on `lun`; the nexuses that had some."""
+        return [other for other, session in list(self.nexuses.items())
+                if other != nexus and session.abort_lun(lun)]
 
-    def reset_target(self, nexus: str) -> None:
-        for unit in self.luns.values():
-            unit.establish_ua(BUS_DEVICE_RESET, nexus)
+    def clear_task_set(self, lun: int, nexus: str) -> None:
+        """CLEAR TASK SET: the other nexuses' tasks go too, and they learn of it (SAM-5 §7.4, TAS=0)."""
+        unit = self.luns[lun]
+        for other in self._abort_others(lun, nexus):
+            unit.attentions.establish_for(other, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR)
+
+    def reset_lun(self, lun: int, nexus: str, asc_ascq: int = BUS_DEVICE_RESET) -> None:
+        """LOGICAL UNIT RESET (SAM-5 §7.7): every task on the unit is aborted, every I_T nexus, the issuing one
+        included (libiscsi's MultipathIO.Reset expects it on every path), learns of it through a unit
+        attention; an SPC-2 reservation is released, persistent reservations stay."""
+        unit = self.luns[lun]
+        self._abort_others(lun, nexus)
+        unit.establish_ua(asc_ascq)
+        unit.reservations.reset()
+
+    def reset_target(self, nexus: str, cold: bool = False) -> None:
+        """TARGET WARM/COLD RESET: a LUN reset of every unit; a cold reset also ends every other session."""
+        for lun in self.luns:
+            self.reset_lun(lun, nexus, POWER_ON_OCCURRED if cold else BUS_DEVICE_RESET)
+        if cold:
+            for other, session in list(self.nexuses.items()):
+                if other != nexus:
+                    session.close()
 
     def execute(self, task) -> None:
         cdb = task.cdb
@@ -103,10 +158,15 @@ class ScsiTarget:
             if unit is None:
                 if not flags & ANY_LUN:
                     raise ScsiError(ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED)
-            elif not flags & KEEPS_UA:
-                asc_ascq = unit.attentions.take(task.nexus)
-                if asc_ascq is not None:
-                    raise ScsiError(UNIT_ATTENTION, asc_ascq)
+            else:
+                if not flags & KEEPS_UA:
+                    asc_ascq = unit.attentions.take(task.nexus)
+                    if asc_ascq is not None:
+                        raise ScsiError(UNIT_ATTENTION, asc_ascq)
+                view = unit.reservations.view
+                if view.reserved and view.conflicts(task.nexus, cdb[0]):
+                    task.finish(RESERVATION_CONFLICT)
+                    return
             if handler is None:
                 raise ScsiError(ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
             if len(cdb) < length:

@@ -107,8 +107,9 @@ def test_read_out_of_range_is_illegal_request(tgt, cdb):
 
 
 @pytest.mark.parametrize("initial_r2t", ["No", "Yes"], ids=["unsolicited", "solicited"])
-def test_data_out_with_wrong_data_sn(tgt, initial_r2t):
+def test_data_out_with_wrong_data_sn(ringtgt, initial_r2t):
     """The only Data-Out of a one-block WRITE carries DataSN 27 instead of 0 (ErrorRecoveryLevel 0)."""
+    tgt = ringtgt(server_extra="initial_r2t = false")          # so that the initiator's choice stands
     with session(tgt, NAME + "-datasn", operational={"InitialR2T": initial_r2t, "ImmediateData": "No"}) as ini:
         assert ini.params["InitialR2T"] == initial_r2t, f"target answered {ini.target_keys}"
         itt, ttt = ini.next_itt(), I.RESERVED_TAG
@@ -124,3 +125,4 @@ def test_data_out_with_wrong_data_sn(tgt, initial_r2t):
             assert answer.bhs[2] != 0 or answer.bhs[3] != I.GOOD, f"WRITE with DataSN 27 succeeded: {answer!r}"
         else:
             assert answer is None or answer.opcode == I.REJECT, f"unexpected answer: {answer!r}"
+    assert_workers_serve(tgt, NAME + "-after")

@@ -59,10 +59,10 @@ def write_then_read(ini, data: bytes, lba: int = 2048) -> I.ScsiResult:
     return written
 
 
-def test_write_unsolicited_data_out(shared_ringtgt):
+def test_write_unsolicited_data_out(ringtgt):
     # ringtgt answers ImmediateData=No on purpose (see target/iscsi/negotiation.py): the first burst travels
-    # in unsolicited Data-Out PDUs, whose DataSN the target checks.
-    with session(shared_ringtgt, NAME + "-unsolicited",
+    # in unsolicited Data-Out PDUs, whose DataSN the target checks; `initial_r2t = false` allows them at all.
+    with session(ringtgt(server_extra="initial_r2t = false"), NAME + "-unsolicited",
                  operational={"InitialR2T": "No", "ImmediateData": "Yes", "FirstBurstLength": "65536"}) as ini:
         assert ini.params["InitialR2T"] == "No" and ini.params["ImmediateData"] == "No", \
             f"unexpected answer: {ini.target_keys}"
