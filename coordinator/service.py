@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from .endpoints import control_endpoint, workers_endpoint
+from .endpoints import SEND_QUEUE, control_endpoint, workers_endpoint
 from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, Message, SchemaError,
                      decode, encode)
 
@@ -138,6 +138,7 @@ class CoordinatorService:
     def _router(self, endpoint: str) -> zmq.Socket:
         sock = self.context.socket(zmq.ROUTER)
         sock.linger = 0
+        sock.sndhwm = SEND_QUEUE            # a ROUTER drops what exceeds it: pushes must not be lost
         sock.bind(endpoint)
         return sock
 
