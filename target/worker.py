@@ -21,6 +21,7 @@ from ioring import Ring
 from .backstore import open_backstore
 from .iscsi.connection import Connection
 from .reactor import Reactor
+from .reservation_sync import ReservationSync
 from .scsi.lun import LogicalUnit
 from .scsi.target import ScsiTarget
 from .session_sync import SessionSync
@@ -79,6 +80,7 @@ class Worker:
         self.dirty: set[Connection] = set()
         self._tsih = 0
         self.session_sync = SessionSync(self)
+        self.reservation_sync = ReservationSync(self.coordinator, self.targets)
         self.stopping = False
         self.nop_interval = config.server.nop_interval
         self.offers = {"InitialR2T": config.server.initial_r2t}     # our values of negotiated keys
@@ -91,9 +93,7 @@ class Worker:
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
                                        coordinator=self.coordinator)
-        # A worker alone is the authority for its units' reservations (and keeps their APTPL state)
-        state_dir = self.config.server.state_dir if self.config.server.workers == 1 else None
-        return ScsiTarget(luns, state_dir, coordinator=self.coordinator)
+        return ScsiTarget(luns, coordinator=self.coordinator)
 
     # -- host interface used by Connection ------------------------------------------------------------------
     def target_aliases(self) -> dict[str, str | None]:
