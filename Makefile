@@ -1,4 +1,4 @@
-# ringtgt developer entry points (see README.md): setup, run, test, fio, clean.
+# ringtgt developer entry points (see README.md): setup, run, test, fio, bench, bench-micro, clean.
 # Stamps under .cache/stamps keep a repeated `make setup` to a dependency check when nothing changed.
 
 SHELL := /bin/bash
@@ -18,13 +18,18 @@ CONFIG ?=
 SYSTEM_PACKAGES := gcc pkg-config liburing-dev python3-dev python3-venv \
                    libiscsi-bin qemu-utils qemu-block-extra
 
+# `make bench` compares against Debian's tgtd.
+BENCH_PACKAGES := tgt
+BENCH_ARGS ?=
+BENCH_JSON ?= .cache/bench.json
+
 # The compiled ring: rebuilt when its sources change, or when the .so is missing.
 FFI_SOURCES := build_ffi.py $(wildcard ioring/_cdefs.h ioring/_ffi_src.c)
 ifeq ($(wildcard ioring/_liburing*.so),)
 .PHONY: $(STAMPS)/ffi
 endif
 
-.PHONY: setup run test fio system-packages clean
+.PHONY: setup run test fio bench bench-micro system-packages clean
 
 setup: $(STAMPS)/ffi
 
@@ -35,6 +40,13 @@ test: setup $(RINGTGT_FIO)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 fio: $(RINGTGT_FIO)
+
+bench: setup $(RINGTGT_FIO)
+	@scripts/apt-ensure.sh $(BENCH_PACKAGES)
+	$(PY) perf/bench.py --json $(BENCH_JSON) $(BENCH_ARGS)
+
+bench-micro: setup
+	$(PY) -m pytest -q perf/micro --benchmark-only
 
 system-packages:
 	@scripts/apt-ensure.sh $(SYSTEM_PACKAGES)

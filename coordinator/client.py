@@ -31,13 +31,12 @@ from collections.abc import Callable
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from .endpoints import workers_endpoint
+from .endpoints import SEND_QUEUE, workers_endpoint
 from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, SchemaError, decode,
                      encode)
 
 log = logging.getLogger(__name__)
 
-SEND_QUEUE = 100_000            # messages queued while the coordinator is away (ZeroMQ's send high-water mark)
 CLOSE_LINGER_MS = 200           # how long close() lets the goodbye reach the coordinator
 
 PushHandler = Callable[[dict, Callable[[], None]], None]

@@ -10,6 +10,7 @@ import os
 WORKERS_SOCKET = "coordinator.sock"
 CONTROL_SOCKET = "control.sock"
 MAX_IPC_PATH = 107      # sun_path is 108 bytes with its terminating NUL
+SEND_QUEUE = 100_000    # messages ZeroMQ queues per peer (send high-water mark) before it drops or refuses
 
 
 def check_state_dir(state_dir: str) -> None:

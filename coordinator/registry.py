@@ -11,7 +11,9 @@ It is identified by (node, origin, tsih); its reinstatement key is (initiator, i
 Replication (for the cluster bus):
     registry.on_change(hook)        hook(delta) after every change, delta = {"op": "login"|"logout",
                                      "session": record}; a peer applies it with registry.apply(delta)
-    registry.snapshot(node=None)    {"version": 1, "sessions": [...]}, all nodes or one node's
+    registry.snapshot(node=None)    {"version": 1, "<node>/<origin>/<tsih>": record, …}, all nodes or one
+                                     node's: one top-level key per session, so a key-by-key diff of two
+                                     snapshots is a compact delta
     registry.restore(snap, node)    replace every session of `node` (every session when None) with the
                                      snapshot's; emits no deltas
 apply() and restore() are how a peer's state arrives: they neither reinstate nor emit deltas.
@@ -105,13 +107,16 @@ class SessionRegistry:
 
     # -- replication ----------------------------------------------------------------------------------------
     def snapshot(self, node: str | None = None) -> dict:
-        return {"version": SNAPSHOT_VERSION,
-                "sessions": [dict(r) for r in self.sessions() if node is None or r["node"] == node]}
+        state: dict = {"version": SNAPSHOT_VERSION}
+        for record in self.sessions():
+            if node is None or record["node"] == node:
+                state["/".join(map(str, session_id(record)))] = dict(record)
+        return state
 
     def restore(self, snapshot: dict, node: str | None = None) -> None:
         if not isinstance(snapshot, dict) or snapshot.get("version") != SNAPSHOT_VERSION:
             raise RegistryError(f"not a version {SNAPSHOT_VERSION} registry snapshot")
-        fresh = [checked(r) for r in snapshot.get("sessions", ())]
+        fresh = [checked(r) for key, r in snapshot.items() if key != "version"]
         if node is not None and any(r["node"] != node for r in fresh):
             raise RegistryError(f"a snapshot restored for node {node!r} holds another node's sessions")
         for sid in [s for s in self._sessions if node is None or s[0] == node]:

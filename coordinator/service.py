@@ -24,6 +24,11 @@ from a small reply cache instead of being applied twice.
 Control clients (`ringtgt sessions` …) send REQUESTs on control.sock; their origin is "control", and their
 broadcasts go to every worker.
 
+A handler that cannot answer at once (a lock held by someone else, a question to a peer node) returns
+`service.defer()` and later calls `.resolve(Reply(...))` on it, from any callback of this loop. Meanwhile the
+pipeline goes on with other requests; the resolved reply then takes its turn in the queue like a new request
+(its broadcasts are pushed and acked before the origin gets the body).
+
 Other loops (the cluster bus, timers) plug in with `watch(socket_or_fd, callback)` and
 `call_later(seconds, fn)`; everything runs in this one thread.
 """
@@ -40,7 +45,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from .endpoints import control_endpoint, workers_endpoint
+from .endpoints import SEND_QUEUE, control_endpoint, workers_endpoint
 from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, Message, SchemaError,
                      decode, encode)
 
@@ -76,6 +81,25 @@ class _Queued:
     routing_id: bytes
     origin: str
     message: Message
+    resolved: Reply | None = None           # a deferred request's reply, once resolved
+
+
+class Deferred:
+    """The promise of a later reply: what a handler returns after `service.defer()`."""
+
+    __slots__ = ("_service", "_request", "done")
+
+    def __init__(self, service: CoordinatorService, request: _Queued):
+        self._service = service
+        self._request = request
+        self.done = False
+
+    def resolve(self, reply: Reply) -> None:
+        if self.done:
+            raise RuntimeError(f"{self._request.message.kind} from {self._request.origin} resolved twice")
+        self.done = True
+        request = self._request
+        self._service._enqueue(_Queued(request.socket, request.routing_id, request.origin, request.message, reply))
 
 
 @dataclass
@@ -98,6 +122,7 @@ class CoordinatorService:
         self._handlers: dict[str, Handler] = {}
         self._gone_hooks: list[Callable[[str], None]] = []
         self._queue: deque[_Queued] = deque()
+        self._current: _Queued | None = None     # the request whose handler runs right now
         self._awaiting: _Awaiting | None = None
         self._answered: dict[str, OrderedDict[int, bytes | None]] = {}
         self._push_id = itertools.count(int.from_bytes(os.urandom(5), "big") + 1).__next__
@@ -113,6 +138,7 @@ class CoordinatorService:
     def _router(self, endpoint: str) -> zmq.Socket:
         sock = self.context.socket(zmq.ROUTER)
         sock.linger = 0
+        sock.sndhwm = SEND_QUEUE            # a ROUTER drops what exceeds it: pushes must not be lost
         sock.bind(endpoint)
         return sock
 
@@ -121,6 +147,12 @@ class CoordinatorService:
         if kind in self._handlers:
             raise ValueError(f"a handler for {kind!r} is already registered")
         self._handlers[kind] = handler
+
+    def defer(self) -> Deferred:
+        """For the handler running now: return this, call its resolve(Reply) later."""
+        if self._current is None:
+            raise RuntimeError("defer() is only for the handler of the request being processed")
+        return Deferred(self, self._current)
 
     def on_worker_gone(self, hook: Callable[[str], None]) -> None:
         """hook(origin) runs when a worker exits or says goodbye."""
@@ -271,11 +303,23 @@ class CoordinatorService:
             self._finish()
 
     # -- the request pipeline -------------------------------------------------------------------------------
+    def _enqueue(self, request: _Queued) -> None:
+        self._queue.append(request)
+        if self._current is None:           # not from inside a handler: that loop picks it up
+            self._process()
+
     def _process(self) -> None:
         """Handle queued requests until one has broadcasts to wait for (or the queue is empty)."""
-        while self._awaiting is None and self._queue:
+        while self._awaiting is None and self._queue and self._current is None:
             request = self._queue.popleft()
-            answer, pushes = self._handle(request)
+            self._current = request
+            try:
+                handled = self._handle(request)
+            finally:
+                self._current = None
+            if handled is None:
+                continue                    # deferred
+            answer, pushes = handled
             targets = [info.routing_id for origin, info in self.workers.items() if origin != request.origin]
             acks = set()
             for push_id, data in pushes if targets else ():
@@ -287,16 +331,19 @@ class CoordinatorService:
             else:
                 self._answer(request, answer)
 
-    def _handle(self, request: _Queued) -> tuple[bytes | None, list[tuple[int, bytes]]]:
-        """Run the handler: (the encoded answer, or None for a notification; the encoded pushes)."""
+    def _handle(self, request: _Queued) -> tuple[bytes | None, list[tuple[int, bytes]]] | None:
+        """Run the handler: (the encoded answer, or None for a notification; the encoded pushes), or None
+        when the handler deferred its reply."""
         message = request.message
         handler = self._handlers.get(message.kind)
-        if handler is None:
+        if handler is None and request.resolved is None:
             reason = f"no handler for {message.kind!r}"
             log.warning("%s from %s: %s", message.type, request.origin, reason)
         else:
             try:
-                reply = handler(message.body, request.origin)
+                reply = request.resolved or handler(message.body, request.origin)
+                if isinstance(reply, Deferred):
+                    return None
                 pushes = []
                 for kind, body in reply.broadcasts:
                     push_id = self._push_id()

@@ -34,6 +34,8 @@ MAX_LUN_ID = 255
 MAX_NAME_BYTES = 223  # RFC 3720 3.2.6.1
 MAX_ALIAS_CHARS = 255
 MAX_SERIAL_CHARS = 64
+MIN_CHAP_SECRET_CHARS = 12   # RFC 7143 §12.1.3 wants at least 96 bits of secret
+MAX_CHAP_CHARS = 255
 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]i?b|b)?", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1} | {
@@ -59,7 +61,27 @@ class ServerConfig:
     state_dir: str
     log_level: str
     nop_interval: float
+    login_timeout: float
+    max_connections: int
+    max_connections_per_initiator: int
     initial_r2t: bool = True
+
+
+@dataclass(frozen=True)
+class ChapConfig:
+    """One direction of CHAP: the name and secret the authenticating side must prove it knows."""
+    username: str
+    secret: str
+
+    def __repr__(self) -> str:            # never print a secret by accident
+        return f"ChapConfig(username={self.username!r}, secret=<{len(self.secret)} characters>)"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """`chap`: the initiator authenticates to the target; `mutual_chap`: the target authenticates back."""
+    chap: ChapConfig | None = None
+    mutual_chap: ChapConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -80,12 +102,15 @@ class TargetConfig:
     iqn: str
     alias: str | None
     luns: tuple[LunConfig, ...]
+    allowed_initiators: tuple[str, ...] | None = None   # None: every initiator
+    auth: AuthConfig = AuthConfig()
 
 
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig
     targets: tuple[TargetConfig, ...]
+    discovery: AuthConfig = AuthConfig()
 
 
 _REQUIRED = object()
@@ -152,9 +177,12 @@ def _parse(data: dict, base_dir: str) -> Config:
     top = _Table(data, "")
     server = _parse_server(_Table(top.take("server", (dict,), {}), "server"), base_dir)
     targets = tuple(_parse_target(t, base_dir) for t in top.take_tables("target", "target"))
+    discovery_table = _Table(top.take("discovery", (dict,), {}), "discovery")
+    discovery = _parse_auth(discovery_table)
+    discovery_table.finish()
     top.finish()
     _check_unique(targets)
-    return Config(server=server, targets=targets)
+    return Config(server=server, targets=targets, discovery=discovery)
 
 
 def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
@@ -178,6 +206,14 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
     nop_interval = float(t.take("nop_interval", (int, float), 30))
     if not 0 <= nop_interval < float("inf"):
         raise t.error("nop_interval", f"must be finite seconds >= 0 (0 = off), got {nop_interval}")
+    login_timeout = float(t.take("login_timeout", (int, float), 15))
+    if not 0 < login_timeout < float("inf"):
+        raise t.error("login_timeout", f"must be finite seconds > 0, got {login_timeout}")
+    limits = {key: t.take(key, (int,), default) for key, default in
+              (("max_connections", 1024), ("max_connections_per_initiator", 64))}
+    for key, value in limits.items():
+        if value < 1:
+            raise t.error(key, f"must be at least 1, got {value}")
     initial_r2t = t.take("initial_r2t", (bool,), True)
     t.finish()
     return ServerConfig(
@@ -186,6 +222,8 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
         state_dir=state_dir,
         log_level=log_level,
         nop_interval=nop_interval,
+        login_timeout=login_timeout,
+        **limits,
         initial_r2t=initial_r2t,
     )
 
@@ -207,27 +245,66 @@ def _parse_portal(t: _Table, key: str, value: object) -> tuple[str, int]:
     return host, port
 
 
-def _parse_target(t: _Table, base_dir: str) -> TargetConfig:
-    iqn = t.take("iqn", (str,)).lower()
-    if len(iqn.encode()) > MAX_NAME_BYTES:
-        raise t.error("iqn", f"longer than {MAX_NAME_BYTES} bytes")
-    if not any(r.fullmatch(iqn) for r in (_IQN_RE, _EUI_RE, _NAA_NAME_RE)):
+def _iscsi_name(t: _Table, key: str, value: str) -> str:
+    """The lower-cased iSCSI name, or a ConfigError naming `key`."""
+    name = value.lower()
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise t.error(key, f"longer than {MAX_NAME_BYTES} bytes")
+    if not any(r.fullmatch(name) for r in (_IQN_RE, _EUI_RE, _NAA_NAME_RE)):
         raise t.error(
-            "iqn",
+            key,
             "must be an iSCSI name: iqn.YYYY-MM.reversed.domain[:suffix], eui.<16 hex> or "
-            f"naa.<16 or 32 hex> (RFC 3720 3.2.6.3), got {iqn!r}",
+            f"naa.<16 or 32 hex> (RFC 3720 3.2.6.3), got {name!r}",
         )
+    return name
+
+
+def _parse_chap(t: _Table, key: str) -> ChapConfig | None:
+    raw = t.take(key, (dict,), None)
+    if raw is None:
+        return None
+    table = _Table(raw, t.path(key))
+    username = table.take("username", (str,))
+    if not 0 < len(username) <= MAX_CHAP_CHARS or not username.isprintable():
+        raise table.error("username", f"must be 1..{MAX_CHAP_CHARS} printable characters")
+    secret = table.take("secret", (str,))
+    if not MIN_CHAP_SECRET_CHARS <= len(secret) <= MAX_CHAP_CHARS:
+        raise table.error("secret", f"must be {MIN_CHAP_SECRET_CHARS}..{MAX_CHAP_CHARS} characters, "
+                                    f"got {len(secret)}")
+    table.finish()
+    return ChapConfig(username=username, secret=secret)
+
+
+def _parse_auth(t: _Table) -> AuthConfig:
+    chap = _parse_chap(t, "chap")
+    mutual = _parse_chap(t, "mutual_chap")
+    if mutual is not None and chap is None:
+        raise t.error("mutual_chap", f"needs [{t.path('chap')}]: the initiator authenticates first")
+    if mutual is not None and mutual.secret == chap.secret:
+        raise t.error("mutual_chap.secret", f"must differ from {t.path('chap.secret')} (RFC 7143 §12.1.3)")
+    return AuthConfig(chap=chap, mutual_chap=mutual)
+
+
+def _parse_target(t: _Table, base_dir: str) -> TargetConfig:
+    iqn = _iscsi_name(t, "iqn", t.take("iqn", (str,)))
     alias = t.take("alias", (str,), None)
     if alias is not None and not (0 < len(alias) <= MAX_ALIAS_CHARS and alias.isprintable()):
         raise t.error("alias", f"must be 1..{MAX_ALIAS_CHARS} printable characters, got {alias!r}")
     luns = tuple(_parse_lun(lun, iqn, base_dir) for lun in t.take_tables("lun", "target.lun"))
+    allowed = t.take("allowed_initiators", (list,), None)
+    if allowed is not None:
+        for i, name in enumerate(allowed):
+            if not isinstance(name, str):
+                raise t.error(f"allowed_initiators[{i}]", f"must be a string, got {name!r}")
+        allowed = tuple(_iscsi_name(t, f"allowed_initiators[{i}]", name) for i, name in enumerate(allowed))
+    auth = _parse_auth(t)
     t.finish()
     seen: set[int] = set()
     for i, lun in enumerate(luns):
         if lun.id in seen:
             raise t.error(f"lun[{i}].id", f"duplicate LUN id {lun.id} in this target")
         seen.add(lun.id)
-    return TargetConfig(iqn=iqn, alias=alias, luns=luns)
+    return TargetConfig(iqn=iqn, alias=alias, luns=luns, allowed_initiators=allowed, auth=auth)
 
 
 def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:
@@ -333,18 +410,34 @@ def dump_config(config: Config) -> str:
         f"state_dir = {_toml(s.state_dir)}",
         f"log_level = {_toml(s.log_level)}",
         f"nop_interval = {s.nop_interval!r}",
+        f"login_timeout = {s.login_timeout!r}",
+        f"max_connections = {s.max_connections}",
+        f"max_connections_per_initiator = {s.max_connections_per_initiator}",
         f"initial_r2t = {_toml(s.initial_r2t)}",
     ]
+    lines += _dump_auth("discovery", config.discovery)
     for target in config.targets:
         lines += ["", "[[target]]", f"iqn = {_toml(target.iqn)}"]
         if target.alias is not None:
             lines.append(f"alias = {_toml(target.alias)}")
+        if target.allowed_initiators is not None:
+            lines.append(f"allowed_initiators = {_toml(list(target.allowed_initiators))}")
+        lines += _dump_auth("target", target.auth)
         for lun in target.luns:
             lines += ["", "[[target.lun]]"]
             for key, value in vars(lun).items():
                 if value is not None:
                     lines.append(f"{key} = {_toml(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _dump_auth(table: str, auth: AuthConfig) -> list[str]:
+    lines = []
+    for key in ("chap", "mutual_chap"):
+        chap = getattr(auth, key)
+        if chap is not None:
+            lines += ["", f"[{table}.{key}]", f"username = {_toml(chap.username)}", f"secret = {_toml(chap.secret)}"]
+    return lines
 
 
 def _toml(value: object) -> str:

@@ -19,7 +19,9 @@ import time
 from coordinator.client import CoordinatorClient
 from ioring import Ring
 from .backstore import open_backstore
+from .iscsi.access import AccessPolicy
 from .iscsi.connection import Connection
+from .iscsi.errors import LOGIN_OUT_OF_RESOURCES, LOGIN_TOO_MANY_CONNECTIONS
 from .reactor import Reactor
 from .reservation_sync import ReservationSync
 from .scsi.lun import LogicalUnit
@@ -49,9 +51,9 @@ def listen_socket(host: str, port: int) -> socket.socket:
 class Channel:
     """The I/O side of one connection: its socket, receive buffer and send state."""
 
-    __slots__ = ("sock", "fd", "conn", "recv_buf", "recv_view", "receiving", "sending", "dead")
+    __slots__ = ("sock", "fd", "conn", "recv_buf", "recv_view", "receiving", "sending", "dead", "opened")
 
-    def __init__(self, sock: socket.socket, conn: Connection):
+    def __init__(self, sock: socket.socket, conn: Connection, opened: float):
         self.sock = sock
         self.fd = sock.fileno()
         self.conn = conn
@@ -60,6 +62,7 @@ class Channel:
         self.receiving = False
         self.sending = None            # the buffers of the send in flight
         self.dead = False
+        self.opened = opened           # time.monotonic() at accept: the login timeout counts from here
 
 
 class Worker:
@@ -73,7 +76,7 @@ class Worker:
         self.coordinator = CoordinatorClient(self.reactor, config.server.state_dir, index)
         self.portal_group_tag = PORTAL_GROUP_TAG
         self.targets = {t.iqn: self._build_target(t) for t in config.targets}
-        self.aliases = {t.iqn: t.alias for t in config.targets}
+        self.access = AccessPolicy.from_config(config, PORTAL_GROUP_TAG, self._admit)
         self.listeners = [listen_socket(host, port) for host, port in config.server.portals]
         self.channels: dict[Connection, Channel] = {}
         self.sessions: dict[tuple, Connection] = {}
@@ -83,6 +86,9 @@ class Worker:
         self.reservation_sync = ReservationSync(self.coordinator, self.targets)
         self.stopping = False
         self.nop_interval = config.server.nop_interval
+        self.login_timeout = config.server.login_timeout
+        self.max_connections = config.server.max_connections
+        self.max_connections_per_initiator = config.server.max_connections_per_initiator
         self.offers = {"InitialR2T": config.server.initial_r2t}     # our values of negotiated keys
 
     def _build_target(self, target) -> ScsiTarget:
@@ -96,9 +102,6 @@ class Worker:
         return ScsiTarget(luns, coordinator=self.coordinator)
 
     # -- host interface used by Connection ------------------------------------------------------------------
-    def target_aliases(self) -> dict[str, str | None]:
-        return self.aliases
-
     def scsi_target(self, iqn: str) -> ScsiTarget:
         return self.targets[iqn]
 
@@ -106,6 +109,20 @@ class Worker:
         """TSIHs are unique per worker: the worker index fills the top bits, a counter the rest."""
         self._tsih = self._tsih % 1023 + 1
         return ((self.index % 63) + 1) << 10 | self._tsih
+
+    def _admit(self, initiator_name: str) -> int:
+        """0, or the login status refusing one more connection (caps of `[server]`, counted in this worker)."""
+        if len(self.channels) > self.max_connections:
+            log.warning("refusing a login from %s: %d connections (max_connections)", initiator_name,
+                        len(self.channels))
+            return LOGIN_OUT_OF_RESOURCES
+        name = initiator_name.lower()
+        sessions = sum(1 for conn in self.channels if conn.login is None and conn.initiator_name.lower() == name)
+        if sessions >= self.max_connections_per_initiator:
+            log.warning("refusing a login from %s: %d connections (max_connections_per_initiator)",
+                        initiator_name, sessions)
+            return LOGIN_TOO_MANY_CONNECTIONS
+        return 0
 
     def session_started(self, conn: Connection) -> None:
         old = self.sessions.get(conn.session_key)
@@ -134,6 +151,9 @@ class Worker:
             if -res not in (errno.ECONNABORTED, errno.EINTR, errno.EAGAIN):
                 log.warning("accept failed: %s", os.strerror(-res))
             return
+        if len(self.channels) >= 2 * self.max_connections:
+            os.close(res)                   # far past the cap: not even a login reject (logins get one)
+            return
         sock = socket.socket(fileno=res)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
@@ -141,7 +161,7 @@ class Worker:
         except OSError:
             sock.close()
             return
-        channel = Channel(sock, conn)
+        channel = Channel(sock, conn, time.monotonic())
         self.channels[conn] = channel
         self._arm_recv(channel)
 
@@ -237,6 +257,15 @@ class Worker:
             else:
                 conn.ping()
 
+    def _expire_logins(self, now: float) -> None:
+        """Drop connections still logging in `login_timeout` seconds after their accept."""
+        deadline = now - self.login_timeout
+        for conn, channel in list(self.channels.items()):
+            if conn.login is not None and channel.opened < deadline and not channel.dead:
+                log.warning("%s:%d: login not finished within %g s (login_timeout), dropping the connection",
+                            *conn.peer_address, self.login_timeout)
+                self._shutdown(channel)
+
     def request_stop(self, *_):
         self.stopping = True
 
@@ -252,6 +281,7 @@ class Worker:
         for listener in self.listeners:
             self._arm_accept(listener)
         next_keepalive = time.monotonic() + (self.nop_interval or 3600)
+        next_login_check = time.monotonic() + 1
         drain_deadline = None
         while True:
             self.reactor.run_once(0.5)
@@ -261,6 +291,9 @@ class Worker:
                 self._begin_drain()
             if drain_deadline is not None and (not self.channels or now > drain_deadline):
                 break
+            if now >= next_login_check:
+                next_login_check = now + 1
+                self._expire_logins(now)
             if self.nop_interval and now >= next_keepalive:
                 next_keepalive = now + self.nop_interval
                 self._keepalive()

@@ -2,7 +2,9 @@
 
     python coord_peer.py coordinator STATE_DIR [ACK_TIMEOUT]
         a CoordinatorService with test handlers: "echo" answers {"body", "origin"}; "set" broadcasts
-        ("apply", body) and answers {"ok": True}; "fail" raises. Runs until SIGTERM.
+        ("apply", body) and answers {"ok": True}; "fail" raises; "wait" defers its reply until a "wake",
+        whose reply says how many it woke; the woken get {"woken": True} and broadcast ("apply", "woken").
+        Runs until SIGTERM.
     python coord_peer.py worker STATE_DIR INDEX
         a Reactor on a real ring with a CoordinatorClient. Reads commands from stdin (watched with the same
         io_uring poll op), one per line, and prints events as JSON lines on stdout:
@@ -38,7 +40,17 @@ def run_coordinator(state_dir: str, ack_timeout: float) -> None:
     def fail(body, origin):
         raise RuntimeError("asked to fail")
 
+    waiting = []
+
+    def wake(body, origin):
+        for deferred in waiting:
+            deferred.resolve(Reply({"woken": True}, [("apply", {"value": "woken"})]))
+        woke, waiting[:] = len(waiting), []
+        return Reply({"woke": woke})
+
     service.register("fail", fail)
+    service.register("wait", lambda body, origin: waiting.append(service.defer()) or waiting[-1])
+    service.register("wake", wake)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     emit(event="listening", epoch=service.epoch)

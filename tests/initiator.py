@@ -1,6 +1,7 @@
 """A minimal iSCSI initiator for protocol tests (RFC 7143), independent of target/iscsi.
 
-Blocking sockets, one connection per `Initiator`, no digests, ErrorRecoveryLevel 0.  It speaks just enough
+Blocking sockets, one connection per `Initiator`, ErrorRecoveryLevel 0, CRC32C header/data digests when
+negotiated, CHAP (one-way and mutual).  It speaks just enough
 of the protocol to drive a target through login, discovery, SCSI reads and writes (immediate data,
 unsolicited Data-Out and R2T-solicited Data-Out), NOP-Out pings and logout — and it can send any bytes at
 all with `send_raw` / `send_pdu`, for the edge cases.  It checks what comes back (tags, offsets, DataSN)
@@ -13,10 +14,13 @@ and raises `ProtocolError` when the target breaks the rules.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import struct
 from dataclasses import dataclass, field
+
+import crc32c
 
 # Initiator opcodes
 NOP_OUT, SCSI_COMMAND, TASK_MGMT, LOGIN_REQUEST, TEXT_REQUEST, DATA_OUT, LOGOUT_REQUEST = 0, 1, 2, 3, 4, 5, 6
@@ -60,6 +64,16 @@ RFC_DEFAULTS = {
 
 _BHS = struct.Struct(">BBBBB3s8sI28s")  # opcode, flags, b2, b3, TotalAHSLength, DSL, LUN/ISID, ITT, rest
 _U32 = struct.Struct(">I")
+CHAP_HASHES = {"5": "md5", "6": "sha1", "7": "sha256", "8": "sha3_256"}
+
+
+def digest(data: bytes) -> bytes:
+    """An iSCSI CRC32C digest as it travels (RFC 7143 §13.1: the CRC's bytes, least significant first)."""
+    return crc32c.crc32c(data).to_bytes(4, "little")
+
+
+def chap_response(algorithm: str, identifier: int, secret: str, challenge: bytes) -> bytes:
+    return hashlib.new(CHAP_HASHES[algorithm], bytes([identifier]) + secret.encode() + challenge).digest()
 
 
 class ProtocolError(Exception):
@@ -130,8 +144,14 @@ class Pdu:
     def max_cmd_sn(self) -> int:
         return self.u32(32)
 
-    def encode(self) -> bytes:
-        return self.bhs + self.ahs + self.data + padding(len(self.data))
+    def encode(self, header_digest: bool = False, data_digest: bool = False) -> bytes:
+        header = self.bhs + self.ahs
+        data = self.data + padding(len(self.data)) if self.data else b""
+        if header_digest:
+            header += digest(header)
+        if data_digest and data:
+            data += digest(data)
+        return header + data
 
     def __repr__(self) -> str:
         return (f"Pdu(opcode={self.opcode:#04x}, flags={self.flags:#04x}, itt={self.itt:#x}, "
@@ -258,6 +278,8 @@ class Initiator:
         self.target_keys: list[tuple[str, str]] = []  # every key the target sent during login, in order
         self.unsolicited: list[Pdu] = []       # async messages and NOP-Ins nobody asked for
         self.full_feature = False
+        self.header_digest = False             # CRC32C negotiated (in force after the login)
+        self.data_digest = False
 
     # -- connection
     @classmethod
@@ -287,7 +309,7 @@ class Initiator:
             raise ConnectionClosed(str(exc)) from exc
 
     def send_pdu(self, pdu: Pdu) -> None:
-        self.send_raw(pdu.encode())
+        self.send_raw(pdu.encode(self.header_digest, self.data_digest))
 
     def _recv_exact(self, n: int) -> bytes:
         chunks, remaining = [], n
@@ -306,8 +328,13 @@ class Initiator:
         """The next PDU from the target, whatever it is (socket timeout → TimeoutError)."""
         bhs = self._recv_exact(48)
         ahs = self._recv_exact(bhs[4] * 4) if bhs[4] else b""
+        if self.header_digest and self._recv_exact(4) != digest(bhs + ahs):
+            raise ProtocolError(f"header digest error on {bhs.hex()}")
         dsl = int.from_bytes(bhs[5:8], "big")
-        data = self._recv_exact(dsl + (-dsl % 4))[:dsl] if dsl else b""
+        padded = self._recv_exact(dsl + (-dsl % 4)) if dsl else b""
+        if self.data_digest and dsl and self._recv_exact(4) != digest(padded):
+            raise ProtocolError(f"data digest error on the data of {bhs.hex()}")
+        data = padded[:dsl]
         pdu = Pdu(bhs, data, ahs)
         if pdu.opcode not in (LOGIN_RESPONSE, REJECT) or self.full_feature:
             self._track_sn(pdu)
@@ -370,29 +397,35 @@ class Initiator:
         return Pdu(build_bhs(LOGIN_REQUEST, flags, immediate=True, b2=version_max, b3=version_min,
                              data_length=len(data), lun_or_isid=isid_tsih, itt=itt, rest=rest), data)
 
-    def _login_stage(self, keys, csg: int, nsg: int) -> Pdu:
+    def _login_exchange(self, keys, csg: int, nsg: int, itt: int, transit: bool = True) -> Pdu:
+        """One Login Request / Response; the response must be a success in stage `csg`."""
+        self.send_pdu(self.login_request(keys, csg=csg, nsg=nsg, itt=itt, transit=transit))
+        response = self.recv_pdu()
+        if response.opcode != LOGIN_RESPONSE:
+            raise ProtocolError(f"expected a Login Response, got {response!r}")
+        if response.bhs[36] != 0:
+            raise LoginFailed(response)
+        if response.itt != itt:
+            raise ProtocolError(f"login response ITT {response.itt:#x} != {itt:#x}")
+        self.exp_stat_sn = (response.stat_sn + 1) & 0xFFFFFFFF
+        self.max_cmd_sn = response.max_cmd_sn
+        if response.flags & 0x40:
+            raise ProtocolError("login response continuation (C bit) not supported by this initiator")
+        answered = decode_text(response.data)
+        self.target_keys.extend(answered)
+        self.params.update(answered)
+        got_csg = (response.flags >> 2) & 3
+        if got_csg != csg:
+            raise ProtocolError(f"login response CSG {got_csg} != {csg}")
+        if response.flags & 0x80 and not transit:
+            raise ProtocolError("target transited although the initiator did not ask to")
+        return response
+
+    def _login_stage(self, keys, csg: int, nsg: int, itt: int | None = None) -> Pdu:
         """Exchange login PDUs in stage `csg` until the target agrees to move to `nsg`."""
-        itt = self.next_itt()
-        request = self.login_request(keys, csg=csg, nsg=nsg, itt=itt)
+        itt = self.next_itt() if itt is None else itt
         while True:
-            self.send_pdu(request)
-            response = self.recv_pdu()
-            if response.opcode != LOGIN_RESPONSE:
-                raise ProtocolError(f"expected a Login Response, got {response!r}")
-            if response.bhs[36] != 0:
-                raise LoginFailed(response)
-            if response.itt != itt:
-                raise ProtocolError(f"login response ITT {response.itt:#x} != {itt:#x}")
-            self.exp_stat_sn = (response.stat_sn + 1) & 0xFFFFFFFF
-            self.max_cmd_sn = response.max_cmd_sn
-            if response.flags & 0x40:
-                raise ProtocolError("login response continuation (C bit) not supported by this initiator")
-            answered = decode_text(response.data)
-            self.target_keys.extend(answered)
-            self.params.update(answered)
-            got_csg = (response.flags >> 2) & 3
-            if got_csg != csg:
-                raise ProtocolError(f"login response CSG {got_csg} != {csg}")
+            response = self._login_exchange(keys, csg, nsg, itt)
             if response.flags & 0x80:
                 got_nsg = response.flags & 3
                 if got_nsg != nsg:
@@ -400,13 +433,43 @@ class Initiator:
                 self.tsih = int.from_bytes(response.bhs[14:16], "big")
                 return response
             # Target wants another round in this stage: offer nothing new, keep asking to transit.
-            request = self.login_request([], csg=csg, nsg=nsg, itt=itt)
+            keys = []
+
+    def _chap(self, security, chap: tuple[str, str], mutual_chap: tuple[str, str] | None,
+              algorithms: str) -> None:
+        """The security stage with AuthMethod=CHAP (RFC 7143 §12.1.3), mutual if `mutual_chap` is given:
+        (name, secret) we expect the target to prove."""
+        itt = self.next_itt()
+        answer = dict(decode_text(self._login_exchange(security, SECURITY, OPERATIONAL, itt, False).data))
+        if answer.get("AuthMethod") != "CHAP":
+            raise ProtocolError(f"target chose AuthMethod={answer.get('AuthMethod')}")
+        answer = dict(decode_text(self._login_exchange([("CHAP_A", algorithms)], SECURITY, OPERATIONAL, itt,
+                                                       False).data))
+        algorithm, identifier = answer["CHAP_A"], int(answer["CHAP_I"])
+        challenge = bytes.fromhex(answer["CHAP_C"][2:])
+        keys = [("CHAP_N", chap[0]), ("CHAP_R", "0x" + chap_response(algorithm, identifier, chap[1],
+                                                                      challenge).hex())]
+        if mutual_chap is not None:
+            my_id, my_challenge = os.urandom(1)[0], os.urandom(16)
+            keys += [("CHAP_I", str(my_id)), ("CHAP_C", "0x" + my_challenge.hex())]
+        response = self._login_exchange(keys, SECURITY, OPERATIONAL, itt)
+        if mutual_chap is not None:
+            answer = dict(decode_text(response.data))
+            expected = chap_response(algorithm, my_id, mutual_chap[1], my_challenge).hex()
+            if answer.get("CHAP_N") != mutual_chap[0] or answer.get("CHAP_R", "")[2:].lower() != expected:
+                raise ProtocolError(f"mutual CHAP: the target did not prove its secret: {answer}")
+        if not response.flags & 0x80:
+            self._login_stage([], SECURITY, OPERATIONAL, itt)
+        else:
+            self.tsih = int.from_bytes(response.bhs[14:16], "big")
 
     def login(self, target_name: str | None, *,
               initiator_name: str = "iqn.2026-11.org.ringtgt:pytest-initiator",
               operational: dict | None = None, extra_keys: list[tuple[str, str]] = (),
-              session_type: str = "Normal") -> dict[str, str]:
-        """Security stage (AuthMethod=None) → operational stage → full feature phase.
+              session_type: str = "Normal", chap: tuple[str, str] | None = None,
+              mutual_chap: tuple[str, str] | None = None, chap_algorithms: str = "7,6,5") -> dict[str, str]:
+        """Security stage (AuthMethod=None, or CHAP with `chap`=(name, secret)) → operational stage → full
+        feature phase.
 
         `operational` overrides DEFAULT_OPERATIONAL_KEYS (a value of None drops the key);
         `extra_keys` go out verbatim in the operational stage (e.g. an unknown key).
@@ -415,9 +478,11 @@ class Initiator:
         security = [("InitiatorName", initiator_name), ("SessionType", session_type)]
         if target_name is not None:
             security.append(("TargetName", target_name))
-        security.append(("AuthMethod", "None"))
         self.params = dict(RFC_DEFAULTS)
-        self._login_stage(security, SECURITY, OPERATIONAL)
+        if chap is not None:
+            self._chap(security + [("AuthMethod", "CHAP,None")], chap, mutual_chap, chap_algorithms)
+        else:
+            self._login_stage(security + [("AuthMethod", "None")], SECURITY, OPERATIONAL)
         offered = dict(DEFAULT_OPERATIONAL_KEYS)
         offered.update(operational or {})
         op_keys = [(k, v) for k, v in offered.items() if v is not None] + list(extra_keys)
@@ -426,6 +491,8 @@ class Initiator:
         # negotiated ones the RFC default stands (RFC 7143 §6.2 — an unanswered offer is not agreed).
         self._login_stage(op_keys, OPERATIONAL, FULL_FEATURE)
         self.full_feature = True
+        self.header_digest = self.params.get("HeaderDigest") == "CRC32C"
+        self.data_digest = self.params.get("DataDigest") == "CRC32C"
         self.params["InitiatorMaxRecvDataSegmentLength"] = self._offered.get(
             "MaxRecvDataSegmentLength", "8192")
         return self.params

@@ -105,4 +105,13 @@ def test_snapshot_restore_per_node(registry):
     with pytest.raises(RegistryError, match="another node's sessions"):
         peer.restore(registry.snapshot(), node="a")
     with pytest.raises(RegistryError, match="not a version 1"):
-        peer.restore({"version": 99, "sessions": []})
+        peer.restore({"version": 99})
+
+
+def test_snapshot_has_one_key_per_session(registry):
+    registry.login(record(tsih=1))
+    before = registry.snapshot()
+    registry.login(record(tsih=2, isid=2))
+    after = registry.snapshot()
+    assert set(after) - set(before) == {"a/w0.100/2"}
+    assert after["a/w0.100/1"] == before["a/w0.100/1"] == record(tsih=1)

@@ -165,6 +165,19 @@ def test_a_silent_worker_is_given_up_after_the_ack_timeout(peers, state_dir):
     assert a.wait_for("reply", kind="set")["body"] == {"ok": True}
 
 
+def test_deferred_reply_lets_other_requests_through(peers, state_dir):
+    coordinator(peers, state_dir)
+    a, b = worker(peers, state_dir, 0), worker(peers, state_dir, 1)
+    a.send("request wait {}")
+    b.send('request echo {"while": "waiting"}')
+    b.wait_for("reply", kind="echo")
+    assert not a.has("reply", kind="wait")
+    b.send("request wake {}")
+    assert b.wait_for("reply", kind="wake")["body"] == {"woke": 1}
+    assert a.wait_for("reply", kind="wait")["body"] == {"woken": True}
+    b.wait_for("push", body={"value": "woken"})       # the deferred reply's broadcast reached the others
+
+
 def test_workers_reconnect_and_resend_after_a_coordinator_restart(peers, state_dir):
     first = coordinator(peers, state_dir)
     w = worker(peers, state_dir, 0)

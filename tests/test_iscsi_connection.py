@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from target.iscsi import pdu as P
+from target.iscsi.access import AccessPolicy, TargetAccess
 from target.iscsi.connection import Connection
 from target.iscsi.negotiation import parse_text
 from target.scsi.task import CHECK_CONDITION, GOOD
@@ -64,14 +65,12 @@ class BlockDevice:
 
 class Host:
     portal_group_tag = 1
+    access = AccessPolicy(1, {IQN: TargetAccess()})
     offers = {"InitialR2T": False}
 
     def __init__(self):
         self.device = BlockDevice()
         self.started = []
-
-    def target_aliases(self):
-        return {IQN: None}
 
     def allocate_tsih(self):
         return 7

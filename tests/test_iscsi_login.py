@@ -2,6 +2,7 @@
 import pytest
 
 from target.iscsi import pdu as P
+from target.iscsi.access import AccessPolicy, TargetAccess
 from target.iscsi.errors import LoginFailure
 from target.iscsi.login import Login
 from target.iscsi.negotiation import Negotiator, SessionParams, parse_text
@@ -12,7 +13,7 @@ INI = "iqn.2026-11.org.example:host"
 
 
 def new_login():
-    return Login(1, {IQN: "alias"}, lambda: 0x401)
+    return Login(AccessPolicy(1, {IQN: TargetAccess("alias")}), lambda: 0x401)
 
 
 def answer(keys, offers=None):
@@ -85,7 +86,7 @@ def test_login_security_then_operational():
     ([("TargetName", IQN)], 0x0207),                                            # no InitiatorName
     ([("InitiatorName", INI)], 0x0207),                                         # no TargetName
     ([("InitiatorName", INI), ("TargetName", "iqn.2026-11.x:nope")], 0x0203),    # unknown target
-    ([("InitiatorName", INI), ("SessionType", "Other")], 0x0200),
+    ([("InitiatorName", INI), ("SessionType", "Other")], 0x0209),
 ])
 def test_login_failures(keys, status):
     with pytest.raises(LoginFailure) as failure:
@@ -107,7 +108,7 @@ def test_illegal_transition_and_version():
     raw[3] = 1          # VersionMin 1
     with pytest.raises(LoginFailure) as failure:
         new_login().receive(P.decode_bhs_with_data(bytes(raw)))
-    assert failure.value.status == 0x0209
+    assert failure.value.status == 0x0205
 
 
 def test_continued_text_is_joined():

@@ -3,7 +3,8 @@
 Owns every state transition of the connection: login, then the full feature phase (command window, StatSN,
 SCSI commands and their data, task management, NOP, text, logout). SCSI commands go to the target's
 `execute(task)`; their completions come back through `ScsiTask.done`. The host (the worker) provides the
-environment: targets, TSIH allocation, session registry, and a hook to learn that output is pending.
+environment: the access policy (targets, ACLs, CHAP), TSIH allocation, session registry, and a hook to learn
+that output is pending.
 """
 from __future__ import annotations
 
@@ -71,13 +72,13 @@ class Connection:
         self.local_address = local_address
         self.peer_address = peer_address
         self.decoder = FrameDecoder()
-        self.login: Login | None = Login(host.portal_group_tag, host.target_aliases(), host.allocate_tsih,
-                                         host.offers)
+        self.login: Login | None = Login(host.access, host.allocate_tsih, host.offers)
         self.out: list = []
         self.closing = False            # close once `out` has been sent
         self.session_key = None
         self.target = None              # ScsiTarget of a normal session; None for discovery
         self.nexus = ""
+        self.initiator_name = ""
         self.params = None
         self.stat_sn = 0
         self.window: CommandWindow | None = None
@@ -395,7 +396,8 @@ class Connection:
         answers = []
         for key, value in pairs:
             if key == "SendTargets":
-                answers += send_targets(value, self.host.target_aliases(), self.target and self.session_key[2],
+                answers += send_targets(value, self.host.access.visible(self.initiator_name),
+                                        self.target and self.session_key[2],
                                         self.local_address, self.host.portal_group_tag)
             else:
                 answers.append((key, "NotUnderstood"))

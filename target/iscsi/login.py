@@ -3,18 +3,22 @@
 `Login.receive(pdu)` takes one Login Request and returns the Login Response bytes; when `done` is true the
 connection enters the full feature phase with `params` and `session_type`/`target_name`; when a
 `LoginFailure` is raised the caller sends `failure_response()` and closes. The legal stage transitions live in
-one table.
+one table; authentication (AuthMethod, then the CHAP exchange of `chap.py`) gates leaving the security stage,
+and the access policy (`access.py`) decides who may log in where.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+from . import chap as CHAP
 from . import pdu as P
-from .errors import (LOGIN_AUTH_FAILURE, LOGIN_INITIATOR_ERROR, LOGIN_INVALID_REQUEST,
-                     LOGIN_MISSING_PARAMETER, LOGIN_NOT_FOUND, LOGIN_SESSION_DOES_NOT_EXIST,
-                     LOGIN_UNSUPPORTED_VERSION, LoginFailure)
-from .negotiation import (OUR_MAX_RECV_DATA_SEGMENT_LENGTH, Negotiator, SessionParams, encode_text,
-                          parse_text)
+from .access import AccessPolicy, TargetAccess
+from .errors import (LOGIN_AUTH_FAILURE, LOGIN_AUTHORIZATION_FAILURE, LOGIN_INITIATOR_ERROR,
+                     LOGIN_INVALID_REQUEST, LOGIN_MISSING_PARAMETER, LOGIN_NOT_FOUND,
+                     LOGIN_SESSION_DOES_NOT_EXIST, LOGIN_SESSION_TYPE_UNSUPPORTED, LOGIN_UNSUPPORTED_VERSION,
+                     LoginFailure)
+from .negotiation import (KEYS, OUR_MAX_RECV_DATA_SEGMENT_LENGTH, REJECT, Key, Negotiator, SessionParams,
+                          encode_text, parse_text)
 
 SECURITY = 0
 OPERATIONAL = 1
@@ -22,18 +26,22 @@ FULL_FEATURE = 3
 
 # (current stage, next stage) pairs a Login Request may ask to transit.
 TRANSITIONS = frozenset({(SECURITY, OPERATIONAL), (SECURITY, FULL_FEATURE), (OPERATIONAL, FULL_FEATURE)})
-SECURITY_KEYS = frozenset({"AuthMethod"})
+SECURITY_KEYS = frozenset({"AuthMethod"}) | CHAP.KEYS
 COMMAND_WINDOW = 128
+# AuthMethod as this target offers it: CHAP where credentials are configured, else None.
+AUTH_METHOD = {False: KEYS["AuthMethod"], True: Key("AuthMethod", "list", None, ("CHAP",))}
 
 
 class Login:
     """One connection's login: negotiation, stage transitions, TSIH assignment."""
 
-    def __init__(self, portal_group_tag: int, targets: dict[str, str | None],
-                 allocate_tsih: Callable[[], int], offers: dict[str, object] | None = None):
-        self.portal_group_tag = portal_group_tag
-        self.targets = targets                      # iqn -> alias
+    def __init__(self, access: AccessPolicy, allocate_tsih: Callable[[], int],
+                 offers: dict[str, object] | None = None):
+        self.access = access
+        self.portal_group_tag = access.portal_group_tag
         self.allocate_tsih = allocate_tsih
+        self.chap: CHAP.Chap | None = None          # the CHAP exchange the target or discovery requires
+        self.auth_method: str | None = None          # what AuthMethod negotiated to
         self.params = SessionParams(target_max_recv_data_segment_length=OUR_MAX_RECV_DATA_SEGMENT_LENGTH)
         self.negotiator = Negotiator(self.params, offers)
         self.stage: int | None = None
@@ -82,15 +90,18 @@ class Login:
             return self._response(csg, 0, False, b"")
         pairs = parse_text(self.pending_text)
         self.pending_text = b""
-        if csg == OPERATIONAL and any(k in SECURITY_KEYS for k, _ in pairs):
+        security = [(k, v) for k, v in pairs if k in SECURITY_KEYS]
+        if security and csg == OPERATIONAL:
             raise LoginFailure(LOGIN_INITIATOR_ERROR, "security key in operational stage")
-        answers = self.negotiator.answer(pairs)
+        answers = self.negotiator.answer([(k, v) for k, v in pairs if k not in SECURITY_KEYS] if security
+                                         else pairs)
         if not self.leading_checked:
             self.leading_checked = True
             answers = self._check_leading() + answers
-        if csg == SECURITY and "AuthMethod" in self.negotiator.seen and \
-                dict(answers).get("AuthMethod") == "Reject":
-            raise LoginFailure(LOGIN_AUTH_FAILURE, "no acceptable AuthMethod (only None is supported)")
+        if security:
+            answers += self._authenticate(security)
+        if self.chap is not None and not self.chap.complete:
+            transit = self._hold_security_stage(csg, transit)
         if transit and nsg == FULL_FEATURE:
             answers += self._our_declarations()
             self.negotiator.finish()
@@ -100,6 +111,33 @@ class Login:
         elif csg == OPERATIONAL:
             answers += self._our_declarations()
         return self._response(csg, nsg, transit, encode_text(answers))
+
+    def _authenticate(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        answers = []
+        chap_keys = {}
+        for name, value in pairs:
+            if name != "AuthMethod":
+                chap_keys[name] = value
+                continue
+            if self.auth_method is not None:
+                raise LoginFailure(LOGIN_INITIATOR_ERROR, "AuthMethod negotiated twice")
+            chosen = self.negotiator.negotiate(AUTH_METHOD[self.chap is not None], value)
+            if chosen == REJECT:
+                wanted = "CHAP" if self.chap is not None else "None"
+                raise LoginFailure(LOGIN_AUTH_FAILURE, f"AuthMethod={value}: this target accepts {wanted}")
+            self.auth_method = chosen
+            answers.append(("AuthMethod", chosen))
+        if chap_keys:
+            if self.auth_method != "CHAP":
+                raise LoginFailure(LOGIN_INITIATOR_ERROR, "CHAP keys without AuthMethod=CHAP")
+            answers += self.chap.receive(chap_keys)
+        return answers
+
+    def _hold_security_stage(self, csg: int, transit: bool) -> bool:
+        """CHAP is required and not finished: stay in the security stage, or fail if the initiator skips it."""
+        if csg != SECURITY or (transit and self.auth_method is None):
+            raise LoginFailure(LOGIN_AUTH_FAILURE, "authentication required (AuthMethod=CHAP)")
+        return False
 
     def _start(self, req: P.LoginRequest) -> None:
         self.first = req
@@ -117,17 +155,30 @@ class Login:
             raise LoginFailure(LOGIN_MISSING_PARAMETER, "InitiatorName missing")
         session_type = self.session_type
         if session_type not in ("Normal", "Discovery"):
-            raise LoginFailure(LOGIN_INITIATOR_ERROR, f"SessionType={session_type!r}")
+            raise LoginFailure(LOGIN_SESSION_TYPE_UNSUPPORTED, f"SessionType={session_type!r}")
         answers = [("TargetPortalGroupTag", str(self.portal_group_tag))]
+        access = self.access.discovery
         if session_type == "Normal":
             name = self.target_name
             if not name:
                 raise LoginFailure(LOGIN_MISSING_PARAMETER, "TargetName missing")
-            if name not in self.targets:
+            access = self.access.targets.get(name)
+            if access is None:
                 raise LoginFailure(LOGIN_NOT_FOUND, f"no target {name!r}")
-            if self.targets[name]:
-                answers.append(("TargetAlias", self.targets[name]))
+            if not access.allows(self.initiator_name):
+                raise LoginFailure(LOGIN_AUTHORIZATION_FAILURE,
+                                   f"{self.initiator_name} is not in {name}'s allowed_initiators")
+            if access.alias:
+                answers.append(("TargetAlias", access.alias))
+        refused = self.access.admit(self.initiator_name)
+        if refused:
+            raise LoginFailure(refused, f"connection limit reached for {self.initiator_name}")
+        self._require(access)
         return answers
+
+    def _require(self, access: TargetAccess) -> None:
+        if access.chap is not None:
+            self.chap = CHAP.Chap(access.chap, access.mutual_chap)
 
     def _our_declarations(self) -> list[tuple[str, str]]:
         if self.declared_ours:

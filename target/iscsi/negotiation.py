@@ -141,12 +141,13 @@ class Negotiator:
                     responses.append((name, NOT_UNDERSTOOD))
                 continue
             self.seen.add(name)
-            reply = self._negotiate(key, value)
+            reply = self.negotiate(key, value)
             if reply is not None:
                 responses.append((name, reply))
         return responses
 
-    def _negotiate(self, key: Key, value: str) -> str | None:
+    def negotiate(self, key: Key, value: str) -> str | None:
+        """The answer to one offered key (None: nothing to answer), updating `params`."""
         params = self.params
         rule = key.rule
         if rule == "declare":

@@ -107,7 +107,7 @@ class RingTgt:
     running: list[RingTgt] = []  # for attaching stderr to failing test reports
 
     def __init__(self, directory: Path, *, luns=(Lun(),), workers: int = 2, iqn: str = IQN,
-                 server_extra: str = ""):
+                 server_extra: str = "", target_extra: str = "", lun_extra: str = "", extra: str = ""):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.luns = {lun.id: lun for lun in luns}
@@ -117,18 +117,24 @@ class RingTgt:
         self.portal = f"{HOST}:{self.port}"
         self.config = self.dir / "ringtgt.toml"
         self.stderr_path = self.dir / "ringtgt.stderr"
-        self.config.write_text(self._config_text(server_extra))
+        self.config.write_text(self._config_text(server_extra, target_extra, lun_extra, extra))
         self.proc: subprocess.Popen | None = None
         self.workers: list[int] = []
         self.stop_seconds: float | None = None  # SIGTERM to supervisor exit, once stopped
 
-    def _config_text(self, server_extra: str) -> str:
+    def _config_text(self, server_extra: str, target_extra: str, lun_extra: str, extra: str) -> str:
+        """`target_extra` goes right after the target's iqn (keys, then [target.*] tables), `lun_extra` into
+        every [[target.lun]], `extra` at the end (top-level tables such as [discovery.chap])."""
         lines = ["[server]", f'portals = ["{self.portal}"]', f"workers = {self.workers_wanted}",
-                 f'state_dir = "{self.dir / "state"}"', server_extra, "", "[[target]]", f'iqn = "{self.iqn}"']
+                 f'state_dir = "{self.dir / "state"}"', server_extra, "", "[[target]]", f'iqn = "{self.iqn}"',
+                 target_extra]
         for lun in self.luns.values():
-            lines += ["", "[[target.lun]]", f"id = {lun.id}", f'path = "{self.dir / f"lun{lun.id}.img"}"',
-                      f'size = "{lun.size}"', f"block_size = {lun.block_size}"]
-        return "\n".join(lines) + "\n"
+            lines += ["", "[[target.lun]]", f"id = {lun.id}", f'path = "{self.lun_path(lun.id)}"',
+                      f'size = "{lun.size}"', f"block_size = {lun.block_size}", lun_extra]
+        return "\n".join(lines + ["", extra]) + "\n"
+
+    def lun_path(self, lun: int = 0) -> Path:
+        return self.dir / f"lun{lun}.img"
 
     def url(self, lun: int = 0) -> str:
         return f"iscsi://{self.portal}/{self.iqn}/{lun}"

@@ -34,9 +34,9 @@ def test_sessions_lists_each_worker_s_sessions_as_table_and_json(ringtgt):
     tgt = ringtgt(workers=2)
     held = logged_in_on_every_worker(tgt)
     try:
-        # a login completes only once the coordinator registered it: no waiting needed
-        by_port = {s["client_port"]: s for s in listed(tgt)}
-        assert len(by_port) == 2, by_port
+        # a login completes once the coordinator registered it (or after 5 s without an answer: poll)
+        by_port = poll(lambda: len(found := {s["client_port"]: s for s in listed(tgt)}) == 2 and found,
+                       timeout=30, what="two sessions in the table")
         for index, (pid, ini) in enumerate(held.items()):
             entry = by_port[ini.sock.getsockname()[1]]
             assert entry["pid"] == pid and entry["origin"].endswith(f".{pid}"), entry
@@ -118,8 +118,9 @@ def test_reinstatement_on_another_worker_leaves_only_the_new_session(ringtgt):
             second.isid = first.isid
             second.login(tgt.iqn, initiator_name=name)
             first.wait_closed()             # the old worker closed the old connection (socket timeout: 30 s)
-            (entry,) = [s for s in listed(tgt) if s["initiator"] == name]
-            assert (entry["pid"], entry["tsih"], entry["isid"]) == (second_pid, second.tsih, isid(second)), entry
+            new = [(second_pid, second.tsih, isid(second))]
+            poll(lambda: [(s["pid"], s["tsih"], s["isid"]) for s in listed(tgt) if s["initiator"] == name] == new,
+                 timeout=30, what=f"only the new session {new} in the table")
 
 
 def test_logins_proceed_while_the_coordinator_does_not_answer(ringtgt):

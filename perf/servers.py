@@ -1,0 +1,185 @@
+"""The two iSCSI targets a benchmark compares, started on loopback with equal LUNs, and their CPU and memory.
+
+`RingTgtServer` runs `ringtgt serve` with a generated config; `TgtdServer` runs Debian's tgtd in the
+foreground on its own portal and management port, configured through tgtadm (nothing system-wide is
+touched: no /etc/tgt, no service). Both expose `url` (for fio), `pids()` (every process serving I/O) and
+`stop()`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HOST = "127.0.0.1"
+IQN_RINGTGT = "iqn.2026-11.org.ringtgt:bench"
+IQN_TGTD = "iqn.2026-11.org.ringtgt:tgtd-bench"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the processes (all their threads), in seconds."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+def prefill(path: Path, size: int) -> None:
+    """Write every byte of the image (non-zero data) so reads hit allocated, cached pages, not holes."""
+    if path.exists() and path.stat().st_size == size and path.stat().st_blocks * 512 >= size:
+        return
+    chunk = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(size // len(chunk)):
+            f.write(chunk)
+        f.write(chunk[:size % len(chunk)])
+
+
+def fio_url(url: str) -> str:
+    """fio splits filename= at ':'; every colon is escaped."""
+    return url.replace(":", "\\:")
+
+
+class RingTgtServer:
+    name = "ringtgt"
+
+    def __init__(self, directory: Path, *, image: Path | None, size: int, workers: int):
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.workers = workers
+        lun = (f'path = "{image}"' if image is not None else 'backstore = "null"') + f"\nsize = {size}"
+        config = self.dir / "ringtgt.toml"
+        config.write_text(f'[server]\nportals = ["{HOST}:{self.port}"]\nworkers = {workers}\n'
+                          f'state_dir = "{self.dir / "state"}"\nlog_level = "warning"\nnop_interval = 0\n\n'
+                          f'[[target]]\niqn = "{IQN_RINGTGT}"\n\n[[target.lun]]\nid = 0\n{lun}\n')
+        binary = Path(sys.executable).parent / "ringtgt"
+        self.log = open(self.dir / "ringtgt.log", "wb")
+        self.proc = subprocess.Popen([str(binary), "serve", "--config", str(config)], stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log, start_new_session=True)
+        wait_for(lambda: self.proc.poll() is None and listening(self.port) and len(children(self.proc.pid))
+                 >= workers, START_TIMEOUT, f"ringtgt on port {self.port}")
+        self.url = f"iscsi://{HOST}:{self.port}/{IQN_RINGTGT}/0"
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid, *children(self.proc.pid)]
+
+    def worker_pids(self) -> list[int]:
+        return children(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+class TgtdServer:
+    name = "tgtd"
+
+    def __init__(self, directory: Path, *, image: Path | None, size: int):
+        tgtd, self.tgtadm = shutil.which("tgtd"), shutil.which("tgtadm")
+        if tgtd is None or self.tgtadm is None:
+            raise RuntimeError("tgtd/tgtadm not found: install Debian's tgt (make bench does, as root)")
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.control = 20000 + self.port % 10000       # management channel, distinct from any system tgtd
+        self.log = open(self.dir / "tgtd.log", "wb")
+        self.proc = subprocess.Popen([tgtd, "-f", "-C", str(self.control), "--iscsi", f"portal={HOST}:{self.port}"],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                                     start_new_session=True)
+        try:
+            wait_for(lambda: self._alive() and listening(self.port), START_TIMEOUT, f"tgtd on port {self.port}")
+            wait_for(lambda: self._adm("--mode", "target", "--op", "new", "--tid", "1", "-T", IQN_TGTD,
+                                       check=False) == 0, START_TIMEOUT, "tgtadm to reach tgtd")
+            backing = ["--bstype", "null", "-b", "null"] if image is None else ["-b", str(image)]
+            self._adm("--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1", *backing)
+            self._adm("--mode", "target", "--op", "bind", "--tid", "1", "-I", "ALL")
+        except BaseException:
+            self.stop()
+            raise
+        self.url = f"iscsi://{HOST}:{self.port}/{IQN_TGTD}/1"
+
+    def _alive(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"tgtd exited {self.proc.returncode}: see {self.dir / 'tgtd.log'}")
+        return True
+
+    def _adm(self, *args: str, check: bool = True) -> int:
+        proc = subprocess.run([self.tgtadm, "-C", str(self.control), "--lld", "iscsi", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if check and proc.returncode:
+            raise RuntimeError(f"tgtadm {' '.join(args)} failed: {proc.stdout}")
+        return proc.returncode
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
