@@ -99,7 +99,11 @@ class Worker:
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
                                        coordinator=self.coordinator)
-        return ScsiTarget(luns, coordinator=self.coordinator)
+        return ScsiTarget(luns, coordinator=self.coordinator, call_later=self.call_later)
+
+    def call_later(self, seconds: float, fn) -> None:
+        """fn() after `seconds`, from the loop (a ring timeout)."""
+        self.ring.prep_timeout(seconds, self.reactor.token(lambda res: fn()))
 
     # -- host interface used by Connection ------------------------------------------------------------------
     def scsi_target(self, iqn: str) -> ScsiTarget:

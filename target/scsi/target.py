@@ -31,6 +31,7 @@ KEEPS_UA = 0x02         # neither reports nor clears a pending unit attention
 WRITES = 0x08           # modifies the medium: refused on a read-only LUN
 
 _CONTROL_UNSUPPORTED = 0x07     # NACA, obsolete FLAG, LINK
+ATTACH_WAIT = 5.0               # seconds a new session's commands wait for the coordinator's ua.attach answer
 
 
 class Op(NamedTuple):
@@ -95,14 +96,15 @@ class ScsiTarget:
     `done` runs once every worker has applied them. Without one (SCSI objects built alone) all of it is local.
     """
 
-    __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching")
+    __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching", "call_later")
 
-    def __init__(self, luns: dict[int, LogicalUnit], coordinator=None):
+    def __init__(self, luns: dict[int, LogicalUnit], coordinator=None, call_later=None):
         self.luns = luns
         self.nexuses: dict[str, object] = {}
         self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
         self.iqn = next(iter(luns.values())).identity.target_iqn if luns else ""
         self.attaching: dict[str, list] = {}    # nexus -> its tasks held until the coordinator said what is pending
+        self.call_later = call_later            # (seconds, fn) -> None: the worker's timer, with a coordinator
         for lun_id, unit in luns.items():
             on_change = self._change_applier(lun_id)
             if coordinator is None:
@@ -119,6 +121,16 @@ class ScsiTarget:
             self.attaching[nexus] = []
             self.coordinator.request("ua.attach", {"target": self.iqn, "nexus": nexus},
                                      lambda reply: self._attached(nexus, reply))
+            self.call_later(ATTACH_WAIT, lambda: self._attach_timed_out(nexus))
+
+    def _attach_timed_out(self, nexus: str) -> None:
+        """No answer from the coordinator (it is restarting, say): availability first, the tasks run."""
+        held = self.attaching.pop(nexus, None)
+        if held is not None:
+            log.warning("no answer from the coordinator within %.0f s: %s proceeds without its unit attentions",
+                        ATTACH_WAIT, nexus)
+            for task in held:
+                self.execute(task)
 
     def _attached(self, nexus: str, reply: dict) -> None:
         held = self.attaching.pop(nexus, [])
