@@ -9,6 +9,7 @@ import signal
 import socket
 
 from .registry import SessionRegistry
+from .reservations_service import ReservationAuthority, register_reservation_handlers
 from .service import CoordinatorService
 from .sessions_service import register_session_handlers
 
@@ -24,6 +25,8 @@ def coordinator_main(config) -> None:
     """Entry point of the coordinator process."""
     service = CoordinatorService(config.server.state_dir)
     register_session_handlers(service, SessionRegistry(), node_name(config))
+    units = [(target.iqn, lun.id) for target in config.targets for lun in target.luns]
+    register_reservation_handlers(service, ReservationAuthority(units, config.server.state_dir))
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)

@@ -23,6 +23,7 @@ from .iscsi.access import AccessPolicy
 from .iscsi.connection import Connection
 from .iscsi.errors import LOGIN_OUT_OF_RESOURCES, LOGIN_TOO_MANY_CONNECTIONS
 from .reactor import Reactor
+from .reservation_sync import ReservationSync
 from .scsi.lun import LogicalUnit
 from .scsi.target import ScsiTarget
 from .session_sync import SessionSync
@@ -83,6 +84,7 @@ class Worker:
         self.dirty: set[Connection] = set()
         self._tsih = 0
         self.session_sync = SessionSync(self)
+        self.reservation_sync = ReservationSync(self.coordinator, self.targets)
         self.stopping = False
         self.nop_interval = config.server.nop_interval
         self.login_timeout = config.server.login_timeout
@@ -98,9 +100,11 @@ class Worker:
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
                                        coordinator=self.coordinator)
-        # A worker alone is the authority for its units' reservations (and keeps their APTPL state)
-        state_dir = self.config.server.state_dir if self.config.server.workers == 1 else None
-        return ScsiTarget(luns, state_dir, coordinator=self.coordinator)
+        return ScsiTarget(luns, coordinator=self.coordinator, call_later=self.call_later)
+
+    def call_later(self, seconds: float, fn) -> None:
+        """fn() after `seconds`, from the loop (a ring timeout)."""
+        self.ring.prep_timeout(seconds, self.reactor.token(lambda res: fn()))
 
     # -- host interface used by Connection ------------------------------------------------------------------
     def scsi_target(self, iqn: str) -> ScsiTarget:

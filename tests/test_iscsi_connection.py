@@ -33,14 +33,17 @@ class BlockDevice:
     def detach(self, nexus, session):
         pass
 
-    def reset_lun(self, lun, nexus):
+    def reset_lun(self, lun, nexus, done):
         self.resets.append(lun)
+        done()
 
-    def clear_task_set(self, lun, nexus):
+    def clear_task_set(self, lun, nexus, done):
         self.resets.append(("clear", lun))
+        done()
 
-    def reset_target(self, nexus, cold=False):
+    def reset_target(self, nexus, cold, done):
         self.resets.append("cold" if cold else "target")
+        done()
 
     def execute(self, task):
         op = task.cdb[0]

@@ -1,13 +1,11 @@
-"""Reservation commands through ScsiTarget.execute: PR IN/OUT, RESERVE/RELEASE 6/10, the conflict check before
-dispatch, resets, nexus loss, PREEMPT AND ABORT, task-set clearing, and APTPL state files."""
-import json
+"""Reservation commands through ScsiTarget.execute (no coordinator: the local store): PR IN/OUT, RESERVE/RELEASE
+6/10, the conflict check before dispatch, resets, nexus loss, PREEMPT AND ABORT, task-set clearing."""
 import struct
 
 from test_scsi_commands import TUR, Harness, assert_good, assert_sense, rw_cdb
 
 from target.scsi import reservations as R
 from target.scsi import sense as S
-from target.scsi.target import ScsiTarget
 from target.scsi.task import RESERVATION_CONFLICT
 
 A, B = "ia,i,0x1,t,t,0x1", "ib,i,0x2,t,t,0x1"
@@ -109,7 +107,9 @@ def test_lun_reset_releases_spc2_reservation_and_sets_unit_attention_everywhere(
     other = Session(["task"])
     h.target.attach(B, other)
     assert_good(h.run(bytes([RESERVE6]) + bytes(5), nexus=A))
-    h.target.reset_lun(0, A)
+    done = []
+    h.target.reset_lun(0, A, lambda: done.append(True))
+    assert done == [True]
     assert other.tasks == []
     for nexus in (A, B):
         assert_sense(h.run(TUR, nexus=nexus), S.UNIT_ATTENTION, S.BUS_DEVICE_RESET)
@@ -131,29 +131,8 @@ def test_clear_task_set_and_cold_reset():
     ready(h, A, B)
     other = Session(["task"])
     h.target.attach(B, other)
-    h.target.clear_task_set(0, A)
+    h.target.clear_task_set(0, A, lambda: None)
     assert_sense(h.run(TUR, nexus=B), S.UNIT_ATTENTION, S.COMMANDS_CLEARED_BY_ANOTHER_INITIATOR)
-    h.target.reset_target(A, cold=True)
+    h.target.reset_target(A, True, lambda: None)
     assert other.closed
     assert_sense(h.run(TUR, nexus=A), S.UNIT_ATTENTION, S.POWER_ON_OCCURRED)
-
-
-def harness_with_state_dir(state_dir) -> Harness:
-    h = Harness()
-    h.unit.reservations = None
-    h.target = ScsiTarget({0: h.unit}, str(state_dir))
-    return h
-
-
-def test_aptpl_state_file_survives_a_restart(tmp_path):
-    h = harness_with_state_dir(tmp_path)
-    ready(h, A)
-    assert_good(h.run(prout(R.REGISTER), nexus=A, data_out=params(0, 7, R.APTPL)))
-    assert_good(h.run(prout(R.RESERVE, R.WRITE_EXCLUSIVE), nexus=A, data_out=params(7)))
-    path = tmp_path / "reservations" / f"{h.unit.identity.target_iqn}-0.json"
-    assert json.loads(path.read_text())["keys"] == {A: 7}
-    again = harness_with_state_dir(tmp_path)
-    ready(again, A, B)
-    assert again.run(WRITE10, nexus=B, data_out=bytes(512)).status == RESERVATION_CONFLICT
-    assert_good(again.run(prout(R.REGISTER), nexus=A, data_out=params(7, 0)))
-    assert not path.exists()

@@ -45,6 +45,25 @@ LOGOUT_CLOSE_CONNECTION = 1
 LOGOUT_RECOVERY_UNSUPPORTED = 2
 
 
+class HeldResponse:
+    """A task management answer waiting for aborted writes' Data-Out (ITTs) and for the target (TARGET_DONE)."""
+
+    __slots__ = ("itt", "function", "response", "waiting")
+
+    def __init__(self, itt: int, function: int):
+        self.itt = itt
+        self.function = function
+        self.response = TMF_COMPLETE
+        self.waiting: set = set()
+
+    def waits_for_target(self, conn: "Connection"):
+        self.waiting.add(TARGET_DONE)
+        return lambda: conn._release(self, TARGET_DONE)
+
+
+TARGET_DONE = object()
+
+
 class Connection:
     """An initiator's connection from first byte to close."""
 
@@ -65,7 +84,7 @@ class Connection:
         self.window: CommandWindow | None = None
         self.commands: dict[int, Command] = {}
         self.draining: dict[int, Command] = {}  # aborted writes whose solicited Data-Out is still due
-        self.held_responses: list = []          # [ITTs still draining, TMF response PDU] (RFC 5048 §4.1.3)
+        self.held_responses: list[HeldResponse] = []
         self._next_ttt = 0
         self.ping_ttt = None            # our outstanding NOP-In ping, if any
         self.activity = True            # something arrived since the last keepalive check
@@ -279,67 +298,68 @@ class Connection:
 
     # Task management --------------------------------------------------------------------------------------
     def _task_management(self, pdu: P.TaskMgmtRequest) -> None:
+        """RFC 7143 §11.5 with SAM-5 semantics. The response is held (`HeldResponse`) until the Data-Out that
+        aborted writes still owe has arrived (RFC 5048 §4.1.3) and, for resets and CLEAR TASK SET, until every
+        worker has applied them (the target's `done` callback)."""
         function = pdu.flags & 0x7F
         lun = P.decode_lun(pdu.lun_field)
-        response = TMF_COMPLETE
-        if self.target is None:
-            response = TMF_NOT_SUPPORTED
+        held = HeldResponse(pdu.w16, function)
+        self.held_responses.append(held)
+        target = self.target
+        if target is None:
+            held.response = TMF_NOT_SUPPORTED
         elif function == TMF_ABORT_TASK:
             command = self.commands.get(pdu.w20)
             if command is not None and command.lun == lun:
-                self._abort([command], pdu)
+                self._abort([command], held)
             elif command is not None or not self._cmd_sn_received(pdu.w32, pdu.w24):
-                response = TMF_NO_TASK
-        elif function == TMF_ABORT_TASK_SET:
-            if not self.target.has_lun(lun):
-                response = TMF_NO_LUN
+                held.response = TMF_NO_TASK
+        elif function in (TMF_ABORT_TASK_SET, TMF_CLEAR_TASK_SET, TMF_LUN_RESET):
+            if not target.has_lun(lun):
+                held.response = TMF_NO_LUN
             else:
-                self._abort([c for c in self.commands.values() if c.lun == lun], pdu)
-        elif function in (TMF_CLEAR_TASK_SET, TMF_LUN_RESET):
-            if not self.target.has_lun(lun):
-                response = TMF_NO_LUN
-            else:
-                self._abort([c for c in self.commands.values() if c.lun == lun], pdu)
+                self._abort([c for c in self.commands.values() if c.lun == lun], held)
                 if function == TMF_LUN_RESET:
-                    self.target.reset_lun(lun, self.nexus)
-                else:
-                    self.target.clear_task_set(lun, self.nexus)
+                    target.reset_lun(lun, self.nexus, held.waits_for_target(self))
+                elif function == TMF_CLEAR_TASK_SET:
+                    target.clear_task_set(lun, self.nexus, held.waits_for_target(self))
         elif function in (TMF_TARGET_WARM_RESET, TMF_TARGET_COLD_RESET):
-            self._abort(list(self.commands.values()), pdu)
-            self.target.reset_target(self.nexus, cold=function == TMF_TARGET_COLD_RESET)
+            self._abort(list(self.commands.values()), held)
+            target.reset_target(self.nexus, function == TMF_TARGET_COLD_RESET, held.waits_for_target(self))
         elif function == TMF_TASK_REASSIGN:
-            response = TMF_REASSIGN_UNSUPPORTED
+            held.response = TMF_REASSIGN_UNSUPPORTED
         elif function != TMF_CLEAR_ACA:
-            response = TMF_NOT_SUPPORTED
-        if function == TMF_TARGET_COLD_RESET and response == TMF_COMPLETE:
-            self._respond_tmf(pdu.w16, response)
-            self.close()                        # a cold reset ends the session; its data is not awaited
-            return
-        waiting = {itt for itt, c in self.draining.items() if c.aborted_by is pdu}
-        if waiting:
-            self.held_responses.append([waiting, pdu.w16, response])
-        else:
-            self._respond_tmf(pdu.w16, response)
+            held.response = TMF_NOT_SUPPORTED
+        self._release(held, None)
 
-    def _respond_tmf(self, itt: int, response: int) -> None:
+    def _release(self, held: "HeldResponse", waited) -> None:
+        """One thing `held` waited for is done; answer once nothing is left."""
+        held.waiting.discard(waited)
+        if held.waiting or held not in self.held_responses:
+            return
+        self.held_responses.remove(held)
         stat_sn, exp, max_sn = self._seq()
-        self.out.append(P.encode(P.TASK_MGMT_RESPONSE, P.FINAL, b2=response, itt=itt, w24=stat_sn, w28=exp,
-                                 w32=max_sn))
+        self.out.append(P.encode(P.TASK_MGMT_RESPONSE, P.FINAL, b2=held.response, itt=held.itt, w24=stat_sn,
+                                 w28=exp, w32=max_sn))
+        if held.function == TMF_TARGET_COLD_RESET and held.response == TMF_COMPLETE:
+            self.close()                        # a cold reset ends the session too
+        self.host.output_ready(self)
 
     def _cmd_sn_received(self, ref_cmd_sn: int, tmf_cmd_sn: int) -> bool:
         """RFC 7143 §11.5.1: a task we never saw counts as done if its CmdSN is already behind us."""
         return serial_lt(ref_cmd_sn, self.window.exp_cmd_sn) and serial_lt(ref_cmd_sn, tmf_cmd_sn)
 
-    def _abort(self, commands: list[Command], by=None) -> None:
+    def _abort(self, commands: list[Command], held: "HeldResponse | None" = None) -> None:
         """Abort without a response; writes with solicited data outstanding keep draining their Data-Out, and
-        the TMF `by` that aborted them answers once it has arrived."""
+        the TMF answer `held` waits for it."""
         for command in commands:
             command.aborted = True
             self.commands.pop(command.itt, None)
             self.window.outstanding -= 1
             if any(burst.r2t_sn >= 0 for burst in command.bursts.values()):
-                command.aborted_by = by
                 self.draining[command.itt] = command
+                if held is not None:
+                    held.waiting.add(command.itt)
 
     def _drain(self, command: Command, pdu: P.DataOut) -> None:
         command.data_out(pdu)
@@ -347,10 +367,7 @@ class Connection:
             return
         del self.draining[command.itt]
         for held in list(self.held_responses):
-            held[0].discard(command.itt)
-            if not held[0]:
-                self.held_responses.remove(held)
-                self._respond_tmf(held[1], held[2])
+            self._release(held, command.itt)
 
     # NOP, text, logout, SNACK -------------------------------------------------------------------------------
     def _nop_out(self, pdu: P.NopOut) -> None:

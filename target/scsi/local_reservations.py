@@ -1,90 +1,43 @@
-"""A logical unit's reservations held in the worker itself: the authority when no coordinator serves the unit.
-
-Runs the pure `Reservations` state machine synchronously, establishes the unit attentions an outcome names,
-aborts the tasks of preempted nexuses through the target's `abort_tasks` hook, and with APTPL keeps the
-registrations in a state file (written atomically: temp file, fsync, rename, fsync of the directory).
-The coordinator-backed store offers the same interface: `view`, `submit`, `reset`, `nexus_lost`.
+"""A logical unit's reservations held in the process itself: the store used when no coordinator serves the
+unit (SCSI objects built alone, as in unit tests). Runs the pure `Reservations` state machine synchronously
+and hands every change to the target (`on_change`), exactly as the coordinator-backed store
+(target/scsi/shared_reservations.py) does with the coordinator's answers. Same interface: `view`, `submit`,
+`reset`, `nexus_lost`.
 """
 from __future__ import annotations
 
-import json
-import logging
-import os
 from typing import Callable
 
 from .reservations import ConflictView, Outcome, Reservations
 
-log = logging.getLogger(__name__)
 
-
-def save_state(path: str, state: dict | None) -> None:
-    """Write (or with None remove) a reservation state file atomically."""
-    directory = os.path.dirname(path)
-    if state is None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return
-    else:
-        os.makedirs(directory, exist_ok=True)
-        temp = f"{path}.tmp"
-        with open(temp, "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(temp, path)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def load_state(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
+def run_request(state: Reservations, kind: str, nexus: str, cdb: bytes, parameters: bytes) -> Outcome:
+    """One reservation request against a unit's state machine."""
+    if kind == "out":
+        return state.persistent_reserve_out(nexus, cdb, parameters)
+    if kind == "in":
+        return state.persistent_reserve_in(nexus, cdb)
+    if kind == "reserve":
+        return state.reserve(nexus)
+    if kind == "release":
+        return state.release(nexus)
+    raise ValueError(f"unknown reservation request {kind!r}")
 
 
 class LocalReservations:
-    """Reservation authority for one unit inside one process."""
+    """Reservation store for one unit inside one process."""
 
-    def __init__(self, attentions, abort_tasks: Callable[[str], None], state_path: str | None = None):
+    def __init__(self, on_change: Callable[[ConflictView, list, list], None]):
         self.state = Reservations()
-        self.attentions = attentions
-        self.abort_tasks = abort_tasks
-        self.state_path = state_path
-        if state_path is not None:
-            saved = load_state(state_path)
-            if saved is not None:
-                self.state.restore(saved)
+        self.on_change = on_change          # (view, attentions, aborts) -> None
         self.view: ConflictView = self.state.view()
 
     def submit(self, kind: str, nexus: str, cdb: bytes, parameters: bytes,
                callback: Callable[[Outcome], None]) -> None:
-        state = self.state
-        if kind == "out":
-            outcome = state.persistent_reserve_out(nexus, cdb, parameters)
-        elif kind == "in":
-            outcome = state.persistent_reserve_in(nexus, cdb)
-        elif kind == "reserve":
-            outcome = state.reserve(nexus)
-        else:
-            outcome = state.release(nexus)
+        outcome = run_request(self.state, kind, nexus, cdb, parameters)
         if outcome.changed:
-            self._apply(outcome)
+            self.on_change(self.state.view(), outcome.attentions, outcome.aborts)
         callback(outcome)
-
-    def _apply(self, outcome: Outcome) -> None:
-        self.view = self.state.view()
-        for nexus, asc_ascq in outcome.attentions:
-            self.attentions.establish_for(nexus, asc_ascq)
-        for nexus in outcome.aborts:
-            self.abort_tasks(nexus)
-        if self.state_path is not None:
-            save_state(self.state_path, self.state.persistent_state() if self.state.aptpl else None)
 
     def reset(self) -> None:
         if self.state.reset():

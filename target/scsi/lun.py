@@ -14,21 +14,24 @@ OPTIMAL_TRANSFER_BYTES = 1 << 20
 
 
 class UnitAttentions:
-    """Pending unit attention conditions per I_T nexus (SPC-4 5.14).
+    """Pending unit attention conditions per I_T nexus (SPC-4 5.14), in the worker hosting the nexus.
 
-    A nexus seen for the first time starts with POWER ON, RESET OR BUS DEVICE RESET OCCURRED. Kept behind
-    this small interface so a cross-worker coordinator can swap the storage.
+    Built alone, a nexus seen for the first time starts with POWER ON, RESET OR BUS DEVICE RESET OCCURRED
+    (`greets_new`). With a coordinator, the coordinator decides what a nexus starts with (`replace` at session
+    start, see coordinator/reservations_service.py) and hears of every condition reported (`on_take`).
     """
 
-    __slots__ = ("_queues",)
+    __slots__ = ("_queues", "greets_new", "on_take")
 
     def __init__(self):
         self._queues: dict[str, list[int]] = {}
+        self.greets_new = True
+        self.on_take = None                 # (nexus, asc_ascq) -> None, after a condition is reported
 
     def _queue(self, nexus: str) -> list[int]:
         queue = self._queues.get(nexus)
         if queue is None:
-            queue = self._queues[nexus] = [POWER_ON_RESET]
+            queue = self._queues[nexus] = [POWER_ON_RESET] if self.greets_new else []
         return queue
 
     def take(self, nexus: str) -> int | None:
@@ -36,7 +39,15 @@ class UnitAttentions:
         queue = self._queues.get(nexus)
         if queue is None:
             queue = self._queue(nexus)
-        return queue.pop(0) if queue else None
+        if not queue:
+            return None
+        asc_ascq = queue.pop(0)
+        if self.on_take is not None:
+            self.on_take(nexus, asc_ascq)
+        return asc_ascq
+
+    def replace(self, nexus: str, pending: list[int]) -> None:
+        self._queues[nexus] = list(pending)
 
     def establish_for(self, nexus: str, asc_ascq: int) -> None:
         """Queue a condition for one nexus (e.g. REGISTRATIONS PREEMPTED)."""

@@ -14,6 +14,8 @@ from typing import Callable, NamedTuple
 from . import cdb as C
 from . import mode, pr, sbc, spc
 from .local_reservations import LocalReservations
+from .reservations import ConflictView
+from .shared_reservations import SharedReservations
 from .lun import LogicalUnit
 from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, POWER_ON_OCCURRED, DATA_PROTECT, HARDWARE_ERROR, ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE,
                     INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
@@ -29,6 +31,7 @@ KEEPS_UA = 0x02         # neither reports nor clears a pending unit attention
 WRITES = 0x08           # modifies the medium: refused on a read-only LUN
 
 _CONTROL_UNSUPPORTED = 0x07     # NACA, obsolete FLAG, LINK
+ATTACH_WAIT = 5.0               # seconds a new session's commands wait for the coordinator's ua.attach answer
 
 
 class Op(NamedTuple):
@@ -85,72 +88,172 @@ OPS = _ops()
 class ScsiTarget:
     """Executes SCSI tasks for the logical units of one target.
 
-    Sessions attach their I_T nexus (`attach`/`detach`) with an object offering `abort_lun(lun)`, so that
-    PREEMPT AND ABORT can abort another nexus's tasks and nexus loss can drop its SPC-2 reservations.
+    Sessions attach their I_T nexus (`attach`/`detach`) with an object offering `abort_lun(lun)` and `close()`,
+    so that PREEMPT AND ABORT, CLEAR TASK SET and resets can reach another nexus's tasks, and nexus loss can
+    drop its SPC-2 reservation. With a coordinator (`coordinator`, the worker's CoordinatorClient) the
+    coordinator is the authority for reservations and unit attentions: resets and CLEAR TASK SET go through it
+    and come back to every worker (`apply_reset`, `apply_clear`, pushed by target/reservation_sync.py), and
+    `done` runs once every worker has applied them. Without one (SCSI objects built alone) all of it is local.
     """
 
-    __slots__ = ("luns", "nexuses", "coordinator")
+    __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching", "call_later")
 
-    def __init__(self, luns: dict[int, LogicalUnit], state_dir: str | None = None, coordinator=None):
+    def __init__(self, luns: dict[int, LogicalUnit], coordinator=None, call_later=None):
         self.luns = luns
         self.nexuses: dict[str, object] = {}
         self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
+        self.iqn = next(iter(luns.values())).identity.target_iqn if luns else ""
+        self.attaching: dict[str, list] = {}    # nexus -> its tasks held until the coordinator said what is pending
+        self.call_later = call_later            # (seconds, fn) -> None: the worker's timer, with a coordinator
         for lun_id, unit in luns.items():
-            if unit.reservations is None:
-                path = None if state_dir is None else \
-                    f"{state_dir}/reservations/{unit.identity.target_iqn}-{lun_id}.json"
-                unit.reservations = LocalReservations(unit.attentions, self._aborter(lun_id), path)
+            on_change = self._change_applier(lun_id)
+            if coordinator is None:
+                unit.reservations = LocalReservations(on_change)
+            else:
+                unit.reservations = SharedReservations(coordinator, self.iqn, lun_id, on_change)
+                unit.attentions.greets_new = False          # the coordinator decides (ua.attach)
+                unit.attentions.on_take = self._consumed_reporter(lun_id)
 
-    def _aborter(self, lun: int):
-        def abort_tasks(nexus: str) -> None:
-            session = self.nexuses.get(nexus)
-            if session is not None:
-                session.abort_lun(lun)
-        return abort_tasks
-
+    # -- sessions ---------------------------------------------------------------------------------------------
     def attach(self, nexus: str, session) -> None:
         self.nexuses[nexus] = session
+        if self.coordinator is not None:
+            self.attaching[nexus] = []
+            self.coordinator.request("ua.attach", {"target": self.iqn, "nexus": nexus},
+                                     lambda reply: self._attached(nexus, reply))
+            self.call_later(ATTACH_WAIT, lambda: self._attach_timed_out(nexus))
+
+    def _attach_timed_out(self, nexus: str) -> None:
+        """No answer from the coordinator (it is restarting, say): availability first, the tasks run."""
+        held = self.attaching.pop(nexus, None)
+        if held is not None:
+            log.warning("no answer from the coordinator within %.0f s: %s proceeds without its unit attentions",
+                        ATTACH_WAIT, nexus)
+            for task in held:
+                self.execute(task)
+
+    def _attached(self, nexus: str, reply: dict) -> None:
+        held = self.attaching.pop(nexus, [])
+        if "error" in reply:
+            log.error("ua.attach failed in the coordinator: %s", reply["error"])
+        else:
+            for lun, queue in reply["attentions"]:
+                unit = self.luns.get(lun)
+                if unit is not None:
+                    unit.attentions.replace(nexus, queue)
+            self.apply_views(reply["views"])
+        for task in held:
+            self.execute(task)
 
     def detach(self, nexus: str, session) -> None:
         """I_T nexus loss: forget the session and release its SPC-2 reservations."""
-        if self.nexuses.get(nexus) is session:
-            del self.nexuses[nexus]
+        if self.nexuses.get(nexus) is not session:
+            return
+        del self.nexuses[nexus]
+        if self.coordinator is None:
             for unit in self.luns.values():
                 unit.reservations.nexus_lost(nexus)
+        else:
+            self.coordinator.request("pr.nexus_lost", {"target": self.iqn, "nexus": nexus}, self._nexus_gone)
 
+    def _nexus_gone(self, reply: dict) -> None:
+        for change in reply.get("changes", ()):
+            unit = self.luns.get(change["lun"])
+            if unit is not None:
+                unit.reservations.apply(change)
+
+    def _consumed_reporter(self, lun: int):
+        def consumed(nexus: str, asc_ascq: int) -> None:
+            self.coordinator.notify("ua.consumed", {"target": self.iqn, "lun": lun, "nexus": nexus,
+                                                    "asc": asc_ascq})
+        return consumed
+
+    # -- changes from the reservation store (local or coordinator) --------------------------------------------
+    def _change_applier(self, lun: int):
+        def apply(view, attentions, aborts) -> None:
+            unit = self.luns[lun]
+            unit.reservations.view = view
+            for nexus, asc_ascq in attentions:
+                if self.coordinator is None or nexus in self.nexuses:
+                    unit.attentions.establish_for(nexus, asc_ascq)
+            for nexus in aborts:
+                session = self.nexuses.get(nexus)
+                if session is not None:
+                    session.abort_lun(lun)
+        return apply
+
+    def apply_views(self, views) -> None:
+        for lun, view in views:
+            unit = self.luns.get(lun)
+            if unit is not None:
+                unit.reservations.view = ConflictView.from_dict(view)
+
+    # -- task management ----------------------------------------------------------------------------------------
     def has_lun(self, lun: int) -> bool:
         return lun in self.luns
+
+    def reset_lun(self, lun: int, nexus: str, done: Callable[[], None]) -> None:
+        """LOGICAL UNIT RESET (SAM-5 §7.7): every task on the unit is aborted, every I_T nexus, the issuing one
+        included (libiscsi's MultipathIO.Reset expects it on every path), learns of it through a unit
+        attention; an SPC-2 reservation is released, persistent reservations stay."""
+        self._reset([lun], nexus, BUS_DEVICE_RESET, False, done)
+
+    def reset_target(self, nexus: str, cold: bool, done: Callable[[], None]) -> None:
+        """TARGET WARM/COLD RESET: a LUN reset of every unit; a cold reset also ends every other session."""
+        self._reset(sorted(self.luns), nexus, POWER_ON_OCCURRED if cold else BUS_DEVICE_RESET, cold, done)
+
+    def _reset(self, luns: list[int], nexus: str, asc_ascq: int, cold: bool, done: Callable[[], None]) -> None:
+        body = {"target": self.iqn, "luns": luns, "nexus": nexus, "asc": asc_ascq, "cold": cold}
+        if self.coordinator is None:
+            for lun in luns:
+                self.luns[lun].reservations.reset()
+            self.apply_reset(body)
+            done()
+            return
+
+        def answered(reply: dict) -> None:
+            self.apply_reset(body if "error" in reply else reply)
+            done()
+        self.coordinator.request("pr.reset", body, answered)
+
+    def apply_reset(self, body: dict) -> None:
+        nexus = body["nexus"]
+        for lun in body["luns"]:
+            unit = self.luns.get(lun)
+            if unit is None:
+                continue
+            self._abort_others(lun, nexus)
+            unit.establish_ua(body["asc"])
+        self.apply_views(body.get("views", ()))
+        if body["cold"]:
+            for other, session in list(self.nexuses.items()):
+                if other != nexus:
+                    session.close()
+
+    def clear_task_set(self, lun: int, nexus: str, done: Callable[[], None]) -> None:
+        """CLEAR TASK SET: the other nexuses' tasks go too, and they learn of it (SAM-5 §7.4, TAS=0)."""
+        body = {"target": self.iqn, "lun": lun, "nexus": nexus}
+        if self.coordinator is None:
+            self.apply_clear(body)
+            done()
+        else:
+            self.coordinator.request("pr.clear", body, lambda reply: (self.apply_clear(body), done()))
+
+    def apply_clear(self, body: dict) -> None:
+        unit = self.luns.get(body["lun"])
+        if unit is not None:
+            for other in self._abort_others(body["lun"], body["nexus"]):
+                unit.attentions.establish_for(other, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR)
 
     def _abort_others(self, lun: int, nexus: str) -> list[str]:
         """Abort every other nexus's tasks on `lun`; the nexuses that had some."""
         return [other for other, session in list(self.nexuses.items())
                 if other != nexus and session.abort_lun(lun)]
 
-    def clear_task_set(self, lun: int, nexus: str) -> None:
-        """CLEAR TASK SET: the other nexuses' tasks go too, and they learn of it (SAM-5 §7.4, TAS=0)."""
-        unit = self.luns[lun]
-        for other in self._abort_others(lun, nexus):
-            unit.attentions.establish_for(other, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR)
-
-    def reset_lun(self, lun: int, nexus: str, asc_ascq: int = BUS_DEVICE_RESET) -> None:
-        """LOGICAL UNIT RESET (SAM-5 §7.7): every task on the unit is aborted, every I_T nexus, the issuing one
-        included (libiscsi's MultipathIO.Reset expects it on every path), learns of it through a unit
-        attention; an SPC-2 reservation is released, persistent reservations stay."""
-        unit = self.luns[lun]
-        self._abort_others(lun, nexus)
-        unit.establish_ua(asc_ascq)
-        unit.reservations.reset()
-
-    def reset_target(self, nexus: str, cold: bool = False) -> None:
-        """TARGET WARM/COLD RESET: a LUN reset of every unit; a cold reset also ends every other session."""
-        for lun in self.luns:
-            self.reset_lun(lun, nexus, POWER_ON_OCCURRED if cold else BUS_DEVICE_RESET)
-        if cold:
-            for other, session in list(self.nexuses.items()):
-                if other != nexus:
-                    session.close()
-
     def execute(self, task) -> None:
+        if self.attaching and task.nexus in self.attaching:
+            self.attaching[task.nexus].append(task)         # first commands of a session, before ua.attach
+            return
         cdb = task.cdb
         _, handler, length, flags = OPS[cdb[0]] if cdb else UNSUPPORTED
         unit = self.luns.get(task.lun)

@@ -17,6 +17,15 @@ SUITES = [
     "iSCSI.iSCSIcmdsn",
     "iSCSI.iSCSIdatasn",
     "iSCSI.iSCSIResiduals",
+    "iSCSI.iSCSITMF",
+    "SCSI.PrinReadKeys",
+    "SCSI.PrinServiceactionRange",
+    "SCSI.PrinReportCapabilities",
+    "SCSI.ProutRegister",
+    "SCSI.ProutReserve",
+    "SCSI.ProutClear",
+    "SCSI.ProutPreempt",
+    "SCSI.Reserve6",
 ]
 
 

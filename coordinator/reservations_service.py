@@ -1,0 +1,191 @@
+"""Reservations and unit attentions of every logical unit: the coordinator is their authority (the worker's
+half: target/reservation_sync.py and target/scsi/shared_reservations.py).
+
+Kinds (bodies name the unit by "target" iqn and "lun"; nexuses are I_T nexus names):
+    pr.request      request  {target, lun, kind: out|in|reserve|release, nexus, cdb, parameters}
+                    Runs the unit's `Reservations`; reply {"outcome", "change"}. A change — {target, lun, view,
+                    attentions, aborts} — is pushed to every other worker as "pr.change" first, so a reply means
+                    every worker's per-I/O conflict view is current. With APTPL the unit's state file is
+                    rewritten (atomically) before the reply.
+    pr.reset        request  {target, luns, nexus, asc, cold}: LUN reset / target warm or cold reset. SPC-2
+                    reservations go, every nexus of those units gets the unit attention `asc`; pushed as
+                    "pr.reset" {…, views} (workers abort other nexuses' tasks there, a cold reset closes them).
+    pr.clear        request  {target, lun, nexus}: CLEAR TASK SET, pushed as "pr.clear".
+    ua.attach       request  {target, nexus}: a session of this nexus started on the origin worker. Reply
+                    {"attentions": [[lun, [asc…]]…], "views": [[lun, view]…]}: what the nexus has pending.
+    ua.consumed     notify   {target, lun, nexus, asc}: a worker reported (and cleared) a unit attention.
+    pr.nexus_lost   request  {target, nexus}: I_T nexus loss; its SPC-2 reservation goes. Reply {"changes"},
+                    each also pushed as "pr.change".
+    pr.views        request  {}: every unit's view, [[target, lun, view]…], for a worker that (re)connected.
+
+POWER ON rule (issue 4: after a failover the reconnecting initiator, with a new ISID, must not be told the unit
+was reset): a nexus gets POWER ON, RESET OR BUS DEVICE RESET OCCURRED only if its initiator *name* has not been
+seen by the unit's target since the coordinator state began (`greeted`, part of `snapshot()` and so replicated
+with it). A new ISID of a known initiator starts with nothing pending.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from target.scsi.local_reservations import run_request
+from target.scsi.reservations import Outcome, Reservations
+from target.scsi.reservation_files import load_state, save_state
+from target.scsi.sense import POWER_ON_RESET
+
+from .service import CoordinatorService, Reply
+
+log = logging.getLogger("ringtgt.coordinator")
+
+
+class UnitState:
+    """One logical unit: its reservations and the unit attentions pending per nexus."""
+
+    def __init__(self, path: str | None = None):
+        self.reservations = Reservations()
+        self.pending: dict[str, list[int]] = {}
+        self.path = path
+        if path is not None:
+            saved = load_state(path)
+            if saved is not None:
+                self.reservations.restore(saved)
+
+    def establish(self, nexus: str, asc_ascq: int) -> None:
+        queue = self.pending.setdefault(nexus, [])
+        if asc_ascq not in queue:
+            queue.append(asc_ascq)
+
+    def establish_all(self, asc_ascq: int) -> None:
+        for nexus in self.pending:
+            self.establish(nexus, asc_ascq)
+
+    def consumed(self, nexus: str, asc_ascq: int) -> None:
+        queue = self.pending.get(nexus)
+        if queue and asc_ascq in queue:
+            queue.remove(asc_ascq)
+
+    def persist(self) -> None:
+        if self.path is not None:
+            state = self.reservations
+            save_state(self.path, state.persistent_state() if state.aptpl else None)
+
+
+class ReservationAuthority:
+    """Every unit of the node's targets, keyed by (target iqn, lun)."""
+
+    def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None):
+        directory = None if state_dir is None else os.path.join(state_dir, "reservations")
+        self.units = {(target, lun): UnitState(None if directory is None else
+                                                os.path.join(directory, f"{target}-{lun}.json"))
+                      for target, lun in units}
+        self.greeted: dict[str, set[str]] = {}
+        self.attached: dict[str, set[tuple[str, str]]] = {}     # origin -> (target, nexus) it hosts
+
+    def unit(self, body: dict) -> UnitState:
+        unit = self.units.get((body.get("target"), body.get("lun")))
+        if unit is None:
+            raise KeyError(f"no logical unit {body.get('lun')!r} in target {body.get('target')!r}")
+        return unit
+
+    def luns_of(self, target: str) -> list[int]:
+        return sorted(lun for t, lun in self.units if t == target)
+
+    # -- handlers -------------------------------------------------------------------------------------------
+    def request(self, body: dict, origin: str) -> Reply:
+        unit = self.unit(body)
+        outcome = run_request(unit.reservations, body["kind"], body["nexus"], body["cdb"], body["parameters"])
+        if not outcome.changed:
+            return Reply({"outcome": outcome.to_dict(), "change": None})
+        for other, asc_ascq in outcome.attentions:
+            unit.establish(other, asc_ascq)
+        unit.persist()
+        change = self._change(body, unit, outcome)
+        return Reply({"outcome": outcome.to_dict(), "change": change}, [("pr.change", change)])
+
+    @staticmethod
+    def _change(body: dict, unit: UnitState, outcome: Outcome | None = None) -> dict:
+        return {"target": body["target"], "lun": body["lun"], "view": unit.reservations.view().to_dict(),
+                "attentions": [list(a) for a in outcome.attentions] if outcome else [],
+                "aborts": list(outcome.aborts) if outcome else []}
+
+    def reset(self, body: dict, origin: str) -> Reply:
+        target = body["target"]
+        views = []
+        for lun in body["luns"]:
+            unit = self.unit({"target": target, "lun": lun})
+            unit.reservations.reset()
+            unit.establish_all(body["asc"])
+            views.append([lun, unit.reservations.view().to_dict()])
+        change = {**body, "views": views}
+        return Reply(change, [("pr.reset", change)])
+
+    def clear(self, body: dict, origin: str) -> Reply:
+        self.unit(body)
+        return Reply(body, [("pr.clear", body)])
+
+    def attach(self, body: dict, origin: str) -> Reply:
+        target, nexus = body["target"], body["nexus"]
+        self.attached.setdefault(origin, set()).add((target, nexus))
+        greeted = self.greeted.setdefault(target, set())
+        name = nexus.split(",", 1)[0]
+        new_initiator = name not in greeted
+        greeted.add(name)
+        attentions, views = [], []
+        for lun in self.luns_of(target):
+            unit = self.units[(target, lun)]
+            queue = unit.pending.setdefault(nexus, [])
+            if new_initiator and POWER_ON_RESET not in queue:
+                queue.insert(0, POWER_ON_RESET)
+            attentions.append([lun, list(queue)])
+            views.append([lun, unit.reservations.view().to_dict()])
+        return Reply({"attentions": attentions, "views": views})
+
+    def consumed(self, body: dict, origin: str) -> Reply:
+        self.unit(body).consumed(body["nexus"], body["asc"])
+        return Reply({})
+
+    def nexus_lost(self, body: dict, origin: str) -> Reply:
+        target, nexus = body["target"], body["nexus"]
+        self.attached.get(origin, set()).discard((target, nexus))
+        changes = []
+        for lun in self.luns_of(target):
+            unit = self.units[(target, lun)]
+            if unit.reservations.nexus_lost(nexus):
+                changes.append(self._change({"target": target, "lun": lun}, unit))
+        return Reply({"changes": changes}, [("pr.change", change) for change in changes])
+
+    def views(self, body: dict, origin: str) -> Reply:
+        return Reply({"units": [[target, lun, unit.reservations.view().to_dict()]
+                                for (target, lun), unit in sorted(self.units.items())]})
+
+    def worker_gone(self, origin: str) -> None:
+        """A dead worker's nexuses are lost: their SPC-2 reservations go (the others learn at the next push or
+        `pr.views`; a hook cannot push)."""
+        for target, nexus in self.attached.pop(origin, set()):
+            for lun in self.luns_of(target):
+                self.units[(target, lun)].reservations.nexus_lost(nexus)
+
+    # -- replication ----------------------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {"units": [[target, lun, unit.reservations.snapshot(),
+                           {nexus: list(queue) for nexus, queue in unit.pending.items()}]
+                          for (target, lun), unit in sorted(self.units.items())],
+                "greeted": {target: sorted(names) for target, names in self.greeted.items()}}
+
+    def restore(self, snapshot: dict) -> None:
+        for target, lun, reservations, pending in snapshot["units"]:
+            unit = self.units.setdefault((target, lun), UnitState())
+            unit.reservations.restore(reservations)
+            unit.pending = {nexus: list(queue) for nexus, queue in pending.items()}
+        self.greeted = {target: set(names) for target, names in snapshot["greeted"].items()}
+
+
+def register_reservation_handlers(service: CoordinatorService, authority: ReservationAuthority) -> None:
+    service.register("pr.request", authority.request)
+    service.register("pr.reset", authority.reset)
+    service.register("pr.clear", authority.clear)
+    service.register("ua.attach", authority.attach)
+    service.register("ua.consumed", authority.consumed)
+    service.register("pr.nexus_lost", authority.nexus_lost)
+    service.register("pr.views", authority.views)
+    service.on_worker_gone(authority.worker_gone)

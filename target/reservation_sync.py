@@ -1,0 +1,58 @@
+"""A worker's half of the reservation and unit attention state (the coordinator's half:
+coordinator/reservations_service.py): applies the coordinator's pushes to this worker's targets.
+
+    pr.change  {target, lun, view, attentions, aborts}   a reservation change made through another worker
+    pr.reset   {target, luns, nexus, asc, cold, views}    a LUN or target reset issued through another worker
+    pr.clear   {target, lun, nexus}                       CLEAR TASK SET issued through another worker
+Each is acked once applied, so the issuing worker's answer means every worker has it. After every
+(re)connection to a coordinator the worker fetches every unit's conflict view ("pr.views").
+"""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class ReservationSync:
+    """Routes the coordinator's reservation pushes to the worker's ScsiTargets."""
+
+    def __init__(self, coordinator, targets: dict):
+        self.coordinator = coordinator
+        self.targets = targets              # iqn -> ScsiTarget
+        coordinator.subscribe("pr.change", self._change)
+        coordinator.subscribe("pr.reset", self._reset)
+        coordinator.subscribe("pr.clear", self._clear)
+        coordinator.on_connect(self._refresh)
+
+    def _change(self, body: dict, ack) -> None:
+        target = self.targets.get(body["target"])
+        if target is not None:
+            unit = target.luns.get(body["lun"])
+            if unit is not None:
+                unit.reservations.apply(body)
+        ack()
+
+    def _reset(self, body: dict, ack) -> None:
+        target = self.targets.get(body["target"])
+        if target is not None:
+            target.apply_reset(body)
+        ack()
+
+    def _clear(self, body: dict, ack) -> None:
+        target = self.targets.get(body["target"])
+        if target is not None:
+            target.apply_clear(body)
+        ack()
+
+    def _refresh(self) -> None:
+        self.coordinator.request("pr.views", {}, self._views)
+
+    def _views(self, reply: dict) -> None:
+        if "error" in reply:
+            log.error("pr.views failed in the coordinator: %s", reply["error"])
+            return
+        for iqn, lun, view in reply["units"]:
+            target = self.targets.get(iqn)
+            if target is not None:
+                target.apply_views([(lun, view)])

@@ -1,0 +1,51 @@
+"""A logical unit's reservations when the coordinator is their authority (coordinator/reservations_service.py).
+
+The worker keeps only the unit's `ConflictView`, refreshed from every answer and every "pr.change" push, so the
+per-I/O conflict check costs no round trip. PR IN/OUT and RESERVE/RELEASE are requests; their task finishes
+when the answer comes, i.e. after every other worker has applied the change.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from .reservations import NOTHING_RESERVED, ConflictView, Outcome
+from .sense import HARDWARE_ERROR, INTERNAL_TARGET_FAILURE, build_sense
+from .task import CHECK_CONDITION
+
+log = logging.getLogger(__name__)
+
+_FAILED = Outcome(CHECK_CONDITION, build_sense(HARDWARE_ERROR, INTERNAL_TARGET_FAILURE))
+
+
+class SharedReservations:
+    """Reservation store for one unit, backed by the coordinator."""
+
+    def __init__(self, coordinator, target_iqn: str, lun: int,
+                 on_change: Callable[[ConflictView, list, list], None]):
+        self.coordinator = coordinator
+        self.target_iqn = target_iqn
+        self.lun = lun
+        self.on_change = on_change          # (view, attentions, aborts) -> None
+        self.view: ConflictView = NOTHING_RESERVED
+
+    def submit(self, kind: str, nexus: str, cdb: bytes, parameters: bytes,
+               callback: Callable[[Outcome], None]) -> None:
+        body = {"target": self.target_iqn, "lun": self.lun, "kind": kind, "nexus": nexus, "cdb": cdb,
+                "parameters": parameters}
+
+        def answered(reply: dict) -> None:
+            if "error" in reply:
+                log.error("reservation request failed in the coordinator: %s", reply["error"])
+                callback(_FAILED)
+                return
+            change = reply["change"]
+            if change is not None:
+                self.apply(change)
+            callback(Outcome.from_dict(reply["outcome"]))
+
+        self.coordinator.request("pr.request", body, answered)
+
+    def apply(self, change: dict) -> None:
+        """A change from the coordinator (this worker's answer or another's push)."""
+        self.on_change(ConflictView.from_dict(change["view"]), change["attentions"], change["aborts"])

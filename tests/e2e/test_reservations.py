@@ -1,0 +1,145 @@
+"""Reservations and unit attentions across the worker processes of a real two-worker `ringtgt serve`: each
+test pins one session on each worker (SO_REUSEPORT decides; the harness retries until both are covered), so
+every check crosses the coordinator. Plus APTPL across a restart of the whole server."""
+import struct
+
+import initiator as I
+from harness import connect_to_worker, connections_on_every_worker, poll
+
+NAME = "iqn.2026-11.org.ringtgt:pr"
+RESERVATION_CONFLICT = 0x18
+REGISTER, RESERVE, CLEAR, PREEMPT, PREEMPT_AND_ABORT, REGISTER_AND_IGNORE_EXISTING_KEY = 0, 1, 3, 4, 5, 6
+READ_KEYS, READ_RESERVATION = 0, 1
+WRITE_EXCLUSIVE, EXCLUSIVE_ACCESS = 1, 3
+APTPL = 0x01
+TMF_LUN_RESET = 5
+
+
+def prout(ini, action, key=0, action_key=0, pr_type=0, flags=0):
+    cdb = struct.pack(">BBB2xIB", 0x5F, action, pr_type, 24, 0)
+    return ini.scsi(cdb, data_out=struct.pack(">QQ4xB3x", key, action_key, flags))
+
+
+def prin(ini, action):
+    result = ini.scsi(struct.pack(">BB5xHB", 0x5E, action, 1024, 0), read_length=1024)
+    assert result.status == I.GOOD, result
+    return result.data
+
+
+def read_keys(ini) -> list[int]:
+    data = prin(ini, READ_KEYS)
+    length = struct.unpack_from(">I", data, 4)[0]
+    return [struct.unpack_from(">Q", data, 8 + i)[0] for i in range(0, length, 8)]
+
+
+def reservation(ini):
+    data = prin(ini, READ_RESERVATION)
+    if not struct.unpack_from(">I", data, 4)[0]:
+        return None
+    key, scope_type = struct.unpack_from(">Q4xxB", data, 8)
+    return key, scope_type & 0x0F
+
+
+def good(result):
+    assert result.status == I.GOOD, (result.status, result.sense)
+    return result
+
+
+def conflict(result):
+    assert result.status == RESERVATION_CONFLICT, (result.status, result.sense)
+
+
+def unit_attention(ini, asc, ascq):
+    result = ini.scsi(bytes(6))
+    assert result.status == I.CHECK_CONDITION and result.sense.key == I.UNIT_ATTENTION, result
+    assert (result.sense.asc, result.sense.ascq) == (asc, ascq), result.sense
+
+
+def lun_reset(ini) -> int:
+    """A LOGICAL UNIT RESET task management request; its response code."""
+    itt = ini.next_itt()
+    rest = struct.pack(">IIIII", I.RESERVED_TAG, ini.cmd_sn, ini.exp_stat_sn, 0, 0)
+    ini.send_pdu(I.Pdu(I.build_bhs(I.TASK_MGMT, 0x80 | TMF_LUN_RESET, immediate=True,
+                                   lun_or_isid=I.encode_lun(0), itt=itt, rest=rest)))
+    answer = ini.recv_answer(itt)
+    assert answer.opcode == I.TASK_MGMT_RESPONSE, answer
+    return answer.bhs[2]
+
+
+def two_sessions(tgt):
+    """(a, b): logged-in sessions of two initiators, on different worker processes."""
+    held = list(connections_on_every_worker(tgt).values())
+    for index, ini in enumerate(held):
+        ini.login(tgt.iqn, initiator_name=f"{NAME}-{index}")
+        ini.clear_unit_attentions()
+    return held
+
+
+def test_persistent_reservation_across_workers(ringtgt):
+    tgt = ringtgt(workers=2)
+    a, b = two_sessions(tgt)
+    with a, b:
+        block = bytes(512)
+        good(prout(a, REGISTER, 0, 0xA))
+        good(prout(b, REGISTER, 0, 0xB))
+        assert read_keys(b) == [0xA, 0xB]
+        good(prout(a, RESERVE, 0xA, pr_type=WRITE_EXCLUSIVE))
+        assert reservation(b) == (0xA, WRITE_EXCLUSIVE)
+        conflict(b.write(0, block, block_size=512))                  # the other worker knows at once
+        good(b.read(0, 1, block_size=512))
+        good(a.write(0, block, block_size=512))
+        # B takes the reservation over as Exclusive Access; A is told, and loses all access
+        good(prout(b, PREEMPT_AND_ABORT, 0xB, 0xA, pr_type=EXCLUSIVE_ACCESS))
+        unit_attention(a, 0x2A, 0x05)                                # REGISTRATIONS PREEMPTED
+        conflict(a.read(0, 1, block_size=512))
+        assert reservation(a) == (0xB, EXCLUSIVE_ACCESS) and read_keys(a) == [0xB]
+        good(prout(b, CLEAR, 0xB))
+        good(a.read(0, 1, block_size=512))
+        assert read_keys(a) == [] and reservation(a) is None
+
+
+def test_spc2_reservation_and_lun_reset_across_workers(ringtgt):
+    tgt = ringtgt(workers=2)
+    a, b = two_sessions(tgt)
+    with b:
+        with a:
+            good(a.scsi(bytes([0x16]) + bytes(5)))                   # RESERVE(6)
+            conflict(b.scsi(bytes([0x1A, 0, 0x3F, 0, 192, 0]), read_length=192))
+            conflict(b.scsi(bytes([0x16]) + bytes(5)))
+            assert lun_reset(b) == 0                                 # releases it, tells everyone
+            unit_attention(a, 0x29, 0x03)                            # BUS DEVICE RESET FUNCTION OCCURRED
+            unit_attention(b, 0x29, 0x03)
+            good(b.scsi(bytes([0x16]) + bytes(5)))
+            conflict(a.read(0, 1, block_size=512))
+        # A's worker sees its connection go: B's RESERVE stays; then B's own nexus loss frees the unit
+        good(b.scsi(bytes([0x17]) + bytes(5)))                       # RELEASE(6)
+        good(b.scsi(bytes([0x16]) + bytes(5)))
+    with connect_to_worker(tgt, lambda pid: True)[1] as c:
+        c.login(tgt.iqn, initiator_name=f"{NAME}-2")
+        c.clear_unit_attentions()
+        poll(lambda: c.scsi(bytes([0x16]) + bytes(5)).status == I.GOOD, timeout=30,
+             what="B's SPC-2 reservation to go with its connection")
+
+
+def test_aptpl_registration_and_reservation_survive_a_restart(ringtgt):
+    tgt = ringtgt(workers=2)
+    a, b = two_sessions(tgt)
+    with a, b:
+        good(prout(b, REGISTER, 0, 0x99))
+        good(prout(a, REGISTER, 0, 0x1234, flags=APTPL))             # the last REGISTER's APTPL bit rules the unit
+        good(prout(a, RESERVE, 0x1234, pr_type=WRITE_EXCLUSIVE))
+    tgt.stop()
+    tgt.start()
+    a, b = two_sessions(tgt)                                          # new ISIDs: new, unregistered nexuses
+    with a, b:
+        assert sorted(read_keys(b)) == [0x99, 0x1234]
+        assert reservation(b) == (0x1234, WRITE_EXCLUSIVE)
+        conflict(b.write(0, bytes(512), block_size=512))
+        good(prout(b, REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0x77))
+        good(prout(b, PREEMPT, 0x77, 0x1234, pr_type=WRITE_EXCLUSIVE))
+        good(prout(b, CLEAR, 0x77))
+    tgt.stop()
+    tgt.start()
+    a, b = two_sessions(tgt)
+    with a, b:
+        assert read_keys(a) == [] and reservation(a) is None

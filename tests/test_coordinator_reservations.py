@@ -1,0 +1,110 @@
+"""The coordinator's reservation and unit attention authority (coordinator/reservations_service.py), called the
+way the service calls its handlers: (body, origin) -> Reply."""
+import struct
+
+from coordinator.reservations_service import ReservationAuthority
+from target.scsi import reservations as R
+from target.scsi.sense import BUS_DEVICE_RESET, POWER_ON_RESET
+from target.scsi.task import GOOD, RESERVATION_CONFLICT
+
+T = "iqn.2026-11.org.ringtgt:t"
+A1 = f"iqn.a,i,0x000000000001,{T},t,0x0001"
+A2 = f"iqn.a,i,0x000000000002,{T},t,0x0001"     # same initiator, new ISID (a reconnect after failover)
+B = f"iqn.b,i,0x000000000003,{T},t,0x0001"
+
+
+def prout_body(nexus, action, key=0, action_key=0, pr_type=0, flags=0, lun=0):
+    return {"target": T, "lun": lun, "kind": "out", "nexus": nexus,
+            "cdb": struct.pack(">BBB2xIB", 0x5F, action, pr_type, 24, 0),
+            "parameters": struct.pack(">QQ4xB3x", key, action_key, flags)}
+
+
+def authority(state_dir=None):
+    return ReservationAuthority([(T, 0), (T, 1)], state_dir)
+
+
+def test_request_answers_and_pushes_changes_only():
+    auth = authority()
+    reply = auth.request(prout_body(A1, R.REGISTER, 0, 5), "w0.1")
+    assert reply.body["outcome"]["status"] == GOOD
+    assert reply.broadcasts == [("pr.change", reply.body["change"])]
+    assert reply.body["change"]["view"]["registrations"] and reply.body["change"]["lun"] == 0
+    reply = auth.request({"target": T, "lun": 0, "kind": "in", "nexus": B, "cdb": bytes([0x5E, 0, 0, 0, 0, 0, 0,
+                                                                                        0, 64, 0]),
+                          "parameters": b""}, "w1.2")
+    assert reply.broadcasts == [] and reply.body["change"] is None
+    assert struct.unpack(">IIQ", reply.body["outcome"]["data"]) == (1, 8, 5)
+    assert auth.request(prout_body(B, R.RESERVE, 7, pr_type=1), "w1.2").body["outcome"]["status"] == \
+        RESERVATION_CONFLICT
+
+
+def test_preempt_attentions_are_held_for_the_victim_until_consumed():
+    auth = authority()
+    auth.attach({"target": T, "nexus": B}, "w1.2")
+    for nexus, key in ((A1, 1), (B, 2)):
+        auth.request(prout_body(nexus, R.REGISTER, 0, key), "w0.1")
+    reply = auth.request(prout_body(A1, R.PREEMPT_AND_ABORT, 1, 2, pr_type=1), "w0.1")
+    assert reply.body["change"]["attentions"] == [[B, R.REGISTRATIONS_PREEMPTED]]
+    assert reply.body["change"]["aborts"] == [B]
+    assert auth.units[(T, 0)].pending[B] == [POWER_ON_RESET, R.REGISTRATIONS_PREEMPTED]
+    auth.consumed({"target": T, "lun": 0, "nexus": B, "asc": POWER_ON_RESET}, "w1.2")
+    assert auth.units[(T, 0)].pending[B] == [R.REGISTRATIONS_PREEMPTED]
+
+
+def test_power_on_only_for_an_initiator_the_target_has_not_seen():
+    auth = authority()
+    first = auth.attach({"target": T, "nexus": A1}, "w0.1").body
+    assert first["attentions"] == [[0, [POWER_ON_RESET]], [1, [POWER_ON_RESET]]]
+    assert [lun for lun, _ in first["views"]] == [0, 1]
+    again = auth.attach({"target": T, "nexus": A2}, "w1.2").body     # new ISID after a failover
+    assert again["attentions"] == [[0, []], [1, []]]
+
+
+def test_reset_releases_spc2_and_tells_every_known_nexus():
+    auth = authority()
+    for nexus in (A1, B):
+        auth.attach({"target": T, "nexus": nexus}, "w0.1")
+    auth.request({"target": T, "lun": 1, "kind": "reserve", "nexus": A1, "cdb": b"", "parameters": b""}, "w0.1")
+    assert auth.units[(T, 1)].reservations.spc2_holder == A1
+    body = {"target": T, "luns": [1], "nexus": B, "asc": BUS_DEVICE_RESET, "cold": False}
+    reply = auth.reset(body, "w1.2")
+    assert reply.broadcasts == [("pr.reset", reply.body)] and reply.body["views"][0][1]["spc2_holder"] is None
+    assert auth.units[(T, 1)].pending == {A1: [POWER_ON_RESET, BUS_DEVICE_RESET],
+                                          B: [POWER_ON_RESET, BUS_DEVICE_RESET]}
+    assert auth.units[(T, 0)].pending[A1] == [POWER_ON_RESET]
+
+
+def test_nexus_loss_and_worker_death_release_spc2():
+    auth = authority()
+    auth.attach({"target": T, "nexus": A1}, "w0.1")
+    auth.request({"target": T, "lun": 0, "kind": "reserve", "nexus": A1, "cdb": b"", "parameters": b""}, "w0.1")
+    reply = auth.nexus_lost({"target": T, "nexus": A1}, "w0.1")
+    assert reply.body["changes"][0]["view"]["spc2_holder"] is None
+    assert reply.broadcasts == [("pr.change", reply.body["changes"][0])]
+    auth.attach({"target": T, "nexus": B}, "w1.2")
+    auth.request({"target": T, "lun": 0, "kind": "reserve", "nexus": B, "cdb": b"", "parameters": b""}, "w1.2")
+    auth.worker_gone("w1.2")
+    assert auth.units[(T, 0)].reservations.spc2_holder is None
+
+
+def test_aptpl_state_survives_a_new_coordinator(tmp_path):
+    auth = authority(str(tmp_path))
+    auth.request(prout_body(A1, R.REGISTER, 0, 9, flags=R.APTPL), "w0.1")
+    auth.request(prout_body(A1, R.RESERVE, 9, pr_type=R.EXCLUSIVE_ACCESS), "w0.1")
+    assert (tmp_path / "reservations" / f"{T}-0.json").exists()
+    restarted = authority(str(tmp_path))
+    state = restarted.units[(T, 0)].reservations
+    assert state.keys == {A1: 9} and state.holder == A1 and state.pr_type == R.EXCLUSIVE_ACCESS
+    restarted.request(prout_body(A1, R.REGISTER, 9, 0), "w0.1")                 # unregistered: file goes
+    assert not (tmp_path / "reservations" / f"{T}-0.json").exists()
+    assert authority(str(tmp_path)).units[(T, 0)].reservations.keys == {}
+
+
+def test_snapshot_restore():
+    auth = authority()
+    auth.attach({"target": T, "nexus": A1}, "w0.1")
+    auth.request(prout_body(A1, R.REGISTER, 0, 3), "w0.1")
+    copy = authority()
+    copy.restore(auth.snapshot())
+    assert copy.snapshot() == auth.snapshot()
+    assert copy.attach({"target": T, "nexus": A2}, "w0.1").body["attentions"][0] == [0, []]
