@@ -26,7 +26,8 @@ def coordinator_main(config) -> None:
     service = CoordinatorService(config.server.state_dir)
     register_session_handlers(service, SessionRegistry(), node_name(config))
     units = [(target.iqn, lun.id) for target in config.targets for lun in target.luns]
-    register_reservation_handlers(service, ReservationAuthority(units, config.server.state_dir))
+    authority = ReservationAuthority(units, config.server.state_dir, incarnation=os.getppid())
+    register_reservation_handlers(service, authority)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)

@@ -18,6 +18,11 @@ Kinds (bodies name the unit by "target" iqn and "lun"; nexuses are I_T nexus nam
                     each also pushed as "pr.change".
     pr.views        request  {}: every unit's view, [[target, lun, view]…], for a worker that (re)connected.
 
+Coordinator restarts: after every change the whole state (`snapshot()`) is also written to
+<state_dir>/reservations/live-<supervisor pid>.json; a coordinator restarted by the same supervisor resumes from
+it (registrations, reservations, pending unit attentions), while a new `serve` (a new supervisor, i.e. a power
+cycle of the target) removes stale live files and keeps only what APTPL saved.
+
 POWER ON rule (issue 4: after a failover the reconnecting initiator, with a new ISID, must not be told the unit
 was reset): a nexus gets POWER ON, RESET OR BUS DEVICE RESET OCCURRED only if its initiator *name* has not been
 seen by the unit's target since the coordinator state began (`greeted`, part of `snapshot()` and so replicated
@@ -25,6 +30,7 @@ with it). A new ISID of a known initiator starts with nothing pending.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 
@@ -73,13 +79,27 @@ class UnitState:
 class ReservationAuthority:
     """Every unit of the node's targets, keyed by (target iqn, lun)."""
 
-    def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None):
+    def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None, incarnation: int | None = None):
         directory = None if state_dir is None else os.path.join(state_dir, "reservations")
         self.units = {(target, lun): UnitState(None if directory is None else
                                                 os.path.join(directory, f"{target}-{lun}.json"))
                       for target, lun in units}
         self.greeted: dict[str, set[str]] = {}
         self.attached: dict[str, set[tuple[str, str]]] = {}     # origin -> (target, nexus) it hosts
+        self.live_path = None
+        if directory is not None and incarnation is not None:
+            self.live_path = os.path.join(directory, f"live-{incarnation}.json")
+            for stale in glob.glob(os.path.join(directory, "live-*.json")):
+                if stale != self.live_path:
+                    os.unlink(stale)
+            live = load_state(self.live_path)
+            if live is not None:
+                log.info("reservations: resuming the state of the previous coordinator")
+                self.restore(live)
+
+    def _save_live(self) -> None:
+        if self.live_path is not None:
+            save_state(self.live_path, self.snapshot())
 
     def unit(self, body: dict) -> UnitState:
         unit = self.units.get((body.get("target"), body.get("lun")))
@@ -99,6 +119,7 @@ class ReservationAuthority:
         for other, asc_ascq in outcome.attentions:
             unit.establish(other, asc_ascq)
         unit.persist()
+        self._save_live()
         change = self._change(body, unit, outcome)
         return Reply({"outcome": outcome.to_dict(), "change": change}, [("pr.change", change)])
 
@@ -116,6 +137,7 @@ class ReservationAuthority:
             unit.reservations.reset()
             unit.establish_all(body["asc"])
             views.append([lun, unit.reservations.view().to_dict()])
+        self._save_live()
         change = {**body, "views": views}
         return Reply(change, [("pr.reset", change)])
 
@@ -138,10 +160,12 @@ class ReservationAuthority:
                 queue.insert(0, POWER_ON_RESET)
             attentions.append([lun, list(queue)])
             views.append([lun, unit.reservations.view().to_dict()])
+        self._save_live()
         return Reply({"attentions": attentions, "views": views})
 
     def consumed(self, body: dict, origin: str) -> Reply:
         self.unit(body).consumed(body["nexus"], body["asc"])
+        self._save_live()
         return Reply({})
 
     def nexus_lost(self, body: dict, origin: str) -> Reply:
@@ -152,6 +176,8 @@ class ReservationAuthority:
             unit = self.units[(target, lun)]
             if unit.reservations.nexus_lost(nexus):
                 changes.append(self._change({"target": target, "lun": lun}, unit))
+        if changes:
+            self._save_live()
         return Reply({"changes": changes}, [("pr.change", change) for change in changes])
 
     def views(self, body: dict, origin: str) -> Reply:
@@ -164,6 +190,7 @@ class ReservationAuthority:
         for target, nexus in self.attached.pop(origin, set()):
             for lun in self.luns_of(target):
                 self.units[(target, lun)].reservations.nexus_lost(nexus)
+        self._save_live()
 
     # -- replication ----------------------------------------------------------------------------------------
     def snapshot(self) -> dict:

@@ -108,3 +108,14 @@ def test_snapshot_restore():
     copy.restore(auth.snapshot())
     assert copy.snapshot() == auth.snapshot()
     assert copy.attach({"target": T, "nexus": A2}, "w0.1").body["attentions"][0] == [0, []]
+
+
+def test_a_restarted_coordinator_resumes_a_new_serve_does_not(tmp_path):
+    auth = ReservationAuthority([(T, 0)], str(tmp_path), incarnation=100)
+    auth.attach({"target": T, "nexus": A1}, "w0.1")
+    auth.request(prout_body(A1, R.REGISTER, 0, 4), "w0.1")                      # no APTPL
+    resumed = ReservationAuthority([(T, 0)], str(tmp_path), incarnation=100)    # same supervisor
+    assert resumed.units[(T, 0)].reservations.keys == {A1: 4} and resumed.greeted == {T: {"iqn.a"}}
+    fresh = ReservationAuthority([(T, 0)], str(tmp_path), incarnation=200)      # a new `serve`
+    assert fresh.units[(T, 0)].reservations.keys == {} and fresh.greeted == {}
+    assert [p.name for p in (tmp_path / "reservations").iterdir()] == []

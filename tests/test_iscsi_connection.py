@@ -23,6 +23,8 @@ class BlockDevice:
     def __init__(self):
         self.disk = bytearray(BLOCK * 64)
         self.resets = []
+        self.hold_resets = False
+        self.held = []
 
     def has_lun(self, lun):
         return lun == 0
@@ -35,7 +37,10 @@ class BlockDevice:
 
     def reset_lun(self, lun, nexus, done):
         self.resets.append(lun)
-        done()
+        if self.hold_resets:
+            self.held.append(done)          # as when other workers still have to apply it
+        else:
+            done()
 
     def clear_task_set(self, lun, nexus, done):
         self.resets.append(("clear", lun))
@@ -220,6 +225,21 @@ def test_task_management_abort_and_lun_reset():
     assert tmf.b2 == 1                                                              # no such task
     (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x85, immediate=True, itt=23, w24=2))
     assert tmf.b2 == 0 and conn.host.device.resets == [0]
+
+
+def test_lun_reset_answer_waits_for_the_target():
+    conn = connect()
+    conn.host.device.hold_resets = True
+    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x85, immediate=True, itt=23, w24=2)) == []
+    conn.host.device.held.pop()()
+    (tmf, _), = exchange(conn)
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0 and tmf.w16 == 23
+
+
+def test_cold_reset_answers_then_closes():
+    conn = connect()
+    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x87, immediate=True, itt=24, w24=2))
+    assert tmf.b2 == 0 and conn.closing and conn.host.device.resets == ["cold"]
 
 
 def test_unknown_opcode_is_rejected_and_connection_survives():

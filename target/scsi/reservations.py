@@ -65,9 +65,10 @@ WRITES = 2          # conflicts under both
 _ALLOWED_OPCODES = (0x00, 0x03, 0x12, 0x25, 0x4D, 0x5E, 0x5F, 0x84, 0x9E, 0xA0, 0xA3)
 _READ_OPCODES = (0x08, 0x28, 0xA8, 0x88, 0x2F, 0xAF, 0x8F, 0x34, 0x90, 0x1A, 0x5A, 0x37, 0xB7)
 ACCESS = [ALLOWED if op in _ALLOWED_OPCODES else READS if op in _READ_OPCODES else WRITES for op in range(256)]
-# Served to other nexuses while an SPC-2 reservation is held: INQUIRY, REQUEST SENSE, REPORT LUNS,
-# RELEASE(6/10) (a no-op for them), REPORT SUPPORTED OPCODES; PR IN/OUT reach the state machine and conflict.
-SPC2_ALLOWED = [op in (0x03, 0x12, 0x17, 0x57, 0x5E, 0x5F, 0xA0, 0xA3) for op in range(256)]
+# Served to other nexuses while an SPC-2 reservation is held: INQUIRY, REQUEST SENSE, REPORT LUNS, REPORT
+# SUPPORTED OPCODES; RESERVE/RELEASE(6/10) and PR IN/OUT reach the state machine, which decides (a worker's view
+# may lag the authority, e.g. after another worker died holding the reservation).
+SPC2_ALLOWED = [op in (0x03, 0x12, 0x16, 0x17, 0x56, 0x57, 0x5E, 0x5F, 0xA0, 0xA3) for op in range(256)]
 
 _PROUT_CDB = Struct(">xBB2xI")          # service action, scope/type, parameter list length
 _PRIN_CDB = Struct(">xB5xH")            # service action, allocation length

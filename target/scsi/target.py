@@ -2,7 +2,7 @@
 
 Order of checks (SPC-4 5.14, SAM-5 5.3): logical unit exists (INQUIRY, REPORT LUNS and REQUEST SENSE are
 served for any LUN), pending unit attention (not reported to INQUIRY, REPORT LUNS, REQUEST SENSE),
-supported opcode, CDB length and CONTROL byte, data direction, write protection; then the handler.
+reservation conflict (the unit's cached `ConflictView`, see reservations.py), supported opcode, CDB length and CONTROL byte, data direction, write protection; then the handler.
 Nothing raised by a handler escapes: `ScsiError` becomes CHECK CONDITION with its sense, anything else is
 logged and answered HARDWARE ERROR / INTERNAL TARGET FAILURE.
 """
@@ -15,12 +15,12 @@ from . import cdb as C
 from . import mode, pr, sbc, spc
 from .local_reservations import LocalReservations
 from .reservations import ConflictView
-from .shared_reservations import SharedReservations
 from .lun import LogicalUnit
-from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, POWER_ON_OCCURRED, DATA_PROTECT, HARDWARE_ERROR, ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE,
-                    INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
-                    LOGICAL_UNIT_NOT_SUPPORTED, UNIT_ATTENTION, WRITE_PROTECTED, ScsiError, check_condition,
-                    fail, invalid_cdb)
+from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, DATA_PROTECT, HARDWARE_ERROR,
+                    ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
+                    LOGICAL_UNIT_NOT_SUPPORTED, POWER_ON_OCCURRED, UNIT_ATTENTION, WRITE_PROTECTED, ScsiError,
+                    check_condition, fail, invalid_cdb)
+from .shared_reservations import SharedReservations
 from .task import GOOD, RESERVATION_CONFLICT
 
 log = logging.getLogger(__name__)

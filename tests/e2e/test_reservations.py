@@ -1,6 +1,8 @@
 """Reservations and unit attentions across the worker processes of a real two-worker `ringtgt serve`: each
 test pins one session on each worker (SO_REUSEPORT decides; the harness retries until both are covered), so
 every check crosses the coordinator. Plus APTPL across a restart of the whole server."""
+import os
+import signal
 import struct
 
 import initiator as I
@@ -143,3 +145,20 @@ def test_aptpl_registration_and_reservation_survive_a_restart(ringtgt):
     a, b = two_sessions(tgt)
     with a, b:
         assert read_keys(a) == [] and reservation(a) is None
+
+
+def test_reservations_survive_a_coordinator_restart(ringtgt):
+    tgt = ringtgt(workers=2)
+    a, b = two_sessions(tgt)
+    with a, b:
+        good(prout(a, REGISTER, 0, 0x5))                              # no APTPL: live state only
+        good(prout(a, RESERVE, 0x5, pr_type=EXCLUSIVE_ACCESS))
+        old = tgt.coordinator()
+        os.kill(old, signal.SIGKILL)
+        poll(lambda: tgt.coordinator() not in (None, old), timeout=30, what="the supervisor to restart the coordinator")
+        poll(lambda: b.scsi(struct.pack(">BB5xHB", 0x5E, READ_KEYS, 1024, 0), read_length=1024).status == I.GOOD,
+             timeout=30, what="the new coordinator to answer")
+        assert read_keys(b) == [0x5] and reservation(b) == (0x5, EXCLUSIVE_ACCESS)
+        conflict(b.read(0, 1, block_size=512))
+        good(prout(a, CLEAR, 0x5))
+        good(b.read(0, 1, block_size=512))
