@@ -154,6 +154,8 @@ class ScsiTarget:
             for unit in self.luns.values():
                 unit.reservations.nexus_lost(nexus)
         else:
+            for unit in self.luns.values():
+                unit.attentions.forget(nexus)
             self.coordinator.request("pr.nexus_lost", {"target": self.iqn, "nexus": nexus}, self._nexus_gone)
 
     def _nexus_gone(self, reply: dict) -> None:
