@@ -50,3 +50,8 @@ int rt_submit_and_wait(struct io_uring *ring, unsigned wait_nr, int64_t timeout_
 /* copy up to max ready completions into the arrays (flags may be NULL), advance the CQ once; the count */
 unsigned rt_reap(struct io_uring *ring, struct io_uring_cqe **scratch, uint64_t *user_data, int32_t *res,
                  uint32_t *flags, unsigned max);
+
+/* one loop turn in one call: mode 0 reap only, 1 submit + reap, 2 submit + wait + reap; up to max
+ * completions as (user_data, res) pairs into out; the count, or -errno if submitting failed */
+int rt_turn(struct io_uring *ring, int mode, unsigned wait_nr, int64_t timeout_ns, struct io_uring_cqe **scratch,
+            int64_t *out, unsigned max);

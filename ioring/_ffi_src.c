@@ -140,3 +140,29 @@ static inline unsigned rt_reap(struct io_uring *ring, struct io_uring_cqe **scra
     io_uring_cq_advance(ring, n);
     return n;
 }
+
+/* One call per loop turn. mode 0: reap only; 1: submit, then reap; 2: submit and wait for wait_nr
+ * completions (at most timeout_ns, < 0: no limit), then reap. Reaping copies up to max ready completions
+ * into out as user_data, res pairs (res sign-extended) and advances the CQ once. The count reaped, or
+ * -errno when submitting failed (a timeout or a signal while waiting is not a failure). */
+static inline int rt_turn(struct io_uring *ring, int mode, unsigned wait_nr, int64_t timeout_ns,
+                          struct io_uring_cqe **scratch, int64_t *out, unsigned max)
+{
+    unsigned n;
+    if (mode == 2) {
+        int rc = rt_submit_and_wait(ring, wait_nr, timeout_ns);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR)
+            return rc;
+    } else if (mode == 1) {
+        int rc = io_uring_submit(ring);
+        if (rc < 0)
+            return rc;
+    }
+    n = io_uring_peek_batch_cqe(ring, scratch, max);
+    for (unsigned i = 0; i < n; i++) {
+        out[2 * i] = (int64_t)scratch[i]->user_data;
+        out[2 * i + 1] = scratch[i]->res;
+    }
+    io_uring_cq_advance(ring, n);
+    return (int)n;
+}

@@ -30,6 +30,10 @@ HERE = Path(__file__).resolve().parent
 JOBS = ["randread-4k-qd32", "randwrite-4k-qd32", "seqread-128k-qd8", "seqwrite-128k-qd8", "randread-4k-qd1",
         "mixed-64k-70-30"]
 SCALING_JOBS = ["randread-4k-qd32", "randwrite-4k-qd32"]
+# ringtgt does not offer ImmediateData (see target/iscsi/negotiation.py), so with InitialR2T=Yes every write
+# waits for an R2T; tgtd's defaults (ImmediateData=Yes) send a 4k write in one trip. InitialR2T=No puts
+# ringtgt's write data into unsolicited Data-Out PDUs: one trip, as a perf lab would configure it.
+RINGTGT_SERVER = "initial_r2t = false"
 GIB = 1 << 30
 MIB = 1 << 20
 # metric -> True when higher is better
@@ -116,7 +120,7 @@ def format_table(title: str, table: dict, a: str, b: str) -> str:
 
 def memory(workdir: Path, size: int, runtime: int, log) -> dict:
     """RSS of every ringtgt worker idle, and the peak while 64 sessions (fio jobs at QD1) run."""
-    server = RingTgtServer(workdir / "memory", image=None, size=size, workers=2)
+    server = RingTgtServer(workdir / "memory", image=None, size=size, workers=2, server_extra=RINGTGT_SERVER)
     try:
         time.sleep(0.5)
         idle = {pid: rss_bytes(pid) for pid in server.worker_pids()}
@@ -181,7 +185,7 @@ def main(argv=None) -> int:
                 servers = []
                 try:
                     servers.append(RingTgtServer(workdir / f"ringtgt-{suite}", image=images[0], size=size,
-                                                 workers=args.workers))
+                                                 workers=args.workers, server_extra=RINGTGT_SERVER))
                     servers.append(TgtdServer(workdir / f"tgtd-{suite}", image=images[1], size=size))
                     table = side_by_side(servers, jobs, args.rounds, args.runtime, log)
                 finally:
@@ -197,7 +201,7 @@ def main(argv=None) -> int:
                 try:
                     for workers in (2, 1):
                         server = RingTgtServer(workdir / f"scaling-{workers}", image=image, size=size,
-                                               workers=workers)
+                                               workers=workers, server_extra=RINGTGT_SERVER)
                         server.name = f"workers={workers}"
                         servers.append(server)
                     table = side_by_side(servers, SCALING_JOBS, args.rounds, args.runtime, log)

@@ -1,10 +1,11 @@
 """Run one ringtgt worker in the foreground under cProfile; on SIGINT/SIGTERM print where its time went.
 
-    .venv/bin/python perf/profile_worker.py --config cfg.toml [--sort tottime] [--limit 30] [--ios N]
+    .venv/bin/python perf/profile_worker.py --config cfg.toml [--sort tottime] [--limit 30]
 
-Drive it with fio (perf/jobs/*.fio) meanwhile. With --ios N (the I/Os fio reported) every line also gets
-µs per I/O, the unit of the budget in DESIGN.md. cProfile inflates small-function costs; use it to rank,
-and the A/B bench to measure.
+Drive it with fio (perf/jobs/*.fio) meanwhile. cProfile inflates small-function costs; use it to rank, and
+perf/ab.py to measure. For instruction counts (steady on a busy machine, unlike time), run it `--plain`
+under `valgrind --tool=callgrind --instr-atstart=no`, switch counting on with `callgrind_control -i on`,
+drive a fixed number of I/Os (fio's number_ios), stop it, and divide the total Ir by the I/Os.
 """
 from __future__ import annotations
 
@@ -27,10 +28,15 @@ def main() -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--limit", type=int, default=30)
+    parser.add_argument("--plain", action="store_true",
+                        help="no cProfile: for running under `valgrind --tool=callgrind --instr-atstart=no`")
     args = parser.parse_args()
     worker = Worker(load_config(args.config), 0)
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
+    if args.plain:
+        worker.run()
+        return 0
     profile = cProfile.Profile()
     profile.enable()
     worker.run()

@@ -97,7 +97,8 @@ def fio_url(url: str) -> str:
 class RingTgtServer:
     name = "ringtgt"
 
-    def __init__(self, directory: Path, *, image: Path | None, size: int, workers: int):
+    def __init__(self, directory: Path, *, image: Path | None, size: int, workers: int, env: dict | None = None,
+                 server_extra: str = "", binary: Path | None = None):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -105,12 +106,13 @@ class RingTgtServer:
         lun = (f'path = "{image}"' if image is not None else 'backstore = "null"') + f"\nsize = {size}"
         config = self.dir / "ringtgt.toml"
         config.write_text(f'[server]\nportals = ["{HOST}:{self.port}"]\nworkers = {workers}\n'
-                          f'state_dir = "{self.dir / "state"}"\nlog_level = "warning"\nnop_interval = 0\n\n'
+                          f'state_dir = "{self.dir / "state"}"\nlog_level = "warning"\nnop_interval = 0\n{server_extra}\n'
                           f'[[target]]\niqn = "{IQN_RINGTGT}"\n\n[[target.lun]]\nid = 0\n{lun}\n')
-        binary = Path(sys.executable).parent / "ringtgt"
+        binary = binary or Path(sys.executable).parent / "ringtgt"
         self.log = open(self.dir / "ringtgt.log", "wb")
         self.proc = subprocess.Popen([str(binary), "serve", "--config", str(config)], stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=self.log, start_new_session=True)
+                                     stdout=self.log, stderr=self.log, start_new_session=True,
+                                     env=dict(os.environ, **(env or {})))
         wait_for(lambda: self.proc.poll() is None and listening(self.port) and len(children(self.proc.pid))
                  >= workers, START_TIMEOUT, f"ringtgt on port {self.port}")
         self.url = f"iscsi://{HOST}:{self.port}/{IQN_RINGTGT}/0"

@@ -37,14 +37,10 @@ class Reactor:
 
         A callback that raises is logged and the turn goes on: the other completions of the batch are
         already reaped and must not be lost."""
-        ring = self.ring
-        if self._soon:
-            ring.submit()
-        else:
-            ring.submit_and_wait(1, timeout)
-        completions = ring.reap()
+        done = self.ring.turn(not self._soon, timeout)
         pop = self._callbacks.pop
-        for token, res in completions:
+        pairs = iter(done)
+        for token, res in zip(pairs, pairs):
             callback = pop(token, None)
             if callback is not None:
                 try:
@@ -58,4 +54,4 @@ class Reactor:
                     fn()
                 except Exception:
                     log.exception("deferred call %r failed", fn)
-        return len(completions)
+        return len(done) // 2

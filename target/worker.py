@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 RECV_BUFFER = 256 * 1024
 IOV_MAX = 1024
+COALESCE_BELOW = 16384              # output buffers this small are copied together rather than gathered
 LISTEN_BACKLOG = 1024
 DRAIN_SECONDS = 5.0
 PORTAL_GROUP_TAG = 1
@@ -199,14 +200,17 @@ class Worker:
             if conn.closing:
                 self._shutdown(channel)
             return
-        bufs = conn.out[:IOV_MAX]
-        del conn.out[:IOV_MAX]
+        bufs = _coalesce(conn.out)
+        del conn.out[:]
         self._send(channel, bufs)
 
     def _send(self, channel: Channel, bufs: list) -> None:
         channel.sending = bufs
-        self.ring.prep_sendmsg(channel.fd, bufs, self.reactor.token(lambda res: self._sent(channel, res)),
-                               socket.MSG_NOSIGNAL)
+        token = self.reactor.token(lambda res: self._sent(channel, res))
+        if len(bufs) == 1:
+            self.ring.prep_send(channel.fd, bufs[0], token, socket.MSG_NOSIGNAL)
+        else:
+            self.ring.prep_sendmsg(channel.fd, bufs[:IOV_MAX], token, socket.MSG_NOSIGNAL)
 
     def _sent(self, channel: Channel, res: int) -> None:
         bufs = channel.sending
@@ -315,6 +319,24 @@ def _after(bufs: list, sent: int) -> list:
             return [memoryview(buf)[sent:]] + bufs[i + 1:]
         sent -= size
     return []
+
+
+def _coalesce(out: list) -> list:
+    """`out` as few pieces for one send: runs of buffers below COALESCE_BELOW bytes are joined into one
+    (a copy is cheaper than an iovec entry for them); bigger buffers stay as they are, uncopied."""
+    pieces = []
+    run = []
+    for buf in out:
+        if len(buf) < COALESCE_BELOW:
+            run.append(buf)
+        else:
+            if run:
+                pieces.append(b"".join(run) if len(run) > 1 else run[0])
+                run = []
+            pieces.append(buf)
+    if run:
+        pieces.append(b"".join(run) if len(run) > 1 else run[0])
+    return pieces
 
 
 def worker_main(config, index: int, cpu: int) -> None:

@@ -1,7 +1,9 @@
 """Read buffers for backstores: one class, so pooling can come later without touching the stores.
 
 Each buffer keeps HEADROOM bytes in front of its data, where the iSCSI layer can build a Data-In header and
-send header and data as one contiguous piece: the data starts at `data_offset` in the view's `.obj`.
+send header and data as one contiguous piece: the data starts at `data_offset` in the view's `.obj`. In
+memory (not O_DIRECT) buffers that `.obj` is a `HeadroomBuffer`, so a consumer can tell such a view from any
+other and knows the HEADROOM bytes in front of the view are free to use.
 """
 from __future__ import annotations
 
@@ -9,6 +11,21 @@ import mmap
 
 HEADROOM = 48
 PAGE = mmap.PAGESIZE
+
+
+class HeadroomBuffer(bytearray):
+    """HEADROOM free bytes, then the data of a view BufferPool.get handed out (see `headroom_view`)."""
+
+    __slots__ = ()
+
+
+def headroom_view(data) -> memoryview | None:
+    """The whole buffer (HEADROOM bytes, then `data`) when `data` is an untruncated view from an in-memory
+    BufferPool, else None."""
+    obj = data.obj if type(data) is memoryview else None
+    if type(obj) is HeadroomBuffer and len(obj) == HEADROOM + data.nbytes:
+        return memoryview(obj)
+    return None
 
 
 class BufferPool:
@@ -25,5 +42,5 @@ class BufferPool:
         if self.aligned:
             buf = mmap.mmap(-1, PAGE + -(-length // PAGE) * PAGE)
         else:
-            buf = bytearray(HEADROOM + length)
+            buf = HeadroomBuffer(HEADROOM + length)
         return memoryview(buf)[self.data_offset:self.data_offset + length]

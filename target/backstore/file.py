@@ -77,6 +77,11 @@ class FileBackstore:
     def _transfer(self, prep, what: str, buf, done: int, offset: int, rw_flags: int, finish) -> None:
         """prep(fd, rest of buf, offset, token, rw_flags) until all of buf is done: finish(None); the
         transfer stops short (end of file, no space): finish(bytes done); or fails: finish(OSError)."""
+        prep(self._fd, buf[done:] if done else buf, offset + done,
+             self._reactor.token(self._step(prep, what, buf, done, offset, rw_flags, finish)), rw_flags)
+
+    def _step(self, prep, what: str, buf, done: int, offset: int, rw_flags: int, finish) -> Callable[[int], None]:
+        """The completion handler of a transfer op queued after `done` bytes of buf."""
         def complete(res: int) -> None:
             if res < 0:
                 finish(error_for(res, f"{what} {self.path}"))
@@ -86,10 +91,13 @@ class FileBackstore:
                 finish(done)
             else:
                 self._transfer(prep, what, buf, done + res, offset, rw_flags, finish)
-        prep(self._fd, buf[done:] if done else buf, offset + done, self._reactor.token(complete), rw_flags)
+        return complete
 
+    # read and write queue their first op themselves: when it does all the work (nearly always) the
+    # completion goes straight to the callback; only a short or failed op takes the general _step path.
     def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None]) -> None:
         view = self._pool.get(length)
+        prep = self._reactor.ring.prep_read
 
         def finish(outcome) -> None:
             if isinstance(outcome, OSError):
@@ -98,20 +106,34 @@ class FileBackstore:
             if outcome is not None:             # end of file: the rest reads as zeros
                 view[outcome:] = bytes(length - outcome)
             callback(view)
-        self._transfer(self._reactor.ring.prep_read, "read", view, 0, offset, 0, finish)
+
+        def complete(res: int) -> None:
+            if res == length:
+                callback(view)
+            else:
+                self._step(prep, "read", view, 0, offset, 0, finish)(res)
+        prep(self._fd, view, offset, self._reactor.token(complete), 0)
 
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
         if self._pool.aligned:                  # O_DIRECT needs aligned memory; received bytes are not
             buf = self._pool.get(len(data))
             buf[:] = data
             data = buf
+        prep = self._reactor.ring.prep_write
+        rw_flags = RWF_DSYNC if fua or not self.write_cache else 0
+        length = len(data)
 
         def finish(outcome) -> None:
             if isinstance(outcome, int):        # the kernel wrote nothing more
                 outcome = error_for(-errno.ENOSPC, f"write {self.path}")
             callback(outcome)
-        rw_flags = RWF_DSYNC if fua or not self.write_cache else 0
-        self._transfer(self._reactor.ring.prep_write, "write", data, 0, offset, rw_flags, finish)
+
+        def complete(res: int) -> None:
+            if res == length:
+                callback(None)
+            else:
+                self._step(prep, "write", data, 0, offset, rw_flags, finish)(res)
+        prep(self._fd, data, offset, self._reactor.token(complete), rw_flags)
 
     def flush(self, callback: Callable[[OSError | None], None]) -> None:
         self._reactor.ring.prep_fsync(self._fd, self._reactor.token(_status(callback, f"flush {self.path}")),

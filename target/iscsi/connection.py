@@ -107,7 +107,8 @@ class Connection:
         except ProtocolError as exc:
             log.warning("%s:%d: protocol error, closing: %s", *self.peer_address, exc)
             self.close()
-        self.host.output_ready(self)
+        if self.out or self.closing:
+            self.host.output_ready(self)
 
     def close(self) -> None:
         self.closing = True

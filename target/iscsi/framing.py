@@ -29,34 +29,52 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data) -> list[Pdu]:
-        """Append `data` and return the PDUs now complete (raises ProtocolError on a framing violation)."""
+        """Append `data` and return the PDUs now complete (raises ProtocolError on a framing violation).
+
+        With nothing held back from earlier calls (the usual case) the PDUs are cut straight out of `data`
+        and only an incomplete tail is copied in; the caller may reuse `data` once this returns."""
         buf = self._buf
-        buf += data
+        held = bool(buf)
+        if held:
+            buf += data
+            source = memoryview(buf)
+        else:
+            source = memoryview(data)
         out = []
         pos = 0
-        end = len(buf)
+        end = source.nbytes
         pdu = self._pending
-        while True:
-            if pdu is None:
-                if end - pos < BHS_LEN:
+        try:
+            while True:
+                if pdu is None:
+                    if end - pos < BHS_LEN:
+                        break
+                    pdu = decode_bhs(bytes(source[pos:pos + BHS_LEN]))
+                    self._check_limits(pdu)
+                    pos += BHS_LEN
+                ahs_len = pdu.ahs_len
+                data_len = pdu.data_len
+                need = ahs_len + data_len + (-data_len & 3)
+                if end - pos < need:
                     break
-                pdu = decode_bhs(bytes(buf[pos:pos + BHS_LEN]))
-                self._check_limits(pdu)
-                pos += BHS_LEN
-            need = pdu.ahs_len + pdu.data_len + (-pdu.data_len & 3)
-            if end - pos < need:
-                break
-            if pdu.ahs_len:
-                pdu.ahs = bytes(buf[pos:pos + pdu.ahs_len])
-                pos += pdu.ahs_len
-            if pdu.data_len:
-                pdu.data = bytes(buf[pos:pos + pdu.data_len])
-            pos += need - pdu.ahs_len
-            out.append(pdu)
-            pdu = None
-        self._pending = pdu
-        if pos:
-            del buf[:pos]
+                if ahs_len:
+                    pdu.ahs = bytes(source[pos:pos + ahs_len])
+                    pos += ahs_len
+                if data_len:
+                    pdu.data = bytes(source[pos:pos + data_len])
+                pos += need - ahs_len
+                out.append(pdu)
+                pdu = None
+        finally:
+            self._pending = pdu
+            if held:
+                source.release()
+                if pos:
+                    del buf[:pos]
+            else:
+                if pos < end:
+                    buf += source[pos:]
+                source.release()
         return out
 
     def _check_limits(self, pdu: Pdu) -> None:

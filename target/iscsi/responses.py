@@ -5,6 +5,7 @@ one gathered send.
 """
 from __future__ import annotations
 
+from ..backstore.buffers import headroom_view
 from . import pdu as P
 
 DATA_IN_FINAL = 0x80

@@ -1,0 +1,57 @@
+"""Two ringtgt builds or configurations side by side (A B A B …), for deciding what a change bought.
+
+    perf/ab.py [--a-binary PATH] [--b-binary PATH] [--a-config LINES] [--b-config LINES] \\
+               [--jobs randread-4k-qd32,…] [--rounds 3] [--runtime 4] [--null]
+
+A binary is a `ringtgt` entry point (e.g. another checkout's .venv/bin/ringtgt; default: this one's);
+config LINES are extra `[server]` lines, `;`-separated (e.g. "initial_r2t = false"). Prints the per-run
+lines, then the median ratios A/B (> 1: A better) — CPU s/GiB is the steadiest of them on a busy machine.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import JOBS, MIB, side_by_side
+from servers import RingTgtServer, prefill
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for side in ("a", "b"):
+        parser.add_argument(f"--{side}-binary", type=Path)
+        parser.add_argument(f"--{side}-config", default="")
+    parser.add_argument("--jobs", default=",".join(JOBS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runtime", type=int, default=4)
+    parser.add_argument("--size", type=int, default=512, help="LUN size in MiB")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--null", action="store_true", help="null backstores instead of a prefilled file")
+    args = parser.parse_args(argv)
+    size = args.size * MIB
+    with tempfile.TemporaryDirectory(prefix="ringtgt-ab-") as tmp:
+        image = None if args.null else Path(tmp) / "lun.img"
+        if image is not None:
+            prefill(image, size)
+        servers = []
+        try:
+            for side in ("a", "b"):
+                server = RingTgtServer(Path(tmp) / side, image=image, size=size, workers=args.workers,
+                                       server_extra=getattr(args, f"{side}_config").replace(";", "\n"),
+                                       binary=getattr(args, f"{side}_binary"))
+                server.name = side.upper()
+                servers.append(server)
+            table = side_by_side(servers, args.jobs.split(","), args.rounds, args.runtime,
+                                 lambda text: print(text, flush=True))
+        finally:
+            for server in servers:
+                server.stop()
+    for job, cells in table.items():
+        print(f"{job:18} A/B " + "  ".join(f"{m} {v:.2f}" for m, v in cells["ratio"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
