@@ -4,7 +4,8 @@ coordinator/reservations_service.py): applies the coordinator's pushes to this w
     pr.change  {target, lun, view, attentions, aborts}   a reservation change made through another worker
     pr.reset   {target, luns, nexus, asc, cold, views}    a LUN or target reset issued through another worker
     pr.clear   {target, lun, nexus}                       CLEAR TASK SET issued through another worker
-Each is acked once applied, so the issuing worker's answer means every worker has it. After every
+Each is acked once applied and the tasks it aborted here have stopped, so the issuing worker's answer means
+every worker has it. After every
 (re)connection to a coordinator the worker fetches every unit's conflict view ("pr.views").
 """
 from __future__ import annotations
@@ -30,20 +31,23 @@ class ReservationSync:
         if target is not None:
             unit = target.luns.get(body["lun"])
             if unit is not None:
-                unit.reservations.apply(body)
+                unit.reservations.apply(body, ack)
+                return
         ack()
 
     def _reset(self, body: dict, ack) -> None:
         target = self.targets.get(body["target"])
-        if target is not None:
-            target.apply_reset(body)
-        ack()
+        if target is None:
+            ack()
+        else:
+            target.apply_reset(body, ack)
 
     def _clear(self, body: dict, ack) -> None:
         target = self.targets.get(body["target"])
-        if target is not None:
-            target.apply_clear(body)
-        ack()
+        if target is None:
+            ack()
+        else:
+            target.apply_clear(body, ack)
 
     def _refresh(self) -> None:
         self.coordinator.request("pr.views", {}, self._views)

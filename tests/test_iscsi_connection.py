@@ -25,6 +25,7 @@ class BlockDevice:
         self.resets = []
         self.hold_resets = False
         self.held = []
+        self.reads_in_flight = None     # a list: reads are kept there (as if the disk were slow), not answered
 
     def has_lun(self, lun):
         return lun == 0
@@ -57,7 +58,9 @@ class BlockDevice:
         elif op in (0x28, 0x2A):
             lba, count = struct.unpack(">IxH", bytes(task.cdb[2:9]))
             start, length = lba * BLOCK, count * BLOCK
-            if op == 0x28:
+            if op == 0x28 and self.reads_in_flight is not None:
+                self.reads_in_flight.append(lambda: task.finish(GOOD, memoryview(self.disk)[start:start + length]))
+            elif op == 0x28:
                 task.finish(GOOD, memoryview(self.disk)[start:start + length])
             else:
                 task.transfer_length = length
@@ -234,6 +237,17 @@ def test_lun_reset_answer_waits_for_the_target():
     conn.host.device.held.pop()()
     (tmf, _), = exchange(conn)
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0 and tmf.w16 == 23
+
+
+def test_abort_task_answers_once_the_backstore_is_done_and_the_read_never_answers():
+    conn = connect()
+    conn.host.device.reads_in_flight = []
+    assert exchange(conn, scsi_command(read10(0, 1), edtl=512, read=True, itt=30)) == []
+    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=31, w20=30, w24=2)) == []
+    conn.host.device.reads_in_flight.pop()()                   # the disk completes after the abort
+    (tmf, _), = exchange(conn)
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.w16 == 31 and tmf.b2 == 0
+    assert not conn.aborted_in_flight and not conn.commands
 
 
 def test_cold_reset_answers_then_closes():

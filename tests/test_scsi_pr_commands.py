@@ -29,9 +29,10 @@ class Session:
         self.tasks = list(tasks)
         self.closed = False
 
-    def abort_lun(self, lun):
+    def abort_lun(self, lun, done):
         aborted, self.tasks = self.tasks, []
-        return aborted
+        done()
+        return bool(aborted)
 
     def close(self):
         self.closed = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from ..scsi.task import GOOD, ScsiTask
+from ..scsi.task import GOOD, Barrier, ScsiTask
 from . import pdu as P
 from . import responses as R
 from .command import Command
@@ -84,6 +84,7 @@ class Connection:
         self.window: CommandWindow | None = None
         self.commands: dict[int, Command] = {}
         self.draining: dict[int, Command] = {}  # aborted writes whose solicited Data-Out is still due
+        self.aborted_in_flight: dict[Command, list] = {}   # aborted commands the SCSI layer still runs -> waiters
         self.held_responses: list[HeldResponse] = []
         self._next_ttt = 0
         self.ping_ttt = None            # our outstanding NOP-In ping, if any
@@ -120,14 +121,16 @@ class Connection:
             self.target.detach(self.nexus, self)
         self.host.output_ready(self)
 
-    def abort_lun(self, lun: int) -> list:
+    def abort_lun(self, lun: int, done) -> bool:
         """Abort this nexus's tasks on `lun` without a response (another nexus's PREEMPT AND ABORT, CLEAR TASK
-        SET or LUN RESET); returns the aborted commands."""
+        SET or LUN RESET); `done()` once those the SCSI layer was running have stopped. True if there were any."""
         aborted = [c for c in self.commands.values() if c.lun == lun]
-        self._abort(aborted)
+        stopped = Barrier(done)
+        self._abort(aborted, stopped=stopped)
+        stopped.release()
         if aborted:
             self._after_abort()
-        return aborted
+        return bool(aborted)
 
     def _after_abort(self) -> None:
         if self.stopping and not self.commands:
@@ -261,11 +264,14 @@ class Connection:
         data = memoryview(command.buffer) if command.buffer is not None else (_EMPTY if command.write else None)
         task = ScsiTask(command.lun, command.cdb, self.nexus, self.initiator_name, command.expected_length,
                         command.read, command.write, data, self._task_done, command)
+        command.executing = True
         self.target.execute(task)
 
     def _task_done(self, task: ScsiTask) -> None:
         command: Command = task.context
         if command.aborted:
+            for waiter in self.aborted_in_flight.pop(command, ()):
+                waiter()
             return
         del self.commands[command.itt]
         self.window.outstanding -= 1
@@ -349,14 +355,23 @@ class Connection:
         """RFC 7143 §11.5.1: a task we never saw counts as done if its CmdSN is already behind us."""
         return serial_lt(ref_cmd_sn, self.window.exp_cmd_sn) and serial_lt(ref_cmd_sn, tmf_cmd_sn)
 
-    def _abort(self, commands: list[Command], held: "HeldResponse | None" = None) -> None:
-        """Abort without a response; writes with solicited data outstanding keep draining their Data-Out, and
-        the TMF answer `held` waits for it."""
+    def _abort(self, commands: list[Command], held: "HeldResponse | None" = None,
+               stopped: Barrier | None = None) -> None:
+        """Abort without a response. The TMF answer `held` (and `stopped`) wait until each command the SCSI
+        layer runs has stopped (a late backstore completion is then dropped), and `held` until each write with
+        solicited data outstanding has drained its Data-Out."""
         for command in commands:
             command.aborted = True
             self.commands.pop(command.itt, None)
             self.window.outstanding -= 1
-            if any(burst.r2t_sn >= 0 for burst in command.bursts.values()):
+            if command.executing:
+                waiters = self.aborted_in_flight.setdefault(command, [])
+                if held is not None:
+                    held.waiting.add(command)
+                    waiters.append(lambda held=held, command=command: self._release(held, command))
+                if stopped is not None:
+                    waiters.append(stopped.hold())
+            elif any(burst.r2t_sn >= 0 for burst in command.bursts.values()):
                 self.draining[command.itt] = command
                 if held is not None:
                     held.waiting.add(command.itt)

@@ -27,17 +27,18 @@ def run_request(state: Reservations, kind: str, nexus: str, cdb: bytes, paramete
 class LocalReservations:
     """Reservation store for one unit inside one process."""
 
-    def __init__(self, on_change: Callable[[ConflictView, list, list], None]):
+    def __init__(self, on_change: Callable[[ConflictView, list, list, Callable[[], None]], None]):
         self.state = Reservations()
-        self.on_change = on_change          # (view, attentions, aborts) -> None
+        self.on_change = on_change          # (view, attentions, aborts, done) -> None
         self.view: ConflictView = self.state.view()
 
     def submit(self, kind: str, nexus: str, cdb: bytes, parameters: bytes,
                callback: Callable[[Outcome], None]) -> None:
         outcome = run_request(self.state, kind, nexus, cdb, parameters)
         if outcome.changed:
-            self.on_change(self.state.view(), outcome.attentions, outcome.aborts)
-        callback(outcome)
+            self.on_change(self.state.view(), outcome.attentions, outcome.aborts, lambda: callback(outcome))
+        else:
+            callback(outcome)
 
     def reset(self) -> None:
         if self.state.reset():

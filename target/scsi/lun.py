@@ -49,6 +49,10 @@ class UnitAttentions:
     def replace(self, nexus: str, pending: list[int]) -> None:
         self._queues[nexus] = list(pending)
 
+    def forget(self, nexus: str) -> None:
+        """The nexus left this worker; the coordinator keeps what it still has pending."""
+        self._queues.pop(nexus, None)
+
     def establish_for(self, nexus: str, asc_ascq: int) -> None:
         """Queue a condition for one nexus (e.g. REGISTRATIONS PREEMPTED)."""
         queue = self._queue(nexus)

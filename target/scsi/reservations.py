@@ -413,13 +413,10 @@ class Reservations:
 
     # -- PERSISTENT RESERVE IN ------------------------------------------------------------------------------
     def persistent_reserve_in(self, nexus: str, cdb: bytes) -> Outcome:
+        """Served to every nexus, even while another holds an SPC-2 reservation (only PR OUT conflicts then)."""
         try:
-            if self.spc2_holder is not None and self.spc2_holder != nexus:
-                raise Conflict
             action, alloc = _PRIN_CDB.unpack_from(cdb)
             data = self._prin(action & 0x1F)
-        except Conflict:
-            return Outcome(RESERVATION_CONFLICT)
         except ScsiError as error:
             return Outcome(CHECK_CONDITION, build_sense(error.key, error.asc_ascq, error.field))
         return Outcome(data=data[:alloc])

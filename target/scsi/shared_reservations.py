@@ -22,11 +22,11 @@ class SharedReservations:
     """Reservation store for one unit, backed by the coordinator."""
 
     def __init__(self, coordinator, target_iqn: str, lun: int,
-                 on_change: Callable[[ConflictView, list, list], None]):
+                 on_change: Callable[[ConflictView, list, list, Callable[[], None]], None]):
         self.coordinator = coordinator
         self.target_iqn = target_iqn
         self.lun = lun
-        self.on_change = on_change          # (view, attentions, aborts) -> None
+        self.on_change = on_change          # (view, attentions, aborts, done) -> None
         self.view: ConflictView = NOTHING_RESERVED
 
     def submit(self, kind: str, nexus: str, cdb: bytes, parameters: bytes,
@@ -39,13 +39,15 @@ class SharedReservations:
                 log.error("reservation request failed in the coordinator: %s", reply["error"])
                 callback(_FAILED)
                 return
-            change = reply["change"]
-            if change is not None:
-                self.apply(change)
-            callback(Outcome.from_dict(reply["outcome"]))
+            outcome = Outcome.from_dict(reply["outcome"])
+            if reply["change"] is None:
+                callback(outcome)
+            else:
+                self.apply(reply["change"], lambda: callback(outcome))
 
         self.coordinator.request("pr.request", body, answered)
 
-    def apply(self, change: dict) -> None:
-        """A change from the coordinator (this worker's answer or another's push)."""
-        self.on_change(ConflictView.from_dict(change["view"]), change["attentions"], change["aborts"])
+    def apply(self, change: dict, done: Callable[[], None]) -> None:
+        """A change from the coordinator (this worker's answer or another's push); `done` once the tasks it
+        aborts here (PREEMPT AND ABORT) have stopped."""
+        self.on_change(ConflictView.from_dict(change["view"]), change["attentions"], change["aborts"], done)

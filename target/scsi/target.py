@@ -21,7 +21,7 @@ from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, DAT
                     LOGICAL_UNIT_NOT_SUPPORTED, POWER_ON_OCCURRED, UNIT_ATTENTION, WRITE_PROTECTED, ScsiError,
                     check_condition, fail, invalid_cdb)
 from .shared_reservations import SharedReservations
-from .task import GOOD, RESERVATION_CONFLICT
+from .task import GOOD, RESERVATION_CONFLICT, Barrier
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,15 @@ def _ops() -> list[Op]:
 OPS = _ops()
 
 
+def _nothing() -> None:
+    pass
+
+
 class ScsiTarget:
     """Executes SCSI tasks for the logical units of one target.
 
-    Sessions attach their I_T nexus (`attach`/`detach`) with an object offering `abort_lun(lun)` and `close()`,
+    Sessions attach their I_T nexus (`attach`/`detach`) with an object offering `abort_lun(lun, done)` (abort
+    its tasks on the unit, `done()` once those in flight have stopped; True if it had any) and `close()`,
     so that PREEMPT AND ABORT, CLEAR TASK SET and resets can reach another nexus's tasks, and nexus loss can
     drop its SPC-2 reservation. With a coordinator (`coordinator`, the worker's CoordinatorClient) the
     coordinator is the authority for reservations and unit attentions: resets and CLEAR TASK SET go through it
@@ -154,13 +159,15 @@ class ScsiTarget:
             for unit in self.luns.values():
                 unit.reservations.nexus_lost(nexus)
         else:
+            for unit in self.luns.values():
+                unit.attentions.forget(nexus)
             self.coordinator.request("pr.nexus_lost", {"target": self.iqn, "nexus": nexus}, self._nexus_gone)
 
     def _nexus_gone(self, reply: dict) -> None:
         for change in reply.get("changes", ()):
             unit = self.luns.get(change["lun"])
             if unit is not None:
-                unit.reservations.apply(change)
+                unit.reservations.apply(change, _nothing)
 
     def _consumed_reporter(self, lun: int):
         def consumed(nexus: str, asc_ascq: int) -> None:
@@ -170,16 +177,18 @@ class ScsiTarget:
 
     # -- changes from the reservation store (local or coordinator) --------------------------------------------
     def _change_applier(self, lun: int):
-        def apply(view, attentions, aborts) -> None:
+        def apply(view, attentions, aborts, done) -> None:
             unit = self.luns[lun]
             unit.reservations.view = view
             for nexus, asc_ascq in attentions:
                 if self.coordinator is None or nexus in self.nexuses:
                     unit.attentions.establish_for(nexus, asc_ascq)
+            stopped = Barrier(done)
             for nexus in aborts:
                 session = self.nexuses.get(nexus)
                 if session is not None:
-                    session.abort_lun(lun)
+                    session.abort_lun(lun, stopped.hold())
+            stopped.release()
         return apply
 
     def apply_views(self, views) -> None:
@@ -207,48 +216,48 @@ class ScsiTarget:
         if self.coordinator is None:
             for lun in luns:
                 self.luns[lun].reservations.reset()
-            self.apply_reset(body)
-            done()
-            return
+            self.apply_reset(body, done)
+        else:
+            self.coordinator.request("pr.reset", body,
+                                     lambda reply: self.apply_reset(body if "error" in reply else reply, done))
 
-        def answered(reply: dict) -> None:
-            self.apply_reset(body if "error" in reply else reply)
-            done()
-        self.coordinator.request("pr.reset", body, answered)
-
-    def apply_reset(self, body: dict) -> None:
+    def apply_reset(self, body: dict, done: Callable[[], None]) -> None:
+        """A reset on this worker: `done()` once the tasks it aborted here have stopped."""
         nexus = body["nexus"]
+        stopped = Barrier(done)
         for lun in body["luns"]:
             unit = self.luns.get(lun)
             if unit is None:
                 continue
-            self._abort_others(lun, nexus)
+            self._abort_others(lun, nexus, stopped)
             unit.establish_ua(body["asc"])
         self.apply_views(body.get("views", ()))
         if body["cold"]:
             for other, session in list(self.nexuses.items()):
                 if other != nexus:
                     session.close()
+        stopped.release()
 
     def clear_task_set(self, lun: int, nexus: str, done: Callable[[], None]) -> None:
         """CLEAR TASK SET: the other nexuses' tasks go too, and they learn of it (SAM-5 §7.4, TAS=0)."""
         body = {"target": self.iqn, "lun": lun, "nexus": nexus}
         if self.coordinator is None:
-            self.apply_clear(body)
-            done()
+            self.apply_clear(body, done)
         else:
-            self.coordinator.request("pr.clear", body, lambda reply: (self.apply_clear(body), done()))
+            self.coordinator.request("pr.clear", body, lambda reply: self.apply_clear(body, done))
 
-    def apply_clear(self, body: dict) -> None:
+    def apply_clear(self, body: dict, done: Callable[[], None]) -> None:
+        stopped = Barrier(done)
         unit = self.luns.get(body["lun"])
         if unit is not None:
-            for other in self._abort_others(body["lun"], body["nexus"]):
+            for other in self._abort_others(body["lun"], body["nexus"], stopped):
                 unit.attentions.establish_for(other, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR)
+        stopped.release()
 
-    def _abort_others(self, lun: int, nexus: str) -> list[str]:
+    def _abort_others(self, lun: int, nexus: str, stopped: Barrier) -> list[str]:
         """Abort every other nexus's tasks on `lun`; the nexuses that had some."""
         return [other for other, session in list(self.nexuses.items())
-                if other != nexus and session.abort_lun(lun)]
+                if other != nexus and session.abort_lun(lun, stopped.hold())]
 
     def execute(self, task) -> None:
         if self.attaching and task.nexus in self.attaching:

@@ -12,6 +12,26 @@ TASK_SET_FULL = 0x28
 TASK_ABORTED = 0x40
 
 
+class Barrier:
+    """Runs `then()` once `release()` was called and every callback `hold()` handed out has run: used to answer
+    a task management function (or ack its push) only when the tasks it aborted have stopped."""
+
+    __slots__ = ("count", "then")
+
+    def __init__(self, then: Callable[[], None]):
+        self.count = 1
+        self.then = then
+
+    def hold(self) -> Callable[[], None]:
+        self.count += 1
+        return self.release
+
+    def release(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.then()
+
+
 class ScsiTask:
     """One SCSI command on one I_T nexus.
 
