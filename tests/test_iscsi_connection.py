@@ -26,6 +26,7 @@ class BlockDevice:
         self.hold_resets = False
         self.held = []
         self.reads_in_flight = None     # a list: reads are kept there (as if the disk were slow), not answered
+        self.reads_remote = False       # ... as if they waited on the coordinator instead
 
     def has_lun(self, lun):
         return lun == 0
@@ -59,6 +60,7 @@ class BlockDevice:
             lba, count = struct.unpack(">IxH", bytes(task.cdb[2:9]))
             start, length = lba * BLOCK, count * BLOCK
             if op == 0x28 and self.reads_in_flight is not None:
+                task.remote = self.reads_remote
                 self.reads_in_flight.append(lambda: task.finish(GOOD, memoryview(self.disk)[start:start + length]))
             elif op == 0x28:
                 task.finish(GOOD, memoryview(self.disk)[start:start + length])
@@ -248,6 +250,17 @@ def test_abort_task_answers_once_the_backstore_is_done_and_the_read_never_answer
     (tmf, _), = exchange(conn)
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.w16 == 31 and tmf.b2 == 0
     assert not conn.aborted_in_flight and not conn.commands
+
+
+def test_abort_task_does_not_wait_for_a_task_parked_at_the_coordinator():
+    conn = connect()
+    conn.host.device.reads_in_flight = []
+    conn.host.device.reads_remote = True
+    exchange(conn, scsi_command(read10(0, 1), edtl=512, read=True, itt=30))
+    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=31, w20=30, w24=2))
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0
+    conn.host.device.reads_in_flight.pop()()
+    assert exchange(conn) == []                                 # the late answer is dropped
 
 
 def test_cold_reset_answers_then_closes():

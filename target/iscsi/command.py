@@ -27,7 +27,7 @@ class Command:
     """A SCSI command PDU plus the state needed to gather its write data."""
 
     __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "read", "write", "buffer", "received",
-                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "executing", "cmd_sn", "immediate")
+                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "cmd_sn", "immediate")
 
     def __init__(self, pdu, lun: int):
         self.itt = pdu.w16
@@ -45,7 +45,7 @@ class Command:
         self.bursts: dict[int, Burst] = {}     # TTT -> burst
         self.r2t_sn = 0
         self.aborted = False
-        self.executing = False          # handed to the SCSI layer, not finished yet
+        self.task = None                # the ScsiTask, once handed to the SCSI layer
 
     @property
     def complete(self) -> bool:

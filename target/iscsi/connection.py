@@ -264,7 +264,7 @@ class Connection:
         data = memoryview(command.buffer) if command.buffer is not None else (_EMPTY if command.write else None)
         task = ScsiTask(command.lun, command.cdb, self.nexus, self.initiator_name, command.expected_length,
                         command.read, command.write, data, self._task_done, command)
-        command.executing = True
+        command.task = task
         self.target.execute(task)
 
     def _task_done(self, task: ScsiTask) -> None:
@@ -358,13 +358,13 @@ class Connection:
     def _abort(self, commands: list[Command], held: "HeldResponse | None" = None,
                stopped: Barrier | None = None) -> None:
         """Abort without a response. The TMF answer `held` (and `stopped`) wait until each command the SCSI
-        layer runs has stopped (a late backstore completion is then dropped), and `held` until each write with
-        solicited data outstanding has drained its Data-Out."""
+        layer runs has stopped (a late backstore completion is then dropped; tasks waiting on the coordinator are
+        not waited for), and `held` until each write with solicited data outstanding has drained its Data-Out."""
         for command in commands:
             command.aborted = True
             self.commands.pop(command.itt, None)
             self.window.outstanding -= 1
-            if command.executing:
+            if command.task is not None and not command.task.remote:
                 waiters = self.aborted_in_flight.setdefault(command, [])
                 if held is not None:
                     held.waiting.add(command)

@@ -15,32 +15,37 @@ _PROUT_LENGTH = Struct(">5xI")
 _THIRD_PARTY, _LONGID, _EXTENT = 0x10, 0x02, 0x01
 
 
-def _finish(task):
+def _finish(unit, task):
+    """The completion of a request to the reservation store; the task waits on the coordinator meanwhile (a task
+    management function aborting it does not wait for it: the coordinator may be busy with that very function)."""
+    task.remote = unit.coordinator is not None
+
     def done(outcome: Outcome) -> None:
+        task.remote = False
         task.finish(outcome.status, outcome.data or None, outcome.sense)
     return done
 
 
 def persistent_reserve_in(target, unit, task):
-    unit.reservations.submit("in", task.nexus, bytes(task.cdb), b"", _finish(task))
+    unit.reservations.submit("in", task.nexus, bytes(task.cdb), b"", _finish(unit, task))
 
 
 def persistent_reserve_out(target, unit, task):
     length = task.transfer_length = _PROUT_LENGTH.unpack_from(task.cdb)[0]
     data = task.data_out
     parameters = bytes(data[:length]) if data is not None else b""
-    unit.reservations.submit("out", task.nexus, bytes(task.cdb), parameters, _finish(task))
+    unit.reservations.submit("out", task.nexus, bytes(task.cdb), parameters, _finish(unit, task))
 
 
 def reserve(target, unit, task):
     """RESERVE(6)/(10): logical unit reservations only; third-party and extent forms are refused."""
     _check_party_and_extent(task.cdb)
-    unit.reservations.submit("reserve", task.nexus, b"", b"", _finish(task))
+    unit.reservations.submit("reserve", task.nexus, b"", b"", _finish(unit, task))
 
 
 def release(target, unit, task):
     _check_party_and_extent(task.cdb)
-    unit.reservations.submit("release", task.nexus, b"", b"", _finish(task))
+    unit.reservations.submit("release", task.nexus, b"", b"", _finish(unit, task))
 
 
 def _check_party_and_extent(cdb) -> None:

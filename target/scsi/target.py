@@ -261,8 +261,10 @@ class ScsiTarget:
 
     def execute(self, task) -> None:
         if self.attaching and task.nexus in self.attaching:
-            self.attaching[task.nexus].append(task)         # first commands of a session, before ua.attach
+            task.remote = True                              # first commands of a session, before ua.attach
+            self.attaching[task.nexus].append(task)
             return
+        task.remote = False
         cdb = task.cdb
         _, handler, length, flags = OPS[cdb[0]] if cdb else UNSUPPORTED
         unit = self.luns.get(task.lun)

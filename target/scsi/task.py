@@ -42,7 +42,7 @@ class ScsiTask:
     """
 
     __slots__ = ("lun", "cdb", "nexus", "initiator_name", "expected_length", "read", "write",
-                 "data_out", "done", "status", "data_in", "sense", "context", "transfer_length")
+                 "data_out", "done", "status", "data_in", "sense", "context", "transfer_length", "remote")
 
     def __init__(self, lun: int, cdb: bytes, nexus: str, initiator_name: str, expected_length: int,
                  read: bool, write: bool, data_out, done: Callable[["ScsiTask"], None], context=None):
@@ -60,6 +60,7 @@ class ScsiTask:
         self.data_in = None
         self.sense = None
         self.transfer_length = None
+        self.remote = False             # waiting for the coordinator (not for the disk)
 
     def finish(self, status: int = GOOD, data=None, sense: bytes | None = None) -> None:
         self.status = status
