@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from servers import RingTgtServer, TgtdServer, cpu_seconds, fio_url, prefill, rss_bytes
+from servers import RingTgtServer, TgtdServer, cpu_seconds, established, fio_url, prefill, rss_bytes, socket_inodes
 
 HERE = Path(__file__).resolve().parent
 JOBS = ["randread-4k-qd32", "randwrite-4k-qd32", "seqread-128k-qd8", "seqwrite-128k-qd8", "randread-4k-qd1",
@@ -125,25 +125,29 @@ def memory(workdir: Path, size: int, runtime: int, log) -> dict:
         time.sleep(0.5)
         idle = {pid: rss_bytes(pid) for pid in server.worker_pids()}
         peak = dict(idle)
+        sessions = dict.fromkeys(idle, 0)
         done = threading.Event()
 
         def sample():
             while not done.is_set():
                 for pid in peak:
                     peak[pid] = max(peak[pid], rss_bytes(pid))
+                    sessions[pid] = max(sessions[pid], len(socket_inodes(pid) & established(server.port)))
                 done.wait(0.1)
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            run_fio("randread-4k-qd1", server, runtime, ["--numjobs=64", "--thread"])
+            run_fio("sessions-64", server, runtime)
         finally:
             done.set()
             sampler.join()
     finally:
         server.stop()
-    result = {"idle_mib": [v / MIB for v in idle.values()], "sessions_64_mib": [v / MIB for v in peak.values()]}
+    result = {"idle_mib": [v / MIB for v in idle.values()], "sessions_64_mib": [v / MIB for v in peak.values()],
+              "sessions": list(sessions.values())}
     log(f"  RSS per worker: idle {', '.join(f'{v:.1f}' for v in result['idle_mib'])} MiB; with 64 sessions "
-        f"{', '.join(f'{v:.1f}' for v in result['sessions_64_mib'])} MiB")
+        f"{', '.join(f'{v:.1f}' for v in result['sessions_64_mib'])} MiB "
+        f"(sessions per worker: {', '.join(map(str, result['sessions']))})")
     return result
 
 
@@ -214,7 +218,8 @@ def main(argv=None) -> int:
                 mem = results[suite] = memory(workdir, size, args.runtime, log)
                 tables.append("### ringtgt RSS per worker\n\n| state | RSS MiB per worker |\n|---|---|\n"
                               f"| idle | {', '.join(f'{v:.1f}' for v in mem['idle_mib'])} |\n"
-                              f"| 64 sessions | {', '.join(f'{v:.1f}' for v in mem['sessions_64_mib'])} |")
+                              f"| 64 sessions (per worker: {', '.join(map(str, mem['sessions']))}) | "
+                              f"{', '.join(f'{v:.1f}' for v in mem['sessions_64_mib'])} |")
             else:
                 parser.error(f"unknown suite {suite!r}")
     results["machine"]["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]

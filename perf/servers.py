@@ -59,6 +59,37 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def tcp_inodes(port: int, state: str) -> set[int]:
+    """Inodes of the TCP sockets with this local port in this state (/proc/net/tcp hex code)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rpartition(":")[2], 16) == port and fields[3] == state:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def listening_inodes(port: int) -> set[int]:
+    return tcp_inodes(port, "0A")
+
+
+def established(port: int) -> set[int]:
+    return tcp_inodes(port, "01")
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of the processes (all their threads), in seconds."""
     ticks = 0
@@ -121,7 +152,9 @@ class RingTgtServer:
         return [self.proc.pid, *children(self.proc.pid)]
 
     def worker_pids(self) -> list[int]:
-        return children(self.proc.pid)
+        """The children holding a listener on the portal (the coordinator child holds none)."""
+        listeners = listening_inodes(self.port)
+        return [pid for pid in children(self.proc.pid) if socket_inodes(pid) & listeners]
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -30,10 +30,30 @@ def data_in(out: list, data, lun_field: int, itt: int, seq, segment: int, burst:
             status: int | None, residual: tuple[int, int]) -> int:
     """Append Data-In PDUs for `data` to `out`; with `status` set, the last PDU carries it (S bit).
 
-    `seq` is (StatSN, ExpCmdSN, MaxCmdSN). Returns the number of PDUs (the next ExpDataSN).
+    `seq` is (StatSN, ExpCmdSN, MaxCmdSN). Returns the number of PDUs (the next ExpDataSN). Data that fits
+    one PDU and came from a backstore buffer with headroom gets its header written in front of it, so header
+    and data leave as one piece.
     """
     stat_sn, exp_cmd_sn, max_cmd_sn = seq
     total = len(data)
+    if total <= segment and total <= burst:
+        flags, w44, sn = DATA_IN_FINAL, 0, 0
+        if status is not None:
+            flags |= STATUS_PRESENT | residual[0]
+            w44 = residual[1]
+            sn = stat_sn
+        whole = headroom_view(data)
+        if whole is not None:
+            P.BHS.pack_into(whole, 0, P.DATA_IN, flags, 0, status or 0, total, lun_field, itt, P.RESERVED_TAG,
+                            sn, exp_cmd_sn, max_cmd_sn, 0, 0, w44)
+            out.append(whole)
+        else:
+            out.append(P.BHS.pack(P.DATA_IN, flags, 0, status or 0, total, lun_field, itt, P.RESERVED_TAG, sn,
+                                  exp_cmd_sn, max_cmd_sn, 0, 0, w44))
+            out.append(data)
+        if total & 3:
+            out.append(P.padding(total))
+        return 1
     view = memoryview(data)
     offset = 0
     data_sn = 0
