@@ -1,6 +1,6 @@
 """Two ringtgt builds or configurations side by side (A B A B …), for deciding what a change bought.
 
-    perf/ab.py [--a-binary PATH] [--b-binary PATH] [--a-config LINES] [--b-config LINES] \\
+    perf/ab.py [--a-binary PATH] [--b-binary PATH] [--a-config LINES] [--b-config LINES] [--a-env K=V,…] \\
                [--jobs randread-4k-qd32,…] [--rounds 3] [--runtime 4] [--null]
 
 A binary is a `ringtgt` entry point (e.g. another checkout's .venv/bin/ringtgt; default: this one's);
@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     for side in ("a", "b"):
         parser.add_argument(f"--{side}-binary", type=Path)
         parser.add_argument(f"--{side}-config", default="")
+        parser.add_argument(f"--{side}-env", default="", help="K=V,… for that server's environment")
     parser.add_argument("--jobs", default=",".join(JOBS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runtime", type=int, default=4)
@@ -40,7 +41,9 @@ def main(argv=None) -> int:
             for side in ("a", "b"):
                 server = RingTgtServer(Path(tmp) / side, image=image, size=size, workers=args.workers,
                                        server_extra=getattr(args, f"{side}_config").replace(";", "\n"),
-                                       binary=getattr(args, f"{side}_binary"))
+                                       binary=getattr(args, f"{side}_binary"),
+                                       env=dict(kv.split("=", 1) for kv in getattr(args, f"{side}_env").split(",")
+                                                if kv))
                 server.name = side.upper()
                 servers.append(server)
             table = side_by_side(servers, args.jobs.split(","), args.rounds, args.runtime,
