@@ -92,7 +92,7 @@ class Ring:
             raise error_for(rc, "prep_nop")
 
     def prep_read(self, fd: int, buf, offset: int, user_data: int, rw_flags: int = 0) -> None:
-        view = _from_buffer(buf, require_writable=True)
+        view = _from_buffer("char[]", buf, True)
         rc = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags)
         if rc:
             raise error_for(rc, "prep_read")
@@ -126,7 +126,7 @@ class Ring:
         _check_rc(lib.rt_prep_accept(self._ring, user_data, fd), "prep_accept")
 
     def prep_recv(self, fd: int, buf, user_data: int, flags: int = 0) -> None:
-        view = _from_buffer(buf, require_writable=True)
+        view = _from_buffer("char[]", buf, True)
         rc = _prep_recv(self._ring, user_data, fd, view, len(view), flags)
         if rc:
             raise error_for(rc, "prep_recv")

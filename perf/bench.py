@@ -30,10 +30,10 @@ HERE = Path(__file__).resolve().parent
 JOBS = ["randread-4k-qd32", "randwrite-4k-qd32", "seqread-128k-qd8", "seqwrite-128k-qd8", "randread-4k-qd1",
         "mixed-64k-70-30"]
 SCALING_JOBS = ["randread-4k-qd32", "randwrite-4k-qd32"]
-# ringtgt does not offer ImmediateData (see target/iscsi/negotiation.py), so with InitialR2T=Yes every write
-# waits for an R2T; tgtd's defaults (ImmediateData=Yes) send a 4k write in one trip. InitialR2T=No puts
-# ringtgt's write data into unsolicited Data-Out PDUs: one trip, as a perf lab would configure it.
-RINGTGT_SERVER = "initial_r2t = false"
+# ringtgt's defaults are the conservative ones (InitialR2T=Yes, ImmediateData=No: every write waits for an
+# R2T). tgtd offers ImmediateData=Yes by default, so a 4k write is one PDU. The bench runs ringtgt as a perf
+# lab would: first bursts as immediate data, and unsolicited Data-Out beyond it.
+RINGTGT_SERVER = "initial_r2t = false\nimmediate_data = true"
 GIB = 1 << 30
 MIB = 1 << 20
 # metric -> True when higher is better

@@ -65,6 +65,7 @@ class ServerConfig:
     max_connections: int
     max_connections_per_initiator: int
     initial_r2t: bool = True
+    immediate_data: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
         if value < 1:
             raise t.error(key, f"must be at least 1, got {value}")
     initial_r2t = t.take("initial_r2t", (bool,), True)
+    immediate_data = t.take("immediate_data", (bool,), False)
     t.finish()
     return ServerConfig(
         portals=portals,
@@ -225,6 +227,7 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
         login_timeout=login_timeout,
         **limits,
         initial_r2t=initial_r2t,
+        immediate_data=immediate_data,
     )
 
 
@@ -414,6 +417,7 @@ def dump_config(config: Config) -> str:
         f"max_connections = {s.max_connections}",
         f"max_connections_per_initiator = {s.max_connections_per_initiator}",
         f"initial_r2t = {_toml(s.initial_r2t)}",
+        f"immediate_data = {_toml(s.immediate_data)}",
     ]
     lines += _dump_auth("discovery", config.discovery)
     for target in config.targets:

@@ -52,7 +52,8 @@ def listen_socket(host: str, port: int) -> socket.socket:
 class Channel:
     """The I/O side of one connection: its socket, receive buffer and send state."""
 
-    __slots__ = ("sock", "fd", "conn", "recv_buf", "recv_view", "receiving", "sending", "dead", "opened")
+    __slots__ = ("sock", "fd", "conn", "recv_buf", "recv_view", "receiving", "sending", "sending_bytes", "dead",
+                 "opened", "on_received", "on_sent")
 
     def __init__(self, sock: socket.socket, conn: Connection, opened: float):
         self.sock = sock
@@ -62,6 +63,9 @@ class Channel:
         self.recv_view = memoryview(self.recv_buf)
         self.receiving = False
         self.sending = None            # the buffers of the send in flight
+        self.sending_bytes = 0         # and their total size
+        self.on_received = None        # the worker's completion handlers for this channel's recv and send
+        self.on_sent = None
         self.dead = False
         self.opened = opened           # time.monotonic() at accept: the login timeout counts from here
 
@@ -90,7 +94,8 @@ class Worker:
         self.login_timeout = config.server.login_timeout
         self.max_connections = config.server.max_connections
         self.max_connections_per_initiator = config.server.max_connections_per_initiator
-        self.offers = {"InitialR2T": config.server.initial_r2t}     # our values of negotiated keys
+        self.offers = {"InitialR2T": config.server.initial_r2t,      # our values of negotiated keys
+                       "ImmediateData": config.server.immediate_data}
 
     def _build_target(self, target) -> ScsiTarget:
         luns = {}
@@ -167,13 +172,15 @@ class Worker:
             sock.close()
             return
         channel = Channel(sock, conn, time.monotonic())
+        channel.on_received = lambda res: self._received(channel, res)
+        channel.on_sent = lambda res: self._sent(channel, res)
         self.channels[conn] = channel
         self._arm_recv(channel)
 
     # -- receive ------------------------------------------------------------------------------------------------
     def _arm_recv(self, channel: Channel) -> None:
         channel.receiving = True
-        self.ring.prep_recv(channel.fd, channel.recv_buf, self.reactor.token(lambda res: self._received(channel, res)))
+        self.ring.prep_recv(channel.fd, channel.recv_buf, self.reactor.token(channel.on_received))
 
     def _received(self, channel: Channel, res: int) -> None:
         channel.receiving = False
@@ -200,13 +207,14 @@ class Worker:
             if conn.closing:
                 self._shutdown(channel)
             return
-        bufs = _coalesce(conn.out)
+        bufs, size = _coalesce(conn.out)
         del conn.out[:]
-        self._send(channel, bufs)
+        self._send(channel, bufs, size)
 
-    def _send(self, channel: Channel, bufs: list) -> None:
+    def _send(self, channel: Channel, bufs: list, size: int) -> None:
         channel.sending = bufs
-        token = self.reactor.token(lambda res: self._sent(channel, res))
+        channel.sending_bytes = size
+        token = self.reactor.token(channel.on_sent)
         if len(bufs) == 1:
             self.ring.prep_send(channel.fd, bufs[0], token, socket.MSG_NOSIGNAL)
         else:
@@ -218,9 +226,8 @@ class Worker:
         if res < 0 or channel.dead:
             self._teardown(channel)
             return
-        remaining = _after(bufs, res)
-        if remaining:
-            self._send(channel, remaining)
+        if res < channel.sending_bytes:
+            self._send(channel, _after(bufs, res), channel.sending_bytes - res)
         else:
             self._send_pending(channel)
 
@@ -253,6 +260,7 @@ class Worker:
             del self.sessions[conn.session_key]
         self.session_sync.ended(conn)
         channel.sock.close()
+        channel.on_received = channel.on_sent = None     # they refer to the channel: no cycle left behind
 
     # -- keepalive and shutdown -----------------------------------------------------------------------------------
     def _keepalive(self) -> None:
@@ -321,13 +329,17 @@ def _after(bufs: list, sent: int) -> list:
     return []
 
 
-def _coalesce(out: list) -> list:
-    """`out` as few pieces for one send: runs of buffers below COALESCE_BELOW bytes are joined into one
-    (a copy is cheaper than an iovec entry for them); bigger buffers stay as they are, uncopied."""
+def _coalesce(out: list) -> tuple[list, int]:
+    """`out` as few pieces for one send, and their total size: runs of buffers below COALESCE_BELOW bytes
+    are joined into one (a copy is cheaper than an iovec entry for them); bigger buffers stay as they are,
+    uncopied."""
     pieces = []
     run = []
+    size = 0
     for buf in out:
-        if len(buf) < COALESCE_BELOW:
+        n = len(buf)
+        size += n
+        if n < COALESCE_BELOW:
             run.append(buf)
         else:
             if run:
@@ -336,7 +348,7 @@ def _coalesce(out: list) -> list:
             pieces.append(buf)
     if run:
         pieces.append(b"".join(run) if len(run) > 1 else run[0])
-    return pieces
+    return pieces, size
 
 
 def worker_main(config, index: int, cpu: int) -> None:

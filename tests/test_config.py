@@ -17,6 +17,7 @@ state_dir = "state"
 log_level = "DEBUG"
 nop_interval = 2.5
 initial_r2t = false
+immediate_data = true
 
 [[target]]
 iqn = "iqn.2026-11.org.example:disk1"
@@ -80,6 +81,7 @@ def test_full_config(tmp_path):
     server = config.server
     assert server.portals == (("127.0.0.1", 3260), ("::1", 3261), ("0.0.0.0", 3260))
     assert (server.workers, server.log_level, server.nop_interval, server.initial_r2t) == (3, "debug", 2.5, False)
+    assert server.immediate_data is True
     assert server.state_dir == str(tmp_path / "state")
     disk, null = config.targets[0].luns
     assert config.targets[0].alias == "disk1"
@@ -100,6 +102,7 @@ def test_defaults_and_derived_identity(tmp_path):
     assert server.portals == (("127.0.0.1", 3260),)
     assert server.workers == len(os.sched_getaffinity(0))
     assert (server.log_level, server.nop_interval, server.initial_r2t) == ("info", 30.0, True)
+    assert server.immediate_data is False
     assert server.state_dir == str(tmp_path / "var")
     lun = config.targets[0].luns[0]
     assert (lun.block_size, lun.backstore, lun.direct, lun.write_cache) == (512, "file", False, True)
@@ -166,6 +169,7 @@ def test_parse_size_rejects(text):
     ("[server]\nnop_interval = -1\n" + MINIMAL, "server.nop_interval: must be finite seconds >= 0"),
     ("[server]\nnop_interval = inf\n" + MINIMAL, "server.nop_interval: must be finite seconds >= 0"),
     ("[server]\ninitial_r2t = 'yes'\n" + MINIMAL, "server.initial_r2t: must be a boolean"),
+    ("[server]\nimmediate_data = 1\n" + MINIMAL, "server.immediate_data: must be a boolean"),
     ("[server]\nportals = []\n" + MINIMAL, "server.portals: must list at least one host:port"),
     ("[server]\nportals = ['::1:3260']\n" + MINIMAL, "server.portals[0]: must be 'host:port' or '[ipv6]:port'"),
     ("[server]\nportals = ['h:1', 'h: 2']\n" + MINIMAL, "server.portals[1]: must be 'host:port'"),

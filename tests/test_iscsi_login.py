@@ -39,6 +39,13 @@ def test_boolean_rules():
     assert params.initial_r2t is False
 
 
+def test_immediate_data_offered_when_configured():
+    answers, params = answer([("ImmediateData", "Yes")], {"ImmediateData": True})
+    assert answers == {"ImmediateData": "Yes"} and params.immediate_data is True
+    answers, params = answer([("ImmediateData", "Yes")])
+    assert answers == {"ImmediateData": "No"} and params.immediate_data is False
+
+
 def test_initial_r2t_offered_by_default():
     answers, params = answer([("InitialR2T", "No")])
     assert answers == {"InitialR2T": "Yes"} and params.initial_r2t is True

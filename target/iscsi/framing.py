@@ -50,7 +50,8 @@ class FrameDecoder:
                     if end - pos < BHS_LEN:
                         break
                     pdu = decode_bhs(bytes(source[pos:pos + BHS_LEN]))
-                    self._check_limits(pdu)
+                    if pdu.data_len > self.max_data_len or pdu.ahs_len:
+                        self._check_limits(pdu)
                     pos += BHS_LEN
                 ahs_len = pdu.ahs_len
                 data_len = pdu.data_len

@@ -26,6 +26,7 @@ OUR_MAX_OUTSTANDING_R2T = 16
 # (libiscsi's iSCSIDataSnInvalid).
 OUR_IMMEDIATE_DATA = False
 # InitialR2T is the configuration's `server.initial_r2t` (Negotiator's `offers`); the default below is Yes.
+# ImmediateData likewise follows `server.immediate_data` (default No, the value below).
 
 
 @dataclass

@@ -76,6 +76,19 @@ def test_write_unsolicited_data_out(ringtgt):
         assert write_then_read(ini, small, lba=4096).r2ts == []
 
 
+def test_write_immediate_data_when_configured(ringtgt):
+    # `immediate_data = true`: the first burst rides in the command PDU itself; the rest is solicited.
+    with session(ringtgt(server_extra="immediate_data = true"), NAME + "-immediate",
+                 operational={"InitialR2T": "Yes", "ImmediateData": "Yes", "FirstBurstLength": "65536"}) as ini:
+        assert ini.params["ImmediateData"] == "Yes", f"unexpected answer: {ini.target_keys}"
+        assert write_then_read(ini, os.urandom(4096)).r2ts == []
+        data = os.urandom(256 * 1024)
+        written = write_then_read(ini, data, lba=4096)
+        first_burst = int(ini.params["FirstBurstLength"])
+        assert written.r2ts and written.r2ts[0][0] == first_burst, written.r2ts
+        assert sum(length for _, length in written.r2ts) == len(data) - first_burst, written.r2ts
+
+
 def test_write_solicited_by_r2t_only(shared_ringtgt):
     with session(shared_ringtgt, NAME + "-r2t",
                  operational={"InitialR2T": "Yes", "ImmediateData": "No", "MaxBurstLength": "65536"}) as ini:
