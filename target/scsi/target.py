@@ -141,7 +141,7 @@ class ScsiTarget:
         held = self.attaching.pop(nexus, [])
         if "error" in reply:
             log.error("ua.attach failed in the coordinator: %s", reply["error"])
-        else:
+        elif nexus in self.nexuses:
             for lun, queue in reply["attentions"]:
                 unit = self.luns.get(lun)
                 if unit is not None:
@@ -155,6 +155,7 @@ class ScsiTarget:
         if self.nexuses.get(nexus) is not session:
             return
         del self.nexuses[nexus]
+        self.attaching.pop(nexus, None)     # its first commands, still held: aborted with the nexus
         if self.coordinator is None:
             for unit in self.luns.values():
                 unit.reservations.nexus_lost(nexus)
