@@ -39,6 +39,7 @@ TMF_REASSIGN_UNSUPPORTED = 4
 TMF_NOT_SUPPORTED = 5
 
 _EMPTY = memoryview(b"")
+_NO_RESIDUAL = (0, 0)
 
 LOGOUT_CLOSE_SESSION = 0
 LOGOUT_CLOSE_CONNECTION = 1
@@ -282,7 +283,7 @@ class Connection:
         else:
             natural = task.transfer_length if task.transfer_length is not None else (edtl if command.write else 0)
         ok = task.status == GOOD and task.sense is None
-        residual = R.residual_flags(natural, edtl) if ok else (0, 0)
+        residual = R.residual_flags(natural, edtl) if ok and natural != edtl else _NO_RESIDUAL
         params = self.params
         out = self.out
         sent = min(natural, edtl) if data is not None and command.read else 0

@@ -43,7 +43,8 @@ def make_read(layout: C.LbaLayout):
         flags, lba, count = decode(task.cdb)
         if flags & C.PROTECT:
             raise invalid_cdb(1, 7)
-        _check_range(unit, lba, count, count_byte)
+        if lba + count > unit.blocks or count > unit.max_transfer_blocks:
+            _check_range(unit, lba, count, count_byte)
         if not count:
             return b""
 
@@ -69,7 +70,8 @@ def make_write(layout: C.LbaLayout):
         flags, lba, count = decode(task.cdb)
         if flags & C.PROTECT:
             raise invalid_cdb(1, 7)
-        _check_range(unit, lba, count, count_byte)
+        if lba + count > unit.blocks or count > unit.max_transfer_blocks:
+            _check_range(unit, lba, count, count_byte)
         size = unit.block_size
         length = task.transfer_length = count * size
         data = task.data_out
