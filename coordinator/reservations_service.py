@@ -16,7 +16,10 @@ Kinds (bodies name the unit by "target" iqn and "lun"; nexuses are I_T nexus nam
     ua.consumed     notify   {target, lun, nexus, asc}: a worker reported (and cleared) a unit attention.
     pr.nexus_lost   request  {target, nexus}: I_T nexus loss; its SPC-2 reservation goes. Reply {"changes"},
                     each also pushed as "pr.change".
-    pr.views        request  {}: every unit's view, [[target, lun, view]…], for a worker that (re)connected.
+    pr.views        request  {}: every unit's view, [[target, lun, view]…], for a worker that (re)connected. Units
+                    changed by a worker's death (its nexuses' SPC-2 reservations released; a hook cannot push)
+                    are pushed to the other workers then: the supervisor restarts the dead worker at once, and
+                    the new one asks for the views.
 
 Coordinator restarts: after every change the whole state (`snapshot()`) is also written to
 <state_dir>/reservations/live-<supervisor pid>.json; a coordinator restarted by the same supervisor resumes from
@@ -86,6 +89,7 @@ class ReservationAuthority:
                       for target, lun in units}
         self.greeted: dict[str, set[str]] = {}
         self.attached: dict[str, set[tuple[str, str]]] = {}     # origin -> (target, nexus) it hosts
+        self.unpushed: set[tuple[str, int]] = set()                # units changed by a worker's death
         self.live_path = None
         if directory is not None and incarnation is not None:
             self.live_path = os.path.join(directory, f"live-{incarnation}.json")
@@ -181,15 +185,18 @@ class ReservationAuthority:
         return Reply({"changes": changes}, [("pr.change", change) for change in changes])
 
     def views(self, body: dict, origin: str) -> Reply:
+        changes = [("pr.change", self._change({"target": target, "lun": lun}, self.units[(target, lun)]))
+                   for target, lun in sorted(self.unpushed)]
+        self.unpushed.clear()
         return Reply({"units": [[target, lun, unit.reservations.view().to_dict()]
-                                for (target, lun), unit in sorted(self.units.items())]})
+                                for (target, lun), unit in sorted(self.units.items())]}, changes)
 
     def worker_gone(self, origin: str) -> None:
-        """A dead worker's nexuses are lost: their SPC-2 reservations go (the others learn at the next push or
-        `pr.views`; a hook cannot push)."""
+        """A dead worker's nexuses are lost: their SPC-2 reservations go (pushed at the next `pr.views`)."""
         for target, nexus in self.attached.pop(origin, set()):
             for lun in self.luns_of(target):
-                self.units[(target, lun)].reservations.nexus_lost(nexus)
+                if self.units[(target, lun)].reservations.nexus_lost(nexus):
+                    self.unpushed.add((target, lun))
         self._save_live()
 
     # -- replication ----------------------------------------------------------------------------------------

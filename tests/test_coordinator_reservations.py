@@ -85,6 +85,9 @@ def test_nexus_loss_and_worker_death_release_spc2():
     auth.request({"target": T, "lun": 0, "kind": "reserve", "nexus": B, "cdb": b"", "parameters": b""}, "w1.2")
     auth.worker_gone("w1.2")
     assert auth.units[(T, 0)].reservations.spc2_holder is None
+    (kind, change), = auth.views({}, "w1.3").broadcasts                        # the restarted worker asks
+    assert kind == "pr.change" and change["lun"] == 0 and change["view"]["spc2_holder"] is None
+    assert auth.views({}, "w0.1").broadcasts == []
 
 
 def test_aptpl_state_survives_a_new_coordinator(tmp_path):

@@ -162,3 +162,19 @@ def test_reservations_survive_a_coordinator_restart(ringtgt):
         conflict(b.read(0, 1, block_size=512))
         good(prout(a, CLEAR, 0x5))
         good(b.read(0, 1, block_size=512))
+
+
+def test_spc2_reservation_goes_with_a_killed_worker(ringtgt):
+    tgt = ringtgt(workers=2)
+    held = connections_on_every_worker(tgt)
+    (pid_a, a), (pid_b, b) = held.items()
+    for index, ini in enumerate((a, b)):
+        ini.login(tgt.iqn, initiator_name=f"{NAME}-{index}")
+        ini.clear_unit_attentions()
+    with b:
+        good(a.scsi(bytes([0x16]) + bytes(5)))                       # RESERVE(6) through worker A
+        conflict(b.read(0, 1, block_size=512))
+        os.kill(pid_a, signal.SIGKILL)                               # A's nexus is lost with its worker
+        a.close()
+        poll(lambda: b.read(0, 1, block_size=512).status == I.GOOD, timeout=30,
+             what="worker B to learn that the reservation went with worker A")
