@@ -10,8 +10,9 @@ class BackstoreError(Exception):
 
 
 class Backstore(Protocol):
-    """Storage behind one LUN. Every callback runs from a ring completion, never from inside the call that
-    queued the operation, so callers are never re-entered."""
+    """Storage behind one LUN. Every callback runs from the event loop (a ring completion, or a call deferred
+    to the end of the turn), never from inside the call that queued the operation, so callers are never
+    re-entered."""
 
     size: int            # bytes
     block_size: int      # 512 or 4096
