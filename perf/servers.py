@@ -120,6 +120,18 @@ def prefill(path: Path, size: int) -> None:
         f.write(chunk[:size % len(chunk)])
 
 
+def stop(proc: subprocess.Popen, log) -> None:
+    """SIGTERM to a server started in a session of its own; SIGKILL to that session after 15 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    log.close()
+
+
 def fio_url(url: str) -> str:
     """fio splits filename= at ':'; every colon is escaped."""
     return url.replace(":", "\\:")
@@ -157,14 +169,7 @@ class RingTgtServer:
         return [pid for pid in children(self.proc.pid) if socket_inodes(pid) & listeners]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
+        stop(self.proc, self.log)
 
 
 class TgtdServer:
@@ -210,11 +215,4 @@ class TgtdServer:
         return [self.proc.pid]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        stop(self.proc, self.log)
