@@ -54,4 +54,4 @@ unsigned rt_reap(struct io_uring *ring, struct io_uring_cqe **scratch, uint64_t 
 /* one loop turn in one call: mode 0 reap only, 1 submit + reap, 2 submit + wait + reap; up to max
  * completions as (user_data, res) pairs into out; the count, or -errno if submitting failed */
 int rt_turn(struct io_uring *ring, int mode, unsigned wait_nr, int64_t timeout_ns, struct io_uring_cqe **scratch,
-            int64_t *out, unsigned max);
+            int64_t *out, unsigned max, int64_t spin_ns);

@@ -1,6 +1,8 @@
 /* C side of ioring._liburing: one call per op (SQE + prep + user_data) and a batch reap.
  * liburing's io_uring_prep_* helpers are static inline, so cffi cannot call them directly. */
 #include <errno.h>
+#include <sched.h>
+#include <time.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <liburing.h>
@@ -141,20 +143,49 @@ static inline unsigned rt_reap(struct io_uring *ring, struct io_uring_cqe **scra
     return n;
 }
 
+/* Submit, then busy-poll the CQ for up to spin_ns, yielding the CPU to anything runnable between looks.
+ * Socket completions wait as task work until the task enters the kernel; the TASKRUN flag in the SQ ring
+ * says some is pending and io_uring_get_events runs it without blocking. 1: a completion is ready; 0: none
+ * came in time; -errno: submitting failed. */
+static inline int rt_spin(struct io_uring *ring, int64_t spin_ns)
+{
+    struct timespec now;
+    int64_t deadline;
+    int rc = io_uring_submit(ring);
+    if (rc < 0)
+        return rc;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    deadline = now.tv_sec * 1000000000LL + now.tv_nsec + spin_ns;
+    for (;;) {
+        if (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_TASKRUN)
+            io_uring_get_events(ring);
+        if (io_uring_cq_ready(ring))
+            return 1;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec * 1000000000LL + now.tv_nsec >= deadline)
+            return 0;
+        sched_yield();
+    }
+}
+
 /* One call per loop turn. mode 0: reap only; 1: submit, then reap; 2: submit and wait for wait_nr
- * completions (at most timeout_ns, < 0: no limit), then reap. Reaping copies up to max ready completions
- * into out as user_data, res pairs (res sign-extended) and advances the CQ once. The count reaped, or
- * -errno when submitting failed (a timeout or a signal while waiting is not a failure). */
+ * completions (at most timeout_ns, < 0: no limit), busy-polling for spin_ns first when it is > 0, then
+ * reap. Reaping copies up to max ready completions into out as user_data, res pairs (res sign-extended)
+ * and advances the CQ once. The count reaped, or -errno when submitting failed (a timeout or a signal while
+ * waiting is not a failure). */
 static inline int rt_turn(struct io_uring *ring, int mode, unsigned wait_nr, int64_t timeout_ns,
-                          struct io_uring_cqe **scratch, int64_t *out, unsigned max)
+                          struct io_uring_cqe **scratch, int64_t *out, unsigned max, int64_t spin_ns)
 {
     unsigned n;
-    if (mode == 2) {
-        int rc = rt_submit_and_wait(ring, wait_nr, timeout_ns);
+    int rc = 0;
+    if (mode == 2 && spin_ns > 0 && (rc = rt_spin(ring, spin_ns)) < 0)
+        return rc;
+    if (mode == 2 && rc == 0) {
+        rc = rt_submit_and_wait(ring, wait_nr, timeout_ns);
         if (rc < 0 && rc != -ETIME && rc != -EINTR)
             return rc;
     } else if (mode == 1) {
-        int rc = io_uring_submit(ring);
+        rc = io_uring_submit(ring);
         if (rc < 0)
             return rc;
     }

@@ -4,6 +4,11 @@ Every prep_* is one C call (SQE, prep, user_data; submitting first when the SQ i
 buffers, iovecs and timespecs of an op alive until its completion is reaped, so callers may drop theirs.
 user_data is the caller's: an int below 2**63, unique among the ops in flight.
 
+Busy polling (`busy_poll_us`): after a turn that reaped at most one completion while no file op is in flight
+(a latency-bound load such as QD1), the next turn spins on the CQ that long, yielding the CPU to anything
+runnable, before it sleeps: a command arriving in that window skips the sleep and wakeup that otherwise
+dominate its latency. Heavier loads and disk waits never spin.
+
 The ring is set up SINGLE_ISSUER|COOP_TASKRUN|TASKRUN_FLAG when the kernel allows (≥ 6.0; plain otherwise):
 only the thread that created it may submit, so create it in the worker process, after fork.
 """
@@ -22,6 +27,7 @@ _prep_nop, _prep_read, _prep_write = lib.rt_prep_nop, lib.rt_prep_read, lib.rt_p
 _prep_recv, _prep_send, _turn = lib.rt_prep_recv, lib.rt_prep_send, lib.rt_turn
 _TUNED_FLAGS = lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
 _CLOSE_CANCEL = (1 << 64) - 1      # user_data of the cancel-everything op close() queues; callers stay < 2**63
+_SPIN_AFTER_AT_MOST = 1           # completions in a turn for the next one to busy-poll
 _CLOSE_GRACE = 1.0                 # seconds close() waits for cancelled ops to complete
 
 _UNAVAILABLE = ("io_uring is not available on this kernel ({}): ringtgt needs Linux ≥ 5.10 with io_uring "
@@ -37,9 +43,10 @@ def _iovec(bufs, writable: bool):
 class Ring:
     """An io_uring submission/completion queue pair."""
 
-    __slots__ = ("_ring", "_pins", "_capacity", "_scratch", "_user_data", "_res", "_pairs", "flags")
+    __slots__ = ("_ring", "_pins", "_files", "_capacity", "_scratch", "_user_data", "_res", "_pairs", "flags",
+                 "_busy_poll_ns", "_spin_ns")
 
-    def __init__(self, entries: int = 256, *, flags: int = 0):
+    def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0):
         self._ring = None                   # until the kernel gives us one (close() and __del__ check)
         ring = ffi.new("struct io_uring *")
         tuned = flags | _TUNED_FLAGS
@@ -52,7 +59,9 @@ class Ring:
         _check_rc(rc, "io_uring_queue_init")
         self._ring = ring
         self.flags = tuned                  # the setup flags the ring runs with
-        self._pins: dict[int, object] = {}
+        self._pins: dict[int, object] = {}    # socket and other ops' buffers, by user_data
+        self._files: dict[int, object] = {}   # file reads' and writes' buffers: while any, no busy polling
+        self._busy_poll_ns = self._spin_ns = int(busy_poll_us * 1000)
         self._capacity = capacity = 2 * entries    # the CQ is twice the SQ: one reap call drains it
         self._scratch = ffi.new("struct io_uring_cqe *[]", capacity)
         self._user_data = ffi.new("uint64_t[]", capacity)
@@ -64,15 +73,16 @@ class Ring:
         """Cancel what is in flight, wait (briefly) until the kernel lets go of pinned buffers, tear down."""
         if self._ring is None:
             return
-        if self._pins:
+        if self._pins or self._files:
             _check_rc(lib.rt_prep_cancel(self._ring, _CLOSE_CANCEL, 0, lib.IORING_ASYNC_CANCEL_ANY), "cancel")
             deadline = time.monotonic() + _CLOSE_GRACE
-            while self._pins and time.monotonic() < deadline:
+            while (self._pins or self._files) and time.monotonic() < deadline:
                 self.submit_and_wait(1, 0.05)
                 self.reap()
         lib.io_uring_queue_exit(self._ring)
         self._ring = None
         self._pins.clear()
+        self._files.clear()
 
     def __enter__(self) -> Ring:
         return self
@@ -96,24 +106,24 @@ class Ring:
         rc = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags)
         if rc:
             raise error_for(rc, "prep_read")
-        self._pins[user_data] = view
+        self._files[user_data] = view
 
     def prep_write(self, fd: int, buf, offset: int, user_data: int, rw_flags: int = 0) -> None:
         view = _from_buffer(buf)
         rc = _prep_write(self._ring, user_data, fd, view, len(view), offset, rw_flags)
         if rc:
             raise error_for(rc, "prep_write")
-        self._pins[user_data] = view
+        self._files[user_data] = view
 
     def prep_readv(self, fd: int, bufs, offset: int, user_data: int, rw_flags: int = 0) -> None:
         iov, views = _iovec(bufs, True)
         _check_rc(lib.rt_prep_readv(self._ring, user_data, fd, iov, len(views), offset, rw_flags), "prep_readv")
-        self._pins[user_data] = iov, views
+        self._files[user_data] = iov, views
 
     def prep_writev(self, fd: int, bufs, offset: int, user_data: int, rw_flags: int = 0) -> None:
         iov, views = _iovec(bufs, False)
         _check_rc(lib.rt_prep_writev(self._ring, user_data, fd, iov, len(views), offset, rw_flags), "prep_writev")
-        self._pins[user_data] = iov, views
+        self._files[user_data] = iov, views
 
     def prep_fsync(self, fd: int, user_data: int, datasync: bool = False) -> None:
         flags = lib.IORING_FSYNC_DATASYNC if datasync else 0
@@ -179,33 +189,33 @@ class Ring:
         reap every ready completion, in one C call: a flat list [user_data, res, user_data, res, …], res
         negative errno on failure. Unpins their buffers. The event loop's whole turn."""
         rc = _turn(self._ring, 2 if wait else 1, 1, -1 if timeout is None else int(timeout * 1e9), self._scratch,
-                   self._pairs, self._capacity)
+                   self._pairs, self._capacity, self._spin_ns)
         if rc < 0:
             raise error_for(rc, "io_uring_submit_and_wait")
         if not rc:
+            self._spin_ns = 0 if self._files else self._busy_poll_ns
             return []
         done = _unpack(self._pairs, 2 * rc)
         while rc == self._capacity:         # the CQ may hold more than one batch
-            rc = _turn(self._ring, 0, 0, 0, self._scratch, self._pairs, self._capacity)
+            rc = _turn(self._ring, 0, 0, 0, self._scratch, self._pairs, self._capacity, 0)
             done += _unpack(self._pairs, 2 * rc)
-        pins = self._pins
-        if pins:
-            pop = pins.pop
-            for user_data in done[::2]:
-                pop(user_data, None)
+        pop, pop_file = self._pins.pop, self._files.pop
+        for user_data in done[::2]:
+            pop(user_data, None) or pop_file(user_data, None)
+        self._spin_ns = 0 if self._files or rc > _SPIN_AFTER_AT_MOST else self._busy_poll_ns
         return done
 
     def reap(self) -> list[tuple[int, int]]:
         """Every ready completion as (user_data, res), res negative errno on failure. Unpins their buffers."""
         done: list[tuple[int, int]] = []
-        pop = self._pins.pop
+        pop, pop_file = self._pins.pop, self._files.pop
         capacity = self._capacity
         while True:
             n = lib.rt_reap(self._ring, self._scratch, self._user_data, self._res, ffi.NULL, capacity)
             if n:
                 user_data = ffi.unpack(self._user_data, n)
                 for u in user_data:
-                    pop(u, None)
+                    pop(u, None) or pop_file(u, None)
                 done += zip(user_data, ffi.unpack(self._res, n))
             if n < capacity:
                 return done

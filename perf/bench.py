@@ -33,7 +33,7 @@ SCALING_JOBS = ["randread-4k-qd32", "randwrite-4k-qd32"]
 # ringtgt's defaults are the conservative ones (InitialR2T=Yes, ImmediateData=No: every write waits for an
 # R2T). tgtd offers ImmediateData=Yes by default, so a 4k write is one PDU. The bench runs ringtgt as a perf
 # lab would: first bursts as immediate data, and unsolicited Data-Out beyond it.
-RINGTGT_SERVER = "initial_r2t = false\nimmediate_data = true"
+RINGTGT_SERVER = "initial_r2t = false\nimmediate_data = true\nbusy_poll_us = 50"
 GIB = 1 << 30
 MIB = 1 << 20
 # metric -> True when higher is better

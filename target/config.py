@@ -36,6 +36,7 @@ MAX_ALIAS_CHARS = 255
 MAX_SERIAL_CHARS = 64
 MIN_CHAP_SECRET_CHARS = 12   # RFC 7143 §12.1.3 wants at least 96 bits of secret
 MAX_CHAP_CHARS = 255
+MAX_BUSY_POLL_US = 1000     # a spin longer than a millisecond only burns the CPU a sleep would have given away
 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]i?b|b)?", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1} | {
@@ -66,6 +67,7 @@ class ServerConfig:
     max_connections_per_initiator: int
     initial_r2t: bool = True
     immediate_data: bool = False
+    busy_poll_us: float = 0
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,9 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
             raise t.error(key, f"must be at least 1, got {value}")
     initial_r2t = t.take("initial_r2t", (bool,), True)
     immediate_data = t.take("immediate_data", (bool,), False)
+    busy_poll_us = float(t.take("busy_poll_us", (int, float), 0))
+    if not 0 <= busy_poll_us <= MAX_BUSY_POLL_US:
+        raise t.error("busy_poll_us", f"must be 0..{MAX_BUSY_POLL_US} microseconds (0 = off), got {busy_poll_us}")
     t.finish()
     return ServerConfig(
         portals=portals,
@@ -228,6 +233,7 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
         **limits,
         initial_r2t=initial_r2t,
         immediate_data=immediate_data,
+        busy_poll_us=busy_poll_us,
     )
 
 
@@ -418,6 +424,7 @@ def dump_config(config: Config) -> str:
         f"max_connections_per_initiator = {s.max_connections_per_initiator}",
         f"initial_r2t = {_toml(s.initial_r2t)}",
         f"immediate_data = {_toml(s.immediate_data)}",
+        f"busy_poll_us = {s.busy_poll_us!r}",
     ]
     lines += _dump_auth("discovery", config.discovery)
     for target in config.targets:

@@ -76,7 +76,7 @@ class Worker:
     def __init__(self, config, index: int):
         self.config = config
         self.index = index
-        self.ring = Ring(1024)
+        self.ring = Ring(1024, busy_poll_us=config.server.busy_poll_us)
         self.reactor = Reactor(self.ring)
         self.coordinator = CoordinatorClient(self.reactor, config.server.state_dir, index)
         self.portal_group_tag = PORTAL_GROUP_TAG

@@ -224,3 +224,22 @@ def test_constants_exported():
     assert ioring.RWF_DSYNC == os.RWF_DSYNC and ioring.RWF_NOWAIT == os.RWF_NOWAIT
     assert ioring.RWF_HIPRI == os.RWF_HIPRI
     assert (ioring.FALLOC_FL_KEEP_SIZE, ioring.FALLOC_FL_PUNCH_HOLE, ioring.FALLOC_FL_ZERO_RANGE) == (1, 2, 16)
+
+
+def test_busy_polling_turns_reap_socket_file_and_timeout_alike(tcp_pair, fd):
+    """With busy_poll_us a turn spins before it sleeps: socket completions (task work run by the spin),
+    file ops (no spin while they are in flight) and a wait that times out all behave as without it."""
+    client, server = tcp_pair
+    with Ring(32, busy_poll_us=1000) as ring:
+        buf = bytearray(5)
+        ring.prep_recv(server.fileno(), buf, 1)
+        client.sendall(b"hello")
+        assert ring.turn(True, 5.0) == [1, 5]
+        assert buf == b"hello"
+        ring.prep_write(fd, b"abc", 0, 2)
+        assert ring.turn(True, 5.0) == [2, 3]
+        back = bytearray(3)
+        ring.prep_read(fd, back, 0, 3)
+        assert ring.turn(True, 5.0) == [3, 3]
+        assert back == b"abc"
+        assert ring.turn(True, 0.01) == []           # nothing in flight: spin, then the timed wait ends
