@@ -16,7 +16,11 @@ Kinds (bodies name the unit by "target" iqn and "lun"; nexuses are I_T nexus nam
     ua.consumed     notify   {target, lun, nexus, asc}: a worker reported (and cleared) a unit attention.
     pr.nexus_lost   request  {target, nexus}: I_T nexus loss; its SPC-2 reservation goes. Reply {"changes"},
                     each also pushed as "pr.change".
-    pr.views        request  {}: every unit's view, [[target, lun, view]…], for a worker that (re)connected. Units
+    mode.select     request  {target, lun, nexus, wce, swp}: MODE SELECT changed the unit's write cache or software
+                    write protect. Every other nexus of the unit gets MODE PARAMETERS CHANGED; pushed (and
+                    replied) as "mode.change" {target, lun, wce, swp, attentions: [[nexus, asc]…]}.
+    pr.views        request  {}: every unit's view, [[target, lun, view]…], and the modes changed since the start,
+                    "modes": [[target, lun, wce, swp]…], for a worker that (re)connected. Units
                     changed by a worker's death (its nexuses' SPC-2 reservations released; a hook cannot push)
                     are pushed to the other workers then: the supervisor restarts the dead worker at once, and
                     the new one asks for the views.
@@ -40,7 +44,7 @@ import os
 from target.scsi.local_reservations import run_request
 from target.scsi.reservations import Outcome, Reservations
 from target.scsi.reservation_files import load_state, save_state
-from target.scsi.sense import POWER_ON_RESET
+from target.scsi.sense import MODE_PARAMETERS_CHANGED, POWER_ON_RESET
 
 from .service import CoordinatorService, Reply
 
@@ -48,11 +52,12 @@ log = logging.getLogger("ringtgt.coordinator")
 
 
 class UnitState:
-    """One logical unit: its reservations and the unit attentions pending per nexus."""
+    """One logical unit: its reservations, the unit attentions pending per nexus, its changed mode parameters."""
 
     def __init__(self, path: str | None = None):
         self.reservations = Reservations()
         self.pending: dict[str, list[int]] = {}
+        self.mode: list[bool] | None = None         # [wce, swp] once a MODE SELECT changed them
         self.path = path
         if path is not None:
             saved = load_state(path)
@@ -167,6 +172,17 @@ class ReservationAuthority:
         self._save_live()
         return Reply({"attentions": attentions, "views": views})
 
+    def mode_select(self, body: dict, origin: str) -> Reply:
+        unit = self.unit(body)
+        unit.mode = [bool(body["wce"]), bool(body["swp"])]
+        attentions = [[nexus, MODE_PARAMETERS_CHANGED] for nexus in unit.pending if nexus != body["nexus"]]
+        for nexus, asc_ascq in attentions:
+            unit.establish(nexus, asc_ascq)
+        self._save_live()
+        change = {"target": body["target"], "lun": body["lun"], "wce": unit.mode[0], "swp": unit.mode[1],
+                  "attentions": attentions}
+        return Reply(change, [("mode.change", change)])
+
     def consumed(self, body: dict, origin: str) -> Reply:
         self.unit(body).consumed(body["nexus"], body["asc"])
         self._save_live()
@@ -188,8 +204,9 @@ class ReservationAuthority:
         changes = [("pr.change", self._change({"target": target, "lun": lun}, self.units[(target, lun)]))
                    for target, lun in sorted(self.unpushed)]
         self.unpushed.clear()
-        return Reply({"units": [[target, lun, unit.reservations.view().to_dict()]
-                                for (target, lun), unit in sorted(self.units.items())]}, changes)
+        units = sorted(self.units.items())
+        return Reply({"units": [[target, lun, unit.reservations.view().to_dict()] for (target, lun), unit in units],
+                      "modes": [[target, lun, *unit.mode] for (target, lun), unit in units if unit.mode]}, changes)
 
     def worker_gone(self, origin: str) -> None:
         """A dead worker's nexuses are lost: their SPC-2 reservations go (pushed at the next `pr.views`)."""
@@ -202,15 +219,16 @@ class ReservationAuthority:
     # -- replication ----------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
         return {"units": [[target, lun, unit.reservations.snapshot(),
-                           {nexus: list(queue) for nexus, queue in unit.pending.items()}]
+                           {nexus: list(queue) for nexus, queue in unit.pending.items()}, unit.mode]
                           for (target, lun), unit in sorted(self.units.items())],
                 "greeted": {target: sorted(names) for target, names in self.greeted.items()}}
 
     def restore(self, snapshot: dict) -> None:
-        for target, lun, reservations, pending in snapshot["units"]:
+        for target, lun, reservations, pending, mode in snapshot["units"]:
             unit = self.units.setdefault((target, lun), UnitState())
             unit.reservations.restore(reservations)
             unit.pending = {nexus: list(queue) for nexus, queue in pending.items()}
+            unit.mode = mode
         self.greeted = {target: set(names) for target, names in snapshot["greeted"].items()}
 
 
@@ -220,6 +238,7 @@ def register_reservation_handlers(service: CoordinatorService, authority: Reserv
     service.register("pr.clear", authority.clear)
     service.register("ua.attach", authority.attach)
     service.register("ua.consumed", authority.consumed)
+    service.register("mode.select", authority.mode_select)
     service.register("pr.nexus_lost", authority.nexus_lost)
     service.register("pr.views", authority.views)
     service.on_worker_gone(authority.worker_gone)

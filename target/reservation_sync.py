@@ -4,9 +4,10 @@ coordinator/reservations_service.py): applies the coordinator's pushes to this w
     pr.change  {target, lun, view, attentions, aborts}   a reservation change made through another worker
     pr.reset   {target, luns, nexus, asc, cold, views}    a LUN or target reset issued through another worker
     pr.clear   {target, lun, nexus}                       CLEAR TASK SET issued through another worker
+    mode.change {target, lun, wce, swp, attentions}        MODE SELECT through another worker changed WCE or SWP
 Each is acked once applied and the tasks it aborted here have stopped, so the issuing worker's answer means
 every worker has it. After every
-(re)connection to a coordinator the worker fetches every unit's conflict view ("pr.views").
+(re)connection to a coordinator the worker fetches every unit's conflict view and mode ("pr.views").
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class ReservationSync:
         coordinator.subscribe("pr.change", self._change)
         coordinator.subscribe("pr.reset", self._reset)
         coordinator.subscribe("pr.clear", self._clear)
+        coordinator.subscribe("mode.change", self._mode)
         coordinator.on_connect(self._refresh)
 
     def _change(self, body: dict, ack) -> None:
@@ -49,6 +51,12 @@ class ReservationSync:
         else:
             target.apply_clear(body, ack)
 
+    def _mode(self, body: dict, ack) -> None:
+        target = self.targets.get(body["target"])
+        if target is not None:
+            target.apply_mode(body)
+        ack()
+
     def _refresh(self) -> None:
         self.coordinator.request("pr.views", {}, self._views)
 
@@ -60,3 +68,7 @@ class ReservationSync:
             target = self.targets.get(iqn)
             if target is not None:
                 target.apply_views([(lun, view)])
+        for iqn, lun, wce, swp in reply.get("modes", ()):
+            target = self.targets.get(iqn)
+            if target is not None and lun in target.luns:
+                target.luns[lun].set_mode(wce, swp)

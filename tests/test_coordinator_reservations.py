@@ -4,7 +4,7 @@ import struct
 
 from coordinator.reservations_service import ReservationAuthority
 from target.scsi import reservations as R
-from target.scsi.sense import BUS_DEVICE_RESET, POWER_ON_RESET
+from target.scsi.sense import BUS_DEVICE_RESET, MODE_PARAMETERS_CHANGED, POWER_ON_RESET
 from target.scsi.task import GOOD, RESERVATION_CONFLICT
 
 T = "iqn.2026-11.org.ringtgt:t"
@@ -101,6 +101,21 @@ def test_aptpl_state_survives_a_new_coordinator(tmp_path):
     restarted.request(prout_body(A1, R.REGISTER, 9, 0), "w0.1")                 # unregistered: file goes
     assert not (tmp_path / "reservations" / f"{T}-0.json").exists()
     assert authority(str(tmp_path)).units[(T, 0)].reservations.keys == {}
+
+
+def test_mode_select_tells_every_other_nexus_and_every_worker():
+    auth = authority()
+    for nexus, origin in ((A1, "w0.1"), (B, "w1.2")):
+        auth.attach({"target": T, "nexus": nexus}, origin)
+    reply = auth.mode_select({"target": T, "lun": 1, "nexus": A1, "wce": False, "swp": True}, "w0.1")
+    change = {"target": T, "lun": 1, "wce": False, "swp": True, "attentions": [[B, MODE_PARAMETERS_CHANGED]]}
+    assert reply.body == change and reply.broadcasts == [("mode.change", change)]
+    assert auth.views({}, "w2.3").body["modes"] == [[T, 1, False, True]]
+    assert auth.attach({"target": T, "nexus": B}, "w1.2").body["attentions"][1] == \
+        [1, [POWER_ON_RESET, MODE_PARAMETERS_CHANGED]]
+    copy = authority()
+    copy.restore(auth.snapshot())
+    assert copy.views({}, "w2.3").body["modes"] == [[T, 1, False, True]]
 
 
 def test_snapshot_restore():

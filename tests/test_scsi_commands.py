@@ -108,7 +108,7 @@ def rw_cdb(opcode, lba, count, flags=0):
         return struct.pack(">BBHBB", opcode, lba >> 16, lba & 0xFFFF, count & 0xFF, 0)
     if opcode in (0x28, 0x2A, 0x2F, 0x35):
         return struct.pack(">BBIBHB", opcode, flags, lba, 0, count, 0)
-    if opcode in (0xA8, 0xAA):
+    if opcode in (0xA8, 0xAA, 0xAF):
         return struct.pack(">BBIIBB", opcode, flags, lba, count, 0, 0)
     return struct.pack(">BBQIBB", opcode, flags, lba, count, 0, 0)
 
@@ -398,13 +398,43 @@ def test_synchronize_cache(h, opcode):
     h.store.drain()
 
 
-@pytest.mark.parametrize("opcode", [0x2F, 0x8F])
-def test_verify(h, opcode):
+@pytest.mark.parametrize("opcode", [0x2F, 0xAF, 0x8F])
+def test_verify_without_byte_check_only_checks_the_range(h, opcode):
     assert_good(h.run(rw_cdb(opcode, 0, 10)))
     assert_sense(h.run(rw_cdb(opcode, BLOCKS, 1)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
-    assert_sense(h.run(rw_cdb(opcode, 0, 1, flags=0x02)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
-                 S.Field(1, 1))
+    assert_sense(h.run(rw_cdb(opcode, 0, 1, flags=0x04)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
+                 S.Field(1, 2))                                  # BYTCHK 10b is reserved
+    assert_sense(h.run(rw_cdb(opcode, 0, 1, flags=0x20)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
+                 S.Field(1, 7))                                  # VRPROTECT: no protection information
     assert h.store.calls == []
+
+
+@pytest.mark.parametrize("opcode", [0x2F, 0xAF, 0x8F])
+def test_verify_compares_blocks_with_the_data_out(h, opcode):
+    h.store.data[BS:3 * BS] = bytes(range(256)) * (2 * BS // 256)
+    same = bytes(h.store.data[BS:3 * BS])
+    task = h.run(rw_cdb(opcode, 1, 2, flags=0x02), data_out=same)
+    assert_good(task)
+    assert task.transfer_length == 2 * BS
+    changed = bytearray(same)
+    changed[BS + 7] ^= 0xFF
+    task = h.run(rw_cdb(opcode, 1, 2, flags=0x02), data_out=bytes(changed))
+    assert_sense(task, S.MISCOMPARE, S.MISCOMPARE_DURING_VERIFY)
+    assert task.sense[0] & 0x80 and int.from_bytes(task.sense[3:7], "big") == BS + 7   # VALID, INFORMATION
+    assert_sense(h.run(rw_cdb(opcode, 1, 2, flags=0x02), data_out=same[:BS]), S.ILLEGAL_REQUEST,
+                 S.PARAMETER_LIST_LENGTH_ERROR)
+
+
+@pytest.mark.parametrize("opcode", [0x2F, 0xAF, 0x8F])
+def test_verify_one_block_against_every_block(h, opcode):
+    h.store.data[0:3 * BS] = b"\xAB" * (3 * BS)
+    task = h.run(rw_cdb(opcode, 0, 3, flags=0x06), data_out=b"\xAB" * BS)
+    assert_good(task)
+    assert task.transfer_length == BS
+    h.store.data[2 * BS + 1] = 0
+    task = h.run(rw_cdb(opcode, 0, 3, flags=0x06), data_out=b"\xAB" * BS)
+    assert_sense(task, S.MISCOMPARE, S.MISCOMPARE_DURING_VERIFY)
+    assert int.from_bytes(task.sense[3:7], "big") == 2 * BS + 1
 
 
 def test_start_stop_and_prevent_allow(h):
@@ -541,6 +571,25 @@ def test_mode_select_rejects(h):
     refused(bytes(4) + caching_page(False), S.INVALID_FIELD_IN_CDB, S.Field(1, 4), flags=0x00)
     refused(bytes(4) + caching_page(False), S.INVALID_FIELD_IN_CDB, S.Field(1, 0), flags=0x11)
     assert h.store.write_cache is True
+
+
+def test_software_write_protect_refuses_writes_until_cleared(h):
+    h.ready("i2")
+    assert mode_sense6(h, page=0x0A, pc=1, dbd=True).data_in[4 + 4] == 0x08      # SWP is changeable
+    control = bytearray(mode_sense6(h, page=0x0A, dbd=True).data_in[4:])
+    control[4] |= 0x08
+    assert_good(mode_select6(h, bytes(4) + control))
+    sense = mode_sense6(h, page=0x0A, dbd=True).data_in
+    assert sense[2] & 0x80 and sense[4 + 4] & 0x08                               # WP in the header, SWP set
+    assert_sense(h.run(TUR, nexus="i2"), S.UNIT_ATTENTION, S.MODE_PARAMETERS_CHANGED)
+    for nexus in ("i1", "i2"):
+        assert_sense(h.run(rw_cdb(0x2A, 0, 1), data_out=bytes(BS), nexus=nexus), S.DATA_PROTECT,
+                     S.WRITE_PROTECTED)
+    assert_good(h.run(rw_cdb(0x28, 0, 1)))
+    control[4] &= ~0x08
+    assert_good(mode_select6(h, bytes(4) + control))
+    assert not mode_sense6(h, page=0x0A, dbd=True).data_in[2] & 0x80
+    assert_good(h.run(rw_cdb(0x2A, 0, 1), data_out=bytes(BS)))
 
 
 def test_mode_select_of_unchanged_control_page_and_empty_list(h):

@@ -36,7 +36,8 @@ LBA16 = LbaLayout(Struct(">xBQI").unpack_from, 10)
 PROTECT = 0xE0          # RDPROTECT / WRPROTECT / VRPROTECT
 DPO = 0x10
 FUA = 0x08
-BYTCHK = 0x06
+BYTCHK = 0x06           # VERIFY's byte check mode, bits 2-1 of byte 1:
+BYTCHK_NONE, BYTCHK_COMPARE, BYTCHK_RESERVED, BYTCHK_ONE_BLOCK = 0x00, 0x02, 0x04, 0x06
 IMMED = 0x02
 
 

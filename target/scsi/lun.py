@@ -79,8 +79,9 @@ class Identity:
 class LogicalUnit:
     """One LUN in one worker."""
 
-    __slots__ = ("lun_id", "backstore", "identity", "read_only", "attentions", "reservations",
-                 "default_write_cache", "block_size", "blocks", "max_transfer_blocks", "coordinator")
+    __slots__ = ("lun_id", "backstore", "identity", "read_only", "configured_read_only", "software_write_protect",
+                 "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
+                 "coordinator")
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
@@ -91,7 +92,8 @@ class LogicalUnit:
         self.lun_id = lun_id
         self.backstore = backstore
         self.identity = Identity(serial, naa, target_iqn, portal_group_tag, relative_port)
-        self.read_only = read_only
+        self.read_only = self.configured_read_only = read_only     # read_only: writes refused, for any reason
+        self.software_write_protect = False                         # the control mode page's SWP
         self.attentions = attentions if attentions is not None else UnitAttentions()
         self.reservations = None        # the reservation store; ScsiTarget supplies a local one if none is set
         self.default_write_cache = bool(backstore.write_cache)
@@ -99,6 +101,12 @@ class LogicalUnit:
         self.blocks = backstore.size // backstore.block_size
         self.max_transfer_blocks = MAX_TRANSFER_BYTES // self.block_size
         self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
+
+    def set_mode(self, write_cache: bool, software_write_protect: bool) -> None:
+        """The changeable mode parameters (WCE, SWP), as MODE SELECT through any worker left them."""
+        self.backstore.write_cache = write_cache
+        self.software_write_protect = software_write_protect
+        self.read_only = self.configured_read_only or software_write_protect
 
     def establish_ua(self, asc_ascq: int, except_nexus: str | None = None) -> None:
         self.attentions.establish(asc_ascq, except_nexus)

@@ -1,5 +1,7 @@
 """MODE SENSE and MODE SELECT (SPC-4 6.11-6.14, SBC-3 6.4): the caching, control and informational
-exceptions pages; only the caching page's WCE bit is changeable, and it lives in `backstore.write_cache`.
+exceptions pages. The caching page's WCE bit (in `backstore.write_cache`) and the control page's SWP bit
+(software write protect: writes answered DATA PROTECT) are changeable; a change applies to the unit in every
+worker and gives every other I_T nexus MODE PARAMETERS CHANGED (`ScsiTarget.change_mode`).
 """
 from __future__ import annotations
 
@@ -7,13 +9,14 @@ from struct import Struct
 from typing import NamedTuple
 
 from . import cdb as C
-from .sense import (ILLEGAL_REQUEST, MODE_PARAMETERS_CHANGED, PARAMETER_LIST_LENGTH_ERROR,
-                    SAVING_PARAMETERS_NOT_SUPPORTED, ScsiError, invalid_cdb, invalid_parameter)
+from .sense import (ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR, SAVING_PARAMETERS_NOT_SUPPORTED, ScsiError,
+                    invalid_cdb, invalid_parameter)
 
 CURRENT, CHANGEABLE, DEFAULT, SAVED = range(4)
 CACHING, CONTROL, INFORMATIONAL_EXCEPTIONS, ALL_PAGES = 0x08, 0x0A, 0x1C, 0x3F
 ALL_SUBPAGES = 0xFF
 WCE = 0x04
+SWP = 0x08                      # control page byte 4: software write protect
 WP = 0x80                       # device-specific parameter: write protected
 DPOFUA = 0x10                   # device-specific parameter: DPO and FUA supported
 
@@ -34,7 +37,7 @@ def _page(code: int, body: dict[int, int], length: int) -> bytes:
 PAGES = {
     CACHING: ModePage(_page(CACHING, {}, 0x12), _page(CACHING, {2: WCE}, 0x12)),
     # queue algorithm modifier 1 (unrestricted reordering), busy timeout unlimited
-    CONTROL: ModePage(_page(CONTROL, {3: 0x10, 8: 0xFF, 9: 0xFF}, 0x0A), _page(CONTROL, {}, 0x0A)),
+    CONTROL: ModePage(_page(CONTROL, {3: 0x10, 8: 0xFF, 9: 0xFF}, 0x0A), _page(CONTROL, {4: SWP}, 0x0A)),
     # DEXCPT: no informational exception reporting
     INFORMATIONAL_EXCEPTIONS: ModePage(_page(INFORMATIONAL_EXCEPTIONS, {2: 0x08}, 0x0A),
                                        _page(INFORMATIONAL_EXCEPTIONS, {}, 0x0A)),
@@ -50,13 +53,18 @@ def page_values(unit, code: int, control: int) -> bytes:
     page = PAGES[code]
     if control == CHANGEABLE:
         return page.changeable
-    if code != CACHING:
+    if code == CACHING:
+        offset, bit = 2, WCE
+        on = unit.backstore.write_cache if control == CURRENT else unit.default_write_cache
+    elif code == CONTROL:
+        offset, bit = 4, SWP
+        on = control == CURRENT and unit.software_write_protect
+    else:
         return page.default
-    wce = unit.backstore.write_cache if control == CURRENT else unit.default_write_cache
-    if not wce:
+    if not on:
         return page.default
     values = bytearray(page.default)
-    values[2] |= WCE
+    values[offset] |= bit
     return bytes(values)
 
 
@@ -137,7 +145,7 @@ def _changed_pages(unit, data, offset: int) -> dict[int, bytes]:
     return pages
 
 
-def _mode_select(unit, task, length: int, ten: bool) -> bytes:
+def _mode_select(target, unit, task, length: int, ten: bool) -> bytes | None:
     task.transfer_length = length
     if not length:
         return b""
@@ -160,18 +168,17 @@ def _mode_select(unit, task, length: int, ten: bool) -> bytes:
     if descriptor_length:
         _check_descriptor(unit, data, header.size, descriptor_length)
     pages = _changed_pages(unit, data, header.size + descriptor_length)
-    caching = pages.get(CACHING)
-    if caching is not None:
-        wce = bool(caching[2] & WCE)
-        if wce != bool(unit.backstore.write_cache):
-            unit.backstore.write_cache = wce
-            unit.establish_ua(MODE_PARAMETERS_CHANGED, except_nexus=task.nexus)
-    return b""
+    caching, control = pages.get(CACHING), pages.get(CONTROL)
+    wce = bool(caching[2] & WCE) if caching is not None else bool(unit.backstore.write_cache)
+    swp = bool(control[4] & SWP) if control is not None else unit.software_write_protect
+    if (wce, swp) == (bool(unit.backstore.write_cache), unit.software_write_protect):
+        return b""
+    return target.change_mode(unit, task, wce, swp)
 
 
 def mode_select6(target, unit, task) -> bytes:
-    return _mode_select(unit, task, C.mode_select6(task.cdb), False)
+    return _mode_select(target, unit, task, C.mode_select6(task.cdb), False)
 
 
 def mode_select10(target, unit, task) -> bytes:
-    return _mode_select(unit, task, C.mode_select10(task.cdb), True)
+    return _mode_select(target, unit, task, C.mode_select10(task.cdb), True)

@@ -1,4 +1,4 @@
-"""Block commands (SBC-3): READ/WRITE 6/10/12/16, VERIFY, SYNCHRONIZE CACHE, READ CAPACITY 10/16.
+"""Block commands (SBC-3): READ/WRITE 6/10/12/16, VERIFY 10/12/16, SYNCHRONIZE CACHE, READ CAPACITY 10/16.
 
 READ and WRITE are the hot path: one compiled-struct decode, range checks, one backstore call, and a
 completion closure that hands the backstore's memoryview straight to `task.finish`. Handlers return None
@@ -10,8 +10,9 @@ import logging
 from struct import Struct
 
 from . import cdb as C
-from .sense import (ILLEGAL_REQUEST, LBA_OUT_OF_RANGE, MEDIUM_ERROR, UNRECOVERED_READ_ERROR, WRITE_ERROR,
-                    ScsiError, check_condition, invalid_cdb)
+from .sense import (ILLEGAL_REQUEST, LBA_OUT_OF_RANGE, MEDIUM_ERROR, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
+                    PARAMETER_LIST_LENGTH_ERROR, UNRECOVERED_READ_ERROR, WRITE_ERROR, ScsiError, check_condition,
+                    fail, invalid_cdb)
 from .task import GOOD
 
 log = logging.getLogger(__name__)
@@ -89,20 +90,52 @@ def make_write(layout: C.LbaLayout):
 
 
 def make_verify(layout: C.LbaLayout):
-    """VERIFY with BYTCHK=0: the medium is always readable, so a range check is all there is."""
+    """VERIFY (SBC-3 5.27-5.29). BYTCHK 00: the range is checked (the medium is always readable); 01: the
+    blocks are read and compared with the data-out; 11: each block is compared with the one block of
+    data-out. A difference is MISCOMPARE with the byte offset of the first one in INFORMATION."""
     decode, count_byte = layout
 
     def verify(target, unit, task):
         flags, lba, count = decode(task.cdb)
         if flags & C.PROTECT:
             raise invalid_cdb(1, 7)
-        if flags & C.BYTCHK:
-            raise invalid_cdb(1, 2 if flags & 0x04 else 1)
-        if lba + count > unit.blocks:
-            raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
-        return b""
+        check = flags & C.BYTCHK
+        if check == C.BYTCHK_RESERVED:
+            raise invalid_cdb(1, 2)
+        _check_range(unit, lba, count, count_byte)
+        size = unit.block_size
+        if check == C.BYTCHK_NONE:
+            task.transfer_length = 0
+            return b""
+        task.transfer_length = size if check == C.BYTCHK_ONE_BLOCK else count * size
+        data = task.data_out
+        if data is None or len(data) < task.transfer_length:
+            raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
+        if not count:
+            return b""
+        expected = bytes(data[:size]) * count if check == C.BYTCHK_ONE_BLOCK else data[:count * size]
+
+        def done(result):
+            if isinstance(result, OSError):
+                check_condition(task, MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
+                return
+            offset = first_difference(expected, result)
+            if offset is None:
+                task.finish(GOOD)
+            else:
+                fail(task, ScsiError(MISCOMPARE, MISCOMPARE_DURING_VERIFY, information=offset))
+
+        unit.backstore.read(lba * size, count * size, done)
+        return None
 
     return verify
+
+
+def first_difference(expected, actual) -> int | None:
+    """Offset of the first byte where two equal-length buffers differ, or None when they are equal."""
+    if expected == actual:
+        return None
+    return next(i for i, (a, b) in enumerate(zip(expected, actual)) if a != b)
 
 
 def make_synchronize_cache(layout: C.LbaLayout):

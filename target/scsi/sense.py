@@ -21,12 +21,14 @@ ILLEGAL_REQUEST = 0x5
 UNIT_ATTENTION = 0x6
 DATA_PROTECT = 0x7
 ABORTED_COMMAND = 0xB
+MISCOMPARE = 0xE
 
 # Additional sense code / qualifier pairs, as 0xAAQQ
 NO_ADDITIONAL_SENSE = 0x0000
 WRITE_ERROR = 0x0C00
 INVALID_FIELD_IN_COMMAND_IU = 0x0E03
 UNRECOVERED_READ_ERROR = 0x1100
+MISCOMPARE_DURING_VERIFY = 0x1D00
 PARAMETER_LIST_LENGTH_ERROR = 0x1A00
 INVALID_COMMAND_OPERATION_CODE = 0x2000
 LBA_OUT_OF_RANGE = 0x2100
@@ -57,11 +59,12 @@ class Field(NamedTuple):
 class ScsiError(Exception):
     """Raised by command handlers; answered with CHECK CONDITION and this sense."""
 
-    def __init__(self, key: int, asc_ascq: int, field: Field | None = None):
+    def __init__(self, key: int, asc_ascq: int, field: Field | None = None, information: int | None = None):
         super().__init__(key, asc_ascq, field)
         self.key = key
         self.asc_ascq = asc_ascq
         self.field = field
+        self.information = information
 
 
 def invalid_cdb(byte: int, bit: int | None = None) -> ScsiError:
@@ -73,10 +76,14 @@ def invalid_parameter(byte: int, bit: int | None = None) -> ScsiError:
 
 
 @lru_cache(maxsize=256)
-def build_sense(key: int, asc_ascq: int, field: Field | None = None) -> bytes:
-    """18 bytes of fixed-format current sense; SKSV and the field pointer when `field` is given."""
+def build_sense(key: int, asc_ascq: int, field: Field | None = None, information: int | None = None) -> bytes:
+    """18 bytes of fixed-format current sense; SKSV and the field pointer when `field` is given, VALID and
+    the INFORMATION field (e.g. the offset of a miscompare) when `information` is."""
     sense = bytearray(SENSE_LENGTH)
     sense[0] = FIXED_FORMAT
+    if information is not None:
+        sense[0] |= 0x80
+        sense[3:7] = (information & 0xFFFFFFFF).to_bytes(4, "big")
     sense[2] = key
     sense[7] = _ADDITIONAL_LENGTH
     sense[12] = asc_ascq >> 8
@@ -95,4 +102,4 @@ def check_condition(task, key: int, asc_ascq: int, field: Field | None = None) -
 
 
 def fail(task, error: ScsiError) -> None:
-    check_condition(task, error.key, error.asc_ascq, error.field)
+    task.finish(CHECK_CONDITION, None, build_sense(error.key, error.asc_ascq, error.field, error.information))

@@ -18,8 +18,8 @@ from .reservations import ConflictView
 from .lun import LogicalUnit
 from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, DATA_PROTECT, HARDWARE_ERROR,
                     ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
-                    LOGICAL_UNIT_NOT_SUPPORTED, POWER_ON_OCCURRED, UNIT_ATTENTION, WRITE_PROTECTED, ScsiError,
-                    check_condition, fail, invalid_cdb)
+                    LOGICAL_UNIT_NOT_SUPPORTED, MODE_PARAMETERS_CHANGED, POWER_ON_OCCURRED, UNIT_ATTENTION,
+                    WRITE_PROTECTED, ScsiError, check_condition, fail, invalid_cdb)
 from .shared_reservations import SharedReservations
 from .task import GOOD, RESERVATION_CONFLICT, Barrier
 
@@ -77,6 +77,7 @@ def _ops() -> list[Op]:
         (0xA0, "REPORT LUNS", spc.report_luns, ANY_LUN | KEEPS_UA),
         (0xA8, "READ(12)", sbc.make_read(C.LBA12), 0),
         (0xAA, "WRITE(12)", sbc.make_write(C.LBA12), WRITES),
+        (0xAF, "VERIFY(12)", sbc.make_verify(C.LBA12), 0),
     ):
         table[opcode] = Op(name, handler, C.CDB_LENGTH[opcode >> 5], flags)
     return table
@@ -191,6 +192,39 @@ class ScsiTarget:
                     session.abort_lun(lun, stopped.hold())
             stopped.release()
         return apply
+
+    # -- mode parameters shared by every worker -----------------------------------------------------------------
+    def change_mode(self, unit: LogicalUnit, task, write_cache: bool, software_write_protect: bool) -> bytes | None:
+        """MODE SELECT changed WCE or SWP: every worker's copy of the unit changes (through the coordinator, which
+        pushes "mode.change"), every other nexus gets MODE PARAMETERS CHANGED. Returns b"" when done at once."""
+        if self.coordinator is None:
+            unit.set_mode(write_cache, software_write_protect)
+            unit.establish_ua(MODE_PARAMETERS_CHANGED, except_nexus=task.nexus)
+            return b""
+        task.remote = True
+
+        def done(reply: dict) -> None:
+            task.remote = False
+            if "error" in reply:
+                log.error("mode.select failed in the coordinator: %s", reply["error"])
+                check_condition(task, HARDWARE_ERROR, INTERNAL_TARGET_FAILURE)
+                return
+            self.apply_mode(reply)
+            task.finish(GOOD)
+
+        self.coordinator.request("mode.select", {"target": self.iqn, "lun": task.lun, "nexus": task.nexus,
+                                                 "wce": write_cache, "swp": software_write_protect}, done)
+        return None
+
+    def apply_mode(self, body: dict) -> None:
+        """A mode change made through any worker: {lun, wce, swp, attentions: [[nexus, asc]…]}."""
+        unit = self.luns.get(body["lun"])
+        if unit is None:
+            return
+        unit.set_mode(body["wce"], body["swp"])
+        for nexus, asc_ascq in body["attentions"]:
+            if nexus in self.nexuses:
+                unit.attentions.establish_for(nexus, asc_ascq)
 
     def apply_views(self, views) -> None:
         for lun, view in views:
