@@ -106,9 +106,9 @@ TUR = bytes(6)
 def rw_cdb(opcode, lba, count, flags=0):
     if opcode in (0x08, 0x0A):
         return struct.pack(">BBHBB", opcode, lba >> 16, lba & 0xFFFF, count & 0xFF, 0)
-    if opcode in (0x28, 0x2A, 0x2F, 0x35):
+    if opcode in (0x28, 0x2A, 0x2E, 0x2F, 0x34, 0x35):
         return struct.pack(">BBIBHB", opcode, flags, lba, 0, count, 0)
-    if opcode in (0xA8, 0xAA, 0xAF):
+    if opcode in (0xA8, 0xAA, 0xAE, 0xAF):
         return struct.pack(">BBIIBB", opcode, flags, lba, count, 0, 0)
     return struct.pack(">BBQIBB", opcode, flags, lba, count, 0, 0)
 
@@ -617,3 +617,74 @@ def test_any_unpadded_cdb_is_answered(cdb):
     task = raw(h, cdb)
     assert task.status in (GOOD, CHECK_CONDITION)
     assert task.sense is None or task.sense[2] != S.HARDWARE_ERROR
+
+
+@pytest.mark.parametrize("opcode", [0x2E, 0xAE, 0x8E])
+def test_write_and_verify_writes_through_and_compares_when_asked(h, opcode):
+    data = bytes(range(256)) * (2 * BS // 256)
+    assert_good(h.run(rw_cdb(opcode, 4, 2), data_out=data))
+    assert h.store.calls == [("write", 4 * BS, 2 * BS, True)]           # through to the medium, no read back
+    assert h.store.data[4 * BS:6 * BS] == data
+    h.store.calls.clear()
+    assert_good(h.run(rw_cdb(opcode, 4, 2, flags=0x02), data_out=data))
+    assert h.store.calls == [("write", 4 * BS, 2 * BS, True), ("read", 4 * BS, 2 * BS)]
+    assert_sense(h.run(rw_cdb(opcode, 0, 1, flags=0x04), data_out=bytes(BS)), S.ILLEGAL_REQUEST,
+                 S.INVALID_FIELD_IN_CDB, S.Field(1, 2))
+    assert_sense(h.run(rw_cdb(opcode, BLOCKS, 1), data_out=bytes(BS)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
+    read_only = Harness(read_only=True)
+    read_only.ready()
+    assert_sense(read_only.run(rw_cdb(opcode, 0, 1), data_out=bytes(BS)), S.DATA_PROTECT, S.WRITE_PROTECTED)
+
+
+@pytest.mark.parametrize("opcode", [0x34, 0x90])
+def test_prefetch_checks_the_range(h, opcode):
+    assert_good(h.run(rw_cdb(opcode, 0, BLOCKS)))
+    assert_sense(h.run(rw_cdb(opcode, BLOCKS - 1, 2)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
+    assert h.store.calls == []
+
+
+def test_read_defect_data_reports_empty_lists(h):
+    data = h.run(bytes([0x37, 0, 0x18 | 0x05, 0, 0, 0, 0, 0, 64, 0])).data_in
+    assert data == bytes([0, 0x1D, 0, 0])                                # PLISTV, GLISTV, format 5, none
+    data = h.run(bytes([0xB7, 0x08 | 0x04, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0])).data_in
+    assert data == bytes([0, 0x0C]) + bytes(6)
+    assert h.run(bytes([0x37, 0, 0x18, 0, 0, 0, 0, 0, 2, 0])).data_in == bytes([0, 0x18])   # allocation length
+
+
+def rsoc(h, options=0, opcode=0, action=0, alloc=8192, rctd=False):
+    cdb = struct.pack(">BBBBHIBB", 0xA3, 0x0C, options | (0x80 if rctd else 0), opcode, action, alloc, 0, 0)
+    return h.run(cdb)
+
+
+def test_report_supported_opcodes_lists_what_the_table_serves(h):
+    data = rsoc(h).data_in
+    assert int.from_bytes(data[:4], "big") == len(data) - 4
+    descriptors = {(d[0], int.from_bytes(d[2:4], "big")): (d[5], int.from_bytes(d[6:8], "big"))
+                   for d in (data[i:i + 8] for i in range(4, len(data), 8))}
+    assert descriptors[(0x28, 0)] == (0, 10) and descriptors[(0x8A, 0)] == (0, 16)
+    assert descriptors[(0x5F, 7)] == (1, 10) and descriptors[(0x9E, 0x10)] == (1, 16)   # SERVACTV
+    assert (0x42, 0) not in descriptors                                                 # UNMAP: not served
+    timed = rsoc(h, rctd=True).data_in
+    assert len(timed) - 4 == (len(data) - 4) // 8 * 20 and timed[4 + 5] == 0x02         # CTDP + descriptor
+
+
+def test_report_supported_opcodes_one_command(h):
+    read10 = rsoc(h, options=1, opcode=0x28).data_in
+    assert read10[1] == 0x03 and int.from_bytes(read10[2:4], "big") == 10
+    assert read10[4] == 0x28 and read10[5] & 0x18 == 0x18 and read10[13] == 0           # DPO, FUA; CONTROL
+    assert rsoc(h, options=1, opcode=0x42).data_in == bytes([0, 0x01, 0, 0])            # not supported
+    prout = rsoc(h, options=2, opcode=0x5F, action=6).data_in
+    assert prout[1] == 0x03 and prout[4:6] == bytes([0x5F, 0x1F])
+    assert rsoc(h, options=2, opcode=0x5F, action=8).data_in[1] == 0x01
+    assert rsoc(h, options=1, opcode=0x28, rctd=True).data_in[1] == 0x83
+    assert_sense(rsoc(h, options=1, opcode=0x5F), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(2, 2))
+    assert_sense(rsoc(h, options=2, opcode=0x28), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(2, 2))
+    assert_sense(rsoc(h, options=5), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(2, 2))
+    assert len(rsoc(h, alloc=6).data_in) == 6
+
+
+def test_report_supported_task_management_functions(h):
+    data = h.run(struct.pack(">BBxxIxB", 0xA3, 0x0D, 4, 0)).data_in
+    assert data == bytes([0xDA, 0, 0, 0])
+    assert_sense(h.run(struct.pack(">BBxxIxB", 0xA3, 0x1F, 4, 0)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
+                 S.Field(1, 4))

@@ -41,6 +41,22 @@ BYTCHK_NONE, BYTCHK_COMPARE, BYTCHK_RESERVED, BYTCHK_ONE_BLOCK = 0x00, 0x02, 0x0
 IMMED = 0x02
 
 
+# -- READ DEFECT DATA 10/12: (PLISTV | GLISTV | list format as asked, allocation length) -------------------
+_DEFECT_LISTS = 0x1F
+_READ_DEFECT10 = Struct(">2xB4xH")
+_READ_DEFECT12 = Struct(">xB4xI")
+
+
+def read_defect_data10(cdb) -> tuple[int, int]:
+    lists, alloc = _READ_DEFECT10.unpack_from(cdb)
+    return lists & _DEFECT_LISTS, alloc
+
+
+def read_defect_data12(cdb) -> tuple[int, int]:
+    lists, alloc = _READ_DEFECT12.unpack_from(cdb)
+    return lists & _DEFECT_LISTS, alloc
+
+
 # -- INQUIRY, REQUEST SENSE, REPORT LUNS ---------------------------------------------------------------------
 _INQUIRY = Struct(">xBBH")
 

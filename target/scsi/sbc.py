@@ -1,4 +1,5 @@
-"""Block commands (SBC-3): READ/WRITE 6/10/12/16, VERIFY 10/12/16, SYNCHRONIZE CACHE, READ CAPACITY 10/16.
+"""Block commands (SBC-3): READ/WRITE 6/10/12/16, VERIFY and WRITE AND VERIFY 10/12/16, PRE-FETCH 10/16, READ
+DEFECT DATA 10/12, SYNCHRONIZE CACHE, READ CAPACITY 10/16.
 
 READ and WRITE are the hot path: one compiled-struct decode, range checks, one backstore call, and a
 completion closure that hands the backstore's memoryview straight to `task.finish`. Handlers return None
@@ -18,6 +19,8 @@ from .task import GOOD
 log = logging.getLogger(__name__)
 _CAPACITY10 = Struct(">II")
 _CAPACITY16 = Struct(">QI20x")
+_DEFECTS10 = Struct(">xB2x")        # PLISTV, GLISTV, list format; list length 0
+_DEFECTS12 = Struct(">xB6x")        # … generation 0, list length 0
 
 
 def _check_range(unit, lba: int, count: int, count_byte: int) -> None:
@@ -74,19 +77,71 @@ def make_write(layout: C.LbaLayout):
         if lba + count > unit.blocks or count > unit.max_transfer_blocks:
             _check_range(unit, lba, count, count_byte)
         size = unit.block_size
-        length = task.transfer_length = count * size
-        data = task.data_out
-        received = len(data) if data is not None else 0
-        if received < length:
-            length = received - received % size
-        if not length:
+        data = _write_data(task, count * size, size)
+        if data is None:
             return b""
-        if received != length:
-            data = memoryview(data)[:length]
         unit.backstore.write(lba * size, data, bool(flags & C.FUA), _written(task))
         return None
 
     return write
+
+
+def _write_data(task, length: int, size: int):
+    """The whole blocks of data-out received for a write of `length` bytes, or None if there are none."""
+    task.transfer_length = length
+    data = task.data_out
+    received = len(data) if data is not None else 0
+    if received < length:
+        length = received - received % size
+    if not length:
+        return None
+    return data if received == length else memoryview(data)[:length]
+
+
+def make_write_and_verify(layout: C.LbaLayout):
+    """WRITE AND VERIFY (SBC-3 5.34-5.36): the blocks are written through to the medium (as FUA) and, with
+    BYTCHK, read back and compared with what was written (MISCOMPARE with the offset of the first difference)."""
+    decode, count_byte = layout
+
+    def write_and_verify(target, unit, task):
+        flags, lba, count = decode(task.cdb)
+        if flags & C.PROTECT:
+            raise invalid_cdb(1, 7)
+        if flags & C.BYTCHK & ~C.BYTCHK_COMPARE:
+            raise invalid_cdb(1, 2)
+        _check_range(unit, lba, count, count_byte)
+        size = unit.block_size
+        data = _write_data(task, count * size, size)
+        if data is None:
+            return b""
+        offset = lba * size
+        compare = flags & C.BYTCHK
+        written = _written(task)
+
+        def stored(error) -> None:
+            if error is not None or not compare:
+                written(error)
+            else:
+                unit.backstore.read(offset, len(data), _comparer(task, data))
+
+        unit.backstore.write(offset, data, True, stored)
+        return None
+
+    return write_and_verify
+
+
+def _comparer(task, expected):
+    """Completion of a read whose data must equal `expected`: GOOD, MISCOMPARE, or MEDIUM ERROR."""
+    def done(result) -> None:
+        if isinstance(result, OSError):
+            check_condition(task, MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
+            return
+        offset = first_difference(expected, result)
+        if offset is None:
+            task.finish(GOOD)
+        else:
+            fail(task, ScsiError(MISCOMPARE, MISCOMPARE_DURING_VERIFY, information=offset))
+    return done
 
 
 def make_verify(layout: C.LbaLayout):
@@ -114,18 +169,7 @@ def make_verify(layout: C.LbaLayout):
         if not count:
             return b""
         expected = bytes(data[:size]) * count if check == C.BYTCHK_ONE_BLOCK else data[:count * size]
-
-        def done(result):
-            if isinstance(result, OSError):
-                check_condition(task, MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
-                return
-            offset = first_difference(expected, result)
-            if offset is None:
-                task.finish(GOOD)
-            else:
-                fail(task, ScsiError(MISCOMPARE, MISCOMPARE_DURING_VERIFY, information=offset))
-
-        unit.backstore.read(lba * size, count * size, done)
+        unit.backstore.read(lba * size, count * size, _comparer(task, expected))
         return None
 
     return verify
@@ -152,6 +196,33 @@ def make_synchronize_cache(layout: C.LbaLayout):
         return None
 
     return synchronize_cache
+
+
+def make_prefetch(layout: C.LbaLayout):
+    """PRE-FETCH (SBC-3 5.9-5.10) is advisory: the range is checked and GOOD returned, which SBC defines as
+    "not every block could be placed in the cache" (CONDITION MET would claim they all were). The page cache's
+    own read-ahead serves buffered LUNs."""
+    decode, count_byte = layout
+
+    def prefetch(target, unit, task):
+        flags, lba, count = decode(task.cdb)
+        if lba + count > unit.blocks:
+            raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+        return b""
+
+    return prefetch
+
+
+def read_defect_data10(target, unit, task) -> bytes:
+    """READ DEFECT DATA(10) (SBC-3 5.11): a virtual disk has no defects; both lists, when asked for, are
+    valid and empty, in the format asked for."""
+    lists, alloc = C.read_defect_data10(task.cdb)
+    return _DEFECTS10.pack(lists)[:alloc]
+
+
+def read_defect_data12(target, unit, task) -> bytes:
+    lists, alloc = C.read_defect_data12(task.cdb)
+    return _DEFECTS12.pack(lists)[:alloc]
 
 
 def _immediate_flushed(error) -> None:

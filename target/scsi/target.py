@@ -12,7 +12,7 @@ import logging
 from typing import Callable, NamedTuple
 
 from . import cdb as C
-from . import mode, pr, sbc, spc
+from . import mode, opcodes, pr, sbc, spc
 from .local_reservations import LocalReservations
 from .reservations import ConflictView
 from .lun import LogicalUnit
@@ -61,8 +61,11 @@ def _ops() -> list[Op]:
         (0x25, "READ CAPACITY(10)", sbc.read_capacity10, 0),
         (0x28, "READ(10)", sbc.make_read(C.LBA10), 0),
         (0x2A, "WRITE(10)", sbc.make_write(C.LBA10), WRITES),
+        (0x2E, "WRITE AND VERIFY(10)", sbc.make_write_and_verify(C.LBA10), WRITES),
         (0x2F, "VERIFY(10)", sbc.make_verify(C.LBA10), 0),
+        (0x34, "PRE-FETCH(10)", sbc.make_prefetch(C.LBA10), 0),
         (0x35, "SYNCHRONIZE CACHE(10)", sbc.make_synchronize_cache(C.LBA10), 0),
+        (0x37, "READ DEFECT DATA(10)", sbc.read_defect_data10, 0),
         (0x55, "MODE SELECT(10)", mode.mode_select10, 0),
         (0x56, "RESERVE(10)", pr.reserve, 0),
         (0x57, "RELEASE(10)", pr.release, 0),
@@ -71,13 +74,18 @@ def _ops() -> list[Op]:
         (0x5F, "PERSISTENT RESERVE OUT", pr.persistent_reserve_out, 0),
         (0x88, "READ(16)", sbc.make_read(C.LBA16), 0),
         (0x8A, "WRITE(16)", sbc.make_write(C.LBA16), WRITES),
+        (0x8E, "WRITE AND VERIFY(16)", sbc.make_write_and_verify(C.LBA16), WRITES),
         (0x8F, "VERIFY(16)", sbc.make_verify(C.LBA16), 0),
+        (0x90, "PRE-FETCH(16)", sbc.make_prefetch(C.LBA16), 0),
         (0x91, "SYNCHRONIZE CACHE(16)", sbc.make_synchronize_cache(C.LBA16), 0),
         (0x9E, "READ CAPACITY(16)", sbc.read_capacity16, 0),
         (0xA0, "REPORT LUNS", spc.report_luns, ANY_LUN | KEEPS_UA),
+        (0xA3, "MAINTENANCE IN", opcodes.make_maintenance_in(lambda: OPS), 0),
         (0xA8, "READ(12)", sbc.make_read(C.LBA12), 0),
         (0xAA, "WRITE(12)", sbc.make_write(C.LBA12), WRITES),
+        (0xAE, "WRITE AND VERIFY(12)", sbc.make_write_and_verify(C.LBA12), WRITES),
         (0xAF, "VERIFY(12)", sbc.make_verify(C.LBA12), 0),
+        (0xB7, "READ DEFECT DATA(12)", sbc.read_defect_data12, 0),
     ):
         table[opcode] = Op(name, handler, C.CDB_LENGTH[opcode >> 5], flags)
     return table

@@ -1,0 +1,84 @@
+"""MAINTENANCE IN (0xA3): REPORT SUPPORTED OPERATION CODES (SPC-4 6.35) and REPORT SUPPORTED TASK MANAGEMENT
+FUNCTIONS (SPC-4 6.36), both answered from the command table the target dispatches with, so what is reported
+is what is served.
+
+CDB usage data marks every bit of a field the device server decodes; for the commands with DPO and FUA (whose
+support the mode pages' DPOFUA bit claims) byte 1 includes them. Timeouts are not specified (0).
+"""
+from __future__ import annotations
+
+from struct import Struct
+
+from .sense import invalid_cdb
+
+REPORT_SUPPORTED_OPCODES, REPORT_SUPPORTED_TMFS = 0x0C, 0x0D
+ALL, ONE_OPCODE, ONE_SERVICE_ACTION, ONE_EITHER = 0, 1, 2, 3
+SERVICE_ACTIONS = {                 # opcode -> (service actions served, CDB usage of byte 1)
+    0x5E: ((0, 1, 2, 3), 0x1F),                         # PERSISTENT RESERVE IN
+    0x5F: ((0, 1, 2, 3, 4, 5, 6, 7), 0x1F),             # PERSISTENT RESERVE OUT
+    0x9E: ((0x10,), 0x1F),                              # SERVICE ACTION IN(16): READ CAPACITY(16)
+    0xA3: ((REPORT_SUPPORTED_OPCODES, REPORT_SUPPORTED_TMFS), 0x1F),
+}
+SUPPORTED, NOT_SUPPORTED = 0x03, 0x01
+CTDP = 0x02
+_MAINTENANCE_IN = Struct(">xBBBHIx")
+_DESCRIPTOR = Struct(">BxHxBH")
+_ONE = Struct(">xBH")
+_TIMEOUTS = Struct(">HxB8x")                # length 0x0A, command specific 0, nominal and recommended 0
+_TIMEOUTS_DESCRIPTOR = _TIMEOUTS.pack(0x0A, 0)
+# ATS, ATSS, CTSS, LURS, TRS: ABORT TASK (SET), CLEAR TASK SET, LOGICAL UNIT RESET, TARGET RESET
+_TMFS = bytes([0x80 | 0x40 | 0x10 | 0x08 | 0x02, 0, 0, 0])
+
+
+def make_maintenance_in(command_table):
+    """The MAINTENANCE IN handler over `command_table()`: a list of 256 (name, handler, length, flags), with
+    handler None where the opcode is not served."""
+
+    def maintenance_in(target, unit, task) -> bytes:
+        action, options, opcode, service_action, alloc = _MAINTENANCE_IN.unpack_from(task.cdb)
+        action &= 0x1F
+        if action == REPORT_SUPPORTED_TMFS:
+            return _TMFS[:alloc]
+        if action != REPORT_SUPPORTED_OPCODES:
+            raise invalid_cdb(1, 4)
+        timeouts = bool(options & 0x80)
+        options &= 0x07
+        table = command_table()
+        if options == ALL:
+            data = _all_commands(table, timeouts)
+        elif options in (ONE_OPCODE, ONE_SERVICE_ACTION, ONE_EITHER):
+            data = _one_command(table, options, opcode, service_action, timeouts)
+        else:
+            raise invalid_cdb(2, 2)
+        return data[:alloc]
+
+    return maintenance_in
+
+
+def _all_commands(table, timeouts: bool) -> bytes:
+    flags = CTDP if timeouts else 0
+    suffix = _TIMEOUTS_DESCRIPTOR if timeouts else b""
+    descriptors = []
+    for opcode, op in enumerate(table):
+        if op.handler is None:
+            continue
+        actions = SERVICE_ACTIONS.get(opcode)
+        for action in actions[0] if actions else (0,):
+            descriptors.append(_DESCRIPTOR.pack(opcode, action, flags | (1 if actions else 0), op.length) + suffix)
+    body = b"".join(descriptors)
+    return len(body).to_bytes(4, "big") + body
+
+
+def _one_command(table, options: int, opcode: int, service_action: int, timeouts: bool) -> bytes:
+    op = table[opcode]
+    actions = SERVICE_ACTIONS.get(opcode)
+    if options == ONE_OPCODE and actions or options == ONE_SERVICE_ACTION and not actions:
+        raise invalid_cdb(2, 2)
+    if op.handler is None or actions and service_action not in actions[0]:
+        return _ONE.pack(NOT_SUPPORTED, 0)
+    usage = bytearray([0xFF] * op.length)
+    usage[0] = opcode
+    usage[1] = actions[1] if actions else 0xFF
+    usage[-1] = 0                   # CONTROL: NACA and LINK are not supported
+    return (_ONE.pack(SUPPORTED | (0x80 if timeouts else 0), op.length) + bytes(usage)
+            + (_TIMEOUTS_DESCRIPTOR if timeouts else b""))
