@@ -96,6 +96,7 @@ class LunConfig:
     backstore: str
     direct: bool
     write_cache: bool
+    thin: bool
     serial: str
     naa: str
 
@@ -351,11 +352,19 @@ def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:
         backstore=backstore,
         direct=t.take("direct", (bool,), False),
         write_cache=t.take("write_cache", (bool,), True),
+        thin=_thin(t, backstore),
         serial=serial,
         naa=naa.lower(),
     )
     t.finish()
     return lun
+
+
+def _thin(t: _Table, backstore: str) -> bool:
+    thin = t.take("thin", (bool,), backstore == "file")
+    if thin and backstore != "file":
+        raise t.error("thin", f'only a file can be thin-provisioned, not backstore "{backstore}"')
+    return thin
 
 
 def _lun_size(t: _Table, path: str | None, block_size: int) -> int:

@@ -104,7 +104,7 @@ class Worker:
                                    block_size=lun.block_size, direct=lun.direct, write_cache=lun.write_cache)
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
-                                       coordinator=self.coordinator)
+                                       coordinator=self.coordinator, thin=lun.thin)
         return ScsiTarget(luns, coordinator=self.coordinator, call_later=self.call_later)
 
     def call_later(self, seconds: float, fn) -> None:

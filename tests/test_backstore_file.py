@@ -199,3 +199,24 @@ def test_block_device(reactor, opener, loop_device):
     assert opener(loop_device, size=MiB).size == MiB
     with pytest.raises(BackstoreError, match="exceeds the device's 2097152 bytes"):
         opener(loop_device, size=4 * MiB)
+
+
+def test_extents_follow_holes_and_zero_ranges(reactor, opener):
+    store = opener(size=4 * MiB)
+    assert list(store.extents(0, 4 * MiB)) == [(0, 4 * MiB, False)]             # created sparse
+    write(reactor, store, MiB, b"\xAA" * 65536)
+    assert list(store.extents(0, 4 * MiB)) == [(0, MiB, False), (MiB, 65536, True),
+                                               (MiB + 65536, 3 * MiB - 65536, False)]
+    assert complete(reactor, lambda cb: store.write_zeroes(2 * MiB, 65536, cb)) is None
+    assert read(reactor, store, 2 * MiB, 65536) == bytes(65536)
+    assert (2 * MiB, 65536, True) in list(store.extents(2 * MiB, 65536))         # allocated zeros
+
+
+def test_range_locks_exclude_other_open_files_only(opener, tmp_path):
+    """Two opens of one file are two open file descriptions, as two worker processes have."""
+    first, second = opener("shared.img"), opener("shared.img")
+    assert first.try_lock(4096, 512)
+    assert not second.try_lock(4096, 512)                                        # held by the other
+    assert second.try_lock(8192, 512)                                            # another range
+    first.unlock(4096, 512)
+    assert second.try_lock(4096, 512)

@@ -50,6 +50,13 @@ class MemoryStore:
     def unmap(self, offset, length, callback):
         raise AssertionError("unmap not offered")
 
+    def try_lock(self, offset, length):
+        self.calls.append(("lock", offset, length))
+        return True
+
+    def unlock(self, offset, length):
+        self.calls.append(("unlock", offset, length))
+
     def close(self):
         pass
 
@@ -663,7 +670,7 @@ def test_report_supported_opcodes_lists_what_the_table_serves(h):
                    for d in (data[i:i + 8] for i in range(4, len(data), 8))}
     assert descriptors[(0x28, 0)] == (0, 10) and descriptors[(0x8A, 0)] == (0, 16)
     assert descriptors[(0x5F, 7)] == (1, 10) and descriptors[(0x9E, 0x10)] == (1, 16)   # SERVACTV
-    assert (0x42, 0) not in descriptors                                                 # UNMAP: not served
+    assert (0x83, 0) not in descriptors                                     # EXTENDED COPY: not served
     timed = rsoc(h, rctd=True).data_in
     assert len(timed) - 4 == (len(data) - 4) // 8 * 20 and timed[4 + 5] == 0x02         # CTDP + descriptor
 
@@ -672,7 +679,7 @@ def test_report_supported_opcodes_one_command(h):
     read10 = rsoc(h, options=1, opcode=0x28).data_in
     assert read10[1] == 0x03 and int.from_bytes(read10[2:4], "big") == 10
     assert read10[4] == 0x28 and read10[5] & 0x18 == 0x18 and read10[13] == 0           # DPO, FUA; CONTROL
-    assert rsoc(h, options=1, opcode=0x42).data_in == bytes([0, 0x01, 0, 0])            # not supported
+    assert rsoc(h, options=1, opcode=0x83).data_in == bytes([0, 0x01, 0, 0])            # not supported
     prout = rsoc(h, options=2, opcode=0x5F, action=6).data_in
     assert prout[1] == 0x03 and prout[4:6] == bytes([0x5F, 0x1F])
     assert rsoc(h, options=2, opcode=0x5F, action=8).data_in[1] == 0x01
@@ -688,3 +695,34 @@ def test_report_supported_task_management_functions(h):
     assert data == bytes([0xDA, 0, 0, 0])
     assert_sense(h.run(struct.pack(">BBxxIxB", 0xA3, 0x1F, 4, 0)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
                  S.Field(1, 4))
+
+
+def caw_cdb(lba, count=1, flags=0):
+    return struct.pack(">BBQ3xBBB", 0x89, flags, lba, count, 0, 0)
+
+
+def test_compare_and_write_writes_only_on_a_match_under_the_range_lock(h):
+    h.store.data[2 * BS:3 * BS] = b"\x01" * BS
+    assert_good(h.run(caw_cdb(2), data_out=b"\x01" * BS + b"\x02" * BS))
+    assert h.store.data[2 * BS:3 * BS] == b"\x02" * BS
+    assert h.store.calls == [("lock", 2 * BS, BS), ("read", 2 * BS, BS), ("write", 2 * BS, BS, False),
+                             ("unlock", 2 * BS, BS)]
+    expected = bytearray(b"\x02" * BS)
+    expected[100] = 9
+    task = h.run(caw_cdb(2), data_out=bytes(expected) + b"\x03" * BS)
+    assert_sense(task, S.MISCOMPARE, S.MISCOMPARE_DURING_VERIFY)
+    assert int.from_bytes(task.sense[3:7], "big") == 100
+    assert h.store.data[2 * BS:3 * BS] == b"\x02" * BS and h.store.calls[-1][0] == "unlock"
+    assert_sense(h.run(caw_cdb(0, count=2), data_out=bytes(4 * BS)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
+                 S.Field(13))
+    assert_sense(h.run(caw_cdb(BLOCKS), data_out=bytes(2 * BS)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
+    assert_sense(h.run(caw_cdb(0), data_out=bytes(BS)), S.ILLEGAL_REQUEST, S.PARAMETER_LIST_LENGTH_ERROR)
+
+
+def test_compare_and_writes_of_a_unit_run_one_at_a_time(h):
+    first = h.run(caw_cdb(0), data_out=bytes(BS) + b"\x01" * BS, drain=False)
+    second = h.run(caw_cdb(0), data_out=b"\x01" * BS + b"\x02" * BS, drain=False)
+    assert [c[0] for c in h.store.calls] == ["lock", "read"]             # the second waits for the first
+    h.store.drain()
+    assert first.status == GOOD and second.status == GOOD
+    assert h.store.data[:BS] == b"\x02" * BS

@@ -30,5 +30,17 @@ class Backstore(Protocol):
     def unmap(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
         """Deallocate the range; it reads back as zeros."""
 
+    def try_lock(self, offset: int, length: int) -> bool:
+        """Lock the byte range against other processes without waiting; False if one of them holds it."""
+
+    def unlock(self, offset: int, length: int) -> None:
+        """Release a range locked by try_lock."""
+
+    def write_zeroes(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
+        """Make the range read as zeros, allocated, without sending the zeros."""
+
+    def extents(self, offset: int, length: int):
+        """Yield the range as consecutive (offset, length, mapped) pieces; unmapped ones read as zeros."""
+
     def close(self) -> None:
         """Release the store; no operation may be in flight."""

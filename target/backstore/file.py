@@ -6,17 +6,21 @@ Short transfers are continued; a read that meets the end of the file is complete
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 from collections.abc import Callable
+from struct import Struct
 
-from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, RWF_DSYNC, error_for
+from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, RWF_DSYNC, error_for
 
 from ..reactor import Reactor
 from .base import BackstoreError
 from .buffers import BufferPool
 
 _PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+_ZERO = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
+_FLOCK = Struct("hh4xqqi4x")        # struct flock on 64-bit Linux: type, whence, start, len, pid (0 for OFD)
 
 
 def _open(path: str, size: int | None, block_size: int, direct: bool) -> tuple[int, int]:
@@ -142,6 +146,41 @@ class FileBackstore:
     def unmap(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
         token = self._reactor.token(_status(callback, f"unmap {self.path}"))
         self._reactor.ring.prep_fallocate(self._fd, _PUNCH, offset, length, token)
+
+    def try_lock(self, offset: int, length: int) -> bool:
+        """An OFD write lock on the byte range, without waiting: False while another process holds it."""
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, length, 0))
+        except (BlockingIOError, PermissionError):
+            return False
+        return True
+
+    def unlock(self, offset: int, length: int) -> None:
+        fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, offset, length, 0))
+
+    def write_zeroes(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
+        token = self._reactor.token(_status(callback, f"zero {self.path}"))
+        self._reactor.ring.prep_fallocate(self._fd, _ZERO, offset, length, token)
+
+    def extents(self, offset: int, length: int):
+        """Yield the range as consecutive (offset, length, mapped) pieces, from SEEK_DATA/SEEK_HOLE (metadata
+        lookups: io_uring has no lseek). Where the file system cannot tell, the rest counts as mapped."""
+        end = offset + length
+        while offset < end:
+            try:
+                data = os.lseek(self._fd, offset, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:            # ENXIO: only a hole from here to the end of the file
+                    yield offset, end - offset, True
+                    return
+                data = end
+            if data > offset:
+                stop = min(data, end)
+                yield offset, stop - offset, False
+            else:
+                stop = min(os.lseek(self._fd, offset, os.SEEK_HOLE), end)
+                yield offset, stop - offset, True
+            offset = stop
 
     def close(self) -> None:
         if self._fd >= 0:

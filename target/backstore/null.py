@@ -43,5 +43,17 @@ class NullBackstore:
     def unmap(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
         self._later(callback, None)
 
+    def try_lock(self, offset: int, length: int) -> bool:
+        return True
+
+    def unlock(self, offset: int, length: int) -> None:
+        pass
+
+    def write_zeroes(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
+        self._later(callback, None)
+
+    def extents(self, offset: int, length: int):
+        yield offset, length, True
+
     def close(self) -> None:
         pass

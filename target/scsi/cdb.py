@@ -41,6 +41,27 @@ BYTCHK_NONE, BYTCHK_COMPARE, BYTCHK_RESERVED, BYTCHK_ONE_BLOCK = 0x00, 0x02, 0x0
 IMMED = 0x02
 
 
+# -- thin provisioning: UNMAP, WRITE SAME flags, GET LBA STATUS -------------------------------------------------
+WS_ANCHOR = 0x10
+WS_UNMAP = 0x08
+WS_NDOB = 0x01          # WRITE SAME(16): no data-out buffer, the block is zeros
+_UNMAP = Struct(">xB5xH")
+_GET_LBA_STATUS = Struct(">xxQI")
+
+
+def unmap(cdb) -> int:
+    """UNMAP: the parameter list length (ANCHOR refused: no anchored state)."""
+    anchor, length = _UNMAP.unpack_from(cdb)
+    if anchor & 0x01:
+        raise invalid_cdb(1, 0)
+    return length
+
+
+def get_lba_status(cdb) -> tuple[int, int]:
+    """SERVICE ACTION IN(16) / GET LBA STATUS: (starting LBA, allocation length)."""
+    return _GET_LBA_STATUS.unpack_from(cdb)
+
+
 # -- READ DEFECT DATA 10/12: (PLISTV | GLISTV | list format as asked, allocation length) -------------------
 _DEFECT_LISTS = 0x1F
 _READ_DEFECT10 = Struct(">2xB4xH")

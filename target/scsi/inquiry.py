@@ -4,6 +4,8 @@ from __future__ import annotations
 from struct import Struct
 
 from .lun import OPTIMAL_TRANSFER_BYTES, PRODUCT, REVISION, VENDOR, LogicalUnit
+from .compare_and_write import MAX_COMPARE_AND_WRITE_BLOCKS
+from .provisioning import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS
 from .sense import invalid_cdb
 
 DISK = 0x00
@@ -18,9 +20,13 @@ _STANDARD = Struct(">BBBBBBBB8s16s4s22x4H8x")                # 74 bytes: 8 versi
 _VPD_HEADER = Struct(">BBH")
 _DESIGNATOR_HEADER = Struct(">BBxB")
 _PORT_NUMBER = Struct(">xxH")
-_BLOCK_LIMITS = Struct(">BBHIII44x")                        # after the page header: 60 bytes
+_BLOCK_LIMITS = Struct(">BBHIIIIIIIQ20x")                  # after the page header: 60 bytes
 _CHARACTERISTICS = Struct(">H58x")
 _PROVISIONING = Struct(">BBBx")
+_WSNZ = 0x01                        # WRITE SAME of 0 blocks is refused
+_LBPU, _LBPWS, _LBPWS10, _LBPRZ = 0x80, 0x40, 0x20, 0x04   # UNMAP, WRITE SAME 16/10 with UNMAP; zeros after
+_THIN = 0x02                                                # provisioning type
+HOLE_GRANULARITY = 4096             # bytes a punched hole deallocates at least (a file system block)
 
 # designator fields (SPC-4 7.8.6.1)
 _ISCSI = 0x5                        # protocol identifier
@@ -71,7 +77,10 @@ def _device_identification(unit: LogicalUnit) -> bytes:
 
 def _block_limits(unit: LogicalUnit) -> bytes:
     optimal = max(1, OPTIMAL_TRANSFER_BYTES // unit.block_size)
-    return _BLOCK_LIMITS.pack(0, 0, 1, unit.max_transfer_blocks, optimal, 0)
+    unmap_blocks, unmap_descriptors, granularity = (0, 0, 0) if not unit.thin else (
+        MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, max(1, HOLE_GRANULARITY // unit.block_size))
+    return _BLOCK_LIMITS.pack(_WSNZ, MAX_COMPARE_AND_WRITE_BLOCKS, 1, unit.max_transfer_blocks, optimal, 0,
+                              unmap_blocks, unmap_descriptors, granularity, 0, unit.max_transfer_blocks)
 
 
 def _block_device_characteristics(unit: LogicalUnit) -> bytes:
@@ -79,7 +88,9 @@ def _block_device_characteristics(unit: LogicalUnit) -> bytes:
 
 
 def _logical_block_provisioning(unit: LogicalUnit) -> bytes:
-    return _PROVISIONING.pack(0, 0, 0)                  # fully provisioned, no unmap
+    if not unit.thin:
+        return _PROVISIONING.pack(0, 0, 0)              # fully provisioned, no unmap
+    return _PROVISIONING.pack(0, _LBPU | _LBPWS | _LBPWS10 | _LBPRZ, _THIN)
 
 
 VPD_PAGES = {

@@ -81,11 +81,11 @@ class LogicalUnit:
 
     __slots__ = ("lun_id", "backstore", "identity", "read_only", "configured_read_only", "software_write_protect",
                  "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
-                 "coordinator")
+                 "coordinator", "thin", "caw_lock")
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
-                 attentions: UnitAttentions | None = None, coordinator=None):
+                 attentions: UnitAttentions | None = None, coordinator=None, thin: bool = False):
         naa_bytes = bytes.fromhex(naa)
         if len(naa_bytes) not in (8, 16) or naa_bytes[0] >> 4 != 6:
             raise ValueError(f"NAA designator {naa!r} is not 8 or 16 bytes of NAA 6")
@@ -101,6 +101,8 @@ class LogicalUnit:
         self.blocks = backstore.size // backstore.block_size
         self.max_transfer_blocks = MAX_TRANSFER_BYTES // self.block_size
         self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
+        self.thin = thin                    # thin-provisioned: UNMAP, WRITE SAME with UNMAP, GET LBA STATUS
+        self.caw_lock = None                # made by the first COMPARE AND WRITE (compare_and_write.py)
 
     def set_mode(self, write_cache: bool, software_write_protect: bool) -> None:
         """The changeable mode parameters (WCE, SWP), as MODE SELECT through any worker left them."""

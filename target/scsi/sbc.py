@@ -18,7 +18,8 @@ from .task import GOOD
 
 log = logging.getLogger(__name__)
 _CAPACITY10 = Struct(">II")
-_CAPACITY16 = Struct(">QI20x")
+_CAPACITY16 = Struct(">QIxxH16x")
+_LBPME_LBPRZ = 0xC000               # READ CAPACITY(16) bytes 14-15: thin, unmapped blocks read as zeros
 _DEFECTS10 = Struct(">xB2x")        # PLISTV, GLISTV, list format; list length 0
 _DEFECTS12 = Struct(">xB6x")        # … generation 0, list length 0
 
@@ -30,7 +31,7 @@ def _check_range(unit, lba: int, count: int, count_byte: int) -> None:
         raise invalid_cdb(count_byte)
 
 
-def _written(task):
+def written(task):
     """Completion for a write or a flush: GOOD, or MEDIUM ERROR / WRITE ERROR."""
     def done(error):
         if error is None:
@@ -80,7 +81,7 @@ def make_write(layout: C.LbaLayout):
         data = _write_data(task, count * size, size)
         if data is None:
             return b""
-        unit.backstore.write(lba * size, data, bool(flags & C.FUA), _written(task))
+        unit.backstore.write(lba * size, data, bool(flags & C.FUA), written(task))
         return None
 
     return write
@@ -116,11 +117,11 @@ def make_write_and_verify(layout: C.LbaLayout):
             return b""
         offset = lba * size
         compare = flags & C.BYTCHK
-        written = _written(task)
+        finish = written(task)
 
         def stored(error) -> None:
             if error is not None or not compare:
-                written(error)
+                finish(error)
             else:
                 unit.backstore.read(offset, len(data), _comparer(task, data))
 
@@ -192,7 +193,7 @@ def make_synchronize_cache(layout: C.LbaLayout):
         if flags & C.IMMED:
             unit.backstore.flush(_immediate_flushed)
             return b""
-        unit.backstore.flush(_written(task))
+        unit.backstore.flush(written(task))
         return None
 
     return synchronize_cache
@@ -238,4 +239,4 @@ def read_capacity10(target, unit, task) -> bytes:
 
 def read_capacity16(target, unit, task) -> bytes:
     alloc = C.read_capacity16(task.cdb)
-    return _CAPACITY16.pack(unit.blocks - 1, unit.block_size)[:alloc]
+    return _CAPACITY16.pack(unit.blocks - 1, unit.block_size, _LBPME_LBPRZ if unit.thin else 0)[:alloc]

@@ -12,7 +12,7 @@ import logging
 from typing import Callable, NamedTuple
 
 from . import cdb as C
-from . import mode, opcodes, pr, sbc, spc
+from . import compare_and_write, mode, opcodes, pr, provisioning, sbc, spc
 from .local_reservations import LocalReservations
 from .reservations import ConflictView
 from .lun import LogicalUnit
@@ -66,6 +66,8 @@ def _ops() -> list[Op]:
         (0x34, "PRE-FETCH(10)", sbc.make_prefetch(C.LBA10), 0),
         (0x35, "SYNCHRONIZE CACHE(10)", sbc.make_synchronize_cache(C.LBA10), 0),
         (0x37, "READ DEFECT DATA(10)", sbc.read_defect_data10, 0),
+        (0x41, "WRITE SAME(10)", provisioning.make_write_same(C.LBA10), WRITES),
+        (0x42, "UNMAP", provisioning.unmap, WRITES),
         (0x55, "MODE SELECT(10)", mode.mode_select10, 0),
         (0x56, "RESERVE(10)", pr.reserve, 0),
         (0x57, "RELEASE(10)", pr.release, 0),
@@ -73,12 +75,14 @@ def _ops() -> list[Op]:
         (0x5E, "PERSISTENT RESERVE IN", pr.persistent_reserve_in, 0),
         (0x5F, "PERSISTENT RESERVE OUT", pr.persistent_reserve_out, 0),
         (0x88, "READ(16)", sbc.make_read(C.LBA16), 0),
+        (0x89, "COMPARE AND WRITE", compare_and_write.compare_and_write, WRITES),
         (0x8A, "WRITE(16)", sbc.make_write(C.LBA16), WRITES),
         (0x8E, "WRITE AND VERIFY(16)", sbc.make_write_and_verify(C.LBA16), WRITES),
         (0x8F, "VERIFY(16)", sbc.make_verify(C.LBA16), 0),
         (0x90, "PRE-FETCH(16)", sbc.make_prefetch(C.LBA16), 0),
         (0x91, "SYNCHRONIZE CACHE(16)", sbc.make_synchronize_cache(C.LBA16), 0),
-        (0x9E, "READ CAPACITY(16)", sbc.read_capacity16, 0),
+        (0x93, "WRITE SAME(16)", provisioning.make_write_same(C.LBA16), WRITES),
+        (0x9E, "SERVICE ACTION IN(16)", provisioning.service_action_in16, 0),
         (0xA0, "REPORT LUNS", spc.report_luns, ANY_LUN | KEEPS_UA),
         (0xA3, "MAINTENANCE IN", opcodes.make_maintenance_in(lambda: OPS), 0),
         (0xA8, "READ(12)", sbc.make_read(C.LBA12), 0),

@@ -1,0 +1,102 @@
+"""COMPARE AND WRITE (SBC-3 5.2, VMware's ATS): read the blocks, compare them with the first half of the
+data-out, and only if equal write the second half; a difference is MISCOMPARE with its offset.
+
+Atomicity: COMPARE AND WRITEs of a unit run one at a time in a worker (`CompareAndWriteLock`), and each
+holds an OFD write lock on its byte range of the backing file (F_OFD_SETLK, taken without blocking the
+worker and retried every millisecond), so a COMPARE AND WRITE through another worker process, which has
+its own open file description, waits for it. Ordinary WRITEs take no lock: they are not serialised against
+a COMPARE AND WRITE in flight (SBC asks that they be); ATS users (VMFS heartbeats and locks) change those
+blocks only with COMPARE AND WRITE.
+"""
+from __future__ import annotations
+
+from collections import deque
+from struct import Struct
+
+from .sbc import first_difference, written
+from .sense import (ILLEGAL_REQUEST, LBA_OUT_OF_RANGE, MEDIUM_ERROR, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
+                    PARAMETER_LIST_LENGTH_ERROR, UNRECOVERED_READ_ERROR, ScsiError, check_condition, fail,
+                    invalid_cdb)
+from .task import GOOD
+
+MAX_COMPARE_AND_WRITE_BLOCKS = 1    # Block Limits VPD; what ATS sends
+RETRY_SECONDS = 0.001               # how soon a range locked by another worker is tried again
+_CDB = Struct(">xBQ3xB")            # flags, LBA, NUMBER OF LOGICAL BLOCKS
+
+
+class CompareAndWriteLock:
+    """Runs the COMPARE AND WRITEs of one unit in this worker one after another, each under a byte-range
+    lock on the backstore that other processes respect."""
+
+    def __init__(self, backstore, call_later):
+        self._backstore = backstore
+        self._call_later = call_later       # (seconds, fn): the worker's timer
+        self._waiting: deque = deque()
+        self._busy = False
+
+    def run(self, offset: int, length: int, critical) -> None:
+        """`critical(release)` once the range is ours; it must call `release()` exactly once."""
+        self._waiting.append((offset, length, critical))
+        if not self._busy:
+            self._next()
+
+    def _next(self) -> None:
+        if not self._waiting:
+            self._busy = False
+            return
+        self._busy = True
+        offset, length, critical = self._waiting[0]
+        if not self._backstore.try_lock(offset, length):
+            self._call_later(RETRY_SECONDS, self._next)
+            return
+        self._waiting.popleft()
+
+        def release() -> None:
+            self._backstore.unlock(offset, length)
+            self._next()
+        critical(release)
+
+
+def compare_and_write(target, unit, task):
+    flags, lba, count = _CDB.unpack_from(task.cdb)
+    if flags & 0xE0:
+        raise invalid_cdb(1, 7)                         # WRPROTECT: no protection information
+    if count > MAX_COMPARE_AND_WRITE_BLOCKS or not count and task.expected_length:
+        raise invalid_cdb(13)       # too many blocks, or data for none (a count that overflowed its byte)
+    if lba + count > unit.blocks:
+        raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+    size = unit.block_size
+    length = count * size
+    task.transfer_length = 2 * length
+    data = task.data_out
+    if not count:
+        return b""
+    if data is None or len(data) < 2 * length:
+        raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
+    expected, new = bytes(data[:length]), bytes(data[length:2 * length])
+    offset = lba * size
+    if unit.caw_lock is None:
+        unit.caw_lock = CompareAndWriteLock(unit.backstore, target.call_later)
+
+    def critical(release) -> None:
+        def compared(result) -> None:
+            if isinstance(result, OSError):
+                release()
+                check_condition(task, MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
+                return
+            difference = first_difference(expected, result)
+            if difference is not None:
+                release()
+                fail(task, ScsiError(MISCOMPARE, MISCOMPARE_DURING_VERIFY, information=difference))
+                return
+            finish = written(task)
+
+            def stored(error) -> None:
+                release()
+                finish(error)
+            unit.backstore.write(offset, new, bool(flags & 0x08), stored)
+
+        unit.backstore.read(offset, length, compared)
+
+    unit.caw_lock.run(offset, length, critical)
+    return None
