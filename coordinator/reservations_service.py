@@ -19,8 +19,13 @@ Kinds (bodies name the unit by "target" iqn and "lun"; nexuses are I_T nexus nam
     mode.select     request  {target, lun, nexus, wce, swp}: MODE SELECT changed the unit's write cache or software
                     write protect. Every other nexus of the unit gets MODE PARAMETERS CHANGED; pushed (and
                     replied) as "mode.change" {target, lun, wce, swp, attentions: [[nexus, asc]…]}.
-    pr.views        request  {}: every unit's view, [[target, lun, view]…], and the modes changed since the start,
-                    "modes": [[target, lun, wce, swp]…], for a worker that (re)connected. Units
+    medium.request  request  {target, lun, nexus, action: prevent|allow|load|eject}: START STOP UNIT or PREVENT ALLOW
+                    on a removable unit (target/scsi/medium.py). Reply {target, lun, loaded, refused: asc or
+                    None}; a load or eject is pushed as "medium.change" {target, lun, loaded}. Nexus loss and
+                    resets end the preventions of the nexus / of the unit.
+    pr.views        request  {}: every unit's view, [[target, lun, view]…], the modes changed since the start,
+                    "modes": [[target, lun, wce, swp]…], and whether each medium is loaded, "media": [[target, lun,
+                    loaded]…], for a worker that (re)connected. Units
                     changed by a worker's death (its nexuses' SPC-2 reservations released; a hook cannot push)
                     are pushed to the other workers then: the supervisor restarts the dead worker at once, and
                     the new one asks for the views.
@@ -42,6 +47,7 @@ import logging
 import os
 
 from target.scsi.local_reservations import run_request
+from target.scsi.medium import ACTIONS, LOAD, EJECT, MediumState
 from target.scsi.reservations import Outcome, Reservations
 from target.scsi.reservation_files import load_state, save_state
 from target.scsi.sense import MODE_PARAMETERS_CHANGED, POWER_ON_RESET
@@ -52,12 +58,14 @@ log = logging.getLogger("ringtgt.coordinator")
 
 
 class UnitState:
-    """One logical unit: its reservations, the unit attentions pending per nexus, its changed mode parameters."""
+    """One logical unit: its reservations, the unit attentions pending per nexus, its changed mode parameters,
+    its removable medium."""
 
     def __init__(self, path: str | None = None):
         self.reservations = Reservations()
         self.pending: dict[str, list[int]] = {}
         self.mode: list[bool] | None = None         # [wce, swp] once a MODE SELECT changed them
+        self.medium = MediumState()
         self.path = path
         if path is not None:
             saved = load_state(path)
@@ -144,6 +152,7 @@ class ReservationAuthority:
         for lun in body["luns"]:
             unit = self.unit({"target": target, "lun": lun})
             unit.reservations.reset()
+            unit.medium.reset()
             unit.establish_all(body["asc"])
             views.append([lun, unit.reservations.view().to_dict()])
         self._save_live()
@@ -183,6 +192,16 @@ class ReservationAuthority:
                   "attentions": attentions}
         return Reply(change, [("mode.change", change)])
 
+    def medium_request(self, body: dict, origin: str) -> Reply:
+        unit = self.unit(body)
+        if body.get("action") not in ACTIONS:
+            raise ValueError(f"unknown medium action {body.get('action')!r}")
+        refused = unit.medium.request(body["nexus"], body["action"])
+        self._save_live()
+        change = {"target": body["target"], "lun": body["lun"], "loaded": unit.medium.loaded}
+        moved = refused is None and body["action"] in (LOAD, EJECT)
+        return Reply({**change, "refused": refused}, [("medium.change", change)] if moved else [])
+
     def consumed(self, body: dict, origin: str) -> Reply:
         self.unit(body).consumed(body["nexus"], body["asc"])
         self._save_live()
@@ -194,10 +213,10 @@ class ReservationAuthority:
         changes = []
         for lun in self.luns_of(target):
             unit = self.units[(target, lun)]
+            unit.medium.nexus_lost(nexus)
             if unit.reservations.nexus_lost(nexus):
                 changes.append(self._change({"target": target, "lun": lun}, unit))
-        if changes:
-            self._save_live()
+        self._save_live()
         return Reply({"changes": changes}, [("pr.change", change) for change in changes])
 
     def views(self, body: dict, origin: str) -> Reply:
@@ -206,29 +225,34 @@ class ReservationAuthority:
         self.unpushed.clear()
         units = sorted(self.units.items())
         return Reply({"units": [[target, lun, unit.reservations.view().to_dict()] for (target, lun), unit in units],
-                      "modes": [[target, lun, *unit.mode] for (target, lun), unit in units if unit.mode]}, changes)
+                      "modes": [[target, lun, *unit.mode] for (target, lun), unit in units if unit.mode],
+                      "media": [[target, lun, unit.medium.loaded] for (target, lun), unit in units]}, changes)
 
     def worker_gone(self, origin: str) -> None:
         """A dead worker's nexuses are lost: their SPC-2 reservations go (pushed at the next `pr.views`)."""
         for target, nexus in self.attached.pop(origin, set()):
             for lun in self.luns_of(target):
-                if self.units[(target, lun)].reservations.nexus_lost(nexus):
+                unit = self.units[(target, lun)]
+                unit.medium.nexus_lost(nexus)
+                if unit.reservations.nexus_lost(nexus):
                     self.unpushed.add((target, lun))
         self._save_live()
 
     # -- replication ----------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
         return {"units": [[target, lun, unit.reservations.snapshot(),
-                           {nexus: list(queue) for nexus, queue in unit.pending.items()}, unit.mode]
+                           {nexus: list(queue) for nexus, queue in unit.pending.items()}, unit.mode,
+                           unit.medium.snapshot()]
                           for (target, lun), unit in sorted(self.units.items())],
                 "greeted": {target: sorted(names) for target, names in self.greeted.items()}}
 
     def restore(self, snapshot: dict) -> None:
-        for target, lun, reservations, pending, mode in snapshot["units"]:
+        for target, lun, reservations, pending, mode, medium in snapshot["units"]:
             unit = self.units.setdefault((target, lun), UnitState())
             unit.reservations.restore(reservations)
             unit.pending = {nexus: list(queue) for nexus, queue in pending.items()}
             unit.mode = mode
+            unit.medium = MediumState.restored(medium)
         self.greeted = {target: set(names) for target, names in snapshot["greeted"].items()}
 
 
@@ -239,6 +263,7 @@ def register_reservation_handlers(service: CoordinatorService, authority: Reserv
     service.register("ua.attach", authority.attach)
     service.register("ua.consumed", authority.consumed)
     service.register("mode.select", authority.mode_select)
+    service.register("medium.request", authority.medium_request)
     service.register("pr.nexus_lost", authority.nexus_lost)
     service.register("pr.views", authority.views)
     service.on_worker_gone(authority.worker_gone)

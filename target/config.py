@@ -99,6 +99,8 @@ class LunConfig:
     thin: bool
     serial: str
     naa: str
+    readonly: bool = False
+    removable: bool = False
 
 
 @dataclass(frozen=True)
@@ -355,6 +357,8 @@ def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:
         thin=_thin(t, backstore),
         serial=serial,
         naa=naa.lower(),
+        readonly=t.take("readonly", (bool,), False),
+        removable=t.take("removable", (bool,), False),
     )
     t.finish()
     return lun

@@ -5,9 +5,10 @@ coordinator/reservations_service.py): applies the coordinator's pushes to this w
     pr.reset   {target, luns, nexus, asc, cold, views}    a LUN or target reset issued through another worker
     pr.clear   {target, lun, nexus}                       CLEAR TASK SET issued through another worker
     mode.change {target, lun, wce, swp, attentions}        MODE SELECT through another worker changed WCE or SWP
+    medium.change {target, lun, loaded}                   a removable medium loaded or ejected through another worker
 Each is acked once applied and the tasks it aborted here have stopped, so the issuing worker's answer means
 every worker has it. After every
-(re)connection to a coordinator the worker fetches every unit's conflict view and mode ("pr.views").
+(re)connection to a coordinator the worker fetches every unit's conflict view, mode and medium ("pr.views").
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class ReservationSync:
         coordinator.subscribe("pr.change", self._change)
         coordinator.subscribe("pr.reset", self._reset)
         coordinator.subscribe("pr.clear", self._clear)
-        coordinator.subscribe("mode.change", self._mode)
+        coordinator.subscribe("mode.change", self._applying("apply_mode"))
+        coordinator.subscribe("medium.change", self._applying("apply_medium"))
         coordinator.on_connect(self._refresh)
 
     def _change(self, body: dict, ack) -> None:
@@ -51,11 +53,14 @@ class ReservationSync:
         else:
             target.apply_clear(body, ack)
 
-    def _mode(self, body: dict, ack) -> None:
-        target = self.targets.get(body["target"])
-        if target is not None:
-            target.apply_mode(body)
-        ack()
+    def _applying(self, method: str):
+        """A push handler calling the named ScsiTarget method with the body, for pushes that abort nothing."""
+        def apply(body: dict, ack) -> None:
+            target = self.targets.get(body["target"])
+            if target is not None:
+                getattr(target, method)(body)
+            ack()
+        return apply
 
     def _refresh(self) -> None:
         self.coordinator.request("pr.views", {}, self._views)
@@ -72,3 +77,7 @@ class ReservationSync:
             target = self.targets.get(iqn)
             if target is not None and lun in target.luns:
                 target.luns[lun].set_mode(wce, swp)
+        for iqn, lun, loaded in reply.get("media", ()):
+            target = self.targets.get(iqn)
+            if target is not None:
+                target.apply_medium({"lun": lun, "loaded": loaded})

@@ -104,7 +104,8 @@ class Worker:
                                    block_size=lun.block_size, direct=lun.direct, write_cache=lun.write_cache)
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
-                                       coordinator=self.coordinator, thin=lun.thin)
+                                       coordinator=self.coordinator, thin=lun.thin, read_only=lun.readonly,
+                                       removable=lun.removable)
         return ScsiTarget(luns, coordinator=self.coordinator, call_later=self.call_later)
 
     def call_later(self, seconds: float, fn) -> None:

@@ -31,6 +31,8 @@ size = "512MiB"
 block_size = 4096
 direct = true
 write_cache = false
+readonly = true
+removable = true
 serial = "SER-1"
 naa = "6001405AABBCCDDEEFF0011223344556"
 
@@ -91,6 +93,7 @@ def test_full_config(tmp_path):
     assert (disk.size, disk.block_size, disk.backstore, disk.direct, disk.write_cache) == (
         512 << 20, 4096, "file", True, False)
     assert (disk.serial, disk.naa) == ("SER-1", "6001405aabbccddeeff0011223344556")
+    assert (disk.readonly, disk.removable) == (True, True)
     assert (null.id, null.path, null.size, null.backstore) == (7, None, 1 << 20, "null")
     other = config.targets[1]
     assert other.alias is None
@@ -109,6 +112,7 @@ def test_defaults_and_derived_identity(tmp_path):
     assert server.state_dir == str(tmp_path / "var")
     lun = config.targets[0].luns[0]
     assert (lun.block_size, lun.backstore, lun.direct, lun.write_cache) == (512, "file", False, True)
+    assert (lun.readonly, lun.removable) == (False, False)
     assert lun.serial == derive_serial("iqn.2026-11.org.example:t", 0)
     assert lun.naa == derive_naa("iqn.2026-11.org.example:t", 0)
 
@@ -205,6 +209,8 @@ def test_parse_size_rejects(text):
     (lun_toml(size="0"), "target[0].lun[0].size: must be a positive multiple of block_size 512, got 0"),
     (lun_toml(direct='"yes"'), "target[0].lun[0].direct: must be a boolean, got 'yes'"),
     (lun_toml(write_cache="1"), "target[0].lun[0].write_cache: must be a boolean, got 1"),
+    (lun_toml(readonly='"yes"'), "target[0].lun[0].readonly: must be a boolean, got 'yes'"),
+    (lun_toml(removable="0"), "target[0].lun[0].removable: must be a boolean, got 0"),
     (lun_toml(serial='"has space"'), "target[0].lun[0].serial: must be 1..64 printable ASCII"),
     (lun_toml(serial='""'), "target[0].lun[0].serial: must be 1..64 printable ASCII"),
     (lun_toml(naa='"600140512345678"'), "target[0].lun[0].naa: must be 32 hex digits starting with 6"),

@@ -4,7 +4,7 @@ import struct
 
 from coordinator.reservations_service import ReservationAuthority
 from target.scsi import reservations as R
-from target.scsi.sense import BUS_DEVICE_RESET, MODE_PARAMETERS_CHANGED, POWER_ON_RESET
+from target.scsi.sense import BUS_DEVICE_RESET, MEDIUM_REMOVAL_PREVENTED, MODE_PARAMETERS_CHANGED, POWER_ON_RESET
 from target.scsi.task import GOOD, RESERVATION_CONFLICT
 
 T = "iqn.2026-11.org.ringtgt:t"
@@ -116,6 +116,34 @@ def test_mode_select_tells_every_other_nexus_and_every_worker():
     copy = authority()
     copy.restore(auth.snapshot())
     assert copy.views({}, "w2.3").body["modes"] == [[T, 1, False, True]]
+
+
+def medium(nexus, action, lun=1):
+    return {"target": T, "lun": lun, "nexus": nexus, "action": action}
+
+
+def test_medium_prevented_by_any_nexus_loads_and_ejects_on_every_worker():
+    auth = authority()
+    for nexus, origin in ((A1, "w0.1"), (B, "w1.2")):
+        auth.attach({"target": T, "nexus": nexus}, origin)
+    assert auth.medium_request(medium(A1, "prevent"), "w0.1").broadcasts == []
+    reply = auth.medium_request(medium(B, "eject"), "w1.2")
+    assert reply.body == {"target": T, "lun": 1, "loaded": True, "refused": MEDIUM_REMOVAL_PREVENTED}
+    assert reply.broadcasts == []
+    auth.nexus_lost({"target": T, "nexus": A1}, "w0.1")                       # its prevention goes with it
+    reply = auth.medium_request(medium(B, "eject"), "w1.2")
+    assert reply.body["refused"] is None and reply.broadcasts == [("medium.change", {"target": T, "lun": 1,
+                                                                                     "loaded": False})]
+    assert auth.views({}, "w2.3").body["media"] == [[T, 0, True], [T, 1, False]]
+    copy = authority()
+    copy.restore(auth.snapshot())
+    assert copy.views({}, "w2.3").body["media"] == [[T, 0, True], [T, 1, False]]
+    auth.medium_request(medium(B, "prevent"), "w1.2")
+    auth.worker_gone("w1.2")                                                   # a dead worker's nexuses too
+    assert auth.medium_request(medium(A2, "load"), "w0.1").body["refused"] is None
+    auth.medium_request(medium(A2, "prevent"), "w0.1")
+    auth.reset({"target": T, "luns": [0, 1], "nexus": A2, "asc": BUS_DEVICE_RESET, "cold": False}, "w0.1")
+    assert auth.medium_request(medium(A2, "eject"), "w0.1").body["refused"] is None
 
 
 def test_snapshot_restore():

@@ -5,9 +5,9 @@ from target.scsi import cdb as C
 from target.scsi.sense import INVALID_FIELD_IN_CDB, Field, ScsiError
 
 
-def refused(decode, cdb: bytes) -> Field:
+def refused(decode, cdb: bytes, *args) -> Field:
     with pytest.raises(ScsiError) as info:
-        decode(cdb)
+        decode(cdb, *args)
     assert info.value.asc_ascq == INVALID_FIELD_IN_CDB
     return info.value.field
 
@@ -82,7 +82,12 @@ def test_mode_select():
 
 
 def test_start_stop_and_prevent_allow():
-    C.start_stop_unit(bytes([0x1B, 0, 0, 0, 0x01, 0]))
-    assert refused(C.start_stop_unit, bytes([0x1B, 0, 0, 0, 0x02, 0])) == Field(4, 1)
-    C.prevent_allow(bytes(6))
-    assert refused(C.prevent_allow, bytes([0x1E, 0, 0, 0, 0x01, 0])) == Field(4, 0)
+    assert C.start_stop_unit(bytes([0x1B, 0, 0, 0, 0x01, 0]), False) is None      # START without LOEJ
+    assert refused(C.start_stop_unit, bytes([0x1B, 0, 0, 0, 0x02, 0]), False) == Field(4, 1)
+    assert C.start_stop_unit(bytes([0x1B, 0, 0, 0, 0x02, 0]), True) is False      # eject
+    assert C.start_stop_unit(bytes([0x1B, 1, 0, 0, 0x07, 0]), True) is True       # load (IMMED, NO_FLUSH)
+    assert C.start_stop_unit(bytes([0x1B, 0, 0, 0, 0x32, 0]), False) is None      # a power condition
+    assert C.prevent_allow(bytes(6), False) is False
+    assert refused(C.prevent_allow, bytes([0x1E, 0, 0, 0, 0x01, 0]), False) == Field(4, 0)
+    assert C.prevent_allow(bytes([0x1E, 0, 0, 0, 0x01, 0]), True) is True
+    assert refused(C.prevent_allow, bytes([0x1E, 0, 0, 0, 0x02, 0]), True) == Field(4, 1)

@@ -65,10 +65,10 @@ class MemoryStore:
             self.pending.pop(0)()
 
 
-def make_unit(lun=0, store=None, read_only=False):
+def make_unit(lun=0, store=None, read_only=False, removable=False):
     store = store or MemoryStore()
     return LogicalUnit(lun, store, serial="0123456789ABCDEF", naa=NAA, target_iqn=IQN, portal_group_tag=1,
-                       relative_port=1, read_only=read_only)
+                       relative_port=1, read_only=read_only, removable=removable)
 
 
 class Harness:
@@ -444,12 +444,81 @@ def test_verify_one_block_against_every_block(h, opcode):
     assert int.from_bytes(task.sense[3:7], "big") == 2 * BS + 1
 
 
-def test_start_stop_and_prevent_allow(h):
-    assert_good(h.run(bytes([0x1B, 0, 0, 0, 0x01, 0])))
-    assert_sense(h.run(bytes([0x1B, 1, 0, 0, 0x02, 0])), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
-                 S.Field(4, 1))
-    assert_good(h.run(bytes([0x1E, 0, 0, 0, 0, 0])))
-    assert_sense(h.run(bytes([0x1E, 0, 0, 0, 1, 0])), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB)
+def start_stop(loej, start, pc=0):
+    return bytes([0x1B, 0, 0, 0, pc << 4 | loej << 1 | start, 0])
+
+
+def prevent_allow(prevent):
+    return bytes([0x1E, 0, 0, 0, prevent, 0])
+
+
+def test_start_stop_and_prevent_allow_on_a_fixed_unit(h):
+    assert h.run(bytes([0x12, 0, 0, 0, 36, 0])).data_in[1] & 0x80 == 0        # RMB clear
+    assert_good(h.run(start_stop(0, 1)))
+    assert_good(h.run(start_stop(0, 0)))
+    assert_sense(h.run(start_stop(1, 0)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(4, 1))
+    assert_good(h.run(prevent_allow(0)))
+    assert_sense(h.run(prevent_allow(1)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB)
+    assert_good(h.run(TUR))
+
+
+@pytest.fixture
+def removable():
+    harness = Harness(removable=True)
+    harness.ready()
+    harness.ready(nexus="i2")
+    return harness
+
+
+def test_removable_medium_ejected_and_loaded(removable):
+    h = removable
+    assert h.run(bytes([0x12, 0, 0, 0, 36, 0])).data_in[1] & 0x80 == 0x80     # RMB set
+    assert_good(h.run(start_stop(0, 0)))                                   # STOP moves nothing
+    assert_good(h.run(start_stop(1, 0, pc=3)))                             # a power condition neither
+    assert_good(h.run(TUR))
+    assert_good(h.run(start_stop(1, 0)))
+    for cdb in (TUR, rw_cdb(0x28, 0, 1), rw_cdb(0x35, 0, 1), bytes([0x25]) + bytes(9)):
+        assert_sense(h.run(cdb), S.NOT_READY, S.MEDIUM_NOT_PRESENT)
+    assert_sense(h.run(rw_cdb(0x2A, 0, 1), data_out=bytes(BS)), S.NOT_READY, S.MEDIUM_NOT_PRESENT)
+    assert_sense(h.run(TUR, nexus="i2"), S.NOT_READY, S.MEDIUM_NOT_PRESENT)
+    assert_good(h.run(bytes([0x12, 0, 0, 0, 36, 0])))                       # INQUIRY needs no medium
+    assert_good(h.run(start_stop(1, 1), nexus="i2"))
+    assert_good(h.run(TUR))
+    assert h.store.calls == []
+
+
+def test_prevent_binds_every_nexus_until_allowed_lost_or_reset(removable):
+    h = removable
+    assert_good(h.run(prevent_allow(1)))
+    for nexus in ("i1", "i2"):
+        assert_sense(h.run(start_stop(1, 0), nexus=nexus), S.ILLEGAL_REQUEST, S.MEDIUM_REMOVAL_PREVENTED)
+        assert_sense(h.run(start_stop(1, 1), nexus=nexus), S.ILLEGAL_REQUEST, S.MEDIUM_REMOVAL_PREVENTED)
+    assert_good(h.run(TUR))
+    assert_good(h.run(prevent_allow(0), nexus="i2"))                       # only i1's own ALLOW ends i1's
+    assert_sense(h.run(start_stop(1, 0)), S.ILLEGAL_REQUEST, S.MEDIUM_REMOVAL_PREVENTED)
+    assert_good(h.run(prevent_allow(0)))
+    assert_good(h.run(start_stop(1, 0)))
+    assert_good(h.run(start_stop(1, 1)))
+    assert_sense(h.run(prevent_allow(2)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(4, 1))
+
+    assert_good(h.run(prevent_allow(1)))
+    h.target.attach("i1", object())
+    h.target.detach("i1", h.target.nexuses["i1"])                          # I_T nexus loss
+    assert_good(h.run(start_stop(1, 0), nexus="i2"))
+    assert_good(h.run(start_stop(1, 1), nexus="i2"))
+
+    assert_good(h.run(prevent_allow(1), nexus="i2"))
+    h.target.reset_lun(0, "i1", lambda: None)
+    h.run(TUR, nexus="i2")                                                 # the reset's unit attention
+    assert_good(h.run(start_stop(1, 0), nexus="i2"))
+
+
+def test_no_medium_comes_before_write_protection():
+    h = Harness(removable=True, read_only=True)
+    h.ready()
+    assert_sense(h.run(rw_cdb(0x2A, 0, 1), data_out=bytes(BS)), S.DATA_PROTECT, S.WRITE_PROTECTED)
+    assert_good(h.run(start_stop(1, 0)))
+    assert_sense(h.run(rw_cdb(0x2A, 0, 1), data_out=bytes(BS)), S.NOT_READY, S.MEDIUM_NOT_PRESENT)
 
 
 # -- common checks -----------------------------------------------------------------------------------------
@@ -726,3 +795,30 @@ def test_compare_and_writes_of_a_unit_run_one_at_a_time(h):
     h.store.drain()
     assert first.status == GOOD and second.status == GOOD
     assert h.store.data[:BS] == b"\x02" * BS
+
+
+def test_orwrite_writes_the_or_of_blocks_and_data_under_the_range_lock(h):
+    h.store.data[BS:3 * BS] = b"\xA0" * (2 * BS)
+    assert_good(h.run(rw_cdb(0x8B, 1, 2, flags=0x08), data_out=b"\x05" * BS + b"\x0A" * BS))
+    assert h.store.data[BS:3 * BS] == b"\xA5" * BS + b"\xAA" * BS
+    assert h.store.calls == [("lock", BS, 2 * BS), ("read", BS, 2 * BS), ("write", BS, 2 * BS, True),
+                             ("unlock", BS, 2 * BS)]
+    assert_sense(h.run(rw_cdb(0x8B, 0, 1, flags=0x20), data_out=bytes(BS)), S.ILLEGAL_REQUEST,
+                 S.INVALID_FIELD_IN_CDB, S.Field(1, 7))
+    assert_sense(h.run(rw_cdb(0x8B, BLOCKS, 1), data_out=bytes(BS)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
+    assert_good(h.run(rw_cdb(0x8B, 0, 0), data_out=b""))
+
+
+def test_orwrite_waits_for_a_compare_and_write_of_the_unit(h):
+    first = h.run(caw_cdb(0), data_out=bytes(BS) + b"\x01" * BS, drain=False)
+    second = h.run(rw_cdb(0x8B, 0, 1), data_out=b"\x02" * BS, drain=False)
+    assert [c[0] for c in h.store.calls] == ["lock", "read"]
+    h.store.drain()
+    assert first.status == GOOD and second.status == GOOD
+    assert h.store.data[:BS] == b"\x03" * BS
+
+
+def test_orwrite_refused_on_a_read_only_lun():
+    harness = Harness(read_only=True)
+    harness.ready()
+    assert_sense(harness.run(rw_cdb(0x8B, 0, 1), data_out=bytes(BS)), S.DATA_PROTECT, S.WRITE_PROTECTED)

@@ -177,12 +177,22 @@ def mode_select10(cdb) -> int:
     return _mode_select(*_MODE_SELECT10.unpack_from(cdb))
 
 
-# -- START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL (the medium is not removable) -----------------------------
-def start_stop_unit(cdb) -> None:
-    if cdb[4] & 0x02:
-        raise invalid_cdb(4, 1)                 # LOEJ: nothing to load or eject
+# -- START STOP UNIT, PREVENT ALLOW MEDIUM REMOVAL ----------------------------------------------------------------
+def start_stop_unit(cdb, removable: bool) -> bool | None:
+    """START STOP UNIT (SBC-3 5.25): True to load the medium, False to eject it, None when nothing moves (LOEJ
+    clear, or a POWER CONDITION other than 0, which makes LOEJ and START ignored). A unit that is not
+    removable has nothing to load or eject."""
+    if not cdb[4] & 0x02 or cdb[4] >> 4:
+        return None
+    if not removable:
+        raise invalid_cdb(4, 1)
+    return bool(cdb[4] & 0x01)
 
 
-def prevent_allow(cdb) -> None:
-    if cdb[4] & 0x03:
-        raise invalid_cdb(4, 1 if cdb[4] & 0x02 else 0)   # nothing to lock in
+def prevent_allow(cdb, removable: bool) -> bool:
+    """PREVENT ALLOW MEDIUM REMOVAL (SBC-3 5.13): True to prevent. Only a removable medium can be locked in;
+    the values 2 and 3 are obsolete."""
+    prevent = cdb[4] & 0x03
+    if prevent > 1 or prevent and not removable:
+        raise invalid_cdb(4, 1 if prevent & 0x02 else 0)
+    return bool(prevent)

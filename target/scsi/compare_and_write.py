@@ -1,23 +1,24 @@
-"""COMPARE AND WRITE (SBC-3 5.2, VMware's ATS): read the blocks, compare them with the first half of the
-data-out, and only if equal write the second half; a difference is MISCOMPARE with its offset.
+"""The read-modify-write commands: COMPARE AND WRITE (SBC-3 5.2, VMware's ATS) reads the blocks, compares
+them with the first half of the data-out, and only if equal writes the second half (a difference is MISCOMPARE
+with its offset); ORWRITE(16) (SBC-3 5.8) writes the bitwise OR of the blocks and the data-out.
 
-Atomicity: COMPARE AND WRITEs of a unit run one at a time in a worker (`CompareAndWriteLock`), and each
+Atomicity: the read-modify-writes of a unit run one at a time in a worker (`CompareAndWriteLock`), and each
 holds an OFD write lock on its byte range of the backing file (F_OFD_SETLK, taken without blocking the
-worker and retried every millisecond), so a COMPARE AND WRITE through another worker process, which has
-its own open file description, waits for it. Ordinary WRITEs take no lock: they are not serialised against
-a COMPARE AND WRITE in flight (SBC asks that they be); ATS users (VMFS heartbeats and locks) change those
-blocks only with COMPARE AND WRITE.
+worker and retried every millisecond), so one through another worker process, which has its own open file
+description, waits for it. Ordinary WRITEs take no lock: they are not serialised against a read-modify-write
+in flight (SBC asks that they be); ATS users (VMFS heartbeats and locks) change those blocks only with
+COMPARE AND WRITE.
 """
 from __future__ import annotations
 
 from collections import deque
 from struct import Struct
 
-from .sbc import first_difference, written
+from . import cdb as C
+from .sbc import check_range, first_difference, write_data, written
 from .sense import (ILLEGAL_REQUEST, LBA_OUT_OF_RANGE, MEDIUM_ERROR, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
                     PARAMETER_LIST_LENGTH_ERROR, UNRECOVERED_READ_ERROR, ScsiError, check_condition, fail,
                     invalid_cdb)
-from .task import GOOD
 
 MAX_COMPARE_AND_WRITE_BLOCKS = 1    # Block Limits VPD; what ATS sends
 RETRY_SECONDS = 0.001               # how soon a range locked by another worker is tried again
@@ -75,8 +76,6 @@ def compare_and_write(target, unit, task):
         raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
     expected, new = bytes(data[:length]), bytes(data[length:2 * length])
     offset = lba * size
-    if unit.caw_lock is None:
-        unit.caw_lock = CompareAndWriteLock(unit.backstore, target.call_later)
 
     def critical(release) -> None:
         def compared(result) -> None:
@@ -98,5 +97,44 @@ def compare_and_write(target, unit, task):
 
         unit.backstore.read(offset, length, compared)
 
-    unit.caw_lock.run(offset, length, critical)
+    _lock(target, unit).run(offset, length, critical)
+    return None
+
+
+def _lock(target, unit) -> CompareAndWriteLock:
+    if unit.caw_lock is None:
+        unit.caw_lock = CompareAndWriteLock(unit.backstore, target.call_later)
+    return unit.caw_lock
+
+
+def orwrite(target, unit, task):
+    """ORWRITE(16): each block becomes (block OR data-out), atomically against other read-modify-writes."""
+    flags, lba, count = C.LBA16.decode(task.cdb)
+    if flags & C.PROTECT:
+        raise invalid_cdb(1, 7)                         # ORPROTECT: no protection information
+    check_range(unit, lba, count, C.LBA16.count_byte)
+    size = unit.block_size
+    data = write_data(task, count * size, size)
+    if data is None:
+        return b""
+    offset, length = lba * size, len(data)
+    mask = int.from_bytes(data, "little")
+
+    def critical(release) -> None:
+        def merged(result) -> None:
+            if isinstance(result, OSError):
+                release()
+                check_condition(task, MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
+                return
+            finish = written(task)
+
+            def stored(error) -> None:
+                release()
+                finish(error)
+            new = (int.from_bytes(result, "little") | mask).to_bytes(length, "little")
+            unit.backstore.write(offset, new, bool(flags & C.FUA), stored)
+
+        unit.backstore.read(offset, length, merged)
+
+    _lock(target, unit).run(offset, length, critical)
     return None

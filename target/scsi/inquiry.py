@@ -14,6 +14,7 @@ NO_UNIT = 0x7F                      # peripheral qualifier 011b, device type 1Fh
 SPC4 = 0x06
 _HISUP_FORMAT2 = 0x12               # HiSup, response data format 2
 _CMDQUE = 0x02
+_RMB = 0x80                         # removable medium
 _VERSION_DESCRIPTORS = (0x00A0, 0x0960, 0x0460, 0x04C0)     # SAM-5, iSCSI, SPC-4, SBC-3
 
 _STANDARD = Struct(">BBBBBBBB8s16s4s22x4H8x")                # 74 bytes: 8 version descriptor slots
@@ -36,12 +37,13 @@ _LU, _TARGET_PORT = 0x00, 0x10      # association
 _T10_VENDOR, _NAA, _RELATIVE_PORT, _PORT_GROUP, _SCSI_NAME = 1, 3, 4, 5, 8
 
 
-def standard(peripheral: int) -> bytes:
-    return _STANDARD.pack(peripheral, 0, SPC4, _HISUP_FORMAT2, _STANDARD.size - 5, 0, 0, _CMDQUE,
+def standard(peripheral: int, removable: bool = False) -> bytes:
+    return _STANDARD.pack(peripheral, _RMB if removable else 0, SPC4, _HISUP_FORMAT2, _STANDARD.size - 5, 0, 0, _CMDQUE,
                           VENDOR.encode(), PRODUCT.encode().ljust(16), REVISION.encode(), *_VERSION_DESCRIPTORS)
 
 
 STANDARD_DISK = standard(DISK)
+STANDARD_REMOVABLE_DISK = standard(DISK, removable=True)
 STANDARD_NO_UNIT = standard(NO_UNIT)
 
 

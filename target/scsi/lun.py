@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .sense import POWER_ON_RESET
+from .sense import DATA_PROTECT, MEDIUM_NOT_PRESENT, NOT_READY, POWER_ON_RESET, WRITE_PROTECTED, ScsiError
 
 VENDOR = "RINGTGT "
 PRODUCT = "ringtgt disk"
@@ -11,6 +11,10 @@ REVISION = "0001"
 
 MAX_TRANSFER_BYTES = 16 << 20       # matches the MaxBurstLength we offer: one command, one burst
 OPTIMAL_TRANSFER_BYTES = 1 << 20
+
+# Command-table flags (target.py) that a unit can refuse by its state (`LogicalUnit.refused`)
+WRITES = 0x08           # modifies the medium: refused while the unit is write-protected
+MEDIUM = 0x10           # accesses the medium: refused while a removable unit's medium is ejected
 
 
 class UnitAttentions:
@@ -81,11 +85,12 @@ class LogicalUnit:
 
     __slots__ = ("lun_id", "backstore", "identity", "read_only", "configured_read_only", "software_write_protect",
                  "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
-                 "coordinator", "thin", "caw_lock")
+                 "coordinator", "thin", "caw_lock", "removable", "medium_loaded", "refused")
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
-                 attentions: UnitAttentions | None = None, coordinator=None, thin: bool = False):
+                 attentions: UnitAttentions | None = None, coordinator=None, thin: bool = False,
+                 removable: bool = False):
         naa_bytes = bytes.fromhex(naa)
         if len(naa_bytes) not in (8, 16) or naa_bytes[0] >> 4 != 6:
             raise ValueError(f"NAA designator {naa!r} is not 8 or 16 bytes of NAA 6")
@@ -102,13 +107,33 @@ class LogicalUnit:
         self.max_transfer_blocks = MAX_TRANSFER_BYTES // self.block_size
         self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
         self.thin = thin                    # thin-provisioned: UNMAP, WRITE SAME with UNMAP, GET LBA STATUS
-        self.caw_lock = None                # made by the first COMPARE AND WRITE (compare_and_write.py)
+        self.caw_lock = None                # made by the first COMPARE AND WRITE or ORWRITE
+        self.removable = removable          # INQUIRY RMB; START STOP UNIT loads and ejects the medium
+        self.medium_loaded = True
+        self.refused = 0                    # command flags refused now (WRITES, MEDIUM): one test per command
+        self._refuse()
+
+    def _refuse(self) -> None:
+        self.refused = (WRITES if self.read_only else 0) | (0 if self.medium_loaded else MEDIUM)
+
+    @staticmethod
+    def refusal(flags: int) -> ScsiError:
+        """Why a command with these refused flags is refused: no medium comes before write protection."""
+        if flags & MEDIUM:
+            return ScsiError(NOT_READY, MEDIUM_NOT_PRESENT)
+        return ScsiError(DATA_PROTECT, WRITE_PROTECTED)
+
+    def set_medium(self, loaded: bool) -> None:
+        """The removable medium was loaded or ejected, through any worker."""
+        self.medium_loaded = loaded
+        self._refuse()
 
     def set_mode(self, write_cache: bool, software_write_protect: bool) -> None:
         """The changeable mode parameters (WCE, SWP), as MODE SELECT through any worker left them."""
         self.backstore.write_cache = write_cache
         self.software_write_protect = software_write_protect
         self.read_only = self.configured_read_only or software_write_protect
+        self._refuse()
 
     def establish_ua(self, asc_ascq: int, except_nexus: str | None = None) -> None:
         self.attentions.establish(asc_ascq, except_nexus)

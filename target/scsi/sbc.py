@@ -24,7 +24,7 @@ _DEFECTS10 = Struct(">xB2x")        # PLISTV, GLISTV, list format; list length 0
 _DEFECTS12 = Struct(">xB6x")        # … generation 0, list length 0
 
 
-def _check_range(unit, lba: int, count: int, count_byte: int) -> None:
+def check_range(unit, lba: int, count: int, count_byte: int) -> None:
     if lba + count > unit.blocks:
         raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
     if count > unit.max_transfer_blocks:
@@ -49,7 +49,7 @@ def make_read(layout: C.LbaLayout):
         if flags & C.PROTECT:
             raise invalid_cdb(1, 7)
         if lba + count > unit.blocks or count > unit.max_transfer_blocks:
-            _check_range(unit, lba, count, count_byte)
+            check_range(unit, lba, count, count_byte)
         if not count:
             return b""
 
@@ -76,9 +76,9 @@ def make_write(layout: C.LbaLayout):
         if flags & C.PROTECT:
             raise invalid_cdb(1, 7)
         if lba + count > unit.blocks or count > unit.max_transfer_blocks:
-            _check_range(unit, lba, count, count_byte)
+            check_range(unit, lba, count, count_byte)
         size = unit.block_size
-        data = _write_data(task, count * size, size)
+        data = write_data(task, count * size, size)
         if data is None:
             return b""
         unit.backstore.write(lba * size, data, bool(flags & C.FUA), written(task))
@@ -87,7 +87,7 @@ def make_write(layout: C.LbaLayout):
     return write
 
 
-def _write_data(task, length: int, size: int):
+def write_data(task, length: int, size: int):
     """The whole blocks of data-out received for a write of `length` bytes, or None if there are none."""
     task.transfer_length = length
     data = task.data_out
@@ -110,9 +110,9 @@ def make_write_and_verify(layout: C.LbaLayout):
             raise invalid_cdb(1, 7)
         if flags & C.BYTCHK & ~C.BYTCHK_COMPARE:
             raise invalid_cdb(1, 2)
-        _check_range(unit, lba, count, count_byte)
+        check_range(unit, lba, count, count_byte)
         size = unit.block_size
-        data = _write_data(task, count * size, size)
+        data = write_data(task, count * size, size)
         if data is None:
             return b""
         offset = lba * size
@@ -158,7 +158,7 @@ def make_verify(layout: C.LbaLayout):
         check = flags & C.BYTCHK
         if check == C.BYTCHK_RESERVED:
             raise invalid_cdb(1, 2)
-        _check_range(unit, lba, count, count_byte)
+        check_range(unit, lba, count, count_byte)
         size = unit.block_size
         if check == C.BYTCHK_NONE:
             task.transfer_length = 0

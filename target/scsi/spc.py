@@ -1,5 +1,5 @@
-"""Primary commands (SPC-4): TEST UNIT READY, INQUIRY, REQUEST SENSE, REPORT LUNS, and the no-op SBC pair
-START STOP UNIT / PREVENT ALLOW MEDIUM REMOVAL.
+"""Primary commands (SPC-4): TEST UNIT READY, INQUIRY, REQUEST SENSE, REPORT LUNS, and the SBC pair START STOP
+UNIT / PREVENT ALLOW MEDIUM REMOVAL, which move and lock a removable unit's medium (medium.py).
 
 Handlers take (target, unit, task) and return the data-in bytes (b"" for none); `unit` is None only for
 the commands the dispatcher serves on LUNs that do not exist.
@@ -9,7 +9,8 @@ from __future__ import annotations
 from struct import Struct
 
 from . import cdb as C
-from .inquiry import STANDARD_DISK, STANDARD_NO_UNIT, vpd_page
+from .inquiry import STANDARD_DISK, STANDARD_NO_UNIT, STANDARD_REMOVABLE_DISK, vpd_page
+from .medium import ALLOW, EJECT, LOAD, PREVENT
 from .sense import (ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED, NO_ADDITIONAL_SENSE, NO_SENSE,
                     UNIT_ATTENTION, ScsiError, build_sense)
 
@@ -24,7 +25,7 @@ def unit_ready(target, unit, task) -> bytes:
 def inquiry(target, unit, task) -> bytes:
     evpd, page, alloc = C.inquiry(task.cdb)
     if not evpd:
-        data = STANDARD_DISK if unit is not None else STANDARD_NO_UNIT
+        data = STANDARD_NO_UNIT if unit is None else STANDARD_REMOVABLE_DISK if unit.removable else STANDARD_DISK
     elif unit is None:
         raise ScsiError(ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED)
     else:
@@ -56,11 +57,17 @@ def report_luns(target, unit, task) -> bytes:
     return data[:alloc]
 
 
-def start_stop_unit(target, unit, task) -> bytes:
-    C.start_stop_unit(task.cdb)
-    return b""
+def start_stop_unit(target, unit, task) -> bytes | None:
+    """Loads or ejects a removable medium; stopping and power conditions change nothing (a virtual disk is
+    always spun up)."""
+    load = C.start_stop_unit(task.cdb, unit.removable)
+    if load is None:
+        return b""
+    return target.medium_request(unit, task, LOAD if load else EJECT)
 
 
-def prevent_allow_medium_removal(target, unit, task) -> bytes:
-    C.prevent_allow(task.cdb)
-    return b""
+def prevent_allow_medium_removal(target, unit, task) -> bytes | None:
+    prevent = C.prevent_allow(task.cdb, unit.removable)
+    if not unit.removable:
+        return b""
+    return target.medium_request(unit, task, PREVENT if prevent else ALLOW)

@@ -2,7 +2,8 @@
 
 Order of checks (SPC-4 5.14, SAM-5 5.3): logical unit exists (INQUIRY, REPORT LUNS and REQUEST SENSE are
 served for any LUN), pending unit attention (not reported to INQUIRY, REPORT LUNS, REQUEST SENSE),
-reservation conflict (the unit's cached `ConflictView`, see reservations.py), supported opcode, CDB length and CONTROL byte, data direction, write protection; then the handler.
+reservation conflict (the unit's cached `ConflictView`, see reservations.py), supported opcode, CDB length and
+CONTROL byte, then what the unit refuses in its state (no medium, write protection); then the handler.
 Nothing raised by a handler escapes: `ScsiError` becomes CHECK CONDITION with its sense, anything else is
 logged and answered HARDWARE ERROR / INTERNAL TARGET FAILURE.
 """
@@ -15,11 +16,12 @@ from . import cdb as C
 from . import compare_and_write, mode, opcodes, pr, provisioning, sbc, spc
 from .local_reservations import LocalReservations
 from .reservations import ConflictView
-from .lun import LogicalUnit
-from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, DATA_PROTECT, HARDWARE_ERROR,
+from .lun import MEDIUM, WRITES, LogicalUnit
+from .medium import MediumState
+from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, HARDWARE_ERROR,
                     ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
                     LOGICAL_UNIT_NOT_SUPPORTED, MODE_PARAMETERS_CHANGED, POWER_ON_OCCURRED, UNIT_ATTENTION,
-                    WRITE_PROTECTED, ScsiError, check_condition, fail, invalid_cdb)
+                    ScsiError, check_condition, fail, invalid_cdb)
 from .shared_reservations import SharedReservations
 from .task import GOOD, RESERVATION_CONFLICT, Barrier
 
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 # Op flags
 ANY_LUN = 0x01          # served for LUNs that do not exist
 KEEPS_UA = 0x02         # neither reports nor clears a pending unit attention
-WRITES = 0x08           # modifies the medium: refused on a read-only LUN
+# WRITES and MEDIUM (lun.py): refused while the unit is write-protected / its removable medium is ejected
 
 _CONTROL_UNSUPPORTED = 0x07     # NACA, obsolete FLAG, LINK
 ATTACH_WAIT = 5.0               # seconds a new session's commands wait for the coordinator's ua.attach answer
@@ -47,10 +49,10 @@ UNSUPPORTED = Op("unsupported", None, 0, 0)
 def _ops() -> list[Op]:
     table = [UNSUPPORTED] * 256
     for opcode, name, handler, flags in (
-        (0x00, "TEST UNIT READY", spc.unit_ready, 0),
+        (0x00, "TEST UNIT READY", spc.unit_ready, MEDIUM),
         (0x03, "REQUEST SENSE", spc.request_sense, ANY_LUN | KEEPS_UA),
-        (0x08, "READ(6)", sbc.make_read(C.LBA6), 0),
-        (0x0A, "WRITE(6)", sbc.make_write(C.LBA6), WRITES),
+        (0x08, "READ(6)", sbc.make_read(C.LBA6), MEDIUM),
+        (0x0A, "WRITE(6)", sbc.make_write(C.LBA6), WRITES | MEDIUM),
         (0x12, "INQUIRY", spc.inquiry, ANY_LUN | KEEPS_UA),
         (0x15, "MODE SELECT(6)", mode.mode_select6, 0),
         (0x16, "RESERVE(6)", pr.reserve, 0),
@@ -58,37 +60,38 @@ def _ops() -> list[Op]:
         (0x1A, "MODE SENSE(6)", mode.mode_sense6, 0),
         (0x1B, "START STOP UNIT", spc.start_stop_unit, 0),
         (0x1E, "PREVENT ALLOW MEDIUM REMOVAL", spc.prevent_allow_medium_removal, 0),
-        (0x25, "READ CAPACITY(10)", sbc.read_capacity10, 0),
-        (0x28, "READ(10)", sbc.make_read(C.LBA10), 0),
-        (0x2A, "WRITE(10)", sbc.make_write(C.LBA10), WRITES),
-        (0x2E, "WRITE AND VERIFY(10)", sbc.make_write_and_verify(C.LBA10), WRITES),
-        (0x2F, "VERIFY(10)", sbc.make_verify(C.LBA10), 0),
-        (0x34, "PRE-FETCH(10)", sbc.make_prefetch(C.LBA10), 0),
-        (0x35, "SYNCHRONIZE CACHE(10)", sbc.make_synchronize_cache(C.LBA10), 0),
+        (0x25, "READ CAPACITY(10)", sbc.read_capacity10, MEDIUM),
+        (0x28, "READ(10)", sbc.make_read(C.LBA10), MEDIUM),
+        (0x2A, "WRITE(10)", sbc.make_write(C.LBA10), WRITES | MEDIUM),
+        (0x2E, "WRITE AND VERIFY(10)", sbc.make_write_and_verify(C.LBA10), WRITES | MEDIUM),
+        (0x2F, "VERIFY(10)", sbc.make_verify(C.LBA10), MEDIUM),
+        (0x34, "PRE-FETCH(10)", sbc.make_prefetch(C.LBA10), MEDIUM),
+        (0x35, "SYNCHRONIZE CACHE(10)", sbc.make_synchronize_cache(C.LBA10), MEDIUM),
         (0x37, "READ DEFECT DATA(10)", sbc.read_defect_data10, 0),
-        (0x41, "WRITE SAME(10)", provisioning.make_write_same(C.LBA10), WRITES),
-        (0x42, "UNMAP", provisioning.unmap, WRITES),
+        (0x41, "WRITE SAME(10)", provisioning.make_write_same(C.LBA10), WRITES | MEDIUM),
+        (0x42, "UNMAP", provisioning.unmap, WRITES | MEDIUM),
         (0x55, "MODE SELECT(10)", mode.mode_select10, 0),
         (0x56, "RESERVE(10)", pr.reserve, 0),
         (0x57, "RELEASE(10)", pr.release, 0),
         (0x5A, "MODE SENSE(10)", mode.mode_sense10, 0),
         (0x5E, "PERSISTENT RESERVE IN", pr.persistent_reserve_in, 0),
         (0x5F, "PERSISTENT RESERVE OUT", pr.persistent_reserve_out, 0),
-        (0x88, "READ(16)", sbc.make_read(C.LBA16), 0),
-        (0x89, "COMPARE AND WRITE", compare_and_write.compare_and_write, WRITES),
-        (0x8A, "WRITE(16)", sbc.make_write(C.LBA16), WRITES),
-        (0x8E, "WRITE AND VERIFY(16)", sbc.make_write_and_verify(C.LBA16), WRITES),
-        (0x8F, "VERIFY(16)", sbc.make_verify(C.LBA16), 0),
-        (0x90, "PRE-FETCH(16)", sbc.make_prefetch(C.LBA16), 0),
-        (0x91, "SYNCHRONIZE CACHE(16)", sbc.make_synchronize_cache(C.LBA16), 0),
-        (0x93, "WRITE SAME(16)", provisioning.make_write_same(C.LBA16), WRITES),
-        (0x9E, "SERVICE ACTION IN(16)", provisioning.service_action_in16, 0),
+        (0x88, "READ(16)", sbc.make_read(C.LBA16), MEDIUM),
+        (0x89, "COMPARE AND WRITE", compare_and_write.compare_and_write, WRITES | MEDIUM),
+        (0x8A, "WRITE(16)", sbc.make_write(C.LBA16), WRITES | MEDIUM),
+        (0x8B, "ORWRITE(16)", compare_and_write.orwrite, WRITES | MEDIUM),
+        (0x8E, "WRITE AND VERIFY(16)", sbc.make_write_and_verify(C.LBA16), WRITES | MEDIUM),
+        (0x8F, "VERIFY(16)", sbc.make_verify(C.LBA16), MEDIUM),
+        (0x90, "PRE-FETCH(16)", sbc.make_prefetch(C.LBA16), MEDIUM),
+        (0x91, "SYNCHRONIZE CACHE(16)", sbc.make_synchronize_cache(C.LBA16), MEDIUM),
+        (0x93, "WRITE SAME(16)", provisioning.make_write_same(C.LBA16), WRITES | MEDIUM),
+        (0x9E, "SERVICE ACTION IN(16)", provisioning.service_action_in16, MEDIUM),
         (0xA0, "REPORT LUNS", spc.report_luns, ANY_LUN | KEEPS_UA),
         (0xA3, "MAINTENANCE IN", opcodes.make_maintenance_in(lambda: OPS), 0),
-        (0xA8, "READ(12)", sbc.make_read(C.LBA12), 0),
-        (0xAA, "WRITE(12)", sbc.make_write(C.LBA12), WRITES),
-        (0xAE, "WRITE AND VERIFY(12)", sbc.make_write_and_verify(C.LBA12), WRITES),
-        (0xAF, "VERIFY(12)", sbc.make_verify(C.LBA12), 0),
+        (0xA8, "READ(12)", sbc.make_read(C.LBA12), MEDIUM),
+        (0xAA, "WRITE(12)", sbc.make_write(C.LBA12), WRITES | MEDIUM),
+        (0xAE, "WRITE AND VERIFY(12)", sbc.make_write_and_verify(C.LBA12), WRITES | MEDIUM),
+        (0xAF, "VERIFY(12)", sbc.make_verify(C.LBA12), MEDIUM),
         (0xB7, "READ DEFECT DATA(12)", sbc.read_defect_data12, 0),
     ):
         table[opcode] = Op(name, handler, C.CDB_LENGTH[opcode >> 5], flags)
@@ -114,7 +117,7 @@ class ScsiTarget:
     `done` runs once every worker has applied them. Without one (SCSI objects built alone) all of it is local.
     """
 
-    __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching", "call_later")
+    __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching", "call_later", "media")
 
     def __init__(self, luns: dict[int, LogicalUnit], coordinator=None, call_later=None):
         self.luns = luns
@@ -123,6 +126,8 @@ class ScsiTarget:
         self.iqn = next(iter(luns.values())).identity.target_iqn if luns else ""
         self.attaching: dict[str, list] = {}    # nexus -> its tasks held until the coordinator said what is pending
         self.call_later = call_later            # (seconds, fn) -> None: the worker's timer, with a coordinator
+        self.media = {lun: MediumState() for lun, unit in luns.items()     # removable media, kept here
+                      if unit.removable and coordinator is None}            # only without a coordinator
         for lun_id, unit in luns.items():
             on_change = self._change_applier(lun_id)
             if coordinator is None:
@@ -172,6 +177,8 @@ class ScsiTarget:
         if self.coordinator is None:
             for unit in self.luns.values():
                 unit.reservations.nexus_lost(nexus)
+            for medium in self.media.values():
+                medium.nexus_lost(nexus)
         else:
             for unit in self.luns.values():
                 unit.attentions.forget(nexus)
@@ -213,20 +220,29 @@ class ScsiTarget:
             unit.set_mode(write_cache, software_write_protect)
             unit.establish_ua(MODE_PARAMETERS_CHANGED, except_nexus=task.nexus)
             return b""
+
+        def decided(reply: dict) -> None:
+            self.apply_mode(reply)
+            task.finish(GOOD)
+
+        self._decide_remotely(task, "mode.select", {"target": self.iqn, "lun": task.lun, "nexus": task.nexus,
+                                                    "wce": write_cache, "swp": software_write_protect}, decided)
+        return None
+
+    def _decide_remotely(self, task, kind: str, body: dict, decided: Callable[[dict], None]) -> None:
+        """Ask the coordinator to decide for `task`; `decided(reply)` finishes it, unless the coordinator failed
+        (HARDWARE ERROR)."""
         task.remote = True
 
         def done(reply: dict) -> None:
             task.remote = False
             if "error" in reply:
-                log.error("mode.select failed in the coordinator: %s", reply["error"])
+                log.error("%s failed in the coordinator: %s", kind, reply["error"])
                 check_condition(task, HARDWARE_ERROR, INTERNAL_TARGET_FAILURE)
-                return
-            self.apply_mode(reply)
-            task.finish(GOOD)
+            else:
+                decided(reply)
 
-        self.coordinator.request("mode.select", {"target": self.iqn, "lun": task.lun, "nexus": task.nexus,
-                                                 "wce": write_cache, "swp": software_write_protect}, done)
-        return None
+        self.coordinator.request(kind, body, done)
 
     def apply_mode(self, body: dict) -> None:
         """A mode change made through any worker: {lun, wce, swp, attentions: [[nexus, asc]…]}."""
@@ -237,6 +253,35 @@ class ScsiTarget:
         for nexus, asc_ascq in body["attentions"]:
             if nexus in self.nexuses:
                 unit.attentions.establish_for(nexus, asc_ascq)
+
+    # -- removable media shared by every worker --------------------------------------------------------------
+    def medium_request(self, unit: LogicalUnit, task, action: str) -> bytes | None:
+        """START STOP UNIT or PREVENT ALLOW on a removable unit (medium.py), decided by the coordinator, which
+        pushes a load or eject to every worker ("medium.change"). Returns b"" when done at once."""
+        if self.coordinator is None:
+            medium = self.media[task.lun]
+            refused = medium.request(task.nexus, action)
+            if refused is not None:
+                raise ScsiError(ILLEGAL_REQUEST, refused)
+            unit.set_medium(medium.loaded)
+            return b""
+
+        def decided(reply: dict) -> None:
+            if reply["refused"] is not None:
+                check_condition(task, ILLEGAL_REQUEST, reply["refused"])
+            else:
+                self.apply_medium(reply)
+                task.finish(GOOD)
+
+        self._decide_remotely(task, "medium.request", {"target": self.iqn, "lun": task.lun, "nexus": task.nexus,
+                                                       "action": action}, decided)
+        return None
+
+    def apply_medium(self, body: dict) -> None:
+        """The medium of a unit was loaded or ejected through any worker: {lun, loaded}."""
+        unit = self.luns.get(body["lun"])
+        if unit is not None:
+            unit.set_medium(body["loaded"])
 
     def apply_views(self, views) -> None:
         for lun, view in views:
@@ -263,6 +308,8 @@ class ScsiTarget:
         if self.coordinator is None:
             for lun in luns:
                 self.luns[lun].reservations.reset()
+                if lun in self.media:
+                    self.media[lun].reset()
             self.apply_reset(body, done)
         else:
             self.coordinator.request("pr.reset", body,
@@ -335,8 +382,9 @@ class ScsiTarget:
             control = cdb[length - 1] & _CONTROL_UNSUPPORTED
             if control:
                 raise invalid_cdb(length - 1, control.bit_length() - 1)
-            if flags & WRITES and unit.read_only:
-                raise ScsiError(DATA_PROTECT, WRITE_PROTECTED)
+            refused = flags & unit.refused if unit is not None else 0
+            if refused:
+                raise unit.refusal(refused)
             data = handler(self, unit, task)
         except ScsiError as error:
             fail(task, error)

@@ -88,6 +88,7 @@ class Lun:
     id: int = 0
     size: str = "64MiB"
     block_size: int = 512
+    extra: str = ""             # more keys for this [[target.lun]], e.g. "readonly = true"
 
     @property
     def size_bytes(self) -> int:
@@ -130,7 +131,7 @@ class RingTgt:
                  target_extra]
         for lun in self.luns.values():
             lines += ["", "[[target.lun]]", f"id = {lun.id}", f'path = "{self.lun_path(lun.id)}"',
-                      f'size = "{lun.size}"', f"block_size = {lun.block_size}", lun_extra]
+                      f'size = "{lun.size}"', f"block_size = {lun.block_size}", lun.extra, lun_extra]
         return "\n".join(lines + ["", extra]) + "\n"
 
     def lun_path(self, lun: int = 0) -> Path:

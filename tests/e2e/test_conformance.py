@@ -1,32 +1,50 @@
 """libiscsi's whole conformance suite (iscsi-test-cu --test=ALL, destructive and sanitize tests allowed, a
-second URL for the multipath tests) against a `workers = 2` ringtgt: zero failures.
+second URL for the multipath tests) against a `workers = 2` ringtgt: zero failures; then the suites that need
+a LUN configured `readonly = true` or `removable = true`, against such LUNs.
 
 The two initiator names and the two URLs' sessions land on either worker, so the state that spans I_T
-nexuses (reservations, unit attentions, mode parameters) is checked across worker processes. The per-test
-verdicts and the counts are printed; skips are reported, not failed (libiscsi skips what a target does not
-claim to support)."""
+nexuses (reservations, unit attentions, mode parameters, medium removal) is checked across worker processes.
+The per-test verdicts and the counts are printed; skips are reported, not failed (libiscsi skips what a target
+does not claim to support)."""
 from collections import Counter
 
 import pytest
-from harness import run, tool
+from harness import Lun, run, tool
 
 import cunit
 
+INITIATORS = ["--initiator-name=iqn.2026-11.org.ringtgt:cu-1", "--initiator-name-2=iqn.2026-11.org.ringtgt:cu-2"]
+READ_ONLY_SUITES = "ALL.ReadOnly"
+REMOVABLE_SUITES = "ALL.StartStopUnit,ALL.PreventAllow,ALL.NoMedia"
 
-def test_iscsi_test_cu_all(ringtgt):
-    target = ringtgt(workers=2)
-    proc = run([tool("iscsi-test-cu"), "--dataloss", "--allow-sanitize", "--test=ALL",
-                "--initiator-name=iqn.2026-11.org.ringtgt:cu-1", "--initiator-name-2=iqn.2026-11.org.ringtgt:cu-2",
-                target.url(0), target.url(0)], timeout=1200, check=False, merge_stderr=False)
+
+def run_suite(tests: str, url: str) -> cunit.Report:
+    """iscsi-test-cu on `tests` (comma-separated) with `url` twice; fails the test on any failed test."""
+    proc = run([tool("iscsi-test-cu"), "--dataloss", "--allow-sanitize", f"--test={tests}", *INITIATORS, url, url],
+               timeout=1200, check=False, merge_stderr=False)
     report = cunit.parse(proc.stdout)  # CUnit's verdicts are on stdout; libiscsi's setup notes on stderr
     counts = Counter(t.verdict for t in report.tests)
     print(report.table())
-    print(f"iscsi-test-cu --test=ALL: {len(report.tests)} tests, {counts['passed']} passed, "
+    print(f"iscsi-test-cu --test={tests}: {len(report.tests)} tests, {counts['passed']} passed, "
           f"{counts['FAILED']} failed, {counts['SKIPPED']} skipped")
     details = (f"iscsi-test-cu exit {proc.returncode}; per-test verdicts:\n{report.table()}\n"
                f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
-    assert len(report.tests) > 200, f"the whole suite did not run\n{details}"
-    assert report.summary and report.summary["ran"] == len(report.tests), f"summary mismatch\n{details}"
+    assert report.tests and report.summary and report.summary["ran"] == len(report.tests), \
+        f"summary mismatch\n{details}"
     if report.failed:
         pytest.fail("failed: " + ", ".join(t.full_name for t in report.failed) + "\n" + details, pytrace=False)
     assert report.summary["failed"] == 0 and proc.returncode == 0, details
+    return report
+
+
+def test_iscsi_test_cu_all(ringtgt):
+    report = run_suite("ALL", ringtgt(workers=2).url(0))
+    assert len(report.tests) > 200, "the whole suite did not run"
+
+
+def test_readonly_and_removable_luns(ringtgt):
+    target = ringtgt(workers=2, luns=[Lun(0, extra="readonly = true"), Lun(1, extra="removable = true")])
+    for tests, lun, expected in ((READ_ONLY_SUITES, 0, 1), (REMOVABLE_SUITES, 1, 12)):
+        report = run_suite(tests, target.url(lun))
+        verdicts = Counter(t.verdict for t in report.tests)
+        assert verdicts["passed"] == len(report.tests) == expected, report.table()
