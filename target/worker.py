@@ -208,8 +208,7 @@ class Worker:
             if conn.closing:
                 self._shutdown(channel)
             return
-        bufs, size = _coalesce(conn.out)
-        del conn.out[:]
+        bufs, size = _coalesce(conn.take_output())
         self._send(channel, bufs, size)
 
     def _send(self, channel: Channel, bufs: list, size: int) -> None:

@@ -52,10 +52,16 @@ def test_initial_r2t_offered_by_default():
 
 
 def test_lists_unknown_keys_and_bad_values():
-    answers, params = answer([("HeaderDigest", "CRC32C,None"), ("DataDigest", "CRC32C"), ("X-foo", "1"),
+    answers, params = answer([("HeaderDigest", "None,CRC32C"), ("DataDigest", "MD5"), ("X-foo", "1"),
                               ("MaxBurstLength", "12"), ("InitialR2T", "maybe")])
     assert answers == {"HeaderDigest": "None", "DataDigest": "Reject", "X-foo": "NotUnderstood",
                        "MaxBurstLength": "Reject", "InitialR2T": "Reject"}
+
+
+def test_digests_follow_the_initiators_order():
+    answers, params = answer([("HeaderDigest", "CRC32C,None"), ("DataDigest", "CRC32C")])
+    assert answers == {"HeaderDigest": "CRC32C", "DataDigest": "CRC32C"}
+    assert (params.header_digest, params.data_digest) == ("CRC32C", "CRC32C")
 
 
 def test_initiator_mrdsl_is_declarative():

@@ -27,7 +27,7 @@ class Command:
     """A SCSI command PDU plus the state needed to gather its write data."""
 
     __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "read", "write", "buffer", "received",
-                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "cmd_sn", "immediate")
+                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "cmd_sn", "immediate", "corrupt")
 
     def __init__(self, pdu, lun: int):
         self.itt = pdu.w16
@@ -46,6 +46,7 @@ class Command:
         self.r2t_sn = 0
         self.aborted = False
         self.task = None                # the ScsiTask, once handed to the SCSI layer
+        self.corrupt = False            # some of its Data-Out failed the data digest: never executed
 
     @property
     def complete(self) -> bool:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 
+from ..scsi.sense import ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR, check_condition
 from ..scsi.task import GOOD, Barrier, ScsiTask
 from . import pdu as P
 from . import responses as R
 from .command import Command
+from .digests import OutputDigests
 from .discovery import send_targets
 from .errors import LoginFailure, ProtocolError
 from .framing import FrameDecoder
 from .login import COMMAND_WINDOW, Login
-from .negotiation import encode_text, parse_text
+from .negotiation import CRC32C, encode_text, parse_text
 from .sequencing import CommandWindow, serial_lt
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class Connection:
         self.ping_ttt = None            # our outstanding NOP-In ping, if any
         self.activity = True            # something arrived since the last keepalive check
         self.stopping = False           # target shutdown: close as soon as no command is outstanding
+        self.digests: OutputDigests | None = None   # CRC32C digests on what we send, once negotiated
 
     # -- input ----------------------------------------------------------------------------------------------
     def receive_data(self, data) -> None:
@@ -110,6 +113,11 @@ class Connection:
             self.close()
         if self.out or self.closing:
             self.host.output_ready(self)
+
+    def take_output(self) -> list:
+        """The buffers queued for sending (with their digests, if negotiated); the queue starts empty again."""
+        out, self.out = self.out, []
+        return out if self.digests is None else self.digests.apply(out)
 
     def close(self) -> None:
         self.closing = True
@@ -176,6 +184,10 @@ class Connection:
     def _enter_full_feature(self, login: Login) -> None:
         self.login = None
         self.params = login.params
+        header, data = login.params.header_digest == CRC32C, login.params.data_digest == CRC32C
+        if header or data:          # from the next PDU on: the final Login Response, queued, goes without
+            self.decoder.use_digests(header, data)
+            self.digests = OutputDigests(header, data, skip=sum(len(buf) for buf in self.out))
         self.stat_sn = login.stat_sn
         self.window = CommandWindow(login.cmd_sn, COMMAND_WINDOW)
         self.decoder.max_data_len = login.params.target_max_recv_data_segment_length
@@ -189,12 +201,17 @@ class Connection:
         self.host.session_started(self)
         if self.target is not None:
             self.target.attach(self.nexus, self)
-        log.info("%s:%d: %s session of %s (ISID 0x%012x, TSIH %d) to %s", *self.peer_address, login.session_type,
-                 login.initiator_name, login.isid, login.tsih, login.target_name or "discovery")
+        digests = f", HeaderDigest {login.params.header_digest}, DataDigest {login.params.data_digest}" \
+            if self.digests is not None else ""
+        log.info("%s:%d: %s session of %s (ISID 0x%012x, TSIH %d) to %s%s", *self.peer_address, login.session_type,
+                 login.initiator_name, login.isid, login.tsih, login.target_name or "discovery", digests)
 
     # -- full feature phase ---------------------------------------------------------------------------------
     def _ffp_pdu(self, pdu: P.Pdu) -> None:
         opcode = pdu.opcode
+        if pdu.data_digest_error:
+            self._data_digest_error(pdu)
+            return
         if opcode == P.DATA_OUT:
             self._data_out(pdu)
             return
@@ -261,11 +278,27 @@ class Connection:
             else:
                 self._solicit(command)
 
+    def _data_digest_error(self, pdu: P.Pdu) -> None:
+        """RFC 7143 §7.8 at ErrorRecoveryLevel 0: Reject the PDU and discard it. A Data-Out's data still counts
+        towards its sequence, but the command ends with CHECK CONDITION, PROTOCOL SERVICE CRC ERROR once all of
+        its data has arrived, and nothing of it reaches the medium."""
+        log.warning("%s:%d: data digest error on a PDU with opcode 0x%02x, ITT 0x%08x", *self.peer_address,
+                    pdu.opcode, pdu.w16)
+        self._reject(pdu, P.REJECT_DATA_DIGEST)
+        if pdu.opcode == P.DATA_OUT:
+            command = self.commands.get(pdu.w16)
+            if command is not None:
+                command.corrupt = True
+            self._data_out(pdu)
+
     def _execute(self, command: Command) -> None:
         data = memoryview(command.buffer) if command.buffer is not None else (_EMPTY if command.write else None)
         task = ScsiTask(command.lun, command.cdb, self.nexus, self.initiator_name, command.expected_length,
                         command.read, command.write, data, self._task_done, command)
         command.task = task
+        if command.corrupt:
+            check_condition(task, ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR)
+            return
         self.target.execute(task)
 
     def _task_done(self, task: ScsiTask) -> None:

@@ -3,9 +3,12 @@
 Feed whatever the socket delivered; get back every complete PDU. Limits are checked on the header, before
 any data is buffered: a DataSegmentLength above our MaxRecvDataSegmentLength, or an AHS above the RFC limit,
 is a protocol error the connection answers by closing (RFC 7143 §7.1.1 leaves no way to resync framing).
+With digests negotiated (`use_digests`, from the first PDU after the login) a wrong HeaderDigest also closes
+the connection; a wrong DataDigest marks the PDU (`data_digest_error`) for the connection to reject (§7.8).
 """
 from __future__ import annotations
 
+from .digests import DIGEST_LEN, check_header, digest
 from .errors import ProtocolError
 from .pdu import BHS_LEN, LOGIN_REQUEST, TEXT_REQUEST, Pdu, decode_bhs
 
@@ -17,12 +20,18 @@ NEGOTIATION_DATA_LIMIT = 8192
 class FrameDecoder:
     """Accumulates received bytes and splits them into PDUs."""
 
-    __slots__ = ("_buf", "_pending", "max_data_len")
+    __slots__ = ("_buf", "_pending", "max_data_len", "_header_digest", "_data_digest")
 
     def __init__(self, max_data_len: int = 8192):
         self._buf = bytearray()
         self._pending: Pdu | None = None
         self.max_data_len = max_data_len
+        self._header_digest = 0             # bytes of digest after the header / after a data segment
+        self._data_digest = 0
+
+    def use_digests(self, header: bool, data: bool) -> None:
+        self._header_digest = DIGEST_LEN if header else 0
+        self._data_digest = DIGEST_LEN if data else 0
 
     @property
     def buffered(self) -> int:
@@ -55,15 +64,23 @@ class FrameDecoder:
                     pos += BHS_LEN
                 ahs_len = pdu.ahs_len
                 data_len = pdu.data_len
-                need = ahs_len + data_len + (-data_len & 3)
+                header_digest = self._header_digest
+                padded = data_len + (-data_len & 3)
+                data_digest = self._data_digest if data_len else 0
+                need = ahs_len + header_digest + padded + data_digest
                 if end - pos < need:
                     break
                 if ahs_len:
                     pdu.ahs = bytes(source[pos:pos + ahs_len])
                     pos += ahs_len
+                if header_digest:
+                    check_header(pdu.header + pdu.ahs, source[pos:pos + header_digest])
+                    pos += header_digest
                 if data_len:
                     pdu.data = bytes(source[pos:pos + data_len])
-                pos += need - ahs_len
+                    if data_digest and digest(source[pos:pos + padded]) != source[pos + padded:pos + padded + 4]:
+                        pdu.data_digest_error = True
+                pos += padded + data_digest
                 out.append(pdu)
                 pdu = None
         finally:

@@ -13,6 +13,7 @@ MAX_KEY_LEN = 63
 MAX_VALUE_LEN = 8192
 
 REJECT = "Reject"
+CRC32C = "CRC32C"                   # the one digest there is (digests.py); the initiator's list order decides
 IRRELEVANT = "Irrelevant"
 NOT_UNDERSTOOD = "NotUnderstood"
 
@@ -61,8 +62,8 @@ class Key:
 
 
 KEYS: dict[str, Key] = {k.name: k for k in (
-    Key("HeaderDigest", "list", "header_digest", ("None",)),
-    Key("DataDigest", "list", "data_digest", ("None",)),
+    Key("HeaderDigest", "list", "header_digest", (CRC32C, "None")),
+    Key("DataDigest", "list", "data_digest", (CRC32C, "None")),
     Key("MaxConnections", "min", "max_connections", 1, 1, 65535),
     Key("InitialR2T", "or", "initial_r2t", True),
     Key("ImmediateData", "and", "immediate_data", OUR_IMMEDIATE_DATA),

@@ -57,7 +57,8 @@ class Pdu:
     """A received PDU: the BHS split into raw fields, plus AHS and data segment."""
 
     __slots__ = ("opcode", "immediate", "flags", "b2", "b3", "ahs_len", "data_len", "lun_field",
-                 "w16", "w20", "w24", "w28", "w32", "w36", "w40", "w44", "header", "ahs", "data")
+                 "w16", "w20", "w24", "w28", "w32", "w36", "w40", "w44", "header", "ahs", "data",
+                 "data_digest_error")
 
     itt = _word("w16")
 
@@ -200,6 +201,7 @@ def decode_bhs(header: bytes) -> Pdu:
     pdu.header = header
     pdu.ahs = b""
     pdu.data = b""
+    pdu.data_digest_error = False   # the framing decoder found the DataDigest wrong: the data is not to be used
     return pdu
 
 
