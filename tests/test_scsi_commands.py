@@ -65,10 +65,10 @@ class MemoryStore:
             self.pending.pop(0)()
 
 
-def make_unit(lun=0, store=None, read_only=False, removable=False):
+def make_unit(lun=0, store=None, read_only=False, removable=False, thin=False):
     store = store or MemoryStore()
     return LogicalUnit(lun, store, serial="0123456789ABCDEF", naa=NAA, target_iqn=IQN, portal_group_tag=1,
-                       relative_port=1, read_only=read_only, removable=removable)
+                       relative_port=1, read_only=read_only, removable=removable, thin=thin)
 
 
 class Harness:
@@ -786,6 +786,7 @@ def test_compare_and_write_writes_only_on_a_match_under_the_range_lock(h):
                  S.Field(13))
     assert_sense(h.run(caw_cdb(BLOCKS), data_out=bytes(2 * BS)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
     assert_sense(h.run(caw_cdb(0), data_out=bytes(BS)), S.ILLEGAL_REQUEST, S.PARAMETER_LIST_LENGTH_ERROR)
+    assert_sense(h.run(caw_cdb(0), data_out=bytes(4 * BS)), S.ILLEGAL_REQUEST, S.PARAMETER_LIST_LENGTH_ERROR)
 
 
 def test_compare_and_writes_of_a_unit_run_one_at_a_time(h):

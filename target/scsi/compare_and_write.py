@@ -72,7 +72,7 @@ def compare_and_write(target, unit, task):
     data = task.data_out
     if not count:
         return b""
-    if data is None or len(data) < 2 * length:
+    if data is None or len(data) != 2 * length:        # the blocks to compare and to write, nothing else
         raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
     expected, new = bytes(data[:length]), bytes(data[length:2 * length])
     offset = lba * size

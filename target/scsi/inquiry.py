@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from struct import Struct
 
-from .lun import OPTIMAL_TRANSFER_BYTES, PRODUCT, REVISION, VENDOR, LogicalUnit
+from .lun import HOLE_BYTES, OPTIMAL_TRANSFER_BYTES, PRODUCT, REVISION, VENDOR, LogicalUnit
 from .compare_and_write import MAX_COMPARE_AND_WRITE_BLOCKS
 from .provisioning import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS
 from .sense import invalid_cdb
@@ -27,7 +27,6 @@ _PROVISIONING = Struct(">BBBx")
 _WSNZ = 0x01                        # WRITE SAME of 0 blocks is refused
 _LBPU, _LBPWS, _LBPWS10, _LBPRZ = 0x80, 0x40, 0x20, 0x04   # UNMAP, WRITE SAME 16/10 with UNMAP; zeros after
 _THIN = 0x02                                                # provisioning type
-HOLE_GRANULARITY = 4096             # bytes a punched hole deallocates at least (a file system block)
 
 # designator fields (SPC-4 7.8.6.1)
 _ISCSI = 0x5                        # protocol identifier
@@ -80,7 +79,7 @@ def _device_identification(unit: LogicalUnit) -> bytes:
 def _block_limits(unit: LogicalUnit) -> bytes:
     optimal = max(1, OPTIMAL_TRANSFER_BYTES // unit.block_size)
     unmap_blocks, unmap_descriptors, granularity = (0, 0, 0) if not unit.thin else (
-        MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, max(1, HOLE_GRANULARITY // unit.block_size))
+        MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, max(1, HOLE_BYTES // unit.block_size))
     return _BLOCK_LIMITS.pack(_WSNZ, MAX_COMPARE_AND_WRITE_BLOCKS, 1, unit.max_transfer_blocks, optimal, 0,
                               unmap_blocks, unmap_descriptors, granularity, 0, unit.max_transfer_blocks)
 

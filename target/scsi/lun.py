@@ -11,6 +11,7 @@ REVISION = "0001"
 
 MAX_TRANSFER_BYTES = 16 << 20       # matches the MaxBurstLength we offer: one command, one burst
 OPTIMAL_TRANSFER_BYTES = 1 << 20
+HOLE_BYTES = 4096                   # a file system block: what a punched hole deallocates at least
 
 # Command-table flags (target.py) that a unit can refuse by its state (`LogicalUnit.refused`)
 WRITES = 0x08           # modifies the medium: refused while the unit is write-protected

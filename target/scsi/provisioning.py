@@ -105,7 +105,7 @@ def make_write_same(layout: C.LbaLayout):
         else:
             task.transfer_length = size
             data = task.data_out
-            if data is None or len(data) < size:
+            if data is None or len(data) != size:       # the data-out is one block, no less, no more
                 raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
             pattern = bytes(data[:size])
             if not any(pattern):

@@ -18,7 +18,7 @@ from .task import GOOD
 
 log = logging.getLogger(__name__)
 _CAPACITY10 = Struct(">II")
-_CAPACITY16 = Struct(">QIxxH16x")
+_CAPACITY16 = Struct(">QIxxH16x")   # a logical block per physical block (see the README); LBPME/LBPRZ
 _LBPME_LBPRZ = 0xC000               # READ CAPACITY(16) bytes 14-15: thin, unmapped blocks read as zeros
 _DEFECTS10 = Struct(">xB2x")        # PLISTV, GLISTV, list format; list length 0
 _DEFECTS12 = Struct(">xB6x")        # … generation 0, list length 0
