@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 
+from .cluster import Cluster
 from .registry import SessionRegistry
 from .reservations_service import ReservationAuthority, register_reservation_handlers
 from .service import CoordinatorService
@@ -17,22 +18,26 @@ log = logging.getLogger("ringtgt.coordinator")
 
 
 def node_name(config) -> str:
-    """This node's name in the session table: the host name (the cluster configuration will name nodes)."""
-    return socket.gethostname()
+    """This node's name in the session table: `[cluster] node`, else the host name."""
+    return config.cluster.node if config.cluster is not None else socket.gethostname()
 
 
 def coordinator_main(config) -> None:
     """Entry point of the coordinator process."""
     service = CoordinatorService(config.server.state_dir)
-    register_session_handlers(service, SessionRegistry(), node_name(config))
+    registry = SessionRegistry()
+    register_session_handlers(service, registry, node_name(config))
     units = [(target.iqn, lun.id) for target in config.targets for lun in target.luns]
     authority = ReservationAuthority(units, config.server.state_dir, incarnation=os.getppid())
     register_reservation_handlers(service, authority)
+    cluster = Cluster(service, config.cluster, registry, authority) if config.cluster is not None else None
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)
     try:
         service.run(lambda: bool(stopping))
     finally:
+        if cluster is not None:
+            cluster.close()
         service.close()
     log.info("coordinator stopped")

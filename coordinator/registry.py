@@ -102,6 +102,11 @@ class SessionRegistry:
         """Every session, ordered by node, worker, login time."""
         return sorted(self._sessions.values(), key=lambda r: (r["node"], r["worker"], r["login_time"], r["tsih"]))
 
+    def find(self, key: tuple[str, int, str]) -> dict | None:
+        """The session with this reinstatement key (initiator, ISID, target), if any."""
+        sid = self._by_key.get(key)
+        return None if sid is None else self._sessions[sid]
+
     def __len__(self) -> int:
         return len(self._sessions)
 

@@ -103,6 +103,8 @@ class ReservationAuthority:
         self.greeted: dict[str, set[str]] = {}
         self.attached: dict[str, set[tuple[str, str]]] = {}     # origin -> (target, nexus) it hosts
         self.unpushed: set[tuple[str, int]] = set()                # units changed by a worker's death
+        self.version = int(any(unit.reservations.keys for unit in self.units.values()))   # see `adopt`
+        self._hooks: list = []
         self.live_path = None
         if directory is not None and incarnation is not None:
             self.live_path = os.path.join(directory, f"live-{incarnation}.json")
@@ -114,9 +116,40 @@ class ReservationAuthority:
                 log.info("reservations: resuming the state of the previous coordinator")
                 self.restore(live)
 
+    def _changed(self) -> None:
+        """After every change: a new version, the live file, the hooks (the cluster bus replicates it)."""
+        self.version += 1
+        self._save_live()
+        for hook in self._hooks:
+            hook()
+
     def _save_live(self) -> None:
         if self.live_path is not None:
             save_state(self.live_path, self.snapshot())
+
+    def on_change(self, hook) -> None:
+        self._hooks.append(hook)
+
+    def adopt(self, snapshot: dict) -> bool:
+        """A peer node's state, if newer than ours (a higher version); True if adopted. No hooks run: it came
+        from the cluster. State restored from APTPL files at start counts as version 1, so a node that starts
+        with saved reservations does not take an empty peer's."""
+        if snapshot.get("version", 0) <= self.version:
+            return False
+        self.restore(snapshot)
+        self._save_live()
+        return True
+
+    def views_of_every_unit(self) -> list[tuple[str, dict]]:
+        """Pushes that bring a worker's copy of every unit up to this state (after adopting a peer's)."""
+        pushes = []
+        for (target, lun), unit in sorted(self.units.items()):
+            pushes.append(("pr.change", self._change({"target": target, "lun": lun}, unit)))
+            if unit.mode:
+                pushes.append(("mode.change", {"target": target, "lun": lun, "wce": unit.mode[0],
+                                               "swp": unit.mode[1], "attentions": []}))
+            pushes.append(("medium.change", {"target": target, "lun": lun, "loaded": unit.medium.loaded}))
+        return pushes
 
     def unit(self, body: dict) -> UnitState:
         unit = self.units.get((body.get("target"), body.get("lun")))
@@ -136,7 +169,7 @@ class ReservationAuthority:
         for other, asc_ascq in outcome.attentions:
             unit.establish(other, asc_ascq)
         unit.persist()
-        self._save_live()
+        self._changed()
         change = self._change(body, unit, outcome)
         return Reply({"outcome": outcome.to_dict(), "change": change}, [("pr.change", change)])
 
@@ -155,7 +188,7 @@ class ReservationAuthority:
             unit.medium.reset()
             unit.establish_all(body["asc"])
             views.append([lun, unit.reservations.view().to_dict()])
-        self._save_live()
+        self._changed()
         change = {**body, "views": views}
         return Reply(change, [("pr.reset", change)])
 
@@ -178,7 +211,7 @@ class ReservationAuthority:
                 queue.insert(0, POWER_ON_RESET)
             attentions.append([lun, list(queue)])
             views.append([lun, unit.reservations.view().to_dict()])
-        self._save_live()
+        self._changed()
         return Reply({"attentions": attentions, "views": views})
 
     def mode_select(self, body: dict, origin: str) -> Reply:
@@ -187,7 +220,7 @@ class ReservationAuthority:
         attentions = [[nexus, MODE_PARAMETERS_CHANGED] for nexus in unit.pending if nexus != body["nexus"]]
         for nexus, asc_ascq in attentions:
             unit.establish(nexus, asc_ascq)
-        self._save_live()
+        self._changed()
         change = {"target": body["target"], "lun": body["lun"], "wce": unit.mode[0], "swp": unit.mode[1],
                   "attentions": attentions}
         return Reply(change, [("mode.change", change)])
@@ -197,14 +230,14 @@ class ReservationAuthority:
         if body.get("action") not in ACTIONS:
             raise ValueError(f"unknown medium action {body.get('action')!r}")
         refused = unit.medium.request(body["nexus"], body["action"])
-        self._save_live()
+        self._changed()
         change = {"target": body["target"], "lun": body["lun"], "loaded": unit.medium.loaded}
         moved = refused is None and body["action"] in (LOAD, EJECT)
         return Reply({**change, "refused": refused}, [("medium.change", change)] if moved else [])
 
     def consumed(self, body: dict, origin: str) -> Reply:
         self.unit(body).consumed(body["nexus"], body["asc"])
-        self._save_live()
+        self._changed()
         return Reply({})
 
     def nexus_lost(self, body: dict, origin: str) -> Reply:
@@ -216,7 +249,7 @@ class ReservationAuthority:
             unit.medium.nexus_lost(nexus)
             if unit.reservations.nexus_lost(nexus):
                 changes.append(self._change({"target": target, "lun": lun}, unit))
-        self._save_live()
+        self._changed()
         return Reply({"changes": changes}, [("pr.change", change) for change in changes])
 
     def views(self, body: dict, origin: str) -> Reply:
@@ -236,7 +269,7 @@ class ReservationAuthority:
                 unit.medium.nexus_lost(nexus)
                 if unit.reservations.nexus_lost(nexus):
                     self.unpushed.add((target, lun))
-        self._save_live()
+        self._changed()
 
     # -- replication ----------------------------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -244,7 +277,8 @@ class ReservationAuthority:
                            {nexus: list(queue) for nexus, queue in unit.pending.items()}, unit.mode,
                            unit.medium.snapshot()]
                           for (target, lun), unit in sorted(self.units.items())],
-                "greeted": {target: sorted(names) for target, names in self.greeted.items()}}
+                "greeted": {target: sorted(names) for target, names in self.greeted.items()},
+                "version": self.version}
 
     def restore(self, snapshot: dict) -> None:
         for target, lun, reservations, pending, mode, medium in snapshot["units"]:
@@ -254,6 +288,7 @@ class ReservationAuthority:
             unit.mode = mode
             unit.medium = MediumState.restored(medium)
         self.greeted = {target: set(names) for target, names in snapshot["greeted"].items()}
+        self.version = snapshot.get("version", 0)
 
 
 def register_reservation_handlers(service: CoordinatorService, authority: ReservationAuthority) -> None:

@@ -22,7 +22,7 @@ Requests a restarted worker resends (after a coordinator restart) are recognised
 from a small reply cache instead of being applied twice.
 
 Control clients (`ringtgt sessions` …) send REQUESTs on control.sock; their origin is "control", and their
-broadcasts go to every worker.
+broadcasts go to every worker. The coordinator's own parts (the cluster bus) `submit` work the same way.
 
 A handler that cannot answer at once (a lock held by someone else, a question to a peer node) returns
 `service.defer()` and later calls `.resolve(Reply(...))` on it, from any callback of this loop. Meanwhile the
@@ -54,6 +54,7 @@ log = logging.getLogger("ringtgt.coordinator")
 ACK_TIMEOUT = 10.0
 REPLY_CACHE = 256           # answered request ids remembered per worker, for resent duplicates
 CONTROL_ORIGIN = "control"
+INTERNAL_ORIGIN = "coordinator"
 
 
 @dataclass
@@ -147,6 +148,11 @@ class CoordinatorService:
         if kind in self._handlers:
             raise ValueError(f"a handler for {kind!r} is already registered")
         self._handlers[kind] = handler
+
+    def submit(self, kind: str, body: dict) -> None:
+        """Run the handler of `kind` for the coordinator itself (the cluster bus, a timer): it takes its turn in
+        the pipeline like a worker's notification, and its broadcasts reach every worker; no one is answered."""
+        self._enqueue(_Queued(None, b"", INTERNAL_ORIGIN, Message(NOTIFY, 0, kind, body)))
 
     def defer(self) -> Deferred:
         """For the handler running now: return this, call its resolve(Reply) later."""

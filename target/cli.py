@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
         ("serve", _serve, "run the target: a supervisor, the node's coordinator and one worker per CPU"),
         ("check-config", _check_config, "validate the configuration and print it resolved, as TOML"),
         ("sessions", _sessions, "list the logged-in iSCSI sessions, asking the running node's coordinator"),
+        ("takeover", _takeover, "tell this node's coordinator that PEER is dead and its VIPs are here: tickle "
+                                "every connection PEER held"),
+        ("keygen", _keygen, "write a CURVE key pair for the cluster bus: NAME.key (public) and NAME.key_secret"),
     ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--config", metavar="FILE",
@@ -38,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
         command.set_defaults(command=func)
         if name == "sessions":
             command.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        elif name == "takeover":
+            command.add_argument("peer", metavar="PEER", help="the dead peer's node name")
+        elif name == "keygen":
+            command.add_argument("name", metavar="NAME", help="path and name of the key files, e.g. keys/a")
     return parser
 
 
@@ -80,6 +87,30 @@ def _sessions(config: Config, args) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_sessions(reply["sessions"]))
+    return 0
+
+
+def _takeover(config: Config, args) -> int:
+    from coordinator.control import ControlError, control_request
+
+    try:
+        reply = control_request(config.server.state_dir, "cluster.takeover", {"peer": args.peer})
+    except ControlError as e:
+        print(f"ringtgt: {e}", file=sys.stderr)
+        return 1
+    print(f"takeover of {reply['peer']} (seen {reply['peer_state']}): {reply['sessions']} sessions, "
+          f"{reply['tickled']} connections tickled x{reply['rounds']}, {reply['not_local']} not on a local address")
+    return 0
+
+
+def _keygen(config: Config, args) -> int:
+    import zmq.auth
+
+    directory, name = os.path.split(args.name)
+    os.makedirs(directory or ".", exist_ok=True)
+    public, secret = zmq.auth.create_certificates(directory or ".", name)
+    os.chmod(secret, 0o600)
+    print(f"{public}\n{secret}")
     return 0
 
 

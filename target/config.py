@@ -48,6 +48,8 @@ _EUI_RE = re.compile(r"eui\.[0-9a-f]{16}")
 _NAA_NAME_RE = re.compile(r"naa\.(?:[0-9a-f]{16}|[0-9a-f]{32})")
 _NAA_ID_RE = re.compile(r"6[0-9a-f]{31}")
 _SERIAL_RE = re.compile(rf"[!-~]{{1,{MAX_SERIAL_CHARS}}}")
+_NODE_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_TCP_ENDPOINT_RE = re.compile(r"tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[0-9.]+):(?P<port>\d{1,5})")
 _PORTAL_RE = re.compile(r"(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^\s:\[\]]+))(?::(?P<port>\d+))?")
 
 
@@ -113,10 +115,28 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """`[cluster]`: this node's name and bus endpoint, its peers, their CURVE keys, the VIPs and the takeover mode."""
+    node: str
+    listen: str
+    peers: tuple[tuple[str, str], ...]                  # (name, tcp endpoint)
+    curve_secret_key: str | None = None                 # a pyzmq secret certificate file (`ringtgt keygen`)
+    peer_public_keys: tuple[tuple[str, str], ...] = ()  # (name, public certificate file)
+    vips: tuple[str, ...] = ()                          # "address/prefix"
+    vip_interface: str | None = None
+    takeover: str = "external"
+    dead_after: float = 1.0
+
+    def vip_addresses(self) -> tuple[str, ...]:
+        return tuple(vip.split("/")[0] for vip in self.vips)
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     targets: tuple[TargetConfig, ...]
     discovery: AuthConfig = AuthConfig()
+    cluster: ClusterConfig | None = None
 
 
 _REQUIRED = object()
@@ -186,9 +206,73 @@ def _parse(data: dict, base_dir: str) -> Config:
     discovery_table = _Table(top.take("discovery", (dict,), {}), "discovery")
     discovery = _parse_auth(discovery_table)
     discovery_table.finish()
+    cluster_table = top.take("cluster", (dict,), None)
+    cluster = _parse_cluster(_Table(cluster_table, "cluster"), base_dir) if cluster_table is not None else None
     top.finish()
     _check_unique(targets)
-    return Config(server=server, targets=targets, discovery=discovery)
+    return Config(server=server, targets=targets, discovery=discovery, cluster=cluster)
+
+
+def _parse_cluster(t: _Table, base_dir: str) -> ClusterConfig:
+    node = t.take("node", (str,))
+    if not _NODE_RE.fullmatch(node):
+        raise t.error("node", f"must be 1..32 letters, digits, '-' or '_', got {node!r}")
+    listen = _tcp_endpoint(t, "listen", t.take("listen", (str,)))
+    peers = t.take("peers", (dict,))
+    if not peers:
+        raise t.error("peers", "must name at least one peer node")
+    for name, endpoint in peers.items():
+        if not _NODE_RE.fullmatch(name) or name == node:
+            raise t.error(f"peers.{name}", f"must be another node's name (letters, digits, '-', '_'), not {node!r}")
+        _tcp_endpoint(t, f"peers.{name}", endpoint)
+    secret = t.take("curve_secret_key", (str,), None)
+    public = t.take("peer_public_keys", (dict,), None)
+    if (secret is None) != (public is None):
+        raise t.error("curve_secret_key" if secret is None else "peer_public_keys",
+                      "curve_secret_key and peer_public_keys go together")
+    if public is not None:
+        if set(public) != set(peers):
+            raise t.error("peer_public_keys", f"must name exactly the peers {sorted(peers)}, got {sorted(public)}")
+        for name, path in public.items():
+            if not isinstance(path, str):
+                raise t.error(f"peer_public_keys.{name}", f"must be a file name, got {path!r}")
+    vips = tuple(_vip(t, f"vips[{i}]", v) for i, v in enumerate(t.take("vips", (list,), [])))
+    vip_interface = t.take("vip_interface", (str,), None)
+    takeover = t.take("takeover", (str,), "external")
+    if takeover not in ("external", "builtin"):
+        raise t.error("takeover", f"must be external or builtin, got {takeover!r}")
+    if takeover == "builtin" and (not vips or vip_interface is None):
+        raise t.error("takeover", "builtin takeover needs vips and vip_interface")
+    dead_after = float(t.take("dead_after", (int, float), 1.0))
+    if not 0.05 <= dead_after <= 60:
+        raise t.error("dead_after", f"must be 0.05..60 seconds, got {dead_after}")
+    t.finish()
+    return ClusterConfig(
+        node=node, listen=listen, peers=tuple(sorted(peers.items())),
+        curve_secret_key=_resolve(base_dir, secret) if secret is not None else None,
+        peer_public_keys=tuple(sorted((name, _resolve(base_dir, path)) for name, path in (public or {}).items())),
+        vips=vips, vip_interface=vip_interface, takeover=takeover, dead_after=dead_after)
+
+
+def _tcp_endpoint(t: _Table, key: str, value: object) -> str:
+    match = _TCP_ENDPOINT_RE.fullmatch(value) if isinstance(value, str) else None
+    if not match or not 1 <= int(match["port"]) <= 65535:
+        raise t.error(key, f"must be a ZeroMQ endpoint tcp://address:port, got {value!r}")
+    try:
+        ipaddress.ip_address(match["host"].strip("[]"))
+    except ValueError:
+        raise t.error(key, f"{match['host']!r} is not an IP address") from None
+    return value
+
+
+def _vip(t: _Table, key: str, value: object) -> str:
+    try:
+        interface = ipaddress.IPv4Interface(value) if isinstance(value, str) and "/" in value else None
+    except ValueError:
+        interface = None
+    if interface is None:
+        raise t.error(key, f"must be an IPv4 address with its prefix length, like '192.0.2.100/24', got {value!r}")
+    return str(interface)
 
 
 def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
@@ -452,6 +536,14 @@ def dump_config(config: Config) -> str:
             for key, value in vars(lun).items():
                 if value is not None:
                     lines.append(f"{key} = {_toml(value)}")
+    if config.cluster is not None:
+        lines += ["", "[cluster]"]
+        for key, value in vars(config.cluster).items():
+            if key in ("peers", "peer_public_keys"):
+                if value:
+                    lines.append(f"{key} = {{ " + ", ".join(f"{name} = {_toml(v)}" for name, v in value) + " }")
+            elif value is not None:
+                lines.append(f"{key} = {_toml(list(value) if isinstance(value, tuple) else value)}")
     return "\n".join(lines) + "\n"
 
 

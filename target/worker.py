@@ -36,14 +36,18 @@ COALESCE_BELOW = 16384              # output buffers this small are copied toget
 LISTEN_BACKLOG = 1024
 DRAIN_SECONDS = 5.0
 PORTAL_GROUP_TAG = 1
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A SO_REUSEPORT listener: every worker binds its own and the kernel spreads connections among them."""
+def listen_socket(host: str, port: int, freebind: bool = False) -> socket.socket:
+    """A SO_REUSEPORT listener: every worker binds its own and the kernel spreads connections among them.
+    `freebind` (a cluster VIP): listen before the address is local, so a standby node is ready for a takeover."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if freebind:
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
     sock.bind((host, port))
     sock.listen(LISTEN_BACKLOG)
     return sock
@@ -82,7 +86,8 @@ class Worker:
         self.portal_group_tag = PORTAL_GROUP_TAG
         self.targets = {t.iqn: self._build_target(t) for t in config.targets}
         self.access = AccessPolicy.from_config(config, PORTAL_GROUP_TAG, self._admit)
-        self.listeners = [listen_socket(host, port) for host, port in config.server.portals]
+        vips = config.cluster.vip_addresses() if config.cluster is not None else ()
+        self.listeners = [listen_socket(host, port, host in vips) for host, port in config.server.portals]
         self.channels: dict[Connection, Channel] = {}
         self.sessions: dict[tuple, Connection] = {}
         self.dirty: set[Connection] = set()

@@ -242,3 +242,49 @@ def test_check_config_command(tmp_path, capsys):
     assert 'iqn = "iqn.2026-11.org.example:t"' in capsys.readouterr().out
     assert main(["check-config", "--config", write(tmp_path, "[server]\nworkers = 0\n" + MINIMAL)]) == 2
     assert capsys.readouterr().err == "ringtgt: config error: server.workers: must be at least 1, got 0\n"
+
+
+CLUSTER = """
+[cluster]
+node = "a"
+listen = "tcp://192.0.2.1:5550"
+peers = { b = "tcp://192.0.2.2:5550" }
+curve_secret_key = "keys/a.key_secret"
+peer_public_keys = { b = "keys/b.key" }
+vips = ["192.0.2.100/24"]
+vip_interface = "eth0"
+takeover = "builtin"
+dead_after = 0.5
+"""
+
+
+def test_cluster_section(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL + CLUSTER))
+    cluster = config.cluster
+    assert (cluster.node, cluster.listen, cluster.peers) == ("a", "tcp://192.0.2.1:5550", (("b", "tcp://192.0.2.2:5550"),))
+    assert cluster.curve_secret_key == str(tmp_path / "keys" / "a.key_secret")
+    assert cluster.peer_public_keys == (("b", str(tmp_path / "keys" / "b.key")),)
+    assert (cluster.vips, cluster.vip_addresses(), cluster.vip_interface) == (("192.0.2.100/24",), ("192.0.2.100",),
+                                                                              "eth0")
+    assert (cluster.takeover, cluster.dead_after) == ("builtin", 0.5)
+    assert load_config(write(tmp_path, MINIMAL)).cluster is None
+    again = load_config(write(tmp_path, dump_config(config), "dumped.toml"))
+    assert again == config
+
+
+@pytest.mark.parametrize("change, message", [
+    (('node = "a"', 'node = "a b"'), "cluster.node: must be 1..32 letters"),
+    (('listen = "tcp://192.0.2.1:5550"', 'listen = "192.0.2.1:5550"'), "cluster.listen: must be a ZeroMQ endpoint"),
+    (('listen = "tcp://192.0.2.1:5550"', 'listen = "tcp://host:5550"'), "cluster.listen: must be a ZeroMQ endpoint"),
+    (('{ b = "tcp://192.0.2.2:5550" }', '{ a = "tcp://192.0.2.2:5550" }'), "cluster.peers.a: must be another node"),
+    (('{ b = "tcp://192.0.2.2:5550" }', '{}'), "cluster.peers: must name at least one peer"),
+    (('curve_secret_key = "keys/a.key_secret"\n', ''), "cluster.curve_secret_key: curve_secret_key and peer_public"),
+    (('{ b = "keys/b.key" }', '{ c = "keys/b.key" }'), "cluster.peer_public_keys: must name exactly the peers"),
+    (('"192.0.2.100/24"', '"192.0.2.100"'), "cluster.vips[0]: must be an IPv4 address with its prefix"),
+    (('takeover = "builtin"', 'takeover = "magic"'), "cluster.takeover: must be external or builtin"),
+    (('vip_interface = "eth0"\n', ''), "cluster.takeover: builtin takeover needs vips and vip_interface"),
+    (('dead_after = 0.5', 'dead_after = 0'), "cluster.dead_after: must be 0.05..60 seconds"),
+    (('dead_after = 0.5', 'dead_after = 0.5\nquorum = 2'), "cluster: unknown key(s): quorum"),
+])
+def test_cluster_errors_name_the_key(tmp_path, change, message):
+    assert message in error_of(tmp_path, MINIMAL + CLUSTER.replace(*change))

@@ -165,3 +165,30 @@ def test_a_restarted_coordinator_resumes_a_new_serve_does_not(tmp_path):
     fresh = ReservationAuthority([(T, 0)], str(tmp_path), incarnation=200)      # a new `serve`
     assert fresh.units[(T, 0)].reservations.keys == {} and fresh.greeted == {}
     assert [p.name for p in (tmp_path / "reservations").iterdir()] == []
+
+
+def test_versions_hooks_and_adopting_a_newer_peer_state(tmp_path):
+    changes = []
+    active = authority()
+    active.on_change(lambda: changes.append(active.version))
+    active.attach({"target": T, "nexus": A1}, "w0.1")
+    active.request(prout_body(A1, R.REGISTER, 0, 5), "w0.1")
+    active.request(prout_body(A1, R.RESERVE, 5, pr_type=R.WRITE_EXCLUSIVE), "w0.1")
+    assert changes == [1, 2, 3]
+    standby = authority()
+    assert standby.adopt(active.snapshot()) and standby.version == 3
+    assert standby.units[(T, 0)].reservations.holder == A1
+    assert not standby.adopt(active.snapshot())                              # not newer: nothing happens
+    assert not active.adopt(authority().snapshot())                          # an empty peer's is older
+    pushes = standby.views_of_every_unit()
+    assert ("medium.change", {"target": T, "lun": 1, "loaded": True}) in pushes
+    view = next(body["view"] for kind, body in pushes if kind == "pr.change" and body["lun"] == 0)
+    assert view["holder"] == A1
+    assert standby.attach({"target": T, "nexus": A2}, "w0.1").body["attentions"][0] == [0, []]  # no POWER ON
+
+
+def test_saved_reservations_count_as_a_version(tmp_path):
+    first = authority(str(tmp_path))
+    first.request(prout_body(A1, R.REGISTER, 0, 9, flags=R.APTPL), "w0.1")
+    restarted = authority(str(tmp_path))
+    assert restarted.version == 1 and not restarted.adopt(authority().snapshot())

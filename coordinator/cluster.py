@@ -1,0 +1,208 @@
+"""A node's part in its cluster: heartbeats, replication of the session table and of the shared SCSI state,
+and takeover with tickle ACKs.
+
+Over the cluster bus (bus.py) every coordinator sends, to every peer:
+    cluster.heartbeat     {incarnation, sent}         every dead_after / 5 seconds
+    cluster.snapshot      {incarnation, seq, sessions, reservations}   to a peer that came up or asked
+    cluster.sessions      {incarnation, seq, delta}   a session of this node logged in or out (registry.py)
+    cluster.reservations  {incarnation, seq, state}   the reservation authority's whole state after a change
+    cluster.want_snapshot {}                          "I lost some of your state messages"
+Sessions are replicated by node: each node's own sessions go to the others, who list them (`ringtgt sessions`
+shows the whole cluster) and keep them for a takeover. A login whose initiator, ISID and target match a session
+on another node ends that session there (reinstatement across nodes). The SCSI state (reservations,
+registrations, unit attentions, mode pages, media, the initiators already greeted) is one state for the whole
+cluster: the node where it changes sends all of it with a version number, a peer adopts it if the version is
+newer than its own and pushes it to its workers. So one node serves a logical unit at a time (the VIP's
+owner); changes through two nodes at once keep whichever came last.
+
+Takeover of a dead peer, once its VIPs are local (`takeover(peer)`: `ringtgt takeover PEER`, or by itself with
+`takeover = "builtin"`, which first adds the VIPs and sends gratuitous ARP): every connection the peer held on
+an address now local gets a tickle ACK, in TICKLE_ROUNDS rounds TICKLE_INTERVAL apart, and the peer's
+sessions leave the table. Built-in takeover does not fence the dead node: it must really be dead (or cut off).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import time
+
+from .bus import ClusterBus
+from .peers import HEARTBEATS_PER_DEADLINE, Peers
+from .registry import SNAPSHOT_VERSION, RegistryError, checked, reinstatement_key
+from .service import Reply
+from .sessions_service import SESSION_END
+from .tickle import send_garp, send_tickles
+
+log = logging.getLogger("ringtgt.coordinator")
+
+HEARTBEAT = "cluster.heartbeat"
+SNAPSHOT = "cluster.snapshot"
+SESSIONS = "cluster.sessions"
+RESERVATIONS = "cluster.reservations"
+WANT_SNAPSHOT = "cluster.want_snapshot"
+TICKLE_ROUNDS = 3
+TICKLE_INTERVAL = 0.05
+
+
+class Cluster:
+    def __init__(self, service, config, registry, authority):
+        self.service = service
+        self.config = config
+        self.node = config.node
+        self.registry = registry
+        self.authority = authority
+        self.incarnation = os.urandom(8).hex()
+        self.sent = 0                           # sequence number of the last state message sent
+        self.peers = Peers([name for name, _ in config.peers], config.dead_after)
+        self.bus = ClusterBus(service, config, self._received)
+        registry.on_change(self._session_changed)
+        authority.on_change(self._reservations_changed)
+        service.register("cluster.takeover", self._takeover_request)
+        service.register("cluster.adopted", self._adopted)
+        service.register("cluster.end_sessions", self._end_sessions)
+        self._beat()
+
+    def close(self) -> None:
+        self.bus.close()
+
+    # -- sending ----------------------------------------------------------------------------------------------
+    def _beat(self) -> None:
+        self.bus.broadcast(HEARTBEAT, {"incarnation": self.incarnation, "sent": self.sent})
+        for peer in self.peers.expired(time.monotonic()):
+            self._peer_died(peer)
+        self.service.call_later(self.config.dead_after / HEARTBEATS_PER_DEADLINE, self._beat)
+
+    def _state_message(self, kind: str, body: dict) -> None:
+        self.sent += 1
+        self.bus.broadcast(kind, {**body, "incarnation": self.incarnation, "seq": self.sent})
+
+    def _session_changed(self, delta: dict) -> None:
+        if delta["session"]["node"] == self.node:
+            self._state_message(SESSIONS, {"delta": delta})
+
+    def _reservations_changed(self) -> None:
+        self._state_message(RESERVATIONS, {"state": self.authority.snapshot()})
+
+    def _send_snapshot(self, peer: str) -> None:
+        self.bus.send(peer, SNAPSHOT, {"incarnation": self.incarnation, "seq": self.sent,
+                                       "sessions": self.registry.snapshot(self.node),
+                                       "reservations": self.authority.snapshot()})
+
+    # -- receiving --------------------------------------------------------------------------------------------
+    def _received(self, peer: str, kind: str, body: dict) -> None:
+        try:
+            self._apply(peer, kind, body)
+        except (KeyError, TypeError, ValueError) as exc:     # RegistryError is a ValueError
+            log.warning("cluster bus: %s from %s not applied: %r", kind, peer, exc)
+
+    def _apply(self, peer: str, kind: str, body: dict) -> None:
+        if kind == HEARTBEAT:
+            up, lost = self.peers.heard(peer, time.monotonic(), body["incarnation"], body["sent"])
+            if up:
+                log.info("cluster: peer %s is up (incarnation %s)", peer, body["incarnation"])
+                self._send_snapshot(peer)
+            if lost:
+                self.bus.send(peer, WANT_SNAPSHOT, {})
+        elif kind == WANT_SNAPSHOT:
+            self._send_snapshot(peer)
+        elif kind == SNAPSHOT:
+            sessions = body["sessions"]
+            self._end_reinstated([r for key, r in sessions.items() if key != "version"], peer)
+            self.registry.restore(sessions, node=peer)
+            self._adopt(body["reservations"])
+            self.peers.restored(peer, body["incarnation"], body["seq"])
+        elif kind in (SESSIONS, RESERVATIONS):
+            if not self.peers.accept(peer, body["incarnation"], body["seq"]):
+                self.bus.send(peer, WANT_SNAPSHOT, {})
+            elif kind == SESSIONS:
+                delta = body["delta"]
+                if delta.get("op") == "login":
+                    self._end_reinstated([delta.get("session")], peer)
+                self.registry.apply(delta)
+            else:
+                self._adopt(body["state"])
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+
+    def _end_reinstated(self, records: list, peer: str) -> None:
+        """A peer's sessions that reinstate sessions of this node: those end here (RFC 7143 §6.3.5)."""
+        ended = []
+        for record in map(checked, records):
+            if record["node"] != peer:
+                raise RegistryError(f"{peer} sent a session of node {record['node']!r}")
+            local = self.registry.find(reinstatement_key(record))
+            if local is not None and local["node"] == self.node:
+                ended.append({"origin": local["origin"], "tsih": local["tsih"]})
+        if ended:
+            self.service.submit("cluster.end_sessions", {"sessions": ended})
+
+    def _adopt(self, state: dict) -> None:
+        if self.authority.adopt(state):
+            self.service.submit("cluster.adopted", {})
+
+    # -- internal requests (their broadcasts reach this node's workers) -----------------------------------------
+    def _adopted(self, body: dict, origin: str) -> Reply:
+        return Reply({}, self.authority.views_of_every_unit())
+
+    def _end_sessions(self, body: dict, origin: str) -> Reply:
+        return Reply({}, [(SESSION_END, session) for session in body["sessions"]])
+
+    # -- takeover ---------------------------------------------------------------------------------------------
+    def _peer_died(self, peer: str) -> None:
+        log.warning("cluster: peer %s silent for %.2f s, taken for dead", peer, self.config.dead_after)
+        if self.config.takeover == "builtin":
+            self._take_vips()
+            self.takeover(peer)
+        else:
+            log.warning("cluster: once %s is fenced and its VIPs are here, run `ringtgt takeover %s`", peer, peer)
+
+    def _take_vips(self) -> None:
+        interface = self.config.vip_interface
+        for vip in self.config.vips:
+            address = vip.split("/")[0]
+            if not is_local(address):
+                added = subprocess.run(["ip", "addr", "add", vip, "dev", interface], capture_output=True, text=True)
+                if added.returncode != 0:
+                    log.error("cluster: could not add VIP %s to %s: %s", vip, interface, added.stderr.strip())
+                    continue
+            send_garp(interface, address)
+            log.info("cluster: VIP %s is on %s, gratuitous ARP sent", vip, interface)
+
+    def takeover(self, peer: str) -> dict:
+        """Tickle every connection `peer` held on an address local now; its sessions leave the table."""
+        sessions = [s for s in self.registry.sessions() if s["node"] == peer]
+        connections = []
+        for session in sessions:
+            host, port = session["portal"].rsplit(":", 1)
+            host = host.strip("[]")
+            if ":" not in host and is_local(host):
+                connections.append((host, int(port), session["client"], session["client_port"]))
+        send_tickles(connections)
+        for round_ in range(1, TICKLE_ROUNDS):
+            self.service.call_later(round_ * TICKLE_INTERVAL, lambda: send_tickles(connections))
+        self.registry.restore({"version": SNAPSHOT_VERSION}, node=peer)
+        result = {"peer": peer, "peer_state": self.peers.state(peer), "sessions": len(sessions),
+                  "tickled": len(connections), "rounds": TICKLE_ROUNDS,
+                  "not_local": len(sessions) - len(connections)}
+        log.info("cluster: takeover of %s (%s): %d sessions, %d connections tickled ×%d, %d not on a local "
+                 "IPv4 address", peer, result["peer_state"], len(sessions), len(connections), TICKLE_ROUNDS,
+                 result["not_local"])
+        return result
+
+    def _takeover_request(self, body: dict, origin: str) -> Reply:
+        peer = body.get("peer")
+        if peer not in self.peers.peers:
+            raise ValueError(f"{peer!r} is not a peer of node {self.node} ({', '.join(sorted(self.peers.peers))})")
+        return Reply(self.takeover(peer))
+
+
+def is_local(address: str) -> bool:
+    """Whether `address` (IPv4) is assigned to this network namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError:
+            return False
+    return True
