@@ -13,10 +13,10 @@ export RINGTGT_FIO ?= $(FIO_BIN)
 PYTEST_ARGS ?= tests
 CONFIG ?=
 
-# Build: compiler, liburing, Python headers, venv.  Tests: libiscsi tools, qemu-img with iscsi://.
+# Build: compiler, liburing, Python headers, venv.  Tests: libiscsi tools, qemu-img with iscsi://, ip (netns).
 # (fio's own build dependencies are installed by scripts/build-fio.sh.)
 SYSTEM_PACKAGES := gcc pkg-config liburing-dev python3-dev python3-venv \
-                   libiscsi-bin qemu-utils qemu-block-extra
+                   libiscsi-bin qemu-utils qemu-block-extra iproute2
 
 # `make bench` compares against Debian's tgtd.
 BENCH_PACKAGES := tgt

@@ -1,0 +1,167 @@
+"""Two nodes' coordinators in this process, over a real CURVE-authenticated cluster bus on loopback: session
+and reservation replication (snapshot, deltas, a lost delta, a restart), reinstatement across nodes, death
+of a peer, and the bus refusing a stranger's key or a forged node name."""
+import os
+import socket
+import struct
+import time
+
+import pytest
+import zmq
+import zmq.auth
+
+from coordinator.cluster import Cluster
+from coordinator.endpoints import workers_endpoint
+from coordinator.registry import SessionRegistry
+from coordinator.reservations_service import ReservationAuthority, register_reservation_handlers
+from coordinator.schema import HELLO, NOTIFY, PUSH, WELCOME, decode, encode
+from coordinator.service import CoordinatorService
+from coordinator.sessions_service import register_session_handlers
+from target.config import ClusterConfig
+from target.scsi import reservations as R
+
+T = "iqn.2026-11.org.ringtgt:t"
+NEXUS = f"iqn.x,i,0x000000000001,{T},t,0x0001"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def session(node, tsih=1, isid=0x1234, initiator="iqn.2026-11.org.example:host"):
+    return {"initiator": initiator, "isid": isid, "tsih": tsih, "target": T, "portal": "127.0.0.1:3260",
+            "client": "127.0.0.1", "client_port": 40000 + tsih, "node": node, "origin": "w0.1", "worker": 0,
+            "pid": 1, "login_time": 1.0}
+
+
+class Node:
+    def __init__(self, tmp_path, name, ports, keys, dead_after=0.3):
+        self.name = name
+        other = next(n for n in ports if n != name)
+        self.config = ClusterConfig(
+            node=name, listen=f"tcp://127.0.0.1:{ports[name]}", peers=((other, f"tcp://127.0.0.1:{ports[other]}"),),
+            curve_secret_key=str(keys / f"{name}.key_secret"), peer_public_keys=((other, str(keys / f"{other}.key")),),
+            dead_after=dead_after)
+        self.context = zmq.Context()
+        state = tmp_path / f"{name}-{time.monotonic_ns()}"
+        state.mkdir()
+        self.state_dir = str(state)
+        self.service = CoordinatorService(self.state_dir, context=self.context)
+        self.registry = SessionRegistry()
+        register_session_handlers(self.service, self.registry, name)
+        self.authority = ReservationAuthority([(T, 0)])
+        register_reservation_handlers(self.service, self.authority)
+        self.cluster = Cluster(self.service, self.config, self.registry, self.authority)
+
+    def close(self):
+        self.cluster.close()
+        self.service.close()
+        self.context.term()
+
+
+@pytest.fixture
+def keys(tmp_path):
+    directory = tmp_path / "keys"
+    directory.mkdir()
+    for name in ("a", "b", "stranger"):
+        zmq.auth.create_certificates(directory, name)
+    return directory
+
+
+@pytest.fixture
+def nodes(tmp_path, keys):
+    ports = {"a": free_port(), "b": free_port()}
+    made = {name: Node(tmp_path, name, ports, keys) for name in ports}
+    yield made, ports
+    for node in made.values():
+        node.close()
+
+
+def pump(nodes, until, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "timed out"
+        for node in nodes:
+            node.service.run_once(0.005)
+
+
+def test_sessions_and_reservations_replicate_both_ways(nodes):
+    made, _ = nodes
+    a, b = made["a"], made["b"]
+    pump([a, b], lambda: a.cluster.peers.state("b") == b.cluster.peers.state("a") == "alive")
+    a.registry.login(session("a"))
+    pump([a, b], lambda: len(b.registry) == 1)
+    assert b.registry.sessions()[0]["node"] == "a"
+    a.authority.request({"target": T, "lun": 0, "kind": "out", "nexus": NEXUS,
+                         "cdb": struct.pack(">BBB2xIB", 0x5F, R.REGISTER, 0, 24, 0),
+                         "parameters": struct.pack(">QQ4xB3x", 0, 7, 0)}, "w0.1")
+    pump([a, b], lambda: b.authority.units[(T, 0)].reservations.keys == {NEXUS: 7})
+    assert b.authority.version == a.authority.version
+    a.registry.logout("a", "w0.1", 1)
+    pump([a, b], lambda: len(b.registry) == 0)
+
+
+def test_a_lost_delta_is_repaired_by_a_snapshot(nodes):
+    made, _ = nodes
+    a, b = made["a"], made["b"]
+    pump([a, b], lambda: a.cluster.peers.state("b") == b.cluster.peers.state("a") == "alive")
+    a.registry.restore({"version": 1, "x": session("a", tsih=5)}, node="a")    # changed without a delta …
+    a.cluster.sent += 1                                                       # … as if the delta was lost
+    pump([a, b], lambda: [s["tsih"] for s in b.registry.sessions()] == [5])  # the heartbeat tells, b asks
+
+
+def test_a_restarted_peer_gets_the_state_again_and_a_dead_one_is_noticed(tmp_path, keys, nodes):
+    made, ports = nodes
+    a, b = made["a"], made["b"]
+    pump([a, b], lambda: a.cluster.peers.state("b") == "alive")
+    a.registry.login(session("a"))
+    b.close()
+    pump([a], lambda: a.cluster.peers.state("b") == "dead")
+    made["b"] = b = Node(tmp_path, "b", ports, keys)
+    pump([a, b], lambda: len(b.registry) == 1 and a.cluster.peers.state("b") == "alive")
+
+
+def test_a_login_on_one_node_ends_the_session_it_reinstates_on_the_other(nodes):
+    made, _ = nodes
+    a, b = made["a"], made["b"]
+    worker = b.context.socket(zmq.DEALER)                    # a worker of node b, by the coordinator's protocol
+    worker.routing_id = b"w0.%d" % os.getpid()
+    worker.connect(workers_endpoint(b.state_dir))
+    worker.send(encode(HELLO, body={"pid": os.getpid(), "index": 0}))
+    pump([a, b], lambda: worker.poll(0) and decode(worker.recv()).type == WELCOME)
+    pump([a, b], lambda: a.cluster.peers.state("b") == b.cluster.peers.state("a") == "alive")
+    b.registry.login({**session("b", tsih=9), "origin": "w0.%d" % os.getpid()})
+    pump([a, b], lambda: len(a.registry) == 1)
+    a.registry.login(session("a", tsih=3))                  # same initiator, ISID and target
+    pushes = []
+    pump([a, b], lambda: worker.poll(0) and pushes.append(decode(worker.recv())) or
+         any(p.type == PUSH and p.kind == "session.end" for p in pushes))
+    end = next(p for p in pushes if p.kind == "session.end")
+    assert end.body == {"origin": "w0.%d" % os.getpid(), "tsih": 9}
+    assert [s["node"] for s in b.registry.sessions()] == ["a"]
+    worker.close()
+
+
+def test_the_bus_refuses_a_strangers_key_and_a_forged_name(nodes, keys, caplog):
+    made, ports = nodes
+    a, b = made["a"], made["b"]
+    pump([a, b], lambda: a.cluster.peers.state("b") == "alive")
+    context = zmq.Context()
+    for certificate, claimed in (("stranger", "b"), ("b", "c")):
+        public, secret = zmq.auth.load_certificate(keys / f"{certificate}.key_secret")
+        sock = context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.curve_publickey, sock.curve_secretkey = public, secret
+        sock.curve_serverkey = zmq.auth.load_certificate(keys / "a.key")[0]
+        sock.connect(f"tcp://127.0.0.1:{ports['a']}")
+        sock.send(encode(NOTIFY, 0, "cluster.sessions", {"node": claimed, "incarnation": "x", "seq": 1,
+                                                          "delta": {"op": "login", "session": session(claimed)}}))
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            a.service.run_once(0.01)
+        sock.close()
+    context.term()
+    assert len(a.registry) == 0
+    assert "refused a CURVE connection" in caplog.text and "not a peer's notification" in caplog.text
