@@ -9,7 +9,6 @@ would wait for forever."""
 import random
 import signal
 import socket
-import struct
 
 from harness import HOST, FioRun, Lun, assert_workers_serve, write_fio_job
 
