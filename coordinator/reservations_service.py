@@ -86,6 +86,15 @@ class UnitState:
         if queue and asc_ascq in queue:
             queue.remove(asc_ascq)
 
+    def nexus_lost(self, nexus: str) -> bool:
+        """The nexus is gone: its SPC-2 reservation and medium lock go, and so does its unit attention queue if
+        empty (a nexus that comes back starts with an empty one anyway; without this every login's new ISID
+        would stay here for good). True if the reservations changed."""
+        self.medium.nexus_lost(nexus)
+        if not self.pending.get(nexus, True):
+            del self.pending[nexus]
+        return self.reservations.nexus_lost(nexus)
+
     def persist(self) -> None:
         if self.path is not None:
             state = self.reservations
@@ -246,8 +255,7 @@ class ReservationAuthority:
         changes = []
         for lun in self.luns_of(target):
             unit = self.units[(target, lun)]
-            unit.medium.nexus_lost(nexus)
-            if unit.reservations.nexus_lost(nexus):
+            if unit.nexus_lost(nexus):
                 changes.append(self._change({"target": target, "lun": lun}, unit))
         self._changed()
         return Reply({"changes": changes}, [("pr.change", change) for change in changes])
@@ -265,9 +273,7 @@ class ReservationAuthority:
         """A dead worker's nexuses are lost: their SPC-2 reservations go (pushed at the next `pr.views`)."""
         for target, nexus in self.attached.pop(origin, set()):
             for lun in self.luns_of(target):
-                unit = self.units[(target, lun)]
-                unit.medium.nexus_lost(nexus)
-                if unit.reservations.nexus_lost(nexus):
+                if self.units[(target, lun)].nexus_lost(nexus):
                     self.unpushed.add((target, lun))
         self._changed()
 

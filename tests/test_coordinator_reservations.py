@@ -192,3 +192,18 @@ def test_saved_reservations_count_as_a_version(tmp_path):
     first.request(prout_body(A1, R.REGISTER, 0, 9, flags=R.APTPL), "w0.1")
     restarted = authority(str(tmp_path))
     assert restarted.version == 1 and not restarted.adopt(authority().snapshot())
+
+
+def test_lost_nexuses_leave_no_empty_queues_behind():
+    auth = authority()
+    for i in range(100):
+        nexus = f"iqn.a,i,0x{i:012x},{T},t,0x0001"
+        auth.attach({"target": T, "nexus": nexus}, "w0.1")
+        auth.consumed({"target": T, "lun": 0, "nexus": nexus, "asc": POWER_ON_RESET}, "w0.1")
+        auth.consumed({"target": T, "lun": 1, "nexus": nexus, "asc": POWER_ON_RESET}, "w0.1")
+        auth.nexus_lost({"target": T, "nexus": nexus}, "w0.1")
+    assert auth.units[(T, 0)].pending == {} and auth.units[(T, 1)].pending == {}
+    auth.attach({"target": T, "nexus": B}, "w1.2")
+    auth.reset({"target": T, "luns": [0], "nexus": A1, "asc": BUS_DEVICE_RESET, "cold": False}, "w0.1")
+    auth.nexus_lost({"target": T, "nexus": B}, "w1.2")
+    assert auth.units[(T, 0)].pending == {B: [POWER_ON_RESET, BUS_DEVICE_RESET]}    # kept: it has news
