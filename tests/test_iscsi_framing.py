@@ -39,9 +39,10 @@ def test_login_may_carry_8192_bytes_whatever_the_limit():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=600), st.integers(min_value=1, max_value=97))
-def test_any_bytes_parse_or_raise_protocol_error(blob, chunk):
+@given(st.binary(max_size=600), st.integers(min_value=1, max_value=97), st.booleans(), st.booleans())
+def test_any_bytes_parse_or_raise_protocol_error(blob, chunk, header_digest, data_digest):
     decoder = FrameDecoder(max_data_len=256)
+    decoder.use_digests(header_digest, data_digest)
     try:
         for i in range(0, len(blob), chunk):
             decoder.feed(blob[i:i + chunk])
