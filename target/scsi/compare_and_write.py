@@ -75,30 +75,42 @@ def compare_and_write(target, unit, task):
     if data is None or len(data) != 2 * length:        # the blocks to compare and to write, nothing else
         raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
     expected, new = bytes(data[:length]), bytes(data[length:2 * length])
-    offset = lba * size
 
+    def compared(old) -> bytes:
+        difference = first_difference(expected, old)
+        if difference is not None:
+            raise ScsiError(MISCOMPARE, MISCOMPARE_DURING_VERIFY, information=difference)
+        return new
+
+    _read_modify_write(target, unit, task, lba * size, length, bool(flags & C.FUA), compared)
+    return None
+
+
+def _read_modify_write(target, unit, task, offset: int, length: int, fua: bool, modify) -> None:
+    """Under the unit's range lock: read the range, write `modify(old)` over it (a ScsiError it raises is the
+    answer instead), then let the next one in."""
     def critical(release) -> None:
-        def compared(result) -> None:
-            if isinstance(result, OSError):
+        def modified(old) -> None:
+            if isinstance(old, OSError):
                 release()
                 check_condition(task, MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
                 return
-            difference = first_difference(expected, result)
-            if difference is not None:
+            try:
+                new = modify(old)
+            except ScsiError as error:
                 release()
-                fail(task, ScsiError(MISCOMPARE, MISCOMPARE_DURING_VERIFY, information=difference))
+                fail(task, error)
                 return
             finish = written(task)
 
             def stored(error) -> None:
                 release()
                 finish(error)
-            unit.backstore.write(offset, new, bool(flags & 0x08), stored)
+            unit.backstore.write(offset, new, fua, stored)
 
-        unit.backstore.read(offset, length, compared)
+        unit.backstore.read(offset, length, modified)
 
     _lock(target, unit).run(offset, length, critical)
-    return None
 
 
 def _lock(target, unit) -> CompareAndWriteLock:
@@ -117,24 +129,8 @@ def orwrite(target, unit, task):
     data = write_data(task, count * size, size)
     if data is None:
         return b""
-    offset, length = lba * size, len(data)
+    length = len(data)
     mask = int.from_bytes(data, "little")
-
-    def critical(release) -> None:
-        def merged(result) -> None:
-            if isinstance(result, OSError):
-                release()
-                check_condition(task, MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
-                return
-            finish = written(task)
-
-            def stored(error) -> None:
-                release()
-                finish(error)
-            new = (int.from_bytes(result, "little") | mask).to_bytes(length, "little")
-            unit.backstore.write(offset, new, bool(flags & C.FUA), stored)
-
-        unit.backstore.read(offset, length, merged)
-
-    _lock(target, unit).run(offset, length, critical)
+    _read_modify_write(target, unit, task, lba * size, length, bool(flags & C.FUA),
+                       lambda old: (int.from_bytes(old, "little") | mask).to_bytes(length, "little"))
     return None
