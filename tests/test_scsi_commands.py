@@ -219,7 +219,7 @@ def vpd(h, page, alloc=1024):
 
 
 def test_vpd_supported_and_serial(h):
-    assert vpd(h, 0x00)[4:] == bytes([0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2])
+    assert vpd(h, 0x00)[4:] == bytes([0x00, 0x80, 0x83, 0x8F, 0xB0, 0xB1, 0xB2])
     assert vpd(h, 0x80)[4:] == b"0123456789ABCDEF"
     assert_sense(h.run(bytes([0x12, 1, 0x99, 0, 255, 0])), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB)
 
@@ -739,7 +739,7 @@ def test_report_supported_opcodes_lists_what_the_table_serves(h):
                    for d in (data[i:i + 8] for i in range(4, len(data), 8))}
     assert descriptors[(0x28, 0)] == (0, 10) and descriptors[(0x8A, 0)] == (0, 16)
     assert descriptors[(0x5F, 7)] == (1, 10) and descriptors[(0x9E, 0x10)] == (1, 16)   # SERVACTV
-    assert (0x83, 0) not in descriptors                                     # EXTENDED COPY: not served
+    assert (0x48, 0) not in descriptors and (0x83, 0) in descriptors       # SANITIZE: not served
     timed = rsoc(h, rctd=True).data_in
     assert len(timed) - 4 == (len(data) - 4) // 8 * 20 and timed[4 + 5] == 0x02         # CTDP + descriptor
 
@@ -748,7 +748,7 @@ def test_report_supported_opcodes_one_command(h):
     read10 = rsoc(h, options=1, opcode=0x28).data_in
     assert read10[1] == 0x03 and int.from_bytes(read10[2:4], "big") == 10
     assert read10[4] == 0x28 and read10[5] & 0x18 == 0x18 and read10[13] == 0           # DPO, FUA; CONTROL
-    assert rsoc(h, options=1, opcode=0x83).data_in == bytes([0, 0x01, 0, 0])            # not supported
+    assert rsoc(h, options=1, opcode=0x48).data_in == bytes([0, 0x01, 0, 0])            # not supported
     prout = rsoc(h, options=2, opcode=0x5F, action=6).data_in
     assert prout[1] == 0x03 and prout[4:6] == bytes([0x5F, 0x1F])
     assert rsoc(h, options=2, opcode=0x5F, action=8).data_in[1] == 0x01

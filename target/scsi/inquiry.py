@@ -6,7 +6,9 @@ from struct import Struct
 from .lun import HOLE_BYTES, OPTIMAL_TRANSFER_BYTES, PRODUCT, REVISION, VENDOR, LogicalUnit
 from .compare_and_write import MAX_COMPARE_AND_WRITE_BLOCKS
 from .provisioning import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS
+from .opcodes import SERVICE_ACTIONS
 from .sense import invalid_cdb
+from .xcopy import EXTENDED_COPY, RECEIVE_COPY_RESULTS
 
 DISK = 0x00
 NO_UNIT = 0x7F                      # peripheral qualifier 011b, device type 1Fh: no logical unit here
@@ -24,6 +26,8 @@ _PORT_NUMBER = Struct(">xxH")
 _BLOCK_LIMITS = Struct(">BBHIIIIIIIQ20x")                  # after the page header: 60 bytes
 _CHARACTERISTICS = Struct(">H58x")
 _PROVISIONING = Struct(">BBBx")
+_TPC_DESCRIPTOR = Struct(">HH")
+_SUPPORTED_COMMANDS = 0x0001
 _WSNZ = 0x01                        # WRITE SAME of 0 blocks is refused
 _LBPU, _LBPWS, _LBPWS10, _LBPRZ = 0x80, 0x40, 0x20, 0x04   # UNMAP, WRITE SAME 16/10 with UNMAP; zeros after
 _THIN = 0x02                                                # provisioning type
@@ -94,6 +98,15 @@ def _logical_block_provisioning(unit: LogicalUnit) -> bytes:
     return _PROVISIONING.pack(0, _LBPU | _LBPWS | _LBPWS10 | _LBPRZ, _THIN)
 
 
+def _third_party_copy(unit: LogicalUnit) -> bytes:
+    """Third-party Copy VPD (SPC-4 7.8.17): the Supported Commands descriptor, from opcodes.SERVICE_ACTIONS."""
+    commands = b"".join(bytes([opcode, len(SERVICE_ACTIONS[opcode][0]), *SERVICE_ACTIONS[opcode][0]])
+                        for opcode in (EXTENDED_COPY, RECEIVE_COPY_RESULTS))
+    body = bytes([len(commands)]) + commands
+    body += bytes(-len(body) % 4)
+    return _TPC_DESCRIPTOR.pack(_SUPPORTED_COMMANDS, len(body)) + body
+
+
 VPD_PAGES = {
     0x00: _supported_pages,
     0x80: _unit_serial,
@@ -101,6 +114,7 @@ VPD_PAGES = {
     0xB0: _block_limits,
     0xB1: _block_device_characteristics,
     0xB2: _logical_block_provisioning,
+    0x8F: _third_party_copy,
 }
 
 

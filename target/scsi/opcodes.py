@@ -16,6 +16,8 @@ ALL, ONE_OPCODE, ONE_SERVICE_ACTION, ONE_EITHER = 0, 1, 2, 3
 SERVICE_ACTIONS = {                 # opcode -> (service actions served, CDB usage of byte 1)
     0x5E: ((0, 1, 2, 3), 0x1F),                         # PERSISTENT RESERVE IN
     0x5F: ((0, 1, 2, 3, 4, 5, 6, 7), 0x1F),             # PERSISTENT RESERVE OUT
+    0x83: ((0x00,), 0x1F),                              # EXTENDED COPY (LID1)
+    0x84: ((0x00, 0x03), 0x1F),                         # RECEIVE COPY RESULTS: COPY STATUS, OPERATING PARAMETERS
     0x9E: ((0x10, 0x12), 0x1F),                         # SERVICE ACTION IN(16): READ CAPACITY(16), GET LBA STATUS
     0xA3: ((REPORT_SUPPORTED_OPCODES, REPORT_SUPPORTED_TMFS), 0x1F),
 }

@@ -13,7 +13,7 @@ import logging
 from typing import Callable, NamedTuple
 
 from . import cdb as C
-from . import compare_and_write, mode, opcodes, pr, provisioning, sbc, spc
+from . import compare_and_write, mode, opcodes, pr, provisioning, sbc, spc, xcopy
 from .local_reservations import LocalReservations
 from .reservations import ConflictView
 from .lun import MEDIUM, WRITES, LogicalUnit
@@ -76,6 +76,8 @@ def _ops() -> list[Op]:
         (0x5A, "MODE SENSE(10)", mode.mode_sense10, 0),
         (0x5E, "PERSISTENT RESERVE IN", pr.persistent_reserve_in, 0),
         (0x5F, "PERSISTENT RESERVE OUT", pr.persistent_reserve_out, 0),
+        (0x83, "EXTENDED COPY", xcopy.extended_copy, MEDIUM),
+        (0x84, "RECEIVE COPY RESULTS", xcopy.receive_copy_results, 0),
         (0x88, "READ(16)", sbc.make_read(C.LBA16), MEDIUM),
         (0x89, "COMPARE AND WRITE", compare_and_write.compare_and_write, WRITES | MEDIUM),
         (0x8A, "WRITE(16)", sbc.make_write(C.LBA16), WRITES | MEDIUM),
@@ -117,7 +119,7 @@ class ScsiTarget:
     `done` runs once every worker has applied them. Without one (SCSI objects built alone) all of it is local.
     """
 
-    __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching", "call_later", "media")
+    __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching", "call_later", "media", "copy_results")
 
     def __init__(self, luns: dict[int, LogicalUnit], coordinator=None, call_later=None):
         self.luns = luns
@@ -126,6 +128,7 @@ class ScsiTarget:
         self.iqn = next(iter(luns.values())).identity.target_iqn if luns else ""
         self.attaching: dict[str, list] = {}    # nexus -> its tasks held until the coordinator said what is pending
         self.call_later = call_later            # (seconds, fn) -> None: the worker's timer, with a coordinator
+        self.copy_results = xcopy.HeldResults()     # EXTENDED COPY results held for RECEIVE COPY RESULTS
         self.media = {lun: MediumState() for lun, unit in luns.items()     # removable media, kept here
                       if unit.removable and coordinator is None}            # only without a coordinator
         for lun_id, unit in luns.items():
@@ -174,6 +177,7 @@ class ScsiTarget:
             return
         del self.nexuses[nexus]
         self.attaching.pop(nexus, None)     # its first commands, still held: aborted with the nexus
+        self.copy_results.forget(nexus)
         if self.coordinator is None:
             for unit in self.luns.values():
                 unit.reservations.nexus_lost(nexus)
