@@ -94,7 +94,7 @@ class Cluster:
     def _received(self, peer: str, kind: str, body: dict) -> None:
         try:
             self._apply(peer, kind, body)
-        except (KeyError, TypeError, ValueError) as exc:     # RegistryError is a ValueError
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:    # malformed; RegistryError is a ValueError
             log.warning("cluster bus: %s from %s not applied: %r", kind, peer, exc)
 
     def _apply(self, peer: str, kind: str, body: dict) -> None:

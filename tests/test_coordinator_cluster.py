@@ -165,3 +165,16 @@ def test_the_bus_refuses_a_strangers_key_and_a_forged_name(nodes, keys, caplog):
     context.term()
     assert len(a.registry) == 0
     assert "refused a CURVE connection" in caplog.text and "not a peer's notification" in caplog.text
+
+
+def test_a_peers_malformed_state_is_logged_and_dropped(nodes, caplog):
+    made, _ = nodes
+    a, b = made["a"], made["b"]
+    pump([a, b], lambda: a.cluster.peers.state("b") == b.cluster.peers.state("a") == "alive")
+    for kind, body in (("cluster.snapshot", {"incarnation": "x", "seq": 0, "sessions": ["not", "a", "map"],
+                                            "reservations": {}}),
+                       ("cluster.sessions", {"incarnation": "x"}),
+                       ("cluster.nonsense", {})):
+        b.cluster.bus.send("a", kind, body)
+    pump([a, b], lambda: caplog.text.count("not applied") == 3)
+    assert a.cluster.peers.state("b") == "alive" and len(a.registry) == 0
