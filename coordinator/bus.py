@@ -27,6 +27,10 @@ PEER_QUEUE = 1000           # messages queued per peer before sends are dropped 
 RECONNECT_MAX_MS = 1000
 
 
+class ClusterBusError(Exception):
+    """The bus cannot start (its listen address is not this node's, say); the text says why."""
+
+
 class ClusterBus:
     """Sockets to and from the peers; `on_message(peer, kind, body)` for each authenticated message."""
 
@@ -50,7 +54,10 @@ class ClusterBus:
         if keys is not None:
             self.router.curve_server = True
             self.router.curve_publickey, self.router.curve_secretkey = public, secret
-        self.router.bind(cluster.listen)
+        try:
+            self.router.bind(cluster.listen)
+        except zmq.ZMQError as exc:
+            raise ClusterBusError(f"cannot listen on {cluster.listen}: {exc}") from None
         service.watch(self.router, self._read)
         heartbeat_ms = max(100, int(cluster.dead_after * 1000))
         self.dealers: dict[str, zmq.Socket] = {}

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 
+from .bus import ClusterBusError
 from .cluster import Cluster
 from .registry import SessionRegistry
 from .reservations_service import ReservationAuthority, register_reservation_handlers
@@ -30,7 +31,12 @@ def coordinator_main(config) -> None:
     units = [(target.iqn, lun.id) for target in config.targets for lun in target.luns]
     authority = ReservationAuthority(units, config.server.state_dir, incarnation=os.getppid())
     register_reservation_handlers(service, authority)
-    cluster = Cluster(service, config.cluster, registry, authority) if config.cluster is not None else None
+    try:
+        cluster = Cluster(service, config.cluster, registry, authority) if config.cluster is not None else None
+    except ClusterBusError as exc:
+        log.error("cluster bus: %s", exc)
+        service.close()
+        raise SystemExit(1) from None
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)

@@ -10,6 +10,8 @@ import tomllib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+import zmq.auth
+
 from coordinator.endpoints import check_state_dir
 from target.identity import derive_naa, derive_serial
 
@@ -233,9 +235,11 @@ def _parse_cluster(t: _Table, base_dir: str) -> ClusterConfig:
     if public is not None:
         if set(public) != set(peers):
             raise t.error("peer_public_keys", f"must name exactly the peers {sorted(peers)}, got {sorted(public)}")
+        _certificate(t, "curve_secret_key", _resolve(base_dir, secret), secret=True)
         for name, path in public.items():
             if not isinstance(path, str):
                 raise t.error(f"peer_public_keys.{name}", f"must be a file name, got {path!r}")
+            _certificate(t, f"peer_public_keys.{name}", _resolve(base_dir, path), secret=False)
     vips = tuple(_vip(t, f"vips[{i}]", v) for i, v in enumerate(t.take("vips", (list,), [])))
     vip_interface = t.take("vip_interface", (str,), None)
     takeover = t.take("takeover", (str,), "external")
@@ -252,6 +256,16 @@ def _parse_cluster(t: _Table, base_dir: str) -> ClusterConfig:
         curve_secret_key=_resolve(base_dir, secret) if secret is not None else None,
         peer_public_keys=tuple(sorted((name, _resolve(base_dir, path)) for name, path in (public or {}).items())),
         vips=vips, vip_interface=vip_interface, takeover=takeover, dead_after=dead_after)
+
+
+def _certificate(t: _Table, key: str, path: str, secret: bool) -> None:
+    """A CURVE certificate file as `ringtgt keygen` writes it, readable and holding the keys it must."""
+    try:
+        public_key, secret_key = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise t.error(key, f"cannot read the certificate {path}: {exc}") from None
+    if not public_key or (secret and not secret_key):
+        raise t.error(key, f"{path} holds no {'secret' if secret else 'public'} key (see `ringtgt keygen`)")
 
 
 def _tcp_endpoint(t: _Table, key: str, value: object) -> str:

@@ -4,6 +4,7 @@ import pickle
 import textwrap
 
 import pytest
+import zmq.auth
 
 from target.cli import main
 from target.config import ConfigError, dump_config, load_config, parse_size
@@ -258,7 +259,16 @@ dead_after = 0.5
 """
 
 
-def test_cluster_section(tmp_path):
+@pytest.fixture
+def keys(tmp_path):
+    directory = tmp_path / "keys"
+    directory.mkdir()
+    for node in ("a", "b"):
+        zmq.auth.create_certificates(directory, node)
+    return directory
+
+
+def test_cluster_section(tmp_path, keys):
     config = load_config(write(tmp_path, MINIMAL + CLUSTER))
     cluster = config.cluster
     assert (cluster.node, cluster.listen, cluster.peers) == ("a", "tcp://192.0.2.1:5550", (("b", "tcp://192.0.2.2:5550"),))
@@ -285,6 +295,9 @@ def test_cluster_section(tmp_path):
     (('vip_interface = "eth0"\n', ''), "cluster.takeover: builtin takeover needs vips and vip_interface"),
     (('dead_after = 0.5', 'dead_after = 0'), "cluster.dead_after: must be 0.05..60 seconds"),
     (('dead_after = 0.5', 'dead_after = 0.5\nquorum = 2'), "cluster: unknown key(s): quorum"),
+    (('keys/a.key_secret', 'keys/nothing'), "cluster.curve_secret_key: cannot read the certificate"),
+    (('keys/a.key_secret', 'keys/a.key'), "cluster.curve_secret_key: " + "{tmp}/keys/a.key holds no secret key"),
+    (('keys/b.key', 'keys/c.key'), "cluster.peer_public_keys.b: cannot read the certificate"),
 ])
-def test_cluster_errors_name_the_key(tmp_path, change, message):
-    assert message in error_of(tmp_path, MINIMAL + CLUSTER.replace(*change))
+def test_cluster_errors_name_the_key(tmp_path, keys, change, message):
+    assert message.format(tmp=tmp_path) in error_of(tmp_path, MINIMAL + CLUSTER.replace(*change))

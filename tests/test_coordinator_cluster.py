@@ -10,6 +10,7 @@ import pytest
 import zmq
 import zmq.auth
 
+from coordinator.bus import ClusterBus, ClusterBusError
 from coordinator.cluster import Cluster
 from coordinator.endpoints import workers_endpoint
 from coordinator.registry import SessionRegistry
@@ -178,3 +179,14 @@ def test_a_peers_malformed_state_is_logged_and_dropped(nodes, caplog):
         b.cluster.bus.send("a", kind, body)
     pump([a, b], lambda: caplog.text.count("not applied") == 3)
     assert a.cluster.peers.state("b") == "alive" and len(a.registry) == 0
+
+
+def test_a_listen_address_that_is_not_ours_is_a_clear_error(tmp_path, keys):
+    config = ClusterConfig(node="a", listen="tcp://192.0.2.77:5550", peers=(("b", "tcp://127.0.0.1:1"),),
+                           dead_after=0.3)
+    context = zmq.Context()
+    service = CoordinatorService(str(tmp_path), context=context)
+    with pytest.raises(ClusterBusError, match="cannot listen on tcp://192.0.2.77:5550"):
+        ClusterBus(service, config, lambda *message: None)
+    service.close()
+    context.destroy(linger=0)
