@@ -57,8 +57,10 @@ class Command:
         edtl = self.expected_length
         if len(immediate_data) > edtl:
             raise ProtocolError(f"immediate data ({len(immediate_data)} bytes) exceeds EDTL {edtl}")
-        self.buffer = bytearray(edtl)
-        if immediate_data:
+        if len(immediate_data) == edtl:
+            self.buffer = immediate_data        # all of it came with the command: nothing will write into it
+        else:
+            self.buffer = bytearray(edtl)
             self.buffer[:len(immediate_data)] = immediate_data
         self.received = len(immediate_data)
         self.next_r2t_offset = self.received

@@ -30,7 +30,7 @@ MAX_SEGMENT_DESCRIPTORS = 16
 MAX_DESCRIPTOR_LIST_LENGTH = 1024
 COPY_CHUNK = 1 << 20
 MAX_HELD = 16
-HOLD, NO_LIST_ID = 0, 3                         # LIST ID USAGE values that matter here
+HOLD = 0                                        # LIST ID USAGE 00b: keep the result for RECEIVE COPY RESULTS
 
 _CDB = Struct(">xB8xI2x")                       # service action, parameter list length
 _RESULTS_CDB = Struct(">xBB7xI2x")              # service action, list identifier, allocation length
@@ -113,7 +113,7 @@ def _target_descriptors(target, data: bytes, length: int) -> list:
             raise ScsiError(ILLEGAL_REQUEST, TOO_MANY_TARGET_DESCRIPTORS)
         if offset + _TARGET.size > len(data):
             raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
-        _, device, code_set, kind_association, designator_length, designator, block_high, block_low = \
+        _, device, _, kind_association, designator_length, designator, block_high, block_low = \
             _TARGET.unpack_from(data, offset)
         if device & 0x1F:
             raise invalid_parameter(offset + 1, 4)      # a block device (peripheral type 0) only
