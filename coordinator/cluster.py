@@ -29,7 +29,7 @@ import subprocess
 import time
 
 from .bus import ClusterBus
-from .peers import HEARTBEATS_PER_DEADLINE, Peers
+from .peers import ALIVE, HEARTBEATS_PER_DEADLINE, Peers
 from .registry import SNAPSHOT_VERSION, RegistryError, checked, reinstatement_key
 from .service import Reply
 from .sessions_service import SESSION_END
@@ -183,6 +183,8 @@ class Cluster:
         for round_ in range(1, TICKLE_ROUNDS):
             self.service.call_later(round_ * TICKLE_INTERVAL, lambda: send_tickles(connections))
         self.registry.restore({"version": SNAPSHOT_VERSION}, node=peer)
+        if self.peers.state(peer) == ALIVE:         # taken over alive (an operator's call): its own table again
+            self.bus.send(peer, WANT_SNAPSHOT, {})
         result = {"peer": peer, "peer_state": self.peers.state(peer), "sessions": len(sessions),
                   "tickled": len(connections), "rounds": TICKLE_ROUNDS,
                   "not_local": len(sessions) - len(connections)}

@@ -31,8 +31,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def session(node, tsih=1, isid=0x1234, initiator="iqn.2026-11.org.example:host"):
-    return {"initiator": initiator, "isid": isid, "tsih": tsih, "target": T, "portal": "127.0.0.1:3260",
+def session(node, tsih=1, isid=0x1234, initiator="iqn.2026-11.org.example:host", portal="127.0.0.1:3260"):
+    return {"initiator": initiator, "isid": isid, "tsih": tsih, "target": T, "portal": portal,
             "client": "127.0.0.1", "client_port": 40000 + tsih, "node": node, "origin": "w0.1", "worker": 0,
             "pid": 1, "login_time": 1.0}
 
@@ -190,3 +190,14 @@ def test_a_listen_address_that_is_not_ours_is_a_clear_error(tmp_path, keys):
         ClusterBus(service, config, lambda *message: None)
     service.close()
     context.destroy(linger=0)
+
+
+def test_taking_over_a_live_peer_gets_its_table_back(nodes):
+    made, _ = nodes
+    a, b = made["a"], made["b"]
+    pump([a, b], lambda: a.cluster.peers.state("b") == b.cluster.peers.state("a") == "alive")
+    b.registry.login(session("b", tsih=4, portal="192.0.2.100:3260"))    # a VIP that is not here
+    pump([a, b], lambda: len(a.registry) == 1)
+    result = a.cluster.takeover("b")                       # nothing of b's is on a local address here
+    assert (result["peer_state"], result["sessions"], result["tickled"]) == ("alive", 1, 0)
+    pump([a, b], lambda: len(a.registry) == 1)             # b is alive: it sends its sessions again
