@@ -53,6 +53,7 @@ class FrameDecoder:
         pos = 0
         end = source.nbytes
         pdu = self._pending
+        header_digest, data_digest_len = self._header_digest, self._data_digest    # once per feed, not per PDU
         try:
             while True:
                 if pdu is None:
@@ -64,9 +65,8 @@ class FrameDecoder:
                     pos += BHS_LEN
                 ahs_len = pdu.ahs_len
                 data_len = pdu.data_len
-                header_digest = self._header_digest
                 padded = data_len + (-data_len & 3)
-                data_digest = self._data_digest if data_len else 0
+                data_digest = data_digest_len if data_len else 0
                 need = ahs_len + header_digest + padded + data_digest
                 if end - pos < need:
                     break
