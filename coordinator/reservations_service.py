@@ -19,13 +19,14 @@ Kinds (bodies name the unit by "target" iqn and "lun"; nexuses are I_T nexus nam
     mode.select     request  {target, lun, nexus, wce, swp}: MODE SELECT changed the unit's write cache or software
                     write protect. Every other nexus of the unit gets MODE PARAMETERS CHANGED; pushed (and
                     replied) as "mode.change" {target, lun, wce, swp, attentions: [[nexus, asc]…]}.
-    medium.request  request  {target, lun, nexus, action: prevent|allow|load|eject}: START STOP UNIT or PREVENT ALLOW
-                    on a removable unit (target/scsi/medium.py). Reply {target, lun, loaded, refused: asc or
-                    None}; a load or eject is pushed as "medium.change" {target, lun, loaded}. Nexus loss and
-                    resets end the preventions of the nexus / of the unit.
+    medium.request  request  {target, lun, nexus, action}: START STOP UNIT or PREVENT ALLOW on a removable unit,
+                    a SANITIZE beginning, ending or failing, EXIT FAILURE MODE (target/scsi/medium.py). Reply
+                    {target, lun, loaded, sanitize, refused: [sense key, asc] or None}; what moves is pushed as
+                    "medium.change" {target, lun, loaded, sanitize}. Nexus loss and resets end the preventions of
+                    the nexus / of the unit; the death of the worker running a sanitize fails it.
     pr.views        request  {}: every unit's view, [[target, lun, view]…], the modes changed since the start,
-                    "modes": [[target, lun, wce, swp]…], and whether each medium is loaded, "media": [[target, lun,
-                    loaded]…], for a worker that (re)connected. Units
+                    "modes": [[target, lun, wce, swp]…], and each medium's state, "media": [[target, lun, loaded,
+                    sanitize]…], for a worker that (re)connected. Units
                     changed by a worker's death (its nexuses' SPC-2 reservations released; a hook cannot push)
                     are pushed to the other workers then: the supervisor restarts the dead worker at once, and
                     the new one asks for the views.
@@ -47,7 +48,7 @@ import logging
 import os
 
 from target.scsi.local_reservations import run_request
-from target.scsi.medium import ACTIONS, LOAD, EJECT, MediumState
+from target.scsi.medium import ACTIONS, MOVES, MediumState
 from target.scsi.reservations import Outcome, Reservations
 from target.scsi.reservation_files import load_state, save_state
 from target.scsi.sense import MODE_PARAMETERS_CHANGED, POWER_ON_RESET
@@ -112,6 +113,7 @@ class ReservationAuthority:
         self.greeted: dict[str, set[str]] = {}
         self.attached: dict[str, set[tuple[str, str]]] = {}     # origin -> (target, nexus) it hosts
         self.unpushed: set[tuple[str, int]] = set()                # units changed by a worker's death
+        self.interrupted: set[tuple[str, int]] = set()             # units whose sanitize a worker's death failed
         self.version = int(any(unit.reservations.keys for unit in self.units.values()))   # see `adopt`
         self._hooks: list = []
         self.live_path = None
@@ -157,7 +159,7 @@ class ReservationAuthority:
             if unit.mode:
                 pushes.append(("mode.change", {"target": target, "lun": lun, "wce": unit.mode[0],
                                                "swp": unit.mode[1], "attentions": []}))
-            pushes.append(("medium.change", {"target": target, "lun": lun, "loaded": unit.medium.loaded}))
+            pushes.append(("medium.change", {"target": target, "lun": lun, **unit.medium.summary()}))
         return pushes
 
     def unit(self, body: dict) -> UnitState:
@@ -238,11 +240,11 @@ class ReservationAuthority:
         unit = self.unit(body)
         if body.get("action") not in ACTIONS:
             raise ValueError(f"unknown medium action {body.get('action')!r}")
-        refused = unit.medium.request(body["nexus"], body["action"])
+        refused = unit.medium.request(body["nexus"], body["action"], origin)
         self._changed()
-        change = {"target": body["target"], "lun": body["lun"], "loaded": unit.medium.loaded}
-        moved = refused is None and body["action"] in (LOAD, EJECT)
-        return Reply({**change, "refused": refused}, [("medium.change", change)] if moved else [])
+        change = {"target": body["target"], "lun": body["lun"], **unit.medium.summary()}
+        moved = refused is None and body["action"] in MOVES
+        return Reply({**change, "refused": refused and list(refused)}, [("medium.change", change)] if moved else [])
 
     def consumed(self, body: dict, origin: str) -> Reply:
         self.unit(body).consumed(body["nexus"], body["asc"])
@@ -263,18 +265,28 @@ class ReservationAuthority:
     def views(self, body: dict, origin: str) -> Reply:
         changes = [("pr.change", self._change({"target": target, "lun": lun}, self.units[(target, lun)]))
                    for target, lun in sorted(self.unpushed)]
+        changes += [("medium.change", {"target": target, "lun": lun, **self.units[(target, lun)].medium.summary()})
+                    for target, lun in sorted(self.interrupted)]
+        self.interrupted.clear()
         self.unpushed.clear()
         units = sorted(self.units.items())
         return Reply({"units": [[target, lun, unit.reservations.view().to_dict()] for (target, lun), unit in units],
                       "modes": [[target, lun, *unit.mode] for (target, lun), unit in units if unit.mode],
-                      "media": [[target, lun, unit.medium.loaded] for (target, lun), unit in units]}, changes)
+                      "media": [[target, lun, unit.medium.loaded, unit.medium.sanitize] for (target, lun), unit in units]},
+                     changes)
 
     def worker_gone(self, origin: str) -> None:
-        """A dead worker's nexuses are lost: their SPC-2 reservations go (pushed at the next `pr.views`)."""
+        """A dead worker's nexuses are lost: their SPC-2 reservations go, and the sanitize it ran fails (pushed at
+        the next `pr.views`)."""
         for target, nexus in self.attached.pop(origin, set()):
             for lun in self.luns_of(target):
                 if self.units[(target, lun)].nexus_lost(nexus):
                     self.unpushed.add((target, lun))
+        for key, unit in self.units.items():
+            if unit.medium.interrupted(origin):
+                log.error("the worker sanitizing LUN %d of %s is gone: the unit is in sanitize failure mode", key[1],
+                          key[0])
+                self.interrupted.add(key)
         self._changed()
 
     # -- replication ----------------------------------------------------------------------------------------

@@ -105,6 +105,7 @@ class LunConfig:
     naa: str
     readonly: bool = False
     removable: bool = False
+    sanitize_rate: int = 0                      # bytes per second a SANITIZE may write; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -457,6 +458,7 @@ def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:
         naa=naa.lower(),
         readonly=t.take("readonly", (bool,), False),
         removable=t.take("removable", (bool,), False),
+        sanitize_rate=_sanitize_rate(t),
     )
     t.finish()
     return lun
@@ -467,6 +469,14 @@ def _thin(t: _Table, backstore: str) -> bool:
     if thin and backstore != "file":
         raise t.error("thin", f'only a file can be thin-provisioned, not backstore "{backstore}"')
     return thin
+
+
+def _sanitize_rate(t: _Table) -> int:
+    raw = t.take("sanitize_rate", (int, str), 0)
+    rate = parse_size(raw, t.path("sanitize_rate"))
+    if rate < 0:
+        raise t.error("sanitize_rate", f"must be bytes per second, 0 for no limit, got {raw!r}")
+    return rate
 
 
 def _lun_size(t: _Table, path: str | None, block_size: int) -> int:

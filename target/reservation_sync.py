@@ -5,7 +5,8 @@ coordinator/reservations_service.py): applies the coordinator's pushes to this w
     pr.reset   {target, luns, nexus, asc, cold, views}    a LUN or target reset issued through another worker
     pr.clear   {target, lun, nexus}                       CLEAR TASK SET issued through another worker
     mode.change {target, lun, wce, swp, attentions}        MODE SELECT through another worker changed WCE or SWP
-    medium.change {target, lun, loaded}                   a removable medium loaded or ejected through another worker
+    medium.change {target, lun, loaded, sanitize}         a removable medium loaded or ejected, or a sanitize
+                                                          begun or ended, through another worker
 Each is acked once applied and the tasks it aborted here have stopped, so the issuing worker's answer means
 every worker has it. After every
 (re)connection to a coordinator the worker fetches every unit's conflict view, mode and medium ("pr.views").
@@ -77,7 +78,7 @@ class ReservationSync:
             target = self.targets.get(iqn)
             if target is not None and lun in target.luns:
                 target.luns[lun].set_mode(wce, swp)
-        for iqn, lun, loaded in reply.get("media", ()):
+        for iqn, lun, loaded, sanitize in reply.get("media", ()):
             target = self.targets.get(iqn)
             if target is not None:
-                target.apply_medium({"lun": lun, "loaded": loaded})
+                target.apply_medium({"lun": lun, "loaded": loaded, "sanitize": sanitize})

@@ -4,7 +4,9 @@ import struct
 
 from coordinator.reservations_service import ReservationAuthority
 from target.scsi import reservations as R
-from target.scsi.sense import BUS_DEVICE_RESET, MEDIUM_REMOVAL_PREVENTED, MODE_PARAMETERS_CHANGED, POWER_ON_RESET
+from target.scsi.medium import IDLE, SANITIZE_FAILURE, SANITIZING
+from target.scsi.sense import (BUS_DEVICE_RESET, ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_REMOVAL_PREVENTED,
+                               MODE_PARAMETERS_CHANGED, NOT_READY, POWER_ON_RESET, SANITIZE_IN_PROGRESS)
 from target.scsi.task import GOOD, RESERVATION_CONFLICT
 
 T = "iqn.2026-11.org.ringtgt:t"
@@ -128,22 +130,45 @@ def test_medium_prevented_by_any_nexus_loads_and_ejects_on_every_worker():
         auth.attach({"target": T, "nexus": nexus}, origin)
     assert auth.medium_request(medium(A1, "prevent"), "w0.1").broadcasts == []
     reply = auth.medium_request(medium(B, "eject"), "w1.2")
-    assert reply.body == {"target": T, "lun": 1, "loaded": True, "refused": MEDIUM_REMOVAL_PREVENTED}
+    assert reply.body == {"target": T, "lun": 1, "loaded": True, "sanitize": IDLE,
+                          "refused": [ILLEGAL_REQUEST, MEDIUM_REMOVAL_PREVENTED]}
     assert reply.broadcasts == []
     auth.nexus_lost({"target": T, "nexus": A1}, "w0.1")                       # its prevention goes with it
     reply = auth.medium_request(medium(B, "eject"), "w1.2")
     assert reply.body["refused"] is None and reply.broadcasts == [("medium.change", {"target": T, "lun": 1,
-                                                                                     "loaded": False})]
-    assert auth.views({}, "w2.3").body["media"] == [[T, 0, True], [T, 1, False]]
+                                                                                     "loaded": False, "sanitize": IDLE})]
+    assert auth.views({}, "w2.3").body["media"] == [[T, 0, True, IDLE], [T, 1, False, IDLE]]
     copy = authority()
     copy.restore(auth.snapshot())
-    assert copy.views({}, "w2.3").body["media"] == [[T, 0, True], [T, 1, False]]
+    assert copy.views({}, "w2.3").body["media"] == [[T, 0, True, IDLE], [T, 1, False, IDLE]]
     auth.medium_request(medium(B, "prevent"), "w1.2")
     auth.worker_gone("w1.2")                                                   # a dead worker's nexuses too
     assert auth.medium_request(medium(A2, "load"), "w0.1").body["refused"] is None
     auth.medium_request(medium(A2, "prevent"), "w0.1")
     auth.reset({"target": T, "luns": [0, 1], "nexus": A2, "asc": BUS_DEVICE_RESET, "cold": False}, "w0.1")
     assert auth.medium_request(medium(A2, "eject"), "w0.1").body["refused"] is None
+
+
+def test_sanitize_runs_once_fails_with_its_worker_and_exits_failure_mode_only_with_ause():
+    auth = authority()
+    reply = auth.medium_request(medium(A1, "sanitize", lun=0), "w0.1")
+    assert reply.body["refused"] is None and reply.body["sanitize"] == SANITIZING
+    assert reply.broadcasts == [("medium.change", {"target": T, "lun": 0, "loaded": True, "sanitize": SANITIZING})]
+    assert auth.medium_request(medium(B, "sanitize", lun=0), "w1.2").body["refused"] == [NOT_READY,
+                                                                                         SANITIZE_IN_PROGRESS]
+    auth.worker_gone("w1.2")                                                   # not the one running it
+    assert auth.units[(T, 0)].medium.sanitize == SANITIZING
+    auth.worker_gone("w0.1")
+    assert auth.views({}, "w0.3").broadcasts == [("medium.change", {"target": T, "lun": 0, "loaded": True,
+                                                                    "sanitize": SANITIZE_FAILURE})]
+    assert auth.medium_request(medium(B, "exit-failure-mode", lun=0), "w0.3").body["refused"] == [
+        ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB]                                 # the failed one had no AUSE
+    auth.medium_request(medium(B, "sanitize-ause", lun=0), "w0.3")
+    auth.medium_request(medium("", "sanitize-failed", lun=0), "w0.3")
+    reply = auth.medium_request(medium(B, "exit-failure-mode", lun=0), "w0.3")
+    assert reply.body["refused"] is None and reply.body["sanitize"] == IDLE
+    auth.medium_request(medium(B, "sanitize", lun=0), "w0.3")
+    assert auth.medium_request(medium("", "sanitized", lun=0), "w0.3").body["sanitize"] == IDLE
 
 
 def test_snapshot_restore():
@@ -181,7 +206,7 @@ def test_versions_hooks_and_adopting_a_newer_peer_state(tmp_path):
     assert not standby.adopt(active.snapshot())                              # not newer: nothing happens
     assert not active.adopt(authority().snapshot())                          # an empty peer's is older
     pushes = standby.views_of_every_unit()
-    assert ("medium.change", {"target": T, "lun": 1, "loaded": True}) in pushes
+    assert ("medium.change", {"target": T, "lun": 1, "loaded": True, "sanitize": IDLE}) in pushes
     view = next(body["view"] for kind, body in pushes if kind == "pr.change" and body["lun"] == 0)
     assert view["holder"] == A1
     assert standby.attach({"target": T, "nexus": A2}, "w0.1").body["attentions"][0] == [0, []]  # no POWER ON

@@ -27,6 +27,7 @@ class BlockDevice:
         self.held = []
         self.reads_in_flight = None     # a list: reads are kept there (as if the disk were slow), not answered
         self.reads_remote = False       # ... as if they waited on the coordinator instead
+        self.executed = []              # opcodes, in the order they reached the SCSI layer
 
     def has_lun(self, lun):
         return lun == 0
@@ -54,6 +55,7 @@ class BlockDevice:
 
     def execute(self, task):
         op = task.cdb[0]
+        self.executed.append(op)
         if op == 0x00:
             task.finish(GOOD)
         elif op in (0x28, 0x2A):
@@ -261,6 +263,28 @@ def test_abort_task_does_not_wait_for_a_task_parked_at_the_coordinator():
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0
     conn.host.device.reads_in_flight.pop()()
     assert exchange(conn) == []                                 # the late answer is dropped
+
+
+SANITIZE_8 = bytes([0x48, 0x01, 0, 0, 0, 0, 0, 0, 8, 0])
+
+
+def test_commands_after_a_sanitize_waiting_for_its_data_wait_for_it():
+    conn = connect()
+    (r2t, _), = exchange(conn, scsi_command(SANITIZE_8, edtl=8, write=True, itt=40, cmd_sn=1))
+    assert exchange(conn, scsi_command(bytes(6), itt=41, cmd_sn=2)) == []          # a TUR, held behind it
+    responses = exchange(conn, data_out(bytes(8), itt=40, ttt=r2t.w20))
+    assert [pdu.w16 for pdu, _ in responses] == [40, 41] and conn.host.device.executed == [0x48, 0x00]
+    assert not conn.unit_wide
+
+
+def test_aborting_a_sanitize_that_waits_for_its_data_releases_the_commands_after_it():
+    conn = connect()
+    (r2t, _), = exchange(conn, scsi_command(SANITIZE_8, edtl=8, write=True, itt=40, cmd_sn=1))
+    assert exchange(conn, scsi_command(bytes(6), itt=41, cmd_sn=2)) == []
+    (tur, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=42, w20=40, w24=3))
+    assert tur.opcode == P.SCSI_RESPONSE and tur.w16 == 41 and conn.host.device.executed == [0x00]
+    (tmf, _), = exchange(conn, data_out(bytes(8), itt=40, ttt=r2t.w20))           # the data it still owed
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.w16 == 42 and conn.host.device.executed == [0x00]
 
 
 def test_cold_reset_answers_then_closes():

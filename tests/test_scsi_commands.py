@@ -748,7 +748,7 @@ def test_report_supported_opcodes_one_command(h):
     read10 = rsoc(h, options=1, opcode=0x28).data_in
     assert read10[1] == 0x03 and int.from_bytes(read10[2:4], "big") == 10
     assert read10[4] == 0x28 and read10[5] & 0x18 == 0x18 and read10[13] == 0           # DPO, FUA; CONTROL
-    assert rsoc(h, options=1, opcode=0x48).data_in == bytes([0, 0x01, 0, 0])            # not supported
+    assert rsoc(h, options=1, opcode=0x4D).data_in == bytes([0, 0x01, 0, 0])            # not supported
     prout = rsoc(h, options=2, opcode=0x5F, action=6).data_in
     assert prout[1] == 0x03 and prout[4:6] == bytes([0x5F, 0x1F])
     assert rsoc(h, options=2, opcode=0x5F, action=8).data_in[1] == 0x01

@@ -25,6 +25,10 @@ from .sequencing import CommandWindow, serial_lt
 
 log = logging.getLogger(__name__)
 
+# Commands that change what every later command of the unit sees (SANITIZE): while one waits for its Data-Out,
+# the commands for the unit that arrive after it wait too, so that the order the initiator sent them in holds
+_UNIT_WIDE = frozenset({0x48})
+
 # Task management function codes and responses (RFC 7143 §11.5-6)
 TMF_ABORT_TASK = 1
 TMF_ABORT_TASK_SET = 2
@@ -89,6 +93,7 @@ class Connection:
         self.draining: dict[int, Command] = {}  # aborted writes whose solicited Data-Out is still due
         self.aborted_in_flight: dict[Command, list] = {}   # aborted commands the SCSI layer still runs -> waiters
         self.held_responses: list[HeldResponse] = []
+        self.unit_wide: dict[int, tuple[Command, list[Command]]] = {}    # lun -> unit-wide command, those after it
         self._next_ttt = 0
         self.ping_ttt = None            # our outstanding NOP-In ping, if any
         self.activity = True            # something arrived since the last keepalive check
@@ -126,6 +131,7 @@ class Connection:
         self.commands.clear()
         self.draining.clear()
         self.held_responses.clear()
+        self.unit_wide.clear()
         if self.target is not None:
             self.target.detach(self.nexus, self)
         self.host.output_ready(self)
@@ -248,6 +254,8 @@ class Connection:
             command.start_write(pdu.data, params.first_burst_length, more)
         self.window.outstanding += 1
         self.commands[command.itt] = command
+        if not command.complete and command.cdb[0] in _UNIT_WIDE and command.lun not in self.unit_wide:
+            self.unit_wide[command.lun] = (command, [])
         if command.complete:
             self._execute(command)
         else:
@@ -292,6 +300,25 @@ class Connection:
             self._data_out(pdu)
 
     def _execute(self, command: Command) -> None:
+        """Hand a command whose data is all here to the SCSI layer, unless a unit-wide one before it still waits
+        for its own; that one's execution (or abort) releases those held behind it, in order."""
+        barrier = self.unit_wide.get(command.lun)
+        if barrier is None:
+            self._run(command)
+        elif barrier[0] is not command:
+            barrier[1].append(command)
+        else:
+            self._lift(command)
+
+    def _lift(self, barrier: Command) -> None:
+        _, held = self.unit_wide.pop(barrier.lun)
+        if not barrier.aborted:
+            self._run(barrier)
+        for command in held:
+            if not command.aborted:
+                self._execute(command)
+
+    def _run(self, command: Command) -> None:
         data = memoryview(command.buffer) if command.buffer is not None else (_EMPTY if command.write else None)
         task = ScsiTask(command.lun, command.cdb, self.nexus, self.initiator_name, command.expected_length,
                         command.read, command.write, data, self._task_done, command)
@@ -396,7 +423,10 @@ class Connection:
         not waited for), and `held` until each write with solicited data outstanding has drained its Data-Out."""
         for command in commands:
             command.aborted = True
+        for command in commands:
             self.commands.pop(command.itt, None)
+            if self.unit_wide.get(command.lun, (None,))[0] is command:
+                self._lift(command)
             self.window.outstanding -= 1
             if command.task is not None and not command.task.remote:
                 waiters = self.aborted_in_flight.setdefault(command, [])

@@ -24,7 +24,8 @@ _VPD_HEADER = Struct(">BBH")
 _DESIGNATOR_HEADER = Struct(">BBxB")
 _PORT_NUMBER = Struct(">xxH")
 _BLOCK_LIMITS = Struct(">BBHIIIIIIIQ20x")                  # after the page header: 60 bytes
-_CHARACTERISTICS = Struct(">H58x")
+_CHARACTERISTICS = Struct(">HxB56x")
+_WABEREQ_READS_SUCCEED = 0x40               # a READ after a BLOCK ERASE succeeds (WACEREQ 0: no CRYPTO ERASE)
 _PROVISIONING = Struct(">BBBx")
 _TPC_DESCRIPTOR = Struct(">HH")
 _SUPPORTED_COMMANDS = 0x0001
@@ -89,7 +90,7 @@ def _block_limits(unit: LogicalUnit) -> bytes:
 
 
 def _block_device_characteristics(unit: LogicalUnit) -> bytes:
-    return _CHARACTERISTICS.pack(1)                     # medium rotation rate 1: non-rotating
+    return _CHARACTERISTICS.pack(1, _WABEREQ_READS_SUCCEED)     # medium rotation rate 1: non-rotating
 
 
 def _logical_block_provisioning(unit: LogicalUnit) -> bytes:

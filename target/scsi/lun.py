@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .sense import DATA_PROTECT, MEDIUM_NOT_PRESENT, NOT_READY, POWER_ON_RESET, WRITE_PROTECTED, ScsiError
+from .medium import IDLE, SANITIZE_FAILURE, SANITIZING
+from .sense import (DATA_PROTECT, MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY, POWER_ON_RESET, SANITIZE_COMMAND_FAILED,
+                    SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
 
 VENDOR = "RINGTGT "
 PRODUCT = "ringtgt disk"
@@ -15,7 +17,9 @@ HOLE_BYTES = 4096                   # a file system block: what a punched hole d
 
 # Command-table flags (target.py) that a unit can refuse by its state (`LogicalUnit.refused`)
 WRITES = 0x08           # modifies the medium: refused while the unit is write-protected
-MEDIUM = 0x10           # accesses the medium: refused while a removable unit's medium is ejected
+MEDIUM = 0x10           # accesses the medium: refused while a removable unit's medium is ejected, and in
+                        # sanitize failure mode
+BUSY = 0x20             # refused while the unit is being sanitized (all but INQUIRY, REPORT LUNS, REQUEST SENSE…)
 
 
 class UnitAttentions:
@@ -86,12 +90,13 @@ class LogicalUnit:
 
     __slots__ = ("lun_id", "backstore", "identity", "read_only", "configured_read_only", "software_write_protect",
                  "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
-                 "coordinator", "thin", "caw_lock", "removable", "medium_loaded", "refused")
+                 "coordinator", "thin", "caw_lock", "removable", "medium_loaded", "sanitize", "sanitize_rate",
+                 "refused")
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
                  attentions: UnitAttentions | None = None, coordinator=None, thin: bool = False,
-                 removable: bool = False):
+                 removable: bool = False, sanitize_rate: int = 0):
         naa_bytes = bytes.fromhex(naa)
         if len(naa_bytes) not in (8, 16) or naa_bytes[0] >> 4 != 6:
             raise ValueError(f"NAA designator {naa!r} is not 8 or 16 bytes of NAA 6")
@@ -111,22 +116,31 @@ class LogicalUnit:
         self.caw_lock = None                # made by the first COMPARE AND WRITE or ORWRITE
         self.removable = removable          # INQUIRY RMB; START STOP UNIT loads and ejects the medium
         self.medium_loaded = True
+        self.sanitize = IDLE                # medium.py: IDLE, SANITIZING or SANITIZE_FAILURE
+        self.sanitize_rate = sanitize_rate  # bytes per second a sanitize may write (0: no limit)
         self.refused = 0                    # command flags refused now (WRITES, MEDIUM): one test per command
         self._refuse()
 
     def _refuse(self) -> None:
-        self.refused = (WRITES if self.read_only else 0) | (0 if self.medium_loaded else MEDIUM)
+        self.refused = ((WRITES if self.read_only else 0)
+                        | (0 if self.medium_loaded and self.sanitize == IDLE else MEDIUM)
+                        | (BUSY if self.sanitize == SANITIZING else 0))
 
-    @staticmethod
-    def refusal(flags: int) -> ScsiError:
-        """Why a command with these refused flags is refused: no medium comes before write protection."""
+    def refusal(self, flags: int) -> ScsiError:
+        """Why a command with these refused flags is refused: a sanitize in progress, then no medium (or a
+        failed sanitize), then write protection."""
+        if flags & BUSY:
+            return ScsiError(NOT_READY, SANITIZE_IN_PROGRESS)
         if flags & MEDIUM:
+            if self.sanitize == SANITIZE_FAILURE:
+                return ScsiError(MEDIUM_ERROR, SANITIZE_COMMAND_FAILED)
             return ScsiError(NOT_READY, MEDIUM_NOT_PRESENT)
         return ScsiError(DATA_PROTECT, WRITE_PROTECTED)
 
-    def set_medium(self, loaded: bool) -> None:
-        """The removable medium was loaded or ejected, through any worker."""
+    def set_medium(self, loaded: bool, sanitize: int = IDLE) -> None:
+        """The removable medium was loaded or ejected, or a sanitize began or ended, through any worker."""
         self.medium_loaded = loaded
+        self.sanitize = sanitize
         self._refuse()
 
     def set_mode(self, write_cache: bool, software_write_protect: bool) -> None:

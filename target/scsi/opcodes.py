@@ -14,6 +14,7 @@ from .sense import invalid_cdb
 REPORT_SUPPORTED_OPCODES, REPORT_SUPPORTED_TMFS = 0x0C, 0x0D
 ALL, ONE_OPCODE, ONE_SERVICE_ACTION, ONE_EITHER = 0, 1, 2, 3
 SERVICE_ACTIONS = {                 # opcode -> (service actions served, CDB usage of byte 1)
+    0x48: ((0x01, 0x02, 0x1F), 0xBF),                   # SANITIZE: OVERWRITE, BLOCK ERASE, EXIT FAILURE MODE
     0x5E: ((0, 1, 2, 3), 0x1F),                         # PERSISTENT RESERVE IN
     0x5F: ((0, 1, 2, 3, 4, 5, 6, 7), 0x1F),             # PERSISTENT RESERVE OUT
     0x83: ((0x00,), 0x1F),                              # EXTENDED COPY (LID1)

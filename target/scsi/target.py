@@ -13,10 +13,10 @@ import logging
 from typing import Callable, NamedTuple
 
 from . import cdb as C
-from . import compare_and_write, mode, opcodes, pr, provisioning, sbc, spc, xcopy
+from . import compare_and_write, mode, opcodes, pr, provisioning, sanitize, sbc, spc, xcopy
 from .local_reservations import LocalReservations
 from .reservations import ConflictView
-from .lun import MEDIUM, WRITES, LogicalUnit
+from .lun import BUSY, MEDIUM, WRITES, LogicalUnit
 from .medium import MediumState
 from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, HARDWARE_ERROR,
                     ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
@@ -30,9 +30,12 @@ log = logging.getLogger(__name__)
 # Op flags
 ANY_LUN = 0x01          # served for LUNs that do not exist
 KEEPS_UA = 0x02         # neither reports nor clears a pending unit attention
-# WRITES and MEDIUM (lun.py): refused while the unit is write-protected / its removable medium is ejected
+# WRITES and MEDIUM (lun.py): refused while the unit is write-protected / its removable medium is ejected;
+# BUSY (lun.py), refused while a sanitize runs, is added to every command but those served for any LUN and
+# MAINTENANCE IN (SBC-4 4.11.2 lists INQUIRY, REPORT LUNS and REQUEST SENSE among those still served)
 
 _CONTROL_UNSUPPORTED = 0x07     # NACA, obsolete FLAG, LINK
+_MAINTENANCE_IN = 0xA3
 ATTACH_WAIT = 5.0               # seconds a new session's commands wait for the coordinator's ua.attach answer
 
 
@@ -70,6 +73,7 @@ def _ops() -> list[Op]:
         (0x37, "READ DEFECT DATA(10)", sbc.read_defect_data10, 0),
         (0x41, "WRITE SAME(10)", provisioning.make_write_same(C.LBA10), WRITES | MEDIUM),
         (0x42, "UNMAP", provisioning.unmap, WRITES | MEDIUM),
+        (0x48, "SANITIZE", sanitize.sanitize, WRITES),
         (0x55, "MODE SELECT(10)", mode.mode_select10, 0),
         (0x56, "RESERVE(10)", pr.reserve, 0),
         (0x57, "RELEASE(10)", pr.release, 0),
@@ -89,14 +93,15 @@ def _ops() -> list[Op]:
         (0x93, "WRITE SAME(16)", provisioning.make_write_same(C.LBA16), WRITES | MEDIUM),
         (0x9E, "SERVICE ACTION IN(16)", provisioning.service_action_in16, MEDIUM),
         (0xA0, "REPORT LUNS", spc.report_luns, ANY_LUN | KEEPS_UA),
-        (0xA3, "MAINTENANCE IN", opcodes.make_maintenance_in(lambda: OPS), 0),
+        (_MAINTENANCE_IN, "MAINTENANCE IN", opcodes.make_maintenance_in(lambda: OPS), 0),
         (0xA8, "READ(12)", sbc.make_read(C.LBA12), MEDIUM),
         (0xAA, "WRITE(12)", sbc.make_write(C.LBA12), WRITES | MEDIUM),
         (0xAE, "WRITE AND VERIFY(12)", sbc.make_write_and_verify(C.LBA12), WRITES | MEDIUM),
         (0xAF, "VERIFY(12)", sbc.make_verify(C.LBA12), MEDIUM),
         (0xB7, "READ DEFECT DATA(12)", sbc.read_defect_data12, 0),
     ):
-        table[opcode] = Op(name, handler, C.CDB_LENGTH[opcode >> 5], flags)
+        busy = 0 if flags & ANY_LUN or opcode == _MAINTENANCE_IN else BUSY
+        table[opcode] = Op(name, handler, C.CDB_LENGTH[opcode >> 5], flags | busy)
     return table
 
 
@@ -129,8 +134,8 @@ class ScsiTarget:
         self.attaching: dict[str, list] = {}    # nexus -> its tasks held until the coordinator said what is pending
         self.call_later = call_later            # (seconds, fn) -> None: the worker's timer, with a coordinator
         self.copy_results = xcopy.HeldResults()     # EXTENDED COPY results held for RECEIVE COPY RESULTS
-        self.media = {lun: MediumState() for lun, unit in luns.items()     # removable media, kept here
-                      if unit.removable and coordinator is None}            # only without a coordinator
+        self.media = {lun: MediumState() for lun in luns} if coordinator is None else {}   # kept here only
+                                                                                        # without a coordinator
         for lun_id, unit in luns.items():
             on_change = self._change_applier(lun_id)
             if coordinator is None:
@@ -258,34 +263,57 @@ class ScsiTarget:
             if nexus in self.nexuses:
                 unit.attentions.establish_for(nexus, asc_ascq)
 
-    # -- removable media shared by every worker --------------------------------------------------------------
-    def medium_request(self, unit: LogicalUnit, task, action: str) -> bytes | None:
-        """START STOP UNIT or PREVENT ALLOW on a removable unit (medium.py), decided by the coordinator, which
-        pushes a load or eject to every worker ("medium.change"). Returns b"" when done at once."""
+    # -- the medium (removable, sanitized) shared by every worker ----------------------------------------------
+    def medium_request(self, unit: LogicalUnit, task, action: str, then: Callable[[], None] | None = None):
+        """START STOP UNIT, PREVENT ALLOW, or the start of a SANITIZE or EXIT FAILURE MODE (medium.py), decided
+        by the coordinator, which pushes what moves to every worker ("medium.change"). Once applied, `then()`
+        runs, or the task ends GOOD; a refusal ends the task. Returns b"" when the task is done at once."""
         if self.coordinator is None:
-            medium = self.media[task.lun]
-            refused = medium.request(task.nexus, action)
+            refused = self.media[task.lun].request(task.nexus, action)
             if refused is not None:
-                raise ScsiError(ILLEGAL_REQUEST, refused)
-            unit.set_medium(medium.loaded)
-            return b""
+                raise ScsiError(*refused)
+            self.apply_medium({"lun": task.lun, **self.media[task.lun].summary()})
+            if then is None:
+                return b""
+            then()
+            return None
 
         def decided(reply: dict) -> None:
+            self.apply_medium(reply)
             if reply["refused"] is not None:
-                check_condition(task, ILLEGAL_REQUEST, reply["refused"])
-            else:
-                self.apply_medium(reply)
+                check_condition(task, *reply["refused"])
+            elif then is None:
                 task.finish(GOOD)
+            else:
+                then()
 
         self._decide_remotely(task, "medium.request", {"target": self.iqn, "lun": task.lun, "nexus": task.nexus,
                                                        "action": action}, decided)
         return None
 
+    def medium_report(self, lun: int, action: str, then: Callable[[], None]) -> None:
+        """A sanitize ended (SANITIZED or SANITIZE_FAILED): every worker learns it, then `then()` runs."""
+        if self.coordinator is None:
+            self.media[lun].request("", action)
+            self.apply_medium({"lun": lun, **self.media[lun].summary()})
+            then()
+            return
+
+        def reported(reply: dict) -> None:
+            if "error" in reply:
+                log.error("medium.request failed in the coordinator: %s", reply["error"])
+            else:
+                self.apply_medium(reply)
+            then()
+
+        self.coordinator.request("medium.request", {"target": self.iqn, "lun": lun, "nexus": "", "action": action},
+                                 reported)
+
     def apply_medium(self, body: dict) -> None:
-        """The medium of a unit was loaded or ejected through any worker: {lun, loaded}."""
+        """The medium of a unit changed through any worker: {lun, loaded, sanitize}."""
         unit = self.luns.get(body["lun"])
         if unit is not None:
-            unit.set_medium(body["loaded"])
+            unit.set_medium(body["loaded"], body["sanitize"])
 
     def apply_views(self, views) -> None:
         for lun, view in views:
@@ -312,8 +340,7 @@ class ScsiTarget:
         if self.coordinator is None:
             for lun in luns:
                 self.luns[lun].reservations.reset()
-                if lun in self.media:
-                    self.media[lun].reset()
+                self.media[lun].reset()
             self.apply_reset(body, done)
         else:
             self.coordinator.request("pr.reset", body,

@@ -1,0 +1,147 @@
+"""SANITIZE (SBC-4 5.30, 4.11): OVERWRITE, BLOCK ERASE and EXIT FAILURE MODE. CRYPTO ERASE is not offered:
+units store their data in the clear, so there is no key whose loss would make it unreadable.
+
+A sanitize runs in the worker that received it, in the background of its event loop. From its start to its end
+every worker answers the unit's commands, but INQUIRY, REPORT LUNS, REQUEST SENSE and MAINTENANCE IN, with NOT
+READY, SANITIZE IN PROGRESS (the state is the medium's, medium.py, decided by the coordinator). Task management
+and the end of the session do not stop it (SBC-4 4.11.2): an aborted SANITIZE never answers, the operation goes
+on. If it fails (an I/O error; the worker's death, seen by the coordinator) the unit is in sanitize failure
+mode: its media commands get MEDIUM ERROR, SANITIZE COMMAND FAILED until a sanitize completes, or until EXIT
+FAILURE MODE if the failed one had AUSE set.
+
+OVERWRITE writes the initialization pattern over every block, OVERWRITE COUNT passes (inverted on every other
+pass with INVERT, the last pass not inverted), flushing the file after each pass. The unit's `sanitize_rate`
+(bytes per second, 0 for no limit) paces it, so that sanitizing one unit leaves the disk to the others, as a
+RAID resync limit does. BLOCK ERASE deallocates every block of a thin unit (a punched hole, read back as zeros)
+and zeroes a thick one. Neither reaches copies the file system or the disk keeps elsewhere (a copy-on-write
+file system, an SSD's remapped pages): what a sanitize guarantees here is that no initiator can read the old
+data through any LUN.
+"""
+from __future__ import annotations
+
+import time
+from struct import Struct
+
+from .medium import EXIT_FAILURE_MODE, SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, SANITIZED, SANITIZING
+from .sense import (ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_ERROR, PARAMETER_LIST_LENGTH_ERROR,
+                    SANITIZE_COMMAND_FAILED, ScsiError, check_condition, invalid_cdb)
+from .task import GOOD
+
+OVERWRITE, BLOCK_ERASE, CRYPTO_ERASE, EXIT_FAILURE = 0x01, 0x02, 0x03, 0x1F
+SERVICE_ACTIONS = (OVERWRITE, BLOCK_ERASE, EXIT_FAILURE)
+CHUNK = 1 << 20                     # bytes per write of an overwrite pass
+
+_IMMED, _RESERVED, _AUSE = 0x80, 0x40, 0x20
+_OVERWRITE_HEADER = Struct(">BxH")
+_INVERT, _TEST, _COUNT = 0x80, 0x60, 0x1F
+
+
+def sanitize(target, unit, task):
+    cdb = task.cdb
+    if cdb[1] & _RESERVED:
+        raise invalid_cdb(1, 6)
+    for byte in range(2, 7):
+        if cdb[byte]:
+            raise invalid_cdb(byte)
+    action = cdb[1] & 0x1F
+    length = task.transfer_length = int.from_bytes(cdb[7:9], "big")
+    if action == OVERWRITE:
+        sweep = _overwrite(unit, task.data_out, length)
+    elif action in (BLOCK_ERASE, EXIT_FAILURE):
+        if length:
+            raise invalid_cdb(7)
+        if action == EXIT_FAILURE:
+            return target.medium_request(unit, task, EXIT_FAILURE_MODE)
+        sweep = _block_erase(unit)
+    else:
+        raise invalid_cdb(1, 4)
+    immediate = bool(cdb[1] & _IMMED)
+
+    def ended(error: OSError | None) -> None:
+        def reported() -> None:
+            if immediate:
+                return
+            if error is None:
+                task.finish(GOOD)
+            else:
+                check_condition(task, MEDIUM_ERROR, SANITIZE_COMMAND_FAILED)
+        target.medium_report(task.lun, SANITIZED if error is None else SANITIZE_FAILED, reported)
+
+    def started() -> None:
+        if immediate:
+            task.finish(GOOD)
+        else:
+            task.remote = True          # an abort or reset does not wait for the sanitize, which goes on alone
+        sweep(target.call_later, ended)
+
+    unit.set_medium(unit.medium_loaded, SANITIZING)     # commands after it on this worker wait for no round trip
+    return target.medium_request(unit, task, SANITIZE_AUSE if cdb[1] & _AUSE else SANITIZE, started)
+
+
+def _parameter_error() -> ScsiError:
+    """libiscsi's Sanitize.Overwrite expects a bad parameter list (an OVERWRITE COUNT or INITIALIZATION PATTERN
+    LENGTH of zero, a pattern longer than a block) refused as INVALID FIELD IN CDB, not IN PARAMETER LIST."""
+    return ScsiError(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
+
+
+def _overwrite(unit, data, length: int):
+    """The sweep of an OVERWRITE with this parameter list (SBC-4 5.30.3), checked first."""
+    size = unit.block_size
+    if not _OVERWRITE_HEADER.size < length <= size + _OVERWRITE_HEADER.size:
+        raise invalid_cdb(7)
+    if data is None or len(data) != length:
+        raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
+    flags, pattern_length = _OVERWRITE_HEADER.unpack_from(data)
+    count = flags & _COUNT
+    if not count or flags & _TEST or not 0 < pattern_length <= size \
+            or pattern_length != length - _OVERWRITE_HEADER.size:
+        raise _parameter_error()
+    pattern = bytes(data[_OVERWRITE_HEADER.size:length])
+    block = (pattern * -(-size // len(pattern)))[:size]
+    chunk = block * (CHUNK // size)
+    inverted = bytes(b ^ 0xFF for b in chunk) if flags & _INVERT else chunk
+    store = unit.backstore
+    total = unit.blocks * size
+    rate = unit.sanitize_rate
+
+    def sweep(call_later, ended) -> None:
+        started = time.monotonic()
+        position = [0, 0]               # pass, offset
+
+        def next_write(error: OSError | None = None) -> None:
+            if error is not None:
+                ended(error)
+                return
+            pass_index, offset = position
+            if offset >= total:
+                position[:] = [pass_index + 1, 0]
+                store.flush(next_write if pass_index + 1 < count else ended)
+                return
+            length = min(CHUNK, total - offset)
+            position[1] = offset + length
+            data = inverted if (count - 1 - pass_index) % 2 else chunk      # the last pass is not inverted
+            store.write(offset, memoryview(data)[:length], False, paced)
+
+        def paced(error: OSError | None) -> None:
+            written = position[0] * total + position[1]
+            delay = started + written / rate - time.monotonic() if rate and call_later else 0
+            if error is None and delay > 0:
+                call_later(delay, next_write)
+            else:
+                next_write(error)
+
+        next_write()
+    return sweep
+
+
+def _block_erase(unit):
+    store, total = unit.backstore, unit.blocks * unit.block_size
+
+    def sweep(call_later, ended) -> None:
+        def erased(error: OSError | None) -> None:
+            if error is not None:
+                ended(error)
+            else:
+                store.flush(ended)
+        (store.unmap if unit.thin else store.write_zeroes)(0, total, erased)
+    return sweep

@@ -1,0 +1,129 @@
+"""SANITIZE on a unit over an in-memory store: OVERWRITE (pattern, passes, INVERT), BLOCK ERASE, what the unit
+answers while a sanitize runs and after one failed (EXIT FAILURE MODE, AUSE), and every refusal."""
+import struct
+
+import pytest
+
+from target.scsi import sense as S
+from tests.test_scsi_commands import BLOCKS, BS, TUR, Harness, MemoryStore, assert_good, assert_sense
+
+INQUIRY = bytes([0x12, 0, 0, 0, 36, 0])
+REQUEST_SENSE = bytes([0x03, 0, 0, 0, 18, 0])
+
+
+def sanitize_cdb(action, length=0, immed=False, ause=False):
+    return struct.pack(">BB5xHx", 0x48, action | (0x80 if immed else 0) | (0x20 if ause else 0), length)
+
+
+def overwrite_parameters(pattern, count=1, invert=False):
+    return struct.pack(">BxH", count | (0x80 if invert else 0), len(pattern)) + pattern
+
+
+def overwrite(h, pattern, count=1, invert=False, immed=False, ause=False, drain=True):
+    data = overwrite_parameters(pattern, count, invert)
+    return h.run(sanitize_cdb(0x01, len(data), immed, ause), data_out=data, drain=drain)
+
+
+class ErasableStore(MemoryStore):
+    def unmap(self, offset, length, callback):
+        self.calls.append(("unmap", offset, length))
+        self.write_zeroes(offset, length, callback)
+
+    def write_zeroes(self, offset, length, callback):
+        def complete():
+            self.data[offset:offset + length] = bytes(length)
+            callback(self.error)
+        self.pending.append(complete)
+
+
+@pytest.fixture
+def h():
+    harness = Harness()
+    harness.ready()
+    harness.store.data[:] = b"a" * len(harness.store.data)
+    return harness
+
+
+def test_overwrite_tiles_the_pattern_over_every_block_the_last_pass_not_inverted(h):
+    assert_good(overwrite(h, b"\x12\x34\x56", count=2, invert=True))
+    block = (b"\x12\x34\x56" * BS)[:BS]
+    assert h.store.data == block * BLOCKS
+    writes = [call for call in h.store.calls if call[0] == "write"]
+    assert [call[1:3] for call in writes] == [(0, BLOCKS * BS)] * 2
+    assert h.store.calls.count(("flush",)) == 2                                 # after each pass
+
+
+def test_while_a_sanitize_runs_the_unit_answers_sanitize_in_progress(h):
+    running = overwrite(h, b"\xaa", drain=False)
+    assert running.status == 0 and running.sense is None and running.data_in is None  # not finished
+    for cdb in (TUR, bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), bytes([0x1B, 0, 0, 0, 0, 0])):
+        assert_sense(h.run(cdb, drain=False), S.NOT_READY, S.SANITIZE_IN_PROGRESS)
+    assert_good(h.run(INQUIRY, drain=False))
+    sense = h.run(REQUEST_SENSE, drain=False).data_in
+    assert sense[2] == S.NOT_READY and sense[12:14] == b"\x04\x1b"
+    assert_sense(overwrite(h, b"\x55", drain=False), S.NOT_READY, S.SANITIZE_IN_PROGRESS)
+    h.store.drain()
+    assert_good(h.run(TUR))
+    assert h.store.data == b"\xaa" * len(h.store.data)
+
+
+def test_immediate_answers_before_the_sanitize_ends(h):
+    task = overwrite(h, b"\x01\x02", immed=True, drain=False)
+    assert_good(task)
+    assert_sense(h.run(TUR, drain=False), S.NOT_READY, S.SANITIZE_IN_PROGRESS)
+    h.store.drain()
+    assert_good(h.run(TUR))
+
+
+@pytest.mark.parametrize("thin", [True, False])
+def test_block_erase_deallocates_or_zeroes_every_block(thin):
+    h = Harness(store=ErasableStore(), thin=thin)
+    h.ready()
+    h.store.data[:] = b"a" * len(h.store.data)
+    assert_good(h.run(sanitize_cdb(0x02)))
+    assert h.store.data == bytes(len(h.store.data))
+    assert (("unmap", 0, BLOCKS * BS) in h.store.calls) == thin
+
+
+def test_a_failed_sanitize_leaves_failure_mode_only_as_its_ause_allows(h):
+    h.store.error = OSError(5, "I/O error")
+    assert_sense(overwrite(h, b"\xaa"), S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+    h.store.error = None
+    assert_sense(h.run(TUR), S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+    assert_sense(h.run(sanitize_cdb(0x1F)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB)   # no AUSE: stays
+    assert_good(overwrite(h, b"\xaa"))                                          # a sanitize that completes ends it
+    assert_good(h.run(TUR))
+    h.store.error = OSError(5, "I/O error")
+    assert_sense(overwrite(h, b"\xaa", ause=True), S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+    assert_good(h.run(sanitize_cdb(0x1F)))
+    h.store.error = None
+    assert_good(h.run(TUR))
+
+
+@pytest.mark.parametrize("cdb, data, field", [
+    (sanitize_cdb(0x01, 4), b"\0" * 4, (7, None)),                                  # no room for a pattern
+    (sanitize_cdb(0x01, BS + 5), b"\0" * (BS + 5), (7, None)),                      # longer than a block + 4
+    (sanitize_cdb(0x01, 8), overwrite_parameters(b"abcd", count=0), None),          # OVERWRITE COUNT 0
+    (sanitize_cdb(0x01, 8), struct.pack(">BxH", 1, 0) + b"abcd", None),             # pattern length 0
+    (sanitize_cdb(0x01, 8), struct.pack(">BxH", 1, 5) + b"abcd", None),             # beyond the list
+    (sanitize_cdb(0x02, 8), b"\0" * 8, (7, None)),                                  # BLOCK ERASE takes no list
+    (sanitize_cdb(0x1F, 8), b"\0" * 8, (7, None)),
+    (sanitize_cdb(0x03), None, (1, 4)),                                             # CRYPTO ERASE: not offered
+    (sanitize_cdb(0x04), None, (1, 4)),
+    (bytes([0x48, 0x41, 0, 0, 0, 0, 0, 0, 0, 0]), None, (1, 6)),                    # reserved bit
+    (bytes([0x48, 0x02, 0, 0, 5, 0, 0, 0, 0, 0]), None, (4, None)),                 # reserved byte
+])
+def test_refusals(h, cdb, data, field):
+    task = h.run(cdb, data_out=data)
+    expected = S.build_sense(S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(*field)) if field else None
+    assert_sense(task, S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB)
+    if expected is not None:
+        assert task.sense == expected
+    assert h.store.data == b"a" * len(h.store.data)
+    assert_good(h.run(TUR))
+
+
+def test_a_write_protected_unit_is_not_sanitized():
+    h = Harness(read_only=True)
+    h.ready()
+    assert_sense(overwrite(h, b"\xaa"), S.DATA_PROTECT, S.WRITE_PROTECTED)
