@@ -106,6 +106,7 @@ class LunConfig:
     readonly: bool = False
     removable: bool = False
     sanitize_rate: int = 0                      # bytes per second a SANITIZE may write; 0: no limit
+    encryption_key: str | None = None           # key file: blocks encrypted at rest (CRYPTO ERASE offered)
 
 
 @dataclass(frozen=True)
@@ -459,6 +460,7 @@ def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:
         readonly=t.take("readonly", (bool,), False),
         removable=t.take("removable", (bool,), False),
         sanitize_rate=_sanitize_rate(t),
+        encryption_key=_encryption_key(t, backstore, base_dir),
     )
     t.finish()
     return lun
@@ -469,6 +471,13 @@ def _thin(t: _Table, backstore: str) -> bool:
     if thin and backstore != "file":
         raise t.error("thin", f'only a file can be thin-provisioned, not backstore "{backstore}"')
     return thin
+
+
+def _encryption_key(t: _Table, backstore: str, base_dir: str) -> str | None:
+    path = t.take("encryption_key", (str,), None)
+    if path is not None and backstore != "file":
+        raise t.error("encryption_key", f'only a file is stored encrypted, not backstore "{backstore}"')
+    return None if path is None else _resolve(base_dir, path)
 
 
 def _sanitize_rate(t: _Table) -> int:

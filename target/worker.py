@@ -106,7 +106,8 @@ class Worker:
         luns = {}
         for lun in target.luns:
             store = open_backstore(lun.backstore, self.reactor, path=lun.path, size=lun.size,
-                                   block_size=lun.block_size, direct=lun.direct, write_cache=lun.write_cache)
+                                   block_size=lun.block_size, direct=lun.direct, write_cache=lun.write_cache,
+                                   encryption_key=lun.encryption_key)
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
                                        coordinator=self.coordinator, thin=lun.thin, read_only=lun.readonly,

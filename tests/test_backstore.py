@@ -3,18 +3,11 @@ import mmap
 
 import pytest
 
-from ioring import Ring
 from target.backstore import BackstoreError, open_backstore
 from target.backstore.buffers import HEADROOM, BufferPool
 from target.backstore.file import FileBackstore
 from target.backstore.null import NullBackstore
 from target.reactor import Reactor
-
-
-@pytest.fixture
-def reactor():
-    with Ring(64) as ring:
-        yield Reactor(ring)
 
 
 def complete(reactor: Reactor, start):

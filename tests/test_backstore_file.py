@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from ioring import RWF_DSYNC, Ring
-from target.backstore import BackstoreError, open_backstore
+from target.backstore import BackstoreError
 from target.backstore.buffers import HEADROOM
 from target.reactor import Reactor
 from tests.test_backstore import complete
@@ -29,21 +29,6 @@ class RecordingRing(Ring):
 def reactor():
     with RecordingRing(64) as ring:
         yield Reactor(ring)
-
-
-@pytest.fixture
-def opener(reactor, tmp_path):
-    stores = []
-
-    def open_(name="lun.img", size=4 * MiB, **kwargs):
-        kwargs.setdefault("block_size", 512)
-        path = name if os.path.isabs(name) else str(tmp_path / name)
-        store = open_backstore("file", reactor, path=path, size=size, **kwargs)
-        stores.append(store)
-        return store
-    yield open_
-    for store in stores:
-        store.close()
 
 
 def write(reactor, store, offset, data, fua=False):

@@ -35,6 +35,7 @@ write_cache = false
 readonly = true
 removable = true
 sanitize_rate = "64MiB"
+encryption_key = "keys/disk1.key"
 serial = "SER-1"
 naa = "6001405AABBCCDDEEFF0011223344556"
 
@@ -96,6 +97,7 @@ def test_full_config(tmp_path):
         512 << 20, 4096, "file", True, False)
     assert (disk.serial, disk.naa) == ("SER-1", "6001405aabbccddeeff0011223344556")
     assert (disk.readonly, disk.removable, disk.sanitize_rate) == (True, True, 64 << 20)
+    assert disk.encryption_key == str(tmp_path / "keys" / "disk1.key")
     assert (null.id, null.path, null.size, null.backstore) == (7, None, 1 << 20, "null")
     other = config.targets[1]
     assert other.alias is None
@@ -114,7 +116,7 @@ def test_defaults_and_derived_identity(tmp_path):
     assert server.state_dir == str(tmp_path / "var")
     lun = config.targets[0].luns[0]
     assert (lun.block_size, lun.backstore, lun.direct, lun.write_cache) == (512, "file", False, True)
-    assert (lun.readonly, lun.removable, lun.sanitize_rate) == (False, False, 0)
+    assert (lun.readonly, lun.removable, lun.sanitize_rate, lun.encryption_key) == (False, False, 0, None)
     assert lun.serial == derive_serial("iqn.2026-11.org.example:t", 0)
     assert lun.naa == derive_naa("iqn.2026-11.org.example:t", 0)
 
@@ -213,6 +215,8 @@ def test_parse_size_rejects(text):
     (lun_toml(write_cache="1"), "target[0].lun[0].write_cache: must be a boolean, got 1"),
     (lun_toml(readonly='"yes"'), "target[0].lun[0].readonly: must be a boolean, got 'yes'"),
     (lun_toml(removable="0"), "target[0].lun[0].removable: must be a boolean, got 0"),
+    (lun_toml(path=None, backstore='"null"', encryption_key='"k"'),
+     'target[0].lun[0].encryption_key: only a file is stored encrypted, not backstore "null"'),
     (lun_toml(sanitize_rate='"fast"'), "target[0].lun[0].sanitize_rate: must be bytes or a size like"),
     (lun_toml(sanitize_rate="-1"), "target[0].lun[0].sanitize_rate: must be bytes per second, 0 for no limit"),
     (lun_toml(serial='"has space"'), "target[0].lun[0].serial: must be 1..64 printable ASCII"),

@@ -21,6 +21,8 @@ IQN = "iqn.2024-01.test:disk"
 class MemoryStore:
     """Backstore test double: completions are queued and run by `drain()`, never synchronously."""
 
+    max_atomic_bytes = 0
+
     def __init__(self, blocks=BLOCKS, block_size=BS, write_cache=True, size=None):
         self.block_size = block_size
         self.size = size if size is not None else blocks * block_size

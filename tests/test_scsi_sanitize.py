@@ -24,6 +24,17 @@ def overwrite(h, pattern, count=1, invert=False, immed=False, ause=False, drain=
     return h.run(sanitize_cdb(0x01, len(data), immed, ause), data_out=data, drain=drain)
 
 
+class EncryptedStore(MemoryStore):
+    """Stands for backstore.encrypted: a new key leaves every written block unreadable."""
+
+    def rekey(self):
+        self.calls.append(("rekey",))
+        self.data[:] = bytes(b ^ 0x5A for b in self.data)
+
+    def reload_key(self):
+        self.calls.append(("reload_key",))
+
+
 class ErasableStore(MemoryStore):
     def unmap(self, offset, length, callback):
         self.calls.append(("unmap", offset, length))
@@ -73,6 +84,35 @@ def test_immediate_answers_before_the_sanitize_ends(h):
     assert_sense(h.run(TUR, drain=False), S.NOT_READY, S.SANITIZE_IN_PROGRESS)
     h.store.drain()
     assert_good(h.run(TUR))
+
+
+def test_crypto_erase_replaces_the_key_of_an_encrypted_unit_only():
+    h = Harness(store=EncryptedStore())
+    h.ready()
+    h.store.data[:] = b"a" * len(h.store.data)
+    assert_good(h.run(sanitize_cdb(0x03)))
+    assert ("rekey",) in h.store.calls and b"a" not in h.store.data
+    assert ("reload_key",) in h.store.calls                                     # as every worker does at the end
+    assert_sense(h.run(sanitize_cdb(0x03, 8), data_out=bytes(8)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB)
+    assert service_actions(h, 0x48) == [0x01, 0x02, 0x03, 0x1F]
+    assert characteristics(h)[7] == 0x50                                        # WABEREQ and WACEREQ 01b
+
+
+def test_a_unit_in_the_clear_offers_no_crypto_erase(h):
+    assert service_actions(h, 0x48) == [0x01, 0x02, 0x1F]
+    assert characteristics(h)[7] == 0x40
+    one = h.run(bytes([0xA3, 0x0C, 0x02, 0x48, 0, 0x03, 0, 0, 0x10, 0, 0, 0])).data_in
+    assert one[1] & 0x07 == 0x01                                                # not supported
+
+
+def service_actions(h, opcode):
+    data = h.run(bytes([0xA3, 0x0C, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0])).data_in
+    descriptors = [data[4 + i:12 + i] for i in range(0, int.from_bytes(data[:4], "big"), 8)]
+    return [int.from_bytes(d[2:4], "big") for d in descriptors if d[0] == opcode]
+
+
+def characteristics(h):
+    return h.run(bytes([0x12, 1, 0xB1, 0, 0xFF, 0])).data_in
 
 
 @pytest.mark.parametrize("thin", [True, False])

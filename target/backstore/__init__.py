@@ -1,12 +1,20 @@
 """Backstores: the storage behind a LUN, chosen by kind from a small registry."""
 from __future__ import annotations
 
+import logging
+import os
+import stat
+
 from ..reactor import Reactor
+from .atomic import AtomicFileBackstore, JournalError
 from .base import Backstore, BackstoreError
+from .encrypted import EncryptedBackstore
 from .file import FileBackstore
 from .null import NullBackstore
 
 __all__ = ["Backstore", "BackstoreError", "open_backstore", "KINDS"]
+
+log = logging.getLogger(__name__)
 
 _STORES = {"file": FileBackstore, "null": NullBackstore}
 KINDS = tuple(_STORES)
@@ -14,9 +22,9 @@ BLOCK_SIZES = (512, 4096)
 
 
 def open_backstore(kind: str, reactor: Reactor, *, path: str | None, size: int | None, block_size: int,
-                   direct: bool = False, write_cache: bool = True) -> Backstore:
+                   direct: bool = False, write_cache: bool = True, encryption_key: str | None = None) -> Backstore:
     """Open the store of `kind`; BackstoreError if it cannot be. size None: the existing file's or
-    device's size."""
+    device's size. With `encryption_key` (a key file's path) its blocks are encrypted (encrypted.py)."""
     store = _STORES.get(kind)
     if store is None:
         raise BackstoreError(f"unknown backstore {kind!r} (known: {', '.join(KINDS)})")
@@ -24,4 +32,28 @@ def open_backstore(kind: str, reactor: Reactor, *, path: str | None, size: int |
         raise BackstoreError(f"block size must be 512 or 4096, got {block_size}")
     if size is not None and (size <= 0 or size % block_size):
         raise BackstoreError(f"size must be a positive multiple of the block size {block_size}, got {size}")
-    return store(reactor, path=path, size=size, block_size=block_size, direct=direct, write_cache=write_cache)
+    opened = None
+    if store is FileBackstore and not _is_block_device(path):      # a journal beside a file, none beside a device
+        try:
+            opened = AtomicFileBackstore(reactor, path=path, size=size, block_size=block_size, direct=direct,
+                                         write_cache=write_cache)
+        except JournalError as e:
+            log.warning("%s: WRITE ATOMIC is not offered", e)
+    if opened is None:
+        opened = store(reactor, path=path, size=size, block_size=block_size, direct=direct, write_cache=write_cache)
+    if encryption_key is None:
+        return opened
+    try:
+        return EncryptedBackstore(opened, encryption_key)
+    except BackstoreError:
+        opened.close()
+        raise
+
+
+def _is_block_device(path: str | None) -> bool:
+    if path is None:
+        return False
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -17,12 +17,17 @@ class Backstore(Protocol):
     size: int            # bytes
     block_size: int      # 512 or 4096
     write_cache: bool    # WCE; False: every write is durable before its callback
+    max_atomic_bytes: int   # the largest `atomic_write`; 0: the store has none
 
     def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None]) -> None:
         """Exactly `length` bytes at `offset` (zeros past the end of the file)."""
 
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
         """All of `data` at `offset`; with `fua` (or without write cache) durable before the callback."""
+
+    def atomic_write(self, offset: int, data, callback: Callable[[OSError | None], None]) -> None:
+        """All of `data` at `offset` or none of it, for readers and across a crash; durable before the callback.
+        Only where max_atomic_bytes is not 0."""
 
     def flush(self, callback: Callable[[OSError | None], None]) -> None:
         """Make every completed write durable."""

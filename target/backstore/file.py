@@ -67,6 +67,8 @@ class FileBackstore:
 
     __slots__ = ("path", "size", "block_size", "write_cache", "_fd", "_reactor", "_pool")
 
+    max_atomic_bytes = 0                # no atomic writes (atomic.py adds them to regular files)
+
     def __init__(self, reactor: Reactor, *, path: str | None, size: int | None, block_size: int,
                  direct: bool = False, write_cache: bool = True):
         if path is None:

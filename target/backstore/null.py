@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..reactor import Reactor
+from .atomic import MAX_ATOMIC_BYTES
 from .base import BackstoreError
 
 
@@ -35,6 +36,11 @@ class NullBackstore:
         self._later(callback, self._zeros[:length])
 
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
+        self._later(callback, None)
+
+    max_atomic_bytes = MAX_ATOMIC_BYTES
+
+    def atomic_write(self, offset: int, data, callback: Callable[[OSError | None], None]) -> None:
         self._later(callback, None)
 
     def flush(self, callback: Callable[[OSError | None], None]) -> None:

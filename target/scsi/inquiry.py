@@ -23,9 +23,10 @@ _STANDARD = Struct(">BBBBBBBB8s16s4s22x4H8x")                # 74 bytes: 8 versi
 _VPD_HEADER = Struct(">BBH")
 _DESIGNATOR_HEADER = Struct(">BBxB")
 _PORT_NUMBER = Struct(">xxH")
-_BLOCK_LIMITS = Struct(">BBHIIIIIIIQ20x")                  # after the page header: 60 bytes
+_BLOCK_LIMITS = Struct(">BBHIIIIIIIQI16x")                 # after the page header: 60 bytes
 _CHARACTERISTICS = Struct(">HxB56x")
-_WABEREQ_READS_SUCCEED = 0x40               # a READ after a BLOCK ERASE succeeds (WACEREQ 0: no CRYPTO ERASE)
+_WABEREQ_READS_SUCCEED = 0x40               # a READ after a BLOCK ERASE succeeds
+_WACEREQ_READS_SUCCEED = 0x10               # … after a CRYPTO ERASE (0 where the unit offers none)
 _PROVISIONING = Struct(">BBBx")
 _TPC_DESCRIPTOR = Struct(">HH")
 _SUPPORTED_COMMANDS = 0x0001
@@ -86,11 +87,13 @@ def _block_limits(unit: LogicalUnit) -> bytes:
     unmap_blocks, unmap_descriptors, granularity = (0, 0, 0) if not unit.thin else (
         MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, max(1, HOLE_BYTES // unit.block_size))
     return _BLOCK_LIMITS.pack(_WSNZ, MAX_COMPARE_AND_WRITE_BLOCKS, 1, unit.max_transfer_blocks, optimal, 0,
-                              unmap_blocks, unmap_descriptors, granularity, 0, unit.max_transfer_blocks)
+                              unmap_blocks, unmap_descriptors, granularity, 0, unit.max_transfer_blocks,
+                              unit.max_atomic_blocks)     # atomic alignment and granularity 0: none required
 
 
 def _block_device_characteristics(unit: LogicalUnit) -> bytes:
-    return _CHARACTERISTICS.pack(1, _WABEREQ_READS_SUCCEED)     # medium rotation rate 1: non-rotating
+    erasures = _WABEREQ_READS_SUCCEED | (_WACEREQ_READS_SUCCEED if unit.crypto_erasable else 0)
+    return _CHARACTERISTICS.pack(1, erasures)           # medium rotation rate 1: non-rotating
 
 
 def _logical_block_provisioning(unit: LogicalUnit) -> bytes:

@@ -91,7 +91,7 @@ class LogicalUnit:
     __slots__ = ("lun_id", "backstore", "identity", "read_only", "configured_read_only", "software_write_protect",
                  "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
                  "coordinator", "thin", "caw_lock", "removable", "medium_loaded", "sanitize", "sanitize_rate",
-                 "refused")
+                 "max_atomic_blocks", "crypto_erasable", "refused")
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
@@ -111,6 +111,8 @@ class LogicalUnit:
         self.block_size = backstore.block_size
         self.blocks = backstore.size // backstore.block_size
         self.max_transfer_blocks = MAX_TRANSFER_BYTES // self.block_size
+        self.max_atomic_blocks = backstore.max_atomic_bytes // self.block_size   # 0: no WRITE ATOMIC
+        self.crypto_erasable = hasattr(backstore, "rekey")     # encrypted at rest: SANITIZE CRYPTO ERASE
         self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
         self.thin = thin                    # thin-provisioned: UNMAP, WRITE SAME with UNMAP, GET LBA STATUS
         self.caw_lock = None                # made by the first COMPARE AND WRITE or ORWRITE
@@ -139,6 +141,8 @@ class LogicalUnit:
 
     def set_medium(self, loaded: bool, sanitize: int = IDLE) -> None:
         """The removable medium was loaded or ejected, or a sanitize began or ended, through any worker."""
+        if self.crypto_erasable and self.sanitize == SANITIZING != sanitize:
+            self.backstore.reload_key()     # a CRYPTO ERASE through another worker replaced it
         self.medium_loaded = loaded
         self.sanitize = sanitize
         self._refuse()

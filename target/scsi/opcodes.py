@@ -14,7 +14,7 @@ from .sense import invalid_cdb
 REPORT_SUPPORTED_OPCODES, REPORT_SUPPORTED_TMFS = 0x0C, 0x0D
 ALL, ONE_OPCODE, ONE_SERVICE_ACTION, ONE_EITHER = 0, 1, 2, 3
 SERVICE_ACTIONS = {                 # opcode -> (service actions served, CDB usage of byte 1)
-    0x48: ((0x01, 0x02, 0x1F), 0xBF),                   # SANITIZE: OVERWRITE, BLOCK ERASE, EXIT FAILURE MODE
+    0x48: ((0x01, 0x02, 0x03, 0x1F), 0xBF),             # SANITIZE: OVERWRITE, BLOCK/CRYPTO ERASE, EXIT FAILURE
     0x5E: ((0, 1, 2, 3), 0x1F),                         # PERSISTENT RESERVE IN
     0x5F: ((0, 1, 2, 3, 4, 5, 6, 7), 0x1F),             # PERSISTENT RESERVE OUT
     0x83: ((0x00,), 0x1F),                              # EXTENDED COPY (LID1)
@@ -22,6 +22,8 @@ SERVICE_ACTIONS = {                 # opcode -> (service actions served, CDB usa
     0x9E: ((0x10, 0x12), 0x1F),                         # SERVICE ACTION IN(16): READ CAPACITY(16), GET LBA STATUS
     0xA3: ((REPORT_SUPPORTED_OPCODES, REPORT_SUPPORTED_TMFS), 0x1F),
 }
+UNIT_DEPENDENT = {(0x48, 0x03): "crypto_erasable"}      # (opcode, service action) -> the unit's attribute saying
+                                                        # whether it serves it
 SUPPORTED, NOT_SUPPORTED = 0x03, 0x01
 CTDP = 0x02
 _MAINTENANCE_IN = Struct(">xBBBHIx")
@@ -48,9 +50,9 @@ def make_maintenance_in(command_table):
         options &= 0x07
         table = command_table()
         if options == ALL:
-            data = _all_commands(table, timeouts)
+            data = _all_commands(table, timeouts, unit)
         elif options in (ONE_OPCODE, ONE_SERVICE_ACTION, ONE_EITHER):
-            data = _one_command(table, options, opcode, service_action, timeouts)
+            data = _one_command(table, options, opcode, service_action, timeouts, unit)
         else:
             raise invalid_cdb(2, 2)
         return data[:alloc]
@@ -58,7 +60,12 @@ def make_maintenance_in(command_table):
     return maintenance_in
 
 
-def _all_commands(table, timeouts: bool) -> bytes:
+def _served(unit, opcode: int, action: int) -> bool:
+    attribute = UNIT_DEPENDENT.get((opcode, action))
+    return attribute is None or unit is None or bool(getattr(unit, attribute))
+
+
+def _all_commands(table, timeouts: bool, unit) -> bytes:
     flags = CTDP if timeouts else 0
     suffix = _TIMEOUTS_DESCRIPTOR if timeouts else b""
     descriptors = []
@@ -66,18 +73,19 @@ def _all_commands(table, timeouts: bool) -> bytes:
         if op.handler is None:
             continue
         actions = SERVICE_ACTIONS.get(opcode)
-        for action in actions[0] if actions else (0,):
+        for action in (a for a in actions[0] if _served(unit, opcode, a)) if actions else (0,):
             descriptors.append(_DESCRIPTOR.pack(opcode, action, flags | (1 if actions else 0), op.length) + suffix)
     body = b"".join(descriptors)
     return len(body).to_bytes(4, "big") + body
 
 
-def _one_command(table, options: int, opcode: int, service_action: int, timeouts: bool) -> bytes:
+def _one_command(table, options: int, opcode: int, service_action: int, timeouts: bool, unit) -> bytes:
     op = table[opcode]
     actions = SERVICE_ACTIONS.get(opcode)
     if options == ONE_OPCODE and actions or options == ONE_SERVICE_ACTION and not actions:
         raise invalid_cdb(2, 2)
-    if op.handler is None or actions and service_action not in actions[0]:
+    if op.handler is None or actions and (service_action not in actions[0]
+                                          or not _served(unit, opcode, service_action)):
         return _ONE.pack(NOT_SUPPORTED, 0)
     usage = bytearray([0xFF] * op.length)
     usage[0] = opcode

@@ -1,5 +1,5 @@
-"""SANITIZE (SBC-4 5.30, 4.11): OVERWRITE, BLOCK ERASE and EXIT FAILURE MODE. CRYPTO ERASE is not offered:
-units store their data in the clear, so there is no key whose loss would make it unreadable.
+"""SANITIZE (SBC-4 5.30, 4.11): OVERWRITE, BLOCK ERASE, CRYPTO ERASE and EXIT FAILURE MODE. CRYPTO ERASE only
+on a unit encrypted at rest (`encryption_key`, backstore/encrypted.py): it replaces the key.
 
 A sanitize runs in the worker that received it, in the background of its event loop. From its start to its end
 every worker answers the unit's commands, but INQUIRY, REPORT LUNS, REQUEST SENSE and MAINTENANCE IN, with NOT
@@ -13,7 +13,8 @@ OVERWRITE writes the initialization pattern over every block, OVERWRITE COUNT pa
 pass with INVERT, the last pass not inverted), flushing the file after each pass. The unit's `sanitize_rate`
 (bytes per second, 0 for no limit) paces it, so that sanitizing one unit leaves the disk to the others, as a
 RAID resync limit does. BLOCK ERASE deallocates every block of a thin unit (a punched hole, read back as zeros)
-and zeroes a thick one. Neither reaches copies the file system or the disk keeps elsewhere (a copy-on-write
+and zeroes a thick one. CRYPTO ERASE writes a new key over the old one: every block written before reads as
+noise (WACEREQ 01b: reads succeed). None of them reaches copies the file system or the disk keeps elsewhere (a copy-on-write
 file system, an SSD's remapped pages): what a sanitize guarantees here is that no initiator can read the old
 data through any LUN.
 """
@@ -28,7 +29,6 @@ from .sense import (ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_ERROR, PARAMET
 from .task import GOOD
 
 OVERWRITE, BLOCK_ERASE, CRYPTO_ERASE, EXIT_FAILURE = 0x01, 0x02, 0x03, 0x1F
-SERVICE_ACTIONS = (OVERWRITE, BLOCK_ERASE, EXIT_FAILURE)
 CHUNK = 1 << 20                     # bytes per write of an overwrite pass
 
 _IMMED, _RESERVED, _AUSE = 0x80, 0x40, 0x20
@@ -47,12 +47,12 @@ def sanitize(target, unit, task):
     length = task.transfer_length = int.from_bytes(cdb[7:9], "big")
     if action == OVERWRITE:
         sweep = _overwrite(unit, task.data_out, length)
-    elif action in (BLOCK_ERASE, EXIT_FAILURE):
+    elif action in (BLOCK_ERASE, EXIT_FAILURE) or action == CRYPTO_ERASE and unit.crypto_erasable:
         if length:
             raise invalid_cdb(7)
         if action == EXIT_FAILURE:
             return target.medium_request(unit, task, EXIT_FAILURE_MODE)
-        sweep = _block_erase(unit)
+        sweep = _block_erase(unit) if action == BLOCK_ERASE else _crypto_erase(unit)
     else:
         raise invalid_cdb(1, 4)
     immediate = bool(cdb[1] & _IMMED)
@@ -131,6 +131,17 @@ def _overwrite(unit, data, length: int):
                 next_write(error)
 
         next_write()
+    return sweep
+
+
+def _crypto_erase(unit):
+    def sweep(call_later, ended) -> None:
+        try:
+            unit.backstore.rekey()
+        except OSError as error:
+            ended(error)
+        else:
+            ended(None)
     return sweep
 
 

@@ -1,5 +1,5 @@
-"""Block commands (SBC-3): READ/WRITE 6/10/12/16, VERIFY and WRITE AND VERIFY 10/12/16, PRE-FETCH 10/16, READ
-DEFECT DATA 10/12, SYNCHRONIZE CACHE, READ CAPACITY 10/16.
+"""Block commands (SBC-3): READ/WRITE 6/10/12/16, WRITE ATOMIC(16) (SBC-4), VERIFY and WRITE AND VERIFY 10/12/16,
+PRE-FETCH 10/16, READ DEFECT DATA 10/12, SYNCHRONIZE CACHE, READ CAPACITY 10/16.
 
 READ and WRITE are the hot path: one compiled-struct decode, range checks, one backstore call, and a
 completion closure that hands the backstore's memoryview straight to `task.finish`. Handlers return None
@@ -11,7 +11,7 @@ import logging
 from struct import Struct
 
 from . import cdb as C
-from .sense import (ILLEGAL_REQUEST, LBA_OUT_OF_RANGE, MEDIUM_ERROR, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
+from .sense import (ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, LBA_OUT_OF_RANGE, MEDIUM_ERROR, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
                     PARAMETER_LIST_LENGTH_ERROR, UNRECOVERED_READ_ERROR, WRITE_ERROR, ScsiError, check_condition,
                     fail, invalid_cdb)
 from .task import GOOD
@@ -22,6 +22,7 @@ _CAPACITY16 = Struct(">QIxxH16x")   # a logical block per physical block (see th
 _LBPME_LBPRZ = 0xC000               # READ CAPACITY(16) bytes 14-15: thin, unmapped blocks read as zeros
 _DEFECTS10 = Struct(">xB2x")        # PLISTV, GLISTV, list format; list length 0
 _DEFECTS12 = Struct(">xB6x")        # … generation 0, list length 0
+_WRITE_ATOMIC16 = Struct(">xBQHH")  # flags, LBA, ATOMIC BOUNDARY, TRANSFER LENGTH
 
 
 def check_range(unit, lba: int, count: int, count_byte: int) -> None:
@@ -85,6 +86,29 @@ def make_write(layout: C.LbaLayout):
         return None
 
     return write
+
+
+def write_atomic16(target, unit, task):
+    """WRITE ATOMIC(16) (SBC-4 5.48): all of the blocks or none, for every reader and across a crash (the
+    backstore's `atomic_write`, target/backstore/atomic.py). No atomic boundaries (MAXIMUM ATOMIC BOUNDARY SIZE
+    0): an ATOMIC BOUNDARY field other than 0 is refused."""
+    if not unit.max_atomic_blocks:
+        raise ScsiError(ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
+    flags, lba, boundary, count = _WRITE_ATOMIC16.unpack_from(task.cdb)
+    if flags & C.PROTECT:
+        raise invalid_cdb(1, 7)
+    if boundary:
+        raise invalid_cdb(10)
+    if lba + count > unit.blocks:
+        raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+    if count > unit.max_atomic_blocks:
+        raise invalid_cdb(12)
+    size = unit.block_size
+    data = write_data(task, count * size, size)
+    if data is None:
+        return b""
+    unit.backstore.atomic_write(lba * size, data, written(task))
+    return None
 
 
 def write_data(task, length: int, size: int):

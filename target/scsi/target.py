@@ -91,6 +91,7 @@ def _ops() -> list[Op]:
         (0x90, "PRE-FETCH(16)", sbc.make_prefetch(C.LBA16), MEDIUM),
         (0x91, "SYNCHRONIZE CACHE(16)", sbc.make_synchronize_cache(C.LBA16), MEDIUM),
         (0x93, "WRITE SAME(16)", provisioning.make_write_same(C.LBA16), WRITES | MEDIUM),
+        (0x9C, "WRITE ATOMIC(16)", sbc.write_atomic16, WRITES | MEDIUM),
         (0x9E, "SERVICE ACTION IN(16)", provisioning.service_action_in16, MEDIUM),
         (0xA0, "REPORT LUNS", spc.report_luns, ANY_LUN | KEEPS_UA),
         (_MAINTENANCE_IN, "MAINTENANCE IN", opcodes.make_maintenance_in(lambda: OPS), 0),

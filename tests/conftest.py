@@ -1,0 +1,32 @@
+"""Fixtures shared by the unit tests: a reactor on a real ring, and an opener of file backstores in tmp_path
+(closed at teardown)."""
+import os
+
+import pytest
+
+from ioring import Ring
+from target.backstore import open_backstore
+from target.reactor import Reactor
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def reactor():
+    with Ring(64) as ring:
+        yield Reactor(ring)
+
+
+@pytest.fixture
+def opener(reactor, tmp_path):
+    stores = []
+
+    def open_(name="lun.img", size=4 * MiB, **kwargs):
+        kwargs.setdefault("block_size", 512)
+        path = name if os.path.isabs(name) else str(tmp_path / name)
+        store = open_backstore("file", reactor, path=path, size=size, **kwargs)
+        stores.append(store)
+        return store
+    yield open_
+    for store in stores:
+        store.close()

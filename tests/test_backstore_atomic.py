@@ -1,0 +1,135 @@
+"""target.backstore.atomic on the real ring: atomic writes through the journal, replay after a crash (a valid
+record is completed, a torn one ignored), a dead writer recovered by a waiting reader, reads and writes repeated
+around another process's atomic write, and no torn read while another process writes atomically."""
+import multiprocessing
+import os
+import struct
+
+import pytest
+
+from target.backstore import open_backstore
+from target.backstore.atomic import _MAGIC, _RECORD, _RECORD_AT, MAX_ATOMIC_BYTES, AtomicFileBackstore, _record_crc
+from target.reactor import Reactor
+from ioring import Ring
+from tests.test_backstore import complete
+from tests.test_backstore_file import MiB, read, write
+
+
+def journal_of(store):
+    return store.path + ".atomic"
+
+
+def put_record(path, offset, data, crc=None):
+    """A journal record as an atomic write leaves it after its journal write, before its in-place write."""
+    crc = _record_crc(offset, data) if crc is None else crc
+    with open(path, "r+b") as f:
+        f.seek(_RECORD_AT)
+        f.write(_RECORD.pack(_MAGIC, offset, len(data), crc) + data)
+
+
+def set_counter(path, value):
+    with open(path, "r+b") as f:
+        f.write(struct.pack("=Q", value))
+
+
+def atomic(reactor, store, offset, data):
+    assert complete(reactor, lambda cb: store.atomic_write(offset, data, cb)) is None
+
+
+def test_regular_files_get_atomic_writes_through_a_cleared_journal(reactor, opener):
+    store = opener()
+    assert isinstance(store, AtomicFileBackstore) and store.max_atomic_bytes == MAX_ATOMIC_BYTES
+    data = os.urandom(256 * 512)
+    atomic(reactor, store, 512, data)
+    assert read(reactor, store, 512, len(data)) == data
+    with open(journal_of(store), "rb") as f:
+        f.seek(_RECORD_AT)
+        assert f.read(8) == bytes(8)                                            # the record is cleared
+    assert store.generation() % 2 == 0
+    with pytest.raises(ValueError):
+        store.atomic_write(0, bytes(MAX_ATOMIC_BYTES + 512), lambda error: None)
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_a_valid_record_is_written_in_place_at_open_and_a_torn_one_is_not(reactor, opener, direct):
+    store = opener(direct=direct)
+    write(reactor, store, 0, b"o" * 4096)
+    store.close()
+    put_record(journal_of(store), 1024, b"n" * 2048)
+    set_counter(journal_of(store), 7)                                           # odd: the writer died in place
+    store = opener(direct=direct)
+    assert read(reactor, store, 0, 4096) == b"o" * 1024 + b"n" * 2048 + b"o" * 1024
+    assert store.generation() % 2 == 0
+    store.close()
+    put_record(journal_of(store), 0, b"t" * 4096, crc=12345)                    # torn: its CRC does not match
+    store = opener(direct=direct)
+    assert read(reactor, store, 0, 4096) == b"o" * 1024 + b"n" * 2048 + b"o" * 1024
+
+
+def test_a_reader_completes_the_atomic_write_of_a_worker_that_died(reactor, opener):
+    store = opener()
+    write(reactor, store, 0, b"o" * 1024)
+    put_record(journal_of(store), 0, b"n" * 1024)
+    store._advance()                                                            # odd, and nobody holds the lock
+    assert read(reactor, store, 0, 1024) == b"n" * 1024
+    assert store.generation() % 2 == 0
+
+
+def test_io_during_another_process_atomic_write_is_repeated_after_it(reactor, opener):
+    store = opener()
+    write(reactor, store, 0, b"o" * 1024)
+    results = []
+    store.read(0, 1024, results.append)                                         # queued, not yet run
+    store.write(2048, b"w" * 512, False, results.append)
+    store._advance()                                                            # another worker: odd …
+    os.pwrite(store._fd, b"a" * 3072, 0)                                        # … writes in place …
+    store._advance()                                                            # … even
+    for _ in range(100):
+        if len(results) == 2:
+            break
+        reactor.run_once(0.05)
+    view, error = results
+    assert bytes(view) == b"a" * 1024 and error is None
+    assert read(reactor, store, 2048, 1024) == b"w" * 512 + b"a" * 512          # the write landed after it
+
+
+def test_without_a_journal_the_file_serves_without_atomic_writes(reactor, tmp_path, caplog):
+    (tmp_path / "lun.img.atomic").mkdir()
+    store = open_backstore("file", reactor, path=str(tmp_path / "lun.img"), size=MiB, block_size=512)
+    try:
+        assert not isinstance(store, AtomicFileBackstore) and store.max_atomic_bytes == 0
+        assert "atomic write journal" in caplog.text and "WRITE ATOMIC is not offered" in caplog.text
+        write(reactor, store, 0, b"x" * 512)
+    finally:
+        store.close()
+
+
+def _atomic_writer(path, rounds, ready):
+    """Another worker: whole-range atomic writes, each of one byte value, as fast as it can."""
+    with Ring(16) as ring:
+        reactor = Reactor(ring)
+        store = open_backstore("file", reactor, path=path, size=MiB, block_size=512)
+        ready.set()
+        for value in range(rounds):
+            done = []
+            store.atomic_write(0, bytes([value % 251 + 1]) * (128 * 1024), done.append)
+            while not done:
+                reactor.run_once(0.05)
+            assert done == [None]
+        store.close()
+
+
+def test_no_read_sees_part_of_another_process_atomic_write(reactor, opener):
+    store = opener(size=MiB)
+    write(reactor, store, 0, b"\x01" * (128 * 1024))
+    ready = multiprocessing.get_context("fork").Event()
+    writer = multiprocessing.get_context("fork").Process(target=_atomic_writer, args=(store.path, 300, ready))
+    writer.start()
+    assert ready.wait(30)
+    reads = 0
+    while writer.is_alive() or not reads:
+        view = read(reactor, store, 0, 128 * 1024)
+        assert view == view[:1] * len(view), f"read {reads} saw parts of two atomic writes"
+        reads += 1
+    writer.join()
+    assert writer.exitcode == 0 and reads
