@@ -183,6 +183,8 @@ class Cluster:
         for round_ in range(1, TICKLE_ROUNDS):
             self.service.call_later(round_ * TICKLE_INTERVAL, lambda: send_tickles(connections))
         self.registry.restore({"version": SNAPSHOT_VERSION}, node=peer)
+        if self.authority.interrupt_sanitizes(set(self.service.workers)):
+            self.service.submit("cluster.adopted", {})      # this node's workers learn it as after an adoption
         if self.peers.state(peer) == ALIVE:         # taken over alive (an operator's call): its own table again
             self.bus.send(peer, WANT_SNAPSHOT, {})
         result = {"peer": peer, "peer_state": self.peers.state(peer), "sessions": len(sessions),

@@ -48,7 +48,7 @@ import logging
 import os
 
 from target.scsi.local_reservations import run_request
-from target.scsi.medium import ACTIONS, MOVES, MediumState
+from target.scsi.medium import ACTIONS, MOVES, SANITIZING, MediumState
 from target.scsi.reservations import Outcome, Reservations
 from target.scsi.reservation_files import load_state, save_state
 from target.scsi.sense import MODE_PARAMETERS_CHANGED, POWER_ON_RESET
@@ -288,6 +288,19 @@ class ReservationAuthority:
                           key[0])
                 self.interrupted.add(key)
         self._changed()
+
+    def interrupt_sanitizes(self, workers: set[str]) -> bool:
+        """After a takeover: a sanitize that none of `workers` (this node's) runs was the dead peer's, and fails
+        (sanitize failure mode) instead of leaving the unit NOT READY for good. True if any did."""
+        interrupted = False
+        for (target, lun), unit in self.units.items():
+            medium = unit.medium
+            if medium.sanitize == SANITIZING and medium.sanitizer not in workers:
+                log.error("the sanitize of LUN %d of %s ran on a node taken over: sanitize failure mode", lun, target)
+                interrupted = medium.interrupted(medium.sanitizer) or interrupted
+        if interrupted:
+            self._changed()
+        return interrupted
 
     # -- replication ----------------------------------------------------------------------------------------
     def snapshot(self) -> dict:

@@ -33,6 +33,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 BLOCK_SIZES = (512, 4096)
 BACKSTORES = ("file", "null")
 MAX_LUN_ID = 255
+MAX_BLOCKS_PER_PHYSICAL = 1 << 15    # physical_block_size / block_size: READ CAPACITY(16)'s 4-bit exponent
 MAX_NAME_BYTES = 223  # RFC 3720 3.2.6.1
 MAX_ALIAS_CHARS = 255
 MAX_SERIAL_CHARS = 64
@@ -107,6 +108,7 @@ class LunConfig:
     removable: bool = False
     sanitize_rate: int = 0                      # bytes per second a SANITIZE may write; 0: no limit
     encryption_key: str | None = None           # key file: blocks encrypted at rest (CRYPTO ERASE offered)
+    physical_block_size: int | None = None      # reported physical block (READ CAPACITY(16)); None: block_size
 
 
 @dataclass(frozen=True)
@@ -461,6 +463,7 @@ def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:
         removable=t.take("removable", (bool,), False),
         sanitize_rate=_sanitize_rate(t),
         encryption_key=_encryption_key(t, backstore, base_dir),
+        physical_block_size=_physical_block_size(t, block_size),
     )
     t.finish()
     return lun
@@ -471,6 +474,16 @@ def _thin(t: _Table, backstore: str) -> bool:
     if thin and backstore != "file":
         raise t.error("thin", f'only a file can be thin-provisioned, not backstore "{backstore}"')
     return thin
+
+
+def _physical_block_size(t: _Table, block_size: int) -> int | None:
+    physical = t.take("physical_block_size", (int,), None)
+    if physical is not None and (physical < block_size or physical % block_size
+                                 or (physical // block_size) & (physical // block_size - 1)
+                                 or physical // block_size > MAX_BLOCKS_PER_PHYSICAL):
+        raise t.error("physical_block_size", f"must be block_size {block_size} times a power of 2 up to "
+                                             f"{MAX_BLOCKS_PER_PHYSICAL}, got {physical}")
+    return physical
 
 
 def _encryption_key(t: _Table, backstore: str, base_dir: str) -> str | None:

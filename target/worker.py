@@ -111,7 +111,8 @@ class Worker:
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
                                        coordinator=self.coordinator, thin=lun.thin, read_only=lun.readonly,
-                                       removable=lun.removable, sanitize_rate=lun.sanitize_rate)
+                                       removable=lun.removable, sanitize_rate=lun.sanitize_rate,
+                                       physical_block_size=lun.physical_block_size)
         return ScsiTarget(luns, coordinator=self.coordinator, call_later=self.call_later)
 
     def call_later(self, seconds: float, fn) -> None:

@@ -36,6 +36,7 @@ readonly = true
 removable = true
 sanitize_rate = "64MiB"
 encryption_key = "keys/disk1.key"
+physical_block_size = 32768
 serial = "SER-1"
 naa = "6001405AABBCCDDEEFF0011223344556"
 
@@ -97,7 +98,7 @@ def test_full_config(tmp_path):
         512 << 20, 4096, "file", True, False)
     assert (disk.serial, disk.naa) == ("SER-1", "6001405aabbccddeeff0011223344556")
     assert (disk.readonly, disk.removable, disk.sanitize_rate) == (True, True, 64 << 20)
-    assert disk.encryption_key == str(tmp_path / "keys" / "disk1.key")
+    assert disk.encryption_key == str(tmp_path / "keys" / "disk1.key") and disk.physical_block_size == 32768
     assert (null.id, null.path, null.size, null.backstore) == (7, None, 1 << 20, "null")
     other = config.targets[1]
     assert other.alias is None
@@ -217,6 +218,9 @@ def test_parse_size_rejects(text):
     (lun_toml(removable="0"), "target[0].lun[0].removable: must be a boolean, got 0"),
     (lun_toml(path=None, backstore='"null"', encryption_key='"k"'),
      'target[0].lun[0].encryption_key: only a file is stored encrypted, not backstore "null"'),
+    (lun_toml(physical_block_size="1536"),
+     "target[0].lun[0].physical_block_size: must be block_size 512 times a power of 2 up to 32768, got 1536"),
+    (lun_toml(physical_block_size="256"), "target[0].lun[0].physical_block_size: must be block_size 512 times"),
     (lun_toml(sanitize_rate='"fast"'), "target[0].lun[0].sanitize_rate: must be bytes or a size like"),
     (lun_toml(sanitize_rate="-1"), "target[0].lun[0].sanitize_rate: must be bytes per second, 0 for no limit"),
     (lun_toml(serial='"has space"'), "target[0].lun[0].serial: must be 1..64 printable ASCII"),

@@ -171,6 +171,17 @@ def test_sanitize_runs_once_fails_with_its_worker_and_exits_failure_mode_only_wi
     assert auth.medium_request(medium("", "sanitized", lun=0), "w0.3").body["sanitize"] == IDLE
 
 
+def test_a_takeover_fails_the_sanitize_of_the_node_taken_over():
+    peer, auth = authority(), authority()
+    peer.medium_request(medium(A1, "sanitize", lun=0), "w0.77")                 # on the peer's worker
+    assert auth.adopt(peer.snapshot()) and auth.units[(T, 0)].medium.sanitize == SANITIZING
+    assert not auth.interrupt_sanitizes({"w0.77"})                             # still running there
+    assert auth.interrupt_sanitizes({"w0.1", "w1.2"})                          # the peer is gone
+    assert auth.units[(T, 0)].medium.sanitize == SANITIZE_FAILURE
+    assert ("medium.change", {"target": T, "lun": 0, "loaded": True, "sanitize": SANITIZE_FAILURE}) in \
+        auth.views_of_every_unit()
+
+
 def test_snapshot_restore():
     auth = authority()
     auth.attach({"target": T, "nexus": A1}, "w0.1")

@@ -67,10 +67,11 @@ class MemoryStore:
             self.pending.pop(0)()
 
 
-def make_unit(lun=0, store=None, read_only=False, removable=False, thin=False):
+def make_unit(lun=0, store=None, read_only=False, removable=False, thin=False, physical_block_size=None):
     store = store or MemoryStore()
     return LogicalUnit(lun, store, serial="0123456789ABCDEF", naa=NAA, target_iqn=IQN, portal_group_tag=1,
-                       relative_port=1, read_only=read_only, removable=removable, thin=thin)
+                       relative_port=1, read_only=read_only, removable=removable, thin=thin,
+                       physical_block_size=physical_block_size)
 
 
 class Harness:
@@ -274,6 +275,14 @@ def test_read_capacity(h):
     assert data == struct.pack(">QI", BLOCKS - 1, BS) + bytes(20)
     assert len(h.run(bytes([0x9E, 0x10]) + bytes(8) + (12).to_bytes(4, "big") + bytes(2)).data_in) == 12
     assert_sense(h.run(bytes([0x9E, 0x11]) + bytes(14)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB)
+
+
+def test_a_physical_block_of_several_logical_ones_is_reported():
+    h = Harness(physical_block_size=8 * BS)
+    h.ready()
+    data = h.run(bytes([0x9E, 0x10]) + bytes(8) + (32).to_bytes(4, "big") + bytes(2)).data_in
+    assert data[13] & 0x0F == 3                                         # 2^3 logical blocks per physical
+    assert struct.unpack_from(">H", vpd(h, 0xB0), 6) == (8,)            # OPTIMAL TRANSFER LENGTH GRANULARITY
 
 
 def test_read_capacity10_saturates():

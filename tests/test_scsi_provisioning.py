@@ -11,8 +11,8 @@ from tests.test_scsi_commands import BLOCKS, BS, Harness, MemoryStore, assert_go
 class ThinStore(MemoryStore):
     """MemoryStore with holes: unmapped bytes read as zeros and are reported as deallocated extents."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.mapped = bytearray(b"\1" * len(self.data))
 
     def write(self, offset, data, fua, callback):
@@ -98,9 +98,21 @@ def test_write_same_data_out_is_exactly_one_block(thin, length):
     assert thin.store.calls == []
 
 
+def test_write_same_of_0_blocks_writes_to_the_end_of_the_medium():
+    h = Harness(store=ThinStore(blocks=64), thin=True)
+    h.ready()
+    assert_good(h.run(ws10(60, 0), data_out=b"\x07" * BS))
+    assert h.store.data[60 * BS:] == b"\x07" * (4 * BS) and not any(h.store.data[:60 * BS])
+    assert_good(h.run(ws16(64, 0), data_out=b"\x07" * BS))                   # from the end: nothing
+    assert_sense(h.run(ws16(65, 0), data_out=bytes(BS)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
+    assert_good(h.run(ws16(32, 0, flags=0x08), data_out=bytes(BS)))            # UNMAP to the end
+    assert ("unmap", 32 * BS, 32 * BS) in h.store.calls
+    big = Harness(store=MemoryStore(size=65536 * BS))                           # more than a WRITE SAME may write
+    big.ready()
+    assert_sense(big.run(ws10(0, 0), data_out=bytes(BS)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB, S.Field(7))
+
+
 def test_write_same_limits(thin):
-    assert_sense(thin.run(ws10(0, 0), data_out=bytes(BS)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
-                 S.Field(7))                                            # WSNZ: 0 blocks refused
     assert_sense(thin.run(ws16(BLOCKS - 1, 2), data_out=bytes(BS)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
     assert_sense(thin.run(ws10(0, 1, flags=0x10), data_out=bytes(BS)), S.ILLEGAL_REQUEST,
                  S.INVALID_FIELD_IN_CDB, S.Field(1, 4))                 # ANCHOR

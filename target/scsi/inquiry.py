@@ -30,7 +30,7 @@ _WACEREQ_READS_SUCCEED = 0x10               # … after a CRYPTO ERASE (0 where 
 _PROVISIONING = Struct(">BBBx")
 _TPC_DESCRIPTOR = Struct(">HH")
 _SUPPORTED_COMMANDS = 0x0001
-_WSNZ = 0x01                        # WRITE SAME of 0 blocks is refused
+_WSNZ = 0x00                        # WRITE SAME of 0 blocks writes to the end of the medium
 _LBPU, _LBPWS, _LBPWS10, _LBPRZ = 0x80, 0x40, 0x20, 0x04   # UNMAP, WRITE SAME 16/10 with UNMAP; zeros after
 _THIN = 0x02                                                # provisioning type
 
@@ -86,7 +86,8 @@ def _block_limits(unit: LogicalUnit) -> bytes:
     optimal = max(1, OPTIMAL_TRANSFER_BYTES // unit.block_size)
     unmap_blocks, unmap_descriptors, granularity = (0, 0, 0) if not unit.thin else (
         MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, max(1, HOLE_BYTES // unit.block_size))
-    return _BLOCK_LIMITS.pack(_WSNZ, MAX_COMPARE_AND_WRITE_BLOCKS, 1, unit.max_transfer_blocks, optimal, 0,
+    return _BLOCK_LIMITS.pack(_WSNZ, MAX_COMPARE_AND_WRITE_BLOCKS, unit.blocks_per_physical,
+                              unit.max_transfer_blocks, optimal, 0,
                               unmap_blocks, unmap_descriptors, granularity, 0, unit.max_transfer_blocks,
                               unit.max_atomic_blocks)     # atomic alignment and granularity 0: none required
 

@@ -91,12 +91,12 @@ class LogicalUnit:
     __slots__ = ("lun_id", "backstore", "identity", "read_only", "configured_read_only", "software_write_protect",
                  "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
                  "coordinator", "thin", "caw_lock", "removable", "medium_loaded", "sanitize", "sanitize_rate",
-                 "max_atomic_blocks", "crypto_erasable", "refused")
+                 "max_atomic_blocks", "crypto_erasable", "blocks_per_physical", "refused")
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
                  attentions: UnitAttentions | None = None, coordinator=None, thin: bool = False,
-                 removable: bool = False, sanitize_rate: int = 0):
+                 removable: bool = False, sanitize_rate: int = 0, physical_block_size: int | None = None):
         naa_bytes = bytes.fromhex(naa)
         if len(naa_bytes) not in (8, 16) or naa_bytes[0] >> 4 != 6:
             raise ValueError(f"NAA designator {naa!r} is not 8 or 16 bytes of NAA 6")
@@ -113,6 +113,7 @@ class LogicalUnit:
         self.max_transfer_blocks = MAX_TRANSFER_BYTES // self.block_size
         self.max_atomic_blocks = backstore.max_atomic_bytes // self.block_size   # 0: no WRITE ATOMIC
         self.crypto_erasable = hasattr(backstore, "rekey")     # encrypted at rest: SANITIZE CRYPTO ERASE
+        self.blocks_per_physical = (physical_block_size or self.block_size) // self.block_size   # a power of 2
         self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
         self.thin = thin                    # thin-provisioned: UNMAP, WRITE SAME with UNMAP, GET LBA STATUS
         self.caw_lock = None                # made by the first COMPARE AND WRITE or ORWRITE

@@ -80,9 +80,9 @@ def unmap(target, unit, task):
 
 
 def make_write_same(layout: C.LbaLayout):
-    """WRITE SAME(10)/(16) of 1 to MAXIMUM WRITE SAME LENGTH blocks (the unit's maximum transfer; WSNZ=1: 0 is
-    refused). With UNMAP on a thin unit the blocks are deallocated whatever the data block holds (they read
-    back as zeros)."""
+    """WRITE SAME(10)/(16) of up to MAXIMUM WRITE SAME LENGTH blocks (the unit's maximum transfer); 0 blocks
+    (WSNZ=0) are every block from the LBA to the last, within that maximum too. With UNMAP on a thin unit the
+    blocks are deallocated whatever the data block holds (they read back as zeros)."""
     decode, count_byte = layout
     sixteen = layout is C.LBA16
 
@@ -96,7 +96,9 @@ def make_write_same(layout: C.LbaLayout):
             _require_thin(unit)
         if lba + count > unit.blocks:
             raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
-        if not 0 < count <= unit.max_transfer_blocks:
+        if not count:
+            count = unit.blocks - lba
+        if count > unit.max_transfer_blocks:
             raise invalid_cdb(count_byte)
         size = unit.block_size
         if sixteen and flags & C.WS_NDOB:
@@ -110,6 +112,8 @@ def make_write_same(layout: C.LbaLayout):
             pattern = bytes(data[:size])
             if not any(pattern):
                 pattern = None
+        if not count:                                   # 0 blocks from the end of the medium
+            return b""
         offset, length = lba * size, count * size
         if flags & C.WS_UNMAP:
             unit.backstore.unmap(offset, length, written(task))

@@ -18,7 +18,7 @@ from .task import GOOD
 
 log = logging.getLogger(__name__)
 _CAPACITY10 = Struct(">II")
-_CAPACITY16 = Struct(">QIxxH16x")   # a logical block per physical block (see the README); LBPME/LBPRZ
+_CAPACITY16 = Struct(">QIxBH16x")   # LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT; LBPME/LBPRZ
 _LBPME_LBPRZ = 0xC000               # READ CAPACITY(16) bytes 14-15: thin, unmapped blocks read as zeros
 _DEFECTS10 = Struct(">xB2x")        # PLISTV, GLISTV, list format; list length 0
 _DEFECTS12 = Struct(">xB6x")        # … generation 0, list length 0
@@ -263,4 +263,5 @@ def read_capacity10(target, unit, task) -> bytes:
 
 def read_capacity16(target, unit, task) -> bytes:
     alloc = C.read_capacity16(task.cdb)
-    return _CAPACITY16.pack(unit.blocks - 1, unit.block_size, _LBPME_LBPRZ if unit.thin else 0)[:alloc]
+    return _CAPACITY16.pack(unit.blocks - 1, unit.block_size, unit.blocks_per_physical.bit_length() - 1,
+                            _LBPME_LBPRZ if unit.thin else 0)[:alloc]

@@ -1,6 +1,7 @@
 """libiscsi's whole conformance suite (iscsi-test-cu --test=ALL, destructive and sanitize tests allowed, a
 second URL for the multipath tests) against a `workers = 2` ringtgt: zero failures; then the suites that need
-a LUN configured `readonly = true` or `removable = true`, against such LUNs.
+a LUN configured `readonly = true` or `removable = true`, or with more than one logical block per physical block,
+against such LUNs.
 
 The two initiator names and the two URLs' sessions land on either worker, so the state that spans I_T
 nexuses (reservations, unit attentions, mode parameters, medium removal) is checked across worker processes.
@@ -27,6 +28,9 @@ READ_ONLY_SUITES = "ALL.ReadOnly"
 ALL_RUN_LUN = 'encryption_key = "lun0.key"\nsanitize_rate = "8MiB"'
 ALONE = "ALL.Sanitize.Reset"
 REMOVABLE_SUITES = "ALL.StartStopUnit,ALL.PreventAllow,ALL.NoMedia"
+GEOMETRY_TESTS = ",".join(f"ALL.{name}" for name in (
+    "CompareAndWrite.InvalidDataOutSize", "WriteSame10.InvalidDataOutSize", "WriteSame10.UnmapUnaligned",
+    "WriteSame16.InvalidDataOutSize", "WriteSame16.UnmapUnaligned"))
 
 
 def run_suite(tests: str, url: str) -> cunit.Report:
@@ -70,9 +74,14 @@ def test_iscsi_test_cu_all(ringtgt, tmp_path):
     assert sum(verdicts.values()) == total > 200, "the whole suite did not run"
 
 
-def test_readonly_and_removable_luns(ringtgt):
-    target = ringtgt(workers=2, luns=[Lun(0, extra="readonly = true"), Lun(1, extra="removable = true")])
-    for tests, lun, expected in ((READ_ONLY_SUITES, 0, 1), (REMOVABLE_SUITES, 1, 12)):
+def test_luns_configured_for_the_suites_that_need_them(ringtgt):
+    """ReadOnly against a `readonly` LUN; the removable-media suites against a `removable` one; and against a LUN
+    of 512-byte blocks in 4096-byte physical blocks, the tests that need more than one logical block per physical
+    block. (ALL runs on one logical block per physical block: with more, libiscsi's GetLBAStatus.UnmapSingle
+    expects a first descriptor that does not cover the LBA asked for.)"""
+    target = ringtgt(workers=2, luns=[Lun(0, extra="readonly = true"), Lun(1, extra="removable = true"),
+                                      Lun(2, extra="physical_block_size = 4096")])
+    for tests, lun, expected in ((READ_ONLY_SUITES, 0, 1), (REMOVABLE_SUITES, 1, 12), (GEOMETRY_TESTS, 2, 5)):
         report = run_suite(tests, target.url(lun))
         verdicts = Counter(t.verdict for t in report.tests)
         assert verdicts["passed"] == len(report.tests) == expected, report.table()
