@@ -6,7 +6,12 @@ import pytest
 
 from target.scsi import sense as S
 from target.scsi import xcopy
-from tests.test_scsi_commands import BLOCKS, BS, NAA, Harness, assert_good, assert_sense
+from target.scsi.lun import LogicalUnit
+from target.scsi.medium import SANITIZING
+from target.scsi.target import ScsiTarget
+from tests.test_scsi_commands import BLOCKS, BS, IQN, NAA, Harness, MemoryStore, assert_good, assert_sense
+
+OTHER_NAA = "6001405aabbccddeeff0011223344557"
 
 
 def target_descriptor(naa=NAA, block_size=BS, kind=0xE4, device=0):
@@ -111,3 +116,15 @@ def test_a_read_only_destination_is_refused():
     h = Harness(read_only=True)
     h.ready()
     assert_sense(copy(h, parameters([target_descriptor()], [segment(1, 0, 1)])), S.DATA_PROTECT, S.WRITE_PROTECTED)
+
+
+def test_a_unit_being_sanitized_is_neither_read_nor_written(h):
+    other = LogicalUnit(1, MemoryStore(), serial="OTHER", naa=OTHER_NAA, target_iqn=IQN, portal_group_tag=1,
+                        relative_port=1)
+    h.target = ScsiTarget({0: h.unit, 1: other})
+    other.set_medium(True, SANITIZING)                  # as another worker's SANITIZE leaves it
+    descriptors = [target_descriptor(), target_descriptor(naa=OTHER_NAA)]
+    for source, destination in ((0, 1), (1, 0)):
+        task = copy(h, parameters(descriptors, [segment(1, 0, 1, source=source, destination=destination)]))
+        assert_sense(task, S.NOT_READY, S.SANITIZE_IN_PROGRESS)
+    assert not any(call[0] in ("read", "write") for call in h.store.calls + other.backstore.calls)

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from struct import Struct
 
-from .sense import (COPY_ABORTED, COPY_TARGET_DEVICE_NOT_REACHABLE, DATA_PROTECT, ILLEGAL_REQUEST,
-                    NO_ADDITIONAL_SENSE, PARAMETER_LIST_LENGTH_ERROR, TOO_MANY_SEGMENT_DESCRIPTORS,
-                    TOO_MANY_TARGET_DESCRIPTORS, UNRECOVERED_READ_ERROR, UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE,
-                    UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE, WRITE_ERROR, WRITE_PROTECTED, ScsiError, check_condition,
-                    invalid_cdb, invalid_parameter)
+from .lun import BUSY, MEDIUM, WRITES
+from .sense import (COPY_ABORTED, COPY_TARGET_DEVICE_NOT_REACHABLE, ILLEGAL_REQUEST, NO_ADDITIONAL_SENSE,
+                    PARAMETER_LIST_LENGTH_ERROR, TOO_MANY_SEGMENT_DESCRIPTORS, TOO_MANY_TARGET_DESCRIPTORS,
+                    UNRECOVERED_READ_ERROR, UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE,
+                    UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE, WRITE_ERROR, ScsiError, check_condition, invalid_cdb,
+                    invalid_parameter)
 from .task import GOOD, RESERVATION_CONFLICT
 
 EXTENDED_COPY, RECEIVE_COPY_RESULTS = 0x83, 0x84
@@ -86,8 +87,10 @@ def extended_copy(target, unit, task):
         if _conflicts(source, task, READ_10) or _conflicts(destination, task, WRITE_10):
             task.finish(RESERVATION_CONFLICT)
             return None
-        if destination.read_only:
-            raise ScsiError(DATA_PROTECT, WRITE_PROTECTED)
+        for end, flags in ((source, MEDIUM | BUSY), (destination, WRITES | MEDIUM | BUSY)):
+            refused = flags & end.refused       # sanitizing, no medium, write-protected: as a READ/WRITE would be
+            if refused:
+                raise end.refusal(refused)
     copied = [0]
 
     def finished(error: ScsiError | None) -> None:
