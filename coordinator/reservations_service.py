@@ -272,7 +272,8 @@ class ReservationAuthority:
         units = sorted(self.units.items())
         return Reply({"units": [[target, lun, unit.reservations.view().to_dict()] for (target, lun), unit in units],
                       "modes": [[target, lun, *unit.mode] for (target, lun), unit in units if unit.mode],
-                      "media": [[target, lun, unit.medium.loaded, unit.medium.sanitize] for (target, lun), unit in units]},
+                      "media": [[target, lun, unit.medium.loaded, unit.medium.sanitize]
+                                for (target, lun), unit in units]},
                      changes)
 
     def worker_gone(self, origin: str) -> None:

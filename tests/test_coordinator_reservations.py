@@ -135,8 +135,8 @@ def test_medium_prevented_by_any_nexus_loads_and_ejects_on_every_worker():
     assert reply.broadcasts == []
     auth.nexus_lost({"target": T, "nexus": A1}, "w0.1")                       # its prevention goes with it
     reply = auth.medium_request(medium(B, "eject"), "w1.2")
-    assert reply.body["refused"] is None and reply.broadcasts == [("medium.change", {"target": T, "lun": 1,
-                                                                                     "loaded": False, "sanitize": IDLE})]
+    assert reply.body["refused"] is None
+    assert reply.broadcasts == [("medium.change", {"target": T, "lun": 1, "loaded": False, "sanitize": IDLE})]
     assert auth.views({}, "w2.3").body["media"] == [[T, 0, True, IDLE], [T, 1, False, IDLE]]
     copy = authority()
     copy.restore(auth.snapshot())

@@ -167,3 +167,10 @@ def test_a_write_protected_unit_is_not_sanitized():
     h = Harness(read_only=True)
     h.ready()
     assert_sense(overwrite(h, b"\xaa"), S.DATA_PROTECT, S.WRITE_PROTECTED)
+
+
+def test_an_ejected_medium_is_not_sanitized():
+    h = Harness(removable=True)
+    h.ready()
+    assert_good(h.run(bytes([0x1B, 0, 0, 0, 0x02, 0])))                        # eject
+    assert_sense(h.run(sanitize_cdb(0x02)), S.NOT_READY, S.MEDIUM_NOT_PRESENT)

@@ -121,7 +121,7 @@ class LogicalUnit:
         self.medium_loaded = True
         self.sanitize = IDLE                # medium.py: IDLE, SANITIZING or SANITIZE_FAILURE
         self.sanitize_rate = sanitize_rate  # bytes per second a sanitize may write (0: no limit)
-        self.refused = 0                    # command flags refused now (WRITES, MEDIUM): one test per command
+        self.refused = 0                    # command flags refused now (WRITES, MEDIUM, BUSY): one test per command
         self._refuse()
 
     def _refuse(self) -> None:

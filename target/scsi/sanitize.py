@@ -14,9 +14,9 @@ pass with INVERT, the last pass not inverted), flushing the file after each pass
 (bytes per second, 0 for no limit) paces it, so that sanitizing one unit leaves the disk to the others, as a
 RAID resync limit does. BLOCK ERASE deallocates every block of a thin unit (a punched hole, read back as zeros)
 and zeroes a thick one. CRYPTO ERASE writes a new key over the old one: every block written before reads as
-noise (WACEREQ 01b: reads succeed). None of them reaches copies the file system or the disk keeps elsewhere (a copy-on-write
-file system, an SSD's remapped pages): what a sanitize guarantees here is that no initiator can read the old
-data through any LUN.
+noise (WACEREQ 01b: reads succeed). None of them reaches copies the file system or the disk keeps elsewhere (a
+copy-on-write file system, an SSD's remapped pages): what a sanitize guarantees here is that no initiator can
+read the old data through any LUN.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ import time
 from struct import Struct
 
 from .medium import EXIT_FAILURE_MODE, SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, SANITIZED, SANITIZING
-from .sense import (ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_ERROR, PARAMETER_LIST_LENGTH_ERROR,
-                    SANITIZE_COMMAND_FAILED, ScsiError, check_condition, invalid_cdb)
+from .sense import (ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY,
+                    PARAMETER_LIST_LENGTH_ERROR, SANITIZE_COMMAND_FAILED, ScsiError, check_condition, invalid_cdb)
 from .task import GOOD
 
 OVERWRITE, BLOCK_ERASE, CRYPTO_ERASE, EXIT_FAILURE = 0x01, 0x02, 0x03, 0x1F
@@ -37,6 +37,10 @@ _INVERT, _TEST, _COUNT = 0x80, 0x60, 0x1F
 
 
 def sanitize(target, unit, task):
+    """SANITIZE is refused by the unit's state like a write (WRITES), but not in sanitize failure mode, which
+    it exists to end: hence no MEDIUM flag, and the ejected medium checked here."""
+    if not unit.medium_loaded:
+        raise ScsiError(NOT_READY, MEDIUM_NOT_PRESENT)
     cdb = task.cdb
     if cdb[1] & _RESERVED:
         raise invalid_cdb(1, 6)

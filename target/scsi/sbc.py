@@ -11,9 +11,9 @@ import logging
 from struct import Struct
 
 from . import cdb as C
-from .sense import (ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, LBA_OUT_OF_RANGE, MEDIUM_ERROR, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
-                    PARAMETER_LIST_LENGTH_ERROR, UNRECOVERED_READ_ERROR, WRITE_ERROR, ScsiError, check_condition,
-                    fail, invalid_cdb)
+from .sense import (ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, LBA_OUT_OF_RANGE, MEDIUM_ERROR, MISCOMPARE,
+                    MISCOMPARE_DURING_VERIFY, PARAMETER_LIST_LENGTH_ERROR, UNRECOVERED_READ_ERROR, WRITE_ERROR,
+                    ScsiError, check_condition, fail, invalid_cdb)
 from .task import GOOD
 
 log = logging.getLogger(__name__)
