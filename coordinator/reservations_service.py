@@ -31,6 +31,9 @@ Kinds (bodies name the unit by "target" iqn and "lun"; nexuses are I_T nexus nam
                     are pushed to the other workers then: the supervisor restarts the dead worker at once, and
                     the new one asks for the views.
 
+A sanitize that runs or failed is also written to <state_dir>/reservations/<target>-<lun>.sanitize.json (removed
+when it ends): a new `serve` finds a unit whose sanitize did not finish in sanitize failure mode.
+
 Coordinator restarts: after every change the whole state (`snapshot()`) is also written to
 <state_dir>/reservations/live-<supervisor pid>.json; a coordinator restarted by the same supervisor resumes from
 it (registrations, reservations, pending unit attentions), while a new `serve` (a new supervisor, i.e. a power
@@ -48,7 +51,7 @@ import logging
 import os
 
 from target.scsi.local_reservations import run_request
-from target.scsi.medium import ACTIONS, MOVES, SANITIZING, MediumState
+from target.scsi.medium import ACTIONS, ALLOW, EJECT, LOAD, MOVES, PREVENT, SANITIZING, MediumState
 from target.scsi.reservations import Outcome, Reservations
 from target.scsi.reservation_files import load_state, save_state
 from target.scsi.sense import MODE_PARAMETERS_CHANGED, POWER_ON_RESET
@@ -68,10 +71,16 @@ class UnitState:
         self.mode: list[bool] | None = None         # [wce, swp] once a MODE SELECT changed them
         self.medium = MediumState()
         self.path = path
+        self.sanitize_path = None if path is None else path.removesuffix(".json") + ".sanitize.json"
         if path is not None:
             saved = load_state(path)
             if saved is not None:
                 self.reservations.restore(saved)
+            sanitize = load_state(self.sanitize_path)
+            if sanitize is not None:
+                log.error("%s: a sanitize did not finish before the target stopped: sanitize failure mode",
+                          self.sanitize_path)
+                self.medium.after_restart(sanitize)
 
     def establish(self, nexus: str, asc_ascq: int) -> None:
         queue = self.pending.setdefault(nexus, [])
@@ -95,6 +104,11 @@ class UnitState:
         if not self.pending.get(nexus, True):
             del self.pending[nexus]
         return self.reservations.nexus_lost(nexus)
+
+    def persist_sanitize(self) -> None:
+        """A sanitize began, ended or failed: a restart of the target must find an unfinished one failed."""
+        if self.sanitize_path is not None:
+            save_state(self.sanitize_path, self.medium.sanitize_record())
 
     def persist(self) -> None:
         if self.path is not None:
@@ -148,6 +162,8 @@ class ReservationAuthority:
         if snapshot.get("version", 0) <= self.version:
             return False
         self.restore(snapshot)
+        for unit in self.units.values():
+            unit.persist_sanitize()
         self._save_live()
         return True
 
@@ -241,6 +257,8 @@ class ReservationAuthority:
         if body.get("action") not in ACTIONS:
             raise ValueError(f"unknown medium action {body.get('action')!r}")
         refused = unit.medium.request(body["nexus"], body["action"], origin)
+        if refused is None and body["action"] not in (PREVENT, ALLOW, LOAD, EJECT):
+            unit.persist_sanitize()
         self._changed()
         change = {"target": body["target"], "lun": body["lun"], **unit.medium.summary()}
         moved = refused is None and body["action"] in MOVES
@@ -287,6 +305,7 @@ class ReservationAuthority:
             if unit.medium.interrupted(origin):
                 log.error("the worker sanitizing LUN %d of %s is gone: the unit is in sanitize failure mode", key[1],
                           key[0])
+                unit.persist_sanitize()
                 self.interrupted.add(key)
         self._changed()
 
@@ -299,6 +318,7 @@ class ReservationAuthority:
             if medium.sanitize == SANITIZING and medium.sanitizer not in workers:
                 log.error("the sanitize of LUN %d of %s ran on a node taken over: sanitize failure mode", lun, target)
                 interrupted = medium.interrupted(medium.sanitizer) or interrupted
+                unit.persist_sanitize()
         if interrupted:
             self._changed()
         return interrupted

@@ -171,6 +171,18 @@ def test_sanitize_runs_once_fails_with_its_worker_and_exits_failure_mode_only_wi
     assert auth.medium_request(medium("", "sanitized", lun=0), "w0.3").body["sanitize"] == IDLE
 
 
+def test_a_sanitize_unfinished_when_the_target_stopped_is_failed_at_the_next_start(tmp_path):
+    auth = authority(str(tmp_path))
+    auth.medium_request(medium(A1, "sanitize-ause", lun=0), "w0.1")
+    saved = tmp_path / "reservations" / f"{T}-0.sanitize.json"
+    assert saved.exists()
+    restarted = authority(str(tmp_path))                                        # a new `serve`
+    assert restarted.units[(T, 0)].medium.sanitize == SANITIZE_FAILURE
+    assert restarted.views({}, "w0.2").body["media"][0] == [T, 0, True, SANITIZE_FAILURE]
+    assert restarted.medium_request(medium(A1, "exit-failure-mode", lun=0), "w0.2").body["refused"] is None
+    assert not saved.exists() and authority(str(tmp_path)).units[(T, 0)].medium.sanitize == IDLE
+
+
 def test_a_takeover_fails_the_sanitize_of_the_node_taken_over():
     peer, auth = authority(), authority()
     peer.medium_request(medium(A1, "sanitize", lun=0), "w0.77")                 # on the peer's worker

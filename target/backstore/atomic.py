@@ -125,7 +125,9 @@ class AtomicFileBackstore(FileBackstore):
     # -- every other operation, checked against atomic writes ----------------------------------------------
     def _checked(self, again: Callable[[], None], callback: Callable) -> Callable:
         """The completion for an operation starting now: callback(result) if no atomic write ran meanwhile, else
-        again() (the whole operation, checked anew) once the counter is even."""
+        again() (the whole operation, checked anew) once the counter is even. For the rare operations; read and
+        write inline the same test (a closure less per I/O: half a microsecond instead of two, mostly the
+        garbage collector's)."""
         generation = self._generation
         start = generation[0]
 
@@ -151,12 +153,26 @@ class AtomicFileBackstore(FileBackstore):
             then()
 
     def read(self, offset: int, length: int, callback) -> None:
-        FileBackstore.read(self, offset, length,
-                           self._checked(lambda: self.read(offset, length, callback), callback))
+        generation = self._generation
+        start = generation[0]
+
+        def done(result) -> None:
+            if start & 1 or generation[0] != start:
+                self._when_even(lambda: self.read(offset, length, callback))
+            else:
+                callback(result)
+        FileBackstore.read(self, offset, length, done)
 
     def write(self, offset: int, data, fua: bool, callback) -> None:
-        FileBackstore.write(self, offset, data, fua,
-                            self._checked(lambda: self.write(offset, data, fua, callback), callback))
+        generation = self._generation
+        start = generation[0]
+
+        def done(error) -> None:
+            if start & 1 or generation[0] != start:
+                self._when_even(lambda: self.write(offset, data, fua, callback))
+            else:
+                callback(error)
+        FileBackstore.write(self, offset, data, fua, done)
 
     def unmap(self, offset: int, length: int, callback) -> None:
         FileBackstore.unmap(self, offset, length, self._checked(lambda: self.unmap(offset, length, callback), callback))

@@ -71,6 +71,14 @@ class MediumState:
         goes on (SBC-4 4.11.2)."""
         self.preventing.clear()
 
+    def sanitize_record(self) -> dict | None:
+        """What must outlive the target while a sanitize runs or failed: None when there is nothing."""
+        return None if self.sanitize == IDLE else {"ause": self.ause}
+
+    def after_restart(self, record: dict) -> None:
+        """The target restarted with `record` saved: a sanitize it did not finish failed (failure mode)."""
+        self.sanitize, self.ause, self.sanitizer = SANITIZE_FAILURE, bool(record.get("ause")), None
+
     def summary(self) -> dict:
         """What workers cache: {loaded, sanitize}."""
         return {"loaded": self.loaded, "sanitize": self.sanitize}
