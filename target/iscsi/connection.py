@@ -301,24 +301,9 @@ class Connection:
 
     def _execute(self, command: Command) -> None:
         """Hand a command whose data is all here to the SCSI layer, unless a unit-wide one before it still waits
-        for its own; that one's execution (or abort) releases those held behind it, in order."""
-        barrier = self.unit_wide.get(command.lun)
-        if barrier is None:
-            self._run(command)
-        elif barrier[0] is not command:
-            barrier[1].append(command)
-        else:
-            self._lift(command)
-
-    def _lift(self, barrier: Command) -> None:
-        _, held = self.unit_wide.pop(barrier.lun)
-        if not barrier.aborted:
-            self._run(barrier)
-        for command in held:
-            if not command.aborted:
-                self._execute(command)
-
-    def _run(self, command: Command) -> None:
+        for its own (`_held`)."""
+        if self.unit_wide and self._held(command):
+            return
         data = memoryview(command.buffer) if command.buffer is not None else (_EMPTY if command.write else None)
         task = ScsiTask(command.lun, command.cdb, self.nexus, self.initiator_name, command.expected_length,
                         command.read, command.write, data, self._task_done, command)
@@ -327,6 +312,25 @@ class Connection:
             check_condition(task, ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR)
             return
         self.target.execute(task)
+
+    def _held(self, command: Command) -> bool:
+        """True if `command` waits behind a unit-wide command, or is that command: it then runs (below), and
+        releases those behind it, in order."""
+        barrier = self.unit_wide.get(command.lun)
+        if barrier is None:
+            return False
+        if barrier[0] is not command:
+            barrier[1].append(command)
+        else:
+            self._lift(command)
+        return True
+
+    def _lift(self, barrier: Command) -> None:
+        """The unit-wide `barrier` has its data (or was aborted): run it, then the commands held behind it."""
+        _, held = self.unit_wide.pop(barrier.lun)
+        for command in [barrier, *held]:
+            if not command.aborted:
+                self._execute(command)
 
     def _task_done(self, task: ScsiTask) -> None:
         command: Command = task.context
