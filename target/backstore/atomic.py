@@ -21,7 +21,6 @@ for the counter then takes the lock, replays the record and evens the counter.
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import mmap
 import os
@@ -34,7 +33,7 @@ from crc32c import crc32c
 from ioring import RWF_DSYNC, error_for
 
 from .base import BackstoreError
-from .file import FileBackstore
+from .file import FileBackstore, ofd_lock, ofd_unlock
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,6 @@ _RECORD_AT = mmap.PAGESIZE          # the record and its data follow the counter
 _MAGIC = 0x314F5449_4D4F5441        # b"ATOMITO1", little-endian
 _CLEARED = bytes(8)
 _COVERED = Struct("<QI")            # what the CRC covers besides the data: offset, length
-_FLOCK = Struct("hh4xqqi4x")
 
 
 def _record_crc(offset: int, data) -> int:
@@ -72,7 +70,7 @@ class AtomicFileBackstore(FileBackstore):
                 os.ftruncate(self._journal, _RECORD_AT + _RECORD.size + MAX_ATOMIC_BYTES)
             self._counter = mmap.mmap(self._journal, mmap.PAGESIZE)
             self._generation = memoryview(self._counter).cast("Q")     # [0]: the counter, cheaply
-            self._lock(fcntl.F_OFD_SETLKW)
+            self._lock(wait=True)
             try:
                 self._recover()
             finally:
@@ -85,15 +83,11 @@ class AtomicFileBackstore(FileBackstore):
         self._waiters: list[Callable[[], None]] = []   # I/O of this worker waiting for its own atomic write
 
     # -- the journal lock and the counter ------------------------------------------------------------------
-    def _lock(self, command: int) -> bool:
-        try:
-            fcntl.fcntl(self._journal, command, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
-        except (BlockingIOError, PermissionError):
-            return False
-        return True
+    def _lock(self, wait: bool = False) -> bool:
+        return ofd_lock(self._journal, 0, 1, wait)
 
     def _unlock(self) -> None:
-        fcntl.fcntl(self._journal, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, 0, 1, 0))
+        ofd_unlock(self._journal, 0, 1)
 
     def generation(self) -> int:
         return self._generation[0]
@@ -142,7 +136,7 @@ class AtomicFileBackstore(FileBackstore):
         if self._writing:
             self._waiters.append(then)
             return
-        if self.generation() & 1 and self._lock(fcntl.F_OFD_SETLK):   # odd, and nobody holds the journal
+        if self.generation() & 1 and self._lock():   # odd, and nobody holds the journal
             try:
                 self._complete_from_journal("left unfinished by a worker that died")
             finally:
@@ -193,7 +187,7 @@ class AtomicFileBackstore(FileBackstore):
     def _next(self) -> None:
         if not self._queue:
             return
-        if not self._lock(fcntl.F_OFD_SETLK):
+        if not self._lock():
             self._reactor.ring.prep_timeout(POLL_SECONDS, self._reactor.token(lambda res: self._next()))
             return
         self._writing = True

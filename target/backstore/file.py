@@ -57,6 +57,21 @@ def _open(path: str, size: int | None, block_size: int, direct: bool) -> tuple[i
         raise
 
 
+def ofd_lock(fd: int, offset: int, length: int, wait: bool = False) -> bool:
+    """An OFD write lock on a byte range of `fd` (held by this open file description, gone with it): False while
+    another one holds it, or with `wait` once it is ours."""
+    command = fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK
+    try:
+        fcntl.fcntl(fd, command, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, length, 0))
+    except (BlockingIOError, PermissionError):
+        return False
+    return True
+
+
+def ofd_unlock(fd: int, offset: int, length: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, offset, length, 0))
+
+
 def _status(callback: Callable[[OSError | None], None], what: str) -> Callable[[int], None]:
     """A completion handler passing None, or the OSError for a negative result, to callback."""
     return lambda res: callback(None if res >= 0 else error_for(res, what))
@@ -151,14 +166,10 @@ class FileBackstore:
 
     def try_lock(self, offset: int, length: int) -> bool:
         """An OFD write lock on the byte range, without waiting: False while another process holds it."""
-        try:
-            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, length, 0))
-        except (BlockingIOError, PermissionError):
-            return False
-        return True
+        return ofd_lock(self._fd, offset, length)
 
     def unlock(self, offset: int, length: int) -> None:
-        fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, offset, length, 0))
+        ofd_unlock(self._fd, offset, length)
 
     def write_zeroes(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
         token = self._reactor.token(_status(callback, f"zero {self.path}"))
