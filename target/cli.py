@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import version
 
 from target.config import Config, ConfigError, dump_config, load_config
+from target.fdlimit import raise_open_files_limit
 from target.supervisor import Supervisor
 
 LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s"
@@ -60,6 +61,7 @@ def _serve(config: Config, args) -> int:
     from target.worker import worker_main  # here: it needs the compiled ring, check-config does not
 
     logging.basicConfig(level=config.server.log_level.upper(), format=LOG_FORMAT)
+    raise_open_files_limit()                # before the fork: every child inherits it
     os.makedirs(config.server.state_dir, exist_ok=True)
     return Supervisor(config, worker_main, coordinator_main).run()
 

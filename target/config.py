@@ -73,6 +73,8 @@ class ServerConfig:
     initial_r2t: bool = True
     immediate_data: bool = False
     busy_poll_us: float = 0
+    max_prelogin_connections: int = 256     # connections still logging in a worker holds (the idlest goes)
+    max_prelogin_per_address: int = 32      # the same, from one source address (an IPv6 /64)
 
 
 @dataclass(frozen=True)
@@ -318,7 +320,8 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
     if not 0 < login_timeout < float("inf"):
         raise t.error("login_timeout", f"must be finite seconds > 0, got {login_timeout}")
     limits = {key: t.take(key, (int,), default) for key, default in
-              (("max_connections", 1024), ("max_connections_per_initiator", 64))}
+              (("max_connections", 1024), ("max_connections_per_initiator", 64),
+               ("max_prelogin_connections", 256), ("max_prelogin_per_address", 32))}
     for key, value in limits.items():
         if value < 1:
             raise t.error(key, f"must be at least 1, got {value}")
@@ -565,6 +568,8 @@ def dump_config(config: Config) -> str:
         f"login_timeout = {s.login_timeout!r}",
         f"max_connections = {s.max_connections}",
         f"max_connections_per_initiator = {s.max_connections_per_initiator}",
+        f"max_prelogin_connections = {s.max_prelogin_connections}",
+        f"max_prelogin_per_address = {s.max_prelogin_per_address}",
         f"initial_r2t = {_toml(s.initial_r2t)}",
         f"immediate_data = {_toml(s.immediate_data)}",
         f"busy_poll_us = {s.busy_poll_us!r}",

@@ -18,10 +18,15 @@ import time
 
 from coordinator.client import CoordinatorClient
 from ioring import Ring
+from .admission import PreLoginConnections, source_of
 from .backstore import open_backstore
 from .iscsi.access import AccessPolicy
 from .iscsi.connection import Connection
 from .iscsi.errors import LOGIN_OUT_OF_RESOURCES, LOGIN_TOO_MANY_CONNECTIONS
+from .iscsi.framing import NEGOTIATION_DATA_LIMIT
+from .iscsi.pdu import BHS_LEN
+from .lograte import RateLimitedLog
+from .memtrim import trim_heap
 from .reactor import Reactor
 from .reservation_sync import ReservationSync
 from .scsi.lun import LogicalUnit
@@ -30,11 +35,13 @@ from .session_sync import SessionSync
 
 log = logging.getLogger(__name__)
 
-RECV_BUFFER = 256 * 1024
+RECV_BUFFER = 256 * 1024           # a session's receive buffer, from the full feature phase on
+LOGIN_RECV_BUFFER = BHS_LEN + NEGOTIATION_DATA_LIMIT   # before: a Login PDU (without AHS) in one recv
 IOV_MAX = 1024
 COALESCE_BELOW = 16384              # output buffers this small are copied together rather than gathered
 LISTEN_BACKLOG = 1024
 DRAIN_SECONDS = 5.0
+ACCEPT_BACKOFF = 0.05               # seconds without accepting after accept failed (out of descriptors, say)
 PORTAL_GROUP_TAG = 1
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
@@ -63,7 +70,7 @@ class Channel:
         self.sock = sock
         self.fd = sock.fileno()
         self.conn = conn
-        self.recv_buf = bytearray(RECV_BUFFER)
+        self.recv_buf = bytearray(LOGIN_RECV_BUFFER)     # small while anyone can hold it without a login
         self.recv_view = memoryview(self.recv_buf)
         self.receiving = False
         self.sending = None            # the buffers of the send in flight
@@ -72,6 +79,11 @@ class Channel:
         self.on_sent = None
         self.dead = False
         self.opened = opened           # time.monotonic() at accept: the login timeout counts from here
+
+    def use_session_buffer(self) -> None:
+        """The full-size receive buffer, for a logged-in session (call it with no recv in flight)."""
+        self.recv_buf = bytearray(RECV_BUFFER)
+        self.recv_view = memoryview(self.recv_buf)
 
 
 class Worker:
@@ -99,6 +111,10 @@ class Worker:
         self.login_timeout = config.server.login_timeout
         self.max_connections = config.server.max_connections
         self.max_connections_per_initiator = config.server.max_connections_per_initiator
+        self.prelogin = PreLoginConnections(config.server.max_prelogin_connections,
+                                            config.server.max_prelogin_per_address)
+        self.logged_in = 0                         # channels past their login
+        self.limited_log = RateLimitedLog(log)     # for what a client can make happen again and again
         self.offers = {"InitialR2T": config.server.initial_r2t,      # our values of negotiated keys
                        "ImmediateData": config.server.immediate_data}
 
@@ -129,16 +145,18 @@ class Worker:
         return ((self.index % 63) + 1) << 10 | self._tsih
 
     def _admit(self, initiator_name: str) -> int:
-        """0, or the login status refusing one more connection (caps of `[server]`, counted in this worker)."""
-        if len(self.channels) > self.max_connections:
-            log.warning("refusing a login from %s: %d connections (max_connections)", initiator_name,
-                        len(self.channels))
+        """0, or the login status refusing one more connection (caps of `[server]`, counted in this worker
+        among the logged-in connections: those still logging in have caps of their own)."""
+        if self.logged_in >= self.max_connections:
+            self.limited_log.warning("max_connections", "refusing a login from %s: %d connections (max_connections)",
+                                     initiator_name, self.logged_in)
             return LOGIN_OUT_OF_RESOURCES
         name = initiator_name.lower()
         sessions = sum(1 for conn in self.channels if conn.login is None and conn.initiator_name.lower() == name)
         if sessions >= self.max_connections_per_initiator:
-            log.warning("refusing a login from %s: %d connections (max_connections_per_initiator)",
-                        initiator_name, sessions)
+            self.limited_log.warning("max_connections_per_initiator",
+                                     "refusing a login from %s: %d connections (max_connections_per_initiator)",
+                                     initiator_name, sessions)
             return LOGIN_TOO_MANY_CONNECTIONS
         return 0
 
@@ -149,6 +167,9 @@ class Worker:
             old.close()
         self.sessions[conn.session_key] = conn
         self.session_sync.started(conn)
+        channel = self.channels.get(conn)
+        if channel is not None:
+            self._logged_in(channel)
 
     def output_ready(self, conn: Connection) -> None:
         if not self.dirty:
@@ -164,14 +185,10 @@ class Worker:
             if res >= 0:
                 os.close(res)
             return
-        self._arm_accept(listener)
         if res < 0:
-            if -res not in (errno.ECONNABORTED, errno.EINTR, errno.EAGAIN):
-                log.warning("accept failed: %s", os.strerror(-res))
+            self._accept_failed(listener, -res)
             return
-        if len(self.channels) >= 2 * self.max_connections:
-            os.close(res)                   # far past the cap: not even a login reject (logins get one)
-            return
+        self._arm_accept(listener)
         sock = socket.socket(fileno=res)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
@@ -180,10 +197,51 @@ class Worker:
             sock.close()
             return
         channel = Channel(sock, conn, time.monotonic())
-        channel.on_received = lambda res: self._received(channel, res)
+        channel.on_received = lambda res: self._received_before_login(channel, res)
         channel.on_sent = lambda res: self._sent(channel, res)
         self.channels[conn] = channel
+        evicted = self.prelogin.add(channel, source_of(conn.peer_address[0]))
+        if evicted is not None:
+            idlest, cap = evicted
+            self._evict(idlest, f"{cap} = {getattr(self.config.server, cap)}")
         self._arm_recv(channel)
+
+    def _accept_failed(self, listener: socket.socket, err: int) -> None:
+        """Accept again at once if the peer gave up first; on any other error (out of descriptors, most
+        likely) drop the idlest connection still logging in and accept again ACCEPT_BACKOFF s later."""
+        if err in (errno.ECONNABORTED, errno.EINTR, errno.EAGAIN):
+            self._arm_accept(listener)
+            return
+        self.limited_log.warning(("accept", err), "accept on %s:%d failed: %s; accepting again in %g s",
+                                 *listener.getsockname()[:2], os.strerror(err), ACCEPT_BACKOFF)
+        if err in (errno.EMFILE, errno.ENFILE) and self.prelogin:
+            self._evict(self.prelogin.idlest(), os.strerror(err))
+        self.call_later(ACCEPT_BACKOFF, lambda: self._accept_again(listener))
+
+    def _accept_again(self, listener: socket.socket) -> None:
+        if listener in self.listeners:          # not closed by a drain meanwhile
+            self._arm_accept(listener)
+
+    def _evict(self, channel: Channel, why: str) -> None:
+        """Drop a connection still logging in to make room for another."""
+        self.prelogin.discard(channel)
+        self.limited_log.warning(("evict", why), "%s:%d: dropping the idlest connection before login (%s)",
+                                 *channel.conn.peer_address, why)
+        self._shutdown(channel)
+
+    def _received_before_login(self, channel: Channel, res: int) -> None:
+        if res > 0:
+            self.prelogin.heard_from(channel)
+        self._received(channel, res)
+
+    def _logged_in(self, channel: Channel) -> None:
+        """Its login completed: off the pre-login books, and a session gets the full-size receive buffer
+        (discovery sessions keep the small one: a Text Request fits it)."""
+        self.prelogin.discard(channel)
+        self.logged_in += 1
+        channel.on_received = lambda res: self._received(channel, res)
+        if channel.conn.target is not None and not channel.receiving:
+            channel.use_session_buffer()
 
     # -- receive ------------------------------------------------------------------------------------------------
     def _arm_recv(self, channel: Channel) -> None:
@@ -260,6 +318,10 @@ class Worker:
         conn = channel.conn
         if self.channels.pop(conn, None) is None:
             return
+        if conn.login is None:
+            self.logged_in -= 1
+        else:
+            self.prelogin.discard(channel)
         if not conn.closing:
             conn.close()
         self.dirty.discard(conn)
@@ -285,8 +347,9 @@ class Worker:
         deadline = now - self.login_timeout
         for conn, channel in list(self.channels.items()):
             if conn.login is not None and channel.opened < deadline and not channel.dead:
-                log.warning("%s:%d: login not finished within %g s (login_timeout), dropping the connection",
-                            *conn.peer_address, self.login_timeout)
+                self.limited_log.warning("login_timeout",
+                                         "%s:%d: login not finished within %g s (login_timeout), dropping the "
+                                         "connection", *conn.peer_address, self.login_timeout)
                 self._shutdown(channel)
 
     def request_stop(self, *_):
@@ -317,6 +380,8 @@ class Worker:
             if now >= next_login_check:
                 next_login_check = now + 1
                 self._expire_logins(now)
+                if self.prelogin.receded():
+                    trim_heap()
             if self.nop_interval and now >= next_keepalive:
                 next_keepalive = now + self.nop_interval
                 self._keepalive()

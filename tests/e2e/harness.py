@@ -5,6 +5,7 @@ Everything talks to 127.0.0.1 only.  Waiting is always polling a condition with 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -108,7 +109,8 @@ class RingTgt:
     running: list[RingTgt] = []  # for attaching stderr to failing test reports
 
     def __init__(self, directory: Path, *, luns=(Lun(),), workers: int = 2, iqn: str = IQN,
-                 server_extra: str = "", target_extra: str = "", lun_extra: str = "", extra: str = ""):
+                 server_extra: str = "", target_extra: str = "", lun_extra: str = "", extra: str = "",
+                 open_files: tuple[int, int] | None = None):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.luns = {lun.id: lun for lun in luns}
@@ -122,6 +124,7 @@ class RingTgt:
         self.proc: subprocess.Popen | None = None
         self.workers: list[int] = []
         self.stop_seconds: float | None = None  # SIGTERM to supervisor exit, once stopped
+        self.open_files = open_files            # (soft, hard) RLIMIT_NOFILE to start `serve` under; None: ours
 
     def _config_text(self, server_extra: str, target_extra: str, lun_extra: str, extra: str) -> str:
         """`target_extra` goes right after the target's iqn (keys, then [target.*] tables), `lun_extra` into
@@ -152,7 +155,8 @@ class RingTgt:
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([binary, "serve", "--config", str(self.config)], cwd=self.dir,
                                          stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=self._limit_open_files if self.open_files else None)
         RingTgt.running.append(self)
         try:
             self.workers = poll(self._ready, timeout=START_TIMEOUT,
@@ -160,6 +164,10 @@ class RingTgt:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- ringtgt stderr ---\n{self.stderr()}") from None
         return self
+
+    def _limit_open_files(self) -> None:
+        """In the forked child before exec: the RLIMIT_NOFILE the test asked for."""
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     def _ready(self) -> list[int] | None:
         if self.proc.poll() is not None:

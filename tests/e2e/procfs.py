@@ -27,6 +27,23 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident set size of the process (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(f"no VmRSS for {pid}")
+
+
+def open_files_limit(pid: int) -> tuple[int, int]:
+    """(soft, hard) RLIMIT_NOFILE of the process, from /proc/PID/limits."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise LookupError(f"no open files limit for {pid}")
+
+
 def cpus_allowed(pid: int) -> str:
     """Cpus_allowed_list of the process's main thread, e.g. '1' or '0-1'."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
