@@ -75,12 +75,13 @@ class PreLoginConnections:
         no longer held here, the cap's name). One eviction is enough: the caps are reached one at a time."""
         evicted = None
         group = self._by_source.get(source)
+        if group is not None and len(group) >= self.max_per_source:
+            evicted = self._evict(group.first()), "max_prelogin_per_address"
+        elif len(self._all) >= self.max_total:
+            evicted = self._evict(self._all.first()), "max_prelogin_connections"
+        group = self._by_source.get(source)     # again: an eviction removes the group it empties
         if group is None:
             group = self._by_source[source] = _Idlest()
-        elif len(group) >= self.max_per_source:
-            evicted = self._evict(group.first()), "max_prelogin_per_address"
-        if evicted is None and len(self._all) >= self.max_total:
-            evicted = self._evict(self._all.first()), "max_prelogin_connections"
         group.add(key)
         self._all.add(key)
         self._source[key] = source

@@ -24,6 +24,14 @@ def test_the_per_source_cap_evicts_the_oldest_from_that_source():
     assert "a1" not in held and len(held) == 3
 
 
+def test_one_per_source():
+    held = PreLoginConnections(max_total=10, max_per_source=1)
+    held.add("a1", "A")
+    assert held.add("a2", "A") == ("a1", "max_prelogin_per_address")
+    assert held.add("a3", "A") == ("a2", "max_prelogin_per_address")
+    assert len(held) == 1 and held.idlest() == "a3"
+
+
 def test_the_per_worker_cap_evicts_the_oldest_of_all():
     held = PreLoginConnections(max_total=3, max_per_source=3)
     for key, source in (("a1", "A"), ("b1", "B"), ("c1", "C")):
