@@ -119,7 +119,8 @@ def test_idle_connections_before_login_are_bounded_and_real_logins_get_through(r
     print(f"idle storm: {len(STORM_SOURCES) * PER_SOURCE} connections from {len(STORM_SOURCES)} addresses, "
           f"{logins} logins during it, connections the worker held after it {held}; worker RSS before "
           f"{rss_before / 2**20:.1f} MiB, peak {rss_peak / 2**20:.1f} MiB, after {rss_after / 2**20:.1f} MiB; "
-          f"{evictions} log lines about connections before login in {elapsed:.1f} s; fio exit {status}")
+          f"{evictions} log lines about connections before login in {elapsed:.1f} s; fio exit {status}, "
+          f"{next((line.strip() for line in text.splitlines() if 'err=' in line), 'no err= line')}")
     assert status in (0, 128) and "err= 0" in text, f"fio exit {status}:\n{text}"
     assert rss_peak - rss_before <= RSS_STORM_BOUND, (rss_before, rss_peak)
     assert 1 <= evictions <= lines_allowed(elapsed, reasons=2), tgt.stderr()[-4000:]
