@@ -1,6 +1,7 @@
 """The coordinator process of a node: builds the service, lets each domain register its handlers, runs the
-loop until SIGTERM. The supervisor starts it before the workers and restarts it like a worker if it dies;
-workers reconnect by themselves (ZeroMQ) and re-register their state (see coordinator/client.py)."""
+loop until SIGTERM. The supervisor starts it before the workers, restarts it like a worker if it dies, and stops it
+after them (so the units' state it saves at a clean stop is final); workers reconnect by themselves (ZeroMQ) and
+re-register their state (see coordinator/client.py)."""
 from __future__ import annotations
 
 import logging
@@ -42,6 +43,7 @@ def coordinator_main(config) -> None:
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)
     try:
         service.run(lambda: bool(stopping))
+        authority.save_at_stop()            # a clean stop: the next `serve` resumes the units' state
     finally:
         if cluster is not None:
             cluster.close()
