@@ -211,6 +211,16 @@ class RingTgt:
             self._kill_leftovers()
             RingTgt.running.remove(self)
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: a crash (or a power loss, as far as ringtgt can tell)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(STOP_TIMEOUT)
+            poll(lambda: not any(procfs.alive(p) for p in self.workers), timeout=STOP_TIMEOUT,
+                 what=f"workers {self.workers} to die")
+        finally:
+            RingTgt.running.remove(self)
+
     def _kill_leftovers(self) -> None:
         for pid in [self.proc.pid, *self.workers]:
             if procfs.alive(pid):
