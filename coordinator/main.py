@@ -24,13 +24,25 @@ def node_name(config) -> str:
     return config.cluster.node if config.cluster is not None else socket.gethostname()
 
 
+def supervisor_incarnation() -> str:
+    """The supervisor this coordinator belongs to, unique across crashes and reboots: its pid, its start time
+    (clock ticks after boot: a reused pid has another) and the boot id. A coordinator restarted by the same
+    supervisor resumes its live state; a `serve` after a crash or a power loss never does."""
+    supervisor = os.getppid()
+    with open(f"/proc/{supervisor}/stat") as f:
+        started = f.read().rsplit(")", 1)[1].split()[19]
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    return f"{supervisor}-{started}-{boot}"
+
+
 def coordinator_main(config) -> None:
     """Entry point of the coordinator process."""
     service = CoordinatorService(config.server.state_dir)
     registry = SessionRegistry()
     register_session_handlers(service, registry, node_name(config))
     units = [(target.iqn, lun.id) for target in config.targets for lun in target.luns]
-    authority = ReservationAuthority(units, config.server.state_dir, incarnation=os.getppid())
+    authority = ReservationAuthority(units, config.server.state_dir, incarnation=supervisor_incarnation())
     register_reservation_handlers(service, authority)
     try:
         cluster = Cluster(service, config.cluster, registry, authority) if config.cluster is not None else None

@@ -35,19 +35,19 @@ A sanitize that runs or failed is also written to <state_dir>/reservations/<targ
 when it ends): a new `serve` finds a unit whose sanitize did not finish in sanitize failure mode.
 
 Coordinator restarts: after every change the whole state (`snapshot()`) is also written to
-<state_dir>/reservations/live-<supervisor pid>.json; a coordinator restarted by the same supervisor resumes from
-it (registrations, reservations, pending unit attentions), while a new `serve` removes stale live files.
+<state_dir>/reservations/live-<supervisor incarnation>.json; a coordinator restarted by the same supervisor resumes
+from it (registrations, reservations, pending unit attentions), while a new `serve` removes stale live files.
 
-Planned restarts: a coordinator stopped by SIGTERM (after the workers: the supervisor stops them first) writes
-the same snapshot to <state_dir>/reservations/stopped.json (`save_at_stop`), and the next `serve` resumes from it
-and removes it at once, so only a clean stop's state is ever honoured: after a crash or a power
-loss there is none, and the target starts as a power cycle does — POWER ON for every initiator, only what APTPL
-saved. Registrations without APTPL survive a planned restart too: SPC-4 drops them on a power loss of the logical
-unit, and the initiator learns of that loss from POWER ON; a planned restart of the target software reports none,
-so nothing the initiator was not told of may go (as in a failover, which keeps the same state on the peer). Every
-I_T nexus is lost by the stop (its SPC-2 reservation and medium prevention go; its pending unit attentions stay
-for its return) and a sanitize the stop cut short failed. A target whose set of LUNs changed meanwhile greets
-its initiators with POWER ON again.
+Planned restarts: a coordinator stopped by SIGTERM (after the workers: the supervisor stops them first) writes the
+same snapshot to <state_dir>/reservations/stopped.json (`save_at_stop`); the next `serve` resumes from it and
+removes it at once, so only a clean stop's state is ever honoured: after a crash or a power loss there is none,
+and the target starts as a power cycle does — POWER ON for every initiator, only what APTPL saved. Registrations
+without APTPL survive a planned restart too: SPC-4 drops them on a power loss of the logical unit, and the
+initiator learns of that loss from POWER ON; a planned restart of the target software reports none, so nothing
+the initiator was not told of may go (as in a failover, which keeps the same state on the peer). Every I_T nexus
+is lost by the stop (its SPC-2 reservation and medium prevention go; its pending unit attentions stay for its
+return) and a sanitize the stop cut short failed. A target whose set of LUNs changed meanwhile greets its
+initiators with POWER ON again.
 
 POWER ON rule (issue 4: after a failover the reconnecting initiator, with a new ISID, must not be told the unit
 was reset): a nexus gets POWER ON, RESET OR BUS DEVICE RESET OCCURRED only if its initiator *name* has not been
@@ -131,7 +131,7 @@ class UnitState:
 class ReservationAuthority:
     """Every unit of the node's targets, keyed by (target iqn, lun)."""
 
-    def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None, incarnation: int | None = None):
+    def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None, incarnation: str | None = None):
         directory = None if state_dir is None else os.path.join(state_dir, "reservations")
         self.units = {(target, lun): UnitState(None if directory is None else
                                                 os.path.join(directory, f"{target}-{lun}.json"))

@@ -205,12 +205,12 @@ def test_snapshot_restore():
 
 
 def test_a_restarted_coordinator_resumes_a_new_serve_does_not(tmp_path):
-    auth = ReservationAuthority([(T, 0)], str(tmp_path), incarnation=100)
+    auth = ReservationAuthority([(T, 0)], str(tmp_path), incarnation="100")
     auth.attach({"target": T, "nexus": A1}, "w0.1")
     auth.request(prout_body(A1, R.REGISTER, 0, 4), "w0.1")                      # no APTPL
-    resumed = ReservationAuthority([(T, 0)], str(tmp_path), incarnation=100)    # same supervisor
+    resumed = ReservationAuthority([(T, 0)], str(tmp_path), incarnation="100")    # same supervisor
     assert resumed.units[(T, 0)].reservations.keys == {A1: 4} and resumed.greeted == {T: {"iqn.a"}}
-    fresh = ReservationAuthority([(T, 0)], str(tmp_path), incarnation=200)      # a new `serve`
+    fresh = ReservationAuthority([(T, 0)], str(tmp_path), incarnation="200")      # a new `serve`
     assert fresh.units[(T, 0)].reservations.keys == {} and fresh.greeted == {}
     assert [p.name for p in (tmp_path / "reservations").iterdir()] == []
 
@@ -259,7 +259,7 @@ def test_lost_nexuses_leave_no_empty_queues_behind():
 
 def serve(tmp_path, incarnation, units=((T, 0), (T, 1))):
     """The authority of a coordinator started by `serve` (supervisor pid = incarnation) on state_dir tmp_path."""
-    return ReservationAuthority(list(units), str(tmp_path), incarnation=incarnation)
+    return ReservationAuthority(list(units), str(tmp_path), incarnation=str(incarnation))
 
 
 def test_a_clean_stop_keeps_the_units_state_for_the_next_serve_only(tmp_path):

@@ -87,6 +87,15 @@ def fio_report(path) -> list[dict]:
     return json.loads(text[text.index("{"):])["jobs"]
 
 
+def longest_pause(log_prefix) -> float:
+    """The longest time between two consecutive I/O completions of one fio job (its latency logs)."""
+    pauses = [0.0]
+    for path in log_prefix.parent.glob(f"{log_prefix.name}_lat.*.log"):
+        times = sorted(int(line.split(",")[0]) / 1000 for line in path.read_text().splitlines() if line.strip())
+        pauses += [b - a for a, b in zip(times, times[1:])]
+    return max(pauses)
+
+
 def test_fio_and_the_unit_state_survive_a_planned_restart(ringtgt, tmp_path):
     tgt = ringtgt(luns=[Lun(FIO_LUN, "64MiB", BS), Lun(STATE_LUN, "16MiB", BS)])
     a, b = log_in(tgt, A_NAME), log_in(tgt, B_NAME)
@@ -102,7 +111,8 @@ def test_fio_and_the_unit_state_survive_a_planned_restart(ringtgt, tmp_path):
 
     job = write_fio_job(tmp_path / "restart.fio", tgt.url(FIO_LUN), rw="randwrite", bs="4k", iodepth=4,
                         numjobs=JOBS, size="16MiB", offset_increment="16MiB", time_based=1, runtime=RUNTIME,
-                        verify="crc32c", verify_backlog=256, verify_fatal=1, initiator="iqn.2026-11.org.ringtgt:fio")
+                        verify="crc32c", verify_backlog=256, verify_fatal=1, initiator="iqn.2026-11.org.ringtgt:fio",
+                        write_lat_log=tmp_path / "lat", log_unix_epoch=1)
     report = tmp_path / "fio.json"
     with FioRun(job, tmp_path / "fio.out", "--output-format=json", f"--output={report}") as fio:
         with ConnectionWatcher(tgt) as watcher:
@@ -125,6 +135,7 @@ def test_fio_and_the_unit_state_survive_a_planned_restart(ringtgt, tmp_path):
         f"job {j['jobname']}.{i} err={j['error']} writes={j['write']['total_ios']} verified={j['read']['total_ios']}"
         for i, j in enumerate(jobs)))
     assert all(j["error"] == 0 and j["write"]["total_ios"] > 0 and j["read"]["total_ios"] > 0 for j in jobs), output
+    print(f"longest pause between two completions of a fio job: {longest_pause(tmp_path / 'lat'):.2f} s")
 
     a, b = log_in(tgt, A_NAME, isids[0]), log_in(tgt, B_NAME, isids[1])    # the same nexuses come back
     with a, b:
