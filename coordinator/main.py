@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import time
 
 from .bus import ClusterBusError
 from .cluster import Cluster
@@ -17,6 +18,8 @@ from .service import CoordinatorService
 from .sessions_service import register_session_handlers
 
 log = logging.getLogger("ringtgt.coordinator")
+
+WORKERS_STOP = 6.0      # seconds a stopping coordinator waits for workers still draining (their drain: 5 s at most)
 
 
 def node_name(config) -> str:
@@ -36,6 +39,13 @@ def supervisor_incarnation() -> str:
     return f"{supervisor}-{started}-{boot}"
 
 
+def stopped(service: CoordinatorService, sigterm: list[float]) -> bool:
+    """Whether the loop ends: after SIGTERM, once no worker is left to change the state it saves (the supervisor
+    stops the workers first; `systemctl stop` signals every process at once, and their drain still needs
+    answers), or WORKERS_STOP seconds after it in any case."""
+    return bool(sigterm) and (not service.workers or time.monotonic() > sigterm[0] + WORKERS_STOP)
+
+
 def coordinator_main(config) -> None:
     """Entry point of the coordinator process."""
     service = CoordinatorService(config.server.state_dir)
@@ -51,10 +61,10 @@ def coordinator_main(config) -> None:
         service.close()
         raise SystemExit(1) from None
     stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(time.monotonic()))
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)
     try:
-        service.run(lambda: bool(stopping))
+        service.run(lambda: stopped(service, stopping))
         authority.save_at_stop()            # a clean stop: the next `serve` resumes the units' state
     finally:
         if cluster is not None:

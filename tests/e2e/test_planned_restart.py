@@ -152,6 +152,21 @@ def test_fio_and_the_unit_state_survive_a_planned_restart(ringtgt, tmp_path):
         assert first_status(new) == (I.CHECK_CONDITION, POWER_ON)   # an initiator never seen is told, as before
 
 
+def test_a_stop_of_the_whole_process_group_keeps_the_state_too(ringtgt):
+    """`systemctl stop` signals every process of the service at once: the coordinator still waits for the
+    draining workers before it saves."""
+    tgt = ringtgt(luns=[Lun(FIO_LUN, "16MiB", BS), Lun(STATE_LUN, "16MiB", BS)])
+    with log_in(tgt, A_NAME) as a:
+        a.clear_unit_attentions(lun=STATE_LUN)
+        assert prout(a, REGISTER, 0, 0xA).status == I.GOOD
+        isid = a.isid
+        tgt.stop(group=True)
+    tgt.start()
+    with log_in(tgt, A_NAME, isid) as a:
+        assert first_status(a) == (I.GOOD, None)
+        assert read_keys(a) == [0xA]
+
+
 def test_a_crash_is_a_power_on(ringtgt):
     tgt = ringtgt(luns=[Lun(FIO_LUN, "16MiB", BS), Lun(STATE_LUN, "16MiB", BS)])
     with log_in(tgt, A_NAME) as a:
