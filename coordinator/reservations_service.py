@@ -149,22 +149,37 @@ class ReservationAuthority:
                 if stale != self.live_path:
                     os.unlink(stale)
             live = load_state(self.live_path)
-            stopped = load_state(os.path.join(directory, STOPPED))
+            stopped_path = os.path.join(directory, STOPPED)
             if live is not None:
                 log.info("reservations: resuming the state of the previous coordinator")
                 self.restore(live)
-            elif stopped is not None:
-                log.info("reservations: resuming the units' state saved when the target stopped")
-                self._resume_after_stop(stopped)
-                self._save_live()
-            save_state(os.path.join(directory, STOPPED), None)      # honoured once: a crash later finds none
+            elif os.path.exists(stopped_path):
+                self._resume_after_stop(stopped_path)
+            save_state(stopped_path, None)                  # honoured once: a crash later finds none
 
     def save_at_stop(self) -> None:
         """A clean stop (SIGTERM, the workers gone): the next start resumes this state (see the module doc)."""
-        if self.live_path is not None:
-            save_state(os.path.join(os.path.dirname(self.live_path), STOPPED), self.snapshot())
+        if self.live_path is None:
+            return
+        path = os.path.join(os.path.dirname(self.live_path), STOPPED)
+        try:
+            save_state(path, self.snapshot())
+        except OSError as exc:
+            log.error("%s: the units' state could not be saved (%s): the next start is a power on", path, exc)
 
-    def _resume_after_stop(self, snapshot: dict) -> None:
+    def _resume_after_stop(self, path: str) -> None:
+        """Take the state a clean stop saved in `path`, unless it is malformed (then the start is a power on)."""
+        fresh = self.snapshot()                             # what the APTPL and sanitize files gave
+        try:
+            self._resume(load_state(path))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("%s: malformed (%r), ignored: the units start as after a power loss", path, exc)
+            self.restore(fresh)
+            return
+        log.info("reservations: resuming the units' state saved when the target stopped")
+        self._save_live()
+
+    def _resume(self, snapshot: dict) -> None:
         """The state a clean stop saved, for the units still configured; every nexus it names was lost with the
         stop; a sanitize the stop cut short failed; a target whose LUNs changed greets every initiator anew."""
         configured, saved = {}, {}

@@ -326,3 +326,18 @@ def test_a_target_whose_luns_changed_greets_its_initiators_again(tmp_path):
     assert set(resumed.units) == {(T, 0), (T, 1), (other, 0)}
     assert resumed.units[(T, 0)].reservations.keys == {A1: 3}
     assert resumed.greeted == {T: {"iqn.a"}}
+
+
+def test_a_malformed_stop_snapshot_is_a_power_on(tmp_path, caplog):
+    auth = serve(tmp_path, 100)
+    auth.request(prout_body(B, R.REGISTER, 0, 8), "w1.2")
+    auth.request(prout_body(A1, R.REGISTER, 0, 9, flags=R.APTPL), "w0.1")       # the last APTPL: the unit's file
+    auth.save_at_stop()
+    stopped = tmp_path / "reservations" / "stopped.json"
+    for text in ('{"units": [["x"]], "greeted": {}}', "{not json",
+                 f'{{"units": [["{T}", 0, {{"generation": 5}}, {{}}, null, null]], "greeted": {{}}}}'):  # half applied
+        stopped.write_text(text)
+        started = serve(tmp_path, 200)
+        assert started.units[(T, 0)].reservations.keys == {A1: 9, B: 8} and started.greeted == {}
+        assert started.units[(T, 0)].reservations.generation == auth.units[(T, 0)].reservations.generation
+        assert not stopped.exists() and "malformed" in caplog.text
