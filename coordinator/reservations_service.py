@@ -190,12 +190,10 @@ class ReservationAuthority:
         self.restore({**snapshot, "units": [unit for unit in snapshot["units"] if tuple(unit[:2]) in self.units],
                       "greeted": {target: names for target, names in snapshot["greeted"].items()
                                   if saved.get(target) == configured.get(target)}})
-        for (target, lun), unit in self.units.items():
+        for unit in self.units.values():
             for nexus in {*unit.pending, *unit.medium.preventing, unit.reservations.spc2_holder} - {None}:
                 unit.nexus_lost(nexus)
-            if unit.medium.sanitize == SANITIZING:
-                log.error("the sanitize of LUN %d of %s did not finish before the target stopped: sanitize failure "
-                          "mode", lun, target)
+            if unit.medium.sanitize == SANITIZING:      # cut short by the stop (UnitState logged it, from its file)
                 unit.medium.after_restart({"ause": unit.medium.ause})
                 unit.persist_sanitize()
 
