@@ -149,7 +149,7 @@ class RingTgt:
     # -- lifecycle
     def start(self) -> RingTgt:
         binary = ringtgt_binary()
-        with open(self.stderr_path, "ab") as err:             # a restart's log follows the last run's
+        with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([binary, "serve", "--config", str(self.config)], cwd=self.dir,
                                          stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                          start_new_session=True)

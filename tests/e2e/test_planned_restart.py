@@ -9,7 +9,7 @@ import struct
 import time
 
 import initiator as I
-from harness import HOST, ConnectionWatcher, FioRun, Lun, write_fio_job
+from harness import HOST, ConnectionWatcher, FioRun, Lun, poll, write_fio_job
 
 BS = 512
 FIO_LUN, STATE_LUN = 0, 1
@@ -116,11 +116,10 @@ def test_fio_and_the_unit_state_survive_a_planned_restart(ringtgt, tmp_path):
     report = tmp_path / "fio.json"
     with FioRun(job, tmp_path / "fio.out", "--output-format=json", f"--output={report}") as fio:
         with ConnectionWatcher(tgt) as watcher:
-            deadline = time.monotonic() + 60
-            while fio.proc.poll() is None and watcher.total() < JOBS and time.monotonic() < deadline:
-                time.sleep(0.05)
-        assert fio.proc.poll() is None and watcher.total() >= JOBS, f"fio did not connect:\n{fio.text()}"
-        time.sleep(RESTART_AFTER)
+            poll(lambda: fio.proc.poll() is not None or watcher.total() >= JOBS, timeout=60,
+                 what=f"{JOBS} fio sessions to connect")
+        assert fio.proc.poll() is None, f"fio exited {fio.proc.returncode} early:\n{fio.text()}"
+        time.sleep(RESTART_AFTER)                                   # some verified I/O first (any amount will do)
         tgt.stop()                                                  # SIGTERM: exit 0, workers gone
         stopped = tgt.stop_seconds
         before = time.monotonic()
