@@ -1,12 +1,14 @@
 """The coordinator process of a node: builds the service, lets each domain register its handlers, runs the
-loop until SIGTERM. The supervisor starts it before the workers and restarts it like a worker if it dies;
-workers reconnect by themselves (ZeroMQ) and re-register their state (see coordinator/client.py)."""
+loop until SIGTERM. The supervisor starts it before the workers, restarts it like a worker if it dies, and stops it
+after them (so the units' state it saves at a clean stop is final); workers reconnect by themselves (ZeroMQ) and
+re-register their state (see coordinator/client.py)."""
 from __future__ import annotations
 
 import logging
 import os
 import signal
 import socket
+import time
 
 from .bus import ClusterBusError
 from .cluster import Cluster
@@ -17,10 +19,31 @@ from .sessions_service import register_session_handlers
 
 log = logging.getLogger("ringtgt.coordinator")
 
+WORKERS_STOP = 6.0      # seconds a stopping coordinator waits for workers still draining (their drain: 5 s at most)
+
 
 def node_name(config) -> str:
     """This node's name in the session table: `[cluster] node`, else the host name."""
     return config.cluster.node if config.cluster is not None else socket.gethostname()
+
+
+def supervisor_incarnation() -> str:
+    """The supervisor this coordinator belongs to, unique across crashes and reboots: its pid, its start time
+    (clock ticks after boot: a reused pid has another) and the boot id. A coordinator restarted by the same
+    supervisor resumes its live state; a `serve` after a crash or a power loss never does."""
+    supervisor = os.getppid()
+    with open(f"/proc/{supervisor}/stat") as f:
+        started = f.read().rsplit(")", 1)[1].split()[19]
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    return f"{supervisor}-{started}-{boot}"
+
+
+def stopped(service: CoordinatorService, sigterm: list[float]) -> bool:
+    """Whether the loop ends: after SIGTERM, once no worker is left to change the state it saves (the supervisor
+    stops the workers first; `systemctl stop` signals every process at once, and their drain still needs
+    answers), or WORKERS_STOP seconds after it in any case."""
+    return bool(sigterm) and (not service.workers or time.monotonic() > sigterm[0] + WORKERS_STOP)
 
 
 def coordinator_main(config) -> None:
@@ -29,7 +52,7 @@ def coordinator_main(config) -> None:
     registry = SessionRegistry()
     register_session_handlers(service, registry, node_name(config))
     units = [(target.iqn, lun.id) for target in config.targets for lun in target.luns]
-    authority = ReservationAuthority(units, config.server.state_dir, incarnation=os.getppid())
+    authority = ReservationAuthority(units, config.server.state_dir, incarnation=supervisor_incarnation())
     register_reservation_handlers(service, authority)
     try:
         cluster = Cluster(service, config.cluster, registry, authority) if config.cluster is not None else None
@@ -38,10 +61,11 @@ def coordinator_main(config) -> None:
         service.close()
         raise SystemExit(1) from None
     stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(time.monotonic()))
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)
     try:
-        service.run(lambda: bool(stopping))
+        service.run(lambda: stopped(service, stopping))
+        authority.save_at_stop()            # a clean stop: the next `serve` resumes the units' state
     finally:
         if cluster is not None:
             cluster.close()

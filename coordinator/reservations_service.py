@@ -35,9 +35,19 @@ A sanitize that runs or failed is also written to <state_dir>/reservations/<targ
 when it ends): a new `serve` finds a unit whose sanitize did not finish in sanitize failure mode.
 
 Coordinator restarts: after every change the whole state (`snapshot()`) is also written to
-<state_dir>/reservations/live-<supervisor pid>.json; a coordinator restarted by the same supervisor resumes from
-it (registrations, reservations, pending unit attentions), while a new `serve` (a new supervisor, i.e. a power
-cycle of the target) removes stale live files and keeps only what APTPL saved.
+<state_dir>/reservations/live-<supervisor incarnation>.json; a coordinator restarted by the same supervisor resumes
+from it (registrations, reservations, pending unit attentions), while a new `serve` removes stale live files.
+
+Planned restarts: a coordinator stopped by SIGTERM (after the workers: the supervisor stops them first) writes the
+same snapshot to <state_dir>/reservations/stopped.json (`save_at_stop`); the next `serve` resumes from it and
+removes it at once, so only a clean stop's state is ever honoured: after a crash or a power loss there is none,
+and the target starts as a power cycle does — POWER ON for every initiator, only what APTPL saved. Registrations
+without APTPL survive a planned restart too: SPC-4 drops them on a power loss of the logical unit, and the
+initiator learns of that loss from POWER ON; a planned restart of the target software reports none, so nothing
+the initiator was not told of may go (as in a failover, which keeps the same state on the peer). Every I_T nexus
+is lost by the stop (its SPC-2 reservation and medium prevention go; its pending unit attentions stay for its
+return) and a sanitize the stop cut short failed. A target whose set of LUNs changed meanwhile greets its
+initiators with POWER ON again.
 
 POWER ON rule (issue 4: after a failover the reconnecting initiator, with a new ISID, must not be told the unit
 was reset): a nexus gets POWER ON, RESET OR BUS DEVICE RESET OCCURRED only if its initiator *name* has not been
@@ -59,6 +69,8 @@ from target.scsi.sense import MODE_PARAMETERS_CHANGED, POWER_ON_RESET
 from .service import CoordinatorService, Reply
 
 log = logging.getLogger("ringtgt.coordinator")
+
+STOPPED = "stopped.json"        # in <state_dir>/reservations: the state a clean stop left for the next start
 
 
 class UnitState:
@@ -119,7 +131,7 @@ class UnitState:
 class ReservationAuthority:
     """Every unit of the node's targets, keyed by (target iqn, lun)."""
 
-    def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None, incarnation: int | None = None):
+    def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None, incarnation: str | None = None):
         directory = None if state_dir is None else os.path.join(state_dir, "reservations")
         self.units = {(target, lun): UnitState(None if directory is None else
                                                 os.path.join(directory, f"{target}-{lun}.json"))
@@ -137,9 +149,53 @@ class ReservationAuthority:
                 if stale != self.live_path:
                     os.unlink(stale)
             live = load_state(self.live_path)
+            stopped_path = os.path.join(directory, STOPPED)
             if live is not None:
                 log.info("reservations: resuming the state of the previous coordinator")
                 self.restore(live)
+            elif os.path.exists(stopped_path):
+                self._resume_after_stop(stopped_path)
+            save_state(stopped_path, None)                  # honoured once: a crash later finds none
+
+    def save_at_stop(self) -> None:
+        """A clean stop (SIGTERM, the workers gone): the next start resumes this state (see the module doc)."""
+        if self.live_path is None:
+            return
+        path = os.path.join(os.path.dirname(self.live_path), STOPPED)
+        try:
+            save_state(path, self.snapshot())
+        except OSError as exc:
+            log.error("%s: the units' state could not be saved (%s): the next start is a power on", path, exc)
+
+    def _resume_after_stop(self, path: str) -> None:
+        """Take the state a clean stop saved in `path`, unless it is malformed (then the start is a power on)."""
+        fresh = self.snapshot()                             # what the APTPL and sanitize files gave
+        try:
+            self._resume(load_state(path))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("%s: malformed (%r), ignored: the units start as after a power loss", path, exc)
+            self.restore(fresh)
+            return
+        log.info("reservations: resuming the units' state saved when the target stopped")
+        self._save_live()
+
+    def _resume(self, snapshot: dict) -> None:
+        """The state a clean stop saved, for the units still configured; every nexus it names was lost with the
+        stop; a sanitize the stop cut short failed; a target whose LUNs changed greets every initiator anew."""
+        configured, saved = {}, {}
+        for target, lun in self.units:
+            configured.setdefault(target, set()).add(lun)
+        for target, lun, *_ in snapshot["units"]:
+            saved.setdefault(target, set()).add(lun)
+        self.restore({**snapshot, "units": [unit for unit in snapshot["units"] if tuple(unit[:2]) in self.units],
+                      "greeted": {target: names for target, names in snapshot["greeted"].items()
+                                  if saved.get(target) == configured.get(target)}})
+        for unit in self.units.values():
+            for nexus in {*unit.pending, *unit.medium.preventing, unit.reservations.spc2_holder} - {None}:
+                unit.nexus_lost(nexus)
+            if unit.medium.sanitize == SANITIZING:      # cut short by the stop (UnitState logged it, from its file)
+                unit.medium.after_restart({"ause": unit.medium.ause})
+                unit.persist_sanitize()
 
     def _changed(self) -> None:
         """After every change: a new version, the live file, the hooks (the cluster bus replicates it)."""

@@ -19,6 +19,8 @@ WorkerFn = Callable[[Config, int, int], None]
 CoordinatorFn = Callable[[Config], None]
 
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL on shutdown
+COORDINATOR_STOP = 2.0  # seconds the coordinator gets after the workers to save the units' state and exit
+COORDINATOR = "coordinator"
 QUICK_DEATH = 1.0  # a child that dies sooner than this after its start is restarted with back-off
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 10.0
@@ -49,7 +51,7 @@ class Supervisor:
         self._stop_timeout = stop_timeout
         self._child_mask: set[signal.Signals] = set()  # the signal mask children run with
         cpus = sorted(os.sched_getaffinity(0))
-        coordinator = [_Child("coordinator", lambda: coordinator_fn(config))] if coordinator_fn else []
+        coordinator = [_Child(COORDINATOR, lambda: coordinator_fn(config))] if coordinator_fn else []
         self._children = coordinator + [
             _Child(f"worker {i}", _worker_main(worker_fn, config, i, cpus[i % len(cpus)]))
             for i in range(config.server.workers)
@@ -117,10 +119,32 @@ class Supervisor:
             log.warning("%s (pid %d) %s; restarting in %.2fs", child.name, pid, _describe(status), child.backoff)
 
     def _stop(self) -> None:
-        """SIGTERM every child, wait up to stop_timeout (a second SIGTERM/SIGINT cuts it short), then SIGKILL."""
-        self._signal_all(signal.SIGTERM)
-        deadline = time.monotonic() + self._stop_timeout
-        while self._alive() and (remaining := deadline - time.monotonic()) > 0:
+        """SIGTERM the workers and wait up to stop_timeout for them to drain, SIGKILL those left; then the same for
+        the coordinator with COORDINATOR_STOP (what it saves at its stop must be final: no worker may change the
+        state after it). A second SIGTERM/SIGINT cuts the waits short."""
+        workers = [c for c in self._children if c.name != COORDINATOR]
+        coordinator = [c for c in self._children if c.name == COORDINATOR]
+        if self._terminate(workers, self._stop_timeout):
+            self._kill(workers)
+            self._terminate(coordinator, COORDINATOR_STOP)
+        self._kill(self._children)
+        log.info("supervisor pid %d stopped", os.getpid())
+
+    def _kill(self, children: list[_Child]) -> None:
+        """SIGKILL those of `children` still running, and reap them."""
+        self._signal_all(signal.SIGKILL, children)
+        for child in children:
+            if child.pid:
+                _, status = os.waitpid(child.pid, 0)
+                log.warning("%s (pid %d) %s after the stop timeout", child.name, child.pid, _describe(status))
+                child.pid = 0
+
+    def _terminate(self, children: list[_Child], timeout: float) -> bool:
+        """SIGTERM `children` and wait up to `timeout` for them to exit (any child's exit is reaped meanwhile);
+        False if a second SIGTERM/SIGINT said not to wait."""
+        self._signal_all(signal.SIGTERM, children)
+        deadline = time.monotonic() + timeout
+        while any(c.pid for c in children) and (remaining := deadline - time.monotonic()) > 0:
             info = signal.sigtimedwait(_SIGNALS, remaining)
             if info is None:
                 break
@@ -128,20 +152,11 @@ class Supervisor:
                 self._reap(restart=False)
             elif info.si_signo in (signal.SIGTERM, signal.SIGINT):
                 log.warning("%s again: killing children now", signal.Signals(info.si_signo).name)
-                break
-        if self._alive():
-            self._signal_all(signal.SIGKILL)
-            for child in self._alive():
-                _, status = os.waitpid(child.pid, 0)
-                log.warning("%s (pid %d) %s after the stop timeout", child.name, child.pid, _describe(status))
-                child.pid = 0
-        log.info("supervisor pid %d stopped", os.getpid())
+                return False
+        return True
 
-    def _alive(self) -> list[_Child]:
-        return [c for c in self._children if c.pid]
-
-    def _signal_all(self, signo: signal.Signals) -> None:
-        for child in self._alive():
+    def _signal_all(self, signo: signal.Signals, children: list[_Child]) -> None:
+        for child in [c for c in children if c.pid]:
             log.info("sending %s to %s (pid %d)", signo.name, child.name, child.pid)
             os.kill(child.pid, signo)
 

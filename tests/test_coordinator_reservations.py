@@ -205,12 +205,12 @@ def test_snapshot_restore():
 
 
 def test_a_restarted_coordinator_resumes_a_new_serve_does_not(tmp_path):
-    auth = ReservationAuthority([(T, 0)], str(tmp_path), incarnation=100)
+    auth = ReservationAuthority([(T, 0)], str(tmp_path), incarnation="100")
     auth.attach({"target": T, "nexus": A1}, "w0.1")
     auth.request(prout_body(A1, R.REGISTER, 0, 4), "w0.1")                      # no APTPL
-    resumed = ReservationAuthority([(T, 0)], str(tmp_path), incarnation=100)    # same supervisor
+    resumed = ReservationAuthority([(T, 0)], str(tmp_path), incarnation="100")    # same supervisor
     assert resumed.units[(T, 0)].reservations.keys == {A1: 4} and resumed.greeted == {T: {"iqn.a"}}
-    fresh = ReservationAuthority([(T, 0)], str(tmp_path), incarnation=200)      # a new `serve`
+    fresh = ReservationAuthority([(T, 0)], str(tmp_path), incarnation="200")      # a new `serve`
     assert fresh.units[(T, 0)].reservations.keys == {} and fresh.greeted == {}
     assert [p.name for p in (tmp_path / "reservations").iterdir()] == []
 
@@ -255,3 +255,89 @@ def test_lost_nexuses_leave_no_empty_queues_behind():
     auth.reset({"target": T, "luns": [0], "nexus": A1, "asc": BUS_DEVICE_RESET, "cold": False}, "w0.1")
     auth.nexus_lost({"target": T, "nexus": B}, "w1.2")
     assert auth.units[(T, 0)].pending == {B: [POWER_ON_RESET, BUS_DEVICE_RESET]}    # kept: it has news
+
+
+def serve(tmp_path, incarnation, units=((T, 0), (T, 1))):
+    """The authority of a coordinator started by `serve` (supervisor pid = incarnation) on state_dir tmp_path."""
+    return ReservationAuthority(list(units), str(tmp_path), incarnation=str(incarnation))
+
+
+def test_a_clean_stop_keeps_the_units_state_for_the_next_serve_only(tmp_path):
+    auth = serve(tmp_path, 100)
+    for nexus, origin in ((A1, "w0.1"), (B, "w1.2")):
+        auth.attach({"target": T, "nexus": nexus}, origin)
+        auth.consumed({"target": T, "lun": 1, "nexus": nexus, "asc": POWER_ON_RESET}, origin)
+    auth.request(prout_body(A1, R.REGISTER, 0, 7, lun=1), "w0.1")              # no APTPL
+    auth.request(prout_body(A1, R.RESERVE, 7, pr_type=R.WRITE_EXCLUSIVE, lun=1), "w0.1")
+    auth.request({"target": T, "lun": 0, "kind": "reserve", "nexus": B, "cdb": b"", "parameters": b""}, "w1.2")
+    auth.mode_select({"target": T, "lun": 1, "nexus": A1, "wce": False, "swp": False}, "w0.1")
+    auth.medium_request(medium(A1, "prevent"), "w0.1")
+    auth.save_at_stop()                                                        # SIGTERM
+    stopped = tmp_path / "reservations" / "stopped.json"
+    assert stopped.exists()
+
+    resumed = serve(tmp_path, 200)                                             # `serve` again
+    assert not stopped.exists() and (tmp_path / "reservations" / "live-200.json").exists()
+    unit = resumed.units[(T, 1)]
+    assert unit.reservations.keys == {A1: 7} and unit.reservations.holder == A1
+    assert unit.mode == [False, False] and resumed.views({}, "w0.3").body["modes"] == [[T, 1, False, False]]
+    assert unit.pending == {B: [MODE_PARAMETERS_CHANGED]}                      # still owed to B; A1's empty queue gone
+    assert unit.medium.preventing == set()                                     # the stop lost every nexus
+    assert resumed.units[(T, 0)].reservations.spc2_holder is None
+    assert resumed.attach({"target": T, "nexus": A2}, "w0.3").body["attentions"] == [[0, []], [1, []]]   # no POWER ON
+    assert resumed.attach({"target": T, "nexus": B}, "w1.4").body["attentions"][1] == [1, [MODE_PARAMETERS_CHANGED]]
+
+    crashed = serve(tmp_path, 300)                                             # SIGKILL / power loss, then `serve`
+    assert crashed.units[(T, 1)].reservations.keys == {} and crashed.greeted == {}
+    assert crashed.units[(T, 1)].mode is None and crashed.units[(T, 1)].pending == {}
+
+
+def test_the_live_state_of_the_same_serve_wins_over_a_stop_snapshot(tmp_path):
+    first = serve(tmp_path, 100)
+    first.request(prout_body(A1, R.REGISTER, 0, 1), "w0.1")
+    first.save_at_stop()
+    coordinator = serve(tmp_path, 200)                                         # the next `serve` …
+    coordinator.request(prout_body(A1, R.REGISTER, 1, 2), "w0.1")
+    coordinator.save_at_stop()                                                 # … whose coordinator alone got SIGTERM
+    restarted = serve(tmp_path, 200)                                           # and was restarted by its supervisor
+    assert restarted.units[(T, 0)].reservations.keys == {A1: 2}
+    assert not (tmp_path / "reservations" / "stopped.json").exists()
+    assert serve(tmp_path, 300).units[(T, 0)].reservations.keys == {}          # a crash of that `serve` later
+
+
+def test_a_sanitize_cut_short_by_the_stop_has_failed(tmp_path):
+    auth = serve(tmp_path, 100)
+    auth.medium_request(medium(A1, "sanitize-ause", lun=0), "w0.1")
+    auth.save_at_stop()                                                        # its worker still running (SIGKILL)
+    resumed = serve(tmp_path, 200)
+    assert resumed.units[(T, 0)].medium.sanitize == SANITIZE_FAILURE
+    assert resumed.medium_request(medium(A1, "exit-failure-mode", lun=0), "w0.2").body["refused"] is None
+    assert not (tmp_path / "reservations" / f"{T}-0.sanitize.json").exists()
+
+
+def test_a_target_whose_luns_changed_greets_its_initiators_again(tmp_path):
+    other = "iqn.2026-11.org.ringtgt:other"
+    auth = serve(tmp_path, 100, units=((T, 0), (T, 1), (other, 0), (other, 1)))
+    for target in (T, other):
+        auth.attach({"target": target, "nexus": A1.replace(T, target)}, "w0.1")
+    auth.request(prout_body(A1, R.REGISTER, 0, 3), "w0.1")
+    auth.save_at_stop()
+    resumed = serve(tmp_path, 200, units=((T, 0), (T, 1), (other, 0)))       # other's LUN 1 was removed
+    assert set(resumed.units) == {(T, 0), (T, 1), (other, 0)}
+    assert resumed.units[(T, 0)].reservations.keys == {A1: 3}
+    assert resumed.greeted == {T: {"iqn.a"}}
+
+
+def test_a_malformed_stop_snapshot_is_a_power_on(tmp_path, caplog):
+    auth = serve(tmp_path, 100)
+    auth.request(prout_body(B, R.REGISTER, 0, 8), "w1.2")
+    auth.request(prout_body(A1, R.REGISTER, 0, 9, flags=R.APTPL), "w0.1")       # the last APTPL: the unit's file
+    auth.save_at_stop()
+    stopped = tmp_path / "reservations" / "stopped.json"
+    for text in ('{"units": [["x"]], "greeted": {}}', "{not json",
+                 f'{{"units": [["{T}", 0, {{"generation": 5}}, {{}}, null, null]], "greeted": {{}}}}'):  # half applied
+        stopped.write_text(text)
+        started = serve(tmp_path, 200)
+        assert started.units[(T, 0)].reservations.keys == {A1: 9, B: 8} and started.greeted == {}
+        assert started.units[(T, 0)].reservations.generation == auth.units[(T, 0)].reservations.generation
+        assert not stopped.exists() and "malformed" in caplog.text

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-# argv: out_dir config_file mode stop_timeout.  Each worker drops a file "<index>.<pid>.<cpu>" in out_dir.
+# argv: out_dir config_file mode stop_timeout.  Each worker drops a file "<index>.<pid>.<cpu>" in out_dir; in mode
+# "coordinated" a coordinator runs too and, once told to stop, lists the workers still there in "coordinator-stopped".
 SUPERVISOR = """
 import logging, os, signal, sys, time
 from target.config import load_config
@@ -26,8 +27,17 @@ def worker(config, index, cpu):
     while not stop:
         time.sleep(0.02)
 
+def coordinator(config):
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    while not stop:
+        time.sleep(0.02)
+    alive = [m for m in os.listdir(out) if os.path.exists(f"/proc/{m.split('.')[1]}")]
+    open(os.path.join(out, "coordinator-stopped"), "w").write(" ".join(alive))
+
 logging.basicConfig(level=logging.INFO, format="%(name)s[%(process)d] %(levelname)s: %(message)s")
-sys.exit(Supervisor(load_config(config_file), worker, stop_timeout=stop_timeout).run())
+sys.exit(Supervisor(load_config(config_file), worker, coordinator if mode == "coordinated" else None,
+                    stop_timeout=stop_timeout).run())
 """
 
 CPUS = sorted(os.sched_getaffinity(0))
@@ -153,6 +163,15 @@ def test_stubborn_worker_is_killed_after_the_stop_timeout(start):
     assert time.monotonic() - began > 0.4                # it waited for the stop timeout first
     assert not _alive(pid)
     assert f"worker 0 (pid {pid}) killed by SIGKILL after the stop timeout" in sup.log()
+
+
+def test_the_coordinator_stops_after_every_worker(start):
+    sup = start(workers=2, mode="coordinated")
+    wait_for(lambda: len(sup.workers()) == 2)
+    sup.signal(signal.SIGTERM)
+    assert sup.proc.wait(timeout=GENEROUS) == 0
+    assert (sup.out / "coordinator-stopped").read_text() == ""       # what it saves at its stop is final
+    assert "coordinator (pid" in sup.log() and "exited with status 0" in sup.log()
 
 
 def test_crashing_worker_is_logged_and_backed_off(start):

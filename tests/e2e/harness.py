@@ -196,14 +196,18 @@ class RingTgt:
         established = procfs.tcp_sockets(self.port, procfs.TCP_ESTABLISHED)
         return {pid: procfs.socket_inodes(pid) & established for pid in self.workers}
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM; the supervisor must exit 0 within `timeout` s and take every worker with it."""
+    def stop(self, timeout: float = STOP_TIMEOUT, group: bool = False) -> None:
+        """SIGTERM (with `group`, to every process of the tree at once, as systemd does); the supervisor must exit 0
+        within `timeout` s and take every worker with it."""
         if self not in RingTgt.running:
             return  # never started, or already stopped
         try:
             if self.proc.poll() is not None:
                 raise AssertionError(f"ringtgt serve had already exited with {self.proc.returncode}")
-            self.proc.send_signal(signal.SIGTERM)
+            if group:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            else:
+                self.proc.send_signal(signal.SIGTERM)
             sent = time.monotonic()
             try:
                 status = self.proc.wait(timeout)
@@ -217,6 +221,16 @@ class RingTgt:
             raise AssertionError(f"{exc}\n--- ringtgt stderr ---\n{self.stderr()}") from None
         finally:
             self._kill_leftovers()
+            RingTgt.running.remove(self)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: a crash (or a power loss, as far as ringtgt can tell)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(STOP_TIMEOUT)
+            poll(lambda: not any(procfs.alive(p) for p in self.workers), timeout=STOP_TIMEOUT,
+                 what=f"workers {self.workers} to die")
+        finally:
             RingTgt.running.remove(self)
 
     def _kill_leftovers(self) -> None:
