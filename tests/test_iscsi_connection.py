@@ -53,6 +53,9 @@ class BlockDevice:
         self.resets.append("cold" if cold else "target")
         done()
 
+    def data_out_length(self, lun, cdb):
+        return struct.unpack(">H", bytes(cdb[7:9]))[0] * BLOCK if cdb[0] in (0x2A, 0x48) else 0
+
     def execute(self, task):
         op = task.cdb[0]
         self.executed.append(op)
@@ -165,6 +168,25 @@ def test_unsolicited_data_then_r2t():
     assert (r2t.w40, r2t.w44) == (1024, 2048)
     (resp, _), = exchange(conn, data_out(payload[1024:], ttt=r2t.w20, offset=1024))
     assert resp.b3 == GOOD and conn.host.device.disk[:3072] == payload
+
+
+def test_a_huge_edtl_solicits_and_holds_only_what_the_cdb_asks_for():
+    conn = connect()
+    (r2t, _), = exchange(conn, scsi_command(write10(0, 1), edtl=64 << 20, write=True, cmd_sn=1))
+    assert r2t.opcode == P.R2T and (r2t.w40, r2t.w44) == (0, 512)      # one block, not 64 MiB of bursts
+    command, = conn.commands.values()
+    assert len(command.buffer) == 0 and command.wanted == 512         # nothing held before data arrives
+    (resp, _), = exchange(conn, data_out(b"\xcd" * 512, ttt=r2t.w20))
+    assert resp.b3 == GOOD and resp.flags & 0x02 and resp.w44 == (64 << 20) - 512      # underflow residual
+    assert conn.host.device.disk[:512] == b"\xcd" * 512
+
+
+def test_unsolicited_data_beyond_the_cdb_is_counted_not_kept():
+    conn = connect(InitialR2T="No", ImmediateData="Yes")
+    assert exchange(conn, scsi_command(write10(0, 1), edtl=1024, write=True, final=False)) == []
+    (resp, _), = exchange(conn, data_out(b"\x11" * 1024))
+    assert resp.b3 == GOOD and resp.flags & 0x02 and resp.w44 == 512
+    assert conn.host.device.disk[:1024] == b"\x11" * 512 + bytes(512)
 
 
 def test_immediate_data_is_refused():

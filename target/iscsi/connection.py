@@ -251,7 +251,8 @@ class Connection:
             if len(pdu.data) > params.first_burst_length:
                 raise ProtocolError("immediate data exceeds FirstBurstLength")
             more = not params.initial_r2t and not pdu.flags & P.FINAL
-            command.start_write(pdu.data, params.first_burst_length, more)
+            command.start_write(pdu.data, params.first_burst_length, more,
+                                self.target.data_out_length(command.lun, command.cdb))
         self.window.outstanding += 1
         self.commands[command.itt] = command
         if not command.complete and command.cdb[0] in _UNIT_WIDE and command.lun not in self.unit_wide:
@@ -342,12 +343,14 @@ class Connection:
         self.window.outstanding -= 1
         edtl = command.expected_length
         data = task.data_in
+        known = task.transfer_length            # set by commands with data-out, also when they fail
         if data is not None:
             natural = len(data)
         else:
-            natural = task.transfer_length if task.transfer_length is not None else (edtl if command.write else 0)
+            natural = known if known is not None else (edtl if command.write else 0)
         ok = task.status == GOOD and task.sense is None
-        residual = R.residual_flags(natural, edtl) if ok and natural != edtl else _NO_RESIDUAL
+        residual = R.residual_flags(natural, edtl) if natural != edtl and (ok or known is not None) \
+            else _NO_RESIDUAL
         params = self.params
         out = self.out
         sent = min(natural, edtl) if data is not None and command.read else 0
