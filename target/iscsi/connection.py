@@ -4,11 +4,17 @@ Owns every state transition of the connection: login, then the full feature phas
 SCSI commands and their data, task management, NOP, text, logout). SCSI commands go to the target's
 `execute(task)`; their completions come back through `ScsiTask.done`. The host (the worker) provides the
 environment: the access policy (targets, ACLs, CHAP), TSIH allocation, session registry, and a hook to learn
-that output is pending.
+that output is pending; it reports back each batch of output it has sent (`output_sent`).
+
+Output backpressure: a command stays outstanding in the CmdSN window until its response has been sent, and while
+the data queued or in flight on the connection exceeds OUTPUT_BOUND the window is frozen (MaxCmdSN stops
+advancing) and the host stops reading the socket (`over_output_bound`), so a client that does not read cannot
+make the worker hold more than the bound plus the responses of the commands its window already let in.
 """
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 from ..scsi.sense import ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR, check_condition
 from ..scsi.task import GOOD, Barrier, ScsiTask
@@ -43,6 +49,10 @@ TMF_NO_TASK = 1
 TMF_NO_LUN = 2
 TMF_REASSIGN_UNSUPPORTED = 4
 TMF_NOT_SUPPORTED = 5
+
+# Unsent data-in (and NOP-In echo) bytes above which the window freezes and the socket is not read: four bursts
+# of 1 MiB, room for a full window of 32 KiB reads; one response bigger than that still goes out whole
+OUTPUT_BOUND = 4 << 20
 
 _EMPTY = memoryview(b"")
 _NO_RESIDUAL = (0, 0)
@@ -82,6 +92,10 @@ class Connection:
         self.login: Login | None = Login(host.access, host.allocate_tsih, host.offers)
         self.out: list = []
         self.closing = False            # close once `out` has been sent
+        self.unsent = 0                 # data bytes queued in `out` or taken and not reported sent
+        self._answered = 0              # commands answered in `out`, and their data bytes there
+        self._queued = 0
+        self._taken: deque = deque()    # (answers, data bytes) of each batch taken and not yet sent
         self.session_key = None
         self.target = None              # ScsiTarget of a normal session; None for discovery
         self.nexus = ""
@@ -120,9 +134,39 @@ class Connection:
             self.host.output_ready(self)
 
     def take_output(self) -> list:
-        """The buffers queued for sending (with their digests, if negotiated); the queue starts empty again."""
+        """The buffers queued for sending (with their digests, if negotiated); the queue starts empty again.
+        The host calls `output_sent()` once the batch has been sent, batches in the order taken."""
         out, self.out = self.out, []
+        self._taken.append((self._answered, self._queued))
+        self._answered = self._queued = 0
         return out if self.digests is None else self.digests.apply(out)
+
+    def output_sent(self) -> None:
+        """The oldest batch taken went out: its commands are no longer outstanding. Below the bound again, a
+        frozen window opens, and a NOP-In tells the initiator its new MaxCmdSN (§11.19: no answer wanted)."""
+        answers, size = self._taken.popleft()
+        self.unsent -= size
+        window = self.window
+        if window is None:
+            return
+        window.outstanding -= answers
+        if window.frozen is not None and self.unsent <= OUTPUT_BOUND and not self.closing:
+            window.thaw()
+            stat_sn, exp, max_sn = self._seq(False)
+            self.out.append(P.encode(P.NOP_IN, P.FINAL, itt=P.RESERVED_TAG, w20=P.RESERVED_TAG, w24=stat_sn,
+                                     w28=exp, w32=max_sn))
+            self.host.output_ready(self)
+
+    @property
+    def over_output_bound(self) -> bool:
+        return self.unsent > OUTPUT_BOUND
+
+    def _hold_output(self, size: int) -> None:
+        """`size` data bytes were queued: past the bound, the window freezes."""
+        self._queued += size
+        self.unsent += size
+        if self.unsent > OUTPUT_BOUND:
+            self.window.freeze()
 
     def close(self) -> None:
         self.closing = True
@@ -340,7 +384,7 @@ class Connection:
                 waiter()
             return
         del self.commands[command.itt]
-        self.window.outstanding -= 1
+        self._answered += 1                     # outstanding until sent (output_sent)
         edtl = command.expected_length
         data = task.data_in
         known = task.transfer_length            # set by commands with data-out, also when they fail
@@ -366,6 +410,8 @@ class Connection:
                 R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, count, residual)
         else:
             R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual)
+        if sent:
+            self._hold_output(sent)
         if self.stopping and not self.commands:
             self.close()
         self.host.output_ready(self)
@@ -457,6 +503,8 @@ class Connection:
 
     # NOP, text, logout, SNACK -------------------------------------------------------------------------------
     def _nop_out(self, pdu: P.NopOut) -> None:
+        if pdu.data:
+            self._hold_output(len(pdu.data))    # echoed: immediate pings are outside the window, not the bound
         stat_sn, exp, max_sn = self._seq()
         self.out.append(P.frame(P.encode(P.NOP_IN, P.FINAL, len(pdu.data), lun=pdu.lun_field, itt=pdu.w16,
                                          w20=P.RESERVED_TAG, w24=stat_sn, w28=exp, w32=max_sn), pdu.data))
