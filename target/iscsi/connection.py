@@ -50,8 +50,8 @@ TMF_NO_LUN = 2
 TMF_REASSIGN_UNSUPPORTED = 4
 TMF_NOT_SUPPORTED = 5
 
-# Unsent data-in (and NOP-In echo) bytes above which the window freezes and the socket is not read: four bursts
-# of 1 MiB, room for a full window of 32 KiB reads; one response bigger than that still goes out whole
+# Unsent response bytes (SCSI data-in and status, NOP-In echoes) above which the window freezes and the socket is
+# not read: a full window of 32 KiB reads; one response bigger than that (up to MaxBurstLength) still goes whole
 OUTPUT_BOUND = 4 << 20
 
 _EMPTY = memoryview(b"")
@@ -92,8 +92,8 @@ class Connection:
         self.login: Login | None = Login(host.access, host.allocate_tsih, host.offers)
         self.out: list = []
         self.closing = False            # close once `out` has been sent
-        self.unsent = 0                 # data bytes queued in `out` or taken and not reported sent
-        self._answered = 0              # commands answered in `out`, and their data bytes there
+        self.unsent = 0                 # response bytes queued in `out` or taken and not reported sent
+        self._answered = 0              # commands answered in `out`, and their response bytes there
         self._queued = 0
         self._taken: deque = deque()    # (answers, data bytes) of each batch taken and not yet sent
         self.session_key = None
@@ -143,15 +143,18 @@ class Connection:
 
     def output_sent(self) -> None:
         """The oldest batch taken went out: its commands are no longer outstanding. Below the bound again, a
-        frozen window opens, and a NOP-In tells the initiator its new MaxCmdSN (§11.19: no answer wanted)."""
+        frozen window opens; if the initiator had reached its end, a NOP-In tells it the new MaxCmdSN (§11.19:
+        no answer wanted)."""
         answers, size = self._taken.popleft()
         self.unsent -= size
         window = self.window
         if window is None:
             return
         window.outstanding -= answers
-        if window.frozen is not None and self.unsent <= OUTPUT_BOUND and not self.closing:
-            window.thaw()
+        if window.frozen and self.unsent <= OUTPUT_BOUND:
+            window.frozen = False
+            if not window.closed or self.closing:
+                return
             stat_sn, exp, max_sn = self._seq(False)
             self.out.append(P.encode(P.NOP_IN, P.FINAL, itt=P.RESERVED_TAG, w20=P.RESERVED_TAG, w24=stat_sn,
                                      w28=exp, w32=max_sn))
@@ -162,11 +165,11 @@ class Connection:
         return self.unsent > OUTPUT_BOUND
 
     def _hold_output(self, size: int) -> None:
-        """`size` data bytes were queued: past the bound, the window freezes."""
+        """`size` bytes of responses were queued: past the bound, the window freezes."""
         self._queued += size
         self.unsent += size
         if self.unsent > OUTPUT_BOUND:
-            self.window.freeze()
+            self.window.frozen = True
 
     def close(self) -> None:
         self.closing = True
@@ -208,7 +211,7 @@ class Connection:
         if advance:
             self.stat_sn = (stat_sn + 1) & 0xFFFFFFFF
         window = self.window
-        return stat_sn, window.exp_cmd_sn, window.max_cmd_sn
+        return stat_sn, window.exp_cmd_sn, window.announce()
 
     def _reject(self, pdu: P.Pdu, reason: int) -> None:
         stat_sn, exp, max_sn = self._seq()
@@ -410,8 +413,7 @@ class Connection:
                 R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, count, residual)
         else:
             R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual)
-        if sent:
-            self._hold_output(sent)
+        self._hold_output(sent + P.BHS_LEN)
         if self.stopping and not self.commands:
             self.close()
         self.host.output_ready(self)
@@ -503,8 +505,7 @@ class Connection:
 
     # NOP, text, logout, SNACK -------------------------------------------------------------------------------
     def _nop_out(self, pdu: P.NopOut) -> None:
-        if pdu.data:
-            self._hold_output(len(pdu.data))    # echoed: immediate pings are outside the window, not the bound
+        self._hold_output(len(pdu.data) + P.BHS_LEN)   # immediate pings are outside the window, not the bound
         stat_sn, exp, max_sn = self._seq()
         self.out.append(P.frame(P.encode(P.NOP_IN, P.FINAL, len(pdu.data), lun=pdu.lun_field, itt=pdu.w16,
                                          w20=P.RESERVED_TAG, w24=stat_sn, w28=exp, w32=max_sn), pdu.data))
