@@ -245,7 +245,9 @@ def test_a_command_is_outstanding_until_its_response_is_sent():
 def test_unsent_output_over_the_bound_freezes_the_window_until_it_drains(monkeypatch):
     monkeypatch.setattr(connection, "OUTPUT_BOUND", 8192 + 2 * 48)
     conn = connect()
-    read = lambda sn: scsi_command(read10(0, 8), itt=sn, edtl=4096, read=True, cmd_sn=sn)   # noqa: E731
+
+    def read(sn):
+        return scsi_command(read10(0, 8), itt=sn, edtl=4096, read=True, cmd_sn=sn)
     for sn in (1, 2):
         conn.receive_data(read(sn))
     assert not conn.over_output_bound
