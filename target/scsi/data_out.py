@@ -2,11 +2,12 @@
 known from its CDB before any data arrives, so that the transport holds and solicits no more), and what a
 handler gets when the initiator's Expected Data Transfer Length differs from that length.
 
-SAM-5 5.4.3 / RFC 7143 §11.4.5.2: with more data offered than the CDB asks for (underflow), the command takes
-what it asks for and the transport reports the residual. With less (overflow), a block write takes the whole
-blocks it received and answers with the overflow residual (what libiscsi's write residual tests expect); any
-other shortfall, a part of a block or a part of a parameter list, is INVALID FIELD IN COMMAND INFORMATION UNIT
-with nothing done, so that GOOD never acknowledges data that was not written.
+RFC 7143 §11.4.5.2 (residuals) and FCP-4's rules for a data length that differs from the command's: with more
+data offered than the CDB asks for (underflow), the command takes what it asks for and the transport reports the
+residual. With less (overflow), a block write takes the whole blocks it received and answers with the overflow
+residual (what libiscsi's write residual tests expect); any other shortfall, a part of a block or a part of a
+parameter list, is INVALID FIELD IN COMMAND INFORMATION UNIT with nothing done, so that GOOD never acknowledges
+data that was not written.
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def field(offset: int, width: int, in_blocks: bool = False):
 
 
 # -- what handlers get ------------------------------------------------------------------------------------------
-def short() -> ScsiError:
+def _too_little() -> ScsiError:
+    """The initiator's EDTL leaves out data the CDB asks for."""
     return ScsiError(ILLEGAL_REQUEST, INVALID_FIELD_IN_COMMAND_IU)
 
 
@@ -67,7 +69,7 @@ def parameter_data(task, length: int):
     data = task.data_out
     received = len(data) if data is not None else 0
     if received < length:
-        raise short()
+        raise _too_little()
     return data if received == length else memoryview(data)[:length]
 
 
@@ -76,7 +78,7 @@ def exact_data(task, length: int):
     (WRITE SAME's one block, COMPARE AND WRITE's blocks: libiscsi's InvalidDataOutSize tests)."""
     if task.expected_length != length:
         task.transfer_length = length
-        raise short()
+        raise _too_little()
     return parameter_data(task, length)
 
 
@@ -88,11 +90,11 @@ def block_data(task, length: int, size: int):
     data = task.data_out
     if data is None:
         if length:
-            raise short()
+            raise _too_little()
         return None
     received = len(data)
     if received >= length:
         return (data if received == length else memoryview(data)[:length]) if length else None
     if received % size:
-        raise short()
+        raise _too_little()
     return memoryview(data)[:received] if received else None
