@@ -55,7 +55,8 @@ class BlockDevice:
         done()
 
     def data_out_length(self, lun, cdb):
-        return struct.unpack(">H", bytes(cdb[7:9]))[0] * BLOCK if cdb[0] in (0x2A, 0x48) else 0
+        length = struct.unpack(">H", bytes(cdb[7:9]))[0]       # WRITE(10): blocks; SANITIZE: bytes
+        return {0x2A: length * BLOCK, 0x48: length}.get(cdb[0], 0)
 
     def execute(self, task):
         op = task.cdb[0]
