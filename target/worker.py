@@ -5,7 +5,8 @@ watched with a poll op, see coordinator/client.py; the worker holds the client a
 hands it to every ScsiTarget and LogicalUnit it builds); the loop is `Reactor.run_once()`: one
 submit-and-wait, a batch reap, callbacks. Output produced during a turn is gathered per connection and sent
 with one sendmsg at the end of the turn (at most one send in flight per connection keeps PDUs whole and in
-order).
+order). A connection whose unsent output is over its bound (Connection.over_output_bound) is not read until
+its output has drained below it: the client's commands wait in the kernel's socket buffers, not in the worker.
 """
 from __future__ import annotations
 
@@ -253,9 +254,10 @@ class Worker:
         if res <= 0 or channel.dead:
             self._teardown(channel)
             return
-        channel.conn.receive_data(channel.recv_view[:res])
-        if not channel.conn.closing:
-            self._arm_recv(channel)
+        conn = channel.conn
+        conn.receive_data(channel.recv_view[:res])
+        if not conn.closing and not conn.over_output_bound:
+            self._arm_recv(channel)             # else `_sent` arms it once the output has drained
 
     # -- send ---------------------------------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -293,8 +295,12 @@ class Worker:
             return
         if res < channel.sending_bytes:
             self._send(channel, _after(bufs, res), channel.sending_bytes - res)
-        else:
-            self._send_pending(channel)
+            return
+        conn = channel.conn
+        conn.output_sent()
+        if not channel.receiving and not conn.closing and not conn.over_output_bound:
+            self._arm_recv(channel)             # reading was paused for the output to drain
+        self._send_pending(channel)
 
     # -- close --------------------------------------------------------------------------------------------------
     def _shutdown(self, channel: Channel) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from target.iscsi import pdu as P
 from target.iscsi.access import AccessPolicy, TargetAccess
+from target.iscsi import connection
 from target.iscsi.connection import Connection
 from target.iscsi.negotiation import parse_text
 from target.scsi.task import CHECK_CONDITION, GOOD
@@ -52,6 +53,10 @@ class BlockDevice:
     def reset_target(self, nexus, cold, done):
         self.resets.append("cold" if cold else "target")
         done()
+
+    def data_out_length(self, lun, cdb):
+        length = struct.unpack(">H", bytes(cdb[7:9]))[0]       # WRITE(10): blocks; SANITIZE: bytes
+        return {0x2A: length * BLOCK, 0x48: length}.get(cdb[0], 0)
 
     def execute(self, task):
         op = task.cdb[0]
@@ -167,6 +172,25 @@ def test_unsolicited_data_then_r2t():
     assert resp.b3 == GOOD and conn.host.device.disk[:3072] == payload
 
 
+def test_a_huge_edtl_solicits_and_holds_only_what_the_cdb_asks_for():
+    conn = connect()
+    (r2t, _), = exchange(conn, scsi_command(write10(0, 1), edtl=64 << 20, write=True, cmd_sn=1))
+    assert r2t.opcode == P.R2T and (r2t.w40, r2t.w44) == (0, 512)      # one block, not 64 MiB of bursts
+    command, = conn.commands.values()
+    assert len(command.buffer) == 0 and command.wanted == 512         # nothing held before data arrives
+    (resp, _), = exchange(conn, data_out(b"\xcd" * 512, ttt=r2t.w20))
+    assert resp.b3 == GOOD and resp.flags & 0x02 and resp.w44 == (64 << 20) - 512      # underflow residual
+    assert conn.host.device.disk[:512] == b"\xcd" * 512
+
+
+def test_unsolicited_data_beyond_the_cdb_is_counted_not_kept():
+    conn = connect(InitialR2T="No", ImmediateData="Yes")
+    assert exchange(conn, scsi_command(write10(0, 1), edtl=1024, write=True, final=False)) == []
+    (resp, _), = exchange(conn, data_out(b"\x11" * 1024))
+    assert resp.b3 == GOOD and resp.flags & 0x02 and resp.w44 == 512
+    assert conn.host.device.disk[:1024] == b"\x11" * 512 + bytes(512)
+
+
 def test_immediate_data_is_refused():
     conn = connect(ImmediateData="Yes")
     assert not conn.params.immediate_data
@@ -200,6 +224,49 @@ def test_cmd_sn_window():
     assert pdus[-1][0].w28 == 3                                               # ExpCmdSN advanced past both
     (imm, _), = exchange(conn, scsi_command(tur, cmd_sn=3, itt=5, immediate=True))
     assert imm.w28 == 3                                                      # immediate: no advance
+
+
+def sent(conn):
+    """What the host does: take the output, send it, report it sent."""
+    out = split(b"".join(bytes(b) for b in conn.take_output()))
+    conn.output_sent()
+    return out
+
+
+def test_a_command_is_outstanding_until_its_response_is_sent():
+    conn = connect()
+    conn.receive_data(scsi_command(read10(0, 8), edtl=4096, read=True, cmd_sn=1))
+    assert conn.out and conn.window.outstanding == 1                          # answered, not sent
+    batch = conn.take_output()
+    assert batch and conn.window.outstanding == 1                             # taken, not sent
+    conn.output_sent()
+    assert conn.window.outstanding == 0
+
+
+def test_unsent_output_over_the_bound_freezes_the_window_until_it_drains(monkeypatch):
+    monkeypatch.setattr(connection, "OUTPUT_BOUND", 8192 + 2 * 48)
+    conn = connect()
+
+    def read(sn):
+        return scsi_command(read10(0, 8), itt=sn, edtl=4096, read=True, cmd_sn=sn)
+    for sn in (1, 2):
+        conn.receive_data(read(sn))
+    assert not conn.over_output_bound
+    conn.receive_data(read(3))                                                # 12 KiB unsent
+    assert conn.over_output_bound
+    frozen = conn.window.max_cmd_sn
+    for sn in range(4, frozen + 3):                                           # the window lets `frozen` in
+        conn.receive_data(read(sn))
+    assert conn.window.exp_cmd_sn == frozen + 1 and len(conn.commands) == 0
+    assert conn.window.outstanding == frozen and conn.window.max_cmd_sn == frozen     # no further
+    pdus = sent(conn)
+    assert sum(p.opcode == P.DATA_IN and p.flags & 0x01 for p, _ in pdus) == frozen
+    assert not conn.over_output_bound and conn.window.outstanding == 0
+    (nop, _), = sent(conn)                                                    # the window reopened: said so
+    assert nop.opcode == P.NOP_IN and nop.w16 == nop.w20 == P.RESERVED_TAG
+    assert (nop.w28, nop.w32) == (frozen + 1, frozen + 128)
+    conn.receive_data(read(frozen + 1))
+    assert len(sent(conn)) == 4 and conn.window.exp_cmd_sn == frozen + 2
 
 
 def test_nop_out_ping_and_logout():

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from target.scsi import sense as S
-from target.scsi.lun import LogicalUnit
+from target.scsi.lun import MAX_TRANSFER_BYTES, LogicalUnit
 from target.scsi.target import ScsiTarget
 from target.scsi.task import CHECK_CONDITION, GOOD, ScsiTask
 
@@ -355,9 +355,12 @@ def test_write_with_short_data_writes_only_whole_blocks_received(h):
     assert_good(task)
     assert task.transfer_length == 2 * BS
     assert h.store.data[:2 * BS] == b"b" * BS + b"a" * BS
-    task = h.run(rw_cdb(0x2A, 0, 1), data_out=b"c" * 200)           # EDTL 200: nothing whole to write
-    assert_good(task)
+    task = h.run(rw_cdb(0x2A, 0, 1), data_out=b"c" * 200)           # EDTL 200: never GOOD for a part of a block
+    assert_sense(task, S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_COMMAND_IU)
     assert task.transfer_length == BS and h.store.data[:BS] == b"b" * BS
+    task = h.run(rw_cdb(0x2A, 0, 2), data_out=b"c" * (BS + 1))      # a block and a byte: not even the block
+    assert_sense(task, S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_COMMAND_IU)
+    assert h.store.data[:2 * BS] == b"b" * BS + b"a" * BS
     task = h.run(rw_cdb(0x2A, 0, 1), data_out=b"")                  # EDTL 0
     assert_good(task)
     assert task.transfer_length == BS and task.data_in is None
@@ -440,7 +443,7 @@ def test_verify_compares_blocks_with_the_data_out(h, opcode):
     assert_sense(task, S.MISCOMPARE, S.MISCOMPARE_DURING_VERIFY)
     assert task.sense[0] & 0x80 and int.from_bytes(task.sense[3:7], "big") == BS + 7   # VALID, INFORMATION
     assert_sense(h.run(rw_cdb(opcode, 1, 2, flags=0x02), data_out=same[:BS]), S.ILLEGAL_REQUEST,
-                 S.PARAMETER_LIST_LENGTH_ERROR)
+                 S.INVALID_FIELD_IN_COMMAND_IU)
 
 
 @pytest.mark.parametrize("opcode", [0x2F, 0xAF, 0x8F])
@@ -654,7 +657,7 @@ def test_mode_select_rejects(h):
     refused(bytes([0, 0, 0, 4]) + bytes(4), invalid, S.Field(3, None, False))
     refused(bytes(4) + caching_page(False)[:10], S.PARAMETER_LIST_LENGTH_ERROR)
     refused(bytes(3), S.PARAMETER_LIST_LENGTH_ERROR)
-    refused(bytes(4) + caching_page(False), S.PARAMETER_LIST_LENGTH_ERROR, length=40)
+    refused(bytes(4) + caching_page(False), S.INVALID_FIELD_IN_COMMAND_IU, length=40)     # EDTL below it
     refused(bytes(4) + caching_page(False), S.INVALID_FIELD_IN_CDB, S.Field(1, 4), flags=0x00)
     refused(bytes(4) + caching_page(False), S.INVALID_FIELD_IN_CDB, S.Field(1, 0), flags=0x11)
     assert h.store.write_cache is True
@@ -796,8 +799,8 @@ def test_compare_and_write_writes_only_on_a_match_under_the_range_lock(h):
     assert_sense(h.run(caw_cdb(0, count=2), data_out=bytes(4 * BS)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_CDB,
                  S.Field(13))
     assert_sense(h.run(caw_cdb(BLOCKS), data_out=bytes(2 * BS)), S.ILLEGAL_REQUEST, S.LBA_OUT_OF_RANGE)
-    assert_sense(h.run(caw_cdb(0), data_out=bytes(BS)), S.ILLEGAL_REQUEST, S.PARAMETER_LIST_LENGTH_ERROR)
-    assert_sense(h.run(caw_cdb(0), data_out=bytes(4 * BS)), S.ILLEGAL_REQUEST, S.PARAMETER_LIST_LENGTH_ERROR)
+    assert_sense(h.run(caw_cdb(0), data_out=bytes(BS)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_COMMAND_IU)
+    assert_sense(h.run(caw_cdb(0), data_out=bytes(4 * BS)), S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_COMMAND_IU)
 
 
 def test_compare_and_writes_of_a_unit_run_one_at_a_time(h):
@@ -834,3 +837,33 @@ def test_orwrite_refused_on_a_read_only_lun():
     harness = Harness(read_only=True)
     harness.ready()
     assert_sense(harness.run(rw_cdb(0x8B, 0, 1), data_out=bytes(BS)), S.DATA_PROTECT, S.WRITE_PROTECTED)
+
+
+def test_data_out_length_is_what_the_cdb_asks_for_within_the_largest_transfer(h):
+    length = h.target.data_out_length
+    assert length(0, rw_cdb(0x2A, 0, 3)) == 3 * BS and length(0, rw_cdb(0x0A, 0, 0)) == 256 * BS
+    assert length(0, rw_cdb(0x28, 0, 3)) == 0                               # a READ carries none
+    assert length(0, struct.pack(">BxIxHx", 0x2A, 0, 0xFFFF)) == min(0xFFFF * BS, MAX_TRANSFER_BYTES)
+    assert length(0, struct.pack(">BB3xIx", 0x5F, 0, 0xFFFFFFFF)) == MAX_TRANSFER_BYTES   # PR OUT's 4-byte field
+    assert length(0, bytes([0x15, 0x10, 0, 0, 28, 0])) == 28               # MODE SELECT(6)
+    assert length(0, rw_cdb(0x2F, 0, 4, flags=0x06)) == BS and length(0, rw_cdb(0x2F, 0, 4)) == 0
+    assert length(0, bytes([0x89]) + bytes(12) + bytes([2, 0])) == 4 * BS  # COMPARE AND WRITE: twice the blocks
+    assert length(7, rw_cdb(0x2A, 0, 3)) == 0                              # no such LUN: nothing to hold
+
+
+@pytest.mark.parametrize("cdb", [
+    rw_cdb(0x0A, 0, 1), rw_cdb(0x2A, 0, 2), rw_cdb(0xAA, 0, 1), rw_cdb(0x8A, 0, 1),         # WRITE 6/10/12/16
+    rw_cdb(0x2E, 0, 1), rw_cdb(0xAE, 0, 1), rw_cdb(0x8E, 0, 1), rw_cdb(0x8B, 0, 1),         # WRITE AND VERIFY, ORWRITE
+    struct.pack(">BBIBHB", 0x41, 0, 0, 0, 1, 0),                                            # WRITE SAME(10)
+    bytes([0x89, 0]) + bytes(11) + bytes([1, 0, 0]),                                        # COMPARE AND WRITE
+    bytes([0x15, 0x10, 0, 0, 28, 0]), bytes([0x55, 0x10, 0, 0, 0, 0, 0, 0, 28, 0]),         # MODE SELECT 6/10
+    struct.pack(">BBB2xIB", 0x5F, 0, 0, 24, 0),                                             # PERSISTENT RESERVE OUT
+    struct.pack(">BB8xI2x", 0x83, 0, 48),                                                   # EXTENDED COPY
+    bytes([0x48, 0x01, 0, 0, 0, 0, 0, 0, 8, 0]),                                            # SANITIZE OVERWRITE
+], ids=lambda cdb: f"{cdb[0]:02x}")
+def test_a_data_out_command_given_less_than_its_cdb_asks_for_is_refused_and_writes_nothing(h, cdb):
+    wanted = h.target.data_out_length(0, cdb)
+    task = h.run(cdb, data_out=bytes(wanted - 1))
+    assert_sense(task, S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_COMMAND_IU)
+    assert task.transfer_length == wanted                  # the transport reports the overflow residual
+    assert not [call for call in h.store.calls if call[0] == "write"]

@@ -57,11 +57,11 @@ def test_prout_register_reserve_and_conflicting_write():
     assert struct.unpack(">IIQ4xxB", data[:22])[2:] == (0xAA, R.WRITE_EXCLUSIVE)
 
 
-def test_prout_short_data_is_a_parameter_list_length_error():
+def test_prout_with_less_data_than_its_parameter_list_length_is_refused():
     h = Harness()
     ready(h, A)
     assert_sense(h.run(prout(R.REGISTER), nexus=A, data_out=params()[:10]), S.ILLEGAL_REQUEST,
-                 S.PARAMETER_LIST_LENGTH_ERROR)
+                 S.INVALID_FIELD_IN_COMMAND_IU)
 
 
 def test_unit_attention_for_preempted_registration():

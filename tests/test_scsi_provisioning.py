@@ -94,7 +94,7 @@ def test_write_same_with_unmap_deallocates(thin, cdb):
 @pytest.mark.parametrize("length", [BS // 2, 2 * BS, 0])
 def test_write_same_data_out_is_exactly_one_block(thin, length):
     task = thin.run(ws10(0, 1, flags=0x08), data_out=bytes(length))
-    assert_sense(task, S.ILLEGAL_REQUEST, S.PARAMETER_LIST_LENGTH_ERROR)
+    assert_sense(task, S.ILLEGAL_REQUEST, S.INVALID_FIELD_IN_COMMAND_IU)
     assert thin.store.calls == []
 
 

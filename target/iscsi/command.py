@@ -3,6 +3,10 @@
 RFC 7143 §4.2.5, §11.7-8: unsolicited data (immediate data plus, if InitialR2T=No, Data-Out PDUs with the
 reserved TTT) may cover up to FirstBurstLength; the rest comes in bursts of at most MaxBurstLength, each
 solicited by an R2T, at most MaxOutstandingR2T at a time. DataSN restarts at 0 in every sequence.
+
+Whatever the Expected Data Transfer Length claims, a command holds no more than the data-out its CDB asks for
+(`wanted`, the SCSI target's answer) and no more than has arrived: R2Ts solicit up to `wanted` only, the buffer
+grows as data comes, and unsolicited data beyond `wanted` is counted but dropped.
 """
 from __future__ import annotations
 
@@ -26,8 +30,9 @@ class Burst:
 class Command:
     """A SCSI command PDU plus the state needed to gather its write data."""
 
-    __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "read", "write", "buffer", "received",
-                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "cmd_sn", "immediate", "corrupt")
+    __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "wanted", "read", "write", "buffer",
+                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "cmd_sn", "immediate",
+                 "corrupt")
 
     def __init__(self, pdu, lun: int):
         self.itt = pdu.w16
@@ -35,12 +40,12 @@ class Command:
         self.lun = lun
         self.cdb = pdu.cdb
         self.expected_length = pdu.w20
+        self.wanted = 0                 # the data-out held and solicited: min(EDTL, what the CDB asks for)
         self.read = bool(pdu.flags & 0x40)
         self.write = bool(pdu.flags & 0x20)
         self.cmd_sn = pdu.w24
         self.immediate = pdu.immediate
         self.buffer = None
-        self.received = 0
         self.next_r2t_offset = 0
         self.bursts: dict[int, Burst] = {}     # TTT -> burst
         self.r2t_sn = 0
@@ -50,22 +55,24 @@ class Command:
 
     @property
     def complete(self) -> bool:
-        return self.received >= self.expected_length if self.write else True
+        """No data sequence open and nothing left to solicit."""
+        return not self.bursts and self.next_r2t_offset >= self.wanted
 
-    def start_write(self, immediate_data: bytes, unsolicited_limit: int, more_unsolicited: bool) -> None:
-        """Take the command PDU's immediate data; open the unsolicited sequence if more may follow."""
+    def start_write(self, immediate_data: bytes, unsolicited_limit: int, more_unsolicited: bool,
+                    cdb_length: int) -> None:
+        """Take the command PDU's immediate data (up to the `cdb_length` bytes of data-out the CDB asks for);
+        open the unsolicited sequence if more may follow."""
         edtl = self.expected_length
         if len(immediate_data) > edtl:
             raise ProtocolError(f"immediate data ({len(immediate_data)} bytes) exceeds EDTL {edtl}")
-        if len(immediate_data) == edtl:
-            self.buffer = immediate_data        # all of it came with the command: nothing will write into it
+        wanted = self.wanted = min(edtl, cdb_length)
+        if len(immediate_data) >= wanted:
+            self.buffer = immediate_data[:wanted]   # all of it came with the command: nothing will write into it
         else:
-            self.buffer = bytearray(edtl)
-            self.buffer[:len(immediate_data)] = immediate_data
-        self.received = len(immediate_data)
-        self.next_r2t_offset = self.received
-        if more_unsolicited and self.received < min(edtl, unsolicited_limit):
-            burst = Burst(self.received, min(edtl, unsolicited_limit) - self.received, -1)
+            self.buffer = bytearray(immediate_data)
+        received = self.next_r2t_offset = len(immediate_data)
+        if more_unsolicited and received < min(edtl, unsolicited_limit):
+            burst = Burst(received, min(edtl, unsolicited_limit) - received, -1)
             self.bursts[RESERVED_TAG] = burst
             self.next_r2t_offset = burst.offset + burst.length
 
@@ -85,10 +92,16 @@ class Command:
         if offset != burst.offset + burst.received or burst.received + len(data) > burst.length:
             raise ProtocolError(f"Data-Out offset {offset}+{len(data)} outside the burst "
                                 f"{burst.offset}+{burst.length} (received {burst.received})")
-        self.buffer[offset:offset + len(data)] = data
+        end = offset + len(data)
+        buffer, wanted = self.buffer, self.wanted
+        if len(buffer) < offset < wanted:
+            buffer += bytes(offset - len(buffer))      # a later burst before an earlier one: the gap waits for it
+        if end <= wanted:
+            buffer[offset:end] = data                   # in the usual in-order case, appends
+        elif offset < wanted:
+            buffer[offset:] = data[:wanted - offset]
         burst.received += len(data)
         burst.next_data_sn += 1
-        self.received += len(data)
         if pdu.flags & 0x80 or burst.received == burst.length:
             del self.bursts[pdu.w20]
             if burst.received < burst.length and burst.r2t_sn < 0:
@@ -103,10 +116,10 @@ class Command:
         if self.awaiting_unsolicited:
             return []
         out = []
-        edtl = self.expected_length
-        while self.next_r2t_offset < edtl and len(self.bursts) < max_outstanding:
+        wanted = self.wanted
+        while self.next_r2t_offset < wanted and len(self.bursts) < max_outstanding:
             offset = self.next_r2t_offset
-            length = min(max_burst, edtl - offset)
+            length = min(max_burst, wanted - offset)
             ttt = new_ttt()
             self.bursts[ttt] = Burst(offset, length, self.r2t_sn)
             out.append((ttt, self.r2t_sn, offset, length))

@@ -4,11 +4,17 @@ Owns every state transition of the connection: login, then the full feature phas
 SCSI commands and their data, task management, NOP, text, logout). SCSI commands go to the target's
 `execute(task)`; their completions come back through `ScsiTask.done`. The host (the worker) provides the
 environment: the access policy (targets, ACLs, CHAP), TSIH allocation, session registry, and a hook to learn
-that output is pending.
+that output is pending; it reports back each batch of output it has sent (`output_sent`).
+
+Output backpressure: a command stays outstanding in the CmdSN window until its response has been sent, and while
+the data queued or in flight on the connection exceeds OUTPUT_BOUND the window is frozen (MaxCmdSN stops
+advancing) and the host stops reading the socket (`over_output_bound`), so a client that does not read cannot
+make the worker hold more than the bound plus the responses of the commands its window already let in.
 """
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 from ..scsi.sense import ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR, check_condition
 from ..scsi.task import GOOD, Barrier, ScsiTask
@@ -43,6 +49,10 @@ TMF_NO_TASK = 1
 TMF_NO_LUN = 2
 TMF_REASSIGN_UNSUPPORTED = 4
 TMF_NOT_SUPPORTED = 5
+
+# Unsent response bytes (SCSI data-in and status, NOP-In echoes) above which the window freezes and the socket is
+# not read: a full window of 32 KiB reads; one response bigger than that (up to MaxBurstLength) still goes whole
+OUTPUT_BOUND = 4 << 20
 
 _EMPTY = memoryview(b"")
 _NO_RESIDUAL = (0, 0)
@@ -82,6 +92,10 @@ class Connection:
         self.login: Login | None = Login(host.access, host.allocate_tsih, host.offers)
         self.out: list = []
         self.closing = False            # close once `out` has been sent
+        self.unsent = 0                 # response bytes queued in `out` or taken and not reported sent
+        self._answered = 0              # commands answered in `out`, and their response bytes there
+        self._queued = 0
+        self._taken: deque = deque()    # (answers, data bytes) of each batch taken and not yet sent
         self.session_key = None
         self.target = None              # ScsiTarget of a normal session; None for discovery
         self.nexus = ""
@@ -120,9 +134,42 @@ class Connection:
             self.host.output_ready(self)
 
     def take_output(self) -> list:
-        """The buffers queued for sending (with their digests, if negotiated); the queue starts empty again."""
+        """The buffers queued for sending (with their digests, if negotiated); the queue starts empty again.
+        The host calls `output_sent()` once the batch has been sent, batches in the order taken."""
         out, self.out = self.out, []
+        self._taken.append((self._answered, self._queued))
+        self._answered = self._queued = 0
         return out if self.digests is None else self.digests.apply(out)
+
+    def output_sent(self) -> None:
+        """The oldest batch taken went out: its commands are no longer outstanding. Below the bound again, a
+        frozen window opens; if the initiator had reached its end, a NOP-In tells it the new MaxCmdSN (§11.19:
+        no answer wanted)."""
+        answers, size = self._taken.popleft()
+        self.unsent -= size
+        window = self.window
+        if window is None:
+            return
+        window.outstanding -= answers
+        if window.frozen and self.unsent <= OUTPUT_BOUND:
+            window.frozen = False
+            if not window.closed or self.closing:
+                return
+            stat_sn, exp, max_sn = self._seq(False)
+            self.out.append(P.encode(P.NOP_IN, P.FINAL, itt=P.RESERVED_TAG, w20=P.RESERVED_TAG, w24=stat_sn,
+                                     w28=exp, w32=max_sn))
+            self.host.output_ready(self)
+
+    @property
+    def over_output_bound(self) -> bool:
+        return self.unsent > OUTPUT_BOUND
+
+    def _hold_output(self, size: int) -> None:
+        """`size` bytes of responses were queued: past the bound, the window freezes."""
+        self._queued += size
+        self.unsent += size
+        if self.unsent > OUTPUT_BOUND:
+            self.window.frozen = True
 
     def close(self) -> None:
         self.closing = True
@@ -164,7 +211,7 @@ class Connection:
         if advance:
             self.stat_sn = (stat_sn + 1) & 0xFFFFFFFF
         window = self.window
-        return stat_sn, window.exp_cmd_sn, window.max_cmd_sn
+        return stat_sn, window.exp_cmd_sn, window.announce()
 
     def _reject(self, pdu: P.Pdu, reason: int) -> None:
         stat_sn, exp, max_sn = self._seq()
@@ -251,7 +298,8 @@ class Connection:
             if len(pdu.data) > params.first_burst_length:
                 raise ProtocolError("immediate data exceeds FirstBurstLength")
             more = not params.initial_r2t and not pdu.flags & P.FINAL
-            command.start_write(pdu.data, params.first_burst_length, more)
+            command.start_write(pdu.data, params.first_burst_length, more,
+                                self.target.data_out_length(command.lun, command.cdb))
         self.window.outstanding += 1
         self.commands[command.itt] = command
         if not command.complete and command.cdb[0] in _UNIT_WIDE and command.lun not in self.unit_wide:
@@ -339,15 +387,17 @@ class Connection:
                 waiter()
             return
         del self.commands[command.itt]
-        self.window.outstanding -= 1
+        self._answered += 1                     # outstanding until sent (output_sent)
         edtl = command.expected_length
         data = task.data_in
+        known = task.transfer_length            # set by commands with data-out, also when they fail
         if data is not None:
             natural = len(data)
         else:
-            natural = task.transfer_length if task.transfer_length is not None else (edtl if command.write else 0)
+            natural = known if known is not None else (edtl if command.write else 0)
         ok = task.status == GOOD and task.sense is None
-        residual = R.residual_flags(natural, edtl) if ok and natural != edtl else _NO_RESIDUAL
+        residual = R.residual_flags(natural, edtl) if natural != edtl and (ok or known is not None) \
+            else _NO_RESIDUAL
         params = self.params
         out = self.out
         sent = min(natural, edtl) if data is not None and command.read else 0
@@ -363,6 +413,7 @@ class Connection:
                 R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, count, residual)
         else:
             R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual)
+        self._hold_output(sent + P.BHS_LEN)
         if self.stopping and not self.commands:
             self.close()
         self.host.output_ready(self)
@@ -454,6 +505,7 @@ class Connection:
 
     # NOP, text, logout, SNACK -------------------------------------------------------------------------------
     def _nop_out(self, pdu: P.NopOut) -> None:
+        self._hold_output(len(pdu.data) + P.BHS_LEN)   # immediate pings are outside the window, not the bound
         stat_sn, exp, max_sn = self._seq()
         self.out.append(P.frame(P.encode(P.NOP_IN, P.FINAL, len(pdu.data), lun=pdu.lun_field, itt=pdu.w16,
                                          w20=P.RESERVED_TAG, w24=stat_sn, w28=exp, w32=max_sn), pdu.data))

@@ -1,4 +1,10 @@
-"""Command numbering (RFC 7143 §4.2.2): the CmdSN window and in-order delivery of non-immediate commands."""
+"""Command numbering (RFC 7143 §4.2.2): the CmdSN window and in-order delivery of non-immediate commands.
+
+A command is outstanding until its response has been sent. The window accepts a command only up to the highest
+MaxCmdSN announced so far (§4.2.2.1: anything past it is ignored), so a client that sends without reading what
+we announce gets no further than we let it. While the connection's output is over its bound, the window is
+frozen: MaxCmdSN stops advancing.
+"""
 from __future__ import annotations
 
 MASK = 0xFFFFFFFF
@@ -13,23 +19,39 @@ def serial_lt(a: int, b: int) -> bool:
 class CommandWindow:
     """ExpCmdSN/MaxCmdSN bookkeeping; holds early commands until the gap before them is filled."""
 
-    __slots__ = ("exp_cmd_sn", "depth", "outstanding", "_early")
+    __slots__ = ("exp_cmd_sn", "depth", "outstanding", "announced", "frozen", "_early")
 
     def __init__(self, exp_cmd_sn: int, depth: int):
         self.exp_cmd_sn = exp_cmd_sn & MASK
         self.depth = depth
-        self.outstanding = 0          # commands received but not yet answered
+        self.outstanding = 0          # commands received whose response has not been sent yet
+        self.announced = (exp_cmd_sn - 1 + depth) & MASK    # the highest MaxCmdSN announced (the login's)
+        self.frozen = False
         self._early: dict[int, object] = {}
 
     @property
     def max_cmd_sn(self) -> int:
+        if self.frozen:
+            return self.announced
         return (self.exp_cmd_sn - 1 + max(1, self.depth - self.outstanding)) & MASK
+
+    def announce(self) -> int:
+        """MaxCmdSN for a PDU going out, remembered as announced."""
+        max_cmd_sn = self.max_cmd_sn
+        if serial_lt(self.announced, max_cmd_sn):
+            self.announced = max_cmd_sn
+        return max_cmd_sn
+
+    @property
+    def closed(self) -> bool:
+        """The initiator may send no command until a higher MaxCmdSN reaches it."""
+        return serial_lt(self.announced, self.exp_cmd_sn)
 
     def accept(self, cmd_sn: int, pdu) -> list:
         """The PDUs now deliverable in order (empty if `pdu` is early, stale or outside the window)."""
         exp = self.exp_cmd_sn
-        if cmd_sn != exp:
-            if serial_lt(exp, cmd_sn) and not serial_lt(self.max_cmd_sn, cmd_sn):
+        if cmd_sn != exp or serial_lt(self.announced, cmd_sn):
+            if serial_lt(exp, cmd_sn) and not serial_lt(self.announced, cmd_sn):
                 self._early.setdefault(cmd_sn, pdu)
             return []
         ready = [pdu]

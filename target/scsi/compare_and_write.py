@@ -15,9 +15,10 @@ from collections import deque
 from struct import Struct
 
 from . import cdb as C
-from .sbc import check_range, first_difference, write_data, written
+from .data_out import block_data, exact_data
+from .sbc import check_range, first_difference, written
 from .sense import (ILLEGAL_REQUEST, LBA_OUT_OF_RANGE, MEDIUM_ERROR, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
-                    PARAMETER_LIST_LENGTH_ERROR, UNRECOVERED_READ_ERROR, ScsiError, check_condition, fail,
+                    UNRECOVERED_READ_ERROR, ScsiError, check_condition, fail,
                     invalid_cdb)
 
 MAX_COMPARE_AND_WRITE_BLOCKS = 1    # Block Limits VPD; what ATS sends
@@ -68,12 +69,10 @@ def compare_and_write(target, unit, task):
         raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
     size = unit.block_size
     length = count * size
-    task.transfer_length = 2 * length
-    data = task.data_out
     if not count:
+        task.transfer_length = 0
         return b""
-    if data is None or len(data) != 2 * length:        # the blocks to compare and to write, nothing else
-        raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
+    data = exact_data(task, 2 * length)                 # the blocks to compare and to write, nothing else
     expected, new = bytes(data[:length]), bytes(data[length:2 * length])
 
     def compared(old) -> bytes:
@@ -126,7 +125,7 @@ def orwrite(target, unit, task):
         raise invalid_cdb(1, 7)                         # ORPROTECT: no protection information
     check_range(unit, lba, count, C.LBA16.count_byte)
     size = unit.block_size
-    data = write_data(task, count * size, size)
+    data = block_data(task, count * size, size)
     if data is None:
         return b""
     length = len(data)

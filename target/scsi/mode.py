@@ -9,6 +9,7 @@ from struct import Struct
 from typing import NamedTuple
 
 from . import cdb as C
+from .data_out import parameter_data
 from .sense import (ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR, SAVING_PARAMETERS_NOT_SUPPORTED, ScsiError,
                     invalid_cdb, invalid_parameter)
 
@@ -146,14 +147,13 @@ def _changed_pages(unit, data, offset: int) -> dict[int, bytes]:
 
 
 def _mode_select(target, unit, task, length: int, ten: bool) -> bytes | None:
-    task.transfer_length = length
+    data = parameter_data(task, length)
     if not length:
         return b""
-    data = task.data_out
     header = _HEADER10 if ten else _HEADER6
-    if data is None or len(data) < length or length < header.size:
+    if length < header.size:
         raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
-    data = memoryview(data)[:length]
+    data = memoryview(data)
     if ten:
         _, _, _, longlba, descriptor_length = header.unpack_from(data)
         expected = _LONG_DESCRIPTOR.size if longlba & 0x01 else _SHORT_DESCRIPTOR.size

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from struct import Struct
 
+from .data_out import parameter_data
 from .reservations import Outcome
 from .sense import invalid_cdb
 
@@ -31,9 +32,9 @@ def persistent_reserve_in(target, unit, task):
 
 
 def persistent_reserve_out(target, unit, task):
-    length = task.transfer_length = _PROUT_LENGTH.unpack_from(task.cdb)[0]
-    data = task.data_out
-    parameters = bytes(data[:length]) if data is not None else b""
+    length = _PROUT_LENGTH.unpack_from(task.cdb)[0]
+    data = parameter_data(task, length)
+    parameters = bytes(data) if length else b""
     unit.reservations.submit("out", task.nexus, bytes(task.cdb), parameters, _finish(unit, task))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from struct import Struct
 
 from . import cdb as C
+from .data_out import exact_data, parameter_data
 from .sbc import read_capacity16, written
 from .sense import (ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, LBA_OUT_OF_RANGE,
                     PARAMETER_LIST_LENGTH_ERROR, ScsiError, invalid_cdb, invalid_parameter)
@@ -48,13 +49,13 @@ def _after_all(count: int, callback):
 
 def unmap(target, unit, task):
     _require_thin(unit)
-    length = task.transfer_length = C.unmap(task.cdb)
+    length = C.unmap(task.cdb)
+    data = parameter_data(task, length)
     if not length:
         return b""
-    data = task.data_out
-    if length < _UNMAP_HEADER.size or data is None or len(data) < length:
+    if length < _UNMAP_HEADER.size:
         raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
-    data = memoryview(data)[:length]
+    data = memoryview(data)
     _, descriptor_bytes = _UNMAP_HEADER.unpack_from(data)
     count = min(descriptor_bytes, length - _UNMAP_HEADER.size) // _UNMAP_DESCRIPTOR.size
     if count > MAX_UNMAP_DESCRIPTORS:
@@ -105,11 +106,7 @@ def make_write_same(layout: C.LbaLayout):
             task.transfer_length = 0
             pattern = None
         else:
-            task.transfer_length = size
-            data = task.data_out
-            if data is None or len(data) != size:       # the data-out is one block, no less, no more
-                raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
-            pattern = bytes(data[:size])
+            pattern = bytes(exact_data(task, size))     # the data-out is one block, no less, no more
             if not any(pattern):
                 pattern = None
         if not count:                                   # 0 blocks from the end of the medium

@@ -23,9 +23,10 @@ from __future__ import annotations
 import time
 from struct import Struct
 
+from .data_out import parameter_data
 from .medium import EXIT_FAILURE_MODE, SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, SANITIZED, SANITIZING
 from .sense import (ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY,
-                    PARAMETER_LIST_LENGTH_ERROR, SANITIZE_COMMAND_FAILED, ScsiError, check_condition, invalid_cdb)
+                    SANITIZE_COMMAND_FAILED, ScsiError, check_condition, invalid_cdb)
 from .task import GOOD
 
 OVERWRITE, BLOCK_ERASE, CRYPTO_ERASE, EXIT_FAILURE = 0x01, 0x02, 0x03, 0x1F
@@ -50,7 +51,7 @@ def sanitize(target, unit, task):
     action = cdb[1] & 0x1F
     length = task.transfer_length = int.from_bytes(cdb[7:9], "big")
     if action == OVERWRITE:
-        sweep = _overwrite(unit, task.data_out, length)
+        sweep = _overwrite(unit, task, length)
     elif action in (BLOCK_ERASE, EXIT_FAILURE) or action == CRYPTO_ERASE and unit.crypto_erasable:
         if length:
             raise invalid_cdb(7)
@@ -88,13 +89,12 @@ def _parameter_error() -> ScsiError:
     return ScsiError(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
 
 
-def _overwrite(unit, data, length: int):
+def _overwrite(unit, task, length: int):
     """The sweep of an OVERWRITE with this parameter list (SBC-4 5.30.3), checked first."""
     size = unit.block_size
     if not _OVERWRITE_HEADER.size < length <= size + _OVERWRITE_HEADER.size:
         raise invalid_cdb(7)
-    if data is None or len(data) != length:
-        raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
+    data = parameter_data(task, length)
     flags, pattern_length = _OVERWRITE_HEADER.unpack_from(data)
     count = flags & _COUNT
     if not count or flags & _TEST or not 0 < pattern_length <= size \

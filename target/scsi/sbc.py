@@ -11,8 +11,9 @@ import logging
 from struct import Struct
 
 from . import cdb as C
+from .data_out import block_data, parameter_data
 from .sense import (ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, LBA_OUT_OF_RANGE, MEDIUM_ERROR, MISCOMPARE,
-                    MISCOMPARE_DURING_VERIFY, PARAMETER_LIST_LENGTH_ERROR, UNRECOVERED_READ_ERROR, WRITE_ERROR,
+                    MISCOMPARE_DURING_VERIFY, UNRECOVERED_READ_ERROR, WRITE_ERROR,
                     ScsiError, check_condition, fail, invalid_cdb)
 from .task import GOOD
 
@@ -69,7 +70,7 @@ def make_read(layout: C.LbaLayout):
 
 def make_write(layout: C.LbaLayout):
     """WRITE: the transport reports residuals against `task.transfer_length`; if it received less data than
-    the CDB asks for, only the whole blocks received are written (libiscsi's write residual tests)."""
+    the CDB asks for, only the whole blocks received are written (data_out.py)."""
     decode, count_byte = layout
 
     def write(target, unit, task):
@@ -79,7 +80,7 @@ def make_write(layout: C.LbaLayout):
         if lba + count > unit.blocks or count > unit.max_transfer_blocks:
             check_range(unit, lba, count, count_byte)
         size = unit.block_size
-        data = write_data(task, count * size, size)
+        data = block_data(task, count * size, size)
         if data is None:
             return b""
         unit.backstore.write(lba * size, data, bool(flags & C.FUA), written(task))
@@ -104,23 +105,11 @@ def write_atomic16(target, unit, task):
     if count > unit.max_atomic_blocks:
         raise invalid_cdb(12)
     size = unit.block_size
-    data = write_data(task, count * size, size)
+    data = block_data(task, count * size, size)
     if data is None:
         return b""
     unit.backstore.atomic_write(lba * size, data, written(task))
     return None
-
-
-def write_data(task, length: int, size: int):
-    """The whole blocks of data-out received for a write of `length` bytes, or None if there are none."""
-    task.transfer_length = length
-    data = task.data_out
-    received = len(data) if data is not None else 0
-    if received < length:
-        length = received - received % size
-    if not length:
-        return None
-    return data if received == length else memoryview(data)[:length]
 
 
 def make_write_and_verify(layout: C.LbaLayout):
@@ -136,7 +125,7 @@ def make_write_and_verify(layout: C.LbaLayout):
             raise invalid_cdb(1, 2)
         check_range(unit, lba, count, count_byte)
         size = unit.block_size
-        data = write_data(task, count * size, size)
+        data = block_data(task, count * size, size)
         if data is None:
             return b""
         offset = lba * size
@@ -187,10 +176,7 @@ def make_verify(layout: C.LbaLayout):
         if check == C.BYTCHK_NONE:
             task.transfer_length = 0
             return b""
-        task.transfer_length = size if check == C.BYTCHK_ONE_BLOCK else count * size
-        data = task.data_out
-        if data is None or len(data) < task.transfer_length:
-            raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
+        data = parameter_data(task, size if check == C.BYTCHK_ONE_BLOCK else count * size)
         if not count:
             return b""
         expected = bytes(data[:size]) * count if check == C.BYTCHK_ONE_BLOCK else data[:count * size]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from struct import Struct
 
+from .data_out import parameter_data
 from .lun import BUSY, MEDIUM, WRITES
 from .sense import (COPY_ABORTED, COPY_TARGET_DEVICE_NOT_REACHABLE, ILLEGAL_REQUEST, NO_ADDITIONAL_SENSE,
                     PARAMETER_LIST_LENGTH_ERROR, TOO_MANY_SEGMENT_DESCRIPTORS, TOO_MANY_TARGET_DESCRIPTORS,
@@ -67,13 +68,12 @@ def extended_copy(target, unit, task):
     action, length = _CDB.unpack_from(task.cdb)
     if action & 0x1F != LID1:
         raise invalid_cdb(1, 4)
-    task.transfer_length = length
+    data = parameter_data(task, length)
     if not length:
         return b""
-    data = task.data_out
-    if data is None or len(data) < length or length < _HEADER.size:
+    if length < _HEADER.size:
         raise ScsiError(ILLEGAL_REQUEST, PARAMETER_LIST_LENGTH_ERROR)
-    data = bytes(data[:length])
+    data = bytes(data)
     list_id, flags, targets_length, segments_length, inline = _HEADER.unpack_from(data)
     if inline:
         raise invalid_parameter(12)                     # no inline data (MAXIMUM INLINE DATA LENGTH 0)

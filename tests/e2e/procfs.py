@@ -94,3 +94,11 @@ def tcp_sockets(local_port: int, state: int, remote_port: int | None = None) -> 
                 inodes.add(int(fields[9]))
     return inodes
 
+
+
+def rss(pid: int) -> int:
+    """Resident set size of the process in bytes (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(f"no VmRSS for {pid}")
