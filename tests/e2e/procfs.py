@@ -93,12 +93,3 @@ def tcp_sockets(local_port: int, state: int, remote_port: int | None = None) -> 
             if port == local_port and int(fields[3], 16) == state and remote_port in (None, peer_port):
                 inodes.add(int(fields[9]))
     return inodes
-
-
-
-def rss(pid: int) -> int:
-    """Resident set size of the process in bytes (VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise LookupError(f"no VmRSS for {pid}")

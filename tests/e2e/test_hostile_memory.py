@@ -42,14 +42,14 @@ def test_huge_edtl_writes_hold_what_the_cdb_asks_for(ringtgt):
     tgt = ringtgt(workers=1)
     with session(tgt, "iqn.2026-11.org.ringtgt:huge-edtl") as ini:
         worker = worker_of(tgt, ini.sock)
-        before = procfs.rss(worker)
+        before = procfs.rss_bytes(worker)
         itts = [one_block_write(ini, lba, HUGE_EDTL) for lba in range(8)]     # 2 GiB claimed in all
         r2ts = {}
         for itt in itts:
             r2t = ini.recv_answer(itt)
             assert r2t.opcode == I.R2T, r2t
             r2ts[itt] = (r2t.ttt, *struct.unpack_from(">II", r2t.bhs, 40))
-        held = procfs.rss(worker)
+        held = procfs.rss_bytes(worker)
         assert {(offset, length) for _, offset, length in r2ts.values()} == {(0, BS)}, r2ts   # a block each
         for lba, itt in enumerate(itts):
             ini.send_pdu(ini.data_out_pdu(itt, r2ts[itt][0], bytes([lba + 1]) * BS, offset=0, data_sn=0,
@@ -57,7 +57,7 @@ def test_huge_edtl_writes_hold_what_the_cdb_asks_for(ringtgt):
             response = ini.recv_answer(itt)
             assert response.opcode == I.SCSI_RESPONSE and response.bhs[3] == 0, response
             assert response.flags & 0x02 and response.u32(44) == HUGE_EDTL - BS     # underflow residual
-        after = procfs.rss(worker)
+        after = procfs.rss_bytes(worker)
         print(f"8 one-block WRITEs with EDTL {HUGE_EDTL >> 20} MiB: worker RSS {before / MiB:.1f} MiB before, "
               f"{held / MiB:.1f} MiB with all of them waiting for data, {after / MiB:.1f} MiB after")
         assert held - before < 16 * MiB and after - before < 16 * MiB
@@ -101,7 +101,7 @@ class ReadFlooder(threading.Thread):
         sock.setblocking(False)
         pending = memoryview(b"")
         while not self.stop.is_set():
-            if procfs.rss(self.worker) > self.guard:
+            if procfs.rss_bytes(self.worker) > self.guard:
                 self.guard_hit = True
                 return
             if not pending:
@@ -148,21 +148,21 @@ def answers(ini: I.Initiator, quiet: float = 5.0) -> int:
 def test_a_client_that_never_reads_is_not_read_and_holds_bounded_memory(ringtgt, tmp_path):
     tgt = ringtgt(workers=1, luns=[Lun(0), Lun(1)])
     worker = tgt.workers[0]
-    baseline = procfs.rss(worker)
+    baseline = procfs.rss_bytes(worker)
     with session(tgt, "iqn.2026-11.org.ringtgt:flooder") as ini:
         assert worker_of(tgt, ini.sock) == worker
         flooder = ReadFlooder(ini, worker, baseline + RSS_GUARD)
         flooder.start()
         try:
             poll(stalled(flooder), timeout=120, what="the worker to stop reading the flooder")
-            stalled_at, rss_stalled = flooder.commands_sent, procfs.rss(worker)
+            stalled_at, rss_stalled = flooder.commands_sent, procfs.rss_bytes(worker)
             job = write_fio_job(tmp_path / "victim.fio", tgt.url(1), rw="randwrite", bssplit="4k/50:64k/50",
                                 iodepth=8, size=FIO_SIZE, verify="crc32c", verify_fatal=1,
                                 initiator="iqn.2026-11.org.ringtgt:victim")
             report = tmp_path / "fio.json"
             with FioRun(job, tmp_path / "fio.out", "--output-format=json", f"--output={report}") as fio:
                 status = fio.wait(timeout=600)
-            rss_after_fio = procfs.rss(worker)
+            rss_after_fio = procfs.rss_bytes(worker)
             assert not flooder.guard_hit
             sent_after_fio = flooder.commands_sent
         finally:

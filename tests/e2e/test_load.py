@@ -5,6 +5,7 @@ import os
 
 import initiator as I
 from harness import HOST, Lun, poll
+from procfs import rss_bytes
 
 SESSIONS = 256
 CYCLES = 1500
@@ -17,11 +18,6 @@ BS = 512
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def test_256_sessions_with_io_on_each(ringtgt):
@@ -62,10 +58,10 @@ def test_login_logout_cycles_leave_nothing_behind(ringtgt):
 
     for n in range(WARM_UP):
         cycle(n)
-    fds, memory = settled(), {pid: rss(pid) for pid in processes}
+    fds, memory = settled(), {pid: rss_bytes(pid) for pid in processes}
     for n in range(CYCLES):
         cycle(n)
     poll(lambda: settled() == fds, timeout=30, what=f"file descriptors back to {fds}")
-    grown = {pid: rss(pid) - memory[pid] for pid in processes}
+    grown = {pid: rss_bytes(pid) - memory[pid] for pid in processes}
     print(f"after {CYCLES} login/logout cycles: fds {fds}, RSS growth {grown}")
     assert all(growth < RSS_ALLOWANCE for growth in grown.values()), grown
