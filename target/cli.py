@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import version
 
 from target.config import Config, ConfigError, dump_config, load_config
+from target.preflight import PreflightError, preflight
 from target.supervisor import Supervisor
 
 LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s"
@@ -60,8 +61,15 @@ def _serve(config: Config, args) -> int:
     from target.worker import worker_main  # here: it needs the compiled ring, check-config does not
 
     logging.basicConfig(level=config.server.log_level.upper(), format=LOG_FORMAT)
-    os.makedirs(config.server.state_dir, exist_ok=True)
-    return Supervisor(config, worker_main, coordinator_main).run()
+    try:
+        lock = preflight(config)        # held until this process exits, and by the children it forks
+    except PreflightError as e:
+        print(f"ringtgt: {e}", file=sys.stderr)
+        return 1
+    try:
+        return Supervisor(config, worker_main, coordinator_main).run()
+    finally:
+        os.close(lock)
 
 
 def _check_config(config: Config, args) -> int:
