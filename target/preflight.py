@@ -53,6 +53,8 @@ def lock_state_dir(state_dir: str) -> int:
     try:
         os.makedirs(state_dir, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        raise PreflightError(f"state_dir {state_dir}: not a directory") from None
     except OSError as e:
         raise PreflightError(f"state_dir {state_dir}: {e.strerror}") from None
     try:

@@ -24,27 +24,44 @@ from .buffers import BufferPool
 _PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 _ZERO = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
 _FLOCK = Struct("hh4xqqi4x")        # struct flock on 64-bit Linux: type, whence, start, len, pid (0 for OFD)
+_FS_IOC_GETVERSION = 0x80087601     # _IOR('v', 1, long): the inode's generation, written as an int
+_GENERATION = Struct("I4x")
 
 
 @dataclass(frozen=True)
 class ImageIdentity:
-    """Which file a LUN's image is: a regular file's device and inode, or a block device's number (st_rdev),
-    which stays when the device node is made again."""
+    """Which file a LUN's image is: a regular file's device, inode and inode generation (which tells a file
+    made again on a reused inode number apart, where the file system keeps one: ext4, xfs, btrfs; 0 elsewhere),
+    or a block device's number (st_rdev), which stays when the device node is made again."""
 
     block: bool
     device: int
     inode: int
+    generation: int = 0
 
     @classmethod
-    def of(cls, st: os.stat_result) -> ImageIdentity:
+    def of(cls, st: os.stat_result, generation: int = 0) -> ImageIdentity:
         if stat.S_ISBLK(st.st_mode):
             return cls(True, st.st_rdev, 0)
-        return cls(False, st.st_dev, st.st_ino)
+        return cls(False, st.st_dev, st.st_ino, generation)
 
     def __str__(self) -> str:
+        device = f"{os.major(self.device)}:{os.minor(self.device)}"
         if self.block:
-            return f"block device {os.major(self.device)}:{os.minor(self.device)}"
-        return f"inode {self.inode} on device {os.major(self.device)}:{os.minor(self.device)}"
+            return f"block device {device}"
+        return f"inode {self.inode} generation {self.generation} on device {device}"
+
+
+def identify(fd: int) -> ImageIdentity:
+    """The identity of the open file `fd`."""
+    st = os.fstat(fd)
+    if stat.S_ISBLK(st.st_mode):
+        return ImageIdentity.of(st)
+    try:
+        generation = _GENERATION.unpack(fcntl.ioctl(fd, _FS_IOC_GETVERSION, bytes(_GENERATION.size)))[0]
+    except OSError:                     # not kept by this file system (tmpfs): the inode number alone
+        generation = 0
+    return ImageIdentity.of(st, generation)
 
 
 class ImageGone(BackstoreError):
@@ -60,8 +77,8 @@ def _open(path: str, size: int | None, block_size: int, direct: bool,
     try:
         fd = os.open(path, flags)
         st = os.fstat(fd)
-        if image is not None and ImageIdentity.of(st) != image:
-            raise ImageGone(f"image {path} was replaced: it is now {ImageIdentity.of(st)}, the LUN's was {image}")
+        if image is not None and (found := identify(fd)) != image:
+            raise ImageGone(f"image {path} was replaced: it is now {found}, the LUN's was {image}")
         if stat.S_ISBLK(st.st_mode):
             available = os.lseek(fd, 0, os.SEEK_END)
             if size is not None and size > available:

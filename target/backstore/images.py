@@ -18,7 +18,7 @@ import logging
 import os
 
 from .base import BackstoreError
-from .file import ImageIdentity, _open
+from .file import ImageIdentity, _open, identify
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def recorded(state_dir: str, iqn: str, lun: int, path: str) -> ImageIdentity | N
             data = json.load(f)
         if data["path"] != path:
             return None
-        return ImageIdentity(bool(data["block"]), int(data["device"]), int(data["inode"]))
+        return ImageIdentity(bool(data["block"]), int(data["device"]), int(data["inode"]), int(data["generation"]))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -66,13 +66,14 @@ def prepare(state_dir: str, iqn: str, lun: int, path: str, size: int, block_size
         hint = f"; restore it, or remove {record} to start the LUN on a new empty image" if identity else ""
         raise ImageError(f"{e}{hint}") from None
     try:
-        found = ImageIdentity.of(os.fstat(fd))
+        found = identify(fd)
     finally:
         os.close(fd)
     marker = marker_path(state_dir, iqn, lun)
     try:
         if identity is None:
-            _save(record, {"path": path, "block": found.block, "device": found.device, "inode": found.inode})
+            _save(record, {"path": path, "block": found.block, "device": found.device, "inode": found.inode,
+                           "generation": found.generation})
         if os.path.exists(marker):
             os.unlink(marker)
             log.info("image %s is in place again: %s LUN %d online", path, iqn, lun)
@@ -82,7 +83,9 @@ def prepare(state_dir: str, iqn: str, lun: int, path: str, size: int, block_size
 
 
 def create(path: str, size: int) -> None:
-    """A new sparse image of `size` bytes (and its parent directories); none is left behind when it cannot be."""
+    """A new sparse image of `size` bytes (and its parent directories); none is left behind when it cannot be.
+    One made meanwhile by another process (the peer node of a cluster, starting at the same time) is left as
+    it is, for the caller to adopt."""
     if os.path.abspath(path).startswith("/dev/"):
         raise ImageError(f"image {path}: missing (a device node is never created)")
     fd = -1
@@ -90,7 +93,10 @@ def create(path: str, size: int) -> None:
         parent = os.path.dirname(path)
         if parent:
             os.makedirs(parent, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return
         try:
             os.ftruncate(fd, size)
             os.fsync(fd)
@@ -107,12 +113,18 @@ def create(path: str, size: int) -> None:
 
 
 def gone(path: str, identity: ImageIdentity) -> str | None:
-    """Why `path` no longer holds the image `identity`, or None while it does (a worker's periodic check)."""
+    """Why `path` no longer holds the image `identity`, or None while it does (a worker's periodic check: a stat,
+    and for a regular file on the recorded inode number an open to read its generation)."""
     try:
-        st = os.stat(path)
+        found = ImageIdentity.of(os.stat(path))
+        if not found.block and (found.device, found.inode) == (identity.device, identity.inode):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            try:
+                found = identify(fd)
+            finally:
+                os.close(fd)
     except OSError as e:
         return f"image {path} is missing ({e.strerror})" if e.errno == errno.ENOENT else f"image {path}: {e.strerror}"
-    found = ImageIdentity.of(st)
     if found != identity:
         return f"image {path} was replaced: it is now {found}, the LUN's was {identity}"
     return None
