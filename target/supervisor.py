@@ -1,8 +1,10 @@
 """The supervisor: forks the node's coordinator and one pinned worker per configured CPU slot, restarts the
 ones that die, stops them all.
 
-It does no I/O and runs no threads: the signals it cares about are blocked and taken synchronously with
-sigtimedwait, so SIGCHLD, SIGTERM/SIGINT and SIGHUP are handled one at a time in one loop.
+It does no I/O but reading what a dead child reported on its pipe (crash_report.py) and runs no threads: the
+signals it cares about are blocked and taken synchronously with sigtimedwait, so SIGCHLD, SIGTERM/SIGINT and
+SIGHUP are handled one at a time in one loop. `serve` checks the configuration's portals, images and state_dir
+(preflight.py) before it builds the supervisor.
 SIGHUP is logged and ignored (configuration reload is not supported yet).
 """
 import logging

@@ -114,7 +114,8 @@ def create(path: str, size: int) -> None:
 
 def gone(path: str, identity: ImageIdentity) -> str | None:
     """Why `path` no longer holds the image `identity`, or None while it does (a worker's periodic check: a stat,
-    and for a regular file on the recorded inode number an open to read its generation)."""
+    and for a regular file on the recorded inode number an open to read its generation; closing that descriptor
+    drops no lock: the images' locks are OFD locks, held by the worker's own open file description)."""
     try:
         found = ImageIdentity.of(os.stat(path))
         if not found.block and (found.device, found.inode) == (identity.device, identity.inode):
