@@ -83,9 +83,12 @@ def test_an_offline_unit_is_not_ready_manual_intervention_required(cdb, data_out
     assert h.store.calls == []                                  # nothing reached the store
 
 
-def test_an_offline_unit_still_answers_inquiry_and_reports_its_unit_attentions():
+def test_an_offline_unit_still_answers_inquiry_and_request_sense_and_reports_its_unit_attentions():
     h = Commands()
     h.unit.take_offline()
     assert_sense(h.run(TUR), S.UNIT_ATTENTION, S.POWER_ON_RESET)
     assert_good(h.run(bytes([0x12, 0, 0, 0, 36, 0])))
     assert_sense(h.run(TUR), S.NOT_READY, S.MANUAL_INTERVENTION_REQUIRED)
+    task = h.run(bytes([0x03, 0, 0, 0, 18, 0]))             # REQUEST SENSE: the state, as parameter data
+    assert_good(task)
+    assert bytes(task.data_in) == S.build_sense(S.NOT_READY, S.MANUAL_INTERVENTION_REQUIRED)
