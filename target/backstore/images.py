@@ -1,6 +1,6 @@
 """One image per LUN: each file LUN's image is created at most once, and its identity kept in the node's state.
 
-    <state_dir>/images/<target iqn>-<lun>.json      {"path", "block", "device", "inode"}: which file the image is
+    <state_dir>/images/<target iqn>-<lun>.json      {"path", "block", "device", "inode", "generation"}: which file
     <state_dir>/images/<target iqn>-<lun>.offline   the reason the LUN went offline, while it is
 
 The supervisor (`prepare`, before it forks) creates a missing image only when no record exists (the first start
@@ -18,7 +18,7 @@ import logging
 import os
 
 from .base import BackstoreError
-from .file import ImageIdentity, _open, identify
+from .file import ImageGone, ImageIdentity, _open, identify
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def prepare(state_dir: str, iqn: str, lun: int, path: str, size: int, block_size
     try:
         fd, _ = _open(path, size, block_size, direct, identity)
     except BackstoreError as e:
-        hint = f"; restore it, or remove {record} to start the LUN on a new empty image" if identity else ""
-        raise ImageError(f"{e}{hint}") from None
+        hint = f"; restore it, or remove {record} to start the LUN on a new empty image"
+        raise ImageError(f"{e}{hint if isinstance(e, ImageGone) else ''}") from None
     try:
         found = identify(fd)
     finally:
