@@ -10,6 +10,7 @@ import struct
 import subprocess
 
 import initiator as I
+import procfs
 from harness import HOST, RingTgt, assert_workers_serve, connections_on_every_worker, poll, ringtgt_binary
 
 NAME = "iqn.2026-11.org.ringtgt:operator"
@@ -134,6 +135,22 @@ def test_a_second_serve_on_the_same_state_dir_exits_and_leaves_the_first_alone(r
     assert all(path.exists() for path in live)
     assert sorted(p.name for p in state.iterdir() if p.is_socket()) == sockets
     assert_workers_serve(tgt, f"{NAME}-after")
+
+
+def test_the_children_of_a_killed_supervisor_keep_its_state_dir_until_they_are_gone(tmp_path):
+    tgt = RingTgt(tmp_path / "t").start()
+    orphans = tgt.workers + [tgt.coordinator()]
+    RingTgt.running.remove(tgt)
+    try:
+        os.kill(tgt.proc.pid, signal.SIGKILL)
+        tgt.proc.wait()
+        print(refused(tgt.config, "in use", str(tgt.proc.pid)))    # its children still serve: not a second instance
+    finally:
+        for pid in orphans:
+            os.kill(pid, signal.SIGKILL)
+    poll(lambda: not any(procfs.alive(pid) for pid in orphans), timeout=30, what="the orphans to die")
+    tgt.start()                                 # the lock went with the last of them
+    tgt.stop()
 
 
 def listener(port: int, reuseport: bool) -> socket.socket:
