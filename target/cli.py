@@ -8,7 +8,6 @@ import sys
 from importlib.metadata import version
 
 from target.config import Config, ConfigError, dump_config, load_config
-from target.preflight import PreflightError, preflight
 from target.supervisor import Supervisor
 
 LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s"
@@ -58,7 +57,8 @@ class _Version(argparse.Action):
 
 def _serve(config: Config, args) -> int:
     from coordinator.main import coordinator_main
-    from target.worker import worker_main  # here: it needs the compiled ring, check-config does not
+    from target.preflight import PreflightError, preflight
+    from target.worker import worker_main  # here: these need the compiled ring, check-config does not
 
     logging.basicConfig(level=config.server.log_level.upper(), format=LOG_FORMAT)
     try:

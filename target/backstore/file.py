@@ -1,8 +1,8 @@
 """The file backstore: a regular file or a block device, every read, write, flush and unmap a ring op.
 
 The store never creates its file (the supervisor creates a LUN's image once, target/backstore/images.py); given
-the image's identity (`ImageIdentity`: device and inode, or a block device's number) it opens only that file and
-raises ImageGone otherwise. A regular file is extended when smaller than the LUN, never truncated.
+the image's identity (`ImageIdentity`) it opens only that file and raises ImageGone otherwise. A regular file is
+extended when smaller than the LUN, never truncated.
 Short transfers are continued; a read that meets the end of the file is completed with zeros.
 """
 from __future__ import annotations
@@ -101,8 +101,7 @@ def _open(path: str, size: int | None, block_size: int, direct: bool,
             raise ImageGone(f"image {path} is missing (expected {image})") from e
         raise BackstoreError(f"cannot open backstore {path}: {e.strerror}") from e
     except BackstoreError:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
         raise
 
 
