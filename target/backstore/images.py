@@ -149,7 +149,7 @@ def offline_reason(state_dir: str, iqn: str, lun: int) -> str | None:
     try:
         with open(marker_path(state_dir, iqn, lun)) as f:
             return f.read().strip() or "offline"
-    except FileNotFoundError:
+    except OSError:             # none; or unreadable, which tells nothing of the image (the caller checks it)
         return None
 
 
