@@ -58,12 +58,20 @@ class _Version(argparse.Action):
 
 def _serve(config: Config, args) -> int:
     from coordinator.main import coordinator_main
-    from target.worker import worker_main  # here: it needs the compiled ring, check-config does not
+    from target.preflight import PreflightError, preflight
+    from target.worker import worker_main  # here: these need the compiled ring, check-config does not
 
     logging.basicConfig(level=config.server.log_level.upper(), format=LOG_FORMAT)
     raise_open_files_limit()                # before the fork: every child inherits it
-    os.makedirs(config.server.state_dir, exist_ok=True)
-    return Supervisor(config, worker_main, coordinator_main).run()
+    try:
+        lock = preflight(config)        # held until this process exits, and by the children it forks
+    except PreflightError as e:
+        print(f"ringtgt: {e}", file=sys.stderr)
+        return 1
+    try:
+        return Supervisor(config, worker_main, coordinator_main).run()
+    finally:
+        os.close(lock)
 
 
 def _check_config(config: Config, args) -> int:

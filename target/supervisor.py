@@ -1,8 +1,10 @@
 """The supervisor: forks the node's coordinator and one pinned worker per configured CPU slot, restarts the
 ones that die, stops them all.
 
-It does no I/O and runs no threads: the signals it cares about are blocked and taken synchronously with
-sigtimedwait, so SIGCHLD, SIGTERM/SIGINT and SIGHUP are handled one at a time in one loop.
+It does no I/O but reading what a dead child reported on its pipe (crash_report.py) and runs no threads: the
+signals it cares about are blocked and taken synchronously with sigtimedwait, so SIGCHLD, SIGTERM/SIGINT and
+SIGHUP are handled one at a time in one loop. `serve` checks the configuration's portals, images and state_dir
+(preflight.py) before it builds the supervisor.
 SIGHUP is logged and ignored (configuration reload is not supported yet).
 """
 import logging
@@ -10,9 +12,11 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from target import crash_report
 from target.config import Config
 
 WorkerFn = Callable[[Config, int, int], None]
@@ -40,6 +44,8 @@ class _Child:
     started: float = 0.0
     backoff: float = 0.0
     due: float = 0.0  # when to (re)start it while pid == 0
+    report: int = -1  # the read end of the running child's crash report pipe (crash_report.py)
+    tracebacks: set[str] = field(default_factory=set)  # digests of the tracebacks this slot's children logged
 
 
 class Supervisor:
@@ -92,9 +98,12 @@ class Supervisor:
     def _fork(self, child: _Child) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        child.report, report = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         pid = os.fork()
         if pid == 0:
-            _run_child(child, self._child_mask)
+            os.close(child.report)
+            _run_child(child, self._child_mask, report)
+        os.close(report)
         child.pid, child.started = pid, time.monotonic()
         log.info("%s (pid %d) started", child.name, pid)
 
@@ -110,13 +119,14 @@ class Supervisor:
             child = next(c for c in self._children if c.pid == pid)
             now = time.monotonic()
             child.pid = 0
+            how = _describe(status) + _reported(child)
             if not restart:
-                log.info("%s (pid %d) %s", child.name, pid, _describe(status))
+                log.info("%s (pid %d) %s", child.name, pid, how)
                 continue
             quick = now - child.started < QUICK_DEATH
             child.backoff = min(max(child.backoff * 2, FIRST_BACKOFF), MAX_BACKOFF) if quick else 0.0
             child.due = now + child.backoff
-            log.warning("%s (pid %d) %s; restarting in %.2fs", child.name, pid, _describe(status), child.backoff)
+            log.warning("%s (pid %d) %s; restarting in %.2fs", child.name, pid, how, child.backoff)
 
     def _stop(self) -> None:
         """SIGTERM the workers and wait up to stop_timeout for them to drain, SIGKILL those left; then the same for
@@ -136,7 +146,8 @@ class Supervisor:
         for child in children:
             if child.pid:
                 _, status = os.waitpid(child.pid, 0)
-                log.warning("%s (pid %d) %s after the stop timeout", child.name, child.pid, _describe(status))
+                log.warning("%s (pid %d) %s after the stop timeout", child.name, child.pid,
+                            _describe(status) + _reported(child))
                 child.pid = 0
 
     def _terminate(self, children: list[_Child], timeout: float) -> bool:
@@ -171,8 +182,9 @@ def _worker_main(worker_fn: WorkerFn, config: Config, index: int, cpu: int) -> C
     return main
 
 
-def _run_child(child: _Child, mask: set[signal.Signals]) -> None:
-    """Body of a forked child: default signal set-up, run child.main, exit 0 (or 1 on an exception)."""
+def _run_child(child: _Child, mask: set[signal.Signals], report: int) -> None:
+    """Body of a forked child: default signal set-up, run child.main, exit 0 (or 1 on an exception, reported on
+    the `report` pipe, its traceback logged unless this slot logged the same before)."""
     status = 1
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -183,9 +195,21 @@ def _run_child(child: _Child, mask: set[signal.Signals]) -> None:
         child.main()
         status = 0
     except BaseException:
-        log.exception("%s (pid %d) failed", child.name, os.getpid())
+        text = traceback.format_exc()
+        if crash_report.digest(text) not in child.tracebacks:
+            log.error("%s (pid %d) failed:\n%s", child.name, os.getpid(), text.rstrip())
+        os.write(report, crash_report.encode(text))
     finally:
         os._exit(status)
+
+
+def _reported(child: _Child) -> str:
+    """What the ended child reported of its failure, as text for the line about its end ("" if nothing)."""
+    report, child.report = crash_report.collect(child.report), -1
+    if report is None:
+        return ""
+    child.tracebacks.add(report[0])
+    return f" ({report[1]})"
 
 
 def _describe(status: int) -> str:

@@ -20,7 +20,7 @@ import time
 from coordinator.client import CoordinatorClient
 from ioring import Ring
 from .admission import PreLoginConnections, source_of
-from .backstore import open_backstore
+from .image_watch import ImageWatch
 from .iscsi.access import AccessPolicy
 from .iscsi.connection import Connection
 from .iscsi.errors import LOGIN_OUT_OF_RESOURCES, LOGIN_TOO_MANY_CONNECTIONS
@@ -97,6 +97,7 @@ class Worker:
         self.reactor = Reactor(self.ring)
         self.coordinator = CoordinatorClient(self.reactor, config.server.state_dir, index)
         self.portal_group_tag = PORTAL_GROUP_TAG
+        self.images = ImageWatch(config.server.state_dir, self.call_later)
         self.targets = {t.iqn: self._build_target(t) for t in config.targets}
         self.access = AccessPolicy.from_config(config, PORTAL_GROUP_TAG, self._admit)
         vips = config.cluster.vip_addresses() if config.cluster is not None else ()
@@ -122,14 +123,13 @@ class Worker:
     def _build_target(self, target) -> ScsiTarget:
         luns = {}
         for lun in target.luns:
-            store = open_backstore(lun.backstore, self.reactor, path=lun.path, size=lun.size,
-                                   block_size=lun.block_size, direct=lun.direct, write_cache=lun.write_cache,
-                                   encryption_key=lun.encryption_key)
+            store = self.images.open(target.iqn, lun, self.reactor)
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
                                        coordinator=self.coordinator, thin=lun.thin, read_only=lun.readonly,
                                        removable=lun.removable, sanitize_rate=lun.sanitize_rate,
                                        physical_block_size=lun.physical_block_size)
+            self.images.watch(target.iqn, lun, luns[lun.id])
         return ScsiTarget(luns, coordinator=self.coordinator, call_later=self.call_later)
 
     def call_later(self, seconds: float, fn) -> None:

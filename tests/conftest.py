@@ -1,11 +1,11 @@
 """Fixtures shared by the unit tests: a reactor on a real ring, and an opener of file backstores in tmp_path
-(closed at teardown)."""
+(the image created first when missing, as the supervisor does; closed at teardown)."""
 import os
 
 import pytest
 
 from ioring import Ring
-from target.backstore import open_backstore
+from target.backstore import images, open_backstore
 from target.reactor import Reactor
 
 MiB = 1 << 20
@@ -24,6 +24,8 @@ def opener(reactor, tmp_path):
     def open_(name="lun.img", size=4 * MiB, **kwargs):
         kwargs.setdefault("block_size", 512)
         path = name if os.path.isabs(name) else str(tmp_path / name)
+        if not os.path.lexists(path):
+            images.create(path, size or 0)
         store = open_backstore("file", reactor, path=path, size=size, **kwargs)
         stores.append(store)
         return store

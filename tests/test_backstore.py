@@ -25,6 +25,7 @@ def complete(reactor: Reactor, start):
 
 
 def test_registry_opens_each_kind(reactor, tmp_path):
+    (tmp_path / "lun").write_bytes(b"")
     with_file = open_backstore("file", reactor, path=str(tmp_path / "lun"), size=1 << 20, block_size=512)
     null = open_backstore("null", reactor, path=None, size=1 << 20, block_size=4096, write_cache=False)
     assert isinstance(with_file, FileBackstore) and isinstance(null, NullBackstore)

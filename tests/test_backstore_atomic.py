@@ -95,6 +95,7 @@ def test_io_during_another_process_atomic_write_is_repeated_after_it(reactor, op
 
 def test_without_a_journal_the_file_serves_without_atomic_writes(reactor, tmp_path, caplog):
     (tmp_path / "lun.img.atomic").mkdir()
+    (tmp_path / "lun.img").write_bytes(b"")
     store = open_backstore("file", reactor, path=str(tmp_path / "lun.img"), size=MiB, block_size=512)
     try:
         assert not isinstance(store, AtomicFileBackstore) and store.max_atomic_bytes == 0

@@ -6,6 +6,7 @@ import pytest
 
 from ioring import RWF_DSYNC, Ring
 from target.backstore import BackstoreError
+from target.backstore.file import FileBackstore
 from target.backstore.buffers import HEADROOM
 from target.reactor import Reactor
 from tests.test_backstore import complete
@@ -96,11 +97,10 @@ def test_unmap_reads_back_zeros(reactor, opener, tmp_path):
     assert os.stat(tmp_path / "lun.img").st_size == 4 * MiB
 
 
-def test_created_sparse_with_parent_dirs(opener, tmp_path):
-    store = opener("deep/er/lun.img", size=1 << 30)
-    st = os.stat(tmp_path / "deep/er/lun.img")
-    assert (store.size, st.st_size) == (1 << 30, 1 << 30)
-    assert st.st_blocks * 512 < MiB
+def test_a_missing_file_is_never_created(reactor, tmp_path):
+    with pytest.raises(BackstoreError, match="lun.img: No such file"):
+        FileBackstore(reactor, path=str(tmp_path / "lun.img"), size=MiB, block_size=512)
+    assert not (tmp_path / "lun.img").exists()
 
 
 def test_existing_file_extended_never_truncated(reactor, opener, tmp_path):

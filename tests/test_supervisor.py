@@ -21,6 +21,10 @@ out, config_file, mode, stop_timeout = sys.argv[1], sys.argv[2], sys.argv[3], fl
 def worker(config, index, cpu):
     if mode == "crash":
         raise RuntimeError("boom")
+    if mode == "crash-two-ways":        # ValueError and RuntimeError in turn, each start leaving a marker
+        starts = len(os.listdir(out))
+        open(os.path.join(out, f"{index}.{os.getpid()}.{cpu}"), "w").close()
+        raise (ValueError if starts % 2 else RuntimeError)("boom")
     stop = []
     signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "stubborn" else lambda *_: stop.append(1))
     open(os.path.join(out, f"{index}.{os.getpid()}.{cpu}"), "w").close()
@@ -178,11 +182,23 @@ def test_crashing_worker_is_logged_and_backed_off(start):
     sup = start(workers=1, mode="crash")
     wait_for(lambda: "restarting in 1.00s" in sup.log())
     log = sup.log()
-    delays = re.findall(r"exited with status 1; restarting in ([0-9.]+)s", log)
+    delays = re.findall(r"exited with status 1 \(RuntimeError: boom\); restarting in ([0-9.]+)s", log)
     assert delays[:3] == ["0.25", "0.50", "1.00"], log   # doubling back-off, not a busy loop
     assert "RuntimeError: boom" in log
     sup.signal(signal.SIGTERM)
     assert sup.proc.wait(timeout=GENEROUS) == 0
+
+
+def test_a_crash_loop_logs_each_traceback_once_and_one_line_per_restart(start):
+    sup = start(workers=1, mode="crash-two-ways")
+    wait_for(lambda: len(re.findall("restarting in", sup.log())) >= 5)
+    sup.signal(signal.SIGTERM)
+    assert sup.proc.wait(timeout=GENEROUS) == 0
+    log = sup.log()
+    restarts = re.findall(r"worker 0 \(pid \d+\) exited with status 1 \((\w+): boom\); restarting in", log)
+    assert restarts[:4] == ["RuntimeError", "ValueError", "RuntimeError", "ValueError"], log
+    assert log.count("Traceback (most recent call last)") == 2, log     # one per distinct traceback
+    print(f"{len(restarts)} restarts, {len(log.splitlines())} log lines, 2 tracebacks")
 
 
 def test_sighup_is_logged_and_changes_nothing(start):

@@ -9,10 +9,10 @@ from ..reactor import Reactor
 from .atomic import AtomicFileBackstore, JournalError
 from .base import Backstore, BackstoreError
 from .encrypted import EncryptedBackstore
-from .file import FileBackstore
+from .file import FileBackstore, ImageGone, ImageIdentity
 from .null import NullBackstore
 
-__all__ = ["Backstore", "BackstoreError", "open_backstore", "KINDS"]
+__all__ = ["Backstore", "BackstoreError", "ImageGone", "ImageIdentity", "open_backstore", "KINDS"]
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,11 @@ BLOCK_SIZES = (512, 4096)
 
 
 def open_backstore(kind: str, reactor: Reactor, *, path: str | None, size: int | None, block_size: int,
-                   direct: bool = False, write_cache: bool = True, encryption_key: str | None = None) -> Backstore:
-    """Open the store of `kind`; BackstoreError if it cannot be. size None: the existing file's or
-    device's size. With `encryption_key` (a key file's path) its blocks are encrypted (encrypted.py)."""
+                   direct: bool = False, write_cache: bool = True, encryption_key: str | None = None,
+                   image: ImageIdentity | None = None) -> Backstore:
+    """Open the store of `kind`; BackstoreError if it cannot be (ImageGone: the file is not `image`). size None:
+    the existing file's or device's size. With `encryption_key` (a key file's path) its blocks are encrypted
+    (encrypted.py)."""
     store = _STORES.get(kind)
     if store is None:
         raise BackstoreError(f"unknown backstore {kind!r} (known: {', '.join(KINDS)})")
@@ -36,11 +38,13 @@ def open_backstore(kind: str, reactor: Reactor, *, path: str | None, size: int |
     if store is FileBackstore and not _is_block_device(path):      # a journal beside a file, none beside a device
         try:
             opened = AtomicFileBackstore(reactor, path=path, size=size, block_size=block_size, direct=direct,
-                                         write_cache=write_cache)
+                                         write_cache=write_cache, image=image)
         except JournalError as e:
             log.warning("%s: WRITE ATOMIC is not offered", e)
     if opened is None:
-        opened = store(reactor, path=path, size=size, block_size=block_size, direct=direct, write_cache=write_cache)
+        extra = {"image": image} if store is FileBackstore else {}
+        opened = store(reactor, path=path, size=size, block_size=block_size, direct=direct, write_cache=write_cache,
+                       **extra)
     if encryption_key is None:
         return opened
     try:

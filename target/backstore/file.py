@@ -1,6 +1,8 @@
 """The file backstore: a regular file or a block device, every read, write, flush and unmap a ring op.
 
-A regular file is created sparse when missing and extended when smaller than the LUN, never truncated.
+The store never creates its file (the supervisor creates a LUN's image once, target/backstore/images.py); given
+the image's identity (`ImageIdentity`) it opens only that file and raises ImageGone otherwise. A regular file is
+extended when smaller than the LUN, never truncated.
 Short transfers are continued; a read that meets the end of the file is completed with zeros.
 """
 from __future__ import annotations
@@ -10,6 +12,7 @@ import fcntl
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from struct import Struct
 
 from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, RWF_DSYNC, error_for
@@ -21,18 +24,61 @@ from .buffers import BufferPool
 _PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 _ZERO = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
 _FLOCK = Struct("hh4xqqi4x")        # struct flock on 64-bit Linux: type, whence, start, len, pid (0 for OFD)
+_FS_IOC_GETVERSION = 0x80087601     # _IOR('v', 1, long): the inode's generation, written as an int
+_GENERATION = Struct("I4x")
 
 
-def _open(path: str, size: int | None, block_size: int, direct: bool) -> tuple[int, int]:
-    """The open fd and the LUN size in bytes; BackstoreError naming the path when that cannot be."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (os.O_DIRECT if direct else 0)
+@dataclass(frozen=True)
+class ImageIdentity:
+    """Which file a LUN's image is: a regular file's device, inode and inode generation (which tells a file
+    made again on a reused inode number apart, where the file system keeps one: ext4, xfs, btrfs; 0 elsewhere),
+    or a block device's number (st_rdev), which stays when the device node is made again."""
+
+    block: bool
+    device: int
+    inode: int
+    generation: int = 0
+
+    @classmethod
+    def of(cls, st: os.stat_result, generation: int = 0) -> ImageIdentity:
+        if stat.S_ISBLK(st.st_mode):
+            return cls(True, st.st_rdev, 0)
+        return cls(False, st.st_dev, st.st_ino, generation)
+
+    def __str__(self) -> str:
+        device = f"{os.major(self.device)}:{os.minor(self.device)}"
+        if self.block:
+            return f"block device {device}"
+        return f"inode {self.inode} generation {self.generation} on device {device}"
+
+
+def identify(fd: int) -> ImageIdentity:
+    """The identity of the open file `fd`."""
+    st = os.fstat(fd)
+    if stat.S_ISBLK(st.st_mode):
+        return ImageIdentity.of(st)
+    try:
+        generation = _GENERATION.unpack(fcntl.ioctl(fd, _FS_IOC_GETVERSION, bytes(_GENERATION.size)))[0]
+    except OSError:                     # not kept by this file system (tmpfs): the inode number alone
+        generation = 0
+    return ImageIdentity.of(st, generation)
+
+
+class ImageGone(BackstoreError):
+    """The path no longer holds the LUN's image: it is missing, or another file took its place."""
+
+
+def _open(path: str, size: int | None, block_size: int, direct: bool,
+          image: ImageIdentity | None = None) -> tuple[int, int]:
+    """The open fd and the LUN size in bytes; ImageGone when `image` is given and the path holds no file or
+    another one; BackstoreError naming the path for any other reason the file cannot serve."""
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_DIRECT if direct else 0)
     fd = -1
     try:
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        fd = os.open(path, flags, 0o644)
+        fd = os.open(path, flags)
         st = os.fstat(fd)
+        if image is not None and (found := identify(fd)) != image:
+            raise ImageGone(f"image {path} was replaced: it is now {found}, the LUN's was {image}")
         if stat.S_ISBLK(st.st_mode):
             available = os.lseek(fd, 0, os.SEEK_END)
             if size is not None and size > available:
@@ -51,6 +97,8 @@ def _open(path: str, size: int | None, block_size: int, direct: bool) -> tuple[i
     except OSError as e:
         if fd >= 0:
             os.close(fd)
+        if image is not None and e.errno == errno.ENOENT:
+            raise ImageGone(f"image {path} is missing (expected {image})") from e
         raise BackstoreError(f"cannot open backstore {path}: {e.strerror}") from e
     except BackstoreError:
         os.close(fd)
@@ -78,17 +126,18 @@ def _status(callback: Callable[[OSError | None], None], what: str) -> Callable[[
 
 
 class FileBackstore:
-    """A LUN stored in a file or block device; `direct` opens it O_DIRECT with page-aligned buffers."""
+    """A LUN stored in a file or block device; `direct` opens it O_DIRECT with page-aligned buffers; `image`:
+    the file must be that one (ImageGone otherwise)."""
 
     __slots__ = ("path", "size", "block_size", "write_cache", "_fd", "_reactor", "_pool")
 
     max_atomic_bytes = 0                # no atomic writes (atomic.py adds them to regular files)
 
     def __init__(self, reactor: Reactor, *, path: str | None, size: int | None, block_size: int,
-                 direct: bool = False, write_cache: bool = True):
+                 direct: bool = False, write_cache: bool = True, image: ImageIdentity | None = None):
         if path is None:
             raise BackstoreError("file backstore: a path is required")
-        self._fd, self.size = _open(path, size, block_size, direct)
+        self._fd, self.size = _open(path, size, block_size, direct, image)
         self.path = path
         self.block_size = block_size
         self.write_cache = write_cache

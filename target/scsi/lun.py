@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .medium import IDLE, SANITIZE_FAILURE, SANITIZING
-from .sense import (DATA_PROTECT, MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY, POWER_ON_RESET, SANITIZE_COMMAND_FAILED,
-                    SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
+from .sense import (DATA_PROTECT, MANUAL_INTERVENTION_REQUIRED, MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY,
+                    POWER_ON_RESET, SANITIZE_COMMAND_FAILED, SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
 
 VENDOR = "RINGTGT "
 PRODUCT = "ringtgt disk"
@@ -91,7 +91,7 @@ class LogicalUnit:
     __slots__ = ("lun_id", "backstore", "identity", "read_only", "configured_read_only", "software_write_protect",
                  "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
                  "coordinator", "thin", "caw_lock", "removable", "medium_loaded", "sanitize", "sanitize_rate",
-                 "max_atomic_blocks", "crypto_erasable", "blocks_per_physical", "refused")
+                 "max_atomic_blocks", "crypto_erasable", "blocks_per_physical", "offline", "refused")
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
@@ -121,19 +121,24 @@ class LogicalUnit:
         self.medium_loaded = True
         self.sanitize = IDLE                # medium.py: IDLE, SANITIZING or SANITIZE_FAILURE
         self.sanitize_rate = sanitize_rate  # bytes per second a sanitize may write (0: no limit)
+        self.offline = False                # its image is gone (backstore/images.py): nothing touches the medium
         self.refused = 0                    # command flags refused now (WRITES, MEDIUM, BUSY): one test per command
         self._refuse()
 
     def _refuse(self) -> None:
-        self.refused = ((WRITES if self.read_only else 0)
-                        | (0 if self.medium_loaded and self.sanitize == IDLE else MEDIUM)
+        self.refused = ((WRITES if self.read_only or self.offline else 0)
+                        | (0 if self.medium_loaded and self.sanitize == IDLE and not self.offline else MEDIUM)
                         | (BUSY if self.sanitize == SANITIZING else 0))
 
     def refusal(self, flags: int) -> ScsiError:
-        """Why a command with these refused flags is refused: a sanitize in progress, then no medium (or a
-        failed sanitize), then write protection."""
+        """Why a command with these refused flags is refused: a sanitize in progress, then an offline unit,
+        then no medium (or a failed sanitize), then write protection."""
         if flags & BUSY:
             return ScsiError(NOT_READY, SANITIZE_IN_PROGRESS)
+        if self.offline:
+            # SPC-4 04/03: the unit will not become ready by itself (Linux sd gives up at once, no START UNIT);
+            # 3A/00 MEDIUM NOT PRESENT is a removable unit's ejected medium, which START STOP UNIT can load
+            return ScsiError(NOT_READY, MANUAL_INTERVENTION_REQUIRED)
         if flags & MEDIUM:
             if self.sanitize == SANITIZE_FAILURE:
                 return ScsiError(MEDIUM_ERROR, SANITIZE_COMMAND_FAILED)
@@ -146,6 +151,12 @@ class LogicalUnit:
             self.backstore.reload_key()     # a CRYPTO ERASE through another worker replaced it
         self.medium_loaded = loaded
         self.sanitize = sanitize
+        self._refuse()
+
+    def take_offline(self) -> None:
+        """The unit's image is gone: every command touching the medium or writing is NOT READY from now on, in
+        this worker, until the target starts again (the SANITIZE of a unit in failure mode too)."""
+        self.offline = True
         self._refuse()
 
     def set_mode(self, write_cache: bool, software_write_protect: bool) -> None:

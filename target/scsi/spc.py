@@ -12,8 +12,8 @@ from . import cdb as C
 from .inquiry import STANDARD_DISK, STANDARD_NO_UNIT, STANDARD_REMOVABLE_DISK, vpd_page
 from .lun import BUSY
 from .medium import ALLOW, EJECT, LOAD, PREVENT
-from .sense import (ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED, NO_ADDITIONAL_SENSE, NO_SENSE, NOT_READY,
-                    SANITIZE_IN_PROGRESS, UNIT_ATTENTION, ScsiError, build_sense)
+from .sense import (ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED, MANUAL_INTERVENTION_REQUIRED, NO_ADDITIONAL_SENSE,
+                    NO_SENSE, NOT_READY, SANITIZE_IN_PROGRESS, UNIT_ATTENTION, ScsiError, build_sense)
 
 _LUN_LIST_HEADER = Struct(">I4x")
 _LUN_ENTRY = Struct(">H6x")
@@ -35,8 +35,8 @@ def inquiry(target, unit, task) -> bytes:
 
 
 def request_sense(target, unit, task) -> bytes:
-    """Report (and clear) a pending unit attention as parameter data, else a sanitize in progress, else NO SENSE
-    (SPC-4 6.29)."""
+    """Report (and clear) a pending unit attention as parameter data, else a sanitize in progress, else an offline
+    unit, else NO SENSE (SPC-4 6.29)."""
     alloc = C.request_sense(task.cdb)
     if unit is None:
         sense = build_sense(ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED)
@@ -46,6 +46,8 @@ def request_sense(target, unit, task) -> bytes:
             sense = build_sense(UNIT_ATTENTION, asc_ascq)
         elif unit.refused & BUSY:
             sense = build_sense(NOT_READY, SANITIZE_IN_PROGRESS)
+        elif unit.offline:
+            sense = build_sense(NOT_READY, MANUAL_INTERVENTION_REQUIRED)
         else:
             sense = build_sense(NO_SENSE, NO_ADDITIONAL_SENSE)
     return sense[:alloc]

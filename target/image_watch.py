@@ -1,0 +1,84 @@
+"""A worker's side of "one image per LUN": open each file LUN's recorded image only, and check once a second that
+the path still holds it. A LUN whose image is gone or replaced goes offline (NOT READY, MANUAL INTERVENTION
+REQUIRED) on every worker: the first worker to see it writes the LUN's offline marker (backstore/images.py),
+which the others see at their next check and a restarted worker at its start. A worker that still holds the
+deleted file stops serving it too: what it acknowledged after the unlink would be lost at the next stop.
+"""
+from __future__ import annotations
+
+import logging
+
+from .backstore import Backstore, ImageGone, open_backstore
+from .backstore import images
+from .backstore.offline import OfflineBackstore
+
+log = logging.getLogger(__name__)
+
+CHECK_SECONDS = 1.0
+
+
+class ImageWatch:
+    """The file LUNs of one worker: opened by `open`, then watched from `watch` on."""
+
+    def __init__(self, state_dir: str, call_later):
+        self._state_dir = state_dir
+        self._call_later = call_later       # (seconds, fn): the worker's timer
+        self._identities: dict[tuple[str, int], images.ImageIdentity] = {}     # the LUNs opened, by (iqn, lun)
+        self._gone: dict[tuple[str, int], str] = {}                          # the LUNs found gone, and why
+        self._watched: list[tuple[str, object, object]] = []                  # (iqn, lun config, unit)
+
+    def open(self, iqn: str, lun, reactor) -> Backstore:
+        """The LUN's store: for a file LUN its recorded image, or a stand-in when the image is gone."""
+        identity, reason = self._recorded(iqn, lun) if lun.backstore == "file" else (None, None)
+        if reason is None:
+            try:
+                store = open_backstore(lun.backstore, reactor, path=lun.path, size=lun.size, block_size=lun.block_size,
+                                       direct=lun.direct, write_cache=lun.write_cache,
+                                       encryption_key=lun.encryption_key, image=identity)
+            except ImageGone as e:
+                reason = str(e)
+            else:
+                if identity is not None:
+                    self._identities[iqn, lun.id] = identity
+                return store
+        self._gone[iqn, lun.id] = reason
+        return OfflineBackstore(reactor, path=lun.path, size=lun.size, block_size=lun.block_size,
+                                write_cache=lun.write_cache)
+
+    def _recorded(self, iqn: str, lun) -> tuple[images.ImageIdentity | None, str | None]:
+        """The identity the supervisor recorded for the LUN's image, and why the LUN is offline already (or None)."""
+        try:
+            identity = images.recorded(self._state_dir, iqn, lun.id, lun.path)
+        except images.ImageError as e:
+            return None, str(e)
+        if identity is None:
+            return None, f"image {lun.path}: no record of it under {self._state_dir}"
+        return identity, images.offline_reason(self._state_dir, iqn, lun.id)
+
+    def watch(self, iqn: str, lun, unit) -> None:
+        """`unit` serves `lun`: offline at once if its image was gone at open, else checked from now on."""
+        reason = self._gone.pop((iqn, lun.id), None)
+        if reason is not None:
+            self._offline(iqn, lun.id, unit, reason)
+        elif (iqn, lun.id) in self._identities:
+            if not self._watched:
+                self._call_later(CHECK_SECONDS, self._check)
+            self._watched.append((iqn, lun, unit))
+
+    def _check(self) -> None:
+        for iqn, lun, unit in self._watched:
+            reason = (images.offline_reason(self._state_dir, iqn, lun.id)
+                      or images.gone(lun.path, self._identities[iqn, lun.id]))
+            if reason is not None:
+                self._offline(iqn, lun.id, unit, reason)
+        self._watched = [watched for watched in self._watched if not watched[2].offline]
+        if self._watched:
+            self._call_later(CHECK_SECONDS, self._check)
+
+    def _offline(self, iqn: str, lun_id: int, unit, reason: str) -> None:
+        """Take the unit offline; the first worker to do so logs the error, the others that they followed."""
+        unit.take_offline()
+        if images.mark_offline(self._state_dir, iqn, lun_id, reason):
+            log.error("%s LUN %d offline (NOT READY, MANUAL INTERVENTION REQUIRED): %s", iqn, lun_id, reason)
+        else:
+            log.info("%s LUN %d offline, as another worker found: %s", iqn, lun_id, reason)
