@@ -20,8 +20,9 @@ from .discovery import send_targets
 from .errors import LoginFailure, ProtocolError
 from .framing import FrameDecoder
 from .login import COMMAND_WINDOW, Login
-from .negotiation import CRC32C, encode_text, parse_text
+from .negotiation import CRC32C, NOT_UNDERSTOOD, encode_text, parse_text
 from .sequencing import CommandWindow, serial_lt
+from .text_exchange import TextExchange, TextRefused
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class Connection:
         self.activity = True            # something arrived since the last keepalive check
         self.stopping = False           # target shutdown: close as soon as no command is outstanding
         self.digests: OutputDigests | None = None   # CRC32C digests on what we send, once negotiated
+        self.text_exchange = TextExchange(self._new_ttt)
 
     # -- input ----------------------------------------------------------------------------------------------
     def receive_data(self, data) -> None:
@@ -473,10 +475,25 @@ class Connection:
 
     def _text(self, pdu: P.TextRequest) -> None:
         try:
-            pairs = parse_text(pdu.data)
-        except LoginFailure:
-            self._reject(pdu, P.REJECT_PROTOCOL_ERROR)
+            flags, ttt, text = self.text_exchange.receive(pdu.w16, pdu.w20, pdu.flags, pdu.data,
+                                                          self.params.max_recv_data_segment_length,
+                                                          self._text_answer)
+        except TextRefused as refused:
+            log.warning("%s:%d: text request rejected: %s", *self.peer_address, refused)
+            self._reject(pdu, refused.reason)
             return
+        stat_sn, exp, max_sn = self._seq()
+        self.out.append(P.frame(P.encode(P.TEXT_RESPONSE, flags, len(text), lun=pdu.lun_field, itt=pdu.w16,
+                                         w20=ttt, w24=stat_sn, w28=exp, w32=max_sn), text))
+
+    def _text_answer(self, text: bytes) -> bytes:
+        """The answer to a whole text request: SendTargets (discovery.py); NotUnderstood for any other key."""
+        try:
+            pairs = parse_text(text)
+        except LoginFailure as failure:
+            raise TextRefused(P.REJECT_PROTOCOL_ERROR, str(failure)) from None
+        if len({key for key, _ in pairs}) < len(pairs):     # RFC 7143 §6.2: no key offered twice
+            raise TextRefused(P.REJECT_PROTOCOL_ERROR, "a key offered twice in one text request")
         answers = []
         for key, value in pairs:
             if key == "SendTargets":
@@ -484,11 +501,8 @@ class Connection:
                                         self.target and self.session_key[2],
                                         self.local_address, self.host.portal_group_tag)
             else:
-                answers.append((key, "NotUnderstood"))
-        text = encode_text(answers)
-        stat_sn, exp, max_sn = self._seq()
-        self.out.append(P.frame(P.encode(P.TEXT_RESPONSE, P.FINAL, len(text), lun=pdu.lun_field, itt=pdu.w16,
-                                         w20=P.RESERVED_TAG, w24=stat_sn, w28=exp, w32=max_sn), text))
+                answers.append((key, NOT_UNDERSTOOD))
+        return encode_text(answers)
 
     def _logout(self, pdu: P.LogoutRequest) -> None:
         reason = pdu.flags & 0x7F
