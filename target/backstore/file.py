@@ -3,8 +3,9 @@
 A regular file is created sparse when missing and extended when smaller than the LUN, never truncated.
 Short transfers are continued; a read that meets the end of the file is completed with zeros. Where the file
 system refuses a fallocate mode (tmpfs: no FALLOC_FL_ZERO_RANGE; ramfs: no hole punching) the range is written
-with zeros instead, and the refusal remembered so that it is paid once; whether holes can be punched is probed
-at open (`deallocates`), for the Logical Block Provisioning VPD to promise only what the file can do.
+with zeros instead, and the refusal remembered so that it is paid once. Whether holes can be punched is probed
+at open (`deallocates`), for the Logical Block Provisioning VPD to promise only what the file can do; zeroing is
+found out at its first refusal, since no VPD bit depends on it and a probe of ZERO_RANGE could allocate blocks.
 Every error names the operation, the path and the offset.
 """
 from __future__ import annotations
@@ -91,9 +92,10 @@ def _punches_holes(fd: int, size: int, block_size: int) -> bool:
     """Whether the file system behind a regular file can punch holes: a punch past the end of the file (which
     changes nothing, KEEP_SIZE) is refused with EOPNOTSUPP where it cannot. A block device is taken at its word
     (a refusal is met when it comes, as for any file)."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         return True
-    end = max(size, os.fstat(fd).st_size)
+    end = max(size, st.st_size)
     end += -end % block_size
     if _libc.fallocate(fd, _PUNCH, end, block_size) == 0:
         return True
@@ -103,8 +105,7 @@ def _punches_holes(fd: int, size: int, block_size: int) -> bool:
 class FileBackstore:
     """A LUN stored in a file or block device; `direct` opens it O_DIRECT with page-aligned buffers."""
 
-    __slots__ = ("path", "size", "block_size", "write_cache", "_fd", "_reactor", "_pool", "deallocates",
-                 "_zero_range")
+    __slots__ = ("path", "size", "block_size", "write_cache", "_fd", "_reactor", "_pool", "_refused")
 
     max_atomic_bytes = 0                # no atomic writes (atomic.py adds them to regular files)
 
@@ -118,8 +119,8 @@ class FileBackstore:
         self.write_cache = write_cache
         self._reactor = reactor
         self._pool = BufferPool(aligned=direct)
-        self.deallocates = _punches_holes(self._fd, self.size, block_size)    # UNMAP frees space
-        self._zero_range = True                 # FALLOC_FL_ZERO_RANGE not refused yet
+        # fallocate modes the file system refused: hole punching is probed now, for the VPD pages to tell
+        self._refused = set() if _punches_holes(self._fd, self.size, block_size) else {_PUNCH}
 
     def _transfer(self, prep, what: str, buf, done: int, offset: int, rw_flags: int, finish) -> None:
         """prep(fd, rest of buf, offset, token, rw_flags) until all of buf is done: finish(None); the
@@ -187,17 +188,7 @@ class FileBackstore:
                                       datasync=True)
 
     def unmap(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
-        if not self.deallocates:
-            self._write_zeros(offset, length, callback)
-            return
-
-        def punched(res: int) -> None:
-            if res == -errno.EOPNOTSUPP:
-                self.deallocates = False
-                self._write_zeros(offset, length, callback)
-            else:
-                callback(None if res >= 0 else error_for(res, f"unmap {self.path} at offset {offset}"))
-        self._reactor.ring.prep_fallocate(self._fd, _PUNCH, offset, length, self._reactor.token(punched))
+        self._fallocate(_PUNCH, "unmap", offset, length, callback)
 
     def try_lock(self, offset: int, length: int) -> bool:
         """An OFD write lock on the byte range, without waiting: False while another process holds it."""
@@ -207,21 +198,28 @@ class FileBackstore:
         ofd_unlock(self._fd, offset, length)
 
     def write_zeroes(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
-        if not self._zero_range:
-            self._write_zeros(offset, length, callback)
+        self._fallocate(_ZERO, "zero", offset, length, callback)
+
+    @property
+    def deallocates(self) -> bool:
+        """Whether `unmap` frees space (the file system punches holes) rather than writing zeros."""
+        return _PUNCH not in self._refused
+
+    def _fallocate(self, mode: int, what: str, offset: int, length: int,
+                   callback: Callable[[OSError | None], None]) -> None:
+        """fallocate through the ring; where the file system refuses `mode` (EOPNOTSUPP) the range is written
+        with zeros instead, and from then on at once."""
+        if mode in self._refused:
+            fill(partial(FileBackstore.write, self), offset, length, _ZERO_CHUNK, callback)
             return
 
-        def zeroed(res: int) -> None:
+        def done(res: int) -> None:
             if res == -errno.EOPNOTSUPP:
-                self._zero_range = False
-                self._write_zeros(offset, length, callback)
+                self._refused.add(mode)
+                self._fallocate(mode, what, offset, length, callback)
             else:
-                callback(None if res >= 0 else error_for(res, f"zero {self.path} at offset {offset}"))
-        self._reactor.ring.prep_fallocate(self._fd, _ZERO, offset, length, self._reactor.token(zeroed))
-
-    def _write_zeros(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
-        """Write zeros over the range (the file system refuses to zero or punch it)."""
-        fill(partial(FileBackstore.write, self), offset, length, _ZERO_CHUNK, callback)
+                callback(None if res >= 0 else error_for(res, f"{what} {self.path} at offset {offset}"))
+        self._reactor.ring.prep_fallocate(self._fd, mode, offset, length, self._reactor.token(done))
 
     def extents(self, offset: int, length: int):
         """Yield the range as consecutive (offset, length, mapped) pieces, from SEEK_DATA/SEEK_HOLE (metadata

@@ -235,7 +235,7 @@ def make_synchronize_cache(layout: C.LbaLayout):
         if lba + count > unit.blocks:
             raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
         if flags & C.IMMED:
-            unit.backstore.flush(_immediate_flushed)
+            unit.backstore.flush(_immediate_flushed(unit))
             return b""
         unit.backstore.flush(written(task, unit))
         return None
@@ -270,10 +270,13 @@ def read_defect_data12(target, unit, task) -> bytes:
     return _DEFECTS12.pack(lists)[:alloc]
 
 
-def _immediate_flushed(error) -> None:
+def _immediate_flushed(unit):
     """Completion of an IMMED flush: GOOD status went out already, so all that is left is to log."""
-    if error is not None:
-        log.error("SYNCHRONIZE CACHE with IMMED failed: %s", error)
+    def done(error) -> None:
+        if error is not None:
+            _io_errors.error((unit, "flush"), "LUN %d of %s: SYNCHRONIZE CACHE with IMMED failed: %s (errno %d)",
+                             unit.lun_id, unit.identity.target_iqn, error.strerror, error.errno)
+    return done
 
 
 def read_capacity10(target, unit, task) -> bytes:
