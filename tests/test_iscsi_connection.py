@@ -406,3 +406,15 @@ def test_text_continuation_with_a_foreign_ttt_is_rejected():
     conn = discovery_connection()
     (rej, _), = exchange(conn, text_request(b"", ttt=0x1234))
     assert rej.opcode == P.REJECT and rej.b2 == P.REJECT_INVALID_PDU_FIELD
+
+
+def test_text_request_with_too_many_unknown_keys_is_rejected():
+    """What a text answer holds is bounded: 64 KiB of NotUnderstood at most (here 5000 keys would need 105 KB)."""
+    conn = discovery_connection()
+    keys = [b"X-%04d=1\0" % i for i in range(5000)]
+    ttt, cmd_sn = P.RESERVED_TAG, 1
+    for start in range(0, 5000, 800):
+        chunk = b"".join(keys[start:start + 800])
+        (resp, _), = exchange(conn, text_request(chunk, ttt=ttt, cmd_sn=cmd_sn, cont=start + 800 < 5000))
+        ttt, cmd_sn = resp.w20, cmd_sn + 1
+    assert resp.opcode == P.REJECT and resp.b2 == P.REJECT_OUT_OF_RESOURCES

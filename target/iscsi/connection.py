@@ -22,7 +22,7 @@ from .framing import FrameDecoder
 from .login import COMMAND_WINDOW, Login
 from .negotiation import CRC32C, NOT_UNDERSTOOD, encode_text, parse_text
 from .sequencing import CommandWindow, serial_lt
-from .text_exchange import TextExchange, TextRefused
+from .text_exchange import MAX_KEY_TEXT, TextExchange, TextRefused
 
 log = logging.getLogger(__name__)
 
@@ -487,22 +487,23 @@ class Connection:
                                          w20=ttt, w24=stat_sn, w28=exp, w32=max_sn), text))
 
     def _text_answer(self, text: bytes) -> bytes:
-        """The answer to a whole text request: SendTargets (discovery.py); NotUnderstood for any other key."""
+        """The answer to a whole text request: SendTargets (discovery.py), once; NotUnderstood for any other key,
+        for at most MAX_KEY_TEXT bytes of them (what the answer holds is the target list and that much)."""
         try:
             pairs = parse_text(text)
         except LoginFailure as failure:
             raise TextRefused(P.REJECT_PROTOCOL_ERROR, str(failure)) from None
         if len({key for key, _ in pairs}) < len(pairs):     # RFC 7143 §6.2: no key offered twice
             raise TextRefused(P.REJECT_PROTOCOL_ERROR, "a key offered twice in one text request")
-        answers = []
-        for key, value in pairs:
-            if key == "SendTargets":
-                answers += send_targets(value, self.host.access.visible(self.initiator_name),
-                                        self.target and self.session_key[2],
-                                        self.local_address, self.host.portal_group_tag)
-            else:
-                answers.append((key, NOT_UNDERSTOOD))
-        return encode_text(answers)
+        unknown = encode_text((key, NOT_UNDERSTOOD) for key, _ in pairs if key != "SendTargets")
+        if len(unknown) > MAX_KEY_TEXT:
+            raise TextRefused(P.REJECT_OUT_OF_RESOURCES, f"{len(pairs)} keys in one text request")
+        value = next((value for key, value in pairs if key == "SendTargets"), None)
+        if value is None:
+            return unknown
+        return unknown + encode_text(send_targets(value, self.host.access.visible(self.initiator_name),
+                                                  self.target and self.session_key[2], self.local_address,
+                                                  self.host.portal_group_tag))
 
     def _logout(self, pdu: P.LogoutRequest) -> None:
         reason = pdu.flags & 0x7F
