@@ -48,18 +48,24 @@ def written(task, unit):
 
 
 def io_failed(task, unit, error: OSError, asc_ascq: int) -> None:
-    """A backstore error as CHECK CONDITION: DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT where the file
-    system has no space left (SBC-3 thin provisioning: the initiator learns that space ran out, not that the medium is bad);
-    else MEDIUM ERROR with `asc_ascq` (UNRECOVERED READ ERROR or WRITE ERROR). Logged with what the error names
-    (operation, path, offset) and its errno, once per interval per LUN and sense: a full disk fails every write."""
+    """A backstore error as CHECK CONDITION with the sense `io_error` gives it."""
+    check_condition(task, *io_error(unit, error, asc_ascq))
+
+
+def io_error(unit, error: OSError, asc_ascq: int, key: int | None = None) -> tuple[int, int]:
+    """The sense (key, ASC/ASCQ) of a backstore error: SPACE ALLOCATION FAILED WRITE PROTECT where the file system
+    has no space left (SBC-3 thin provisioning: the initiator learns that space ran out, not that the medium is
+    bad), under DATA PROTECT; else `asc_ascq` (UNRECOVERED READ ERROR or WRITE ERROR) under MEDIUM ERROR; `key`
+    instead where given (COPY ABORTED). Logged with what the error names (operation, path, offset) and its errno,
+    once per interval per LUN and sense: a full disk fails every write."""
     if error.errno in _NO_SPACE:
-        key, asc_ascq = DATA_PROTECT, SPACE_ALLOCATION_FAILED_WRITE_PROTECT
+        key, asc_ascq = key or DATA_PROTECT, SPACE_ALLOCATION_FAILED_WRITE_PROTECT
     else:
-        key = MEDIUM_ERROR
+        key = key or MEDIUM_ERROR
     _io_errors.error((unit, asc_ascq), "LUN %d of %s: %s (errno %d): answered sense %X/%02X/%02X",
                      unit.lun_id, unit.identity.target_iqn, error.strerror, error.errno, key, asc_ascq >> 8,
                      asc_ascq & 0xFF)
-    check_condition(task, key, asc_ascq)
+    return key, asc_ascq
 
 
 def make_read(layout: C.LbaLayout):
