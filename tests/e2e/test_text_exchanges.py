@@ -2,11 +2,9 @@
 a SendTargets answer larger than the initiator takes in one PDU, a SendTargets value that names nothing."""
 import os
 import re
-import struct
 import threading
-import time
 
-from harness import HOST, session, tool, run
+from harness import HOST, run, session, tool
 
 import initiator as I
 
@@ -51,19 +49,6 @@ def test_login_flooders_are_refused_and_others_on_the_worker_keep_working(ringtg
     assert "login key text longer than 65536 bytes" in tgt.stderr()
 
 
-def text_parts(ini: I.Initiator, text: bytes) -> list[I.Pdu]:
-    """A Text Request and, while the answer is continued, the empty requests that fetch the rest: the answers."""
-    itt, ttt, parts = ini.next_itt(), I.RESERVED_TAG, []
-    while True:
-        rest = struct.pack(">III", ttt, ini._take_cmd_sn(False), ini.exp_stat_sn)
-        ini.send_pdu(I.Pdu(I.build_bhs(I.TEXT_REQUEST, 0x80, data_length=len(text), itt=itt, rest=rest), text))
-        answer = ini.recv_answer(itt)
-        parts.append(answer)
-        if answer.opcode != I.TEXT_RESPONSE or answer.final:
-            return parts
-        ttt, text = answer.u32(20), b""
-
-
 def many_targets(tgt_dir_lun) -> str:
     return "\n".join(f'[[target]]\niqn = "iqn.2026-11.org.ringtgt:many-{i:03d}"\n[[target.lun]]\nid = 0\n'
                      f'path = "{tgt_dir_lun}/many-{i:03d}.img"\nsize = "1MiB"\n' for i in range(MANY - 1))
@@ -77,11 +62,11 @@ def test_send_targets_for_256_targets_is_split_to_the_initiators_segment_length(
     with I.Initiator.connect(HOST, tgt.port) as ini:
         ini.login(None, initiator_name=NAME + "-disc", session_type="Discovery",
                   operational={"MaxRecvDataSegmentLength": "8192"})
-        parts = text_parts(ini, b"SendTargets=All\0")
+        parts = ini.text_pdus(b"SendTargets=All\0")
     sizes = [len(p.data) for p in parts]
     print(f"SendTargets=All over {MANY} targets: {len(parts)} Text Responses of {sizes} bytes")
     assert all(p.opcode == I.TEXT_RESPONSE for p in parts) and len(parts) >= 3 and max(sizes) <= 8192
-    assert all(p.flags == 0x40 and p.u32(20) != I.RESERVED_TAG for p in parts[:-1]) and parts[-1].flags == 0x80
+    assert all(p.flags == 0x40 and p.ttt != I.RESERVED_TAG for p in parts[:-1]) and parts[-1].flags == 0x80
     names = [v for k, v in I.decode_text(b"".join(p.data for p in parts)) if k == "TargetName"]
     assert len(names) == MANY == len(set(names))
     out = run([tool("iscsi-ls"), "-s", f"iscsi://{tgt.portal}"]).stdout
@@ -95,9 +80,9 @@ def test_send_targets_with_a_value_that_names_nothing_is_rejected(shared_ringtgt
     not exist gets an empty answer; the session goes on."""
     with I.Initiator.connect(HOST, shared_ringtgt.port) as ini:
         ini.login(None, initiator_name=NAME + "-alle", session_type="Discovery")
-        [reject] = text_parts(ini, b"SendTargets=Alle\0")
+        [reject] = ini.text_pdus(b"SendTargets=Alle\0")
         assert reject.opcode == I.REJECT and reject.bhs[2] == 0x04, reject
-        [empty] = text_parts(ini, b"SendTargets=iqn.2026-11.org.ringtgt:no-such-target\0")
+        [empty] = ini.text_pdus(b"SendTargets=iqn.2026-11.org.ringtgt:no-such-target\0")
         assert empty.opcode == I.TEXT_RESPONSE and empty.final and empty.data == b""
         assert ("TargetName", shared_ringtgt.iqn) in ini.send_targets()
         assert ini.logout().bhs[2] == 0
