@@ -14,6 +14,7 @@ import zmq.auth
 
 from coordinator.endpoints import check_state_dir
 from target.identity import derive_naa, derive_serial
+from target.iscsi.names import is_iscsi_name
 
 DEFAULT_TOML = """
 [server]
@@ -45,10 +46,6 @@ _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]i?b|b)?", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1} | {
     f"{p}{i}b": (1024 if i else 1000) ** (n + 1) for n, p in enumerate("kmgtp") for i in ("", "i")
 }
-_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
-_IQN_RE = re.compile(rf"iqn\.\d{{4}}-(?:0[1-9]|1[0-2])\.{_LABEL}(?:\.{_LABEL})*(?::[a-z0-9.:-]+)?")
-_EUI_RE = re.compile(r"eui\.[0-9a-f]{16}")
-_NAA_NAME_RE = re.compile(r"naa\.(?:[0-9a-f]{16}|[0-9a-f]{32})")
 _NAA_ID_RE = re.compile(r"6[0-9a-f]{31}")
 _SERIAL_RE = re.compile(rf"[!-~]{{1,{MAX_SERIAL_CHARS}}}")
 _NODE_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -367,7 +364,7 @@ def _iscsi_name(t: _Table, key: str, value: str) -> str:
     name = value.lower()
     if len(name.encode()) > MAX_NAME_BYTES:
         raise t.error(key, f"longer than {MAX_NAME_BYTES} bytes")
-    if not any(r.fullmatch(name) for r in (_IQN_RE, _EUI_RE, _NAA_NAME_RE)):
+    if not is_iscsi_name(name):
         raise t.error(
             key,
             "must be an iSCSI name: iqn.YYYY-MM.reversed.domain[:suffix], eui.<16 hex> or "

@@ -662,20 +662,25 @@ class Initiator:
                                     rest=rest), payload))
         return self.recv_answer(itt)
 
-    def text(self, pairs) -> list[tuple[str, str]]:
-        """Text Request/Response exchange, following continuations (TTT) until F."""
-        itt, ttt, request, collected = self.next_itt(), RESERVED_TAG, encode_text(pairs), b""
+    def text_pdus(self, text: bytes) -> list[Pdu]:
+        """A Text Request carrying `text` and, while the answer is continued (F=0, a TTT), the empty requests that
+        fetch the rest: the answers, the last one final (or a Reject)."""
+        itt, ttt, answers = self.next_itt(), RESERVED_TAG, []
         while True:
             rest = struct.pack(">III", ttt, self._take_cmd_sn(False), self.exp_stat_sn)
-            self.send_pdu(Pdu(build_bhs(TEXT_REQUEST, 0x80, data_length=len(request), itt=itt, rest=rest),
-                              request))
+            self.send_pdu(Pdu(build_bhs(TEXT_REQUEST, 0x80, data_length=len(text), itt=itt, rest=rest), text))
             answer = self.recv_answer(itt)
-            if answer.opcode != TEXT_RESPONSE:
-                raise ProtocolError(f"expected a Text Response, got {answer!r}")
-            collected += answer.data
-            if answer.final:
-                return decode_text(collected)
-            ttt, request = answer.ttt, b""
+            answers.append(answer)
+            if answer.opcode != TEXT_RESPONSE or answer.final:
+                return answers
+            ttt, text = answer.ttt, b""
+
+    def text(self, pairs) -> list[tuple[str, str]]:
+        """Text Request/Response exchange, following continuations (TTT) until F."""
+        answers = self.text_pdus(encode_text(pairs))
+        if answers[-1].opcode != TEXT_RESPONSE:
+            raise ProtocolError(f"expected a Text Response, got {answers[-1]!r}")
+        return decode_text(b"".join(answer.data for answer in answers))
 
     def send_targets(self) -> list[tuple[str, str]]:
         return self.text([("SendTargets", "All")])

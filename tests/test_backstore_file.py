@@ -1,14 +1,16 @@
 """target.backstore.file on the real ring: data paths, durability flags, sparse files, devices, errors."""
+import errno
 import os
 import subprocess
 
 import pytest
 
-from ioring import RWF_DSYNC, Ring
-from target.backstore import BackstoreError
+from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE, RWF_DSYNC, Ring
+from target.backstore import BackstoreError, images, open_backstore
 from target.backstore.file import FileBackstore
 from target.backstore.buffers import HEADROOM
 from target.reactor import Reactor
+from tests.mounts import mounted
 from tests.test_backstore import complete
 
 MiB = 1 << 20
@@ -205,3 +207,71 @@ def test_range_locks_exclude_other_open_files_only(opener, tmp_path):
     assert second.try_lock(8192, 512)                                            # another range
     first.unlock(4096, 512)
     assert second.try_lock(4096, 512)
+
+
+class FallocateRing(RecordingRing):
+    """… and the mode of every fallocate."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fallocate_modes = []
+
+    def prep_fallocate(self, fd, mode, offset, length, user_data):
+        self.fallocate_modes.append(mode)
+        super().prep_fallocate(fd, mode, offset, length, user_data)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    with mounted(tmp_path / "tmpfs", "tmpfs", "16m") as path:
+        yield path
+
+
+def new_image(reactor, path, size):
+    """A file store on an image made as `serve` makes one (backstores never create their file)."""
+    images.create(str(path), size)
+    return open_backstore("file", reactor, path=str(path), size=size, block_size=512)
+
+
+def test_zeroing_where_the_file_system_refuses_zero_range(tmpfs):
+    """tmpfs has no FALLOC_FL_ZERO_RANGE: the range is written with zeros, and the refusal is met once."""
+    with FallocateRing(64) as ring:
+        reactor = Reactor(ring)
+        store = new_image(reactor, tmpfs / "lun.img", 4 * MiB)
+        try:
+            write(reactor, store, 0, b"\xff" * (3 * MiB))
+            assert complete(reactor, lambda cb: store.write_zeroes(4096, 2 * MiB + 512, cb)) is None
+            assert complete(reactor, lambda cb: store.write_zeroes(0, 512, cb)) is None
+            assert ring.fallocate_modes == [FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE]
+            data = read(reactor, store, 0, 3 * MiB)
+            assert data[:512] == bytes(512) and data[512:4096] == b"\xff" * 3584
+            assert data[4096:4096 + 2 * MiB + 512] == bytes(2 * MiB + 512)
+            assert data[4096 + 2 * MiB + 512:] == b"\xff" * (MiB - 4096 - 512)
+            assert store.deallocates                            # tmpfs punches holes
+        finally:
+            store.close()
+
+
+def test_a_file_system_without_hole_punching_is_found_at_open(reactor, tmp_path):
+    """ramfs refuses every fallocate mode: the backstore says it cannot deallocate, and unmap writes zeros."""
+    with mounted(tmp_path / "ramfs", "ramfs") as path:
+        store = new_image(reactor, path / "lun.img", MiB)
+        try:
+            assert not store.deallocates
+            write(reactor, store, 0, b"\xee" * 8192)
+            assert complete(reactor, lambda cb: store.unmap(512, 4096, cb)) is None
+            assert complete(reactor, lambda cb: store.write_zeroes(4608, 512, cb)) is None
+            assert read(reactor, store, 0, 8192) == b"\xee" * 512 + bytes(4608) + b"\xee" * 3072
+        finally:
+            store.close()
+
+
+def test_io_errors_name_the_path_and_offset(reactor, tmp_path):
+    with mounted(tmp_path / "small", "tmpfs", "1m") as path:
+        store = new_image(reactor, path / "lun.img", 4 * MiB)
+        try:
+            error = complete(reactor, lambda cb: store.write(2 * MiB, b"\1" * (2 * MiB), False, cb))
+            assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+            assert f"write {path}/lun.img at offset " in str(error)
+        finally:
+            store.close()

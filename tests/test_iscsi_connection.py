@@ -381,3 +381,107 @@ def test_send_targets_in_discovery_session():
     assert parse_text(data) == [("TargetName", IQN), ("TargetAddress", "127.0.0.1:3260,1")]
     (rej, _), = exchange(conn, scsi_command(bytes(6), cmd_sn=2))
     assert rej.opcode == P.REJECT
+
+
+def text_request(data=b"", *, itt=3, ttt=P.RESERVED_TAG, cmd_sn=1, cont=False):
+    return build(P.TEXT_REQUEST, 0x40 if cont else 0x80, data, itt=itt, w20=ttt, w24=cmd_sn)
+
+
+class ManyTargetsHost(Host):
+    access = AccessPolicy(1, {f"iqn.2026-11.org.ringtgt:target-{i:03d}": TargetAccess() for i in range(256)})
+
+
+def discovery_connection(host=None, mrdsl="8192"):
+    conn = Connection(host or Host(), ("127.0.0.1", 3260), ("127.0.0.1", 5000))
+    conn.receive_data(login_request([("InitiatorName", INI), ("SessionType", "Discovery"),
+                                     ("MaxRecvDataSegmentLength", mrdsl)]))
+    (pdu, _), = exchange(conn)
+    assert pdu.w36 == 0
+    return conn
+
+
+def test_send_targets_answer_is_split_to_the_initiators_segment_length():
+    """SendTargets=All over 256 targets (about 20 KB) to an initiator that takes 8192 bytes per PDU: continued
+    Text Responses (C bit, a TTT), the next part for each empty Text Request carrying that TTT (RFC 7143 §11.11)."""
+    conn = discovery_connection(ManyTargetsHost())
+    (resp, data), = exchange(conn, text_request(b"SendTargets=All\0"))
+    collected, parts, cmd_sn = data, 1, 2
+    while not resp.flags & P.FINAL:
+        assert resp.flags == 0x40 and resp.w20 != P.RESERVED_TAG and len(data) == 8192
+        (resp, data), = exchange(conn, text_request(ttt=resp.w20, cmd_sn=cmd_sn))
+        collected, parts, cmd_sn = collected + data, parts + 1, cmd_sn + 1
+    assert resp.flags == P.FINAL and resp.w20 == P.RESERVED_TAG and len(data) <= 8192
+    names = [v for k, v in parse_text(collected) if k == "TargetName"]
+    assert parts == 3 and len(names) == 256 and names[0].endswith("target-000") and names[-1].endswith("target-255")
+
+
+def test_continued_text_request_is_answered_empty_then_as_a_whole():
+    """A Text Request with the C bit gets an empty Text Response with a TTT (F=0, C=0); the text is answered
+    once the request that ends it arrives (RFC 7143 §6.2, §11.10.4)."""
+    conn = discovery_connection()
+    (resp, data), = exchange(conn, text_request(b"SendTar", cont=True))
+    assert resp.opcode == P.TEXT_RESPONSE and resp.flags == 0 and data == b"" and resp.w20 != P.RESERVED_TAG
+    (resp, data), = exchange(conn, text_request(b"gets=All\0", ttt=resp.w20, cmd_sn=2))
+    assert resp.flags == P.FINAL and parse_text(data) == [("TargetName", IQN), ("TargetAddress", "127.0.0.1:3260,1")]
+
+
+def test_text_request_beyond_the_cap_is_rejected():
+    conn = discovery_connection()
+    ttt, cmd_sn, answers = P.RESERVED_TAG, 1, []
+    for _ in range(9):                                  # 9 × 8000 bytes: past 64 KiB
+        (resp, _), = exchange(conn, text_request(b"X-Pad=" + b"a" * 7994, ttt=ttt, cmd_sn=cmd_sn, cont=True))
+        answers.append(resp.opcode)
+        ttt, cmd_sn = resp.w20, cmd_sn + 1
+        if resp.opcode == P.REJECT:
+            break
+    assert answers == [P.TEXT_RESPONSE] * 8 + [P.REJECT] and resp.b2 == P.REJECT_OUT_OF_RESOURCES
+    assert not conn.closing
+    (resp, data), = exchange(conn, text_request(b"SendTargets=All\0", cmd_sn=cmd_sn))
+    assert resp.flags == P.FINAL and parse_text(data)[0] == ("TargetName", IQN)
+
+
+@pytest.mark.parametrize("value", [b"Alle", b"iqn.bogus", b"All "])
+def test_send_targets_with_an_invalid_value_is_rejected(value):
+    conn = discovery_connection()
+    (rej, data), = exchange(conn, text_request(b"SendTargets=" + value + b"\0"))
+    assert rej.opcode == P.REJECT and rej.b2 == P.REJECT_PROTOCOL_ERROR and data[0] == P.TEXT_REQUEST
+    assert not conn.closing
+
+
+def test_send_targets_for_an_unknown_iscsi_name_is_an_empty_answer():
+    """A well-formed name the initiator may not see gets the answer a missing one gets: nothing."""
+    conn = discovery_connection()
+    (resp, data), = exchange(conn, text_request(b"SendTargets=iqn.2026-11.org.ringtgt:hidden\0"))
+    assert resp.opcode == P.TEXT_RESPONSE and resp.flags == P.FINAL and data == b""
+    (resp, data), = exchange(conn, text_request(IQN.upper().encode().join([b"SendTargets=", b"\0"]), cmd_sn=2))
+    assert parse_text(data)[0] == ("TargetName", IQN)
+
+
+def test_misspelt_text_key_is_not_understood():
+    conn = discovery_connection()
+    (resp, data), = exchange(conn, text_request(b"SendTarget=All\0"))
+    assert resp.flags == P.FINAL and parse_text(data) == [("SendTarget", "NotUnderstood")]
+
+
+def test_key_twice_in_one_text_request_is_rejected():
+    conn = discovery_connection()
+    (rej, _), = exchange(conn, text_request(b"SendTargets=All\0SendTargets=All\0"))
+    assert rej.opcode == P.REJECT and rej.b2 == P.REJECT_PROTOCOL_ERROR
+
+
+def test_text_continuation_with_a_foreign_ttt_is_rejected():
+    conn = discovery_connection()
+    (rej, _), = exchange(conn, text_request(b"", ttt=0x1234))
+    assert rej.opcode == P.REJECT and rej.b2 == P.REJECT_INVALID_PDU_FIELD
+
+
+def test_text_request_with_too_many_unknown_keys_is_rejected():
+    """What a text answer holds is bounded: 64 KiB of NotUnderstood at most (here 5000 keys would need 105 KB)."""
+    conn = discovery_connection()
+    keys = [b"X-%04d=1\0" % i for i in range(5000)]
+    ttt, cmd_sn = P.RESERVED_TAG, 1
+    for start in range(0, 5000, 800):
+        chunk = b"".join(keys[start:start + 800])
+        (resp, _), = exchange(conn, text_request(chunk, ttt=ttt, cmd_sn=cmd_sn, cont=start + 800 < 5000))
+        ttt, cmd_sn = resp.w20, cmd_sn + 1
+    assert resp.opcode == P.REJECT and resp.b2 == P.REJECT_OUT_OF_RESOURCES

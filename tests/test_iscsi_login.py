@@ -6,6 +6,7 @@ from target.iscsi.access import AccessPolicy, TargetAccess
 from target.iscsi.errors import LoginFailure
 from target.iscsi.login import Login
 from target.iscsi.negotiation import Negotiator, SessionParams, parse_text
+from target.iscsi.text_exchange import MAX_KEY_TEXT
 from tests.iscsi_helpers import login_request
 
 IQN = "iqn.2026-11.org.ringtgt:t"
@@ -131,3 +132,24 @@ def test_continued_text_is_joined():
     assert keys == {} and not pdu.flags & 0x80
     login.receive(P.decode_bhs_with_data(login_request([("TargetName", IQN)])))
     assert login.done and login.target_name == IQN
+
+
+def test_login_key_text_is_capped_across_continuations():
+    """The whole key text of a login is refused past 64 KiB with an initiator error (RFC 7143 §11.13.5)."""
+    login = new_login()
+    chunk = [("X-Pad", "a" * 8000)]
+    sent = 0
+    with pytest.raises(LoginFailure) as failure:
+        for sent in range(20):
+            login.receive(P.decode_bhs_with_data(login_request(chunk, csg=1, transit=False, cont=True)))
+    assert failure.value.status == 0x0200 and sent == MAX_KEY_TEXT // 8007
+
+
+def test_login_continuations_are_kept_as_chunks():
+    """Continued login text is collected as a list of the PDUs' data, joined once at the end (linear)."""
+    login = new_login()
+    for _ in range(500):
+        login.receive(P.decode_bhs_with_data(login_request([("X-P", "1" * 100)], csg=1, transit=False, cont=True)))
+    assert len(login.pending_text._chunks) == 500 and login.pending_text.size == 500 * 105
+    login.receive(P.decode_bhs_with_data(login_request([("InitiatorName", INI), ("TargetName", IQN)])))
+    assert login.done and login.pending_text._chunks == []

@@ -5,11 +5,13 @@ import struct
 import pytest
 
 from target.scsi import sense as S
-from tests.test_scsi_commands import BLOCKS, BS, Harness, MemoryStore, assert_good, assert_sense
+from tests.test_scsi_commands import BLOCKS, BS, Harness, MemoryStore, assert_good, assert_sense, vpd
 
 
 class ThinStore(MemoryStore):
     """MemoryStore with holes: unmapped bytes read as zeros and are reported as deallocated extents."""
+
+    deallocates = True
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -153,3 +155,37 @@ def test_a_unit_that_is_not_thin_offers_none_of_it():
 def test_read_capacity16_reports_thin_provisioning(thin):
     capacity = thin.run(struct.pack(">BBQIBB", 0x9E, 0x10, 0, 32, 0, 0)).data_in
     assert capacity[14] & 0xC0 == 0xC0                                 # LBPME, LBPRZ
+
+
+def test_out_of_space_is_space_allocation_failed_logged_once(thin, caplog):
+    """ENOSPC under a thin LUN: DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT (SBC-3), for writes, WRITE SAME
+    and flushes alike; the first failure is logged with what the error names and its errno, the next ones of the
+    same LUN counted, not logged."""
+    thin.store.error = OSError(28, "write /images/lun0 at offset 4096: No space left on device")
+    for _ in range(50):
+        assert_sense(thin.run(bytes([0x2A, 0, 0, 0, 0, 8, 0, 0, 1, 0]), data_out=bytes(BS)), S.DATA_PROTECT,
+                     S.SPACE_ALLOCATION_FAILED_WRITE_PROTECT)
+    assert_sense(thin.run(ws10(0, 2), data_out=b"\1" * BS), S.DATA_PROTECT, S.SPACE_ALLOCATION_FAILED_WRITE_PROTECT)
+    assert_sense(thin.run(bytes([0x35]) + bytes(9)), S.DATA_PROTECT, S.SPACE_ALLOCATION_FAILED_WRITE_PROTECT)
+    lines = [r.getMessage() for r in caplog.records if "No space left" in r.getMessage()]
+    assert len(lines) == 1 and "/images/lun0 at offset 4096" in lines[0] and "errno 28" in lines[0], lines
+
+
+def test_other_io_errors_are_medium_errors_logged_once_per_kind(thin, caplog):
+    thin.store.error = OSError(5, "read /images/lun0 at offset 0: Input/output error")
+    for _ in range(3):
+        assert_sense(thin.run(bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0])), S.MEDIUM_ERROR, S.UNRECOVERED_READ_ERROR)
+        assert_sense(thin.run(bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0]), data_out=bytes(BS)), S.MEDIUM_ERROR,
+                     S.WRITE_ERROR)
+    lines = [r.getMessage() for r in caplog.records if "Input/output error" in r.getMessage()]
+    assert len(lines) == 2 and all("errno 5" in line for line in lines)
+
+
+def test_a_file_that_cannot_punch_holes_offers_no_unmap(thin):
+    """Thin, but UNMAP would only write zeros: LBPU, LBPWS and LBPWS10 clear, no unmap limits; LBPRZ and the
+    thin provisioning type stay (unwritten blocks are holes that read as zeros)."""
+    assert vpd(thin, 0xB2)[5] == 0xE4 and vpd(thin, 0xB0)[20:28] != bytes(8)
+    thin.store.deallocates = False
+    page = vpd(thin, 0xB2)
+    assert page[5] == 0x04 and page[6] & 0x07 == 0x02
+    assert vpd(thin, 0xB0)[20:28] == bytes(8)           # MAXIMUM UNMAP LBA COUNT and BLOCK DESCRIPTOR COUNT

@@ -128,3 +128,10 @@ def test_a_unit_being_sanitized_is_neither_read_nor_written(h):
         task = copy(h, parameters(descriptors, [segment(1, 0, 1, source=source, destination=destination)]))
         assert_sense(task, S.NOT_READY, S.SANITIZE_IN_PROGRESS)
     assert not any(call[0] in ("read", "write") for call in h.store.calls + other.backstore.calls)
+
+
+@pytest.mark.parametrize("errno_, asc", [(28, S.SPACE_ALLOCATION_FAILED_WRITE_PROTECT), (5, S.UNRECOVERED_READ_ERROR)])
+def test_a_backstore_error_aborts_the_copy_with_its_cause_and_is_logged(h, caplog, errno_, asc):
+    h.store.error = OSError(errno_, f"read /images/lun0 at offset 0: error {errno_}")
+    assert_sense(copy(h, parameters([target_descriptor()], [segment(1, 0, 1)])), S.COPY_ABORTED, asc)
+    assert f"(errno {errno_}): answered sense A/{asc >> 8:02X}/{asc & 0xFF:02X}" in caplog.text

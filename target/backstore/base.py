@@ -18,6 +18,7 @@ class Backstore(Protocol):
     block_size: int      # 512 or 4096
     write_cache: bool    # WCE; False: every write is durable before its callback
     max_atomic_bytes: int   # the largest `atomic_write`; 0: the store has none
+    deallocates: bool    # `unmap` frees space (False: it writes zeros, the file system cannot punch holes)
 
     def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None]) -> None:
         """Exactly `length` bytes at `offset` (zeros past the end of the file)."""

@@ -54,6 +54,10 @@ class EncryptedBackstore:
         self._zero_block = bytes(inner.block_size)
 
     @property
+    def deallocates(self) -> bool:
+        return self._inner.deallocates
+
+    @property
     def write_cache(self) -> bool:
         return self._inner.write_cache
 

@@ -3,16 +3,23 @@
 The store never creates its file (the supervisor creates a LUN's image once, target/backstore/images.py); given
 the image's identity (`ImageIdentity`) it opens only that file and raises ImageGone otherwise. A regular file is
 extended when smaller than the LUN, never truncated.
-Short transfers are continued; a read that meets the end of the file is completed with zeros.
+Short transfers are continued; a read that meets the end of the file is completed with zeros. Where the file
+system refuses a fallocate mode (tmpfs: no FALLOC_FL_ZERO_RANGE; ramfs: no hole punching) the range is written
+with zeros instead, and the refusal remembered so that it is paid once. Whether holes can be punched is probed
+at open (`deallocates`), for the Logical Block Provisioning VPD to promise only what the file can do; zeroing is
+found out at its first refusal, since no VPD bit depends on it and a probe of ZERO_RANGE could allocate blocks.
+Every error names the operation, the path and the offset.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from struct import Struct
 
 from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, RWF_DSYNC, error_for
@@ -20,12 +27,16 @@ from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RAN
 from ..reactor import Reactor
 from .base import BackstoreError
 from .buffers import BufferPool
+from .fill import fill
 
 _PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 _ZERO = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
 _FLOCK = Struct("hh4xqqi4x")        # struct flock on 64-bit Linux: type, whence, start, len, pid (0 for OFD)
 _FS_IOC_GETVERSION = 0x80087601     # _IOR('v', 1, long): the inode's generation, written as an int
 _GENERATION = Struct("I4x")
+_ZERO_CHUNK = bytes(1 << 20)        # what a range is written with where fallocate cannot zero or punch it
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
 
 
 @dataclass(frozen=True)
@@ -125,11 +136,25 @@ def _status(callback: Callable[[OSError | None], None], what: str) -> Callable[[
     return lambda res: callback(None if res >= 0 else error_for(res, what))
 
 
+def _punches_holes(fd: int, size: int, block_size: int) -> bool:
+    """Whether the file system behind a regular file can punch holes: a punch past the end of the file (which
+    changes nothing, KEEP_SIZE) is refused with EOPNOTSUPP where it cannot. A block device is taken at its word
+    (a refusal is met when it comes, as for any file)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return True
+    end = max(size, st.st_size)
+    end += -end % block_size
+    if _libc.fallocate(fd, _PUNCH, end, block_size) == 0:
+        return True
+    return ctypes.get_errno() != errno.EOPNOTSUPP
+
+
 class FileBackstore:
     """A LUN stored in a file or block device; `direct` opens it O_DIRECT with page-aligned buffers; `image`:
     the file must be that one (ImageGone otherwise)."""
 
-    __slots__ = ("path", "size", "block_size", "write_cache", "_fd", "_reactor", "_pool")
+    __slots__ = ("path", "size", "block_size", "write_cache", "_fd", "_reactor", "_pool", "_refused")
 
     max_atomic_bytes = 0                # no atomic writes (atomic.py adds them to regular files)
 
@@ -143,6 +168,8 @@ class FileBackstore:
         self.write_cache = write_cache
         self._reactor = reactor
         self._pool = BufferPool(aligned=direct)
+        # fallocate modes the file system refused: hole punching is probed now, for the VPD pages to tell
+        self._refused = set() if _punches_holes(self._fd, self.size, block_size) else {_PUNCH}
 
     def _transfer(self, prep, what: str, buf, done: int, offset: int, rw_flags: int, finish) -> None:
         """prep(fd, rest of buf, offset, token, rw_flags) until all of buf is done: finish(None); the
@@ -154,7 +181,7 @@ class FileBackstore:
         """The completion handler of a transfer op queued after `done` bytes of buf."""
         def complete(res: int) -> None:
             if res < 0:
-                finish(error_for(res, f"{what} {self.path}"))
+                finish(error_for(res, f"{what} {self.path} at offset {offset + done}"))
             elif done + res == len(buf):
                 finish(None)
             elif res == 0:
@@ -195,7 +222,7 @@ class FileBackstore:
 
         def finish(outcome) -> None:
             if isinstance(outcome, int):        # the kernel wrote nothing more
-                outcome = error_for(-errno.ENOSPC, f"write {self.path}")
+                outcome = error_for(-errno.ENOSPC, f"write {self.path} at offset {offset + outcome}")
             callback(outcome)
 
         def complete(res: int) -> None:
@@ -210,8 +237,7 @@ class FileBackstore:
                                       datasync=True)
 
     def unmap(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
-        token = self._reactor.token(_status(callback, f"unmap {self.path}"))
-        self._reactor.ring.prep_fallocate(self._fd, _PUNCH, offset, length, token)
+        self._fallocate(_PUNCH, "unmap", offset, length, callback)
 
     def try_lock(self, offset: int, length: int) -> bool:
         """An OFD write lock on the byte range, without waiting: False while another process holds it."""
@@ -221,8 +247,28 @@ class FileBackstore:
         ofd_unlock(self._fd, offset, length)
 
     def write_zeroes(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
-        token = self._reactor.token(_status(callback, f"zero {self.path}"))
-        self._reactor.ring.prep_fallocate(self._fd, _ZERO, offset, length, token)
+        self._fallocate(_ZERO, "zero", offset, length, callback)
+
+    @property
+    def deallocates(self) -> bool:
+        """Whether `unmap` frees space (the file system punches holes) rather than writing zeros."""
+        return _PUNCH not in self._refused
+
+    def _fallocate(self, mode: int, what: str, offset: int, length: int,
+                   callback: Callable[[OSError | None], None]) -> None:
+        """fallocate through the ring; where the file system refuses `mode` (EOPNOTSUPP) the range is written
+        with zeros instead, and from then on at once."""
+        if mode in self._refused:
+            fill(partial(FileBackstore.write, self), offset, length, _ZERO_CHUNK, callback)
+            return
+
+        def done(res: int) -> None:
+            if res == -errno.EOPNOTSUPP:
+                self._refused.add(mode)
+                self._fallocate(mode, what, offset, length, callback)
+            else:
+                callback(None if res >= 0 else error_for(res, f"{what} {self.path} at offset {offset}"))
+        self._reactor.ring.prep_fallocate(self._fd, mode, offset, length, self._reactor.token(done))
 
     def extents(self, offset: int, length: int):
         """Yield the range as consecutive (offset, length, mapped) pieces, from SEEK_DATA/SEEK_HOLE (metadata

@@ -39,6 +39,7 @@ class NullBackstore:
         self._later(callback, None)
 
     max_atomic_bytes = MAX_ATOMIC_BYTES
+    deallocates = False                 # nothing is allocated
 
     def atomic_write(self, offset: int, data, callback: Callable[[OSError | None], None]) -> None:
         self._later(callback, None)

@@ -26,8 +26,9 @@ from .discovery import send_targets
 from .errors import LoginFailure, ProtocolError
 from .framing import FrameDecoder
 from .login import COMMAND_WINDOW, Login
-from .negotiation import CRC32C, encode_text, parse_text
+from .negotiation import CRC32C, NOT_UNDERSTOOD, encode_text, parse_text
 from .sequencing import CommandWindow, serial_lt
+from .text_exchange import MAX_KEY_TEXT, TextExchange, TextRefused
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class Connection:
         self.activity = True            # something arrived since the last keepalive check
         self.stopping = False           # target shutdown: close as soon as no command is outstanding
         self.digests: OutputDigests | None = None   # CRC32C digests on what we send, once negotiated
+        self.text_exchange = TextExchange(self._new_ttt)
 
     # -- input ----------------------------------------------------------------------------------------------
     def receive_data(self, data) -> None:
@@ -525,22 +527,35 @@ class Connection:
 
     def _text(self, pdu: P.TextRequest) -> None:
         try:
-            pairs = parse_text(pdu.data)
-        except LoginFailure:
-            self._reject(pdu, P.REJECT_PROTOCOL_ERROR)
+            flags, ttt, text = self.text_exchange.receive(pdu.w16, pdu.w20, pdu.flags, pdu.data,
+                                                          self.params.max_recv_data_segment_length,
+                                                          self._text_answer)
+        except TextRefused as refused:
+            log.warning("%s:%d: text request rejected: %s", *self.peer_address, refused)
+            self._reject(pdu, refused.reason)
             return
-        answers = []
-        for key, value in pairs:
-            if key == "SendTargets":
-                answers += send_targets(value, self.host.access.visible(self.initiator_name),
-                                        self.target and self.session_key[2],
-                                        self.local_address, self.host.portal_group_tag)
-            else:
-                answers.append((key, "NotUnderstood"))
-        text = encode_text(answers)
         stat_sn, exp, max_sn = self._seq()
-        self.out.append(P.frame(P.encode(P.TEXT_RESPONSE, P.FINAL, len(text), lun=pdu.lun_field, itt=pdu.w16,
-                                         w20=P.RESERVED_TAG, w24=stat_sn, w28=exp, w32=max_sn), text))
+        self.out.append(P.frame(P.encode(P.TEXT_RESPONSE, flags, len(text), lun=pdu.lun_field, itt=pdu.w16,
+                                         w20=ttt, w24=stat_sn, w28=exp, w32=max_sn), text))
+
+    def _text_answer(self, text: bytes) -> bytes:
+        """The answer to a whole text request: SendTargets (discovery.py), once; NotUnderstood for any other key,
+        for at most MAX_KEY_TEXT bytes of them (what the answer holds is the target list and that much)."""
+        try:
+            pairs = parse_text(text)
+        except LoginFailure as failure:
+            raise TextRefused(P.REJECT_PROTOCOL_ERROR, str(failure)) from None
+        if len({key for key, _ in pairs}) < len(pairs):     # RFC 7143 §6.2: no key offered twice
+            raise TextRefused(P.REJECT_PROTOCOL_ERROR, "a key offered twice in one text request")
+        unknown = encode_text((key, NOT_UNDERSTOOD) for key, _ in pairs if key != "SendTargets")
+        if len(unknown) > MAX_KEY_TEXT:
+            raise TextRefused(P.REJECT_OUT_OF_RESOURCES, f"{len(pairs)} keys in one text request")
+        value = next((value for key, value in pairs if key == "SendTargets"), None)
+        if value is None:
+            return unknown
+        return unknown + encode_text(send_targets(value, self.host.access.visible(self.initiator_name),
+                                                  self.target and self.session_key[2], self.local_address,
+                                                  self.host.portal_group_tag))
 
     def _logout(self, pdu: P.LogoutRequest) -> None:
         reason = pdu.flags & 0x7F

@@ -19,6 +19,7 @@ from .errors import (LOGIN_AUTH_FAILURE, LOGIN_AUTHORIZATION_FAILURE, LOGIN_INIT
                      LoginFailure)
 from .negotiation import (KEYS, OUR_MAX_RECV_DATA_SEGMENT_LENGTH, REJECT, Key, Negotiator, SessionParams,
                           encode_text, parse_text)
+from .text_exchange import MAX_KEY_TEXT, KeyText
 
 SECURITY = 0
 OPERATIONAL = 1
@@ -46,7 +47,7 @@ class Login:
         self.negotiator = Negotiator(self.params, offers)
         self.stage: int | None = None
         self.first: P.LoginRequest | None = None
-        self.pending_text = b""
+        self.pending_text = KeyText()                # key text of continued requests (C bit), joined at the end
         self.declared_ours = False
         self.leading_checked = False
         self.done = False
@@ -85,11 +86,13 @@ class Login:
         if transit and req.cont:
             raise LoginFailure(LOGIN_INITIATOR_ERROR, "T and C bits both set")
         self.stage = csg
-        self.pending_text += req.data
+        if not self.pending_text.add(req.data):
+            # RFC 7143 §11.13.5 class 2, not 3 (out of resources): the same text would be refused again, so the
+            # initiator is told not to retry it rather than that the target may manage later
+            raise LoginFailure(LOGIN_INITIATOR_ERROR, f"login key text longer than {MAX_KEY_TEXT} bytes")
         if req.cont:                      # more text follows in the next PDU: acknowledge with an empty reply
             return self._response(csg, 0, False, b"")
-        pairs = parse_text(self.pending_text)
-        self.pending_text = b""
+        pairs = parse_text(self.pending_text.take())
         security = [(k, v) for k, v in pairs if k in SECURITY_KEYS]
         if security and csg == OPERATIONAL:
             raise LoginFailure(LOGIN_INITIATOR_ERROR, "security key in operational stage")

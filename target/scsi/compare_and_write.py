@@ -16,10 +16,9 @@ from struct import Struct
 
 from . import cdb as C
 from .data_out import block_data, exact_data
-from .sbc import check_range, first_difference, written
-from .sense import (ILLEGAL_REQUEST, LBA_OUT_OF_RANGE, MEDIUM_ERROR, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
-                    UNRECOVERED_READ_ERROR, ScsiError, check_condition, fail,
-                    invalid_cdb)
+from .sbc import check_range, first_difference, io_failed, written
+from .sense import (ILLEGAL_REQUEST, LBA_OUT_OF_RANGE, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
+                    UNRECOVERED_READ_ERROR, ScsiError, fail, invalid_cdb)
 
 MAX_COMPARE_AND_WRITE_BLOCKS = 1    # Block Limits VPD; what ATS sends
 RETRY_SECONDS = 0.001               # how soon a range locked by another worker is tried again
@@ -92,7 +91,7 @@ def _read_modify_write(target, unit, task, offset: int, length: int, fua: bool, 
         def modified(old) -> None:
             if isinstance(old, OSError):
                 release()
-                check_condition(task, MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
+                io_failed(task, unit, old, UNRECOVERED_READ_ERROR)
                 return
             try:
                 new = modify(old)
@@ -100,7 +99,7 @@ def _read_modify_write(target, unit, task, offset: int, length: int, fua: bool, 
                 release()
                 fail(task, error)
                 return
-            finish = written(task)
+            finish = written(task, unit)
 
             def stored(error) -> None:
                 release()

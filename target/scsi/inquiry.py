@@ -5,7 +5,7 @@ from struct import Struct
 
 from .lun import HOLE_BYTES, OPTIMAL_TRANSFER_BYTES, PRODUCT, REVISION, VENDOR, LogicalUnit
 from .compare_and_write import MAX_COMPARE_AND_WRITE_BLOCKS
-from .provisioning import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS
+from .provisioning import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, deallocates
 from .opcodes import SERVICE_ACTIONS
 from .sense import invalid_cdb
 from .xcopy import EXTENDED_COPY, RECEIVE_COPY_RESULTS
@@ -84,7 +84,7 @@ def _device_identification(unit: LogicalUnit) -> bytes:
 
 def _block_limits(unit: LogicalUnit) -> bytes:
     optimal = max(1, OPTIMAL_TRANSFER_BYTES // unit.block_size)
-    unmap_blocks, unmap_descriptors, granularity = (0, 0, 0) if not unit.thin else (
+    unmap_blocks, unmap_descriptors, granularity = (0, 0, 0) if not deallocates(unit) else (
         MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, max(1, HOLE_BYTES // unit.block_size))
     return _BLOCK_LIMITS.pack(_WSNZ, MAX_COMPARE_AND_WRITE_BLOCKS, unit.blocks_per_physical,
                               unit.max_transfer_blocks, optimal, 0,
@@ -100,6 +100,8 @@ def _block_device_characteristics(unit: LogicalUnit) -> bytes:
 def _logical_block_provisioning(unit: LogicalUnit) -> bytes:
     if not unit.thin:
         return _PROVISIONING.pack(0, 0, 0)              # fully provisioned, no unmap
+    if not deallocates(unit):                           # thin, but UNMAP could only write zeros: not offered
+        return _PROVISIONING.pack(0, _LBPRZ, _THIN)
     return _PROVISIONING.pack(0, _LBPU | _LBPWS | _LBPWS10 | _LBPRZ, _THIN)
 
 

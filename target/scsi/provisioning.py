@@ -4,13 +4,17 @@ and GET LBA STATUS, plus the SERVICE ACTION IN(16) dispatch it shares with READ 
 Unmapped blocks are holes punched in the file (FALLOC_FL_PUNCH_HOLE through the ring); they read back as zeros
 (LBPRZ). Which blocks are mapped comes from the file's SEEK_DATA/SEEK_HOLE. A block of zeros written by WRITE
 SAME without UNMAP becomes allocated zeros (FALLOC_FL_ZERO_RANGE); any other pattern is written chunk by chunk.
-No anchored state (ANC_SUP=0). On a unit that is not thin (`thin = false`) UNMAP and GET LBA STATUS are not
-offered and WRITE SAME writes.
+Where the file system refuses either fallocate mode the backstore writes the zeros instead (file.py); on a file
+that cannot punch holes (`deallocates` false) the VPD pages offer neither UNMAP nor WRITE SAME with UNMAP
+(LBPU = LBPWS = LBPWS10 = 0), since SBC-3 lets WRITE SAME with UNMAP write the blocks where it cannot unmap them
+but an UNMAP that only writes zeros frees nothing. No anchored state (ANC_SUP=0). On a unit that is not thin
+(`thin = false`) UNMAP and GET LBA STATUS are not offered and WRITE SAME writes.
 """
 from __future__ import annotations
 
 from struct import Struct
 
+from ..backstore.fill import fill
 from . import cdb as C
 from .data_out import exact_data, parameter_data
 from .sbc import read_capacity16, written
@@ -27,6 +31,11 @@ _UNMAP_DESCRIPTOR = Struct(">QI4x")
 _LBA_STATUS_HEADER = Struct(">I4x")
 _LBA_STATUS = Struct(">QIB3x")
 MAPPED, DEALLOCATED = 0, 1
+
+
+def deallocates(unit) -> bool:
+    """Whether UNMAP frees the blocks of `unit`: it is thin and its file can punch holes."""
+    return unit.thin and unit.backstore.deallocates
 
 
 def _require_thin(unit) -> None:
@@ -74,7 +83,7 @@ def unmap(target, unit, task):
     if not ranges:
         return b""
     size = unit.block_size
-    done = _after_all(len(ranges), written(task))
+    done = _after_all(len(ranges), written(task, unit))
     for lba, blocks in ranges:
         unit.backstore.unmap(lba * size, blocks * size, done)
     return None
@@ -113,30 +122,15 @@ def make_write_same(layout: C.LbaLayout):
             return b""
         offset, length = lba * size, count * size
         if flags & C.WS_UNMAP:
-            unit.backstore.unmap(offset, length, written(task))
+            unit.backstore.unmap(offset, length, written(task, unit))
         elif pattern is None:
-            unit.backstore.write_zeroes(offset, length, written(task))
+            unit.backstore.write_zeroes(offset, length, written(task, unit))
         else:
-            _write_pattern(unit.backstore, offset, length, pattern, written(task))
+            chunk = pattern * max(1, min(WRITE_CHUNK, length) // size)
+            fill(unit.backstore.write, offset, length, chunk, written(task, unit))
         return None
 
     return write_same
-
-
-def _write_pattern(store, offset: int, length: int, pattern: bytes, done) -> None:
-    """Write `pattern` over the range, one chunk of up to WRITE_CHUNK bytes after the other."""
-    chunk = pattern * max(1, min(WRITE_CHUNK, length) // len(pattern))
-    end = offset + length
-
-    def next_chunk(error):
-        nonlocal offset
-        if error is not None or offset >= end:
-            done(error)
-            return
-        piece = memoryview(chunk)[:min(len(chunk), end - offset)]
-        at, offset = offset, offset + len(piece)
-        store.write(at, piece, False, next_chunk)
-    next_chunk(None)
 
 
 def get_lba_status(target, unit, task) -> bytes:

@@ -7,17 +7,22 @@ when the backstore will finish the task, or the data-in bytes (b"" for none) whe
 """
 from __future__ import annotations
 
+import errno
 import logging
 from struct import Struct
 
 from . import cdb as C
+from ..lograte import RateLimitedLog
 from .data_out import block_data, parameter_data
-from .sense import (ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, LBA_OUT_OF_RANGE, MEDIUM_ERROR, MISCOMPARE,
-                    MISCOMPARE_DURING_VERIFY, UNRECOVERED_READ_ERROR, WRITE_ERROR,
-                    ScsiError, check_condition, fail, invalid_cdb)
+from .sense import (DATA_PROTECT, ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, LBA_OUT_OF_RANGE, MEDIUM_ERROR,
+                    MISCOMPARE, MISCOMPARE_DURING_VERIFY,
+                    SPACE_ALLOCATION_FAILED_WRITE_PROTECT, UNRECOVERED_READ_ERROR, WRITE_ERROR, ScsiError,
+                    check_condition, fail, invalid_cdb)
 from .task import GOOD
 
 log = logging.getLogger(__name__)
+_io_errors = RateLimitedLog(log)
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 _CAPACITY10 = Struct(">II")
 _CAPACITY16 = Struct(">QIxBH16x")   # LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT; LBPME/LBPRZ
 _LBPME_LBPRZ = 0xC000               # READ CAPACITY(16) bytes 14-15: thin, unmapped blocks read as zeros
@@ -33,14 +38,35 @@ def check_range(unit, lba: int, count: int, count_byte: int) -> None:
         raise invalid_cdb(count_byte)
 
 
-def written(task):
-    """Completion for a write or a flush: GOOD, or MEDIUM ERROR / WRITE ERROR."""
+def written(task, unit):
+    """Completion for a write, an unmap or a flush of `unit`: GOOD, or the error's sense (`io_failed`)."""
     def done(error):
         if error is None:
             task.finish(GOOD)
         else:
-            check_condition(task, MEDIUM_ERROR, WRITE_ERROR)
+            io_failed(task, unit, error, WRITE_ERROR)
     return done
+
+
+def io_failed(task, unit, error: OSError, asc_ascq: int) -> None:
+    """A backstore error as CHECK CONDITION with the sense `io_error` gives it."""
+    check_condition(task, *io_error(unit, error, asc_ascq))
+
+
+def io_error(unit, error: OSError, asc_ascq: int, key: int | None = None) -> tuple[int, int]:
+    """The sense (key, ASC/ASCQ) of a backstore error: SPACE ALLOCATION FAILED WRITE PROTECT where the file system
+    has no space left (SBC-3 thin provisioning: the initiator learns that space ran out, not that the medium is
+    bad), under DATA PROTECT; else `asc_ascq` (UNRECOVERED READ ERROR or WRITE ERROR) under MEDIUM ERROR; `key`
+    instead where given (COPY ABORTED). Logged with what the error names (operation, path, offset) and its errno,
+    once per interval per LUN and sense: a full disk fails every write."""
+    if error.errno in _NO_SPACE:
+        key, asc_ascq = key or DATA_PROTECT, SPACE_ALLOCATION_FAILED_WRITE_PROTECT
+    else:
+        key = key or MEDIUM_ERROR
+    _io_errors.error((unit, asc_ascq), "LUN %d of %s: %s (errno %d): answered sense %X/%02X/%02X",
+                     unit.lun_id, unit.identity.target_iqn, error.strerror, error.errno, key, asc_ascq >> 8,
+                     asc_ascq & 0xFF)
+    return key, asc_ascq
 
 
 def make_read(layout: C.LbaLayout):
@@ -57,7 +83,7 @@ def make_read(layout: C.LbaLayout):
 
         def done(result):
             if isinstance(result, OSError):
-                check_condition(task, MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
+                io_failed(task, unit, result, UNRECOVERED_READ_ERROR)
             else:
                 task.finish(GOOD, result)
 
@@ -83,7 +109,7 @@ def make_write(layout: C.LbaLayout):
         data = block_data(task, count * size, size)
         if data is None:
             return b""
-        unit.backstore.write(lba * size, data, bool(flags & C.FUA), written(task))
+        unit.backstore.write(lba * size, data, bool(flags & C.FUA), written(task, unit))
         return None
 
     return write
@@ -108,7 +134,7 @@ def write_atomic16(target, unit, task):
     data = block_data(task, count * size, size)
     if data is None:
         return b""
-    unit.backstore.atomic_write(lba * size, data, written(task))
+    unit.backstore.atomic_write(lba * size, data, written(task, unit))
     return None
 
 
@@ -130,13 +156,13 @@ def make_write_and_verify(layout: C.LbaLayout):
             return b""
         offset = lba * size
         compare = flags & C.BYTCHK
-        finish = written(task)
+        finish = written(task, unit)
 
         def stored(error) -> None:
             if error is not None or not compare:
                 finish(error)
             else:
-                unit.backstore.read(offset, len(data), _comparer(task, data))
+                unit.backstore.read(offset, len(data), _comparer(task, unit, data))
 
         unit.backstore.write(offset, data, True, stored)
         return None
@@ -144,11 +170,11 @@ def make_write_and_verify(layout: C.LbaLayout):
     return write_and_verify
 
 
-def _comparer(task, expected):
+def _comparer(task, unit, expected):
     """Completion of a read whose data must equal `expected`: GOOD, MISCOMPARE, or MEDIUM ERROR."""
     def done(result) -> None:
         if isinstance(result, OSError):
-            check_condition(task, MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
+            io_failed(task, unit, result, UNRECOVERED_READ_ERROR)
             return
         offset = first_difference(expected, result)
         if offset is None:
@@ -180,7 +206,7 @@ def make_verify(layout: C.LbaLayout):
         if not count:
             return b""
         expected = bytes(data[:size]) * count if check == C.BYTCHK_ONE_BLOCK else data[:count * size]
-        unit.backstore.read(lba * size, count * size, _comparer(task, expected))
+        unit.backstore.read(lba * size, count * size, _comparer(task, unit, expected))
         return None
 
     return verify
@@ -201,9 +227,9 @@ def make_synchronize_cache(layout: C.LbaLayout):
         if lba + count > unit.blocks:
             raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
         if flags & C.IMMED:
-            unit.backstore.flush(_immediate_flushed)
+            unit.backstore.flush(_immediate_flushed(unit))
             return b""
-        unit.backstore.flush(written(task))
+        unit.backstore.flush(written(task, unit))
         return None
 
     return synchronize_cache
@@ -236,10 +262,13 @@ def read_defect_data12(target, unit, task) -> bytes:
     return _DEFECTS12.pack(lists)[:alloc]
 
 
-def _immediate_flushed(error) -> None:
+def _immediate_flushed(unit):
     """Completion of an IMMED flush: GOOD status went out already, so all that is left is to log."""
-    if error is not None:
-        log.error("SYNCHRONIZE CACHE with IMMED failed: %s", error)
+    def done(error) -> None:
+        if error is not None:
+            _io_errors.error((unit, "flush"), "LUN %d of %s: SYNCHRONIZE CACHE with IMMED failed: %s (errno %d)",
+                             unit.lun_id, unit.identity.target_iqn, error.strerror, error.errno)
+    return done
 
 
 def read_capacity10(target, unit, task) -> bytes:

@@ -16,6 +16,7 @@ from struct import Struct
 
 from .data_out import parameter_data
 from .lun import BUSY, MEDIUM, WRITES
+from .sbc import io_error
 from .sense import (COPY_ABORTED, COPY_TARGET_DEVICE_NOT_REACHABLE, ILLEGAL_REQUEST, NO_ADDITIONAL_SENSE,
                     PARAMETER_LIST_LENGTH_ERROR, TOO_MANY_SEGMENT_DESCRIPTORS, TOO_MANY_TARGET_DESCRIPTORS,
                     UNRECOVERED_READ_ERROR, UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE,
@@ -182,12 +183,12 @@ def _run_segments(segments: list, copied: list, finished) -> None:
 
         def read(result) -> None:
             if isinstance(result, OSError):
-                finished(ScsiError(COPY_ABORTED, UNRECOVERED_READ_ERROR))
+                finished(ScsiError(*io_error(source, result, UNRECOVERED_READ_ERROR, COPY_ABORTED)))
                 return
 
             def written(error) -> None:
                 if error is not None:
-                    finished(ScsiError(COPY_ABORTED, WRITE_ERROR))
+                    finished(ScsiError(*io_error(destination, error, WRITE_ERROR, COPY_ABORTED)))
                     return
                 copied[0] += length
                 next_chunk(index + 1)

@@ -12,7 +12,6 @@
 The figures (RSS before and after, commands sent and answered) are printed: run pytest with -s to see them."""
 import json
 import select
-import socket
 import struct
 import threading
 import time
