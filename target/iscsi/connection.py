@@ -43,6 +43,7 @@ TMF_NO_TASK = 1
 TMF_NO_LUN = 2
 TMF_REASSIGN_UNSUPPORTED = 4
 TMF_NOT_SUPPORTED = 5
+TMF_FUNCTION_REJECTED = 255
 
 _EMPTY = memoryview(b"")
 _NO_RESIDUAL = (0, 0)
@@ -64,8 +65,15 @@ class HeldResponse:
         self.waiting: set = set()
 
     def waits_for_target(self, conn: "Connection"):
+        """The target's `done(rejected=False)`: rejected when it could not perform the function (no answer from
+        the coordinator in time): FUNCTION REJECTED, from which initiators escalate."""
         self.waiting.add(TARGET_DONE)
-        return lambda: conn._release(self, TARGET_DONE)
+
+        def done(rejected: bool = False) -> None:
+            if rejected:
+                self.response = TMF_FUNCTION_REJECTED
+            conn._release(self, TARGET_DONE)
+        return done
 
 
 TARGET_DONE = object()
