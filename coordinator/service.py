@@ -52,6 +52,7 @@ import zmq
 
 from .endpoints import SEND_QUEUE, control_endpoint, workers_endpoint
 from target.lograte import RateLimitedLog
+from target.watchdog import beat
 
 from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, WITHDRAW, Message,
                      SchemaError, decode, encode)
@@ -189,6 +190,7 @@ class CoordinatorService:
     def run(self, stopping: Callable[[], bool], tick: float = 0.5) -> None:
         while not stopping():
             self.run_once(tick)
+            beat()                          # the supervisor's watchdog (target/watchdog.py)
 
     def run_once(self, timeout: float) -> None:
         now = time.monotonic()

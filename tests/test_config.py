@@ -20,6 +20,7 @@ nop_interval = 2.5
 initial_r2t = false
 immediate_data = true
 busy_poll_us = 50
+hang_timeout = 4.5
 
 [[target]]
 iqn = "iqn.2026-11.org.example:disk1"
@@ -90,6 +91,7 @@ def test_full_config(tmp_path):
     assert (server.workers, server.log_level, server.nop_interval, server.initial_r2t) == (3, "debug", 2.5, False)
     assert server.immediate_data is True
     assert server.busy_poll_us == 50.0
+    assert server.hang_timeout == 4.5
     assert server.state_dir == str(tmp_path / "state")
     disk, null = config.targets[0].luns
     assert config.targets[0].alias == "disk1"
@@ -114,6 +116,7 @@ def test_defaults_and_derived_identity(tmp_path):
     assert (server.log_level, server.nop_interval, server.initial_r2t) == ("info", 30.0, True)
     assert server.immediate_data is False
     assert server.busy_poll_us == 0
+    assert server.hang_timeout == 10.0
     assert server.state_dir == str(tmp_path / "var")
     lun = config.targets[0].luns[0]
     assert (lun.block_size, lun.backstore, lun.direct, lun.write_cache) == (512, "file", False, True)
@@ -185,6 +188,9 @@ def test_parse_size_rejects(text):
     ("[server]\nbusy_poll_us = -1\n" + MINIMAL, "server.busy_poll_us: must be 0..1000 microseconds"),
     ("[server]\nbusy_poll_us = 5000\n" + MINIMAL, "server.busy_poll_us: must be 0..1000 microseconds"),
     ("[server]\nbusy_poll_us = 'fast'\n" + MINIMAL, "server.busy_poll_us: must be an integer or a number"),
+    ("[server]\nhang_timeout = 1\n" + MINIMAL, "server.hang_timeout: must be finite seconds >= 2"),
+    ("[server]\nhang_timeout = inf\n" + MINIMAL, "server.hang_timeout: must be finite seconds >= 2"),
+    ("[server]\nhang_timeout = 'soon'\n" + MINIMAL, "server.hang_timeout: must be an integer or a number"),
     ("[server]\nportals = []\n" + MINIMAL, "server.portals: must list at least one host:port"),
     ("[server]\nportals = ['::1:3260']\n" + MINIMAL, "server.portals[0]: must be 'host:port' or '[ipv6]:port'"),
     ("[server]\nportals = ['h:1', 'h: 2']\n" + MINIMAL, "server.portals[1]: must be 'host:port'"),
