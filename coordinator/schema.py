@@ -7,9 +7,9 @@
 when unused), `kind` names the domain operation (e.g. "session.login"; "" when unused), `body` a map with
 string keys, `deadline` (a request's, optional) the CLOCK_MONOTONIC time (time.monotonic(): one clock for every
 process of the host) after which the requester has answered its command without the coordinator, so the
-coordinator must not apply it any more. `decode` accepts exactly that shape and raises `SchemaError` (with a reason) for anything else —
-bytes that are not msgpack, another schema version, a missing field, a field of the wrong type — so a
-malformed message is logged and dropped, never crashes a loop.
+coordinator must not apply it any more. `decode` accepts exactly that shape and raises `SchemaError` (with a
+reason) for anything else — bytes that are not msgpack, another schema version, a missing field, a field of
+the wrong type — so a malformed message is logged and dropped, never crashes a loop.
 
 Message types and who sends them:
     HELLO    worker → coordinator   on every (re)connection; body {pid, index}

@@ -20,11 +20,14 @@ session registry forgets its sessions). A worker that stops cleanly says BYE, wh
 that is alive but does not ack within `ack_timeout` seconds is logged as an error and not waited for, then or
 for later pushes, until it sends something again (a stopped worker costs one request `ack_timeout`, not every
 request; the supervisor's watchdog kills and restarts it after `hang_timeout`).
+Requests a restarted worker resends (after a coordinator restart) are recognised by (origin, id) and answered
+from a small reply cache instead of being applied twice.
+
 Deadlines and withdrawal (see coordinator/client.py): a request carrying a deadline (a command) that is still
 queued when its deadline passes is dropped, not applied: its worker has answered the command without us. A
-WITHDRAW from a worker (the command's connection closed) drops the request if it is still queued. Either way the
-worker gets an ERROR {"dropped": True}. Requests a restarted worker resends (after a coordinator restart) are recognised by (origin, id) and answered
-from a small reply cache instead of being applied twice.
+WITHDRAW from a worker (the command's connection closed) drops the request if it is still queued (applied
+already, it stays applied, as a command whose response was lost). Either way the worker gets an ERROR
+{"dropped": True}, and the drop is logged (rate-limited).
 
 Control clients (`ringtgt sessions` …) send REQUESTs on control.sock; their origin is "control", and their
 broadcasts go to every worker. The coordinator's own parts (the cluster bus) `submit` work the same way.
@@ -50,10 +53,10 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from .endpoints import SEND_QUEUE, control_endpoint, workers_endpoint
 from target.lograte import RateLimitedLog
 from target.watchdog import beat
 
+from .endpoints import SEND_QUEUE, control_endpoint, workers_endpoint
 from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, WITHDRAW, Message,
                      SchemaError, decode, encode)
 
@@ -291,14 +294,14 @@ class CoordinatorService:
             if (request.origin == origin and request.message.id == request_id and request.resolved is None
                     and request.message.type == REQUEST):
                 self._queue.remove(request)
-                self._drop(request, "withdrawn (its connection closed)")
+                self._drop(request, "withdrawn", "its connection closed")
                 return
 
-    def _drop(self, request: _Queued, why: str) -> None:
+    def _drop(self, request: _Queued, why: str, detail: str) -> None:
         message = request.message
-        self._dropped.warning((message.kind, why), "dropped %s %d from %s unapplied: %s", message.kind, message.id,
-                              request.origin, why)
-        self._answer(request, encode(ERROR, message.id, message.kind, {"error": why, "dropped": True}))
+        self._dropped.warning((message.kind, why), "dropped %s %d from %s unapplied: %s (%s)", message.kind,
+                              message.id, request.origin, why, detail)
+        self._answer(request, encode(ERROR, message.id, message.kind, {"error": f"{why}: {detail}", "dropped": True}))
 
     # -- workers coming and going ---------------------------------------------------------------------------
     def _hello(self, routing_id: bytes, origin: str, body: dict) -> None:
@@ -354,7 +357,7 @@ class CoordinatorService:
             request = self._queue.popleft()
             deadline = request.message.deadline
             if deadline and request.resolved is None and (late := time.monotonic() - deadline) >= 0:
-                self._drop(request, f"its deadline passed {late:.1f} s ago (its worker has answered it)")
+                self._drop(request, "expired", f"its deadline passed {late:.1f} s ago; its worker has answered it")
                 continue
             self._current = request
             try:
@@ -365,7 +368,8 @@ class CoordinatorService:
                 continue                    # deferred
             answer, pushes = handled
             targets = [info.routing_id for origin, info in self.workers.items() if origin != request.origin]
-            awaited = [origin for origin in self.workers if origin != request.origin and origin not in self._lagging]
+            awaited = [origin for origin in self.workers
+                       if origin != request.origin and origin not in self._lagging]
             acks = set()
             for push_id, data in pushes if targets else ():
                 for routing_id in targets:

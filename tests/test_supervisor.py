@@ -45,7 +45,8 @@ class Running:
         self.out = tmp_path / "out"
         self.out.mkdir()
         config = tmp_path / "ringtgt.toml"
-        config.write_text(f"[server]\nworkers = {workers}\nhang_timeout = 2\n[[target]]\niqn = 'iqn.2026-11.org.test:t'\n"
+        config.write_text(f"[server]\nworkers = {workers}\nhang_timeout = 2\n"
+                          "[[target]]\niqn = 'iqn.2026-11.org.test:t'\n"
                           "[[target.lun]]\nid = 0\nbackstore = 'null'\nsize = 4096\n")
         self.log_path = tmp_path / "supervisor.log"
         with open(self.log_path, "w") as log:
