@@ -121,6 +121,7 @@ def test_a_stopped_worker_is_killed_and_restarted_and_not_waited_for(ringtgt):
         ini.clear_unit_attentions()
     with b:
         with stopped(stuck):
+            since = time.monotonic()
             for key in (0x11, 0x12, 0x13):
                 result, seconds = timed(prout, b, REGISTER, 0 if key == 0x11 else key - 1, key)
                 print(f"PR OUT through the other worker while worker {stuck} is stopped: status "
@@ -130,7 +131,8 @@ def test_a_stopped_worker_is_killed_and_restarted_and_not_waited_for(ringtgt):
                  timeout=30, what="the supervisor to log the hang")
         replacement = poll(lambda: [p for p in tgt.listening_children() if p not in (stuck, serving)], timeout=30,
                            what="a new worker")[0]
-        print(f"worker {stuck} hung, killed, replaced by {replacement}")
+        print(f"worker {stuck} stopped, killed as hung, replaced by {replacement} listening "
+              f"{time.monotonic() - since:.2f} s after SIGSTOP")
         assert lines(tgt, f"(pid {stuck}) killed by SIGKILL; restarting")
         tgt.workers = [serving, replacement]
         _, again, seconds = logged_in(tgt, f"{NAME}-again", lambda p: p == replacement)
@@ -145,10 +147,12 @@ def test_a_stopped_coordinator_is_killed_and_restarted(ringtgt):
     tgt = ringtgt(workers=2, server_extra="hang_timeout = 3")
     old = tgt.coordinator()
     with stopped(old):
+        since = time.monotonic()
         new = poll(lambda: (pid := tgt.coordinator()) not in (None, old) and pid, timeout=30,
                    what="the supervisor to replace the stopped coordinator")
+        seconds = time.monotonic() - since
     assert lines(tgt, f"coordinator (pid {old}) hung: no heartbeat for 3 s (hang_timeout); killing it")
-    print(f"coordinator {old} hung, killed, replaced by {new}")
+    print(f"coordinator {old} stopped, killed as hung, replaced by {new} {seconds:.2f} s after SIGSTOP")
     pid, ini, _ = logged_in(tgt, f"{NAME}-after")
     with ini:
         ini.clear_unit_attentions()
