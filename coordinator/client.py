@@ -3,6 +3,8 @@ worker's own io_uring loop (no thread).
 
     client = CoordinatorClient(reactor, state_dir, index)
     client.request("session.login", {...}, on_reply)     # on_reply(body) later, from the worker loop
+    client.request("pr.request", {...}, on_reply, owner=nexus, late=on_late)   # a command's request
+    client.withdraw(nexus)                                 # the nexus's connection closed
     client.notify("session.logout", {...})                 # fire and forget
     client.subscribe("session.end", on_push)               # on_push(body, ack): call ack() once, when applied
     client.on_connect(resync)                              # after every (re)connection to a coordinator
@@ -19,6 +21,18 @@ coordinator; the client then says HELLO {pid, index}. The coordinator answers WE
 (a restarted coordinator: ZeroMQ reconnects by itself) makes the client resend its unanswered requests and
 run the on_connect callbacks, which re-register the worker's state. A reply body carrying "error" means the
 coordinator could not serve the request (unknown kind, handler failure).
+
+Deadlines. Every request is answered within `timeout` seconds (REQUEST_TIMEOUT by default): past it the
+callback gets {"error", "expired": True} (logged, rate-limited) and the caller answers its command without the
+coordinator (BUSY, a rejected task management function, a login that proceeds). The client then counts the
+coordinator as unresponsive (`responsive` False) until the next message from it, so callers that would wait for
+it (a login) stop waiting at once. A request with an `owner` (the I_T nexus whose command it serves) is a
+command: it carries its deadline, the coordinator drops it unapplied once the deadline has passed (the caller
+has answered it), and `withdraw(owner)` (its connection closed) takes back the ones still queued at the
+coordinator, so a command is never applied long after its initiator has gone. A request without an owner is a
+report of the worker's state (a login, a nexus loss): applied whenever the coordinator gets to it. Either way a
+reply arriving after the callback gave up goes to `late(reply)`, if given, so a change the coordinator applied
+after all still reaches this worker's copy of the state (every other worker has it through the pushes).
 """
 from __future__ import annotations
 
@@ -26,20 +40,43 @@ import itertools
 import logging
 import os
 import select
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from target.lograte import RateLimitedLog
+
 from .endpoints import SEND_QUEUE, workers_endpoint
-from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, SchemaError, decode,
-                     encode)
+from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, WITHDRAW, SchemaError,
+                     decode, encode)
 
 log = logging.getLogger(__name__)
 
 CLOSE_LINGER_MS = 200           # how long close() lets the goodbye reach the coordinator
+REQUEST_TIMEOUT = 5.0           # seconds a request waits for its reply (above the coordinator's ACK_TIMEOUT)
+LATE_REMEMBERED = 1024          # given-up requests whose late reply is still applied (the oldest forgotten)
 
 PushHandler = Callable[[dict, Callable[[], None]], None]
+
+
+class _Request:
+    """A request waiting for its reply."""
+
+    __slots__ = ("kind", "body", "callback", "late", "owner", "deadline")
+
+    def __init__(self, kind: str, body: dict, callback, late, owner, deadline: float):
+        self.kind = kind
+        self.body = body
+        self.callback = callback
+        self.late = late
+        self.owner = owner
+        self.deadline = deadline            # sent with a command (owner set), 0 otherwise
+
+    def encode(self, request_id: int) -> bytes:
+        return encode(REQUEST, request_id, self.kind, self.body, self.deadline)
 
 
 class _Watch:
@@ -102,7 +139,11 @@ class CoordinatorClient:
         self.socket = sock
         self.epoch: str | None = None           # the coordinator incarnation last welcomed by
         self._next_id = itertools.count(1).__next__
-        self._pending: dict[int, tuple[str, dict, Callable[[dict], None]]] = {}
+        self.reactor = reactor
+        self.responsive = True                  # False from a request's expiry to the next message
+        self._pending: dict[int, _Request] = {}
+        self._late: OrderedDict[int, Callable[[dict], None]] = OrderedDict()   # given up, late reply handlers
+        self._expiries = RateLimitedLog(log)
         self._subscriptions: dict[str, PushHandler] = {}
         self._connect_hooks: list[Callable[[], None]] = []
         self._watch = _Watch(reactor, sock, self._on_message)
@@ -114,10 +155,24 @@ class CoordinatorClient:
         self._watch.drain()
 
     # -- the contract ---------------------------------------------------------------------------------------
-    def request(self, kind: str, body: dict, callback: Callable[[dict], None]) -> None:
+    def request(self, kind: str, body: dict, callback: Callable[[dict], None], *, owner: str | None = None,
+                late: Callable[[dict], None] | None = None, timeout: float = REQUEST_TIMEOUT) -> None:
+        """callback(reply) once: the reply, or {"error", "expired": True} after `timeout` seconds. `owner`,
+        `late`: see the module docstring."""
         request_id = self._next_id()
-        self._pending[request_id] = (kind, body, callback)
-        self._send(encode(REQUEST, request_id, kind, body))
+        entry = _Request(kind, body, callback, late, owner, 0.0 if owner is None else time.monotonic() + timeout)
+        self._pending[request_id] = entry
+        self._send(entry.encode(request_id))
+        self.reactor.ring.prep_timeout(timeout, self.reactor.token(lambda res: self._expire(request_id, timeout)))
+
+    def withdraw(self, owner: str) -> None:
+        """The commands of `owner` still waiting are taken back: the coordinator drops those it has not applied
+        yet; their callbacks are not called (the connection is gone), `late` still is."""
+        for request_id, entry in list(self._pending.items()):
+            if entry.owner == owner:
+                del self._pending[request_id]
+                self._give_up(request_id, entry)
+                self._send(encode(WITHDRAW, request_id))
 
     def notify(self, kind: str, body: dict) -> None:
         self._send(encode(NOTIFY, 0, kind, body))
@@ -147,6 +202,22 @@ class CoordinatorClient:
             log.error("coordinator send queue full (%d messages): message dropped", SEND_QUEUE)
         self._watch.schedule()
 
+    def _expire(self, request_id: int, timeout: float) -> None:
+        entry = self._pending.pop(request_id, None)
+        if entry is None:
+            return
+        self.responsive = False
+        self._give_up(request_id, entry)
+        self._expiries.warning(entry.kind, "worker %d: no answer from the coordinator to %s within %g s: "
+                               "answered without it", self.index, entry.kind, timeout)
+        entry.callback({"error": f"no answer from the coordinator within {timeout:g} s", "expired": True})
+
+    def _give_up(self, request_id: int, entry: _Request) -> None:
+        if entry.late is not None:
+            self._late[request_id] = entry.late
+            if len(self._late) > LATE_REMEMBERED:
+                self._late.popitem(last=False)
+
     def _on_monitor_event(self, frames: list[bytes]) -> None:
         if parse_monitor_message(frames)["event"] == zmq.EVENT_CONNECTED:
             self._send(encode(HELLO, body={"pid": os.getpid(), "index": self.index}))
@@ -158,10 +229,15 @@ class CoordinatorClient:
             log.warning("dropped a malformed message from the coordinator: %s", exc)
             return
         kind = message.type
+        self.responsive = True
         if kind in (REPLY, ERROR):
             entry = self._pending.pop(message.id, None)
             if entry is not None:
-                entry[2](message.body)
+                entry.callback(message.body)
+            else:
+                late = self._late.pop(message.id, None)
+                if late is not None and kind == REPLY:
+                    late(message.body)      # applied after all, after this worker answered without it
         elif kind == PUSH:
             self._push(message.id, message.kind, message.body)
         elif kind == WELCOME:
@@ -199,8 +275,8 @@ class CoordinatorClient:
         self.epoch = epoch
         if restarted:
             log.info("worker %d: coordinator restarted; resending %d requests", self.index, len(self._pending))
-        for request_id, (kind, body, _) in list(self._pending.items()):
-            self._send(encode(REQUEST, request_id, kind, body))
+        for request_id, entry in list(self._pending.items()):
+            self._send(entry.encode(request_id))
         for hook in self._connect_hooks:
             try:
                 hook()

@@ -1,7 +1,9 @@
-"""Control clients' side of the coordinator (`ringtgt sessions` …): one blocking request on control.sock."""
+"""Control clients' side of the coordinator (`ringtgt sessions` …): one blocking request on control.sock. The
+request carries its deadline: a coordinator that gets to it only after the client gave up drops it unapplied."""
 from __future__ import annotations
 
 import os
+import time
 
 import zmq
 
@@ -23,7 +25,7 @@ def control_request(state_dir: str, kind: str, body: dict | None = None, timeout
     with zmq.Context() as context, context.socket(zmq.DEALER) as sock:
         sock.linger = 0
         sock.connect(endpoint)
-        sock.send(encode(REQUEST, 1, kind, body or {}))
+        sock.send(encode(REQUEST, 1, kind, body or {}, time.monotonic() + timeout))
         if not sock.poll(int(timeout * 1000)):
             raise ControlError(f"no answer from the coordinator at {endpoint} within {timeout:g} s")
         try:

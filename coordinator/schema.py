@@ -1,12 +1,15 @@
 """The coordinator's wire format: one msgpack array per ZeroMQ message, with an explicit schema version.
 
-    [SCHEMA_VERSION, type, id, kind, body]
+    [SCHEMA_VERSION, type, id, kind, body]            or, for a request with a deadline,
+    [SCHEMA_VERSION, type, id, kind, body, deadline]
 
 `type` is one of the message types below, `id` an unsigned integer (the request or push it belongs to; 0
 when unused), `kind` names the domain operation (e.g. "session.login"; "" when unused), `body` a map with
-string keys. `decode` accepts exactly that shape and raises `SchemaError` (with a reason) for anything else —
-bytes that are not msgpack, another schema version, a missing field, a field of the wrong type — so a
-malformed message is logged and dropped, never crashes a loop.
+string keys, `deadline` (a request's, optional) the CLOCK_MONOTONIC time (time.monotonic(): one clock for every
+process of the host) after which the requester has answered its command without the coordinator, so the
+coordinator must not apply it any more. `decode` accepts exactly that shape and raises `SchemaError` (with a
+reason) for anything else — bytes that are not msgpack, another schema version, a missing field, a field of
+the wrong type — so a malformed message is logged and dropped, never crashes a loop.
 
 Message types and who sends them:
     HELLO    worker → coordinator   on every (re)connection; body {pid, index}
@@ -15,6 +18,7 @@ Message types and who sends them:
     REQUEST  worker/control → coordinator   id, kind, body; answered by REPLY or ERROR with the same id
     REPLY    coordinator → requester
     ERROR    coordinator → requester   body {"error": reason}
+    WITHDRAW worker → coordinator   id: the request is withdrawn (its connection closed); not applied if still queued
     NOTIFY   worker → coordinator   kind, body; no answer
     PUSH     coordinator → worker   id, kind, body; the worker answers ACK with the same id once applied
     ACK      worker → coordinator
@@ -37,7 +41,8 @@ ERROR = "error"
 NOTIFY = "notify"
 PUSH = "push"
 ACK = "ack"
-TYPES = frozenset((HELLO, WELCOME, BYE, REQUEST, REPLY, ERROR, NOTIFY, PUSH, ACK))
+WITHDRAW = "withdraw"
+TYPES = frozenset((HELLO, WELCOME, BYE, REQUEST, REPLY, ERROR, NOTIFY, PUSH, ACK, WITHDRAW))
 
 _EMPTY: dict = {}
 
@@ -51,11 +56,15 @@ class Message(NamedTuple):
     id: int = 0
     kind: str = ""
     body: dict = _EMPTY
+    deadline: float = 0.0           # 0: none
 
 
-def encode(type_: str, id_: int = 0, kind: str = "", body: dict = _EMPTY) -> bytes:
+def encode(type_: str, id_: int = 0, kind: str = "", body: dict = _EMPTY, deadline: float = 0.0) -> bytes:
     """The wire bytes of one message (a body that msgpack cannot encode raises TypeError at the caller)."""
-    return msgpack.packb([SCHEMA_VERSION, type_, id_, kind, body], use_bin_type=True)
+    fields = [SCHEMA_VERSION, type_, id_, kind, body]
+    if deadline:
+        fields.append(float(deadline))
+    return msgpack.packb(fields, use_bin_type=True)
 
 
 def decode(data: bytes) -> Message:
@@ -66,9 +75,10 @@ def decode(data: bytes) -> Message:
         fields = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:        # msgpack raises several unrelated types for bad input
         raise SchemaError(f"not a msgpack message: {exc}") from None
-    if not isinstance(fields, list) or len(fields) != 5:
-        raise SchemaError(f"expected a 5-element array [version, type, id, kind, body], got {fields!r:.80}")
-    version, type_, id_, kind, body = fields
+    if not isinstance(fields, list) or len(fields) not in (5, 6):
+        raise SchemaError(f"expected an array [version, type, id, kind, body(, deadline)], got {fields!r:.80}")
+    version, type_, id_, kind, body, *rest = fields
+    deadline = rest[0] if rest else 0.0
     if version != SCHEMA_VERSION or type(version) is not int:
         raise SchemaError(f"schema version {version!r:.20} is not the supported version {SCHEMA_VERSION}")
     if type_ not in TYPES:
@@ -79,4 +89,6 @@ def decode(data: bytes) -> Message:
         raise SchemaError(f"message kind must be a string, got {kind!r:.40}")
     if not isinstance(body, dict) or not all(isinstance(k, str) for k in body):
         raise SchemaError(f"message body must be a map with string keys, got {body!r:.80}")
-    return Message(type_, id_, kind, body)
+    if type(deadline) not in (int, float) or not 0 <= deadline < float("inf"):
+        raise SchemaError(f"message deadline must be a finite time >= 0, got {deadline!r:.40}")
+    return Message(type_, id_, kind, body, float(deadline))

@@ -17,9 +17,17 @@ Workers. A worker says HELLO {pid, index} on every connection (origin = its Zero
 pidfd (`os.pidfd_open`, readable once the process has exited): a worker that dies — even by SIGKILL — is
 dropped at once, its pending acks are no longer awaited, and the `on_worker_gone` hooks run (e.g. the
 session registry forgets its sessions). A worker that stops cleanly says BYE, which does the same. A worker
-that is alive but does not ack within `ack_timeout` seconds is logged as an error and not waited for.
+that is alive but does not ack within `ack_timeout` seconds is logged as an error and not waited for, then or
+for later pushes, until it sends something again (a stopped worker costs one request `ack_timeout`, not every
+request; the supervisor's watchdog kills and restarts it after `hang_timeout`).
 Requests a restarted worker resends (after a coordinator restart) are recognised by (origin, id) and answered
 from a small reply cache instead of being applied twice.
+
+Deadlines and withdrawal (see coordinator/client.py): a request carrying a deadline (a command) that is still
+queued when its deadline passes is dropped, not applied: its worker has answered the command without us. A
+WITHDRAW from a worker (the command's connection closed) drops the request if it is still queued (applied
+already, it stays applied, as a command whose response was lost). Either way the worker gets an ERROR
+{"dropped": True}, and the drop is logged (rate-limited).
 
 Control clients (`ringtgt sessions` …) send REQUESTs on control.sock; their origin is "control", and their
 broadcasts go to every worker. The coordinator's own parts (the cluster bus) `submit` work the same way.
@@ -45,13 +53,16 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from target.lograte import RateLimitedLog
+from target.watchdog import beat
+
 from .endpoints import SEND_QUEUE, control_endpoint, workers_endpoint
-from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, Message, SchemaError,
-                     decode, encode)
+from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, WITHDRAW, Message,
+                     SchemaError, decode, encode)
 
 log = logging.getLogger("ringtgt.coordinator")
 
-ACK_TIMEOUT = 10.0
+ACK_TIMEOUT = 3.0           # below the workers' REQUEST_TIMEOUT: a stuck worker's peers still answer in time
 REPLY_CACHE = 256           # answered request ids remembered per worker, for resent duplicates
 CONTROL_ORIGIN = "control"
 INTERNAL_ORIGIN = "coordinator"
@@ -120,6 +131,8 @@ class CoordinatorService:
         self.ack_timeout = ack_timeout
         self.epoch = os.urandom(8).hex()
         self.workers: dict[str, WorkerInfo] = {}
+        self._lagging: set[str] = set()          # workers that missed an ack deadline: not waited for
+        self._dropped = RateLimitedLog(log)
         self._handlers: dict[str, Handler] = {}
         self._gone_hooks: list[Callable[[str], None]] = []
         self._queue: deque[_Queued] = deque()
@@ -180,6 +193,7 @@ class CoordinatorService:
     def run(self, stopping: Callable[[], bool], tick: float = 0.5) -> None:
         while not stopping():
             self.run_once(tick)
+            beat()                          # the supervisor's watchdog (target/watchdog.py)
 
     def run_once(self, timeout: float) -> None:
         now = time.monotonic()
@@ -199,8 +213,10 @@ class CoordinatorService:
         awaiting = self._awaiting
         if awaiting is not None and now >= awaiting.deadline:
             late = sorted({origin for origin, _ in awaiting.acks})
-            log.error("%s from %s: no ack from %s within %.1f s; replying without them",
-                      awaiting.request.message.kind, awaiting.request.origin, ", ".join(late), self.ack_timeout)
+            log.error("%s from %s: no ack from %s within %.1f s; replying without them (and not waiting for them "
+                      "again until they answer)", awaiting.request.message.kind, awaiting.request.origin,
+                      ", ".join(late), self.ack_timeout)
+            self._lagging.update(late)
             self._finish()
 
     def close(self) -> None:
@@ -230,6 +246,9 @@ class CoordinatorService:
         for routing_id, message in self._receive(self.worker_socket):
             origin = routing_id.decode("ascii", "replace")
             kind = message.type
+            if origin in self._lagging:
+                self._lagging.discard(origin)
+                log.info("worker %s answers again", origin)
             if kind == ACK:
                 self._acked(origin, message.id)
             elif kind in (REQUEST, NOTIFY):
@@ -238,6 +257,8 @@ class CoordinatorService:
                 self._queue.append(_Queued(self.worker_socket, routing_id, origin, message))
             elif kind == HELLO:
                 self._hello(routing_id, origin, message.body)
+            elif kind == WITHDRAW:
+                self._withdraw(origin, message.id)
             elif kind == BYE:
                 self._gone(origin, "said goodbye")
             else:
@@ -267,6 +288,21 @@ class CoordinatorService:
             answered.popitem(last=False)
         return False
 
+    def _withdraw(self, origin: str, request_id: int) -> None:
+        """A worker takes back a request (its connection closed): dropped if still queued; too late otherwise."""
+        for request in self._queue:
+            if (request.origin == origin and request.message.id == request_id and request.resolved is None
+                    and request.message.type == REQUEST):
+                self._queue.remove(request)
+                self._drop(request, "withdrawn", "its connection closed")
+                return
+
+    def _drop(self, request: _Queued, why: str, detail: str) -> None:
+        message = request.message
+        self._dropped.warning((message.kind, why), "dropped %s %d from %s unapplied: %s (%s)", message.kind,
+                              message.id, request.origin, why, detail)
+        self._answer(request, encode(ERROR, message.id, message.kind, {"error": f"{why}: {detail}", "dropped": True}))
+
     # -- workers coming and going ---------------------------------------------------------------------------
     def _hello(self, routing_id: bytes, origin: str, body: dict) -> None:
         pid, index = body.get("pid"), body.get("index")
@@ -287,6 +323,7 @@ class CoordinatorService:
     def _gone(self, origin: str, how: str) -> None:
         info = self.workers.pop(origin, None)
         self._answered.pop(origin, None)
+        self._lagging.discard(origin)
         if info is None:
             return
         self.unwatch(info.pidfd)
@@ -318,6 +355,10 @@ class CoordinatorService:
         """Handle queued requests until one has broadcasts to wait for (or the queue is empty)."""
         while self._awaiting is None and self._queue and self._current is None:
             request = self._queue.popleft()
+            deadline = request.message.deadline
+            if deadline and request.resolved is None and (late := time.monotonic() - deadline) >= 0:
+                self._drop(request, "expired", f"its deadline passed {late:.1f} s ago; its worker has answered it")
+                continue
             self._current = request
             try:
                 handled = self._handle(request)
@@ -327,11 +368,13 @@ class CoordinatorService:
                 continue                    # deferred
             answer, pushes = handled
             targets = [info.routing_id for origin, info in self.workers.items() if origin != request.origin]
+            awaited = [origin for origin in self.workers
+                       if origin != request.origin and origin not in self._lagging]
             acks = set()
             for push_id, data in pushes if targets else ():
                 for routing_id in targets:
                     self.worker_socket.send_multipart([routing_id, data])
-                acks.update((origin, push_id) for origin in self.workers if origin != request.origin)
+                acks.update((origin, push_id) for origin in awaited)
             if acks:
                 self._awaiting = _Awaiting(request, answer, acks, time.monotonic() + self.ack_timeout)
             else:

@@ -41,6 +41,7 @@ MAX_SERIAL_CHARS = 64
 MIN_CHAP_SECRET_CHARS = 12   # RFC 7143 §12.1.3 wants at least 96 bits of secret
 MAX_CHAP_CHARS = 255
 MAX_BUSY_POLL_US = 1000     # a spin longer than a millisecond only burns the CPU a sleep would have given away
+MIN_HANG_TIMEOUT = 2.0      # [server] hang_timeout: four turns of the slowest loop (0.5 s), so load is no hang
 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]i?b|b)?", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1} | {
@@ -72,6 +73,7 @@ class ServerConfig:
     busy_poll_us: float = 0
     max_prelogin_connections: int = 256     # connections still logging in a worker holds (the idlest goes)
     max_prelogin_per_address: int = 32      # the same, from one source address (an IPv6 /64)
+    hang_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,10 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
     busy_poll_us = float(t.take("busy_poll_us", (int, float), 0))
     if not 0 <= busy_poll_us <= MAX_BUSY_POLL_US:
         raise t.error("busy_poll_us", f"must be 0..{MAX_BUSY_POLL_US} microseconds (0 = off), got {busy_poll_us}")
+    hang_timeout = float(t.take("hang_timeout", (int, float), 10))
+    if not MIN_HANG_TIMEOUT <= hang_timeout < float("inf"):
+        raise t.error("hang_timeout", f"must be finite seconds >= {MIN_HANG_TIMEOUT:g} (a process's loop turns "
+                      f"every 0.5 s at most), got {hang_timeout}")
     t.finish()
     return ServerConfig(
         portals=portals,
@@ -339,6 +345,7 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
         initial_r2t=initial_r2t,
         immediate_data=immediate_data,
         busy_poll_us=busy_poll_us,
+        hang_timeout=hang_timeout,
     )
 
 
@@ -570,6 +577,7 @@ def dump_config(config: Config) -> str:
         f"initial_r2t = {_toml(s.initial_r2t)}",
         f"immediate_data = {_toml(s.immediate_data)}",
         f"busy_poll_us = {s.busy_poll_us!r}",
+        f"hang_timeout = {s.hang_timeout!r}",
     ]
     lines += _dump_auth("discovery", config.discovery)
     for target in config.targets:

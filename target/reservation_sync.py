@@ -64,11 +64,13 @@ class ReservationSync:
         return apply
 
     def _refresh(self) -> None:
-        self.coordinator.request("pr.views", {}, self._views)
+        self.coordinator.request("pr.views", {}, self._views, late=self._views)
 
     def _views(self, reply: dict) -> None:
+        """The views (also late: the coordinator answers when it catches up), or the request's expiry."""
         if "error" in reply:
-            log.error("pr.views failed in the coordinator: %s", reply["error"])
+            if not reply.get("expired"):
+                log.error("pr.views failed in the coordinator: %s", reply["error"])
             return
         for iqn, lun, view in reply["units"]:
             target = self.targets.get(iqn)

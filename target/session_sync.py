@@ -4,8 +4,11 @@ Every normal session is reported at login ("session.login") and at its end ("ses
 (re)connection to a coordinator the worker's whole list is sent again ("session.resync"). The final Login
 Response of a new session is parked until the coordinator answers the login: by then an older session with
 the same initiator name + ISID + target on another worker has been closed (RFC 7143 §6.3.5 reinstatement
-across workers). If the coordinator does not answer within LOGIN_WAIT seconds (it is restarting, say) the
-login proceeds anyway, with a warning: availability first. Discovery sessions are not registered.
+across workers). If the coordinator does not answer within LOGIN_WAIT seconds (it is restarting or stopped, say)
+the login proceeds anyway, with a warning: availability first; and while the coordinator is known not to answer
+(coordinator/client.py `responsive`) later logins proceed at once, not LOGIN_WAIT seconds each. Either way the
+session is registered when the coordinator catches up (the request stays queued: a login is a report, not a
+command, and its answer closes the sessions it replaced then). Discovery sessions are not registered.
 """
 from __future__ import annotations
 
@@ -13,7 +16,10 @@ import logging
 import os
 import time
 
+from .lograte import RateLimitedLog
+
 log = logging.getLogger(__name__)
+unanswered = RateLimitedLog(log)
 
 LOGIN_WAIT = 5.0
 
@@ -43,10 +49,16 @@ class SessionSync:
             "client": conn.peer_address[0], "client_port": conn.peer_address[1],
             "worker": self.worker.index, "pid": os.getpid(), "login_time": time.time(),
         }
-        self._parked[conn], conn.out = conn.out, []
-        self.coordinator.request("session.login", record, lambda reply: self._confirmed(conn, reply))
-        reactor = self.worker.reactor
-        reactor.ring.prep_timeout(LOGIN_WAIT, reactor.token(lambda res: self._release(conn, timed_out=True)))
+        if self.coordinator.responsive:
+            self._parked[conn], conn.out = conn.out, []
+        else:
+            unanswered.warning("login", "the coordinator does not answer: login of %s proceeds at once (registered "
+                               "when it catches up)", conn.initiator_name)
+
+        def confirmed(reply: dict) -> None:
+            self._confirmed(conn, reply)
+
+        self.coordinator.request("session.login", record, confirmed, late=confirmed, timeout=LOGIN_WAIT)
 
     def ended(self, conn) -> None:
         """The connection is gone."""
@@ -55,21 +67,22 @@ class SessionSync:
             self.coordinator.notify("session.logout", {"tsih": conn.tsih})
 
     def _confirmed(self, conn, reply: dict) -> None:
-        if "error" in reply:
+        """The coordinator's answer (also a late one, after the login proceeded), or its expiry."""
+        if reply.get("expired"):
+            unanswered.warning("login", "no answer from the coordinator within %.0f s: login of %s proceeds "
+                               "without it", LOGIN_WAIT, conn.initiator_name)
+        elif "error" in reply:
             log.warning("coordinator could not register the session of %s: %s", conn.initiator_name,
                         reply["error"])
         for old in reply.get("replaced", ()):
             if old.get("origin") == self.coordinator.origin:
                 self._close(old.get("tsih"))
-        self._release(conn, timed_out=False)
+        self._release(conn)
 
-    def _release(self, conn, timed_out: bool) -> None:
+    def _release(self, conn) -> None:
         parked = self._parked.pop(conn, None)
         if parked is None:
             return
-        if timed_out:
-            log.warning("no answer from the coordinator within %.0f s: login of %s proceeds without it",
-                        LOGIN_WAIT, conn.initiator_name)
         conn.out[:0] = parked
         self.worker.output_ready(conn)
 
@@ -91,5 +104,5 @@ class SessionSync:
 
     @staticmethod
     def _resynced(reply: dict) -> None:
-        if "error" in reply:
+        if "error" in reply and not reply.get("expired"):
             log.warning("coordinator refused the session resync: %s", reply["error"])

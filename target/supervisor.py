@@ -5,7 +5,8 @@ It does no I/O but reading what a dead child reported on its pipe (crash_report.
 signals it cares about are blocked and taken synchronously with sigtimedwait, so SIGCHLD, SIGTERM/SIGINT and
 SIGHUP are handled one at a time in one loop. `serve` checks the configuration's portals, images and state_dir
 (preflight.py) before it builds the supervisor.
-SIGHUP is logged and ignored (configuration reload is not supported yet).
+SIGHUP is logged and ignored (configuration reload is not supported yet). A child that stops turning its loop
+for `hang_timeout` seconds is killed and restarted (target/watchdog.py, checked on the sigtimedwait timeout).
 """
 import logging
 import os
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 from target import crash_report
 from target.config import Config
+from target.watchdog import Watchdog
 
 WorkerFn = Callable[[Config, int, int], None]
 CoordinatorFn = Callable[[Config], None]
@@ -62,6 +64,7 @@ class Supervisor:
             _Child(f"worker {i}", _worker_main(worker_fn, config, i, cpus[i % len(cpus)]))
             for i in range(config.server.workers)
         ]
+        self._watchdog = Watchdog(config.server.hang_timeout, len(self._children))
 
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT, then stop every child; returns the exit status (0)."""
@@ -75,9 +78,9 @@ class Supervisor:
         log.info("supervisor pid %d starting %d children", os.getpid(), len(self._children))
         while True:
             self._start_due()
-            waiting = [c.due for c in self._children if not c.pid]
-            timeout = max(0.0, min(waiting) - time.monotonic()) if waiting else None
-            info = signal.sigtimedwait(_SIGNALS, timeout) if timeout is not None else signal.sigwaitinfo(_SIGNALS)
+            self._kill_hung()
+            wake = min([c.due for c in self._children if not c.pid], default=float("inf"))
+            info = signal.sigtimedwait(_SIGNALS, max(0.0, min(wake - time.monotonic(), self._watchdog.interval)))
             if info is None:
                 continue
             if info.si_signo == signal.SIGCHLD:
@@ -95,13 +98,25 @@ class Supervisor:
             if not child.pid and child.due <= now:
                 self._fork(child)
 
+    def _kill_hung(self) -> None:
+        now = time.monotonic()
+        for slot in self._watchdog.hung([i for i, c in enumerate(self._children) if c.pid], now):
+            child = self._children[slot]
+            log.error("%s (pid %d) hung: no heartbeat for %g s (hang_timeout); killing it", child.name, child.pid,
+                      self._watchdog.hang_timeout)
+            os.kill(child.pid, signal.SIGKILL)
+            self._watchdog.started(slot, now)       # not killed again while its death is on the way
+
     def _fork(self, child: _Child) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         child.report, report = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        slot = self._children.index(child)
+        self._watchdog.started(slot, time.monotonic())
         pid = os.fork()
         if pid == 0:
             os.close(child.report)
+            self._watchdog.enter(slot)
             _run_child(child, self._child_mask, report)
         os.close(report)
         child.pid, child.started = pid, time.monotonic()

@@ -33,6 +33,7 @@ from .reservation_sync import ReservationSync
 from .scsi.lun import LogicalUnit
 from .scsi.target import ScsiTarget
 from .session_sync import SessionSync
+from .watchdog import beat
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +378,7 @@ class Worker:
         drain_deadline = None
         while True:
             self.reactor.run_once(0.5)
+            beat()
             now = time.monotonic()
             if self.stopping and drain_deadline is None:
                 drain_deadline = now + DRAIN_SECONDS

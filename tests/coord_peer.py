@@ -9,6 +9,9 @@
         a Reactor on a real ring with a CoordinatorClient. Reads commands from stdin (watched with the same
         io_uring poll op), one per line, and prints events as JSON lines on stdout:
             request KIND JSON    → {"event": "reply", "kind", "body"}
+            command OWNER TIMEOUT KIND JSON   a command's request (owner, deadline) → "reply" as above, and
+                                 {"event": "late", "kind", "body"} for a reply after it gave up
+            withdraw OWNER       → client.withdraw(OWNER)
             hold                 → from now on, "apply" pushes are not acked (until "release"); {"event": "holding"}
             release              → ack every held push
         On every push: {"event": "push", "kind", "body"} (printed before the ack). On every connection to a
@@ -88,6 +91,14 @@ def run_worker(state_dir: str, index: int) -> None:
                 kind, _, body = rest.partition(" ")
                 client.request(kind, json.loads(body or "{}"),
                                lambda reply, kind=kind: emit(event="reply", kind=kind, body=reply))
+            elif command == "command":
+                owner, timeout, kind, body = rest.split(" ", 3)
+                client.request(kind, json.loads(body), lambda reply, kind=kind: emit(event="reply", kind=kind,
+                                                                                     body=reply),
+                               owner=owner, timeout=float(timeout),
+                               late=lambda reply, kind=kind: emit(event="late", kind=kind, body=reply))
+            elif command == "withdraw":
+                client.withdraw(rest)
             elif command == "hold":
                 holding.append(True)
                 emit(event="holding")

@@ -22,6 +22,7 @@ immediate_data = true
 busy_poll_us = 50
 max_prelogin_connections = 100
 max_prelogin_per_address = 10
+hang_timeout = 4.5
 
 [[target]]
 iqn = "iqn.2026-11.org.example:disk1"
@@ -93,6 +94,7 @@ def test_full_config(tmp_path):
     assert server.immediate_data is True
     assert server.busy_poll_us == 50.0
     assert (server.max_prelogin_connections, server.max_prelogin_per_address) == (100, 10)
+    assert server.hang_timeout == 4.5
     assert server.state_dir == str(tmp_path / "state")
     disk, null = config.targets[0].luns
     assert config.targets[0].alias == "disk1"
@@ -118,6 +120,7 @@ def test_defaults_and_derived_identity(tmp_path):
     assert server.immediate_data is False
     assert server.busy_poll_us == 0
     assert (server.max_prelogin_connections, server.max_prelogin_per_address) == (256, 32)
+    assert server.hang_timeout == 10.0
     assert server.state_dir == str(tmp_path / "var")
     lun = config.targets[0].luns[0]
     assert (lun.block_size, lun.backstore, lun.direct, lun.write_cache) == (512, "file", False, True)
@@ -191,6 +194,9 @@ def test_parse_size_rejects(text):
     ("[server]\nbusy_poll_us = 'fast'\n" + MINIMAL, "server.busy_poll_us: must be an integer or a number"),
     ("[server]\nmax_prelogin_connections = 0\n" + MINIMAL, "server.max_prelogin_connections: must be at least 1"),
     ("[server]\nmax_prelogin_per_address = 1.5\n" + MINIMAL, "server.max_prelogin_per_address: must be an integer"),
+    ("[server]\nhang_timeout = 1\n" + MINIMAL, "server.hang_timeout: must be finite seconds >= 2"),
+    ("[server]\nhang_timeout = inf\n" + MINIMAL, "server.hang_timeout: must be finite seconds >= 2"),
+    ("[server]\nhang_timeout = 'soon'\n" + MINIMAL, "server.hang_timeout: must be an integer or a number"),
     ("[server]\nportals = []\n" + MINIMAL, "server.portals: must list at least one host:port"),
     ("[server]\nportals = ['::1:3260']\n" + MINIMAL, "server.portals[0]: must be 'host:port' or '[ipv6]:port'"),
     ("[server]\nportals = ['h:1', 'h: 2']\n" + MINIMAL, "server.portals[1]: must be 'host:port'"),

@@ -165,6 +165,55 @@ def test_a_silent_worker_is_given_up_after_the_ack_timeout(peers, state_dir):
     assert a.wait_for("reply", kind="set")["body"] == {"ok": True}
 
 
+def logged(peer: Peer, text: str) -> int:
+    return sum(text in line for line in list(peer.stderr))
+
+
+def test_a_worker_that_missed_an_ack_is_not_waited_for_again_until_it_answers(peers, state_dir):
+    service = coordinator(peers, state_dir, ack_timeout=1.0)
+    a, b = worker(peers, state_dir, 0), worker(peers, state_dir, 1)
+    b.send("hold")
+    b.wait_for("holding")
+    for value in (1, 2):
+        a.send(f'request set {{"value": {value}}}')
+        b.wait_for("push", body={"value": value})
+    poll_until(lambda: sum(e["event"] == "reply" for e in a.events) == 2, "both replies")
+    assert logged(service, "no ack from") == 1, service.stderr        # the second one did not wait for b
+    b.send("release")
+    a.send('request set {"value": 3}')
+    b.wait_for("push", body={"value": 3})
+    poll_until(lambda: logged(service, "answers again"), "b to be waited for again")
+
+
+def test_expired_and_withdrawn_commands_are_dropped_unapplied(peers, state_dir):
+    service = coordinator(peers, state_dir)
+    a, b = worker(peers, state_dir, 0), worker(peers, state_dir, 1)
+    b.send("hold")
+    b.wait_for("holding")
+    a.send('request set {"value": 1}')                 # the pipeline now waits for b's ack
+    b.wait_for("push", body={"value": 1})
+    a.send('command n1 0.2 set {"value": 2}')          # expires at the worker while queued at the coordinator
+    assert a.wait_for("reply", kind="set")["body"]["expired"] is True
+    a.send('command n2 30 set {"value": 3}')
+    a.send("withdraw n2")                              # its connection closed
+    poll_until(lambda: logged(service, "withdrawn"), "the coordinator to drop the withdrawn command")
+    b.send("release")
+    a.send('request echo {"after": "both"}')
+    a.wait_for("reply", kind="echo")
+    assert not b.has("push", body={"value": 2}) and not b.has("push", body={"value": 3}), b.events
+    assert not a.has("late"), a.events
+    assert logged(service, "dropped set") == 2, service.stderr
+    assert logged(service, "its deadline passed") == 1, service.stderr
+
+
+def poll_until(predicate, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
 def test_deferred_reply_lets_other_requests_through(peers, state_dir):
     coordinator(peers, state_dir)
     a, b = worker(peers, state_dir, 0), worker(peers, state_dir, 1)

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-# argv: out_dir config_file mode stop_timeout.  Each worker drops a file "<index>.<pid>.<cpu>" in out_dir; in mode
-# "coordinated" a coordinator runs too and, once told to stop, lists the workers still there in "coordinator-stopped".
+# argv: out_dir config_file mode stop_timeout.  Each worker drops a file "<index>.<pid>.<cpu>" in out_dir, and beats
+# the watchdog from its loop (but worker 1 in mode "hang"); in mode "coordinated" a coordinator runs too and, once
+# told to stop, lists the workers still there in "coordinator-stopped".
 SUPERVISOR = """
 import logging, os, signal, sys, time
 from target.config import load_config
 from target.supervisor import Supervisor
+from target.watchdog import beat
 
 out, config_file, mode, stop_timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 
@@ -30,12 +32,15 @@ def worker(config, index, cpu):
     open(os.path.join(out, f"{index}.{os.getpid()}.{cpu}"), "w").close()
     while not stop:
         time.sleep(0.02)
+        if mode != "hang" or index != 1:
+            beat()
 
 def coordinator(config):
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     while not stop:
         time.sleep(0.02)
+        beat()
     alive = [m for m in os.listdir(out) if os.path.exists(f"/proc/{m.split('.')[1]}")]
     open(os.path.join(out, "coordinator-stopped"), "w").write(" ".join(alive))
 
@@ -55,7 +60,8 @@ class Running:
         self.out = tmp_path / "out"
         self.out.mkdir()
         config = tmp_path / "ringtgt.toml"
-        config.write_text(f"[server]\nworkers = {workers}\n[[target]]\niqn = 'iqn.2026-11.org.test:t'\n"
+        config.write_text(f"[server]\nworkers = {workers}\nhang_timeout = 2\n"
+                          "[[target]]\niqn = 'iqn.2026-11.org.test:t'\n"
                           "[[target.lun]]\nid = 0\nbackstore = 'null'\nsize = 4096\n")
         self.log_path = tmp_path / "supervisor.log"
         with open(self.log_path, "w") as log:
@@ -146,6 +152,16 @@ def test_killed_worker_is_restarted_within_a_second(start):
     assert cpus_allowed(after[1][0]) == str(CPUS[1 % len(CPUS)])
     delay = re.search(rf"worker 1 \(pid {before[1][0]}\) killed by SIGKILL; restarting in ([0-9.]+)s", sup.log())
     assert delay and float(delay[1]) < 1.0, sup.log()   # the supervisor's own schedule, not the machine's load
+
+
+def test_hung_worker_is_killed_and_restarted(start):
+    sup = start(workers=2, mode="hang")
+    before = wait_for(lambda: len(sup.workers()) == 2 and sup.workers())
+    after = wait_for(lambda: 1 in sup.workers() and sup.workers()[1][0] != before[1][0] and sup.workers())
+    assert after[0] == before[0]                # the worker that beats is left alone
+    log = sup.log()
+    assert f"worker 1 (pid {before[1][0]}) hung: no heartbeat for 2 s (hang_timeout); killing it" in log
+    assert f"worker 1 (pid {before[1][0]}) killed by SIGKILL; restarting" in log
 
 
 @pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])

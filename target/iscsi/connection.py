@@ -50,6 +50,7 @@ TMF_NO_TASK = 1
 TMF_NO_LUN = 2
 TMF_REASSIGN_UNSUPPORTED = 4
 TMF_NOT_SUPPORTED = 5
+TMF_FUNCTION_REJECTED = 255
 
 # Unsent response bytes (SCSI data-in and status, NOP-In echoes) above which the window freezes and the socket is
 # not read: a full window of 32 KiB reads; one response bigger than that (up to MaxBurstLength) still goes whole
@@ -75,8 +76,15 @@ class HeldResponse:
         self.waiting: set = set()
 
     def waits_for_target(self, conn: "Connection"):
+        """The target's `done(rejected=False)`: rejected when it could not perform the function (no answer from
+        the coordinator in time): FUNCTION REJECTED, from which initiators escalate."""
         self.waiting.add(TARGET_DONE)
-        return lambda: conn._release(self, TARGET_DONE)
+
+        def done(rejected: bool = False) -> None:
+            if rejected:
+                self.response = TMF_FUNCTION_REJECTED
+            conn._release(self, TARGET_DONE)
+        return done
 
 
 TARGET_DONE = object()

@@ -2,7 +2,11 @@
 
 The worker keeps only the unit's `ConflictView`, refreshed from every answer and every "pr.change" push, so the
 per-I/O conflict check costs no round trip. PR IN/OUT and RESERVE/RELEASE are requests; their task finishes
-when the answer comes, i.e. after every other worker has applied the change.
+when the answer comes, i.e. after every other worker has applied the change. Without an answer within the
+client's deadline (the coordinator stopped, say) the task ends BUSY, which initiators retry (SAM-5 §5.3: "the
+logical unit is temporarily unable to accept the command"; the Linux SCSI layer requeues it), and the request is
+dropped by the coordinator unapplied; if the coordinator applied it just before, its late answer still updates
+this worker's view.
 """
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ from typing import Callable
 
 from .reservations import NOTHING_RESERVED, ConflictView, Outcome
 from .sense import HARDWARE_ERROR, INTERNAL_TARGET_FAILURE, build_sense
-from .task import CHECK_CONDITION
+from .task import BUSY, CHECK_CONDITION
 
 log = logging.getLogger(__name__)
 
 _FAILED = Outcome(CHECK_CONDITION, build_sense(HARDWARE_ERROR, INTERNAL_TARGET_FAILURE))
+_BUSY = Outcome(BUSY)
 
 
 class SharedReservations:
@@ -35,6 +40,9 @@ class SharedReservations:
                 "parameters": parameters}
 
         def answered(reply: dict) -> None:
+            if reply.get("expired"):
+                callback(_BUSY)
+                return
             if "error" in reply:
                 log.error("reservation request failed in the coordinator: %s", reply["error"])
                 callback(_FAILED)
@@ -45,9 +53,18 @@ class SharedReservations:
             else:
                 self.apply(reply["change"], lambda: callback(outcome))
 
-        self.coordinator.request("pr.request", body, answered)
+        self.coordinator.request("pr.request", body, answered, owner=nexus, late=self._late)
+
+    def _late(self, reply: dict) -> None:
+        """The coordinator applied a request after its task ended BUSY (or its connection closed)."""
+        if reply.get("change") is not None:
+            self.apply(reply["change"], _nothing)
 
     def apply(self, change: dict, done: Callable[[], None]) -> None:
         """A change from the coordinator (this worker's answer or another's push); `done` once the tasks it
         aborts here (PREEMPT AND ABORT) have stopped."""
         self.on_change(ConflictView.from_dict(change["view"]), change["attentions"], change["aborts"], done)
+
+
+def _nothing() -> None:
+    pass

@@ -18,12 +18,13 @@ from . import compare_and_write, mode, opcodes, pr, provisioning, sanitize, sbc,
 from .local_reservations import LocalReservations
 from .reservations import ConflictView
 from .lun import BUSY, MAX_TRANSFER_BYTES, MEDIUM, WRITES, LogicalUnit
-from .medium import MediumState
+from .medium import SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, MediumState
 from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, HARDWARE_ERROR,
                     ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
                     LOGICAL_UNIT_NOT_SUPPORTED, MODE_PARAMETERS_CHANGED, POWER_ON_OCCURRED, UNIT_ATTENTION,
                     ScsiError, check_condition, fail, invalid_cdb)
 from .shared_reservations import SharedReservations
+from .task import BUSY as STATUS_BUSY
 from .task import GOOD, RESERVATION_CONFLICT, Barrier
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,12 @@ class ScsiTarget:
     coordinator is the authority for reservations and unit attentions: resets and CLEAR TASK SET go through it
     and come back to every worker (`apply_reset`, `apply_clear`, pushed by target/reservation_sync.py), and
     `done` runs once every worker has applied them. Without one (SCSI objects built alone) all of it is local.
+
+    Every request to the coordinator has the client's deadline (coordinator/client.py): past it a command ends
+    BUSY and a task management function is answered FUNCTION REJECTED (`done(rejected=True)`: the initiator
+    escalates, to a target reset, then a new session), and the coordinator drops the request unapplied. A reply
+    that still comes (applied just before the deadline) is applied here too (`late`), so the workers agree.
+    A nexus that goes (`detach`) withdraws its commands still queued at the coordinator.
     """
 
     __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching", "call_later", "media", "copy_results")
@@ -150,26 +157,25 @@ class ScsiTarget:
 
     # -- sessions ---------------------------------------------------------------------------------------------
     def attach(self, nexus: str, session) -> None:
+        """The session's first commands wait for what the coordinator says is pending for the nexus, at most
+        ATTACH_WAIT seconds, and not at all while the coordinator is known not to answer: availability first,
+        they then run without (the answer is applied when it comes)."""
         self.nexuses[nexus] = session
         if self.coordinator is not None:
-            self.attaching[nexus] = []
-            self.coordinator.request("ua.attach", {"target": self.iqn, "nexus": nexus},
-                                     lambda reply: self._attached(nexus, reply))
-            self.call_later(ATTACH_WAIT, lambda: self._attach_timed_out(nexus))
+            if self.coordinator.responsive:
+                self.attaching[nexus] = []
 
-    def _attach_timed_out(self, nexus: str) -> None:
-        """No answer from the coordinator (it is restarting, say): availability first, the tasks run."""
-        held = self.attaching.pop(nexus, None)
-        if held is not None:
-            log.warning("no answer from the coordinator within %.0f s: %s proceeds without its unit attentions",
-                        ATTACH_WAIT, nexus)
-            for task in held:
-                self.execute(task)
+            def attached(reply: dict) -> None:
+                self._attached(nexus, reply)
+
+            self.coordinator.request("ua.attach", {"target": self.iqn, "nexus": nexus}, attached, late=attached,
+                                     timeout=ATTACH_WAIT)
 
     def _attached(self, nexus: str, reply: dict) -> None:
         held = self.attaching.pop(nexus, [])
         if "error" in reply:
-            log.error("ua.attach failed in the coordinator: %s", reply["error"])
+            if not reply.get("expired"):
+                log.error("ua.attach failed in the coordinator: %s", reply["error"])
         elif nexus in self.nexuses:
             for lun, queue in reply["attentions"]:
                 unit = self.luns.get(lun)
@@ -194,7 +200,9 @@ class ScsiTarget:
         else:
             for unit in self.luns.values():
                 unit.attentions.forget(nexus)
-            self.coordinator.request("pr.nexus_lost", {"target": self.iqn, "nexus": nexus}, self._nexus_gone)
+            self.coordinator.withdraw(nexus)
+            self.coordinator.request("pr.nexus_lost", {"target": self.iqn, "nexus": nexus}, self._nexus_gone,
+                                     late=self._nexus_gone)
 
     def _nexus_gone(self, reply: dict) -> None:
         for change in reply.get("changes", ()):
@@ -238,23 +246,27 @@ class ScsiTarget:
             task.finish(GOOD)
 
         self._decide_remotely(task, "mode.select", {"target": self.iqn, "lun": task.lun, "nexus": task.nexus,
-                                                    "wce": write_cache, "swp": software_write_protect}, decided)
+                                                    "wce": write_cache, "swp": software_write_protect}, decided,
+                              self.apply_mode)
         return None
 
-    def _decide_remotely(self, task, kind: str, body: dict, decided: Callable[[dict], None]) -> None:
+    def _decide_remotely(self, task, kind: str, body: dict, decided: Callable[[dict], None],
+                         late: Callable[[dict], None]) -> None:
         """Ask the coordinator to decide for `task`; `decided(reply)` finishes it, unless the coordinator failed
-        (HARDWARE ERROR)."""
+        (HARDWARE ERROR) or did not answer in time (BUSY; `late(reply)` if it applied the request after all)."""
         task.remote = True
 
         def done(reply: dict) -> None:
             task.remote = False
-            if "error" in reply:
+            if reply.get("expired"):
+                task.finish(STATUS_BUSY)
+            elif "error" in reply:
                 log.error("%s failed in the coordinator: %s", kind, reply["error"])
                 check_condition(task, HARDWARE_ERROR, INTERNAL_TARGET_FAILURE)
             else:
                 decided(reply)
 
-        self.coordinator.request(kind, body, done)
+        self.coordinator.request(kind, body, done, owner=task.nexus, late=late)
 
     def apply_mode(self, body: dict) -> None:
         """A mode change made through any worker: {lun, wce, swp, attentions: [[nexus, asc]…]}."""
@@ -290,8 +302,13 @@ class ScsiTarget:
             else:
                 then()
 
+        def late(reply: dict) -> None:
+            self.apply_medium(reply)
+            if action in (SANITIZE, SANITIZE_AUSE) and reply["refused"] is None:
+                self.medium_report(task.lun, SANITIZE_FAILED, _nothing)     # begun for a task that ended BUSY
+
         self._decide_remotely(task, "medium.request", {"target": self.iqn, "lun": task.lun, "nexus": task.nexus,
-                                                       "action": action}, decided)
+                                                       "action": action}, decided, late)
         return None
 
     def medium_report(self, lun: int, action: str, then: Callable[[], None]) -> None:
@@ -303,14 +320,14 @@ class ScsiTarget:
             return
 
         def reported(reply: dict) -> None:
-            if "error" in reply:
-                log.error("medium.request failed in the coordinator: %s", reply["error"])
-            else:
+            if "error" not in reply:
                 self.apply_medium(reply)
+            elif not reply.get("expired"):
+                log.error("medium.request failed in the coordinator: %s", reply["error"])
             then()
 
         self.coordinator.request("medium.request", {"target": self.iqn, "lun": lun, "nexus": "", "action": action},
-                                 reported)
+                                 reported, late=self.apply_medium)
 
     def apply_medium(self, body: dict) -> None:
         """The medium of a unit changed through any worker: {lun, loaded, sanitize}."""
@@ -338,16 +355,23 @@ class ScsiTarget:
         """TARGET WARM/COLD RESET: a LUN reset of every unit; a cold reset also ends every other session."""
         self._reset(sorted(self.luns), nexus, POWER_ON_OCCURRED if cold else BUS_DEVICE_RESET, cold, done)
 
-    def _reset(self, luns: list[int], nexus: str, asc_ascq: int, cold: bool, done: Callable[[], None]) -> None:
+    def _reset(self, luns: list[int], nexus: str, asc_ascq: int, cold: bool, done: Callable[..., None]) -> None:
         body = {"target": self.iqn, "luns": luns, "nexus": nexus, "asc": asc_ascq, "cold": cold}
         if self.coordinator is None:
             for lun in luns:
                 self.luns[lun].reservations.reset()
                 self.media[lun].reset()
             self.apply_reset(body, done)
-        else:
-            self.coordinator.request("pr.reset", body,
-                                     lambda reply: self.apply_reset(body if "error" in reply else reply, done))
+            return
+
+        def answered(reply: dict) -> None:
+            if reply.get("expired"):
+                done(rejected=True)
+            else:
+                self.apply_reset(body if "error" in reply else reply, done)
+
+        self.coordinator.request("pr.reset", body, answered, owner=nexus,
+                                 late=lambda reply: self.apply_reset(reply, _nothing))
 
     def apply_reset(self, body: dict, done: Callable[[], None]) -> None:
         """A reset on this worker: `done()` once the tasks it aborted here have stopped."""
@@ -366,13 +390,21 @@ class ScsiTarget:
                     session.close()
         stopped.release()
 
-    def clear_task_set(self, lun: int, nexus: str, done: Callable[[], None]) -> None:
+    def clear_task_set(self, lun: int, nexus: str, done: Callable[..., None]) -> None:
         """CLEAR TASK SET: the other nexuses' tasks go too, and they learn of it (SAM-5 §7.4, TAS=0)."""
         body = {"target": self.iqn, "lun": lun, "nexus": nexus}
         if self.coordinator is None:
             self.apply_clear(body, done)
-        else:
-            self.coordinator.request("pr.clear", body, lambda reply: self.apply_clear(body, done))
+            return
+
+        def answered(reply: dict) -> None:
+            if reply.get("expired"):
+                done(rejected=True)
+            else:
+                self.apply_clear(body, done)
+
+        self.coordinator.request("pr.clear", body, answered, owner=nexus,
+                                 late=lambda reply: self.apply_clear(body, _nothing))
 
     def apply_clear(self, body: dict, done: Callable[[], None]) -> None:
         stopped = Barrier(done)
