@@ -62,12 +62,12 @@ def _serve(config: Config, args) -> int:
     from target.worker import worker_main  # here: these need the compiled ring, check-config does not
 
     logging.basicConfig(level=config.server.log_level.upper(), format=LOG_FORMAT)
-    raise_open_files_limit()                # before the fork: every child inherits it
     try:
         lock = preflight(config)        # held until this process exits, and by the children it forks
     except PreflightError as e:
         print(f"ringtgt: {e}", file=sys.stderr)
         return 1
+    raise_open_files_limit()                # before the fork: every child inherits it
     try:
         return Supervisor(config, worker_main, coordinator_main).run()
     finally:

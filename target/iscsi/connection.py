@@ -122,7 +122,7 @@ class Connection:
         self.activity = True            # something arrived since the last keepalive check
         self.stopping = False           # target shutdown: close as soon as no command is outstanding
         self.digests: OutputDigests | None = None   # CRC32C digests on what we send, once negotiated
-        self.text_exchange = TextExchange(self._new_ttt)
+        self.text_exchange = TextExchange()
 
     # -- input ----------------------------------------------------------------------------------------------
     def receive_data(self, data) -> None:
@@ -537,7 +537,7 @@ class Connection:
         try:
             flags, ttt, text = self.text_exchange.receive(pdu.w16, pdu.w20, pdu.flags, pdu.data,
                                                           self.params.max_recv_data_segment_length,
-                                                          self._text_answer)
+                                                          self._text_answer, self._new_ttt)
         except TextRefused as refused:
             log.warning("%s:%d: text request rejected: %s", *self.peer_address, refused)
             self._reject(pdu, refused.reason)

@@ -63,10 +63,9 @@ class TextExchange:
     one outstanding Text Request per connection). It holds at most MAX_KEY_TEXT bytes of request and one answer
     until the initiator has fetched it."""
 
-    __slots__ = ("_new_ttt", "_itt", "_ttt", "_text", "_answer", "_sent")
+    __slots__ = ("_itt", "_ttt", "_text", "_answer", "_sent")
 
-    def __init__(self, new_ttt: Callable[[], int]):
-        self._new_ttt = new_ttt
+    def __init__(self):
         self._itt: int | None = None
         self._ttt = RESERVED_TAG
         self._text = KeyText()
@@ -74,10 +73,12 @@ class TextExchange:
         self._sent = 0
 
     def receive(self, itt: int, ttt: int, flags: int, data: bytes, segment: int,
-                answer: Callable[[bytes], bytes]) -> tuple[int, int, bytes]:
+                answer: Callable[[bytes], bytes], new_ttt: Callable[[], int]) -> tuple[int, int, bytes]:
         """One Text Request; returns the Text Response's (flags, TTT, data). `answer(text)` turns the whole
         request text into the answer text (raising TextRefused for a request to Reject); `segment` is the most
-        data the initiator accepts in one PDU. Raises TextRefused for a request that fits no exchange."""
+        data the initiator accepts in one PDU; `new_ttt()` a fresh Target Transfer Tag (passed per call, not
+        kept: the connection owns the exchange, and a reference back would make a cycle that outlives it).
+        Raises TextRefused for a request that fits no exchange."""
         if ttt == RESERVED_TAG:                 # a new request: whatever was going on is dropped (§11.10.4)
             self._reset()
             self._itt = itt
@@ -89,31 +90,31 @@ class TextExchange:
             if data or flags & CONTINUE:
                 self._reset()
                 raise TextRefused(REJECT_INVALID_PDU_FIELD, "text sent while the target's answer was continued")
-            return self._next_part(segment)
+            return self._next_part(segment, new_ttt)
         if not self._text.add(data):
             self._reset()
             raise TextRefused(REJECT_OUT_OF_RESOURCES, f"text request longer than {MAX_KEY_TEXT} bytes")
         if flags & CONTINUE:                    # more text follows: an empty answer that invites it (§6.2)
-            return 0, self._continuation_tag(), b""
+            return 0, self._continuation_tag(new_ttt), b""
         try:
             self._answer = memoryview(answer(self._text.take()))
         except TextRefused:
             self._reset()
             raise
-        return self._next_part(segment)
+        return self._next_part(segment, new_ttt)
 
-    def _next_part(self, segment: int) -> tuple[int, int, bytes]:
+    def _next_part(self, segment: int, new_ttt: Callable[[], int]) -> tuple[int, int, bytes]:
         start = self._sent
         part = bytes(self._answer[start:start + segment])
         self._sent = start + len(part)
         if self._sent < len(self._answer):
-            return CONTINUE, self._continuation_tag(), part
+            return CONTINUE, self._continuation_tag(new_ttt), part
         self._reset()
         return FINAL, RESERVED_TAG, part
 
-    def _continuation_tag(self) -> int:
+    def _continuation_tag(self, new_ttt: Callable[[], int]) -> int:
         if self._ttt == RESERVED_TAG:
-            self._ttt = self._new_ttt()
+            self._ttt = new_ttt()
         return self._ttt
 
     def _reset(self) -> None:
