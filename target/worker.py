@@ -26,6 +26,7 @@ from .iscsi.connection import Connection
 from .iscsi.errors import LOGIN_OUT_OF_RESOURCES, LOGIN_TOO_MANY_CONNECTIONS
 from .iscsi.framing import NEGOTIATION_DATA_LIMIT
 from .iscsi.pdu import BHS_LEN
+from .iscsi.write_budget import WritePool
 from .lograte import RateLimitedLog
 from .memtrim import trim_heap
 from .reactor import Reactor
@@ -117,6 +118,7 @@ class Worker:
         self.prelogin = PreLoginConnections(config.server.max_prelogin_connections,
                                             config.server.max_prelogin_per_address)
         self.logged_in = 0                         # channels past their login
+        self.write_pool = WritePool()              # the R2T budget its connections share
         self.limited_log = RateLimitedLog(log)     # for what a client can make happen again and again
         self.offers = {"InitialR2T": config.server.initial_r2t,      # our values of negotiated keys
                        "ImmediateData": config.server.immediate_data}

@@ -12,6 +12,7 @@ from target.iscsi.access import AccessPolicy, TargetAccess
 from target.iscsi import connection
 from target.iscsi.connection import Connection
 from target.iscsi.negotiation import parse_text
+from target.iscsi.write_budget import WritePool
 from target.scsi.task import CHECK_CONDITION, GOOD
 from tests.iscsi_helpers import build, data_out, login_request, scsi_command, split
 
@@ -28,6 +29,7 @@ class BlockDevice:
         self.held = []
         self.reads_in_flight = None     # a list: reads are kept there (as if the disk were slow), not answered
         self.reads_remote = False       # ... as if they waited on the coordinator instead
+        self.writes_in_flight = None    # a list: writes are kept there (as if the disk were slow), not answered
         self.executed = []              # opcodes, in the order they reached the SCSI layer
 
     def has_lun(self, lun):
@@ -71,13 +73,18 @@ class BlockDevice:
                 self.reads_in_flight.append(lambda: task.finish(GOOD, memoryview(self.disk)[start:start + length]))
             elif op == 0x28:
                 task.finish(GOOD, memoryview(self.disk)[start:start + length])
+            elif self.writes_in_flight is not None:
+                self.writes_in_flight.append(lambda: self._write(task, start, length))
             else:
-                task.transfer_length = length
-                n = min(length, len(task.data_out))
-                self.disk[start:start + n] = task.data_out[:n]
-                task.finish(GOOD)
+                self._write(task, start, length)
         else:
             task.finish(CHECK_CONDITION, None, b"\x70\0\x05" + bytes(15))
+
+    def _write(self, task, start, length):
+        task.transfer_length = length
+        n = min(length, len(task.data_out))
+        self.disk[start:start + n] = task.data_out[:n]
+        task.finish(GOOD)
 
 
 class Host:
@@ -85,9 +92,11 @@ class Host:
     access = AccessPolicy(1, {IQN: TargetAccess()})
     offers = {"InitialR2T": False}
 
-    def __init__(self):
+    def __init__(self, write_pool=None):
         self.device = BlockDevice()
         self.started = []
+        self.write_pool = write_pool or WritePool()
+        self.ready = 0
 
     def allocate_tsih(self):
         return 7
@@ -99,11 +108,11 @@ class Host:
         self.started.append(conn)
 
     def output_ready(self, conn):
-        pass
+        self.ready += 1
 
 
-def connect(**keys):
-    conn = Connection(Host(), ("127.0.0.1", 3260), ("127.0.0.1", 5000))
+def connect(host=None, **keys):
+    conn = Connection(host or Host(), ("127.0.0.1", 3260), ("127.0.0.1", 5000))
     offered = {"InitiatorName": INI, "TargetName": IQN, "MaxRecvDataSegmentLength": "1024",
                "InitialR2T": "Yes", "MaxBurstLength": "2048", "FirstBurstLength": "1024"}
     offered.update(keys)
@@ -485,3 +494,135 @@ def test_text_request_with_too_many_unknown_keys_is_rejected():
         (resp, _), = exchange(conn, text_request(chunk, ttt=ttt, cmd_sn=cmd_sn, cont=start + 800 < 5000))
         ttt, cmd_sn = resp.w20, cmd_sn + 1
     assert resp.opcode == P.REJECT and resp.b2 == P.REJECT_OUT_OF_RESOURCES
+
+
+# The R2T budget (write_budget.py) -----------------------------------------------------------------------------
+def write(lba, blocks, itt, **kwargs):
+    return scsi_command(write10(lba, blocks), edtl=blocks * BLOCK, write=True, itt=itt, cmd_sn=itt, **kwargs)
+
+
+def r2ts(pdus):
+    """{ITT: (TTT, offset, length)} of the R2Ts among `pdus`."""
+    return {pdu.itt: (pdu.w20, pdu.w40, pdu.w44) for pdu, _ in pdus if pdu.opcode == P.R2T}
+
+
+def answered(pdus):
+    return [pdu.itt for pdu, _ in pdus if pdu.opcode == P.SCSI_RESPONSE]
+
+
+def test_r2ts_stop_at_the_connection_budget_and_resume_in_order_as_writes_complete(monkeypatch):
+    monkeypatch.setattr(connection, "CONNECTION_WRITE_BUDGET", 2048)
+    conn = connect()
+    pdus = exchange(conn, write(0, 2, 1) + write(2, 2, 2) + write(4, 2, 3) + write(8, 4, 4) + write(12, 1, 5))
+    solicited = r2ts(pdus)
+    assert list(solicited) == [1, 2] and conn.write_held == 2048 == conn.write_pool.held    # 3, 4, 5 wait
+    pdus = exchange(conn, data_out(b"\x02" * 1024, itt=2, ttt=solicited[2][0]))
+    assert answered(pdus) == [2] and list(r2ts(pdus)) == [3]          # 4 (2048 bytes) would not fit: 5 waits too
+    solicited.update(r2ts(pdus))
+    pdus = exchange(conn, data_out(b"\x01" * 1024, itt=1, ttt=solicited[1][0]))
+    assert answered(pdus) == [1] and r2ts(pdus) == {}                 # 3 holds 1024: 4 still does not fit
+    pdus = exchange(conn, data_out(b"\x03" * 1024, itt=3, ttt=solicited[3][0]))
+    assert answered(pdus) == [3] and list(r2ts(pdus)) == [4]
+    (ttt, offset, length), = r2ts(pdus).values()
+    assert (offset, length) == (0, 2048) and conn.write_held == 2048
+    pdus = exchange(conn, data_out(b"\x04" * 2048, itt=4, ttt=ttt))
+    assert answered(pdus) == [4] and list(r2ts(pdus)) == [5]
+    pdus = exchange(conn, data_out(b"\x05" * 512, itt=5, ttt=r2ts(pdus)[5][0]))
+    assert answered(pdus) == [5] and conn.write_held == 0 == conn.write_pool.held and not conn.write_waiting
+    assert conn.host.device.disk[:13 * BLOCK] == b"\x01" * 1024 + b"\x02" * 1024 + b"\x03" * 1024 + bytes(1024) \
+        + b"\x04" * 2048 + b"\x05" * 512
+
+
+def test_a_write_bigger_than_the_budget_proceeds_when_the_connection_holds_nothing(monkeypatch):
+    monkeypatch.setattr(connection, "CONNECTION_WRITE_BUDGET", 1024)
+    conn = connect()
+    (r2t, _), = exchange(conn, write(0, 8, 1))                         # 4096 bytes: two 2048-byte bursts
+    assert (r2t.w40, r2t.w44) == (0, 2048) and conn.write_held == 4096
+    assert exchange(conn, write(8, 1, 2)) == []                        # waits behind it
+    (r2t, _), = exchange(conn, data_out(b"a" * 2048, itt=1, ttt=r2t.w20))
+    assert r2t.itt == 1 and (r2t.w40, r2t.w44) == (2048, 2048)
+    pdus = exchange(conn, data_out(b"b" * 2048, itt=1, ttt=r2t.w20, offset=2048))
+    assert answered(pdus) == [1] and r2ts(pdus)[2][1:] == (0, 512)
+
+
+def test_a_unit_wide_command_gets_its_r2t_although_writes_held_behind_it_fill_the_budget(monkeypatch):
+    monkeypatch.setattr(connection, "CONNECTION_WRITE_BUDGET", 1024)
+    conn = connect(InitialR2T="No", ImmediateData="Yes")
+    assert exchange(conn, scsi_command(SANITIZE_8, edtl=8, write=True, itt=40, cmd_sn=1, final=False)) == []
+    (r2t, _), = exchange(conn, write(0, 2, 2))                        # no unsolicited data: solicited at once
+    assert exchange(conn, data_out(b"w" * 1024, itt=2, ttt=r2t.w20)) == []      # held behind the SANITIZE
+    (r2t, _), = exchange(conn, data_out(bytes(4), itt=40))            # short unsolicited burst: the rest by R2T
+    assert r2t.itt == 40 and (r2t.w40, r2t.w44) == (4, 4)
+    pdus = exchange(conn, data_out(bytes(4), itt=40, ttt=r2t.w20, offset=4))
+    assert answered(pdus) == [40, 2] and conn.write_held == 0
+
+
+def test_the_worker_pool_guarantees_each_connection_one_write_and_wakes_waiting_connections():
+    pool = WritePool(2048)
+    a, b = connect(Host(pool)), connect(Host(pool))
+    (a1, _), = exchange(a, write(0, 4, 1))                             # all of the pool
+    assert exchange(a, write(4, 1, 2)) == [] and list(pool.waiting) == [a]
+    (b1, _), = exchange(b, write(8, 1, 1))                             # a connection's first write always goes
+    assert b1.opcode == P.R2T and pool.held == 2560
+    assert exchange(b, write(9, 1, 2)) == [] and list(pool.waiting) == [a, b]
+    ready = b.host.ready
+    pdus = exchange(a, data_out(b"a" * 2048, itt=1, ttt=a1.w20))
+    assert answered(pdus) == [1] and list(r2ts(pdus)) == [2]
+    (b2, _), = exchange(b)                                             # woken by a's release, without input
+    assert b2.opcode == P.R2T and b2.itt == 2 and b.host.ready > ready and not pool.waiting
+    assert pool.held == 512 * 3
+
+
+def test_aborting_writes_releases_their_budget_and_skips_those_waiting(monkeypatch):
+    monkeypatch.setattr(connection, "CONNECTION_WRITE_BUDGET", 1024)
+    conn = connect()
+    (r2t, _), = exchange(conn, write(0, 2, 1))
+    assert exchange(conn, write(2, 1, 2) + write(3, 1, 3) + write(4, 1, 4)) == []
+    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=50, w20=2, w24=5))
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0 and list(conn.write_waiting) == [conn.commands[3],
+                                                                                               conn.commands[4]]
+    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=51, w20=1, w24=5)) == []
+    assert conn.write_held == 1024                                    # its solicited Data-Out is still due
+    pdus = exchange(conn, data_out(bytes(1024), itt=1, ttt=r2t.w20))  # drained: the TMF answers, 3 and 4 go
+    assert [pdu.opcode for pdu, _ in pdus] == [P.R2T, P.R2T, P.TASK_MGMT_RESPONSE]
+    solicited = r2ts(pdus)
+    assert list(solicited) == [3, 4] and conn.write_held == 1024 == conn.write_pool.held
+    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x85, immediate=True, itt=52, w24=5)) == []   # LUN RESET
+    assert not conn.commands and conn.write_held == 1024               # 3 and 4 still owe their Data-Out
+    assert exchange(conn, data_out(b"3" * 512, itt=3, ttt=solicited[3][0])) == [] and conn.write_held == 512
+    (resp, _), = exchange(conn, data_out(b"4" * 512, itt=4, ttt=solicited[4][0]))
+    assert resp.opcode == P.TASK_MGMT_RESPONSE and resp.itt == 52
+    assert conn.write_held == 0 == conn.write_pool.held and conn.host.device.disk == bytes(len(conn.host.device.disk))
+
+
+def test_a_write_the_disk_still_runs_holds_its_budget_until_it_completes_also_when_aborted(monkeypatch):
+    monkeypatch.setattr(connection, "CONNECTION_WRITE_BUDGET", 1024)
+    conn = connect()
+    conn.host.device.writes_in_flight = []
+    (r2t, _), = exchange(conn, write(0, 2, 1))
+    assert exchange(conn, write(2, 1, 2)) == []
+    assert exchange(conn, data_out(bytes(1024), itt=1, ttt=r2t.w20)) == []        # at the disk
+    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=50, w20=1, w24=3)) == []
+    assert conn.write_held == 1024 and list(conn.write_waiting) == [conn.commands[2]]
+    conn.host.device.writes_in_flight.pop()()
+    pdus = exchange(conn)
+    assert [pdu.opcode for pdu, _ in pdus] == [P.TASK_MGMT_RESPONSE, P.R2T] and pdus[1][0].itt == 2
+    assert conn.write_held == 512
+
+
+def test_closing_releases_the_budget_and_wakes_connections_waiting_for_the_pool():
+    pool = WritePool(2048)
+    a, b = connect(Host(pool)), connect(Host(pool))
+    a.host.device.writes_in_flight = []
+    (a1, _), = exchange(a, write(0, 2, 1))
+    (a2, _), = exchange(a, write(2, 2, 2))
+    exchange(a, data_out(bytes(1024), itt=2, ttt=a2.w20))              # at the disk
+    assert exchange(a, write(4, 1, 3)) == [] and list(pool.waiting) == [a]
+    (b1, _), = exchange(b, write(8, 2, 1))
+    assert exchange(b, write(10, 1, 2)) == [] and list(pool.waiting) == [a, b]
+    a.close()                                                          # 1 freed at once, 2 once the disk is done
+    assert pool.held == 1024 + 1024 and a.write_held == 1024 and not a.write_waiting
+    assert r2ts(exchange(b)) == {} and list(pool.waiting) == [b]
+    a.host.device.writes_in_flight.pop()()
+    assert pool.held == 1024 + 512 and a.write_held == 0
+    assert list(r2ts(exchange(b))) == [2] and not pool.waiting

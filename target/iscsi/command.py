@@ -6,7 +6,8 @@ solicited by an R2T, at most MaxOutstandingR2T at a time. DataSN restarts at 0 i
 
 Whatever the Expected Data Transfer Length claims, a command holds no more than the data-out its CDB asks for
 (`wanted`, the SCSI target's answer) and no more than has arrived: R2Ts solicit up to `wanted` only, the buffer
-grows as data comes, and unsolicited data beyond `wanted` is counted but dropped.
+grows as data comes, and unsolicited data beyond `wanted` is counted but dropped. How many commands may be
+soliciting at once is the connection's R2T budget (write_budget.py): `charge` is what this one holds of it.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class Command:
 
     __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "wanted", "read", "write", "buffer",
                  "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "cmd_sn", "immediate",
-                 "corrupt")
+                 "corrupt", "charge")
 
     def __init__(self, pdu, lun: int):
         self.itt = pdu.w16
@@ -52,6 +53,7 @@ class Command:
         self.aborted = False
         self.task = None                # the ScsiTask, once handed to the SCSI layer
         self.corrupt = False            # some of its Data-Out failed the data digest: never executed
+        self.charge = 0                 # bytes of the R2T budget it holds: `wanted`, from its first R2T on
 
     @property
     def complete(self) -> bool:

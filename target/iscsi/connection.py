@@ -10,6 +10,10 @@ Output backpressure: a command stays outstanding in the CmdSN window until its r
 the data queued or in flight on the connection exceeds OUTPUT_BOUND the window is frozen (MaxCmdSN stops
 advancing) and the host stops reading the socket (`over_output_bound`), so a client that does not read cannot
 make the worker hold more than the bound plus the responses of the commands its window already let in.
+
+Write data is bounded by the R2T budget (write_budget.py): a write gets its first R2T only once its whole
+data-out fits the connection's budget and the worker's pool (`write_held`, `host.write_pool`); until then it
+waits in `write_waiting`, in order of arrival, and earlier writes that complete or are aborted make room.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from .login import COMMAND_WINDOW, Login
 from .negotiation import CRC32C, NOT_UNDERSTOOD, encode_text, parse_text
 from .sequencing import CommandWindow, serial_lt
 from .text_exchange import MAX_KEY_TEXT, TextExchange, TextRefused
+from .write_budget import CONNECTION_WRITE_BUDGET
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +122,9 @@ class Connection:
         self.aborted_in_flight: dict[Command, list] = {}   # aborted commands the SCSI layer still runs -> waiters
         self.held_responses: list[HeldResponse] = []
         self.unit_wide: dict[int, tuple[Command, list[Command]]] = {}    # lun -> unit-wide command, those after it
+        self.write_pool = host.write_pool       # the worker's share of the R2T budget
+        self.write_held = 0                     # bytes of the R2T budget charged to this connection's writes
+        self.write_waiting: dict[Command, None] = {}    # writes waiting for budget for their first R2T, in order
         self._next_ttt = 0
         self.ping_ttt = None            # our outstanding NOP-In ping, if any
         self.activity = True            # something arrived since the last keepalive check
@@ -183,8 +191,14 @@ class Connection:
 
     def close(self) -> None:
         self.closing = True
+        self.write_waiting.clear()
+        self.write_pool.withdraw(self)
         for command in self.commands.values():
             command.aborted = True
+            if command.task is None:
+                self._free_write(command)       # those the SCSI layer runs free theirs when done (_task_done)
+        for command in self.draining.values():
+            self._free_write(command)
         self.commands.clear()
         self.draining.clear()
         self.held_responses.clear()
@@ -320,10 +334,59 @@ class Connection:
             self._solicit(command)
 
     def _solicit(self, command: Command) -> None:
+        """Send the R2Ts `command` may have outstanding; its first ones once it has budget (`admit_writes`)."""
+        if not command.charge:
+            if command.awaiting_unsolicited:
+                return
+            waiting = self.write_waiting
+            waiting[command] = None
+            if len(waiting) == 1:               # else the writes before it wait for budget: so does it
+                self._admit_writes()
+            return
         params = self.params
         for ttt, r2t_sn, offset, length in command.next_r2ts(params.max_outstanding_r2t, params.max_burst_length,
                                                              self._new_ttt):
             R.r2t(self.out, command.lun_field, command.itt, ttt, self._seq(False), r2t_sn, offset, length)
+
+    def admit_writes(self) -> bool:
+        """This connection's turn at the worker's pool (WritePool.release): solicit what fits; True if its next
+        write still waits for the pool."""
+        waits = self._admit_writes()
+        if self.out:
+            self.host.output_ready(self)
+        return waits
+
+    def _admit_writes(self) -> bool:
+        """Charge the waiting writes, first come first, and send their first R2Ts while they fit; True if the
+        next one waits for the pool (WritePool.grant queued the connection). A connection that holds nothing
+        always gets its next write, and so does a unit-wide command: what it holds may be writes held behind it."""
+        waiting, pool = self.write_waiting, self.write_pool
+        while waiting:
+            command = next(iter(waiting))
+            need = command.wanted
+            if not self.write_held or self.unit_wide and self.unit_wide.get(command.lun, (None,))[0] is command:
+                pool.take(need)
+            elif self.write_held + need > CONNECTION_WRITE_BUDGET:
+                return False
+            elif not pool.grant(self, need):
+                return True
+            del waiting[command]
+            command.charge = need
+            self.write_held += need
+            self._solicit(command)
+        return False
+
+    def _free_write(self, command: Command) -> None:
+        """Nothing of `command`'s write data is held any more: its budget goes to the writes waiting here, then
+        to other connections waiting for the pool."""
+        charge = command.charge
+        if not charge:
+            return
+        command.charge = 0
+        self.write_held -= charge
+        if self.write_waiting:
+            self._admit_writes()
+        self.write_pool.release(charge)
 
     def _new_ttt(self) -> int:
         self._next_ttt = (self._next_ttt + 1) & 0x7FFFFFFF
@@ -395,6 +458,7 @@ class Connection:
         if command.aborted:
             for waiter in self.aborted_in_flight.pop(command, ()):
                 waiter()
+            self._free_write(command)
             return
         del self.commands[command.itt]
         self._answered += 1                     # outstanding until sent (output_sent)
@@ -424,6 +488,7 @@ class Connection:
         else:
             R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual)
         self._hold_output(sent + P.BHS_LEN)
+        self._free_write(command)
         if self.stopping and not self.commands:
             self.close()
         self.host.output_ready(self)
@@ -486,8 +551,12 @@ class Connection:
         """Abort without a response. The TMF answer `held` (and `stopped`) wait until each command the SCSI
         layer runs has stopped (a late backstore completion is then dropped; tasks waiting on the coordinator are
         not waited for), and `held` until each write with solicited data outstanding has drained its Data-Out."""
+        withdrawn = False
         for command in commands:
             command.aborted = True
+            if command in self.write_waiting:
+                del self.write_waiting[command]
+                withdrawn = True
         for command in commands:
             self.commands.pop(command.itt, None)
             if self.unit_wide.get(command.lun, (None,))[0] is command:
@@ -504,12 +573,18 @@ class Connection:
                 self.draining[command.itt] = command
                 if held is not None:
                     held.waiting.add(command.itt)
+            elif command.task is None:
+                self._free_write(command)
+        if withdrawn:                           # its turn at the pool, if it had one, was for a write now gone
+            self.write_pool.withdraw(self)
+            self._admit_writes()
 
     def _drain(self, command: Command, pdu: P.DataOut) -> None:
         command.data_out(pdu)
         if any(burst.r2t_sn >= 0 for burst in command.bursts.values()):
             return
         del self.draining[command.itt]
+        self._free_write(command)
         for held in list(self.held_responses):
             self._release(held, command.itt)
 
