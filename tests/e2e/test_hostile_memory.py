@@ -7,7 +7,11 @@
   nothing written;
 - a client that sends 128 KiB READs with consecutive CmdSNs and never reads its socket: the worker stops reading
   it (the commands it takes stop growing), its RSS stays bounded, and a verified fio job on the same worker
-  finishes with err=0.
+  finishes with err=0;
+- a client with a full window of 8 MiB WRITEs that answers every R2T with all but the last byte of its burst:
+  the worker solicits no more than its R2T budget (CONNECTION_WRITE_BUDGET), its RSS stays bounded, a verified
+  fio job on the same worker finishes with err=0, and once the client sends the missing bytes every WRITE gets
+  its R2Ts in turn and completes.
 
 The figures (RSS before and after, commands sent and answered) are printed: run pytest with -s to see them."""
 import json
@@ -20,6 +24,7 @@ import procfs
 from harness import FioRun, Lun, poll, session, worker_of, write_fio_job
 
 import initiator as I
+from target.iscsi.write_budget import CONNECTION_WRITE_BUDGET
 
 BS = 512
 MiB = 1 << 20
@@ -28,6 +33,9 @@ READ_BLOCKS = 256                   # 128 KiB READs
 RSS_ALLOWANCE = 128 * MiB           # bounded: the output bound, a window of reads, a fio session
 RSS_GUARD = 1024 * MiB              # the flooder stops here (it would go on to the OOM killer otherwise)
 FIO_SIZE = 16 * MiB
+WRITE_SIZE = 8 * MiB                # the stingy writer's WRITE(16)s: a full window of them, 1 GiB in all
+STINGY_WRITES = 128
+R2T_QUIET = 3.0                     # seconds without an R2T after which the stingy writer takes stock
 
 
 def one_block_write(ini: I.Initiator, lba: int, edtl: int) -> int:
@@ -181,3 +189,106 @@ def test_a_client_that_never_reads_is_not_read_and_holds_bounded_memory(ringtgt,
     assert sent_after_fio == stalled_at, "the worker read the flooder again while its output was not sent"
     assert 0 < answered < 1024, "the flooder's commands were not bounded by its frozen window"
     assert rss_stalled - baseline < RSS_ALLOWANCE and rss_after_fio - baseline < RSS_ALLOWANCE
+
+
+def victim_fio(tgt, tmp_path, lun: int, name: str) -> tuple[int, list, list, str]:
+    """A verified fio job (random 4k/64k writes, crc32c) on `lun`: (exit status, jobs, errors, output)."""
+    job = write_fio_job(tmp_path / f"{name}.fio", tgt.url(lun), rw="randwrite", bssplit="4k/50:64k/50",
+                        iodepth=8, size=FIO_SIZE, verify="crc32c", verify_fatal=1,
+                        initiator=f"iqn.2026-11.org.ringtgt:{name}")
+    report = tmp_path / f"{name}.json"
+    with FioRun(job, tmp_path / f"{name}.out", "--output-format=json", f"--output={report}") as fio:
+        status = fio.wait(timeout=600)
+    text = report.read_text() if report.exists() else fio.text()
+    jobs = json.loads(text[text.index("{"):])["jobs"]
+    return status, jobs, [j["error"] for j in jobs], fio.text()
+
+
+class StingyWriter:
+    """A session with a full window of WRITE(16)s of WRITE_SIZE that answers each R2T with all but the last byte
+    of its burst: every byte the target solicits is held by it, none of its WRITEs can complete."""
+
+    def __init__(self, ini: I.Initiator, worker: int, guard: int):
+        self.ini, self.worker, self.guard = ini, worker, guard
+        self.data = bytes(range(256)) * (WRITE_SIZE // 256)
+        self.open: dict[int, tuple[int, int, int, int]] = {}   # ITT -> (TTT, offset, length, next DataSN)
+        self.withheld = 0                                       # bytes sent into bursts left open
+
+    def send_writes(self) -> None:
+        ini = self.ini
+        ini.nop_ping()                  # MaxCmdSN as of now: the window is all free
+        assert (ini.max_cmd_sn - ini.cmd_sn + 1) & 0xFFFFFFFF >= STINGY_WRITES, "the window is smaller"
+        blocks = WRITE_SIZE // BS
+        ini.send_raw(b"".join(ini.command_pdu(I.cdb_write16(i % 8 * blocks, blocks), write_length=WRITE_SIZE)
+                              .encode() for i in range(STINGY_WRITES)))
+
+    def _send(self, itt: int, ttt: int, offset: int, end: int, data_sn: int, final: bool) -> int:
+        """Data-Out PDUs of the target's MaxRecvDataSegmentLength for [offset, end); the next DataSN."""
+        ini, step = self.ini, self.ini.target_mrdsl
+        for start in range(offset, end, step):
+            stop = min(start + step, end)
+            ini.send_pdu(ini.data_out_pdu(itt, ttt, self.data[start:stop], offset=start, data_sn=data_sn,
+                                          final=final and stop == end))
+            data_sn += 1
+        return data_sn
+
+    def withhold(self) -> None:
+        """Answer R2Ts with all but the last byte of their bursts until none came for R2T_QUIET seconds."""
+        self.ini.sock.settimeout(R2T_QUIET)
+        while True:
+            try:
+                r2t = self.ini.recv_pdu()
+            except TimeoutError:
+                return
+            assert r2t.opcode == I.R2T, r2t
+            offset, length = struct.unpack_from(">II", r2t.bhs, 40)
+            rss = procfs.rss_bytes(self.worker)
+            assert rss < self.guard, f"worker RSS {rss / MiB:.0f} MiB after {self.withheld / MiB:.0f} MiB withheld"
+            self.open[r2t.itt] = (r2t.ttt, offset, length, self._send(r2t.itt, r2t.ttt, offset,
+                                                                        offset + length - 1, 0, False))
+            self.withheld += length - 1
+
+    def complete(self) -> list[int]:
+        """Send the missing bytes, then answer every R2T in full: the status of every WRITE."""
+        ini = self.ini
+        ini.sock.settimeout(60)
+        for itt, (ttt, offset, length, data_sn) in self.open.items():
+            self._send(itt, ttt, offset + length - 1, offset + length, data_sn, True)
+        statuses = []
+        while len(statuses) < STINGY_WRITES:
+            pdu = ini.recv_pdu()
+            if pdu.opcode == I.R2T:
+                offset, length = struct.unpack_from(">II", pdu.bhs, 40)
+                self._send(pdu.itt, pdu.ttt, offset, offset + length, 0, True)
+            else:
+                assert pdu.opcode == I.SCSI_RESPONSE, pdu
+                statuses.append(pdu.bhs[3])
+        return statuses
+
+
+def test_writes_that_never_finish_their_bursts_hold_no_more_than_the_r2t_budget(ringtgt, tmp_path):
+    tgt = ringtgt(workers=1, luns=[Lun(0), Lun(1)], server_extra="nop_interval = 0")
+    worker = tgt.workers[0]
+    baseline = procfs.rss_bytes(worker)
+    with session(tgt, "iqn.2026-11.org.ringtgt:stingy-writer",
+                 operational={"MaxBurstLength": "16776192", "InitialR2T": "Yes", "ImmediateData": "No"}) as ini:
+        assert worker_of(tgt, ini.sock) == worker
+        writer = StingyWriter(ini, worker, baseline + RSS_GUARD)
+        writer.send_writes()
+        writer.withhold()
+        rss_held = procfs.rss_bytes(worker)
+        status, jobs, errors, output = victim_fio(tgt, tmp_path, 1, "write-victim")
+        rss_after_fio = procfs.rss_bytes(worker)
+        assert len(writer.open) * WRITE_SIZE <= CONNECTION_WRITE_BUDGET
+        statuses = writer.complete()
+        data = ini.read(0, 2, block_size=BS).data + ini.read(WRITE_SIZE // BS * 8 - 2, 2, block_size=BS).data
+    print(f"stingy writer: {STINGY_WRITES} WRITE(16)s of {WRITE_SIZE >> 20} MiB, {len(writer.open)} solicited, "
+          f"{writer.withheld / MiB:.1f} MiB withheld; worker RSS {baseline / MiB:.1f} MiB before, "
+          f"{rss_held / MiB:.1f} MiB held, {rss_after_fio / MiB:.1f} MiB after fio; fio exit {status}, "
+          f"err={errors}, wrote {sum(j['write']['io_bytes'] for j in jobs)} bytes, verified "
+          f"{sum(j['read']['io_bytes'] for j in jobs)}; then {statuses.count(0)} of {len(statuses)} WRITEs GOOD")
+    assert status == 0 and errors == [0], output
+    assert jobs[0]["write"]["io_bytes"] == FIO_SIZE and jobs[0]["read"]["io_bytes"] == FIO_SIZE
+    assert writer.open and rss_held - baseline < RSS_ALLOWANCE and rss_after_fio - baseline < RSS_ALLOWANCE
+    assert statuses == [0] * STINGY_WRITES
+    assert data == writer.data[:2 * BS] + writer.data[-2 * BS:]
