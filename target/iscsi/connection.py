@@ -488,7 +488,8 @@ class Connection:
         else:
             R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual)
         self._hold_output(sent + P.BHS_LEN)
-        self._free_write(command)
+        if command.charge:
+            self._free_write(command)
         if self.stopping and not self.commands:
             self.close()
         self.host.output_ready(self)
