@@ -30,6 +30,7 @@ class BlockDevice:
         self.reads_in_flight = None     # a list: reads are kept there (as if the disk were slow), not answered
         self.reads_remote = False       # ... as if they waited on the coordinator instead
         self.writes_in_flight = None    # a list: writes are kept there (as if the disk were slow), not answered
+        self.writes_remote = False      # ... as if they waited on the coordinator instead
         self.executed = []              # opcodes, in the order they reached the SCSI layer
 
     def has_lun(self, lun):
@@ -74,6 +75,7 @@ class BlockDevice:
             elif op == 0x28:
                 task.finish(GOOD, memoryview(self.disk)[start:start + length])
             elif self.writes_in_flight is not None:
+                task.remote = self.writes_remote
                 self.writes_in_flight.append(lambda: self._write(task, start, length))
             else:
                 self._write(task, start, length)
@@ -626,3 +628,21 @@ def test_closing_releases_the_budget_and_wakes_connections_waiting_for_the_pool(
     a.host.device.writes_in_flight.pop()()
     assert pool.held == 1024 + 512 and a.write_held == 0
     assert list(r2ts(exchange(b))) == [2] and not pool.waiting
+
+
+def test_a_write_waiting_on_the_coordinator_frees_its_budget_when_aborted_or_its_connection_closes():
+    """Neither waits for the coordinator's answer, which a closed connection never gets (its requests are
+    withdrawn): the budget is free at once, and a late answer changes nothing."""
+    conn = connect()
+    conn.host.device.writes_in_flight, conn.host.device.writes_remote = [], True
+    for itt in (1, 2):
+        (r2t, _), = exchange(conn, write(itt * 2, 2, itt))
+        assert exchange(conn, data_out(bytes(1024), itt=itt, ttt=r2t.w20)) == []
+    assert conn.write_held == 2048 == conn.write_pool.held
+    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=50, w20=1, w24=3))
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and conn.write_held == 1024 == conn.write_pool.held
+    conn.close()
+    assert conn.write_held == 0 == conn.write_pool.held
+    for late in conn.host.device.writes_in_flight:
+        late()
+    assert conn.write_held == 0 == conn.write_pool.held

@@ -195,8 +195,8 @@ class Connection:
         self.write_pool.withdraw(self)
         for command in self.commands.values():
             command.aborted = True
-            if command.task is None:
-                self._free_write(command)       # those the SCSI layer runs free theirs when done (_task_done)
+            if command.task is None or command.task.remote:     # a request to the coordinator is withdrawn
+                self._free_write(command)       # those at the disk free theirs when done (_task_done)
         for command in self.draining.values():
             self._free_write(command)
         self.commands.clear()
@@ -574,8 +574,8 @@ class Connection:
                 self.draining[command.itt] = command
                 if held is not None:
                     held.waiting.add(command.itt)
-            elif command.task is None:
-                self._free_write(command)
+            else:
+                self._free_write(command)       # not started, or not waited for
         if withdrawn:                           # its turn at the pool, if it had one, was for a write now gone
             self.write_pool.withdraw(self)
             self._admit_writes()
