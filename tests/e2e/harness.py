@@ -268,7 +268,7 @@ class FioRun:
         self.output = output
         with open(output, "wb") as out:
             self.proc = subprocess.Popen([fio_binary(), *args, str(job)], stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, cwd=output.parent)   # its verify state files
 
     def wait(self, timeout: float) -> int:
         try:

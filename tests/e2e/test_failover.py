@@ -168,7 +168,8 @@ def failover(lab_factory, directory: Path, takeover: str, tickle: bool) -> dict:
             with open(output, "wb") as out:
                 fio = subprocess.Popen(lab.exec("client", [fio_binary(), str(fio_job(directory / "job.fio",
                                                                                      log_prefix))]),
-                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                       cwd=directory)      # where fio leaves its verify state when stopped
             poll(lambda: FIO_INITIATOR in nodes["b"].command("sessions"), timeout=30,
                  what="node b to list fio's session on node a")
             time.sleep(1.5)
