@@ -57,7 +57,7 @@ class CompareAndWriteLock:
         critical(release)
 
 
-def fields(unit, task, flags: int, count: int) -> None:
+def compare_and_write_fields(unit, task, flags: int, count: int) -> None:
     """Too many blocks, or data for none (a count that overflowed its byte)."""
     if count > MAX_COMPARE_AND_WRITE_BLOCKS or not count and task.expected_length:
         raise invalid_cdb(13)

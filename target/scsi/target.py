@@ -101,7 +101,8 @@ def _ops() -> list[Op]:
         actions=ServiceActions(xcopy.RECEIVE_COPY_RESULTS_ACTIONS, 0x1F))
     row(0x88, "READ(16)", sbc.read, MEDIUM, PR_READ, lba=_blocks(C.LBA16))
     row(0x89, "COMPARE AND WRITE", compare_and_write.compare_and_write, MODIFIES | MEDIUM, PR_WRITE,
-        D.compare_and_write, lba=_blocks(compare_and_write.LAYOUT, compare_and_write.fields, held=False))
+        D.compare_and_write, lba=_blocks(compare_and_write.LAYOUT, compare_and_write.compare_and_write_fields,
+                                     held=False))
     row(0x8A, "WRITE(16)", sbc.write, MODIFIES | MEDIUM, PR_WRITE, D.blocks(C.LBA16), lba=_blocks(C.LBA16))
     row(0x8B, "ORWRITE(16)", compare_and_write.orwrite, MODIFIES | MEDIUM, PR_WRITE, D.blocks(C.LBA16),
         lba=_blocks(C.LBA16))
