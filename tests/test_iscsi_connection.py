@@ -61,6 +61,9 @@ class BlockDevice:
         length = struct.unpack(">H", bytes(cdb[7:9]))[0]       # WRITE(10): blocks; SANITIZE: bytes
         return {0x2A: length * BLOCK, 0x48: length}.get(cdb[0], 0)
 
+    def unit_wide(self, cdb):
+        return cdb[0] == 0x48                                   # SANITIZE
+
     def execute(self, task):
         op = task.cdb[0]
         self.executed.append(op)

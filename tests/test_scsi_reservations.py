@@ -7,6 +7,7 @@ import pytest
 from target.scsi import reservations as R
 from target.scsi.sense import build_sense, Field, ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, \
     INVALID_FIELD_IN_PARAMETER_LIST, PARAMETER_LIST_LENGTH_ERROR
+from target.scsi.target import OPS
 from target.scsi.task import CHECK_CONDITION, GOOD, RESERVATION_CONFLICT
 
 TARGET = "iqn.2026-11.org.ringtgt:t,t,0x0001"
@@ -14,7 +15,9 @@ A = f"iqn.2026-11.org.ringtgt:a,i,0x000000000001,{TARGET}"
 B = f"iqn.2026-11.org.ringtgt:b,i,0x000000000002,{TARGET}"
 C = f"iqn.2026-11.org.ringtgt:c,i,0x000000000003,{TARGET}"
 KA, KB, KC = 0xA1, 0xB2, 0xC3
-READ10, WRITE10, INQUIRY, TUR, MODE_SENSE6 = 0x28, 0x2A, 0x12, 0x00, 0x1A
+# how each command meets a reservation: its row's access class
+READ10, WRITE10, INQUIRY, TUR, MODE_SENSE6, PRIN, RELEASE6 = (OPS[op].access
+                                                             for op in (0x28, 0x2A, 0x12, 0x00, 0x1A, 0x5E, 0x17))
 
 
 def prout_cdb(action, pr_type=0, scope=0, length=24):
@@ -325,7 +328,7 @@ def test_conflict_view(pr_type, reg_read, reg_write, unreg_read, unreg_write):
         assert not view.conflicts(A, op)
     assert view.conflicts(B, READ10) != reg_read and view.conflicts(B, WRITE10) != reg_write
     assert view.conflicts(C, READ10) != unreg_read and view.conflicts(C, WRITE10) != unreg_write
-    assert not view.conflicts(C, INQUIRY) and not view.conflicts(C, 0x5E)
+    assert not view.conflicts(C, INQUIRY) and not view.conflicts(C, PRIN)
     assert R.ConflictView.from_dict(view.to_dict()) == view
 
 
@@ -346,7 +349,7 @@ def test_spc2_reserve_release():
     ok(state.release(B))                                           # no-op for others
     view = state.view()
     assert view.conflicts(B, MODE_SENSE6) and not view.conflicts(A, MODE_SENSE6)
-    assert not view.conflicts(B, INQUIRY) and not view.conflicts(B, 0x17)
+    assert not view.conflicts(B, INQUIRY) and not view.conflicts(B, RELEASE6)
     conflict(state.persistent_reserve_out(B, prout_cdb(R.REGISTER), params(0, KB)))
     ok(state.persistent_reserve_in(B, prin_cdb(R.READ_KEYS)))
     assert state.release(A).changed

@@ -37,10 +37,6 @@ from .write_budget import CONNECTION_WRITE_BUDGET
 
 log = logging.getLogger(__name__)
 
-# Commands that change what every later command of the unit sees (SANITIZE): while one waits for its Data-Out,
-# the commands for the unit that arrive after it wait too, so that the order the initiator sent them in holds
-_UNIT_WIDE = frozenset({0x48})
-
 # Task management function codes and responses (RFC 7143 §11.5-6)
 TMF_ABORT_TASK = 1
 TMF_ABORT_TASK_SET = 2
@@ -326,7 +322,7 @@ class Connection:
                                 self.target.data_out_length(command.lun, command.cdb))
         self.window.outstanding += 1
         self.commands[command.itt] = command
-        if not command.complete and command.cdb[0] in _UNIT_WIDE and command.lun not in self.unit_wide:
+        if not command.complete and command.lun not in self.unit_wide and self.target.unit_wide(command.cdb):
             self.unit_wide[command.lun] = (command, [])
         if command.complete:
             self._execute(command)

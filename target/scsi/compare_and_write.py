@@ -16,13 +16,12 @@ from struct import Struct
 
 from . import cdb as C
 from .data_out import block_data, exact_data
-from .sbc import check_range, first_difference, io_failed, written
-from .sense import (ILLEGAL_REQUEST, LBA_OUT_OF_RANGE, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
-                    UNRECOVERED_READ_ERROR, ScsiError, fail, invalid_cdb)
+from .sbc import first_difference, io_failed, written
+from .sense import MISCOMPARE, MISCOMPARE_DURING_VERIFY, UNRECOVERED_READ_ERROR, ScsiError, fail, invalid_cdb
 
 MAX_COMPARE_AND_WRITE_BLOCKS = 1    # Block Limits VPD; what ATS sends
 RETRY_SECONDS = 0.001               # how soon a range locked by another worker is tried again
-_CDB = Struct(">xBQ3xB")            # flags, LBA, NUMBER OF LOGICAL BLOCKS
+LAYOUT = C.LbaLayout(Struct(">xBQ3xB").unpack_from, 13)    # flags, LBA, NUMBER OF LOGICAL BLOCKS
 
 
 class CompareAndWriteLock:
@@ -58,14 +57,13 @@ class CompareAndWriteLock:
         critical(release)
 
 
-def compare_and_write(target, unit, task):
-    flags, lba, count = _CDB.unpack_from(task.cdb)
-    if flags & 0xE0:
-        raise invalid_cdb(1, 7)                         # WRPROTECT: no protection information
+def compare_and_write_fields(unit, task, flags: int, count: int) -> None:
+    """Too many blocks, or data for none (a count that overflowed its byte)."""
     if count > MAX_COMPARE_AND_WRITE_BLOCKS or not count and task.expected_length:
-        raise invalid_cdb(13)       # too many blocks, or data for none (a count that overflowed its byte)
-    if lba + count > unit.blocks:
-        raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+        raise invalid_cdb(13)
+
+
+def compare_and_write(target, unit, task, flags: int, lba: int, count: int):
     size = unit.block_size
     length = count * size
     if not count:
@@ -117,12 +115,8 @@ def _lock(target, unit) -> CompareAndWriteLock:
     return unit.caw_lock
 
 
-def orwrite(target, unit, task):
+def orwrite(target, unit, task, flags: int, lba: int, count: int):
     """ORWRITE(16): each block becomes (block OR data-out), atomically against other read-modify-writes."""
-    flags, lba, count = C.LBA16.decode(task.cdb)
-    if flags & C.PROTECT:
-        raise invalid_cdb(1, 7)                         # ORPROTECT: no protection information
-    check_range(unit, lba, count, C.LBA16.count_byte)
     size = unit.block_size
     data = block_data(task, count * size, size)
     if data is None:

@@ -6,9 +6,8 @@ from struct import Struct
 from .lun import HOLE_BYTES, OPTIMAL_TRANSFER_BYTES, PRODUCT, REVISION, VENDOR, LogicalUnit
 from .compare_and_write import MAX_COMPARE_AND_WRITE_BLOCKS
 from .provisioning import MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, deallocates
-from .opcodes import SERVICE_ACTIONS
 from .sense import invalid_cdb
-from .xcopy import EXTENDED_COPY, RECEIVE_COPY_RESULTS
+from .xcopy import EXTENDED_COPY, EXTENDED_COPY_ACTIONS, RECEIVE_COPY_RESULTS, RECEIVE_COPY_RESULTS_ACTIONS
 
 DISK = 0x00
 NO_UNIT = 0x7F                      # peripheral qualifier 011b, device type 1Fh: no logical unit here
@@ -106,9 +105,9 @@ def _logical_block_provisioning(unit: LogicalUnit) -> bytes:
 
 
 def _third_party_copy(unit: LogicalUnit) -> bytes:
-    """Third-party Copy VPD (SPC-4 7.8.17): the Supported Commands descriptor, from opcodes.SERVICE_ACTIONS."""
-    commands = b"".join(bytes([opcode, len(SERVICE_ACTIONS[opcode][0]), *SERVICE_ACTIONS[opcode][0]])
-                        for opcode in (EXTENDED_COPY, RECEIVE_COPY_RESULTS))
+    """Third-party Copy VPD (SPC-4 7.8.17): the Supported Commands descriptor, the service actions xcopy.py serves."""
+    commands = b"".join(bytes([opcode, len(actions), *actions]) for opcode, actions in
+                        ((EXTENDED_COPY, EXTENDED_COPY_ACTIONS), (RECEIVE_COPY_RESULTS, RECEIVE_COPY_RESULTS_ACTIONS)))
     body = bytes([len(commands)]) + commands
     body += bytes(-len(body) % 4)
     return _TPC_DESCRIPTOR.pack(_SUPPORTED_COMMANDS, len(body)) + body

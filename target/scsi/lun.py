@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .medium import IDLE, SANITIZE_FAILURE, SANITIZING
-from .sense import (DATA_PROTECT, MANUAL_INTERVENTION_REQUIRED, MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY,
-                    POWER_ON_RESET, SANITIZE_COMMAND_FAILED, SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
+from .op import ATOMIC, BUSY, MEDIUM, MODIFIES, THIN
+from .sense import (DATA_PROTECT, ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, MANUAL_INTERVENTION_REQUIRED,
+                    MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY, POWER_ON_RESET, SANITIZE_COMMAND_FAILED,
+                    SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
 
 VENDOR = "RINGTGT "
 PRODUCT = "ringtgt disk"
@@ -14,12 +16,6 @@ REVISION = "0001"
 MAX_TRANSFER_BYTES = 16 << 20       # matches the MaxBurstLength we offer: one command, one burst
 OPTIMAL_TRANSFER_BYTES = 1 << 20
 HOLE_BYTES = 4096                   # a file system block: what a punched hole deallocates at least
-
-# Command-table flags (target.py) that a unit can refuse by its state (`LogicalUnit.refused`)
-WRITES = 0x08           # modifies the medium: refused while the unit is write-protected
-MEDIUM = 0x10           # accesses the medium: refused while a removable unit's medium is ejected, and in
-                        # sanitize failure mode
-BUSY = 0x20             # refused while the unit is being sanitized (all but INQUIRY, REPORT LUNS, REQUEST SENSE…)
 
 
 class UnitAttentions:
@@ -122,17 +118,19 @@ class LogicalUnit:
         self.sanitize = IDLE                # medium.py: IDLE, SANITIZING or SANITIZE_FAILURE
         self.sanitize_rate = sanitize_rate  # bytes per second a sanitize may write (0: no limit)
         self.offline = False                # its image is gone (backstore/images.py): nothing touches the medium
-        self.refused = 0                    # command flags refused now (WRITES, MEDIUM, BUSY): one test per command
+        self.refused = 0                    # command flags refused now (op.py's MODIFIES…ATOMIC): one test
         self._refuse()
 
     def _refuse(self) -> None:
-        self.refused = ((WRITES if self.read_only or self.offline else 0)
+        self.refused = ((MODIFIES if self.read_only or self.offline else 0)
                         | (0 if self.medium_loaded and self.sanitize == IDLE and not self.offline else MEDIUM)
-                        | (BUSY if self.sanitize == SANITIZING else 0))
+                        | (BUSY if self.sanitize == SANITIZING else 0)
+                        | (0 if self.thin else THIN) | (0 if self.max_atomic_blocks else ATOMIC))
 
     def refusal(self, flags: int) -> ScsiError:
         """Why a command with these refused flags is refused: a sanitize in progress, then an offline unit,
-        then no medium (or a failed sanitize), then write protection."""
+        then no medium (or a failed sanitize), then write protection, then a command this kind of unit does not
+        serve."""
         if flags & BUSY:
             return ScsiError(NOT_READY, SANITIZE_IN_PROGRESS)
         if self.offline:
@@ -143,7 +141,9 @@ class LogicalUnit:
             if self.sanitize == SANITIZE_FAILURE:
                 return ScsiError(MEDIUM_ERROR, SANITIZE_COMMAND_FAILED)
             return ScsiError(NOT_READY, MEDIUM_NOT_PRESENT)
-        return ScsiError(DATA_PROTECT, WRITE_PROTECTED)
+        if flags & MODIFIES:
+            return ScsiError(DATA_PROTECT, WRITE_PROTECTED)
+        return ScsiError(ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
 
     def set_medium(self, loaded: bool, sanitize: int = IDLE) -> None:
         """The removable medium was loaded or ejected, or a sanitize began or ended, through any worker."""

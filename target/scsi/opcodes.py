@@ -9,21 +9,11 @@ from __future__ import annotations
 
 from struct import Struct
 
+from .op import ServiceActions
 from .sense import invalid_cdb
 
 REPORT_SUPPORTED_OPCODES, REPORT_SUPPORTED_TMFS = 0x0C, 0x0D
 ALL, ONE_OPCODE, ONE_SERVICE_ACTION, ONE_EITHER = 0, 1, 2, 3
-SERVICE_ACTIONS = {                 # opcode -> (service actions served, CDB usage of byte 1)
-    0x48: ((0x01, 0x02, 0x03, 0x1F), 0xBF),             # SANITIZE: OVERWRITE, BLOCK/CRYPTO ERASE, EXIT FAILURE
-    0x5E: ((0, 1, 2, 3), 0x1F),                         # PERSISTENT RESERVE IN
-    0x5F: ((0, 1, 2, 3, 4, 5, 6, 7), 0x1F),             # PERSISTENT RESERVE OUT
-    0x83: ((0x00,), 0x1F),                              # EXTENDED COPY (LID1)
-    0x84: ((0x00, 0x03), 0x1F),                         # RECEIVE COPY RESULTS: COPY STATUS, OPERATING PARAMETERS
-    0x9E: ((0x10, 0x12), 0x1F),                         # SERVICE ACTION IN(16): READ CAPACITY(16), GET LBA STATUS
-    0xA3: ((REPORT_SUPPORTED_OPCODES, REPORT_SUPPORTED_TMFS), 0x1F),
-}
-UNIT_DEPENDENT = {(0x48, 0x03): "crypto_erasable"}      # (opcode, service action) -> the unit's attribute saying
-                                                        # whether it serves it
 SUPPORTED, NOT_SUPPORTED = 0x03, 0x01
 CTDP = 0x02
 _MAINTENANCE_IN = Struct(">xBBBHIx")
@@ -36,8 +26,8 @@ _TMFS = bytes([0x80 | 0x40 | 0x10 | 0x08 | 0x02, 0, 0, 0])
 
 
 def make_maintenance_in(command_table):
-    """The MAINTENANCE IN handler over `command_table()`: a list of 256 (name, handler, length, flags), with
-    handler None where the opcode is not served."""
+    """The MAINTENANCE IN handler over `command_table()`: a list of 256 rows (op.py's `Op`), with handler None
+    where the opcode is not served, and the service actions of each in its row."""
 
     def maintenance_in(target, unit, task) -> bytes:
         action, options, opcode, service_action, alloc = _MAINTENANCE_IN.unpack_from(task.cdb)
@@ -60,8 +50,8 @@ def make_maintenance_in(command_table):
     return maintenance_in
 
 
-def _served(unit, opcode: int, action: int) -> bool:
-    attribute = UNIT_DEPENDENT.get((opcode, action))
+def _served(unit, actions: ServiceActions, action: int) -> bool:
+    attribute = dict(actions.unit_dependent).get(action)
     return attribute is None or unit is None or bool(getattr(unit, attribute))
 
 
@@ -72,8 +62,8 @@ def _all_commands(table, timeouts: bool, unit) -> bytes:
     for opcode, op in enumerate(table):
         if op.handler is None:
             continue
-        actions = SERVICE_ACTIONS.get(opcode)
-        for action in (a for a in actions[0] if _served(unit, opcode, a)) if actions else (0,):
+        actions = op.actions
+        for action in (a for a in actions.served if _served(unit, actions, a)) if actions else (0,):
             descriptors.append(_DESCRIPTOR.pack(opcode, action, flags | (1 if actions else 0), op.length) + suffix)
     body = b"".join(descriptors)
     return len(body).to_bytes(4, "big") + body
@@ -81,15 +71,15 @@ def _all_commands(table, timeouts: bool, unit) -> bytes:
 
 def _one_command(table, options: int, opcode: int, service_action: int, timeouts: bool, unit) -> bytes:
     op = table[opcode]
-    actions = SERVICE_ACTIONS.get(opcode)
+    actions = op.actions
     if options == ONE_OPCODE and actions or options == ONE_SERVICE_ACTION and not actions:
         raise invalid_cdb(2, 2)
-    if op.handler is None or actions and (service_action not in actions[0]
-                                          or not _served(unit, opcode, service_action)):
+    if op.handler is None or actions and (service_action not in actions.served
+                                          or not _served(unit, actions, service_action)):
         return _ONE.pack(NOT_SUPPORTED, 0)
     usage = bytearray([0xFF] * op.length)
     usage[0] = opcode
-    usage[1] = actions[1] if actions else 0xFF
+    usage[1] = actions.usage if actions else 0xFF
     usage[-1] = 0                   # CONTROL: NACA and LINK are not supported
     return (_ONE.pack(SUPPORTED | (0x80 if timeouts else 0), op.length) + bytes(usage)
             + (_TIMEOUTS_DESCRIPTOR if timeouts else b""))

@@ -57,7 +57,7 @@ def _after_all(count: int, callback):
 
 
 def unmap(target, unit, task):
-    _require_thin(unit)
+    """UNMAP, on thin units (the THIN flag of its row)."""
     length = C.unmap(task.cdb)
     data = parameter_data(task, length)
     if not length:
@@ -89,27 +89,25 @@ def unmap(target, unit, task):
     return None
 
 
+def write_same_fields(unit, task, flags: int, count: int) -> None:
+    if flags & C.WS_ANCHOR:
+        raise invalid_cdb(1, 4)
+    if flags & C.WS_UNMAP:
+        _require_thin(unit)
+
+
 def make_write_same(layout: C.LbaLayout):
-    """WRITE SAME(10)/(16) of up to MAXIMUM WRITE SAME LENGTH blocks (the unit's maximum transfer); 0 blocks
-    (WSNZ=0) are every block from the LBA to the last, within that maximum too. With UNMAP on a thin unit the
-    blocks are deallocated whatever the data block holds (they read back as zeros)."""
-    decode, count_byte = layout
+    """WRITE SAME(10)/(16) of up to MAXIMUM WRITE SAME LENGTH blocks (the unit's maximum transfer, checked by the
+    target); 0 blocks (WSNZ=0) are every block from the LBA to the last, within that maximum too. With UNMAP on a
+    thin unit the blocks are deallocated whatever the data block holds (they read back as zeros)."""
+    count_byte = layout.count_byte
     sixteen = layout is C.LBA16
 
-    def write_same(target, unit, task):
-        flags, lba, count = decode(task.cdb)
-        if flags & C.PROTECT:
-            raise invalid_cdb(1, 7)
-        if flags & C.WS_ANCHOR:
-            raise invalid_cdb(1, 4)
-        if flags & C.WS_UNMAP:
-            _require_thin(unit)
-        if lba + count > unit.blocks:
-            raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+    def write_same(target, unit, task, flags: int, lba: int, count: int):
         if not count:
             count = unit.blocks - lba
-        if count > unit.max_transfer_blocks:
-            raise invalid_cdb(count_byte)
+            if count > unit.max_transfer_blocks:
+                raise invalid_cdb(count_byte)
         size = unit.block_size
         if sixteen and flags & C.WS_NDOB:
             task.transfer_length = 0

@@ -58,17 +58,16 @@ RESERVATIONS_RELEASED = 0x2A04
 REGISTRATIONS_PREEMPTED = 0x2A05
 INVALID_RELEASE_OF_PERSISTENT_RESERVATION = 0x2604
 
-# Command classes for the conflict check (SPC-4 table 66, SBC-3 table 13); every opcode not listed WRITES
-ALLOWED = 0         # never conflicts with a persistent reservation (PR IN/OUT do their own checks)
-READS = 1           # allowed under Write Exclusive, conflicts under Exclusive Access
-WRITES = 2          # conflicts under both
-_ALLOWED_OPCODES = (0x00, 0x03, 0x12, 0x25, 0x4D, 0x5E, 0x5F, 0x84, 0x9E, 0xA0, 0xA3)
-_READ_OPCODES = (0x08, 0x28, 0xA8, 0x88, 0x2F, 0xAF, 0x8F, 0x34, 0x90, 0x1A, 0x5A, 0x37, 0xB7)
-ACCESS = [ALLOWED if op in _ALLOWED_OPCODES else READS if op in _READ_OPCODES else WRITES for op in range(256)]
+# How a command meets a reservation: every row of the command table (op.py, target.py) carries one PR class and
+# maybe SPC2_ALLOWED (SPC-4 table 66, SBC-3 table 13)
+PR_ALLOWED = 0      # never conflicts with a persistent reservation (PR IN/OUT do their own checks)
+PR_READ = 1         # allowed under Write Exclusive, conflicts under Exclusive Access
+PR_WRITE = 2        # conflicts under both
+_PR_CLASS = 0x03
 # Served to other nexuses while an SPC-2 reservation is held: INQUIRY, REQUEST SENSE, REPORT LUNS, REPORT
 # SUPPORTED OPCODES; RESERVE/RELEASE(6/10) and PR IN/OUT reach the state machine, which decides (a worker's view
 # may lag the authority, e.g. after another worker died holding the reservation).
-SPC2_ALLOWED = [op in (0x03, 0x12, 0x16, 0x17, 0x56, 0x57, 0x5E, 0x5F, 0xA0, 0xA3) for op in range(256)]
+SPC2_ALLOWED = 0x04
 
 _PROUT_CDB = Struct(">xBB2xI")          # service action, scope/type, parameter list length
 _PRIN_CDB = Struct(">xB5xH")            # service action, allocation length
@@ -121,18 +120,19 @@ class ConflictView:
     registered: frozenset = frozenset()
     registrations: bool = False             # any persistent registration (SPC-2 RESERVE/RELEASE then conflict)
 
-    def conflicts(self, nexus: str, opcode: int) -> bool:
-        """True if `opcode` from `nexus` must end in RESERVATION CONFLICT."""
+    def conflicts(self, nexus: str, access: int) -> bool:
+        """True if a command from `nexus` meeting reservations as `access` (its row's) must end in RESERVATION
+        CONFLICT."""
         if self.spc2_holder is not None:
-            return nexus != self.spc2_holder and not SPC2_ALLOWED[opcode]
+            return nexus != self.spc2_holder and not access & SPC2_ALLOWED
         pr_type = self.pr_type
-        access = ACCESS[opcode]
-        if not pr_type or access == ALLOWED or nexus == self.holder:
+        pr_class = access & _PR_CLASS
+        if not pr_type or pr_class == PR_ALLOWED or nexus == self.holder:
             return False
         if pr_type in REGISTRANTS_ONLY or pr_type in ALL_REGISTRANTS:
             if nexus in self.registered:
                 return False
-        return access == WRITES or pr_type in EXCLUSIVE_ACCESS_TYPES
+        return pr_class == PR_WRITE or pr_type in EXCLUSIVE_ACCESS_TYPES
 
     def to_dict(self) -> dict:
         return {"reserved": self.reserved, "spc2_holder": self.spc2_holder, "pr_type": self.pr_type,

@@ -30,6 +30,7 @@ from .sense import (ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_ERROR, MEDIUM_
 from .task import GOOD
 
 OVERWRITE, BLOCK_ERASE, CRYPTO_ERASE, EXIT_FAILURE = 0x01, 0x02, 0x03, 0x1F
+ACTIONS = (OVERWRITE, BLOCK_ERASE, CRYPTO_ERASE, EXIT_FAILURE)
 CHUNK = 1 << 20                     # bytes per write of an overwrite pass
 
 _IMMED, _RESERVED, _AUSE = 0x80, 0x40, 0x20
@@ -38,7 +39,7 @@ _INVERT, _TEST, _COUNT = 0x80, 0x60, 0x1F
 
 
 def sanitize(target, unit, task):
-    """SANITIZE is refused by the unit's state like a write (WRITES), but not in sanitize failure mode, which
+    """SANITIZE is refused by the unit's state like a write (MODIFIES), but not in sanitize failure mode, which
     it exists to end: hence no MEDIUM flag, and the ejected medium checked here."""
     if not unit.medium_loaded:
         raise ScsiError(NOT_READY, MEDIUM_NOT_PRESENT)

@@ -1,9 +1,11 @@
 """Block commands (SBC-3): READ/WRITE 6/10/12/16, WRITE ATOMIC(16) (SBC-4), VERIFY and WRITE AND VERIFY 10/12/16,
 PRE-FETCH 10/16, READ DEFECT DATA 10/12, SYNCHRONIZE CACHE, READ CAPACITY 10/16.
 
-READ and WRITE are the hot path: one compiled-struct decode, range checks, one backstore call, and a
-completion closure that hands the backstore's memoryview straight to `task.finish`. Handlers return None
-when the backstore will finish the task, or the data-in bytes (b"" for none) when done at once.
+READ and WRITE are the hot path: the target decodes the CDB once and checks PROTECT, the range and the largest
+transfer (the row's `LbaCheck`, op.py), so the handlers of block commands get (flags, lba, count) and make one
+backstore call, with a completion closure that hands the backstore's memoryview straight to `task.finish`.
+Handlers return None when the backstore will finish the task, or the data-in bytes (b"" for none) when done at
+once.
 """
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ from struct import Struct
 from . import cdb as C
 from ..lograte import RateLimitedLog
 from .data_out import block_data, parameter_data
-from .sense import (DATA_PROTECT, ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, LBA_OUT_OF_RANGE, MEDIUM_ERROR,
-                    MISCOMPARE, MISCOMPARE_DURING_VERIFY,
+from .sense import (DATA_PROTECT, MEDIUM_ERROR, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
                     SPACE_ALLOCATION_FAILED_WRITE_PROTECT, UNRECOVERED_READ_ERROR, WRITE_ERROR, ScsiError,
                     check_condition, fail, invalid_cdb)
 from .task import GOOD
@@ -28,14 +29,7 @@ _CAPACITY16 = Struct(">QIxBH16x")   # LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
 _LBPME_LBPRZ = 0xC000               # READ CAPACITY(16) bytes 14-15: thin, unmapped blocks read as zeros
 _DEFECTS10 = Struct(">xB2x")        # PLISTV, GLISTV, list format; list length 0
 _DEFECTS12 = Struct(">xB6x")        # … generation 0, list length 0
-_WRITE_ATOMIC16 = Struct(">xBQHH")  # flags, LBA, ATOMIC BOUNDARY, TRANSFER LENGTH
-
-
-def check_range(unit, lba: int, count: int, count_byte: int) -> None:
-    if lba + count > unit.blocks:
-        raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
-    if count > unit.max_transfer_blocks:
-        raise invalid_cdb(count_byte)
+ATOMIC16 = C.LbaLayout(Struct(">xBQ2xH").unpack_from, 12)   # WRITE ATOMIC(16): flags, LBA, TRANSFER LENGTH
 
 
 def written(task, unit):
@@ -69,65 +63,42 @@ def io_error(unit, error: OSError, asc_ascq: int, key: int | None = None) -> tup
     return key, asc_ascq
 
 
-def make_read(layout: C.LbaLayout):
-    decode, count_byte = layout
+def read(target, unit, task, flags: int, lba: int, count: int):
+    if not count:
+        return b""
 
-    def read(target, unit, task):
-        flags, lba, count = decode(task.cdb)
-        if flags & C.PROTECT:
-            raise invalid_cdb(1, 7)
-        if lba + count > unit.blocks or count > unit.max_transfer_blocks:
-            check_range(unit, lba, count, count_byte)
-        if not count:
-            return b""
+    def done(result):
+        if isinstance(result, OSError):
+            io_failed(task, unit, result, UNRECOVERED_READ_ERROR)
+        else:
+            task.finish(GOOD, result)
 
-        def done(result):
-            if isinstance(result, OSError):
-                io_failed(task, unit, result, UNRECOVERED_READ_ERROR)
-            else:
-                task.finish(GOOD, result)
-
-        size = unit.block_size
-        unit.backstore.read(lba * size, count * size, done)
-        return None
-
-    return read
+    size = unit.block_size
+    unit.backstore.read(lba * size, count * size, done)
+    return None
 
 
-def make_write(layout: C.LbaLayout):
+def write(target, unit, task, flags: int, lba: int, count: int):
     """WRITE: the transport reports residuals against `task.transfer_length`; if it received less data than
     the CDB asks for, only the whole blocks received are written (data_out.py)."""
-    decode, count_byte = layout
-
-    def write(target, unit, task):
-        flags, lba, count = decode(task.cdb)
-        if flags & C.PROTECT:
-            raise invalid_cdb(1, 7)
-        if lba + count > unit.blocks or count > unit.max_transfer_blocks:
-            check_range(unit, lba, count, count_byte)
-        size = unit.block_size
-        data = block_data(task, count * size, size)
-        if data is None:
-            return b""
-        unit.backstore.write(lba * size, data, bool(flags & C.FUA), written(task, unit))
-        return None
-
-    return write
+    size = unit.block_size
+    data = block_data(task, count * size, size)
+    if data is None:
+        return b""
+    unit.backstore.write(lba * size, data, bool(flags & C.FUA), written(task, unit))
+    return None
 
 
-def write_atomic16(target, unit, task):
-    """WRITE ATOMIC(16) (SBC-4 5.48): all of the blocks or none, for every reader and across a crash (the
-    backstore's `atomic_write`, target/backstore/atomic.py). No atomic boundaries (MAXIMUM ATOMIC BOUNDARY SIZE
-    0): an ATOMIC BOUNDARY field other than 0 is refused."""
-    if not unit.max_atomic_blocks:
-        raise ScsiError(ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE)
-    flags, lba, boundary, count = _WRITE_ATOMIC16.unpack_from(task.cdb)
-    if flags & C.PROTECT:
-        raise invalid_cdb(1, 7)
-    if boundary:
+def write_atomic_fields(unit, task, flags: int, count: int) -> None:
+    """No atomic boundaries (MAXIMUM ATOMIC BOUNDARY SIZE 0): an ATOMIC BOUNDARY field other than 0 is refused."""
+    if task.cdb[10] or task.cdb[11]:
         raise invalid_cdb(10)
-    if lba + count > unit.blocks:
-        raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+
+
+def write_atomic16(target, unit, task, flags: int, lba: int, count: int):
+    """WRITE ATOMIC(16) (SBC-4 5.48), on units whose backstore has `atomic_write` (target/backstore/atomic.py):
+    all of the blocks or none, for every reader and across a crash. At most `max_atomic_blocks`, within the
+    largest transfer (which the target checked)."""
     if count > unit.max_atomic_blocks:
         raise invalid_cdb(12)
     size = unit.block_size
@@ -138,36 +109,30 @@ def write_atomic16(target, unit, task):
     return None
 
 
-def make_write_and_verify(layout: C.LbaLayout):
+def write_and_verify_fields(unit, task, flags: int, count: int) -> None:
+    if flags & C.BYTCHK & ~C.BYTCHK_COMPARE:
+        raise invalid_cdb(1, 2)
+
+
+def write_and_verify(target, unit, task, flags: int, lba: int, count: int):
     """WRITE AND VERIFY (SBC-3 5.34-5.36): the blocks are written through to the medium (as FUA) and, with
     BYTCHK, read back and compared with what was written (MISCOMPARE with the offset of the first difference)."""
-    decode, count_byte = layout
+    size = unit.block_size
+    data = block_data(task, count * size, size)
+    if data is None:
+        return b""
+    offset = lba * size
+    compare = flags & C.BYTCHK
+    finish = written(task, unit)
 
-    def write_and_verify(target, unit, task):
-        flags, lba, count = decode(task.cdb)
-        if flags & C.PROTECT:
-            raise invalid_cdb(1, 7)
-        if flags & C.BYTCHK & ~C.BYTCHK_COMPARE:
-            raise invalid_cdb(1, 2)
-        check_range(unit, lba, count, count_byte)
-        size = unit.block_size
-        data = block_data(task, count * size, size)
-        if data is None:
-            return b""
-        offset = lba * size
-        compare = flags & C.BYTCHK
-        finish = written(task, unit)
+    def stored(error) -> None:
+        if error is not None or not compare:
+            finish(error)
+        else:
+            unit.backstore.read(offset, len(data), _comparer(task, unit, data))
 
-        def stored(error) -> None:
-            if error is not None or not compare:
-                finish(error)
-            else:
-                unit.backstore.read(offset, len(data), _comparer(task, unit, data))
-
-        unit.backstore.write(offset, data, True, stored)
-        return None
-
-    return write_and_verify
+    unit.backstore.write(offset, data, True, stored)
+    return None
 
 
 def _comparer(task, unit, expected):
@@ -184,32 +149,26 @@ def _comparer(task, unit, expected):
     return done
 
 
-def make_verify(layout: C.LbaLayout):
+def verify_fields(unit, task, flags: int, count: int) -> None:
+    if flags & C.BYTCHK == C.BYTCHK_RESERVED:
+        raise invalid_cdb(1, 2)
+
+
+def verify(target, unit, task, flags: int, lba: int, count: int):
     """VERIFY (SBC-3 5.27-5.29). BYTCHK 00: the range is checked (the medium is always readable); 01: the
     blocks are read and compared with the data-out; 11: each block is compared with the one block of
     data-out. A difference is MISCOMPARE with the byte offset of the first one in INFORMATION."""
-    decode, count_byte = layout
-
-    def verify(target, unit, task):
-        flags, lba, count = decode(task.cdb)
-        if flags & C.PROTECT:
-            raise invalid_cdb(1, 7)
-        check = flags & C.BYTCHK
-        if check == C.BYTCHK_RESERVED:
-            raise invalid_cdb(1, 2)
-        check_range(unit, lba, count, count_byte)
-        size = unit.block_size
-        if check == C.BYTCHK_NONE:
-            task.transfer_length = 0
-            return b""
-        data = parameter_data(task, size if check == C.BYTCHK_ONE_BLOCK else count * size)
-        if not count:
-            return b""
-        expected = bytes(data[:size]) * count if check == C.BYTCHK_ONE_BLOCK else data[:count * size]
-        unit.backstore.read(lba * size, count * size, _comparer(task, unit, expected))
-        return None
-
-    return verify
+    check = flags & C.BYTCHK
+    size = unit.block_size
+    if check == C.BYTCHK_NONE:
+        task.transfer_length = 0
+        return b""
+    data = parameter_data(task, size if check == C.BYTCHK_ONE_BLOCK else count * size)
+    if not count:
+        return b""
+    expected = bytes(data[:size]) * count if check == C.BYTCHK_ONE_BLOCK else data[:count * size]
+    unit.backstore.read(lba * size, count * size, _comparer(task, unit, expected))
+    return None
 
 
 def first_difference(expected, actual) -> int | None:
@@ -219,35 +178,19 @@ def first_difference(expected, actual) -> int | None:
     return next(i for i, (a, b) in enumerate(zip(expected, actual)) if a != b)
 
 
-def make_synchronize_cache(layout: C.LbaLayout):
-    decode = layout.decode
-
-    def synchronize_cache(target, unit, task):
-        flags, lba, count = decode(task.cdb)
-        if lba + count > unit.blocks:
-            raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
-        if flags & C.IMMED:
-            unit.backstore.flush(_immediate_flushed(unit))
-            return b""
-        unit.backstore.flush(written(task, unit))
-        return None
-
-    return synchronize_cache
-
-
-def make_prefetch(layout: C.LbaLayout):
-    """PRE-FETCH (SBC-3 5.9-5.10) is advisory: the range is checked and GOOD returned, which SBC defines as
-    "not every block could be placed in the cache" (CONDITION MET would claim they all were). The page cache's
-    own read-ahead serves buffered LUNs."""
-    decode, count_byte = layout
-
-    def prefetch(target, unit, task):
-        flags, lba, count = decode(task.cdb)
-        if lba + count > unit.blocks:
-            raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+def synchronize_cache(target, unit, task, flags: int, lba: int, count: int):
+    if flags & C.IMMED:
+        unit.backstore.flush(_immediate_flushed(unit))
         return b""
+    unit.backstore.flush(written(task, unit))
+    return None
 
-    return prefetch
+
+def prefetch(target, unit, task, flags: int, lba: int, count: int) -> bytes:
+    """PRE-FETCH (SBC-3 5.9-5.10) is advisory: the range is checked (by the target) and GOOD returned, which SBC
+    defines as "not every block could be placed in the cache" (CONDITION MET would claim they all were). The page
+    cache's own read-ahead serves buffered LUNs."""
+    return b""
 
 
 def read_defect_data10(target, unit, task) -> bytes:

@@ -1,115 +1,145 @@
-"""The SCSI target of one iSCSI target name: the 256-entry opcode table and the checks made before dispatch.
+"""The SCSI target of one iSCSI target name: the 256-row opcode table and the checks made before dispatch.
 
-Order of checks (SPC-4 5.14, SAM-5 5.3): logical unit exists (INQUIRY, REPORT LUNS and REQUEST SENSE are
-served for any LUN), pending unit attention (not reported to INQUIRY, REPORT LUNS, REQUEST SENSE),
-reservation conflict (the unit's cached `ConflictView`, see reservations.py), supported opcode, CDB length and
-CONTROL byte, then what the unit refuses in its state (no medium, write protection); then the handler.
+Each row (op.py) holds everything about its opcode. Order of checks (SPC-4 5.14, SAM-5 5.3): logical unit exists
+(INQUIRY, REPORT LUNS and REQUEST SENSE are served for any LUN), pending unit attention (not reported to INQUIRY,
+REPORT LUNS, REQUEST SENSE), reservation conflict (the unit's cached `ConflictView`, see reservations.py, asked
+with the row's access class), supported opcode, CDB length and CONTROL byte, then what the unit refuses in its
+state (no medium, write protection) or kind (not thin); then, for a row addressing blocks, its `LbaCheck`
+(PROTECT, the command's own fields, range, largest transfer); then the handler.
 Nothing raised by a handler escapes: `ScsiError` becomes CHECK CONDITION with its sense, anything else is
 logged and answered HARDWARE ERROR / INTERNAL TARGET FAILURE.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable, NamedTuple
+from typing import Callable
 
 from . import cdb as C
 from . import data_out as D
+from . import reservations as R
 from . import compare_and_write, mode, opcodes, pr, provisioning, sanitize, sbc, spc, xcopy
 from .local_reservations import LocalReservations
-from .reservations import ConflictView
-from .lun import BUSY, MAX_TRANSFER_BYTES, MEDIUM, WRITES, LogicalUnit
+from .reservations import PR_ALLOWED, PR_READ, PR_WRITE, SPC2_ALLOWED, ConflictView
+from .lun import MAX_TRANSFER_BYTES, LogicalUnit
 from .medium import SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, MediumState
+from .op import ANY_LUN, ATOMIC, BUSY, KEEPS_UA, MEDIUM, MODIFIES, THIN, UNIT_WIDE, LbaCheck, Op, ServiceActions
 from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, HARDWARE_ERROR,
                     ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
-                    LOGICAL_UNIT_NOT_SUPPORTED, MODE_PARAMETERS_CHANGED, POWER_ON_OCCURRED, UNIT_ATTENTION,
-                    ScsiError, check_condition, fail, invalid_cdb)
+                    LBA_OUT_OF_RANGE, LOGICAL_UNIT_NOT_SUPPORTED, MODE_PARAMETERS_CHANGED, POWER_ON_OCCURRED,
+                    UNIT_ATTENTION, ScsiError, check_condition, fail, invalid_cdb)
 from .shared_reservations import SharedReservations
 from .task import BUSY as STATUS_BUSY
 from .task import GOOD, RESERVATION_CONFLICT, Barrier
 
 log = logging.getLogger(__name__)
 
-# Op flags
-ANY_LUN = 0x01          # served for LUNs that do not exist
-KEEPS_UA = 0x02         # neither reports nor clears a pending unit attention
-# WRITES and MEDIUM (lun.py): refused while the unit is write-protected / its removable medium is ejected;
-# BUSY (lun.py), refused while a sanitize runs, is added to every command but those served for any LUN and
-# MAINTENANCE IN (SBC-4 4.11.2 lists INQUIRY, REPORT LUNS and REQUEST SENSE among those still served)
-
 _CONTROL_UNSUPPORTED = 0x07     # NACA, obsolete FLAG, LINK
 _MAINTENANCE_IN = 0xA3
 ATTACH_WAIT = 5.0               # seconds a new session's commands wait for the coordinator's ua.attach answer
 
-
-class Op(NamedTuple):
-    name: str
-    handler: Callable | None    # (target, unit, task) -> data-in bytes, or None when it finishes later
-    length: int                 # CDB length
-    flags: int
-    data_out: Callable | None   # (cdb, block size) -> bytes of data-out the CDB asks for; None: carries none
+UNSUPPORTED = Op("unsupported", None, 0, 0, None, PR_WRITE, None, None)    # conflicts with reservations as a write
 
 
-UNSUPPORTED = Op("unsupported", None, 0, 0, None)
+def _blocks(layout: C.LbaLayout, fields=None, held: bool = True) -> LbaCheck:
+    """The LbaCheck of a command reading or writing blocks: PROTECT refused, at most the largest transfer."""
+    return LbaCheck(layout.decode, layout.count_byte, C.PROTECT, fields, held)
+
+
+def _range(layout: C.LbaLayout) -> LbaCheck:
+    """The LbaCheck of a command naming blocks it does not transfer (SYNCHRONIZE CACHE, PRE-FETCH): the range."""
+    return LbaCheck(layout.decode, layout.count_byte, 0, None, False)
 
 
 def _ops() -> list[Op]:
     table = [UNSUPPORTED] * 256
-    for opcode, name, handler, flags, data_out in (
-        (0x00, "TEST UNIT READY", spc.unit_ready, MEDIUM, None),
-        (0x03, "REQUEST SENSE", spc.request_sense, ANY_LUN | KEEPS_UA, None),
-        (0x08, "READ(6)", sbc.make_read(C.LBA6), MEDIUM, None),
-        (0x0A, "WRITE(6)", sbc.make_write(C.LBA6), WRITES | MEDIUM, D.blocks(C.LBA6)),
-        (0x12, "INQUIRY", spc.inquiry, ANY_LUN | KEEPS_UA, None),
-        (0x15, "MODE SELECT(6)", mode.mode_select6, 0, D.field(4, 1)),
-        (0x16, "RESERVE(6)", pr.reserve, 0, None),
-        (0x17, "RELEASE(6)", pr.release, 0, None),
-        (0x1A, "MODE SENSE(6)", mode.mode_sense6, 0, None),
-        (0x1B, "START STOP UNIT", spc.start_stop_unit, 0, None),
-        (0x1E, "PREVENT ALLOW MEDIUM REMOVAL", spc.prevent_allow_medium_removal, 0, None),
-        (0x25, "READ CAPACITY(10)", sbc.read_capacity10, MEDIUM, None),
-        (0x28, "READ(10)", sbc.make_read(C.LBA10), MEDIUM, None),
-        (0x2A, "WRITE(10)", sbc.make_write(C.LBA10), WRITES | MEDIUM, D.blocks(C.LBA10)),
-        (0x2E, "WRITE AND VERIFY(10)", sbc.make_write_and_verify(C.LBA10), WRITES | MEDIUM, D.blocks(C.LBA10)),
-        (0x2F, "VERIFY(10)", sbc.make_verify(C.LBA10), MEDIUM, D.verify(C.LBA10)),
-        (0x34, "PRE-FETCH(10)", sbc.make_prefetch(C.LBA10), MEDIUM, None),
-        (0x35, "SYNCHRONIZE CACHE(10)", sbc.make_synchronize_cache(C.LBA10), MEDIUM, None),
-        (0x37, "READ DEFECT DATA(10)", sbc.read_defect_data10, 0, None),
-        (0x41, "WRITE SAME(10)", provisioning.make_write_same(C.LBA10), WRITES | MEDIUM, D.one_block),
-        (0x42, "UNMAP", provisioning.unmap, WRITES | MEDIUM, D.field(7, 2)),
-        (0x48, "SANITIZE", sanitize.sanitize, WRITES, D.field(7, 2)),
-        (0x55, "MODE SELECT(10)", mode.mode_select10, 0, D.field(7, 2)),
-        (0x56, "RESERVE(10)", pr.reserve, 0, None),
-        (0x57, "RELEASE(10)", pr.release, 0, None),
-        (0x5A, "MODE SENSE(10)", mode.mode_sense10, 0, None),
-        (0x5E, "PERSISTENT RESERVE IN", pr.persistent_reserve_in, 0, None),
-        (0x5F, "PERSISTENT RESERVE OUT", pr.persistent_reserve_out, 0, D.field(5, 4)),
-        (0x83, "EXTENDED COPY", xcopy.extended_copy, MEDIUM, D.field(10, 4)),
-        (0x84, "RECEIVE COPY RESULTS", xcopy.receive_copy_results, 0, None),
-        (0x88, "READ(16)", sbc.make_read(C.LBA16), MEDIUM, None),
-        (0x89, "COMPARE AND WRITE", compare_and_write.compare_and_write, WRITES | MEDIUM, D.compare_and_write),
-        (0x8A, "WRITE(16)", sbc.make_write(C.LBA16), WRITES | MEDIUM, D.blocks(C.LBA16)),
-        (0x8B, "ORWRITE(16)", compare_and_write.orwrite, WRITES | MEDIUM, D.blocks(C.LBA16)),
-        (0x8E, "WRITE AND VERIFY(16)", sbc.make_write_and_verify(C.LBA16), WRITES | MEDIUM, D.blocks(C.LBA16)),
-        (0x8F, "VERIFY(16)", sbc.make_verify(C.LBA16), MEDIUM, D.verify(C.LBA16)),
-        (0x90, "PRE-FETCH(16)", sbc.make_prefetch(C.LBA16), MEDIUM, None),
-        (0x91, "SYNCHRONIZE CACHE(16)", sbc.make_synchronize_cache(C.LBA16), MEDIUM, None),
-        (0x93, "WRITE SAME(16)", provisioning.make_write_same(C.LBA16), WRITES | MEDIUM, D.write_same16),
-        (0x9C, "WRITE ATOMIC(16)", sbc.write_atomic16, WRITES | MEDIUM, D.field(12, 2, in_blocks=True)),
-        (0x9E, "SERVICE ACTION IN(16)", provisioning.service_action_in16, MEDIUM, None),
-        (0xA0, "REPORT LUNS", spc.report_luns, ANY_LUN | KEEPS_UA, None),
-        (_MAINTENANCE_IN, "MAINTENANCE IN", opcodes.make_maintenance_in(lambda: OPS), 0, None),
-        (0xA8, "READ(12)", sbc.make_read(C.LBA12), MEDIUM, None),
-        (0xAA, "WRITE(12)", sbc.make_write(C.LBA12), WRITES | MEDIUM, D.blocks(C.LBA12)),
-        (0xAE, "WRITE AND VERIFY(12)", sbc.make_write_and_verify(C.LBA12), WRITES | MEDIUM, D.blocks(C.LBA12)),
-        (0xAF, "VERIFY(12)", sbc.make_verify(C.LBA12), MEDIUM, D.verify(C.LBA12)),
-        (0xB7, "READ DEFECT DATA(12)", sbc.read_defect_data12, 0, None),
-    ):
-        busy = 0 if flags & ANY_LUN or opcode == _MAINTENANCE_IN else BUSY
-        table[opcode] = Op(name, handler, C.CDB_LENGTH[opcode >> 5], flags | busy, data_out)
+
+    def row(opcode: int, name: str, handler: Callable | None, flags: int, access: int, data_out=None,
+            actions: ServiceActions | None = None, lba: LbaCheck | None = None) -> None:
+        busy = 0 if flags & ANY_LUN or opcode == _MAINTENANCE_IN or handler is None else BUSY
+        length = C.CDB_LENGTH[opcode >> 5] if handler is not None else 0
+        table[opcode] = Op(name, handler, length, flags | busy, data_out, access, actions, lba)
+
+    everyone = PR_ALLOWED | SPC2_ALLOWED
+    row(0x00, "TEST UNIT READY", spc.unit_ready, MEDIUM, PR_ALLOWED)
+    row(0x03, "REQUEST SENSE", spc.request_sense, ANY_LUN | KEEPS_UA, everyone)
+    row(0x08, "READ(6)", sbc.read, MEDIUM, PR_READ, lba=_blocks(C.LBA6))
+    row(0x0A, "WRITE(6)", sbc.write, MODIFIES | MEDIUM, PR_WRITE, D.blocks(C.LBA6), lba=_blocks(C.LBA6))
+    row(0x12, "INQUIRY", spc.inquiry, ANY_LUN | KEEPS_UA, everyone)
+    row(0x15, "MODE SELECT(6)", mode.mode_select6, 0, PR_WRITE, D.field(4, 1))
+    row(0x16, "RESERVE(6)", pr.reserve, 0, PR_WRITE | SPC2_ALLOWED)
+    row(0x17, "RELEASE(6)", pr.release, 0, PR_WRITE | SPC2_ALLOWED)
+    row(0x1A, "MODE SENSE(6)", mode.mode_sense6, 0, PR_READ)
+    row(0x1B, "START STOP UNIT", spc.start_stop_unit, 0, PR_WRITE)
+    row(0x1E, "PREVENT ALLOW MEDIUM REMOVAL", spc.prevent_allow_medium_removal, 0, PR_WRITE)
+    row(0x25, "READ CAPACITY(10)", sbc.read_capacity10, MEDIUM, PR_ALLOWED)
+    row(0x28, "READ(10)", sbc.read, MEDIUM, PR_READ, lba=_blocks(C.LBA10))
+    row(0x2A, "WRITE(10)", sbc.write, MODIFIES | MEDIUM, PR_WRITE, D.blocks(C.LBA10), lba=_blocks(C.LBA10))
+    row(0x2E, "WRITE AND VERIFY(10)", sbc.write_and_verify, MODIFIES | MEDIUM, PR_WRITE, D.blocks(C.LBA10),
+        lba=_blocks(C.LBA10, sbc.write_and_verify_fields))
+    row(0x2F, "VERIFY(10)", sbc.verify, MEDIUM, PR_READ, D.verify(C.LBA10), lba=_blocks(C.LBA10, sbc.verify_fields))
+    row(0x34, "PRE-FETCH(10)", sbc.prefetch, MEDIUM, PR_READ, lba=_range(C.LBA10))
+    row(0x35, "SYNCHRONIZE CACHE(10)", sbc.synchronize_cache, MEDIUM, PR_WRITE, lba=_range(C.LBA10))
+    row(0x37, "READ DEFECT DATA(10)", sbc.read_defect_data10, 0, PR_READ)
+    row(0x41, "WRITE SAME(10)", provisioning.make_write_same(C.LBA10), MODIFIES | MEDIUM, PR_WRITE, D.one_block,
+        lba=_blocks(C.LBA10, provisioning.write_same_fields))
+    row(0x42, "UNMAP", provisioning.unmap, MODIFIES | MEDIUM | THIN, PR_WRITE, D.field(7, 2))
+    row(0x48, "SANITIZE", sanitize.sanitize, MODIFIES | UNIT_WIDE, PR_WRITE, D.field(7, 2),
+        ServiceActions(sanitize.ACTIONS, 0xBF, ((sanitize.CRYPTO_ERASE, "crypto_erasable"),)))
+    row(0x4D, "LOG SENSE", None, 0, PR_ALLOWED)        # not served, but not a reservation conflict either
+    row(0x55, "MODE SELECT(10)", mode.mode_select10, 0, PR_WRITE, D.field(7, 2))
+    row(0x56, "RESERVE(10)", pr.reserve, 0, PR_WRITE | SPC2_ALLOWED)
+    row(0x57, "RELEASE(10)", pr.release, 0, PR_WRITE | SPC2_ALLOWED)
+    row(0x5A, "MODE SENSE(10)", mode.mode_sense10, 0, PR_READ)
+    row(0x5E, "PERSISTENT RESERVE IN", pr.persistent_reserve_in, 0, everyone, actions=ServiceActions(
+        (R.READ_KEYS, R.READ_RESERVATION, R.REPORT_CAPABILITIES, R.READ_FULL_STATUS), 0x1F))
+    row(0x5F, "PERSISTENT RESERVE OUT", pr.persistent_reserve_out, 0, everyone, D.field(5, 4), ServiceActions(
+        (R.REGISTER, R.RESERVE, R.RELEASE, R.CLEAR, R.PREEMPT, R.PREEMPT_AND_ABORT,
+         R.REGISTER_AND_IGNORE_EXISTING_KEY, R.REGISTER_AND_MOVE), 0x1F))
+    row(0x83, "EXTENDED COPY", xcopy.extended_copy, MEDIUM, PR_WRITE, D.field(10, 4),
+        ServiceActions(xcopy.EXTENDED_COPY_ACTIONS, 0x1F))
+    row(0x84, "RECEIVE COPY RESULTS", xcopy.receive_copy_results, 0, PR_ALLOWED,
+        actions=ServiceActions(xcopy.RECEIVE_COPY_RESULTS_ACTIONS, 0x1F))
+    row(0x88, "READ(16)", sbc.read, MEDIUM, PR_READ, lba=_blocks(C.LBA16))
+    row(0x89, "COMPARE AND WRITE", compare_and_write.compare_and_write, MODIFIES | MEDIUM, PR_WRITE,
+        D.compare_and_write, lba=_blocks(compare_and_write.LAYOUT, compare_and_write.compare_and_write_fields,
+                                     held=False))
+    row(0x8A, "WRITE(16)", sbc.write, MODIFIES | MEDIUM, PR_WRITE, D.blocks(C.LBA16), lba=_blocks(C.LBA16))
+    row(0x8B, "ORWRITE(16)", compare_and_write.orwrite, MODIFIES | MEDIUM, PR_WRITE, D.blocks(C.LBA16),
+        lba=_blocks(C.LBA16))
+    row(0x8E, "WRITE AND VERIFY(16)", sbc.write_and_verify, MODIFIES | MEDIUM, PR_WRITE, D.blocks(C.LBA16),
+        lba=_blocks(C.LBA16, sbc.write_and_verify_fields))
+    row(0x8F, "VERIFY(16)", sbc.verify, MEDIUM, PR_READ, D.verify(C.LBA16), lba=_blocks(C.LBA16, sbc.verify_fields))
+    row(0x90, "PRE-FETCH(16)", sbc.prefetch, MEDIUM, PR_READ, lba=_range(C.LBA16))
+    row(0x91, "SYNCHRONIZE CACHE(16)", sbc.synchronize_cache, MEDIUM, PR_WRITE, lba=_range(C.LBA16))
+    row(0x93, "WRITE SAME(16)", provisioning.make_write_same(C.LBA16), MODIFIES | MEDIUM, PR_WRITE, D.write_same16,
+        lba=_blocks(C.LBA16, provisioning.write_same_fields))
+    row(0x9C, "WRITE ATOMIC(16)", sbc.write_atomic16, MODIFIES | MEDIUM | ATOMIC, PR_WRITE, D.blocks(sbc.ATOMIC16),
+        lba=_blocks(sbc.ATOMIC16, sbc.write_atomic_fields))
+    row(0x9E, "SERVICE ACTION IN(16)", provisioning.service_action_in16, MEDIUM, PR_ALLOWED,
+        actions=ServiceActions((C.READ_CAPACITY16, provisioning.GET_LBA_STATUS), 0x1F))
+    row(0xA0, "REPORT LUNS", spc.report_luns, ANY_LUN | KEEPS_UA, everyone)
+    row(_MAINTENANCE_IN, "MAINTENANCE IN", opcodes.make_maintenance_in(lambda: OPS), 0, everyone,
+        actions=ServiceActions((opcodes.REPORT_SUPPORTED_OPCODES, opcodes.REPORT_SUPPORTED_TMFS), 0x1F))
+    row(0xA8, "READ(12)", sbc.read, MEDIUM, PR_READ, lba=_blocks(C.LBA12))
+    row(0xAA, "WRITE(12)", sbc.write, MODIFIES | MEDIUM, PR_WRITE, D.blocks(C.LBA12), lba=_blocks(C.LBA12))
+    row(0xAE, "WRITE AND VERIFY(12)", sbc.write_and_verify, MODIFIES | MEDIUM, PR_WRITE, D.blocks(C.LBA12),
+        lba=_blocks(C.LBA12, sbc.write_and_verify_fields))
+    row(0xAF, "VERIFY(12)", sbc.verify, MEDIUM, PR_READ, D.verify(C.LBA12), lba=_blocks(C.LBA12, sbc.verify_fields))
+    row(0xB7, "READ DEFECT DATA(12)", sbc.read_defect_data12, 0, PR_READ)
     return table
 
 
 OPS = _ops()
+
+
+def _for_execute(op: Op) -> tuple:
+    """What execute reads of a row, as plain tuples (CPython unpacks a NamedTuple through the iterator protocol, a
+    few times slower than a tuple): handler, CDB length, flags, access, the LbaCheck's fields or None."""
+    return op.handler, op.length, op.flags, op.access, tuple(op.lba) if op.lba else None
+
+
+_EXECUTE = [_for_execute(op) for op in OPS]
+_EXECUTE_UNSUPPORTED = _for_execute(UNSUPPORTED)
 
 
 def _nothing() -> None:
@@ -429,6 +459,12 @@ class ScsiTarget:
             return 0
         return min(decode(cdb, unit.block_size), MAX_TRANSFER_BYTES)
 
+    @staticmethod
+    def unit_wide(cdb) -> bool:
+        """Whether `cdb` changes what every later command of its unit sees: while it waits for its data-out the
+        transport holds the unit's later commands, so that they keep the order they were sent in."""
+        return bool(OPS[cdb[0]].flags & UNIT_WIDE)
+
     def execute(self, task) -> None:
         if self.attaching and task.nexus in self.attaching:
             task.remote = True                              # first commands of a session, before ua.attach
@@ -436,7 +472,7 @@ class ScsiTarget:
             return
         task.remote = False
         cdb = task.cdb
-        _, handler, length, flags, _ = OPS[cdb[0]] if cdb else UNSUPPORTED
+        handler, length, flags, access, lba_check = _EXECUTE[cdb[0]] if cdb else _EXECUTE_UNSUPPORTED
         unit = self.luns.get(task.lun)
         try:
             if unit is None:
@@ -448,7 +484,7 @@ class ScsiTarget:
                     if asc_ascq is not None:
                         raise ScsiError(UNIT_ATTENTION, asc_ascq)
                 view = unit.reservations.view
-                if view.reserved and view.conflicts(task.nexus, cdb[0]):
+                if view.reserved and view.conflicts(task.nexus, access):
                     task.finish(RESERVATION_CONFLICT)
                     return
             if handler is None:
@@ -461,7 +497,20 @@ class ScsiTarget:
             refused = flags & unit.refused if unit is not None else 0
             if refused:
                 raise unit.refusal(refused)
-            data = handler(self, unit, task)
+            if lba_check is None:
+                data = handler(self, unit, task)
+            else:                                           # op.LbaCheck, inline: the hot path
+                decode, count_byte, protect, fields, held = lba_check
+                lba_flags, lba, count = decode(cdb)
+                if lba_flags & protect:
+                    raise invalid_cdb(1, 7)
+                if fields is not None:
+                    fields(unit, task, lba_flags, count)
+                if lba + count > unit.blocks:
+                    raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
+                if held and count > unit.max_transfer_blocks:
+                    raise invalid_cdb(count_byte)
+                data = handler(self, unit, task, lba_flags, lba, count)
         except ScsiError as error:
             fail(task, error)
             return
@@ -471,3 +520,4 @@ class ScsiTarget:
             return
         if data is not None:
             task.finish(GOOD, data or None)
+

@@ -15,7 +15,8 @@ from collections import OrderedDict
 from struct import Struct
 
 from .data_out import parameter_data
-from .lun import BUSY, MEDIUM, WRITES
+from .op import BUSY, MEDIUM, MODIFIES
+from .reservations import PR_READ, PR_WRITE
 from .sbc import io_error
 from .sense import (COPY_ABORTED, COPY_TARGET_DEVICE_NOT_REACHABLE, ILLEGAL_REQUEST, NO_ADDITIONAL_SENSE,
                     PARAMETER_LIST_LENGTH_ERROR, TOO_MANY_SEGMENT_DESCRIPTORS, TOO_MANY_TARGET_DESCRIPTORS,
@@ -27,6 +28,8 @@ from .task import GOOD, RESERVATION_CONFLICT
 EXTENDED_COPY, RECEIVE_COPY_RESULTS = 0x83, 0x84
 LID1 = 0x00
 COPY_STATUS, OPERATING_PARAMETERS = 0x00, 0x03
+EXTENDED_COPY_ACTIONS = (LID1,)                 # the service actions served, for the command table and
+RECEIVE_COPY_RESULTS_ACTIONS = (COPY_STATUS, OPERATING_PARAMETERS)     # the Third-party Copy VPD page
 IDENTIFICATION_TARGET, BLOCK_TO_BLOCK = 0xE4, 0x02
 MAX_TARGET_DESCRIPTORS = 2
 MAX_SEGMENT_DESCRIPTORS = 16
@@ -42,7 +45,6 @@ _TARGET = Struct(">BBxxBBxB20sxBH")             # type, LU id type/NUL/device ty
 _SEGMENT = Struct(">BBHHH2xHQQ")                # type, DC/CAT, length, source, destination, blocks, LBAs
 _COPY_STATUS = Struct(">IBHBI")
 _OPERATING = Struct(">IB3xHHIIIII2xHBBBB3xB")
-READ_10, WRITE_10 = 0x28, 0x2A
 
 
 class HeldResults:
@@ -85,10 +87,10 @@ def extended_copy(target, unit, task):
     segments = _segment_descriptors(data, _HEADER.size + targets_length, segments_length, units)
     usage = flags >> 3 & 0x03
     for source, destination, _, _, _ in segments:
-        if _conflicts(source, task, READ_10) or _conflicts(destination, task, WRITE_10):
+        if _conflicts(source, task, PR_READ) or _conflicts(destination, task, PR_WRITE):
             task.finish(RESERVATION_CONFLICT)
             return None
-        for end, flags in ((source, MEDIUM | BUSY), (destination, WRITES | MEDIUM | BUSY)):
+        for end, flags in ((source, MEDIUM | BUSY), (destination, MODIFIES | MEDIUM | BUSY)):
             refused = flags & end.refused       # sanitizing, no medium, write-protected: as a READ/WRITE would be
             if refused:
                 raise end.refusal(refused)
@@ -157,11 +159,11 @@ def _segment_descriptors(data: bytes, start: int, length: int, units: list) -> l
     return segments
 
 
-def _conflicts(unit, task, opcode: int) -> bool:
-    """Whether the unit's reservation refuses this nexus a READ(10) or WRITE(10): the rules a copy's reads and
-    writes follow."""
+def _conflicts(unit, task, access: int) -> bool:
+    """Whether the unit's reservation refuses this nexus a read (PR_READ) or a write (PR_WRITE): a copy's reads and
+    writes meet reservations as READ and WRITE do."""
     view = unit.reservations.view
-    return view.reserved and view.conflicts(task.nexus, opcode)
+    return view.reserved and view.conflicts(task.nexus, access)
 
 
 def _run_segments(segments: list, copied: list, finished) -> None:
