@@ -56,6 +56,24 @@ class Answer:
     reason = property(lambda self: self.response)                      # of a Reject
 
 
+def nop_out(data: bytes = b"", *, itt=1, ttt=P.RESERVED_TAG, cmd_sn=0, immediate=False) -> bytes:
+    return build(P.NOP_OUT, 0x80, data, immediate=immediate, itt=itt, w20=ttt, w24=cmd_sn)
+
+
+def task_management(function: int, *, itt, referenced_task_tag=0, cmd_sn=0, ref_cmd_sn=0, lun=0) -> bytes:
+    """An immediate Task Management Function Request (as initiators send them)."""
+    return build(P.TASK_MGMT_REQUEST, 0x80 | function, immediate=True, lun=lun << 48, itt=itt,
+                 w20=referenced_task_tag, w24=cmd_sn, w32=ref_cmd_sn)
+
+
+def text_request(data: bytes = b"", *, itt=3, ttt=P.RESERVED_TAG, cmd_sn=1, cont=False) -> bytes:
+    return build(P.TEXT_REQUEST, 0x40 if cont else 0x80, data, itt=itt, w20=ttt, w24=cmd_sn)
+
+
+def logout_request(*, itt, cmd_sn, reason=0) -> bytes:
+    return build(P.LOGOUT_REQUEST, 0x80 | reason, itt=itt, w24=cmd_sn)
+
+
 def split(stream) -> list[tuple[Answer, bytes]]:
     """Decode every target PDU in a byte stream (or a list of buffers): [(pdu, data)]."""
     if not isinstance(stream, (bytes, bytearray)):

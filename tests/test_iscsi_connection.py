@@ -14,7 +14,8 @@ from target.iscsi.connection import Connection
 from target.iscsi.negotiation import parse_text
 from target.iscsi.write_budget import WritePool
 from target.scsi.task import CHECK_CONDITION, GOOD
-from tests.iscsi_helpers import build, data_out, login_request, scsi_command, split
+from tests.iscsi_helpers import (build, data_out, login_request, logout_request, nop_out, scsi_command, split,
+                                 task_management, text_request)
 
 IQN = "iqn.2026-11.org.ringtgt:t"
 INI = "iqn.2026-11.org.example:host"
@@ -282,9 +283,9 @@ def test_unsent_output_over_the_bound_freezes_the_window_until_it_drains(monkeyp
 
 def test_nop_out_ping_and_logout():
     conn = connect()
-    (nop, data), = exchange(conn, build(P.NOP_OUT, data=b"ping", itt=9, w20=P.RESERVED_TAG, w24=1))
+    (nop, data), = exchange(conn, nop_out(b"ping", itt=9, cmd_sn=1))
     assert nop.opcode == P.NOP_IN and nop.itt == 9 and data == b"ping"
-    (resp, _), = exchange(conn, build(P.LOGOUT_REQUEST, 0x80, itt=10, w24=2))
+    (resp, _), = exchange(conn, logout_request(itt=10, cmd_sn=2))
     assert resp.opcode == P.LOGOUT_RESPONSE and resp.response == 0 and conn.closing
 
 
@@ -293,7 +294,7 @@ def test_target_ping_answered():
     conn.ping()
     (nop, _), = exchange(conn)
     assert nop.itt == P.RESERVED_TAG and nop.ttt == conn.ping_ttt
-    exchange(conn, build(P.NOP_OUT, immediate=True, itt=P.RESERVED_TAG, w20=nop.ttt, w24=1))
+    exchange(conn, nop_out(immediate=True, itt=P.RESERVED_TAG, ttt=nop.ttt, cmd_sn=1))
     assert conn.ping_ttt is None
 
 
@@ -301,21 +302,21 @@ def test_task_management_abort_and_lun_reset():
     conn = connect()
     (r2t, _), = exchange(conn, scsi_command(write10(0, 1), edtl=512, write=True, itt=20))   # waits for data
     # RFC 5048 §4.1.3: the answer waits for the Data-Out the R2T solicited; the aborted write never answers
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=21, w20=20, w24=2)) == []
+    assert exchange(conn, task_management(1, itt=21, referenced_task_tag=20, cmd_sn=2)) == []
     assert not conn.commands
     (tmf, _), = exchange(conn, data_out(bytes(512), itt=20, ttt=r2t.ttt))
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.response == 0 and tmf.itt == 21 and not conn.draining
     assert exchange(conn, data_out(bytes(512), itt=20, ttt=r2t.ttt)) == []           # late data: dropped
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=22, w20=99, w24=2, w32=5))
+    (tmf, _), = exchange(conn, task_management(1, itt=22, referenced_task_tag=99, cmd_sn=2, ref_cmd_sn=5))
     assert tmf.response == 1                                                              # no such task
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x85, immediate=True, itt=23, w24=2))
+    (tmf, _), = exchange(conn, task_management(5, itt=23, cmd_sn=2))
     assert tmf.response == 0 and conn.host.device.resets == [0]
 
 
 def test_lun_reset_answer_waits_for_the_target():
     conn = connect()
     conn.host.device.hold_resets = True
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x85, immediate=True, itt=23, w24=2)) == []
+    assert exchange(conn, task_management(5, itt=23, cmd_sn=2)) == []
     conn.host.device.held.pop()()
     (tmf, _), = exchange(conn)
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.response == 0 and tmf.itt == 23
@@ -325,7 +326,7 @@ def test_abort_task_answers_once_the_backstore_is_done_and_the_read_never_answer
     conn = connect()
     conn.host.device.reads_in_flight = []
     assert exchange(conn, scsi_command(read10(0, 1), edtl=512, read=True, itt=30)) == []
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=31, w20=30, w24=2)) == []
+    assert exchange(conn, task_management(1, itt=31, referenced_task_tag=30, cmd_sn=2)) == []
     conn.host.device.reads_in_flight.pop()()                   # the disk completes after the abort
     (tmf, _), = exchange(conn)
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.itt == 31 and tmf.response == 0
@@ -337,7 +338,7 @@ def test_abort_task_does_not_wait_for_a_task_parked_at_the_coordinator():
     conn.host.device.reads_in_flight = []
     conn.host.device.reads_remote = True
     exchange(conn, scsi_command(read10(0, 1), edtl=512, read=True, itt=30))
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=31, w20=30, w24=2))
+    (tmf, _), = exchange(conn, task_management(1, itt=31, referenced_task_tag=30, cmd_sn=2))
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.response == 0
     conn.host.device.reads_in_flight.pop()()
     assert exchange(conn) == []                                 # the late answer is dropped
@@ -359,7 +360,7 @@ def test_aborting_a_sanitize_that_waits_for_its_data_releases_the_commands_after
     conn = connect()
     (r2t, _), = exchange(conn, scsi_command(SANITIZE_8, edtl=8, write=True, itt=40, cmd_sn=1))
     assert exchange(conn, scsi_command(bytes(6), itt=41, cmd_sn=2)) == []
-    (tur, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=42, w20=40, w24=3))
+    (tur, _), = exchange(conn, task_management(1, itt=42, referenced_task_tag=40, cmd_sn=3))
     assert tur.opcode == P.SCSI_RESPONSE and tur.itt == 41 and conn.host.device.executed == [0x00]
     (tmf, _), = exchange(conn, data_out(bytes(8), itt=40, ttt=r2t.ttt))           # the data it still owed
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.itt == 42 and conn.host.device.executed == [0x00]
@@ -367,7 +368,7 @@ def test_aborting_a_sanitize_that_waits_for_its_data_releases_the_commands_after
 
 def test_cold_reset_answers_then_closes():
     conn = connect()
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x87, immediate=True, itt=24, w24=2))
+    (tmf, _), = exchange(conn, task_management(7, itt=24, cmd_sn=2))
     assert tmf.response == 0 and conn.closing and conn.host.device.resets == ["cold"]
 
 
@@ -387,15 +388,10 @@ def test_commands_before_login_close(opcode):
 
 def test_send_targets_in_discovery_session():
     conn = connect(SessionType="Discovery")
-    (resp, data), = exchange(conn, build(P.TEXT_REQUEST, data=b"SendTargets=All\0", itt=3, w20=P.RESERVED_TAG,
-                                         w24=1))
+    (resp, data), = exchange(conn, text_request(b"SendTargets=All\0", itt=3, cmd_sn=1))
     assert parse_text(data) == [("TargetName", IQN), ("TargetAddress", "127.0.0.1:3260,1")]
     (rej, _), = exchange(conn, scsi_command(bytes(6), cmd_sn=2))
     assert rej.opcode == P.REJECT
-
-
-def text_request(data=b"", *, itt=3, ttt=P.RESERVED_TAG, cmd_sn=1, cont=False):
-    return build(P.TEXT_REQUEST, 0x40 if cont else 0x80, data, itt=itt, w20=ttt, w24=cmd_sn)
 
 
 class ManyTargetsHost(Host):
@@ -580,16 +576,16 @@ def test_aborting_writes_releases_their_budget_and_skips_those_waiting(monkeypat
     conn = connect()
     (r2t, _), = exchange(conn, write(0, 2, 1))
     assert exchange(conn, write(2, 1, 2) + write(3, 1, 3) + write(4, 1, 4)) == []
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=50, w20=2, w24=5))
+    (tmf, _), = exchange(conn, task_management(1, itt=50, referenced_task_tag=2, cmd_sn=5))
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.response == 0 and list(conn.write_waiting) == [conn.commands[3],
                                                                                                conn.commands[4]]
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=51, w20=1, w24=5)) == []
+    assert exchange(conn, task_management(1, itt=51, referenced_task_tag=1, cmd_sn=5)) == []
     assert conn.write_held == 1024                                    # its solicited Data-Out is still due
     pdus = exchange(conn, data_out(bytes(1024), itt=1, ttt=r2t.ttt))  # drained: the TMF answers, 3 and 4 go
     assert [pdu.opcode for pdu, _ in pdus] == [P.R2T, P.R2T, P.TASK_MGMT_RESPONSE]
     solicited = r2ts(pdus)
     assert list(solicited) == [3, 4] and conn.write_held == 1024 == conn.write_pool.held
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x85, immediate=True, itt=52, w24=5)) == []   # LUN RESET
+    assert exchange(conn, task_management(5, itt=52, cmd_sn=5)) == []   # LUN RESET
     assert not conn.commands and conn.write_held == 1024               # 3 and 4 still owe their Data-Out
     assert exchange(conn, data_out(b"3" * 512, itt=3, ttt=solicited[3][0])) == [] and conn.write_held == 512
     (resp, _), = exchange(conn, data_out(b"4" * 512, itt=4, ttt=solicited[4][0]))
@@ -604,7 +600,7 @@ def test_a_write_the_disk_still_runs_holds_its_budget_until_it_completes_also_wh
     (r2t, _), = exchange(conn, write(0, 2, 1))
     assert exchange(conn, write(2, 1, 2)) == []
     assert exchange(conn, data_out(bytes(1024), itt=1, ttt=r2t.ttt)) == []        # at the disk
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=50, w20=1, w24=3)) == []
+    assert exchange(conn, task_management(1, itt=50, referenced_task_tag=1, cmd_sn=3)) == []
     assert conn.write_held == 1024 and list(conn.write_waiting) == [conn.commands[2]]
     conn.host.device.writes_in_flight.pop()()
     pdus = exchange(conn)
@@ -639,7 +635,7 @@ def test_a_write_waiting_on_the_coordinator_frees_its_budget_when_aborted_or_its
         (r2t, _), = exchange(conn, write(itt * 2, 2, itt))
         assert exchange(conn, data_out(bytes(1024), itt=itt, ttt=r2t.ttt)) == []
     assert conn.write_held == 2048 == conn.write_pool.held
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=50, w20=1, w24=3))
+    (tmf, _), = exchange(conn, task_management(1, itt=50, referenced_task_tag=1, cmd_sn=3))
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and conn.write_held == 1024 == conn.write_pool.held
     conn.close()
     assert conn.write_held == 0 == conn.write_pool.held

@@ -1,7 +1,8 @@
 """PDU codec: each request's fields under their RFC 7143 names, LUN addressing, padding."""
 from target.iscsi import pdu as P
 from target.scsi.spc import encode_lun
-from tests.iscsi_helpers import build, data_out, login_request, scsi_command
+from tests.iscsi_helpers import (build, data_out, login_request, logout_request, nop_out, scsi_command,
+                                 task_management, text_request)
 
 
 def test_scsi_command_fields():
@@ -28,15 +29,15 @@ def test_data_out_fields():
 
 
 def test_task_management_request_fields():
-    pdu = P.decode_bhs(build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=21, w20=20, w24=2, w32=5)[:48])
+    pdu = P.decode_bhs(task_management(1, itt=21, referenced_task_tag=20, cmd_sn=2, ref_cmd_sn=5)[:48])
     assert isinstance(pdu, P.TaskMgmtRequest) and pdu.immediate
     assert (pdu.function, pdu.itt, pdu.referenced_task_tag, pdu.cmd_sn, pdu.ref_cmd_sn) == (1, 21, 20, 2, 5)
 
 
 def test_nop_out_text_and_logout_fields():
-    nop = P.decode_bhs(build(P.NOP_OUT, itt=9, w20=P.RESERVED_TAG, w24=1)[:48])
-    text = P.decode_bhs(build(P.TEXT_REQUEST, 0x40, itt=3, w20=8, w24=2)[:48])
-    logout = P.decode_bhs(build(P.LOGOUT_REQUEST, 0x82, itt=10, w24=3)[:48])
+    nop = P.decode_bhs(nop_out(itt=9, cmd_sn=1)[:48])
+    text = P.decode_bhs(text_request(itt=3, ttt=8, cmd_sn=2, cont=True)[:48])
+    logout = P.decode_bhs(logout_request(itt=10, cmd_sn=3, reason=2)[:48])
     assert (nop.itt, nop.ttt, nop.cmd_sn) == (9, P.RESERVED_TAG, 1)
     assert (text.itt, text.ttt, text.cmd_sn, text.flags & P.CONTINUE) == (3, 8, 2, P.CONTINUE)
     assert (logout.itt, logout.reason, logout.cmd_sn) == (10, 2, 3)
