@@ -9,7 +9,7 @@ def test_scsi_command_fields():
     raw = scsi_command(b"\x28" + bytes(9), itt=0x1234, cmd_sn=7, edtl=4096, read=True, lun=3)
     pdu = P.decode_bhs(raw[:48])
     assert isinstance(pdu, P.ScsiCommand)
-    assert (pdu.itt, pdu.cmd_sn, pdu.edtl, pdu.read, pdu.write) == (0x1234, 7, 4096, True, False)
+    assert (pdu.itt, pdu.cmd_sn, pdu.edtl, pdu.flags & (P.SCSI_READ | P.SCSI_WRITE)) == (0x1234, 7, 4096, P.SCSI_READ)
     assert P.decode_lun(pdu.lun_field) == 3
     assert pdu.cdb[:1] == b"\x28" and len(pdu.cdb) == 16
 

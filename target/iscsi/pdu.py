@@ -91,14 +91,6 @@ class ScsiCommand(Pdu):
     edtl = _named("_w20")               # Expected Data Transfer Length
 
     @property
-    def read(self) -> bool:
-        return bool(self.flags & SCSI_READ)
-
-    @property
-    def write(self) -> bool:
-        return bool(self.flags & SCSI_WRITE)
-
-    @property
     def cdb(self) -> bytes:
         if self.ahs:
             return self.header[32:48] + _extended_cdb(self.ahs)
