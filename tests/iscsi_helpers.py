@@ -36,13 +36,53 @@ def data_out(data: bytes, *, itt=1, ttt=P.RESERVED_TAG, data_sn=0, offset=0, fin
     return build(P.DATA_OUT, 0x80 if final else 0, data, itt=itt, w20=ttt, w36=data_sn, w40=offset)
 
 
-def split(stream: bytes):
-    """Decode every target PDU in a byte stream: [(pdu, data)]."""
+class Answer:
+    """A PDU the target sent, its BHS fields under the names RFC 7143 gives them (the target itself decodes only
+    requests). Bytes 36..47 mean something different per opcode: each meaning has its name below."""
+
+    __slots__ = ("opcode", "flags", "response", "status", "ahs_len", "data_len", "lun_field", "itt", "ttt",
+                 "stat_sn", "exp_cmd_sn", "max_cmd_sn", "_w36", "_w40", "_w44")
+
+    def __init__(self, header: bytes):
+        (self.opcode, self.flags, self.response, self.status, lengths, self.lun_field, self.itt, self.ttt,
+         self.stat_sn, self.exp_cmd_sn, self.max_cmd_sn, self._w36, self._w40, self._w44) = P.BHS.unpack(header)
+        self.ahs_len, self.data_len = (lengths >> 24) * 4, lengths & 0xFFFFFF
+
+    data_sn = exp_data_sn = r2t_sn = property(lambda self: self._w36)
+    login_status = property(lambda self: self._w36 >> 16)              # Status-Class, Status-Detail
+    buffer_offset = property(lambda self: self._w40)
+    time2wait = property(lambda self: self._w40 >> 16)
+    residual_count = desired_length = property(lambda self: self._w44)
+    reason = property(lambda self: self.response)                      # of a Reject
+
+
+def nop_out(data: bytes = b"", *, itt=1, ttt=P.RESERVED_TAG, cmd_sn=0, immediate=False) -> bytes:
+    return build(P.NOP_OUT, 0x80, data, immediate=immediate, itt=itt, w20=ttt, w24=cmd_sn)
+
+
+def task_management(function: int, *, itt, referenced_task_tag=0, cmd_sn=0, ref_cmd_sn=0, lun=0) -> bytes:
+    """An immediate Task Management Function Request (as initiators send them)."""
+    return build(P.TASK_MGMT_REQUEST, 0x80 | function, immediate=True, lun=lun << 48, itt=itt,
+                 w20=referenced_task_tag, w24=cmd_sn, w32=ref_cmd_sn)
+
+
+def text_request(data: bytes = b"", *, itt=3, ttt=P.RESERVED_TAG, cmd_sn=1, cont=False) -> bytes:
+    return build(P.TEXT_REQUEST, 0x40 if cont else 0x80, data, itt=itt, w20=ttt, w24=cmd_sn)
+
+
+def logout_request(*, itt, cmd_sn, reason=0) -> bytes:
+    return build(P.LOGOUT_REQUEST, 0x80 | reason, itt=itt, w24=cmd_sn)
+
+
+def split(stream) -> list[tuple[Answer, bytes]]:
+    """Decode every target PDU in a byte stream (or a list of buffers): [(pdu, data)]."""
+    if not isinstance(stream, (bytes, bytearray)):
+        stream = b"".join(bytes(b) for b in stream)
     out = []
     pos = 0
     while pos < len(stream):
-        pdu = P.decode_bhs(stream[pos:pos + 48])
-        pos += 48 + pdu.ahs_len
+        pdu = Answer(stream[pos:pos + P.BHS_LEN])
+        pos += P.BHS_LEN + pdu.ahs_len
         out.append((pdu, stream[pos:pos + pdu.data_len]))
         pos += pdu.data_len + P.pad_len(pdu.data_len)
     return out

@@ -10,7 +10,7 @@ from target.iscsi.chap import Chap, decode_binary
 from target.iscsi.errors import LoginFailure
 from target.iscsi.login import Login
 from target.iscsi.negotiation import parse_text
-from tests.iscsi_helpers import login_request
+from tests.iscsi_helpers import login_request, split
 
 IQN = "iqn.2026-11.org.ringtgt:t"
 INI = "iqn.2026-11.org.example:host"
@@ -25,8 +25,8 @@ def new_login(access=TargetAccess(chap=USER), discovery=TargetAccess()):
 
 def send(login, keys, *, csg=0, nsg=1, transit=False):
     raw = login.receive(P.decode_bhs_with_data(login_request(keys, csg=csg, nsg=nsg, transit=transit)))
-    pdu = P.decode_bhs(raw[:48])
-    return pdu, dict(parse_text(raw[48:48 + pdu.data_len]))
+    (pdu, data), = split(raw)
+    return pdu, dict(parse_text(data))
 
 
 def response_to(keys, secret, algorithm):

@@ -14,7 +14,8 @@ from target.iscsi.connection import Connection
 from target.iscsi.negotiation import parse_text
 from target.iscsi.write_budget import WritePool
 from target.scsi.task import CHECK_CONDITION, GOOD
-from tests.iscsi_helpers import build, data_out, login_request, scsi_command, split
+from tests.iscsi_helpers import (build, data_out, login_request, logout_request, nop_out, scsi_command, split,
+                                 task_management, text_request)
 
 IQN = "iqn.2026-11.org.ringtgt:t"
 INI = "iqn.2026-11.org.example:host"
@@ -123,7 +124,7 @@ def connect(host=None, **keys):
     offered.update(keys)
     conn.receive_data(login_request(list(offered.items()), exp_stat_sn=100))
     (pdu, data), = exchange(conn)
-    assert pdu.opcode == P.LOGIN_RESPONSE and pdu.flags & 0x80 and pdu.w36 == 0, parse_text(data)
+    assert pdu.opcode == P.LOGIN_RESPONSE and pdu.flags & 0x80 and pdu.login_status == 0, parse_text(data)
     return conn
 
 
@@ -149,29 +150,29 @@ def test_read_is_split_by_mrdsl_with_status_in_last_pdu():
     pdus = exchange(conn, scsi_command(read10(0, 8), edtl=4096, read=True, cmd_sn=1))
     assert [p.opcode for p, _ in pdus] == [P.DATA_IN] * 4
     assert b"".join(d for _, d in pdus) == conn.host.device.disk[:4096]
-    assert [p.w36 for p, _ in pdus] == [0, 1, 2, 3] and [p.w40 for p, _ in pdus] == [0, 1024, 2048, 3072]
+    assert [p.data_sn for p, _ in pdus] == [0, 1, 2, 3] and [p.buffer_offset for p, _ in pdus] == [0, 1024, 2048, 3072]
     last = pdus[-1][0]
-    assert last.flags & 0x81 == 0x81 and last.b3 == GOOD and last.w24 == 101
+    assert last.flags & 0x81 == 0x81 and last.status == GOOD and last.stat_sn == 101
     assert pdus[1][0].flags & 0x80        # end of a 2048-byte burst
 
 
 def test_read_residual_overflow_and_underflow():
     conn = connect()
     (pdu, data), = exchange(conn, scsi_command(read10(0, 2), edtl=512, read=True, cmd_sn=1))
-    assert len(data) == 512 and pdu.flags & 0x04 and pdu.w44 == 512
+    assert len(data) == 512 and pdu.flags & 0x04 and pdu.residual_count == 512
     pdus = exchange(conn, scsi_command(read10(0, 1), edtl=1024, read=True, cmd_sn=2))
-    assert pdus[-1][0].flags & 0x02 and pdus[-1][0].w44 == 512
+    assert pdus[-1][0].flags & 0x02 and pdus[-1][0].residual_count == 512
 
 
 def test_write_with_r2t():
     conn = connect()
     (r2t, _), = exchange(conn, scsi_command(write10(1, 4), edtl=2048, write=True, cmd_sn=1))
-    assert r2t.opcode == P.R2T and (r2t.w40, r2t.w44) == (0, 2048)
-    ttt = r2t.w20
+    assert r2t.opcode == P.R2T and (r2t.buffer_offset, r2t.desired_length) == (0, 2048)
+    ttt = r2t.ttt
     payload = bytes(range(256)) * 8
     assert exchange(conn, data_out(payload[:1024], ttt=ttt, final=False)) == []
     (resp, _), = exchange(conn, data_out(payload[1024:], ttt=ttt, data_sn=1, offset=1024))
-    assert resp.opcode == P.SCSI_RESPONSE and resp.b3 == GOOD and resp.w36 == 1
+    assert resp.opcode == P.SCSI_RESPONSE and resp.status == GOOD and resp.exp_data_sn == 1
     assert conn.host.device.disk[512:2560] == payload
 
 
@@ -181,19 +182,19 @@ def test_unsolicited_data_then_r2t():
     assert exchange(conn, scsi_command(write10(0, 6), edtl=3072, write=True, final=False)) == []
     assert exchange(conn, data_out(payload[:512], final=False)) == []
     (r2t, _), = exchange(conn, data_out(payload[512:1024], data_sn=1, offset=512))
-    assert (r2t.w40, r2t.w44) == (1024, 2048)
-    (resp, _), = exchange(conn, data_out(payload[1024:], ttt=r2t.w20, offset=1024))
-    assert resp.b3 == GOOD and conn.host.device.disk[:3072] == payload
+    assert (r2t.buffer_offset, r2t.desired_length) == (1024, 2048)
+    (resp, _), = exchange(conn, data_out(payload[1024:], ttt=r2t.ttt, offset=1024))
+    assert resp.status == GOOD and conn.host.device.disk[:3072] == payload
 
 
 def test_a_huge_edtl_solicits_and_holds_only_what_the_cdb_asks_for():
     conn = connect()
     (r2t, _), = exchange(conn, scsi_command(write10(0, 1), edtl=64 << 20, write=True, cmd_sn=1))
-    assert r2t.opcode == P.R2T and (r2t.w40, r2t.w44) == (0, 512)      # one block, not 64 MiB of bursts
+    assert r2t.opcode == P.R2T and (r2t.buffer_offset, r2t.desired_length) == (0, 512)  # one block, not 64 MiB
     command, = conn.commands.values()
     assert len(command.buffer) == 0 and command.wanted == 512         # nothing held before data arrives
-    (resp, _), = exchange(conn, data_out(b"\xcd" * 512, ttt=r2t.w20))
-    assert resp.b3 == GOOD and resp.flags & 0x02 and resp.w44 == (64 << 20) - 512      # underflow residual
+    (resp, _), = exchange(conn, data_out(b"\xcd" * 512, ttt=r2t.ttt))
+    assert resp.status == GOOD and resp.flags & 0x02 and resp.residual_count == (64 << 20) - 512  # underflow residual
     assert conn.host.device.disk[:512] == b"\xcd" * 512
 
 
@@ -201,7 +202,7 @@ def test_unsolicited_data_beyond_the_cdb_is_counted_not_kept():
     conn = connect(InitialR2T="No", ImmediateData="Yes")
     assert exchange(conn, scsi_command(write10(0, 1), edtl=1024, write=True, final=False)) == []
     (resp, _), = exchange(conn, data_out(b"\x11" * 1024))
-    assert resp.b3 == GOOD and resp.flags & 0x02 and resp.w44 == 512
+    assert resp.status == GOOD and resp.flags & 0x02 and resp.residual_count == 512
     assert conn.host.device.disk[:1024] == b"\x11" * 512 + bytes(512)
 
 
@@ -215,15 +216,15 @@ def test_immediate_data_is_refused():
 def test_write_residuals_follow_the_cdb():
     conn = connect()
     (resp, _), = exchange(conn, scsi_command(write10(0, 1), edtl=0, write=True, cmd_sn=1))
-    assert resp.flags & 0x04 and resp.w44 == 512                       # overflow: CDB wants more than EDTL
+    assert resp.flags & 0x04 and resp.residual_count == 512                       # overflow: CDB wants more than EDTL
     (resp, _), = exchange(conn, scsi_command(read10(0, 1), edtl=0, read=True, cmd_sn=2))
-    assert resp.opcode == P.SCSI_RESPONSE and resp.flags & 0x04 and resp.w44 == 512
+    assert resp.opcode == P.SCSI_RESPONSE and resp.flags & 0x04 and resp.residual_count == 512
 
 
 def test_bad_data_sn_closes_the_connection():
     conn = connect()
     (r2t, _), = exchange(conn, scsi_command(write10(0, 2), edtl=1024, write=True))
-    exchange(conn, data_out(b"x" * 512, ttt=r2t.w20, data_sn=27, final=False))
+    exchange(conn, data_out(b"x" * 512, ttt=r2t.ttt, data_sn=27, final=False))
     assert conn.closing
 
 
@@ -235,9 +236,9 @@ def test_cmd_sn_window():
     assert exchange(conn, scsi_command(tur, cmd_sn=2, itt=3)) == []           # early: held
     pdus = exchange(conn, scsi_command(tur, cmd_sn=1, itt=4))
     assert [p.itt for p, _ in pdus] == [4, 3]
-    assert pdus[-1][0].w28 == 3                                               # ExpCmdSN advanced past both
+    assert pdus[-1][0].exp_cmd_sn == 3                                               # ExpCmdSN advanced past both
     (imm, _), = exchange(conn, scsi_command(tur, cmd_sn=3, itt=5, immediate=True))
-    assert imm.w28 == 3                                                      # immediate: no advance
+    assert imm.exp_cmd_sn == 3                                                      # immediate: no advance
 
 
 def sent(conn):
@@ -277,26 +278,26 @@ def test_unsent_output_over_the_bound_freezes_the_window_until_it_drains(monkeyp
     assert sum(p.opcode == P.DATA_IN and p.flags & 0x01 for p, _ in pdus) == frozen
     assert not conn.over_output_bound and conn.window.outstanding == 0
     (nop, _), = sent(conn)                                                    # the window reopened: said so
-    assert nop.opcode == P.NOP_IN and nop.w16 == nop.w20 == P.RESERVED_TAG
-    assert (nop.w28, nop.w32) == (frozen + 1, frozen + 128)
+    assert nop.opcode == P.NOP_IN and nop.itt == nop.ttt == P.RESERVED_TAG
+    assert (nop.exp_cmd_sn, nop.max_cmd_sn) == (frozen + 1, frozen + 128)
     conn.receive_data(read(frozen + 1))
     assert len(sent(conn)) == 4 and conn.window.exp_cmd_sn == frozen + 2
 
 
 def test_nop_out_ping_and_logout():
     conn = connect()
-    (nop, data), = exchange(conn, build(P.NOP_OUT, data=b"ping", itt=9, w20=P.RESERVED_TAG, w24=1))
+    (nop, data), = exchange(conn, nop_out(b"ping", itt=9, cmd_sn=1))
     assert nop.opcode == P.NOP_IN and nop.itt == 9 and data == b"ping"
-    (resp, _), = exchange(conn, build(P.LOGOUT_REQUEST, 0x80, itt=10, w24=2))
-    assert resp.opcode == P.LOGOUT_RESPONSE and resp.b2 == 0 and conn.closing
+    (resp, _), = exchange(conn, logout_request(itt=10, cmd_sn=2))
+    assert resp.opcode == P.LOGOUT_RESPONSE and resp.response == 0 and conn.closing
 
 
 def test_target_ping_answered():
     conn = connect()
     conn.ping()
     (nop, _), = exchange(conn)
-    assert nop.itt == P.RESERVED_TAG and nop.w20 == conn.ping_ttt
-    exchange(conn, build(P.NOP_OUT, immediate=True, itt=P.RESERVED_TAG, w20=nop.w20, w24=1))
+    assert nop.itt == P.RESERVED_TAG and nop.ttt == conn.ping_ttt
+    exchange(conn, nop_out(immediate=True, itt=P.RESERVED_TAG, ttt=nop.ttt, cmd_sn=1))
     assert conn.ping_ttt is None
 
 
@@ -304,34 +305,34 @@ def test_task_management_abort_and_lun_reset():
     conn = connect()
     (r2t, _), = exchange(conn, scsi_command(write10(0, 1), edtl=512, write=True, itt=20))   # waits for data
     # RFC 5048 §4.1.3: the answer waits for the Data-Out the R2T solicited; the aborted write never answers
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=21, w20=20, w24=2)) == []
+    assert exchange(conn, task_management(1, itt=21, referenced_task_tag=20, cmd_sn=2)) == []
     assert not conn.commands
-    (tmf, _), = exchange(conn, data_out(bytes(512), itt=20, ttt=r2t.w20))
-    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0 and tmf.w16 == 21 and not conn.draining
-    assert exchange(conn, data_out(bytes(512), itt=20, ttt=r2t.w20)) == []           # late data: dropped
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=22, w20=99, w24=2, w32=5))
-    assert tmf.b2 == 1                                                              # no such task
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x85, immediate=True, itt=23, w24=2))
-    assert tmf.b2 == 0 and conn.host.device.resets == [0]
+    (tmf, _), = exchange(conn, data_out(bytes(512), itt=20, ttt=r2t.ttt))
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.response == 0 and tmf.itt == 21 and not conn.draining
+    assert exchange(conn, data_out(bytes(512), itt=20, ttt=r2t.ttt)) == []           # late data: dropped
+    (tmf, _), = exchange(conn, task_management(1, itt=22, referenced_task_tag=99, cmd_sn=2, ref_cmd_sn=5))
+    assert tmf.response == 1                                                              # no such task
+    (tmf, _), = exchange(conn, task_management(5, itt=23, cmd_sn=2))
+    assert tmf.response == 0 and conn.host.device.resets == [0]
 
 
 def test_lun_reset_answer_waits_for_the_target():
     conn = connect()
     conn.host.device.hold_resets = True
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x85, immediate=True, itt=23, w24=2)) == []
+    assert exchange(conn, task_management(5, itt=23, cmd_sn=2)) == []
     conn.host.device.held.pop()()
     (tmf, _), = exchange(conn)
-    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0 and tmf.w16 == 23
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.response == 0 and tmf.itt == 23
 
 
 def test_abort_task_answers_once_the_backstore_is_done_and_the_read_never_answers():
     conn = connect()
     conn.host.device.reads_in_flight = []
     assert exchange(conn, scsi_command(read10(0, 1), edtl=512, read=True, itt=30)) == []
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=31, w20=30, w24=2)) == []
+    assert exchange(conn, task_management(1, itt=31, referenced_task_tag=30, cmd_sn=2)) == []
     conn.host.device.reads_in_flight.pop()()                   # the disk completes after the abort
     (tmf, _), = exchange(conn)
-    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.w16 == 31 and tmf.b2 == 0
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.itt == 31 and tmf.response == 0
     assert not conn.aborted_in_flight and not conn.commands
 
 
@@ -340,8 +341,8 @@ def test_abort_task_does_not_wait_for_a_task_parked_at_the_coordinator():
     conn.host.device.reads_in_flight = []
     conn.host.device.reads_remote = True
     exchange(conn, scsi_command(read10(0, 1), edtl=512, read=True, itt=30))
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=31, w20=30, w24=2))
-    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0
+    (tmf, _), = exchange(conn, task_management(1, itt=31, referenced_task_tag=30, cmd_sn=2))
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.response == 0
     conn.host.device.reads_in_flight.pop()()
     assert exchange(conn) == []                                 # the late answer is dropped
 
@@ -353,8 +354,8 @@ def test_commands_after_a_sanitize_waiting_for_its_data_wait_for_it():
     conn = connect()
     (r2t, _), = exchange(conn, scsi_command(SANITIZE_8, edtl=8, write=True, itt=40, cmd_sn=1))
     assert exchange(conn, scsi_command(bytes(6), itt=41, cmd_sn=2)) == []          # a TUR, held behind it
-    responses = exchange(conn, data_out(bytes(8), itt=40, ttt=r2t.w20))
-    assert [pdu.w16 for pdu, _ in responses] == [40, 41] and conn.host.device.executed == [0x48, 0x00]
+    responses = exchange(conn, data_out(bytes(8), itt=40, ttt=r2t.ttt))
+    assert [pdu.itt for pdu, _ in responses] == [40, 41] and conn.host.device.executed == [0x48, 0x00]
     assert not conn.unit_wide
 
 
@@ -362,22 +363,22 @@ def test_aborting_a_sanitize_that_waits_for_its_data_releases_the_commands_after
     conn = connect()
     (r2t, _), = exchange(conn, scsi_command(SANITIZE_8, edtl=8, write=True, itt=40, cmd_sn=1))
     assert exchange(conn, scsi_command(bytes(6), itt=41, cmd_sn=2)) == []
-    (tur, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=42, w20=40, w24=3))
-    assert tur.opcode == P.SCSI_RESPONSE and tur.w16 == 41 and conn.host.device.executed == [0x00]
-    (tmf, _), = exchange(conn, data_out(bytes(8), itt=40, ttt=r2t.w20))           # the data it still owed
-    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.w16 == 42 and conn.host.device.executed == [0x00]
+    (tur, _), = exchange(conn, task_management(1, itt=42, referenced_task_tag=40, cmd_sn=3))
+    assert tur.opcode == P.SCSI_RESPONSE and tur.itt == 41 and conn.host.device.executed == [0x00]
+    (tmf, _), = exchange(conn, data_out(bytes(8), itt=40, ttt=r2t.ttt))           # the data it still owed
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.itt == 42 and conn.host.device.executed == [0x00]
 
 
 def test_cold_reset_answers_then_closes():
     conn = connect()
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x87, immediate=True, itt=24, w24=2))
-    assert tmf.b2 == 0 and conn.closing and conn.host.device.resets == ["cold"]
+    (tmf, _), = exchange(conn, task_management(7, itt=24, cmd_sn=2))
+    assert tmf.response == 0 and conn.closing and conn.host.device.resets == ["cold"]
 
 
 def test_unknown_opcode_is_rejected_and_connection_survives():
     conn = connect()
     (rej, data), = exchange(conn, build(0x1C, itt=5))
-    assert rej.opcode == P.REJECT and rej.b2 == P.REJECT_COMMAND_NOT_SUPPORTED and data[0] == 0x1C
+    assert rej.opcode == P.REJECT and rej.reason == P.REJECT_COMMAND_NOT_SUPPORTED and data[0] == 0x1C
     assert not conn.closing
 
 
@@ -390,15 +391,10 @@ def test_commands_before_login_close(opcode):
 
 def test_send_targets_in_discovery_session():
     conn = connect(SessionType="Discovery")
-    (resp, data), = exchange(conn, build(P.TEXT_REQUEST, data=b"SendTargets=All\0", itt=3, w20=P.RESERVED_TAG,
-                                         w24=1))
+    (resp, data), = exchange(conn, text_request(b"SendTargets=All\0", itt=3, cmd_sn=1))
     assert parse_text(data) == [("TargetName", IQN), ("TargetAddress", "127.0.0.1:3260,1")]
     (rej, _), = exchange(conn, scsi_command(bytes(6), cmd_sn=2))
     assert rej.opcode == P.REJECT
-
-
-def text_request(data=b"", *, itt=3, ttt=P.RESERVED_TAG, cmd_sn=1, cont=False):
-    return build(P.TEXT_REQUEST, 0x40 if cont else 0x80, data, itt=itt, w20=ttt, w24=cmd_sn)
 
 
 class ManyTargetsHost(Host):
@@ -410,7 +406,7 @@ def discovery_connection(host=None, mrdsl="8192"):
     conn.receive_data(login_request([("InitiatorName", INI), ("SessionType", "Discovery"),
                                      ("MaxRecvDataSegmentLength", mrdsl)]))
     (pdu, _), = exchange(conn)
-    assert pdu.w36 == 0
+    assert pdu.login_status == 0
     return conn
 
 
@@ -421,10 +417,10 @@ def test_send_targets_answer_is_split_to_the_initiators_segment_length():
     (resp, data), = exchange(conn, text_request(b"SendTargets=All\0"))
     collected, parts, cmd_sn = data, 1, 2
     while not resp.flags & P.FINAL:
-        assert resp.flags == 0x40 and resp.w20 != P.RESERVED_TAG and len(data) == 8192
-        (resp, data), = exchange(conn, text_request(ttt=resp.w20, cmd_sn=cmd_sn))
+        assert resp.flags == 0x40 and resp.ttt != P.RESERVED_TAG and len(data) == 8192
+        (resp, data), = exchange(conn, text_request(ttt=resp.ttt, cmd_sn=cmd_sn))
         collected, parts, cmd_sn = collected + data, parts + 1, cmd_sn + 1
-    assert resp.flags == P.FINAL and resp.w20 == P.RESERVED_TAG and len(data) <= 8192
+    assert resp.flags == P.FINAL and resp.ttt == P.RESERVED_TAG and len(data) <= 8192
     names = [v for k, v in parse_text(collected) if k == "TargetName"]
     assert parts == 3 and len(names) == 256 and names[0].endswith("target-000") and names[-1].endswith("target-255")
 
@@ -434,8 +430,8 @@ def test_continued_text_request_is_answered_empty_then_as_a_whole():
     once the request that ends it arrives (RFC 7143 §6.2, §11.10.4)."""
     conn = discovery_connection()
     (resp, data), = exchange(conn, text_request(b"SendTar", cont=True))
-    assert resp.opcode == P.TEXT_RESPONSE and resp.flags == 0 and data == b"" and resp.w20 != P.RESERVED_TAG
-    (resp, data), = exchange(conn, text_request(b"gets=All\0", ttt=resp.w20, cmd_sn=2))
+    assert resp.opcode == P.TEXT_RESPONSE and resp.flags == 0 and data == b"" and resp.ttt != P.RESERVED_TAG
+    (resp, data), = exchange(conn, text_request(b"gets=All\0", ttt=resp.ttt, cmd_sn=2))
     assert resp.flags == P.FINAL and parse_text(data) == [("TargetName", IQN), ("TargetAddress", "127.0.0.1:3260,1")]
 
 
@@ -445,10 +441,10 @@ def test_text_request_beyond_the_cap_is_rejected():
     for _ in range(9):                                  # 9 × 8000 bytes: past 64 KiB
         (resp, _), = exchange(conn, text_request(b"X-Pad=" + b"a" * 7994, ttt=ttt, cmd_sn=cmd_sn, cont=True))
         answers.append(resp.opcode)
-        ttt, cmd_sn = resp.w20, cmd_sn + 1
+        ttt, cmd_sn = resp.ttt, cmd_sn + 1
         if resp.opcode == P.REJECT:
             break
-    assert answers == [P.TEXT_RESPONSE] * 8 + [P.REJECT] and resp.b2 == P.REJECT_OUT_OF_RESOURCES
+    assert answers == [P.TEXT_RESPONSE] * 8 + [P.REJECT] and resp.reason == P.REJECT_OUT_OF_RESOURCES
     assert not conn.closing
     (resp, data), = exchange(conn, text_request(b"SendTargets=All\0", cmd_sn=cmd_sn))
     assert resp.flags == P.FINAL and parse_text(data)[0] == ("TargetName", IQN)
@@ -458,7 +454,7 @@ def test_text_request_beyond_the_cap_is_rejected():
 def test_send_targets_with_an_invalid_value_is_rejected(value):
     conn = discovery_connection()
     (rej, data), = exchange(conn, text_request(b"SendTargets=" + value + b"\0"))
-    assert rej.opcode == P.REJECT and rej.b2 == P.REJECT_PROTOCOL_ERROR and data[0] == P.TEXT_REQUEST
+    assert rej.opcode == P.REJECT and rej.reason == P.REJECT_PROTOCOL_ERROR and data[0] == P.TEXT_REQUEST
     assert not conn.closing
 
 
@@ -480,13 +476,13 @@ def test_misspelt_text_key_is_not_understood():
 def test_key_twice_in_one_text_request_is_rejected():
     conn = discovery_connection()
     (rej, _), = exchange(conn, text_request(b"SendTargets=All\0SendTargets=All\0"))
-    assert rej.opcode == P.REJECT and rej.b2 == P.REJECT_PROTOCOL_ERROR
+    assert rej.opcode == P.REJECT and rej.reason == P.REJECT_PROTOCOL_ERROR
 
 
 def test_text_continuation_with_a_foreign_ttt_is_rejected():
     conn = discovery_connection()
     (rej, _), = exchange(conn, text_request(b"", ttt=0x1234))
-    assert rej.opcode == P.REJECT and rej.b2 == P.REJECT_INVALID_PDU_FIELD
+    assert rej.opcode == P.REJECT and rej.reason == P.REJECT_INVALID_PDU_FIELD
 
 
 def test_text_request_with_too_many_unknown_keys_is_rejected():
@@ -497,8 +493,8 @@ def test_text_request_with_too_many_unknown_keys_is_rejected():
     for start in range(0, 5000, 800):
         chunk = b"".join(keys[start:start + 800])
         (resp, _), = exchange(conn, text_request(chunk, ttt=ttt, cmd_sn=cmd_sn, cont=start + 800 < 5000))
-        ttt, cmd_sn = resp.w20, cmd_sn + 1
-    assert resp.opcode == P.REJECT and resp.b2 == P.REJECT_OUT_OF_RESOURCES
+        ttt, cmd_sn = resp.ttt, cmd_sn + 1
+    assert resp.opcode == P.REJECT and resp.reason == P.REJECT_OUT_OF_RESOURCES
 
 
 # The R2T budget (write_budget.py) -----------------------------------------------------------------------------
@@ -508,7 +504,7 @@ def write(lba, blocks, itt, **kwargs):
 
 def r2ts(pdus):
     """{ITT: (TTT, offset, length)} of the R2Ts among `pdus`."""
-    return {pdu.itt: (pdu.w20, pdu.w40, pdu.w44) for pdu, _ in pdus if pdu.opcode == P.R2T}
+    return {pdu.itt: (pdu.ttt, pdu.buffer_offset, pdu.desired_length) for pdu, _ in pdus if pdu.opcode == P.R2T}
 
 
 def answered(pdus):
@@ -542,11 +538,11 @@ def test_a_write_bigger_than_the_budget_proceeds_when_the_connection_holds_nothi
     monkeypatch.setattr(connection, "CONNECTION_WRITE_BUDGET", 1024)
     conn = connect()
     (r2t, _), = exchange(conn, write(0, 8, 1))                         # 4096 bytes: two 2048-byte bursts
-    assert (r2t.w40, r2t.w44) == (0, 2048) and conn.write_held == 4096
+    assert (r2t.buffer_offset, r2t.desired_length) == (0, 2048) and conn.write_held == 4096
     assert exchange(conn, write(8, 1, 2)) == []                        # waits behind it
-    (r2t, _), = exchange(conn, data_out(b"a" * 2048, itt=1, ttt=r2t.w20))
-    assert r2t.itt == 1 and (r2t.w40, r2t.w44) == (2048, 2048)
-    pdus = exchange(conn, data_out(b"b" * 2048, itt=1, ttt=r2t.w20, offset=2048))
+    (r2t, _), = exchange(conn, data_out(b"a" * 2048, itt=1, ttt=r2t.ttt))
+    assert r2t.itt == 1 and (r2t.buffer_offset, r2t.desired_length) == (2048, 2048)
+    pdus = exchange(conn, data_out(b"b" * 2048, itt=1, ttt=r2t.ttt, offset=2048))
     assert answered(pdus) == [1] and r2ts(pdus)[2][1:] == (0, 512)
 
 
@@ -555,10 +551,10 @@ def test_a_unit_wide_command_gets_its_r2t_although_writes_held_behind_it_fill_th
     conn = connect(InitialR2T="No", ImmediateData="Yes")
     assert exchange(conn, scsi_command(SANITIZE_8, edtl=8, write=True, itt=40, cmd_sn=1, final=False)) == []
     (r2t, _), = exchange(conn, write(0, 2, 2))                        # no unsolicited data: solicited at once
-    assert exchange(conn, data_out(b"w" * 1024, itt=2, ttt=r2t.w20)) == []      # held behind the SANITIZE
+    assert exchange(conn, data_out(b"w" * 1024, itt=2, ttt=r2t.ttt)) == []      # held behind the SANITIZE
     (r2t, _), = exchange(conn, data_out(bytes(4), itt=40))            # short unsolicited burst: the rest by R2T
-    assert r2t.itt == 40 and (r2t.w40, r2t.w44) == (4, 4)
-    pdus = exchange(conn, data_out(bytes(4), itt=40, ttt=r2t.w20, offset=4))
+    assert r2t.itt == 40 and (r2t.buffer_offset, r2t.desired_length) == (4, 4)
+    pdus = exchange(conn, data_out(bytes(4), itt=40, ttt=r2t.ttt, offset=4))
     assert answered(pdus) == [40, 2] and conn.write_held == 0
 
 
@@ -571,7 +567,7 @@ def test_the_worker_pool_guarantees_each_connection_one_write_and_wakes_waiting_
     assert b1.opcode == P.R2T and pool.held == 2560
     assert exchange(b, write(9, 1, 2)) == [] and list(pool.waiting) == [a, b]
     ready = b.host.ready
-    pdus = exchange(a, data_out(b"a" * 2048, itt=1, ttt=a1.w20))
+    pdus = exchange(a, data_out(b"a" * 2048, itt=1, ttt=a1.ttt))
     assert answered(pdus) == [1] and list(r2ts(pdus)) == [2]
     (b2, _), = exchange(b)                                             # woken by a's release, without input
     assert b2.opcode == P.R2T and b2.itt == 2 and b.host.ready > ready and not pool.waiting
@@ -583,16 +579,16 @@ def test_aborting_writes_releases_their_budget_and_skips_those_waiting(monkeypat
     conn = connect()
     (r2t, _), = exchange(conn, write(0, 2, 1))
     assert exchange(conn, write(2, 1, 2) + write(3, 1, 3) + write(4, 1, 4)) == []
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=50, w20=2, w24=5))
-    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.b2 == 0 and list(conn.write_waiting) == [conn.commands[3],
+    (tmf, _), = exchange(conn, task_management(1, itt=50, referenced_task_tag=2, cmd_sn=5))
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.response == 0 and list(conn.write_waiting) == [conn.commands[3],
                                                                                                conn.commands[4]]
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=51, w20=1, w24=5)) == []
+    assert exchange(conn, task_management(1, itt=51, referenced_task_tag=1, cmd_sn=5)) == []
     assert conn.write_held == 1024                                    # its solicited Data-Out is still due
-    pdus = exchange(conn, data_out(bytes(1024), itt=1, ttt=r2t.w20))  # drained: the TMF answers, 3 and 4 go
+    pdus = exchange(conn, data_out(bytes(1024), itt=1, ttt=r2t.ttt))  # drained: the TMF answers, 3 and 4 go
     assert [pdu.opcode for pdu, _ in pdus] == [P.R2T, P.R2T, P.TASK_MGMT_RESPONSE]
     solicited = r2ts(pdus)
     assert list(solicited) == [3, 4] and conn.write_held == 1024 == conn.write_pool.held
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x85, immediate=True, itt=52, w24=5)) == []   # LUN RESET
+    assert exchange(conn, task_management(5, itt=52, cmd_sn=5)) == []   # LUN RESET
     assert not conn.commands and conn.write_held == 1024               # 3 and 4 still owe their Data-Out
     assert exchange(conn, data_out(b"3" * 512, itt=3, ttt=solicited[3][0])) == [] and conn.write_held == 512
     (resp, _), = exchange(conn, data_out(b"4" * 512, itt=4, ttt=solicited[4][0]))
@@ -606,8 +602,8 @@ def test_a_write_the_disk_still_runs_holds_its_budget_until_it_completes_also_wh
     conn.host.device.writes_in_flight = []
     (r2t, _), = exchange(conn, write(0, 2, 1))
     assert exchange(conn, write(2, 1, 2)) == []
-    assert exchange(conn, data_out(bytes(1024), itt=1, ttt=r2t.w20)) == []        # at the disk
-    assert exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=50, w20=1, w24=3)) == []
+    assert exchange(conn, data_out(bytes(1024), itt=1, ttt=r2t.ttt)) == []        # at the disk
+    assert exchange(conn, task_management(1, itt=50, referenced_task_tag=1, cmd_sn=3)) == []
     assert conn.write_held == 1024 and list(conn.write_waiting) == [conn.commands[2]]
     conn.host.device.writes_in_flight.pop()()
     pdus = exchange(conn)
@@ -621,7 +617,7 @@ def test_closing_releases_the_budget_and_wakes_connections_waiting_for_the_pool(
     a.host.device.writes_in_flight = []
     (a1, _), = exchange(a, write(0, 2, 1))
     (a2, _), = exchange(a, write(2, 2, 2))
-    exchange(a, data_out(bytes(1024), itt=2, ttt=a2.w20))              # at the disk
+    exchange(a, data_out(bytes(1024), itt=2, ttt=a2.ttt))              # at the disk
     assert exchange(a, write(4, 1, 3)) == [] and list(pool.waiting) == [a]
     (b1, _), = exchange(b, write(8, 2, 1))
     assert exchange(b, write(10, 1, 2)) == [] and list(pool.waiting) == [a, b]
@@ -640,9 +636,9 @@ def test_a_write_waiting_on_the_coordinator_frees_its_budget_when_aborted_or_its
     conn.host.device.writes_in_flight, conn.host.device.writes_remote = [], True
     for itt in (1, 2):
         (r2t, _), = exchange(conn, write(itt * 2, 2, itt))
-        assert exchange(conn, data_out(bytes(1024), itt=itt, ttt=r2t.w20)) == []
+        assert exchange(conn, data_out(bytes(1024), itt=itt, ttt=r2t.ttt)) == []
     assert conn.write_held == 2048 == conn.write_pool.held
-    (tmf, _), = exchange(conn, build(P.TASK_MGMT_REQUEST, 0x81, immediate=True, itt=50, w20=1, w24=3))
+    (tmf, _), = exchange(conn, task_management(1, itt=50, referenced_task_tag=1, cmd_sn=3))
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and conn.write_held == 1024 == conn.write_pool.held
     conn.close()
     assert conn.write_held == 0 == conn.write_pool.held

@@ -7,7 +7,7 @@ from target.iscsi.errors import LoginFailure
 from target.iscsi.login import Login
 from target.iscsi.negotiation import Negotiator, SessionParams, parse_text
 from target.iscsi.text_exchange import MAX_KEY_TEXT
-from tests.iscsi_helpers import login_request
+from tests.iscsi_helpers import login_request, split
 
 IQN = "iqn.2026-11.org.ringtgt:t"
 INI = "iqn.2026-11.org.example:host"
@@ -77,8 +77,8 @@ def test_parse_text_rejects_garbage():
 
 
 def response(raw):
-    pdu = P.decode_bhs(raw[:48])
-    return pdu, dict(parse_text(raw[48:48 + pdu.data_len]))
+    (pdu, data), = split(raw)
+    return pdu, dict(parse_text(data))
 
 
 def test_login_security_then_operational():
@@ -91,7 +91,7 @@ def test_login_security_then_operational():
     pdu, keys = response(login.receive(P.decode_bhs_with_data(login_request(
         [("MaxRecvDataSegmentLength", "65536"), ("ImmediateData", "Yes")], csg=1, nsg=3))))
     assert pdu.flags == 0x87 and login.done and login.tsih == 0x401
-    assert pdu.lun_field & 0xFFFF == 0x401
+    assert pdu.lun_field & 0xFFFF == 0x401 and pdu.login_status == 0
     assert keys["MaxRecvDataSegmentLength"] == "262144"
     assert login.params.max_recv_data_segment_length == 65536
 

@@ -1,13 +1,15 @@
-"""PDU codec: BHS fields round-trip, typed accessors, LUN addressing, padding."""
+"""PDU codec: each request's fields under their RFC 7143 names, LUN addressing, padding."""
 from target.iscsi import pdu as P
-from tests.iscsi_helpers import build, login_request, scsi_command
+from target.scsi.spc import encode_lun
+from tests.iscsi_helpers import (build, data_out, login_request, logout_request, nop_out, scsi_command,
+                                 task_management, text_request)
 
 
 def test_scsi_command_fields():
     raw = scsi_command(b"\x28" + bytes(9), itt=0x1234, cmd_sn=7, edtl=4096, read=True, lun=3)
     pdu = P.decode_bhs(raw[:48])
     assert isinstance(pdu, P.ScsiCommand)
-    assert (pdu.itt, pdu.cmd_sn, pdu.expected_length, pdu.read, pdu.write) == (0x1234, 7, 4096, True, False)
+    assert (pdu.itt, pdu.cmd_sn, pdu.edtl, pdu.flags & (P.SCSI_READ | P.SCSI_WRITE)) == (0x1234, 7, 4096, P.SCSI_READ)
     assert P.decode_lun(pdu.lun_field) == 3
     assert pdu.cdb[:1] == b"\x28" and len(pdu.cdb) == 16
 
@@ -17,6 +19,28 @@ def test_login_request_fields():
     assert isinstance(pdu, P.LoginRequest)
     assert (pdu.csg, pdu.nsg, pdu.transit, pdu.cont) == (1, 3, True, False)
     assert (pdu.isid, pdu.tsih, pdu.cmd_sn) == (0x800000000001, 0, 5)
+    assert (pdu.exp_stat_sn, pdu.version_min) == (0, 0)
+
+
+def test_data_out_fields():
+    pdu = P.decode_bhs(data_out(b"x" * 8, itt=5, ttt=6, data_sn=7, offset=4096, final=False)[:48])
+    assert isinstance(pdu, P.DataOut) and not pdu.flags & P.FINAL
+    assert (pdu.itt, pdu.ttt, pdu.data_sn, pdu.buffer_offset, pdu.data_len) == (5, 6, 7, 4096, 8)
+
+
+def test_task_management_request_fields():
+    pdu = P.decode_bhs(task_management(1, itt=21, referenced_task_tag=20, cmd_sn=2, ref_cmd_sn=5)[:48])
+    assert isinstance(pdu, P.TaskMgmtRequest) and pdu.immediate
+    assert (pdu.function, pdu.itt, pdu.referenced_task_tag, pdu.cmd_sn, pdu.ref_cmd_sn) == (1, 21, 20, 2, 5)
+
+
+def test_nop_out_text_and_logout_fields():
+    nop = P.decode_bhs(nop_out(itt=9, cmd_sn=1)[:48])
+    text = P.decode_bhs(text_request(itt=3, ttt=8, cmd_sn=2, cont=True)[:48])
+    logout = P.decode_bhs(logout_request(itt=10, cmd_sn=3, reason=2)[:48])
+    assert (nop.itt, nop.ttt, nop.cmd_sn) == (9, P.RESERVED_TAG, 1)
+    assert (text.itt, text.ttt, text.cmd_sn, text.flags & P.CONTINUE) == (3, 8, 2, P.CONTINUE)
+    assert (logout.itt, logout.reason, logout.cmd_sn) == (10, 2, 3)
 
 
 def test_unknown_opcode_decodes_as_unknown():
@@ -24,17 +48,9 @@ def test_unknown_opcode_decodes_as_unknown():
     assert isinstance(pdu, P.UnknownPdu) and pdu.opcode == 0x1F
 
 
-def test_encode_round_trip():
-    header = P.encode(P.R2T, P.FINAL, 0, lun=P.encode_lun(2), itt=9, w20=10, w24=11, w36=1, w40=512, w44=8192)
-    pdu = P.decode_bhs(header)
-    assert pdu.opcode == P.R2T and pdu.itt == 9 and (pdu.w20, pdu.w24, pdu.w36, pdu.w40, pdu.w44) == (
-        10, 11, 1, 512, 8192)
-    assert P.decode_lun(pdu.lun_field) == 2
-
-
 def test_lun_addressing():
-    assert P.decode_lun(P.encode_lun(5)) == 5
-    assert P.decode_lun(P.encode_lun(300)) == 300
+    assert P.decode_lun(encode_lun(5) << 48) == 5
+    assert P.decode_lun(encode_lun(300) << 48) == 300
     assert P.decode_lun(0x0001_0000_0000_0001) == -1        # second level set: not a single-level LUN
     assert P.decode_lun(0x8000 << 48) == -1                  # logical unit addressing: unsupported
 

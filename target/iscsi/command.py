@@ -12,7 +12,7 @@ soliciting at once is the connection's R2T budget (write_budget.py): `charge` is
 from __future__ import annotations
 
 from .errors import ProtocolError
-from .pdu import RESERVED_TAG
+from .pdu import FINAL, RESERVED_TAG, SCSI_READ, SCSI_WRITE
 
 
 class Burst:
@@ -32,20 +32,17 @@ class Command:
     """A SCSI command PDU plus the state needed to gather its write data."""
 
     __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "wanted", "read", "write", "buffer",
-                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "cmd_sn", "immediate",
-                 "corrupt", "charge")
+                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "corrupt", "charge")
 
     def __init__(self, pdu, lun: int):
-        self.itt = pdu.w16
+        self.itt = pdu.itt
         self.lun_field = pdu.lun_field
         self.lun = lun
         self.cdb = pdu.cdb
-        self.expected_length = pdu.w20
+        self.expected_length = pdu.edtl
         self.wanted = 0                 # the data-out held and solicited: min(EDTL, what the CDB asks for)
-        self.read = bool(pdu.flags & 0x40)
-        self.write = bool(pdu.flags & 0x20)
-        self.cmd_sn = pdu.w24
-        self.immediate = pdu.immediate
+        self.read = bool(pdu.flags & SCSI_READ)
+        self.write = bool(pdu.flags & SCSI_WRITE)
         self.buffer = None
         self.next_r2t_offset = 0
         self.bursts: dict[int, Burst] = {}     # TTT -> burst
@@ -84,12 +81,12 @@ class Command:
 
     def data_out(self, pdu) -> bool:
         """Store a Data-Out PDU; returns True when its sequence ended (F bit or burst filled)."""
-        burst = self.bursts.get(pdu.w20)
+        burst = self.bursts.get(pdu.ttt)
         if burst is None:
-            raise ProtocolError(f"Data-Out for ITT 0x{self.itt:08x} with unknown TTT 0x{pdu.w20:08x}")
-        if pdu.w36 != burst.next_data_sn:
-            raise ProtocolError(f"Data-Out DataSN {pdu.w36}, expected {burst.next_data_sn}")
-        offset = pdu.w40
+            raise ProtocolError(f"Data-Out for ITT 0x{self.itt:08x} with unknown TTT 0x{pdu.ttt:08x}")
+        if pdu.data_sn != burst.next_data_sn:
+            raise ProtocolError(f"Data-Out DataSN {pdu.data_sn}, expected {burst.next_data_sn}")
+        offset = pdu.buffer_offset
         data = pdu.data
         if offset != burst.offset + burst.received or burst.received + len(data) > burst.length:
             raise ProtocolError(f"Data-Out offset {offset}+{len(data)} outside the burst "
@@ -104,8 +101,8 @@ class Command:
             buffer[offset:] = data[:wanted - offset]
         burst.received += len(data)
         burst.next_data_sn += 1
-        if pdu.flags & 0x80 or burst.received == burst.length:
-            del self.bursts[pdu.w20]
+        if pdu.flags & FINAL or burst.received == burst.length:
+            del self.bursts[pdu.ttt]
             if burst.received < burst.length and burst.r2t_sn < 0:
                 self.next_r2t_offset = burst.offset + burst.received   # short unsolicited burst: solicit the rest
             elif burst.received < burst.length:

@@ -169,9 +169,7 @@ class Connection:
             window.frozen = False
             if not window.closed or self.closing:
                 return
-            stat_sn, exp, max_sn = self._seq(False)
-            self.out.append(P.encode(P.NOP_IN, P.FINAL, itt=P.RESERVED_TAG, w20=P.RESERVED_TAG, w24=stat_sn,
-                                     w28=exp, w32=max_sn))
+            self.out.append(R.nop_in(self._seq(False), P.RESERVED_TAG, P.RESERVED_TAG))
             self.host.output_ready(self)
 
     @property
@@ -234,9 +232,7 @@ class Connection:
         return stat_sn, window.exp_cmd_sn, window.announce()
 
     def _reject(self, pdu: P.Pdu, reason: int) -> None:
-        stat_sn, exp, max_sn = self._seq()
-        self.out.append(P.frame(P.encode(P.REJECT, P.FINAL, P.BHS_LEN, b2=reason, w24=stat_sn, w28=exp,
-                                         w32=max_sn), pdu.header))
+        self.out.append(R.reject(self._seq(), reason, pdu.header))
 
     # -- login phase ----------------------------------------------------------------------------------------
     def _login_pdu(self, pdu: P.Pdu) -> None:
@@ -293,13 +289,13 @@ class Connection:
             self._reject(pdu, P.REJECT_COMMAND_NOT_SUPPORTED if opcode != P.LOGIN_REQUEST
                          else P.REJECT_PROTOCOL_ERROR)
             return
-        if opcode == P.NOP_OUT and pdu.w16 == P.RESERVED_TAG:
+        if opcode == P.NOP_OUT and pdu.itt == P.RESERVED_TAG:
             self._nop_answer(pdu)               # a reply to our ping: carries no CmdSN to consume
             return
         if pdu.immediate:
             handler(self, pdu)
             return
-        for ready in self.window.accept(pdu.w24, pdu):
+        for ready in self.window.accept(pdu.cmd_sn, pdu):
             self._HANDLERS[ready.opcode](self, ready)
 
     # SCSI commands --------------------------------------------------------------------------------------------
@@ -307,7 +303,7 @@ class Connection:
         if self.target is None:
             self._reject(pdu, P.REJECT_PROTOCOL_ERROR)
             return
-        if pdu.w16 in self.commands:
+        if pdu.itt in self.commands:
             self._reject(pdu, P.REJECT_TASK_IN_PROGRESS)
             return
         command = Command(pdu, P.decode_lun(pdu.lun_field))
@@ -342,7 +338,7 @@ class Connection:
         params = self.params
         for ttt, r2t_sn, offset, length in command.next_r2ts(params.max_outstanding_r2t, params.max_burst_length,
                                                              self._new_ttt):
-            R.r2t(self.out, command.lun_field, command.itt, ttt, self._seq(False), r2t_sn, offset, length)
+            self.out.append(R.r2t(command.lun_field, command.itt, ttt, self._seq(False), r2t_sn, offset, length))
 
     def admit_writes(self) -> bool:
         """This connection's turn at the worker's pool (WritePool.release): solicit what fits; True if its next
@@ -389,14 +385,14 @@ class Connection:
         return self._next_ttt
 
     def _data_out(self, pdu: P.DataOut) -> None:
-        command = self.commands.get(pdu.w16)
-        if command is None and pdu.w16 in self.draining:
-            self._drain(self.draining[pdu.w16], pdu)
+        command = self.commands.get(pdu.itt)
+        if command is None and pdu.itt in self.draining:
+            self._drain(self.draining[pdu.itt], pdu)
             return
         if command is None or not command.write or command.buffer is None:
-            if command is None and pdu.w16 != P.RESERVED_TAG:
+            if command is None and pdu.itt != P.RESERVED_TAG:
                 return                          # data for an aborted task: drop it (§4.2.3.4)
-            raise ProtocolError(f"Data-Out for unknown ITT 0x{pdu.w16:08x}")
+            raise ProtocolError(f"Data-Out for unknown ITT 0x{pdu.itt:08x}")
         if command.data_out(pdu):
             if command.complete:
                 self._execute(command)
@@ -408,10 +404,10 @@ class Connection:
         towards its sequence, but the command ends with CHECK CONDITION, PROTOCOL SERVICE CRC ERROR once all of
         its data has arrived, and nothing of it reaches the medium."""
         log.warning("%s:%d: data digest error on a PDU with opcode 0x%02x, ITT 0x%08x", *self.peer_address,
-                    pdu.opcode, pdu.w16)
+                    pdu.opcode, pdu.itt)
         self._reject(pdu, P.REJECT_DATA_DIGEST)
         if pdu.opcode == P.DATA_OUT:
-            command = self.commands.get(pdu.w16)
+            command = self.commands.get(pdu.itt)
             if command is not None:
                 command.corrupt = True
             self._data_out(pdu)
@@ -480,9 +476,9 @@ class Connection:
             else:
                 count = R.data_in(out, data, command.lun_field, command.itt, self._seq(False), segment, burst,
                                   None, residual)
-                R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, count, residual)
+                out.append(R.scsi_response(command.itt, self._seq(), task.status, task.sense, count, residual))
         else:
-            R.scsi_response(out, command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual)
+            out.append(R.scsi_response(command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual))
         self._hold_output(sent + P.BHS_LEN)
         if command.charge:
             self._free_write(command)
@@ -495,18 +491,18 @@ class Connection:
         """RFC 7143 §11.5 with SAM-5 semantics. The response is held (`HeldResponse`) until the Data-Out that
         aborted writes still owe has arrived (RFC 5048 §4.1.3) and, for resets and CLEAR TASK SET, until every
         worker has applied them (the target's `done` callback)."""
-        function = pdu.flags & 0x7F
+        function = pdu.function
         lun = P.decode_lun(pdu.lun_field)
-        held = HeldResponse(pdu.w16, function)
+        held = HeldResponse(pdu.itt, function)
         self.held_responses.append(held)
         target = self.target
         if target is None:
             held.response = TMF_NOT_SUPPORTED
         elif function == TMF_ABORT_TASK:
-            command = self.commands.get(pdu.w20)
+            command = self.commands.get(pdu.referenced_task_tag)
             if command is not None and command.lun == lun:
                 self._abort([command], held)
-            elif command is not None or not self._cmd_sn_received(pdu.w32, pdu.w24):
+            elif command is not None or not self._cmd_sn_received(pdu.ref_cmd_sn, pdu.cmd_sn):
                 held.response = TMF_NO_TASK
         elif function in (TMF_ABORT_TASK_SET, TMF_CLEAR_TASK_SET, TMF_LUN_RESET):
             if not target.has_lun(lun):
@@ -532,9 +528,7 @@ class Connection:
         if held.waiting or held not in self.held_responses:
             return
         self.held_responses.remove(held)
-        stat_sn, exp, max_sn = self._seq()
-        self.out.append(P.encode(P.TASK_MGMT_RESPONSE, P.FINAL, b2=held.response, itt=held.itt, w24=stat_sn,
-                                 w28=exp, w32=max_sn))
+        self.out.append(R.task_management_response(self._seq(), held.response, held.itt))
         if held.function == TMF_TARGET_COLD_RESET and held.response == TMF_COMPLETE:
             self.close()                        # a cold reset ends the session too
         self.host.output_ready(self)
@@ -588,12 +582,10 @@ class Connection:
     # NOP, text, logout, SNACK -------------------------------------------------------------------------------
     def _nop_out(self, pdu: P.NopOut) -> None:
         self._hold_output(len(pdu.data) + P.BHS_LEN)   # immediate pings are outside the window, not the bound
-        stat_sn, exp, max_sn = self._seq()
-        self.out.append(P.frame(P.encode(P.NOP_IN, P.FINAL, len(pdu.data), lun=pdu.lun_field, itt=pdu.w16,
-                                         w20=P.RESERVED_TAG, w24=stat_sn, w28=exp, w32=max_sn), pdu.data))
+        self.out.append(R.nop_in(self._seq(), pdu.itt, P.RESERVED_TAG, pdu.lun_field, pdu.data))
 
     def _nop_answer(self, pdu: P.NopOut) -> None:
-        if pdu.w20 == self.ping_ttt:
+        if pdu.ttt == self.ping_ttt:
             self.ping_ttt = None
 
     def ping(self) -> None:
@@ -601,22 +593,19 @@ class Connection:
         if self.window is None or self.closing:
             return
         self.ping_ttt = self._new_ttt()
-        stat_sn, exp, max_sn = self._seq(False)
-        self.out.append(P.encode(P.NOP_IN, P.FINAL, w20=self.ping_ttt, w24=stat_sn, w28=exp, w32=max_sn))
+        self.out.append(R.nop_in(self._seq(False), P.RESERVED_TAG, self.ping_ttt))
         self.host.output_ready(self)
 
     def _text(self, pdu: P.TextRequest) -> None:
         try:
-            flags, ttt, text = self.text_exchange.receive(pdu.w16, pdu.w20, pdu.flags, pdu.data,
+            flags, ttt, text = self.text_exchange.receive(pdu.itt, pdu.ttt, pdu.flags, pdu.data,
                                                           self.params.max_recv_data_segment_length,
                                                           self._text_answer, self._new_ttt)
         except TextRefused as refused:
             log.warning("%s:%d: text request rejected: %s", *self.peer_address, refused)
             self._reject(pdu, refused.reason)
             return
-        stat_sn, exp, max_sn = self._seq()
-        self.out.append(P.frame(P.encode(P.TEXT_RESPONSE, flags, len(text), lun=pdu.lun_field, itt=pdu.w16,
-                                         w20=ttt, w24=stat_sn, w28=exp, w32=max_sn), text))
+        self.out.append(R.text_response(self._seq(), flags, pdu.lun_field, pdu.itt, ttt, text))
 
     def _text_answer(self, text: bytes) -> bytes:
         """The answer to a whole text request: SendTargets (discovery.py), once; NotUnderstood for any other key,
@@ -638,12 +627,11 @@ class Connection:
                                                   self.host.portal_group_tag))
 
     def _logout(self, pdu: P.LogoutRequest) -> None:
-        reason = pdu.flags & 0x7F
+        reason = pdu.reason
         response = LOGOUT_RECOVERY_UNSUPPORTED if reason not in (LOGOUT_CLOSE_SESSION, LOGOUT_CLOSE_CONNECTION) else 0
-        stat_sn, exp, max_sn = self._seq()
-        self.out.append(P.encode(P.LOGOUT_RESPONSE, P.FINAL, b2=response, itt=pdu.w16, w24=stat_sn, w28=exp,
-                                 w32=max_sn, w40=(self.params.default_time2wait << 16)
-                                 | self.params.default_time2retain))
+        params = self.params
+        self.out.append(R.logout_response(self._seq(), response, pdu.itt, params.default_time2wait,
+                                          params.default_time2retain))
         if response == 0:
             self.close()
 

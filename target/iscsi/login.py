@@ -12,6 +12,7 @@ from typing import Callable
 
 from . import chap as CHAP
 from . import pdu as P
+from . import responses as R
 from .access import AccessPolicy, TargetAccess
 from .errors import (LOGIN_AUTH_FAILURE, LOGIN_AUTHORIZATION_FAILURE, LOGIN_INITIATOR_ERROR,
                      LOGIN_INVALID_REQUEST, LOGIN_MISSING_PARAMETER, LOGIN_NOT_FOUND,
@@ -192,11 +193,9 @@ class Login:
     # -- output ---------------------------------------------------------------------------------------------
     def _response(self, csg: int, nsg: int, transit: bool, text: bytes, status: int = 0) -> bytes:
         flags = (0x80 if transit else 0) | (csg << 2) | (nsg if transit else 0)
-        header = P.encode(P.LOGIN_RESPONSE, flags, len(text), lun=(self.isid << 16) | self.tsih,
-                          itt=self.itt, w24=self.stat_sn, w28=self.cmd_sn,
-                          w32=(self.cmd_sn + COMMAND_WINDOW - 1) & 0xFFFFFFFF, w36=status << 16)
+        seq = self.stat_sn, self.cmd_sn, (self.cmd_sn + COMMAND_WINDOW - 1) & 0xFFFFFFFF
         self.stat_sn = (self.stat_sn + 1) & 0xFFFFFFFF
-        return P.frame(header, text)
+        return R.login_response(seq, flags, self.isid, self.tsih, self.itt, status, text)
 
     def failure_response(self, failure: LoginFailure) -> bytes:
         self.tsih = 0

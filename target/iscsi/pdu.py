@@ -1,16 +1,21 @@
-"""iSCSI PDU codec (RFC 7143 §11): decode what an initiator sends, encode what a target sends.
+"""iSCSI PDU codec (RFC 7143 §11): decode what an initiator sends; the target's PDUs are encoded in responses.py.
 
 Every Basic Header Segment is 48 bytes with the same skeleton: opcode byte, a flags byte, two opcode-specific
 bytes, TotalAHSLength + DataSegmentLength, an 8-byte LUN-or-opcode-specific field and eight 32-bit words.
-One precompiled `struct.Struct` covers them all; the per-opcode classes only name the words.
+`decode_bhs` unpacks, with one precompiled `struct.Struct`, the fields some request's handling reads on the hot
+path into the slots of `Pdu`; each per-opcode class gives the opcode-specific words the names RFC 7143 gives
+them there (the same slot under another name: reading `pdu.ttt` costs what reading a slot does). Fields only a
+login or a task management request reads come from the header when asked for.
 """
 from __future__ import annotations
 
 import struct
-from operator import attrgetter
 
 BHS_LEN = 48
-BHS = struct.Struct(">BBBBIQ8I")
+BHS = struct.Struct(">BBBBIQ8I")        # the whole skeleton: how responses.py packs the target's headers
+# What decode_bhs reads of a request: opcode byte, flags, lengths, LUN, ITT, bytes 20..27, bytes 36..43
+_REQUEST = struct.Struct(">BB2xIQ3I8x2I4x")
+_WORD = struct.Struct(">I")
 RESERVED_TAG = 0xFFFFFFFF
 
 # Initiator opcodes
@@ -46,50 +51,44 @@ REJECT_INVALID_PDU_FIELD = 0x09
 REJECT_OUT_OF_RESOURCES = 0x0A
 REJECT_WAITING_FOR_LOGOUT = 0x0C
 
-FINAL = 0x80
-
-
-def _word(name: str) -> property:
-    return property(attrgetter(name))
+FINAL = 0x80                # the F bit
+CONTINUE = 0x40             # the C bit of Login and Text PDUs
+SCSI_READ = 0x40            # the R and W bits of a SCSI Command
+SCSI_WRITE = 0x20
 
 
 class Pdu:
-    """A received PDU: the BHS split into raw fields, plus AHS and data segment."""
+    """A received PDU: the BHS fields requests share, plus AHS and data segment.
 
-    __slots__ = ("opcode", "immediate", "flags", "b2", "b3", "ahs_len", "data_len", "lun_field",
-                 "w16", "w20", "w24", "w28", "w32", "w36", "w40", "w44", "header", "ahs", "data",
-                 "data_digest_error")
+    `cmd_sn` is bytes 24..27, CmdSN in every request but Data-Out and SNACK (reserved there). The words at bytes
+    20, 36 and 40 mean something different per opcode: the subclasses name them (`_named`)."""
 
-    itt = _word("w16")
-
-    @property
-    def final(self) -> bool:
-        return bool(self.flags & FINAL)
+    __slots__ = ("opcode", "immediate", "flags", "ahs_len", "data_len", "lun_field", "itt", "_w20", "cmd_sn",
+                 "_w36", "_w40", "header", "ahs", "data", "data_digest_error")
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} itt=0x{self.w16:08x} len={self.data_len}>"
+        return f"<{type(self).__name__} itt=0x{self.itt:08x} len={self.data_len}>"
+
+
+def _named(word: str):
+    """The slot of BHS word `word` under the name one opcode gives it: the slot's own descriptor, as cheap to read
+    as the slot (a property would cost a call per read)."""
+    return Pdu.__dict__[word]
+
+
+def _header_word(offset: int) -> property:
+    """A BHS word read from the header when asked for: for the fields no hot path reads."""
+    return property(lambda self: _WORD.unpack_from(self.header, offset)[0])
 
 
 class NopOut(Pdu):
     __slots__ = ()
-    ttt = _word("w20")
-    cmd_sn = _word("w24")
-    exp_stat_sn = _word("w28")
+    ttt = _named("_w20")
 
 
 class ScsiCommand(Pdu):
     __slots__ = ()
-    expected_length = _word("w20")
-    cmd_sn = _word("w24")
-    exp_stat_sn = _word("w28")
-
-    @property
-    def read(self) -> bool:
-        return bool(self.flags & 0x40)
-
-    @property
-    def write(self) -> bool:
-        return bool(self.flags & 0x20)
+    edtl = _named("_w20")               # Expected Data Transfer Length
 
     @property
     def cdb(self) -> bytes:
@@ -100,10 +99,8 @@ class ScsiCommand(Pdu):
 
 class TaskMgmtRequest(Pdu):
     __slots__ = ()
-    referenced_tag = _word("w20")
-    cmd_sn = _word("w24")
-    exp_stat_sn = _word("w28")
-    ref_cmd_sn = _word("w32")
+    referenced_task_tag = _named("_w20")
+    ref_cmd_sn = _header_word(32)
 
     @property
     def function(self) -> int:
@@ -112,50 +109,36 @@ class TaskMgmtRequest(Pdu):
 
 class LoginRequest(Pdu):
     __slots__ = ()
-    cmd_sn = _word("w24")
-    exp_stat_sn = _word("w28")
-
-    transit = property(lambda self: bool(self.flags & 0x80))
-    cont = property(lambda self: bool(self.flags & 0x40))
+    exp_stat_sn = _header_word(28)
+    transit = property(lambda self: bool(self.flags & FINAL))       # the T bit, where others have F
+    cont = property(lambda self: bool(self.flags & CONTINUE))
     csg = property(lambda self: (self.flags >> 2) & 3)
     nsg = property(lambda self: self.flags & 3)
-    version_max = property(attrgetter("b2"))
-    version_min = property(attrgetter("b3"))
+    version_min = property(lambda self: self.header[3])
     isid = property(lambda self: self.lun_field >> 16)
     tsih = property(lambda self: self.lun_field & 0xFFFF)
-    cid = property(lambda self: self.w20 >> 16)
 
 
 class TextRequest(Pdu):
     __slots__ = ()
-    ttt = _word("w20")
-    cmd_sn = _word("w24")
-    exp_stat_sn = _word("w28")
-    cont = property(lambda self: bool(self.flags & 0x40))
+    ttt = _named("_w20")
 
 
 class DataOut(Pdu):
     __slots__ = ()
-    ttt = _word("w20")
-    exp_stat_sn = _word("w28")
-    data_sn = _word("w36")
-    buffer_offset = _word("w40")
+    ttt = _named("_w20")
+    data_sn = _named("_w36")
+    buffer_offset = _named("_w40")
 
 
 class LogoutRequest(Pdu):
     __slots__ = ()
-    cmd_sn = _word("w24")
-    exp_stat_sn = _word("w28")
     reason = property(lambda self: self.flags & 0x7F)
-    cid = property(lambda self: self.w20 >> 16)
 
 
 class SnackRequest(Pdu):
+    """Answered with a Reject (ErrorRecoveryLevel 0): none of its fields is read."""
     __slots__ = ()
-    ttt = _word("w20")
-    exp_stat_sn = _word("w28")
-    begrun = _word("w40")
-    run_length = _word("w44")
 
 
 class UnknownPdu(Pdu):
@@ -183,21 +166,17 @@ def _extended_cdb(ahs: bytes) -> bytes:
 
 def decode_bhs(header: bytes) -> Pdu:
     """Split a 48-byte BHS into a typed PDU (AHS and data are attached by the framing decoder)."""
-    (b0, flags, b2, b3, lengths, lun_field,
-     w16, w20, w24, w28, w32, w36, w40, w44) = BHS.unpack(header)
+    b0, flags, lengths, lun_field, itt, w20, cmd_sn, w36, w40 = _REQUEST.unpack(header)
     opcode = b0 & 0x3F
     cls = PDU_CLASSES.get(opcode, UnknownPdu)
     pdu = cls.__new__(cls)
     pdu.opcode = opcode
     pdu.immediate = bool(b0 & 0x40)
     pdu.flags = flags
-    pdu.b2 = b2
-    pdu.b3 = b3
     pdu.ahs_len = (lengths >> 24) * 4
     pdu.data_len = lengths & 0xFFFFFF
     pdu.lun_field = lun_field
-    pdu.w16, pdu.w20, pdu.w24, pdu.w28 = w16, w20, w24, w28
-    pdu.w32, pdu.w36, pdu.w40, pdu.w44 = w32, w36, w40, w44
+    pdu.itt, pdu._w20, pdu.cmd_sn, pdu._w36, pdu._w40 = itt, w20, cmd_sn, w36, w40
     pdu.header = header
     pdu.ahs = b""
     pdu.data = b""
@@ -226,13 +205,6 @@ def padding(n: int) -> bytes:
     return _PADDING[n & 3]
 
 
-def encode(opcode: int, flags: int, data_len: int = 0, *, b2: int = 0, b3: int = 0, lun: int = 0,
-           itt: int = RESERVED_TAG, w20: int = 0, w24: int = 0, w28: int = 0, w32: int = 0,
-           w36: int = 0, w40: int = 0, w44: int = 0) -> bytes:
-    """Pack a target BHS; the data segment (and padding) is sent after it by the caller."""
-    return BHS.pack(opcode, flags, b2, b3, data_len, lun, itt, w20, w24, w28, w32, w36, w40, w44)
-
-
 def frame(header: bytes, data: bytes = b"") -> bytes:
     """A whole PDU as one bytes object: header, data and padding."""
     return header + data + padding(len(data)) if data else header
@@ -250,9 +222,3 @@ def decode_lun(field: int) -> int:
     if method == 0 and not top & 0x3F00:
         return top
     return -1
-
-
-def encode_lun(lun: int) -> int:
-    if lun < 256:
-        return lun << 48
-    return (0x4000 | lun) << 48

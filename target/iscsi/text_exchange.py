@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .pdu import FINAL, REJECT_INVALID_PDU_FIELD, REJECT_OUT_OF_RESOURCES, RESERVED_TAG
+from .pdu import CONTINUE, FINAL, REJECT_INVALID_PDU_FIELD, REJECT_OUT_OF_RESOURCES, RESERVED_TAG
 
 # The whole key text one login or one text exchange may send, continuations included. RFC 7143 sets no total;
 # every key a login needs fits in a few KiB, so this only stops a peer that keeps continuing.
 MAX_KEY_TEXT = 65536
-CONTINUE = 0x40                     # the C bit of Login and Text PDUs
 
 
 class KeyText:
