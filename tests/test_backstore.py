@@ -4,7 +4,7 @@ import mmap
 import pytest
 
 from target.backstore import BackstoreError, open_backstore
-from target.backstore.buffers import HEADROOM, BufferPool
+from target.buffers import HEADROOM, BufferPool
 from target.backstore.file import FileBackstore
 from target.backstore.null import NullBackstore
 from target.reactor import Reactor

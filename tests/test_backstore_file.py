@@ -8,7 +8,7 @@ import pytest
 from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE, RWF_DSYNC, Ring
 from target.backstore import BackstoreError, images, open_backstore
 from target.backstore.file import FileBackstore
-from target.backstore.buffers import HEADROOM
+from target.buffers import HEADROOM
 from target.reactor import Reactor
 from tests.mounts import mounted
 from tests.test_backstore import complete

@@ -1,6 +1,6 @@
 """Encoders of target PDUs: Data-In (one PDU or a sequence, the header written into a backstore buffer's headroom)
 and every other response, each field where RFC 7143 puts it."""
-from target.backstore.buffers import HEADROOM, BufferPool
+from target.buffers import HEADROOM, BufferPool
 from target.iscsi import pdu as P
 from target.iscsi import responses as R
 from target.scsi.task import GOOD

@@ -26,7 +26,7 @@ from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RAN
 
 from ..reactor import Reactor
 from .base import BackstoreError
-from .buffers import BufferPool
+from ..buffers import BufferPool
 from .fill import fill
 
 _PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE

@@ -7,7 +7,7 @@ gathered send) and returns how many; every other encoder returns one whole PDU a
 """
 from __future__ import annotations
 
-from ..backstore.buffers import headroom_view
+from ..buffers import headroom_view
 from . import pdu as P
 from .pdu import FINAL
 

@@ -1,4 +1,5 @@
-"""Read buffers for backstores: one class, so pooling can come later without touching the stores.
+"""Read buffers for backstores and the Data-In path: one class, so pooling can come later without touching the
+stores. Pure Python, outside target/backstore/ so that the iSCSI layer imports it without the compiled ring.
 
 Each buffer keeps HEADROOM bytes in front of its data, where the iSCSI layer can build a Data-In header and
 send header and data as one contiguous piece: the data starts at `data_offset` in the view's `.obj`. In
