@@ -314,8 +314,9 @@ class Connection:
             if len(pdu.data) > params.first_burst_length:
                 raise ProtocolError("immediate data exceeds FirstBurstLength")
             more = not params.initial_r2t and not pdu.flags & P.FINAL
-            command.start_write(pdu.data, params.first_burst_length, more,
-                                self.target.data_out_length(command.lun, command.cdb))
+            edtl = command.expected_length      # all of it came with the command (within FirstBurstLength): the
+            wanted = edtl if len(pdu.data) == edtl else self.target.data_out_length(command.lun, command.cdb)
+            command.start_write(pdu.data, params.first_burst_length, more, wanted)   # handler takes what it asks
         self.window.outstanding += 1
         self.commands[command.itt] = command
         if not command.complete and command.lun not in self.unit_wide and self.target.unit_wide(command.cdb):
