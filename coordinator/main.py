@@ -13,7 +13,7 @@ import time
 from .bus import ClusterBusError
 from .cluster import Cluster
 from .registry import SessionRegistry
-from .reservations_service import ReservationAuthority, register_reservation_handlers
+from .unit_service import UnitAuthority, register_unit_handlers
 from .service import CoordinatorService
 from .sessions_service import register_session_handlers
 
@@ -52,8 +52,8 @@ def coordinator_main(config) -> None:
     registry = SessionRegistry()
     register_session_handlers(service, registry, node_name(config))
     units = [(target.iqn, lun.id) for target in config.targets for lun in target.luns]
-    authority = ReservationAuthority(units, config.server.state_dir, incarnation=supervisor_incarnation())
-    register_reservation_handlers(service, authority)
+    authority = UnitAuthority(units, config.server.state_dir, incarnation=supervisor_incarnation())
+    register_unit_handlers(service, authority)
     try:
         cluster = Cluster(service, config.cluster, registry, authority) if config.cluster is not None else None
     except ClusterBusError as exc:

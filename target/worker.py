@@ -29,7 +29,7 @@ from .iscsi.pdu import BHS_LEN
 from .lograte import RateLimitedLog
 from .memtrim import trim_heap
 from .reactor import Reactor
-from .reservation_sync import ReservationSync
+from .unit_sync import UnitSync
 from .scsi.lun import LogicalUnit
 from .scsi.target import ScsiTarget
 from .session_sync import SessionSync
@@ -108,7 +108,7 @@ class Worker:
         self.dirty: set[Connection] = set()
         self._tsih = 0
         self.session_sync = SessionSync(self)
-        self.reservation_sync = ReservationSync(self.coordinator, self.targets)
+        self.unit_sync = UnitSync(self.coordinator, self.targets)
         self.stopping = False
         self.nop_interval = config.server.nop_interval
         self.login_timeout = config.server.login_timeout

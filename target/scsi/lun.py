@@ -27,7 +27,7 @@ class UnitAttentions:
 
     Built alone, a nexus seen for the first time starts with POWER ON, RESET OR BUS DEVICE RESET OCCURRED
     (`greets_new`). With a coordinator, the coordinator decides what a nexus starts with (`replace` at session
-    start, see coordinator/reservations_service.py) and hears of every condition reported (`on_take`).
+    start, see coordinator/unit_service.py) and hears of every condition reported (`on_take`).
     """
 
     __slots__ = ("_queues", "greets_new", "on_take")

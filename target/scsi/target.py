@@ -12,6 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Callable, NamedTuple
 
+from coordinator.messages import (AttachNexus, AttentionReported, ClearTaskSet, Failure, MediumAnswer, MediumChange,
+                                  MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost,
+                                  NexusLostChanges, UnitReset)
+
 from . import cdb as C
 from . import data_out as D
 from . import compare_and_write, mode, opcodes, pr, provisioning, sanitize, sbc, spc, xcopy
@@ -23,8 +27,7 @@ from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, HAR
                     ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
                     LOGICAL_UNIT_NOT_SUPPORTED, MODE_PARAMETERS_CHANGED, POWER_ON_OCCURRED, UNIT_ATTENTION,
                     ScsiError, check_condition, fail, invalid_cdb)
-from .shared_reservations import SharedReservations
-from .task import BUSY as STATUS_BUSY
+from .shared_reservations import SharedReservations, failed_command
 from .task import GOOD, RESERVATION_CONFLICT, Barrier
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,11 @@ def _nothing() -> None:
     pass
 
 
+def _ignored(failure: Failure) -> None:
+    """A nexus loss the coordinator did not take (logged by the client): its next restart or FetchUnitStates
+    brings the units' state."""
+
+
 class ScsiTarget:
     """Executes SCSI tasks for the logical units of one target.
 
@@ -124,12 +132,14 @@ class ScsiTarget:
     so that PREEMPT AND ABORT, CLEAR TASK SET and resets can reach another nexus's tasks, and nexus loss can
     drop its SPC-2 reservation. With a coordinator (`coordinator`, the worker's CoordinatorClient) the
     coordinator is the authority for reservations and unit attentions: resets and CLEAR TASK SET go through it
-    and come back to every worker (`apply_reset`, `apply_clear`, pushed by target/reservation_sync.py), and
+    and come back to every worker (`apply_reset`, `apply_clear`, pushed by target/unit_sync.py), and
     `done` runs once every worker has applied them. Without one (SCSI objects built alone) all of it is local.
 
     Every request to the coordinator has the client's deadline (coordinator/client.py): past it a command ends
     BUSY and a task management function is answered FUNCTION REJECTED (`done(rejected=True)`: the initiator
-    escalates, to a target reset, then a new session), and the coordinator drops the request unapplied. A reply
+    escalates, to a target reset, then a new session), and the coordinator drops the request unapplied. A
+    request the coordinator refuses or fails ends the command HARDWARE ERROR and rejects the function likewise
+    (`failed_command`; nothing is applied here that the coordinator did not apply). A reply
     that still comes (applied just before the deadline) is applied here too (`late`), so the workers agree.
     A nexus that goes (`detach`) withdraws its commands still queued at the coordinator.
     """
@@ -165,24 +175,21 @@ class ScsiTarget:
             if self.coordinator.responsive:
                 self.attaching[nexus] = []
 
-            def attached(reply: dict) -> None:
-                self._attached(nexus, reply)
+            def attached(reply: NexusAttentions) -> None:
+                if nexus in self.nexuses:
+                    for lun, queue in reply.attentions:
+                        unit = self.luns.get(lun)
+                        if unit is not None:
+                            unit.attentions.replace(nexus, queue)
+                    self.apply_views(reply.views)
+                self._release_held(nexus)
 
-            self.coordinator.request("ua.attach", {"target": self.iqn, "nexus": nexus}, attached, late=attached,
-                                     timeout=ATTACH_WAIT)
+            self.coordinator.request(AttachNexus(self.iqn, nexus), attached,
+                                     lambda failure: self._release_held(nexus), late=attached, timeout=ATTACH_WAIT)
 
-    def _attached(self, nexus: str, reply: dict) -> None:
-        held = self.attaching.pop(nexus, [])
-        if "error" in reply:
-            if not reply.get("expired"):
-                log.error("ua.attach failed in the coordinator: %s", reply["error"])
-        elif nexus in self.nexuses:
-            for lun, queue in reply["attentions"]:
-                unit = self.luns.get(lun)
-                if unit is not None:
-                    unit.attentions.replace(nexus, queue)
-            self.apply_views(reply["views"])
-        for task in held:
+    def _release_held(self, nexus: str) -> None:
+        """The coordinator answered the attach (or failed to: they run without): the first commands run."""
+        for task in self.attaching.pop(nexus, []):
             self.execute(task)
 
     def detach(self, nexus: str, session) -> None:
@@ -201,19 +208,17 @@ class ScsiTarget:
             for unit in self.luns.values():
                 unit.attentions.forget(nexus)
             self.coordinator.withdraw(nexus)
-            self.coordinator.request("pr.nexus_lost", {"target": self.iqn, "nexus": nexus}, self._nexus_gone,
-                                     late=self._nexus_gone)
+            self.coordinator.request(NexusLost(self.iqn, nexus), self._nexus_gone, _ignored, late=self._nexus_gone)
 
-    def _nexus_gone(self, reply: dict) -> None:
-        for change in reply.get("changes", ()):
-            unit = self.luns.get(change["lun"])
+    def _nexus_gone(self, reply: NexusLostChanges) -> None:
+        for change in reply.changes:
+            unit = self.luns.get(change.lun)
             if unit is not None:
                 unit.reservations.apply(change, _nothing)
 
     def _consumed_reporter(self, lun: int):
         def consumed(nexus: str, asc_ascq: int) -> None:
-            self.coordinator.notify("ua.consumed", {"target": self.iqn, "lun": lun, "nexus": nexus,
-                                                    "asc": asc_ascq})
+            self.coordinator.notify(AttentionReported(self.iqn, lun, nexus, asc_ascq))
         return consumed
 
     # -- changes from the reservation store (local or coordinator) --------------------------------------------
@@ -241,40 +246,37 @@ class ScsiTarget:
             unit.establish_ua(MODE_PARAMETERS_CHANGED, except_nexus=task.nexus)
             return b""
 
-        def decided(reply: dict) -> None:
+        def decided(reply: ModeChange) -> None:
             self.apply_mode(reply)
             task.finish(GOOD)
 
-        self._decide_remotely(task, "mode.select", {"target": self.iqn, "lun": task.lun, "nexus": task.nexus,
-                                                    "wce": write_cache, "swp": software_write_protect}, decided,
-                              self.apply_mode)
+        self._decide_remotely(task, ModeSelect(self.iqn, task.lun, task.nexus, write_cache, software_write_protect),
+                              decided, self.apply_mode)
         return None
 
-    def _decide_remotely(self, task, kind: str, body: dict, decided: Callable[[dict], None],
-                         late: Callable[[dict], None]) -> None:
-        """Ask the coordinator to decide for `task`; `decided(reply)` finishes it, unless the coordinator failed
-        (HARDWARE ERROR) or did not answer in time (BUSY; `late(reply)` if it applied the request after all)."""
+    def _decide_remotely(self, task, request: Message, decided: Callable, late: Callable) -> None:
+        """Ask the coordinator to decide for `task`; `decided(reply)` finishes it, unless the request failed
+        (`failed_command`; `late(reply)` if the coordinator applied it after all)."""
         task.remote = True
 
-        def done(reply: dict) -> None:
+        def done(reply: Message) -> None:
             task.remote = False
-            if reply.get("expired"):
-                task.finish(STATUS_BUSY)
-            elif "error" in reply:
-                log.error("%s failed in the coordinator: %s", kind, reply["error"])
-                check_condition(task, HARDWARE_ERROR, INTERNAL_TARGET_FAILURE)
-            else:
-                decided(reply)
+            decided(reply)
 
-        self.coordinator.request(kind, body, done, owner=task.nexus, late=late)
+        def failed(failure: Failure) -> None:
+            task.remote = False
+            outcome = failed_command(failure)
+            task.finish(outcome.status, None, outcome.sense)
 
-    def apply_mode(self, body: dict) -> None:
-        """A mode change made through any worker: {lun, wce, swp, attentions: [[nexus, asc]…]}."""
-        unit = self.luns.get(body["lun"])
+        self.coordinator.request(request, done, failed, owner=task.nexus, late=late)
+
+    def apply_mode(self, change: ModeChange) -> None:
+        """A mode change made through any worker."""
+        unit = self.luns.get(change.lun)
         if unit is None:
             return
-        unit.set_mode(body["wce"], body["swp"])
-        for nexus, asc_ascq in body["attentions"]:
+        unit.set_mode(change.wce, change.swp)
+        for nexus, asc_ascq in change.attentions:
             if nexus in self.nexuses:
                 unit.attentions.establish_for(nexus, asc_ascq)
 
@@ -287,53 +289,53 @@ class ScsiTarget:
             refused = self.media[task.lun].request(task.nexus, action)
             if refused is not None:
                 raise ScsiError(*refused)
-            self.apply_medium({"lun": task.lun, **self.media[task.lun].summary()})
+            self.apply_medium(self._local_medium(task.lun))
             if then is None:
                 return b""
             then()
             return None
 
-        def decided(reply: dict) -> None:
+        def decided(reply: MediumAnswer) -> None:
             self.apply_medium(reply)
-            if reply["refused"] is not None:
-                check_condition(task, *reply["refused"])
+            if reply.refused is not None:
+                check_condition(task, *reply.refused)
             elif then is None:
                 task.finish(GOOD)
             else:
                 then()
 
-        def late(reply: dict) -> None:
+        def late(reply: MediumAnswer) -> None:
             self.apply_medium(reply)
-            if action in (SANITIZE, SANITIZE_AUSE) and reply["refused"] is None:
+            if action in (SANITIZE, SANITIZE_AUSE) and reply.refused is None:
                 self.medium_report(task.lun, SANITIZE_FAILED, _nothing)     # begun for a task that ended BUSY
 
-        self._decide_remotely(task, "medium.request", {"target": self.iqn, "lun": task.lun, "nexus": task.nexus,
-                                                       "action": action}, decided, late)
+        self._decide_remotely(task, MediumRequest(self.iqn, task.lun, task.nexus, action), decided, late)
         return None
 
     def medium_report(self, lun: int, action: str, then: Callable[[], None]) -> None:
         """A sanitize ended (SANITIZED or SANITIZE_FAILED): every worker learns it, then `then()` runs."""
         if self.coordinator is None:
             self.media[lun].request("", action)
-            self.apply_medium({"lun": lun, **self.media[lun].summary()})
+            self.apply_medium(self._local_medium(lun))
             then()
             return
 
-        def reported(reply: dict) -> None:
-            if "error" not in reply:
-                self.apply_medium(reply)
-            elif not reply.get("expired"):
-                log.error("medium.request failed in the coordinator: %s", reply["error"])
+        def reported(reply: MediumAnswer) -> None:
+            self.apply_medium(reply)
             then()
 
-        self.coordinator.request("medium.request", {"target": self.iqn, "lun": lun, "nexus": "", "action": action},
-                                 reported, late=self.apply_medium)
+        self.coordinator.request(MediumRequest(self.iqn, lun, "", action), reported, lambda failure: then(),
+                                 late=self.apply_medium)
 
-    def apply_medium(self, body: dict) -> None:
-        """The medium of a unit changed through any worker: {lun, loaded, sanitize}."""
-        unit = self.luns.get(body["lun"])
+    def _local_medium(self, lun: int) -> MediumChange:
+        medium = self.media[lun]
+        return MediumChange(self.iqn, lun, medium.loaded, medium.sanitize)
+
+    def apply_medium(self, change: MediumChange | MediumAnswer) -> None:
+        """The medium of a unit changed through any worker."""
+        unit = self.luns.get(change.lun)
         if unit is not None:
-            unit.set_medium(body["loaded"], body["sanitize"])
+            unit.set_medium(change.loaded, change.sanitize)
 
     def apply_views(self, views) -> None:
         for lun, view in views:
@@ -356,35 +358,29 @@ class ScsiTarget:
         self._reset(sorted(self.luns), nexus, POWER_ON_OCCURRED if cold else BUS_DEVICE_RESET, cold, done)
 
     def _reset(self, luns: list[int], nexus: str, asc_ascq: int, cold: bool, done: Callable[..., None]) -> None:
-        body = {"target": self.iqn, "luns": luns, "nexus": nexus, "asc": asc_ascq, "cold": cold}
+        reset = UnitReset(self.iqn, luns, nexus, asc_ascq, cold)
         if self.coordinator is None:
             for lun in luns:
                 self.luns[lun].reservations.reset()
                 self.media[lun].reset()
-            self.apply_reset(body, done)
+            self.apply_reset(reset, done)
             return
-
-        def answered(reply: dict) -> None:
-            if reply.get("expired"):
-                done(rejected=True)
-            else:
-                self.apply_reset(body if "error" in reply else reply, done)
-
-        self.coordinator.request("pr.reset", body, answered, owner=nexus,
+        self.coordinator.request(reset, lambda reply: self.apply_reset(reply, done),
+                                 lambda failure: done(rejected=True), owner=nexus,
                                  late=lambda reply: self.apply_reset(reply, _nothing))
 
-    def apply_reset(self, body: dict, done: Callable[[], None]) -> None:
+    def apply_reset(self, reset: UnitReset, done: Callable[[], None]) -> None:
         """A reset on this worker: `done()` once the tasks it aborted here have stopped."""
-        nexus = body["nexus"]
+        nexus = reset.nexus
         stopped = Barrier(done)
-        for lun in body["luns"]:
+        for lun in reset.luns:
             unit = self.luns.get(lun)
             if unit is None:
                 continue
             self._abort_others(lun, nexus, stopped)
-            unit.establish_ua(body["asc"])
-        self.apply_views(body.get("views", ()))
-        if body["cold"]:
+            unit.establish_ua(reset.asc)
+        self.apply_views(reset.views)
+        if reset.cold:
             for other, session in list(self.nexuses.items()):
                 if other != nexus:
                     session.close()
@@ -392,25 +388,19 @@ class ScsiTarget:
 
     def clear_task_set(self, lun: int, nexus: str, done: Callable[..., None]) -> None:
         """CLEAR TASK SET: the other nexuses' tasks go too, and they learn of it (SAM-5 §7.4, TAS=0)."""
-        body = {"target": self.iqn, "lun": lun, "nexus": nexus}
+        clear = ClearTaskSet(self.iqn, lun, nexus)
         if self.coordinator is None:
-            self.apply_clear(body, done)
+            self.apply_clear(clear, done)
             return
+        self.coordinator.request(clear, lambda reply: self.apply_clear(reply, done),
+                                 lambda failure: done(rejected=True), owner=nexus,
+                                 late=lambda reply: self.apply_clear(reply, _nothing))
 
-        def answered(reply: dict) -> None:
-            if reply.get("expired"):
-                done(rejected=True)
-            else:
-                self.apply_clear(body, done)
-
-        self.coordinator.request("pr.clear", body, answered, owner=nexus,
-                                 late=lambda reply: self.apply_clear(body, _nothing))
-
-    def apply_clear(self, body: dict, done: Callable[[], None]) -> None:
+    def apply_clear(self, clear: ClearTaskSet, done: Callable[[], None]) -> None:
         stopped = Barrier(done)
-        unit = self.luns.get(body["lun"])
+        unit = self.luns.get(clear.lun)
         if unit is not None:
-            for other in self._abort_others(body["lun"], body["nexus"], stopped):
+            for other in self._abort_others(clear.lun, clear.nexus, stopped):
                 unit.attentions.establish_for(other, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR)
         stopped.release()
 
