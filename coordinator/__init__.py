@@ -10,5 +10,8 @@
     registry.py          SessionRegistry, pure: sessions, reinstatement, snapshot/restore/deltas
     sessions_service.py  the registry's handlers (SessionLogin/Logout/Resync, ListSessions)
     unit_service.py      UnitAuthority: every unit's reservations, unit attentions, mode and medium, and handlers
+    unit_state/          the pure state machines it runs (reservations, medium) and the SCSI status/sense
+                         vocabulary they answer with; `target` imports these, and never the reverse
+    lograte.py           rate-limited logging (target/lograte.py re-exports it)
     main.py              the process: service + domain handlers, until SIGTERM
 """

@@ -54,9 +54,8 @@ from collections.abc import Callable
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from target.lograte import RateLimitedLog
-
 from .endpoints import SEND_QUEUE, workers_endpoint
+from .lograte import RateLimitedLog
 from .messages import Failure, Message
 from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, WITHDRAW, SchemaError,
                      decode, encode)

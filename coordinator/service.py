@@ -55,10 +55,8 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from target.lograte import RateLimitedLog
-from target.watchdog import beat
-
 from .endpoints import SEND_QUEUE, control_endpoint, workers_endpoint
+from .lograte import RateLimitedLog
 from .messages import Message
 from .schema import ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, WITHDRAW, SchemaError, decode, encode
 from .schema import Message as Envelope
@@ -195,10 +193,13 @@ class CoordinatorService:
         heapq.heappush(self._timers, (time.monotonic() + seconds, self._timer_seq(), fn))
 
     # -- loop -----------------------------------------------------------------------------------------------
-    def run(self, stopping: Callable[[], bool], tick: float = 0.5) -> None:
+    def run(self, stopping: Callable[[], bool], tick: float = 0.5, heartbeat: Callable[[], None] = lambda: None
+            ) -> None:
+        """Turn the loop until `stopping()`; `heartbeat()` after every turn (the supervisor's watchdog,
+        target/watchdog.py, given by the process that runs the service)."""
         while not stopping():
             self.run_once(tick)
-            beat()                          # the supervisor's watchdog (target/watchdog.py)
+            heartbeat()
 
     def run_once(self, timeout: float) -> None:
         now = time.monotonic()

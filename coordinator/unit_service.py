@@ -55,11 +55,10 @@ import glob
 import logging
 import os
 
-from target.scsi.local_reservations import run_request
-from target.scsi.medium import ACTIONS, ALLOW, EJECT, LOAD, MOVES, PREVENT, SANITIZING, MediumState
-from target.scsi.reservations import Outcome, Reservations
-from target.scsi.reservation_files import load_state, save_state
-from target.scsi.sense import MODE_PARAMETERS_CHANGED, POWER_ON_RESET
+from .unit_state.files import load_state, save_state
+from .unit_state.medium import ACTIONS, ALLOW, EJECT, LOAD, MOVES, PREVENT, SANITIZING, MediumState
+from .unit_state.reservations import Outcome, Reservations, run_request
+from .unit_state.sense import MODE_PARAMETERS_CHANGED, POWER_ON_RESET
 
 from .messages import (AttachNexus, AttentionReported, ClearTaskSet, FetchUnitStates, MediumAnswer, MediumChange,
                        MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost, NexusLostChanges,
@@ -255,7 +254,7 @@ class UnitAuthority:
 
     @staticmethod
     def _change(target: str, lun: int, unit: UnitState, outcome: Outcome | None = None) -> ReservationChange:
-        return ReservationChange(target, lun, unit.reservations.view().to_dict(),
+        return ReservationChange(target, lun, unit.reservations.view(),
                                  [list(a) for a in outcome.attentions] if outcome else [],
                                  list(outcome.aborts) if outcome else [])
 
@@ -270,7 +269,7 @@ class UnitAuthority:
             unit.reservations.reset()
             unit.medium.reset()
             unit.establish_all(message.asc)
-            views.append([lun, unit.reservations.view().to_dict()])
+            views.append([lun, unit.reservations.view()])
         self._changed()
         change = dataclasses.replace(message, views=views)
         return Reply(change, [change])
@@ -293,7 +292,7 @@ class UnitAuthority:
             if new_initiator and POWER_ON_RESET not in queue:
                 queue.insert(0, POWER_ON_RESET)
             attentions.append([lun, list(queue)])
-            views.append([lun, unit.reservations.view().to_dict()])
+            views.append([lun, unit.reservations.view()])
         self._changed()
         return Reply(NexusAttentions(attentions, views))
 
@@ -343,7 +342,7 @@ class UnitAuthority:
         self.interrupted.clear()
         self.unpushed.clear()
         units = sorted(self.units.items())
-        return Reply(UnitStates([[target, lun, unit.reservations.view().to_dict()] for (target, lun), unit in units],
+        return Reply(UnitStates([[target, lun, unit.reservations.view()] for (target, lun), unit in units],
                                 [[target, lun, *unit.mode] for (target, lun), unit in units if unit.mode],
                                 [[target, lun, unit.medium.loaded, unit.medium.sanitize]
                                  for (target, lun), unit in units]),

@@ -1,6 +1,7 @@
 """The `ringtgt` command line: serve, check-config, sessions, --version."""
 import argparse
 import datetime
+import functools
 import json
 import logging
 import os
@@ -58,6 +59,7 @@ class _Version(argparse.Action):
 
 def _serve(config: Config, args) -> int:
     from coordinator.main import coordinator_main
+    from target.watchdog import beat
     from target.preflight import PreflightError, preflight
     from target.worker import worker_main  # here: these need the compiled ring, check-config does not
 
@@ -69,7 +71,7 @@ def _serve(config: Config, args) -> int:
         return 1
     raise_open_files_limit()                # before the fork: every child inherits it
     try:
-        return Supervisor(config, worker_main, coordinator_main).run()
+        return Supervisor(config, worker_main, functools.partial(coordinator_main, heartbeat=beat)).run()
     finally:
         os.close(lock)
 

@@ -20,7 +20,7 @@ from coordinator.schema import HELLO, NOTIFY, PUSH, WELCOME, decode, encode
 from coordinator.service import CoordinatorService
 from coordinator.sessions_service import register_session_handlers
 from target.config import ClusterConfig
-from target.scsi import reservations as R
+from coordinator.unit_state import reservations as R
 
 T = "iqn.2026-11.org.ringtgt:t"
 NEXUS = f"iqn.x,i,0x000000000001,{T},t,0x0001"

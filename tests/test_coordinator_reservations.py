@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 from coordinator import messages as M
 from coordinator import unit_service
-from target.scsi import reservations as R
-from target.scsi.medium import IDLE, SANITIZE_FAILURE, SANITIZING
+from coordinator.unit_state import reservations as R
+from coordinator.unit_state.medium import IDLE, SANITIZE_FAILURE, SANITIZING
 from target.scsi.sense import (BUS_DEVICE_RESET, ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_REMOVAL_PREVENTED,
                                MODE_PARAMETERS_CHANGED, NOT_READY, POWER_ON_RESET, SANITIZE_IN_PROGRESS)
 from target.scsi.task import GOOD, RESERVATION_CONFLICT

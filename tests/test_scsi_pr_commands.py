@@ -4,7 +4,7 @@ import struct
 
 from test_scsi_commands import TUR, Harness, assert_good, assert_sense, rw_cdb
 
-from target.scsi import reservations as R
+from coordinator.unit_state import reservations as R
 from target.scsi import sense as S
 from target.scsi.task import RESERVATION_CONFLICT
 

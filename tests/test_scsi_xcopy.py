@@ -7,7 +7,7 @@ import pytest
 from target.scsi import sense as S
 from target.scsi import xcopy
 from target.scsi.lun import LogicalUnit
-from target.scsi.medium import SANITIZING
+from coordinator.unit_state.medium import SANITIZING
 from target.scsi.target import ScsiTarget
 from tests.test_scsi_commands import BLOCKS, BS, IQN, NAA, Harness, MemoryStore, assert_good, assert_sense
 

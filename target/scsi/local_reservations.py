@@ -8,20 +8,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .reservations import ConflictView, Outcome, Reservations
+from coordinator.unit_state.reservations import Outcome, Reservations, run_request
 
-
-def run_request(state: Reservations, kind: str, nexus: str, cdb: bytes, parameters: bytes) -> Outcome:
-    """One reservation request against a unit's state machine."""
-    if kind == "out":
-        return state.persistent_reserve_out(nexus, cdb, parameters)
-    if kind == "in":
-        return state.persistent_reserve_in(nexus, cdb)
-    if kind == "reserve":
-        return state.reserve(nexus)
-    if kind == "release":
-        return state.release(nexus)
-    raise ValueError(f"unknown reservation request {kind!r}")
+from .reservations import ConflictView
 
 
 class LocalReservations:
@@ -30,20 +19,21 @@ class LocalReservations:
     def __init__(self, on_change: Callable[[ConflictView, list, list, Callable[[], None]], None]):
         self.state = Reservations()
         self.on_change = on_change          # (view, attentions, aborts, done) -> None
-        self.view: ConflictView = self.state.view()
+        self.view = ConflictView.from_dict(self.state.view())
 
     def submit(self, kind: str, nexus: str, cdb: bytes, parameters: bytes,
                callback: Callable[[Outcome], None]) -> None:
         outcome = run_request(self.state, kind, nexus, cdb, parameters)
         if outcome.changed:
-            self.on_change(self.state.view(), outcome.attentions, outcome.aborts, lambda: callback(outcome))
+            self.on_change(ConflictView.from_dict(self.state.view()), outcome.attentions, outcome.aborts,
+                           lambda: callback(outcome))
         else:
             callback(outcome)
 
     def reset(self) -> None:
         if self.state.reset():
-            self.view = self.state.view()
+            self.view = ConflictView.from_dict(self.state.view())
 
     def nexus_lost(self, nexus: str) -> None:
         if self.state.nexus_lost(nexus):
-            self.view = self.state.view()
+            self.view = ConflictView.from_dict(self.state.view())

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .medium import IDLE, SANITIZE_FAILURE, SANITIZING
+from coordinator.unit_state.medium import IDLE, SANITIZE_FAILURE, SANITIZING
+
 from .sense import (DATA_PROTECT, MANUAL_INTERVENTION_REQUIRED, MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY,
                     POWER_ON_RESET, SANITIZE_COMMAND_FAILED, SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
 

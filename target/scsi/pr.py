@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from struct import Struct
 
+from coordinator.unit_state.reservations import Outcome
+
 from .data_out import parameter_data
-from .reservations import Outcome
 from .sense import invalid_cdb
 
 _PROUT_LENGTH = Struct(">5xI")

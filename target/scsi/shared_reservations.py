@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Callable
 
 from coordinator.messages import Failure, ReservationAnswer, ReservationChange, ReservationRequest
+from coordinator.unit_state.reservations import Outcome
 
-from .reservations import NOTHING_RESERVED, ConflictView, Outcome
+from .reservations import NOTHING_RESERVED, ConflictView
 from .sense import HARDWARE_ERROR, INTERNAL_TARGET_FAILURE, build_sense
 from .task import BUSY, CHECK_CONDITION
 

@@ -15,6 +15,7 @@ from typing import Callable, NamedTuple
 from coordinator.messages import (AttachNexus, AttentionReported, ClearTaskSet, Failure, MediumAnswer, MediumChange,
                                   MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost,
                                   NexusLostChanges, UnitReset)
+from coordinator.unit_state.medium import SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, MediumState
 
 from . import cdb as C
 from . import data_out as D
@@ -22,7 +23,6 @@ from . import compare_and_write, mode, opcodes, pr, provisioning, sanitize, sbc,
 from .local_reservations import LocalReservations
 from .reservations import ConflictView
 from .lun import BUSY, MAX_TRANSFER_BYTES, MEDIUM, WRITES, LogicalUnit
-from .medium import SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, MediumState
 from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, HARDWARE_ERROR,
                     ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
                     LOGICAL_UNIT_NOT_SUPPORTED, MODE_PARAMETERS_CHANGED, POWER_ON_OCCURRED, UNIT_ATTENTION,
