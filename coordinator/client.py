@@ -178,7 +178,7 @@ class CoordinatorClient:
                          0.0 if owner is None else time.monotonic() + timeout)
         self._pending[request_id] = entry
         self._send(entry.encode(request_id))
-        self.reactor.ring.prep_timeout(timeout, self.reactor.token(lambda res: self._expire(request_id, timeout)))
+        self.reactor.call_later(timeout, lambda: self._expire(request_id, timeout))
 
     def withdraw(self, owner: str) -> None:
         """The commands of `owner` still waiting are taken back: the coordinator drops those it has not applied
