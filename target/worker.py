@@ -127,7 +127,7 @@ class Worker:
             store = self.images.open(target.iqn, lun, self.reactor)
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
-                                       coordinator=self.coordinator, thin=lun.thin, read_only=lun.readonly,
+                                       thin=lun.thin, read_only=lun.readonly,
                                        removable=lun.removable, sanitize_rate=lun.sanitize_rate,
                                        physical_block_size=lun.physical_block_size)
             self.images.watch(target.iqn, lun, luns[lun.id])

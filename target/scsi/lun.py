@@ -91,12 +91,12 @@ class LogicalUnit:
 
     __slots__ = ("lun_id", "backstore", "identity", "read_only", "configured_read_only", "software_write_protect",
                  "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
-                 "coordinator", "thin", "caw_lock", "removable", "medium_loaded", "sanitize", "sanitize_rate",
+                 "thin", "caw_lock", "removable", "medium_loaded", "sanitize", "sanitize_rate",
                  "max_atomic_blocks", "crypto_erasable", "blocks_per_physical", "offline", "refused")
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
-                 attentions: UnitAttentions | None = None, coordinator=None, thin: bool = False,
+                 attentions: UnitAttentions | None = None, thin: bool = False,
                  removable: bool = False, sanitize_rate: int = 0, physical_block_size: int | None = None):
         naa_bytes = bytes.fromhex(naa)
         if len(naa_bytes) not in (8, 16) or naa_bytes[0] >> 4 != 6:
@@ -107,7 +107,7 @@ class LogicalUnit:
         self.read_only = self.configured_read_only = read_only     # read_only: writes refused, for any reason
         self.software_write_protect = False                         # the control mode page's SWP
         self.attentions = attentions if attentions is not None else UnitAttentions()
-        self.reservations = None        # the reservation store; ScsiTarget supplies a local one if none is set
+        self.reservations = None        # the reservation store (the coordinator's, through a view): ScsiTarget sets it
         self.default_write_cache = bool(backstore.write_cache)
         self.block_size = backstore.block_size
         self.blocks = backstore.size // backstore.block_size
@@ -115,7 +115,6 @@ class LogicalUnit:
         self.max_atomic_blocks = backstore.max_atomic_bytes // self.block_size   # 0: no WRITE ATOMIC
         self.crypto_erasable = hasattr(backstore, "rekey")     # encrypted at rest: SANITIZE CRYPTO ERASE
         self.blocks_per_physical = (physical_block_size or self.block_size) // self.block_size   # a power of 2
-        self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
         self.thin = thin                    # thin-provisioned: UNMAP, WRITE SAME with UNMAP, GET LBA STATUS
         self.caw_lock = None                # made by the first COMPARE AND WRITE or ORWRITE
         self.removable = removable          # INQUIRY RMB; START STOP UNIT loads and ejects the medium

@@ -15,18 +15,17 @@ from typing import Callable, NamedTuple
 from coordinator.messages import (AttachNexus, AttentionReported, ClearTaskSet, Failure, MediumAnswer, MediumChange,
                                   MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost,
                                   NexusLostChanges, UnitReset)
-from coordinator.unit_state.medium import SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, MediumState
+from coordinator.unit_state.medium import SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED
 
 from . import cdb as C
 from . import data_out as D
 from . import compare_and_write, mode, opcodes, pr, provisioning, sanitize, sbc, spc, xcopy
-from .local_reservations import LocalReservations
 from .reservations import ConflictView
 from .lun import BUSY, MAX_TRANSFER_BYTES, MEDIUM, WRITES, LogicalUnit
 from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, HARDWARE_ERROR,
                     ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
-                    LOGICAL_UNIT_NOT_SUPPORTED, MODE_PARAMETERS_CHANGED, POWER_ON_OCCURRED, UNIT_ATTENTION,
-                    ScsiError, check_condition, fail, invalid_cdb)
+                    LOGICAL_UNIT_NOT_SUPPORTED, POWER_ON_OCCURRED, UNIT_ATTENTION, ScsiError, check_condition, fail,
+                    invalid_cdb)
 from .shared_reservations import SharedReservations, failed_command
 from .task import GOOD, RESERVATION_CONFLICT, Barrier
 
@@ -130,10 +129,11 @@ class ScsiTarget:
     Sessions attach their I_T nexus (`attach`/`detach`) with an object offering `abort_lun(lun, done)` (abort
     its tasks on the unit, `done()` once those in flight have stopped; True if it had any) and `close()`,
     so that PREEMPT AND ABORT, CLEAR TASK SET and resets can reach another nexus's tasks, and nexus loss can
-    drop its SPC-2 reservation. With a coordinator (`coordinator`, the worker's CoordinatorClient) the
-    coordinator is the authority for reservations and unit attentions: resets and CLEAR TASK SET go through it
-    and come back to every worker (`apply_reset`, `apply_clear`, pushed by target/unit_sync.py), and
-    `done` runs once every worker has applied them. Without one (SCSI objects built alone) all of it is local.
+    drop its SPC-2 reservation. The coordinator (`coordinator`: the worker's CoordinatorClient, or in unit tests
+    coordinator/in_process.py's client, running the same handlers) is the authority for reservations, unit
+    attentions, mode and medium: resets and CLEAR TASK SET go through it and come back to every worker
+    (`apply_reset`, `apply_clear`, pushed by target/unit_sync.py), and `done` runs once every worker has
+    applied them.
 
     Every request to the coordinator has the client's deadline (coordinator/client.py): past it a command ends
     BUSY and a task management function is answered FUNCTION REJECTED (`done(rejected=True)`: the initiator
@@ -144,26 +144,20 @@ class ScsiTarget:
     A nexus that goes (`detach`) withdraws its commands still queued at the coordinator.
     """
 
-    __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching", "call_later", "media", "copy_results")
+    __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching", "call_later", "copy_results")
 
-    def __init__(self, luns: dict[int, LogicalUnit], coordinator=None, call_later=None):
+    def __init__(self, luns: dict[int, LogicalUnit], coordinator, call_later=None):
         self.luns = luns
         self.nexuses: dict[str, object] = {}
-        self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
+        self.coordinator = coordinator
         self.iqn = next(iter(luns.values())).identity.target_iqn if luns else ""
         self.attaching: dict[str, list] = {}    # nexus -> its tasks held until the coordinator said what is pending
-        self.call_later = call_later            # (seconds, fn) -> None: the worker's timer, with a coordinator
+        self.call_later = call_later            # (seconds, fn) -> None: the worker's timer (None: none, in tests)
         self.copy_results = xcopy.HeldResults()     # EXTENDED COPY results held for RECEIVE COPY RESULTS
-        self.media = {lun: MediumState() for lun in luns} if coordinator is None else {}   # kept here only
-                                                                                        # without a coordinator
         for lun_id, unit in luns.items():
-            on_change = self._change_applier(lun_id)
-            if coordinator is None:
-                unit.reservations = LocalReservations(on_change)
-            else:
-                unit.reservations = SharedReservations(coordinator, self.iqn, lun_id, on_change)
-                unit.attentions.greets_new = False          # the coordinator decides (ua.attach)
-                unit.attentions.on_take = self._consumed_reporter(lun_id)
+            unit.reservations = SharedReservations(coordinator, self.iqn, lun_id, self._change_applier(lun_id))
+            unit.attentions.greets_new = False          # the coordinator decides (AttachNexus)
+            unit.attentions.on_take = self._consumed_reporter(lun_id)
 
     # -- sessions ---------------------------------------------------------------------------------------------
     def attach(self, nexus: str, session) -> None:
@@ -171,21 +165,20 @@ class ScsiTarget:
         ATTACH_WAIT seconds, and not at all while the coordinator is known not to answer: availability first,
         they then run without (the answer is applied when it comes)."""
         self.nexuses[nexus] = session
-        if self.coordinator is not None:
-            if self.coordinator.responsive:
-                self.attaching[nexus] = []
+        if self.coordinator.responsive:
+            self.attaching[nexus] = []
 
-            def attached(reply: NexusAttentions) -> None:
-                if nexus in self.nexuses:
-                    for lun, queue in reply.attentions:
-                        unit = self.luns.get(lun)
-                        if unit is not None:
-                            unit.attentions.replace(nexus, queue)
-                    self.apply_views(reply.views)
-                self._release_held(nexus)
+        def attached(reply: NexusAttentions) -> None:
+            if nexus in self.nexuses:
+                for lun, queue in reply.attentions:
+                    unit = self.luns.get(lun)
+                    if unit is not None:
+                        unit.attentions.replace(nexus, queue)
+                self.apply_views(reply.views)
+            self._release_held(nexus)
 
-            self.coordinator.request(AttachNexus(self.iqn, nexus), attached,
-                                     lambda failure: self._release_held(nexus), late=attached, timeout=ATTACH_WAIT)
+        self.coordinator.request(AttachNexus(self.iqn, nexus), attached, lambda failure: self._release_held(nexus),
+                                 late=attached, timeout=ATTACH_WAIT)
 
     def _release_held(self, nexus: str) -> None:
         """The coordinator answered the attach (or failed to: they run without): the first commands run."""
@@ -199,16 +192,10 @@ class ScsiTarget:
         del self.nexuses[nexus]
         self.attaching.pop(nexus, None)     # its first commands, still held: aborted with the nexus
         self.copy_results.forget(nexus)
-        if self.coordinator is None:
-            for unit in self.luns.values():
-                unit.reservations.nexus_lost(nexus)
-            for medium in self.media.values():
-                medium.nexus_lost(nexus)
-        else:
-            for unit in self.luns.values():
-                unit.attentions.forget(nexus)
-            self.coordinator.withdraw(nexus)
-            self.coordinator.request(NexusLost(self.iqn, nexus), self._nexus_gone, _ignored, late=self._nexus_gone)
+        for unit in self.luns.values():
+            unit.attentions.forget(nexus)
+        self.coordinator.withdraw(nexus)
+        self.coordinator.request(NexusLost(self.iqn, nexus), self._nexus_gone, _ignored, late=self._nexus_gone)
 
     def _nexus_gone(self, reply: NexusLostChanges) -> None:
         for change in reply.changes:
@@ -221,13 +208,13 @@ class ScsiTarget:
             self.coordinator.notify(AttentionReported(self.iqn, lun, nexus, asc_ascq))
         return consumed
 
-    # -- changes from the reservation store (local or coordinator) --------------------------------------------
+    # -- reservation changes from the coordinator -------------------------------------------------------------
     def _change_applier(self, lun: int):
         def apply(view, attentions, aborts, done) -> None:
             unit = self.luns[lun]
             unit.reservations.view = view
             for nexus, asc_ascq in attentions:
-                if self.coordinator is None or nexus in self.nexuses:
+                if nexus in self.nexuses:
                     unit.attentions.establish_for(nexus, asc_ascq)
             stopped = Barrier(done)
             for nexus in aborts:
@@ -240,11 +227,7 @@ class ScsiTarget:
     # -- mode parameters shared by every worker -----------------------------------------------------------------
     def change_mode(self, unit: LogicalUnit, task, write_cache: bool, software_write_protect: bool) -> bytes | None:
         """MODE SELECT changed WCE or SWP: every worker's copy of the unit changes (through the coordinator, which
-        pushes "mode.change"), every other nexus gets MODE PARAMETERS CHANGED. Returns b"" when done at once."""
-        if self.coordinator is None:
-            unit.set_mode(write_cache, software_write_protect)
-            unit.establish_ua(MODE_PARAMETERS_CHANGED, except_nexus=task.nexus)
-            return b""
+        pushes ModeChange), every other nexus gets MODE PARAMETERS CHANGED. The task finishes when it answers."""
 
         def decided(reply: ModeChange) -> None:
             self.apply_mode(reply)
@@ -284,16 +267,7 @@ class ScsiTarget:
     def medium_request(self, unit: LogicalUnit, task, action: str, then: Callable[[], None] | None = None):
         """START STOP UNIT, PREVENT ALLOW, or the start of a SANITIZE or EXIT FAILURE MODE (medium.py), decided
         by the coordinator, which pushes what moves to every worker ("medium.change"). Once applied, `then()`
-        runs, or the task ends GOOD; a refusal ends the task. Returns b"" when the task is done at once."""
-        if self.coordinator is None:
-            refused = self.media[task.lun].request(task.nexus, action)
-            if refused is not None:
-                raise ScsiError(*refused)
-            self.apply_medium(self._local_medium(task.lun))
-            if then is None:
-                return b""
-            then()
-            return None
+        runs, or the task ends GOOD; a refusal ends the task."""
 
         def decided(reply: MediumAnswer) -> None:
             self.apply_medium(reply)
@@ -314,11 +288,6 @@ class ScsiTarget:
 
     def medium_report(self, lun: int, action: str, then: Callable[[], None]) -> None:
         """A sanitize ended (SANITIZED or SANITIZE_FAILED): every worker learns it, then `then()` runs."""
-        if self.coordinator is None:
-            self.media[lun].request("", action)
-            self.apply_medium(self._local_medium(lun))
-            then()
-            return
 
         def reported(reply: MediumAnswer) -> None:
             self.apply_medium(reply)
@@ -326,10 +295,6 @@ class ScsiTarget:
 
         self.coordinator.request(MediumRequest(self.iqn, lun, "", action), reported, lambda failure: then(),
                                  late=self.apply_medium)
-
-    def _local_medium(self, lun: int) -> MediumChange:
-        medium = self.media[lun]
-        return MediumChange(self.iqn, lun, medium.loaded, medium.sanitize)
 
     def apply_medium(self, change: MediumChange | MediumAnswer) -> None:
         """The medium of a unit changed through any worker."""
@@ -358,14 +323,7 @@ class ScsiTarget:
         self._reset(sorted(self.luns), nexus, POWER_ON_OCCURRED if cold else BUS_DEVICE_RESET, cold, done)
 
     def _reset(self, luns: list[int], nexus: str, asc_ascq: int, cold: bool, done: Callable[..., None]) -> None:
-        reset = UnitReset(self.iqn, luns, nexus, asc_ascq, cold)
-        if self.coordinator is None:
-            for lun in luns:
-                self.luns[lun].reservations.reset()
-                self.media[lun].reset()
-            self.apply_reset(reset, done)
-            return
-        self.coordinator.request(reset, lambda reply: self.apply_reset(reply, done),
+        self.coordinator.request(UnitReset(self.iqn, luns, nexus, asc_ascq, cold), lambda reply: self.apply_reset(reply, done),
                                  lambda failure: done(rejected=True), owner=nexus,
                                  late=lambda reply: self.apply_reset(reply, _nothing))
 
@@ -388,11 +346,7 @@ class ScsiTarget:
 
     def clear_task_set(self, lun: int, nexus: str, done: Callable[..., None]) -> None:
         """CLEAR TASK SET: the other nexuses' tasks go too, and they learn of it (SAM-5 §7.4, TAS=0)."""
-        clear = ClearTaskSet(self.iqn, lun, nexus)
-        if self.coordinator is None:
-            self.apply_clear(clear, done)
-            return
-        self.coordinator.request(clear, lambda reply: self.apply_clear(reply, done),
+        self.coordinator.request(ClearTaskSet(self.iqn, lun, nexus), lambda reply: self.apply_clear(reply, done),
                                  lambda failure: done(rejected=True), owner=nexus,
                                  late=lambda reply: self.apply_clear(reply, _nothing))
 
