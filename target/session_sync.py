@@ -2,9 +2,9 @@
 
 Every normal session is reported at login (SessionLogin) and at its end (SessionLogout); after each
 (re)connection to a coordinator the worker's whole list is sent again (SessionResync). The final Login
-Response of a new session is parked until the coordinator answers the login: by then an older session with
-the same initiator name + ISID + target on another worker has been closed (RFC 7143 §6.3.5 reinstatement
-across workers). If the coordinator does not answer within LOGIN_WAIT seconds (it is restarting or stopped, say)
+Response of a new session is held (Connection.hold_output) until the coordinator answers the login: by then an
+older session with the same initiator name + ISID + target on another worker has been closed (RFC 7143 §6.3.5
+reinstatement across workers). If the coordinator does not answer within LOGIN_WAIT seconds (it is restarting or stopped, say)
 the login proceeds anyway, with a warning: availability first; and while the coordinator is known not to answer
 (coordinator/client.py `responsive`) later logins proceed at once, not LOGIN_WAIT seconds each. Either way the
 session is registered when the coordinator catches up (the request stays queued: a login is a report, not a
@@ -37,7 +37,7 @@ class SessionSync:
         self.worker = worker
         self.coordinator = worker.coordinator
         self.records: dict = {}             # Connection → its session record, while logged in
-        self._parked: dict = {}             # Connection → output held until the coordinator answered its login
+        self._holding: set = set()          # Connections whose output waits for the coordinator's answer to the login
         self.coordinator.subscribe(SessionEnd, self._end)
         self.coordinator.on_connect(self._resync)
 
@@ -52,7 +52,8 @@ class SessionSync:
             "worker": self.worker.index, "pid": os.getpid(), "login_time": time.time(),
         }
         if self.coordinator.responsive:
-            self._parked[conn], conn.out = conn.out, []
+            self._holding.add(conn)
+            conn.hold_output()
         else:
             unanswered.warning("login", "the coordinator does not answer: login of %s proceeds at once (registered "
                                "when it catches up)", conn.initiator_name)
@@ -69,7 +70,7 @@ class SessionSync:
 
     def ended(self, conn) -> None:
         """The connection is gone."""
-        self._parked.pop(conn, None)
+        self._holding.discard(conn)
         if self.records.pop(conn, None) is not None:
             self.coordinator.notify(SessionLogout(conn.tsih))
 
@@ -81,11 +82,9 @@ class SessionSync:
         self._release(conn)
 
     def _release(self, conn) -> None:
-        parked = self._parked.pop(conn, None)
-        if parked is None:
-            return
-        conn.out[:0] = parked
-        self.worker.output_ready(conn)
+        if conn in self._holding:
+            self._holding.discard(conn)
+            conn.release_output()
 
     def _end(self, end: SessionEnd, ack) -> None:
         """If the session is ours, close its connection (no further command runs)."""
