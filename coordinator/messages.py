@@ -273,11 +273,11 @@ class ModeSelect(Message):
 
 @message("medium.change")
 class MediumChange(Message):
-    """Push: a removable medium loaded or ejected, or a sanitize begun or ended (target/scsi/medium.py)."""
+    """Push: a removable medium loaded or ejected, or a sanitize begun or ended (coordinator/unit_state/medium.py)."""
     target: str
     lun: int
     loaded: bool
-    sanitize: int               # IDLE, SANITIZING, SANITIZE_FAILURE (target/scsi/medium.py)
+    sanitize: int               # IDLE, SANITIZING, SANITIZE_FAILURE (coordinator/unit_state/medium.py)
 
 
 @message("medium.request.reply")
@@ -285,7 +285,7 @@ class MediumAnswer(Message):
     target: str
     lun: int
     loaded: bool
-    sanitize: int               # IDLE, SANITIZING, SANITIZE_FAILURE (target/scsi/medium.py)
+    sanitize: int               # IDLE, SANITIZING, SANITIZE_FAILURE (coordinator/unit_state/medium.py)
     refused: list | None        # [sense key, asc/ascq], or None
 
 

@@ -18,8 +18,8 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
     ModeSelect          MODE SELECT changed WCE or SWP: every other nexus of the unit gets MODE PARAMETERS CHANGED;
                         replied and pushed as ModeChange.
     MediumRequest       START STOP UNIT or PREVENT ALLOW on a removable unit, a SANITIZE beginning, ending or
-                        failing, EXIT FAILURE MODE (target/scsi/medium.py); reply MediumAnswer (with `refused`);
-                        what moves is pushed as MediumChange. The death of the worker running a sanitize fails it.
+                        failing, EXIT FAILURE MODE (unit_state/medium.py); reply MediumAnswer (with `refused`); what
+                        moves is pushed as MediumChange. The death of the worker running a sanitize fails it.
     FetchUnitStates     every unit's view, the modes changed since the start and each medium's state (UnitStates),
                         for a worker that (re)connected. Units changed by a worker's death (its nexuses' SPC-2
                         reservations released; a hook cannot push) are pushed to the other workers then: the
