@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from coordinator.unit_state.medium import IDLE, SANITIZE_FAILURE, SANITIZING
 
 from .sense import (DATA_PROTECT, MANUAL_INTERVENTION_REQUIRED, MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY,
-                    POWER_ON_RESET, SANITIZE_COMMAND_FAILED, SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
+                    SANITIZE_COMMAND_FAILED, SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
 
 VENDOR = "RINGTGT "
 PRODUCT = "ringtgt disk"
@@ -26,22 +26,20 @@ BUSY = 0x20             # refused while the unit is being sanitized (all but INQ
 class UnitAttentions:
     """Pending unit attention conditions per I_T nexus (SPC-4 5.14), in the worker hosting the nexus.
 
-    Built alone, a nexus seen for the first time starts with POWER ON, RESET OR BUS DEVICE RESET OCCURRED
-    (`greets_new`). With a coordinator, the coordinator decides what a nexus starts with (`replace` at session
-    start, see coordinator/unit_service.py) and hears of every condition reported (`on_take`).
+    The coordinator decides what a nexus starts with (`replace` at session start, see coordinator/unit_service.py:
+    POWER ON for an initiator the target has not seen) and hears of every condition reported (`on_take`).
     """
 
-    __slots__ = ("_queues", "greets_new", "on_take")
+    __slots__ = ("_queues", "on_take")
 
     def __init__(self):
         self._queues: dict[str, list[int]] = {}
-        self.greets_new = True
         self.on_take = None                 # (nexus, asc_ascq) -> None, after a condition is reported
 
     def _queue(self, nexus: str) -> list[int]:
         queue = self._queues.get(nexus)
         if queue is None:
-            queue = self._queues[nexus] = [POWER_ON_RESET] if self.greets_new else []
+            queue = self._queues[nexus] = []
         return queue
 
     def take(self, nexus: str) -> int | None:
@@ -70,7 +68,7 @@ class UnitAttentions:
             queue.append(asc_ascq)
 
     def establish(self, asc_ascq: int, except_nexus: str | None = None) -> None:
-        """Queue a condition for every known nexus but `except_nexus` (new ones get POWER ON anyway)."""
+        """Queue a condition for every known nexus but `except_nexus`."""
         for nexus, queue in self._queues.items():
             if nexus != except_nexus and asc_ascq not in queue:
                 queue.append(asc_ascq)

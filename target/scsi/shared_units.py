@@ -44,7 +44,6 @@ class SharedUnits:
         """Every unit's reservations and unit attentions through the coordinator."""
         for lun_id, unit in self.luns.items():
             unit.reservations = SharedReservations(self.coordinator, self.iqn, lun_id, self._change_applier(lun_id))
-            unit.attentions.greets_new = False          # the coordinator decides (AttachNexus)
             unit.attentions.on_take = self._consumed_reporter(lun_id)
 
     # -- sessions ---------------------------------------------------------------------------------------------
