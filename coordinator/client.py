@@ -2,12 +2,15 @@
 worker's own io_uring loop (no thread).
 
     client = CoordinatorClient(reactor, state_dir, index)
-    client.request("session.login", {...}, on_reply)     # on_reply(body) later, from the worker loop
-    client.request("pr.request", {...}, on_reply, owner=nexus, late=on_late)   # a command's request
+    client.request(SessionLogin(record), on_reply, on_failure)   # on_reply(LoginRegistered) later, or
+                                                                 # on_failure(Failure), from the worker loop
+    client.request(ReservationRequest(...), on_reply, on_failure, owner=nexus, late=on_late)   # a command's
     client.withdraw(nexus)                                 # the nexus's connection closed
-    client.notify("session.logout", {...})                 # fire and forget
-    client.subscribe("session.end", on_push)               # on_push(body, ack): call ack() once, when applied
+    client.notify(SessionLogout(tsih))                     # fire and forget
+    client.subscribe(SessionEnd, on_push)                  # on_push(message, ack): call ack() once, when applied
     client.on_connect(resync)                              # after every (re)connection to a coordinator
+
+Messages are the typed classes of coordinator/messages.py; a reply is rebuilt as the request's REPLY class.
 
 Reaching it: the worker holds it as `worker.coordinator`; the SCSI layer reaches the same object as
 `ScsiTarget.coordinator` and `LogicalUnit.coordinator` (set by the worker when it builds them; None in
@@ -19,11 +22,15 @@ announced incoming messages), the client drains: while ZMQ_EVENTS has POLLIN, re
 re-arms the poll. A socket monitor (its own FD, watched the same way) reports each connection to a
 coordinator; the client then says HELLO {pid, index}. The coordinator answers WELCOME {epoch}; a new epoch
 (a restarted coordinator: ZeroMQ reconnects by itself) makes the client resend its unanswered requests and
-run the on_connect callbacks, which re-register the worker's state. A reply body carrying "error" means the
-coordinator could not serve the request (unknown kind, handler failure).
+run the on_connect callbacks, which re-register the worker's state.
 
-Deadlines. Every request is answered within `timeout` seconds (REQUEST_TIMEOUT by default): past it the
-callback gets {"error", "expired": True} (logged, rate-limited) and the caller answers its command without the
+One failure path: a request gets exactly one of on_reply(reply) and on_failure(Failure). A Failure is an expiry
+(`expired`), an ERROR from the coordinator (unknown kind, malformed body, handler failure, dropped unapplied) or a
+reply that does not have its class's shape; the client logs it once, rate-limited per kind, so callers only decide
+what it means for them.
+
+Deadlines. Every request is answered within `timeout` seconds (REQUEST_TIMEOUT by default): past it
+on_failure gets Failure(expired=True) and the caller answers its command without the
 coordinator (BUSY, a rejected task management function, a login that proceeds). The client then counts the
 coordinator as unresponsive (`responsive` False) until the next message from it, so callers that would wait for
 it (a login) stop waiting at once. A request with an `owner` (the I_T nexus whose command it serves) is a
@@ -47,9 +54,9 @@ from collections.abc import Callable
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from target.lograte import RateLimitedLog
-
 from .endpoints import SEND_QUEUE, workers_endpoint
+from .lograte import RateLimitedLog
+from .messages import Failure, Message
 from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, WITHDRAW, SchemaError,
                      decode, encode)
 
@@ -59,24 +66,31 @@ CLOSE_LINGER_MS = 200           # how long close() lets the goodbye reach the co
 REQUEST_TIMEOUT = 5.0           # seconds a request waits for its reply (above the coordinator's ACK_TIMEOUT)
 LATE_REMEMBERED = 1024          # given-up requests whose late reply is still applied (the oldest forgotten)
 
-PushHandler = Callable[[dict, Callable[[], None]], None]
+PushHandler = Callable[[Message, Callable[[], None]], None]
+ReplyHandler = Callable[[Message], None]
+FailureHandler = Callable[[Failure], None]
 
 
 class _Request:
     """A request waiting for its reply."""
 
-    __slots__ = ("kind", "body", "callback", "late", "owner", "deadline")
+    __slots__ = ("message", "on_reply", "on_failure", "late", "owner", "deadline")
 
-    def __init__(self, kind: str, body: dict, callback, late, owner, deadline: float):
-        self.kind = kind
-        self.body = body
-        self.callback = callback
+    def __init__(self, message: Message, on_reply: ReplyHandler, on_failure: FailureHandler,
+                 late: ReplyHandler | None, owner: str | None, deadline: float):
+        self.message = message
+        self.on_reply = on_reply
+        self.on_failure = on_failure
         self.late = late
         self.owner = owner
         self.deadline = deadline            # sent with a command (owner set), 0 otherwise
 
+    @property
+    def kind(self) -> str:
+        return self.message.KIND
+
     def encode(self, request_id: int) -> bytes:
-        return encode(REQUEST, request_id, self.kind, self.body, self.deadline)
+        return encode(REQUEST, request_id, self.message.KIND, self.message.to_body(), self.deadline)
 
 
 class _Watch:
@@ -142,9 +156,9 @@ class CoordinatorClient:
         self.reactor = reactor
         self.responsive = True                  # False from a request's expiry to the next message
         self._pending: dict[int, _Request] = {}
-        self._late: OrderedDict[int, Callable[[dict], None]] = OrderedDict()   # given up, late reply handlers
-        self._expiries = RateLimitedLog(log)
-        self._subscriptions: dict[str, PushHandler] = {}
+        self._late: OrderedDict[int, _Request] = OrderedDict()   # given up, their late reply still applied
+        self._failures = RateLimitedLog(log)
+        self._subscriptions: dict[str, tuple[type[Message], PushHandler]] = {}
         self._connect_hooks: list[Callable[[], None]] = []
         self._watch = _Watch(reactor, sock, self._on_message)
         self._monitor = _Watch(reactor, monitor, self._on_monitor_event)
@@ -155,15 +169,16 @@ class CoordinatorClient:
         self._watch.drain()
 
     # -- the contract ---------------------------------------------------------------------------------------
-    def request(self, kind: str, body: dict, callback: Callable[[dict], None], *, owner: str | None = None,
-                late: Callable[[dict], None] | None = None, timeout: float = REQUEST_TIMEOUT) -> None:
-        """callback(reply) once: the reply, or {"error", "expired": True} after `timeout` seconds. `owner`,
-        `late`: see the module docstring."""
+    def request(self, message: Message, on_reply: ReplyHandler, on_failure: FailureHandler, *,
+                owner: str | None = None, late: ReplyHandler | None = None, timeout: float = REQUEST_TIMEOUT) -> None:
+        """Exactly one of on_reply(reply: message.REPLY) and on_failure(Failure), at the latest `timeout` seconds
+        from now. `owner`, `late`: see the module docstring."""
         request_id = self._next_id()
-        entry = _Request(kind, body, callback, late, owner, 0.0 if owner is None else time.monotonic() + timeout)
+        entry = _Request(message, on_reply, on_failure, late, owner,
+                         0.0 if owner is None else time.monotonic() + timeout)
         self._pending[request_id] = entry
         self._send(entry.encode(request_id))
-        self.reactor.ring.prep_timeout(timeout, self.reactor.token(lambda res: self._expire(request_id, timeout)))
+        self.reactor.call_later(timeout, lambda: self._expire(request_id, timeout))
 
     def withdraw(self, owner: str) -> None:
         """The commands of `owner` still waiting are taken back: the coordinator drops those it has not applied
@@ -174,13 +189,14 @@ class CoordinatorClient:
                 self._give_up(request_id, entry)
                 self._send(encode(WITHDRAW, request_id))
 
-    def notify(self, kind: str, body: dict) -> None:
-        self._send(encode(NOTIFY, 0, kind, body))
+    def notify(self, message: Message) -> None:
+        self._send(encode(NOTIFY, 0, message.KIND, message.to_body()))
 
-    def subscribe(self, kind: str, handler: PushHandler) -> None:
-        if kind in self._subscriptions:
-            raise ValueError(f"{kind!r} pushes already have a handler")
-        self._subscriptions[kind] = handler
+    def subscribe(self, cls: type[Message], handler: PushHandler) -> None:
+        """handler(message: cls, ack) for every push of cls.KIND."""
+        if cls.KIND in self._subscriptions:
+            raise ValueError(f"{cls.KIND!r} pushes already have a handler")
+        self._subscriptions[cls.KIND] = (cls, handler)
 
     def on_connect(self, callback: Callable[[], None]) -> None:
         """callback() after every connection to a coordinator (first start and each coordinator restart)."""
@@ -208,15 +224,32 @@ class CoordinatorClient:
             return
         self.responsive = False
         self._give_up(request_id, entry)
-        self._expiries.warning(entry.kind, "worker %d: no answer from the coordinator to %s within %g s: "
-                               "answered without it", self.index, entry.kind, timeout)
-        entry.callback({"error": f"no answer from the coordinator within {timeout:g} s", "expired": True})
+        self._failures.warning((entry.kind, "expired"), "worker %d: no answer from the coordinator to %s within %g "
+                               "s: answered without it", self.index, entry.kind, timeout)
+        entry.on_failure(Failure(f"no answer from the coordinator within {timeout:g} s", expired=True))
 
     def _give_up(self, request_id: int, entry: _Request) -> None:
         if entry.late is not None:
-            self._late[request_id] = entry.late
+            self._late[request_id] = entry
             if len(self._late) > LATE_REMEMBERED:
                 self._late.popitem(last=False)
+
+    def _answered(self, entry: _Request, type_: str, body: dict, late: bool) -> None:
+        """The coordinator's REPLY or ERROR to `entry`: on_reply (or `late`, after it gave up) with the typed
+        reply; on_failure, logged here once, for an error or a reply without its class's shape."""
+        reason = body.get("error") if type_ == ERROR else None
+        if reason is None:
+            try:
+                reply = entry.message.REPLY.from_body(body)
+            except SchemaError as exc:
+                reason = f"malformed reply: {exc}"
+            else:
+                (entry.late if late else entry.on_reply)(reply)
+                return
+        self._failures.error((entry.kind, "failed"), "worker %d: the coordinator did not serve %s: %s", self.index,
+                             entry.kind, reason)
+        if not late:
+            entry.on_failure(Failure(str(reason)))
 
     def _on_monitor_event(self, frames: list[bytes]) -> None:
         if parse_monitor_message(frames)["event"] == zmq.EVENT_CONNECTED:
@@ -233,11 +266,11 @@ class CoordinatorClient:
         if kind in (REPLY, ERROR):
             entry = self._pending.pop(message.id, None)
             if entry is not None:
-                entry.callback(message.body)
+                self._answered(entry, kind, message.body, late=False)
             else:
-                late = self._late.pop(message.id, None)
-                if late is not None and kind == REPLY:
-                    late(message.body)      # applied after all, after this worker answered without it
+                entry = self._late.pop(message.id, None)
+                if entry is not None and kind == REPLY:     # applied after all, after this worker answered
+                    self._answered(entry, kind, message.body, late=True)
         elif kind == PUSH:
             self._push(message.id, message.kind, message.body)
         elif kind == WELCOME:
@@ -256,13 +289,20 @@ class CoordinatorClient:
             acked = True
             self._send(encode(ACK, push_id))
 
-        handler = self._subscriptions.get(kind)
-        if handler is None:
+        subscription = self._subscriptions.get(kind)
+        if subscription is None:
             log.warning("no handler for %s pushes; acking it unapplied", kind)
             ack()
             return
+        cls, handler = subscription
         try:
-            handler(body, ack)
+            pushed = cls.from_body(body)
+        except SchemaError as exc:
+            log.warning("dropped a malformed push: %s; acking it unapplied", exc)
+            ack()
+            return
+        try:
+            handler(pushed, ack)
         except Exception:
             log.exception("%s push handler failed", kind)
             if not acked:

@@ -29,10 +29,10 @@ import subprocess
 import time
 
 from .bus import ClusterBus
+from .messages import EndSessions, Nothing, SessionEnd, StateAdopted, Takeover, TakeoverReport
 from .peers import ALIVE, HEARTBEATS_PER_DEADLINE, Peers
 from .registry import SNAPSHOT_VERSION, RegistryError, checked, reinstatement_key
 from .service import Reply
-from .sessions_service import SESSION_END
 from .tickle import send_garp, send_tickles
 
 log = logging.getLogger("ringtgt.coordinator")
@@ -59,9 +59,9 @@ class Cluster:
         self.bus = ClusterBus(service, config, self._received)
         registry.on_change(self._session_changed)
         authority.on_change(self._reservations_changed)
-        service.register("cluster.takeover", self._takeover_request)
-        service.register("cluster.adopted", self._adopted)
-        service.register("cluster.end_sessions", self._end_sessions)
+        service.register(Takeover, self._takeover_request)
+        service.register(StateAdopted, self._adopted)
+        service.register(EndSessions, self._end_sessions)
         self._beat()
 
     def close(self) -> None:
@@ -136,18 +136,18 @@ class Cluster:
             if local is not None and local["node"] == self.node:
                 ended.append({"origin": local["origin"], "tsih": local["tsih"]})
         if ended:
-            self.service.submit("cluster.end_sessions", {"sessions": ended})
+            self.service.submit(EndSessions(ended))
 
     def _adopt(self, state: dict) -> None:
         if self.authority.adopt(state):
-            self.service.submit("cluster.adopted", {})
+            self.service.submit(StateAdopted())
 
     # -- internal requests (their broadcasts reach this node's workers) -----------------------------------------
-    def _adopted(self, body: dict, origin: str) -> Reply:
-        return Reply({}, self.authority.views_of_every_unit())
+    def _adopted(self, message: StateAdopted, origin: str) -> Reply:
+        return Reply(Nothing(), self.authority.views_of_every_unit())
 
-    def _end_sessions(self, body: dict, origin: str) -> Reply:
-        return Reply({}, [(SESSION_END, session) for session in body["sessions"]])
+    def _end_sessions(self, message: EndSessions, origin: str) -> Reply:
+        return Reply(Nothing(), [SessionEnd(session["origin"], session["tsih"]) for session in message.sessions])
 
     # -- takeover ---------------------------------------------------------------------------------------------
     def _peer_died(self, peer: str) -> None:
@@ -170,7 +170,7 @@ class Cluster:
             send_garp(interface, address)
             log.info("cluster: VIP %s is on %s, gratuitous ARP sent", vip, interface)
 
-    def takeover(self, peer: str) -> dict:
+    def takeover(self, peer: str) -> TakeoverReport:
         """Tickle every connection `peer` held on an address local now; its sessions leave the table."""
         sessions = [s for s in self.registry.sessions() if s["node"] == peer]
         connections = []
@@ -184,19 +184,18 @@ class Cluster:
             self.service.call_later(round_ * TICKLE_INTERVAL, lambda: send_tickles(connections))
         self.registry.restore({"version": SNAPSHOT_VERSION}, node=peer)
         if self.authority.interrupt_sanitizes(set(self.service.workers)):
-            self.service.submit("cluster.adopted", {})      # this node's workers learn it as after an adoption
+            self.service.submit(StateAdopted())      # this node's workers learn it as after an adoption
         if self.peers.state(peer) == ALIVE:         # taken over alive (an operator's call): its own table again
             self.bus.send(peer, WANT_SNAPSHOT, {})
-        result = {"peer": peer, "peer_state": self.peers.state(peer), "sessions": len(sessions),
-                  "tickled": len(connections), "rounds": TICKLE_ROUNDS,
-                  "not_local": len(sessions) - len(connections)}
+        result = TakeoverReport(peer, self.peers.state(peer), len(sessions), len(connections), TICKLE_ROUNDS,
+                                len(sessions) - len(connections))
         log.info("cluster: takeover of %s (%s): %d sessions, %d connections tickled ×%d, %d not on a local "
-                 "IPv4 address", peer, result["peer_state"], len(sessions), len(connections), TICKLE_ROUNDS,
-                 result["not_local"])
+                 "IPv4 address", peer, result.peer_state, len(sessions), len(connections), TICKLE_ROUNDS,
+                 result.not_local)
         return result
 
-    def _takeover_request(self, body: dict, origin: str) -> Reply:
-        peer = body.get("peer")
+    def _takeover_request(self, message: Takeover, origin: str) -> Reply:
+        peer = message.peer
         if peer not in self.peers.peers:
             raise ValueError(f"{peer!r} is not a peer of node {self.node} ({', '.join(sorted(self.peers.peers))})")
         return Reply(self.takeover(peer))

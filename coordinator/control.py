@@ -8,6 +8,7 @@ import time
 import zmq
 
 from .endpoints import control_endpoint
+from .messages import Message
 from .schema import ERROR, REQUEST, SchemaError, decode, encode
 
 CONTROL_TIMEOUT = 5.0
@@ -17,21 +18,22 @@ class ControlError(Exception):
     """No coordinator answered, or it answered with an error; the text says which."""
 
 
-def control_request(state_dir: str, kind: str, body: dict | None = None, timeout: float = CONTROL_TIMEOUT) -> dict:
-    """Send one request to the node's coordinator and return its reply body."""
+def control_request(state_dir: str, message: Message, timeout: float = CONTROL_TIMEOUT) -> Message:
+    """Send one request (coordinator/messages.py) to the node's coordinator and return its reply."""
+    kind = message.KIND
     endpoint = control_endpoint(state_dir)
     if not os.path.exists(endpoint[len("ipc://"):]):
         raise ControlError(f"no coordinator socket at {endpoint}: is `ringtgt serve` running with this config?")
     with zmq.Context() as context, context.socket(zmq.DEALER) as sock:
         sock.linger = 0
         sock.connect(endpoint)
-        sock.send(encode(REQUEST, 1, kind, body or {}, time.monotonic() + timeout))
+        sock.send(encode(REQUEST, 1, kind, message.to_body(), time.monotonic() + timeout))
         if not sock.poll(int(timeout * 1000)):
             raise ControlError(f"no answer from the coordinator at {endpoint} within {timeout:g} s")
         try:
             reply = decode(sock.recv())
+            if reply.type == ERROR:
+                raise ControlError(f"the coordinator refused {kind}: {reply.body.get('error')}")
+            return message.REPLY.from_body(reply.body)
         except SchemaError as exc:
             raise ControlError(f"malformed answer from the coordinator: {exc}") from None
-    if reply.type == ERROR:
-        raise ControlError(f"the coordinator refused {kind}: {reply.body.get('error')}")
-    return reply.body

@@ -9,11 +9,12 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 
 from .bus import ClusterBusError
 from .cluster import Cluster
 from .registry import SessionRegistry
-from .reservations_service import ReservationAuthority, register_reservation_handlers
+from .unit_service import UnitAuthority, register_unit_handlers
 from .service import CoordinatorService
 from .sessions_service import register_session_handlers
 
@@ -46,14 +47,14 @@ def stopped(service: CoordinatorService, sigterm: list[float]) -> bool:
     return bool(sigterm) and (not service.workers or time.monotonic() > sigterm[0] + WORKERS_STOP)
 
 
-def coordinator_main(config) -> None:
-    """Entry point of the coordinator process."""
+def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> None:
+    """Entry point of the coordinator process; `heartbeat()` on every turn of its loop (the supervisor's watchdog)."""
     service = CoordinatorService(config.server.state_dir)
     registry = SessionRegistry()
     register_session_handlers(service, registry, node_name(config))
     units = [(target.iqn, lun.id) for target in config.targets for lun in target.luns]
-    authority = ReservationAuthority(units, config.server.state_dir, incarnation=supervisor_incarnation())
-    register_reservation_handlers(service, authority)
+    authority = UnitAuthority(units, config.server.state_dir, incarnation=supervisor_incarnation())
+    register_unit_handlers(service, authority)
     try:
         cluster = Cluster(service, config.cluster, registry, authority) if config.cluster is not None else None
     except ClusterBusError as exc:
@@ -64,7 +65,7 @@ def coordinator_main(config) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(time.monotonic()))
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)
     try:
-        service.run(lambda: stopped(service, stopping))
+        service.run(lambda: stopped(service, stopping), heartbeat=heartbeat)
         authority.save_at_stop()            # a clean stop: the next `serve` resumes the units' state
     finally:
         if cluster is not None:

@@ -2,15 +2,17 @@
 dispatch of their messages to the handlers the domain modules register.
 
     service = CoordinatorService(state_dir)
-    service.register("session.login", handler)      # handler(body, origin) -> Reply(body, broadcasts)
+    service.register(SessionLogin, handler)      # handler(message, origin) -> Reply(reply message, pushes)
     service.run(lambda: stopping)
 
 Requests (and notifications) are processed one at a time, in arrival order. A handler's broadcasts are
 pushed to every connected worker except the origin; the reply goes to the origin only once every one of
 them has acked, and the next request waits until then. So a reply means "every worker has applied the
-change" (linearizable for a client that waits for its reply). A handler that raises, or a kind nobody
-registered, answers an ERROR (the client's callback gets {"error": reason}); a malformed message is logged
-and dropped. Neither stops the loop.
+change" (linearizable for a client that waits for its reply). Messages are the classes of
+coordinator/messages.py: a request's body is rebuilt as the registered class before its handler runs. A handler
+that raises, a body without its class's shape, or a kind nobody registered answers an ERROR (the client's
+failure callback gets the reason); a message that breaks the wire schema is logged and dropped. Neither stops
+the loop.
 
 Workers. A worker says HELLO {pid, index} on every connection (origin = its ZeroMQ routing id,
 "w<index>.<pid>") and gets WELCOME {epoch}. The coordinator then watches the worker's process through a
@@ -53,12 +55,11 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from target.lograte import RateLimitedLog
-from target.watchdog import beat
-
 from .endpoints import SEND_QUEUE, control_endpoint, workers_endpoint
-from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, WITHDRAW, Message,
-                     SchemaError, decode, encode)
+from .lograte import RateLimitedLog
+from .messages import Message
+from .schema import ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, WITHDRAW, SchemaError, decode, encode
+from .schema import Message as Envelope
 
 log = logging.getLogger("ringtgt.coordinator")
 
@@ -70,12 +71,13 @@ INTERNAL_ORIGIN = "coordinator"
 
 @dataclass
 class Reply:
-    """What a handler returns: the body for the origin, and (kind, body) pushes for every other worker."""
-    body: dict
-    broadcasts: list[tuple[str, dict]] = field(default_factory=list)
+    """What a handler returns: the reply for the origin (of the request's REPLY class), and pushes for every
+    other worker."""
+    body: Message
+    broadcasts: list[Message] = field(default_factory=list)
 
 
-Handler = Callable[[dict, str], Reply]
+Handler = Callable[[Message, str], "Reply | Deferred"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class _Queued:
     socket: zmq.Socket
     routing_id: bytes
     origin: str
-    message: Message
+    message: Envelope
     resolved: Reply | None = None           # a deferred request's reply, once resolved
 
 
@@ -133,7 +135,7 @@ class CoordinatorService:
         self.workers: dict[str, WorkerInfo] = {}
         self._lagging: set[str] = set()          # workers that missed an ack deadline: not waited for
         self._dropped = RateLimitedLog(log)
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, tuple[type[Message], Handler]] = {}
         self._gone_hooks: list[Callable[[str], None]] = []
         self._queue: deque[_Queued] = deque()
         self._current: _Queued | None = None     # the request whose handler runs right now
@@ -157,15 +159,16 @@ class CoordinatorService:
         return sock
 
     # -- extension points -----------------------------------------------------------------------------------
-    def register(self, kind: str, handler: Handler) -> None:
-        if kind in self._handlers:
-            raise ValueError(f"a handler for {kind!r} is already registered")
-        self._handlers[kind] = handler
+    def register(self, cls: type[Message], handler: Handler) -> None:
+        """handler(message: cls, origin) for every request or notification of cls.KIND."""
+        if cls.KIND in self._handlers:
+            raise ValueError(f"a handler for {cls.KIND!r} is already registered")
+        self._handlers[cls.KIND] = (cls, handler)
 
-    def submit(self, kind: str, body: dict) -> None:
-        """Run the handler of `kind` for the coordinator itself (the cluster bus, a timer): it takes its turn in
+    def submit(self, message: Message) -> None:
+        """Run the handler of `message` for the coordinator itself (the cluster bus, a timer): it takes its turn in
         the pipeline like a worker's notification, and its broadcasts reach every worker; no one is answered."""
-        self._enqueue(_Queued(None, b"", INTERNAL_ORIGIN, Message(NOTIFY, 0, kind, body)))
+        self._enqueue(_Queued(None, b"", INTERNAL_ORIGIN, Envelope(NOTIFY, 0, message.KIND, message.to_body())))
 
     def defer(self) -> Deferred:
         """For the handler running now: return this, call its resolve(Reply) later."""
@@ -190,10 +193,13 @@ class CoordinatorService:
         heapq.heappush(self._timers, (time.monotonic() + seconds, self._timer_seq(), fn))
 
     # -- loop -----------------------------------------------------------------------------------------------
-    def run(self, stopping: Callable[[], bool], tick: float = 0.5) -> None:
+    def run(self, stopping: Callable[[], bool], tick: float = 0.5, heartbeat: Callable[[], None] = lambda: None
+            ) -> None:
+        """Turn the loop until `stopping()`; `heartbeat()` after every turn (the supervisor's watchdog,
+        target/watchdog.py, given by the process that runs the service)."""
         while not stopping():
             self.run_once(tick)
-            beat()                          # the supervisor's watchdog (target/watchdog.py)
+            heartbeat()
 
     def run_once(self, timeout: float) -> None:
         now = time.monotonic()
@@ -384,27 +390,36 @@ class CoordinatorService:
         """Run the handler: (the encoded answer, or None for a notification; the encoded pushes), or None
         when the handler deferred its reply."""
         message = request.message
-        handler = self._handlers.get(message.kind)
-        if handler is None and request.resolved is None:
+        registered = self._handlers.get(message.kind)
+        if registered is None and request.resolved is None:
             reason = f"no handler for {message.kind!r}"
             log.warning("%s from %s: %s", message.type, request.origin, reason)
         else:
             try:
-                reply = request.resolved or handler(message.body, request.origin)
+                reply = request.resolved or self._run(registered, message, request.origin)
                 if isinstance(reply, Deferred):
                     return None
                 pushes = []
-                for kind, body in reply.broadcasts:
+                for push in reply.broadcasts:
                     push_id = self._push_id()
-                    pushes.append((push_id, encode(PUSH, push_id, kind, body)))
-                answer = encode(REPLY, message.id, message.kind, reply.body) if message.type == REQUEST else None
+                    pushes.append((push_id, encode(PUSH, push_id, push.KIND, push.to_body())))
+                answer = (encode(REPLY, message.id, message.kind, reply.body.to_body()) if message.type == REQUEST
+                          else None)
                 return answer, pushes
+            except SchemaError as exc:
+                log.warning("%s from %s refused: %s", message.kind, request.origin, exc)
+                reason = str(exc)
             except Exception as exc:
                 log.exception("handler for %s from %s failed", message.kind, request.origin)
                 reason = f"{message.kind} failed: {exc}"
         if message.type != REQUEST:
             return None, []
         return encode(ERROR, message.id, message.kind, {"error": reason}), []
+
+    @staticmethod
+    def _run(registered: tuple[type[Message], Handler], message: Envelope, origin: str) -> Reply | Deferred:
+        cls, handler = registered
+        return handler(cls.from_body(message.body), origin)
 
     def _answer(self, request: _Queued, answer: bytes | None) -> None:
         if answer is None:

@@ -1,6 +1,7 @@
 """The `ringtgt` command line: serve, check-config, sessions, --version."""
 import argparse
 import datetime
+import functools
 import json
 import logging
 import os
@@ -58,6 +59,7 @@ class _Version(argparse.Action):
 
 def _serve(config: Config, args) -> int:
     from coordinator.main import coordinator_main
+    from target.watchdog import beat
     from target.preflight import PreflightError, preflight
     from target.worker import worker_main  # here: these need the compiled ring, check-config does not
 
@@ -69,7 +71,7 @@ def _serve(config: Config, args) -> int:
         return 1
     raise_open_files_limit()                # before the fork: every child inherits it
     try:
-        return Supervisor(config, worker_main, coordinator_main).run()
+        return Supervisor(config, worker_main, functools.partial(coordinator_main, heartbeat=beat)).run()
     finally:
         os.close(lock)
 
@@ -86,30 +88,32 @@ SESSION_COLUMNS = (("NODE", "node"), ("WORKER", "worker"), ("PID", "pid"), ("INI
 
 def _sessions(config: Config, args) -> int:
     from coordinator.control import ControlError, control_request
+    from coordinator.messages import ListSessions
 
     try:
-        reply = control_request(config.server.state_dir, "sessions.list")
+        reply = control_request(config.server.state_dir, ListSessions())
     except ControlError as e:
         print(f"ringtgt: {e}", file=sys.stderr)
         return 1
     if args.json:
-        json.dump(reply, sys.stdout, indent=2)
+        json.dump(reply.to_body(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(format_sessions(reply["sessions"]))
+        sys.stdout.write(format_sessions(reply.sessions))
     return 0
 
 
 def _takeover(config: Config, args) -> int:
     from coordinator.control import ControlError, control_request
+    from coordinator.messages import Takeover
 
     try:
-        reply = control_request(config.server.state_dir, "cluster.takeover", {"peer": args.peer})
+        reply = control_request(config.server.state_dir, Takeover(args.peer))
     except ControlError as e:
         print(f"ringtgt: {e}", file=sys.stderr)
         return 1
-    print(f"takeover of {reply['peer']} (seen {reply['peer_state']}): {reply['sessions']} sessions, "
-          f"{reply['tickled']} connections tickled x{reply['rounds']}, {reply['not_local']} not on a local address")
+    print(f"takeover of {reply.peer} (seen {reply.peer_state}): {reply.sessions} sessions, "
+          f"{reply.tickled} connections tickled x{reply.rounds}, {reply.not_local} not on a local address")
     return 0
 
 

@@ -27,6 +27,10 @@ class Reactor:
         self._callbacks[token] = callback
         return token
 
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> None:
+        """Run `fn()` from the loop once `seconds` have passed (a ring timeout): the one timer of the worker."""
+        self.ring.prep_timeout(seconds, self.token(lambda res: fn()))
+
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run `fn()` at the end of the current turn (or the next one), after the completions."""
         self._soon.append(fn)

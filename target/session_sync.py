@@ -1,10 +1,10 @@
 """A worker's half of the session registry (the coordinator's half: coordinator/sessions_service.py).
 
-Every normal session is reported at login ("session.login") and at its end ("session.logout"); after each
-(re)connection to a coordinator the worker's whole list is sent again ("session.resync"). The final Login
-Response of a new session is parked until the coordinator answers the login: by then an older session with
-the same initiator name + ISID + target on another worker has been closed (RFC 7143 §6.3.5 reinstatement
-across workers). If the coordinator does not answer within LOGIN_WAIT seconds (it is restarting or stopped, say)
+Every normal session is reported at login (SessionLogin) and at its end (SessionLogout); after each
+(re)connection to a coordinator the worker's whole list is sent again (SessionResync). The final Login
+Response of a new session is held (Connection.hold_output) until the coordinator answers the login: by then an
+older session with the same initiator name + ISID + target on another worker has been closed (RFC 7143 §6.3.5
+reinstatement across workers). If the coordinator does not answer within LOGIN_WAIT seconds (it is restarting or stopped, say)
 the login proceeds anyway, with a warning: availability first; and while the coordinator is known not to answer
 (coordinator/client.py `responsive`) later logins proceed at once, not LOGIN_WAIT seconds each. Either way the
 session is registered when the coordinator catches up (the request stays queued: a login is a report, not a
@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+
+from coordinator.messages import Failure, LoginRegistered, SessionEnd, SessionLogin, SessionLogout, SessionResync
 
 from .lograte import RateLimitedLog
 
@@ -35,8 +37,8 @@ class SessionSync:
         self.worker = worker
         self.coordinator = worker.coordinator
         self.records: dict = {}             # Connection → its session record, while logged in
-        self._parked: dict = {}             # Connection → output held until the coordinator answered its login
-        self.coordinator.subscribe("session.end", self._end)
+        self._holding: set = set()          # Connections whose output waits for the coordinator's answer to the login
+        self.coordinator.subscribe(SessionEnd, self._end)
         self.coordinator.on_connect(self._resync)
 
     def started(self, conn) -> None:
@@ -50,46 +52,44 @@ class SessionSync:
             "worker": self.worker.index, "pid": os.getpid(), "login_time": time.time(),
         }
         if self.coordinator.responsive:
-            self._parked[conn], conn.out = conn.out, []
+            self._holding.add(conn)
+            conn.hold_output()
         else:
             unanswered.warning("login", "the coordinator does not answer: login of %s proceeds at once (registered "
                                "when it catches up)", conn.initiator_name)
 
-        def confirmed(reply: dict) -> None:
-            self._confirmed(conn, reply)
+        def registered(reply: LoginRegistered) -> None:
+            self._registered(conn, reply)
 
-        self.coordinator.request("session.login", record, confirmed, late=confirmed, timeout=LOGIN_WAIT)
+        def failed(failure: Failure) -> None:       # logged by the client; the login proceeds without it
+            if failure.expired:
+                unanswered.warning("login", "login of %s proceeds without it", conn.initiator_name)
+            self._release(conn)
+
+        self.coordinator.request(SessionLogin(record), registered, failed, late=registered, timeout=LOGIN_WAIT)
 
     def ended(self, conn) -> None:
         """The connection is gone."""
-        self._parked.pop(conn, None)
+        self._holding.discard(conn)
         if self.records.pop(conn, None) is not None:
-            self.coordinator.notify("session.logout", {"tsih": conn.tsih})
+            self.coordinator.notify(SessionLogout(conn.tsih))
 
-    def _confirmed(self, conn, reply: dict) -> None:
-        """The coordinator's answer (also a late one, after the login proceeded), or its expiry."""
-        if reply.get("expired"):
-            unanswered.warning("login", "no answer from the coordinator within %.0f s: login of %s proceeds "
-                               "without it", LOGIN_WAIT, conn.initiator_name)
-        elif "error" in reply:
-            log.warning("coordinator could not register the session of %s: %s", conn.initiator_name,
-                        reply["error"])
-        for old in reply.get("replaced", ()):
+    def _registered(self, conn, reply: LoginRegistered) -> None:
+        """The coordinator's answer (also a late one, after the login proceeded)."""
+        for old in reply.replaced:
             if old.get("origin") == self.coordinator.origin:
                 self._close(old.get("tsih"))
         self._release(conn)
 
     def _release(self, conn) -> None:
-        parked = self._parked.pop(conn, None)
-        if parked is None:
-            return
-        conn.out[:0] = parked
-        self.worker.output_ready(conn)
+        if conn in self._holding:
+            self._holding.discard(conn)
+            conn.release_output()
 
-    def _end(self, body: dict, ack) -> None:
-        """Push "session.end": if the session is ours, close its connection (no further command runs)."""
-        if body.get("origin") == self.coordinator.origin:
-            self._close(body.get("tsih"))
+    def _end(self, end: SessionEnd, ack) -> None:
+        """If the session is ours, close its connection (no further command runs)."""
+        if end.origin == self.coordinator.origin:
+            self._close(end.tsih)
         ack()
 
     def _close(self, tsih) -> None:
@@ -100,9 +100,8 @@ class SessionSync:
                 conn.close()
 
     def _resync(self) -> None:
-        self.coordinator.request("session.resync", {"sessions": list(self.records.values())}, self._resynced)
+        self.coordinator.request(SessionResync(list(self.records.values())), _nothing, _nothing)
 
-    @staticmethod
-    def _resynced(reply: dict) -> None:
-        if "error" in reply and not reply.get("expired"):
-            log.warning("coordinator refused the session resync: %s", reply["error"])
+
+def _nothing(reply_or_failure) -> None:
+    """A resync needs no answer; a failure is logged by the client."""

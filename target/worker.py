@@ -30,7 +30,7 @@ from .iscsi.write_budget import WritePool
 from .lograte import RateLimitedLog
 from .memtrim import trim_heap
 from .reactor import Reactor
-from .reservation_sync import ReservationSync
+from .unit_sync import UnitSync
 from .scsi.lun import LogicalUnit
 from .scsi.target import ScsiTarget
 from .session_sync import SessionSync
@@ -99,7 +99,7 @@ class Worker:
         self.reactor = Reactor(self.ring)
         self.coordinator = CoordinatorClient(self.reactor, config.server.state_dir, index)
         self.portal_group_tag = PORTAL_GROUP_TAG
-        self.images = ImageWatch(config.server.state_dir, self.call_later)
+        self.images = ImageWatch(config.server.state_dir, self.reactor.call_later)
         self.targets = {t.iqn: self._build_target(t) for t in config.targets}
         self.access = AccessPolicy.from_config(config, PORTAL_GROUP_TAG, self._admit)
         vips = config.cluster.vip_addresses() if config.cluster is not None else ()
@@ -109,7 +109,7 @@ class Worker:
         self.dirty: set[Connection] = set()
         self._tsih = 0
         self.session_sync = SessionSync(self)
-        self.reservation_sync = ReservationSync(self.coordinator, self.targets)
+        self.unit_sync = UnitSync(self.coordinator, self.targets)
         self.stopping = False
         self.nop_interval = config.server.nop_interval
         self.login_timeout = config.server.login_timeout
@@ -129,15 +129,11 @@ class Worker:
             store = self.images.open(target.iqn, lun, self.reactor)
             luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
                                        portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
-                                       coordinator=self.coordinator, thin=lun.thin, read_only=lun.readonly,
+                                       thin=lun.thin, read_only=lun.readonly,
                                        removable=lun.removable, sanitize_rate=lun.sanitize_rate,
                                        physical_block_size=lun.physical_block_size)
             self.images.watch(target.iqn, lun, luns[lun.id])
-        return ScsiTarget(luns, coordinator=self.coordinator, call_later=self.call_later)
-
-    def call_later(self, seconds: float, fn) -> None:
-        """fn() after `seconds`, from the loop (a ring timeout)."""
-        self.ring.prep_timeout(seconds, self.reactor.token(lambda res: fn()))
+        return ScsiTarget(luns, coordinator=self.coordinator, call_later=self.reactor.call_later)
 
     # -- host interface used by Connection ------------------------------------------------------------------
     def scsi_target(self, iqn: str) -> ScsiTarget:
@@ -220,7 +216,7 @@ class Worker:
                                  *listener.getsockname()[:2], os.strerror(err), ACCEPT_BACKOFF)
         if err in (errno.EMFILE, errno.ENFILE) and self.prelogin:
             self._evict(self.prelogin.idlest(), os.strerror(err))
-        self.call_later(ACCEPT_BACKOFF, lambda: self._accept_again(listener))
+        self.reactor.call_later(ACCEPT_BACKOFF, lambda: self._accept_again(listener))
 
     def _accept_again(self, listener: socket.socket) -> None:
         if listener in self.listeners:          # not closed by a drain meanwhile

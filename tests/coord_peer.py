@@ -25,6 +25,7 @@ import signal
 import sys
 
 from coordinator.client import CoordinatorClient
+from coordinator.messages import Message, message
 from coordinator.service import CoordinatorService, Reply
 from ioring import Ring
 from target.reactor import Reactor
@@ -35,10 +36,74 @@ def emit(**event) -> None:
     sys.stdout.flush()
 
 
+@message("echoed")
+class Echoed(Message):
+    body: dict
+    origin: str
+
+
+@message("echo", Echoed)
+class Echo(Message):
+    data: dict
+
+
+@message("done")
+class Done(Message):
+    ok: bool
+
+
+@message("woken")
+class Woken(Message):
+    woken: bool
+
+
+@message("woke")
+class Woke(Message):
+    woke: int
+
+
+@message("set", Done)
+class Set(Message):
+    value: object
+
+
+@message("apply")
+class Apply(Message):
+    value: object
+
+
+@message("fail", Done)
+class Fail(Message):
+    pass
+
+
+@message("wait", Woken)
+class Wait(Message):
+    pass
+
+
+@message("wake", Woke)
+class Wake(Message):
+    pass
+
+
+@message("nosuchkind", Done)
+class NoSuchKind(Message):
+    pass
+
+
+REQUESTS = {cls.KIND: cls for cls in (Echo, Set, Fail, Wait, Wake, NoSuchKind)}
+
+
+def request_of(kind: str, body: dict) -> Message:
+    """The test's JSON command as a message: echo carries the whole JSON, the others their fields."""
+    return Echo(body) if kind == "echo" else REQUESTS[kind].from_body(body)
+
+
 def run_coordinator(state_dir: str, ack_timeout: float) -> None:
     service = CoordinatorService(state_dir, ack_timeout=ack_timeout)
-    service.register("echo", lambda body, origin: Reply({"body": body, "origin": origin}))
-    service.register("set", lambda body, origin: Reply({"ok": True}, [("apply", body)]))
+    service.register(Echo, lambda echo, origin: Reply(Echoed(echo.data, origin)))
+    service.register(Set, lambda set_, origin: Reply(Done(ok=True), [Apply(set_.value)]))
 
     def fail(body, origin):
         raise RuntimeError("asked to fail")
@@ -47,18 +112,24 @@ def run_coordinator(state_dir: str, ack_timeout: float) -> None:
 
     def wake(body, origin):
         for deferred in waiting:
-            deferred.resolve(Reply({"woken": True}, [("apply", {"value": "woken"})]))
+            deferred.resolve(Reply(Woken(True), [Apply("woken")]))
         woke, waiting[:] = len(waiting), []
-        return Reply({"woke": woke})
+        return Reply(Woke(woke))
 
-    service.register("fail", fail)
-    service.register("wait", lambda body, origin: waiting.append(service.defer()) or waiting[-1])
-    service.register("wake", wake)
+    service.register(Fail, fail)
+    service.register(Wait, lambda body, origin: waiting.append(service.defer()) or waiting[-1])
+    service.register(Wake, wake)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     emit(event="listening", epoch=service.epoch)
     service.run(lambda: bool(stopping), tick=0.1)
     service.close()
+
+
+def answers(kind: str):
+    """The reply and failure callbacks of a request: each emits an event."""
+    return (lambda reply: emit(event="reply", kind=kind, body=reply.to_body()),
+            lambda failure: emit(event="failure", kind=kind, reason=failure.reason, expired=failure.expired))
 
 
 def run_worker(state_dir: str, index: int) -> None:
@@ -67,14 +138,14 @@ def run_worker(state_dir: str, index: int) -> None:
     held = []
     holding = []
 
-    def on_apply(body, ack):
-        emit(event="push", kind="apply", body=body)
+    def on_apply(applied, ack):
+        emit(event="push", kind="apply", body=applied.to_body())
         if holding:
             held.append(ack)
         else:
             ack()
 
-    client.subscribe("apply", on_apply)
+    client.subscribe(Apply, on_apply)
     client.on_connect(lambda: emit(event="connected", epoch=client.epoch))
     pending = b""
 
@@ -89,14 +160,12 @@ def run_worker(state_dir: str, index: int) -> None:
             command, _, rest = line.decode().partition(" ")
             if command == "request":
                 kind, _, body = rest.partition(" ")
-                client.request(kind, json.loads(body or "{}"),
-                               lambda reply, kind=kind: emit(event="reply", kind=kind, body=reply))
+                client.request(request_of(kind, json.loads(body or "{}")), *answers(kind))
             elif command == "command":
                 owner, timeout, kind, body = rest.split(" ", 3)
-                client.request(kind, json.loads(body), lambda reply, kind=kind: emit(event="reply", kind=kind,
-                                                                                     body=reply),
-                               owner=owner, timeout=float(timeout),
-                               late=lambda reply, kind=kind: emit(event="late", kind=kind, body=reply))
+                client.request(request_of(kind, json.loads(body)), *answers(kind), owner=owner,
+                               timeout=float(timeout),
+                               late=lambda reply, kind=kind: emit(event="late", kind=kind, body=reply.to_body()))
             elif command == "withdraw":
                 client.withdraw(rest)
             elif command == "hold":

@@ -14,12 +14,13 @@ from coordinator.bus import ClusterBus, ClusterBusError
 from coordinator.cluster import Cluster
 from coordinator.endpoints import workers_endpoint
 from coordinator.registry import SessionRegistry
-from coordinator.reservations_service import ReservationAuthority, register_reservation_handlers
+from coordinator.messages import ReservationRequest
+from coordinator.unit_service import UnitAuthority, register_unit_handlers
 from coordinator.schema import HELLO, NOTIFY, PUSH, WELCOME, decode, encode
 from coordinator.service import CoordinatorService
 from coordinator.sessions_service import register_session_handlers
 from target.config import ClusterConfig
-from target.scsi import reservations as R
+from coordinator.unit_state import reservations as R
 
 T = "iqn.2026-11.org.ringtgt:t"
 NEXUS = f"iqn.x,i,0x000000000001,{T},t,0x0001"
@@ -52,8 +53,8 @@ class Node:
         self.service = CoordinatorService(self.state_dir, context=self.context)
         self.registry = SessionRegistry()
         register_session_handlers(self.service, self.registry, name)
-        self.authority = ReservationAuthority([(T, 0)])
-        register_reservation_handlers(self.service, self.authority)
+        self.authority = UnitAuthority([(T, 0)])
+        register_unit_handlers(self.service, self.authority)
         self.cluster = Cluster(self.service, self.config, self.registry, self.authority)
 
     def close(self):
@@ -95,9 +96,8 @@ def test_sessions_and_reservations_replicate_both_ways(nodes):
     a.registry.login(session("a"))
     pump([a, b], lambda: len(b.registry) == 1)
     assert b.registry.sessions()[0]["node"] == "a"
-    a.authority.request({"target": T, "lun": 0, "kind": "out", "nexus": NEXUS,
-                         "cdb": struct.pack(">BBB2xIB", 0x5F, R.REGISTER, 0, 24, 0),
-                         "parameters": struct.pack(">QQ4xB3x", 0, 7, 0)}, "w0.1")
+    a.authority.request(ReservationRequest(T, 0, "out", NEXUS, struct.pack(">BBB2xIB", 0x5F, R.REGISTER, 0, 24, 0),
+                                           struct.pack(">QQ4xB3x", 0, 7, 0)), "w0.1")
     pump([a, b], lambda: b.authority.units[(T, 0)].reservations.keys == {NEXUS: 7})
     assert b.authority.version == a.authority.version
     a.registry.logout("a", "w0.1", 1)
@@ -199,5 +199,5 @@ def test_taking_over_a_live_peer_gets_its_table_back(nodes):
     b.registry.login(session("b", tsih=4, portal="192.0.2.100:3260"))    # a VIP that is not here
     pump([a, b], lambda: len(a.registry) == 1)
     result = a.cluster.takeover("b")                       # nothing of b's is on a local address here
-    assert (result["peer_state"], result["sessions"], result["tickled"]) == ("alive", 1, 0)
+    assert (result.peer_state, result.sessions, result.tickled) == ("alive", 1, 0)
     pump([a, b], lambda: len(a.registry) == 1)             # b is alive: it sends its sessions again

@@ -1,10 +1,12 @@
-"""The coordinator's reservation and unit attention authority (coordinator/reservations_service.py), called the
-way the service calls its handlers: (body, origin) -> Reply."""
+"""The coordinator's unit state authority (coordinator/unit_service.py), called the way the service calls its
+handlers: the body rebuilt as its message class (coordinator/messages.py), the reply and pushes as they travel."""
 import struct
+from types import SimpleNamespace
 
-from coordinator.reservations_service import ReservationAuthority
-from target.scsi import reservations as R
-from target.scsi.medium import IDLE, SANITIZE_FAILURE, SANITIZING
+from coordinator import messages as M
+from coordinator import unit_service
+from coordinator.unit_state import reservations as R
+from coordinator.unit_state.medium import IDLE, SANITIZE_FAILURE, SANITIZING
 from target.scsi.sense import (BUS_DEVICE_RESET, ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_REMOVAL_PREVENTED,
                                MODE_PARAMETERS_CHANGED, NOT_READY, POWER_ON_RESET, SANITIZE_IN_PROGRESS)
 from target.scsi.task import GOOD, RESERVATION_CONFLICT
@@ -21,8 +23,38 @@ def prout_body(nexus, action, key=0, action_key=0, pr_type=0, flags=0, lun=0):
             "parameters": struct.pack(">QQ4xB3x", key, action_key, flags)}
 
 
+def _wire(pushes):
+    """Pushes as they travel, each checked against its class as the worker's client does."""
+    return [(push.KIND, type(push).from_body(push.to_body()).to_body()) for push in pushes]
+
+
+def _handler(name, cls):
+    def handle(self, body, origin):
+        reply = getattr(super(UnitAuthority, self), name)(cls.from_body(body), origin)
+        replied = cls.REPLY or type(reply.body)                 # a notification's answer goes nowhere
+        return SimpleNamespace(body=replied.from_body(reply.body.to_body()).to_body(),
+                               broadcasts=_wire(reply.broadcasts))
+    return handle
+
+
+class UnitAuthority(unit_service.UnitAuthority):
+    """The authority with its handlers taking and giving bodies, through the message classes."""
+    request = _handler("request", M.ReservationRequest)
+    reset = _handler("reset", M.UnitReset)
+    clear = _handler("clear", M.ClearTaskSet)
+    attach = _handler("attach", M.AttachNexus)
+    consumed = _handler("consumed", M.AttentionReported)
+    mode_select = _handler("mode_select", M.ModeSelect)
+    medium_request = _handler("medium_request", M.MediumRequest)
+    nexus_lost = _handler("nexus_lost", M.NexusLost)
+    views = _handler("states", M.FetchUnitStates)
+
+    def views_of_every_unit(self):
+        return _wire(super().views_of_every_unit())
+
+
 def authority(state_dir=None):
-    return ReservationAuthority([(T, 0), (T, 1)], state_dir)
+    return UnitAuthority([(T, 0), (T, 1)], state_dir)
 
 
 def test_request_answers_and_pushes_changes_only():
@@ -70,7 +102,7 @@ def test_reset_releases_spc2_and_tells_every_known_nexus():
     assert auth.units[(T, 1)].reservations.spc2_holder == A1
     body = {"target": T, "luns": [1], "nexus": B, "asc": BUS_DEVICE_RESET, "cold": False}
     reply = auth.reset(body, "w1.2")
-    assert reply.broadcasts == [("pr.reset", reply.body)] and reply.body["views"][0][1]["spc2_holder"] is None
+    assert reply.broadcasts == [("unit.reset", reply.body)] and reply.body["views"][0][1]["spc2_holder"] is None
     assert auth.units[(T, 1)].pending == {A1: [POWER_ON_RESET, BUS_DEVICE_RESET],
                                           B: [POWER_ON_RESET, BUS_DEVICE_RESET]}
     assert auth.units[(T, 0)].pending[A1] == [POWER_ON_RESET]
@@ -205,12 +237,12 @@ def test_snapshot_restore():
 
 
 def test_a_restarted_coordinator_resumes_a_new_serve_does_not(tmp_path):
-    auth = ReservationAuthority([(T, 0)], str(tmp_path), incarnation="100")
+    auth = UnitAuthority([(T, 0)], str(tmp_path), incarnation="100")
     auth.attach({"target": T, "nexus": A1}, "w0.1")
     auth.request(prout_body(A1, R.REGISTER, 0, 4), "w0.1")                      # no APTPL
-    resumed = ReservationAuthority([(T, 0)], str(tmp_path), incarnation="100")    # same supervisor
+    resumed = UnitAuthority([(T, 0)], str(tmp_path), incarnation="100")    # same supervisor
     assert resumed.units[(T, 0)].reservations.keys == {A1: 4} and resumed.greeted == {T: {"iqn.a"}}
-    fresh = ReservationAuthority([(T, 0)], str(tmp_path), incarnation="200")      # a new `serve`
+    fresh = UnitAuthority([(T, 0)], str(tmp_path), incarnation="200")      # a new `serve`
     assert fresh.units[(T, 0)].reservations.keys == {} and fresh.greeted == {}
     assert [p.name for p in (tmp_path / "reservations").iterdir()] == []
 
@@ -259,7 +291,7 @@ def test_lost_nexuses_leave_no_empty_queues_behind():
 
 def serve(tmp_path, incarnation, units=((T, 0), (T, 1))):
     """The authority of a coordinator started by `serve` (supervisor pid = incarnation) on state_dir tmp_path."""
-    return ReservationAuthority(list(units), str(tmp_path), incarnation=str(incarnation))
+    return UnitAuthority(list(units), str(tmp_path), incarnation=str(incarnation))
 
 
 def test_a_clean_stop_keeps_the_units_state_for_the_next_serve_only(tmp_path):

@@ -113,9 +113,9 @@ def test_unknown_kind_and_failing_handler_answer_an_error(peers, state_dir):
     coordinator(peers, state_dir)
     w = worker(peers, state_dir, 0)
     w.send("request nosuchkind {}")
-    assert "no handler" in w.wait_for("reply", kind="nosuchkind")["body"]["error"]
+    assert "no handler" in w.wait_for("failure", kind="nosuchkind")["reason"]
     w.send("request fail {}")
-    assert "asked to fail" in w.wait_for("reply", kind="fail")["body"]["error"]
+    assert "asked to fail" in w.wait_for("failure", kind="fail")["reason"]
     w.send('request echo {"still": "alive"}')
     assert w.wait_for("reply", kind="echo")["body"]["body"] == {"still": "alive"}
 
@@ -193,7 +193,7 @@ def test_expired_and_withdrawn_commands_are_dropped_unapplied(peers, state_dir):
     a.send('request set {"value": 1}')                 # the pipeline now waits for b's ack
     b.wait_for("push", body={"value": 1})
     a.send('command n1 0.2 set {"value": 2}')          # expires at the worker while queued at the coordinator
-    assert a.wait_for("reply", kind="set")["body"]["expired"] is True
+    assert a.wait_for("failure", kind="set")["expired"] is True
     a.send('command n2 30 set {"value": 3}')
     a.send("withdraw n2")                              # its connection closed
     poll_until(lambda: logged(service, "withdrawn"), "the coordinator to drop the withdrawn command")
@@ -263,13 +263,17 @@ def test_malformed_messages_are_dropped_and_the_loop_goes_on(peers, state_dir):
                 b"\x95\x63\xa7request\x01\xa4echo\x80",                 # schema version 99
                 b"\x93\x01\xa7request\x01"):                             # too few fields
         assert raw_request(endpoint, bad, timeout_ms=300) is None
-    answer = raw_request(endpoint, encode(REQUEST, 5, "echo", {"ok": 1}))
+    answer = raw_request(endpoint, encode(REQUEST, 5, "echo", {"data": {"ok": 1}}))
     assert answer.type == REPLY and answer.id == 5 and answer.body["body"] == {"ok": 1}
+    for body, reason in (({"data": 1}, "echo: field 'data' must be dict, got 1"), ({}, "echo: field 'data' missing"),
+                         ({"data": {}, "x": 0}, "echo: unknown field(s) x")):
+        answer = raw_request(endpoint, encode(REQUEST, 6, "echo", body))     # a body without its class's shape
+        assert answer.type == ERROR and answer.body["error"] == reason
 
 
 def test_control_socket_serves_requests(peers, state_dir):
     coordinator(peers, state_dir)
-    answer = raw_request(control_endpoint(state_dir), encode(REQUEST, 9, "echo", {"q": "?"}))
+    answer = raw_request(control_endpoint(state_dir), encode(REQUEST, 9, "echo", {"data": {"q": "?"}}))
     assert answer.type == REPLY and answer.body == {"body": {"q": "?"}, "origin": "control"}
     answer = raw_request(control_endpoint(state_dir), encode(REQUEST, 10, "nosuchkind", {}))
     assert answer.type == ERROR and "no handler" in answer.body["error"]

@@ -31,10 +31,7 @@ def node(tmp_path):
 
 def worker_unit(config, lun, reactor):
     """What a worker builds for the LUN: its watch and its unit."""
-    def call_later(seconds, fn):
-        reactor.ring.prep_timeout(seconds, reactor.token(lambda res: fn()))
-
-    watch = ImageWatch(config.server.state_dir, call_later)
+    watch = ImageWatch(config.server.state_dir, reactor.call_later)
     unit = LogicalUnit(0, watch.open(IQN, lun, reactor), serial="S0", naa="6001405aabbccddeeff0011223344556",
                        target_iqn=IQN, portal_group_tag=1, relative_port=1)
     watch.watch(IQN, lun, unit)

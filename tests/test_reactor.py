@@ -36,6 +36,15 @@ def test_result_is_passed_through(reactor):
     assert seen == [-errno.ETIME]
 
 
+def test_call_later_runs_once_the_time_has_passed(reactor):
+    order = []
+    reactor.call_later(0.05, lambda: order.append("later"))
+    reactor.call_later(0.001, lambda: order.append("sooner"))
+    while len(order) < 2:
+        reactor.run_once(1.0)
+    assert order == ["sooner", "later"]
+
+
 def test_timeout_returns_zero(reactor):
     assert reactor.run_once(0.01) == 0
 

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from target.scsi import sense as S
 from target.scsi.lun import MAX_TRANSFER_BYTES, LogicalUnit
-from target.scsi.target import ScsiTarget
 from target.scsi.task import CHECK_CONDITION, GOOD, ScsiTask
+from tests.unit_coordinator import attached, coordinated_target
 
 BS = 512
 BLOCKS = 1024
@@ -78,7 +78,7 @@ class Harness:
     def __init__(self, **kw):
         self.unit = make_unit(**kw)
         self.store = self.unit.backstore
-        self.target = ScsiTarget({0: self.unit})
+        self.target = coordinated_target({0: self.unit})
 
     def run(self, cdb: bytes, *, lun=0, nexus="i1", data_out=None, edtl=None, drain=True) -> ScsiTask:
         done = []
@@ -87,6 +87,7 @@ class Harness:
             edtl = len(data_out) if write else 4096
         task = ScsiTask(lun, cdb.ljust(16, b"\0"), nexus, "iqn.init", edtl, not write, write,
                         memoryview(data_out) if write else None, done.append)
+        attached(self.target, nexus)
         self.target.execute(task)
         if drain:
             self.store.drain()
@@ -189,7 +190,7 @@ def test_unknown_lun(h):
 
 def test_report_luns():
     units = {lun: make_unit(lun) for lun in (300, 0, 5)}
-    target = ScsiTarget(units)
+    target = coordinated_target(units)
     done = []
     cdb = bytes([0xA0]) + bytes(5) + (1024).to_bytes(4, "big") + bytes(6)
     task = ScsiTask(9, cdb, "i", "iqn.i", 1024, True, False, None, done.append)
@@ -252,7 +253,7 @@ def test_vpd_8_byte_naa():
     unit = LogicalUnit(0, MemoryStore(), serial="S", naa="6001405aabbccdde", target_iqn=IQN, portal_group_tag=2,
                        relative_port=3)
     h = Harness()
-    h.target = ScsiTarget({0: unit})
+    h.target = coordinated_target({0: unit})
     found = designators(vpd(h, 0x83))
     assert found[0][2] == bytes.fromhex("6001405aabbccdde") and found[4][2] == b"\0\0\0\x02"
 

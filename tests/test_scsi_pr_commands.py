@@ -1,10 +1,11 @@
-"""Reservation commands through ScsiTarget.execute (no coordinator: the local store): PR IN/OUT, RESERVE/RELEASE
-6/10, the conflict check before dispatch, resets, nexus loss, PREEMPT AND ABORT, task-set clearing."""
+"""Reservation commands through ScsiTarget.execute and the in-process coordinator (tests/unit_coordinator.py): PR
+IN/OUT, RESERVE/RELEASE 6/10, the conflict check before dispatch, resets, nexus loss, PREEMPT AND ABORT, task-set
+clearing."""
 import struct
 
 from test_scsi_commands import TUR, Harness, assert_good, assert_sense, rw_cdb
 
-from target.scsi import reservations as R
+from coordinator.unit_state import reservations as R
 from target.scsi import sense as S
 from target.scsi.task import RESERVATION_CONFLICT
 

@@ -1,10 +1,11 @@
-"""The reservation state machine (target/scsi/reservations.py): every type × every service action, CDB and
-parameter-list decoding, conflict views, SPC-2 RESERVE/RELEASE, snapshot/restore."""
+"""The reservation state machine (coordinator/unit_state/reservations.py): every type × every service action, CDB
+and parameter-list decoding, conflict views (target/scsi/reservations.py), SPC-2 RESERVE/RELEASE, snapshot/restore."""
 import struct
 
 import pytest
 
-from target.scsi import reservations as R
+from coordinator.unit_state import reservations as R
+from target.scsi.reservations import NOTHING_RESERVED, ConflictView
 from target.scsi.sense import build_sense, Field, ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, \
     INVALID_FIELD_IN_PARAMETER_LIST, PARAMETER_LIST_LENGTH_ERROR
 from target.scsi.target import OPS
@@ -18,6 +19,11 @@ KA, KB, KC = 0xA1, 0xB2, 0xC3
 # how each command meets a reservation: its row's access class
 READ10, WRITE10, INQUIRY, TUR, MODE_SENSE6, PRIN, RELEASE6 = (OPS[op].access
                                                              for op in (0x28, 0x2A, 0x12, 0x00, 0x1A, 0x5E, 0x17))
+
+
+def view(state):
+    """The worker's conflict view of the state."""
+    return ConflictView.from_dict(state.view())
 
 
 def prout_cdb(action, pr_type=0, scope=0, length=24):
@@ -234,7 +240,7 @@ def test_register_and_move(pr_type, unreg):
     ok(outcome)
     assert read_reservation(state) == (KB, pr_type)
     assert read_keys(state)[1] == ([KB] if unreg else [KA, KB])
-    assert state.view().holder == B
+    assert view(state).holder == B
 
 
 def test_register_and_move_bad_transport_id_and_port():
@@ -322,22 +328,22 @@ ACCESS = [
 
 @pytest.mark.parametrize("pr_type, reg_read, reg_write, unreg_read, unreg_write", ACCESS)
 def test_conflict_view(pr_type, reg_read, reg_write, unreg_read, unreg_write):
-    view = reserved(pr_type, (A, KA), (B, KB)).view()
+    view = ConflictView.from_dict(reserved(pr_type, (A, KA), (B, KB)).view())
     assert view.reserved
     for op in (READ10, WRITE10, INQUIRY, TUR):
         assert not view.conflicts(A, op)
     assert view.conflicts(B, READ10) != reg_read and view.conflicts(B, WRITE10) != reg_write
     assert view.conflicts(C, READ10) != unreg_read and view.conflicts(C, WRITE10) != unreg_write
     assert not view.conflicts(C, INQUIRY) and not view.conflicts(C, PRIN)
-    assert R.ConflictView.from_dict(view.to_dict()) == view
+    assert ConflictView.from_dict(view.to_dict()) == view
 
 
-def test_nothing_reserved_view_is_shared_and_cheap():
+def test_nothing_reserved_view():
     state = R.Reservations()
-    assert state.view() is R.NOTHING_RESERVED and not state.view().reserved
+    assert view(state) == NOTHING_RESERVED and not view(state).reserved
     ok(out(state, A, R.REGISTER, 0, KA))
-    view = state.view()
-    assert not view.reserved and view.registrations
+    registrations = view(state)
+    assert not registrations.reserved and registrations.registrations
 
 
 # -- SPC-2 RESERVE / RELEASE -------------------------------------------------------------------------------------------
@@ -347,16 +353,16 @@ def test_spc2_reserve_release():
     ok(state.reserve(A))
     conflict(state.reserve(B))
     ok(state.release(B))                                           # no-op for others
-    view = state.view()
-    assert view.conflicts(B, MODE_SENSE6) and not view.conflicts(A, MODE_SENSE6)
-    assert not view.conflicts(B, INQUIRY) and not view.conflicts(B, RELEASE6)
+    spc2 = view(state)
+    assert spc2.conflicts(B, MODE_SENSE6) and not spc2.conflicts(A, MODE_SENSE6)
+    assert not spc2.conflicts(B, INQUIRY) and not spc2.conflicts(B, RELEASE6)
     conflict(state.persistent_reserve_out(B, prout_cdb(R.REGISTER), params(0, KB)))
     ok(state.persistent_reserve_in(B, prin_cdb(R.READ_KEYS)))
     assert state.release(A).changed
     ok(state.reserve(B))
     assert state.nexus_lost(B) and state.spc2_holder is None
     ok(state.reserve(A))
-    assert state.reset() and not state.view().reserved
+    assert state.reset() and not view(state).reserved
 
 
 def test_spc2_conflicts_with_registrations():

@@ -4,12 +4,12 @@ import struct
 
 import pytest
 
+from coordinator.unit_state.medium import SANITIZING
 from target.scsi import sense as S
 from target.scsi import xcopy
 from target.scsi.lun import LogicalUnit
-from target.scsi.medium import SANITIZING
-from target.scsi.target import ScsiTarget
 from tests.test_scsi_commands import BLOCKS, BS, IQN, NAA, Harness, MemoryStore, assert_good, assert_sense
+from tests.unit_coordinator import coordinated_target
 
 OTHER_NAA = "6001405aabbccddeeff0011223344557"
 
@@ -121,7 +121,8 @@ def test_a_read_only_destination_is_refused():
 def test_a_unit_being_sanitized_is_neither_read_nor_written(h):
     other = LogicalUnit(1, MemoryStore(), serial="OTHER", naa=OTHER_NAA, target_iqn=IQN, portal_group_tag=1,
                         relative_port=1)
-    h.target = ScsiTarget({0: h.unit, 1: other})
+    h.target = coordinated_target({0: h.unit, 1: other})
+    h.ready()                                           # a new target: its coordinator greets i1 anew
     other.set_medium(True, SANITIZING)                  # as another worker's SANITIZE leaves it
     descriptors = [target_descriptor(), target_descriptor(naa=OTHER_NAA)]
     for source, destination in ((0, 1), (1, 0)):

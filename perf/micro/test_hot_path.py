@@ -17,8 +17,8 @@ from target.iscsi import responses as R
 from target.iscsi.framing import FrameDecoder
 from target.reactor import Reactor
 from target.scsi.lun import LogicalUnit
-from target.scsi.target import ScsiTarget
 from target.scsi.task import GOOD, ScsiTask
+from tests.unit_coordinator import attached, coordinated_target
 
 BATCH = 32
 READ10 = struct.Struct(">BBIBHB")
@@ -58,7 +58,8 @@ def test_dispatch_32_reads_null_backstore(benchmark, reactor):
     store = NullBackstore(reactor, path=None, size=1 << 30, block_size=512)
     unit = LogicalUnit(0, store, serial="BENCH", naa="6001405" + "0" * 25, target_iqn="iqn.2026-11.x:y",
                        portal_group_tag=1, relative_port=1)
-    target = ScsiTarget({0: unit})
+    target = coordinated_target({0: unit})
+    attached(target, "n")
     cdbs = [read_command(i, i * 8)[32:] for i in range(BATCH)]
     done = []
     target.execute(ScsiTask(0, cdbs[0], "n", "i", 4096, True, False, None, done.append))   # the power-on UA

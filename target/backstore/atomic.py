@@ -142,7 +142,7 @@ class AtomicFileBackstore(FileBackstore):
             finally:
                 self._unlock()
         if self.generation() & 1:
-            self._reactor.ring.prep_timeout(POLL_SECONDS, self._reactor.token(lambda res: self._when_even(then)))
+            self._reactor.call_later(POLL_SECONDS, lambda: self._when_even(then))
         else:
             then()
 
@@ -188,7 +188,7 @@ class AtomicFileBackstore(FileBackstore):
         if not self._queue:
             return
         if not self._lock():
-            self._reactor.ring.prep_timeout(POLL_SECONDS, self._reactor.token(lambda res: self._next()))
+            self._reactor.call_later(POLL_SECONDS, self._next)
             return
         self._writing = True
         offset, data, callback = self._queue.popleft()

@@ -101,6 +101,7 @@ class Connection:
         self.decoder = FrameDecoder()
         self.login: Login | None = Login(host.access, host.allocate_tsih, host.offers)
         self.out: list = []
+        self._held_output: list = []    # output held back while the login is being registered (hold_output)
         self.closing = False            # close once `out` has been sent
         self.unsent = 0                 # response bytes queued in `out` or taken and not reported sent
         self._answered = 0              # commands answered in `out`, and their response bytes there
@@ -145,6 +146,17 @@ class Connection:
             log.warning("%s:%d: protocol error, closing: %s", *self.peer_address, exc)
             self.close()
         if self.out or self.closing:
+            self.host.output_ready(self)
+
+    # -- output hold: a login being registered with the coordinator (target/session_sync.py) -------------------
+    def hold_output(self) -> None:
+        """What is queued now (the final Login Response) waits for `release_output()`, ahead of what follows."""
+        self._held_output, self.out = self.out, []
+
+    def release_output(self) -> None:
+        if self._held_output:
+            self.out[:0] = self._held_output
+            self._held_output = []
             self.host.output_ready(self)
 
     def take_output(self) -> list:

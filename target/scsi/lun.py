@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .medium import IDLE, SANITIZE_FAILURE, SANITIZING
+from coordinator.unit_state.medium import IDLE, SANITIZE_FAILURE, SANITIZING
+
 from .op import ATOMIC, BUSY, MEDIUM, MODIFIES, THIN
 from .sense import (DATA_PROTECT, ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, MANUAL_INTERVENTION_REQUIRED,
-                    MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY, POWER_ON_RESET, SANITIZE_COMMAND_FAILED,
+                    MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY, SANITIZE_COMMAND_FAILED,
                     SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
 
 VENDOR = "RINGTGT "
@@ -21,22 +22,20 @@ HOLE_BYTES = 4096                   # a file system block: what a punched hole d
 class UnitAttentions:
     """Pending unit attention conditions per I_T nexus (SPC-4 5.14), in the worker hosting the nexus.
 
-    Built alone, a nexus seen for the first time starts with POWER ON, RESET OR BUS DEVICE RESET OCCURRED
-    (`greets_new`). With a coordinator, the coordinator decides what a nexus starts with (`replace` at session
-    start, see coordinator/reservations_service.py) and hears of every condition reported (`on_take`).
+    The coordinator decides what a nexus starts with (`replace` at session start, see coordinator/unit_service.py:
+    POWER ON for an initiator the target has not seen) and hears of every condition reported (`on_take`).
     """
 
-    __slots__ = ("_queues", "greets_new", "on_take")
+    __slots__ = ("_queues", "on_take")
 
     def __init__(self):
         self._queues: dict[str, list[int]] = {}
-        self.greets_new = True
         self.on_take = None                 # (nexus, asc_ascq) -> None, after a condition is reported
 
     def _queue(self, nexus: str) -> list[int]:
         queue = self._queues.get(nexus)
         if queue is None:
-            queue = self._queues[nexus] = [POWER_ON_RESET] if self.greets_new else []
+            queue = self._queues[nexus] = []
         return queue
 
     def take(self, nexus: str) -> int | None:
@@ -65,7 +64,7 @@ class UnitAttentions:
             queue.append(asc_ascq)
 
     def establish(self, asc_ascq: int, except_nexus: str | None = None) -> None:
-        """Queue a condition for every known nexus but `except_nexus` (new ones get POWER ON anyway)."""
+        """Queue a condition for every known nexus but `except_nexus`."""
         for nexus, queue in self._queues.items():
             if nexus != except_nexus and asc_ascq not in queue:
                 queue.append(asc_ascq)
@@ -86,12 +85,12 @@ class LogicalUnit:
 
     __slots__ = ("lun_id", "backstore", "identity", "read_only", "configured_read_only", "software_write_protect",
                  "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
-                 "coordinator", "thin", "caw_lock", "removable", "medium_loaded", "sanitize", "sanitize_rate",
+                 "thin", "caw_lock", "removable", "medium_loaded", "sanitize", "sanitize_rate",
                  "max_atomic_blocks", "crypto_erasable", "blocks_per_physical", "offline", "refused")
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
-                 attentions: UnitAttentions | None = None, coordinator=None, thin: bool = False,
+                 attentions: UnitAttentions | None = None, thin: bool = False,
                  removable: bool = False, sanitize_rate: int = 0, physical_block_size: int | None = None):
         naa_bytes = bytes.fromhex(naa)
         if len(naa_bytes) not in (8, 16) or naa_bytes[0] >> 4 != 6:
@@ -102,7 +101,7 @@ class LogicalUnit:
         self.read_only = self.configured_read_only = read_only     # read_only: writes refused, for any reason
         self.software_write_protect = False                         # the control mode page's SWP
         self.attentions = attentions if attentions is not None else UnitAttentions()
-        self.reservations = None        # the reservation store; ScsiTarget supplies a local one if none is set
+        self.reservations = None        # the reservation store (the coordinator's, through a view): ScsiTarget sets it
         self.default_write_cache = bool(backstore.write_cache)
         self.block_size = backstore.block_size
         self.blocks = backstore.size // backstore.block_size
@@ -110,7 +109,6 @@ class LogicalUnit:
         self.max_atomic_blocks = backstore.max_atomic_bytes // self.block_size   # 0: no WRITE ATOMIC
         self.crypto_erasable = hasattr(backstore, "rekey")     # encrypted at rest: SANITIZE CRYPTO ERASE
         self.blocks_per_physical = (physical_block_size or self.block_size) // self.block_size   # a power of 2
-        self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
         self.thin = thin                    # thin-provisioned: UNMAP, WRITE SAME with UNMAP, GET LBA STATUS
         self.caw_lock = None                # made by the first COMPARE AND WRITE or ORWRITE
         self.removable = removable          # INQUIRY RMB; START STOP UNIT loads and ejects the medium

@@ -1,15 +1,16 @@
 """Reservation commands: PERSISTENT RESERVE IN/OUT, RESERVE(6/10), RELEASE(6/10), and the per-I/O conflict check.
 
 The handlers decode what the transport must know (the parameter list length of PR OUT), then hand the request
-to the unit's reservation authority (`unit.reservations`: local, or the coordinator through a worker cache)
+to the unit's reservation authority (`unit.reservations`: the coordinator, through the worker's view)
 and finish the task from the `Outcome` it calls back with.
 """
 from __future__ import annotations
 
 from struct import Struct
 
+from coordinator.unit_state.reservations import Outcome
+
 from .data_out import parameter_data
-from .reservations import Outcome
 from .sense import invalid_cdb
 
 _PROUT_LENGTH = Struct(">5xI")
@@ -19,7 +20,7 @@ _THIRD_PARTY, _LONGID, _EXTENT = 0x10, 0x02, 0x01
 def _finish(unit, task):
     """The completion of a request to the reservation store; the task waits on the coordinator meanwhile (a task
     management function aborting it does not wait for it: the coordinator may be busy with that very function)."""
-    task.remote = unit.coordinator is not None
+    task.remote = True
 
     def done(outcome: Outcome) -> None:
         task.remote = False

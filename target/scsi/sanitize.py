@@ -23,8 +23,10 @@ from __future__ import annotations
 import time
 from struct import Struct
 
+from coordinator.unit_state.medium import (EXIT_FAILURE_MODE, SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, SANITIZED,
+                                           SANITIZING)
+
 from .data_out import parameter_data
-from .medium import EXIT_FAILURE_MODE, SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, SANITIZED, SANITIZING
 from .sense import (ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY,
                     SANITIZE_COMMAND_FAILED, ScsiError, check_condition, invalid_cdb)
 from .task import GOOD

@@ -1,6 +1,6 @@
-"""A logical unit's reservations when the coordinator is their authority (coordinator/reservations_service.py).
+"""A logical unit's reservations when the coordinator is their authority (coordinator/unit_service.py).
 
-The worker keeps only the unit's `ConflictView`, refreshed from every answer and every "pr.change" push, so the
+The worker keeps only the unit's `ConflictView`, refreshed from every answer and every ReservationChange push, so the
 per-I/O conflict check costs no round trip. PR IN/OUT and RESERVE/RELEASE are requests; their task finishes
 when the answer comes, i.e. after every other worker has applied the change. Without an answer within the
 client's deadline (the coordinator stopped, say) the task ends BUSY, which initiators retry (SAM-5 §5.3: "the
@@ -10,17 +10,23 @@ this worker's view.
 """
 from __future__ import annotations
 
-import logging
 from typing import Callable
 
-from .reservations import NOTHING_RESERVED, ConflictView, Outcome
+from coordinator.messages import Failure, ReservationAnswer, ReservationChange, ReservationRequest
+from coordinator.unit_state.reservations import Outcome
+
+from .reservations import NOTHING_RESERVED, ConflictView
 from .sense import HARDWARE_ERROR, INTERNAL_TARGET_FAILURE, build_sense
 from .task import BUSY, CHECK_CONDITION
 
-log = logging.getLogger(__name__)
-
 _FAILED = Outcome(CHECK_CONDITION, build_sense(HARDWARE_ERROR, INTERNAL_TARGET_FAILURE))
 _BUSY = Outcome(BUSY)
+
+
+def failed_command(failure: Failure) -> Outcome:
+    """What a command whose request to the coordinator failed ends with: BUSY when it did not answer in time (the
+    initiator retries), HARDWARE ERROR / INTERNAL TARGET FAILURE when it refused or failed it."""
+    return _BUSY if failure.expired else _FAILED
 
 
 class SharedReservations:
@@ -36,34 +42,26 @@ class SharedReservations:
 
     def submit(self, kind: str, nexus: str, cdb: bytes, parameters: bytes,
                callback: Callable[[Outcome], None]) -> None:
-        body = {"target": self.target_iqn, "lun": self.lun, "kind": kind, "nexus": nexus, "cdb": cdb,
-                "parameters": parameters}
-
-        def answered(reply: dict) -> None:
-            if reply.get("expired"):
-                callback(_BUSY)
-                return
-            if "error" in reply:
-                log.error("reservation request failed in the coordinator: %s", reply["error"])
-                callback(_FAILED)
-                return
-            outcome = Outcome.from_dict(reply["outcome"])
-            if reply["change"] is None:
+        def answered(reply: ReservationAnswer) -> None:
+            outcome = Outcome.from_dict(reply.outcome)
+            if reply.change is None:
                 callback(outcome)
             else:
-                self.apply(reply["change"], lambda: callback(outcome))
+                self.apply(reply.change, lambda: callback(outcome))
 
-        self.coordinator.request("pr.request", body, answered, owner=nexus, late=self._late)
+        self.coordinator.request(ReservationRequest(self.target_iqn, self.lun, kind, nexus, cdb, parameters),
+                                 answered, lambda failure: callback(failed_command(failure)), owner=nexus,
+                                 late=self._late)
 
-    def _late(self, reply: dict) -> None:
+    def _late(self, reply: ReservationAnswer) -> None:
         """The coordinator applied a request after its task ended BUSY (or its connection closed)."""
-        if reply.get("change") is not None:
-            self.apply(reply["change"], _nothing)
+        if reply.change is not None:
+            self.apply(reply.change, _nothing)
 
-    def apply(self, change: dict, done: Callable[[], None]) -> None:
+    def apply(self, change: ReservationChange, done: Callable[[], None]) -> None:
         """A change from the coordinator (this worker's answer or another's push); `done` once the tasks it
         aborts here (PREEMPT AND ABORT) have stopped."""
-        self.on_change(ConflictView.from_dict(change["view"]), change["attentions"], change["aborts"], done)
+        self.on_change(ConflictView.from_dict(change.view), change.attentions, change.aborts, done)
 
 
 def _nothing() -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from struct import Struct
 
+from coordinator.unit_state.medium import ALLOW, EJECT, LOAD, PREVENT
+
 from . import cdb as C
 from .inquiry import STANDARD_DISK, STANDARD_NO_UNIT, STANDARD_REMOVABLE_DISK, vpd_page
 from .op import BUSY
-from .medium import ALLOW, EJECT, LOAD, PREVENT
 from .sense import (ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED, MANUAL_INTERVENTION_REQUIRED, NO_ADDITIONAL_SENSE,
                     NO_SENSE, NOT_READY, SANITIZE_IN_PROGRESS, UNIT_ATTENTION, ScsiError, build_sense)
 

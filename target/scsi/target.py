@@ -14,28 +14,24 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from coordinator.unit_state import reservations as R
+
 from . import cdb as C
 from . import data_out as D
-from . import reservations as R
 from . import compare_and_write, mode, opcodes, pr, provisioning, sanitize, sbc, spc, xcopy
-from .local_reservations import LocalReservations
-from .reservations import PR_ALLOWED, PR_READ, PR_WRITE, SPC2_ALLOWED, ConflictView
 from .lun import MAX_TRANSFER_BYTES, LogicalUnit
-from .medium import SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, MediumState
 from .op import ANY_LUN, ATOMIC, BUSY, KEEPS_UA, MEDIUM, MODIFIES, THIN, UNIT_WIDE, LbaCheck, Op, ServiceActions
-from .sense import (BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, HARDWARE_ERROR,
-                    ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, INVALID_COMMAND_OPERATION_CODE, INVALID_FIELD_IN_CDB,
-                    LBA_OUT_OF_RANGE, LOGICAL_UNIT_NOT_SUPPORTED, MODE_PARAMETERS_CHANGED, POWER_ON_OCCURRED,
-                    UNIT_ATTENTION, ScsiError, check_condition, fail, invalid_cdb)
-from .shared_reservations import SharedReservations
-from .task import BUSY as STATUS_BUSY
-from .task import GOOD, RESERVATION_CONFLICT, Barrier
+from .reservations import PR_ALLOWED, PR_READ, PR_WRITE, SPC2_ALLOWED
+from .sense import (HARDWARE_ERROR, ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, INVALID_COMMAND_OPERATION_CODE,
+                    INVALID_FIELD_IN_CDB, LBA_OUT_OF_RANGE, LOGICAL_UNIT_NOT_SUPPORTED, UNIT_ATTENTION, ScsiError,
+                    check_condition, fail, invalid_cdb)
+from .shared_units import SharedUnits
+from .task import GOOD, RESERVATION_CONFLICT
 
 log = logging.getLogger(__name__)
 
 _CONTROL_UNSUPPORTED = 0x07     # NACA, obsolete FLAG, LINK
 _MAINTENANCE_IN = 0xA3
-ATTACH_WAIT = 5.0               # seconds a new session's commands wait for the coordinator's ua.attach answer
 
 UNSUPPORTED = Op("unsupported", None, 0, 0, None, PR_WRITE, None, None)    # conflicts with reservations as a write
 
@@ -142,312 +138,26 @@ _EXECUTE = [_for_execute(op) for op in OPS]
 _EXECUTE_UNSUPPORTED = _for_execute(UNSUPPORTED)
 
 
-def _nothing() -> None:
-    pass
-
-
-class ScsiTarget:
-    """Executes SCSI tasks for the logical units of one target.
-
-    Sessions attach their I_T nexus (`attach`/`detach`) with an object offering `abort_lun(lun, done)` (abort
-    its tasks on the unit, `done()` once those in flight have stopped; True if it had any) and `close()`,
-    so that PREEMPT AND ABORT, CLEAR TASK SET and resets can reach another nexus's tasks, and nexus loss can
-    drop its SPC-2 reservation. With a coordinator (`coordinator`, the worker's CoordinatorClient) the
-    coordinator is the authority for reservations and unit attentions: resets and CLEAR TASK SET go through it
-    and come back to every worker (`apply_reset`, `apply_clear`, pushed by target/reservation_sync.py), and
-    `done` runs once every worker has applied them. Without one (SCSI objects built alone) all of it is local.
-
-    Every request to the coordinator has the client's deadline (coordinator/client.py): past it a command ends
-    BUSY and a task management function is answered FUNCTION REJECTED (`done(rejected=True)`: the initiator
-    escalates, to a target reset, then a new session), and the coordinator drops the request unapplied. A reply
-    that still comes (applied just before the deadline) is applied here too (`late`), so the workers agree.
-    A nexus that goes (`detach`) withdraws its commands still queued at the coordinator.
+class ScsiTarget(SharedUnits):
+    """Executes SCSI tasks for the logical units of one target; its dealings with the coordinator (sessions,
+    reservations, unit attentions, mode, medium, task management) are SharedUnits' (target/scsi/shared_units.py).
     """
 
-    __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching", "call_later", "media", "copy_results")
+    __slots__ = ("luns", "nexuses", "coordinator", "iqn", "attaching", "call_later", "copy_results")
 
-    def __init__(self, luns: dict[int, LogicalUnit], coordinator=None, call_later=None):
+    def __init__(self, luns: dict[int, LogicalUnit], coordinator, call_later=None):
         self.luns = luns
         self.nexuses: dict[str, object] = {}
-        self.coordinator = coordinator      # the worker's CoordinatorClient (None when built alone, in tests)
+        self.coordinator = coordinator
         self.iqn = next(iter(luns.values())).identity.target_iqn if luns else ""
         self.attaching: dict[str, list] = {}    # nexus -> its tasks held until the coordinator said what is pending
-        self.call_later = call_later            # (seconds, fn) -> None: the worker's timer, with a coordinator
+        self.call_later = call_later            # (seconds, fn) -> None: the worker's timer (None: none, in tests)
         self.copy_results = xcopy.HeldResults()     # EXTENDED COPY results held for RECEIVE COPY RESULTS
-        self.media = {lun: MediumState() for lun in luns} if coordinator is None else {}   # kept here only
-                                                                                        # without a coordinator
-        for lun_id, unit in luns.items():
-            on_change = self._change_applier(lun_id)
-            if coordinator is None:
-                unit.reservations = LocalReservations(on_change)
-            else:
-                unit.reservations = SharedReservations(coordinator, self.iqn, lun_id, on_change)
-                unit.attentions.greets_new = False          # the coordinator decides (ua.attach)
-                unit.attentions.on_take = self._consumed_reporter(lun_id)
+        self.share_units()
 
-    # -- sessions ---------------------------------------------------------------------------------------------
-    def attach(self, nexus: str, session) -> None:
-        """The session's first commands wait for what the coordinator says is pending for the nexus, at most
-        ATTACH_WAIT seconds, and not at all while the coordinator is known not to answer: availability first,
-        they then run without (the answer is applied when it comes)."""
-        self.nexuses[nexus] = session
-        if self.coordinator is not None:
-            if self.coordinator.responsive:
-                self.attaching[nexus] = []
-
-            def attached(reply: dict) -> None:
-                self._attached(nexus, reply)
-
-            self.coordinator.request("ua.attach", {"target": self.iqn, "nexus": nexus}, attached, late=attached,
-                                     timeout=ATTACH_WAIT)
-
-    def _attached(self, nexus: str, reply: dict) -> None:
-        held = self.attaching.pop(nexus, [])
-        if "error" in reply:
-            if not reply.get("expired"):
-                log.error("ua.attach failed in the coordinator: %s", reply["error"])
-        elif nexus in self.nexuses:
-            for lun, queue in reply["attentions"]:
-                unit = self.luns.get(lun)
-                if unit is not None:
-                    unit.attentions.replace(nexus, queue)
-            self.apply_views(reply["views"])
-        for task in held:
-            self.execute(task)
-
-    def detach(self, nexus: str, session) -> None:
-        """I_T nexus loss: forget the session and release its SPC-2 reservations."""
-        if self.nexuses.get(nexus) is not session:
-            return
-        del self.nexuses[nexus]
-        self.attaching.pop(nexus, None)     # its first commands, still held: aborted with the nexus
-        self.copy_results.forget(nexus)
-        if self.coordinator is None:
-            for unit in self.luns.values():
-                unit.reservations.nexus_lost(nexus)
-            for medium in self.media.values():
-                medium.nexus_lost(nexus)
-        else:
-            for unit in self.luns.values():
-                unit.attentions.forget(nexus)
-            self.coordinator.withdraw(nexus)
-            self.coordinator.request("pr.nexus_lost", {"target": self.iqn, "nexus": nexus}, self._nexus_gone,
-                                     late=self._nexus_gone)
-
-    def _nexus_gone(self, reply: dict) -> None:
-        for change in reply.get("changes", ()):
-            unit = self.luns.get(change["lun"])
-            if unit is not None:
-                unit.reservations.apply(change, _nothing)
-
-    def _consumed_reporter(self, lun: int):
-        def consumed(nexus: str, asc_ascq: int) -> None:
-            self.coordinator.notify("ua.consumed", {"target": self.iqn, "lun": lun, "nexus": nexus,
-                                                    "asc": asc_ascq})
-        return consumed
-
-    # -- changes from the reservation store (local or coordinator) --------------------------------------------
-    def _change_applier(self, lun: int):
-        def apply(view, attentions, aborts, done) -> None:
-            unit = self.luns[lun]
-            unit.reservations.view = view
-            for nexus, asc_ascq in attentions:
-                if self.coordinator is None or nexus in self.nexuses:
-                    unit.attentions.establish_for(nexus, asc_ascq)
-            stopped = Barrier(done)
-            for nexus in aborts:
-                session = self.nexuses.get(nexus)
-                if session is not None:
-                    session.abort_lun(lun, stopped.hold())
-            stopped.release()
-        return apply
-
-    # -- mode parameters shared by every worker -----------------------------------------------------------------
-    def change_mode(self, unit: LogicalUnit, task, write_cache: bool, software_write_protect: bool) -> bytes | None:
-        """MODE SELECT changed WCE or SWP: every worker's copy of the unit changes (through the coordinator, which
-        pushes "mode.change"), every other nexus gets MODE PARAMETERS CHANGED. Returns b"" when done at once."""
-        if self.coordinator is None:
-            unit.set_mode(write_cache, software_write_protect)
-            unit.establish_ua(MODE_PARAMETERS_CHANGED, except_nexus=task.nexus)
-            return b""
-
-        def decided(reply: dict) -> None:
-            self.apply_mode(reply)
-            task.finish(GOOD)
-
-        self._decide_remotely(task, "mode.select", {"target": self.iqn, "lun": task.lun, "nexus": task.nexus,
-                                                    "wce": write_cache, "swp": software_write_protect}, decided,
-                              self.apply_mode)
-        return None
-
-    def _decide_remotely(self, task, kind: str, body: dict, decided: Callable[[dict], None],
-                         late: Callable[[dict], None]) -> None:
-        """Ask the coordinator to decide for `task`; `decided(reply)` finishes it, unless the coordinator failed
-        (HARDWARE ERROR) or did not answer in time (BUSY; `late(reply)` if it applied the request after all)."""
-        task.remote = True
-
-        def done(reply: dict) -> None:
-            task.remote = False
-            if reply.get("expired"):
-                task.finish(STATUS_BUSY)
-            elif "error" in reply:
-                log.error("%s failed in the coordinator: %s", kind, reply["error"])
-                check_condition(task, HARDWARE_ERROR, INTERNAL_TARGET_FAILURE)
-            else:
-                decided(reply)
-
-        self.coordinator.request(kind, body, done, owner=task.nexus, late=late)
-
-    def apply_mode(self, body: dict) -> None:
-        """A mode change made through any worker: {lun, wce, swp, attentions: [[nexus, asc]…]}."""
-        unit = self.luns.get(body["lun"])
-        if unit is None:
-            return
-        unit.set_mode(body["wce"], body["swp"])
-        for nexus, asc_ascq in body["attentions"]:
-            if nexus in self.nexuses:
-                unit.attentions.establish_for(nexus, asc_ascq)
-
-    # -- the medium (removable, sanitized) shared by every worker ----------------------------------------------
-    def medium_request(self, unit: LogicalUnit, task, action: str, then: Callable[[], None] | None = None):
-        """START STOP UNIT, PREVENT ALLOW, or the start of a SANITIZE or EXIT FAILURE MODE (medium.py), decided
-        by the coordinator, which pushes what moves to every worker ("medium.change"). Once applied, `then()`
-        runs, or the task ends GOOD; a refusal ends the task. Returns b"" when the task is done at once."""
-        if self.coordinator is None:
-            refused = self.media[task.lun].request(task.nexus, action)
-            if refused is not None:
-                raise ScsiError(*refused)
-            self.apply_medium({"lun": task.lun, **self.media[task.lun].summary()})
-            if then is None:
-                return b""
-            then()
-            return None
-
-        def decided(reply: dict) -> None:
-            self.apply_medium(reply)
-            if reply["refused"] is not None:
-                check_condition(task, *reply["refused"])
-            elif then is None:
-                task.finish(GOOD)
-            else:
-                then()
-
-        def late(reply: dict) -> None:
-            self.apply_medium(reply)
-            if action in (SANITIZE, SANITIZE_AUSE) and reply["refused"] is None:
-                self.medium_report(task.lun, SANITIZE_FAILED, _nothing)     # begun for a task that ended BUSY
-
-        self._decide_remotely(task, "medium.request", {"target": self.iqn, "lun": task.lun, "nexus": task.nexus,
-                                                       "action": action}, decided, late)
-        return None
-
-    def medium_report(self, lun: int, action: str, then: Callable[[], None]) -> None:
-        """A sanitize ended (SANITIZED or SANITIZE_FAILED): every worker learns it, then `then()` runs."""
-        if self.coordinator is None:
-            self.media[lun].request("", action)
-            self.apply_medium({"lun": lun, **self.media[lun].summary()})
-            then()
-            return
-
-        def reported(reply: dict) -> None:
-            if "error" not in reply:
-                self.apply_medium(reply)
-            elif not reply.get("expired"):
-                log.error("medium.request failed in the coordinator: %s", reply["error"])
-            then()
-
-        self.coordinator.request("medium.request", {"target": self.iqn, "lun": lun, "nexus": "", "action": action},
-                                 reported, late=self.apply_medium)
-
-    def apply_medium(self, body: dict) -> None:
-        """The medium of a unit changed through any worker: {lun, loaded, sanitize}."""
-        unit = self.luns.get(body["lun"])
-        if unit is not None:
-            unit.set_medium(body["loaded"], body["sanitize"])
-
-    def apply_views(self, views) -> None:
-        for lun, view in views:
-            unit = self.luns.get(lun)
-            if unit is not None:
-                unit.reservations.view = ConflictView.from_dict(view)
-
-    # -- task management ----------------------------------------------------------------------------------------
+    # -- dispatch -------------------------------------------------------------------------------------------------
     def has_lun(self, lun: int) -> bool:
         return lun in self.luns
-
-    def reset_lun(self, lun: int, nexus: str, done: Callable[[], None]) -> None:
-        """LOGICAL UNIT RESET (SAM-5 §7.7): every task on the unit is aborted, every I_T nexus, the issuing one
-        included (libiscsi's MultipathIO.Reset expects it on every path), learns of it through a unit
-        attention; an SPC-2 reservation is released, persistent reservations stay."""
-        self._reset([lun], nexus, BUS_DEVICE_RESET, False, done)
-
-    def reset_target(self, nexus: str, cold: bool, done: Callable[[], None]) -> None:
-        """TARGET WARM/COLD RESET: a LUN reset of every unit; a cold reset also ends every other session."""
-        self._reset(sorted(self.luns), nexus, POWER_ON_OCCURRED if cold else BUS_DEVICE_RESET, cold, done)
-
-    def _reset(self, luns: list[int], nexus: str, asc_ascq: int, cold: bool, done: Callable[..., None]) -> None:
-        body = {"target": self.iqn, "luns": luns, "nexus": nexus, "asc": asc_ascq, "cold": cold}
-        if self.coordinator is None:
-            for lun in luns:
-                self.luns[lun].reservations.reset()
-                self.media[lun].reset()
-            self.apply_reset(body, done)
-            return
-
-        def answered(reply: dict) -> None:
-            if reply.get("expired"):
-                done(rejected=True)
-            else:
-                self.apply_reset(body if "error" in reply else reply, done)
-
-        self.coordinator.request("pr.reset", body, answered, owner=nexus,
-                                 late=lambda reply: self.apply_reset(reply, _nothing))
-
-    def apply_reset(self, body: dict, done: Callable[[], None]) -> None:
-        """A reset on this worker: `done()` once the tasks it aborted here have stopped."""
-        nexus = body["nexus"]
-        stopped = Barrier(done)
-        for lun in body["luns"]:
-            unit = self.luns.get(lun)
-            if unit is None:
-                continue
-            self._abort_others(lun, nexus, stopped)
-            unit.establish_ua(body["asc"])
-        self.apply_views(body.get("views", ()))
-        if body["cold"]:
-            for other, session in list(self.nexuses.items()):
-                if other != nexus:
-                    session.close()
-        stopped.release()
-
-    def clear_task_set(self, lun: int, nexus: str, done: Callable[..., None]) -> None:
-        """CLEAR TASK SET: the other nexuses' tasks go too, and they learn of it (SAM-5 §7.4, TAS=0)."""
-        body = {"target": self.iqn, "lun": lun, "nexus": nexus}
-        if self.coordinator is None:
-            self.apply_clear(body, done)
-            return
-
-        def answered(reply: dict) -> None:
-            if reply.get("expired"):
-                done(rejected=True)
-            else:
-                self.apply_clear(body, done)
-
-        self.coordinator.request("pr.clear", body, answered, owner=nexus,
-                                 late=lambda reply: self.apply_clear(body, _nothing))
-
-    def apply_clear(self, body: dict, done: Callable[[], None]) -> None:
-        stopped = Barrier(done)
-        unit = self.luns.get(body["lun"])
-        if unit is not None:
-            for other in self._abort_others(body["lun"], body["nexus"], stopped):
-                unit.attentions.establish_for(other, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR)
-        stopped.release()
-
-    def _abort_others(self, lun: int, nexus: str, stopped: Barrier) -> list[str]:
-        """Abort every other nexus's tasks on `lun`; the nexuses that had some."""
-        return [other for other, session in list(self.nexuses.items())
-                if other != nexus and session.abort_lun(lun, stopped.hold())]
 
     def data_out_length(self, lun: int, cdb) -> int:
         """How many bytes of data-out `cdb` asks for, at most the largest transfer a command may carry (0 for a
@@ -467,7 +177,7 @@ class ScsiTarget:
 
     def execute(self, task) -> None:
         if self.attaching and task.nexus in self.attaching:
-            task.remote = True                              # first commands of a session, before ua.attach
+            task.remote = True                              # first commands of a session, before AttachNexus
             self.attaching[task.nexus].append(task)
             return
         task.remote = False

@@ -3,13 +3,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-GOOD = 0x00
-CHECK_CONDITION = 0x02
-CONDITION_MET = 0x04
-BUSY = 0x08
-RESERVATION_CONFLICT = 0x18
-TASK_SET_FULL = 0x28
-TASK_ABORTED = 0x40
+# the statuses a task ends with, defined beside the unit state machines that answer with them too
+from coordinator.unit_state.status import (BUSY, CHECK_CONDITION, CONDITION_MET, GOOD,  # noqa: F401
+                                           RESERVATION_CONFLICT, TASK_ABORTED, TASK_SET_FULL)
 
 
 class Barrier:

@@ -82,7 +82,7 @@ def test_commands_end_busy_and_lun_reset_is_rejected_while_the_coordinator_is_st
                 print(f"login {index} on the same worker with the coordinator stopped: {seconds:.2f} s")
                 assert seconds < NO_WAIT_BOUND, seconds
         expired = lines(tgt, "no answer from the coordinator to pr.request within 5 s")
-        assert expired and lines(tgt, "no answer from the coordinator to pr.reset within 5 s"), tgt.stderr()
+        assert expired and lines(tgt, "no answer from the coordinator to unit.reset within 5 s"), tgt.stderr()
         print(f"log lines on expiry: {len(expired)} for pr.request")
         assert read_keys(ini) == [0x1]      # the REGISTER answered BUSY was dropped unapplied, key 0x2 unknown
         assert lines(tgt, "dropped pr.request"), tgt.stderr()

@@ -2,10 +2,9 @@
 (SBC-3 4.14; START STOP UNIT 5.25, PREVENT ALLOW MEDIUM REMOVAL 5.13), and whether it is being sanitized or is
 in sanitize failure mode (SBC-4 4.11, sanitize.py).
 
-Pure state. With a coordinator it lives there (coordinator/reservations_service.py, "medium.request"), since
-one nexus's PREVENT binds every other nexus on every worker and a sanitize stops the unit on every worker;
-workers cache only whether the medium is loaded and its sanitize state, which they check per command. Built
-alone (tests), the ScsiTarget keeps it.
+Pure state. It lives in the coordinator (coordinator/unit_service.py, MediumRequest), since one nexus's PREVENT
+binds every other nexus on every worker and a sanitize stops the unit on every worker; workers cache only whether
+the medium is loaded and its sanitize state, which they check per command.
 """
 from __future__ import annotations
 

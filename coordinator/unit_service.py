@@ -1,35 +1,29 @@
 """Reservations and unit attentions of every logical unit: the coordinator is their authority (the worker's
-half: target/reservation_sync.py and target/scsi/shared_reservations.py).
+half: target/unit_sync.py and target/scsi/shared_reservations.py), and its message handlers.
 
-Kinds (bodies name the unit by "target" iqn and "lun"; nexuses are I_T nexus names):
-    pr.request      request  {target, lun, kind: out|in|reserve|release, nexus, cdb, parameters}
-                    Runs the unit's `Reservations`; reply {"outcome", "change"}. A change — {target, lun, view,
-                    attentions, aborts} — is pushed to every other worker as "pr.change" first, so a reply means
-                    every worker's per-I/O conflict view is current. With APTPL the unit's state file is
-                    rewritten (atomically) before the reply.
-    pr.reset        request  {target, luns, nexus, asc, cold}: LUN reset / target warm or cold reset. SPC-2
-                    reservations go, every nexus of those units gets the unit attention `asc`; pushed as
-                    "pr.reset" {…, views} (workers abort other nexuses' tasks there, a cold reset closes them).
-    pr.clear        request  {target, lun, nexus}: CLEAR TASK SET, pushed as "pr.clear".
-    ua.attach       request  {target, nexus}: a session of this nexus started on the origin worker. Reply
-                    {"attentions": [[lun, [asc…]]…], "views": [[lun, view]…]}: what the nexus has pending.
-    ua.consumed     notify   {target, lun, nexus, asc}: a worker reported (and cleared) a unit attention.
-    pr.nexus_lost   request  {target, nexus}: I_T nexus loss; its SPC-2 reservation goes. Reply {"changes"},
-                    each also pushed as "pr.change".
-    mode.select     request  {target, lun, nexus, wce, swp}: MODE SELECT changed the unit's write cache or software
-                    write protect. Every other nexus of the unit gets MODE PARAMETERS CHANGED; pushed (and
-                    replied) as "mode.change" {target, lun, wce, swp, attentions: [[nexus, asc]…]}.
-    medium.request  request  {target, lun, nexus, action}: START STOP UNIT or PREVENT ALLOW on a removable unit,
-                    a SANITIZE beginning, ending or failing, EXIT FAILURE MODE (target/scsi/medium.py). Reply
-                    {target, lun, loaded, sanitize, refused: [sense key, asc] or None}; what moves is pushed as
-                    "medium.change" {target, lun, loaded, sanitize}. Nexus loss and resets end the preventions of
-                    the nexus / of the unit; the death of the worker running a sanitize fails it.
-    pr.views        request  {}: every unit's view, [[target, lun, view]…], the modes changed since the start,
-                    "modes": [[target, lun, wce, swp]…], and each medium's state, "media": [[target, lun, loaded,
-                    sanitize]…], for a worker that (re)connected. Units
-                    changed by a worker's death (its nexuses' SPC-2 reservations released; a hook cannot push)
-                    are pushed to the other workers then: the supervisor restarts the dead worker at once, and
-                    the new one asks for the views.
+Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`; nexuses are I_T nexus names):
+    ReservationRequest  PR IN/OUT, RESERVE/RELEASE: runs the unit's `Reservations`; reply ReservationAnswer
+                        {outcome, change}. A change (ReservationChange: view, attentions, aborts) is pushed to every
+                        other worker first, so a reply means every worker's per-I/O conflict view is current. With
+                        APTPL the unit's state file is rewritten (atomically) before the reply.
+    UnitReset           LUN reset / target warm or cold reset: SPC-2 reservations and medium preventions go, every
+                        nexus of those units gets the unit attention `asc`; replied and pushed with the `views`
+                        (workers abort other nexuses' tasks there, a cold reset closes them).
+    ClearTaskSet        CLEAR TASK SET, replied and pushed as is.
+    AttachNexus         a session of this nexus started on the origin worker; reply NexusAttentions: what the
+                        nexus has pending, and the views.
+    AttentionReported   notification: a worker reported (and cleared) a unit attention.
+    NexusLost           I_T nexus loss: its SPC-2 reservation and medium prevention go; reply NexusLostChanges,
+                        each change also pushed.
+    ModeSelect          MODE SELECT changed WCE or SWP: every other nexus of the unit gets MODE PARAMETERS CHANGED;
+                        replied and pushed as ModeChange.
+    MediumRequest       START STOP UNIT or PREVENT ALLOW on a removable unit, a SANITIZE beginning, ending or
+                        failing, EXIT FAILURE MODE (unit_state/medium.py); reply MediumAnswer (with `refused`); what
+                        moves is pushed as MediumChange. The death of the worker running a sanitize fails it.
+    FetchUnitStates     every unit's view, the modes changed since the start and each medium's state (UnitStates),
+                        for a worker that (re)connected. Units changed by a worker's death (its nexuses' SPC-2
+                        reservations released; a hook cannot push) are pushed to the other workers then: the
+                        supervisor restarts the dead worker at once, and the new one asks for the states.
 
 A sanitize that runs or failed is also written to <state_dir>/reservations/<target>-<lun>.sanitize.json (removed
 when it ends): a new `serve` finds a unit whose sanitize did not finish in sanitize failure mode.
@@ -56,16 +50,19 @@ with it). A new ISID of a known initiator starts with nothing pending.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import os
 
-from target.scsi.local_reservations import run_request
-from target.scsi.medium import ACTIONS, ALLOW, EJECT, LOAD, MOVES, PREVENT, SANITIZING, MediumState
-from target.scsi.reservations import Outcome, Reservations
-from target.scsi.reservation_files import load_state, save_state
-from target.scsi.sense import MODE_PARAMETERS_CHANGED, POWER_ON_RESET
+from .unit_state.files import load_state, save_state
+from .unit_state.medium import ACTIONS, ALLOW, EJECT, LOAD, MOVES, PREVENT, SANITIZING, MediumState
+from .unit_state.reservations import Outcome, Reservations, run_request
+from .unit_state.sense import MODE_PARAMETERS_CHANGED, POWER_ON_RESET
 
+from .messages import (AttachNexus, AttentionReported, ClearTaskSet, FetchUnitStates, MediumAnswer, MediumChange,
+                       MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost, NexusLostChanges,
+                       Nothing, ReservationAnswer, ReservationChange, ReservationRequest, UnitReset, UnitStates)
 from .service import CoordinatorService, Reply
 
 log = logging.getLogger("ringtgt.coordinator")
@@ -128,7 +125,7 @@ class UnitState:
             save_state(self.path, state.persistent_state() if state.aptpl else None)
 
 
-class ReservationAuthority:
+class UnitAuthority:
     """Every unit of the node's targets, keyed by (target iqn, lun)."""
 
     def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None, incarnation: str | None = None):
@@ -223,64 +220,66 @@ class ReservationAuthority:
         self._save_live()
         return True
 
-    def views_of_every_unit(self) -> list[tuple[str, dict]]:
+    def views_of_every_unit(self) -> list[Message]:
         """Pushes that bring a worker's copy of every unit up to this state (after adopting a peer's)."""
-        pushes = []
+        pushes: list[Message] = []
         for (target, lun), unit in sorted(self.units.items()):
-            pushes.append(("pr.change", self._change({"target": target, "lun": lun}, unit)))
+            pushes.append(self._change(target, lun, unit))
             if unit.mode:
-                pushes.append(("mode.change", {"target": target, "lun": lun, "wce": unit.mode[0],
-                                               "swp": unit.mode[1], "attentions": []}))
-            pushes.append(("medium.change", {"target": target, "lun": lun, **unit.medium.summary()}))
+                pushes.append(ModeChange(target, lun, unit.mode[0], unit.mode[1], []))
+            pushes.append(self._medium(target, lun, unit))
         return pushes
 
-    def unit(self, body: dict) -> UnitState:
-        unit = self.units.get((body.get("target"), body.get("lun")))
+    def unit(self, target: str, lun: int) -> UnitState:
+        unit = self.units.get((target, lun))
         if unit is None:
-            raise KeyError(f"no logical unit {body.get('lun')!r} in target {body.get('target')!r}")
+            raise KeyError(f"no logical unit {lun!r} in target {target!r}")
         return unit
 
     def luns_of(self, target: str) -> list[int]:
         return sorted(lun for t, lun in self.units if t == target)
 
     # -- handlers -------------------------------------------------------------------------------------------
-    def request(self, body: dict, origin: str) -> Reply:
-        unit = self.unit(body)
-        outcome = run_request(unit.reservations, body["kind"], body["nexus"], body["cdb"], body["parameters"])
+    def request(self, message: ReservationRequest, origin: str) -> Reply:
+        unit = self.unit(message.target, message.lun)
+        outcome = run_request(unit.reservations, message.kind, message.nexus, message.cdb, message.parameters)
         if not outcome.changed:
-            return Reply({"outcome": outcome.to_dict(), "change": None})
+            return Reply(ReservationAnswer(outcome.to_dict(), None))
         for other, asc_ascq in outcome.attentions:
             unit.establish(other, asc_ascq)
         unit.persist()
         self._changed()
-        change = self._change(body, unit, outcome)
-        return Reply({"outcome": outcome.to_dict(), "change": change}, [("pr.change", change)])
+        change = self._change(message.target, message.lun, unit, outcome)
+        return Reply(ReservationAnswer(outcome.to_dict(), change), [change])
 
     @staticmethod
-    def _change(body: dict, unit: UnitState, outcome: Outcome | None = None) -> dict:
-        return {"target": body["target"], "lun": body["lun"], "view": unit.reservations.view().to_dict(),
-                "attentions": [list(a) for a in outcome.attentions] if outcome else [],
-                "aborts": list(outcome.aborts) if outcome else []}
+    def _change(target: str, lun: int, unit: UnitState, outcome: Outcome | None = None) -> ReservationChange:
+        return ReservationChange(target, lun, unit.reservations.view(),
+                                 [list(a) for a in outcome.attentions] if outcome else [],
+                                 list(outcome.aborts) if outcome else [])
 
-    def reset(self, body: dict, origin: str) -> Reply:
-        target = body["target"]
+    @staticmethod
+    def _medium(target: str, lun: int, unit: UnitState) -> MediumChange:
+        return MediumChange(target, lun, unit.medium.loaded, unit.medium.sanitize)
+
+    def reset(self, message: UnitReset, origin: str) -> Reply:
         views = []
-        for lun in body["luns"]:
-            unit = self.unit({"target": target, "lun": lun})
+        for lun in message.luns:
+            unit = self.unit(message.target, lun)
             unit.reservations.reset()
             unit.medium.reset()
-            unit.establish_all(body["asc"])
-            views.append([lun, unit.reservations.view().to_dict()])
+            unit.establish_all(message.asc)
+            views.append([lun, unit.reservations.view()])
         self._changed()
-        change = {**body, "views": views}
-        return Reply(change, [("pr.reset", change)])
+        change = dataclasses.replace(message, views=views)
+        return Reply(change, [change])
 
-    def clear(self, body: dict, origin: str) -> Reply:
-        self.unit(body)
-        return Reply(body, [("pr.clear", body)])
+    def clear(self, message: ClearTaskSet, origin: str) -> Reply:
+        self.unit(message.target, message.lun)
+        return Reply(message, [message])
 
-    def attach(self, body: dict, origin: str) -> Reply:
-        target, nexus = body["target"], body["nexus"]
+    def attach(self, message: AttachNexus, origin: str) -> Reply:
+        target, nexus = message.target, message.nexus
         self.attached.setdefault(origin, set()).add((target, nexus))
         greeted = self.greeted.setdefault(target, set())
         name = nexus.split(",", 1)[0]
@@ -293,66 +292,65 @@ class ReservationAuthority:
             if new_initiator and POWER_ON_RESET not in queue:
                 queue.insert(0, POWER_ON_RESET)
             attentions.append([lun, list(queue)])
-            views.append([lun, unit.reservations.view().to_dict()])
+            views.append([lun, unit.reservations.view()])
         self._changed()
-        return Reply({"attentions": attentions, "views": views})
+        return Reply(NexusAttentions(attentions, views))
 
-    def mode_select(self, body: dict, origin: str) -> Reply:
-        unit = self.unit(body)
-        unit.mode = [bool(body["wce"]), bool(body["swp"])]
-        attentions = [[nexus, MODE_PARAMETERS_CHANGED] for nexus in unit.pending if nexus != body["nexus"]]
+    def mode_select(self, message: ModeSelect, origin: str) -> Reply:
+        unit = self.unit(message.target, message.lun)
+        unit.mode = [message.wce, message.swp]
+        attentions = [[nexus, MODE_PARAMETERS_CHANGED] for nexus in unit.pending if nexus != message.nexus]
         for nexus, asc_ascq in attentions:
             unit.establish(nexus, asc_ascq)
         self._changed()
-        change = {"target": body["target"], "lun": body["lun"], "wce": unit.mode[0], "swp": unit.mode[1],
-                  "attentions": attentions}
-        return Reply(change, [("mode.change", change)])
+        change = ModeChange(message.target, message.lun, unit.mode[0], unit.mode[1], attentions)
+        return Reply(change, [change])
 
-    def medium_request(self, body: dict, origin: str) -> Reply:
-        unit = self.unit(body)
-        if body.get("action") not in ACTIONS:
-            raise ValueError(f"unknown medium action {body.get('action')!r}")
-        refused = unit.medium.request(body["nexus"], body["action"], origin)
-        if refused is None and body["action"] not in (PREVENT, ALLOW, LOAD, EJECT):
+    def medium_request(self, message: MediumRequest, origin: str) -> Reply:
+        unit = self.unit(message.target, message.lun)
+        action = message.action
+        if action not in ACTIONS:
+            raise ValueError(f"unknown medium action {action!r}")
+        refused = unit.medium.request(message.nexus, action, origin)
+        if refused is None and action not in (PREVENT, ALLOW, LOAD, EJECT):
             unit.persist_sanitize()
         self._changed()
-        change = {"target": body["target"], "lun": body["lun"], **unit.medium.summary()}
-        moved = refused is None and body["action"] in MOVES
-        return Reply({**change, "refused": refused and list(refused)}, [("medium.change", change)] if moved else [])
+        change = self._medium(message.target, message.lun, unit)
+        moved = refused is None and action in MOVES
+        return Reply(MediumAnswer(**change.to_body(), refused=refused and list(refused)), [change] if moved else [])
 
-    def consumed(self, body: dict, origin: str) -> Reply:
-        self.unit(body).consumed(body["nexus"], body["asc"])
+    def consumed(self, message: AttentionReported, origin: str) -> Reply:
+        self.unit(message.target, message.lun).consumed(message.nexus, message.asc)
         self._changed()
-        return Reply({})
+        return Reply(Nothing())
 
-    def nexus_lost(self, body: dict, origin: str) -> Reply:
-        target, nexus = body["target"], body["nexus"]
+    def nexus_lost(self, message: NexusLost, origin: str) -> Reply:
+        target, nexus = message.target, message.nexus
         self.attached.get(origin, set()).discard((target, nexus))
         changes = []
         for lun in self.luns_of(target):
             unit = self.units[(target, lun)]
             if unit.nexus_lost(nexus):
-                changes.append(self._change({"target": target, "lun": lun}, unit))
+                changes.append(self._change(target, lun, unit))
         self._changed()
-        return Reply({"changes": changes}, [("pr.change", change) for change in changes])
+        return Reply(NexusLostChanges(changes), changes)
 
-    def views(self, body: dict, origin: str) -> Reply:
-        changes = [("pr.change", self._change({"target": target, "lun": lun}, self.units[(target, lun)]))
-                   for target, lun in sorted(self.unpushed)]
-        changes += [("medium.change", {"target": target, "lun": lun, **self.units[(target, lun)].medium.summary()})
-                    for target, lun in sorted(self.interrupted)]
+    def states(self, message: FetchUnitStates, origin: str) -> Reply:
+        changes: list[Message] = [self._change(target, lun, self.units[(target, lun)])
+                                  for target, lun in sorted(self.unpushed)]
+        changes += [self._medium(target, lun, self.units[(target, lun)]) for target, lun in sorted(self.interrupted)]
         self.interrupted.clear()
         self.unpushed.clear()
         units = sorted(self.units.items())
-        return Reply({"units": [[target, lun, unit.reservations.view().to_dict()] for (target, lun), unit in units],
-                      "modes": [[target, lun, *unit.mode] for (target, lun), unit in units if unit.mode],
-                      "media": [[target, lun, unit.medium.loaded, unit.medium.sanitize]
-                                for (target, lun), unit in units]},
+        return Reply(UnitStates([[target, lun, unit.reservations.view()] for (target, lun), unit in units],
+                                [[target, lun, *unit.mode] for (target, lun), unit in units if unit.mode],
+                                [[target, lun, unit.medium.loaded, unit.medium.sanitize]
+                                 for (target, lun), unit in units]),
                      changes)
 
     def worker_gone(self, origin: str) -> None:
         """A dead worker's nexuses are lost: their SPC-2 reservations go, and the sanitize it ran fails (pushed at
-        the next `pr.views`)."""
+        the next FetchUnitStates)."""
         for target, nexus in self.attached.pop(origin, set()):
             for lun in self.luns_of(target):
                 if self.units[(target, lun)].nexus_lost(nexus):
@@ -399,14 +397,14 @@ class ReservationAuthority:
         self.version = snapshot.get("version", 0)
 
 
-def register_reservation_handlers(service: CoordinatorService, authority: ReservationAuthority) -> None:
-    service.register("pr.request", authority.request)
-    service.register("pr.reset", authority.reset)
-    service.register("pr.clear", authority.clear)
-    service.register("ua.attach", authority.attach)
-    service.register("ua.consumed", authority.consumed)
-    service.register("mode.select", authority.mode_select)
-    service.register("medium.request", authority.medium_request)
-    service.register("pr.nexus_lost", authority.nexus_lost)
-    service.register("pr.views", authority.views)
+def register_unit_handlers(service: CoordinatorService, authority: UnitAuthority) -> None:
+    service.register(ReservationRequest, authority.request)
+    service.register(UnitReset, authority.reset)
+    service.register(ClearTaskSet, authority.clear)
+    service.register(AttachNexus, authority.attach)
+    service.register(AttentionReported, authority.consumed)
+    service.register(ModeSelect, authority.mode_select)
+    service.register(MediumRequest, authority.medium_request)
+    service.register(NexusLost, authority.nexus_lost)
+    service.register(FetchUnitStates, authority.states)
     service.on_worker_gone(authority.worker_gone)

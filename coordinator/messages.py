@@ -1,0 +1,338 @@
+"""The coordinator's messages, one frozen class per kind: its fields are the body's keys. The wire stays
+coordinator/schema.py's msgpack array [version, type, id, kind, body]; `kind` is the class's KIND, `body`
+`to_body()`, and the receiver rebuilds the object with `from_body()`, which checks every field's presence and
+type and raises SchemaError naming the kind and the field (the service answers it as an ERROR, the client
+hands it to the request's failure callback), so a handler only ever sees a well-formed message.
+
+A request class names its reply's class (REPLY); a push or a notification has none. Nexuses are I_T nexus names
+("iqn,i,0xISID,target,t,0xTPGT"), `target` an iSCSI target name, `lun` a LUN; conflict views and outcomes travel
+as the dicts of ConflictView.to_dict / Outcome.to_dict. Who sends what, and what the authority does with it:
+coordinator/sessions_service.py, coordinator/unit_service.py; the worker's halves: target/session_sync.py,
+target/unit_sync.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from .schema import SchemaError
+
+M = TypeVar("M", bound="Message")
+
+
+class Message:
+    """Base of every message class (each a frozen dataclass)."""
+
+    KIND: ClassVar[str]
+    REPLY: ClassVar[type[Message] | None] = None
+    _FIELDS: ClassVar[tuple[tuple[str, Any, bool], ...]]       # (name, type, required), filled in by `message`
+
+    def to_body(self) -> dict:
+        return {name: _plain(getattr(self, name)) for name, _, _ in self._FIELDS}
+
+    @classmethod
+    def from_body(cls: type[M], body: dict) -> M:
+        """The message `body` carries, or SchemaError."""
+        known = {name for name, _, _ in cls._FIELDS}
+        extra = set(body) - known
+        if extra:
+            raise SchemaError(f"{cls.KIND}: unknown field(s) {', '.join(sorted(extra))}")
+        values = {}
+        for name, hint, required in cls._FIELDS:
+            if name not in body:
+                if required:
+                    raise SchemaError(f"{cls.KIND}: field {name!r} missing")
+                continue
+            values[name] = _typed(cls.KIND, name, body[name], hint)
+        return cls(**values)
+
+
+def message(kind: str, reply: type[Message] | None = None):
+    """Class decorator: a frozen dataclass message of `kind` (replying `reply`, for a request)."""
+    def make(cls):
+        cls = dataclass(frozen=True)(cls)
+        hints = typing.get_type_hints(cls)
+        cls.KIND = kind
+        cls.REPLY = reply
+        cls._FIELDS = tuple((f.name, hints[f.name], f.default is dataclasses.MISSING
+                             and f.default_factory is dataclasses.MISSING) for f in dataclasses.fields(cls))
+        return cls
+    return make
+
+
+def _plain(value):
+    """A field's value as it travels: nested messages as their bodies."""
+    if isinstance(value, Message):
+        return value.to_body()
+    if isinstance(value, list) and value and isinstance(value[0], Message):
+        return [item.to_body() for item in value]
+    return value
+
+
+def _typed(kind: str, name: str, value, hint):
+    """A received field's value checked against its type, nested messages rebuilt (their own fields checked)."""
+    args = typing.get_args(hint)
+    nested = next((arg for arg in (hint, *args) if isinstance(arg, type) and issubclass(arg, Message)), None)
+    if nested is not None and isinstance(value, dict):
+        return nested.from_body(value)
+    if typing.get_origin(hint) is list and args and issubclass(args[0], Message) and isinstance(value, list):
+        return [_typed(kind, name, item, args[0]) for item in value]
+    if (nested is not None and not (value is None and type(None) in args)) or not _fits(value, hint):
+        raise SchemaError(f"{kind}: field {name!r} must be {_name(hint)}, got {value!r:.60}")
+    return value
+
+
+def _fits(value, hint) -> bool:
+    if hint is Any or hint is object:
+        return True
+    if isinstance(hint, type) and issubclass(hint, Message):
+        return False                        # a nested message travels as a map: rebuilt by _typed
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is not None:
+        hint = origin
+    if hint is int:
+        return type(value) is int
+    if hint is float:
+        return type(value) in (int, float)
+    return isinstance(value, hint)
+
+
+def _name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
+
+
+@message("nothing")
+class Nothing(Message):
+    """An empty body: the reply of requests whose answer is only "done"."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a request got no reply: `expired` — no answer within the client's deadline (the caller answers
+    without the coordinator: BUSY, a rejected task management function, a login that proceeds); otherwise the
+    coordinator refused or failed it (unknown kind, malformed, handler error, dropped unapplied), or its reply
+    was malformed. The client logs each failure once; callbacks only decide what it means for their caller."""
+    reason: str
+    expired: bool = False
+
+
+# -- sessions (coordinator/sessions_service.py, target/session_sync.py) ------------------------------------------
+@message("session.login.reply")
+class LoginRegistered(Message):
+    replaced: list             # session records this login reinstated (the requester closes its own)
+
+
+@message("session.login", LoginRegistered)
+class SessionLogin(Message):
+    session: dict               # a session record without node and origin (coordinator/registry.py)
+
+
+@message("session.logout")
+class SessionLogout(Message):
+    tsih: int
+
+
+@message("session.resync", Nothing)
+class SessionResync(Message):
+    sessions: list              # the worker's every session record, after a (re)connection
+
+
+@message("session.end")
+class SessionEnd(Message):
+    """Push: the session (origin, tsih) was reinstated elsewhere; its worker closes its connection."""
+    origin: str
+    tsih: int
+
+
+@message("sessions.list.reply")
+class SessionListing(Message):
+    node: str
+    sessions: list
+
+
+@message("sessions.list", SessionListing)
+class ListSessions(Message):
+    pass
+
+
+# -- unit state: reservations, unit attentions, mode, medium (coordinator/unit_service.py, target/unit_sync.py) --
+@message("pr.change")
+class ReservationChange(Message):
+    """A unit's new conflict view, the unit attentions the change establishes and the nexuses whose tasks it
+    aborts (PREEMPT AND ABORT): pushed, and carried by answers."""
+    target: str
+    lun: int
+    view: dict
+    attentions: list = field(default_factory=list)      # [[nexus, asc/ascq]…]
+    aborts: list = field(default_factory=list)          # [nexus…]
+
+
+@message("pr.request.reply")
+class ReservationAnswer(Message):
+    outcome: dict               # Outcome.to_dict()
+    change: ReservationChange | None        # when the state changed
+
+
+@message("pr.request", ReservationAnswer)
+class ReservationRequest(Message):
+    """PERSISTENT RESERVE IN/OUT or SPC-2 RESERVE/RELEASE on a unit."""
+    target: str
+    lun: int
+    kind: str                   # out | in | reserve | release
+    nexus: str
+    cdb: bytes
+    parameters: bytes
+
+
+@message("unit.reset")
+class UnitReset(Message):
+    """LUN reset or target warm/cold reset: the request, and (with `views`, each unit's after) its reply and push.
+    SPC-2 reservations and medium preventions go; every nexus of the units gets the unit attention `asc`."""
+    target: str
+    luns: list
+    nexus: str
+    asc: int
+    cold: bool
+    views: list = field(default_factory=list)           # [[lun, view]…]
+
+
+UnitReset.REPLY = UnitReset
+
+
+@message("unit.clear_task_set")
+class ClearTaskSet(Message):
+    """CLEAR TASK SET: the request, its reply and its push."""
+    target: str
+    lun: int
+    nexus: str
+
+
+ClearTaskSet.REPLY = ClearTaskSet
+
+
+@message("ua.attach.reply")
+class NexusAttentions(Message):
+    attentions: list            # [[lun, [asc…]]…]: what the nexus has pending
+    views: list                 # [[lun, view]…]
+
+
+@message("ua.attach", NexusAttentions)
+class AttachNexus(Message):
+    """A session of the nexus started on the requesting worker."""
+    target: str
+    nexus: str
+
+
+@message("ua.consumed")
+class AttentionReported(Message):
+    """Notification: a worker reported (and cleared) a unit attention."""
+    target: str
+    lun: int
+    nexus: str
+    asc: int
+
+
+@message("unit.nexus_lost.reply")
+class NexusLostChanges(Message):
+    changes: list[ReservationChange]        # each also pushed
+
+
+@message("unit.nexus_lost", NexusLostChanges)
+class NexusLost(Message):
+    """I_T nexus loss: its SPC-2 reservation and medium preventions go."""
+    target: str
+    nexus: str
+
+
+@message("mode.change")
+class ModeChange(Message):
+    """MODE SELECT changed a unit's write cache or software write protect (reply and push); every other nexus gets
+    MODE PARAMETERS CHANGED."""
+    target: str
+    lun: int
+    wce: bool
+    swp: bool
+    attentions: list            # [[nexus, asc]…]
+
+
+@message("mode.select", ModeChange)
+class ModeSelect(Message):
+    target: str
+    lun: int
+    nexus: str
+    wce: bool
+    swp: bool
+
+
+@message("medium.change")
+class MediumChange(Message):
+    """Push: a removable medium loaded or ejected, or a sanitize begun or ended (coordinator/unit_state/medium.py)."""
+    target: str
+    lun: int
+    loaded: bool
+    sanitize: int               # IDLE, SANITIZING, SANITIZE_FAILURE (coordinator/unit_state/medium.py)
+
+
+@message("medium.request.reply")
+class MediumAnswer(Message):
+    target: str
+    lun: int
+    loaded: bool
+    sanitize: int               # IDLE, SANITIZING, SANITIZE_FAILURE (coordinator/unit_state/medium.py)
+    refused: list | None        # [sense key, asc/ascq], or None
+
+
+@message("medium.request", MediumAnswer)
+class MediumRequest(Message):
+    """START STOP UNIT, PREVENT ALLOW, a sanitize beginning, ending or failing, EXIT FAILURE MODE."""
+    target: str
+    lun: int
+    nexus: str                  # "" for a sanitize's end
+    action: str
+
+
+@message("unit.state.reply")
+class UnitStates(Message):
+    units: list                 # [[target, lun, view]…]
+    modes: list                 # [[target, lun, wce, swp]…], the units whose mode a MODE SELECT changed
+    media: list                 # [[target, lun, loaded, sanitize]…]
+
+
+@message("unit.state", UnitStates)
+class FetchUnitStates(Message):
+    """Every unit's state, for a worker that (re)connected."""
+
+
+# -- the cluster's requests (coordinator/cluster.py) ------------------------------------------------------------
+@message("cluster.takeover.reply")
+class TakeoverReport(Message):
+    peer: str
+    peer_state: str
+    sessions: int
+    tickled: int
+    rounds: int
+    not_local: int
+
+
+@message("cluster.takeover", TakeoverReport)
+class Takeover(Message):
+    """Control: take over a dead (or fenced) peer's sessions."""
+    peer: str
+
+
+@message("cluster.adopted", Nothing)
+class StateAdopted(Message):
+    """Internal: a peer's unit state was adopted; every worker gets every unit's state pushed."""
+
+
+@message("cluster.end_sessions", Nothing)
+class EndSessions(Message):
+    """Internal: a peer's logins reinstated these sessions of this node ([{origin, tsih}…])."""
+    sessions: list

@@ -1,0 +1,64 @@
+"""The in-process coordinator (coordinator/in_process.py) with the real unit state handlers: two workers' SCSI
+targets on one authority, as production runs them on two worker processes, and the one failure path."""
+from coordinator.in_process import InProcessCoordinator
+from coordinator.unit_service import UnitAuthority, register_unit_handlers
+from coordinator.unit_state import reservations as R
+from target.scsi import sense as S
+from target.scsi.target import ScsiTarget
+from target.scsi.task import GOOD, RESERVATION_CONFLICT, ScsiTask
+from target.unit_sync import UnitSync
+from tests.test_scsi_commands import IQN, TUR, assert_sense, make_unit
+from tests.test_scsi_pr_commands import READ10, A, B, params, prout
+from tests.unit_coordinator import IdleSession
+
+
+def workers(count=2, units=((IQN, 0),)):
+    """`count` workers' targets of one LUN on one in-process coordinator, each with its push handlers."""
+    hub = InProcessCoordinator()
+    register_unit_handlers(hub, UnitAuthority(list(units)))
+    targets = []
+    for index in range(count):
+        client = hub.client(f"w{index}.{100 + index}")
+        target = ScsiTarget({0: make_unit()}, coordinator=client)
+        UnitSync(client, {IQN: target})
+        targets.append(target)
+    return targets
+
+
+def run(target, cdb, nexus, data_out=None):
+    done = []
+    task = ScsiTask(0, cdb.ljust(16, b"\0"), nexus, "iqn.init", len(data_out) if data_out else 4096,
+                    data_out is None, data_out is not None, memoryview(data_out) if data_out else None, done.append)
+    target.execute(task)
+    target.luns[0].backstore.drain()
+    assert done == [task]
+    return task
+
+
+def test_a_reservation_made_through_one_worker_conflicts_on_the_other():
+    first, second = workers()
+    first.attach(A, IdleSession())
+    second.attach(B, IdleSession())
+    for target, nexus in ((first, A), (second, B)):
+        assert_sense(run(target, TUR, nexus), S.UNIT_ATTENTION, S.POWER_ON_RESET)
+    assert run(first, prout(R.REGISTER), A, params(0, 1)).status == GOOD
+    assert run(first, prout(R.RESERVE, R.EXCLUSIVE_ACCESS), A, params(1)).status == GOOD
+    assert run(second, READ10, B).status == RESERVATION_CONFLICT        # the push reached the other worker
+    assert run(first, READ10, A).status == GOOD
+
+
+def test_a_reset_the_coordinator_fails_is_rejected_and_applied_nowhere():
+    target, = workers(1, units=())                         # an authority that knows no unit: every request fails
+    session = IdleSession()
+    target.attach(A, session)
+    answers = []
+    target.reset_lun(0, A, lambda rejected=False: answers.append(rejected))
+    target.clear_task_set(0, A, lambda rejected=False: answers.append(rejected))
+    assert answers == [True, True]
+    assert target.luns[0].attentions.take(A) is None     # no BUS DEVICE RESET established here alone
+
+
+def test_a_reservation_command_the_coordinator_fails_ends_in_hardware_error():
+    target, = workers(1, units=())
+    target.attach(A, IdleSession())
+    assert_sense(run(target, prout(R.REGISTER), A, params(0, 1)), S.HARDWARE_ERROR, S.INTERNAL_TARGET_FAILURE)
