@@ -8,7 +8,7 @@ and the access policy (`access.py`) decides who may log in where.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 from . import chap as CHAP
 from . import pdu as P
@@ -38,7 +38,7 @@ class Login:
     """One connection's login: negotiation, stage transitions, TSIH assignment."""
 
     def __init__(self, access: AccessPolicy, allocate_tsih: Callable[[], int],
-                 offers: dict[str, object] | None = None):
+                 offers: Mapping[str, object] | None = None) -> None:
         self.access = access
         self.portal_group_tag = access.portal_group_tag
         self.allocate_tsih = allocate_tsih

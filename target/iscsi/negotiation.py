@@ -5,7 +5,7 @@ range. `Negotiator.answer()` turns the initiator's offers into responses and upd
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,7 +131,7 @@ def _boolean(value: str) -> bool | None:
 class Negotiator:
     """Answers offered keys for one login (or text exchange), updating `params` as it goes."""
 
-    def __init__(self, params: SessionParams, offers: dict[str, object] | None = None):
+    def __init__(self, params: SessionParams, offers: Mapping[str, object] | None = None) -> None:
         self.params = params
         self.offers = offers or {}          # key name -> our value, overriding the table's (from the config)
         self.seen: set[str] = set()
