@@ -1,4 +1,4 @@
-# ringtgt developer entry points (see README.md): setup, run, test, fio, bench, bench-micro, clean.
+# ringtgt developer entry points (see README.md): setup, run, lint, test, fio, bench, bench-micro, clean.
 # Stamps under .cache/stamps keep a repeated `make setup` to a dependency check when nothing changed.
 
 SHELL := /bin/bash
@@ -29,14 +29,18 @@ ifeq ($(wildcard ioring/_liburing*.so),)
 .PHONY: $(STAMPS)/ffi
 endif
 
-.PHONY: setup run test fio bench bench-micro system-packages clean
+.PHONY: setup run lint test fio bench bench-micro system-packages clean
 
 setup: $(STAMPS)/ffi
 
 run: setup
 	$(VENV)/bin/ringtgt serve $(if $(CONFIG),--config $(CONFIG))
 
-test: setup $(RINGTGT_FIO)
+lint: setup
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/mypy
+
+test: setup lint $(RINGTGT_FIO)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 fio: $(RINGTGT_FIO)
@@ -67,4 +71,4 @@ $(FIO_BIN):
 	scripts/build-fio.sh $(dir $(@D))
 
 clean:
-	rm -rf $(STAMPS) build *.egg-info ioring/_liburing*.so ioring/_liburing.c ioring/_liburing.o
+	rm -rf $(STAMPS) build *.egg-info .mypy_cache .ruff_cache ioring/_liburing*.so ioring/_liburing.c ioring/_liburing.o

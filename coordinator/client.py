@@ -50,13 +50,14 @@ import select
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from .endpoints import SEND_QUEUE, workers_endpoint
 from .lograte import RateLimitedLog
-from .messages import Failure, Message
+from .messages import Failure, Message, reply_class
 from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, WITHDRAW, SchemaError,
                      decode, encode)
 
@@ -125,7 +126,7 @@ class _Watch:
     def drain(self) -> None:
         self.scheduled = False
         sock = self.socket
-        while not self.closed and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while not self.closed and cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -240,11 +241,13 @@ class CoordinatorClient:
         reason = body.get("error") if type_ == ERROR else None
         if reason is None:
             try:
-                reply = entry.message.REPLY.from_body(body)
+                reply = reply_class(entry.message).from_body(body)
             except SchemaError as exc:
                 reason = f"malformed reply: {exc}"
             else:
-                (entry.late if late else entry.on_reply)(reply)
+                handler = entry.late if late else entry.on_reply
+                if handler is not None:         # `late` is set for every entry given up with a late handler
+                    handler(reply)
                 return
         self._failures.error((entry.kind, "failed"), "worker %d: the coordinator did not serve %s: %s", self.index,
                              entry.kind, reason)

@@ -8,7 +8,7 @@ import time
 import zmq
 
 from .endpoints import control_endpoint
-from .messages import Message
+from .messages import Message, reply_class
 from .schema import ERROR, REQUEST, SchemaError, decode, encode
 
 CONTROL_TIMEOUT = 5.0
@@ -34,6 +34,7 @@ def control_request(state_dir: str, message: Message, timeout: float = CONTROL_T
             reply = decode(sock.recv())
             if reply.type == ERROR:
                 raise ControlError(f"the coordinator refused {kind}: {reply.body.get('error')}")
-            return message.REPLY.from_body(reply.body)
+            return reply_class(message).from_body(reply.body)
         except SchemaError as exc:
             raise ControlError(f"malformed answer from the coordinator: {exc}") from None
+

@@ -15,29 +15,20 @@ stays queued (`withdraw` has nothing to take back).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from .messages import Failure, Message
-from .service import Handler, Reply
+from .messages import Failure, Message, reply_class
+from .service import HandlerTable, Reply
 
 log = logging.getLogger("ringtgt.coordinator")
 
 
-class InProcessCoordinator:
+class InProcessCoordinator(HandlerTable):
     """The registration table and the clients of one process."""
 
-    def __init__(self):
-        self._handlers: dict[str, tuple[type[Message], Handler]] = {}
-        self._gone_hooks: list[Callable[[str], None]] = []
+    def __init__(self) -> None:
+        super().__init__()
         self.clients: list[InProcessClient] = []
-
-    def register(self, cls: type[Message], handler: Handler) -> None:
-        if cls.KIND in self._handlers:
-            raise ValueError(f"a handler for {cls.KIND!r} is already registered")
-        self._handlers[cls.KIND] = (cls, handler)
-
-    def on_worker_gone(self, hook: Callable[[str], None]) -> None:
-        self._gone_hooks.append(hook)
 
     def client(self, origin: str = "w0.1") -> InProcessClient:
         client = InProcessClient(self, origin)
@@ -56,9 +47,12 @@ class InProcessCoordinator:
         if registered is None:
             raise LookupError(f"no handler for {message.KIND!r}")
         cls, handler = registered
-        return handler(cls.from_body(message.to_body()), origin)
+        reply = handler(cls.from_body(message.to_body()), origin)
+        if not isinstance(reply, Reply):
+            raise TypeError(f"{message.KIND}: the in-process coordinator runs no deferred handler")
+        return reply
 
-    def broadcast(self, pushes: list[Message], origin: str, then: Callable[[], None]) -> None:
+    def broadcast(self, pushes: Sequence[Message], origin: str, then: Callable[[], None]) -> None:
         """Every push to every client but the origin's; `then()` once they have all acked."""
         stopped = [1]
 
@@ -91,7 +85,7 @@ class InProcessClient:
             on_failure(Failure(f"{message.KIND} failed"))
             return
         self.hub.broadcast(reply.broadcasts, self.origin,
-                           lambda: on_reply(message.REPLY.from_body(reply.body.to_body())))
+                           lambda: on_reply(reply_class(message).from_body(reply.body.to_body())))
 
     def notify(self, message: Message) -> None:
         reply = self._run(message)
@@ -131,7 +125,7 @@ def _nothing() -> None:
 
 
 def _once(fn: Callable[[], None]) -> Callable[[], None]:
-    called = []
+    called: list[bool] = []
 
     def once() -> None:
         if not called:

@@ -50,9 +50,13 @@ class Message:
         return cls(**values)
 
 
-def message(kind: str, reply: type[Message] | None = None):
+T = TypeVar("T")
+
+
+@typing.dataclass_transform(frozen_default=True)
+def message(kind: str, reply: type[Message] | None = None) -> typing.Callable[[type[T]], type[T]]:
     """Class decorator: a frozen dataclass message of `kind` (replying `reply`, for a request)."""
-    def make(cls):
+    def make(cls: Any) -> Any:
         cls = dataclass(frozen=True)(cls)
         hints = typing.get_type_hints(cls)
         cls.KIND = kind
@@ -62,6 +66,13 @@ def message(kind: str, reply: type[Message] | None = None):
         return cls
     return make
 
+
+
+def reply_class(request: Message) -> type[Message]:
+    """The class of the reply to `request`; SchemaError for a message that is not a request."""
+    if request.REPLY is None:
+        raise SchemaError(f"{request.KIND} is not a request: it has no reply")
+    return request.REPLY
 
 def _plain(value):
     """A field's value as it travels: nested messages as their bodies."""

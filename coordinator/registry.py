@@ -25,8 +25,9 @@ from collections.abc import Callable
 SNAPSHOT_VERSION = 1
 FIELDS = ("initiator", "isid", "tsih", "target", "portal", "client", "client_port", "node", "origin", "worker",
           "pid", "login_time")
-_TYPES = {"initiator": str, "isid": int, "tsih": int, "target": str, "portal": str, "client": str,
-          "client_port": int, "node": str, "origin": str, "worker": int, "pid": int, "login_time": (int, float)}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "initiator": str, "isid": int, "tsih": int, "target": str, "portal": str, "client": str,
+    "client_port": int, "node": str, "origin": str, "worker": int, "pid": int, "login_time": (int, float)}
 
 Delta = dict
 SessionId = tuple[str, str, int]

@@ -50,8 +50,9 @@ import logging
 import os
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 import zmq
 
@@ -74,10 +75,11 @@ class Reply:
     """What a handler returns: the reply for the origin (of the request's REPLY class), and pushes for every
     other worker."""
     body: Message
-    broadcasts: list[Message] = field(default_factory=list)
+    broadcasts: Sequence[Message] = field(default_factory=list)
 
 
 Handler = Callable[[Message, str], "Reply | Deferred"]
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class WorkerInfo:
 
 @dataclass
 class _Queued:
-    socket: zmq.Socket
+    socket: zmq.Socket | None            # None: submitted by the coordinator itself
     routing_id: bytes
     origin: str
     message: Envelope
@@ -125,18 +127,36 @@ class _Awaiting:
     deadline: float
 
 
-class CoordinatorService:
+class HandlerTable:
+    """The registration table every coordinator has (this module's, and the in-process one of coordinator/
+    in_process.py): a handler per message kind, and the hooks run when a worker goes."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, tuple[type[Message], Handler]] = {}
+        self._gone_hooks: list[Callable[[str], object]] = []
+
+    def register(self, cls: type[M], handler: Callable[[M, str], Reply | Deferred]) -> None:
+        """handler(message: cls, origin) for every request or notification of cls.KIND."""
+        if cls.KIND in self._handlers:
+            raise ValueError(f"a handler for {cls.KIND!r} is already registered")
+        self._handlers[cls.KIND] = (cls, cast(Handler, handler))    # from_body(cls.KIND) makes it a cls
+
+    def on_worker_gone(self, hook: Callable[[str], object]) -> None:
+        """hook(origin) runs when a worker exits or says goodbye."""
+        self._gone_hooks.append(hook)
+
+
+class CoordinatorService(HandlerTable):
     """The node's coordinator endpoints and the request pipeline behind them."""
 
     def __init__(self, state_dir: str, *, context: zmq.Context | None = None, ack_timeout: float = ACK_TIMEOUT):
+        super().__init__()
         self.context = context or zmq.Context.instance()
         self.ack_timeout = ack_timeout
         self.epoch = os.urandom(8).hex()
         self.workers: dict[str, WorkerInfo] = {}
         self._lagging: set[str] = set()          # workers that missed an ack deadline: not waited for
         self._dropped = RateLimitedLog(log)
-        self._handlers: dict[str, tuple[type[Message], Handler]] = {}
-        self._gone_hooks: list[Callable[[str], None]] = []
         self._queue: deque[_Queued] = deque()
         self._current: _Queued | None = None     # the request whose handler runs right now
         self._awaiting: _Awaiting | None = None
@@ -158,13 +178,7 @@ class CoordinatorService:
         sock.bind(endpoint)
         return sock
 
-    # -- extension points -----------------------------------------------------------------------------------
-    def register(self, cls: type[Message], handler: Handler) -> None:
-        """handler(message: cls, origin) for every request or notification of cls.KIND."""
-        if cls.KIND in self._handlers:
-            raise ValueError(f"a handler for {cls.KIND!r} is already registered")
-        self._handlers[cls.KIND] = (cls, handler)
-
+    # -- extension points (and register, on_worker_gone) -----------------------------------------------------
     def submit(self, message: Message) -> None:
         """Run the handler of `message` for the coordinator itself (the cluster bus, a timer): it takes its turn in
         the pipeline like a worker's notification, and its broadcasts reach every worker; no one is answered."""
@@ -175,10 +189,6 @@ class CoordinatorService:
         if self._current is None:
             raise RuntimeError("defer() is only for the handler of the request being processed")
         return Deferred(self, self._current)
-
-    def on_worker_gone(self, hook: Callable[[str], None]) -> None:
-        """hook(origin) runs when a worker exits or says goodbye."""
-        self._gone_hooks.append(hook)
 
     def watch(self, source, callback: Callable[[], None]) -> None:
         """callback() whenever `source` (a ZeroMQ socket or a file descriptor) is readable."""
@@ -376,7 +386,7 @@ class CoordinatorService:
             targets = [info.routing_id for origin, info in self.workers.items() if origin != request.origin]
             awaited = [origin for origin in self.workers
                        if origin != request.origin and origin not in self._lagging]
-            acks = set()
+            acks: set[tuple[str, int]] = set()
             for push_id, data in pushes if targets else ():
                 for routing_id in targets:
                     self.worker_socket.send_multipart([routing_id, data])
@@ -417,12 +427,13 @@ class CoordinatorService:
         return encode(ERROR, message.id, message.kind, {"error": reason}), []
 
     @staticmethod
-    def _run(registered: tuple[type[Message], Handler], message: Envelope, origin: str) -> Reply | Deferred:
+    def _run(registered: tuple[type[Message], Handler] | None, message: Envelope, origin: str) -> Reply | Deferred:
+        assert registered is not None           # a request without a handler is refused before it gets here
         cls, handler = registered
         return handler(cls.from_body(message.body), origin)
 
     def _answer(self, request: _Queued, answer: bytes | None) -> None:
-        if answer is None:
+        if answer is None or request.socket is None:
             return
         request.socket.send_multipart([request.routing_id, answer])
         answered = self._answered.get(request.origin)
@@ -431,6 +442,7 @@ class CoordinatorService:
 
     def _finish(self) -> None:
         awaiting, self._awaiting = self._awaiting, None
+        assert awaiting is not None             # _finish runs for the request awaited
         self._answer(awaiting.request, awaiting.answer)
         self._process()
 

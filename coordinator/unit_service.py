@@ -85,7 +85,7 @@ class UnitState:
             saved = load_state(path)
             if saved is not None:
                 self.reservations.restore(saved)
-            sanitize = load_state(self.sanitize_path)
+            sanitize = load_state(self.sanitize_path) if self.sanitize_path is not None else None
             if sanitize is not None:
                 log.error("%s: a sanitize did not finish before the target stopped: sanitize failure mode",
                           self.sanitize_path)
@@ -168,7 +168,7 @@ class UnitAuthority:
         """Take the state a clean stop saved in `path`, unless it is malformed (then the start is a power on)."""
         fresh = self.snapshot()                             # what the APTPL and sanitize files gave
         try:
-            self._resume(load_state(path))
+            self._resume(load_state(path) or {})       # gone meanwhile: KeyError, a power on
         except (ValueError, KeyError, TypeError) as exc:
             log.error("%s: malformed (%r), ignored: the units start as after a power loss", path, exc)
             self.restore(fresh)
@@ -179,7 +179,8 @@ class UnitAuthority:
     def _resume(self, snapshot: dict) -> None:
         """The state a clean stop saved, for the units still configured; every nexus it names was lost with the
         stop; a sanitize the stop cut short failed; a target whose LUNs changed greets every initiator anew."""
-        configured, saved = {}, {}
+        configured: dict[str, set[int]] = {}
+        saved: dict[str, set[int]] = {}
         for target, lun in self.units:
             configured.setdefault(target, set()).add(lun)
         for target, lun, *_ in snapshot["units"]:
@@ -188,7 +189,7 @@ class UnitAuthority:
                       "greeted": {target: names for target, names in snapshot["greeted"].items()
                                   if saved.get(target) == configured.get(target)}})
         for unit in self.units.values():
-            for nexus in {*unit.pending, *unit.medium.preventing, unit.reservations.spc2_holder} - {None}:
+            for nexus in {*unit.pending, *unit.medium.preventing, unit.reservations.spc2_holder or ""} - {""}:
                 unit.nexus_lost(nexus)
             if unit.medium.sanitize == SANITIZING:      # cut short by the stop (UnitState logged it, from its file)
                 unit.medium.after_restart({"ause": unit.medium.ause})
@@ -299,10 +300,11 @@ class UnitAuthority:
     def mode_select(self, message: ModeSelect, origin: str) -> Reply:
         unit = self.unit(message.target, message.lun)
         unit.mode = [message.wce, message.swp]
-        attentions = [[nexus, MODE_PARAMETERS_CHANGED] for nexus in unit.pending if nexus != message.nexus]
-        for nexus, asc_ascq in attentions:
-            unit.establish(nexus, asc_ascq)
+        others = [nexus for nexus in unit.pending if nexus != message.nexus]
+        for nexus in others:
+            unit.establish(nexus, MODE_PARAMETERS_CHANGED)
         self._changed()
+        attentions: list[list] = [[nexus, MODE_PARAMETERS_CHANGED] for nexus in others]
         change = ModeChange(message.target, message.lun, unit.mode[0], unit.mode[1], attentions)
         return Reply(change, [change])
 
@@ -371,7 +373,7 @@ class UnitAuthority:
             medium = unit.medium
             if medium.sanitize == SANITIZING and medium.sanitizer not in workers:
                 log.error("the sanitize of LUN %d of %s ran on a node taken over: sanitize failure mode", lun, target)
-                interrupted = medium.interrupted(medium.sanitizer) or interrupted
+                interrupted = medium.interrupted(medium.sanitizer or "") or interrupted
                 unit.persist_sanitize()
         if interrupted:
             self._changed()

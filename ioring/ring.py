@@ -17,6 +17,11 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 from ._liburing import ffi, lib
 from .errors import IoringUnavailable, _check_rc, error_for
@@ -34,7 +39,7 @@ _UNAVAILABLE = ("io_uring is not available on this kernel ({}): ringtgt needs Li
                 "enabled (check /proc/sys/kernel/io_uring_disabled)")
 
 
-def _iovec(bufs, writable: bool):
+def _iovec(bufs: Iterable[Buffer], writable: bool) -> tuple[Any, list[Any]]:     # cffi objects: untyped
     """An iovec array over bufs and the buffer views it points into (both must outlive the op)."""
     views = [ffi.from_buffer(b, require_writable=writable) for b in bufs]
     return ffi.new("struct iovec[]", [(v, len(v)) for v in views]), views
@@ -46,7 +51,7 @@ class Ring:
     __slots__ = ("_ring", "_pins", "_files", "_capacity", "_scratch", "_user_data", "_res", "_pairs", "flags",
                  "_busy_poll_ns", "_spin_ns")
 
-    def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0):
+    def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0) -> None:
         self._ring = None                   # until the kernel gives us one (close() and __del__ check)
         ring = ffi.new("struct io_uring *")
         tuned = flags | _TUNED_FLAGS
@@ -87,7 +92,7 @@ class Ring:
     def __enter__(self) -> Ring:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -101,26 +106,26 @@ class Ring:
         if rc:
             raise error_for(rc, "prep_nop")
 
-    def prep_read(self, fd: int, buf, offset: int, user_data: int, rw_flags: int = 0) -> None:
+    def prep_read(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0) -> None:
         view = _from_buffer("char[]", buf, True)
         rc = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags)
         if rc:
             raise error_for(rc, "prep_read")
         self._files[user_data] = view
 
-    def prep_write(self, fd: int, buf, offset: int, user_data: int, rw_flags: int = 0) -> None:
+    def prep_write(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0) -> None:
         view = _from_buffer(buf)
         rc = _prep_write(self._ring, user_data, fd, view, len(view), offset, rw_flags)
         if rc:
             raise error_for(rc, "prep_write")
         self._files[user_data] = view
 
-    def prep_readv(self, fd: int, bufs, offset: int, user_data: int, rw_flags: int = 0) -> None:
+    def prep_readv(self, fd: int, bufs: Iterable[Buffer], offset: int, user_data: int, rw_flags: int = 0) -> None:
         iov, views = _iovec(bufs, True)
         _check_rc(lib.rt_prep_readv(self._ring, user_data, fd, iov, len(views), offset, rw_flags), "prep_readv")
         self._files[user_data] = iov, views
 
-    def prep_writev(self, fd: int, bufs, offset: int, user_data: int, rw_flags: int = 0) -> None:
+    def prep_writev(self, fd: int, bufs: Iterable[Buffer], offset: int, user_data: int, rw_flags: int = 0) -> None:
         iov, views = _iovec(bufs, False)
         _check_rc(lib.rt_prep_writev(self._ring, user_data, fd, iov, len(views), offset, rw_flags), "prep_writev")
         self._files[user_data] = iov, views
@@ -135,21 +140,21 @@ class Ring:
     def prep_accept(self, fd: int, user_data: int) -> None:
         _check_rc(lib.rt_prep_accept(self._ring, user_data, fd), "prep_accept")
 
-    def prep_recv(self, fd: int, buf, user_data: int, flags: int = 0) -> None:
+    def prep_recv(self, fd: int, buf: Buffer, user_data: int, flags: int = 0) -> None:
         view = _from_buffer("char[]", buf, True)
         rc = _prep_recv(self._ring, user_data, fd, view, len(view), flags)
         if rc:
             raise error_for(rc, "prep_recv")
         self._pins[user_data] = view
 
-    def prep_send(self, fd: int, buf, user_data: int, flags: int = 0) -> None:
+    def prep_send(self, fd: int, buf: Buffer, user_data: int, flags: int = 0) -> None:
         view = _from_buffer(buf)
         rc = _prep_send(self._ring, user_data, fd, view, len(view), flags)
         if rc:
             raise error_for(rc, "prep_send")
         self._pins[user_data] = view
 
-    def prep_sendmsg(self, fd: int, bufs, user_data: int, flags: int = 0) -> None:
+    def prep_sendmsg(self, fd: int, bufs: Iterable[Buffer], user_data: int, flags: int = 0) -> None:
         iov, views = _iovec(bufs, False)
         msg = ffi.new("struct msghdr *", {"msg_iov": iov, "msg_iovlen": len(views)})
         _check_rc(lib.rt_prep_sendmsg(self._ring, user_data, fd, msg, flags), "prep_sendmsg")
@@ -195,7 +200,7 @@ class Ring:
         if not rc:
             self._spin_ns = 0 if self._files else self._busy_poll_ns
             return []
-        done = _unpack(self._pairs, 2 * rc)
+        done: list[int] = _unpack(self._pairs, 2 * rc)
         while rc == self._capacity:         # the CQ may hold more than one batch
             rc = _turn(self._ring, 0, 0, 0, self._scratch, self._pairs, self._capacity, 0)
             done += _unpack(self._pairs, 2 * rc)

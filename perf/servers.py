@@ -149,7 +149,8 @@ class RingTgtServer:
         lun = (f'path = "{image}"' if image is not None else 'backstore = "null"') + f"\nsize = {size}"
         config = self.dir / "ringtgt.toml"
         config.write_text(f'[server]\nportals = ["{HOST}:{self.port}"]\nworkers = {workers}\n'
-                          f'state_dir = "{self.dir / "state"}"\nlog_level = "warning"\nnop_interval = 0\n{server_extra}\n'
+                          f'state_dir = "{self.dir / "state"}"\nlog_level = "warning"\nnop_interval = 0\n'
+                          f'{server_extra}\n'
                           f'[[target]]\niqn = "{IQN_RINGTGT}"\n\n[[target.lun]]\nid = 0\n{lun}\n')
         binary = binary or Path(sys.executable).parent / "ringtgt"
         self.log = open(self.dir / "ringtgt.log", "wb")

@@ -40,6 +40,7 @@ class BufferPool:
         self.data_offset = PAGE if aligned else HEADROOM
 
     def get(self, length: int) -> memoryview:
+        buf: mmap.mmap | HeadroomBuffer
         if self.aligned:
             buf = mmap.mmap(-1, PAGE + -(-length // PAGE) * PAGE)
         else:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from typing import cast
 from importlib.metadata import version
 
 from target.config import Config, ConfigError, dump_config, load_config
@@ -88,10 +89,10 @@ SESSION_COLUMNS = (("NODE", "node"), ("WORKER", "worker"), ("PID", "pid"), ("INI
 
 def _sessions(config: Config, args) -> int:
     from coordinator.control import ControlError, control_request
-    from coordinator.messages import ListSessions
+    from coordinator.messages import ListSessions, SessionListing
 
     try:
-        reply = control_request(config.server.state_dir, ListSessions())
+        reply = cast(SessionListing, control_request(config.server.state_dir, ListSessions()))
     except ControlError as e:
         print(f"ringtgt: {e}", file=sys.stderr)
         return 1
@@ -105,10 +106,10 @@ def _sessions(config: Config, args) -> int:
 
 def _takeover(config: Config, args) -> int:
     from coordinator.control import ControlError, control_request
-    from coordinator.messages import Takeover
+    from coordinator.messages import Takeover, TakeoverReport
 
     try:
-        reply = control_request(config.server.state_dir, Takeover(args.peer))
+        reply = cast(TakeoverReport, control_request(config.server.state_dir, Takeover(args.peer)))
     except ControlError as e:
         print(f"ringtgt: {e}", file=sys.stderr)
         return 1

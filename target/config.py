@@ -8,6 +8,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
+from typing import Any, TypeVar, overload
 from decimal import Decimal, InvalidOperation
 
 import zmq.auth
@@ -147,6 +148,10 @@ class Config:
 
 
 _REQUIRED = object()
+# What a typed `take` returns: one of the accepted types (T, U), or the default's type (D)
+T = TypeVar("T")
+U = TypeVar("U")
+D = TypeVar("D")
 _TYPE_NAMES = {
     bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table",
 }
@@ -167,7 +172,16 @@ class _Table:
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self.path(key)}: {message}")
 
-    def take(self, key: str, types: tuple[type, ...], default: object = _REQUIRED) -> object:
+    @overload
+    def take(self, key: str, types: tuple[type[T]]) -> T: ...
+    @overload
+    def take(self, key: str, types: tuple[type[T]], default: D) -> T | D: ...
+    @overload
+    def take(self, key: str, types: tuple[type[T], type[U]]) -> T | U: ...
+    @overload
+    def take(self, key: str, types: tuple[type[T], type[U]], default: D) -> T | U | D: ...
+
+    def take(self, key: str, types: tuple[type, ...], default: object = _REQUIRED) -> Any:
         """Remove and return data[key]; it must be one of types (bools are never numbers)."""
         if key not in self._data:
             if default is _REQUIRED:
@@ -237,7 +251,7 @@ def _parse_cluster(t: _Table, base_dir: str) -> ClusterConfig:
     if (secret is None) != (public is None):
         raise t.error("curve_secret_key" if secret is None else "peer_public_keys",
                       "curve_secret_key and peer_public_keys go together")
-    if public is not None:
+    if public is not None and secret is not None:       # (both or neither: checked above)
         if set(public) != set(peers):
             raise t.error("peer_public_keys", f"must name exactly the peers {sorted(peers)}, got {sorted(public)}")
         _certificate(t, "curve_secret_key", _resolve(base_dir, secret), secret=True)
@@ -281,7 +295,7 @@ def _tcp_endpoint(t: _Table, key: str, value: object) -> str:
         ipaddress.ip_address(match["host"].strip("[]"))
     except ValueError:
         raise t.error(key, f"{match['host']!r} is not an IP address") from None
-    return value
+    return match.string
 
 
 def _vip(t: _Table, key: str, value: object) -> str:
@@ -401,7 +415,7 @@ def _parse_auth(t: _Table) -> AuthConfig:
     mutual = _parse_chap(t, "mutual_chap")
     if mutual is not None and chap is None:
         raise t.error("mutual_chap", f"needs [{t.path('chap')}]: the initiator authenticates first")
-    if mutual is not None and mutual.secret == chap.secret:
+    if mutual is not None and chap is not None and mutual.secret == chap.secret:
         raise t.error("mutual_chap.secret", f"must differ from {t.path('chap.secret')} (RFC 7143 §12.1.3)")
     return AuthConfig(chap=chap, mutual_chap=mutual)
 
@@ -413,11 +427,12 @@ def _parse_target(t: _Table, base_dir: str) -> TargetConfig:
         raise t.error("alias", f"must be 1..{MAX_ALIAS_CHARS} printable characters, got {alias!r}")
     luns = tuple(_parse_lun(lun, iqn, base_dir) for lun in t.take_tables("lun", "target.lun"))
     allowed = t.take("allowed_initiators", (list,), None)
+    initiators: tuple[str, ...] | None = None
     if allowed is not None:
         for i, name in enumerate(allowed):
             if not isinstance(name, str):
                 raise t.error(f"allowed_initiators[{i}]", f"must be a string, got {name!r}")
-        allowed = tuple(_iscsi_name(t, f"allowed_initiators[{i}]", name) for i, name in enumerate(allowed))
+        initiators = tuple(_iscsi_name(t, f"allowed_initiators[{i}]", name) for i, name in enumerate(allowed))
     auth = _parse_auth(t)
     t.finish()
     seen: set[int] = set()
@@ -425,7 +440,7 @@ def _parse_target(t: _Table, base_dir: str) -> TargetConfig:
         if lun.id in seen:
             raise t.error(f"lun[{i}].id", f"duplicate LUN id {lun.id} in this target")
         seen.add(lun.id)
-    return TargetConfig(iqn=iqn, alias=alias, luns=luns, allowed_initiators=allowed, auth=auth)
+    return TargetConfig(iqn=iqn, alias=alias, luns=luns, allowed_initiators=initiators, auth=auth)
 
 
 def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:

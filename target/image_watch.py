@@ -7,10 +7,17 @@ deleted file stops serving it too: what it acknowledged after the unlink would b
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .backstore import Backstore, ImageGone, open_backstore
 from .backstore import images
 from .backstore.offline import OfflineBackstore
+
+if TYPE_CHECKING:
+    from .config import LunConfig
+    from .reactor import Reactor
+    from .scsi.lun import LogicalUnit
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +27,14 @@ CHECK_SECONDS = 1.0
 class ImageWatch:
     """The file LUNs of one worker: opened by `open`, then watched from `watch` on."""
 
-    def __init__(self, state_dir: str, call_later):
+    def __init__(self, state_dir: str, call_later: Callable[[float, Callable[[], None]], object]) -> None:
         self._state_dir = state_dir
         self._call_later = call_later       # (seconds, fn): the worker's timer
         self._identities: dict[tuple[str, int], images.ImageIdentity] = {}     # the LUNs opened, by (iqn, lun)
         self._gone: dict[tuple[str, int], str] = {}                          # the LUNs found gone, and why
-        self._watched: list[tuple[str, object, object]] = []                  # (iqn, lun config, unit)
+        self._watched: list[tuple[str, LunConfig, LogicalUnit]] = []          # (iqn, lun config, unit)
 
-    def open(self, iqn: str, lun, reactor) -> Backstore:
+    def open(self, iqn: str, lun: LunConfig, reactor: Reactor) -> Backstore:
         """The LUN's store: for a file LUN its recorded image, or a stand-in when the image is gone."""
         identity, reason = self._recorded(iqn, lun) if lun.backstore == "file" else (None, None)
         if reason is None:
@@ -45,8 +52,9 @@ class ImageWatch:
         return OfflineBackstore(reactor, path=lun.path, size=lun.size, block_size=lun.block_size,
                                 write_cache=lun.write_cache)
 
-    def _recorded(self, iqn: str, lun) -> tuple[images.ImageIdentity | None, str | None]:
+    def _recorded(self, iqn: str, lun: LunConfig) -> tuple[images.ImageIdentity | None, str | None]:
         """The identity the supervisor recorded for the LUN's image, and why the LUN is offline already (or None)."""
+        assert lun.path is not None             # asked for file LUNs only: they have one (config.py)
         try:
             identity = images.recorded(self._state_dir, iqn, lun.id, lun.path)
         except images.ImageError as e:
@@ -55,7 +63,7 @@ class ImageWatch:
             return None, f"image {lun.path}: no record of it under {self._state_dir}"
         return identity, images.offline_reason(self._state_dir, iqn, lun.id)
 
-    def watch(self, iqn: str, lun, unit) -> None:
+    def watch(self, iqn: str, lun: LunConfig, unit: LogicalUnit) -> None:
         """`unit` serves `lun`: offline at once if its image was gone at open, else checked from now on."""
         reason = self._gone.pop((iqn, lun.id), None)
         if reason is not None:
@@ -67,6 +75,7 @@ class ImageWatch:
 
     def _check(self) -> None:
         for iqn, lun, unit in self._watched:
+            assert lun.path is not None         # only file LUNs have an identity to watch
             reason = (images.offline_reason(self._state_dir, iqn, lun.id)
                       or images.gone(lun.path, self._identities[iqn, lun.id]))
             if reason is not None:
@@ -75,7 +84,7 @@ class ImageWatch:
         if self._watched:
             self._call_later(CHECK_SECONDS, self._check)
 
-    def _offline(self, iqn: str, lun_id: int, unit, reason: str) -> None:
+    def _offline(self, iqn: str, lun_id: int, unit: LogicalUnit, reason: str) -> None:
         """Take the unit offline; the first worker to do so logs the error, the others that they followed."""
         unit.take_offline()
         if images.mark_offline(self._state_dir, iqn, lun_id, reason):

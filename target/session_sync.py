@@ -1,14 +1,14 @@
 """A worker's half of the session registry (the coordinator's half: coordinator/sessions_service.py).
 
-Every normal session is reported at login (SessionLogin) and at its end (SessionLogout); after each
-(re)connection to a coordinator the worker's whole list is sent again (SessionResync). The final Login
-Response of a new session is held (Connection.hold_output) until the coordinator answers the login: by then an
-older session with the same initiator name + ISID + target on another worker has been closed (RFC 7143 §6.3.5
-reinstatement across workers). If the coordinator does not answer within LOGIN_WAIT seconds (it is restarting or stopped, say)
-the login proceeds anyway, with a warning: availability first; and while the coordinator is known not to answer
-(coordinator/client.py `responsive`) later logins proceed at once, not LOGIN_WAIT seconds each. Either way the
-session is registered when the coordinator catches up (the request stays queued: a login is a report, not a
-command, and its answer closes the sessions it replaced then). Discovery sessions are not registered.
+Every normal session is reported at login (SessionLogin) and at its end (SessionLogout); after each (re)connection
+to a coordinator the worker's whole list is sent again (SessionResync). The final Login Response of a new session is
+held (Connection.hold_output) until the coordinator answers the login: by then an older session with the same
+initiator name + ISID + target on another worker has been closed (RFC 7143 §6.3.5 reinstatement across workers). If
+the coordinator does not answer within LOGIN_WAIT seconds (it is restarting or stopped, say) the login proceeds
+anyway, with a warning: availability first; and while the coordinator is known not to answer (coordinator/client.py
+`responsive`) later logins proceed at once, not LOGIN_WAIT seconds each. Either way the session is registered when
+the coordinator catches up (the request stays queued: a login is a report, not a command, and its answer closes the
+sessions it replaced then). Discovery sessions are not registered.
 """
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ class Supervisor:
     def __init__(self, config: Config, worker_fn: WorkerFn, coordinator_fn: CoordinatorFn | None = None,
                  stop_timeout: float = STOP_TIMEOUT):
         self._stop_timeout = stop_timeout
-        self._child_mask: set[signal.Signals] = set()  # the signal mask children run with
+        self._child_mask: set[int | signal.Signals] = set()  # the signal mask children run with
         cpus = sorted(os.sched_getaffinity(0))
         coordinator = [_Child(COORDINATOR, lambda: coordinator_fn(config))] if coordinator_fn else []
         self._children = coordinator + [
@@ -197,7 +197,7 @@ def _worker_main(worker_fn: WorkerFn, config: Config, index: int, cpu: int) -> C
     return main
 
 
-def _run_child(child: _Child, mask: set[signal.Signals], report: int) -> None:
+def _run_child(child: _Child, mask: set[int | signal.Signals], report: int) -> None:
     """Body of a forked child: default signal set-up, run child.main, exit 0 (or 1 on an exception, reported on
     the `report` pipe, its traceback logged unless this slot logged the same before)."""
     status = 1

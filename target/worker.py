@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 
 from coordinator.client import CoordinatorClient
 from ioring import Ring
@@ -25,7 +26,7 @@ from .iscsi.access import AccessPolicy
 from .iscsi.connection import Connection
 from .iscsi.errors import LOGIN_OUT_OF_RESOURCES, LOGIN_TOO_MANY_CONNECTIONS
 from .iscsi.framing import NEGOTIATION_DATA_LIMIT
-from .iscsi.pdu import BHS_LEN
+from .iscsi.pdu import BHS_LEN, Buf
 from .iscsi.write_budget import WritePool
 from .lograte import RateLimitedLog
 from .memtrim import trim_heap
@@ -63,6 +64,10 @@ def listen_socket(host: str, port: int, freebind: bool = False) -> socket.socket
     return sock
 
 
+def _detached(res: int) -> None:
+    """A channel's completion handler while it has none: before the worker sets them, after teardown."""
+
+
 class Channel:
     """The I/O side of one connection: its socket, receive buffer and send state."""
 
@@ -76,10 +81,11 @@ class Channel:
         self.recv_buf = bytearray(LOGIN_RECV_BUFFER)     # small while anyone can hold it without a login
         self.recv_view = memoryview(self.recv_buf)
         self.receiving = False
-        self.sending = None            # the buffers of the send in flight
+        self.sending: list[Buf] | None = None    # the buffers of the send in flight
         self.sending_bytes = 0         # and their total size
-        self.on_received = None        # the worker's completion handlers for this channel's recv and send
-        self.on_sent = None
+        # the worker's completion handlers for this channel's recv and send
+        self.on_received: Callable[[int], None] = _detached
+        self.on_sent: Callable[[int], None] = _detached
         self.dead = False
         self.opened = opened           # time.monotonic() at accept: the login timeout counts from here
 
@@ -105,7 +111,7 @@ class Worker:
         vips = config.cluster.vip_addresses() if config.cluster is not None else ()
         self.listeners = [listen_socket(host, port, host in vips) for host, port in config.server.portals]
         self.channels: dict[Connection, Channel] = {}
-        self.sessions: dict[tuple, Connection] = {}
+        self.sessions: dict[tuple[str, int, str | None], Connection] = {}    # by (initiator, ISID, target)
         self.dirty: set[Connection] = set()
         self._tsih = 0
         self.session_sync = SessionSync(self)
@@ -115,7 +121,7 @@ class Worker:
         self.login_timeout = config.server.login_timeout
         self.max_connections = config.server.max_connections
         self.max_connections_per_initiator = config.server.max_connections_per_initiator
-        self.prelogin = PreLoginConnections(config.server.max_prelogin_connections,
+        self.prelogin: PreLoginConnections[Channel] = PreLoginConnections(config.server.max_prelogin_connections,
                                             config.server.max_prelogin_per_address)
         self.logged_in = 0                         # channels past their login
         self.write_pool = WritePool()              # the R2T budget its connections share
@@ -161,11 +167,13 @@ class Worker:
         return 0
 
     def session_started(self, conn: Connection) -> None:
-        old = self.sessions.get(conn.session_key)
+        key = conn.session_key
+        assert key is not None                  # set as the session starts (Connection._enter_full_feature)
+        old = self.sessions.get(key)
         if old is not None and old is not conn:
-            log.info("session reinstatement: closing the old connection of %s", conn.session_key[0])
+            log.info("session reinstatement: closing the old connection of %s", key[0])
             old.close()
-        self.sessions[conn.session_key] = conn
+        self.sessions[key] = conn
         self.session_sync.started(conn)
         channel = self.channels.get(conn)
         if channel is not None:
@@ -214,8 +222,9 @@ class Worker:
             return
         self.limited_log.warning(("accept", err), "accept on %s:%d failed: %s; accepting again in %g s",
                                  *listener.getsockname()[:2], os.strerror(err), ACCEPT_BACKOFF)
-        if err in (errno.EMFILE, errno.ENFILE) and self.prelogin:
-            self._evict(self.prelogin.idlest(), os.strerror(err))
+        idlest = self.prelogin.idlest() if err in (errno.EMFILE, errno.ENFILE) else None
+        if idlest is not None:
+            self._evict(idlest, os.strerror(err))
         self.reactor.call_later(ACCEPT_BACKOFF, lambda: self._accept_again(listener))
 
     def _accept_again(self, listener: socket.socket) -> None:
@@ -287,7 +296,7 @@ class Worker:
             self.ring.prep_sendmsg(channel.fd, bufs[:IOV_MAX], token, socket.MSG_NOSIGNAL)
 
     def _sent(self, channel: Channel, res: int) -> None:
-        bufs = channel.sending
+        bufs: list[Buf] = channel.sending  # type: ignore[assignment]   # a send is in flight (_send set it)
         channel.sending = None
         if res < 0 or channel.dead:
             self._teardown(channel)
@@ -330,11 +339,11 @@ class Worker:
         if not conn.closing:
             conn.close()
         self.dirty.discard(conn)
-        if self.sessions.get(conn.session_key) is conn:
+        if conn.session_key is not None and self.sessions.get(conn.session_key) is conn:
             del self.sessions[conn.session_key]
         self.session_sync.ended(conn)
         channel.sock.close()
-        channel.on_received = channel.on_sent = None     # they refer to the channel: no cycle left behind
+        channel.on_received = channel.on_sent = _detached     # they refer to the channel: no cycle left behind
 
     # -- keepalive and shutdown -----------------------------------------------------------------------------------
     def _keepalive(self) -> None:

@@ -211,7 +211,8 @@ def test_parse_size_rejects(text):
     (MINIMAL.replace("iqn.2026-11.org.example:t", "disk1"), "target[0].iqn: must be an iSCSI name"),
     (MINIMAL.replace(":t", ":" + "x" * 200), "target[0].iqn: longer than 223 bytes"),
     (MINIMAL.replace("[[target.lun]]", "alias = ''\n[[target.lun]]"), "target[0].alias: must be 1..255 printable"),
-    (MINIMAL + MINIMAL.replace("d.img", "e.img"), "target[1].iqn: 'iqn.2026-11.org.example:t' already used by target[0].iqn"),
+    (MINIMAL + MINIMAL.replace("d.img", "e.img"),
+     "target[1].iqn: 'iqn.2026-11.org.example:t' already used by target[0].iqn"),
     # lun
     (lun_toml(id="256"), "target[0].lun[0].id: must be 0..255, got 256"),
     (lun_toml(id=None), "target[0].lun[0].id: required"),

@@ -12,8 +12,10 @@ from target.config import load_config
 from target.image_watch import CHECK_SECONDS, ImageWatch
 from target.scsi import sense as S
 from target.scsi.lun import LogicalUnit
+from target.scsi.task import GOOD, ScsiTask
 from tests.test_scsi_commands import TUR, assert_good, assert_sense, rw_cdb
 from tests.test_scsi_commands import Harness as Commands
+from tests.unit_coordinator import attached, coordinated_target
 
 IQN = "iqn.2026-11.org.test:watch"
 
@@ -89,3 +91,23 @@ def test_an_offline_unit_still_answers_inquiry_and_request_sense_and_reports_its
     task = h.run(bytes([0x03, 0, 0, 0, 18, 0]))             # REQUEST SENSE: the state, as parameter data
     assert_good(task)
     assert bytes(task.data_in) == S.build_sense(S.NOT_READY, S.MANUAL_INTERVENTION_REQUIRED)
+
+
+def test_an_offline_thin_unit_answers_its_provisioning_vpd_pages(node, reactor):
+    """The Block Limits and Logical Block Provisioning pages of a thin unit ask its store whether it deallocates:
+    the stand-in store of a gone image answers (it lacked the attribute: HARDWARE ERROR, a logged traceback)."""
+    config, lun = node
+    os.unlink(lun.path)
+    watch = ImageWatch(config.server.state_dir, lambda seconds, fn: None)
+    unit = LogicalUnit(0, watch.open(IQN, lun, reactor), serial="S0", naa="6001405aabbccddeeff0011223344556",
+                       target_iqn=IQN, portal_group_tag=1, relative_port=1, thin=True)
+    watch.watch(IQN, lun, unit)
+    assert unit.offline
+    target = coordinated_target({0: unit})
+    attached(target, "i1")
+    for page in (0xB0, 0xB2):
+        done: list[ScsiTask] = []
+        task = ScsiTask(0, bytes([0x12, 1, page, 0, 255, 0]).ljust(16, b"\0"), "i1", "iqn.init", 255, True, False,
+                        None, done.append)
+        target.execute(task)
+        assert done == [task] and (task.status, task.sense) == (GOOD, None), task.sense

@@ -140,8 +140,9 @@ def test_login_key_text_is_capped_across_continuations():
     chunk = [("X-Pad", "a" * 8000)]
     sent = 0
     with pytest.raises(LoginFailure) as failure:
-        for sent in range(20):
+        for _ in range(20):
             login.receive(P.decode_bhs_with_data(login_request(chunk, csg=1, transit=False, cont=True)))
+            sent += 1
     assert failure.value.status == 0x0200 and sent == MAX_KEY_TEXT // 8007
 
 

@@ -99,8 +99,9 @@ class Conflict(Exception):
     """RESERVATION CONFLICT status."""
 
 
-NOTHING_RESERVED = {"reserved": False, "spc2_holder": None, "pr_type": 0, "holder": None, "registered": [],
-                    "registrations": False}
+NOTHING_RESERVED: dict[str, object] = {
+    "reserved": False, "spc2_holder": None, "pr_type": 0, "holder": None, "registered": [],
+    "registrations": False}
 
 
 def initiator_port(nexus: str) -> str:
@@ -311,7 +312,7 @@ class Reservations:
                 self._establish(nexus, pr_type, outcome)
             else:
                 self._remove_keyed(nexus, action_key, abort, outcome)
-        elif action_key == self.keys.get(self.holder):
+        elif self.holder is not None and action_key == self.keys.get(self.holder):
             self._remove_keyed(nexus, action_key, abort, outcome, reservation_holder=True)
             self._establish(nexus, pr_type, outcome)
         elif action_key == 0:
@@ -387,7 +388,7 @@ class Reservations:
         if action == READ_RESERVATION:
             if not self.pr_type:
                 return _HEADER.pack(self.generation, 0)
-            key = 0 if self.pr_type in ALL_REGISTRANTS else self.keys[self.holder]
+            key = 0 if self.pr_type in ALL_REGISTRANTS or self.holder is None else self.keys[self.holder]
             return _HEADER.pack(self.generation, 16) + _RESERVATION.pack(key, LU_SCOPE << 4 | self.pr_type)
         if action == REPORT_CAPABILITIES:
             # CRH=1, SIP_C=0, ATP_C=1, PTPL_C=1; TMV=1 with ALLOW COMMANDS 0; PTPL_A; the type mask

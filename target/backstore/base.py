@@ -14,21 +14,26 @@ class Backstore(Protocol):
     to the end of the turn), never from inside the call that queued the operation, so callers are never
     re-entered."""
 
-    size: int            # bytes
-    block_size: int      # 512 or 4096
-    write_cache: bool    # WCE; False: every write is durable before its callback
-    max_atomic_bytes: int   # the largest `atomic_write`; 0: the store has none
-    deallocates: bool    # `unmap` frees space (False: it writes zeros, the file system cannot punch holes)
+    @property
+    def size(self) -> int: ...              # bytes
+
+    @property
+    def block_size(self) -> int: ...        # 512 or 4096
+
+    @property
+    def write_cache(self) -> bool: ...      # WCE; False: every write is durable before its callback
+
+    @property
+    def max_atomic_bytes(self) -> int: ...  # the largest `atomic_write` (AtomicBackstore); 0: the store has none
+
+    @property
+    def deallocates(self) -> bool: ...      # `unmap` frees space (False: it writes zeros, no holes to punch)
 
     def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None]) -> None:
         """Exactly `length` bytes at `offset` (zeros past the end of the file)."""
 
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
         """All of `data` at `offset`; with `fua` (or without write cache) durable before the callback."""
-
-    def atomic_write(self, offset: int, data, callback: Callable[[OSError | None], None]) -> None:
-        """All of `data` at `offset` or none of it, for readers and across a crash; durable before the callback.
-        Only where max_atomic_bytes is not 0."""
 
     def flush(self, callback: Callable[[OSError | None], None]) -> None:
         """Make every completed write durable."""
@@ -50,3 +55,10 @@ class Backstore(Protocol):
 
     def close(self) -> None:
         """Release the store; no operation may be in flight."""
+
+
+class AtomicBackstore(Backstore, Protocol):
+    """A backstore whose max_atomic_bytes is not 0 (atomic.py, and encryption over it)."""
+
+    def atomic_write(self, offset: int, data, callback: Callable[[OSError | None], None]) -> None:
+        """All of `data` at `offset` or none of it, for readers and across a crash; durable before the callback."""

@@ -13,8 +13,9 @@ class OfflineBackstore:
     __slots__ = ("path", "size", "block_size", "write_cache", "_reactor")
 
     max_atomic_bytes = 0
+    deallocates = False                 # (the VPD pages of a thin unit ask, offline or not)
 
-    def __init__(self, reactor: Reactor, *, path: str, size: int, block_size: int, write_cache: bool):
+    def __init__(self, reactor: Reactor, *, path: str | None, size: int, block_size: int, write_cache: bool):
         self.path = path
         self.size = size
         self.block_size = block_size

@@ -7,6 +7,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+class Credentials(Protocol):
+    """One direction of CHAP: a name and the secret that goes with it (the config's ChapConfig)."""
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def secret(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -14,8 +28,8 @@ class TargetAccess:
     """What an initiator must be and prove to use one target (or the discovery service)."""
     alias: str | None = None
     allowed_initiators: frozenset[str] | None = None     # None: everyone; names are lower case
-    chap: object | None = None                            # the initiator authenticates to us
-    mutual_chap: object | None = None                     # we authenticate back
+    chap: Credentials | None = None                       # the initiator authenticates to us
+    mutual_chap: Credentials | None = None                # we authenticate back
 
     def allows(self, initiator_name: str) -> bool:
         return self.allowed_initiators is None or initiator_name.lower() in self.allowed_initiators
@@ -35,7 +49,7 @@ class AccessPolicy:
     admit: Callable[[str], int] = field(default=_admit_everyone)
 
     @classmethod
-    def from_config(cls, config, portal_group_tag: int,
+    def from_config(cls, config: Config, portal_group_tag: int,
                     admit: Callable[[str], int] = _admit_everyone) -> AccessPolicy:
         targets = {t.iqn: TargetAccess(t.alias, None if t.allowed_initiators is None
                                        else frozenset(t.allowed_initiators), t.auth.chap, t.auth.mutual_chap)

@@ -13,8 +13,13 @@ import binascii
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .errors import LOGIN_AUTH_FAILURE, LOGIN_INITIATOR_ERROR, LoginFailure
+
+if TYPE_CHECKING:
+    from .access import Credentials
 
 ALGORITHMS = {"5": "md5", "6": "sha1", "7": "sha256", "8": "sha3_256"}
 DIGEST_SIZES = {a: hashlib.new(name).digest_size for a, name in ALGORITHMS.items()}
@@ -48,7 +53,8 @@ def chap_response(algorithm: str, identifier: int, secret: bytes, challenge: byt
 class Chap:
     """One CHAP exchange: `receive(keys)` takes the CHAP_* keys of a login request, returns the answers."""
 
-    def __init__(self, chap, mutual_chap=None, random=os.urandom):
+    def __init__(self, chap: Credentials, mutual_chap: Credentials | None = None,
+                 random: Callable[[int], bytes] = os.urandom) -> None:
         self.chap = chap
         self.mutual_chap = mutual_chap
         self.random = random
@@ -63,7 +69,7 @@ class Chap:
         return self.state == DONE
 
     def receive(self, keys: dict[str, str]) -> list[tuple[str, str]]:
-        wanted, step, next_state = STEPS.get(self.state, ((), None, DONE))
+        wanted, step, next_state = STEPS.get(self.state, _COMPLETE)
         stray = keys.keys() - wanted - (OPTIONAL.get(self.state, frozenset()))
         if stray:
             raise LoginFailure(LOGIN_AUTH_FAILURE, f"CHAP: unexpected {', '.join(sorted(stray))} in state "
@@ -122,9 +128,12 @@ class Chap:
 
 
 # state -> (keys that complete the state, the step that answers them, the next state)
-STEPS = {
+_Step = tuple[frozenset[str], Callable[[Chap], list[tuple[str, str]]], str]
+STEPS: dict[str, _Step] = {
     ALGORITHM: (frozenset({"CHAP_A"}), Chap._choose_algorithm, RESPONSE),
     RESPONSE: (frozenset({"CHAP_N", "CHAP_R"}), Chap._verify, DONE),
 }
+# Past the last state: every CHAP key is stray
+_COMPLETE: _Step = (frozenset(), lambda chap: [], DONE)
 # Keys a state also accepts without waiting for them (mutual CHAP's challenge to the target).
 OPTIONAL = {RESPONSE: frozenset({"CHAP_I", "CHAP_C"})}

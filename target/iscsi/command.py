@@ -11,8 +11,14 @@ soliciting at once is the connection's R2T budget (write_budget.py): `charge` is
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from .errors import ProtocolError
-from .pdu import FINAL, RESERVED_TAG, SCSI_READ, SCSI_WRITE
+from .pdu import FINAL, RESERVED_TAG, SCSI_READ, SCSI_WRITE, Buf, DataOut, ScsiCommand
+
+if TYPE_CHECKING:
+    from ..scsi.task import ScsiTask
 
 
 class Burst:
@@ -20,7 +26,7 @@ class Burst:
 
     __slots__ = ("offset", "length", "received", "next_data_sn", "r2t_sn")
 
-    def __init__(self, offset: int, length: int, r2t_sn: int):
+    def __init__(self, offset: int, length: int, r2t_sn: int) -> None:
         self.offset = offset
         self.length = length
         self.received = 0
@@ -34,7 +40,7 @@ class Command:
     __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "wanted", "read", "write", "buffer",
                  "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "corrupt", "charge")
 
-    def __init__(self, pdu, lun: int):
+    def __init__(self, pdu: ScsiCommand, lun: int) -> None:
         self.itt = pdu.itt
         self.lun_field = pdu.lun_field
         self.lun = lun
@@ -43,12 +49,12 @@ class Command:
         self.wanted = 0                 # the data-out held and solicited: min(EDTL, what the CDB asks for)
         self.read = bool(pdu.flags & SCSI_READ)
         self.write = bool(pdu.flags & SCSI_WRITE)
-        self.buffer = None
+        self.buffer: Buf | None = None  # a bytearray while Data-Out may still come (start_write)
         self.next_r2t_offset = 0
         self.bursts: dict[int, Burst] = {}     # TTT -> burst
         self.r2t_sn = 0
         self.aborted = False
-        self.task = None                # the ScsiTask, once handed to the SCSI layer
+        self.task: ScsiTask | None = None   # the ScsiTask, once handed to the SCSI layer
         self.corrupt = False            # some of its Data-Out failed the data digest: never executed
         self.charge = 0                 # bytes of the R2T budget it holds: `wanted`, from its first R2T on
 
@@ -57,7 +63,7 @@ class Command:
         """No data sequence open and nothing left to solicit."""
         return not self.bursts and self.next_r2t_offset >= self.wanted
 
-    def start_write(self, immediate_data: bytes, unsolicited_limit: int, more_unsolicited: bool,
+    def start_write(self, immediate_data: Buf, unsolicited_limit: int, more_unsolicited: bool,
                     cdb_length: int) -> None:
         """Take the command PDU's immediate data (up to the `cdb_length` bytes of data-out the CDB asks for);
         open the unsolicited sequence if more may follow."""
@@ -79,7 +85,7 @@ class Command:
     def awaiting_unsolicited(self) -> bool:
         return RESERVED_TAG in self.bursts
 
-    def data_out(self, pdu) -> bool:
+    def data_out(self, pdu: DataOut) -> bool:
         """Store a Data-Out PDU; returns True when its sequence ended (F bit or burst filled)."""
         burst = self.bursts.get(pdu.ttt)
         if burst is None:
@@ -92,7 +98,9 @@ class Command:
             raise ProtocolError(f"Data-Out offset {offset}+{len(data)} outside the burst "
                                 f"{burst.offset}+{burst.length} (received {burst.received})")
         end = offset + len(data)
-        buffer, wanted = self.buffer, self.wanted
+        # A command with a burst open holds a bytearray (start_write); no runtime check on the Data-Out path
+        buffer: bytearray = self.buffer  # type: ignore[assignment]
+        wanted = self.wanted
         if len(buffer) < offset < wanted:
             buffer += bytes(offset - len(buffer))      # a later burst before an earlier one: the gap waits for it
         if end <= wanted:
@@ -110,11 +118,12 @@ class Command:
             return True
         return False
 
-    def next_r2ts(self, max_outstanding: int, max_burst: int, new_ttt) -> list[tuple[int, int, int, int]]:
+    def next_r2ts(self, max_outstanding: int, max_burst: int,
+                  new_ttt: Callable[[], int]) -> list[tuple[int, int, int, int]]:
         """Open as many new R2T bursts as allowed: [(ttt, r2t_sn, offset, length)]."""
         if self.awaiting_unsolicited:
             return []
-        out = []
+        out: list[tuple[int, int, int, int]] = []
         wanted = self.wanted
         while self.next_r2t_offset < wanted and len(self.bursts) < max_outstanding:
             offset = self.next_r2t_offset

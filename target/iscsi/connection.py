@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from ..scsi.sense import ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR, check_condition
 from ..scsi.task import GOOD, Barrier, ScsiTask
@@ -29,11 +32,15 @@ from .digests import OutputDigests
 from .discovery import send_targets
 from .errors import LoginFailure, ProtocolError
 from .framing import FrameDecoder
+from .host import Host
 from .login import COMMAND_WINDOW, Login
-from .negotiation import CRC32C, NOT_UNDERSTOOD, encode_text, parse_text
+from .negotiation import CRC32C, NOT_UNDERSTOOD, SessionParams, encode_text, parse_text
 from .sequencing import CommandWindow, serial_lt
 from .text_exchange import MAX_KEY_TEXT, TextExchange, TextRefused
 from .write_budget import CONNECTION_WRITE_BUDGET
+
+if TYPE_CHECKING:
+    from ..scsi.target import ScsiTarget
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +77,13 @@ class HeldResponse:
 
     __slots__ = ("itt", "function", "response", "waiting")
 
-    def __init__(self, itt: int, function: int):
+    def __init__(self, itt: int, function: int) -> None:
         self.itt = itt
         self.function = function
         self.response = TMF_COMPLETE
-        self.waiting: set = set()
+        self.waiting: set[object] = set()   # TARGET_DONE, aborted Commands, ITTs of writes draining
 
-    def waits_for_target(self, conn: "Connection"):
+    def waits_for_target(self, conn: Connection) -> Callable[..., None]:
         """The target's `done(rejected=False)`: rejected when it could not perform the function (no answer from
         the coordinator in time): FUNCTION REJECTED, from which initiators escalate."""
         self.waiting.add(TARGET_DONE)
@@ -94,43 +101,46 @@ TARGET_DONE = object()
 class Connection:
     """An initiator's connection from first byte to close."""
 
-    def __init__(self, host, local_address: tuple[str, int], peer_address: tuple[str, int]):
+    def __init__(self, host: Host, local_address: tuple[str, int], peer_address: tuple[str, int]) -> None:
         self.host = host
         self.local_address = local_address
         self.peer_address = peer_address
         self.decoder = FrameDecoder()
         self.login: Login | None = Login(host.access, host.allocate_tsih, host.offers)
-        self.out: list = []
-        self._held_output: list = []    # output held back while the login is being registered (hold_output)
+        self.out: list[P.Buf] = []
+        self._held_output: list[P.Buf] = []  # output held back while the login is being registered (hold_output)
         self.closing = False            # close once `out` has been sent
         self.unsent = 0                 # response bytes queued in `out` or taken and not reported sent
         self._answered = 0              # commands answered in `out`, and their response bytes there
         self._queued = 0
-        self._taken: deque = deque()    # (answers, data bytes) of each batch taken and not yet sent
-        self.session_key = None
-        self.target = None              # ScsiTarget of a normal session; None for discovery
+        self._taken: deque[tuple[int, int]] = deque()    # (answers, data bytes) of each batch taken and not yet sent
+        self.session_key: tuple[str, int, str | None] | None = None
+        self.target: ScsiTarget | None = None   # ScsiTarget of a normal session; None for discovery
         self.nexus = ""
         self.initiator_name = ""
-        self.params = None
+        # The full feature phase's parameters and window: None while logging in (only `ping` and `output_sent`
+        # look before then), typed as set so that the per-PDU path needs no checks for None
+        self.params: SessionParams = None  # type: ignore[assignment]
+        self.window: CommandWindow = None  # type: ignore[assignment]
         self.stat_sn = 0
-        self.window: CommandWindow | None = None
         self.commands: dict[int, Command] = {}
         self.draining: dict[int, Command] = {}  # aborted writes whose solicited Data-Out is still due
-        self.aborted_in_flight: dict[Command, list] = {}   # aborted commands the SCSI layer still runs -> waiters
+        # aborted commands the SCSI layer still runs -> what waits for them to stop
+        self.aborted_in_flight: dict[Command, list[Callable[[], None]]] = {}
         self.held_responses: list[HeldResponse] = []
         self.unit_wide: dict[int, tuple[Command, list[Command]]] = {}    # lun -> unit-wide command, those after it
         self.write_pool = host.write_pool       # the worker's share of the R2T budget
         self.write_held = 0                     # bytes of the R2T budget charged to this connection's writes
         self.write_waiting: dict[Command, None] = {}    # writes waiting for budget for their first R2T, in order
         self._next_ttt = 0
-        self.ping_ttt = None            # our outstanding NOP-In ping, if any
+        self.ping_ttt: int | None = None    # our outstanding NOP-In ping, if any
         self.activity = True            # something arrived since the last keepalive check
         self.stopping = False           # target shutdown: close as soon as no command is outstanding
         self.digests: OutputDigests | None = None   # CRC32C digests on what we send, once negotiated
         self.text_exchange = TextExchange()
 
     # -- input ----------------------------------------------------------------------------------------------
-    def receive_data(self, data) -> None:
+    def receive_data(self, data: P.Buf) -> None:
         if self.closing:
             return
         self.activity = True
@@ -138,8 +148,9 @@ class Connection:
             for pdu in self.decoder.feed(data):
                 if self.closing:
                     break
-                if self.login is not None:
-                    self._login_pdu(pdu)
+                login = self.login
+                if login is not None:
+                    self._login_pdu(login, pdu)
                 else:
                     self._ffp_pdu(pdu)
         except ProtocolError as exc:
@@ -159,7 +170,7 @@ class Connection:
             self._held_output = []
             self.host.output_ready(self)
 
-    def take_output(self) -> list:
+    def take_output(self) -> list[P.Buf]:
         """The buffers queued for sending (with their digests, if negotiated); the queue starts empty again.
         The host calls `output_sent()` once the batch has been sent, batches in the order taken."""
         out, self.out = self.out, []
@@ -213,7 +224,7 @@ class Connection:
             self.target.detach(self.nexus, self)
         self.host.output_ready(self)
 
-    def abort_lun(self, lun: int, done) -> bool:
+    def abort_lun(self, lun: int, done: Callable[[], None]) -> bool:
         """Abort this nexus's tasks on `lun` without a response (another nexus's PREEMPT AND ABORT, CLEAR TASK
         SET or LUN RESET); `done()` once those the SCSI layer was running have stopped. True if there were any."""
         aborted = [c for c in self.commands.values() if c.lun == lun]
@@ -247,12 +258,11 @@ class Connection:
         self.out.append(R.reject(self._seq(), reason, pdu.header))
 
     # -- login phase ----------------------------------------------------------------------------------------
-    def _login_pdu(self, pdu: P.Pdu) -> None:
-        login = self.login
+    def _login_pdu(self, login: Login, pdu: P.Pdu) -> None:
         if pdu.opcode != P.LOGIN_REQUEST:
             raise ProtocolError(f"opcode 0x{pdu.opcode:02x} before login completed")
         try:
-            response = login.receive(pdu)
+            response = login.receive(pdu)  # type: ignore[arg-type]   # a LoginRequest: its opcode, above
         except LoginFailure as failure:
             log.warning("%s:%d: login failed (0x%04x): %s", *self.peer_address, failure.status, failure)
             self.out.append(login.failure_response(failure))
@@ -273,6 +283,7 @@ class Connection:
         self.window = CommandWindow(login.cmd_sn, COMMAND_WINDOW)
         self.decoder.max_data_len = login.params.target_max_recv_data_segment_length
         if login.session_type == "Normal":
+            assert login.target_name is not None    # a Normal login names its target (Login._check_leading)
             self.target = self.host.scsi_target(login.target_name)
             tpgt = self.host.portal_group_tag
             self.nexus = f"{login.initiator_name},i,0x{login.isid:012x},{login.target_name},t,0x{tpgt:04x}"
@@ -294,7 +305,7 @@ class Connection:
             self._data_digest_error(pdu)
             return
         if opcode == P.DATA_OUT:
-            self._data_out(pdu)
+            self._data_out(pdu)  # type: ignore[arg-type]     # decode_bhs made a DATA_OUT a DataOut
             return
         handler = self._HANDLERS.get(opcode)
         if handler is None:
@@ -302,7 +313,7 @@ class Connection:
                          else P.REJECT_PROTOCOL_ERROR)
             return
         if opcode == P.NOP_OUT and pdu.itt == P.RESERVED_TAG:
-            self._nop_answer(pdu)               # a reply to our ping: carries no CmdSN to consume
+            self._nop_answer(pdu)  # type: ignore[arg-type]   # a reply to our ping: carries no CmdSN to consume
             return
         if pdu.immediate:
             handler(self, pdu)
@@ -423,7 +434,7 @@ class Connection:
             command = self.commands.get(pdu.itt)
             if command is not None:
                 command.corrupt = True
-            self._data_out(pdu)
+            self._data_out(pdu)  # type: ignore[arg-type]     # decode_bhs made a DATA_OUT a DataOut
 
     def _execute(self, command: Command) -> None:
         """Hand a command whose data is all here to the SCSI layer, unless a unit-wide one before it still waits
@@ -437,7 +448,7 @@ class Connection:
         if command.corrupt:
             check_condition(task, ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR)
             return
-        self.target.execute(task)
+        self.target.execute(task)  # type: ignore[union-attr]  # commands exist in normal sessions only
 
     def _held(self, command: Command) -> bool:
         """True if `command` waits behind a unit-wide command, or is that command: it then runs (below), and
@@ -481,13 +492,14 @@ class Connection:
         out = self.out
         sent = min(natural, edtl) if data is not None and command.read else 0
         if sent:
+            sending: P.Buf = data  # type: ignore[assignment]    # `sent` is 0 without data
             if sent < natural:
-                data = memoryview(data)[:sent]
+                sending = memoryview(sending)[:sent]
             segment, burst = params.max_recv_data_segment_length, params.max_burst_length
             if ok:
-                R.data_in(out, data, command.lun_field, command.itt, self._seq(), segment, burst, GOOD, residual)
+                R.data_in(out, sending, command.lun_field, command.itt, self._seq(), segment, burst, GOOD, residual)
             else:
-                count = R.data_in(out, data, command.lun_field, command.itt, self._seq(False), segment, burst,
+                count = R.data_in(out, sending, command.lun_field, command.itt, self._seq(False), segment, burst,
                                   None, residual)
                 out.append(R.scsi_response(command.itt, self._seq(), task.status, task.sense, count, residual))
         else:
@@ -535,7 +547,7 @@ class Connection:
             held.response = TMF_NOT_SUPPORTED
         self._release(held, None)
 
-    def _release(self, held: "HeldResponse", waited) -> None:
+    def _release(self, held: HeldResponse, waited: object) -> None:
         """One thing `held` waited for is done; answer once nothing is left."""
         held.waiting.discard(waited)
         if held.waiting or held not in self.held_responses:
@@ -550,7 +562,7 @@ class Connection:
         """RFC 7143 §11.5.1: a task we never saw counts as done if its CmdSN is already behind us."""
         return serial_lt(ref_cmd_sn, self.window.exp_cmd_sn) and serial_lt(ref_cmd_sn, tmf_cmd_sn)
 
-    def _abort(self, commands: list[Command], held: "HeldResponse | None" = None,
+    def _abort(self, commands: list[Command], held: HeldResponse | None = None,
                stopped: Barrier | None = None) -> None:
         """Abort without a response. The TMF answer `held` (and `stopped`) wait until each command the SCSI
         layer runs has stopped (a late backstore completion is then dropped; tasks waiting on the coordinator are
@@ -570,7 +582,7 @@ class Connection:
                 waiters = self.aborted_in_flight.setdefault(command, [])
                 if held is not None:
                     held.waiting.add(command)
-                    waiters.append(lambda held=held, command=command: self._release(held, command))
+                    waiters.append(partial(self._release, held, command))
                 if stopped is not None:
                     waiters.append(stopped.hold())
             elif any(burst.r2t_sn >= 0 for burst in command.bursts.values()):
@@ -636,8 +648,12 @@ class Connection:
         if value is None:
             return unknown
         return unknown + encode_text(send_targets(value, self.host.access.visible(self.initiator_name),
-                                                  self.target and self.session_key[2], self.local_address,
+                                                  self._target_name(), self.local_address,
                                                   self.host.portal_group_tag))
+
+    def _target_name(self) -> str | None:
+        """This normal session's target (what an empty SendTargets reports); None in a discovery session."""
+        return self.session_key[2] if self.target is not None and self.session_key is not None else None
 
     def _logout(self, pdu: P.LogoutRequest) -> None:
         reason = pdu.reason
@@ -651,7 +667,11 @@ class Connection:
     def _snack(self, pdu: P.SnackRequest) -> None:
         self._reject(pdu, P.REJECT_SNACK)      # ErrorRecoveryLevel=0: no SNACK support (§11.16)
 
-    _HANDLERS = {
+    _HANDLERS: dict[int, Handler] = {
         P.NOP_OUT: _nop_out, P.SCSI_COMMAND: _scsi_command, P.TASK_MGMT_REQUEST: _task_management,
         P.TEXT_REQUEST: _text, P.LOGOUT_REQUEST: _logout, P.SNACK_REQUEST: _snack,
     }
+
+
+# A full feature phase handler: Connection._HANDLERS pairs each with its opcode's Pdu subclass (pdu.PDU_CLASSES)
+Handler = Callable[[Connection, Any], None]

@@ -14,17 +14,17 @@ from __future__ import annotations
 from crc32c import crc32c
 
 from .errors import ProtocolError
-from .pdu import BHS_LEN, pad_len
+from .pdu import BHS_LEN, Buf, pad_len
 
 DIGEST_LEN = 4
 
 
-def digest(data, value: int = 0) -> bytes:
+def digest(data: Buf, value: int = 0) -> bytes:
     """The digest of `data` (continuing a CRC of `value` when given) as it travels."""
     return crc32c(data, value).to_bytes(4, "little")
 
 
-def check_header(header, received) -> None:
+def check_header(header: Buf, received: Buf) -> None:
     """A header digest error: the lengths in it cannot be trusted, so the connection ends (§7.8)."""
     if digest(header) != received:
         raise ProtocolError("header digest error")
@@ -36,13 +36,13 @@ class OutputDigests:
 
     __slots__ = ("header", "data", "skip")
 
-    def __init__(self, header: bool, data: bool, skip: int = 0):
+    def __init__(self, header: bool, data: bool, skip: int = 0) -> None:
         self.header = header
         self.data = data
         self.skip = skip
 
-    def apply(self, bufs: list) -> list:
-        out: list = []
+    def apply(self, bufs: list[Buf]) -> list[Buf]:
+        out: list[Buf] = []
         pieces = _Pieces(bufs)
         if self.skip:
             out += pieces.take(self.skip)
@@ -73,7 +73,7 @@ class _Pieces:
 
     __slots__ = ("bufs", "index", "offset")
 
-    def __init__(self, bufs: list):
+    def __init__(self, bufs: list[Buf]) -> None:
         self.bufs = bufs
         self.index = 0
         self.offset = 0
@@ -82,8 +82,8 @@ class _Pieces:
     def exhausted(self) -> bool:
         return self.index >= len(self.bufs)
 
-    def take(self, n: int) -> list:
-        taken = []
+    def take(self, n: int) -> list[Buf]:
+        taken: list[Buf] = []
         while n:
             if self.exhausted:
                 raise ValueError("output ends inside a PDU")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .digests import DIGEST_LEN, check_header, digest
 from .errors import ProtocolError
-from .pdu import BHS_LEN, LOGIN_REQUEST, TEXT_REQUEST, Pdu, decode_bhs
+from .pdu import BHS_LEN, LOGIN_REQUEST, TEXT_REQUEST, Buf, Pdu, decode_bhs
 
 MAX_AHS_BYTES = 255 * 4
 # Login and Text PDUs may carry up to 8192 bytes whatever MaxRecvDataSegmentLength says (§6.2, §13.12).
@@ -22,7 +22,7 @@ class FrameDecoder:
 
     __slots__ = ("_buf", "_pending", "max_data_len", "_header_digest", "_data_digest")
 
-    def __init__(self, max_data_len: int = 8192):
+    def __init__(self, max_data_len: int = 8192) -> None:
         self._buf = bytearray()
         self._pending: Pdu | None = None
         self.max_data_len = max_data_len
@@ -37,7 +37,7 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def feed(self, data) -> list[Pdu]:
+    def feed(self, data: Buf) -> list[Pdu]:
         """Append `data` and return the PDUs now complete (raises ProtocolError on a framing violation).
 
         With nothing held back from earlier calls (the usual case) the PDUs are cut straight out of `data`
@@ -49,7 +49,7 @@ class FrameDecoder:
             source = memoryview(buf)
         else:
             source = memoryview(data)
-        out = []
+        out: list[Pdu] = []
         pos = 0
         end = source.nbytes
         pdu = self._pending

@@ -8,7 +8,7 @@ and the access policy (`access.py`) decides who may log in where.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 from . import chap as CHAP
 from . import pdu as P
@@ -38,7 +38,7 @@ class Login:
     """One connection's login: negotiation, stage transitions, TSIH assignment."""
 
     def __init__(self, access: AccessPolicy, allocate_tsih: Callable[[], int],
-                 offers: dict[str, object] | None = None):
+                 offers: Mapping[str, object] | None = None) -> None:
         self.access = access
         self.portal_group_tag = access.portal_group_tag
         self.allocate_tsih = allocate_tsih
@@ -117,8 +117,8 @@ class Login:
         return self._response(csg, nsg, transit, encode_text(answers))
 
     def _authenticate(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        answers = []
-        chap_keys = {}
+        answers: list[tuple[str, str]] = []
+        chap_keys: dict[str, str] = {}
         for name, value in pairs:
             if name != "AuthMethod":
                 chap_keys[name] = value
@@ -126,13 +126,13 @@ class Login:
             if self.auth_method is not None:
                 raise LoginFailure(LOGIN_INITIATOR_ERROR, "AuthMethod negotiated twice")
             chosen = self.negotiator.negotiate(AUTH_METHOD[self.chap is not None], value)
-            if chosen == REJECT:
+            if chosen is None or chosen == REJECT:     # (a list key always has an answer)
                 wanted = "CHAP" if self.chap is not None else "None"
                 raise LoginFailure(LOGIN_AUTH_FAILURE, f"AuthMethod={value}: this target accepts {wanted}")
             self.auth_method = chosen
             answers.append(("AuthMethod", chosen))
         if chap_keys:
-            if self.auth_method != "CHAP":
+            if self.auth_method != "CHAP" or self.chap is None:    # CHAP is offered only with a Chap
                 raise LoginFailure(LOGIN_INITIATOR_ERROR, "CHAP keys without AuthMethod=CHAP")
             answers += self.chap.receive(chap_keys)
         return answers
@@ -166,9 +166,10 @@ class Login:
             name = self.target_name
             if not name:
                 raise LoginFailure(LOGIN_MISSING_PARAMETER, "TargetName missing")
-            access = self.access.targets.get(name)
-            if access is None:
+            target = self.access.targets.get(name)
+            if target is None:
                 raise LoginFailure(LOGIN_NOT_FOUND, f"no target {name!r}")
+            access = target
             if not access.allows(self.initiator_name):
                 raise LoginFailure(LOGIN_AUTHORIZATION_FAILURE,
                                    f"{self.initiator_name} is not in {name}'s allowed_initiators")

@@ -5,7 +5,9 @@ range. `Negotiator.answer()` turns the initiator's offers into responses and upd
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import LOGIN_INITIATOR_ERROR, LoginFailure
 
@@ -48,7 +50,7 @@ class SessionParams:
     data_pdu_in_order: bool = True
     data_sequence_in_order: bool = True
     error_recovery_level: int = 0
-    declared: dict = field(default_factory=dict)   # declarative keys: InitiatorName, TargetName, SessionType, …
+    declared: dict[str, str] = field(default_factory=dict)   # declared keys: InitiatorName, TargetName, …
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Key:
     name: str
     rule: str            # "declare", "and", "or", "min", "max", "list", "answer"
     attr: str | None     # SessionParams attribute the result lands in
-    ours: object = None  # our value (bool, int, tuple of supported list values, or fixed answer text)
+    ours: Any = None     # our value (bool, int, tuple of supported list values, or fixed answer text): per rule
     low: int = 0
     high: int = 0
 
@@ -110,7 +112,7 @@ def parse_text(data: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
-def encode_text(pairs) -> bytes:
+def encode_text(pairs: Iterable[tuple[str, str]]) -> bytes:
     return b"".join(f"{k}={v}".encode() + b"\0" for k, v in pairs)
 
 
@@ -129,7 +131,7 @@ def _boolean(value: str) -> bool | None:
 class Negotiator:
     """Answers offered keys for one login (or text exchange), updating `params` as it goes."""
 
-    def __init__(self, params: SessionParams, offers: dict[str, object] | None = None):
+    def __init__(self, params: SessionParams, offers: Mapping[str, object] | None = None) -> None:
         self.params = params
         self.offers = offers or {}          # key name -> our value, overriding the table's (from the config)
         self.seen: set[str] = set()
@@ -156,11 +158,13 @@ class Negotiator:
             params.declared[key.name] = value
             return None
         if rule == "answer":
-            return key.ours
+            answer: str = key.ours
+            return answer
         if rule == "declare-number":
             number = _number(value, key)
             if number is None:
                 return REJECT
+            assert key.attr is not None         # every number key lands in SessionParams (the table above)
             setattr(params, key.attr, number)
             return None
         if rule == "list":
@@ -183,6 +187,7 @@ class Negotiator:
         if number is None:
             return REJECT
         result = min(number, key.ours) if rule == "min" else max(number, key.ours)
+        assert key.attr is not None
         setattr(params, key.attr, result)
         return str(result)
 

@@ -10,6 +10,7 @@ login or a task management request reads come from the header when asked for.
 from __future__ import annotations
 
 import struct
+from typing import Any, Protocol, cast
 
 BHS_LEN = 48
 BHS = struct.Struct(">BBBBIQ8I")        # the whole skeleton: how responses.py packs the target's headers
@@ -17,6 +18,9 @@ BHS = struct.Struct(">BBBBIQ8I")        # the whole skeleton: how responses.py p
 _REQUEST = struct.Struct(">BB2xIQ3I8x2I4x")
 _WORD = struct.Struct(">I")
 RESERVED_TAG = 0xFFFFFFFF
+
+# A piece of output or a data segment: a header, data, or a view of either (never copied on the way out)
+Buf = bytes | bytearray | memoryview
 
 # Initiator opcodes
 NOP_OUT = 0x00
@@ -65,20 +69,49 @@ class Pdu:
 
     __slots__ = ("opcode", "immediate", "flags", "ahs_len", "data_len", "lun_field", "itt", "_w20", "cmd_sn",
                  "_w36", "_w40", "header", "ahs", "data", "data_digest_error")
+    opcode: int
+    immediate: bool
+    flags: int
+    ahs_len: int
+    data_len: int
+    lun_field: int
+    itt: int
+    _w20: int
+    cmd_sn: int
+    _w36: int
+    _w40: int
+    header: bytes
+    ahs: bytes
+    data: bytes
+    data_digest_error: bool
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} itt=0x{self.itt:08x} len={self.data_len}>"
 
 
-def _named(word: str):
+class _Word(Protocol):
+    """What a slot descriptor is to the type checker: an int attribute."""
+
+    def __get__(self, pdu: Pdu, owner: Any = None) -> int: ...
+    def __set__(self, pdu: Pdu, value: int) -> None: ...
+
+
+def _named(word: str) -> _Word:
     """The slot of BHS word `word` under the name one opcode gives it: the slot's own descriptor, as cheap to read
     as the slot (a property would cost a call per read)."""
-    return Pdu.__dict__[word]
+    return cast(_Word, Pdu.__dict__[word])
 
 
-def _header_word(offset: int) -> property:
+class _HeaderWord:
     """A BHS word read from the header when asked for: for the fields no hot path reads."""
-    return property(lambda self: _WORD.unpack_from(self.header, offset)[0])
+    __slots__ = ("offset",)
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+    def __get__(self, pdu: Pdu, owner: Any = None) -> int:
+        word: int = _WORD.unpack_from(pdu.header, self.offset)[0]
+        return word
 
 
 class NopOut(Pdu):
@@ -100,7 +133,7 @@ class ScsiCommand(Pdu):
 class TaskMgmtRequest(Pdu):
     __slots__ = ()
     referenced_task_tag = _named("_w20")
-    ref_cmd_sn = _header_word(32)
+    ref_cmd_sn = _HeaderWord(32)
 
     @property
     def function(self) -> int:
@@ -109,14 +142,35 @@ class TaskMgmtRequest(Pdu):
 
 class LoginRequest(Pdu):
     __slots__ = ()
-    exp_stat_sn = _header_word(28)
-    transit = property(lambda self: bool(self.flags & FINAL))       # the T bit, where others have F
-    cont = property(lambda self: bool(self.flags & CONTINUE))
-    csg = property(lambda self: (self.flags >> 2) & 3)
-    nsg = property(lambda self: self.flags & 3)
-    version_min = property(lambda self: self.header[3])
-    isid = property(lambda self: self.lun_field >> 16)
-    tsih = property(lambda self: self.lun_field & 0xFFFF)
+    exp_stat_sn = _HeaderWord(28)
+
+    @property
+    def transit(self) -> bool:          # the T bit, where others have F
+        return bool(self.flags & FINAL)
+
+    @property
+    def cont(self) -> bool:
+        return bool(self.flags & CONTINUE)
+
+    @property
+    def csg(self) -> int:
+        return (self.flags >> 2) & 3
+
+    @property
+    def nsg(self) -> int:
+        return self.flags & 3
+
+    @property
+    def version_min(self) -> int:
+        return self.header[3]
+
+    @property
+    def isid(self) -> int:
+        return self.lun_field >> 16
+
+    @property
+    def tsih(self) -> int:
+        return self.lun_field & 0xFFFF
 
 
 class TextRequest(Pdu):
@@ -133,7 +187,10 @@ class DataOut(Pdu):
 
 class LogoutRequest(Pdu):
     __slots__ = ()
-    reason = property(lambda self: self.flags & 0x7F)
+
+    @property
+    def reason(self) -> int:
+        return self.flags & 0x7F
 
 
 class SnackRequest(Pdu):

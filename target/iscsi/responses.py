@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from ..buffers import headroom_view
 from . import pdu as P
-from .pdu import FINAL
+from .pdu import FINAL, Buf
+
+# StatSN, ExpCmdSN, MaxCmdSN: what every target BHS carries at bytes 24..35
+Seq = tuple[int, int, int]
 
 # opcode, flags, bytes 2 and 3, TotalAHSLength and DataSegmentLength, LUN, ITT, then the words at bytes 20..44
 _pack = P.BHS.pack
@@ -28,7 +31,7 @@ def residual_flags(natural: int, expected: int) -> tuple[int, int]:
     return 0, 0
 
 
-def data_in(out: list, data, lun_field: int, itt: int, seq, segment: int, burst: int,
+def data_in(out: list[Buf], data: Buf, lun_field: int, itt: int, seq: Seq, segment: int, burst: int,
             status: int | None, residual: tuple[int, int]) -> int:
     """Append Data-In PDUs for `data` to `out`; with `status` set, the last PDU carries it (S bit).
 
@@ -84,7 +87,7 @@ def data_in(out: list, data, lun_field: int, itt: int, seq, segment: int, burst:
     return data_sn
 
 
-def scsi_response(itt: int, seq, status: int, sense: bytes | None, exp_data_sn: int,
+def scsi_response(itt: int, seq: Seq, status: int, sense: bytes | None, exp_data_sn: int,
                   residual: tuple[int, int]) -> bytes:
     """SCSI Response (§11.4), Response "command completed at target", with the sense data if any."""
     stat_sn, exp_cmd_sn, max_cmd_sn = seq
@@ -93,14 +96,14 @@ def scsi_response(itt: int, seq, status: int, sense: bytes | None, exp_data_sn: 
                          stat_sn, exp_cmd_sn, max_cmd_sn, exp_data_sn, 0, residual[1]), data)
 
 
-def r2t(lun_field: int, itt: int, ttt: int, seq, r2t_sn: int, offset: int, length: int) -> bytes:
+def r2t(lun_field: int, itt: int, ttt: int, seq: Seq, r2t_sn: int, offset: int, length: int) -> bytes:
     """Ready To Transfer (§11.8): `length` bytes at Buffer Offset `offset`, Data-Out to carry `ttt`."""
     stat_sn, exp_cmd_sn, max_cmd_sn = seq
     return _pack(P.R2T, FINAL, 0, 0, 0, lun_field, itt, ttt, stat_sn, exp_cmd_sn, max_cmd_sn, r2t_sn, offset,
                  length)
 
 
-def nop_in(seq, itt: int, ttt: int, lun_field: int = 0, data: bytes = b"") -> bytes:
+def nop_in(seq: Seq, itt: int, ttt: int, lun_field: int = 0, data: bytes = b"") -> bytes:
     """NOP-In (§11.19): the answer to a NOP-Out (its ITT, LUN and ping data, TTT reserved), or the target's own
     (ITT reserved; a TTT asks for an answer, the reserved TTT only tells the new MaxCmdSN)."""
     stat_sn, exp_cmd_sn, max_cmd_sn = seq
@@ -108,35 +111,35 @@ def nop_in(seq, itt: int, ttt: int, lun_field: int = 0, data: bytes = b"") -> by
                          0, 0, 0), data)
 
 
-def reject(seq, reason: int, header: bytes) -> bytes:
+def reject(seq: Seq, reason: int, header: bytes) -> bytes:
     """Reject (§11.17): the rejected PDU's header is the data segment."""
     stat_sn, exp_cmd_sn, max_cmd_sn = seq
     return P.frame(_pack(P.REJECT, FINAL, reason, 0, P.BHS_LEN, 0, P.RESERVED_TAG, 0, stat_sn, exp_cmd_sn,
                          max_cmd_sn, 0, 0, 0), header)
 
 
-def text_response(seq, flags: int, lun_field: int, itt: int, ttt: int, text: bytes) -> bytes:
+def text_response(seq: Seq, flags: int, lun_field: int, itt: int, ttt: int, text: bytes) -> bytes:
     """Text Response (§11.11); `flags` carries F or C, `ttt` continues an exchange (text_exchange.py)."""
     stat_sn, exp_cmd_sn, max_cmd_sn = seq
     return P.frame(_pack(P.TEXT_RESPONSE, flags, 0, 0, len(text), lun_field, itt, ttt, stat_sn, exp_cmd_sn,
                          max_cmd_sn, 0, 0, 0), text)
 
 
-def logout_response(seq, response: int, itt: int, time2wait: int, time2retain: int) -> bytes:
+def logout_response(seq: Seq, response: int, itt: int, time2wait: int, time2retain: int) -> bytes:
     """Logout Response (§11.15)."""
     stat_sn, exp_cmd_sn, max_cmd_sn = seq
     return _pack(P.LOGOUT_RESPONSE, FINAL, response, 0, 0, 0, itt, 0, stat_sn, exp_cmd_sn, max_cmd_sn, 0,
                  (time2wait << 16) | time2retain, 0)
 
 
-def task_management_response(seq, response: int, itt: int) -> bytes:
+def task_management_response(seq: Seq, response: int, itt: int) -> bytes:
     """Task Management Function Response (§11.6)."""
     stat_sn, exp_cmd_sn, max_cmd_sn = seq
     return _pack(P.TASK_MGMT_RESPONSE, FINAL, response, 0, 0, 0, itt, 0, stat_sn, exp_cmd_sn, max_cmd_sn, 0, 0,
                  0)
 
 
-def login_response(seq, flags: int, isid: int, tsih: int, itt: int, status: int, text: bytes) -> bytes:
+def login_response(seq: Seq, flags: int, isid: int, tsih: int, itt: int, status: int, text: bytes) -> bytes:
     """Login Response (§11.13): `flags` carries T, C, CSG and NSG; `status` is Status-Class and -Detail."""
     stat_sn, exp_cmd_sn, max_cmd_sn = seq
     return P.frame(_pack(P.LOGIN_RESPONSE, flags, 0, 0, len(text), (isid << 16) | tsih, itt, 0, stat_sn, exp_cmd_sn,

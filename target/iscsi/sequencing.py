@@ -7,6 +7,8 @@ frozen: MaxCmdSN stops advancing.
 """
 from __future__ import annotations
 
+from .pdu import Pdu
+
 MASK = 0xFFFFFFFF
 HALF = 1 << 31
 
@@ -21,13 +23,13 @@ class CommandWindow:
 
     __slots__ = ("exp_cmd_sn", "depth", "outstanding", "announced", "frozen", "_early")
 
-    def __init__(self, exp_cmd_sn: int, depth: int):
+    def __init__(self, exp_cmd_sn: int, depth: int) -> None:
         self.exp_cmd_sn = exp_cmd_sn & MASK
         self.depth = depth
         self.outstanding = 0          # commands received whose response has not been sent yet
         self.announced = (exp_cmd_sn - 1 + depth) & MASK    # the highest MaxCmdSN announced (the login's)
         self.frozen = False
-        self._early: dict[int, object] = {}
+        self._early: dict[int, Pdu] = {}
 
     @property
     def max_cmd_sn(self) -> int:
@@ -47,7 +49,7 @@ class CommandWindow:
         """The initiator may send no command until a higher MaxCmdSN reaches it."""
         return serial_lt(self.announced, self.exp_cmd_sn)
 
-    def accept(self, cmd_sn: int, pdu) -> list:
+    def accept(self, cmd_sn: int, pdu: Pdu) -> list[Pdu]:
         """The PDUs now deliverable in order (empty if `pdu` is early, stale or outside the window)."""
         exp = self.exp_cmd_sn
         if cmd_sn != exp or serial_lt(self.announced, cmd_sn):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .pdu import CONTINUE, FINAL, REJECT_INVALID_PDU_FIELD, REJECT_OUT_OF_RESOURCES, RESERVED_TAG
+from .pdu import CONTINUE, FINAL, REJECT_INVALID_PDU_FIELD, REJECT_OUT_OF_RESOURCES, RESERVED_TAG, Buf
 
 # The whole key text one login or one text exchange may send, continuations included. RFC 7143 sets no total;
 # every key a login needs fits in a few KiB, so this only stops a peer that keeps continuing.
@@ -24,11 +24,11 @@ class KeyText:
 
     __slots__ = ("_chunks", "size")
 
-    def __init__(self):
-        self._chunks: list[bytes] = []
+    def __init__(self) -> None:
+        self._chunks: list[Buf] = []
         self.size = 0
 
-    def add(self, data: bytes) -> bool:
+    def add(self, data: Buf) -> bool:
         """Append one PDU's text; False (and nothing kept) if the exchange would exceed MAX_KEY_TEXT bytes."""
         if self.size + len(data) > MAX_KEY_TEXT:
             self.clear()
@@ -52,7 +52,7 @@ class KeyText:
 class TextRefused(Exception):
     """A Text Request the target answers with a Reject (`reason`, RFC 7143 §11.17.1)."""
 
-    def __init__(self, reason: int, message: str):
+    def __init__(self, reason: int, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -64,14 +64,14 @@ class TextExchange:
 
     __slots__ = ("_itt", "_ttt", "_text", "_answer", "_sent")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._itt: int | None = None
         self._ttt = RESERVED_TAG
         self._text = KeyText()
         self._answer: memoryview | None = None
         self._sent = 0
 
-    def receive(self, itt: int, ttt: int, flags: int, data: bytes, segment: int,
+    def receive(self, itt: int, ttt: int, flags: int, data: Buf, segment: int,
                 answer: Callable[[bytes], bytes], new_ttt: Callable[[], int]) -> tuple[int, int, bytes]:
         """One Text Request; returns the Text Response's (flags, TTT, data). `answer(text)` turns the whole
         request text into the answer text (raising TextRefused for a request to Reject); `segment` is the most
@@ -89,24 +89,24 @@ class TextExchange:
             if data or flags & CONTINUE:
                 self._reset()
                 raise TextRefused(REJECT_INVALID_PDU_FIELD, "text sent while the target's answer was continued")
-            return self._next_part(segment, new_ttt)
+            return self._next_part(self._answer, segment, new_ttt)
         if not self._text.add(data):
             self._reset()
             raise TextRefused(REJECT_OUT_OF_RESOURCES, f"text request longer than {MAX_KEY_TEXT} bytes")
         if flags & CONTINUE:                    # more text follows: an empty answer that invites it (§6.2)
             return 0, self._continuation_tag(new_ttt), b""
         try:
-            self._answer = memoryview(answer(self._text.take()))
+            whole = self._answer = memoryview(answer(self._text.take()))
         except TextRefused:
             self._reset()
             raise
-        return self._next_part(segment, new_ttt)
+        return self._next_part(whole, segment, new_ttt)
 
-    def _next_part(self, segment: int, new_ttt: Callable[[], int]) -> tuple[int, int, bytes]:
+    def _next_part(self, whole: memoryview, segment: int, new_ttt: Callable[[], int]) -> tuple[int, int, bytes]:
         start = self._sent
-        part = bytes(self._answer[start:start + segment])
+        part = bytes(whole[start:start + segment])
         self._sent = start + len(part)
-        if self._sent < len(self._answer):
+        if self._sent < len(whole):
             return CONTINUE, self._continuation_tag(new_ttt), part
         self._reset()
         return FINAL, RESERVED_TAG, part

@@ -13,8 +13,16 @@ solicited data, a worker at most WORKER_WRITE_BUDGET plus one write per connecti
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 CONNECTION_WRITE_BUDGET = 32 << 20
 WORKER_WRITE_BUDGET = 256 << 20
+
+
+class Waiter(Protocol):
+    """What the pool needs of a connection waiting for room (Connection.admit_writes)."""
+
+    def admit_writes(self) -> bool: ...
 
 
 class WritePool:
@@ -22,16 +30,16 @@ class WritePool:
 
     __slots__ = ("limit", "held", "waiting")
 
-    def __init__(self, limit: int = WORKER_WRITE_BUDGET):
+    def __init__(self, limit: int = WORKER_WRITE_BUDGET) -> None:
         self.limit = limit
         self.held = 0
-        self.waiting: dict = {}         # Connection -> None, in the order they began to wait
+        self.waiting: dict[Waiter, None] = {}         # Connection -> None, in the order they began to wait
 
     def take(self, size: int) -> None:
         """Charge a connection's one guaranteed write (it held nothing), room or not."""
         self.held += size
 
-    def grant(self, conn, size: int) -> bool:
+    def grant(self, conn: Waiter, size: int) -> bool:
         """Charge `size` for `conn` if it fits and no connection waits before it; else `conn` waits its turn."""
         waiting = self.waiting
         if self.held + size <= self.limit and (not waiting or next(iter(waiting)) is conn):
@@ -51,7 +59,7 @@ class WritePool:
                 return
             del waiting[conn]
 
-    def withdraw(self, conn) -> None:
+    def withdraw(self, conn: Waiter) -> None:
         """`conn` no longer waits (it closed, or the write it waited for was aborted): the next in turn may fit."""
         if conn in self.waiting:
             del self.waiting[conn]

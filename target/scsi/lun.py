@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from coordinator.unit_state.medium import IDLE, SANITIZE_FAILURE, SANITIZING
 
@@ -9,6 +10,9 @@ from .op import ATOMIC, BUSY, MEDIUM, MODIFIES, THIN
 from .sense import (DATA_PROTECT, ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, MANUAL_INTERVENTION_REQUIRED,
                     MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY, SANITIZE_COMMAND_FAILED,
                     SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
+
+if TYPE_CHECKING:
+    from .shared_reservations import SharedReservations
 
 VENDOR = "RINGTGT "
 PRODUCT = "ringtgt disk"
@@ -87,6 +91,7 @@ class LogicalUnit:
                  "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
                  "thin", "caw_lock", "removable", "medium_loaded", "sanitize", "sanitize_rate",
                  "max_atomic_blocks", "crypto_erasable", "blocks_per_physical", "offline", "refused")
+    reservations: SharedReservations    # the reservation store (the coordinator's, through a view): set by ScsiTarget
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
@@ -101,7 +106,6 @@ class LogicalUnit:
         self.read_only = self.configured_read_only = read_only     # read_only: writes refused, for any reason
         self.software_write_protect = False                         # the control mode page's SWP
         self.attentions = attentions if attentions is not None else UnitAttentions()
-        self.reservations = None        # the reservation store (the coordinator's, through a view): ScsiTarget sets it
         self.default_write_cache = bool(backstore.write_cache)
         self.block_size = backstore.block_size
         self.blocks = backstore.size // backstore.block_size

@@ -85,7 +85,7 @@ def _mode_sense(unit, fields, ten: bool) -> bytes:
     if code == ALL_PAGES:
         codes = sorted(PAGES)
     elif code in PAGES:
-        codes = (code,)
+        codes = [code]
     else:
         raise invalid_cdb(2, 5)
     pages = b"".join(page_values(unit, c, control) for c in codes)
@@ -176,9 +176,9 @@ def _mode_select(target, unit, task, length: int, ten: bool) -> bytes | None:
     return target.change_mode(unit, task, wce, swp)
 
 
-def mode_select6(target, unit, task) -> bytes:
+def mode_select6(target, unit, task) -> bytes | None:
     return _mode_select(target, unit, task, C.mode_select6(task.cdb), False)
 
 
-def mode_select10(target, unit, task) -> bytes:
+def mode_select10(target, unit, task) -> bytes | None:
     return _mode_select(target, unit, task, C.mode_select10(task.cdb), True)

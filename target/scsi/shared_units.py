@@ -18,7 +18,7 @@ at the coordinator.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from coordinator.messages import (AttachNexus, AttentionReported, ClearTaskSet, Failure, MediumAnswer, MediumChange,
                                   MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost,
@@ -39,6 +39,15 @@ class SharedUnits:
     attaching, and `execute` for the commands it held)."""
 
     __slots__ = ()
+    # what it uses of the target (ScsiTarget's slots and method)
+    luns: dict[int, LogicalUnit]
+    nexuses: dict[str, Any]
+    coordinator: Any                    # the worker's CoordinatorClient, or coordinator/in_process.py's
+    iqn: str
+    attaching: dict[str, list]
+    copy_results: Any
+    call_later: Callable[[float, Callable[[], None]], None] | None
+    execute: Callable[[Any], None]
 
     def share_units(self) -> None:
         """Every unit's reservations and unit attentions through the coordinator."""

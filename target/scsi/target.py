@@ -206,7 +206,7 @@ class ScsiTarget(SharedUnits):
                 raise invalid_cdb(length - 1, control.bit_length() - 1)
             refused = flags & unit.refused if unit is not None else 0
             if refused:
-                raise unit.refusal(refused)
+                raise unit.refusal(refused)      # type: ignore[union-attr]  # refused is 0 without a unit
             if lba_check is None:
                 data = handler(self, unit, task)
             else:                                           # op.LbaCheck, inline: the hot path
@@ -216,9 +216,9 @@ class ScsiTarget(SharedUnits):
                     raise invalid_cdb(1, 7)
                 if fields is not None:
                     fields(unit, task, lba_flags, count)
-                if lba + count > unit.blocks:
+                if lba + count > unit.blocks:   # type: ignore[union-attr]  # no LbaCheck row has ANY_LUN
                     raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
-                if held and count > unit.max_transfer_blocks:
+                if held and count > unit.max_transfer_blocks:   # type: ignore[union-attr]  # (as above)
                     raise invalid_cdb(count_byte)
                 data = handler(self, unit, task, lba_flags, lba, count)
         except ScsiError as error:

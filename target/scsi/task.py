@@ -1,7 +1,10 @@
 """The SCSI task: what the iSCSI layer hands to the SCSI layer, and how the answer comes back."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ..iscsi.pdu import Buf
 
 # the statuses a task ends with, defined beside the unit state machines that answer with them too
 from coordinator.unit_state.status import (BUSY, CHECK_CONDITION, CONDITION_MET, GOOD,  # noqa: F401
@@ -14,7 +17,7 @@ class Barrier:
 
     __slots__ = ("count", "then")
 
-    def __init__(self, then: Callable[[], None]):
+    def __init__(self, then: Callable[[], None]) -> None:
         self.count = 1
         self.then = then
 
@@ -41,7 +44,8 @@ class ScsiTask:
                  "data_out", "done", "status", "data_in", "sense", "context", "transfer_length", "remote")
 
     def __init__(self, lun: int, cdb: bytes, nexus: str, initiator_name: str, expected_length: int,
-                 read: bool, write: bool, data_out, done: Callable[["ScsiTask"], None], context=None):
+                 read: bool, write: bool, data_out: memoryview | None, done: Callable[[ScsiTask], None],
+                 context: Any = None) -> None:
         self.lun = lun
         self.cdb = cdb
         self.nexus = nexus
@@ -53,12 +57,12 @@ class ScsiTask:
         self.done = done
         self.context = context
         self.status = GOOD
-        self.data_in = None
-        self.sense = None
-        self.transfer_length = None
+        self.data_in: Buf | None = None
+        self.sense: bytes | None = None
+        self.transfer_length: int | None = None
         self.remote = False             # waiting for the coordinator (not for the disk)
 
-    def finish(self, status: int = GOOD, data=None, sense: bytes | None = None) -> None:
+    def finish(self, status: int = GOOD, data: Buf | None = None, sense: bytes | None = None) -> None:
         self.status = status
         self.data_in = data
         self.sense = sense

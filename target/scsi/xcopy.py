@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from struct import Struct
+from typing import TYPE_CHECKING
 
 from .data_out import parameter_data
 from .op import BUSY, MEDIUM, MODIFIES
@@ -24,6 +25,9 @@ from .sense import (COPY_ABORTED, COPY_TARGET_DEVICE_NOT_REACHABLE, ILLEGAL_REQU
                     UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE, WRITE_ERROR, ScsiError, check_condition, invalid_cdb,
                     invalid_parameter)
 from .task import GOOD, RESERVATION_CONFLICT
+
+if TYPE_CHECKING:
+    from .lun import LogicalUnit
 
 EXTENDED_COPY, RECEIVE_COPY_RESULTS = 0x83, 0x84
 LID1 = 0x00
@@ -61,7 +65,8 @@ class HeldResults:
             held.popitem(last=False)
 
     def get(self, nexus: str, list_id: int) -> tuple[int, int] | None:
-        return self._held.get(nexus, {}).get(list_id)
+        held = self._held.get(nexus)
+        return held.get(list_id) if held is not None else None
 
     def forget(self, nexus: str) -> None:
         self._held.pop(nexus, None)
@@ -108,9 +113,9 @@ def extended_copy(target, unit, task):
     return None
 
 
-def _target_descriptors(target, data: bytes, length: int) -> list:
+def _target_descriptors(target, data: bytes, length: int) -> list[LogicalUnit]:
     """The logical units the identification target descriptors name, in order."""
-    units = []
+    units: list[LogicalUnit] = []
     for offset in range(_HEADER.size, _HEADER.size + length, _TARGET.size):
         kind = data[offset]
         if kind != IDENTIFICATION_TARGET:
@@ -136,9 +141,10 @@ def _target_descriptors(target, data: bytes, length: int) -> list:
     return units
 
 
-def _segment_descriptors(data: bytes, start: int, length: int, units: list) -> list:
+def _segment_descriptors(data: bytes, start: int, length: int,
+                         units: list[LogicalUnit]) -> list[tuple[LogicalUnit, LogicalUnit, int, int, int]]:
     """(source unit, destination unit, blocks, source LBA, destination LBA) of each block-to-block segment."""
-    segments = []
+    segments: list[tuple[LogicalUnit, LogicalUnit, int, int, int]] = []
     offset, end = start, start + length
     while offset < end:
         kind = data[offset]
