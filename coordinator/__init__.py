@@ -12,6 +12,6 @@
     unit_service.py      UnitAuthority: every unit's reservations, unit attentions, mode and medium, and handlers
     unit_state/          the pure state machines it runs (reservations, medium) and the SCSI status/sense
                          vocabulary they answer with; `target` imports these, and never the reverse
-    lograte.py           rate-limited logging (target/lograte.py re-exports it)
+    lograte.py           rate-limited logging, for the coordinator and the target alike
     main.py              the process: service + domain handlers, until SIGTERM
 """

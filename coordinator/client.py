@@ -61,7 +61,7 @@ from .messages import Failure, Message, reply_class
 from .schema import (ACK, BYE, ERROR, HELLO, NOTIFY, PUSH, REPLY, REQUEST, WELCOME, WITHDRAW, SchemaError,
                      decode, encode)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 CLOSE_LINGER_MS = 200           # how long close() lets the goodbye reach the coordinator
 REQUEST_TIMEOUT = 5.0           # seconds a request waits for its reply (above the coordinator's ACK_TIMEOUT)

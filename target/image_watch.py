@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .reactor import Reactor
     from .scsi.lun import LogicalUnit
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 CHECK_SECONDS = 1.0
 

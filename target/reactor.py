@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ioring import Ring
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 
 class Reactor:

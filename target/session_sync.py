@@ -16,11 +16,10 @@ import logging
 import os
 import time
 
+from coordinator.lograte import RateLimitedLog
 from coordinator.messages import Failure, LoginRegistered, SessionEnd, SessionLogin, SessionLogout, SessionResync
 
-from .lograte import RateLimitedLog
-
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 unanswered = RateLimitedLog(log)
 
 LOGIN_WAIT = 5.0

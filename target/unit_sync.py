@@ -17,7 +17,7 @@ import logging
 from coordinator.messages import (ClearTaskSet, FetchUnitStates, MediumChange, ModeChange, ReservationChange,
                                   UnitReset, UnitStates)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 
 class UnitSync:

@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable
 
 from coordinator.client import CoordinatorClient
+from coordinator.lograte import RateLimitedLog
 from ioring import Ring
+
 from .admission import PreLoginConnections, source_of
 from .image_watch import ImageWatch
 from .iscsi.access import AccessPolicy
@@ -28,16 +30,15 @@ from .iscsi.errors import LOGIN_OUT_OF_RESOURCES, LOGIN_TOO_MANY_CONNECTIONS
 from .iscsi.framing import NEGOTIATION_DATA_LIMIT
 from .iscsi.pdu import BHS_LEN, Buf
 from .iscsi.write_budget import WritePool
-from .lograte import RateLimitedLog
 from .memtrim import trim_heap
 from .reactor import Reactor
-from .unit_sync import UnitSync
 from .scsi.lun import LogicalUnit
 from .scsi.target import ScsiTarget
 from .session_sync import SessionSync
+from .unit_sync import UnitSync
 from .watchdog import beat
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 RECV_BUFFER = 256 * 1024           # a session's receive buffer, from the full feature phase on
 LOGIN_RECV_BUFFER = BHS_LEN + NEGOTIATION_DATA_LIMIT   # before: a Login PDU (without AHS) in one recv

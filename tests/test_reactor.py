@@ -77,7 +77,7 @@ def test_failing_callback_does_not_lose_the_batch(reactor, caplog):
         reactor.ring.prep_nop(reactor.token(cb))
     reactor.call_soon(lambda: 1 / 0)
     reactor.call_soon(lambda: seen.append("soon"))
-    with caplog.at_level(logging.ERROR, logger="target.reactor"):
+    with caplog.at_level(logging.ERROR, logger="ringtgt.target.reactor"):
         while len(seen) < 3:
             reactor.run_once(1.0)
     assert seen.count(0) == 2 and "soon" in seen

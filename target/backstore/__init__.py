@@ -14,7 +14,7 @@ from .null import NullBackstore
 
 __all__ = ["Backstore", "BackstoreError", "ImageGone", "ImageIdentity", "open_backstore", "KINDS"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 _STORES = {"file": FileBackstore, "null": NullBackstore}
 KINDS = tuple(_STORES)

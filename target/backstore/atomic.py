@@ -35,7 +35,7 @@ from ioring import RWF_DSYNC, error_for
 from .base import BackstoreError
 from .file import FileBackstore, ofd_lock, ofd_unlock
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 MAX_ATOMIC_BYTES = 1 << 20          # the largest atomic write (Block Limits VPD MAXIMUM ATOMIC TRANSFER LENGTH)
 POLL_SECONDS = 0.001                # how often a waiter looks at the counter, or retries the lock

@@ -20,7 +20,7 @@ import os
 from .base import BackstoreError
 from .file import ImageGone, ImageIdentity, _open, identify
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 IMAGES_DIR = "images"
 

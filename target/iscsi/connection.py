@@ -42,7 +42,7 @@ from .write_budget import CONNECTION_WRITE_BUDGET
 if TYPE_CHECKING:
     from ..scsi.target import ScsiTarget
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 # Task management function codes and responses (RFC 7143 §11.5-6)
 TMF_ABORT_TASK = 1

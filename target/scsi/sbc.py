@@ -13,15 +13,16 @@ import errno
 import logging
 from struct import Struct
 
+from coordinator.lograte import RateLimitedLog
+
 from . import cdb as C
-from ..lograte import RateLimitedLog
 from .data_out import block_data, parameter_data
 from .sense import (DATA_PROTECT, MEDIUM_ERROR, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
                     SPACE_ALLOCATION_FAILED_WRITE_PROTECT, UNRECOVERED_READ_ERROR, WRITE_ERROR, ScsiError,
                     check_condition, fail, invalid_cdb)
 from .task import GOOD
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 _io_errors = RateLimitedLog(log)
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 _CAPACITY10 = Struct(">II")

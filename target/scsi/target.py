@@ -28,7 +28,7 @@ from .sense import (HARDWARE_ERROR, ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, IN
 from .shared_units import SharedUnits
 from .task import GOOD, RESERVATION_CONFLICT
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 _CONTROL_UNSUPPORTED = 0x07     # NACA, obsolete FLAG, LINK
 _MAINTENANCE_IN = 0xA3

@@ -14,7 +14,7 @@ import procfs
 from harness import HOST, FioRun, Lun, poll, run, session, tool, write_fio_job
 
 import initiator as I
-from target.lograte import DEFAULT_INTERVAL
+from coordinator.lograte import DEFAULT_INTERVAL
 
 STORM_SOURCES = [f"127.0.1.{a}" for a in range(1, 51)] + [HOST]     # our own address too: real logins share it
 PER_SOURCE = 60             # idle connections from each: 3060 in all

@@ -1,7 +1,7 @@
 """RateLimitedLog: one line per key per interval, the suppressed count reported with the next one."""
 import logging
 
-from target.lograte import RateLimitedLog
+from coordinator.lograte import RateLimitedLog
 
 
 class Clock:
