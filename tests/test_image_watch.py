@@ -12,8 +12,8 @@ from target.config import load_config
 from target.image_watch import CHECK_SECONDS, ImageWatch
 from target.scsi import sense as S
 from target.scsi.lun import LogicalUnit
-from tests.test_scsi_commands import TUR, assert_good, assert_sense, rw_cdb
-from tests.test_scsi_commands import Harness as Commands
+from tests.scsi_harness import TUR, assert_good, assert_sense, rw_cdb
+from tests.scsi_harness import Harness as Commands
 
 IQN = "iqn.2026-11.org.test:watch"
 
