@@ -8,9 +8,8 @@ import pytest
 from ioring import Ring
 from target.backstore import images, open_backstore
 from target.reactor import Reactor
+from tests.backstore_helpers import MiB
 from tests.scsi_harness import Harness
-
-MiB = 1 << 20
 
 
 @pytest.fixture
