@@ -43,6 +43,10 @@ lint: setup
 test: setup lint $(RINGTGT_FIO)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+.PHONY: unit
+unit: setup
+	$(PY) -m pytest -q -m "not e2e" tests
+
 fio: $(RINGTGT_FIO)
 
 bench: setup $(RINGTGT_FIO)

@@ -1,5 +1,6 @@
-"""Fixtures shared by the unit tests: a reactor on a real ring, and an opener of file backstores in tmp_path
-(the image created first when missing, as the supervisor does; closed at teardown)."""
+"""Fixtures shared by the unit tests: a reactor on a real ring, an opener of file backstores in tmp_path (the image
+created first when missing, as the supervisor does; closed at teardown), and `h`, a SCSI harness (tests/scsi_harness.py)
+whose power-on unit attention is consumed."""
 import os
 
 import pytest
@@ -7,8 +8,8 @@ import pytest
 from ioring import Ring
 from target.backstore import images, open_backstore
 from target.reactor import Reactor
-
-MiB = 1 << 20
+from tests.backstore_helpers import MiB
+from tests.scsi_harness import Harness
 
 
 @pytest.fixture
@@ -32,3 +33,10 @@ def opener(reactor, tmp_path):
     yield open_
     for store in stores:
         store.close()
+
+
+@pytest.fixture
+def h():
+    harness = Harness()
+    harness.ready()
+    return harness

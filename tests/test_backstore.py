@@ -1,4 +1,4 @@
-"""target.backstore: the registry (open_backstore), argument checks, read buffers; the `complete` helper."""
+"""target.backstore: the registry (open_backstore), argument checks, read buffers."""
 import mmap
 
 import pytest
@@ -7,21 +7,6 @@ from target.backstore import BackstoreError, open_backstore
 from target.buffers import HEADROOM, BufferPool
 from target.backstore.file import FileBackstore
 from target.backstore.null import NullBackstore
-from target.reactor import Reactor
-
-
-def complete(reactor: Reactor, start):
-    """start(callback), then run the reactor until the callback fires; its argument. The callback must
-    not fire from inside start()."""
-    results = []
-    start(results.append)
-    assert results == [], "callback ran synchronously"
-    for _ in range(200):
-        if results:
-            break
-        reactor.run_once(0.05)
-    assert len(results) == 1
-    return results[0]
 
 
 def test_registry_opens_each_kind(reactor, tmp_path):

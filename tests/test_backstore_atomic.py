@@ -11,8 +11,7 @@ from target.backstore import open_backstore
 from target.backstore.atomic import _MAGIC, _RECORD, _RECORD_AT, MAX_ATOMIC_BYTES, AtomicFileBackstore, _record_crc
 from target.reactor import Reactor
 from ioring import Ring
-from tests.test_backstore import complete
-from tests.test_backstore_file import MiB, read, write
+from tests.backstore_helpers import MiB, complete, read, write
 
 
 def journal_of(store):

@@ -7,8 +7,7 @@ import pytest
 
 from target.backstore import BackstoreError
 from target.backstore.encrypted import KEY_BYTES, EncryptedBackstore
-from tests.test_backstore import complete
-from tests.test_backstore_file import read, write
+from tests.backstore_helpers import complete, read, write
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ from target.backstore.file import FileBackstore
 from target.buffers import HEADROOM
 from target.reactor import Reactor
 from tests.mounts import mounted
-from tests.test_backstore import complete
-
-MiB = 1 << 20
+from tests.backstore_helpers import MiB, complete, read, write
 
 
 class RecordingRing(Ring):
@@ -32,16 +30,6 @@ class RecordingRing(Ring):
 def reactor():
     with RecordingRing(64) as ring:
         yield Reactor(ring)
-
-
-def write(reactor, store, offset, data, fua=False):
-    assert complete(reactor, lambda cb: store.write(offset, data, fua, cb)) is None
-
-
-def read(reactor, store, offset, length) -> bytes:
-    view = complete(reactor, lambda cb: store.read(offset, length, cb))
-    assert isinstance(view, memoryview) and len(view) == length
-    return bytes(view)
 
 
 def test_write_then_read_back(reactor, opener):

@@ -4,7 +4,7 @@ import pytest
 from ioring import Ring
 from target.backstore.null import NullBackstore
 from target.reactor import Reactor
-from tests.test_backstore import complete
+from tests.backstore_helpers import complete
 
 
 @pytest.fixture

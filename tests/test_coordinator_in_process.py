@@ -7,8 +7,7 @@ from target.scsi import sense as S
 from target.scsi.target import ScsiTarget
 from target.scsi.task import GOOD, RESERVATION_CONFLICT, ScsiTask
 from target.unit_sync import UnitSync
-from tests.test_scsi_commands import IQN, TUR, assert_sense, make_unit
-from tests.test_scsi_pr_commands import READ10, A, B, params, prout
+from tests.scsi_harness import IQN, READ10, TUR, A, B, assert_sense, make_unit, params, prout
 from tests.unit_coordinator import IdleSession
 
 

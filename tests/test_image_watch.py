@@ -13,8 +13,8 @@ from target.image_watch import CHECK_SECONDS, ImageWatch
 from target.scsi import sense as S
 from target.scsi.lun import LogicalUnit
 from target.scsi.task import GOOD, ScsiTask
-from tests.test_scsi_commands import TUR, assert_good, assert_sense, rw_cdb
-from tests.test_scsi_commands import Harness as Commands
+from tests.scsi_harness import TUR, assert_good, assert_sense, rw_cdb
+from tests.scsi_harness import Harness as Commands
 from tests.unit_coordinator import attached, coordinated_target
 
 IQN = "iqn.2026-11.org.test:watch"

@@ -1,6 +1,6 @@
 """Full feature phase of one connection: command window, reads, writes with R2T, residuals, NOP, TMF, logout.
 
-The SCSI side is a small block device over a bytearray that answers at once: the real SCSI layer has its own
+The SCSI side is the small block device of tests/iscsi_host.py, which answers at once: the real SCSI layer has its own
 tests; here only the transport's state transitions are under test.
 """
 import struct
@@ -13,108 +13,10 @@ from target.iscsi import connection
 from target.iscsi.connection import Connection
 from target.iscsi.negotiation import parse_text
 from target.iscsi.write_budget import WritePool
-from target.scsi.task import CHECK_CONDITION, GOOD
+from target.scsi.task import GOOD
 from tests.iscsi_helpers import (build, data_out, login_request, logout_request, nop_out, scsi_command, split,
                                  task_management, text_request)
-
-IQN = "iqn.2026-11.org.ringtgt:t"
-INI = "iqn.2026-11.org.example:host"
-BLOCK = 512
-
-
-class BlockDevice:
-    def __init__(self):
-        self.disk = bytearray(BLOCK * 64)
-        self.resets = []
-        self.hold_resets = False
-        self.held = []
-        self.reads_in_flight = None     # a list: reads are kept there (as if the disk were slow), not answered
-        self.reads_remote = False       # ... as if they waited on the coordinator instead
-        self.writes_in_flight = None    # a list: writes are kept there (as if the disk were slow), not answered
-        self.writes_remote = False      # ... as if they waited on the coordinator instead
-        self.executed = []              # opcodes, in the order they reached the SCSI layer
-
-    def has_lun(self, lun):
-        return lun == 0
-
-    def attach(self, nexus, session):
-        pass
-
-    def detach(self, nexus, session):
-        pass
-
-    def reset_lun(self, lun, nexus, done):
-        self.resets.append(lun)
-        if self.hold_resets:
-            self.held.append(done)          # as when other workers still have to apply it
-        else:
-            done()
-
-    def clear_task_set(self, lun, nexus, done):
-        self.resets.append(("clear", lun))
-        done()
-
-    def reset_target(self, nexus, cold, done):
-        self.resets.append("cold" if cold else "target")
-        done()
-
-    def data_out_length(self, lun, cdb):
-        length = struct.unpack(">H", bytes(cdb[7:9]))[0]       # WRITE(10): blocks; SANITIZE: bytes
-        return {0x2A: length * BLOCK, 0x48: length}.get(cdb[0], 0)
-
-    def unit_wide(self, cdb):
-        return cdb[0] == 0x48                                   # SANITIZE
-
-    def execute(self, task):
-        op = task.cdb[0]
-        self.executed.append(op)
-        if op == 0x00:
-            task.finish(GOOD)
-        elif op in (0x28, 0x2A):
-            lba, count = struct.unpack(">IxH", bytes(task.cdb[2:9]))
-            start, length = lba * BLOCK, count * BLOCK
-            if op == 0x28 and self.reads_in_flight is not None:
-                task.remote = self.reads_remote
-                self.reads_in_flight.append(lambda: task.finish(GOOD, memoryview(self.disk)[start:start + length]))
-            elif op == 0x28:
-                task.finish(GOOD, memoryview(self.disk)[start:start + length])
-            elif self.writes_in_flight is not None:
-                task.remote = self.writes_remote
-                self.writes_in_flight.append(lambda: self._write(task, start, length))
-            else:
-                self._write(task, start, length)
-        else:
-            task.finish(CHECK_CONDITION, None, b"\x70\0\x05" + bytes(15))
-
-    def _write(self, task, start, length):
-        task.transfer_length = length
-        n = min(length, len(task.data_out))
-        self.disk[start:start + n] = task.data_out[:n]
-        task.finish(GOOD)
-
-
-class Host:
-    portal_group_tag = 1
-    access = AccessPolicy(1, {IQN: TargetAccess()})
-    offers = {"InitialR2T": False}
-
-    def __init__(self, write_pool=None):
-        self.device = BlockDevice()
-        self.started = []
-        self.write_pool = write_pool or WritePool()
-        self.ready = 0
-
-    def allocate_tsih(self):
-        return 7
-
-    def scsi_target(self, iqn):
-        return self.device
-
-    def session_started(self, conn):
-        self.started.append(conn)
-
-    def output_ready(self, conn):
-        self.ready += 1
+from tests.iscsi_host import BLOCK, INI, IQN, Host, exchange
 
 
 def connect(host=None, **keys):
@@ -126,14 +28,6 @@ def connect(host=None, **keys):
     (pdu, data), = exchange(conn)
     assert pdu.opcode == P.LOGIN_RESPONSE and pdu.flags & 0x80 and pdu.login_status == 0, parse_text(data)
     return conn
-
-
-def exchange(conn, raw=b""):
-    if raw:
-        conn.receive_data(raw)
-    out = b"".join(bytes(b) for b in conn.out)
-    conn.out.clear()
-    return split(out)
 
 
 def read10(lba, blocks):

@@ -3,7 +3,7 @@ a login while the coordinator registers it: the final Login Response waits, then
 from target.iscsi import pdu as P
 from target.iscsi.connection import Connection
 from tests.iscsi_helpers import login_request
-from tests.test_iscsi_connection import INI, IQN, Host, exchange
+from tests.iscsi_host import INI, IQN, Host, exchange
 
 
 class RegisteringHost(Host):

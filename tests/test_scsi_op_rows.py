@@ -3,11 +3,11 @@ has one, so an opcode added as a row gets them; what a row says reaches the tran
 from __future__ import annotations
 
 import pytest
-from test_scsi_commands import BS, Harness, MemoryStore, assert_sense
 
 from target.scsi import sense as S
 from target.scsi.lun import MAX_TRANSFER_BYTES
 from target.scsi.target import OPS, ScsiTarget
+from tests.scsi_harness import BS, Harness, MemoryStore, assert_sense
 
 LBA_ROWS = [opcode for opcode, op in enumerate(OPS) if op.lba is not None]
 MAX_BLOCKS = MAX_TRANSFER_BYTES // BS

@@ -3,24 +3,13 @@ IN/OUT, RESERVE/RELEASE 6/10, the conflict check before dispatch, resets, nexus 
 clearing."""
 import struct
 
-from test_scsi_commands import TUR, Harness, assert_good, assert_sense, rw_cdb
-
 from coordinator.unit_state import reservations as R
 from target.scsi import sense as S
 from target.scsi.task import RESERVATION_CONFLICT
+from tests.scsi_harness import READ10, TUR, A, B, Harness, assert_good, assert_sense, params, prout, rw_cdb
 
-A, B = "ia,i,0x1,t,t,0x1", "ib,i,0x2,t,t,0x1"
 RESERVE6, RELEASE6, RESERVE10, RELEASE10 = 0x16, 0x17, 0x56, 0x57
-READ10 = rw_cdb(0x28, 0, 1)
 WRITE10 = rw_cdb(0x2A, 0, 1)
-
-
-def prout(action, pr_type=0, length=24):
-    return struct.pack(">BBB2xIB", 0x5F, action, pr_type, length, 0)
-
-
-def params(key=0, action_key=0, flags=0):
-    return struct.pack(">QQ4xB3x", key, action_key, flags)
 
 
 class Session:

@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from target.scsi import sense as S
-from tests.test_scsi_commands import BLOCKS, BS, Harness, MemoryStore, assert_good, assert_sense, vpd
+from tests.scsi_harness import BLOCKS, BS, Harness, MemoryStore, assert_good, assert_sense, vpd
 
 
 class ThinStore(MemoryStore):

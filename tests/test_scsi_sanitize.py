@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from target.scsi import sense as S
-from tests.test_scsi_commands import BLOCKS, BS, TUR, Harness, MemoryStore, assert_good, assert_sense
+from tests.scsi_harness import BLOCKS, BS, TUR, Harness, MemoryStore, assert_good, assert_sense
 
 INQUIRY = bytes([0x12, 0, 0, 0, 36, 0])
 REQUEST_SENSE = bytes([0x03, 0, 0, 0, 18, 0])

@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from target.scsi import sense as S
-from tests.test_scsi_commands import BS, BLOCKS, Harness, MemoryStore, assert_good, assert_sense
+from tests.scsi_harness import BS, BLOCKS, Harness, MemoryStore, assert_good, assert_sense
 
 ATOMIC_BLOCKS = 8
 

@@ -8,7 +8,7 @@ from coordinator.unit_state.medium import SANITIZING
 from target.scsi import sense as S
 from target.scsi import xcopy
 from target.scsi.lun import LogicalUnit
-from tests.test_scsi_commands import BLOCKS, BS, IQN, NAA, Harness, MemoryStore, assert_good, assert_sense
+from tests.scsi_harness import BLOCKS, BS, IQN, NAA, Harness, MemoryStore, assert_good, assert_sense
 from tests.unit_coordinator import coordinated_target
 
 OTHER_NAA = "6001405aabbccddeeff0011223344557"

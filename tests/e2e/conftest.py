@@ -58,6 +58,14 @@ def shared_ringtgt(tmp_path_factory):
     launcher.stop_all()
 
 
+def pytest_collection_modifyitems(items):
+    """Mark every test under tests/e2e `e2e` (pyproject.toml registers it), so `make unit` can leave them out."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

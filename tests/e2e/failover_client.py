@@ -7,7 +7,7 @@ import json
 import sys
 
 import initiator as I
-from test_reservations import REGISTER, RESERVE, WRITE_EXCLUSIVE, good, prout, reservation
+from pr_commands import REGISTER, RESERVE, WRITE_EXCLUSIVE, good, prout, reservation
 
 NAME = "iqn.2026-11.org.ringtgt:fencer"
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import initiator as I
 import procfs
 from harness import HOST, connect_to_worker, connections_on_every_worker, poll
-from test_reservations import READ_KEYS, REGISTER, good, lun_reset, prout, read_keys
+from pr_commands import READ_KEYS, REGISTER, good, lun_reset, prout, read_keys
 
 NAME = "iqn.2026-11.org.ringtgt:deadlines"
 BUSY = 0x08
