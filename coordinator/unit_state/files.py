@@ -22,7 +22,12 @@ def save_state(path: str, state: dict | None) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.rename(temp, path)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    sync_directory(directory)
+
+
+def sync_directory(path: str) -> None:
+    """Make the names in directory `path` durable (a file just created, renamed or removed there)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

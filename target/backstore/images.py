@@ -17,6 +17,8 @@ import json
 import logging
 import os
 
+from coordinator.unit_state.files import save_state, sync_directory
+
 from .base import BackstoreError
 from .file import ImageGone, ImageIdentity, _open, identify
 
@@ -72,7 +74,7 @@ def prepare(state_dir: str, iqn: str, lun: int, path: str, size: int, block_size
     marker = marker_path(state_dir, iqn, lun)
     try:
         if identity is None:
-            _save(record, {"path": path, "block": found.block, "device": found.device, "inode": found.inode,
+            save_state(record, {"path": path, "block": found.block, "device": found.device, "inode": found.inode,
                            "generation": found.generation})
         if os.path.exists(marker):
             os.unlink(marker)
@@ -103,7 +105,7 @@ def create(path: str, size: int) -> None:
         except OSError:
             os.unlink(path)
             raise
-        _sync_directory(parent or ".")
+        sync_directory(parent or ".")
         log.info("created the image %s (%d bytes, sparse)", path, size)
     except OSError as e:
         raise ImageError(f"image {path}: cannot be created with {size} bytes: {e.strerror}") from None
@@ -151,24 +153,4 @@ def offline_reason(state_dir: str, iqn: str, lun: int) -> str | None:
             return f.read().strip() or "offline"
     except OSError:             # none; or unreadable, which tells nothing of the image (the caller checks it)
         return None
-
-
-def _save(path: str, data: dict) -> None:
-    """Write a record durably: a temporary file renamed over it, the directory synced."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-    _sync_directory(os.path.dirname(path))
-
-
-def _sync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 

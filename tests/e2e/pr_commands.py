@@ -12,25 +12,25 @@ APTPL = 0x01
 TMF_LUN_RESET = 5
 
 
-def prout(ini, action, key=0, action_key=0, pr_type=0, flags=0):
+def prout(ini, action, key=0, action_key=0, pr_type=0, flags=0, lun=0):
     cdb = struct.pack(">BBB2xIB", 0x5F, action, pr_type, 24, 0)
-    return ini.scsi(cdb, data_out=struct.pack(">QQ4xB3x", key, action_key, flags))
+    return ini.scsi(cdb, lun=lun, data_out=struct.pack(">QQ4xB3x", key, action_key, flags))
 
 
-def prin(ini, action):
-    result = ini.scsi(struct.pack(">BB5xHB", 0x5E, action, 1024, 0), read_length=1024)
+def prin(ini, action, lun=0):
+    result = ini.scsi(struct.pack(">BB5xHB", 0x5E, action, 1024, 0), lun=lun, read_length=1024)
     assert result.status == I.GOOD, result
     return result.data
 
 
-def read_keys(ini) -> list[int]:
-    data = prin(ini, READ_KEYS)
+def read_keys(ini, lun=0) -> list[int]:
+    data = prin(ini, READ_KEYS, lun)
     length = struct.unpack_from(">I", data, 4)[0]
     return [struct.unpack_from(">Q", data, 8 + i)[0] for i in range(0, length, 8)]
 
 
-def reservation(ini):
-    data = prin(ini, READ_RESERVATION)
+def reservation(ini, lun=0):
+    data = prin(ini, READ_RESERVATION, lun)
     if not struct.unpack_from(">I", data, 4)[0]:
         return None
     key, scope_type = struct.unpack_from(">Q4xxB", data, 8)

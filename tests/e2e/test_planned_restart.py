@@ -5,11 +5,12 @@ pending for another nexus, the initiators already told of the power-on — is th
 failover. A crash (SIGKILL of the whole process group) is a power loss: the state does not come back, and a
 returning initiator hears of the power-on."""
 import json
-import struct
 import time
 
 import initiator as I
+import pr_commands
 from harness import HOST, ConnectionWatcher, FioRun, Lun, poll, write_fio_job
+from pr_commands import REGISTER, RESERVATION_CONFLICT, RESERVE, WRITE_EXCLUSIVE
 
 BS = 512
 FIO_LUN, STATE_LUN = 0, 1
@@ -18,37 +19,21 @@ RUNTIME = 25                    # fio's seconds; the restart happens a few secon
 RESTART_AFTER = 4.0             # seconds of fio traffic before the SIGTERM
 A_NAME = "iqn.2026-11.org.ringtgt:restart-a"
 B_NAME = "iqn.2026-11.org.ringtgt:restart-b"
-REGISTER, RESERVE = 0, 1
-READ_KEYS, READ_RESERVATION = 0, 1
-WRITE_EXCLUSIVE = 1
-RESERVATION_CONFLICT = 0x18
 POWER_ON = (0x29, 0x00)
 MODE_PARAMETERS_CHANGED = (0x2A, 0x01)
 CACHING, WCE = 0x08, 0x04
 
 
 def prout(ini, action, key=0, action_key=0, pr_type=0):
-    cdb = struct.pack(">BBB2xIB", 0x5F, action, pr_type, 24, 0)
-    return ini.scsi(cdb, lun=STATE_LUN, data_out=struct.pack(">QQ4xB3x", key, action_key, 0))     # APTPL=0
-
-
-def prin(ini, action) -> bytes:
-    result = ini.scsi(struct.pack(">BB5xHB", 0x5E, action, 1024, 0), lun=STATE_LUN, read_length=1024)
-    assert result.status == I.GOOD, (result.status, result.sense)
-    return result.data
+    return pr_commands.prout(ini, action, key, action_key, pr_type, lun=STATE_LUN)     # APTPL=0
 
 
 def read_keys(ini) -> list[int]:
-    data = prin(ini, READ_KEYS)
-    return sorted(struct.unpack_from(">Q", data, 8 + i)[0] for i in range(0, struct.unpack_from(">I", data, 4)[0], 8))
+    return sorted(pr_commands.read_keys(ini, STATE_LUN))
 
 
 def reservation(ini):
-    data = prin(ini, READ_RESERVATION)
-    if not struct.unpack_from(">I", data, 4)[0]:
-        return None
-    key, scope_type = struct.unpack_from(">Q4xxB", data, 8)
-    return key, scope_type & 0x0F
+    return pr_commands.reservation(ini, STATE_LUN)
 
 
 def write_cache(ini) -> bool:
