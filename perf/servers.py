@@ -157,8 +157,9 @@ class RingTgtServer:
         self.proc = subprocess.Popen([str(binary), "serve", "--config", str(config)], stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=self.log, start_new_session=True,
                                      env=dict(os.environ, **(env or {})))
-        wait_for(lambda: self.proc.poll() is None and listening(self.port) and len(children(self.proc.pid))
-                 >= workers, START_TIMEOUT, f"ringtgt on port {self.port}")
+        wait_for(lambda: self.proc.poll() is None and len(self.worker_pids()) >= workers, START_TIMEOUT,
+                 f"ringtgt's {workers} workers listening on port {self.port}")   # else fio's sessions may all
+                                                                                # land on the first one up
         self.url = f"iscsi://{HOST}:{self.port}/{IQN_RINGTGT}/0"
 
     def pids(self) -> list[int]:
