@@ -504,7 +504,11 @@ class Connection:
                 out.append(R.scsi_response(command.itt, self._seq(), task.status, task.sense, count, residual))
         else:
             out.append(R.scsi_response(command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual))
-        self._hold_output(sent + P.BHS_LEN)
+        size = sent + P.BHS_LEN                 # _hold_output, written out: once per command
+        self._queued += size
+        self.unsent += size
+        if self.unsent > OUTPUT_BOUND:
+            self.window.frozen = True
         if command.charge:
             self._free_write(command)
         if self.stopping and not self.commands:

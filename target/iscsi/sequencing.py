@@ -38,9 +38,13 @@ class CommandWindow:
         return (self.exp_cmd_sn - 1 + max(1, self.depth - self.outstanding)) & MASK
 
     def announce(self) -> int:
-        """MaxCmdSN for a PDU going out, remembered as announced."""
-        max_cmd_sn = self.max_cmd_sn
-        if serial_lt(self.announced, max_cmd_sn):
+        """MaxCmdSN for a PDU going out, remembered as announced (`max_cmd_sn` and `serial_lt` written out: this
+        runs for every response)."""
+        announced = self.announced
+        if self.frozen:
+            return announced
+        max_cmd_sn = (self.exp_cmd_sn - 1 + max(1, self.depth - self.outstanding)) & MASK
+        if announced != max_cmd_sn and ((max_cmd_sn - announced) & MASK) < HALF:
             self.announced = max_cmd_sn
         return max_cmd_sn
 
@@ -52,7 +56,8 @@ class CommandWindow:
     def accept(self, cmd_sn: int, pdu: Pdu) -> list[Pdu]:
         """The PDUs now deliverable in order (empty if `pdu` is early, stale or outside the window)."""
         exp = self.exp_cmd_sn
-        if cmd_sn != exp or serial_lt(self.announced, cmd_sn):
+        announced = self.announced      # below, serial_lt(announced, cmd_sn) written out: once per command
+        if cmd_sn != exp or (cmd_sn != announced and ((cmd_sn - announced) & MASK) < HALF):
             if serial_lt(exp, cmd_sn) and not serial_lt(self.announced, cmd_sn):
                 self._early.setdefault(cmd_sn, pdu)
             return []
