@@ -3,7 +3,6 @@ import argparse
 import datetime
 import functools
 import json
-import logging
 import os
 import sys
 from typing import cast
@@ -11,10 +10,8 @@ from importlib.metadata import version
 
 from target.config import Config, ConfigError, dump_config, load_config
 from target.fdlimit import raise_open_files_limit
+from target.logformat import configure as configure_logging
 from target.supervisor import Supervisor
-
-LOG_FORMAT = "%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s"
-
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -64,7 +61,7 @@ def _serve(config: Config, args) -> int:
     from target.preflight import PreflightError, preflight
     from target.worker import worker_main  # here: these need the compiled ring, check-config does not
 
-    logging.basicConfig(level=config.server.log_level.upper(), format=LOG_FORMAT)
+    configure_logging(config.server.log_level, config.server.log_format)
     try:
         lock = preflight(config)        # held until this process exits, and by the children it forks
     except PreflightError as e:

@@ -32,6 +32,7 @@ size = "1GiB"
 
 DEFAULT_PORT = 3260
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 BLOCK_SIZES = (512, 4096)
 BACKSTORES = ("file", "null")
 MAX_LUN_ID = 255
@@ -75,6 +76,7 @@ class ServerConfig:
     max_prelogin_connections: int = 256     # connections still logging in a worker holds (the idlest goes)
     max_prelogin_per_address: int = 32      # the same, from one source address (an IPv6 /64)
     hang_timeout: float = 10.0
+    log_format: str = "text"                # "json": one JSON object per line (target/logformat.py)
 
 
 @dataclass(frozen=True)
@@ -326,6 +328,9 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
     log_level = t.take("log_level", (str,), "info").lower()
     if log_level not in LOG_LEVELS:
         raise t.error("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    log_format = t.take("log_format", (str,), "text")
+    if log_format not in LOG_FORMATS:
+        raise t.error("log_format", f"must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     nop_interval = float(t.take("nop_interval", (int, float), 30))
     if not 0 <= nop_interval < float("inf"):
         raise t.error("nop_interval", f"must be finite seconds >= 0 (0 = off), got {nop_interval}")
@@ -360,6 +365,7 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
         immediate_data=immediate_data,
         busy_poll_us=busy_poll_us,
         hang_timeout=hang_timeout,
+        log_format=log_format,
     )
 
 
@@ -593,6 +599,7 @@ def dump_config(config: Config) -> str:
         f"immediate_data = {_toml(s.immediate_data)}",
         f"busy_poll_us = {s.busy_poll_us!r}",
         f"hang_timeout = {s.hang_timeout!r}",
+        f"log_format = {_toml(s.log_format)}",
     ]
     lines += _dump_auth("discovery", config.discovery)
     for target in config.targets:

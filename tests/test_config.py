@@ -23,6 +23,7 @@ busy_poll_us = 50
 max_prelogin_connections = 100
 max_prelogin_per_address = 10
 hang_timeout = 4.5
+log_format = "json"
 
 [[target]]
 iqn = "iqn.2026-11.org.example:disk1"
@@ -95,6 +96,7 @@ def test_full_config(tmp_path):
     assert server.busy_poll_us == 50.0
     assert (server.max_prelogin_connections, server.max_prelogin_per_address) == (100, 10)
     assert server.hang_timeout == 4.5
+    assert server.log_format == "json"
     assert server.state_dir == str(tmp_path / "state")
     disk, null = config.targets[0].luns
     assert config.targets[0].alias == "disk1"
@@ -121,6 +123,7 @@ def test_defaults_and_derived_identity(tmp_path):
     assert server.busy_poll_us == 0
     assert (server.max_prelogin_connections, server.max_prelogin_per_address) == (256, 32)
     assert server.hang_timeout == 10.0
+    assert server.log_format == "text"
     assert server.state_dir == str(tmp_path / "var")
     lun = config.targets[0].luns[0]
     assert (lun.block_size, lun.backstore, lun.direct, lun.write_cache) == (512, "file", False, True)
@@ -185,6 +188,8 @@ def test_parse_size_rejects(text):
     ("[server]\nworkers = '2'\n" + MINIMAL, "server.workers: must be an integer, got '2'"),
     ("[server]\nworkers = true\n" + MINIMAL, "server.workers: must be an integer, got True"),
     ("[server]\nlog_level = 'loud'\n" + MINIMAL, "server.log_level: must be one of debug, info, warning"),
+    ("[server]\nlog_format = 'xml'\n" + MINIMAL, "server.log_format: must be one of text, json, got 'xml'"),
+    ("[server]\nlog_format = 1\n" + MINIMAL, "server.log_format: must be a string"),
     ("[server]\nnop_interval = -1\n" + MINIMAL, "server.nop_interval: must be finite seconds >= 0"),
     ("[server]\nnop_interval = inf\n" + MINIMAL, "server.nop_interval: must be finite seconds >= 0"),
     ("[server]\ninitial_r2t = 'yes'\n" + MINIMAL, "server.initial_r2t: must be a boolean"),
