@@ -7,6 +7,8 @@ SIGHUP are handled one at a time in one loop. `serve` checks the configuration's
 (preflight.py) before it builds the supervisor.
 SIGHUP is logged and ignored (configuration reload is not supported yet). A child that stops turning its loop
 for `hang_timeout` seconds is killed and restarted (target/watchdog.py, checked on the sigtimedwait timeout).
+Under systemd (Type=notify) it reports READY=1 once every child has turned its loop (a worker's listeners are
+made before its loop's first turn), a STATUS= line, and STOPPING=1 at SIGTERM/SIGINT (target/sdnotify.py).
 """
 import logging
 import os
@@ -17,8 +19,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from target import crash_report
+from target import crash_report, logformat
 from target.config import Config
+from target.sdnotify import notify
 from target.watchdog import Watchdog
 
 WorkerFn = Callable[[Config, int, int], None]
@@ -42,6 +45,7 @@ class _Child:
 
     name: str
     main: Callable[[], None]
+    worker: int | None = None  # the worker's index; None for the coordinator
     pid: int = 0
     started: float = 0.0
     backoff: float = 0.0
@@ -61,10 +65,13 @@ class Supervisor:
         cpus = sorted(os.sched_getaffinity(0))
         coordinator = [_Child(COORDINATOR, lambda: coordinator_fn(config))] if coordinator_fn else []
         self._children = coordinator + [
-            _Child(f"worker {i}", _worker_main(worker_fn, config, i, cpus[i % len(cpus)]))
+            _Child(f"worker {i}", _worker_main(worker_fn, config, i, cpus[i % len(cpus)]), worker=i)
             for i in range(config.server.workers)
         ]
         self._watchdog = Watchdog(config.server.hang_timeout, len(self._children))
+        portals = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in config.server.portals)
+        self._serving = f"serving {config.server.workers} workers on {portals}"
+        self._ready = False
 
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT, then stop every child; returns the exit status (0)."""
@@ -76,9 +83,11 @@ class Supervisor:
 
     def _loop(self) -> int:
         log.info("supervisor pid %d starting %d children", os.getpid(), len(self._children))
+        notify(f"STATUS=starting {len(self._children)} children")
         while True:
             self._start_due()
             self._kill_hung()
+            self._check_ready()
             wake = min([c.due for c in self._children if not c.pid], default=float("inf"))
             info = signal.sigtimedwait(_SIGNALS, max(0.0, min(wake - time.monotonic(), self._watchdog.interval)))
             if info is None:
@@ -89,6 +98,7 @@ class Supervisor:
                 log.warning("SIGHUP: configuration reload is not supported yet; ignored")
             else:
                 log.info("%s: stopping children", signal.Signals(info.si_signo).name)
+                notify("STOPPING=1", "STATUS=stopping")
                 self._stop()
                 return 0
 
@@ -97,6 +107,13 @@ class Supervisor:
         for child in self._children:
             if not child.pid and child.due <= now:
                 self._fork(child)
+
+    def _check_ready(self) -> None:
+        """Tell systemd READY=1 the first time every child runs and has turned its loop."""
+        if not self._ready and all(c.pid and self._watchdog.turned(i) for i, c in enumerate(self._children)):
+            self._ready = True
+            log.info("ready: %s", self._serving)
+            notify("READY=1", f"STATUS={self._serving}")
 
     def _kill_hung(self) -> None:
         now = time.monotonic()
@@ -207,6 +224,7 @@ def _run_child(child: _Child, mask: set[int | signal.Signals], report: int) -> N
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor turns Ctrl-C into SIGTERM
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        logformat.set_role("coordinator" if child.worker is None else "worker", child.worker)
         child.main()
         status = 0
     except BaseException:

@@ -35,11 +35,16 @@ class Watchdog:
         self._counters = memoryview(mmap.mmap(-1, COUNTER_BYTES * slots)).cast("Q")   # MAP_SHARED: seen by all
         self._seen = [0] * slots
         self._moved = [0.0] * slots
+        self._at_start = [0] * slots
 
     def started(self, slot: int, now: float) -> None:
         """In the supervisor when the slot's child is (re)started or killed: its silence counts from now."""
-        self._seen[slot] = self._counters[slot]
+        self._seen[slot] = self._at_start[slot] = self._counters[slot]
         self._moved[slot] = now
+
+    def turned(self, slot: int) -> bool:
+        """Whether the slot's child has turned its loop since its start (so it got through its set-up)."""
+        return self._counters[slot] != self._at_start[slot]
 
     def enter(self, slot: int) -> None:
         """In the forked child: `beat()` bumps this slot from now on."""

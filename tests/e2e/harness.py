@@ -110,7 +110,7 @@ class RingTgt:
 
     def __init__(self, directory: Path, *, luns=(Lun(),), workers: int = 2, iqn: str = IQN,
                  server_extra: str = "", target_extra: str = "", lun_extra: str = "", extra: str = "",
-                 open_files: tuple[int, int] | None = None):
+                 open_files: tuple[int, int] | None = None, env: dict[str, str] | None = None):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.luns = {lun.id: lun for lun in luns}
@@ -125,6 +125,7 @@ class RingTgt:
         self.workers: list[int] = []
         self.stop_seconds: float | None = None  # SIGTERM to supervisor exit, once stopped
         self.open_files = open_files            # (soft, hard) RLIMIT_NOFILE to start `serve` under; None: ours
+        self.env = env                          # variables added to ours for `serve` (e.g. NOTIFY_SOCKET)
 
     def _config_text(self, server_extra: str, target_extra: str, lun_extra: str, extra: str) -> str:
         """`target_extra` goes right after the target's iqn (keys, then [target.*] tables), `lun_extra` into
@@ -155,7 +156,7 @@ class RingTgt:
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([binary, "serve", "--config", str(self.config)], cwd=self.dir,
                                          stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         start_new_session=True,
+                                         start_new_session=True, env={**os.environ, **self.env} if self.env else None,
                                          preexec_fn=self._limit_open_files if self.open_files else None)
         RingTgt.running.append(self)
         try:
