@@ -2,6 +2,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -224,3 +225,34 @@ def test_sighup_is_logged_and_changes_nothing(start):
     wait_for(lambda: "reload is not supported yet" in sup.log())
     assert sup.workers() == before
     assert sup.proc.poll() is None
+
+
+@pytest.fixture
+def notify_socket(monkeypatch):
+    """A real datagram socket, named to the supervisor subprocesses by NOTIFY_SOCKET (abstract)."""
+    name = f"ringtgt-test-supervisor-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        yield sock
+
+
+def test_ready_once_every_child_turns_its_loop_and_stopping_at_sigterm(start, notify_socket):
+    sup = start(workers=2, mode="coordinated")
+    notify_socket.settimeout(GENEROUS)
+    assert notify_socket.recv(4096) == b"STATUS=starting 3 children"
+    assert notify_socket.recv(4096) == b"READY=1\nSTATUS=serving 2 workers on 127.0.0.1:3260"
+    assert "ready: serving 2 workers on 127.0.0.1:3260" in sup.log()
+    sup.signal(signal.SIGTERM)
+    assert notify_socket.recv(4096) == b"STOPPING=1\nSTATUS=stopping"
+    assert sup.proc.wait(timeout=GENEROUS) == 0
+
+
+def test_no_ready_while_a_worker_never_turns_its_loop(start, notify_socket):
+    sup = start(workers=2, mode="hang")
+    wait_for(lambda: "hung: no heartbeat" in sup.log())     # many turns of the supervisor's loop later
+    notify_socket.setblocking(False)
+    assert notify_socket.recv(4096) == b"STATUS=starting 2 children"
+    with pytest.raises(BlockingIOError):
+        notify_socket.recv(4096)
+    assert "ready:" not in sup.log()
