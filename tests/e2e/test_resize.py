@@ -96,3 +96,8 @@ def test_a_file_grown_underneath_is_picked_up_and_only_a_running_node_is_resized
     print(f"resize with no serve running: exit {stopped.returncode}: {stopped.stdout.strip()}")
     assert stopped.returncode == 1 and "no `ringtgt serve` runs" in stopped.stdout
     assert os.path.getsize(tgt.lun_path(0)) == GROWN
+    tgt.start()                                 # the configured size (8MiB) again, and a warning says so
+    assert tool_capacity(tgt) == OLD
+    warnings = [line for line in tgt.stderr().splitlines() if f"image {tgt.lun_path(0)} is {GROWN} bytes" in line]
+    print(f"restart: served at {tool_capacity(tgt)} bytes; warnings: {warnings}")
+    assert len(warnings) == 1 and "raise the LUN's `size` too" in warnings[0]
