@@ -326,8 +326,7 @@ class UnitAuthority:
         if message.size == previous:
             return Reply(ResizeAnswer(previous, previous, None))
         unit.size = message.size
-        for nexus in unit.pending:
-            unit.establish(nexus, CAPACITY_DATA_HAS_CHANGED)
+        unit.establish_all(CAPACITY_DATA_HAS_CHANGED)
         self._changed()
         log.info("LUN %d of %s grew from %d to %d bytes", message.lun, message.target, previous, message.size)
         change = LunResized(message.target, message.lun, message.size,
