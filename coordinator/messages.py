@@ -314,6 +314,7 @@ class UnitStates(Message):
     units: list                 # [[target, lun, view]…]
     modes: list                 # [[target, lun, wce, swp]…], the units whose mode a MODE SELECT changed
     media: list                 # [[target, lun, loaded, sanitize]…]
+    sizes: list = field(default_factory=list)   # [[target, lun, bytes]…], the units `ringtgt resize` grew
 
 
 @message("unit.state", UnitStates)
@@ -347,3 +348,30 @@ class StateAdopted(Message):
 class EndSessions(Message):
     """Internal: a peer's logins reinstated these sessions of this node ([{origin, tsih}…])."""
     sessions: list
+
+
+# -- online resize (`ringtgt resize`; coordinator/unit_service.py, target/unit_sync.py) ------------------------
+@message("lun.resized")
+class LunResized(Message):
+    """Push: the unit's new size in bytes; every nexus in `attentions` gets CAPACITY DATA HAS CHANGED."""
+    target: str
+    lun: int
+    size: int
+    attentions: list            # [[nexus, asc]…]
+
+
+@message("lun.resize.reply")
+class ResizeAnswer(Message):
+    previous: int               # the size before, in bytes
+    size: int                   # the size now
+    refused: str | None         # why nothing changed (a shrink), or None
+
+
+@message("lun.resize", ResizeAnswer)
+class ResizeLun(Message):
+    """Control: the unit grew to `size` bytes (its file was extended, its device grew); `configured` is the size
+    the configuration gives it, its size unless an earlier resize grew it."""
+    target: str
+    lun: int
+    size: int
+    configured: int

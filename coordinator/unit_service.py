@@ -20,6 +20,10 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
     MediumRequest       START STOP UNIT or PREVENT ALLOW on a removable unit, a SANITIZE beginning, ending or
                         failing, EXIT FAILURE MODE (unit_state/medium.py); reply MediumAnswer (with `refused`); what
                         moves is pushed as MediumChange. The death of the worker running a sanitize fails it.
+    ResizeLun           control (`ringtgt resize`): the unit grew; every nexus of it gets CAPACITY DATA HAS CHANGED;
+                        pushed as LunResized, replied ResizeAnswer. A smaller size is refused (`refused`: data beyond
+                        the new end would go), the same size changes nothing. The size lasts until `serve` stops:
+                        the next start serves the configured `size` (the operator raises it too; README).
     FetchUnitStates     every unit's view, the modes changed since the start and each medium's state (UnitStates),
                         for a worker that (re)connected. Units changed by a worker's death (its nexuses' SPC-2
                         reservations released; a hook cannot push) are pushed to the other workers then: the
@@ -58,11 +62,12 @@ import os
 from .unit_state.files import load_state, save_state
 from .unit_state.medium import ACTIONS, ALLOW, EJECT, LOAD, MOVES, PREVENT, SANITIZING, MediumState
 from .unit_state.reservations import Outcome, Reservations, run_request
-from .unit_state.sense import MODE_PARAMETERS_CHANGED, POWER_ON_RESET
+from .unit_state.sense import CAPACITY_DATA_HAS_CHANGED, MODE_PARAMETERS_CHANGED, POWER_ON_RESET
 
-from .messages import (AttachNexus, AttentionReported, ClearTaskSet, FetchUnitStates, MediumAnswer, MediumChange,
-                       MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost, NexusLostChanges,
-                       Nothing, ReservationAnswer, ReservationChange, ReservationRequest, UnitReset, UnitStates)
+from .messages import (AttachNexus, AttentionReported, ClearTaskSet, FetchUnitStates, LunResized, MediumAnswer,
+                       MediumChange, MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost,
+                       NexusLostChanges, Nothing, ReservationAnswer, ReservationChange, ReservationRequest,
+                       ResizeAnswer, ResizeLun, UnitReset, UnitStates)
 from .service import CoordinatorService, Reply
 
 log = logging.getLogger("ringtgt.coordinator")
@@ -79,6 +84,7 @@ class UnitState:
         self.pending: dict[str, list[int]] = {}
         self.mode: list[bool] | None = None         # [wce, swp] once a MODE SELECT changed them
         self.medium = MediumState()
+        self.size: int | None = None                # bytes, once `ringtgt resize` grew it (else the configured)
         self.path = path
         self.sanitize_path = None if path is None else path.removesuffix(".json") + ".sanitize.json"
         if path is not None:
@@ -186,6 +192,7 @@ class UnitAuthority:
         for target, lun, *_ in snapshot["units"]:
             saved.setdefault(target, set()).add(lun)
         self.restore({**snapshot, "units": [unit for unit in snapshot["units"] if tuple(unit[:2]) in self.units],
+                      "sizes": [],            # a new `serve` serves the configured sizes
                       "greeted": {target: names for target, names in snapshot["greeted"].items()
                                   if saved.get(target) == configured.get(target)}})
         for unit in self.units.values():
@@ -228,6 +235,8 @@ class UnitAuthority:
             pushes.append(self._change(target, lun, unit))
             if unit.mode:
                 pushes.append(ModeChange(target, lun, unit.mode[0], unit.mode[1], []))
+            if unit.size is not None:
+                pushes.append(LunResized(target, lun, unit.size, []))
             pushes.append(self._medium(target, lun, unit))
         return pushes
 
@@ -308,6 +317,22 @@ class UnitAuthority:
         change = ModeChange(message.target, message.lun, unit.mode[0], unit.mode[1], attentions)
         return Reply(change, [change])
 
+    def resize(self, message: ResizeLun, origin: str) -> Reply:
+        unit = self.unit(message.target, message.lun)
+        previous = message.configured if unit.size is None else unit.size
+        if message.size < previous:
+            return Reply(ResizeAnswer(previous, previous, f"LUN {message.lun} of {message.target} is {previous} "
+                                      f"bytes: shrinking it to {message.size} would drop the data beyond the new end"))
+        if message.size == previous:
+            return Reply(ResizeAnswer(previous, previous, None))
+        unit.size = message.size
+        unit.establish_all(CAPACITY_DATA_HAS_CHANGED)
+        self._changed()
+        log.info("LUN %d of %s grew from %d to %d bytes", message.lun, message.target, previous, message.size)
+        change = LunResized(message.target, message.lun, message.size,
+                            [[nexus, CAPACITY_DATA_HAS_CHANGED] for nexus in unit.pending])
+        return Reply(ResizeAnswer(previous, message.size, None), [change])
+
     def medium_request(self, message: MediumRequest, origin: str) -> Reply:
         unit = self.unit(message.target, message.lun)
         action = message.action
@@ -347,7 +372,8 @@ class UnitAuthority:
         return Reply(UnitStates([[target, lun, unit.reservations.view()] for (target, lun), unit in units],
                                 [[target, lun, *unit.mode] for (target, lun), unit in units if unit.mode],
                                 [[target, lun, unit.medium.loaded, unit.medium.sanitize]
-                                 for (target, lun), unit in units]),
+                                 for (target, lun), unit in units],
+                                [[target, lun, unit.size] for (target, lun), unit in units if unit.size is not None]),
                      changes)
 
     def worker_gone(self, origin: str) -> None:
@@ -386,6 +412,8 @@ class UnitAuthority:
                            unit.medium.snapshot()]
                           for (target, lun), unit in sorted(self.units.items())],
                 "greeted": {target: sorted(names) for target, names in self.greeted.items()},
+                "sizes": [[target, lun, unit.size] for (target, lun), unit in sorted(self.units.items())
+                          if unit.size is not None],
                 "version": self.version}
 
     def restore(self, snapshot: dict) -> None:
@@ -395,6 +423,9 @@ class UnitAuthority:
             unit.pending = {nexus: list(queue) for nexus, queue in pending.items()}
             unit.mode = mode
             unit.medium = MediumState.restored(medium)
+        sizes = {(target, lun): size for target, lun, size in snapshot.get("sizes", [])}
+        for key, unit in self.units.items():
+            unit.size = sizes.get(key)
         self.greeted = {target: set(names) for target, names in snapshot["greeted"].items()}
         self.version = snapshot.get("version", 0)
 
@@ -407,6 +438,7 @@ def register_unit_handlers(service: CoordinatorService, authority: UnitAuthority
     service.register(AttentionReported, authority.consumed)
     service.register(ModeSelect, authority.mode_select)
     service.register(MediumRequest, authority.medium_request)
+    service.register(ResizeLun, authority.resize)
     service.register(NexusLost, authority.nexus_lost)
     service.register(FetchUnitStates, authority.states)
     service.on_worker_gone(authority.worker_gone)

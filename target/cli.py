@@ -1,4 +1,4 @@
-"""The `ringtgt` command line: serve, check-config, sessions, --version."""
+"""The `ringtgt` command line: serve, check-config, sessions, resize, --version."""
 import argparse
 import datetime
 import functools
@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
         ("serve", _serve, "run the target: a supervisor, the node's coordinator and one worker per CPU"),
         ("check-config", _check_config, "validate the configuration and print it resolved, as TOML"),
         ("sessions", _sessions, "list the logged-in iSCSI sessions, asking the running node's coordinator"),
+        ("resize", _resize, "grow a LUN of the running node: extend its file to --size, or pick up the size its "
+                            "file or block device has now; every initiator gets CAPACITY DATA HAS CHANGED"),
         ("takeover", _takeover, "tell this node's coordinator that PEER is dead and its VIPs are here: tickle "
                                 "every connection PEER held"),
         ("keygen", _keygen, "write a CURVE key pair for the cluster bus: NAME.key (public) and NAME.key_secret"),
@@ -41,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
         command.set_defaults(command=func)
         if name == "sessions":
             command.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        elif name == "resize":
+            command.add_argument("target", metavar="TARGET", help="the target's iqn")
+            command.add_argument("lun", metavar="LUN", type=int, help="the LUN's id")
+            command.add_argument("--size", help="the new size, as the config's `size` (e.g. 2GiB); a file is "
+                                                "extended to it. Default: the file's or device's size now")
         elif name == "takeover":
             command.add_argument("peer", metavar="PEER", help="the dead peer's node name")
         elif name == "keygen":
@@ -98,6 +105,21 @@ def _sessions(config: Config, args) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_sessions(reply.sessions))
+    return 0
+
+
+def _resize(config: Config, args) -> int:
+    from target.resize import ResizeError, resize
+
+    try:
+        previous, size = resize(config, args.target, args.lun, args.size)
+    except (ResizeError, ConfigError) as e:
+        print(f"ringtgt: resize: {e}", file=sys.stderr)
+        return 1
+    if size == previous:
+        print(f"LUN {args.lun} of {args.target}: {size} bytes, unchanged")
+    else:
+        print(f"LUN {args.lun} of {args.target}: {previous} -> {size} bytes; every initiator is told")
     return 0
 
 

@@ -6,6 +6,7 @@ half: coordinator/unit_service.py): applies the coordinator's pushes to this wor
     ClearTaskSet       CLEAR TASK SET issued through another worker
     ModeChange         MODE SELECT through another worker changed WCE or SWP
     MediumChange       a removable medium loaded or ejected, or a sanitize begun or ended, through another worker
+    LunResized         `ringtgt resize` grew a unit: its new size, and CAPACITY DATA HAS CHANGED for its nexuses
 Each is acked once applied and the tasks it aborted here have stopped, so the issuing worker's answer means
 every worker has it. After every (re)connection to a coordinator the worker fetches every unit's state
 (FetchUnitStates).
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import logging
 
-from coordinator.messages import (ClearTaskSet, FetchUnitStates, MediumChange, ModeChange, ReservationChange,
-                                  UnitReset, UnitStates)
+from coordinator.messages import (ClearTaskSet, FetchUnitStates, LunResized, MediumChange, ModeChange,
+                                  ReservationChange, UnitReset, UnitStates)
 
 log = logging.getLogger(f"ringtgt.{__name__}")
 
@@ -31,6 +32,7 @@ class UnitSync:
         coordinator.subscribe(ClearTaskSet, self._clear)
         coordinator.subscribe(ModeChange, self._applying("apply_mode"))
         coordinator.subscribe(MediumChange, self._applying("apply_medium"))
+        coordinator.subscribe(LunResized, self._applying("apply_resize"))
         coordinator.on_connect(self._refresh)
 
     def _change(self, change: ReservationChange, ack) -> None:
@@ -82,6 +84,10 @@ class UnitSync:
             target = self.targets.get(iqn)
             if target is not None:
                 target.apply_medium(MediumChange(iqn, lun, loaded, sanitize))
+        for iqn, lun, size in states.sizes:
+            target = self.targets.get(iqn)
+            if target is not None:
+                target.apply_resize(LunResized(iqn, lun, size, []))
 
 
 def _proceed(failure) -> None:

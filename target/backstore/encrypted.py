@@ -48,10 +48,17 @@ class EncryptedBackstore:
         self._inner = inner
         self._key_path = key_path
         self._aes = algorithms.AES(_read_key(key_path))
-        self.size = inner.size
         self.block_size = inner.block_size
         self.max_atomic_bytes = inner.max_atomic_bytes
         self._zero_block = bytes(inner.block_size)
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+    @size.setter
+    def size(self, value: int) -> None:         # a LUN grown (`ringtgt resize`)
+        self._inner.size = value
 
     @property
     def deallocates(self) -> bool:

@@ -69,8 +69,12 @@ def prepare(state_dir: str, iqn: str, lun: int, path: str, size: int, block_size
         raise ImageError(f"{e}{hint if isinstance(e, ImageGone) else ''}") from None
     try:
         found = identify(fd)
+        available = os.lseek(fd, 0, os.SEEK_END)
     finally:
         os.close(fd)
+    if available - available % block_size > size:
+        log.warning("image %s is %d bytes, %s LUN %d is configured for %d: served at %d (after `ringtgt resize`, "
+                    "raise the LUN's `size` too)", path, available, iqn, lun, size, size)
     marker = marker_path(state_dir, iqn, lun)
     try:
         if identity is None:

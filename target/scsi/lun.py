@@ -161,6 +161,11 @@ class LogicalUnit:
         self.offline = True
         self._refuse()
 
+    def resize(self, size: int) -> None:
+        """The unit is `size` bytes now (`ringtgt resize`: its file or device grew), in the backstore too."""
+        self.backstore.size = size
+        self.blocks = size // self.block_size
+
     def set_mode(self, write_cache: bool, software_write_protect: bool) -> None:
         """The changeable mode parameters (WCE, SWP), as MODE SELECT through any worker left them."""
         self.backstore.write_cache = write_cache

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from coordinator.messages import (AttachNexus, AttentionReported, ClearTaskSet, Failure, MediumAnswer, MediumChange,
-                                  MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost,
-                                  NexusLostChanges, UnitReset)
+from coordinator.messages import (AttachNexus, AttentionReported, ClearTaskSet, Failure, LunResized, MediumAnswer,
+                                  MediumChange, MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions,
+                                  NexusLost, NexusLostChanges, UnitReset)
 from coordinator.unit_state.medium import SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED
 
 from .lun import LogicalUnit
@@ -197,6 +197,18 @@ class SharedUnits:
         unit = self.luns.get(change.lun)
         if unit is not None:
             unit.set_medium(change.loaded, change.sanitize)
+
+    # -- the size, grown by `ringtgt resize` ---------------------------------------------------------------------
+    def apply_resize(self, change: LunResized) -> None:
+        """The unit grew (pushed between commands): later commands see the new size, and the nexuses named learn
+        of it (CAPACITY DATA HAS CHANGED)."""
+        unit = self.luns.get(change.lun)
+        if unit is None:
+            return
+        unit.resize(change.size)
+        for nexus, asc_ascq in change.attentions:
+            if nexus in self.nexuses:
+                unit.attentions.establish_for(nexus, asc_ascq)
 
     def apply_views(self, views) -> None:
         for lun, view in views:
