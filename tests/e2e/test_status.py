@@ -70,6 +70,18 @@ def test_restarted_worker_and_coordinator_show_new_pids_and_one_restart(ringtgt)
     assert restarted == {**restarted, "pid": tgt.coordinator(), "restarts": 1}
 
 
+def test_a_lun_whose_image_is_gone_shows_offline_with_the_reason(ringtgt):
+    tgt = ringtgt(workers=2, luns=[Lun(0), Lun(1, "8MiB")])
+    tgt.lun_path(1).unlink()
+    luns = poll(lambda: (luns := reported(tgt)["luns"])[1]["state"] == "offline" and luns, timeout=30,
+                what="LUN 1 offline in the status")
+    print(f"LUN 1: {luns[1]['reason']}")
+    assert luns[0]["state"] == "online" and luns[0]["reason"] is None
+    assert str(tgt.lun_path(1)) in luns[1]["reason"]
+    assert [row.split()[5] for row in status(tgt).stdout.splitlines() if row.startswith(tgt.iqn)] == \
+        ["online", "offline"]
+
+
 def test_status_without_a_running_server_says_so(tmp_path):
     config = tmp_path / "idle.toml"
     config.write_text(f'[server]\nstate_dir = "{tmp_path / "state"}"\n[[target]]\niqn = "{NAME}"\n'
