@@ -1,5 +1,6 @@
 """What /proc tells of a process of this node, for `ringtgt status`: how long it has run, the CPUs it may run on,
-and how many TCP connections it holds. Each call reads a few small /proc files; None where the process is gone."""
+and the sockets it holds, to count among the namespace's established TCP connections (its TCP tables, read once per
+`ringtgt status`). None where the process is gone."""
 from __future__ import annotations
 
 import os
@@ -35,28 +36,31 @@ def cpus(pid: int) -> str | None:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
-def tcp_connections(pid: int) -> int | None:
-    """Established TCP connections (IPv4 and IPv6) whose socket `pid` holds open."""
+def established_tcp() -> set[str]:
+    """The socket inodes of every established TCP connection (IPv4 and IPv6) in this network namespace."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/self/net/{table}") as f:
+                next(f)
+                inodes.update(fields[9] for line in f if (fields := line.split())[3] == TCP_ESTABLISHED)
+        except OSError:
+            continue                        # no IPv6
+    return inodes
+
+
+def sockets(pid: int) -> set[str] | None:
+    """The inodes of the sockets `pid` holds open."""
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return None
-    sockets = set()
+    inodes = set()
     for fd in fds:
         try:
             link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue                        # closed meanwhile
         if link.startswith("socket:["):
-            sockets.add(link[len("socket:["):-1])
-    count = 0
-    for table in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{table}") as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    count += fields[3] == TCP_ESTABLISHED and fields[9] in sockets
-        except OSError:
-            continue
-    return count
+            inodes.add(link[len("socket:["):-1])
+    return inodes

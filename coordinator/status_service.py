@@ -17,7 +17,7 @@ state of the running node, gathered where each fact already is.
 """
 from __future__ import annotations
 
-import json
+import logging
 import os
 import time
 
@@ -28,7 +28,10 @@ from .messages import FetchStatus, NodeStatus
 from .registry import SessionRegistry
 from .service import CoordinatorService, Reply
 from .unit_service import UnitAuthority
+from .unit_state.files import load_state, save_state
 from .unit_state.medium import SANITIZING
+
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 STARTS_FILE = "coordinator.starts"
 
@@ -57,14 +60,16 @@ def count_start(state_dir: str, incarnation: str) -> int:
     """Record this coordinator's start; the restarts under the same supervisor before it."""
     path = os.path.join(state_dir, STARTS_FILE)
     try:
-        with open(path) as f:
-            record = json.load(f)
-        starts = record["starts"] if record.get("supervisor") == incarnation else 0
-    except (OSError, ValueError, KeyError, AttributeError):
-        starts = 0                  # none yet, or from another supervisor: this is its first coordinator
-    with open(path + ".tmp", "w") as f:
-        json.dump({"supervisor": incarnation, "starts": starts + 1}, f)
-    os.replace(path + ".tmp", path)
+        record = load_state(path)
+    except (OSError, ValueError) as exc:
+        log.warning("%s unreadable (%s): counting this coordinator's starts from here", path, exc)
+        record = None
+    starts = record.get("starts") if isinstance(record, dict) and record.get("supervisor") == incarnation else 0
+    starts = starts if type(starts) is int else 0       # none yet, or another supervisor's: its first coordinator
+    try:
+        save_state(path, {"supervisor": incarnation, "starts": starts + 1})
+    except OSError as exc:
+        log.warning("%s: cannot count this coordinator's start (its next restart will show 0): %s", path, exc)
     return starts
 
 
@@ -81,11 +86,13 @@ def register_status_handlers(service: CoordinatorService, config, registry: Sess
         per_origin: dict[str, int] = {}
         for record in sessions:
             per_origin[record["origin"]] = per_origin.get(record["origin"], 0) + 1
+        established = procinfo.established_tcp()
         for info in service.workers.values():
             workers.seen(info.index, info.pid)
         worker_rows = [{"index": info.index, "pid": info.pid, "cpus": procinfo.cpus(info.pid),
                         "uptime": procinfo.uptime(info.pid), "restarts": workers.restarts.get(info.index, 0),
-                        "connections": procinfo.tcp_connections(info.pid), "sessions": per_origin.get(info.origin, 0)}
+                        "connections": _count(procinfo.sockets(info.pid), established),
+                        "sessions": per_origin.get(info.origin, 0)}
                        for info in sorted(service.workers.values(), key=lambda info: info.index)]
         now = time.monotonic()
         peer_rows = [] if peers is None else [
@@ -107,3 +114,7 @@ def register_status_handlers(service: CoordinatorService, config, registry: Sess
             worker_rows, peer_rows, luns, len(sessions)))
 
     service.register(FetchStatus, status)
+
+
+def _count(sockets: set[str] | None, established: set[str]) -> int | None:
+    return None if sockets is None else len(sockets & established)

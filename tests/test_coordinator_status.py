@@ -1,6 +1,7 @@
 """`ringtgt status`'s parts that need no running node: the text it prints (target/cli.py format_status), the
 worker restarts the coordinator counts, its own starts per supervisor, and what /proc tells of a process."""
 import os
+import socket
 import subprocess
 import sys
 
@@ -79,9 +80,18 @@ def test_procinfo_reads_a_real_process():
         os.sched_setaffinity(child.pid, {0})
         assert procinfo.cpus(child.pid) == "0"
         assert 0 <= procinfo.uptime(child.pid) < 30
-        assert procinfo.tcp_connections(child.pid) == 0
+        assert procinfo.sockets(child.pid) == set()
     finally:
         child.kill()
         child.wait()
     assert procinfo.uptime(child.pid) is None and procinfo.cpus(child.pid) is None
-    assert procinfo.tcp_connections(child.pid) is None
+    assert procinfo.sockets(child.pid) is None
+
+
+def test_an_established_connection_is_found_among_its_holder_s_sockets():
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()) as client, server.accept()[0]:
+        mine = procinfo.sockets(os.getpid())
+        established = procinfo.established_tcp()
+        assert str(os.fstat(client.fileno()).st_ino) in mine & established
+        assert str(os.fstat(server.fileno()).st_ino) in mine - established      # listening, not established
