@@ -17,6 +17,7 @@ from .registry import SessionRegistry
 from .unit_service import UnitAuthority, register_unit_handlers
 from .service import CoordinatorService
 from .sessions_service import register_session_handlers
+from .status_service import register_status_handlers
 
 log = logging.getLogger("ringtgt.coordinator")
 
@@ -53,7 +54,8 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
     registry = SessionRegistry()
     register_session_handlers(service, registry, node_name(config))
     units = [(target.iqn, lun.id) for target in config.targets for lun in target.luns]
-    authority = UnitAuthority(units, config.server.state_dir, incarnation=supervisor_incarnation())
+    incarnation = supervisor_incarnation()
+    authority = UnitAuthority(units, config.server.state_dir, incarnation=incarnation)
     register_unit_handlers(service, authority)
     try:
         cluster = Cluster(service, config.cluster, registry, authority) if config.cluster is not None else None
@@ -61,6 +63,8 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
         log.error("cluster bus: %s", exc)
         service.close()
         raise SystemExit(1) from None
+    register_status_handlers(service, config, registry, authority, node_name(config), incarnation,
+                             cluster.peers if cluster is not None else None)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(time.monotonic()))
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)

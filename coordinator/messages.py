@@ -375,3 +375,21 @@ class ResizeLun(Message):
     lun: int
     size: int
     configured: int
+
+
+# -- the node's status (coordinator/status_service.py, `ringtgt status`) -----------------------------------------
+@message("node.status.reply")
+class NodeStatus(Message):
+    """What `ringtgt status --json` prints; the keys of each map are listed in coordinator/status_service.py."""
+    node: str
+    supervisor: dict            # {pid, uptime}
+    coordinator: dict           # {pid, uptime, restarts}
+    workers: list               # [{index, pid, cpus, uptime, restarts, connections, sessions}…], by index
+    peers: list                 # [{name, state, heartbeat_age}…]; empty without [cluster]
+    luns: list                  # [{target, lun, backstore, path, size, state, reason, sanitizing, ejected}…]
+    sessions: int               # this node's logged-in sessions
+
+
+@message("node.status", NodeStatus)
+class FetchStatus(Message):
+    """Control: the state of the running node."""

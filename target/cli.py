@@ -1,4 +1,4 @@
-"""The `ringtgt` command line: serve, check-config, sessions, resize, --version."""
+"""The `ringtgt` command line: serve, check-config, sessions, status, resize, takeover, keygen, --version."""
 import argparse
 import datetime
 import functools
@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         ("serve", _serve, "run the target: a supervisor, the node's coordinator and one worker per CPU"),
         ("check-config", _check_config, "validate the configuration and print it resolved, as TOML"),
         ("sessions", _sessions, "list the logged-in iSCSI sessions, asking the running node's coordinator"),
+        ("status", _status, "show the running node: supervisor, workers, coordinator, cluster peers, LUNs, sessions"),
         ("resize", _resize, "grow a LUN of the running node: extend its file to --size, or pick up the size its "
                             "file or block device has now; every initiator gets CAPACITY DATA HAS CHANGED"),
         ("takeover", _takeover, "tell this node's coordinator that PEER is dead and its VIPs are here: tickle "
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", metavar="FILE",
                              help="TOML configuration; it also locates the node (state_dir). Default: the embedded one")
         command.set_defaults(command=func)
-        if name == "sessions":
+        if name in ("sessions", "status"):
             command.add_argument("--json", action="store_true", help="print JSON instead of a table")
         elif name == "resize":
             command.add_argument("target", metavar="TARGET", help="the target's iqn")
@@ -123,6 +124,23 @@ def _resize(config: Config, args) -> int:
     return 0
 
 
+def _status(config: Config, args) -> int:
+    from coordinator.control import ControlError, control_request
+    from coordinator.messages import FetchStatus, NodeStatus
+
+    try:
+        reply = cast(NodeStatus, control_request(config.server.state_dir, FetchStatus()))
+    except ControlError as e:
+        print(f"ringtgt: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(reply.to_body(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_status(reply.to_body()))
+    return 0
+
+
 def _takeover(config: Config, args) -> int:
     from coordinator.control import ControlError, control_request
     from coordinator.messages import Takeover, TakeoverReport
@@ -159,3 +177,70 @@ def format_sessions(sessions: list[dict]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.append(f"{len(sessions)} session{'' if len(sessions) == 1 else 's'}")
     return "\n".join(lines) + "\n"
+
+
+STATUS_TABLES = (
+    ("workers", (("WORKER", "index"), ("PID", "pid"), ("CPUS", "cpus"), ("UPTIME", "uptime"),
+                 ("RESTARTS", "restarts"), ("CONNECTIONS", "connections"), ("SESSIONS", "sessions"))),
+    ("peers", (("PEER", "name"), ("STATE", "state"), ("HEARTBEAT", "heartbeat_age"))),
+    ("luns", (("TARGET", "target"), ("LUN", "lun"), ("BACKSTORE", "backstore"), ("PATH", "path"),
+              ("SIZE", "size"), ("STATE", "state"), ("SANITIZING", "sanitizing"), ("EJECTED", "ejected"))),
+)
+
+
+def format_status(status: dict) -> str:
+    """The text of `ringtgt status`: the supervisor's and the coordinator's lines, a table each of the workers,
+    the cluster peers (if any) and the LUNs, and the session count."""
+    supervisor, coordinator = status["supervisor"], status["coordinator"]
+    lines = [f"node {status['node']}",
+             f"supervisor   pid {supervisor['pid']}  up {_duration(supervisor['uptime'])}",
+             f"coordinator  pid {coordinator['pid']}  up {_duration(coordinator['uptime'])}  "
+             f"restarts {coordinator['restarts']}"]
+    for key, columns in STATUS_TABLES:
+        if status[key]:
+            lines.append("")
+            lines += _table(columns, status[key])
+    count = status["sessions"]
+    lines += ["", f"{count} session{'' if count == 1 else 's'}"]
+    return "\n".join(lines) + "\n"
+
+
+def _table(columns, records: list[dict]) -> list[str]:
+    rows = [[title for title, _ in columns]]
+    for record in records:
+        rows.append([_cell(key, record[key]) for _, key in columns])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def _cell(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key in ("uptime", "heartbeat_age"):
+        return _duration(value)
+    if key == "size":
+        return _size(value)
+    return str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    """3d4h, 2h5m, 7m3s, 12.5s."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    days, hours, minutes = whole // 86400, whole // 3600 % 24, whole // 60 % 60
+    if days:
+        return f"{days}d{hours}h"
+    return f"{hours}h{minutes}m" if hours else f"{minutes}m{whole % 60}s"
+
+
+def _size(size: int) -> str:
+    """Bytes in the largest binary unit that divides them (64MiB, 1536KiB), else bytes."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size and size % (1 << shift) == 0:
+            return f"{size >> shift}{unit}"
+    return str(size)

@@ -22,6 +22,8 @@ EXAMPLES = [
     M.MediumRequest(T, 0, "", "sanitized"), M.MediumChange(T, 0, True, 0),
     M.MediumAnswer(T, 0, False, 2, [2, 0x5302]), M.FetchUnitStates(), M.UnitStates([], [], []),
     M.Takeover("b"), M.TakeoverReport("b", "dead", 1, 1, 3, 0), M.StateAdopted(), M.EndSessions([]), M.Nothing(),
+    M.FetchStatus(), M.NodeStatus("a", {"pid": 1, "uptime": 2.5}, {"pid": 2, "uptime": 1.0, "restarts": 0},
+                                  [{"index": 0, "pid": 3}], [], [{"target": T, "lun": 0}], 1),
 ]
 
 
@@ -34,6 +36,7 @@ def test_every_message_round_trips_through_the_wire(message):
 def test_every_request_names_its_reply_class():
     for message in EXAMPLES:
         assert message.REPLY is None or issubclass(message.REPLY, M.Message)
+    assert M.FetchStatus.REPLY is M.NodeStatus
     assert M.ReservationRequest.REPLY is M.ReservationAnswer and M.UnitReset.REPLY is M.UnitReset
 
 
@@ -47,6 +50,8 @@ def test_every_request_names_its_reply_class():
     (M.ReservationAnswer, {"outcome": {}, "change": 3}, "pr.request.reply: field 'change' must be"),
     (M.ReservationAnswer, {"outcome": {}, "change": {"target": T}}, "pr.change: field 'lun' missing"),
     (M.NexusLostChanges, {"changes": [{"target": T, "lun": "0", "view": {}}]}, "pr.change: field 'lun' must be int"),
+    (M.NodeStatus, {"node": "a", "supervisor": {}, "coordinator": {}, "workers": [], "peers": [], "luns": [],
+                    "sessions": "1"}, "node.status.reply: field 'sessions' must be int, got '1'"),
 ])
 def test_a_body_without_its_class_shape_is_refused_naming_kind_and_field(cls, body, reason):
     with pytest.raises(SchemaError) as error:
