@@ -1,17 +1,24 @@
 """The `ringtgt` command line: serve, check-config, sessions, status, resize, takeover, keygen, --version."""
+from __future__ import annotations
+
 import argparse
 import datetime
 import functools
 import json
 import os
 import sys
-from typing import cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 from importlib.metadata import version
 
 from target.config import Config, ConfigError, dump_config, load_config
 from target.fdlimit import raise_open_files_limit
 from target.logformat import configure as configure_logging
 from target.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from coordinator.messages import Message
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -92,21 +99,33 @@ SESSION_COLUMNS = (("NODE", "node"), ("WORKER", "worker"), ("PID", "pid"), ("INI
                    ("CLIENT", "client"), ("LOGIN", "login_time"))
 
 
-def _sessions(config: Config, args) -> int:
+def _ask(config: Config, request: Message) -> Message | None:
+    """The running node's coordinator's reply to `request`, or None once the reason there is none is printed."""
     from coordinator.control import ControlError, control_request
-    from coordinator.messages import ListSessions, SessionListing
 
     try:
-        reply = cast(SessionListing, control_request(config.server.state_dir, ListSessions()))
+        return control_request(config.server.state_dir, request)
     except ControlError as e:
         print(f"ringtgt: {e}", file=sys.stderr)
+        return None
+
+
+def _print_reply(reply: Message | None, args, human: Callable[[dict], str]) -> int:
+    """A control reply as JSON (--json) or as `human(body)` prints it; exit status 1 without one."""
+    if reply is None:
         return 1
     if args.json:
         json.dump(reply.to_body(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(format_sessions(reply.sessions))
+        sys.stdout.write(human(reply.to_body()))
     return 0
+
+
+def _sessions(config: Config, args) -> int:
+    from coordinator.messages import ListSessions
+
+    return _print_reply(_ask(config, ListSessions()), args, lambda body: format_sessions(body["sessions"]))
 
 
 def _resize(config: Config, args) -> int:
@@ -125,30 +144,16 @@ def _resize(config: Config, args) -> int:
 
 
 def _status(config: Config, args) -> int:
-    from coordinator.control import ControlError, control_request
-    from coordinator.messages import FetchStatus, NodeStatus
+    from coordinator.messages import FetchStatus
 
-    try:
-        reply = cast(NodeStatus, control_request(config.server.state_dir, FetchStatus()))
-    except ControlError as e:
-        print(f"ringtgt: {e}", file=sys.stderr)
-        return 1
-    if args.json:
-        json.dump(reply.to_body(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(format_status(reply.to_body()))
-    return 0
+    return _print_reply(_ask(config, FetchStatus()), args, format_status)
 
 
 def _takeover(config: Config, args) -> int:
-    from coordinator.control import ControlError, control_request
     from coordinator.messages import Takeover, TakeoverReport
 
-    try:
-        reply = cast(TakeoverReport, control_request(config.server.state_dir, Takeover(args.peer)))
-    except ControlError as e:
-        print(f"ringtgt: {e}", file=sys.stderr)
+    reply = cast(TakeoverReport | None, _ask(config, Takeover(args.peer)))
+    if reply is None:
         return 1
     print(f"takeover of {reply.peer} (seen {reply.peer_state}): {reply.sessions} sessions, "
           f"{reply.tickled} connections tickled x{reply.rounds}, {reply.not_local} not on a local address")
