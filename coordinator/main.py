@@ -14,6 +14,7 @@ from collections.abc import Callable
 from .bus import ClusterBusError
 from .cluster import Cluster
 from .registry import SessionRegistry
+from .reload_service import RunningConfig, register_reload_handlers
 from .unit_service import UnitAuthority, register_unit_handlers
 from .service import CoordinatorService
 from .sessions_service import register_session_handlers
@@ -63,7 +64,9 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
         log.error("cluster bus: %s", exc)
         service.close()
         raise SystemExit(1) from None
-    register_status_handlers(service, config, registry, authority, node_name(config), incarnation,
+    running = RunningConfig(config)
+    register_reload_handlers(service, running, authority)
+    register_status_handlers(service, running, registry, authority, node_name(config), incarnation,
                              cluster.peers if cluster is not None else None)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(time.monotonic()))

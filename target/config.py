@@ -1,6 +1,7 @@
 """ringtgt's TOML configuration: one loader into frozen dataclasses, errors that name the key path.
 
-load_config(None) gives the embedded default; dump_config renders a Config back to loadable TOML.
+load_config(None) gives the embedded default; dump_config renders a Config back to loadable TOML (loads_config reads
+it back).
 """
 import ipaddress
 import json
@@ -220,6 +221,11 @@ def load_config(path: str | None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     return _parse(data, os.path.dirname(os.path.abspath(path)))
+
+
+def loads_config(text: str) -> Config:
+    """The configuration dump_config's TOML holds (its paths are absolute)."""
+    return _parse(tomllib.loads(text), "/")
 
 
 def _parse(data: dict, base_dir: str) -> Config:

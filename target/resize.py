@@ -32,7 +32,7 @@ def resize(config: Config, iqn: str, lun_id: int, size_text: str | None) -> tupl
         raise ResizeError(f"LUN {lun_id} of {iqn} is a {lun.backstore!r} backstore: only file and block device "
                           "LUNs can be resized")
     _require_serve(config.server.state_dir)
-    size = _grow_image(lun, None if size_text is None else parse_size(size_text, "--size"))
+    size = grow_image(lun, None if size_text is None else parse_size(size_text, "--size"))
     try:
         answer = cast(ResizeAnswer, control_request(config.server.state_dir, ResizeLun(iqn, lun_id, size, lun.size)))
     except ControlError as e:
@@ -70,8 +70,9 @@ def _require_serve(state_dir: str) -> None:
                       "node's LUN can be resized")
 
 
-def _grow_image(lun: LunConfig, size: int | None) -> int:
-    """The size to serve: `size`, the file extended to it if shorter; without one the file's or device's now."""
+def grow_image(lun: LunConfig, size: int | None) -> int:
+    """The size to serve: `size`, the file extended to it if shorter (a device must have grown to it already);
+    without one the file's or device's size now."""
     path = cast(str, lun.path)
     if size is not None and (size <= 0 or size % lun.block_size):
         raise ResizeError(f"--size must be a positive multiple of the block size {lun.block_size}, got {size}")
@@ -84,7 +85,7 @@ def _grow_image(lun: LunConfig, size: int | None) -> int:
         available = os.lseek(fd, 0, os.SEEK_END)
         if size is None:
             return available - available % lun.block_size
-        if device:
+        if device and size > available:
             raise ResizeError(f"{path} is a block device: ringtgt cannot grow it; grow the device, then run "
                               "`ringtgt resize` without --size")
         if size > available:

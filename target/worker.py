@@ -32,6 +32,7 @@ from .iscsi.pdu import BHS_LEN, Buf
 from .iscsi.write_budget import WritePool
 from .memtrim import trim_heap
 from .reactor import Reactor
+from .reload import LiveConfig
 from .scsi.lun import LogicalUnit
 from .scsi.target import ScsiTarget
 from .session_sync import SessionSync
@@ -107,7 +108,7 @@ class Worker:
         self.coordinator = CoordinatorClient(self.reactor, config.server.state_dir, index)
         self.portal_group_tag = PORTAL_GROUP_TAG
         self.images = ImageWatch(config.server.state_dir, self.reactor.call_later)
-        self.targets = {t.iqn: self._build_target(t) for t in config.targets}
+        self.targets = {t.iqn: self.build_target(t) for t in config.targets}
         self.access = AccessPolicy.from_config(config, PORTAL_GROUP_TAG, self._admit)
         vips = config.cluster.vip_addresses() if config.cluster is not None else ()
         self.listeners = [listen_socket(host, port, host in vips) for host, port in config.server.portals]
@@ -117,6 +118,7 @@ class Worker:
         self._tsih = 0
         self.session_sync = SessionSync(self)
         self.unit_sync = UnitSync(self.coordinator, self.targets)
+        self.live_config = LiveConfig(self)
         self.stopping = False
         self.nop_interval = config.server.nop_interval
         self.login_timeout = config.server.login_timeout
@@ -130,17 +132,19 @@ class Worker:
         self.offers = {"InitialR2T": config.server.initial_r2t,      # our values of negotiated keys
                        "ImmediateData": config.server.immediate_data}
 
-    def _build_target(self, target) -> ScsiTarget:
-        luns = {}
-        for lun in target.luns:
-            store = self.images.open(target.iqn, lun, self.reactor)
-            luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
-                                       portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
-                                       thin=lun.thin, read_only=lun.readonly,
-                                       removable=lun.removable, sanitize_rate=lun.sanitize_rate,
-                                       physical_block_size=lun.physical_block_size)
-            self.images.watch(target.iqn, lun, luns[lun.id])
+    def build_target(self, target) -> ScsiTarget:
+        luns = {lun.id: self.build_unit(target.iqn, lun) for lun in target.luns}
         return ScsiTarget(luns, coordinator=self.coordinator, call_later=self.reactor.call_later)
+
+    def build_unit(self, iqn: str, lun) -> LogicalUnit:
+        """The logical unit serving `lun` of target `iqn`, its image opened and watched."""
+        store = self.images.open(iqn, lun, self.reactor)
+        unit = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=iqn,
+                           portal_group_tag=PORTAL_GROUP_TAG, relative_port=1, thin=lun.thin, read_only=lun.readonly,
+                           removable=lun.removable, sanitize_rate=lun.sanitize_rate,
+                           physical_block_size=lun.physical_block_size)
+        self.images.watch(iqn, lun, unit)
+        return unit
 
     # -- host interface used by Connection ------------------------------------------------------------------
     def scsi_target(self, iqn: str) -> ScsiTarget:
