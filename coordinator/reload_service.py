@@ -3,8 +3,9 @@
     ReloadConfig  control (`ringtgt reload`, or the supervisor on SIGHUP): the file at `path` is parsed whole
                   (a config error refuses it, `config_error`), compared with the running configuration
                   (target/config_diff.py; what a running node cannot take refuses it whole), and what could still
-                  fail is done before anything changes: an added LUN's image is made or checked and recorded
-                  (preflight.py, as `serve` does at its start), a grown LUN's file is extended (target/resize.py).
+                  fail is done before anything changes: an added portal is bound once, an added LUN's image is
+                  made or checked and recorded (preflight.py, as `serve` does at its start), a grown LUN's file is
+                  extended (target/resize.py).
                   Only then do the units change (UnitAuthority.reconfigure: REPORTED LUNS DATA HAS CHANGED,
                   CAPACITY DATA HAS CHANGED), <state_dir>/running.toml is rewritten (target/running_config.py: the
                   supervisor forks later children with it) and ConfigChanged is pushed to every worker; the answer
@@ -19,7 +20,7 @@ import logging
 
 from target.config import Config, ConfigError, LunConfig, dump_config, load_config
 from target.config_diff import ConfigDiff, config_diff
-from target.preflight import PreflightError, check_image
+from target.preflight import PreflightError, check_image, check_portal
 from target.resize import ResizeError, grow_image
 from target.running_config import save_running
 
@@ -84,11 +85,14 @@ def _with_grown_sizes(config: Config, authority: UnitAuthority) -> Config:
 
 
 def _prepare(current: Config, new: Config, diff: ConfigDiff) -> str:
-    """Make ready what a worker cannot fail at later: the images of the LUNs added, the files of those grown; why
-    the reload cannot go on, or ""."""
+    """Make ready what a worker cannot fail at later: the portals added (no one listens there, we may), the images
+    of the LUNs added, the files of those grown; why the reload cannot go on, or ""."""
     luns: dict[tuple[str, int], LunConfig] = {(t.iqn, lun.id): lun for t in new.targets for lun in t.luns}
     added = [key for key in luns if key in diff.luns_added or key[0] in diff.targets_added]
+    vips = new.cluster.vip_addresses() if new.cluster is not None else ()
     try:
+        for host, port in diff.portals_added:
+            check_portal(host, port, freebind=host in vips)
         for iqn, lun_id in added:
             if luns[iqn, lun_id].backstore == "file":
                 check_image(new.server.state_dir, iqn, luns[iqn, lun_id])

@@ -5,11 +5,11 @@
                      or, for what it removes, `running`'s); empty: it can
     diff.lines()     what it changes, one line each (`ringtgt check-config --diff`, the reload's answer and log)
 
-A running node takes: targets added and removed; LUNs added, removed, grown (`size` larger), made readonly or
-writable; a target's alias, `allowed_initiators` and CHAP, and discovery CHAP (new logins only). It refuses: a LUN
-shrunk (the data beyond the new end would go), any other key of a live LUN changed (remove the LUN in one reload,
-add it back in the next), a null LUN resized, and every `[server]` and `[cluster]` key (a restart: portals, workers,
-state_dir, limits and timeouts are fixed for the processes' life).
+A running node takes: portals added and removed; targets added and removed; LUNs added, removed, grown (`size`
+larger), made readonly or writable; a target's alias, `allowed_initiators` and CHAP, and discovery CHAP (new logins
+only). It refuses: a LUN shrunk (the data beyond the new end would go), any other key of a live LUN changed (remove
+the LUN in one reload, add it back in the next), a null LUN resized, and every other `[server]` key and `[cluster]`
+(a restart: the workers, state_dir, limits and timeouts are fixed for the processes' life).
 """
 from __future__ import annotations
 
@@ -36,20 +36,25 @@ class ConfigDiff:
     luns_added: list[tuple[str, int]] = field(default_factory=list)
     luns_removed: list[tuple[str, int]] = field(default_factory=list)
     luns_changed: list[LunChange] = field(default_factory=list)
+    portals_added: list[tuple[str, int]] = field(default_factory=list)
+    portals_removed: list[tuple[str, int]] = field(default_factory=list)
     access_changed: list[str] = field(default_factory=list)     # lines: alias, ACL, CHAP
     refused: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not (self.targets_added or self.targets_removed or self.luns_added or self.luns_removed
-                    or self.luns_changed or self.access_changed or self.refused)
+                    or self.luns_changed or self.portals_added or self.portals_removed or self.access_changed
+                    or self.refused)
 
     def luns_moved(self) -> set[str]:
         """The kept targets whose set of LUNs changes: their nexuses get REPORTED LUNS DATA HAS CHANGED."""
         return {iqn for iqn, _ in self.luns_added + self.luns_removed}
 
     def lines(self) -> list[str]:
-        out = [f"+ target {iqn}" for iqn in self.targets_added]
+        out = [f"+ portal {_portal(portal)}" for portal in self.portals_added]
+        out += [f"- portal {_portal(portal)} (its sessions stay)" for portal in self.portals_removed]
+        out += [f"+ target {iqn}" for iqn in self.targets_added]
         out += [f"- target {iqn} (its sessions end)" for iqn in self.targets_removed]
         out += [f"+ LUN {lun} of {iqn}" for iqn, lun in self.luns_added]
         out += [f"- LUN {lun} of {iqn}" for iqn, lun in self.luns_removed]
@@ -80,14 +85,16 @@ def config_diff(running: Config, new: Config) -> ConfigDiff:
 
 
 def _server_and_cluster(running: Config, new: Config, diff: ConfigDiff) -> None:
+    diff.portals_added = [portal for portal in new.server.portals if portal not in running.server.portals]
+    diff.portals_removed = [portal for portal in running.server.portals if portal not in new.server.portals]
     for f in fields(running.server):
         before, after = getattr(running.server, f.name), getattr(new.server, f.name)
-        if before != after:
+        if before != after and f.name != "portals":
             diff.refused.append(f"server.{f.name}: {before!r} -> {after!r} needs a restart "
-                                "(a reload changes targets, LUNs and access only)")
+                                "(of [server] a reload changes the portals only)")
     if running.cluster != new.cluster:
-        diff.refused.append("cluster: changed; [cluster] needs a restart (a reload changes targets, LUNs and "
-                            "access only)")
+        diff.refused.append("cluster: changed; [cluster] needs a restart (a reload changes targets, LUNs, "
+                            "portals and access only)")
 
 
 def _target(old: TargetConfig, new: TargetConfig, where: str, diff: ConfigDiff) -> None:
@@ -126,6 +133,11 @@ def _lun(iqn: str, old: LunConfig, new: LunConfig, where: str, diff: ConfigDiff)
     readonly = new.readonly if new.readonly != old.readonly else None
     if size is not None or readonly is not None:
         diff.luns_changed.append(LunChange(iqn, new.id, size, readonly))
+
+
+def _portal(portal: tuple[str, int]) -> str:
+    host, port = portal
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _acl(before: tuple[str, ...] | None, target: TargetConfig) -> str:

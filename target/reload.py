@@ -1,6 +1,7 @@
 """Live reconfiguration, a worker's half (the coordinator's: coordinator/reload_service.py, which has checked and
 prepared the change before it pushes it): ConfigChanged is applied between two commands, in one turn of the loop.
 
+    portals             added: every worker listens there too; removed: no more accepts there (sessions stay)
     targets added       built (their images opened as at the start); new logins may use them
     targets removed     every task of theirs aborted, every session ended, their images closed once the tasks stopped
     LUNs added          built and served: REPORT LUNS lists them
@@ -19,12 +20,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from coordinator.messages import ConfigChanged, Message
 
-from .config import loads_config
-from .config_diff import config_diff
+from .config import Config, loads_config
+from .config_diff import ConfigDiff, config_diff
 from .iscsi.access import AccessPolicy
 from .scsi.task import Barrier
 
 if TYPE_CHECKING:
+    from .scsi.lun import LogicalUnit
     from .scsi.target import ScsiTarget
     from .worker import Worker
 
@@ -45,20 +47,21 @@ class LiveConfig:
         worker = self.worker
         new = loads_config(change.config)
         diff = config_diff(worker.config, new)
-        configured = {target.iqn: target for target in new.targets}
+        targets, units = self._build(new, diff)
         stopped = Barrier(ack)
+        for host, port in diff.portals_removed:
+            worker.stop_listening(host, port)
+        for host, port in diff.portals_added:
+            worker.listen(host, port)
         for iqn in diff.targets_removed:
             target = worker.targets.pop(iqn)
             self._retire(target, sorted(target.luns), stopped)
-        for iqn in diff.targets_added:
-            worker.targets[iqn] = worker.build_target(configured[iqn])
+        worker.targets.update(targets)
         for iqn, lun_id in diff.luns_removed:
             self._retire(worker.targets[iqn], [lun_id], stopped)
-        for iqn, lun_id in diff.luns_added:
-            lun = next(lun for lun in configured[iqn].luns if lun.id == lun_id)
-            target = worker.targets[iqn]
-            target.luns[lun_id] = unit = worker.build_unit(iqn, lun)
-            target.share_unit(lun_id, unit)
+        for (iqn, lun_id), unit in units.items():
+            worker.targets[iqn].luns[lun_id] = unit
+            worker.targets[iqn].share_unit(lun_id, unit)
         for lun_change in diff.luns_changed:
             unit = worker.targets[lun_change.iqn].luns[lun_change.lun]
             if lun_change.size is not None:
@@ -74,6 +77,21 @@ class LiveConfig:
         self._end_refused_sessions()
         log.info("worker %d serves the reloaded configuration (%d changes)", worker.index, len(diff.lines()))
         stopped.release()
+
+    def _build(self, new: Config, diff: ConfigDiff) -> tuple[dict[str, ScsiTarget], dict[tuple[str, int], LogicalUnit]]:
+        """The targets and LUNs the change adds, their images opened: first, as the only part that can fail (an
+        image that is gone serves offline, as at a start). A worker that fails there cannot serve what the others
+        serve now: it exits, and the supervisor starts it again with the running configuration."""
+        configured = {target.iqn: target for target in new.targets}
+        try:
+            targets = {iqn: self.worker.build_target(configured[iqn]) for iqn in diff.targets_added}
+            units = {(iqn, lun.id): self.worker.build_unit(iqn, lun) for iqn, lun_id in diff.luns_added
+                     for lun in configured[iqn].luns if lun.id == lun_id}
+        except Exception as exc:
+            log.exception("worker %d cannot apply the reload (%s): exiting, to start again with the running "
+                          "configuration", self.worker.index, exc)
+            raise SystemExit(1) from None
+        return targets, units
 
     def _retire(self, target: ScsiTarget, lun_ids: list[int], stopped: Barrier) -> None:
         """Take the units out of `target`, abort every task on them, close their images once those stopped."""

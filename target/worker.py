@@ -193,10 +193,25 @@ class Worker:
     def _arm_accept(self, listener: socket.socket) -> None:
         self.ring.prep_accept(listener.fileno(), self.reactor.token(lambda res: self._accepted(listener, res)))
 
+    def listen(self, host: str, port: int) -> None:
+        """Serve one more portal (a reload added it)."""
+        vips = self.config.cluster.vip_addresses() if self.config.cluster is not None else ()
+        listener = listen_socket(host, port, host in vips)
+        self.listeners.append(listener)
+        self._arm_accept(listener)
+
+    def stop_listening(self, host: str, port: int) -> None:
+        """Accept no more on a portal (a reload removed it; its connections stay). The shutdown ends the accept in
+        flight, whose completion closes the socket: closed before, its descriptor could be reused under that op."""
+        for listener in [lsn for lsn in self.listeners if lsn.getsockname()[:2] == (host, port)]:
+            self.listeners.remove(listener)
+            listener.shutdown(socket.SHUT_RDWR)
+
     def _accepted(self, listener: socket.socket, res: int) -> None:
-        if self.stopping:
+        if self.stopping or listener not in self.listeners:
             if res >= 0:
                 os.close(res)
+            listener.close()
             return
         if res < 0:
             self._accept_failed(listener, -res)
@@ -233,8 +248,10 @@ class Worker:
         self.reactor.call_later(ACCEPT_BACKOFF, lambda: self._accept_again(listener))
 
     def _accept_again(self, listener: socket.socket) -> None:
-        if listener in self.listeners:          # not closed by a drain meanwhile
+        if listener in self.listeners:          # not closed by a drain or a reload meanwhile
             self._arm_accept(listener)
+        else:
+            listener.close()
 
     def _evict(self, channel: Channel, why: str) -> None:
         """Drop a connection still logging in to make room for another."""

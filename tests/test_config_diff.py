@@ -97,11 +97,21 @@ def test_other_lun_keys_cannot_change_live(tmp_path, keys, key):
     assert "remove the LUN in one reload and add it back in the next, or restart" in diff.refused[0]
 
 
-def test_server_and_cluster_need_a_restart(tmp_path):
-    new = BASE.replace("workers = 2", "workers = 3").replace('"127.0.0.1:3260"', '"127.0.0.1:3261"')
+def test_portals_change_live_other_server_keys_and_cluster_need_a_restart(tmp_path):
+    portals = diff_of(tmp_path, BASE.replace('"127.0.0.1:3260"', '"127.0.0.1:3261", "[::1]:3262"'))
+    assert not portals.refused
+    assert portals.portals_added == [("127.0.0.1", 3261), ("::1", 3262)]
+    assert portals.portals_removed == [("127.0.0.1", 3260)]
+    assert portals.lines() == ["+ portal 127.0.0.1:3261", "+ portal [::1]:3262",
+                               "- portal 127.0.0.1:3260 (its sessions stay)"]
+    new = BASE.replace("workers = 2", "workers = 3\nnop_interval = 5")
     diff = diff_of(tmp_path, new)
-    assert [reason.split(":")[0] for reason in diff.refused] == ["server.portals", "server.workers"]
+    assert [reason.split(":")[0] for reason in diff.refused] == ["server.workers", "server.nop_interval"]
     assert all("needs a restart" in reason for reason in diff.refused)
+    cluster = diff_of(tmp_path, BASE + '[cluster]\nnode = "a"\nlisten = "tcp://127.0.0.1:9000"\n'
+                                       '[cluster.peers]\nb = "tcp://127.0.0.1:9001"\n')
+    assert cluster.refused == ["cluster: changed; [cluster] needs a restart (a reload changes targets, LUNs, "
+                               "portals and access only)"]
 
 
 def test_access_changes(tmp_path):

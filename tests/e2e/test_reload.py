@@ -2,16 +2,18 @@
 a verified fio job on a target whose LUNs do not change runs through the reloads with no error and no new login;
 a LUN added is announced (REPORTED LUNS DATA HAS CHANGED) and listed, a LUN removed answers LOGICAL UNIT NOT
 SUPPORTED; an initiator taken off the ACL loses its session; a bad file is refused whole (exit 2) and the node keeps
-serving; systemd hears RELOADING=1 then READY=1."""
+serving; a portal added is served by every worker, one removed accepts no more (its sessions stay); systemd hears
+RELOADING=1 then READY=1."""
 import json
 import os
 import signal
 import socket
 import struct
 
-from harness import HOST, FioRun, Lun, poll, ringtgt_binary, run, write_fio_job
+from harness import HOST, FioRun, Lun, free_port, poll, ringtgt_binary, run, write_fio_job
 
 import initiator as I
+import procfs
 
 OTHER = "iqn.2026-11.org.ringtgt:other"
 EXTRA = "iqn.2026-11.org.ringtgt:extra"
@@ -221,3 +223,40 @@ def test_sighup_grows_a_lun_between_reloading_and_ready(ringtgt, tmp_path):
             assert os.path.getsize(tgt.lun_path(0)) == 16 << 20
         finally:
             ini.close()
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_portal_added_is_served_and_one_removed_accepts_no_more(ringtgt):
+    tgt = ringtgt(luns=[Lun(0, "8MiB")], workers=2)
+    port = free_port()
+    original = tgt.config.read_text()
+    both = f'portals = ["{tgt.portal}", "{HOST}:{port}"]'
+    tgt.config.write_text(original.replace(f'portals = ["{tgt.portal}"]', both))
+    added = reload(tgt)
+    print(f"portal added: exit {added.returncode}: {added.stdout.strip()}")
+    assert added.returncode == 0 and f"+ portal {HOST}:{port}" in added.stdout
+    poll(lambda: len(procfs.tcp_sockets(port, procfs.TCP_LISTEN)) == 2, timeout=30,
+         what="both workers listening on the new portal")
+    ini = I.Initiator.connect(HOST, port)
+    try:
+        ini.login(tgt.iqn, initiator_name="iqn.2026-11.org.ringtgt:portal")
+        ini.clear_unit_attentions()
+        tgt.config.write_text(original)
+        removed = reload(tgt)
+        print(f"portal removed: exit {removed.returncode}: {removed.stdout.strip()}")
+        assert removed.returncode == 0 and f"- portal {HOST}:{port} (its sessions stay)" in removed.stdout
+        poll(lambda: _refused(port), timeout=30, what=f"{HOST}:{port} to refuse connections")
+        data = os.urandom(4 * BS)
+        assert ini.write(8, data, block_size=BS).status == I.GOOD and ini.read(8, 4, block_size=BS).data == data
+        ini.logout()
+    finally:
+        ini.close()
+    with I.Initiator.connect(HOST, tgt.port) as other:                 # the first portal serves on
+        other.login(tgt.iqn, initiator_name="iqn.2026-11.org.ringtgt:portal2")
