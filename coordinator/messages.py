@@ -386,6 +386,12 @@ class ConfigChanged(Message):
     attentions: list            # [[target, lun, nexus, asc]…]
 
 
+@message("config.fetch", ConfigChanged)
+class FetchConfig(Message):
+    """The running configuration (replied as a ConfigChanged without attentions), for a worker that (re)connected:
+    one forked just before a reload and connected just after it serves the reloaded configuration too."""
+
+
 @message("config.reload.reply")
 class ReloadAnswer(Message):
     changes: list               # what changed (or would have), one line each (target/config_diff.py)

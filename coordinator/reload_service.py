@@ -12,6 +12,8 @@
                   (ReloadAnswer: the changes, one line each) comes once every worker has applied it. Requests are
                   processed one at a time (service.py), so no worker serves a command of the new configuration
                   while another still answers for the old one once the answer is out.
+    FetchConfig   a worker that (re)connected asks for the running configuration (a worker forked just before a
+                  reload and connected just after it would miss the push).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from target.preflight import PreflightError, check_image, check_portal
 from target.resize import ResizeError, grow_image
 from target.running_config import save_running
 
-from .messages import ConfigChanged, ReloadAnswer, ReloadConfig
+from .messages import ConfigChanged, FetchConfig, ReloadAnswer, ReloadConfig
 from .service import CoordinatorService, Reply
 from .unit_service import UnitAuthority
 
@@ -70,6 +72,7 @@ def register_reload_handlers(service: CoordinatorService, running: RunningConfig
         return Reply(ReloadAnswer(diff.lines(), None), [ConfigChanged(dump_config(new), attentions)])
 
     service.register(ReloadConfig, reload)
+    service.register(FetchConfig, lambda message, origin: Reply(ConfigChanged(dump_config(running.config), [])))
 
 
 def _with_grown_sizes(config: Config, authority: UnitAuthority) -> Config:

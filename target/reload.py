@@ -10,15 +10,16 @@ prepared the change before it pushes it): ConfigChanged is applied between two c
     LUNs grown          the new size (as `ringtgt resize`); readonly changed: writes refused or allowed from now on
     access              the targets' ACLs, aliases and CHAP, discovery CHAP: new logins; a session whose initiator a
                         target's ACL no longer allows ends
-The unit attentions the coordinator established (REPORTED LUNS DATA HAS CHANGED, CAPACITY DATA HAS CHANGED) are
-pushed with the change for the nexuses of this worker. The push is acked once the aborted tasks have stopped.
+The unit attentions the coordinator established (REPORTED LUNS DATA HAS CHANGED, CAPACITY DATA HAS CHANGED) come
+with the change, for the nexuses of this worker. The push is acked once the aborted tasks have stopped. After every
+(re)connection the worker fetches the running configuration and applies it the same way (nothing, when it has it).
 """
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
-from coordinator.messages import ConfigChanged, Message
+from coordinator.messages import ConfigChanged, FetchConfig, Message
 
 from .config import Config, loads_config
 from .config_diff import ConfigDiff, config_diff
@@ -41,12 +42,23 @@ class LiveConfig:
     def __init__(self, worker: Worker):
         self.worker = worker
         worker.coordinator.subscribe(ConfigChanged, self._apply)
+        worker.coordinator.on_connect(self._refresh)
+
+    def _refresh(self) -> None:
+        """After every (re)connection: the running configuration, in case a reload was pushed while away."""
+        self.worker.coordinator.request(FetchConfig(), self._fetched, _proceed, late=self._fetched)
+
+    def _fetched(self, running: Message) -> None:
+        self._apply(running, _nothing)
 
     def _apply(self, message: Message, ack) -> None:
         change = cast(ConfigChanged, message)
         worker = self.worker
         new = loads_config(change.config)
         diff = config_diff(worker.config, new)
+        if diff.empty:
+            ack()
+            return
         targets, units = self._build(new, diff)
         stopped = Barrier(ack)
         for host, port in diff.portals_removed:
@@ -121,3 +133,12 @@ class LiveConfig:
                 log.info("ending the session of %s on %s: %s", initiator, iqn,
                          "the target is gone" if allowed is None else "no longer in its allowed_initiators")
                 conn.close()
+
+
+def _nothing() -> None:
+    pass
+
+
+def _proceed(failure) -> None:
+    """No answer (logged by the client): the worker serves what it was started with; the next push or reconnection
+    brings the running configuration."""

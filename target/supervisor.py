@@ -77,9 +77,12 @@ class Supervisor:
             for i in range(config.server.workers)
         ]
         self._watchdog = Watchdog(config.server.hang_timeout, len(self._children))
-        portals = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in config.server.portals)
-        self._serving = f"serving {config.server.workers} workers on {portals}"
         self._ready = False
+
+    @property
+    def _serving(self) -> str:
+        portals = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self._config.server.portals)
+        return f"serving {self._config.server.workers} workers on {portals}"
 
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT, then stop every child; returns the exit status (0)."""
@@ -132,6 +135,7 @@ class Supervisor:
                 log.error("reload of %s refused, nothing changed: %s", name, answer.refused)
             else:
                 log.info("reload of %s applied: %s", name, "; ".join(answer.changes) or "no change")
+        self._current_config()
         notify(*(["READY=1"] if self._ready else []), f"STATUS={self._serving}")
 
     def _current_config(self) -> None:

@@ -10,7 +10,8 @@ import signal
 import socket
 import struct
 
-from harness import HOST, FioRun, Lun, free_port, poll, ringtgt_binary, run, write_fio_job
+from harness import (HOST, FioRun, Lun, connections_on_every_worker, free_port, poll, ringtgt_binary, run,
+                     write_fio_job)
 
 import initiator as I
 import procfs
@@ -260,3 +261,27 @@ def test_a_portal_added_is_served_and_one_removed_accepts_no_more(ringtgt):
         ini.close()
     with I.Initiator.connect(HOST, tgt.port) as other:                 # the first portal serves on
         other.login(tgt.iqn, initiator_name="iqn.2026-11.org.ringtgt:portal2")
+
+
+def test_children_restarted_after_a_reload_serve_the_reloaded_configuration(ringtgt):
+    tgt = ringtgt(luns=[Lun(0, "8MiB")], workers=2)
+    write_config(tgt, other_target(tgt, luns=(0, 1)))
+    assert reload(tgt).returncode == 0
+    killed = tgt.workers[0]
+    coordinator = tgt.coordinator()
+    os.kill(killed, signal.SIGKILL)
+    os.kill(coordinator, signal.SIGKILL)
+    tgt.workers = poll(lambda: (pids := tgt.listening_children()) and len(pids) == 2 and killed not in pids and pids,
+                       timeout=30, what="the killed worker's restart")
+    poll(lambda: tgt.coordinator() not in (None, coordinator), timeout=30, what="the coordinator's restart")
+    luns = poll(lambda: (done := run([ringtgt_binary(), "status", "--json", "--config", str(tgt.config)],
+                                     check=False, merge_stderr=False)).returncode == 0 and done,
+                timeout=30, what="the restarted coordinator's status")
+    listed = [(lun["target"], lun["lun"]) for lun in json.loads(luns.stdout)["luns"]]
+    print(f"after SIGKILL of worker {killed} and the coordinator: status lists {listed}")
+    assert listed == [(tgt.iqn, 0), (OTHER, 0), (OTHER, 1)]
+    for index, ini in enumerate(connections_on_every_worker(tgt).values()):
+        with ini:
+            ini.login(OTHER, initiator_name=f"iqn.2026-11.org.ringtgt:restarted{index}")
+            ini.clear_unit_attentions()
+            assert report_luns(ini) == [0, 1]
