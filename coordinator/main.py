@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from .bus import ClusterBusError
 from .cluster import Cluster
+from .lun_identities import lun_identities
 from .registry import SessionRegistry
 from .reload_service import RunningConfig, register_reload_handlers
 from .unit_service import UnitAuthority, register_unit_handlers
@@ -58,14 +59,16 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
     incarnation = supervisor_incarnation()
     authority = UnitAuthority(units, config.server.state_dir, incarnation=incarnation)
     register_unit_handlers(service, authority)
+    running = RunningConfig(config)
     try:
-        cluster = Cluster(service, config.cluster, registry, authority) if config.cluster is not None else None
+        cluster = (Cluster(service, config.cluster, registry, authority,
+                           lambda: lun_identities(running.config, lambda target, lun: authority.unit(target, lun).size))
+                   if config.cluster is not None else None)
     except ClusterBusError as exc:
         log.error("cluster bus: %s", exc)
         service.close()
         raise SystemExit(1) from None
-    running = RunningConfig(config)
-    register_reload_handlers(service, running, authority)
+    register_reload_handlers(service, running, authority, cluster.announce_identities if cluster is not None else None)
     register_status_handlers(service, running, registry, authority, node_name(config), incarnation,
                              cluster.peers if cluster is not None else None)
     stopping = []

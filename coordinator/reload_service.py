@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from target.config import Config, ConfigError, LunConfig, dump_config, load_config
 from target.config_diff import ConfigDiff, config_diff
@@ -40,7 +41,9 @@ class RunningConfig:
         self.config = config
 
 
-def register_reload_handlers(service: CoordinatorService, running: RunningConfig, authority: UnitAuthority) -> None:
+def register_reload_handlers(service: CoordinatorService, running: RunningConfig, authority: UnitAuthority,
+                             reloaded: Callable[[], None] | None = None) -> None:
+    """`reloaded()` after each reload that changed something (the cluster tells its peers our LUN identities)."""
     def reload(message: ReloadConfig, origin: str) -> Reply:
         try:
             new = load_config(message.path or None)
@@ -69,6 +72,8 @@ def register_reload_handlers(service: CoordinatorService, running: RunningConfig
         save_running(new)
         for line in diff.lines():
             log.info("reload: %s", line)
+        if reloaded is not None:
+            reloaded()
         return Reply(ReloadAnswer(diff.lines(), None), [ConfigChanged(dump_config(new), attentions)])
 
     service.register(ReloadConfig, reload)
