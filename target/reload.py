@@ -9,7 +9,8 @@ prepared the change before it pushes it): ConfigChanged is applied between two c
                         on them are aborted (as by a LUN reset), the image is closed once they stopped
     LUNs grown          the new size (as `ringtgt resize`); readonly changed: writes refused or allowed from now on
     access              the targets' ACLs, aliases and CHAP, discovery CHAP: new logins; a session whose initiator a
-                        target's ACL no longer allows ends
+                        target's ACL no longer allows ends. Connections still logging in when targets go or access
+                        changes are closed (their initiators log in again, under the new rules).
 The unit attentions the coordinator established (REPORTED LUNS DATA HAS CHANGED, CAPACITY DATA HAS CHANGED) come
 with the change, for the nexuses of this worker. The push is acked once the aborted tasks have stopped. After every
 (re)connection the worker fetches the running configuration and applies it the same way (nothing, when it has it).
@@ -87,6 +88,8 @@ class LiveConfig:
         worker.config = new
         worker.access = AccessPolicy.from_config(new, worker.portal_group_tag, worker.access.admit)
         self._end_refused_sessions()
+        if diff.targets_removed or diff.access_changed:
+            self._end_logins()
         log.info("worker %d serves the reloaded configuration (%d changes)", worker.index, len(diff.lines()))
         stopped.release()
 
@@ -133,6 +136,14 @@ class LiveConfig:
                 log.info("ending the session of %s on %s: %s", initiator, iqn,
                          "the target is gone" if allowed is None else "no longer in its allowed_initiators")
                 conn.close()
+
+    def _end_logins(self) -> None:
+        """Close the connections still logging in: their logins were checked against the targets and access rules
+        before the change (the initiator logs in again, under the new ones)."""
+        for conn in [conn for conn in self.worker.channels if conn.login is not None]:
+            log.info("%s:%d: closing a connection still logging in: the targets or access rules changed",
+                     *conn.peer_address)
+            conn.close()
 
 
 def _nothing() -> None:

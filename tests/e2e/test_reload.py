@@ -129,6 +129,7 @@ def test_luns_added_and_removed_are_announced_and_the_acl_ends_sessions(ringtgt)
         assert ini.write(10, data, block_size=BS, lun=1).status == I.GOOD
         assert ini.read(10, 8, block_size=BS, lun=1).data == data
 
+        logging_in = I.Initiator.connect(HOST, tgt.port)          # connected, not logged in yet
         write_config(tgt, other_target(tgt, luns=(0,), acl=[kept]))
         removed = reload(tgt)
         print(f"LUN 1 removed, {dropped} off the ACL: exit {removed.returncode}: {removed.stdout.strip()}")
@@ -139,6 +140,8 @@ def test_luns_added_and_removed_are_announced_and_the_acl_ends_sessions(ringtgt)
         print(f"READ on the removed LUN: sense {sense_of(gone)}")
         assert sense_of(gone) == (I.ILLEGAL_REQUEST, 0x25, 0x00)
         poll(lambda: _closed(off), timeout=30, what=f"the session of {dropped} to end")
+        poll(lambda: _closed(logging_in), timeout=30, what="the connection still logging in to be closed")
+        logging_in.close()
         names = {s["initiator"] for s in sessions(tgt)}
         assert kept in names and dropped not in names, names
         refused = I.Initiator.connect(HOST, tgt.port)
