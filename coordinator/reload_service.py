@@ -60,6 +60,7 @@ def register_reload_handlers(service: CoordinatorService, running: RunningConfig
         if diff.empty:
             log.info("reload of %s: no change", message.path or "the embedded configuration")
             return Reply(ReloadAnswer([], None))
+        save_running(new)           # first: a failure here changes nothing
         lost = [(target.iqn, lun.id) for target in current.targets if target.iqn in diff.targets_removed
                 for lun in target.luns]
         gained = [(target.iqn, lun.id) for target in new.targets if target.iqn in diff.targets_added
@@ -69,7 +70,6 @@ def register_reload_handlers(service: CoordinatorService, running: RunningConfig
             [(change.iqn, change.lun, change.size[1]) for change in diff.luns_changed if change.size is not None],
             diff.luns_moved())
         running.config = new
-        save_running(new)
         for line in diff.lines():
             log.info("reload: %s", line)
         if reloaded is not None:

@@ -1,11 +1,12 @@
 """`ringtgt resize TARGET LUN [--size SIZE]`: grow a LUN of the running node.
 
 With a size, the LUN's file is extended to it first (sparse, never truncated: a size below the file's leaves the
-file as it is); a block device cannot be grown by us, so a size is refused for one. Without a size, the size its
-file or device has now (rounded down to whole blocks) is picked up, e.g. after `truncate -s` or an lvextend. The
-node's coordinator then decides (coordinator/unit_service.py `resize`): a smaller size than the LUN's is refused,
-otherwise every worker serves the new size and every nexus of the unit gets CAPACITY DATA HAS CHANGED before the
-answer comes. Only a running `serve` (it holds the state_dir lock) has LUNs to resize.
+file as it is); a block device cannot be grown by us, so a size beyond the device's is refused (a reload growing a
+LUN uses the same). Without a size, the size its file or device has now (rounded down to whole blocks) is picked
+up, e.g. after `truncate -s` or an lvextend. The node's coordinator then decides (coordinator/unit_service.py
+`resize`): a smaller size than the LUN's is refused, otherwise every worker serves the new size and every nexus of
+the unit gets CAPACITY DATA HAS CHANGED before the answer comes. Only a running `serve` (it holds the state_dir
+lock) has LUNs to resize.
 """
 from __future__ import annotations
 
