@@ -2,8 +2,9 @@
 a verified fio job on a target whose LUNs do not change runs through the reloads with no error and no new login;
 a LUN added is announced (REPORTED LUNS DATA HAS CHANGED) and listed, a LUN removed answers LOGICAL UNIT NOT
 SUPPORTED; an initiator taken off the ACL loses its session; a bad file is refused whole (exit 2) and the node keeps
-serving; a portal added is served by every worker, one removed accepts no more (its sessions stay); systemd hears
-RELOADING=1 then READY=1."""
+serving; a LUN made readonly refuses writes; a portal added is served by every worker, one removed accepts no more
+(its sessions stay); children restarted later serve the reloaded configuration; systemd hears RELOADING=1 then
+READY=1."""
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ OTHER = "iqn.2026-11.org.ringtgt:other"
 EXTRA = "iqn.2026-11.org.ringtgt:extra"
 FIO_INITIATOR = "iqn.2026-11.org.ringtgt:fio-reload"
 BS = 512
+DATA_PROTECT = 0x07
 
 
 def other_target(tgt, luns=(0,), sizes=None, acl: list[str] | None = None) -> str:
@@ -200,6 +202,16 @@ def test_a_bad_or_refused_file_changes_nothing_and_the_node_keeps_serving(ringtg
         assert ini.scsi(I.CDB_TEST_UNIT_READY).status == I.GOOD            # nothing announced
         data = os.urandom(4 * BS)
         assert ini.write(0, data, block_size=BS).status == I.GOOD and ini.read(0, 4, block_size=BS).data == data
+        writable = tgt.config.read_text()
+        tgt.config.write_text(writable.replace("block_size = 512", "block_size = 512\nreadonly = true"))
+        made_readonly = reload(tgt)
+        print(f"readonly: exit {made_readonly.returncode}: {made_readonly.stdout.strip()}")
+        assert made_readonly.returncode == 0 and "readonly true" in made_readonly.stdout
+        assert sense_of(ini.write(0, data, block_size=BS)) == (DATA_PROTECT, 0x27, 0x00)
+        assert ini.read(0, 4, block_size=BS).data == data
+        tgt.config.write_text(writable)
+        assert reload(tgt).returncode == 0
+        assert ini.write(0, data, block_size=BS).status == I.GOOD
     finally:
         ini.close()
 
