@@ -2,9 +2,9 @@
 a verified fio job on a target whose LUNs do not change runs through the reloads with no error and no new login;
 a LUN added is announced (REPORTED LUNS DATA HAS CHANGED) and listed, a LUN removed answers LOGICAL UNIT NOT
 SUPPORTED; an initiator taken off the ACL loses its session; a bad file is refused whole (exit 2) and the node keeps
-serving; a LUN made readonly refuses writes; a portal added is served by every worker, one removed accepts no more
-(its sessions stay); children restarted later serve the reloaded configuration; systemd hears RELOADING=1 then
-READY=1."""
+serving; a LUN made readonly refuses writes; CHAP added holds for new logins only; a portal added is served by
+every worker, one removed accepts no more (its sessions stay); children restarted later serve the reloaded
+configuration; systemd hears RELOADING=1 then READY=1."""
 import json
 import os
 import signal
@@ -300,3 +300,29 @@ def test_children_restarted_after_a_reload_serve_the_reloaded_configuration(ring
             ini.login(OTHER, initiator_name=f"iqn.2026-11.org.ringtgt:restarted{index}")
             ini.clear_unit_attentions()
             assert report_luns(ini) == [0, 1]
+
+
+def test_chap_changes_apply_to_new_logins_only(ringtgt):
+    tgt = ringtgt(luns=[Lun(0, "8MiB")], workers=2)
+    name = "iqn.2026-11.org.ringtgt:chap"
+    ini = login(tgt, tgt.iqn, name)
+    try:
+        base = tgt.config.read_text()
+        table = '[target.chap]\nusername = "reloaded"\nsecret = "a-reloaded-secret"\n'
+        tgt.config.write_text(base.replace(f'iqn = "{tgt.iqn}"\n', f'iqn = "{tgt.iqn}"\n{table}'))
+        done = reload(tgt)
+        print(f"CHAP added: exit {done.returncode}: {done.stdout.strip()}")
+        assert done.returncode == 0 and "chap added (new logins)" in done.stdout
+        assert ini.scsi(I.CDB_TEST_UNIT_READY).status == I.GOOD          # the session stays
+        with I.Initiator.connect(HOST, tgt.port) as without:
+            try:
+                without.login(tgt.iqn, initiator_name=name + "-2")
+            except I.LoginFailed as e:
+                print(f"a new login without CHAP: {e}")
+                assert e.status_class == 0x02
+            else:
+                raise AssertionError("a login without CHAP succeeded after CHAP was configured")
+        with I.Initiator.connect(HOST, tgt.port) as chap:
+            chap.login(tgt.iqn, initiator_name=name + "-3", chap=("reloaded", "a-reloaded-secret"))
+    finally:
+        ini.close()
