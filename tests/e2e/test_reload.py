@@ -82,9 +82,10 @@ def test_fio_runs_through_reloads_of_other_targets_without_a_new_login(ringtgt, 
         'backstore = "null"\nsize = "1MiB"\n',                                   # a LUN removed, a target added
         other_target(tgt, luns=(1,), sizes={1: "8MiB"}),                          # the target removed again
     ]
-    # thinktime keeps the job going for seconds (2048 writes, 2 ms apart, then their verification)
-    job = write_fio_job(tmp_path / "verify.fio", tgt.url(0), rw="randwrite", bs="4k", size="8MiB",
-                        verify="crc32c", verify_fatal=1, thinktime=2000, initiator=FIO_INITIATOR)
+    # thinktime keeps the job going for over ten seconds whatever the load (1024 writes, 10 ms apart, then their
+    # verification), while the reloads take a second or two
+    job = write_fio_job(tmp_path / "verify.fio", tgt.url(0), rw="randwrite", bs="4k", size="4MiB",
+                        verify="crc32c", verify_fatal=1, thinktime=10000, initiator=FIO_INITIATOR)
     report = tmp_path / "fio.json"
     with FioRun(job, tmp_path / "fio.out", "--output-format=json", f"--output={report}") as fio:
         before = poll(lambda: [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR], timeout=30,
