@@ -39,6 +39,7 @@ class Command:
 
     __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "wanted", "read", "write", "buffer",
                  "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "corrupt", "charge", "arrived", "sent")
+    sent: int       # set once answered (for the counters): its data bytes, data-in sent + data-out taken; -1: failed
 
     def __init__(self, pdu: ScsiCommand, lun: int, arrived: int = 0) -> None:
         self.itt = pdu.itt
@@ -58,7 +59,6 @@ class Command:
         self.corrupt = False            # some of its Data-Out failed the data digest: never executed
         self.charge = 0                 # bytes of the R2T budget it holds: `wanted`, from its first R2T on
         self.arrived = arrived          # monotonic ns of the received batch it came in (for the counters)
-        self.sent = 0                   # answered: its data bytes (data-in sent + data-out taken), -1 if it failed
 
     @property
     def complete(self) -> bool:

@@ -39,6 +39,9 @@ _WRITES = (0x0A, 0x2A, 0xAA, 0x8A, 0x2E, 0xAE, 0x8E)
 KIND_OFFSET = tuple(L.S_KINDS + (L.READ if op in _READS else L.WRITE if op in _WRITES else L.OTHER) * L.KIND_WORDS
                     for op in range(256))
 
+# int.bit_length() of a service time -> its histogram counter's offset in a kind
+HIST_OF = tuple(L.KIND_HIST + bucket for bucket in L.BUCKET_OF)
+
 
 def kind_of(opcode: int) -> str:
     return L.KINDS[(KIND_OFFSET[opcode] - L.S_KINDS) // L.KIND_WORDS]
@@ -186,7 +189,7 @@ class WorkerCounters:
         slots = self._sessions.get(conn)
         if slots is None:
             slots = self._sessions[conn] = {}
-        kind_offset, bucket_of = KIND_OFFSET, L.BUCKET_OF
+        kind_offset, hist_of = KIND_OFFSET, HIST_OF
         for command in commands:
             base = slots.get(command.lun)
             if base is None:
@@ -195,11 +198,11 @@ class WorkerCounters:
                     continue
             kind = base + kind_offset[command.cdb[0]]
             latency = now - command.arrived
-            counts[kind + L.KIND_HIST + bucket_of[latency.bit_length()]] += 1
-            counts[kind + L.KIND_SUM] += latency
+            counts[kind + hist_of[latency.bit_length()]] += 1
+            counts[kind + 1] += latency                         # KIND_SUM
             sent = command.sent
             if sent >= 0:
-                counts[kind] += sent
+                counts[kind] += sent                            # KIND_BYTES
             else:
                 sense = command.task.sense   # type: ignore[union-attr]   # answered: it ran
                 counts[base + L.S_ERRORS + (sense[2] & 0x0F if sense is not None and len(sense) > 2
