@@ -108,6 +108,22 @@ def test_a_connection_s_commands_are_counted_per_lun_and_per_session(tmp_path):
     counters.close()
 
 
+def test_each_command_is_counted_once_whatever_the_batches(tmp_path):
+    """Batches taken with nothing answered in them, sent later than the next ones are taken: still once each."""
+    counters = WorkerCounters(str(tmp_path), 0, "supervisor-1", [(IQN, 0)])
+    conn = logged_in()
+    conn.take_output()                              # an empty batch (nothing answered yet)
+    conn.receive_data(scsi_command(cdb10(0x28, 0, 1), edtl=512, read=True, cmd_sn=1), ARRIVED)
+    conn.take_output()
+    conn.receive_data(scsi_command(cdb10(0x28, 1, 1), edtl=512, read=True, cmd_sn=2), ARRIVED)
+    conn.take_output()
+    for _ in range(3):
+        counters.count(conn, conn.output_sent(), ARRIVED + SERVICE_NS)
+    counters.publish(1, 1, 0)
+    assert read_node(str(tmp_path)).luns[IQN, 0].commands(L.READ) == 2
+    counters.close()
+
+
 def test_a_restarted_worker_folds_the_dead_one_s_sessions_into_its_luns(tmp_path):
     counters = WorkerCounters(str(tmp_path), 1, "supervisor-1", [(IQN, 0)])
     counted_session(counters)

@@ -181,8 +181,7 @@ class Connection:
         out, self.out = self.out, []
         self._taken.append((self._answered, self._queued, self.finished))
         self._answered = self._queued = 0
-        if self.finished:
-            self.finished = []
+        self.finished = []
         return out if self.digests is None else self.digests.apply(out)
 
     def output_sent(self) -> list[Command]:

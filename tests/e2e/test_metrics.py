@@ -1,0 +1,153 @@
+"""Statistics of a running `ringtgt serve`: the Prometheus endpoint scraped over HTTP while fio (libiscsi) runs and
+parsed with prometheus_client's parser, its totals against fio's once fio is done, `ringtgt stats --json` against
+the scrape, a sense-key error counted, and a killed worker's counts kept by its LUN (the restarted worker adopts
+its counter file)."""
+import json
+import os
+import signal
+import time
+import urllib.request
+
+import initiator as I
+from harness import FioRun, Lun, free_port, poll, ringtgt_binary, run, session, worker_of, write_fio_job
+from prometheus_client.parser import text_string_to_metric_families
+
+NAME = "iqn.2026-11.org.ringtgt:metrics"
+BLOCK = 512
+IODEPTH = 8
+BS = 4096
+
+
+def metrics_server(ringtgt, **kwargs):
+    port = free_port()
+    tgt = ringtgt(server_extra=f'metrics = "127.0.0.1:{port}"', **kwargs)
+    tgt.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    return tgt
+
+
+def scrape(tgt) -> dict:
+    """{(sample name, sorted labels): value} of one scrape, through prometheus_client's own parser."""
+    with urllib.request.urlopen(tgt.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def lun_value(samples: dict, name: str, tgt, **labels) -> float:
+    return samples[name, tuple(sorted({"target": tgt.iqn, "lun": "0", **labels}.items()))]
+
+
+def stats_json(tgt) -> dict:
+    return json.loads(run([ringtgt_binary(), "stats", "--config", str(tgt.config), "--json"],
+                          merge_stderr=False).stdout)
+
+
+def fio_report(path) -> dict:
+    text = path.read_text()
+    return json.loads(text[text.index("{"):])
+
+
+def test_scrapes_while_fio_runs_and_totals_agree_with_fio(ringtgt, tmp_path):
+    tgt = metrics_server(ringtgt, workers=2, luns=[Lun(0, "64MiB")])
+    job = write_fio_job(tmp_path / "mixed.fio", tgt.url(0), rw="randrw", bs=BS, iodepth=IODEPTH, size="32MiB",
+                        runtime=4, time_based=1, numjobs=2, initiator="iqn.2026-11.org.ringtgt:fio")
+    report = tmp_path / "fio.json"
+    scrapes = []
+    with FioRun(job, tmp_path / "fio.out", "--output-format=json", f"--output={report}") as fio:
+        while fio.proc.poll() is None:        # fio runs 4 s at least (time_based): a dozen scrapes
+            scrapes.append(scrape(tgt))
+            time.sleep(0.3)
+        assert fio.wait(timeout=60) == 0, fio.text()
+    jobs = fio_report(report)["jobs"]
+    read_bytes = sum(j["read"]["io_bytes"] for j in jobs)
+    write_bytes = sum(j["write"]["io_bytes"] for j in jobs)
+    reads, writes = sum(j["read"]["total_ios"] for j in jobs), sum(j["write"]["total_ios"] for j in jobs)
+    busy = [s for s in scrapes if lun_value(s, "ringtgt_lun_read_bytes_total", tgt) > 0]
+    print(f"{len(scrapes)} scrapes during fio, {len(busy)} with reads counted; fio read {read_bytes} B in {reads} "
+          f"commands, wrote {write_bytes} B in {writes}")
+    assert len(busy) >= 2, "no scrape saw the counters move while fio ran"
+    for earlier, later in zip(busy, busy[1:]):     # counters only grow
+        for name in ("ringtgt_lun_read_bytes_total", "ringtgt_lun_write_bytes_total"):
+            assert lun_value(later, name, tgt) >= lun_value(earlier, name, tgt)
+    in_flight = 2 * IODEPTH * BS             # numjobs x iodepth: what fio may not have counted at its end
+
+    def settled():
+        samples = scrape(tgt)
+        return lun_value(samples, "ringtgt_lun_read_bytes_total", tgt) >= read_bytes \
+            and lun_value(samples, "ringtgt_lun_write_bytes_total", tgt) >= write_bytes and samples
+    samples = poll(settled, timeout=10, what="the counters to reach fio's totals")
+    counted_read = lun_value(samples, "ringtgt_lun_read_bytes_total", tgt)
+    counted_write = lun_value(samples, "ringtgt_lun_write_bytes_total", tgt)
+    print(f"counted: read {counted_read:.0f} B, written {counted_write:.0f} B")
+    assert read_bytes <= counted_read <= read_bytes + in_flight
+    assert write_bytes <= counted_write <= write_bytes + in_flight
+    commands = {kind: lun_value(samples, "ringtgt_lun_commands_total", tgt, kind=kind) for kind in ("read", "write")}
+    assert reads <= commands["read"] <= reads + 2 * IODEPTH and writes <= commands["write"] <= writes + 2 * IODEPTH
+    for kind in ("read", "write", "other"):      # the histogram counts every command once
+        assert lun_value(samples, "ringtgt_lun_latency_seconds_count", tgt, kind=kind) == \
+            lun_value(samples, "ringtgt_lun_commands_total", tgt, kind=kind)
+        assert lun_value(samples, "ringtgt_lun_latency_seconds_bucket", tgt, kind=kind, le="+Inf") == \
+            lun_value(samples, "ringtgt_lun_commands_total", tgt, kind=kind)
+    mean = lun_value(samples, "ringtgt_lun_latency_seconds_sum", tgt, kind="read") / commands["read"]
+    print(f"mean read service time in the target: {mean * 1e6:.1f} µs")
+    assert 0 < mean < 1
+    workers = {labels: value for (name, labels), value in samples.items() if name == "ringtgt_worker_restarts_total"}
+    assert sorted(workers) == [(("worker", "0"),), (("worker", "1"),)] and set(workers.values()) == {0}
+    assert sum(value for (name, labels), value in samples.items()
+               if name == "ringtgt_worker_cpu_seconds_total") > 0
+
+    stats = stats_json(tgt)
+    lun, = stats["luns"]
+    print(f"ringtgt stats --json: {json.dumps(lun)}")
+    assert (lun["read_bytes"], lun["write_bytes"]) == (counted_read, counted_write)
+    errors = {dict(labels)["sense_key"]: value for (name, labels), value in samples.items()
+              if name == "ringtgt_lun_errors_total" and value}
+    assert lun["commands"]["read"] == commands["read"] and lun["errors"] == errors
+    assert set(errors) <= {"unit_attention"}         # a fresh session's first command may get one
+    assert stats["sessions"] == [] and [w["index"] for w in stats["workers"]] == [0, 1]
+
+
+def session_value(samples: dict, name: str, initiator: str) -> float | None:
+    values = [value for (sample, labels), value in samples.items()
+              if sample == name and dict(labels).get("initiator") == initiator]
+    return sum(values) if values else None
+
+
+def test_a_read_past_the_end_counts_as_an_illegal_request(ringtgt):
+    tgt = metrics_server(ringtgt, workers=1, luns=[Lun(0, "8MiB")])
+    with session(tgt, NAME) as ini:
+        result = ini.read(tgt.luns[0].blocks, 1, block_size=BLOCK)
+        assert result.status == I.CHECK_CONDITION and result.sense.key == 0x05
+
+        def counted():
+            samples = scrape(tgt)
+            return lun_value(samples, "ringtgt_lun_errors_total", tgt, sense_key="illegal_request") == 1 and samples
+        samples = poll(counted, timeout=10, what="the ILLEGAL REQUEST in the LUN's errors")
+        errors = {dict(labels)["sense_key"]: value for (name, labels), value in samples.items()
+                  if name == "ringtgt_session_errors_total" and dict(labels)["initiator"] == NAME and value}
+        print(f"the session's errors: {errors}")
+        assert errors["illegal_request"] == 1
+        assert lun_value(samples, "ringtgt_lun_read_bytes_total", tgt) == 0       # a failed read moves no bytes
+        stats = stats_json(tgt)
+        assert stats["luns"][0]["errors"]["illegal_request"] == 1
+        assert [s["initiator"] for s in stats["sessions"]] == [NAME]
+
+
+def test_a_killed_worker_s_counts_stay_with_its_lun_and_its_sessions_go(ringtgt):
+    tgt = metrics_server(ringtgt, workers=2, luns=[Lun(0, "8MiB")])
+    with session(tgt, NAME) as ini:
+        victim = worker_of(tgt, ini.sock)
+        for lba in range(16):
+            assert ini.read(lba * 8, 8, block_size=BLOCK).status == I.GOOD
+        samples = poll(lambda: (s := scrape(tgt)) and lun_value(s, "ringtgt_lun_read_bytes_total", tgt) == 16 * 4096
+                       and s, timeout=10, what="the 16 reads counted")
+        assert session_value(samples, "ringtgt_session_read_bytes_total", NAME) == 16 * 4096
+        index = str(next(w["index"] for w in stats_json(tgt)["workers"] if w["pid"] == victim))
+        os.kill(victim, signal.SIGKILL)
+        after = poll(lambda: (s := scrape(tgt))[("ringtgt_worker_restarts_total", (("worker", index),))] == 1
+                     and s, timeout=30, what=f"worker {index} restarted and its counter file adopted")
+    print(f"worker {index} (pid {victim}) killed: LUN read bytes "
+          f"{lun_value(after, 'ringtgt_lun_read_bytes_total', tgt):.0f}, restarts 1")
+    assert lun_value(after, "ringtgt_lun_read_bytes_total", tgt) == 16 * 4096      # kept by the LUN
+    assert lun_value(after, "ringtgt_lun_commands_total", tgt, kind="read") == 16
+    assert session_value(after, "ringtgt_session_read_bytes_total", NAME) is None  # the session died with it
