@@ -1,10 +1,11 @@
-"""What the counters (target/metrics) cost per I/O: 32 READs through a logged-in Connection from received bytes to
-response sent (`test_connection_32_reads`; runs unchanged on a tree without counters, so the same file measured on
-two trees gives the difference), and the counting alone (`test_count_32_reads`).
+"""What the counters (target/metrics) cost per I/O: READs through a logged-in Connection from received bytes to
+response sent, 32 per received batch (QD32) and one (QD1) (`test_connection_reads`; runs unchanged on a tree
+without counters, so the same file measured on two trees gives the difference), and the counting alone
+(`test_count_32_reads`).
 
     PYTHONPATH=TREE .venv/bin/python -m pytest perf/micro/test_counters.py --benchmark-only -p no:cacheprovider
 
-Divide a benchmark's time by 32 for one I/O; compare the minimums (the steadiest figure on a busy machine).
+Divide a benchmark's time by its batch for one I/O; compare the minimums (the steadiest figure on a busy machine).
 """
 from __future__ import annotations
 
@@ -35,10 +36,10 @@ def logged_in() -> Connection:
     return conn
 
 
-def reads(first_cmd_sn: int) -> bytes:
-    """BATCH 4 KiB READ(10)s, CmdSN on from `first_cmd_sn`."""
+def reads(first_cmd_sn: int, batch: int = BATCH) -> bytes:
+    """`batch` 4 KiB READ(10)s, CmdSN on from `first_cmd_sn`."""
     return b"".join(scsi_command(b"\x28\0" + struct.pack(">IxH", i * 8 % 64, 8) + b"\0", itt=i, read=True,
-                                 edtl=4096, cmd_sn=first_cmd_sn + i) for i in range(BATCH))
+                                 edtl=4096, cmd_sn=first_cmd_sn + i) for i in range(batch))
 
 
 @pytest.fixture
@@ -51,9 +52,10 @@ def counters(tmp_path):
     counters.close()
 
 
-def test_connection_32_reads(benchmark, counters):
+@pytest.mark.parametrize("batch", [BATCH, 1])
+def test_connection_reads(benchmark, counters, batch):
     conn = logged_in()
-    streams = iter([reads(1 + r * BATCH) for r in range(ROUNDS + 1)])
+    streams = iter([reads(1 + r * batch, batch) for r in range(ROUNDS + 1)])
     sent = []
 
     def one_batch(stream):
@@ -66,7 +68,7 @@ def test_connection_32_reads(benchmark, counters):
 
     benchmark.pedantic(one_batch, setup=lambda: ((next(streams),), {}), rounds=ROUNDS)
     assert len(sent) == ROUNDS and not conn.commands and not conn.closing
-    assert counters is None or sent[-1] == BATCH
+    assert counters is None or sent[-1] == batch
 
 
 @pytest.mark.skipif(WorkerCounters is None, reason="a tree without counters")
