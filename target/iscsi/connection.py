@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,7 @@ OUTPUT_BOUND = 4 << 20
 
 _EMPTY = memoryview(b"")
 _NO_RESIDUAL = (0, 0)
+_NOTHING_FINISHED: tuple[Command, ...] = ()
 
 LOGOUT_CLOSE_SESSION = 0
 LOGOUT_CLOSE_CONNECTION = 1
@@ -114,7 +115,7 @@ class Connection:
         self._answered = 0              # commands answered in `out`, and their response bytes there
         self._queued = 0
         # (answers, data bytes, commands answered) of each batch taken and not yet sent
-        self._taken: deque[tuple[int, int, list[Command]]] = deque()
+        self._taken: deque[tuple[int, int, Sequence[Command]]] = deque()
         self.finished: list[Command] = []      # commands answered in `out`: counted once sent (target/metrics)
         self.arrived = 0                # monotonic ns of the batch being received (receive_data's `now`)
         self.session_key: tuple[str, int, str | None] | None = None
@@ -179,12 +180,14 @@ class Connection:
         """The buffers queued for sending (with their digests, if negotiated); the queue starts empty again.
         The host calls `output_sent()` once the batch has been sent, batches in the order taken."""
         out, self.out = self.out, []
-        self._taken.append((self._answered, self._queued, self.finished))
+        finished = self.finished
+        if finished:                            # the batch takes the list; an empty batch gets none of its own
+            self.finished = []
+        self._taken.append((self._answered, self._queued, finished or _NOTHING_FINISHED))
         self._answered = self._queued = 0
-        self.finished = []
         return out if self.digests is None else self.digests.apply(out)
 
-    def output_sent(self) -> list[Command]:
+    def output_sent(self) -> Sequence[Command]:
         """The oldest batch taken went out: its commands are no longer outstanding; returns those it answered.
         Below the bound again, a frozen window opens; if the initiator had reached its end, a NOP-In tells it the
         new MaxCmdSN (§11.19: no answer wanted)."""

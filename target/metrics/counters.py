@@ -18,6 +18,7 @@ import mmap
 import os
 import time
 from array import array
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from coordinator.lograte import RateLimitedLog
@@ -183,7 +184,7 @@ class WorkerCounters:
                 self._fold(base, target, lun)
 
     # -- per I/O ----------------------------------------------------------------------------------------------------
-    def count(self, conn: Connection, commands: list[Command], now: int) -> None:
+    def count(self, conn: Connection, commands: Sequence[Command], now: int) -> None:
         """`commands`' responses were sent at `now` (monotonic ns): their bytes, service times and errors."""
         counts = self.counts
         slots = self._sessions.get(conn)
