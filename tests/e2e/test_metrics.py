@@ -5,7 +5,6 @@ its counter file)."""
 import json
 import os
 import signal
-import time
 import urllib.request
 
 import initiator as I
@@ -50,25 +49,26 @@ def fio_report(path) -> dict:
 def test_scrapes_while_fio_runs_and_totals_agree_with_fio(ringtgt, tmp_path):
     tgt = metrics_server(ringtgt, workers=2, luns=[Lun(0, "64MiB")])
     job = write_fio_job(tmp_path / "mixed.fio", tgt.url(0), rw="randrw", bs=BS, iodepth=IODEPTH, size="32MiB",
-                        runtime=4, time_based=1, numjobs=2, initiator="iqn.2026-11.org.ringtgt:fio")
+                        runtime=120, time_based=1, numjobs=2, initiator="iqn.2026-11.org.ringtgt:fio")
     report = tmp_path / "fio.json"
     scrapes = []
+
+    def moved_twice():
+        """Scrape; true once three scrapes in a row saw the read bytes grow (fio is running)."""
+        scrapes.append(lun_value(scrape(tgt), "ringtgt_lun_read_bytes_total", tgt))
+        return len(scrapes) >= 3 and 0 < scrapes[-3] < scrapes[-2] < scrapes[-1]
     with FioRun(job, tmp_path / "fio.out", "--output-format=json", f"--output={report}") as fio:
-        while fio.proc.poll() is None:        # fio runs 4 s at least (time_based): a dozen scrapes
-            scrapes.append(scrape(tgt))
-            time.sleep(0.3)
-        assert fio.wait(timeout=60) == 0, fio.text()
+        poll(moved_twice, timeout=100, interval=0.2, what="scrapes to see fio's reads counted")
+        fio.proc.send_signal(signal.SIGINT)     # fio stops its jobs, reports what they did and exits 128
+        assert fio.wait(timeout=60) == 128, fio.text()
+    assert scrapes == sorted(scrapes)           # a counter only grows
     jobs = fio_report(report)["jobs"]
+    assert [j["error"] for j in jobs] == [0, 0], report.read_text()
     read_bytes = sum(j["read"]["io_bytes"] for j in jobs)
     write_bytes = sum(j["write"]["io_bytes"] for j in jobs)
     reads, writes = sum(j["read"]["total_ios"] for j in jobs), sum(j["write"]["total_ios"] for j in jobs)
-    busy = [s for s in scrapes if lun_value(s, "ringtgt_lun_read_bytes_total", tgt) > 0]
-    print(f"{len(scrapes)} scrapes during fio, {len(busy)} with reads counted; fio read {read_bytes} B in {reads} "
-          f"commands, wrote {write_bytes} B in {writes}")
-    assert len(busy) >= 2, "no scrape saw the counters move while fio ran"
-    for earlier, later in zip(busy, busy[1:]):     # counters only grow
-        for name in ("ringtgt_lun_read_bytes_total", "ringtgt_lun_write_bytes_total"):
-            assert lun_value(later, name, tgt) >= lun_value(earlier, name, tgt)
+    print(f"{len(scrapes)} scrapes during fio; fio read {read_bytes} B in {reads} commands, wrote {write_bytes} B "
+          f"in {writes}")
     in_flight = 2 * IODEPTH * BS             # numjobs x iodepth: what fio may not have counted at its end
 
     def settled():
