@@ -13,7 +13,7 @@ from target.metrics import layout as L
 from target.metrics.counters import WorkerCounters, kind_of
 from target.metrics.prometheus import CounterFilesCollector
 from target.metrics.report import format_stats, stats_dict
-from target.metrics.snapshot import quantile, read_node
+from target.metrics.snapshot import Snapshot, interval, quantile, read_node
 from tests.iscsi_helpers import data_out, login_request, scsi_command
 from tests.iscsi_host import INI, IQN, Host, exchange
 
@@ -42,6 +42,13 @@ def test_quantiles_interpolate_within_a_bucket():
 
 def test_count_adds_to_the_offsets_it_writes_as_literals():
     assert (L.KIND_BYTES, L.KIND_SUM) == (0, 1)
+
+
+def test_the_interval_is_the_workers_time_between_their_publishes():
+    def reading(taken, published):
+        return Snapshot(taken, {}, {}, {i: {"published": int(p * 1e9)} for i, p in enumerate(published)})
+    assert interval(reading(11.0, [10.9, 10.75]), reading(10.0, [9.8, 9.75])) == pytest.approx(1.05)
+    assert interval(reading(11.0, [5.0]), reading(10.0, [5.0])) == pytest.approx(1.0)     # nothing published
 
 
 def test_kinds_of_opcodes():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 from . import layout as L
-from .snapshot import Snapshot, Totals, quantile
+from .snapshot import Snapshot, Totals, interval, quantile
 
 MIB = 1 << 20
 
@@ -35,7 +35,7 @@ def _rates(now: Totals, before: Totals | None, seconds: float) -> dict:
 
 def stats_dict(now: Snapshot, before: Snapshot | None) -> dict:
     """The JSON of `ringtgt stats`: the interval's rates are over `before` -> `now` (without `before`: none)."""
-    seconds = now.taken - before.taken if before is not None else 0.0
+    seconds = interval(now, before) if before is not None else 0.0
     luns = [{"target": target, "lun": lun, **_rates(totals, before.luns.get((target, lun)) if before else None,
                                                         seconds)}
             for (target, lun), totals in sorted(now.luns.items())]
@@ -45,7 +45,8 @@ def stats_dict(now: Snapshot, before: Snapshot | None) -> dict:
         earlier = before.sessions[key][1] if before is not None and key in before.sessions else None
         sessions.append({"target": target, "initiator": initiator, "isid": isid, "tsih": int(tsih), "client": client,
                          **_rates(totals, earlier, seconds)})
-    workers = [{"index": index, **gauges} for index, gauges in sorted(now.workers.items())]
+    workers = [{"index": index, **{key: value for key, value in gauges.items() if key != "published"}}
+               for index, gauges in sorted(now.workers.items())]
     return {"luns": luns, "sessions": sessions, "workers": workers}
 
 

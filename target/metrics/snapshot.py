@@ -140,7 +140,8 @@ def read_node(state_dir: str) -> Snapshot:
         header = worker.header
         workers[worker.index] = {"pid": header[L.H_PID], "started": header[L.H_STARTED],
                                  "restarts": header[L.H_RESTARTS], "connections": header[L.H_CONNECTIONS],
-                                 "sessions": header[L.H_SESSIONS], "inflight": header[L.H_INFLIGHT]}
+                                 "sessions": header[L.H_SESSIONS], "inflight": header[L.H_INFLIGHT],
+                                 "published": header[L.H_PUBLISHED]}
         for (target, lun, session), words in worker.slots:
             luns.setdefault((target, lun), Totals()).add(words)
             if session is not None:
@@ -148,6 +149,15 @@ def read_node(state_dir: str) -> Snapshot:
                 key = (target, initiator, isid, tsih)
                 sessions.setdefault(key, (client, Totals()))[1].add(words)
     return Snapshot(time.monotonic(), luns, sessions, workers)
+
+
+def interval(now: Snapshot, before: Snapshot) -> float:
+    """Seconds between two readings as the counts saw them: the mean of the workers' times between their publishes
+    (each worker's counts are as of its last publish, up to PUBLISH_SECONDS before the reading); the readings'
+    own interval if no worker published in between."""
+    deltas = [worker["published"] - before.workers[index]["published"] for index, worker in now.workers.items()
+              if index in before.workers and worker["published"] > before.workers[index]["published"]]
+    return sum(deltas) / len(deltas) / 1e9 if deltas else now.taken - before.taken
 
 
 def quantile(q: float, histogram: list[int]) -> float | None:
