@@ -131,6 +131,13 @@ def test_a_read_past_the_end_counts_as_an_illegal_request(ringtgt):
         stats = stats_json(tgt)
         assert stats["luns"][0]["errors"]["illegal_request"] == 1
         assert [s["initiator"] for s in stats["sessions"]] == [NAME]
+        table = run([ringtgt_binary(), "stats", "--config", str(tgt.config)], merge_stderr=False).stdout
+        print(table)
+        rows = [row.split() for row in table.splitlines() if row]
+        assert ["LUN", "IOPS", "READ", "MiB/s", "WRITE", "MiB/s", "P50", "µs", "P99", "µs", "ERRORS"] in rows
+        lun_row, = [row for row in rows if row[:2] == [tgt.iqn, "0"]]
+        session_row, = [row for row in rows if row[0] == NAME]
+        assert "illegal_request=1" in lun_row[-1] and "illegal_request=1" in session_row[-1]
 
 
 def test_a_killed_worker_s_counts_stay_with_its_lun_and_its_sessions_go(ringtgt):
