@@ -9,7 +9,7 @@ plus its live sessions' slots, so a LUN's totals only ever grow while sessions c
 
 A worker restarted by the same supervisor (the file's incarnation is the supervisor's) adopts the file: the LUN
 slots keep counting, the dead worker's sessions are folded into them, `restarts` goes up. What the dead worker
-counted since its last publish (at most PUBLISH_SECONDS) is lost. A new `serve` starts from zero.
+counted since its last publish (PUBLISH_SECONDS apart while busy) is lost. A new `serve` starts from zero.
 """
 from __future__ import annotations
 
