@@ -188,9 +188,23 @@ def test_the_collector_s_exposition_parses_with_prometheus_client(tmp_path):
 
 
 def test_commands_to_a_lun_the_target_lacks_are_not_counted(tmp_path):
-    counters = WorkerCounters(str(tmp_path), 0, "supervisor-1", [(IQN, 1)])   # the target has LUN 1 only
-    counted_session(counters)
+    counters = WorkerCounters(str(tmp_path), 0, "supervisor-1", [(IQN, 0)])
+    conn = logged_in()
+    conn.receive_data(scsi_command(cdb10(0x28, 0, 1), edtl=512, read=True, lun=3), ARRIVED)
+    conn.take_output()
+    counters.count(conn, conn.output_sent(), ARRIVED + SERVICE_NS)
     counters.publish(1, 1, 0)
     snapshot = read_node(str(tmp_path))
-    assert snapshot.sessions == {} and sum(snapshot.luns[IQN, 1].words[L.S_KINDS:]) == 0
+    assert snapshot.sessions == {} and list(snapshot.luns) == [(IQN, 0)]
+    assert sum(snapshot.luns[IQN, 0].words[L.S_KINDS:]) == 0
+    counters.close()
+
+
+def test_a_lun_added_while_the_worker_runs_is_counted_and_keeps_its_counts(tmp_path):
+    counters = WorkerCounters(str(tmp_path), 0, "supervisor-1", [])     # LUN 0 came after the worker started
+    conn = counted_session(counters)
+    counters.session_ended(conn)
+    counters.publish(0, 0, 0)
+    snapshot = read_node(str(tmp_path))
+    assert snapshot.sessions == {} and snapshot.luns[IQN, 0].bytes(L.READ) == 4096
     counters.close()

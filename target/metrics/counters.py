@@ -49,7 +49,8 @@ def kind_of(opcode: int) -> str:
 
 
 class WorkerCounters:
-    """One worker's counters and its counter file."""
+    """One worker's counters and its counter file. `luns`, the configured (target, LUN) pairs, get their slots at
+    once (their series exist from the start); a LUN added later gets one from its first command."""
 
     def __init__(self, state_dir: str, index: int, incarnation: str, luns: list[tuple[str, int]]) -> None:
         directory = os.path.join(state_dir, "stats")
@@ -61,7 +62,6 @@ class WorkerCounters:
         self._free: list[int] = []
         self._lun_slots: dict[tuple[str, int], int] = {}           # (target, lun) -> base index into counts
         self._sessions: dict[Connection, dict[int, int]] = {}       # connection -> lun -> base index
-        self._luns = {target: {lun for t, lun in luns if t == target} for target, _ in luns}
         self.limited_log = RateLimitedLog(log)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -138,35 +138,44 @@ class WorkerCounters:
         self._dirty_labels.add(base // L.SLOT_WORDS)
         return base
 
-    def _lun_slot(self, target: str, lun: int) -> int:
+    def _lun_slot(self, target: str, lun: int) -> int | None:
+        """The LUN's own slot on this worker; None if every slot is taken."""
         base = self._lun_slots.get((target, lun))
         if base is None:
             base = self._new_slot(L.LUN, L.encode_label(target, lun, None))
-            if base is None:                    # full of sessions' slots: this LUN cannot be counted here
-                raise OverflowError("no free counter slot")
-            self._lun_slots[target, lun] = base
+            if base is not None:
+                self._lun_slots[target, lun] = base
         return base
 
     def _session_slot(self, conn: Connection, lun: int) -> int | None:
         """The slot of `conn`'s session on `lun`: a new one at its first command there; its LUN's own slot once
-        MAX_SLOTS are taken (counted, but not per session); None for a LUN its target does not have."""
+        MAX_SLOTS are taken (counted, but not per session); None for a LUN its target does not have (now: a LUN
+        added while the worker runs is counted from its first command)."""
         target = conn.session_key[2] if conn.session_key is not None else None
-        if target is None or lun not in self._luns.get(target, ()):
+        if target is None or conn.target is None or not conn.target.has_lun(lun):
             return None
         initiator, isid, _ = conn.session_key  # type: ignore[misc]   # a session's key: set at its login
         session = (initiator, f"0x{isid:012x}", str(getattr(conn, "tsih", 0)), "%s:%d" % conn.peer_address)
         base = self._new_slot(L.SESSION, L.encode_label(target, lun, session))
         if base is None:
             self.limited_log.warning("slots", "%d counter slots in use: %s's commands on LUN %d are counted for "
-                                     "the LUN only", L.MAX_SLOTS, initiator, lun)
-            base = self._lun_slots[target, lun]
+                                     "the LUN only, if it has a slot", L.MAX_SLOTS, initiator, lun)
+            base = self._lun_slots.get((target, lun))
+            if base is None:
+                return None
         self._sessions.setdefault(conn, {})[lun] = base
         return base
 
     def _fold(self, base: int, target: str, lun: int) -> None:
-        """A session's slot into its LUN's, then free."""
+        """A session's slot into its LUN's, then free; it becomes the LUN's slot if the LUN has none yet."""
         counts = self.counts
-        into = self._lun_slot(target, lun)
+        into = self._lun_slots.get((target, lun))
+        if into is None:
+            counts[base + L.S_STATE] = L.LUN
+            self.labels[base // L.SLOT_WORDS] = L.encode_label(target, lun, None)
+            self._dirty_labels.add(base // L.SLOT_WORDS)
+            self._lun_slots[target, lun] = base
+            return
         for i in range(L.S_KINDS, L.SLOT_WORDS):
             counts[into + i] += counts[base + i]
         counts[base:base + L.SLOT_WORDS] = [0] * L.SLOT_WORDS
