@@ -20,6 +20,7 @@ from .unit_service import UnitAuthority, register_unit_handlers
 from .service import CoordinatorService
 from .sessions_service import register_session_handlers
 from .status_service import register_status_handlers
+from target.metrics.prometheus import serve_metrics
 
 log = logging.getLogger("ringtgt.coordinator")
 
@@ -71,6 +72,7 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
     register_reload_handlers(service, running, authority, cluster.announce_identities if cluster is not None else None)
     register_status_handlers(service, running, registry, authority, node_name(config), incarnation,
                              cluster.peers if cluster is not None else None)
+    metrics = serve_metrics(config)     # the Prometheus endpoint: a thread reading the workers' counter files
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(time.monotonic()))
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)
@@ -78,6 +80,8 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
         service.run(lambda: stopped(service, stopping), heartbeat=heartbeat)
         authority.save_at_stop()            # a clean stop: the next `serve` resumes the units' state
     finally:
+        if metrics is not None:
+            metrics.close()
         if cluster is not None:
             cluster.close()
         service.close()

@@ -1,4 +1,5 @@
-"""The `ringtgt` command line: serve, check-config, reload, sessions, status, resize, takeover, keygen, --version."""
+"""The `ringtgt` command line: serve, check-config, reload, sessions, status, stats, resize, takeover, keygen,
+--version."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 from importlib.metadata import version
@@ -41,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
         ("reload", _reload, "apply the configuration to the running node: targets, LUNs, sizes, readonly, ACLs, CHAP"),
         ("sessions", _sessions, "list the logged-in iSCSI sessions, asking the running node's coordinator"),
         ("status", _status, "show the running node: supervisor, workers, coordinator, cluster peers, LUNs, sessions"),
+        ("stats", _stats, "per LUN and per session: IOPS, MiB/s and p50/p99 service time over an interval, "
+                          "command, byte and error counts; per worker its gauges (from the workers' counter files)"),
         ("resize", _resize, "grow a LUN of the running node: extend its file to --size, or pick up the size its "
                             "file or block device has now; every initiator gets CAPACITY DATA HAS CHANGED"),
         ("takeover", _takeover, "tell this node's coordinator that PEER is dead and its VIPs are here: tickle "
@@ -56,8 +60,12 @@ def _parser() -> argparse.ArgumentParser:
                                  "would change on the running node (or against --against), not the configuration")
             command.add_argument("--against", metavar="OLD", help="with --diff: compare with this file instead of "
                                  "the running node's configuration")
-        elif name in ("sessions", "status"):
+        elif name in ("sessions", "status", "stats"):
             command.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        if name == "stats":
+            command.add_argument("--watch", type=float, metavar="SECONDS",
+                                 help="print again every SECONDS, each over the interval since the previous; "
+                                      "default: once, over one second")
         elif name == "resize":
             command.add_argument("target", metavar="TARGET", help="the target's iqn")
             command.add_argument("lun", metavar="LUN", type=int, help="the LUN's id")
@@ -189,6 +197,38 @@ def _status(config: Config, args) -> int:
     from coordinator.messages import FetchStatus
 
     return _print_reply(_ask(config, FetchStatus()), args, format_status)
+
+
+def _stats(config: Config, args) -> int:
+    """Two readings of the counter files under state_dir (no coordinator involved), an interval apart."""
+    from target.metrics.report import format_stats, stats_dict
+    from target.metrics.snapshot import read_node
+
+    interval = args.watch or 1.0
+    if interval < 0.1:
+        print("ringtgt: stats: --watch must be at least 0.1 s", file=sys.stderr)
+        return 2
+    before = read_node(config.server.state_dir)
+    if not before.workers:
+        print(f"ringtgt: stats: no counters under {config.server.state_dir}/stats: is the node running?",
+              file=sys.stderr)
+        return 1
+    try:
+        while True:
+            time.sleep(interval)
+            now = read_node(config.server.state_dir)
+            stats = stats_dict(now, before)
+            if args.json:
+                json.dump(stats, sys.stdout, indent=2)
+                sys.stdout.write("\n")
+            else:
+                sys.stdout.write(format_stats(stats))
+            sys.stdout.flush()
+            if not args.watch:
+                return 0
+            before = now
+    except KeyboardInterrupt:
+        return 0
 
 
 def _takeover(config: Config, args) -> int:

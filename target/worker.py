@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from coordinator.client import CoordinatorClient
 from coordinator.lograte import RateLimitedLog
+from coordinator.main import supervisor_incarnation
 from ioring import Ring
 
 from .admission import PreLoginConnections, source_of
@@ -31,6 +32,7 @@ from .iscsi.framing import NEGOTIATION_DATA_LIMIT
 from .iscsi.pdu import BHS_LEN, Buf
 from .iscsi.write_budget import WritePool
 from .memtrim import trim_heap
+from .metrics.counters import PUBLISH_SECONDS, WorkerCounters
 from .reactor import Reactor
 from .reload import LiveConfig
 from .scsi.lun import LogicalUnit
@@ -131,6 +133,8 @@ class Worker:
         self.limited_log = RateLimitedLog(log)     # for what a client can make happen again and again
         self.offers = {"InitialR2T": config.server.initial_r2t,      # our values of negotiated keys
                        "ImmediateData": config.server.immediate_data}
+        self.counters = WorkerCounters(config.server.state_dir, index, supervisor_incarnation(),
+                                       [(t.iqn, lun.id) for t in config.targets for lun in t.luns])
 
     def build_target(self, target) -> ScsiTarget:
         luns = {lun.id: self.build_unit(target.iqn, lun) for lun in target.luns}
@@ -285,7 +289,7 @@ class Worker:
             self._teardown(channel)
             return
         conn = channel.conn
-        conn.receive_data(channel.recv_view[:res])
+        conn.receive_data(channel.recv_view[:res], time.monotonic_ns())
         if not conn.closing and not conn.over_output_bound:
             self._arm_recv(channel)             # else `_sent` arms it once the output has drained
 
@@ -327,7 +331,9 @@ class Worker:
             self._send(channel, _after(bufs, res), channel.sending_bytes - res)
             return
         conn = channel.conn
-        conn.output_sent()
+        finished = conn.output_sent()
+        if finished:
+            self.counters.count(conn, finished, time.monotonic_ns())
         if not channel.receiving and not conn.closing and not conn.over_output_bound:
             self._arm_recv(channel)             # reading was paused for the output to drain
         self._send_pending(channel)
@@ -364,6 +370,7 @@ class Worker:
         if conn.session_key is not None and self.sessions.get(conn.session_key) is conn:
             del self.sessions[conn.session_key]
         self.session_sync.ended(conn)
+        self.counters.session_ended(conn)
         channel.sock.close()
         channel.on_received = channel.on_sent = _detached     # they refer to the channel: no cycle left behind
 
@@ -388,6 +395,9 @@ class Worker:
                                          "connection", *conn.peer_address, self.login_timeout)
                 self._shutdown(channel)
 
+    def _publish_counters(self) -> None:
+        self.counters.publish(len(self.channels), self.logged_in, sum(len(conn.commands) for conn in self.channels))
+
     def request_stop(self, *_):
         self.stopping = True
 
@@ -404,6 +414,7 @@ class Worker:
             self._arm_accept(listener)
         next_keepalive = time.monotonic() + (self.nop_interval or 3600)
         next_login_check = time.monotonic() + 1
+        next_publish = 0.0
         drain_deadline = None
         while True:
             self.reactor.run_once(0.5)
@@ -414,6 +425,9 @@ class Worker:
                 self._begin_drain()
             if drain_deadline is not None and (not self.channels or now > drain_deadline):
                 break
+            if now >= next_publish:
+                next_publish = now + PUBLISH_SECONDS
+                self._publish_counters()
             if now >= next_login_check:
                 next_login_check = now + 1
                 self._expire_logins(now)
@@ -424,6 +438,8 @@ class Worker:
                 self._keepalive()
         for channel in list(self.channels.values()):
             channel.sock.close()
+        self._publish_counters()
+        self.counters.close()
         self.coordinator.close()
         self.ring.close()
 
