@@ -205,7 +205,8 @@ def main(argv=None) -> int:
                         help="also run SPDK's iscsi_tgt in the direct and null suites (DIR has start.sh, stop.sh and "
                              "build/bin/iscsi_tgt)")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--workdir", type=Path, help="images and logs (default: a temporary directory)")
+    parser.add_argument("--workdir", type=Path,
+                        help="images and logs (default: a temporary directory in the checkout's .cache/)")
     args = parser.parse_args(argv)
     if args.workers is None:
         args.workers = 1 if args.spdk else 2
@@ -215,7 +216,10 @@ def main(argv=None) -> int:
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     results = {"machine": machine(), "runtime": args.runtime, "rounds": args.rounds, "workers": args.workers}
     tables = []
-    with tempfile.TemporaryDirectory(prefix="ringtgt-bench-") as tmp:
+    # the checkout's .cache/ rather than /tmp, which may be a tmpfs (no O_DIRECT there)
+    cache = HERE.parent / ".cache"
+    cache.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ringtgt-bench-", dir=cache) as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         if "direct" in suites and not direct_capable(workdir):
