@@ -23,6 +23,7 @@ from coordinator.lograte import RateLimitedLog
 from ioring import Ring
 
 from .admission import PreLoginConnections, source_of
+from .gctune import settle
 from .image_watch import ImageWatch
 from .iscsi.access import AccessPolicy
 from .iscsi.connection import Connection
@@ -381,6 +382,7 @@ class Worker:
         self.coordinator.start()
         for listener in self.listeners:
             self._arm_accept(listener)
+        settle()
         next_keepalive = time.monotonic() + (self.nop_interval or 3600)
         next_login_check = time.monotonic() + 1
         drain_deadline = None
