@@ -55,6 +55,22 @@ def test_aligned_buffers_start_on_a_page_with_headroom_in_front():
         assert headroom_view(view[:length - 1]) is None    # a truncated view has no headroom of its own
 
 
+@pytest.mark.parametrize("aligned", [False, True])
+def test_buffers_are_reused_only_once_no_view_is_left(aligned):
+    pool = BufferPool(aligned=aligned)
+    first = pool.get(4096)
+    first[:] = b"a" * 4096
+    part = first[100:200]                       # what a Data-In PDU or a ring op would hold
+    owner = id(first.obj)                       # not a reference: that would keep it in use
+    del first
+    second = pool.get(4096)
+    assert id(second.obj) != owner and bytes(part) == b"a" * 100    # still in use: a fresh one
+    del part, second
+    third = pool.get(4096)
+    assert id(third.obj) == owner and len(third) == 4096 and headroom_view(third).nbytes == HEADROOM + 4096
+    assert id(pool.get(512).obj) != owner       # another length, another buffer
+
+
 def test_null_store_answers_later_in_the_same_turn(reactor):
     null = open_backstore("null", reactor, path=None, size=1 << 20, block_size=512)
     got = []
