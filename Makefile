@@ -18,7 +18,7 @@ CONFIG ?=
 SYSTEM_PACKAGES := gcc pkg-config liburing-dev python3-dev python3-venv \
                    libiscsi-bin qemu-utils qemu-block-extra iproute2
 
-# `make bench` compares against Debian's tgtd.
+# `make bench` compares against Debian's tgtd (and SPDK's iscsi_tgt with BENCH_ARGS="--spdk DIR", an SPDK build).
 BENCH_PACKAGES := tgt
 BENCH_ARGS ?=
 BENCH_JSON ?= .cache/bench.json

@@ -1,7 +1,7 @@
 """Two ringtgt builds or configurations side by side (A B A B …), for deciding what a change bought.
 
     perf/ab.py [--a-binary PATH] [--b-binary PATH] [--a-config LINES] [--b-config LINES] [--a-env K=V,…] \\
-               [--jobs randread-4k-qd32,…] [--rounds 3] [--runtime 4] [--null]
+               [--jobs randread-4k-qd32,…] [--rounds 3] [--runtime 4] [--null | --direct [--workdir DIR]]
 
 A binary is a `ringtgt` entry point (e.g. another checkout's .venv/bin/ringtgt; default: this one's);
 config LINES are extra `[server]` lines, `;`-separated (e.g. "initial_r2t = false"). Prints the per-run
@@ -14,8 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import JOBS, MIB, side_by_side
-from servers import RingTgtServer, prefill
+from bench import JOBS, MIB, direct_capable, side_by_side
+from servers import RingTgtServer, drop_cached, prefill
 
 
 def main(argv=None) -> int:
@@ -30,18 +30,25 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=512, help="LUN size in MiB")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--null", action="store_true", help="null backstores instead of a prefilled file")
+    parser.add_argument("--direct", action="store_true", help="the file LUN with `direct = true` (O_DIRECT)")
+    parser.add_argument("--workdir", type=Path, help="where the image goes (default: a temporary directory; for "
+                                                     "--direct on a file system with O_DIRECT, not tmpfs)")
     args = parser.parse_args(argv)
     size = args.size * MIB
-    with tempfile.TemporaryDirectory(prefix="ringtgt-ab-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ringtgt-ab-", dir=args.workdir) as tmp:
+        if args.direct and not direct_capable(Path(tmp)):
+            parser.error(f"--direct: {tmp} refuses O_DIRECT (tmpfs?): pass --workdir")
         image = None if args.null else Path(tmp) / "lun.img"
         if image is not None:
             prefill(image, size)
+            if args.direct:
+                drop_cached(image)
         servers = []
         try:
             for side in ("a", "b"):
                 server = RingTgtServer(Path(tmp) / side, image=image, size=size, workers=args.workers,
                                        server_extra=getattr(args, f"{side}_config").replace(";", "\n"),
-                                       binary=getattr(args, f"{side}_binary"),
+                                       binary=getattr(args, f"{side}_binary"), direct=args.direct,
                                        env=dict(kv.split("=", 1) for kv in getattr(args, f"{side}_env").split(",")
                                                 if kv))
                 server.name = side.upper()

@@ -1,13 +1,19 @@
-"""`make bench`: ringtgt against tgtd, side by side on this machine, with fio's libiscsi engine on loopback.
+"""`make bench`: ringtgt against tgtd (and SPDK's iSCSI target, with --spdk), side by side on this machine, with
+fio's libiscsi engine on loopback.
 
-Both targets serve equal, fully written (prefilled) file-backed LUNs. Every job of perf/jobs/ runs against
+The targets serve equal, fully written (prefilled) file-backed LUNs. Every job of perf/jobs/ runs against
 each target in turn (A B A B …) for several short rounds, so drift and noise from the rest of the machine
-hit both alike; each cell is the median over the rounds. The table gives IOPS, MiB/s, p50/p99 completion
-latency, the CPU seconds each server spent per GiB moved (all its processes and threads, from /proc), and
-the ratio ringtgt/tgtd (for latency and CPU the ratio is tgtd/ringtgt, so > 1 always means ringtgt is better).
+hit all alike; each cell is the median over the rounds. The table gives IOPS, MiB/s, p50/p99 completion
+latency, the CPU microseconds each server spent per I/O (all its processes and threads, from /proc), and
+the ratios ringtgt/peer (for latency and CPU the ratio is peer/ringtgt, so > 1 always means ringtgt is better).
 
-Suites: `file` (the main matrix), `null` (the same matrix on null backstores: protocol overhead only),
+Suites: `file` (the main matrix, through the page cache), `direct` (the matrix on O_DIRECT file LUNs: ringtgt
+`direct = true`, tgtd `--bsoflags direct`, SPDK's uring bdev; the work directory must be on a file system
+that supports O_DIRECT, not tmpfs), `null` (the matrix on null backstores: protocol overhead only),
 `scaling` (ringtgt with 1 and 2 workers), `memory` (RSS per ringtgt worker idle and with 64 sessions).
+`--spdk DIR` adds SPDK (DIR: an SPDK build with start.sh/stop.sh, e.g. ../shared/anchors/spdk) to the direct
+and null suites, on as many cores as ringtgt has workers; it is started right before each of its runs and
+stopped right after, since its reactors spin their cores even when idle, and that spinning counts as CPU spent.
 The JSON written with --json feeds perf/compare.py.
 """
 from __future__ import annotations
@@ -24,7 +30,8 @@ import threading
 import time
 from pathlib import Path
 
-from servers import RingTgtServer, TgtdServer, cpu_seconds, established, fio_url, prefill, rss_bytes, socket_inodes
+from servers import (RingTgtServer, SpdkServer, TgtdServer, cpu_seconds, drop_cached, established, fio_url, prefill,
+                     rss_bytes, socket_inodes)
 
 HERE = Path(__file__).resolve().parent
 JOBS = ["randread-4k-qd32", "randwrite-4k-qd32", "seqread-128k-qd8", "seqwrite-128k-qd8", "randread-4k-qd1",
@@ -37,7 +44,10 @@ RINGTGT_SERVER = "initial_r2t = false\nimmediate_data = true\nbusy_poll_us = 50"
 GIB = 1 << 30
 MIB = 1 << 20
 # metric -> True when higher is better
-METRICS = {"iops": True, "mib_s": True, "p50_us": False, "p99_us": False, "cpu_s_per_gib": False}
+METRICS = {"iops": True, "mib_s": True, "p50_us": False, "p99_us": False, "cpu_s_per_gib": False,
+           "cpu_us_per_io": False}
+TITLES = {"file": "file-backed LUNs (page cache)", "direct": "file-backed LUNs, O_DIRECT",
+          "null": "null backstores (protocol overhead)"}
 
 
 def fio_binary() -> str:
@@ -48,7 +58,8 @@ def fio_binary() -> str:
 
 
 def run_fio(job: str, server, runtime: int, extra: list[str] = ()) -> dict:
-    """One fio run of perf/jobs/<job>.fio against `server`: throughput, latency, server CPU per GiB."""
+    """One fio run of perf/jobs/<job>.fio against `server` (serving): throughput, latency, server CPU per GiB
+    and per I/O."""
     env = dict(os.environ, ISCSI_URL=fio_url(server.url), RUNTIME=str(runtime))
     pids = server.pids()
     cpu0 = cpu_seconds(pids)
@@ -66,11 +77,12 @@ def run_fio(job: str, server, runtime: int, extra: list[str] = ()) -> dict:
     # the total bytes of the whole run incl. ramp time are not reported; CPU was sampled over the same span,
     # so scale the measured rate by runtime + ramp (1 s)
     moved = bw * (runtime + 1)
+    ios = iops * (runtime + 1)
     main = max(parts, key=lambda p: p["total_ios"])
     percentiles = main["clat_ns"].get("percentile", {})
     return {"iops": iops, "mib_s": bw / MIB, "p50_us": percentiles.get("50.000000", 0) / 1000,
             "p99_us": percentiles.get("99.000000", 0) / 1000,
-            "cpu_s_per_gib": cpu / (moved / GIB) if moved else 0.0}
+            "cpu_s_per_gib": cpu / (moved / GIB) if moved else 0.0, "cpu_us_per_io": cpu * 1e6 / ios if ios else 0.0}
 
 
 def median_cells(runs: list[dict]) -> dict:
@@ -78,44 +90,64 @@ def median_cells(runs: list[dict]) -> dict:
 
 
 def ratio(metric: str, ours: float, theirs: float) -> float:
-    """> 1 means ringtgt is better, whichever way the metric points."""
+    """> 1 means ours (ringtgt) is better, whichever way the metric points."""
     if METRICS[metric]:
         return ours / theirs if theirs else float("inf")
     return theirs / ours if ours else float("inf")
 
 
 def side_by_side(servers, jobs: list[str], rounds: int, runtime: int, log) -> dict:
-    """{job: {server name: median cells, "ratio": {metric: ratio}}} from interleaved rounds."""
+    """{job: {server name: median cells, "ratio": {metric: first/second server},
+    "ratios": {peer name: {metric: first/peer}}}} from interleaved rounds."""
     runs = {job: {s.name: [] for s in servers} for job in jobs}
     for r in range(rounds):
         for job in jobs:
             for server in servers:
-                result = run_fio(job, server, runtime)
+                with server.serving():
+                    result = run_fio(job, server, runtime)
                 runs[job][server.name].append(result)
                 log(f"  round {r + 1}/{rounds} {job:18} {server.name:10} {result['iops']:9.0f} IOPS "
                     f"{result['mib_s']:8.1f} MiB/s  p99 {result['p99_us']:8.0f} us  "
-                    f"{result['cpu_s_per_gib']:6.2f} CPU s/GiB")
+                    f"{result['cpu_us_per_io']:7.1f} CPU us/IO")
     table = {}
-    a, b = servers[0].name, servers[1].name
+    ours, peers = servers[0].name, [s.name for s in servers[1:]]
     for job in jobs:
         cells = {name: median_cells(results) for name, results in runs[job].items()}
-        cells["ratio"] = {m: ratio(m, cells[a][m], cells[b][m]) for m in METRICS}
+        cells["ratios"] = {p: {m: ratio(m, cells[ours][m], cells[p][m]) for m in METRICS} for p in peers}
+        cells["ratio"] = cells["ratios"][peers[0]]
         cells["runs"] = runs[job]
         table[job] = cells
     return table
 
 
-def format_table(title: str, table: dict, a: str, b: str) -> str:
-    head = (f"| job | {a} IOPS | {b} IOPS | {a} MiB/s | {b} MiB/s | {a} p50/p99 µs | {b} p50/p99 µs | "
-            f"{a} CPU s/GiB | {b} CPU s/GiB | ratio IOPS | ratio p99 | ratio CPU |")
-    lines = [f"### {title}", "", head, "|" + "---|" * 12]
+def format_table(title: str, table: dict, names: list[str]) -> str:
+    """A markdown table: per server IOPS, MiB/s, p50/p99, CPU per I/O; then names[0]'s ratios to each other."""
+    peers = names[1:]
+    vs = (lambda p: "") if len(peers) == 1 else (lambda p: f" /{p}")
+    head = ["job", *(f"{n} IOPS" for n in names), *(f"{n} MiB/s" for n in names),
+            *(f"{n} p50/p99 µs" for n in names), *(f"{n} CPU µs/IO" for n in names),
+            *(f"ratio IOPS{vs(p)}" for p in peers), *(f"ratio p99{vs(p)}" for p in peers),
+            *(f"ratio CPU{vs(p)}" for p in peers)]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for job, cells in table.items():
-        x, y, r = cells[a], cells[b], cells["ratio"]
-        lines.append(f"| {job} | {x['iops']:.0f} | {y['iops']:.0f} | {x['mib_s']:.1f} | {y['mib_s']:.1f} | "
-                     f"{x['p50_us']:.0f}/{x['p99_us']:.0f} | {y['p50_us']:.0f}/{y['p99_us']:.0f} | "
-                     f"{x['cpu_s_per_gib']:.2f} | {y['cpu_s_per_gib']:.2f} | {r['iops']:.2f} | "
-                     f"{r['p99_us']:.2f} | {r['cpu_s_per_gib']:.2f} |")
+        row = [job, *(f"{cells[n]['iops']:.0f}" for n in names), *(f"{cells[n]['mib_s']:.1f}" for n in names),
+               *(f"{cells[n]['p50_us']:.0f}/{cells[n]['p99_us']:.0f}" for n in names),
+               *(f"{cells[n]['cpu_us_per_io']:.1f}" for n in names)]
+        row += [f"{cells['ratios'][p][m]:.2f}" for m in ("iops", "p99_us", "cpu_us_per_io") for p in peers]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def direct_capable(directory: Path) -> bool:
+    """Whether files in `directory` can be opened O_DIRECT (tmpfs refuses it)."""
+    probe = directory / ".odirect-probe"
+    try:
+        os.close(os.open(probe, os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o600))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def memory(workdir: Path, size: int, runtime: int, log) -> dict:
@@ -160,44 +192,66 @@ def machine() -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suites", default="file,null,scaling,memory",
-                        help="comma-separated: file, null, scaling, memory (default: all)")
+    parser.add_argument("--suites", default="file,direct,null,scaling,memory",
+                        help="comma-separated: file, direct, null, scaling, memory (default: all)")
     parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated job names from perf/jobs/")
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per job (default 3)")
     parser.add_argument("--runtime", type=int, default=4, help="seconds per fio run, after 1 s ramp (default 4)")
     parser.add_argument("--size", default=1024, type=int, help="LUN size in MiB (default 1024)")
-    parser.add_argument("--workers", type=int, default=2, help="ringtgt workers (default 2)")
+    parser.add_argument("--workers", type=int,
+                        help="ringtgt workers, and SPDK's cores (default 2; 1 with --spdk: its reactors spin their "
+                             "cores, so on a small machine two would leave fio none)")
+    parser.add_argument("--spdk", type=Path, metavar="DIR",
+                        help="also run SPDK's iscsi_tgt in the direct and null suites (DIR has start.sh, stop.sh and "
+                             "build/bin/iscsi_tgt)")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--workdir", type=Path, help="images and logs (default: a temporary directory)")
+    parser.add_argument("--workdir", type=Path,
+                        help="images and logs (default: a temporary directory in the checkout's .cache/)")
     args = parser.parse_args(argv)
+    if args.workers is None:
+        args.workers = 1 if args.spdk else 2
     suites = args.suites.split(",")
     jobs = args.jobs.split(",")
     size = args.size * MIB
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     results = {"machine": machine(), "runtime": args.runtime, "rounds": args.rounds, "workers": args.workers}
     tables = []
-    with tempfile.TemporaryDirectory(prefix="ringtgt-bench-") as tmp:
+    # the checkout's .cache/ rather than /tmp, which may be a tmpfs (no O_DIRECT there)
+    cache = HERE.parent / ".cache"
+    cache.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ringtgt-bench-", dir=cache) as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
+        if "direct" in suites and not direct_capable(workdir):
+            parser.error(f"the direct suite needs a work directory where O_DIRECT works (not tmpfs): {workdir} "
+                         "refuses it; pass --workdir")
         for suite in suites:
             log(f"== {suite}")
-            if suite in ("file", "null"):
-                images = [workdir / "ringtgt.img", workdir / "tgtd.img"] if suite == "file" else [None, None]
+            if suite in ("file", "direct", "null"):
+                direct = suite == "direct"
+                spdk = args.spdk if suite != "file" else None      # SPDK's file bdevs are always O_DIRECT
+                names = ["ringtgt", "tgtd"] + (["spdk"] if spdk else [])
+                images: list[Path | None] = [workdir / f"{n}.img" if suite != "null" else None for n in names]
                 for image in images:
                     if image is not None:
                         prefill(image, size)
-                servers = []
+                        if direct:
+                            drop_cached(image)
+                servers: list = []
                 try:
                     servers.append(RingTgtServer(workdir / f"ringtgt-{suite}", image=images[0], size=size,
-                                                 workers=args.workers, server_extra=RINGTGT_SERVER))
-                    servers.append(TgtdServer(workdir / f"tgtd-{suite}", image=images[1], size=size))
+                                                 workers=args.workers, server_extra=RINGTGT_SERVER, direct=direct))
+                    servers.append(TgtdServer(workdir / f"tgtd-{suite}", image=images[1], size=size, direct=direct))
+                    if spdk:
+                        servers.append(SpdkServer(workdir / f"spdk-{suite}", spdk=spdk, image=images[2], size=size,
+                                                  cores=args.workers))
                     table = side_by_side(servers, jobs, args.rounds, args.runtime, log)
                 finally:
                     for server in servers:
                         server.stop()
                 results[suite] = table
-                title = "file-backed LUNs" if suite == "file" else "null backstores (protocol overhead)"
-                tables.append(format_table(f"{title}, ringtgt workers={args.workers}", table, "ringtgt", "tgtd"))
+                cores = f", SPDK -m {hex((1 << args.workers) - 1)}" if spdk else ""
+                tables.append(format_table(f"{TITLES[suite]}, ringtgt workers={args.workers}{cores}", table, names))
             elif suite == "scaling":
                 image = workdir / "ringtgt.img"
                 prefill(image, size)
@@ -213,7 +267,7 @@ def main(argv=None) -> int:
                     for server in servers:
                         server.stop()
                 results[suite] = table
-                tables.append(format_table("ringtgt scaling, file-backed LUN", table, "workers=2", "workers=1"))
+                tables.append(format_table("ringtgt scaling, file-backed LUN", table, ["workers=2", "workers=1"]))
             elif suite == "memory":
                 mem = results[suite] = memory(workdir, size, args.runtime, log)
                 tables.append("### ringtgt RSS per worker\n\n| state | RSS MiB per worker |\n|---|---|\n"

@@ -13,7 +13,8 @@ import json
 import sys
 
 # metric -> True when higher is better (ratios are always "higher is better")
-METRICS = {"iops": True, "mib_s": True, "p50_us": False, "p99_us": False, "cpu_s_per_gib": False}
+METRICS = {"iops": True, "mib_s": True, "p50_us": False, "p99_us": False, "cpu_s_per_gib": False,
+           "cpu_us_per_io": False}
 
 
 def threshold(text: str) -> float:
@@ -23,14 +24,14 @@ def threshold(text: str) -> float:
 
 def changes(old: dict, new: dict):
     """(suite, job, what, metric, old value, new value, higher is better) for every comparable metric."""
-    for suite in ("file", "null", "scaling"):
+    for suite in ("file", "direct", "null", "scaling"):
         if suite not in old or suite not in new:
             continue
         for job, cells in new[suite].items():
             before = old[suite].get(job)
             if before is None:
                 continue
-            for who in [k for k in cells if k not in ("ratio", "runs")][:1] + ["ratio"]:
+            for who in [k for k in cells if k not in ("ratio", "ratios", "runs")][:1] + ["ratio"]:
                 for metric, higher_better in METRICS.items():
                     a, b = before.get(who, {}).get(metric), cells[who].get(metric)
                     if a is None or b is None:

@@ -1,12 +1,16 @@
-"""The two iSCSI targets a benchmark compares, started on loopback with equal LUNs, and their CPU and memory.
+"""The iSCSI targets a benchmark compares, started on loopback with equal LUNs, and their CPU and memory.
 
 `RingTgtServer` runs `ringtgt serve` with a generated config; `TgtdServer` runs Debian's tgtd in the
 foreground on its own portal and management port, configured through tgtadm (nothing system-wide is
-touched: no /etc/tgt, no service). Both expose `url` (for fio), `pids()` (every process serving I/O) and
-`stop()`.
+touched: no /etc/tgt, no service); `SpdkServer` runs SPDK's iscsi_tgt through the start.sh/stop.sh of an
+SPDK build's directory (../shared/anchors/spdk has them). `direct` makes each bypass the page cache (ringtgt
+`direct = true`, tgtd `--bsoflags direct`; SPDK's uring bdev always opens its file O_DIRECT). All expose `url`
+(for fio), `pids()` (every process serving I/O), `serving()` (a context around each fio run: SPDK's reactor
+spins its cores even when idle, so it runs only inside it) and `stop()`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -120,6 +124,16 @@ def prefill(path: Path, size: int) -> None:
         f.write(chunk[:size % len(chunk)])
 
 
+def drop_cached(path: Path) -> None:
+    """Write back the file's dirty pages and drop its cached ones: an O_DIRECT reader then finds none to flush."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def stop(proc: subprocess.Popen, log) -> None:
     """SIGTERM to a server started in a session of its own; SIGKILL to that session after 15 s."""
     if proc.poll() is None:
@@ -141,12 +155,14 @@ class RingTgtServer:
     name = "ringtgt"
 
     def __init__(self, directory: Path, *, image: Path | None, size: int, workers: int, env: dict | None = None,
-                 server_extra: str = "", binary: Path | None = None):
+                 server_extra: str = "", binary: Path | None = None, direct: bool = False):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.workers = workers
         lun = (f'path = "{image}"' if image is not None else 'backstore = "null"') + f"\nsize = {size}"
+        if direct:
+            lun += "\ndirect = true"
         config = self.dir / "ringtgt.toml"
         config.write_text(f'[server]\nportals = ["{HOST}:{self.port}"]\nworkers = {workers}\n'
                           f'state_dir = "{self.dir / "state"}"\nlog_level = "warning"\nnop_interval = 0\n'
@@ -165,6 +181,9 @@ class RingTgtServer:
     def pids(self) -> list[int]:
         return [self.proc.pid, *children(self.proc.pid)]
 
+    def serving(self):
+        return contextlib.nullcontext()
+
     def worker_pids(self) -> list[int]:
         """The children holding a listener on the portal (the coordinator child holds none)."""
         listeners = listening_inodes(self.port)
@@ -177,7 +196,7 @@ class RingTgtServer:
 class TgtdServer:
     name = "tgtd"
 
-    def __init__(self, directory: Path, *, image: Path | None, size: int):
+    def __init__(self, directory: Path, *, image: Path | None, size: int, direct: bool = False):
         tgtd, self.tgtadm = shutil.which("tgtd"), shutil.which("tgtadm")
         if tgtd is None or self.tgtadm is None:
             raise RuntimeError("tgtd/tgtadm not found: install Debian's tgt (make bench does, as root)")
@@ -194,6 +213,8 @@ class TgtdServer:
             wait_for(lambda: self._adm("--mode", "target", "--op", "new", "--tid", "1", "-T", IQN_TGTD,
                                        check=False) == 0, START_TIMEOUT, "tgtadm to reach tgtd")
             backing = ["--bstype", "null", "-b", "null"] if image is None else ["-b", str(image)]
+            if direct and image is not None:
+                backing += ["--bsoflags", "direct"]
             self._adm("--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1", *backing)
             self._adm("--mode", "target", "--op", "bind", "--tid", "1", "-I", "ALL")
         except BaseException:
@@ -216,5 +237,52 @@ class TgtdServer:
     def pids(self) -> list[int]:
         return [self.proc.pid]
 
+    def serving(self):
+        return contextlib.nullcontext()
+
     def stop(self) -> None:
         stop(self.proc, self.log)
+
+
+class SpdkServer:
+    """SPDK's iscsi_tgt on `cores` cores (mask 0x1, 0x3, …): a uring bdev on the image (O_DIRECT) or a null
+    bdev, started by `serving()` and stopped when it ends, so that its spinning reactors burn no core between
+    its runs. CPU per I/O counts the spinning: the reactor's core is spent whether it finds work or not."""
+
+    name = "spdk"
+
+    def __init__(self, directory: Path, *, spdk: Path, image: Path | None, size: int, cores: int):
+        self.start_sh, self.stop_sh = spdk / "start.sh", spdk / "stop.sh"
+        if not (os.access(self.start_sh, os.X_OK) and (spdk / "build/bin/iscsi_tgt").exists()):
+            raise RuntimeError(f"no SPDK build with start.sh and build/bin/iscsi_tgt in {spdk}")
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.spdk = spdk
+        self.image = image
+        self.mask = hex((1 << cores) - 1)
+        self.env = dict(os.environ, STATE=str(self.dir), SIZE_MB=str(size >> 20), SPDK_DIR=str(spdk))
+        self.port = free_port()
+        self.pid: int | None = None
+        self.url = f"iscsi://{HOST}:{self.port}/iqn.2016-06.io.spdk:disk1/0"
+
+    def pids(self) -> list[int]:
+        return [self.pid] if self.pid else []
+
+    @contextlib.contextmanager
+    def serving(self):
+        proc = subprocess.run([str(self.start_sh), str(self.port), self.mask, str(self.image or "null")],
+                              env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              timeout=START_TIMEOUT + 30)
+        if proc.returncode:
+            self.stop()
+            raise RuntimeError(f"SPDK start.sh failed ({proc.returncode}): {proc.stderr.strip()}")
+        self.pid = int(proc.stdout.split()[-1])
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if (self.dir / f"tgt-{self.port}.pid").exists():
+            subprocess.run([str(self.stop_sh), str(self.port)], env=self.env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=30)

@@ -1,17 +1,29 @@
-"""Read buffers for backstores and the Data-In path: one class, so pooling can come later without touching the
-stores. Pure Python, outside target/backstore/ so that the iSCSI layer imports it without the compiled ring.
+"""Read buffers for backstores and the Data-In path, reused once their last view is gone (BufferPool). Pure
+Python, outside target/backstore/ so that the iSCSI layer imports it without the compiled ring.
 
 Each buffer keeps HEADROOM bytes in front of its data, where the iSCSI layer can build a Data-In header and
-send header and data as one contiguous piece: the data starts at `data_offset` in the view's `.obj`. In
-memory (not O_DIRECT) buffers that `.obj` is a `HeadroomBuffer`, so a consumer can tell such a view from any
-other and knows the HEADROOM bytes in front of the view are free to use.
+send header and data as one contiguous piece (see `headroom_view`). In memory buffers are a `HeadroomBuffer`:
+the HEADROOM bytes, then the data. O_DIRECT buffers are an `AlignedBuffer`: the data starts on a page boundary
+somewhere inside it, HEADROOM bytes in. Both are ordinary heap memory: an O_DIRECT buffer used to be an mmap of
+its own, and mapping, faulting in and unmapping fresh pages for every I/O cost more than the I/O itself.
 """
 from __future__ import annotations
 
+import ctypes
 import mmap
+import sys
+from collections import deque
+from typing import Any
 
 HEADROOM = 48
 PAGE = mmap.PAGESIZE
+KEEP_BYTES = 2 << 20       # of each length kept for reuse, per pool (a pool: one LUN in one worker)
+KEEP_LENGTHS = 4           # lengths kept: a workload uses few (4k, 128k, …)
+MAX_KEPT = 1 << 20         # longer buffers are never kept
+_char_at = ctypes.c_char.from_buffer
+_address = ctypes.addressof
+_refcount = sys.getrefcount
+_IDLE = 3                  # references to a kept buffer no view holds: the deque's, `buf` and getrefcount's own
 
 
 class HeadroomBuffer(bytearray):
@@ -20,29 +32,62 @@ class HeadroomBuffer(bytearray):
     __slots__ = ()
 
 
+class AlignedBuffer(bytearray):
+    """`length` bytes of data at the page-aligned `offset` inside, HEADROOM free bytes (at least) in front."""
+
+    __slots__ = ("offset", "length")
+    offset: int
+    length: int
+
+
 def headroom_view(data) -> memoryview | None:
-    """The whole buffer (HEADROOM bytes, then `data`) when `data` is an untruncated view from an in-memory
-    BufferPool, else None."""
-    obj = data.obj if type(data) is memoryview else None
-    if type(obj) is HeadroomBuffer and len(obj) == HEADROOM + data.nbytes:
-        return memoryview(obj)
+    """HEADROOM bytes, then `data`, as one view, when `data` is an untruncated view from a BufferPool, else
+    None."""
+    obj: Any = data.obj if type(data) is memoryview else None
+    kind = type(obj)
+    if kind is HeadroomBuffer:
+        if len(obj) == HEADROOM + data.nbytes:
+            return memoryview(obj)
+    elif kind is AlignedBuffer and obj.length == data.nbytes:
+        return memoryview(obj)[obj.offset - HEADROOM:obj.offset + obj.length]
     return None
 
 
 class BufferPool:
-    """Hands out writable memoryviews of the requested length. aligned=True (O_DIRECT): page-aligned data
-    in anonymous mmap memory, with the headroom at the end of the page before it."""
+    """Hands out writable memoryviews of the requested length; aligned=True (O_DIRECT): page-aligned.
 
-    __slots__ = ("aligned", "data_offset")
+    Buffers are reused: the pool remembers the ones it handed out of each length (up to KEEP_BYTES of them, for
+    up to KEEP_LENGTHS lengths of at most MAX_KEPT bytes) and gives the oldest out again once nothing but the
+    pool refers to it any more: its last view is gone, so neither the ring nor the iSCSI layer can still be using
+    it. That saves the allocation and the zeroing of a fresh buffer per I/O; a reused one holds old data, which
+    readers and writers overwrite in full (a short read zero-fills the rest).
+    """
+
+    __slots__ = ("aligned", "_kept")
 
     def __init__(self, aligned: bool = False):
         self.aligned = aligned
-        self.data_offset = PAGE if aligned else HEADROOM
+        self._kept: dict[int, deque] = {}
 
     def get(self, length: int) -> memoryview:
-        buf: mmap.mmap | HeadroomBuffer
-        if self.aligned:
-            buf = mmap.mmap(-1, PAGE + -(-length // PAGE) * PAGE)
-        else:
-            buf = HeadroomBuffer(HEADROOM + length)
-        return memoryview(buf)[self.data_offset:self.data_offset + length]
+        kept = self._kept.get(length)
+        if kept:
+            buf = kept[0]
+            if _refcount(buf) == _IDLE:
+                kept.rotate(-1)
+                if type(buf) is HeadroomBuffer:
+                    return memoryview(buf)[HEADROOM:]
+                return memoryview(buf)[buf.offset:buf.offset + length]
+        elif kept is None and length <= MAX_KEPT and len(self._kept) < KEEP_LENGTHS:
+            kept = self._kept[length] = deque(maxlen=max(2, KEEP_BYTES // length))
+        if not self.aligned:
+            fresh = HeadroomBuffer(HEADROOM + length)
+            if kept is not None:
+                kept.append(fresh)              # when full, forgets the oldest (it is still in use)
+            return memoryview(fresh)[HEADROOM:]
+        aligned = AlignedBuffer(HEADROOM + PAGE + length)
+        aligned.offset = offset = HEADROOM + -(_address(_char_at(aligned)) + HEADROOM) % PAGE
+        aligned.length = length
+        if kept is not None:
+            kept.append(aligned)
+        return memoryview(aligned)[offset:offset + length]

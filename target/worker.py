@@ -24,6 +24,7 @@ from coordinator.main import supervisor_incarnation
 from ioring import Ring
 
 from .admission import PreLoginConnections, source_of
+from .gctune import settle
 from .image_watch import ImageWatch
 from .iscsi.access import AccessPolicy
 from .iscsi.connection import Connection
@@ -412,6 +413,7 @@ class Worker:
         self.coordinator.start()
         for listener in self.listeners:
             self._arm_accept(listener)
+        settle()
         next_keepalive = time.monotonic() + (self.nop_interval or 3600)
         next_login_check = time.monotonic() + 1
         next_publish = 0.0

@@ -1,10 +1,11 @@
 """target.backstore: the registry (open_backstore), argument checks, read buffers."""
+import ctypes
 import mmap
 
 import pytest
 
 from target.backstore import BackstoreError, open_backstore
-from target.buffers import HEADROOM, BufferPool
+from target.buffers import HEADROOM, BufferPool, headroom_view
 from target.backstore.file import FileBackstore
 from target.backstore.null import NullBackstore
 
@@ -40,12 +41,34 @@ def test_buffers_keep_headroom():
     assert view.obj[:HEADROOM] == bytes(HEADROOM) and view.obj[HEADROOM:] == b"x" * 1000
 
 
-def test_aligned_buffers_start_on_a_page():
+def test_aligned_buffers_start_on_a_page_with_headroom_in_front():
     pool = BufferPool(aligned=True)
-    view = pool.get(5000)
-    assert len(view) == 5000 and isinstance(view.obj, mmap.mmap)
-    assert pool.data_offset == mmap.PAGESIZE >= HEADROOM
-    assert len(view.obj) == 3 * mmap.PAGESIZE           # the headroom page, then the data pages
+    for length in (512, 4096, 5000, 128 << 10):
+        view = pool.get(length)
+        assert len(view) == length and not view.readonly
+        assert ctypes.addressof(ctypes.c_char.from_buffer(view)) % mmap.PAGESIZE == 0
+        whole = headroom_view(view)
+        assert whole is not None and whole.nbytes == HEADROOM + length
+        whole[:HEADROOM] = b"h" * HEADROOM                 # the header goes in front, the data stays
+        view[:] = b"d" * length
+        assert bytes(whole) == b"h" * HEADROOM + b"d" * length
+        assert headroom_view(view[:length - 1]) is None    # a truncated view has no headroom of its own
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_buffers_are_reused_only_once_no_view_is_left(aligned):
+    pool = BufferPool(aligned=aligned)
+    first = pool.get(4096)
+    first[:] = b"a" * 4096
+    part = first[100:200]                       # what a Data-In PDU or a ring op would hold
+    owner = id(first.obj)                       # not a reference: that would keep it in use
+    del first
+    second = pool.get(4096)
+    assert id(second.obj) != owner and bytes(part) == b"a" * 100    # still in use: a fresh one
+    del part, second
+    third = pool.get(4096)
+    assert id(third.obj) == owner and len(third) == 4096 and headroom_view(third).nbytes == HEADROOM + 4096
+    assert id(pool.get(512).obj) != owner       # another length, another buffer
 
 
 def test_null_store_answers_later_in_the_same_turn(reactor):

@@ -3,6 +3,7 @@
 The SCSI side is the small block device of tests/iscsi_host.py, which answers at once: the real SCSI layer has its own
 tests; here only the transport's state transitions are under test.
 """
+import gc
 import struct
 
 import pytest
@@ -56,6 +57,26 @@ def test_read_residual_overflow_and_underflow():
     assert len(data) == 512 and pdu.flags & 0x04 and pdu.residual_count == 512
     pdus = exchange(conn, scsi_command(read10(0, 1), edtl=1024, read=True, cmd_sn=2))
     assert pdus[-1][0].flags & 0x02 and pdus[-1][0].residual_count == 512
+
+
+def test_finished_commands_leave_no_reference_cycles():
+    """Refcounting frees what a command used once it is answered: the worker's collector runs rarely (gctune.py)."""
+    conn = connect(InitialR2T="No", ImmediateData="Yes")
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for i in range(4):
+            (read, _), = exchange(conn, scsi_command(read10(0, 1), itt=2 * i, edtl=512, read=True, cmd_sn=2 * i + 1))
+            assert exchange(conn, scsi_command(write10(0, 1), itt=2 * i + 1, edtl=512, write=True, final=False,
+                                               cmd_sn=2 * i + 2)) == []
+            (write, _), = exchange(conn, data_out(b"x" * 512, itt=2 * i + 1))      # unsolicited (InitialR2T=No)
+            assert read.status == write.status == GOOD
+        gc.collect()
+        cyclic = sorted({type(o).__name__ for o in gc.garbage})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert cyclic == [], f"left to the cyclic collector: {cyclic}"
 
 
 def test_write_with_r2t():

@@ -481,6 +481,7 @@ class Connection:
 
     def _task_done(self, task: ScsiTask) -> None:
         command: Command = task.context
+        command.task = None     # command <-> task: a reference cycle per command, else (gctune.py)
         if command.aborted:
             for waiter in self.aborted_in_flight.pop(command, ()):
                 waiter()

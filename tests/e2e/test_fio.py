@@ -1,5 +1,9 @@
-"""fio's libiscsi engine: eight concurrent sessions of verified random writes, spread over the workers."""
+"""fio's libiscsi engine: eight concurrent sessions of verified random writes, spread over the workers; verified
+writes of mixed sizes on an O_DIRECT LUN."""
 import json
+import os
+
+import pytest
 
 import procfs
 from harness import ConnectionWatcher, FioRun, Lun, worker_accepting, write_fio_job
@@ -44,6 +48,29 @@ def test_fio_randwrite_verify_eight_sessions(ringtgt, tmp_path):
             break
         idle.discard(worker_accepting(tgt))
     assert not idle, f"workers {sorted(idle)} accepted no connection (fio: {counts}, plus 64 probes)"
+
+
+def test_fio_verify_on_an_o_direct_lun(ringtgt, tmp_path):
+    """`direct = true`: reads land in and writes leave from the aligned buffers, whatever sizes come."""
+    probe = tmp_path / "probe"
+    try:
+        os.close(os.open(probe, os.O_RDWR | os.O_CREAT | os.O_DIRECT))
+    except OSError as exc:
+        pytest.skip(f"the test directory's file system refuses O_DIRECT ({exc.strerror}): {tmp_path}")
+    jobs, per_job = 4, 8 << 20
+    tgt = ringtgt(luns=[Lun(0, f"{jobs * per_job >> 20}MiB", 512, "direct = true")], workers=1)
+    job = write_fio_job(tmp_path / "direct.fio", tgt.url(0), rw="randwrite", bssplit="512/10:4k/40:60k/20:128k/30",
+                        verify="crc32c", verify_fatal=1, iodepth=8,
+                        numjobs=jobs, size=per_job,
+                        offset_increment=per_job, initiator="iqn.2026-11.org.ringtgt:fio")
+    report_path = tmp_path / "fio.json"
+    with FioRun(job, tmp_path / "fio.out", "--output-format=json", f"--output={report_path}") as fio:
+        status = fio.wait(timeout=600)
+    output = f"fio exit {status}\n{fio.text()}\n{report_path.read_text() if report_path.exists() else ''}"
+    assert status == 0, output
+    for j in fio_json(report_path)["jobs"]:
+        assert j["error"] == 0, output
+        assert j["write"]["io_bytes"] == j["read"]["io_bytes"] == per_job, output    # all written, read, checked
 
 
 def test_each_worker_pinned_to_one_cpu(shared_ringtgt):
