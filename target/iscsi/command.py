@@ -38,8 +38,10 @@ class Command:
     """A SCSI command PDU plus the state needed to gather its write data."""
 
     __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "wanted", "read", "write", "buffer",
-                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "corrupt", "charge", "arrived", "sent")
+                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "corrupt", "charge", "arrived", "sent",
+                 "failed_sense")
     sent: int       # set once answered (for the counters): its data bytes, data-in sent + data-out taken; -1: failed
+    failed_sense: bytes | None      # set with sent = -1 only (read only then): the failed task's sense data
 
     def __init__(self, pdu: ScsiCommand, lun: int, arrived: int = 0) -> None:
         self.itt = pdu.itt

@@ -515,7 +515,10 @@ class Connection:
                 out.append(R.scsi_response(command.itt, self._seq(), task.status, task.sense, count, residual))
         else:
             out.append(R.scsi_response(command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual))
-        command.sent = sent + command.wanted if ok else -1
+        if ok:
+            command.sent = sent + command.wanted
+        else:
+            command.sent, command.failed_sense = -1, task.sense
         self.finished.append(command)
         size = sent + P.BHS_LEN                 # _hold_output, written out: once per command
         self._queued += size

@@ -214,7 +214,7 @@ class WorkerCounters:
             if sent >= 0:
                 counts[kind] += sent                            # KIND_BYTES
             else:
-                sense = command.task.sense   # type: ignore[union-attr]   # answered: it ran
+                sense = command.failed_sense
                 counts[base + L.S_ERRORS + (sense[2] & 0x0F if sense is not None and len(sense) > 2
                                             else L.NO_SENSE_STATUS)] += 1
 
