@@ -10,7 +10,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .backstore import Backstore, ImageGone, open_backstore
+from .backstore import Backstore, ImageGone, RbdImage, open_backstore
+from .backstore.rados import CephClient
 from .backstore import images
 from .backstore.offline import OfflineBackstore
 
@@ -41,7 +42,7 @@ class ImageWatch:
             try:
                 store = open_backstore(lun.backstore, reactor, path=lun.path, size=lun.size, block_size=lun.block_size,
                                        direct=lun.direct, write_cache=lun.write_cache,
-                                       encryption_key=lun.encryption_key, image=identity)
+                                       encryption_key=lun.encryption_key, image=identity, rbd=rbd_image(lun))
             except ImageGone as e:
                 reason = str(e)
             else:
@@ -49,6 +50,7 @@ class ImageWatch:
                     self._identities[iqn, lun.id] = identity
                 return store
         self._gone[iqn, lun.id] = reason
+        assert lun.size is not None             # a file LUN's size is known (config.py)
         return OfflineBackstore(reactor, path=lun.path, size=lun.size, block_size=lun.block_size,
                                 write_cache=lun.write_cache)
 
@@ -91,3 +93,10 @@ class ImageWatch:
             log.error("%s LUN %d offline (NOT READY, MANUAL INTERVENTION REQUIRED): %s", iqn, lun_id, reason)
         else:
             log.info("%s LUN %d offline, as another worker found: %s", iqn, lun_id, reason)
+
+
+def rbd_image(lun: LunConfig) -> RbdImage | None:
+    """The RBD image of a backstore "rbd" LUN (None for the others)."""
+    if lun.pool is None or lun.image is None:
+        return None
+    return RbdImage(lun.pool, lun.image, CephClient(lun.ceph_conf, lun.client_name, lun.keyring))

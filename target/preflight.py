@@ -20,7 +20,9 @@ import socket
 from .backstore import BackstoreError
 from .backstore import images
 from .backstore.encrypted import _read_key
+from .backstore.rados import prepare_image
 from .config import Config
+from .image_watch import rbd_image
 
 LOCK_FILE = "serve.lock"
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
@@ -41,6 +43,8 @@ def preflight(config: Config) -> int:
             for lun in target.luns:
                 if lun.backstore == "file":
                     _check_image(config.server.state_dir, target.iqn, lun)
+                elif lun.backstore == "rbd":
+                    _check_rbd_image(target.iqn, lun)
     except BaseException:
         os.close(lock)
         raise
@@ -83,6 +87,15 @@ def check_portal(host: str, port: int, freebind: bool = False) -> None:
             if e.errno == errno.EADDRINUSE:
                 raise PreflightError(f"portal {portal}: another process listens on it") from None
             raise PreflightError(f"portal {portal}: cannot listen: {e.strerror}") from None
+
+
+def _check_rbd_image(iqn: str, lun) -> None:
+    image = rbd_image(lun)
+    assert image is not None                    # config.py requires pool and image for backstore "rbd"
+    try:
+        prepare_image(image, lun.size)
+    except BackstoreError as e:
+        raise PreflightError(f"{iqn} LUN {lun.id}: {e}") from None
 
 
 def _check_image(state_dir: str, iqn: str, lun) -> None:

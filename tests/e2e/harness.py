@@ -90,6 +90,7 @@ class Lun:
     size: str = "64MiB"
     block_size: int = 512
     extra: str = ""             # more keys for this [[target.lun]], e.g. "readonly = true"
+    store: str | None = None    # the backstore's keys instead of a file's path (e.g. CephCluster.lun_keys)
 
     @property
     def size_bytes(self) -> int:
@@ -134,7 +135,8 @@ class RingTgt:
                  f'state_dir = "{self.dir / "state"}"', server_extra, "", "[[target]]", f'iqn = "{self.iqn}"',
                  target_extra]
         for lun in self.luns.values():
-            lines += ["", "[[target.lun]]", f"id = {lun.id}", f'path = "{self.lun_path(lun.id)}"',
+            store = lun.store if lun.store is not None else f'path = "{self.lun_path(lun.id)}"'
+            lines += ["", "[[target.lun]]", f"id = {lun.id}", store,
                       f'size = "{lun.size}"', f"block_size = {lun.block_size}", lun.extra, lun_extra]
         return "\n".join(lines + ["", extra]) + "\n"
 
