@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from functools import partial
 from collections.abc import Callable
 
 from coordinator.client import CoordinatorClient
@@ -140,7 +141,11 @@ class Worker:
                                        removable=lun.removable, sanitize_rate=lun.sanitize_rate,
                                        physical_block_size=lun.physical_block_size)
             self.images.watch(target.iqn, lun, luns[lun.id])
-        return ScsiTarget(luns, coordinator=self.coordinator, call_later=self.reactor.call_later)
+        scsi_target = ScsiTarget(luns, coordinator=self.coordinator, call_later=self.reactor.call_later)
+        for lun_id, unit in luns.items():
+            if hasattr(unit.backstore, "on_resize"):        # an RBD image's watch: `rbd resize`
+                unit.backstore.on_resize = partial(scsi_target.store_resized, lun_id)
+        return scsi_target
 
     # -- host interface used by Connection ------------------------------------------------------------------
     def scsi_target(self, iqn: str) -> ScsiTarget:

@@ -136,8 +136,9 @@ class RingTgt:
                  target_extra]
         for lun in self.luns.values():
             store = lun.store if lun.store is not None else f'path = "{self.lun_path(lun.id)}"'
-            lines += ["", "[[target.lun]]", f"id = {lun.id}", store,
-                      f'size = "{lun.size}"', f"block_size = {lun.block_size}", lun.extra, lun_extra]
+            size = f'size = "{lun.size}"' if lun.size else ""     # "": the store's own size
+            lines += ["", "[[target.lun]]", f"id = {lun.id}", store, size, f"block_size = {lun.block_size}", lun.extra,
+                      lun_extra]
         return "\n".join(lines + ["", extra]) + "\n"
 
     def lun_path(self, lun: int = 0) -> Path:

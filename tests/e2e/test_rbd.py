@@ -2,20 +2,35 @@
 random writes through both workers of a `ringtgt serve`, libiscsi's conformance suite, `rbd resize` announced to
 every session, and the start-up checks (a missing image, an image created from `size`, exclusive-lock refused)."""
 
-from harness import FioRun, Lun, write_fio_job
+import os
+from collections import Counter
+from functools import partial
+
+from harness import FioRun, Lun, poll, write_fio_job
+from test_conformance import ALONE, every_test_but, run_suite
 from test_fio import fio_json
+from test_resize import capacity, sessions
+
+import initiator as I
 
 
 BS = 512
 JOBS = 4
 PER_JOB = 16 << 20
+SANITIZE_PACE = 'sanitize_rate = "8MiB"'    # as test_conformance.py: Sanitize.Reset needs a SANITIZE of seconds
 
 
 def rbd_lun(cluster, name: str, size: int | None = None, lun: int = 0, block_size: int = BS, extra: str = "") -> Lun:
     """A LUN on image `name` (created first with `size`, as an operator would, unless size is None)."""
     if size is not None:
         cluster.create_image(name, size)
-    return Lun(lun, f"{size or 0}", block_size, extra=extra, store=cluster.lun_keys(name))
+    return Lun(lun, f"{size}" if size else "", block_size, extra=extra, store=cluster.lun_keys(name))
+
+
+def not_good(ini: I.Initiator):
+    """TEST UNIT READY's result when it is not GOOD (None while it is)."""
+    result = ini.scsi(I.CDB_TEST_UNIT_READY)
+    return result if result.status != I.GOOD else None
 
 
 def test_fio_verify_on_an_rbd_lun_through_both_workers(ringtgt, ceph_cluster, tmp_path):
@@ -34,3 +49,43 @@ def test_fio_verify_on_an_rbd_lun_through_both_workers(ringtgt, ceph_cluster, tm
         assert j["write"]["io_bytes"] == j["read"]["io_bytes"] == PER_JOB, output
     print(f"fio on RBD: {sum(j['write']['iops'] for j in jobs):.0f} write IOPS, "
           f"{sum(j['read']['iops'] for j in jobs):.0f} verify-read IOPS over {JOBS} jobs")
+
+
+def test_iscsi_test_cu_all_on_an_rbd_lun(ringtgt, ceph_cluster, tmp_path):
+    """libiscsi's whole suite against an RBD LUN served by two workers, as test_conformance.py runs it on a file:
+    zero failures (COMPARE AND WRITE through librbd's, UNMAP and WRITE SAME's unmap as discards, GET LBA STATUS
+    from the diff iteration)."""
+    url = ringtgt(workers=2, luns=[rbd_lun(ceph_cluster, "conformance", 64 << 20, extra=SANITIZE_PACE)]).url(0)
+    test_list, total = every_test_but(ALONE, tmp_path / "tests.txt")
+    reports = [run_suite(test_list, url), run_suite(ALONE, url)]
+    verdicts = Counter(t.verdict for report in reports for t in report.tests)
+    print(f"ALL on RBD, in two runs: {sum(verdicts.values())} tests, {verdicts['passed']} passed, "
+          f"{verdicts['FAILED']} failed, {verdicts['SKIPPED']} skipped")
+    assert sum(verdicts.values()) == total > 200, "the whole suite did not run"
+
+
+def test_rbd_resize_is_announced_to_every_session_and_served(ringtgt, ceph_cluster):
+    """`rbd resize` grows the image: each worker's header watch sees it, the coordinator accepts it once, and every
+    session on every worker gets CAPACITY DATA HAS CHANGED, then READ CAPACITY's new size and the new blocks."""
+    old, new = 8 << 20, 16 << 20
+    ceph_cluster.create_image("grown", old)
+    tgt = ringtgt(luns=[Lun(0, "", BS, store=ceph_cluster.lun_keys("grown"))], workers=2)     # the image's size
+    held = sessions(tgt)
+    assert len(held) == 2
+    try:
+        assert all(capacity(ini) == old for ini in held)
+        ceph_cluster.rbd("resize", "--size", f"{new}B", "rbd/grown")
+        for index, ini in enumerate(held):
+            result = poll(partial(not_good, ini), timeout=30, what="CAPACITY DATA HAS CHANGED after `rbd resize`")
+            assert result.status == I.CHECK_CONDITION and result.sense is not None, result
+            assert (result.sense.key, result.sense.asc, result.sense.ascq) == (0x6, 0x2A, 0x09), result.sense
+            assert ini.scsi(I.CDB_TEST_UNIT_READY).status == I.GOOD         # told once
+            assert capacity(ini) == new
+            data = os.urandom(8 * BS)
+            lba = old // BS + 100 + 16 * index
+            assert ini.write(lba, data, block_size=BS).status == I.GOOD
+            result = ini.read(lba, 8, block_size=BS)
+            assert result.status == I.GOOD and result.data == data
+    finally:
+        for ini in held:
+            ini.close()
