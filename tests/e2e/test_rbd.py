@@ -2,14 +2,14 @@
 random writes through both workers of a `ringtgt serve`, libiscsi's conformance suite, `rbd resize` announced to
 every session, and the start-up checks (a missing image, an image created from `size`, exclusive-lock refused)."""
 
+import json
 import os
 from collections import Counter
 from functools import partial
 
-from harness import FioRun, Lun, poll, write_fio_job
-from test_conformance import ALONE, every_test_but, run_suite
-from test_fio import fio_json
-from test_resize import capacity, sessions
+from conformance import ALONE, every_test_but, run_suite
+from harness import (FioRun, Lun, RingTgt, capacity, fio_json, poll, serve_expecting_exit, sessions_on_every_worker,
+                     write_fio_job)
 
 import initiator as I
 
@@ -70,7 +70,7 @@ def test_rbd_resize_is_announced_to_every_session_and_served(ringtgt, ceph_clust
     old, new = 8 << 20, 16 << 20
     ceph_cluster.create_image("grown", old)
     tgt = ringtgt(luns=[Lun(0, "", BS, store=ceph_cluster.lun_keys("grown"))], workers=2)     # the image's size
-    held = sessions(tgt)
+    held = sessions_on_every_worker(tgt, "iqn.2026-12.org.ringtgt:rbd-resize")
     assert len(held) == 2
     try:
         assert all(capacity(ini) == old for ini in held)
@@ -89,3 +89,31 @@ def test_rbd_resize_is_announced_to_every_session_and_served(ringtgt, ceph_clust
     finally:
         for ini in held:
             ini.close()
+
+
+def test_start_up_checks_of_an_rbd_lun(ceph_cluster, tmp_path):
+    """`serve` refuses, with one line naming the image, a missing image without a size and an image with
+    exclusive-lock (it would move between the workers at every write); a missing image with a size is created,
+    sparse and without exclusive-lock."""
+    def serve(name: str, lun: Lun) -> tuple[int, list[str]]:
+        return serve_expecting_exit(RingTgt(tmp_path / name, luns=[lun]).config)
+
+    status, lines = serve("missing", Lun(0, "", BS, store=ceph_cluster.lun_keys("missing")))
+    assert status == 1 and len(lines) == 1 and "RBD image rbd/missing does not exist" in lines[0], lines
+
+    ceph_cluster.rbd("create", "--size", "8M", "--image-feature", "layering,exclusive-lock", "rbd/locked")
+    status, lines = serve("locked", Lun(0, "", BS, store=ceph_cluster.lun_keys("locked")))
+    assert status == 1 and len(lines) == 1 and "rbd/locked has the exclusive-lock feature" in lines[0], lines
+
+    tgt = RingTgt(tmp_path / "created", luns=[Lun(0, "8MiB", BS, store=ceph_cluster.lun_keys("created"))]).start()
+    try:
+        info = json.loads(ceph_cluster.rbd("info", "--format", "json", "rbd/created"))
+        print(f"created: {info['size']} bytes, features {info['features']}")
+        assert info["size"] == 8 << 20 and "exclusive-lock" not in info["features"]
+        ini = sessions_on_every_worker(tgt, "iqn.2026-12.org.ringtgt:rbd-created")[0]
+        try:
+            assert capacity(ini) == 8 << 20
+        finally:
+            ini.close()
+    finally:
+        tgt.stop()
