@@ -199,3 +199,20 @@ osd memory target = 939524096
                 proc.kill()
                 proc.wait(STOP_TIMEOUT)
         self.daemons.clear()
+
+
+def main() -> None:
+    """`python tests/ceph_cluster.py DIR`: a cluster under DIR until interrupted (to try an RBD LUN by hand)."""
+    import sys
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tests/ceph_cluster.py DIR")
+    with CephCluster(Path(sys.argv[1])) as cluster:
+        print(f"started in {cluster.start_seconds:.1f} s; CEPH_CONF={cluster.conf}; Ctrl-C stops it", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

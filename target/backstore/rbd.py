@@ -39,7 +39,7 @@ class RbdBackstore:
     """A LUN of `size` bytes (None: the image's) in the RBD image `rbd`."""
 
     __slots__ = ("size", "block_size", "write_cache", "name", "on_resize", "_image", "_reactor", "_pool", "_pending",
-                 "_waiters", "_next_token", "_eventfd", "_watch_fd", "_watch", "_scratch", "_pairs", "_closed")
+                 "_waiters", "_next_token", "_end", "_eventfd", "_watch_fd", "_watch", "_scratch", "_pairs", "_closed")
 
     max_atomic_bytes = 0                # no WRITE ATOMIC: a write that spans two RADOS objects is not atomic
     deallocates = True                  # a discard frees the objects (and zeros partial ones: rados.py)
@@ -71,6 +71,7 @@ class RbdBackstore:
             self.close()
             raise
         self.size = size
+        self._end = available           # the image's size as last seen: librbd clips writes past it silently
         self.block_size = block_size
         self.write_cache = write_cache
         self.on_resize: Callable[[int], None] | None = None     # (image size): the image grew or shrank
@@ -144,6 +145,9 @@ class RbdBackstore:
 
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
         # no cache in librbd (rados.py): a completed write is in RADOS, durable with FUA or without
+        if offset + len(data) > self._end:
+            self._beyond_end(callback, "write", offset)
+            return
         buf = ffi.from_buffer(data)
 
         def complete(res: int) -> None:
@@ -156,10 +160,16 @@ class RbdBackstore:
         self._queue(lib.rt_rbd_flush(self._image, token), token, "flush", 0)
 
     def unmap(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
+        if offset + length > self._end:
+            self._beyond_end(callback, "discard", offset)
+            return
         token = self._token(self._status(callback, "discard", offset))
         self._queue(lib.rt_rbd_discard(self._image, token, offset, length), token, "discard", offset)
 
     def write_zeroes(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
+        if offset + length > self._end:
+            self._beyond_end(callback, "write zeroes", offset)
+            return
         token = self._token(self._status(callback, "write zeroes", offset))
         self._queue(lib.rt_rbd_write_zeroes(self._image, token, offset, length), token, "write zeroes", offset)
 
@@ -168,6 +178,9 @@ class RbdBackstore:
         """Write `data` at `offset` if the image holds `expected` there, atomically in RADOS: callback(None) when
         written, the offset of the first differing byte within `expected` when not, or the OSError. (Its
         completion comes through a waiter: librbd 16.2 does not queue it for rbd_poll_io_events.)"""
+        if offset + len(data) > self._end:
+            self._beyond_end(callback, "compare and write", offset)
+            return
         waiter = ffi.new("struct rt_rbd_waiter *", {"fd": self._eventfd})
         mismatch = ffi.new("uint64_t *")
 
@@ -197,6 +210,13 @@ class RbdBackstore:
             else:
                 waiting.append(entry)
         self._waiters = waiting
+
+    def _beyond_end(self, callback: Callable, what: str, offset: int) -> None:
+        """A change past the image's end (it shrank under the LUN: `rbd resize --allow-shrink`) fails, never
+        acknowledged and dropped."""
+        error = OSError(errno.EIO, f"{what} RBD image {self.name} at offset {offset}: past the image's end "
+                                      f"{self._end} (it shrank)")
+        self._reactor.call_soon(lambda: callback(error))
 
     def _status(self, callback: Callable[[OSError | None], None], what: str, offset: int) -> Callable[[int], None]:
         return lambda res: callback(None if res >= 0 else
@@ -249,6 +269,7 @@ class RbdBackstore:
         except BackstoreError as e:
             log.warning("RBD image %s: %s", self.name, e)
         else:
+            self._end = size
             if size != self.size and self.on_resize is not None:
                 self.on_resize(size - size % self.block_size)
         self._arm_watch()

@@ -86,9 +86,23 @@ def test_rbd_resize_is_announced_to_every_session_and_served(ringtgt, ceph_clust
             assert ini.write(lba, data, block_size=BS).status == I.GOOD
             result = ini.read(lba, 8, block_size=BS)
             assert result.status == I.GOOD and result.data == data
+
+        # shrunk back under the LUN: refused by the coordinator, and writes past the image's end fail, not dropped
+        ceph_cluster.rbd("resize", "--allow-shrink", "--size", f"{old}B", "rbd/grown")
+        for ini in held:
+            result = poll(partial(write_fails, ini, old // BS + 8), timeout=30, what="a write past the end to fail")
+            assert (result.sense.key, result.sense.asc, result.sense.ascq) == (0x3, 0x0C, 0x00), result.sense
+            assert ini.scsi(I.CDB_TEST_UNIT_READY).status == I.GOOD          # nothing announced
+            assert capacity(ini) == new
     finally:
         for ini in held:
             ini.close()
+
+
+def write_fails(ini: I.Initiator, lba: int):
+    """A one-block WRITE's result when it fails (None while it succeeds)."""
+    result = ini.write(lba, bytes(BS), block_size=BS)
+    return result if result.status == I.CHECK_CONDITION else None
 
 
 def test_start_up_checks_of_an_rbd_lun(ceph_cluster, tmp_path):
