@@ -44,7 +44,7 @@ def preflight(config: Config) -> int:
                 if lun.backstore == "file":
                     _check_image(config.server.state_dir, target.iqn, lun)
                 elif lun.backstore == "rbd":
-                    _check_rbd_image(target.iqn, lun)
+                    _check_rbd_image(config.server.state_dir, target.iqn, lun)
     except BaseException:
         os.close(lock)
         raise
@@ -89,13 +89,16 @@ def check_portal(host: str, port: int, freebind: bool = False) -> None:
             raise PreflightError(f"portal {portal}: cannot listen: {e.strerror}") from None
 
 
-def _check_rbd_image(iqn: str, lun) -> None:
+def _check_rbd_image(state_dir: str, iqn: str, lun) -> None:
     image = rbd_image(lun)
     assert image is not None                    # config.py requires pool and image for backstore "rbd"
     try:
         prepare_image(image, lun.size)
+        images.clear_offline(state_dir, iqn, lun.id)     # a worker could not open it in an earlier run
     except BackstoreError as e:
         raise PreflightError(f"{iqn} LUN {lun.id}: {e}") from None
+    except OSError as e:
+        raise PreflightError(f"{iqn} LUN {lun.id}: {e.filename}: {e.strerror}") from None
 
 
 def _check_image(state_dir: str, iqn: str, lun) -> None:

@@ -6,7 +6,9 @@ supervisor's own (`preflight`, before it forks: librados threads do not survive 
 checks are done. The client's settings that matter to a target are forced whatever ceph.conf says: no librbd
 cache (every worker is a client of its own, and one worker's cached writes would be stale reads through another;
 without it a write is in RADOS when it completes, so FUA needs no flush) and discards that zero partial objects
-(UNMAP promises that the blocks read back as zeros). Connecting and monitor calls have a deadline.
+(UNMAP promises that the blocks read back as zeros). Connecting and monitor calls have a deadline, and so has
+every I/O (OSD_OP_TIMEOUT_SECONDS, as tcmu-runner's default): a cluster that stops answering fails commands
+instead of holding them, and the tasks that hold them, forever.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ._librbd import ffi, lib
 log = logging.getLogger(f"ringtgt.{__name__}")
 
 CONNECT_TIMEOUT_SECONDS = 10
+OSD_OP_TIMEOUT_SECONDS = 30         # an I/O the cluster has not done by then fails (ETIMEDOUT: MEDIUM ERROR)
 FEATURES = lib.RBD_FEATURE_LAYERING | lib.RBD_FEATURE_DEEP_FLATTEN    # what images we create have: no exclusive-lock
 EXCLUSIVE_LOCK = lib.RBD_FEATURE_EXCLUSIVE_LOCK
 _FORCED = {
@@ -28,6 +31,7 @@ _FORCED = {
     "rbd_skip_partial_discard": "false",
     "client_mount_timeout": str(CONNECT_TIMEOUT_SECONDS),
     "rados_mon_op_timeout": str(CONNECT_TIMEOUT_SECONDS),
+    "rados_osd_op_timeout": str(OSD_OP_TIMEOUT_SECONDS),
 }
 
 
