@@ -21,8 +21,8 @@ SYSTEM_PACKAGES := gcc pkg-config liburing-dev librbd-dev librados-dev python3-d
 # The RBD tests start a one-node Ceph cluster (tests/ceph_cluster.py): a monitor, an OSD, the ceph and rbd tools.
 CEPH_PACKAGES := ceph-mon ceph-osd ceph-common
 
-# `make bench` compares against Debian's tgtd.
-BENCH_PACKAGES := tgt
+# `make bench` compares against Debian's tgtd (and its bs_rbd, on the Ceph cluster of the rbd suite).
+BENCH_PACKAGES := tgt tgt-rbd $(CEPH_PACKAGES)
 BENCH_ARGS ?=
 BENCH_JSON ?= .cache/bench.json
 

@@ -141,12 +141,15 @@ class RingTgtServer:
     name = "ringtgt"
 
     def __init__(self, directory: Path, *, image: Path | None, size: int, workers: int, env: dict | None = None,
-                 server_extra: str = "", binary: Path | None = None):
+                 server_extra: str = "", binary: Path | None = None, store: str | None = None):
+        """`store`: the LUN's backstore keys instead of a file `image` (e.g. an RBD image's)."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.workers = workers
-        lun = (f'path = "{image}"' if image is not None else 'backstore = "null"') + f"\nsize = {size}"
+        if store is None:
+            store = f'path = "{image}"' if image is not None else 'backstore = "null"'
+        lun = f"{store}\nsize = {size}"
         config = self.dir / "ringtgt.toml"
         config.write_text(f'[server]\nportals = ["{HOST}:{self.port}"]\nworkers = {workers}\n'
                           f'state_dir = "{self.dir / "state"}"\nlog_level = "warning"\nnop_interval = 0\n'
@@ -177,7 +180,8 @@ class RingTgtServer:
 class TgtdServer:
     name = "tgtd"
 
-    def __init__(self, directory: Path, *, image: Path | None, size: int):
+    def __init__(self, directory: Path, *, image: Path | None, size: int, rbd: tuple[str, Path] | None = None):
+        """`rbd`: (pool/image, ceph.conf) served by tgt's bs_rbd (Debian's tgt-rbd) instead of a file `image`."""
         tgtd, self.tgtadm = shutil.which("tgtd"), shutil.which("tgtadm")
         if tgtd is None or self.tgtadm is None:
             raise RuntimeError("tgtd/tgtadm not found: install Debian's tgt (make bench does, as root)")
@@ -194,6 +198,8 @@ class TgtdServer:
             wait_for(lambda: self._adm("--mode", "target", "--op", "new", "--tid", "1", "-T", IQN_TGTD,
                                        check=False) == 0, START_TIMEOUT, "tgtadm to reach tgtd")
             backing = ["--bstype", "null", "-b", "null"] if image is None else ["-b", str(image)]
+            if rbd is not None:
+                backing = ["--bstype", "rbd", "-b", rbd[0], "--bsopts", f"conf={rbd[1]}"]
             self._adm("--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1", *backing)
             self._adm("--mode", "target", "--op", "bind", "--tid", "1", "-I", "ALL")
         except BaseException:

@@ -38,8 +38,9 @@ _EXTENTS_WINDOW = 1 << 30           # bytes of the image one diff-iteration step
 class RbdBackstore:
     """A LUN of `size` bytes (None: the image's) in the RBD image `rbd`."""
 
-    __slots__ = ("size", "block_size", "write_cache", "name", "on_resize", "_image", "_reactor", "_pool", "_pending",
-                 "_waiters", "_next_token", "_end", "_eventfd", "_watch_fd", "_watch", "_scratch", "_pairs", "_closed")
+    __slots__ = ("size", "block_size", "write_cache", "name", "on_resize", "_image", "_reactor", "_ring", "_pool",
+                 "_pending", "_waiters", "_next_token", "_end", "_eventfd", "_watch_fd", "_watch", "_scratch", "_pairs",
+                 "_closed")
 
     max_atomic_bytes = 0                # no WRITE ATOMIC: a write that spans two RADOS objects is not atomic
     deallocates = True                  # a discard frees the objects (and zeros partial ones: rados.py)
@@ -76,6 +77,7 @@ class RbdBackstore:
         self.write_cache = write_cache
         self.on_resize: Callable[[int], None] | None = None     # (image size): the image grew or shrank
         self._reactor = reactor
+        self._ring = reactor.ring
         self._pool = BufferPool()
         self._pending: dict[int, tuple[Callable[[int], None], object]] = {}    # (handler, buffers) by token
         self._next_token = itertools.count(1).__next__
@@ -102,6 +104,7 @@ class RbdBackstore:
             if n <= 0:
                 break
             done = ffi.unpack(pairs, 2 * n)
+            self._ring.outside_ops -= n
             for i in range(0, 2 * n, 2):
                 entry = pending.pop(done[i], None)
                 if entry is not None:
@@ -119,13 +122,16 @@ class RbdBackstore:
         """After an rt_rbd_* call: a refused op completes (with its error) at the end of the turn."""
         if rc < 0:
             handler = self._pending.pop(token)[0]
+            self._ring.outside_ops -= 1
             self._reactor.call_soon(lambda: handler(rc))
             log.debug("RBD image %s: %s at offset %d refused: %s", self.name, what, offset, os.strerror(-rc))
 
     def _token(self, handler: Callable[[int], None], pinned: object = None) -> int:
-        """A token for one op: `handler(result)` runs at its completion; `pinned` (the op's buffers) lives as long."""
+        """A token for one op: `handler(result)` runs at its completion; `pinned` (the op's buffers) lives as long.
+        The ring counts it as a storage op in flight (no busy polling while librbd's threads work)."""
         token = self._next_token()
         self._pending[token] = handler, pinned
+        self._ring.outside_ops += 1
         return token
 
     # -- the Backstore operations ---------------------------------------------------------------------------
@@ -196,6 +202,7 @@ class RbdBackstore:
             self._reactor.call_soon(lambda: complete(rc))
         else:
             self._waiters.append((waiter, complete, (expected, data, mismatch)))
+            self._ring.outside_ops += 1
 
     def _reap_waiters(self) -> None:
         waiting = []
@@ -203,6 +210,7 @@ class RbdBackstore:
             waiter, complete, _ = entry
             if lib.rt_rbd_waiter_done(waiter):
                 lib.rbd_aio_release(waiter.completion)
+                self._ring.outside_ops -= 1
                 try:
                     complete(waiter.result)
                 except Exception:
