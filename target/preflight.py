@@ -20,7 +20,7 @@ import socket
 from .backstore import BackstoreError
 from .backstore import images
 from .backstore.encrypted import _read_key
-from .backstore.rados import prepare_image
+from .backstore.rados import prepare_image_apart
 from .config import Config
 from .image_watch import rbd_image
 
@@ -93,7 +93,7 @@ def _check_rbd_image(state_dir: str, iqn: str, lun) -> None:
     image = rbd_image(lun)
     assert image is not None                    # config.py requires pool and image for backstore "rbd"
     try:
-        prepare_image(image, lun.size)
+        prepare_image_apart(image, lun.size)
         images.clear_offline(state_dir, iqn, lun.id)     # a worker could not open it in an earlier run
     except BackstoreError as e:
         raise PreflightError(f"{iqn} LUN {lun.id}: {e}") from None

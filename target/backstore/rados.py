@@ -1,9 +1,11 @@
 """Connections to a Ceph cluster through librados (cffi, target/backstore/_librbd), and the image calls made
 outside the data path: open, create, size, features, resize.
 
-A process keeps one connection per (ceph_conf, client_name, keyring) for all its RBD LUNs (`connection`); the
-supervisor's own (`preflight`, before it forks: librados threads do not survive a fork) is shut down when its
-checks are done. The client's settings that matter to a target are forced whatever ceph.conf says: no librbd
+A process keeps one connection per (ceph_conf, client_name, keyring) for all its RBD LUNs (`connection`). The
+supervisor's checks (`prepare_image_apart`) run in a child process of their own: librados picks the nonce that
+tells a client's address apart once per process, so workers forked from a process that had connected would all
+connect as the same client and the cluster would drop each in favour of the other, in a loop.
+The client's settings that matter to a target are forced whatever ceph.conf says: no librbd
 cache (every worker is a client of its own, and one worker's cached writes would be stale reads through another;
 without it a write is in RADOS when it completes, so FUA needs no flush) and discards that zero partial objects
 (UNMAP promises that the blocks read back as zeros). Connecting and monitor calls have a deadline, and so has
@@ -15,6 +17,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
+import signal
+import time
 from dataclasses import dataclass
 
 from .base import BackstoreError
@@ -23,6 +28,7 @@ from ._librbd import ffi, lib
 log = logging.getLogger(f"ringtgt.{__name__}")
 
 CONNECT_TIMEOUT_SECONDS = 10
+PREPARE_TIMEOUT_SECONDS = 60        # the supervisor's checks of one image, connecting included
 OSD_OP_TIMEOUT_SECONDS = 30         # an I/O the cluster has not done by then fails (ETIMEDOUT: MEDIUM ERROR)
 FEATURES = lib.RBD_FEATURE_LAYERING | lib.RBD_FEATURE_DEEP_FLATTEN    # what images we create have: no exclusive-lock
 EXCLUSIVE_LOCK = lib.RBD_FEATURE_EXCLUSIVE_LOCK
@@ -180,3 +186,44 @@ def prepare_image(rbd: RbdImage, size: int | None) -> int:
             lib.rbd_close(image)
     finally:
         conn.close()
+
+
+def prepare_image_apart(rbd: RbdImage, size: int | None) -> int:
+    """`prepare_image` in a child process (see the module docstring), at most PREPARE_TIMEOUT_SECONDS; its
+    answer, or the BackstoreError it raised."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                # the child: answer through the pipe, never return
+        code = 1
+        try:
+            os.close(read_end)
+            answer = f"size {prepare_image(rbd, size)}"
+            code = 0
+        except BackstoreError as e:
+            answer = f"error {e}"
+        except BaseException as e:              # whatever it is, the supervisor must hear of it
+            answer = f"error RBD image {rbd}: {e!r}"
+        finally:
+            try:
+                os.write(write_end, answer.encode())
+            finally:
+                os._exit(code)
+    os.close(write_end)
+    try:
+        chunks = []
+        deadline = time.monotonic() + PREPARE_TIMEOUT_SECONDS
+        while (left := deadline - time.monotonic()) > 0 and select.select([read_end], [], [], left)[0]:
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            raise BackstoreError(f"RBD image {rbd}: no answer from the cluster within {PREPARE_TIMEOUT_SECONDS} s")
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    kind, _, text = b"".join(chunks).decode(errors="replace").partition(" ")
+    if kind != "size":
+        raise BackstoreError(text or f"RBD image {rbd}: the check ended without an answer")
+    return int(text)
