@@ -48,7 +48,8 @@ class RbdBackstore:
     def __init__(self, reactor: Reactor, *, rbd: RbdImage, size: int | None, block_size: int,
                  write_cache: bool = True):
         self.name = str(rbd)
-        self._image = open_image(connection(rbd.client), rbd)
+        conn = connection(rbd.client)
+        self._image = open_image(conn, rbd)
         self._eventfd = self._watch_fd = -1
         self._closed = False
         self._watch = None
@@ -86,6 +87,7 @@ class RbdBackstore:
         self._pairs = ffi.new("int64_t[]", 2 * _REAP_BATCH)
         self._arm()
         self._arm_watch()
+        log.info("RBD image %s: %d bytes served, as %s at %s", self.name, size, rbd.client, conn.addresses)
 
     # -- completions ------------------------------------------------------------------------------------------
     def _arm(self) -> None:

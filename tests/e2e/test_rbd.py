@@ -4,6 +4,7 @@ every session, and the start-up checks (a missing image, an image created from `
 
 import json
 import os
+import re
 from collections import Counter
 from functools import partial
 
@@ -49,6 +50,9 @@ def test_fio_verify_on_an_rbd_lun_through_both_workers(ringtgt, ceph_cluster, tm
         assert j["write"]["io_bytes"] == j["read"]["io_bytes"] == PER_JOB, output
     print(f"fio on RBD: {sum(j['write']['iops'] for j in jobs):.0f} write IOPS, "
           f"{sum(j['read']['iops'] for j in jobs):.0f} verify-read IOPS over {JOBS} jobs")
+    # each worker is a client of its own: one address (its nonce) each, or the cluster drops one for the other
+    addresses = re.findall(r"RBD image rbd/fio: \d+ bytes served, as .* at (\S+)", tgt.stderr())
+    assert len(addresses) == 2 and len(set(addresses)) == 2, addresses
 
 
 def test_iscsi_test_cu_all_on_an_rbd_lun(ringtgt, ceph_cluster, tmp_path):
