@@ -1,6 +1,7 @@
 """A one-node Ceph cluster for the RBD tests and benchmarks: a monitor and one BlueStore OSD (its block device a
-sparse file beside, not inside, the OSD's data directory), no manager, no authentication, pools of one replica,
-on 127.0.0.1 ports of its own, everything under one directory.
+sparse file beside, not inside, the OSD's data directory), no manager, no authentication (or cephx, the admin's
+key in the keyring ceph.conf names), pools of one replica, on 127.0.0.1 ports of its own, everything under one
+directory.
 
     with CephCluster(directory) as cluster:        # about 10 s to start
         cluster.create_image("lun0", 64 << 20)
@@ -26,7 +27,7 @@ OSD_BLOCK_BYTES = 8 << 30           # sparse: only what is written takes space
 START_TIMEOUT = 60.0                # each step of the start
 COMMAND_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
-_TOOLS = ("ceph-mon", "ceph-osd", "ceph", "rbd", "monmaptool")
+_TOOLS = ("ceph-mon", "ceph-osd", "ceph", "rbd", "monmaptool", "ceph-authtool")
 
 
 class CephError(AssertionError):
@@ -46,8 +47,9 @@ def missing_tools() -> list[str]:
 class CephCluster:
     """The cluster under `directory` (created); `start()` or `with` brings it up, `stop()` tears it down."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, cephx: bool = False):
         self.dir = Path(directory)
+        self.cephx = cephx                  # cephx authentication (the admin key in `keyring`), else none
         self.conf = self.dir / "ceph.conf"
         self.port = _free_port()
         self.fsid = str(uuid.uuid4())
@@ -65,16 +67,22 @@ class CephCluster:
         """The environment for the ceph and rbd tools (and librados): this cluster's ceph.conf."""
         return {**os.environ, "CEPH_CONF": str(self.conf)}
 
+    @property
+    def keyring(self) -> Path:
+        return self.dir / "keyring"
+
     def _write_conf(self) -> None:
         d = self.dir
+        auth = "cephx" if self.cephx else "none"
         self.conf.write_text(f"""[global]
 fsid = {self.fsid}
 mon host = v2:127.0.0.1:{self.port}
 public addr = 127.0.0.1
 ms bind msgr1 = false
-auth cluster required = none
-auth service required = none
-auth client required = none
+auth cluster required = {auth}
+auth service required = {auth}
+auth client required = {auth}
+keyring = {self.keyring}
 osd pool default size = 1
 osd pool default min size = 1
 mon allow pool size one = true
@@ -94,6 +102,7 @@ mon data = {d}/mon
 
 [osd]
 osd data = {d}/osd
+keyring = {d}/osd/keyring
 osd objectstore = bluestore
 bluestore block path = {d}/osd-block
 bluestore block create = true
@@ -114,11 +123,21 @@ osd memory target = 939524096
             monmap = self.dir / "monmap"
             self._run(["monmaptool", "--create", "--addv", "a", f"[v2:127.0.0.1:{self.port}]", "--fsid", self.fsid,
                        str(monmap)])
-            self._run(["ceph-mon", "--mkfs", "-i", "a", "--monmap", str(monmap), "-c", str(self.conf)])
+            keyring = []
+            if self.cephx:
+                for name, caps in (("mon.", ["--cap", "mon", "allow *"]),
+                                   ("client.admin", ["--cap", "mon", "allow *", "--cap", "osd", "allow *"])):
+                    create = ["--create-keyring"] if name == "mon." else []
+                    self._run(["ceph-authtool", str(self.keyring), *create, "--gen-key", "-n", name, *caps])
+                keyring = ["--keyring", str(self.keyring)]
+            self._run(["ceph-mon", "--mkfs", "-i", "a", "--monmap", str(monmap), "-c", str(self.conf), *keyring])
             self._daemon("mon.a", ["ceph-mon", "-f", "-i", "a", "-c", str(self.conf)])
             self._wait(lambda: self._try(["ceph", "mon", "stat"]), "the monitor to form a quorum")
             osd_uuid = str(uuid.uuid4())
             osd_id = self.ceph("osd", "new", osd_uuid).strip()
+            if self.cephx:
+                self.ceph("auth", "get-or-create", f"osd.{osd_id}", "mon", "allow profile osd", "osd", "allow *",
+                          "-o", str(self.dir / "osd" / "keyring"))
             self._run(["ceph-osd", "--mkfs", "-i", osd_id, "--osd-uuid", osd_uuid, "-c", str(self.conf)])
             self._daemon(f"osd.{osd_id}", ["ceph-osd", "-f", "-i", osd_id, "-c", str(self.conf)])
             self._wait(lambda: '"num_up_osds":1' in self.ceph("osd", "stat", "-f", "json"), "the OSD to be up")
@@ -175,6 +194,13 @@ osd memory target = 939524096
         """A new image in the pool, without exclusive-lock (as ringtgt creates them); its pool/name."""
         self.rbd("create", "--size", f"{size}B", "--image-feature", "layering", f"{POOL}/{name}")
         return f"{POOL}/{name}"
+
+    def client_keyring(self, name: str) -> Path:
+        """A cephx client allowed RBD on the pool (cephx clusters): its keyring file."""
+        path = self.dir / f"{name}.keyring"
+        self.ceph("auth", "get-or-create", name, "mon", "profile rbd", "osd", f"profile rbd pool={POOL}",
+                  "-o", str(path))
+        return path
 
     def lun_keys(self, image: str, pool: str = POOL) -> str:
         """The [[target.lun]] keys of a ringtgt LUN on an image of this cluster."""

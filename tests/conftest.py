@@ -44,8 +44,9 @@ def h():
 
 @pytest.fixture(scope="session")
 def ceph_cluster(tmp_path_factory):
-    """One Ceph cluster (tests/ceph_cluster.py) for the whole session, started by the first test that asks."""
+    """One Ceph cluster (tests/ceph_cluster.py) for the whole session, started by the first test that asks; with
+    cephx, so that a client of its own (CephCluster.client_keyring) can be tried as well as the admin."""
     from tests.ceph_cluster import CephCluster
-    with CephCluster(tmp_path_factory.mktemp("ceph")) as cluster:
+    with CephCluster(tmp_path_factory.mktemp("ceph"), cephx=True) as cluster:
         print(f"\nCeph cluster started in {cluster.start_seconds:.1f} s")
         yield cluster

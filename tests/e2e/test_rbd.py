@@ -135,3 +135,26 @@ def test_start_up_checks_of_an_rbd_lun(ceph_cluster, tmp_path):
             ini.close()
     finally:
         tgt.stop()
+
+
+def test_a_cephx_client_of_its_own(ringtgt, ceph_cluster, tmp_path):
+    """A LUN reached as `client.iscsi` with its keyring (cephx, RBD caps on the pool only) serves I/O; a client the
+    cluster does not know stops `serve` with one line naming it."""
+    keyring = ceph_cluster.client_keyring("client.iscsi")
+    keys = ceph_cluster.lun_keys("cephx") + f'\nclient_name = "client.iscsi"\nkeyring = "{keyring}"'
+    ceph_cluster.create_image("cephx", 8 << 20)
+    tgt = ringtgt(luns=[Lun(0, "", BS, store=keys)], workers=2)
+    assert "as client.iscsi of" in tgt.stderr()
+    ini = sessions_on_every_worker(tgt, "iqn.2026-12.org.ringtgt:rbd-cephx")[0]
+    try:
+        data = os.urandom(16 * BS)
+        assert ini.write(100, data, block_size=BS).status == I.GOOD
+        result = ini.read(100, 16, block_size=BS)
+        assert result.status == I.GOOD and result.data == data
+    finally:
+        ini.close()
+
+    stranger = keys.replace('client_name = "client.iscsi"', 'client_name = "client.stranger"')
+    status, lines = serve_expecting_exit(RingTgt(tmp_path / "stranger", luns=[Lun(0, "", BS, store=stranger)]).config)
+    assert status == 1 and len(lines) == 1, lines
+    assert "ceph client client.stranger" in lines[0] and "Permission denied" in lines[0], lines
