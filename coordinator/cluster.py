@@ -3,10 +3,13 @@ and takeover with tickle ACKs.
 
 Over the cluster bus (bus.py) every coordinator sends, to every peer:
     cluster.heartbeat     {incarnation, sent}         every dead_after / 5 seconds
-    cluster.snapshot      {incarnation, seq, sessions, reservations}   to a peer that came up or asked
+    cluster.snapshot      {incarnation, seq, sessions, reservations, luns}   to a peer that came up or asked
     cluster.sessions      {incarnation, seq, delta}   a session of this node logged in or out (registry.py)
     cluster.reservations  {incarnation, seq, state}   the reservation authority's whole state after a change
     cluster.want_snapshot {}                          "I lost some of your state messages"
+    cluster.identities    {luns}                      after a reload: this node's LUNs [target, lun, serial, naa,
+                                                      size] (also in every snapshot); a peer logs what differs
+                                                      from its own (coordinator/lun_identities.py)
 Sessions are replicated by node: each node's own sessions go to the others, who list them (`ringtgt sessions`
 shows the whole cluster) and keep them for a takeover. A login whose initiator, ISID and target match a session
 on another node ends that session there (reinstatement across nodes). The SCSI state (reservations,
@@ -29,6 +32,7 @@ import subprocess
 import time
 
 from .bus import ClusterBus
+from .lun_identities import mismatches
 from .messages import EndSessions, Nothing, SessionEnd, StateAdopted, Takeover, TakeoverReport
 from .peers import ALIVE, HEARTBEATS_PER_DEADLINE, Peers
 from .registry import SNAPSHOT_VERSION, RegistryError, checked, reinstatement_key
@@ -42,13 +46,17 @@ SNAPSHOT = "cluster.snapshot"
 SESSIONS = "cluster.sessions"
 RESERVATIONS = "cluster.reservations"
 WANT_SNAPSHOT = "cluster.want_snapshot"
+IDENTITIES = "cluster.identities"
 TICKLE_ROUNDS = 3
 TICKLE_INTERVAL = 0.05
 
 
 class Cluster:
-    def __init__(self, service, config, registry, authority):
+    def __init__(self, service, config, registry, authority, identities=list):
+        """`identities()`: this node's LUN identities now (lun_identities.py)."""
         self.service = service
+        self.identities = identities
+        self.mismatches: dict[str, list[str]] = {}      # by peer: what differed when we last compared
         self.config = config
         self.node = config.node
         self.registry = registry
@@ -85,10 +93,22 @@ class Cluster:
     def _reservations_changed(self) -> None:
         self._state_message(RESERVATIONS, {"state": self.authority.snapshot()})
 
+    def announce_identities(self) -> None:
+        """After a reload: every peer compares our LUNs with its own."""
+        self.bus.broadcast(IDENTITIES, {"luns": self.identities()})
+
     def _send_snapshot(self, peer: str) -> None:
         self.bus.send(peer, SNAPSHOT, {"incarnation": self.incarnation, "seq": self.sent,
                                        "sessions": self.registry.snapshot(self.node),
-                                       "reservations": self.authority.snapshot()})
+                                       "reservations": self.authority.snapshot(), "luns": self.identities()})
+
+    def _compare(self, peer: str, luns: list) -> None:
+        """Log what differs between our LUNs and the peer's, once (each snapshot and reload compares again)."""
+        found = mismatches(self.identities(), luns, peer)
+        if found != self.mismatches.get(peer, []):
+            for mismatch in found:
+                log.warning("cluster: %s: an initiator failing over would find another logical unit", mismatch)
+        self.mismatches[peer] = found
 
     # -- receiving --------------------------------------------------------------------------------------------
     def _received(self, peer: str, kind: str, body: dict) -> None:
@@ -107,12 +127,16 @@ class Cluster:
                 self.bus.send(peer, WANT_SNAPSHOT, {})
         elif kind == WANT_SNAPSHOT:
             self._send_snapshot(peer)
+        elif kind == IDENTITIES:
+            self._compare(peer, body["luns"])
         elif kind == SNAPSHOT:
             sessions = body["sessions"]
             self._end_reinstated([r for key, r in sessions.items() if key != "version"], peer)
             self.registry.restore(sessions, node=peer)
             self._adopt(body["reservations"])
             self.peers.restored(peer, body["incarnation"], body["seq"])
+            if "luns" in body:
+                self._compare(peer, body["luns"])
         elif kind in (SESSIONS, RESERVATIONS):
             if not self.peers.accept(peer, body["incarnation"], body["seq"]):
                 self.bus.send(peer, WANT_SNAPSHOT, {})

@@ -13,11 +13,14 @@ from collections.abc import Callable
 
 from .bus import ClusterBusError
 from .cluster import Cluster
+from .lun_identities import lun_identities
 from .registry import SessionRegistry
+from .reload_service import RunningConfig, register_reload_handlers
 from .unit_service import UnitAuthority, register_unit_handlers
 from .service import CoordinatorService
 from .sessions_service import register_session_handlers
 from .status_service import register_status_handlers
+from target.metrics.prometheus import serve_metrics
 
 log = logging.getLogger("ringtgt.coordinator")
 
@@ -57,14 +60,19 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
     incarnation = supervisor_incarnation()
     authority = UnitAuthority(units, config.server.state_dir, incarnation=incarnation)
     register_unit_handlers(service, authority)
+    running = RunningConfig(config)
     try:
-        cluster = Cluster(service, config.cluster, registry, authority) if config.cluster is not None else None
+        cluster = (Cluster(service, config.cluster, registry, authority,
+                           lambda: lun_identities(running.config, lambda target, lun: authority.unit(target, lun).size))
+                   if config.cluster is not None else None)
     except ClusterBusError as exc:
         log.error("cluster bus: %s", exc)
         service.close()
         raise SystemExit(1) from None
-    register_status_handlers(service, config, registry, authority, node_name(config), incarnation,
+    register_reload_handlers(service, running, authority, cluster.announce_identities if cluster is not None else None)
+    register_status_handlers(service, running, registry, authority, node_name(config), incarnation,
                              cluster.peers if cluster is not None else None)
+    metrics = serve_metrics(config)     # the Prometheus endpoint: a thread reading the workers' counter files
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(time.monotonic()))
     log.info("coordinator (pid %d) listening under %s", os.getpid(), config.server.state_dir)
@@ -72,6 +80,8 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
         service.run(lambda: stopped(service, stopping), heartbeat=heartbeat)
         authority.save_at_stop()            # a clean stop: the next `serve` resumes the units' state
     finally:
+        if metrics is not None:
+            metrics.close()
         if cluster is not None:
             cluster.close()
         service.close()

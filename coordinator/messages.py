@@ -377,6 +377,34 @@ class ResizeLun(Message):
     configured: int
 
 
+# -- live reconfiguration (`ringtgt reload`, SIGHUP; coordinator/reload_service.py, target/reload.py) -------------
+@message("config.changed")
+class ConfigChanged(Message):
+    """Push: serve this configuration (dump_config's TOML) from now on; each worker applies the difference to its
+    own between two commands. The nexuses in `attentions` get the unit attentions the change established."""
+    config: str
+    attentions: list            # [[target, lun, nexus, asc]…]
+
+
+@message("config.fetch", ConfigChanged)
+class FetchConfig(Message):
+    """The running configuration (replied as a ConfigChanged without attentions), for a worker that (re)connected:
+    one forked just before a reload and connected just after it serves the reloaded configuration too."""
+
+
+@message("config.reload.reply")
+class ReloadAnswer(Message):
+    changes: list               # what changed (or would have), one line each (target/config_diff.py)
+    refused: str | None         # why nothing changed, or None
+    config_error: bool = False  # refused because the file is not a valid configuration
+
+
+@message("config.reload", ReloadAnswer)
+class ReloadConfig(Message):
+    """Control: apply the configuration file at `path` ("": the embedded default) to the running node."""
+    path: str
+
+
 # -- the node's status (coordinator/status_service.py, `ringtgt status`) -----------------------------------------
 @message("node.status.reply")
 class NodeStatus(Message):

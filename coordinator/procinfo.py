@@ -1,6 +1,6 @@
-"""What /proc tells of a process of this node, for `ringtgt status`: how long it has run, the CPUs it may run on,
-and the sockets it holds, to count among the namespace's established TCP connections (its TCP tables, read once per
-`ringtgt status`). None where the process is gone."""
+"""What /proc tells of a process of this node, for `ringtgt status` and the metrics: how long it has run, the CPU
+time it used, the CPUs it may run on, and the sockets it holds, to count among the namespace's established TCP
+connections (its TCP tables, read once per `ringtgt status`). None where the process is gone."""
 from __future__ import annotations
 
 import os
@@ -19,6 +19,16 @@ def uptime(pid: int) -> float | None:
     except OSError:
         return None
     return round(max(0.0, booted_for - started), 1)
+
+
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """User and system CPU seconds `pid` has used (utime and stime of /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
 
 
 def cpus(pid: int) -> str | None:

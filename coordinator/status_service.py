@@ -74,10 +74,11 @@ def count_start(state_dir: str, incarnation: str) -> int:
     return starts
 
 
-def register_status_handlers(service: CoordinatorService, config, registry: SessionRegistry,
+def register_status_handlers(service: CoordinatorService, running, registry: SessionRegistry,
                              authority: UnitAuthority, node: str, incarnation: str, peers=None) -> None:
-    """`peers`: the cluster's coordinator/peers.py Peers, or None without [cluster]."""
-    state_dir = config.server.state_dir
+    """`running`: the node's configuration as the last reload left it (reload_service.RunningConfig); `peers`: the
+    cluster's coordinator/peers.py Peers, or None without [cluster]."""
+    state_dir = running.config.server.state_dir
     restarts = count_start(state_dir, incarnation)
     workers = WorkerRestarts()
     service.on_worker_gone(workers.gone)
@@ -101,7 +102,7 @@ def register_status_handlers(service: CoordinatorService, config, registry: Sess
              "heartbeat_age": round(now - peer.last_heard, 1) if peer.last_heard else None}
             for peer in peers.peers.values()]
         luns = []
-        for target in config.targets:
+        for target in running.config.targets:
             for lun in target.luns:
                 reason = offline_reason(state_dir, target.iqn, lun.id)
                 medium = authority.unit(target.iqn, lun.id).medium

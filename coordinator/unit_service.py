@@ -24,6 +24,8 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
                         pushed as LunResized, replied ResizeAnswer. A smaller size is refused (`refused`: data beyond
                         the new end would go), the same size changes nothing. The size lasts until `serve` stops:
                         the next start serves the configured `size` (the operator raises it too; README).
+    (reload)            coordinator/reload_service.py adds and removes units, grows them and establishes REPORTED LUNS
+                        DATA HAS CHANGED (`reconfigure`); its push ConfigChanged carries the attentions.
     FetchUnitStates     every unit's view, the modes changed since the start and each medium's state (UnitStates),
                         for a worker that (re)connected. Units changed by a worker's death (its nexuses' SPC-2
                         reservations released; a hook cannot push) are pushed to the other workers then: the
@@ -62,7 +64,8 @@ import os
 from .unit_state.files import load_state, save_state
 from .unit_state.medium import ACTIONS, ALLOW, EJECT, LOAD, MOVES, PREVENT, SANITIZING, MediumState
 from .unit_state.reservations import Outcome, Reservations, run_request
-from .unit_state.sense import CAPACITY_DATA_HAS_CHANGED, MODE_PARAMETERS_CHANGED, POWER_ON_RESET
+from .unit_state.sense import (CAPACITY_DATA_HAS_CHANGED, MODE_PARAMETERS_CHANGED, POWER_ON_RESET,
+                              REPORTED_LUNS_DATA_HAS_CHANGED)
 
 from .messages import (AttachNexus, AttentionReported, ClearTaskSet, FetchUnitStates, LunResized, MediumAnswer,
                        MediumChange, MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost,
@@ -136,9 +139,8 @@ class UnitAuthority:
 
     def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None, incarnation: str | None = None):
         directory = None if state_dir is None else os.path.join(state_dir, "reservations")
-        self.units = {(target, lun): UnitState(None if directory is None else
-                                                os.path.join(directory, f"{target}-{lun}.json"))
-                      for target, lun in units}
+        self._directory = directory
+        self.units = {(target, lun): self._new_unit(target, lun) for target, lun in units}
         self.greeted: dict[str, set[str]] = {}
         self.attached: dict[str, set[tuple[str, str]]] = {}     # origin -> (target, nexus) it hosts
         self.unpushed: set[tuple[str, int]] = set()                # units changed by a worker's death
@@ -159,6 +161,34 @@ class UnitAuthority:
             elif os.path.exists(stopped_path):
                 self._resume_after_stop(stopped_path)
             save_state(stopped_path, None)                  # honoured once: a crash later finds none
+
+    def _new_unit(self, target: str, lun: int) -> UnitState:
+        return UnitState(None if self._directory is None else os.path.join(self._directory, f"{target}-{lun}.json"))
+
+    def reconfigure(self, added: list[tuple[str, int]], removed: list[tuple[str, int]],
+                    grown: list[tuple[str, int, int]], moved: set[str]) -> list[list]:
+        """A reload: units `added` and `removed`, units `grown` to a size (CAPACITY DATA HAS CHANGED for their
+        nexuses), and the targets `moved` whose set of LUNs changed (REPORTED LUNS DATA HAS CHANGED for every
+        nexus of theirs, on each of their units). The attentions established, as [[target, lun, nexus, asc]…]."""
+        nexuses = {target: {nexus for (t, _), unit in self.units.items() if t == target for nexus in unit.pending}
+                   for target in moved}
+        for key in removed:
+            del self.units[key]
+        for target, lun in added:
+            self.units[target, lun] = self._new_unit(target, lun)
+        attentions: list[list] = []
+        for target, lun, size in grown:
+            unit = self.units[target, lun]
+            unit.size = size
+            unit.establish_all(CAPACITY_DATA_HAS_CHANGED)
+            attentions += [[target, lun, nexus, CAPACITY_DATA_HAS_CHANGED] for nexus in unit.pending]
+        for target in sorted(moved):
+            for lun in self.luns_of(target):
+                for nexus in sorted(nexuses[target]):
+                    self.units[target, lun].establish(nexus, REPORTED_LUNS_DATA_HAS_CHANGED)
+                    attentions.append([target, lun, nexus, REPORTED_LUNS_DATA_HAS_CHANGED])
+        self._changed()
+        return attentions
 
     def save_at_stop(self) -> None:
         """A clean stop (SIGTERM, the workers gone): the next start resumes this state (see the module doc)."""

@@ -1,4 +1,5 @@
-"""The `ringtgt` command line: serve, check-config, sessions, status, resize, takeover, keygen, --version."""
+"""The `ringtgt` command line: serve, check-config, reload, sessions, status, stats, resize, takeover, keygen,
+--version."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 from importlib.metadata import version
@@ -36,9 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     for name, func, text in (
         ("serve", _serve, "run the target: a supervisor, the node's coordinator and one worker per CPU"),
-        ("check-config", _check_config, "validate the configuration and print it resolved, as TOML"),
+        ("check-config", _check_config, "validate the configuration and print it resolved, as TOML (--diff: what a "
+                                        "reload would change)"),
+        ("reload", _reload, "apply the configuration to the running node: targets, LUNs, sizes, readonly, ACLs, CHAP"),
         ("sessions", _sessions, "list the logged-in iSCSI sessions, asking the running node's coordinator"),
         ("status", _status, "show the running node: supervisor, workers, coordinator, cluster peers, LUNs, sessions"),
+        ("stats", _stats, "per LUN and per session: IOPS, MiB/s and p50/p99 service time over an interval, "
+                          "command, byte and error counts; per worker its gauges (from the workers' counter files)"),
         ("resize", _resize, "grow a LUN of the running node: extend its file to --size, or pick up the size its "
                             "file or block device has now; every initiator gets CAPACITY DATA HAS CHANGED"),
         ("takeover", _takeover, "tell this node's coordinator that PEER is dead and its VIPs are here: tickle "
@@ -49,8 +55,17 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", metavar="FILE",
                              help="TOML configuration; it also locates the node (state_dir). Default: the embedded one")
         command.set_defaults(command=func)
-        if name in ("sessions", "status"):
+        if name == "check-config":
+            command.add_argument("--diff", action="store_true", help="print what a reload with this configuration "
+                                 "would change on the running node (or against --against), not the configuration")
+            command.add_argument("--against", metavar="OLD", help="with --diff: compare with this file instead of "
+                                 "the running node's configuration")
+        elif name in ("sessions", "status", "stats"):
             command.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        if name == "stats":
+            command.add_argument("--watch", type=float, metavar="SECONDS",
+                                 help="print again every SECONDS, each over the interval since the previous; "
+                                      "default: once, over one second")
         elif name == "resize":
             command.add_argument("target", metavar="TARGET", help="the target's iqn")
             command.add_argument("lun", metavar="LUN", type=int, help="the LUN's id")
@@ -74,6 +89,7 @@ def _serve(config: Config, args) -> int:
     from coordinator.main import coordinator_main
     from target.watchdog import beat
     from target.preflight import PreflightError, preflight
+    from target.running_config import save_running
     from target.worker import worker_main  # here: these need the compiled ring, check-config does not
 
     configure_logging(config.server.log_level, config.server.log_format)
@@ -83,14 +99,48 @@ def _serve(config: Config, args) -> int:
         print(f"ringtgt: {e}", file=sys.stderr)
         return 1
     raise_open_files_limit()                # before the fork: every child inherits it
+    save_running(config)                    # what the children start with, until a reload changes it
     try:
-        return Supervisor(config, worker_main, functools.partial(coordinator_main, heartbeat=beat)).run()
+        return Supervisor(config, worker_main, functools.partial(coordinator_main, heartbeat=beat),
+                          config_path=os.path.abspath(args.config) if args.config else None).run()
     finally:
         os.close(lock)
 
 
 def _check_config(config: Config, args) -> int:
-    sys.stdout.write(dump_config(config))
+    if not args.diff:
+        sys.stdout.write(dump_config(config))
+        return 0
+    from target.config_diff import config_diff
+    from target.running_config import load_running
+
+    try:
+        running = load_config(args.against) if args.against else load_running(config.server.state_dir)
+    except ConfigError as e:
+        print(f"ringtgt: config error: {e}", file=sys.stderr)
+        return 2
+    diff = config_diff(running, config)
+    for line in diff.lines() or ["no change"]:
+        print(line)
+    if diff.refused:
+        print("a reload would be refused: nothing would change", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _reload(config: Config, args) -> int:
+    from coordinator.messages import ReloadAnswer, ReloadConfig
+    from target.reload import RELOAD_TIMEOUT
+
+    path = os.path.abspath(args.config) if args.config else ""
+    reply = cast(ReloadAnswer | None, _ask(config, ReloadConfig(path), RELOAD_TIMEOUT))
+    if reply is None:
+        return 1
+    for line in reply.changes or ([] if reply.refused else ["no change"]):
+        print(line)
+    if reply.refused:
+        print(f"ringtgt: reload refused, nothing changed: {reply.refused}", file=sys.stderr)
+        return 2 if reply.config_error else 1
     return 0
 
 
@@ -99,12 +149,12 @@ SESSION_COLUMNS = (("NODE", "node"), ("WORKER", "worker"), ("PID", "pid"), ("INI
                    ("CLIENT", "client"), ("LOGIN", "login_time"))
 
 
-def _ask(config: Config, request: Message) -> Message | None:
+def _ask(config: Config, request: Message, timeout: float | None = None) -> Message | None:
     """The running node's coordinator's reply to `request`, or None once the reason there is none is printed."""
-    from coordinator.control import ControlError, control_request
+    from coordinator.control import CONTROL_TIMEOUT, ControlError, control_request
 
     try:
-        return control_request(config.server.state_dir, request)
+        return control_request(config.server.state_dir, request, timeout or CONTROL_TIMEOUT)
     except ControlError as e:
         print(f"ringtgt: {e}", file=sys.stderr)
         return None
@@ -147,6 +197,38 @@ def _status(config: Config, args) -> int:
     from coordinator.messages import FetchStatus
 
     return _print_reply(_ask(config, FetchStatus()), args, format_status)
+
+
+def _stats(config: Config, args) -> int:
+    """Two readings of the counter files under state_dir (no coordinator involved), an interval apart."""
+    from target.metrics.report import format_stats, stats_dict
+    from target.metrics.snapshot import read_node
+
+    interval = args.watch or 1.0
+    if interval < 0.1:
+        print("ringtgt: stats: --watch must be at least 0.1 s", file=sys.stderr)
+        return 2
+    before = read_node(config.server.state_dir)
+    if not before.workers:
+        print(f"ringtgt: stats: no counters under {config.server.state_dir}/stats: is the node running?",
+              file=sys.stderr)
+        return 1
+    try:
+        while True:
+            time.sleep(interval)
+            now = read_node(config.server.state_dir)
+            stats = stats_dict(now, before)
+            if args.json:
+                json.dump(stats, sys.stdout, indent=2)
+                sys.stdout.write("\n")
+            else:
+                sys.stdout.write(format_stats(stats))
+            sys.stdout.flush()
+            if not args.watch:
+                return 0
+            before = now
+    except KeyboardInterrupt:
+        return 0
 
 
 def _takeover(config: Config, args) -> int:

@@ -1,6 +1,7 @@
 """ringtgt's TOML configuration: one loader into frozen dataclasses, errors that name the key path.
 
-load_config(None) gives the embedded default; dump_config renders a Config back to loadable TOML.
+load_config(None) gives the embedded default; dump_config renders a Config back to loadable TOML (loads_config reads
+it back).
 """
 import ipaddress
 import json
@@ -78,6 +79,7 @@ class ServerConfig:
     max_prelogin_per_address: int = 32      # the same, from one source address (an IPv6 /64)
     hang_timeout: float = 10.0
     log_format: str = "text"                # "json": one JSON object per line (target/logformat.py)
+    metrics: tuple[str, int] | None = None  # the Prometheus endpoint's address (target/metrics/prometheus.py)
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,11 @@ def load_config(path: str | None) -> Config:
     return _parse(data, os.path.dirname(os.path.abspath(path)))
 
 
+def loads_config(text: str) -> Config:
+    """The configuration dump_config's TOML holds (its paths are absolute)."""
+    return _parse(tomllib.loads(text), "/")
+
+
 def _parse(data: dict, base_dir: str) -> Config:
     top = _Table(data, "")
     server = _parse_server(_Table(top.take("server", (dict,), {}), "server"), base_dir)
@@ -358,6 +365,7 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
     if not MIN_HANG_TIMEOUT <= hang_timeout < float("inf"):
         raise t.error("hang_timeout", f"must be finite seconds >= {MIN_HANG_TIMEOUT:g} (a process's loop turns "
                       f"every 0.5 s at most), got {hang_timeout}")
+    metrics = _parse_metrics(t, t.take("metrics", (str,), None), portals)
     t.finish()
     return ServerConfig(
         portals=portals,
@@ -372,7 +380,21 @@ def _parse_server(t: _Table, base_dir: str) -> ServerConfig:
         busy_poll_us=busy_poll_us,
         hang_timeout=hang_timeout,
         log_format=log_format,
+        metrics=metrics,
     )
+
+
+def _parse_metrics(t: _Table, value: str | None, portals: tuple[tuple[str, int], ...]) -> tuple[str, int] | None:
+    """`metrics`: "host:port" (a port of its own: none is assumed) or absent (no endpoint)."""
+    if value is None:
+        return None
+    match = _PORTAL_RE.fullmatch(value)
+    if not match or match["port"] is None:
+        raise t.error("metrics", f"must be 'host:port' or '[ipv6]:port' for the Prometheus endpoint, got {value!r}")
+    address = _parse_portal(t, "metrics", value)
+    if address in portals:
+        raise t.error("metrics", f"{value!r} is also an iSCSI portal")
+    return address
 
 
 def _parse_portal(t: _Table, key: str, value: object) -> tuple[str, int]:
@@ -633,6 +655,9 @@ def dump_config(config: Config) -> str:
         f"hang_timeout = {s.hang_timeout!r}",
         f"log_format = {_toml(s.log_format)}",
     ]
+    if s.metrics is not None:
+        host, port = s.metrics
+        lines.append(f"metrics = {_toml(f'[{host}]:{port}' if ':' in host else f'{host}:{port}')}")
     lines += _dump_auth("discovery", config.discovery)
     for target in config.targets:
         lines += ["", "[[target]]", f"iqn = {_toml(target.iqn)}"]

@@ -34,6 +34,7 @@ class ImageWatch:
         self._identities: dict[tuple[str, int], images.ImageIdentity] = {}     # the LUNs opened, by (iqn, lun)
         self._gone: dict[tuple[str, int], str] = {}                          # the LUNs found gone, and why
         self._watched: list[tuple[str, LunConfig, LogicalUnit]] = []          # (iqn, lun config, unit)
+        self._checking = False                                                # a check is scheduled
 
     def open(self, iqn: str, lun: LunConfig, reactor: Reactor) -> Backstore:
         """The LUN's store: for a file LUN its recorded image, or a stand-in when the image is gone (for an RBD LUN
@@ -75,11 +76,21 @@ class ImageWatch:
         if reason is not None:
             self._offline(iqn, lun.id, unit, reason)
         elif (iqn, lun.id) in self._identities:
-            if not self._watched:
-                self._call_later(CHECK_SECONDS, self._check)
             self._watched.append((iqn, lun, unit))
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._watched and not self._checking:
+            self._checking = True
+            self._call_later(CHECK_SECONDS, self._check)
+
+    def forget(self, iqn: str, lun_id: int) -> None:
+        """The LUN is no longer served (a reload removed it): no more checks of its image."""
+        self._identities.pop((iqn, lun_id), None)
+        self._watched = [watched for watched in self._watched if (watched[0], watched[1].id) != (iqn, lun_id)]
 
     def _check(self) -> None:
+        self._checking = False
         for iqn, lun, unit in self._watched:
             assert lun.path is not None         # only file LUNs have an identity to watch
             reason = (images.offline_reason(self._state_dir, iqn, lun.id)
@@ -87,8 +98,7 @@ class ImageWatch:
             if reason is not None:
                 self._offline(iqn, lun.id, unit, reason)
         self._watched = [watched for watched in self._watched if not watched[2].offline]
-        if self._watched:
-            self._call_later(CHECK_SECONDS, self._check)
+        self._schedule()
 
     def _offline(self, iqn: str, lun_id: int, unit: LogicalUnit, reason: str) -> None:
         """Take the unit offline; the first worker to do so logs the error, the others that they followed."""

@@ -42,9 +42,9 @@ def preflight(config: Config) -> int:
         for target in config.targets:
             for lun in target.luns:
                 if lun.backstore == "file":
-                    _check_image(config.server.state_dir, target.iqn, lun)
+                    check_image(config.server.state_dir, target.iqn, lun)
                 elif lun.backstore == "rbd":
-                    _check_rbd_image(config.server.state_dir, target.iqn, lun)
+                    check_rbd_image(config.server.state_dir, target.iqn, lun)
     except BaseException:
         os.close(lock)
         raise
@@ -89,7 +89,8 @@ def check_portal(host: str, port: int, freebind: bool = False) -> None:
             raise PreflightError(f"portal {portal}: cannot listen: {e.strerror}") from None
 
 
-def _check_rbd_image(state_dir: str, iqn: str, lun) -> None:
+def check_rbd_image(state_dir: str, iqn: str, lun) -> None:
+    """The LUN's RBD image made if missing (with a size), without exclusive-lock (also for a LUN a reload adds)."""
     image = rbd_image(lun)
     assert image is not None                    # config.py requires pool and image for backstore "rbd"
     try:
@@ -101,7 +102,8 @@ def _check_rbd_image(state_dir: str, iqn: str, lun) -> None:
         raise PreflightError(f"{iqn} LUN {lun.id}: {e.filename}: {e.strerror}") from None
 
 
-def _check_image(state_dir: str, iqn: str, lun) -> None:
+def check_image(state_dir: str, iqn: str, lun) -> None:
+    """The LUN's image made if missing and required to be the recorded one (also for a LUN a reload adds)."""
     try:
         images.prepare(state_dir, iqn, lun.id, lun.path, lun.size, lun.block_size, lun.direct)
         if lun.encryption_key is not None:

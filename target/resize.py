@@ -1,11 +1,12 @@
 """`ringtgt resize TARGET LUN [--size SIZE]`: grow a LUN of the running node.
 
 With a size, the LUN's file is extended to it first (sparse, never truncated: a size below the file's leaves the
-file as it is); a block device cannot be grown by us, so a size is refused for one. Without a size, the size its
-file or device has now (rounded down to whole blocks) is picked up, e.g. after `truncate -s` or an lvextend. The
-node's coordinator then decides (coordinator/unit_service.py `resize`): a smaller size than the LUN's is refused,
-otherwise every worker serves the new size and every nexus of the unit gets CAPACITY DATA HAS CHANGED before the
-answer comes. Only a running `serve` (it holds the state_dir lock) has LUNs to resize.
+file as it is); a block device cannot be grown by us, so a size beyond the device's is refused (a reload growing a
+LUN uses the same). Without a size, the size its file or device has now (rounded down to whole blocks) is picked
+up, e.g. after `truncate -s` or an lvextend. The node's coordinator then decides (coordinator/unit_service.py
+`resize`): a smaller size than the LUN's is refused, otherwise every worker serves the new size and every nexus of
+the unit gets CAPACITY DATA HAS CHANGED before the answer comes. Only a running `serve` (it holds the state_dir
+lock) has LUNs to resize.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def resize(config: Config, iqn: str, lun_id: int, size_text: str | None) -> tupl
                           "LUNs can be resized")
     assert lun.size is not None                 # a file LUN's size is known (config.py)
     _require_serve(config.server.state_dir)
-    size = _grow_image(lun, None if size_text is None else parse_size(size_text, "--size"))
+    size = grow_image(lun, None if size_text is None else parse_size(size_text, "--size"))
     try:
         answer = cast(ResizeAnswer, control_request(config.server.state_dir, ResizeLun(iqn, lun_id, size, lun.size)))
     except ControlError as e:
@@ -71,8 +72,9 @@ def _require_serve(state_dir: str) -> None:
                       "node's LUN can be resized")
 
 
-def _grow_image(lun: LunConfig, size: int | None) -> int:
-    """The size to serve: `size`, the file extended to it if shorter; without one the file's or device's now."""
+def grow_image(lun: LunConfig, size: int | None) -> int:
+    """The size to serve: `size`, the file extended to it if shorter (a device must have grown to it already);
+    without one the file's or device's size now."""
     path = cast(str, lun.path)
     if size is not None and (size <= 0 or size % lun.block_size):
         raise ResizeError(f"--size must be a positive multiple of the block size {lun.block_size}, got {size}")
@@ -85,7 +87,7 @@ def _grow_image(lun: LunConfig, size: int | None) -> int:
         available = os.lseek(fd, 0, os.SEEK_END)
         if size is None:
             return available - available % lun.block_size
-        if device:
+        if device and size > available:
             raise ResizeError(f"{path} is a block device: ringtgt cannot grow it; grow the device, then run "
                               "`ringtgt resize` without --size")
         if size > available:

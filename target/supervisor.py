@@ -5,10 +5,14 @@ It does no I/O but reading what a dead child reported on its pipe (crash_report.
 signals it cares about are blocked and taken synchronously with sigtimedwait, so SIGCHLD, SIGTERM/SIGINT and
 SIGHUP are handled one at a time in one loop. `serve` checks the configuration's portals, images and state_dir
 (preflight.py) before it builds the supervisor.
-SIGHUP is logged and ignored (configuration reload is not supported yet). A child that stops turning its loop
-for `hang_timeout` seconds is killed and restarted (target/watchdog.py, checked on the sigtimedwait timeout).
+SIGHUP reloads the configuration file `serve` was started with: the node's coordinator applies it
+(coordinator/reload_service.py; `ringtgt reload` asks it the same), the supervisor logs the outcome and forks every
+later child with the running configuration the coordinator keeps (target/running_config.py).
+A child that stops turning its loop for `hang_timeout` seconds is killed and restarted (target/watchdog.py, checked
+on the sigtimedwait timeout).
 Under systemd (Type=notify) it reports READY=1 once every child has turned its loop (a worker's listeners are
-made before its loop's first turn), a STATUS= line, and STOPPING=1 at SIGTERM/SIGINT (target/sdnotify.py).
+made before its loop's first turn), a STATUS= line, RELOADING=1 … READY=1 around a reload and STOPPING=1 at
+SIGTERM/SIGINT (target/sdnotify.py).
 """
 import logging
 import os
@@ -20,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from target import crash_report, logformat
-from target.config import Config
+from target.config import Config, ConfigError
+from target.running_config import load_running, running_path
 from target.sdnotify import notify
 from target.watchdog import Watchdog
 
@@ -59,19 +64,25 @@ class Supervisor:
     config.server.workers pinned child processes until stopped."""
 
     def __init__(self, config: Config, worker_fn: WorkerFn, coordinator_fn: CoordinatorFn | None = None,
-                 stop_timeout: float = STOP_TIMEOUT):
+                 stop_timeout: float = STOP_TIMEOUT, config_path: str | None = None):
         self._stop_timeout = stop_timeout
         self._child_mask: set[int | signal.Signals] = set()  # the signal mask children run with
+        self._config = config
+        self._config_path = config_path     # what SIGHUP reloads (None: the embedded configuration)
+        self._running_stat: tuple[int, int] | None = None     # of the running.toml self._config was read from
         cpus = sorted(os.sched_getaffinity(0))
-        coordinator = [_Child(COORDINATOR, lambda: coordinator_fn(config))] if coordinator_fn else []
+        coordinator = [_Child(COORDINATOR, lambda: coordinator_fn(self._config))] if coordinator_fn else []
         self._children = coordinator + [
-            _Child(f"worker {i}", _worker_main(worker_fn, config, i, cpus[i % len(cpus)]), worker=i)
+            _Child(f"worker {i}", _worker_main(worker_fn, lambda: self._config, i, cpus[i % len(cpus)]), worker=i)
             for i in range(config.server.workers)
         ]
         self._watchdog = Watchdog(config.server.hang_timeout, len(self._children))
-        portals = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in config.server.portals)
-        self._serving = f"serving {config.server.workers} workers on {portals}"
         self._ready = False
+
+    @property
+    def _serving(self) -> str:
+        portals = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self._config.server.portals)
+        return f"serving {self._config.server.workers} workers on {portals}"
 
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT, then stop every child; returns the exit status (0)."""
@@ -95,12 +106,51 @@ class Supervisor:
             if info.si_signo == signal.SIGCHLD:
                 self._reap(restart=True)
             elif info.si_signo == signal.SIGHUP:
-                log.warning("SIGHUP: configuration reload is not supported yet; ignored")
+                self._reload()
             else:
                 log.info("%s: stopping children", signal.Signals(info.si_signo).name)
                 notify("STOPPING=1", "STATUS=stopping")
                 self._stop()
                 return 0
+
+    def _reload(self) -> None:
+        """SIGHUP: the coordinator applies the configuration file (all or nothing); systemd hears RELOADING=1, then
+        READY=1 whatever the outcome (the node serves either way)."""
+        from coordinator.control import ControlError, control_request
+        from coordinator.messages import ReloadAnswer, ReloadConfig
+        from target.reload import RELOAD_TIMEOUT
+
+        name = self._config_path or "the embedded configuration"
+        log.info("SIGHUP: reloading %s", name)
+        notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}",
+               f"STATUS=reloading {name}")
+        try:
+            answer = control_request(self._config.server.state_dir, ReloadConfig(self._config_path or ""),
+                                     RELOAD_TIMEOUT)
+        except ControlError as e:
+            log.error("reload of %s failed: %s", name, e)
+        else:
+            assert isinstance(answer, ReloadAnswer)
+            if answer.refused:
+                log.error("reload of %s refused, nothing changed: %s", name, answer.refused)
+            else:
+                log.info("reload of %s applied: %s", name, "; ".join(answer.changes) or "no change")
+        self._current_config()
+        notify(*(["READY=1"] if self._ready else []), f"STATUS={self._serving}")
+
+    def _current_config(self) -> None:
+        """Take the running configuration, as the last reload left it, for the child about to start."""
+        path = running_path(self._config.server.state_dir)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return
+        if (stat.st_ino, stat.st_mtime_ns) != self._running_stat:
+            try:
+                self._config = load_running(self._config.server.state_dir)
+            except ConfigError as e:
+                log.error("%s: %s; children start with the configuration before it", path, e)
+            self._running_stat = (stat.st_ino, stat.st_mtime_ns)
 
     def _start_due(self) -> None:
         now = time.monotonic()
@@ -125,6 +175,7 @@ class Supervisor:
             self._watchdog.started(slot, now)       # not killed again while its death is on the way
 
     def _fork(self, child: _Child) -> None:
+        self._current_config()
         sys.stdout.flush()
         sys.stderr.flush()
         child.report, report = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -204,12 +255,12 @@ class Supervisor:
             os.kill(child.pid, signo)
 
 
-def _worker_main(worker_fn: WorkerFn, config: Config, index: int, cpu: int) -> Callable[[], None]:
-    """What a worker child runs: pin itself to its CPU, then the worker function."""
+def _worker_main(worker_fn: WorkerFn, config: Callable[[], Config], index: int, cpu: int) -> Callable[[], None]:
+    """What a worker child runs: pin itself to its CPU, then the worker function with the configuration now."""
 
     def main() -> None:
         os.sched_setaffinity(0, {cpu})
-        worker_fn(config, index, cpu)
+        worker_fn(config(), index, cpu)
 
     return main
 

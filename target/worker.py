@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from coordinator.client import CoordinatorClient
 from coordinator.lograte import RateLimitedLog
+from coordinator.main import supervisor_incarnation
 from ioring import Ring
 
 from .admission import PreLoginConnections, source_of
@@ -32,7 +33,9 @@ from .iscsi.framing import NEGOTIATION_DATA_LIMIT
 from .iscsi.pdu import BHS_LEN, Buf
 from .iscsi.write_budget import WritePool
 from .memtrim import trim_heap
+from .metrics.counters import PUBLISH_SECONDS, WorkerCounters
 from .reactor import Reactor
+from .reload import LiveConfig
 from .scsi.lun import LogicalUnit
 from .scsi.target import ScsiTarget
 from .session_sync import SessionSync
@@ -108,7 +111,7 @@ class Worker:
         self.coordinator = CoordinatorClient(self.reactor, config.server.state_dir, index)
         self.portal_group_tag = PORTAL_GROUP_TAG
         self.images = ImageWatch(config.server.state_dir, self.reactor.call_later)
-        self.targets = {t.iqn: self._build_target(t) for t in config.targets}
+        self.targets = {t.iqn: self.build_target(t) for t in config.targets}
         self.access = AccessPolicy.from_config(config, PORTAL_GROUP_TAG, self._admit)
         vips = config.cluster.vip_addresses() if config.cluster is not None else ()
         self.listeners = [listen_socket(host, port, host in vips) for host, port in config.server.portals]
@@ -118,6 +121,7 @@ class Worker:
         self._tsih = 0
         self.session_sync = SessionSync(self)
         self.unit_sync = UnitSync(self.coordinator, self.targets)
+        self.live_config = LiveConfig(self)
         self.stopping = False
         self.nop_interval = config.server.nop_interval
         self.login_timeout = config.server.login_timeout
@@ -130,22 +134,29 @@ class Worker:
         self.limited_log = RateLimitedLog(log)     # for what a client can make happen again and again
         self.offers = {"InitialR2T": config.server.initial_r2t,      # our values of negotiated keys
                        "ImmediateData": config.server.immediate_data}
+        self.counters = WorkerCounters(config.server.state_dir, index, supervisor_incarnation(),
+                                       [(t.iqn, lun.id) for t in config.targets for lun in t.luns])
 
-    def _build_target(self, target) -> ScsiTarget:
-        luns = {}
-        for lun in target.luns:
-            store = self.images.open(target.iqn, lun, self.reactor)
-            luns[lun.id] = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=target.iqn,
-                                       portal_group_tag=PORTAL_GROUP_TAG, relative_port=1,
-                                       thin=lun.thin, read_only=lun.readonly,
-                                       removable=lun.removable, sanitize_rate=lun.sanitize_rate,
-                                       physical_block_size=lun.physical_block_size)
-            self.images.watch(target.iqn, lun, luns[lun.id])
-        scsi_target = ScsiTarget(luns, coordinator=self.coordinator, call_later=self.reactor.call_later)
-        for lun_id, unit in luns.items():
-            if hasattr(unit.backstore, "on_resize"):        # an RBD image's watch: `rbd resize`
-                unit.backstore.on_resize = partial(scsi_target.store_resized, lun_id)
-        return scsi_target
+    def build_target(self, target) -> ScsiTarget:
+        luns = {lun.id: self.build_unit(target.iqn, lun) for lun in target.luns}
+        return ScsiTarget(luns, coordinator=self.coordinator, call_later=self.reactor.call_later)
+
+    def build_unit(self, iqn: str, lun) -> LogicalUnit:
+        """The logical unit serving `lun` of target `iqn`, its image opened and watched."""
+        store = self.images.open(iqn, lun, self.reactor)
+        unit = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=iqn,
+                           portal_group_tag=PORTAL_GROUP_TAG, relative_port=1, thin=lun.thin, read_only=lun.readonly,
+                           removable=lun.removable, sanitize_rate=lun.sanitize_rate,
+                           physical_block_size=lun.physical_block_size)
+        self.images.watch(iqn, lun, unit)
+        if hasattr(store, "on_resize"):         # an RBD image's header watch: `rbd resize`, told to the target
+            store.on_resize = partial(self._store_resized, iqn, lun.id)
+        return unit
+
+    def _store_resized(self, iqn: str, lun_id: int, size: int) -> None:
+        target = self.targets.get(iqn)
+        if target is not None:
+            target.store_resized(lun_id, size)
 
     # -- host interface used by Connection ------------------------------------------------------------------
     def scsi_target(self, iqn: str) -> ScsiTarget:
@@ -194,10 +205,25 @@ class Worker:
     def _arm_accept(self, listener: socket.socket) -> None:
         self.ring.prep_accept(listener.fileno(), self.reactor.token(lambda res: self._accepted(listener, res)))
 
+    def listen(self, host: str, port: int) -> None:
+        """Serve one more portal (a reload added it)."""
+        vips = self.config.cluster.vip_addresses() if self.config.cluster is not None else ()
+        listener = listen_socket(host, port, host in vips)
+        self.listeners.append(listener)
+        self._arm_accept(listener)
+
+    def stop_listening(self, host: str, port: int) -> None:
+        """Accept no more on a portal (a reload removed it; its connections stay). The shutdown ends the accept in
+        flight, whose completion closes the socket: closed before, its descriptor could be reused under that op."""
+        for listener in [lsn for lsn in self.listeners if lsn.getsockname()[:2] == (host, port)]:
+            self.listeners.remove(listener)
+            listener.shutdown(socket.SHUT_RDWR)
+
     def _accepted(self, listener: socket.socket, res: int) -> None:
-        if self.stopping:
+        if self.stopping or listener not in self.listeners:
             if res >= 0:
                 os.close(res)
+            listener.close()
             return
         if res < 0:
             self._accept_failed(listener, -res)
@@ -234,8 +260,10 @@ class Worker:
         self.reactor.call_later(ACCEPT_BACKOFF, lambda: self._accept_again(listener))
 
     def _accept_again(self, listener: socket.socket) -> None:
-        if listener in self.listeners:          # not closed by a drain meanwhile
+        if listener in self.listeners:          # not closed by a drain or a reload meanwhile
             self._arm_accept(listener)
+        else:
+            listener.close()
 
     def _evict(self, channel: Channel, why: str) -> None:
         """Drop a connection still logging in to make room for another."""
@@ -269,7 +297,7 @@ class Worker:
             self._teardown(channel)
             return
         conn = channel.conn
-        conn.receive_data(channel.recv_view[:res])
+        conn.receive_data(channel.recv_view[:res], time.monotonic_ns())
         if not conn.closing and not conn.over_output_bound:
             self._arm_recv(channel)             # else `_sent` arms it once the output has drained
 
@@ -311,7 +339,9 @@ class Worker:
             self._send(channel, _after(bufs, res), channel.sending_bytes - res)
             return
         conn = channel.conn
-        conn.output_sent()
+        finished = conn.output_sent()
+        if finished:
+            self.counters.count(conn, finished, time.monotonic_ns())
         if not channel.receiving and not conn.closing and not conn.over_output_bound:
             self._arm_recv(channel)             # reading was paused for the output to drain
         self._send_pending(channel)
@@ -348,6 +378,7 @@ class Worker:
         if conn.session_key is not None and self.sessions.get(conn.session_key) is conn:
             del self.sessions[conn.session_key]
         self.session_sync.ended(conn)
+        self.counters.session_ended(conn)
         channel.sock.close()
         channel.on_received = channel.on_sent = _detached     # they refer to the channel: no cycle left behind
 
@@ -372,6 +403,9 @@ class Worker:
                                          "connection", *conn.peer_address, self.login_timeout)
                 self._shutdown(channel)
 
+    def _publish_counters(self) -> None:
+        self.counters.publish(len(self.channels), self.logged_in, sum(len(conn.commands) for conn in self.channels))
+
     def request_stop(self, *_):
         self.stopping = True
 
@@ -388,6 +422,7 @@ class Worker:
             self._arm_accept(listener)
         next_keepalive = time.monotonic() + (self.nop_interval or 3600)
         next_login_check = time.monotonic() + 1
+        next_publish = 0.0
         drain_deadline = None
         while True:
             self.reactor.run_once(0.5)
@@ -398,6 +433,9 @@ class Worker:
                 self._begin_drain()
             if drain_deadline is not None and (not self.channels or now > drain_deadline):
                 break
+            if now >= next_publish:
+                next_publish = now + PUBLISH_SECONDS
+                self._publish_counters()
             if now >= next_login_check:
                 next_login_check = now + 1
                 self._expire_logins(now)
@@ -408,6 +446,8 @@ class Worker:
                 self._keepalive()
         for channel in list(self.channels.values()):
             channel.sock.close()
+        self._publish_counters()
+        self.counters.close()
         self.coordinator.close()
         self.ring.close()
 

@@ -216,6 +216,11 @@ def test_parse_size_rejects(text):
     ("[server]\nbusy_poll_us = 5000\n" + MINIMAL, "server.busy_poll_us: must be 0..1000 microseconds"),
     ("[server]\nbusy_poll_us = 'fast'\n" + MINIMAL, "server.busy_poll_us: must be an integer or a number"),
     ("[server]\nmax_prelogin_connections = 0\n" + MINIMAL, "server.max_prelogin_connections: must be at least 1"),
+    ("[server]\nmetrics = 'localhost'\n" + MINIMAL, "server.metrics: must be 'host:port' or '[ipv6]:port' for"),
+    ("[server]\nmetrics = 9470\n" + MINIMAL, "server.metrics: must be a string, got 9470"),
+    ("[server]\nmetrics = '127.0.0.1:0'\n" + MINIMAL, "server.metrics: port must be 1..65535, got 0"),
+    ("[server]\nportals = ['127.0.0.1:3260']\nmetrics = '127.0.0.1:3260'\n" + MINIMAL,
+     "server.metrics: '127.0.0.1:3260' is also an iSCSI portal"),
     ("[server]\nmax_prelogin_per_address = 1.5\n" + MINIMAL, "server.max_prelogin_per_address: must be an integer"),
     ("[server]\nhang_timeout = 1\n" + MINIMAL, "server.hang_timeout: must be finite seconds >= 2"),
     ("[server]\nhang_timeout = inf\n" + MINIMAL, "server.hang_timeout: must be finite seconds >= 2"),
@@ -278,6 +283,13 @@ def test_parse_size_rejects(text):
 ])
 def test_errors_name_the_key(tmp_path, text, message):
     assert error_of(tmp_path, text).startswith(message)
+
+
+def test_metrics_endpoint_is_off_unless_set_and_survives_a_dump(tmp_path):
+    assert load_config(write(tmp_path, MINIMAL)).server.metrics is None
+    config = load_config(write(tmp_path, "[server]\nmetrics = '[::1]:9470'\n" + MINIMAL))
+    assert config.server.metrics == ("::1", 9470)
+    assert load_config(write(tmp_path, dump_config(config))) == config
 
 
 def test_iscsi_names_accepted_and_lowercased(tmp_path):

@@ -1,6 +1,7 @@
 """Two nodes' coordinators in this process, over a real CURVE-authenticated cluster bus on loopback: session
 and reservation replication (snapshot, deltas, a lost delta, a restart), reinstatement across nodes, death
-of a peer, and the bus refusing a stranger's key or a forged node name."""
+of a peer, the bus refusing a stranger's key or a forged node name, and LUN identities compared between peers."""
+import logging
 import os
 import socket
 import struct
@@ -12,6 +13,7 @@ import zmq.auth
 
 from coordinator.bus import ClusterBus, ClusterBusError
 from coordinator.cluster import Cluster
+from coordinator.lun_identities import mismatches
 from coordinator.endpoints import workers_endpoint
 from coordinator.registry import SessionRegistry
 from coordinator.messages import ReservationRequest
@@ -201,3 +203,26 @@ def test_taking_over_a_live_peer_gets_its_table_back(nodes):
     result = a.cluster.takeover("b")                       # nothing of b's is on a local address here
     assert (result.peer_state, result.sessions, result.tickled) == ("alive", 1, 0)
     pump([a, b], lambda: len(a.registry) == 1)             # b is alive: it sends its sessions again
+
+
+def test_lun_identities_that_differ_between_peers_are_logged(nodes, caplog):
+    made, _ = nodes
+    a, b = made["a"], made["b"]
+    a.cluster.identities = lambda: [[T, 0, "S0", "6" * 32, 1 << 20], [T, 1, "S1", "6" + "1" * 31, 4096]]
+    b.cluster.identities = lambda: [[T, 0, "S0", "6" * 32, 2 << 20]]
+
+    def warnings():
+        return sorted(r.getMessage() for r in caplog.records if "an initiator failing over" in r.getMessage())
+
+    with caplog.at_level(logging.WARNING, logger="ringtgt.coordinator"):
+        pump([a, b], lambda: len(warnings()) >= 4)
+    suffix = ": an initiator failing over would find another logical unit"
+    assert warnings() == [f"cluster: LUN 0 of {T}: size 1048576 here, 2097152 on peer b{suffix}",
+                          f"cluster: LUN 0 of {T}: size 2097152 here, 1048576 on peer a{suffix}",
+                          f"cluster: LUN 1 of {T} is served by peer a, not here{suffix}",
+                          f"cluster: LUN 1 of {T} is served here, not by peer b{suffix}"]
+    assert mismatches(a.cluster.identities(), a.cluster.identities(), "b") == []
+    b.cluster.identities = lambda: [[T, 0, "S9", "6" * 32, 1 << 20]]     # b reloaded another serial
+    with caplog.at_level(logging.WARNING, logger="ringtgt.coordinator"):
+        b.cluster.announce_identities()
+        pump([a, b], lambda: any("serial 'S0' here, 'S9' on peer b" in message for message in warnings()))

@@ -218,11 +218,11 @@ def test_a_crash_loop_logs_each_traceback_once_and_one_line_per_restart(start):
     print(f"{len(restarts)} restarts, {len(log.splitlines())} log lines, 2 tracebacks")
 
 
-def test_sighup_is_logged_and_changes_nothing(start):
+def test_sighup_without_a_coordinator_is_logged_and_changes_nothing(start):
     sup = start(workers=2)
     before = wait_for(lambda: len(sup.workers()) == 2 and sup.workers())
     sup.signal(signal.SIGHUP)
-    wait_for(lambda: "reload is not supported yet" in sup.log())
+    wait_for(lambda: "reload of the embedded configuration failed: no coordinator socket" in sup.log())
     assert sup.workers() == before
     assert sup.proc.poll() is None
 

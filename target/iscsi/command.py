@@ -38,9 +38,10 @@ class Command:
     """A SCSI command PDU plus the state needed to gather its write data."""
 
     __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "wanted", "read", "write", "buffer",
-                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "corrupt", "charge")
+                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "corrupt", "charge", "arrived", "sent")
+    sent: int       # set once answered (for the counters): its data bytes, data-in sent + data-out taken; -1: failed
 
-    def __init__(self, pdu: ScsiCommand, lun: int) -> None:
+    def __init__(self, pdu: ScsiCommand, lun: int, arrived: int = 0) -> None:
         self.itt = pdu.itt
         self.lun_field = pdu.lun_field
         self.lun = lun
@@ -57,6 +58,7 @@ class Command:
         self.task: ScsiTask | None = None   # the ScsiTask, once handed to the SCSI layer
         self.corrupt = False            # some of its Data-Out failed the data digest: never executed
         self.charge = 0                 # bytes of the R2T budget it holds: `wanted`, from its first R2T on
+        self.arrived = arrived          # monotonic ns of the received batch it came in (for the counters)
 
     @property
     def complete(self) -> bool:

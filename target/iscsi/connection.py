@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,7 @@ OUTPUT_BOUND = 4 << 20
 
 _EMPTY = memoryview(b"")
 _NO_RESIDUAL = (0, 0)
+_NOTHING_FINISHED: tuple[Command, ...] = ()
 
 LOGOUT_CLOSE_SESSION = 0
 LOGOUT_CLOSE_CONNECTION = 1
@@ -113,7 +114,10 @@ class Connection:
         self.unsent = 0                 # response bytes queued in `out` or taken and not reported sent
         self._answered = 0              # commands answered in `out`, and their response bytes there
         self._queued = 0
-        self._taken: deque[tuple[int, int]] = deque()    # (answers, data bytes) of each batch taken and not yet sent
+        # (answers, data bytes, commands answered) of each batch taken and not yet sent
+        self._taken: deque[tuple[int, int, Sequence[Command]]] = deque()
+        self.finished: list[Command] = []      # commands answered in `out`: counted once sent (target/metrics)
+        self.arrived = 0                # monotonic ns of the batch being received (receive_data's `now`)
         self.session_key: tuple[str, int, str | None] | None = None
         self.target: ScsiTarget | None = None   # ScsiTarget of a normal session; None for discovery
         self.nexus = ""
@@ -140,10 +144,12 @@ class Connection:
         self.text_exchange = TextExchange()
 
     # -- input ----------------------------------------------------------------------------------------------
-    def receive_data(self, data: P.Buf) -> None:
+    def receive_data(self, data: P.Buf, now: int = 0) -> None:
+        """Take bytes received at `now` (monotonic ns: the arrival time of the commands among them)."""
         if self.closing:
             return
         self.activity = True
+        self.arrived = now
         try:
             for pdu in self.decoder.feed(data):
                 if self.closing:
@@ -174,26 +180,30 @@ class Connection:
         """The buffers queued for sending (with their digests, if negotiated); the queue starts empty again.
         The host calls `output_sent()` once the batch has been sent, batches in the order taken."""
         out, self.out = self.out, []
-        self._taken.append((self._answered, self._queued))
+        finished = self.finished
+        if finished:                            # the batch takes the list; an empty batch gets none of its own
+            self.finished = []
+        self._taken.append((self._answered, self._queued, finished or _NOTHING_FINISHED))
         self._answered = self._queued = 0
         return out if self.digests is None else self.digests.apply(out)
 
-    def output_sent(self) -> None:
-        """The oldest batch taken went out: its commands are no longer outstanding. Below the bound again, a
-        frozen window opens; if the initiator had reached its end, a NOP-In tells it the new MaxCmdSN (§11.19:
-        no answer wanted)."""
-        answers, size = self._taken.popleft()
+    def output_sent(self) -> Sequence[Command]:
+        """The oldest batch taken went out: its commands are no longer outstanding; returns those it answered.
+        Below the bound again, a frozen window opens; if the initiator had reached its end, a NOP-In tells it the
+        new MaxCmdSN (§11.19: no answer wanted)."""
+        answers, size, finished = self._taken.popleft()
         self.unsent -= size
         window = self.window
         if window is None:
-            return
+            return finished
         window.outstanding -= answers
         if window.frozen and self.unsent <= OUTPUT_BOUND:
             window.frozen = False
             if not window.closed or self.closing:
-                return
+                return finished
             self.out.append(R.nop_in(self._seq(False), P.RESERVED_TAG, P.RESERVED_TAG))
             self.host.output_ready(self)
+        return finished
 
     @property
     def over_output_bound(self) -> bool:
@@ -329,7 +339,7 @@ class Connection:
         if pdu.itt in self.commands:
             self._reject(pdu, P.REJECT_TASK_IN_PROGRESS)
             return
-        command = Command(pdu, P.decode_lun(pdu.lun_field))
+        command = Command(pdu, P.decode_lun(pdu.lun_field), self.arrived)
         params = self.params
         if command.write and command.expected_length:
             if pdu.data and not params.immediate_data:
@@ -504,6 +514,8 @@ class Connection:
                 out.append(R.scsi_response(command.itt, self._seq(), task.status, task.sense, count, residual))
         else:
             out.append(R.scsi_response(command.itt, self._seq(), task.status, task.sense, command.r2t_sn, residual))
+        command.sent = sent + command.wanted if ok else -1
+        self.finished.append(command)
         size = sent + P.BHS_LEN                 # _hold_output, written out: once per command
         self._queued += size
         self.unsent += size

@@ -173,5 +173,11 @@ class LogicalUnit:
         self.read_only = self.configured_read_only or software_write_protect
         self._refuse()
 
+    def set_configured_read_only(self, read_only: bool) -> None:
+        """The configuration's `readonly` changed (a reload)."""
+        self.configured_read_only = read_only
+        self.read_only = read_only or self.software_write_protect
+        self._refuse()
+
     def establish_ua(self, asc_ascq: int, except_nexus: str | None = None) -> None:
         self.attentions.establish(asc_ascq, except_nexus)

@@ -57,8 +57,12 @@ class SharedUnits:
     def share_units(self) -> None:
         """Every unit's reservations and unit attentions through the coordinator."""
         for lun_id, unit in self.luns.items():
-            unit.reservations = SharedReservations(self.coordinator, self.iqn, lun_id, self._change_applier(lun_id))
-            unit.attentions.on_take = self._consumed_reporter(lun_id)
+            self.share_unit(lun_id, unit)
+
+    def share_unit(self, lun_id: int, unit: LogicalUnit) -> None:
+        """One unit's reservations and unit attentions through the coordinator (a unit a reload adds, too)."""
+        unit.reservations = SharedReservations(self.coordinator, self.iqn, lun_id, self._change_applier(lun_id))
+        unit.attentions.on_take = self._consumed_reporter(lun_id)
 
     # -- sessions ---------------------------------------------------------------------------------------------
     def attach(self, nexus: str, session) -> None:
