@@ -15,11 +15,11 @@ instead of holding them, and the tasks that hold them, forever.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
-import select
-import signal
-import time
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from .base import BackstoreError
@@ -157,11 +157,11 @@ def image_features(image) -> int:
     return int(features[0])
 
 
-def prepare_image(rbd: RbdImage, size: int | None) -> int:
+def prepare_image(rbd: RbdImage, size: int | None, created: list[RbdImage] | None = None) -> int:
     """The supervisor's check of an RBD LUN before any worker starts: the image exists (created with `size` if it
     does not and a size is given), has no exclusive-lock (every worker writes it: see the README's "Ceph RBD"),
-    and is grown to `size` when smaller. The image's size in bytes; BackstoreError naming the image otherwise.
-    Connects and disconnects: nothing of librados may be left running when the workers are forked."""
+    and is grown to `size` when smaller. The image's size in bytes (and the image appended to `created` if it was
+    made); BackstoreError naming the image otherwise. Connects and disconnects."""
     conn = Connection(rbd.client)
     pool, name = rbd.pool, rbd.name
     try:
@@ -170,7 +170,8 @@ def prepare_image(rbd: RbdImage, size: int | None) -> int:
             rc = lib.rbd_create2(conn.ioctx(pool), name.encode(), size, FEATURES, order)
             if rc != -errno.EEXIST:
                 _check(rc, f"creating RBD image {rbd}")
-                log.info("created RBD image %s of %d bytes", rbd, size)
+                if created is not None:
+                    created.append(rbd)
         image = open_image(conn, rbd)
         try:
             if image_features(image) & EXCLUSIVE_LOCK:
@@ -189,41 +190,39 @@ def prepare_image(rbd: RbdImage, size: int | None) -> int:
 
 
 def prepare_image_apart(rbd: RbdImage, size: int | None) -> int:
-    """`prepare_image` in a child process (see the module docstring), at most PREPARE_TIMEOUT_SECONDS; its
-    answer, or the BackstoreError it raised."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                # the child: answer through the pipe, never return
-        code = 1
-        try:
-            os.close(read_end)
-            answer = f"size {prepare_image(rbd, size)}"
-            code = 0
-        except BackstoreError as e:
-            answer = f"error {e}"
-        except BaseException as e:              # whatever it is, the supervisor must hear of it
-            answer = f"error RBD image {rbd}: {e!r}"
-        finally:
-            try:
-                os.write(write_end, answer.encode())
-            finally:
-                os._exit(code)
-    os.close(write_end)
+    """`prepare_image` in a process of its own (`python -m target.backstore.rados`: see the module docstring; a new
+    process rather than a fork, since the coordinator, which checks the LUNs a reload adds, has threads), at most
+    PREPARE_TIMEOUT_SECONDS: the image's size, or the BackstoreError it raised."""
+    spec = {"pool": rbd.pool, "image": rbd.name, "size": size, "ceph_conf": rbd.client.ceph_conf,
+            "client_name": rbd.client.client_name, "keyring": rbd.client.keyring}
     try:
-        chunks = []
-        deadline = time.monotonic() + PREPARE_TIMEOUT_SECONDS
-        while (left := deadline - time.monotonic()) > 0 and select.select([read_end], [], [], left)[0]:
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            raise BackstoreError(f"RBD image {rbd}: no answer from the cluster within {PREPARE_TIMEOUT_SECONDS} s")
-    finally:
-        os.close(read_end)
-        os.waitpid(pid, 0)
-    kind, _, text = b"".join(chunks).decode(errors="replace").partition(" ")
+        proc = subprocess.run([sys.executable, "-m", __name__, json.dumps(spec)], capture_output=True, text=True,
+                              errors="replace", timeout=PREPARE_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BackstoreError(f"RBD image {rbd}: no answer from the cluster within {PREPARE_TIMEOUT_SECONDS} s") \
+            from None
+    lines = proc.stdout.strip().splitlines()
+    kind, _, text = (lines[-1] if lines else "").partition(" ")
+    if kind == "created":
+        log.info("created RBD image %s of %s bytes", rbd, size)
+        kind, _, text = text.partition(" ")
     if kind != "size":
-        raise BackstoreError(text or f"RBD image {rbd}: the check ended without an answer")
+        raise BackstoreError(text or f"RBD image {rbd}: the check exited {proc.returncode}: {proc.stderr[-1000:]}")
     return int(text)
+
+
+def _check_from_command_line() -> None:
+    """The child of prepare_image_apart: one line, `[created ]size BYTES` or `error MESSAGE`."""
+    spec = json.loads(sys.argv[1])
+    rbd = RbdImage(spec["pool"], spec["image"], CephClient(spec["ceph_conf"], spec["client_name"], spec["keyring"]))
+    created: list[RbdImage] = []
+    try:
+        size = prepare_image(rbd, spec["size"], created)
+    except BackstoreError as e:
+        print(f"error {e}")
+        return
+    print(f"{'created ' if created else ''}size {size}")
+
+
+if __name__ == "__main__":
+    _check_from_command_line()

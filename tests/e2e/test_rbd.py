@@ -9,8 +9,8 @@ from collections import Counter
 from functools import partial
 
 from conformance import ALONE, every_test_but, run_suite
-from harness import (FioRun, Lun, RingTgt, capacity, fio_json, poll, serve_expecting_exit, sessions_on_every_worker,
-                     write_fio_job)
+from harness import (FioRun, Lun, RingTgt, capacity, fio_json, poll, ringtgt_binary, run, serve_expecting_exit,
+                     sessions_on_every_worker, write_fio_job)
 
 import initiator as I
 
@@ -158,3 +158,32 @@ def test_a_cephx_client_of_its_own(ringtgt, ceph_cluster, tmp_path):
     status, lines = serve_expecting_exit(RingTgt(tmp_path / "stranger", luns=[Lun(0, "", BS, store=stranger)]).config)
     assert status == 1 and len(lines) == 1, lines
     assert "ceph client client.stranger" in lines[0] and "Permission denied" in lines[0], lines
+
+
+def test_a_reload_adds_an_rbd_lun_its_image_created(ringtgt, ceph_cluster):
+    """`ringtgt reload` with a new RBD LUN and a size: the coordinator's check creates the image (no exclusive-lock)
+    and every worker serves it; one naming a missing image without a size is refused, nothing changed."""
+    tgt = ringtgt(luns=[rbd_lun(ceph_cluster, "before-reload", 8 << 20)], workers=2)
+    base = tgt.config.read_text()
+    tgt.config.write_text(base + f'\n[[target.lun]]\nid = 2\n{ceph_cluster.lun_keys("absent")}\n')
+    refused = run([ringtgt_binary(), "reload", "--config", str(tgt.config)], check=False)
+    print(f"reload with a missing image: exit {refused.returncode}: {refused.stdout.strip()}")
+    assert refused.returncode != 0 and "rbd/absent does not exist" in refused.stdout, refused.stdout
+
+    tgt.config.write_text(base + f'\n[[target.lun]]\nid = 1\nsize = "8MiB"\n{ceph_cluster.lun_keys("reloaded")}\n')
+    done = run([ringtgt_binary(), "reload", "--config", str(tgt.config)], check=False)
+    print(f"reload adding an RBD LUN: exit {done.returncode}: {done.stdout.strip()}")
+    assert done.returncode == 0, done.stdout
+    info = json.loads(ceph_cluster.rbd("info", "--format", "json", "rbd/reloaded"))
+    assert info["size"] == 8 << 20 and "exclusive-lock" not in info["features"]
+    held = sessions_on_every_worker(tgt, "iqn.2026-12.org.ringtgt:rbd-reload")
+    try:
+        for ini in held:
+            ini.clear_unit_attentions(lun=1)        # the new unit's power-on
+            data = os.urandom(8 * BS)
+            assert ini.write(10, data, block_size=BS, lun=1).status == I.GOOD
+            result = ini.read(10, 8, block_size=BS, lun=1)
+            assert result.status == I.GOOD and result.data == data
+    finally:
+        for ini in held:
+            ini.close()
