@@ -13,19 +13,24 @@ export RINGTGT_FIO ?= $(FIO_BIN)
 PYTEST_ARGS ?= tests
 CONFIG ?=
 
-# Build: compiler, liburing, Python headers, venv.  Tests: libiscsi tools, qemu-img with iscsi://, ip (netns).
-# (fio's own build dependencies are installed by scripts/build-fio.sh.)
-SYSTEM_PACKAGES := gcc pkg-config liburing-dev python3-dev python3-venv \
+# Build: compiler, liburing, librbd (the RBD backstore), Python headers, venv.  Tests: libiscsi tools, qemu-img
+# with iscsi://, ip (netns).  (fio's own build dependencies are installed by scripts/build-fio.sh.)
+SYSTEM_PACKAGES := gcc pkg-config liburing-dev librbd-dev librados-dev python3-dev python3-venv \
                    libiscsi-bin qemu-utils qemu-block-extra iproute2
 
-# `make bench` compares against Debian's tgtd (and SPDK's iscsi_tgt with BENCH_ARGS="--spdk DIR", an SPDK build).
-BENCH_PACKAGES := tgt
+# The RBD tests start a one-node Ceph cluster (tests/ceph_cluster.py): a monitor, an OSD, the ceph and rbd tools.
+CEPH_PACKAGES := ceph-mon ceph-osd ceph-common
+
+# `make bench` compares against Debian's tgtd (its bs_rbd on the Ceph cluster of the rbd suite), and SPDK's iscsi_tgt
+# with BENCH_ARGS="--spdk DIR" (an SPDK build).
+BENCH_PACKAGES := tgt tgt-rbd $(CEPH_PACKAGES)
 BENCH_ARGS ?=
 BENCH_JSON ?= .cache/bench.json
 
-# The compiled ring: rebuilt when its sources change, or when the .so is missing.
-FFI_SOURCES := build_ffi.py $(wildcard ioring/_cdefs.h ioring/_ffi_src.c)
-ifeq ($(wildcard ioring/_liburing*.so),)
+# The compiled ring and librbd calls: rebuilt when its sources change, or when the .so is missing.
+FFI_SOURCES := build_ffi.py $(wildcard ioring/_cdefs.h ioring/_ffi_src.c \
+                                     target/backstore/_librbd_cdefs.h target/backstore/_librbd_src.c)
+ifeq ($(and $(wildcard ioring/_liburing*.so),$(wildcard target/backstore/_librbd*.so)),)
 .PHONY: $(STAMPS)/ffi
 endif
 
@@ -41,6 +46,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 test: setup lint $(RINGTGT_FIO)
+	@scripts/apt-ensure.sh $(CEPH_PACKAGES)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 .PHONY: unit
@@ -75,4 +81,5 @@ $(FIO_BIN):
 	scripts/build-fio.sh $(dir $(@D))
 
 clean:
-	rm -rf $(STAMPS) build *.egg-info .mypy_cache .ruff_cache ioring/_liburing*.so ioring/_liburing.c ioring/_liburing.o
+	rm -rf $(STAMPS) build *.egg-info .mypy_cache .ruff_cache ioring/_liburing*.so ioring/_liburing.c ioring/_liburing.o \
+	       target/backstore/_librbd*.so target/backstore/_librbd.c target/backstore/_librbd.o

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from target.config import Config, ConfigError, LunConfig, dump_config, load_config
 from target.config_diff import ConfigDiff, config_diff
-from target.preflight import PreflightError, check_image, check_portal
+from target.preflight import PreflightError, check_image, check_portal, check_rbd_image
 from target.resize import ResizeError, grow_image
 from target.running_config import save_running
 
@@ -104,6 +104,8 @@ def _prepare(current: Config, new: Config, diff: ConfigDiff) -> str:
         for iqn, lun_id in added:
             if luns[iqn, lun_id].backstore == "file":
                 check_image(new.server.state_dir, iqn, luns[iqn, lun_id])
+            elif luns[iqn, lun_id].backstore == "rbd":
+                check_rbd_image(new.server.state_dir, iqn, luns[iqn, lun_id])
         for change in diff.luns_changed:
             if change.size is not None:
                 grow_image(luns[change.iqn, change.lun], change.size[1])

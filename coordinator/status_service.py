@@ -12,7 +12,8 @@ state of the running node, gathered where each fact already is.
                                                     heartbeat (None: never heard)
     luns         [{target, lun, backstore, path, size, state, reason, sanitizing, ejected}]
                  state "online" or "offline" (the offline marker of target/backstore/images.py, its text the reason);
-                 sanitizing and ejected from the unit's medium (coordinator/unit_state/medium.py)
+                 sanitizing and ejected from the unit's medium (coordinator/unit_state/medium.py); path an RBD
+                 image's pool/image; size None for an RBD LUN that takes its image's
     sessions     this node's logged-in sessions
 """
 from __future__ import annotations
@@ -105,7 +106,8 @@ def register_status_handlers(service: CoordinatorService, running, registry: Ses
             for lun in target.luns:
                 reason = offline_reason(state_dir, target.iqn, lun.id)
                 medium = authority.unit(target.iqn, lun.id).medium
-                luns.append({"target": target.iqn, "lun": lun.id, "backstore": lun.backstore, "path": lun.path,
+                path = f"{lun.pool}/{lun.image}" if lun.backstore == "rbd" else lun.path     # an RBD image's name
+                luns.append({"target": target.iqn, "lun": lun.id, "backstore": lun.backstore, "path": path,
                              "size": lun.size, "state": "offline" if reason else "online", "reason": reason,
                              "sanitizing": medium.sanitize == SANITIZING, "ejected": not medium.loaded})
         supervisor, coordinator = os.getppid(), os.getpid()

@@ -7,7 +7,8 @@ user_data is the caller's: an int below 2**63, unique among the ops in flight.
 Busy polling (`busy_poll_us`): after a turn that reaped at most one completion while no file op is in flight
 (a latency-bound load such as QD1), the next turn spins on the CQ that long, yielding the CPU to anything
 runnable, before it sleeps: a command arriving in that window skips the sleep and wakeup that otherwise
-dominate its latency. Heavier loads and disk waits never spin.
+dominate its latency. Heavier loads and disk waits never spin, nor do waits on storage I/O done outside the ring
+(librbd's: its callers count them in `outside_ops`), whose threads need the CPU a spin would take.
 
 The ring is set up SINGLE_ISSUER|COOP_TASKRUN|TASKRUN_FLAG when the kernel allows (≥ 6.0; plain otherwise):
 only the thread that created it may submit, so create it in the worker process, after fork.
@@ -48,8 +49,8 @@ def _iovec(bufs: Iterable[Buffer], writable: bool) -> tuple[Any, list[Any]]:    
 class Ring:
     """An io_uring submission/completion queue pair."""
 
-    __slots__ = ("_ring", "_pins", "_files", "_capacity", "_scratch", "_user_data", "_res", "_pairs", "flags",
-                 "_busy_poll_ns", "_spin_ns")
+    __slots__ = ("outside_ops", "_ring", "_pins", "_files", "_capacity", "_scratch", "_user_data", "_res", "_pairs",
+                 "flags", "_busy_poll_ns", "_spin_ns")
 
     def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0) -> None:
         self._ring = None                   # until the kernel gives us one (close() and __del__ check)
@@ -66,6 +67,7 @@ class Ring:
         self.flags = tuned                  # the setup flags the ring runs with
         self._pins: dict[int, object] = {}    # socket and other ops' buffers, by user_data
         self._files: dict[int, object] = {}   # file reads' and writes' buffers: while any, no busy polling
+        self.outside_ops = 0                  # storage ops in flight outside the ring: while any, no busy polling
         self._busy_poll_ns = self._spin_ns = int(busy_poll_us * 1000)
         self._capacity = capacity = 2 * entries    # the CQ is twice the SQ: one reap call drains it
         self._scratch = ffi.new("struct io_uring_cqe *[]", capacity)
@@ -198,7 +200,7 @@ class Ring:
         if rc < 0:
             raise error_for(rc, "io_uring_submit_and_wait")
         if not rc:
-            self._spin_ns = 0 if self._files else self._busy_poll_ns
+            self._spin_ns = 0 if self._files or self.outside_ops else self._busy_poll_ns
             return []
         done: list[int] = _unpack(self._pairs, 2 * rc)
         while rc == self._capacity:         # the CQ may hold more than one batch
@@ -207,7 +209,7 @@ class Ring:
         pop, pop_file = self._pins.pop, self._files.pop
         for user_data in done[::2]:
             pop(user_data, None) or pop_file(user_data, None)
-        self._spin_ns = 0 if self._files or rc > _SPIN_AFTER_AT_MOST else self._busy_poll_ns
+        self._spin_ns = 0 if self._files or self.outside_ops or rc > _SPIN_AFTER_AT_MOST else self._busy_poll_ns
         return done
 
     def reap(self) -> list[tuple[int, int]]:

@@ -10,7 +10,9 @@ the ratios ringtgt/peer (for latency and CPU the ratio is peer/ringtgt, so > 1 a
 Suites: `file` (the main matrix, through the page cache), `direct` (the matrix on O_DIRECT file LUNs: ringtgt
 `direct = true`, tgtd `--bsoflags direct`, SPDK's uring bdev; the work directory must be on a file system
 that supports O_DIRECT, not tmpfs), `null` (the matrix on null backstores: protocol overhead only),
-`scaling` (ringtgt with 1 and 2 workers), `memory` (RSS per ringtgt worker idle and with 64 sessions).
+`scaling` (ringtgt with 1 and 2 workers), `memory` (RSS per ringtgt worker idle and with 64 sessions), `rbd`
+(RBD images on a one-node Ceph cluster the bench starts, tests/ceph_cluster.py: ringtgt against tgtd's bs_rbd,
+then `rbd bench` on the same kind of image for the cluster's own ceiling; not in the default set).
 `--spdk DIR` adds SPDK (DIR: an SPDK build with start.sh/stop.sh, e.g. ../shared/anchors/spdk) to the direct
 and null suites, on as many cores as ringtgt has workers; it is started right before each of its runs and
 stopped right after, since its reactors spin their cores even when idle, and that spinning counts as CPU spent.
@@ -37,6 +39,12 @@ HERE = Path(__file__).resolve().parent
 JOBS = ["randread-4k-qd32", "randwrite-4k-qd32", "seqread-128k-qd8", "seqwrite-128k-qd8", "randread-4k-qd1",
         "mixed-64k-70-30"]
 SCALING_JOBS = ["randread-4k-qd32", "randwrite-4k-qd32"]
+RBD_JOBS = {        # the fio job, and `rbd bench` with the same pattern and I/Os in flight (the jobs run two fio jobs)
+    "randread-4k-qd32": ["--io-type", "read", "--io-pattern", "rand", "--io-size", "4K", "--io-threads", "64"],
+    "randwrite-4k-qd32": ["--io-type", "write", "--io-pattern", "rand", "--io-size", "4K", "--io-threads", "64"],
+    "seqread-128k-qd8": ["--io-type", "read", "--io-pattern", "seq", "--io-size", "128K", "--io-threads", "16"],
+    "seqwrite-128k-qd8": ["--io-type", "write", "--io-pattern", "seq", "--io-size", "128K", "--io-threads", "16"],
+}
 # ringtgt's defaults are the conservative ones (InitialR2T=Yes, ImmediateData=No: every write waits for an
 # R2T). tgtd offers ImmediateData=Yes by default, so a 4k write is one PDU. The bench runs ringtgt as a perf
 # lab would: first bursts as immediate data, and unsolicited Data-Out beyond it.
@@ -183,6 +191,42 @@ def memory(workdir: Path, size: int, runtime: int, log) -> dict:
     return result
 
 
+def rbd_suite(workdir: Path, size: int, args, log) -> tuple[dict, str]:
+    """ringtgt and tgtd's bs_rbd on two images of a one-node cluster, then `rbd bench` on a third: the table."""
+    sys.path.insert(0, str(HERE.parent))
+    from tests.ceph_cluster import POOL, CephCluster
+    with CephCluster(workdir / "ceph") as cluster:
+        log(f"  Ceph cluster started in {cluster.start_seconds:.1f} s")
+        images = {}
+        for name in ("ringtgt", "tgtd", "rbd-bench"):
+            images[name] = cluster.create_image(name, size)
+            cluster.rbd("bench", "--io-type", "write", "--io-size", "4M", "--io-total", str(size), images[name])
+        servers = []
+        try:
+            servers.append(RingTgtServer(workdir / "ringtgt-rbd", image=None, size=size, workers=args.workers,
+                                         server_extra=RINGTGT_SERVER, store=cluster.lun_keys("ringtgt")))
+            servers.append(TgtdServer(workdir / "tgtd-rbd", image=None, size=size, rbd=(f"{POOL}/tgtd", cluster.conf)))
+            table = side_by_side(servers, list(RBD_JOBS), args.rounds, args.runtime, log)
+        finally:
+            for server in servers:
+                server.stop()
+        ceiling = {}
+        for job, bench_args in RBD_JOBS.items():
+            runs = []
+            for _ in range(args.rounds):
+                out = cluster.rbd("bench", *bench_args, "--io-total", str(size // 4), images["rbd-bench"])
+                runs.append(float(out.strip().splitlines()[-1].split("ops/sec:")[1].split()[0]))
+            ceiling[job] = statistics.median(runs)
+            log(f"  rbd bench {job:18} {ceiling[job]:9.0f} IOPS")
+    for job, cells in table.items():
+        cells["rbd_bench_iops"] = ceiling[job]
+    text = format_table(f"RBD images on a one-node Ceph cluster, ringtgt workers={args.workers}", table, "ringtgt",
+                        "tgtd")
+    text += "\n\n| job | rbd bench IOPS | ringtgt / rbd bench |\n|---|---|---|\n" + "\n".join(
+        f"| {job} | {ceiling[job]:.0f} | {table[job]['ringtgt']['iops'] / ceiling[job]:.2f} |" for job in RBD_JOBS)
+    return table, text
+
+
 def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
@@ -193,7 +237,7 @@ def machine() -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suites", default="file,direct,null,scaling,memory",
-                        help="comma-separated: file, direct, null, scaling, memory (default: all)")
+                        help="comma-separated: file, direct, null, scaling, memory, rbd (default: all but rbd)")
     parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated job names from perf/jobs/")
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per job (default 3)")
     parser.add_argument("--runtime", type=int, default=4, help="seconds per fio run, after 1 s ramp (default 4)")
@@ -274,6 +318,9 @@ def main(argv=None) -> int:
                               f"| idle | {', '.join(f'{v:.1f}' for v in mem['idle_mib'])} |\n"
                               f"| 64 sessions (per worker: {', '.join(map(str, mem['sessions']))}) | "
                               f"{', '.join(f'{v:.1f}' for v in mem['sessions_64_mib'])} |")
+            elif suite == "rbd":
+                results[suite], text = rbd_suite(workdir, min(size, 256 * MIB), args, log)
+                tables.append(text)
             else:
                 parser.error(f"unknown suite {suite!r}")
     results["machine"]["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]

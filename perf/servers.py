@@ -155,12 +155,15 @@ class RingTgtServer:
     name = "ringtgt"
 
     def __init__(self, directory: Path, *, image: Path | None, size: int, workers: int, env: dict | None = None,
-                 server_extra: str = "", binary: Path | None = None, direct: bool = False):
+                 server_extra: str = "", binary: Path | None = None, direct: bool = False, store: str | None = None):
+        """`store`: the LUN's backstore keys instead of a file `image` (e.g. an RBD image's)."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.workers = workers
-        lun = (f'path = "{image}"' if image is not None else 'backstore = "null"') + f"\nsize = {size}"
+        if store is None:
+            store = f'path = "{image}"' if image is not None else 'backstore = "null"'
+        lun = f"{store}\nsize = {size}"
         if direct:
             lun += "\ndirect = true"
         config = self.dir / "ringtgt.toml"
@@ -196,7 +199,9 @@ class RingTgtServer:
 class TgtdServer:
     name = "tgtd"
 
-    def __init__(self, directory: Path, *, image: Path | None, size: int, direct: bool = False):
+    def __init__(self, directory: Path, *, image: Path | None, size: int, direct: bool = False,
+                 rbd: tuple[str, Path] | None = None):
+        """`rbd`: (pool/image, ceph.conf) served by tgt's bs_rbd (Debian's tgt-rbd) instead of a file `image`."""
         tgtd, self.tgtadm = shutil.which("tgtd"), shutil.which("tgtadm")
         if tgtd is None or self.tgtadm is None:
             raise RuntimeError("tgtd/tgtadm not found: install Debian's tgt (make bench does, as root)")
@@ -215,6 +220,8 @@ class TgtdServer:
             backing = ["--bstype", "null", "-b", "null"] if image is None else ["-b", str(image)]
             if direct and image is not None:
                 backing += ["--bsoflags", "direct"]
+            if rbd is not None:
+                backing = ["--bstype", "rbd", "-b", rbd[0], "--bsopts", f"conf={rbd[1]}"]
             self._adm("--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1", *backing)
             self._adm("--mode", "target", "--op", "bind", "--tid", "1", "-I", "ALL")
         except BaseException:

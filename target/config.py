@@ -35,7 +35,8 @@ DEFAULT_PORT = 3260
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 BLOCK_SIZES = (512, 4096)
-BACKSTORES = ("file", "null")
+BACKSTORES = ("file", "null", "rbd")
+RBD_KEYS = ("pool", "image", "ceph_conf", "client_name", "keyring")    # the keys of backstore "rbd" alone
 MAX_LUN_ID = 255
 MAX_BLOCKS_PER_PHYSICAL = 1 << 15    # physical_block_size / block_size: READ CAPACITY(16)'s 4-bit exponent
 MAX_NAME_BYTES = 223  # RFC 3720 3.2.6.1
@@ -102,7 +103,7 @@ class AuthConfig:
 class LunConfig:
     id: int
     path: str | None
-    size: int
+    size: int | None                            # None: backstore "rbd" without one, the image's size
     block_size: int
     backstore: str
     direct: bool
@@ -115,6 +116,11 @@ class LunConfig:
     sanitize_rate: int = 0                      # bytes per second a SANITIZE may write; 0: no limit
     encryption_key: str | None = None           # key file: blocks encrypted at rest (CRYPTO ERASE offered)
     physical_block_size: int | None = None      # reported physical block (READ CAPACITY(16)); None: block_size
+    pool: str | None = None                     # backstore "rbd": the image's pool and name,
+    image: str | None = None
+    ceph_conf: str | None = None                # and how to reach the cluster (None: librados' defaults)
+    client_name: str | None = None
+    keyring: str | None = None
 
 
 @dataclass(frozen=True)
@@ -487,7 +493,8 @@ def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:
     block_size = t.take("block_size", (int,), 512)
     if block_size not in BLOCK_SIZES:
         raise t.error("block_size", f"must be 512 or 4096, got {block_size}")
-    size = _lun_size(t, path, block_size)
+    size = _lun_size(t, path, block_size, backstore)
+    rbd = _rbd_keys(t, backstore, base_dir)
     serial = t.take("serial", (str,), None)
     if serial is None:
         serial = derive_serial(iqn, lun_id)
@@ -514,15 +521,38 @@ def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:
         sanitize_rate=_sanitize_rate(t),
         encryption_key=_encryption_key(t, backstore, base_dir),
         physical_block_size=_physical_block_size(t, block_size),
+        **rbd,
     )
     t.finish()
     return lun
 
 
+def _rbd_keys(t: _Table, backstore: str, base_dir: str) -> dict[str, str | None]:
+    """pool and image (required) and the optional ceph_conf, client_name and keyring of backstore "rbd"."""
+    keys: dict[str, str | None] = {key: t.take(key, (str,), None) for key in RBD_KEYS}
+    for key, value in keys.items():
+        if value is not None and backstore != "rbd":
+            raise t.error(key, f'only used by backstore "rbd", not "{backstore}"')
+        if value == "":
+            raise t.error(key, "must not be empty")
+    if backstore == "rbd":
+        for key in ("pool", "image"):
+            if keys[key] is None:
+                raise t.error(key, 'required for backstore "rbd"')
+        for key in ("ceph_conf", "keyring"):
+            value = keys[key]
+            if value is not None:
+                keys[key] = _resolve(base_dir, value)
+        client_name = keys["client_name"]
+        if client_name is not None and not client_name.startswith("client."):
+            raise t.error("client_name", f"must be a Ceph client name like 'client.iscsi', got {client_name!r}")
+    return keys
+
+
 def _thin(t: _Table, backstore: str) -> bool:
-    thin = t.take("thin", (bool,), backstore == "file")
-    if thin and backstore != "file":
-        raise t.error("thin", f'only a file can be thin-provisioned, not backstore "{backstore}"')
+    thin = t.take("thin", (bool,), backstore in ("file", "rbd"))
+    if thin and backstore not in ("file", "rbd"):
+        raise t.error("thin", f'only a file or an RBD image can be thin-provisioned, not backstore "{backstore}"')
     return thin
 
 
@@ -551,10 +581,12 @@ def _sanitize_rate(t: _Table) -> int:
     return rate
 
 
-def _lun_size(t: _Table, path: str | None, block_size: int) -> int:
-    """The configured size, or for an existing file without one, the file's size."""
+def _lun_size(t: _Table, path: str | None, block_size: int, backstore: str) -> int | None:
+    """The configured size, or for an existing file without one, the file's size (an RBD image's: None)."""
     raw = t.take("size", (int, str), None)
     if raw is None:
+        if backstore == "rbd":
+            return None
         if path is None:
             raise t.error("size", "required for backstore \"null\"")
         try:

@@ -123,7 +123,11 @@ def _lun(iqn: str, old: LunConfig, new: LunConfig, where: str, diff: ConfigDiff)
                                 f"LUN ({iqn} LUN {new.id}); remove the LUN in one reload and add it back in the next, "
                                 "or restart")
     size = None
-    if new.size < old.size:
+    if old.size is None or new.size is None:        # an RBD LUN serving its image's size: `rbd resize` grows it
+        if old.size != new.size:
+            diff.refused.append(f"{where}.size: {old.size!r} -> {new.size!r} cannot change on a live LUN ({iqn} LUN "
+                                f"{new.id}); `rbd resize` grows an RBD image")
+    elif new.size < old.size:
         diff.refused.append(f"{where}.size: {new.size} is below the LUN's {old.size} bytes ({iqn} LUN {new.id}): "
                             "shrinking would drop the data beyond the new end")
     elif new.size > old.size:

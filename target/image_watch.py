@@ -10,7 +10,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .backstore import Backstore, ImageGone, open_backstore
+from .backstore import Backstore, BackstoreError, ImageGone, RbdImage, open_backstore
+from .backstore.rados import CephClient
 from .backstore import images
 from .backstore.offline import OfflineBackstore
 
@@ -36,21 +37,26 @@ class ImageWatch:
         self._checking = False                                                # a check is scheduled
 
     def open(self, iqn: str, lun: LunConfig, reactor: Reactor) -> Backstore:
-        """The LUN's store: for a file LUN its recorded image, or a stand-in when the image is gone."""
+        """The LUN's store: for a file LUN its recorded image, or a stand-in when the image is gone (for an RBD LUN
+        when this worker cannot open its image: the LUN goes offline until `serve` starts again)."""
         identity, reason = self._recorded(iqn, lun) if lun.backstore == "file" else (None, None)
         if reason is None:
             try:
                 store = open_backstore(lun.backstore, reactor, path=lun.path, size=lun.size, block_size=lun.block_size,
                                        direct=lun.direct, write_cache=lun.write_cache,
-                                       encryption_key=lun.encryption_key, image=identity)
+                                       encryption_key=lun.encryption_key, image=identity, rbd=rbd_image(lun))
             except ImageGone as e:
                 reason = str(e)
+            except BackstoreError as e:
+                if lun.backstore != "rbd":
+                    raise
+                reason = str(e)                 # the cluster did not answer this worker (the supervisor's check passed)
             else:
                 if identity is not None:
                     self._identities[iqn, lun.id] = identity
                 return store
         self._gone[iqn, lun.id] = reason
-        return OfflineBackstore(reactor, path=lun.path, size=lun.size, block_size=lun.block_size,
+        return OfflineBackstore(reactor, path=lun.path, size=lun.size or lun.block_size, block_size=lun.block_size,
                                 write_cache=lun.write_cache)
 
     def _recorded(self, iqn: str, lun: LunConfig) -> tuple[images.ImageIdentity | None, str | None]:
@@ -101,3 +107,10 @@ class ImageWatch:
             log.error("%s LUN %d offline (NOT READY, MANUAL INTERVENTION REQUIRED): %s", iqn, lun_id, reason)
         else:
             log.info("%s LUN %d offline, as another worker found: %s", iqn, lun_id, reason)
+
+
+def rbd_image(lun: LunConfig) -> RbdImage | None:
+    """The RBD image of a backstore "rbd" LUN (None for the others)."""
+    if lun.pool is None or lun.image is None:
+        return None
+    return RbdImage(lun.pool, lun.image, CephClient(lun.ceph_conf, lun.client_name, lun.keyring))

@@ -20,7 +20,9 @@ import socket
 from .backstore import BackstoreError
 from .backstore import images
 from .backstore.encrypted import _read_key
+from .backstore.rados import prepare_image_apart
 from .config import Config
+from .image_watch import rbd_image
 
 LOCK_FILE = "serve.lock"
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
@@ -41,6 +43,8 @@ def preflight(config: Config) -> int:
             for lun in target.luns:
                 if lun.backstore == "file":
                     check_image(config.server.state_dir, target.iqn, lun)
+                elif lun.backstore == "rbd":
+                    check_rbd_image(config.server.state_dir, target.iqn, lun)
     except BaseException:
         os.close(lock)
         raise
@@ -83,6 +87,19 @@ def check_portal(host: str, port: int, freebind: bool = False) -> None:
             if e.errno == errno.EADDRINUSE:
                 raise PreflightError(f"portal {portal}: another process listens on it") from None
             raise PreflightError(f"portal {portal}: cannot listen: {e.strerror}") from None
+
+
+def check_rbd_image(state_dir: str, iqn: str, lun) -> None:
+    """The LUN's RBD image made if missing (with a size), without exclusive-lock (also for a LUN a reload adds)."""
+    image = rbd_image(lun)
+    assert image is not None                    # config.py requires pool and image for backstore "rbd"
+    try:
+        prepare_image_apart(image, lun.size)
+        images.clear_offline(state_dir, iqn, lun.id)     # a worker could not open it in an earlier run
+    except BackstoreError as e:
+        raise PreflightError(f"{iqn} LUN {lun.id}: {e}") from None
+    except OSError as e:
+        raise PreflightError(f"{iqn} LUN {lun.id}: {e.filename}: {e.strerror}") from None
 
 
 def check_image(state_dir: str, iqn: str, lun) -> None:

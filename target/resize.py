@@ -32,6 +32,7 @@ def resize(config: Config, iqn: str, lun_id: int, size_text: str | None) -> tupl
     if lun.backstore != "file" or lun.path is None:
         raise ResizeError(f"LUN {lun_id} of {iqn} is a {lun.backstore!r} backstore: only file and block device "
                           "LUNs can be resized")
+    assert lun.size is not None                 # a file LUN's size is known (config.py)
     _require_serve(config.server.state_dir)
     size = grow_image(lun, None if size_text is None else parse_size(size_text, "--size"))
     try:

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import time
+from functools import partial
 from collections.abc import Callable
 
 from coordinator.client import CoordinatorClient
@@ -149,7 +150,14 @@ class Worker:
                            removable=lun.removable, sanitize_rate=lun.sanitize_rate,
                            physical_block_size=lun.physical_block_size)
         self.images.watch(iqn, lun, unit)
+        if hasattr(store, "on_resize"):         # an RBD image's header watch: `rbd resize`, told to the target
+            store.on_resize = partial(self._store_resized, iqn, lun.id)
         return unit
+
+    def _store_resized(self, iqn: str, lun_id: int, size: int) -> None:
+        target = self.targets.get(iqn)
+        if target is not None:
+            target.store_resized(lun_id, size)
 
     # -- host interface used by Connection ------------------------------------------------------------------
     def scsi_target(self, iqn: str) -> ScsiTarget:

@@ -40,3 +40,13 @@ def h():
     harness = Harness()
     harness.ready()
     return harness
+
+
+@pytest.fixture(scope="session")
+def ceph_cluster(tmp_path_factory):
+    """One Ceph cluster (tests/ceph_cluster.py) for the whole session, started by the first test that asks; with
+    cephx, so that a client of its own (CephCluster.client_keyring) can be tried as well as the admin."""
+    from tests.ceph_cluster import CephCluster
+    with CephCluster(tmp_path_factory.mktemp("ceph"), cephx=True) as cluster:
+        print(f"\nCeph cluster started in {cluster.start_seconds:.1f} s")
+        yield cluster

@@ -87,6 +87,24 @@ def lun_toml(**keys):
     return f'[[target]]\niqn = "iqn.2026-11.org.example:t"\n[[target.lun]]\n{body}\n'
 
 
+def rbd_toml(**keys):
+    """A LUN of backstore "rbd" with its keys replaced by keys (TOML literals)."""
+    return lun_toml(**({"path": None, "size": None, "backstore": '"rbd"', "pool": '"rbd"', "image": '"lun0"'} | keys))
+
+
+def test_rbd_lun(tmp_path):
+    text = rbd_toml(ceph_conf='"ceph/ceph.conf"', client_name='"client.iscsi"', keyring='"/etc/ceph/k"')
+    lun = load_config(write(tmp_path, text)).targets[0].luns[0]
+    assert (lun.backstore, lun.pool, lun.image, lun.size, lun.path) == ("rbd", "rbd", "lun0", None, None)
+    assert (lun.ceph_conf, lun.client_name, lun.keyring) == (str(tmp_path / "ceph/ceph.conf"), "client.iscsi",
+                                                            "/etc/ceph/k")
+    assert lun.thin
+    sized = load_config(write(tmp_path, rbd_toml(size='"1GiB"'), "sized.toml")).targets[0].luns[0]
+    assert sized.size == 1 << 30 and sized.ceph_conf is None
+    config = load_config(write(tmp_path, text))
+    assert load_config(write(tmp_path, dump_config(config), "dumped.toml")) == config
+
+
 def test_full_config(tmp_path):
     config = load_config(write(tmp_path, FULL))
     server = config.server
@@ -227,7 +245,16 @@ def test_parse_size_rejects(text):
     (lun_toml(id="256"), "target[0].lun[0].id: must be 0..255, got 256"),
     (lun_toml(id=None), "target[0].lun[0].id: required"),
     (lun_toml(block_size="520"), "target[0].lun[0].block_size: must be 512 or 4096, got 520"),
-    (lun_toml(backstore='"rbd"'), "target[0].lun[0].backstore: must be one of file, null, got 'rbd'"),
+    (lun_toml(backstore='"tape"'), "target[0].lun[0].backstore: must be one of file, null, rbd, got 'tape'"),
+    (rbd_toml(pool=None), 'target[0].lun[0].pool: required for backstore "rbd"'),
+    (rbd_toml(image=None), 'target[0].lun[0].image: required for backstore "rbd"'),
+    (rbd_toml(image='""'), "target[0].lun[0].image: must not be empty"),
+    (rbd_toml(pool="3"), "target[0].lun[0].pool: must be a string"),
+    (rbd_toml(client_name='"admin"'), "target[0].lun[0].client_name: must be a Ceph client name like 'client.iscsi'"),
+    (rbd_toml(path='"d.img"'), 'target[0].lun[0].path: not used by backstore "rbd"'),
+    (rbd_toml(encryption_key='"k"'), 'target[0].lun[0].encryption_key: only a file is stored encrypted'),
+    (lun_toml(pool='"rbd"'), 'target[0].lun[0].pool: only used by backstore "rbd", not "file"'),
+    (lun_toml(keyring='"k"'), 'target[0].lun[0].keyring: only used by backstore "rbd", not "file"'),
     (lun_toml(path=None), 'target[0].lun[0].path: required for backstore "file"'),
     (lun_toml(backstore='"null"'), 'target[0].lun[0].path: not used by backstore "null"'),
     (lun_toml(backstore='"null"', path=None, size=None), 'target[0].lun[0].size: required for backstore "null"'),

@@ -11,22 +11,24 @@ from .base import Backstore, BackstoreError
 from .encrypted import EncryptedBackstore
 from .file import FileBackstore, ImageGone, ImageIdentity
 from .null import NullBackstore
+from .rados import RbdImage
+from .rbd import RbdBackstore
 
-__all__ = ["Backstore", "BackstoreError", "ImageGone", "ImageIdentity", "open_backstore", "KINDS"]
+__all__ = ["Backstore", "BackstoreError", "ImageGone", "ImageIdentity", "RbdImage", "open_backstore", "KINDS"]
 
 log = logging.getLogger(f"ringtgt.{__name__}")
 
-_STORES = {"file": FileBackstore, "null": NullBackstore}
+_STORES = {"file": FileBackstore, "null": NullBackstore, "rbd": RbdBackstore}
 KINDS = tuple(_STORES)
 BLOCK_SIZES = (512, 4096)
 
 
 def open_backstore(kind: str, reactor: Reactor, *, path: str | None, size: int | None, block_size: int,
                    direct: bool = False, write_cache: bool = True, encryption_key: str | None = None,
-                   image: ImageIdentity | None = None) -> Backstore:
+                   image: ImageIdentity | None = None, rbd: RbdImage | None = None) -> Backstore:
     """Open the store of `kind`; BackstoreError if it cannot be (ImageGone: the file is not `image`). size None:
-    the existing file's or device's size. With `encryption_key` (a key file's path) its blocks are encrypted
-    (encrypted.py)."""
+    the existing file's, device's or RBD image's size. With `encryption_key` (a key file's path) its blocks are
+    encrypted (encrypted.py). `rbd`: the image of backstore "rbd"."""
     store = _STORES.get(kind)
     if store is None:
         raise BackstoreError(f"unknown backstore {kind!r} (known: {', '.join(KINDS)})")
@@ -34,6 +36,10 @@ def open_backstore(kind: str, reactor: Reactor, *, path: str | None, size: int |
         raise BackstoreError(f"block size must be 512 or 4096, got {block_size}")
     if size is not None and (size <= 0 or size % block_size):
         raise BackstoreError(f"size must be a positive multiple of the block size {block_size}, got {size}")
+    if store is RbdBackstore:
+        if rbd is None:
+            raise BackstoreError("rbd backstore: a pool and image are required")
+        return RbdBackstore(reactor, rbd=rbd, size=size, block_size=block_size, write_cache=write_cache)
     opened = None
     if store is FileBackstore and not _is_block_device(path):      # a journal beside a file, none beside a device
         try:

@@ -75,17 +75,25 @@ def prepare(state_dir: str, iqn: str, lun: int, path: str, size: int, block_size
     if available - available % block_size > size:
         log.warning("image %s is %d bytes, %s LUN %d is configured for %d: served at %d (after `ringtgt resize`, "
                     "raise the LUN's `size` too)", path, available, iqn, lun, size, size)
-    marker = marker_path(state_dir, iqn, lun)
     try:
         if identity is None:
             save_state(record, {"path": path, "block": found.block, "device": found.device, "inode": found.inode,
                            "generation": found.generation})
-        if os.path.exists(marker):
-            os.unlink(marker)
+        if clear_offline(state_dir, iqn, lun):
             log.info("image %s is in place again: %s LUN %d online", path, iqn, lun)
     except OSError as e:
         raise ImageError(f"image record {e.filename or record}: {e.strerror}") from None
     return found
+
+
+def clear_offline(state_dir: str, iqn: str, lun: int) -> bool:
+    """The LUN is online again (checked by the supervisor before its workers start): True if it was marked
+    offline."""
+    marker = marker_path(state_dir, iqn, lun)
+    if not os.path.exists(marker):
+        return False
+    os.unlink(marker)
+    return True
 
 
 def create(path: str, size: int) -> None:

@@ -7,7 +7,8 @@ holds an OFD write lock on its byte range of the backing file (F_OFD_SETLK, take
 worker and retried every millisecond), so one through another worker process, which has its own open file
 description, waits for it. Ordinary WRITEs take no lock: they are not serialised against a read-modify-write
 in flight (SBC asks that they be); ATS users (VMFS heartbeats and locks) change those blocks only with
-COMPARE AND WRITE.
+COMPARE AND WRITE. A backstore with a `compare_and_write` of its own (RBD: RADOS runs it on the OSD) gets the
+command whole instead, atomic against every client of the store.
 """
 from __future__ import annotations
 
@@ -78,8 +79,22 @@ def compare_and_write(target, unit, task, flags: int, lba: int, count: int):
             raise ScsiError(MISCOMPARE, MISCOMPARE_DURING_VERIFY, information=difference)
         return new
 
-    _read_modify_write(target, unit, task, lba * size, length, bool(flags & C.FUA), compared)
+    if hasattr(unit.backstore, "compare_and_write"):
+        _store_compare_and_write(unit, task, lba * size, expected, new)
+    else:
+        _read_modify_write(target, unit, task, lba * size, length, bool(flags & C.FUA), compared)
     return None
+
+
+def _store_compare_and_write(unit, task, offset: int, expected: bytes, new: bytes) -> None:
+    finish = written(task, unit)
+
+    def done(outcome) -> None:
+        if isinstance(outcome, int):
+            fail(task, ScsiError(MISCOMPARE, MISCOMPARE_DURING_VERIFY, information=outcome))
+        else:
+            finish(outcome)
+    unit.backstore.compare_and_write(offset, expected, new, done)
 
 
 def _read_modify_write(target, unit, task, offset: int, length: int, fua: bool, modify) -> None:

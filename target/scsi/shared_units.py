@@ -20,16 +20,21 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import logging
+
 from coordinator.messages import (AttachNexus, AttentionReported, ClearTaskSet, Failure, LunResized, MediumAnswer,
                                   MediumChange, MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions,
-                                  NexusLost, NexusLostChanges, UnitReset)
+                                  NexusLost, NexusLostChanges, ResizeAnswer, ResizeLun, UnitReset)
 from coordinator.unit_state.medium import SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED
+from coordinator.unit_state.sense import CAPACITY_DATA_HAS_CHANGED
 
 from .lun import LogicalUnit
 from .reservations import ConflictView
 from .sense import BUS_DEVICE_RESET, COMMANDS_CLEARED_BY_ANOTHER_INITIATOR, POWER_ON_OCCURRED, check_condition
 from .shared_reservations import SharedReservations, failed_command
 from .task import GOOD, Barrier
+
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 ATTACH_WAIT = 5.0               # seconds a new session's commands wait for the coordinator's AttachNexus answer
 
@@ -213,6 +218,26 @@ class SharedUnits:
         for nexus, asc_ascq in change.attentions:
             if nexus in self.nexuses:
                 unit.attentions.establish_for(nexus, asc_ascq)
+
+    def store_resized(self, lun: int, size: int) -> None:
+        """The unit's store changed size underneath (`rbd resize`: every worker's image watch sees it): the
+        coordinator decides as for `ringtgt resize` (a shrink is refused); a growth it accepts from this worker
+        is pushed to the others and applied here from the answer, every nexus of this worker told."""
+        unit = self.luns.get(lun)
+        if unit is None or size == unit.blocks * unit.block_size:
+            return
+
+        def answered(answer: ResizeAnswer) -> None:
+            if answer.refused is not None:
+                log.error("%s LUN %d: its store is now %d bytes: %s", self.iqn, lun, size, answer.refused)
+            elif answer.size > answer.previous:
+                self.apply_resize(LunResized(self.iqn, lun, answer.size,
+                                             [[nexus, CAPACITY_DATA_HAS_CHANGED] for nexus in self.nexuses]))
+
+        def failed(failure: Failure) -> None:
+            log.error("%s LUN %d: its store grew to %d bytes, the coordinator did not answer: %s", self.iqn, lun,
+                      size, failure)
+        self.coordinator.request(ResizeLun(self.iqn, lun, size, unit.blocks * unit.block_size), answered, failed)
 
     def apply_views(self, views) -> None:
         for lun, view in views:

@@ -4,11 +4,13 @@ Everything talks to 127.0.0.1 only.  Waiting is always polling a condition with 
 """
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -25,6 +27,7 @@ HOST = "127.0.0.1"
 IQN = "iqn.2026-11.org.ringtgt:test"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+EXIT_TIMEOUT = 30.0         # seconds a refused `serve` has to exit (it takes well under one)
 
 _SIZE_UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
@@ -90,6 +93,7 @@ class Lun:
     size: str = "64MiB"
     block_size: int = 512
     extra: str = ""             # more keys for this [[target.lun]], e.g. "readonly = true"
+    store: str | None = None    # the backstore's keys instead of a file's path (e.g. CephCluster.lun_keys)
 
     @property
     def size_bytes(self) -> int:
@@ -134,8 +138,10 @@ class RingTgt:
                  f'state_dir = "{self.dir / "state"}"', server_extra, "", "[[target]]", f'iqn = "{self.iqn}"',
                  target_extra]
         for lun in self.luns.values():
-            lines += ["", "[[target.lun]]", f"id = {lun.id}", f'path = "{self.lun_path(lun.id)}"',
-                      f'size = "{lun.size}"', f"block_size = {lun.block_size}", lun.extra, lun_extra]
+            store = lun.store if lun.store is not None else f'path = "{self.lun_path(lun.id)}"'
+            size = f'size = "{lun.size}"' if lun.size else ""     # "": the store's own size
+            lines += ["", "[[target.lun]]", f"id = {lun.id}", store, size, f"block_size = {lun.block_size}", lun.extra,
+                      lun_extra]
         return "\n".join(lines + ["", extra]) + "\n"
 
     def lun_path(self, lun: int = 0) -> Path:
@@ -258,6 +264,28 @@ def write_fio_job(path: Path, url: str, **options) -> Path:
     lines += [f"{key}={value}" for key, value in options.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def serve_expecting_exit(config, *, preexec_fn=None) -> tuple[int, list[str]]:
+    """Run `ringtgt serve` that must stop by itself: its exit status and output lines. A serve still running
+    after EXIT_TIMEOUT is killed with everything it started, and the test fails."""
+    proc = subprocess.Popen([ringtgt_binary(), "serve", "--config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
+                            start_new_session=True, preexec_fn=preexec_fn)
+    try:
+        output, _ = proc.communicate(timeout=EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        raise AssertionError(f"ringtgt serve still running {EXIT_TIMEOUT:g} s later:\n{output[-4000:]}") from None
+    print(f"exit status {proc.returncode}: {output!r}")
+    return proc.returncode, output.splitlines()
+
+
+def fio_json(path: Path) -> dict:
+    """fio's JSON report; fio may print warnings into the output file before the JSON."""
+    text = path.read_text()
+    return json.loads(text[text.index("{"):])
 
 
 class FioRun:
@@ -387,6 +415,23 @@ def connections_on_every_worker(tgt: RingTgt) -> dict[int, I.Initiator]:
             ini.close()
         raise
     return held
+
+
+def sessions_on_every_worker(tgt: RingTgt, name: str = "iqn.2026-12.org.ringtgt:resize") -> list[I.Initiator]:
+    """One logged-in session on each worker (initiator `name` and its index), its unit attentions cleared."""
+    held = list(connections_on_every_worker(tgt).values())
+    for index, ini in enumerate(held):
+        ini.login(tgt.iqn, initiator_name=f"{name}{index}")
+        ini.clear_unit_attentions()
+    return held
+
+
+def capacity(ini: I.Initiator) -> int:
+    """READ CAPACITY(16)'s size of the unit in bytes."""
+    result = ini.scsi(I.cdb_read_capacity16(), read_length=32)
+    assert result.status == I.GOOD, result.sense
+    last_lba, block_size = struct.unpack_from(">QI", result.data)
+    return (last_lba + 1) * block_size
 
 
 def assert_workers_serve(tgt: RingTgt, initiator_name: str) -> None:

@@ -14,54 +14,19 @@ session (mpath_sd2_put keeps multipath sessions until the suite ends), so Saniti
 UNIT READY from the first path meet RESERVATION CONFLICT on any target that implements RESERVE."""
 from collections import Counter
 
-import pytest
-from harness import Lun, run, tool
+from conformance import ALONE, every_test_but, run_suite
+from harness import Lun
 
-import cunit
-
-INITIATORS = ["--initiator-name=iqn.2026-11.org.ringtgt:cu-1", "--initiator-name-2=iqn.2026-11.org.ringtgt:cu-2"]
 READ_ONLY_SUITES = "ALL.ReadOnly"
 # The unit of the ALL run is encrypted at rest, so that SANITIZE CRYPTO ERASE is served (and every other test runs
 # through the encryption). Sanitize.Reset checks that a SANITIZE still runs after resets, a logout and a new
 # login, seconds after it began, as on a real disk; a 64 MiB file is overwritten far sooner, so the unit's sanitize
 # rate paces it (8 s at least).
 ALL_RUN_LUN = 'encryption_key = "lun0.key"\nsanitize_rate = "8MiB"'
-ALONE = "ALL.Sanitize.Reset"
 REMOVABLE_SUITES = "ALL.StartStopUnit,ALL.PreventAllow,ALL.NoMedia"
 GEOMETRY_TESTS = ",".join(f"ALL.{name}" for name in (
     "CompareAndWrite.InvalidDataOutSize", "WriteSame10.InvalidDataOutSize", "WriteSame10.UnmapUnaligned",
     "WriteSame16.InvalidDataOutSize", "WriteSame16.UnmapUnaligned"))
-
-
-def run_suite(tests: str, url: str) -> cunit.Report:
-    """iscsi-test-cu on `tests` (comma-separated) with `url` twice; fails the test on any failed test."""
-    proc = run([tool("iscsi-test-cu"), "--dataloss", "--allow-sanitize", f"--test={tests}", *INITIATORS, url, url],
-               timeout=1200, check=False, merge_stderr=False)
-    report = cunit.parse(proc.stdout)  # CUnit's verdicts are on stdout; libiscsi's setup notes on stderr
-    counts = Counter(t.verdict for t in report.tests)
-    print(report.table())
-    print(f"iscsi-test-cu --test={tests}: {len(report.tests)} tests, {counts['passed']} passed, "
-          f"{counts['FAILED']} failed, {counts['SKIPPED']} skipped")
-    details = (f"iscsi-test-cu exit {proc.returncode}; per-test verdicts:\n{report.table()}\n"
-               f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
-    assert report.tests and report.summary and report.summary["ran"] == len(report.tests), \
-        f"summary mismatch\n{details}"
-    if report.failed:
-        pytest.fail("failed: " + ", ".join(t.full_name for t in report.failed) + "\n" + details, pytrace=False)
-    assert report.summary["failed"] == 0 and proc.returncode == 0, details
-    return report
-
-
-def every_test_but(alone: str, path) -> tuple[str, int]:
-    """A test-list file for iscsi-test-cu naming every test of ALL but `alone` (whole suites where it can, so
-    their tests share sessions as under --test=ALL); and how many tests ALL has."""
-    names = run([tool("iscsi-test-cu"), "--list"]).stdout.split()
-    tests = [name for name in names if name.startswith("ALL.") and name.count(".") == 2]
-    suite_of_alone = alone.rsplit(".", 1)[0]
-    lines = [name for name in names if name.startswith("ALL.") and name.count(".") == 1 and name != suite_of_alone]
-    lines += [name for name in tests if name.startswith(suite_of_alone + ".") and name != alone]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path), len(tests)
 
 
 def test_iscsi_test_cu_all(ringtgt, tmp_path):

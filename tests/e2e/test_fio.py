@@ -1,21 +1,14 @@
 """fio's libiscsi engine: eight concurrent sessions of verified random writes, spread over the workers; verified
 writes of mixed sizes on an O_DIRECT LUN."""
-import json
 import os
 
 import pytest
 
 import procfs
-from harness import ConnectionWatcher, FioRun, Lun, worker_accepting, write_fio_job
+from harness import ConnectionWatcher, FioRun, Lun, fio_json, worker_accepting, write_fio_job
 
 JOBS = 8
 PER_JOB = 32 << 20  # each job owns its own 8 MiB slice of the LUN (offset_increment): verify stays valid
-
-
-def fio_json(path) -> dict:
-    """fio's JSON report; fio may print warnings into the output file before the JSON."""
-    text = path.read_text()
-    return json.loads(text[text.index("{"):])
 
 
 def test_fio_randwrite_verify_eight_sessions(ringtgt, tmp_path):

@@ -7,33 +7,13 @@ import resource
 import signal
 import socket
 import struct
-import subprocess
 
 import initiator as I
 import procfs
-from harness import HOST, RingTgt, assert_workers_serve, connections_on_every_worker, poll, ringtgt_binary
+from harness import (HOST, RingTgt, assert_workers_serve, connections_on_every_worker, poll, serve_expecting_exit)
 
 NAME = "iqn.2026-11.org.ringtgt:operator"
 NOT_READY, MANUAL_INTERVENTION_REQUIRED = 0x02, (0x04, 0x03)
-EXIT_TIMEOUT = 30.0         # seconds a refused `serve` has to exit (it takes well under one)
-
-
-def serve_expecting_exit(config, *, preexec_fn=None) -> tuple[int, list[str]]:
-    """Run `ringtgt serve` that must stop by itself: its exit status and output lines. A serve still running
-    after EXIT_TIMEOUT is killed with everything it started, and the test fails."""
-    proc = subprocess.Popen([ringtgt_binary(), "serve", "--config", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
-                            start_new_session=True, preexec_fn=preexec_fn)
-    try:
-        output, _ = proc.communicate(timeout=EXIT_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        raise AssertionError(f"ringtgt serve still running {EXIT_TIMEOUT:g} s later:\n{output[-4000:]}") from None
-    print(f"exit status {proc.returncode}: {output!r}")
-    return proc.returncode, output.splitlines()
-
-
 def refused(config, *words: str, preexec_fn=None) -> str:
     """`serve` exits 1 with one line that holds every word; the line."""
     status, lines = serve_expecting_exit(config, preexec_fn=preexec_fn)

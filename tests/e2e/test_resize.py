@@ -2,9 +2,8 @@
 worker gets CAPACITY DATA HAS CHANGED and then READ CAPACITY's new size, the blocks beyond the old end are served;
 a shrink is refused and changes nothing; a file grown underneath is picked up."""
 import os
-import struct
 
-from harness import Lun, connections_on_every_worker, ringtgt_binary, run, tool
+from harness import Lun, capacity, ringtgt_binary, run, sessions_on_every_worker, tool
 
 import initiator as I
 
@@ -14,22 +13,6 @@ BS = 512
 
 def resize(tgt, *args: str):
     return run([ringtgt_binary(), "resize", "--config", str(tgt.config), tgt.iqn, "0", *args], check=False)
-
-
-def sessions(tgt) -> list[I.Initiator]:
-    """One logged-in session on each worker, its unit attentions cleared."""
-    held = list(connections_on_every_worker(tgt).values())
-    for index, ini in enumerate(held):
-        ini.login(tgt.iqn, initiator_name=f"iqn.2026-12.org.ringtgt:resize{index}")
-        ini.clear_unit_attentions()
-    return held
-
-
-def capacity(ini: I.Initiator) -> int:
-    result = ini.scsi(I.cdb_read_capacity16(), read_length=32)
-    assert result.status == I.GOOD, result.sense
-    last_lba, block_size = struct.unpack_from(">QI", result.data)
-    return (last_lba + 1) * block_size
 
 
 def assert_capacity_changed(ini: I.Initiator) -> None:
@@ -44,7 +27,7 @@ def tool_capacity(tgt) -> int:
 
 def test_a_grown_lun_is_announced_and_served_on_every_worker_and_a_shrink_is_refused(ringtgt):
     tgt = ringtgt(luns=[Lun(0, "8MiB")], workers=2)
-    held = sessions(tgt)
+    held = sessions_on_every_worker(tgt)
     assert len(held) == 2
     try:
         done = resize(tgt, "--size", "16MiB")
@@ -78,7 +61,7 @@ def test_a_grown_lun_is_announced_and_served_on_every_worker_and_a_shrink_is_ref
 
 def test_a_file_grown_underneath_is_picked_up_and_only_a_running_node_is_resized(ringtgt):
     tgt = ringtgt(luns=[Lun(0, "8MiB")], workers=2)
-    held = sessions(tgt)
+    held = sessions_on_every_worker(tgt)
     try:
         os.truncate(tgt.lun_path(0), GROWN)
         done = resize(tgt)
