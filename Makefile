@@ -18,6 +18,13 @@ CONFIG ?=
 SYSTEM_PACKAGES := gcc pkg-config liburing-dev python3-dev python3-venv \
                    libiscsi-bin qemu-utils qemu-block-extra iproute2
 
+# The kernel-initiator suite (tests/e2e/test_kernel_initiator.py, tests/guest.py) boots Debian's kernel in QEMU over
+# this root with virtme-ng (PyPI, test extra), which needs a static busybox; in the guest: open-iscsi, sg3-utils,
+# dm-multipath (multipath-tools, udev), LIO's targetcli for `make bench`, and Debian's generic fio (TCG's CPU model
+# lacks instructions a host-tuned fio build may use).
+GUEST_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static udev kmod open-iscsi sg3-utils multipath-tools \
+                  targetcli-fb fio e2fsprogs
+
 # `make bench` compares against Debian's tgtd.
 BENCH_PACKAGES := tgt
 BENCH_ARGS ?=
@@ -29,7 +36,7 @@ ifeq ($(wildcard ioring/_liburing*.so),)
 .PHONY: $(STAMPS)/ffi
 endif
 
-.PHONY: setup run lint test fio bench bench-micro system-packages clean
+.PHONY: setup run lint test fio bench bench-micro system-packages guest-packages clean
 
 setup: $(STAMPS)/ffi
 
@@ -40,7 +47,7 @@ lint: setup
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/mypy
 
-test: setup lint $(RINGTGT_FIO)
+test: setup lint $(RINGTGT_FIO) guest-packages
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 .PHONY: unit
@@ -49,7 +56,7 @@ unit: setup
 
 fio: $(RINGTGT_FIO)
 
-bench: setup $(RINGTGT_FIO)
+bench: setup $(RINGTGT_FIO) guest-packages
 	@scripts/apt-ensure.sh $(BENCH_PACKAGES)
 	$(PY) perf/bench.py --json $(BENCH_JSON) $(BENCH_ARGS)
 
@@ -58,6 +65,9 @@ bench-micro: setup
 
 system-packages:
 	@scripts/apt-ensure.sh $(SYSTEM_PACKAGES)
+
+guest-packages:
+	@scripts/apt-ensure.sh $(GUEST_PACKAGES)
 
 $(PY): | system-packages
 	python3 -m venv $(VENV)
