@@ -20,10 +20,10 @@ SYSTEM_PACKAGES := gcc pkg-config liburing-dev python3-dev python3-venv \
 
 # The kernel-initiator suite (tests/e2e/test_kernel_initiator.py, tests/guest.py) boots Debian's kernel in QEMU over
 # this root with virtme-ng (PyPI, test extra), which needs a static busybox; in the guest: open-iscsi, sg3-utils,
-# dm-multipath (multipath-tools, udev), LIO's targetcli for `make bench`, and Debian's generic fio (TCG's CPU model
-# lacks instructions a host-tuned fio build may use).
+# dm-multipath (multipath-tools, udev), LIO's targetcli for `make bench` (it wants a system D-Bus), and Debian's
+# generic fio (TCG's CPU model lacks instructions a host-tuned fio build may use).
 GUEST_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static udev kmod open-iscsi sg3-utils multipath-tools \
-                  targetcli-fb fio e2fsprogs
+                  targetcli-fb dbus fio e2fsprogs
 
 # `make bench` compares against Debian's tgtd.
 BENCH_PACKAGES := tgt

@@ -7,7 +7,9 @@ latency, the CPU seconds each server spent per GiB moved (all its processes and 
 the ratio ringtgt/tgtd (for latency and CPU the ratio is tgtd/ringtgt, so > 1 always means ringtgt is better).
 
 Suites: `file` (the main matrix), `null` (the same matrix on null backstores: protocol overhead only),
-`scaling` (ringtgt with 1 and 2 workers), `memory` (RSS per ringtgt worker idle and with 64 sessions).
+`scaling` (ringtgt with 1 and 2 workers), `memory` (RSS per ringtgt worker idle and with 64 sessions), and `kernel`
+(not in the default set: the Linux kernel initiator in a QEMU guest against ringtgt, LIO and tgtd,
+perf/kernel_suite.py).
 The JSON written with --json feeds perf/compare.py.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+import kernel_suite
 from servers import RingTgtServer, TgtdServer, cpu_seconds, established, fio_url, prefill, rss_bytes, socket_inodes
 
 HERE = Path(__file__).resolve().parent
@@ -161,7 +164,7 @@ def machine() -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suites", default="file,null,scaling,memory",
-                        help="comma-separated: file, null, scaling, memory (default: all)")
+                        help="comma-separated: file, null, scaling, memory, kernel (default: all but kernel)")
     parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated job names from perf/jobs/")
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per job (default 3)")
     parser.add_argument("--runtime", type=int, default=4, help="seconds per fio run, after 1 s ramp (default 4)")
@@ -220,6 +223,12 @@ def main(argv=None) -> int:
                               f"| idle | {', '.join(f'{v:.1f}' for v in mem['idle_mib'])} |\n"
                               f"| 64 sessions (per worker: {', '.join(map(str, mem['sessions']))}) | "
                               f"{', '.join(f'{v:.1f}' for v in mem['sessions_64_mib'])} |")
+            elif suite == "kernel":
+                kernel_jobs = [job for job in jobs if job in kernel_suite.JOBS] or kernel_suite.JOBS
+                results[suite] = kernel_suite.run(jobs=kernel_jobs, rounds=args.rounds, runtime=args.runtime,
+                                                  size_mib=min(args.size, 256), server_extra=RINGTGT_SERVER, log=log,
+                                                  guest_log=workdir / "kernel-guest.log")
+                tables.append(kernel_suite.format_table(results[suite]))
             else:
                 parser.error(f"unknown suite {suite!r}")
     results["machine"]["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
