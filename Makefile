@@ -24,6 +24,14 @@ CEPH_PACKAGES := ceph-mon ceph-osd ceph-common
 # `make bench` compares against Debian's tgtd (its bs_rbd on the Ceph cluster of the rbd suite), and SPDK's iscsi_tgt
 # with BENCH_ARGS="--spdk DIR" (an SPDK build).
 BENCH_PACKAGES := tgt tgt-rbd $(CEPH_PACKAGES)
+
+# The kernel-initiator suite (tests/e2e/test_kernel_initiator.py, tests/guest.py) boots Debian's kernel in QEMU over
+# this root with virtme-ng (PyPI, test extra), which needs a static busybox; in the guest: open-iscsi, sg3-utils,
+# dm-multipath (multipath-tools, udev), LIO's targetcli for `make bench` (it wants a system D-Bus), and Debian's
+# generic fio (TCG's CPU model lacks instructions a host-tuned fio build may use).
+GUEST_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static udev kmod open-iscsi sg3-utils multipath-tools \
+                  targetcli-fb dbus fio e2fsprogs
+
 BENCH_ARGS ?=
 BENCH_JSON ?= .cache/bench.json
 
@@ -34,7 +42,7 @@ ifeq ($(and $(wildcard ioring/_liburing*.so),$(wildcard target/backstore/_librbd
 .PHONY: $(STAMPS)/ffi
 endif
 
-.PHONY: setup run lint test fio bench bench-micro system-packages clean
+.PHONY: setup run lint test fio bench bench-micro system-packages guest-packages clean
 
 setup: $(STAMPS)/ffi
 
@@ -45,7 +53,7 @@ lint: setup
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/mypy
 
-test: setup lint $(RINGTGT_FIO)
+test: setup lint $(RINGTGT_FIO) guest-packages
 	@scripts/apt-ensure.sh $(CEPH_PACKAGES)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -55,7 +63,7 @@ unit: setup
 
 fio: $(RINGTGT_FIO)
 
-bench: setup $(RINGTGT_FIO)
+bench: setup $(RINGTGT_FIO) guest-packages
 	@scripts/apt-ensure.sh $(BENCH_PACKAGES)
 	$(PY) perf/bench.py --json $(BENCH_JSON) $(BENCH_ARGS)
 
@@ -64,6 +72,9 @@ bench-micro: setup
 
 system-packages:
 	@scripts/apt-ensure.sh $(SYSTEM_PACKAGES)
+
+guest-packages:
+	@scripts/apt-ensure.sh $(GUEST_PACKAGES)
 
 $(PY): | system-packages
 	python3 -m venv $(VENV)

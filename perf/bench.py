@@ -10,9 +10,10 @@ the ratios ringtgt/peer (for latency and CPU the ratio is peer/ringtgt, so > 1 a
 Suites: `file` (the main matrix, through the page cache), `direct` (the matrix on O_DIRECT file LUNs: ringtgt
 `direct = true`, tgtd `--bsoflags direct`, SPDK's uring bdev; the work directory must be on a file system
 that supports O_DIRECT, not tmpfs), `null` (the matrix on null backstores: protocol overhead only),
-`scaling` (ringtgt with 1 and 2 workers), `memory` (RSS per ringtgt worker idle and with 64 sessions), `rbd`
-(RBD images on a one-node Ceph cluster the bench starts, tests/ceph_cluster.py: ringtgt against tgtd's bs_rbd,
-then `rbd bench` on the same kind of image for the cluster's own ceiling; not in the default set).
+`scaling` (ringtgt with 1 and 2 workers), `memory` (RSS per ringtgt worker idle and with 64 sessions); not in the
+default set: `rbd` (RBD images on a one-node Ceph cluster the bench starts, tests/ceph_cluster.py: ringtgt against
+tgtd's bs_rbd, then `rbd bench` on the same kind of image for the cluster's own ceiling) and `kernel` (the Linux
+kernel initiator in a QEMU guest against ringtgt, LIO and tgtd, perf/kernel_suite.py).
 `--spdk DIR` adds SPDK (DIR: an SPDK build with start.sh/stop.sh, e.g. ../shared/anchors/spdk) to the direct
 and null suites, on as many cores as ringtgt has workers; it is started right before each of its runs and
 stopped right after, since its reactors spin their cores even when idle, and that spinning counts as CPU spent.
@@ -32,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+import kernel_suite
 from servers import (RingTgtServer, SpdkServer, TgtdServer, cpu_seconds, drop_cached, established, fio_url, prefill,
                      rss_bytes, socket_inodes)
 
@@ -237,7 +239,8 @@ def machine() -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suites", default="file,direct,null,scaling,memory",
-                        help="comma-separated: file, direct, null, scaling, memory, rbd (default: all but rbd)")
+                        help="comma-separated: file, direct, null, scaling, memory, rbd, kernel "
+                             "(default: all but rbd and kernel)")
     parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated job names from perf/jobs/")
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per job (default 3)")
     parser.add_argument("--runtime", type=int, default=4, help="seconds per fio run, after 1 s ramp (default 4)")
@@ -321,6 +324,12 @@ def main(argv=None) -> int:
             elif suite == "rbd":
                 results[suite], text = rbd_suite(workdir, min(size, 256 * MIB), args, log)
                 tables.append(text)
+            elif suite == "kernel":
+                kernel_jobs = [job for job in jobs if job in kernel_suite.JOBS] or kernel_suite.JOBS
+                results[suite] = kernel_suite.run(jobs=kernel_jobs, rounds=args.rounds, runtime=args.runtime,
+                                                  size_mib=min(args.size, 256), server_extra=RINGTGT_SERVER, log=log,
+                                                  guest_log=workdir / "kernel-guest.log")
+                tables.append(kernel_suite.format_table(results[suite]))
             else:
                 parser.error(f"unknown suite {suite!r}")
     results["machine"]["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
