@@ -231,6 +231,19 @@ def test_task_management_abort_and_lun_reset():
     assert tmf.response == 0 and conn.host.device.resets == [0]
 
 
+def test_abort_of_a_task_already_answered_is_task_does_not_exist():
+    """libiscsi's iSCSITMF.AbortTaskSimpleAsync: a command answered GOOD, then ABORT TASK for it: the initiator has
+    seen the response, so Function complete would claim an abort that never happened (RFC 7143 §11.5.1 c)."""
+    conn = connect()
+    (response, _), = exchange(conn, scsi_command(read10(0, 1), edtl=512, read=True, itt=20, cmd_sn=1))
+    assert response.opcode == P.DATA_IN and response.status == 0
+    (tmf, _), = exchange(conn, task_management(1, itt=21, referenced_task_tag=20, cmd_sn=2, ref_cmd_sn=1))
+    assert tmf.response == 1                                                              # task does not exist
+    # §11.5.1 b): a task in the window, before the TMF, that never arrived counts as received
+    (tmf, _), = exchange(conn, task_management(1, itt=22, referenced_task_tag=30, cmd_sn=4, ref_cmd_sn=2))
+    assert tmf.response == 0
+
+
 def test_lun_reset_answer_waits_for_the_target():
     conn = connect()
     conn.host.device.hold_resets = True

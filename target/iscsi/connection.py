@@ -579,8 +579,12 @@ class Connection:
         self.host.output_ready(self)
 
     def _cmd_sn_received(self, ref_cmd_sn: int, tmf_cmd_sn: int) -> bool:
-        """RFC 7143 §11.5.1: a task we never saw counts as done if its CmdSN is already behind us."""
-        return serial_lt(ref_cmd_sn, self.window.exp_cmd_sn) and serial_lt(ref_cmd_sn, tmf_cmd_sn)
+        """RFC 7143 §11.5.1 b): a task we never saw counts as received (Function complete) if its CmdSN is in the
+        window (ExpCmdSN … MaxCmdSN) and before the TMF's own. Below ExpCmdSN it ran and was answered already
+        (c): Task does not exist, which is what an initiator that saw its response must get."""
+        window = self.window
+        return (not serial_lt(ref_cmd_sn, window.exp_cmd_sn) and not serial_lt(window.announced, ref_cmd_sn)
+                and serial_lt(ref_cmd_sn, tmf_cmd_sn))
 
     def _abort(self, commands: list[Command], held: HeldResponse | None = None,
                stopped: Barrier | None = None) -> None:
