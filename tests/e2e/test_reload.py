@@ -5,7 +5,8 @@ SUPPORTED; an initiator taken off the ACL loses its session; a bad file is refus
 serving; a LUN made readonly refuses writes; CHAP added holds for new logins only; a portal added is served by
 every worker, one removed accepts no more (its sessions stay); children restarted later serve the reloaded
 configuration; systemd hears RELOADING=1 then READY=1; `workers` grown starts pinned workers that accept logins,
-shrunk stops the highest ones and leaves the others' sessions alone."""
+shrunk stops the highest ones and leaves the others' sessions alone (a verified fio job on a kept worker runs through
+both with no error and no new login)."""
 import json
 import os
 import signal
@@ -404,3 +405,33 @@ def test_workers_grown_then_shrunk_by_reloads(ringtgt):
     finally:
         for ini in held:
             ini.close()
+
+
+def test_fio_on_a_kept_worker_runs_through_workers_added_and_dropped(ringtgt, tmp_path):
+    """fio logs in while worker 0 is the only one, so its session stays there through 1 -> 2 -> 3 -> 1 workers."""
+    tgt = ringtgt(luns=[Lun(0, "16MiB")], workers=1)
+    job = write_fio_job(tmp_path / "verify.fio", tgt.url(0), rw="randwrite", bs="4k", size="4MiB",
+                        verify="crc32c", verify_fatal=1, thinktime=10000, initiator=FIO_INITIATOR)
+    report = tmp_path / "fio.json"
+    with FioRun(job, tmp_path / "fio.out", "--output-format=json", f"--output={report}") as fio:
+        before = poll(lambda: [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR], timeout=30,
+                      what="fio's session")
+        steps = ((1, 2), (2, 3), (3, 1))
+        for previous, count in steps:
+            tgt.config.write_text(tgt.config.read_text().replace(f"workers = {previous}", f"workers = {count}"))
+            done = reload(tgt)
+            assert done.returncode == 0 and done.stdout == f"~ workers {previous} -> {count}\n", done.stderr
+            assert sorted(worker_pids(tgt)) == list(range(count))
+            assert fio.proc.poll() is None, f"fio ended before the reloads did:\n{fio.text()}"
+        after = [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR]
+        status = fio.wait(timeout=600)
+    text = report.read_text()
+    job_report = json.loads(text[text.index("{"):])["jobs"][0]
+    print(f"workers 1 -> {' -> '.join(str(count) for _, count in steps)} while fio ran: fio exit {status}, "
+          f"err {job_report['error']}, written {job_report['write']['io_bytes']}, verified "
+          f"{job_report['read']['io_bytes']} bytes; session "
+          f"before {[(s['isid'], s['tsih']) for s in before]}, after {[(s['isid'], s['tsih']) for s in after]}")
+    assert status == 0 and job_report["error"] == 0, fio.text() + text
+    assert job_report["read"]["io_bytes"] == job_report["write"]["io_bytes"] > 0     # all written, all verified
+    assert [(s["isid"], s["tsih"], s["login_time"]) for s in after] == \
+        [(s["isid"], s["tsih"], s["login_time"]) for s in before]
