@@ -141,7 +141,33 @@ def _reload(config: Config, args) -> int:
     if reply.refused:
         print(f"ringtgt: reload refused, nothing changed: {reply.refused}", file=sys.stderr)
         return 2 if reply.config_error else 1
+    if any(line.startswith("~ workers ") for line in reply.changes):
+        return _await_workers(config, time.monotonic() + RELOAD_TIMEOUT)
     return 0
+
+
+def _await_workers(config: Config, deadline: float) -> int:
+    """After a reload that changed `workers`: wait until the supervisor has forked or stopped the difference, i.e.
+    the workers connected to the coordinator are 0 … workers-1 (a worker connects once it listens)."""
+    from coordinator.control import ControlError, control_request
+    from coordinator.messages import FetchStatus, NodeStatus
+
+    wanted = list(range(config.server.workers))
+    while True:
+        try:
+            status = cast(NodeStatus, control_request(config.server.state_dir, FetchStatus(),
+                                                      max(0.1, deadline - time.monotonic())))
+        except ControlError as e:
+            print(f"ringtgt: {e}", file=sys.stderr)
+            return 1
+        indexes = sorted(worker["index"] for worker in status.workers)
+        if indexes == wanted:
+            return 0
+        if time.monotonic() > deadline:
+            print(f"ringtgt: reload applied, but the workers running are {indexes}, not {wanted}: see the "
+                  "supervisor's log", file=sys.stderr)
+            return 1
+        time.sleep(0.1)
 
 
 SESSION_COLUMNS = (("NODE", "node"), ("WORKER", "worker"), ("PID", "pid"), ("INITIATOR", "initiator"),

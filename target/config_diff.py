@@ -7,9 +7,10 @@
 
 A running node takes: portals added and removed; targets added and removed; LUNs added, removed, grown (`size`
 larger), made readonly or writable; a target's alias, `allowed_initiators` and CHAP, and discovery CHAP (new logins
-only). It refuses: a LUN shrunk (the data beyond the new end would go), any other key of a live LUN changed (remove
-the LUN in one reload, add it back in the next), a null LUN resized, and every other `[server]` key and `[cluster]`
-(a restart: the workers, state_dir, limits and timeouts are fixed for the processes' life).
+only); the number of workers (up to MAX_WORKERS: the supervisor forks or stops the difference, target/supervisor.py).
+It refuses: a LUN shrunk (the data beyond the new end would go), any other key of a live LUN changed (remove the LUN
+in one reload, add it back in the next), a null LUN resized, and every other `[server]` key and `[cluster]` (a
+restart: state_dir, limits and timeouts are fixed for the processes' life).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field, fields
 from .config import AuthConfig, Config, LunConfig, TargetConfig
 
 LIVE_LUN_KEYS = ("size", "readonly")
+LIVE_SERVER_KEYS = ("portals", "workers")
+MAX_WORKERS = 256       # what a reload may grow `workers` to: the supervisor's watchdog has a slot for each
 
 
 @dataclass(frozen=True)
@@ -39,20 +42,22 @@ class ConfigDiff:
     portals_added: list[tuple[str, int]] = field(default_factory=list)
     portals_removed: list[tuple[str, int]] = field(default_factory=list)
     access_changed: list[str] = field(default_factory=list)     # lines: alias, ACL, CHAP
+    workers: tuple[int, int] | None = None                       # (before, after); None: unchanged
     refused: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not (self.targets_added or self.targets_removed or self.luns_added or self.luns_removed
                     or self.luns_changed or self.portals_added or self.portals_removed or self.access_changed
-                    or self.refused)
+                    or self.workers or self.refused)
 
     def luns_moved(self) -> set[str]:
         """The kept targets whose set of LUNs changes: their nexuses get REPORTED LUNS DATA HAS CHANGED."""
         return {iqn for iqn, _ in self.luns_added + self.luns_removed}
 
     def lines(self) -> list[str]:
-        out = [f"+ portal {_portal(portal)}" for portal in self.portals_added]
+        out = [f"~ workers {self.workers[0]} -> {self.workers[1]}"] if self.workers else []
+        out += [f"+ portal {_portal(portal)}" for portal in self.portals_added]
         out += [f"- portal {_portal(portal)} (its sessions stay)" for portal in self.portals_removed]
         out += [f"+ target {iqn}" for iqn in self.targets_added]
         out += [f"- target {iqn} (its sessions end)" for iqn in self.targets_removed]
@@ -89,12 +94,18 @@ def _server_and_cluster(running: Config, new: Config, diff: ConfigDiff) -> None:
     diff.portals_removed = [portal for portal in running.server.portals if portal not in new.server.portals]
     for f in fields(running.server):
         before, after = getattr(running.server, f.name), getattr(new.server, f.name)
-        if before != after and f.name != "portals":
+        if before != after and f.name not in LIVE_SERVER_KEYS:
             diff.refused.append(f"server.{f.name}: {before!r} -> {after!r} needs a restart "
-                                "(of [server] a reload changes the portals only)")
+                                "(of [server] a reload changes the portals and workers only)")
+    before, after = running.server.workers, new.server.workers
+    if after > MAX_WORKERS and after > before:
+        diff.refused.append(f"server.workers: {before} -> {after}: a reload grows it to at most {MAX_WORKERS}; "
+                            "more needs a restart")
+    elif after != before:
+        diff.workers = (before, after)
     if running.cluster != new.cluster:
         diff.refused.append("cluster: changed; [cluster] needs a restart (a reload changes targets, LUNs, "
-                            "portals and access only)")
+                            "portals, workers and access only)")
 
 
 def _target(old: TargetConfig, new: TargetConfig, where: str, diff: ConfigDiff) -> None:

@@ -7,7 +7,10 @@ SIGHUP are handled one at a time in one loop. `serve` checks the configuration's
 (preflight.py) before it builds the supervisor.
 SIGHUP reloads the configuration file `serve` was started with: the node's coordinator applies it
 (coordinator/reload_service.py; `ringtgt reload` asks it the same), the supervisor logs the outcome and forks every
-later child with the running configuration the coordinator keeps (target/running_config.py).
+later child with the running configuration the coordinator keeps (target/running_config.py). It looks at that file
+on every turn of its loop too: when a reload changed `[server] workers`, it forks the workers added (pinned as at
+the start) and stops those dropped, the highest indexes, as at a stop (SIGTERM: they drain, their initiators
+reconnect to the others; SIGKILL after stop_timeout), and restarts them no more.
 A child that stops turning its loop for `hang_timeout` seconds is killed and restarted (target/watchdog.py, checked
 on the sigtimedwait timeout).
 Under systemd (Type=notify) it reports READY=1 once every child has turned its loop (a worker's listeners are
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 
 from target import crash_report, logformat
 from target.config import Config, ConfigError
+from target.config_diff import MAX_WORKERS
 from target.running_config import load_running, running_path
 from target.sdnotify import notify
 from target.watchdog import Watchdog
@@ -50,7 +54,9 @@ class _Child:
 
     name: str
     main: Callable[[], None]
+    slot: int = 0  # its watchdog counter
     worker: int | None = None  # the worker's index; None for the coordinator
+    retiring: float = 0.0  # a worker a reload dropped: when to SIGKILL it if it has not exited (0: not dropped)
     pid: int = 0
     started: float = 0.0
     backoff: float = 0.0
@@ -70,14 +76,20 @@ class Supervisor:
         self._config = config
         self._config_path = config_path     # what SIGHUP reloads (None: the embedded configuration)
         self._running_stat: tuple[int, int] | None = None     # of the running.toml self._config was read from
-        cpus = sorted(os.sched_getaffinity(0))
-        coordinator = [_Child(COORDINATOR, lambda: coordinator_fn(self._config))] if coordinator_fn else []
-        self._children = coordinator + [
-            _Child(f"worker {i}", _worker_main(worker_fn, lambda: self._config, i, cpus[i % len(cpus)]), worker=i)
-            for i in range(config.server.workers)
-        ]
-        self._watchdog = Watchdog(config.server.hang_timeout, len(self._children))
+        self._worker_fn = worker_fn
+        self._cpus = sorted(os.sched_getaffinity(0))
+        self._children = [_Child(COORDINATOR, lambda: coordinator_fn(self._config))] if coordinator_fn else []
+        self._first_worker_slot = len(self._children)
+        for index in range(config.server.workers):
+            self._children.append(self._worker_child(index))
+        # one slot per worker a reload may add too: the counters are shared with the children at their fork
+        self._watchdog = Watchdog(config.server.hang_timeout,
+                                  self._first_worker_slot + max(config.server.workers, MAX_WORKERS))
         self._ready = False
+
+    def _worker_child(self, index: int) -> _Child:
+        main = _worker_main(self._worker_fn, lambda: self._config, index, self._cpus[index % len(self._cpus)])
+        return _Child(f"worker {index}", main, slot=self._first_worker_slot + index, worker=index)
 
     @property
     def _serving(self) -> str:
@@ -96,10 +108,13 @@ class Supervisor:
         log.info("supervisor pid %d starting %d children", os.getpid(), len(self._children))
         notify(f"STATUS=starting {len(self._children)} children")
         while True:
+            self._current_config()
+            self._resize_workers()
             self._start_due()
             self._kill_hung()
             self._check_ready()
-            wake = min([c.due for c in self._children if not c.pid], default=float("inf"))
+            wake = min([c.due for c in self._children if not c.pid and not c.retiring]
+                       + [c.retiring for c in self._children if c.retiring], default=float("inf"))
             info = signal.sigtimedwait(_SIGNALS, max(0.0, min(wake - time.monotonic(), self._watchdog.interval)))
             if info is None:
                 continue
@@ -136,7 +151,9 @@ class Supervisor:
             else:
                 log.info("reload of %s applied: %s", name, "; ".join(answer.changes) or "no change")
         self._current_config()
-        notify(*(["READY=1"] if self._ready else []), f"STATUS={self._serving}")
+        self._resize_workers()
+        if self._ready:             # else once the workers it added turned their loop (_check_ready)
+            notify("READY=1", f"STATUS={self._serving}")
 
     def _current_config(self) -> None:
         """Take the running configuration, as the last reload left it, for the child about to start."""
@@ -152,23 +169,50 @@ class Supervisor:
                 log.error("%s: %s; children start with the configuration before it", path, e)
             self._running_stat = (stat.st_ino, stat.st_mtime_ns)
 
+    def _resize_workers(self) -> None:
+        """Fork the workers the running configuration adds (READY=1 again once they turned their loop: they listen)
+        and SIGTERM those it drops; a dropped worker still draining when its index is added back is restarted once
+        it exited (_reap)."""
+        self._children = [c for c in self._children if c.pid or not c.retiring]    # the dropped ones that exited
+        wanted = self._config.server.workers
+        have = {c.worker for c in self._children if c.worker is not None}
+        added = [self._worker_child(index) for index in range(wanted) if index not in have]
+        if added:
+            log.info("workers: %d -> %d: starting %s", len(have), wanted, ", ".join(c.name for c in added))
+            self._children += added
+            self._ready = False
+        now = time.monotonic()
+        for child in self._children:
+            if child.worker is not None and child.worker >= wanted and not child.retiring:
+                child.retiring = now + self._stop_timeout
+                if child.pid:
+                    log.info("workers: %d -> %d: stopping %s (pid %d)", len(have), wanted, child.name, child.pid)
+                    os.kill(child.pid, signal.SIGTERM)
+        for child in [c for c in self._children if c.retiring and c.pid and c.retiring <= now]:
+            log.warning("%s (pid %d) still running %g s after its SIGTERM: killing it", child.name, child.pid,
+                        self._stop_timeout)
+            os.kill(child.pid, signal.SIGKILL)
+            child.retiring = now + self._stop_timeout      # not killed on every turn while its death is on the way
+
     def _start_due(self) -> None:
         now = time.monotonic()
         for child in self._children:
-            if not child.pid and child.due <= now:
+            if not child.pid and not child.retiring and child.due <= now:
                 self._fork(child)
 
     def _check_ready(self) -> None:
-        """Tell systemd READY=1 the first time every child runs and has turned its loop."""
-        if not self._ready and all(c.pid and self._watchdog.turned(i) for i, c in enumerate(self._children)):
+        """Tell systemd READY=1 once every child runs and has turned its loop: first at the start, again after a
+        reload that added workers."""
+        if not self._ready and all(c.pid and self._watchdog.turned(c.slot) for c in self._children if not c.retiring):
             self._ready = True
             log.info("ready: %s", self._serving)
             notify("READY=1", f"STATUS={self._serving}")
 
     def _kill_hung(self) -> None:
         now = time.monotonic()
-        for slot in self._watchdog.hung([i for i, c in enumerate(self._children) if c.pid], now):
-            child = self._children[slot]
+        by_slot = {c.slot: c for c in self._children if c.pid}
+        for slot in self._watchdog.hung(list(by_slot), now):
+            child = by_slot[slot]
             log.error("%s (pid %d) hung: no heartbeat for %g s (hang_timeout); killing it", child.name, child.pid,
                       self._watchdog.hang_timeout)
             os.kill(child.pid, signal.SIGKILL)
@@ -179,12 +223,11 @@ class Supervisor:
         sys.stdout.flush()
         sys.stderr.flush()
         child.report, report = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        slot = self._children.index(child)
-        self._watchdog.started(slot, time.monotonic())
+        self._watchdog.started(child.slot, time.monotonic())
         pid = os.fork()
         if pid == 0:
             os.close(child.report)
-            self._watchdog.enter(slot)
+            self._watchdog.enter(child.slot)
             _run_child(child, self._child_mask, report)
         os.close(report)
         child.pid, child.started = pid, time.monotonic()
@@ -205,6 +248,11 @@ class Supervisor:
             how = _describe(status) + _reported(child)
             if not restart:
                 log.info("%s (pid %d) %s", child.name, pid, how)
+                continue
+            if child.retiring:
+                log.info("%s (pid %d) %s: a reload dropped it", child.name, pid, how)
+                if child.worker is not None and child.worker < self._config.server.workers:
+                    child.retiring, child.due = 0.0, now        # its index was added back meanwhile
                 continue
             quick = now - child.started < QUICK_DEATH
             child.backoff = min(max(child.backoff * 2, FIRST_BACKOFF), MAX_BACKOFF) if quick else 0.0

@@ -6,7 +6,7 @@ import pytest
 
 from target.cli import main
 from target.config import load_config
-from target.config_diff import LunChange, config_diff
+from target.config_diff import MAX_WORKERS, LunChange, config_diff
 
 A = "iqn.2026-11.org.example:a"
 B = "iqn.2026-11.org.example:b"
@@ -104,14 +104,28 @@ def test_portals_change_live_other_server_keys_and_cluster_need_a_restart(tmp_pa
     assert portals.portals_removed == [("127.0.0.1", 3260)]
     assert portals.lines() == ["+ portal 127.0.0.1:3261", "+ portal [::1]:3262",
                                "- portal 127.0.0.1:3260 (its sessions stay)"]
-    new = BASE.replace("workers = 2", "workers = 3\nnop_interval = 5")
+    new = BASE.replace("workers = 2", "workers = 2\nnop_interval = 5")
     diff = diff_of(tmp_path, new)
-    assert [reason.split(":")[0] for reason in diff.refused] == ["server.workers", "server.nop_interval"]
+    assert [reason.split(":")[0] for reason in diff.refused] == ["server.nop_interval"]
     assert all("needs a restart" in reason for reason in diff.refused)
     cluster = diff_of(tmp_path, BASE + '[cluster]\nnode = "a"\nlisten = "tcp://127.0.0.1:9000"\n'
                                        '[cluster.peers]\nb = "tcp://127.0.0.1:9001"\n')
     assert cluster.refused == ["cluster: changed; [cluster] needs a restart (a reload changes targets, LUNs, "
-                               "portals and access only)"]
+                               "portals, workers and access only)"]
+
+
+def test_workers_change_live_up_to_the_maximum(tmp_path):
+    more = diff_of(tmp_path, BASE.replace("workers = 2", "workers = 3"))
+    assert not more.refused and not more.empty and more.workers == (2, 3)
+    assert more.lines() == ["~ workers 2 -> 3"]
+    fewer = diff_of(tmp_path, BASE.replace("workers = 2", "workers = 1\nnop_interval = 5"))
+    assert fewer.workers == (2, 1) and fewer.lines()[0] == "~ workers 2 -> 1"
+    assert [reason.split(":")[0] for reason in fewer.refused] == ["server.nop_interval"]
+    assert diff_of(tmp_path, BASE).workers is None
+    beyond = diff_of(tmp_path, BASE.replace("workers = 2", f"workers = {MAX_WORKERS + 1}"))
+    assert beyond.workers is None
+    assert beyond.refused == [f"server.workers: 2 -> {MAX_WORKERS + 1}: a reload grows it to at most {MAX_WORKERS}; "
+                              "more needs a restart"]
 
 
 def test_access_changes(tmp_path):

@@ -1,4 +1,5 @@
 """target.supervisor with real processes: a supervisor subprocess running an injected worker function."""
+import dataclasses
 import os
 import re
 import signal
@@ -9,6 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from target.config import load_config
+from target.running_config import save_running
 
 # argv: out_dir config_file mode stop_timeout.  Each worker drops a file "<index>.<pid>.<cpu>" in out_dir, and beats
 # the watchdog from its loop (but worker 1 in mode "hang"); in mode "coordinated" a coordinator runs too and, once
@@ -142,6 +146,31 @@ def test_workers_pinned_round_robin(start):
         assert cpu == CPUS[index % len(CPUS)]
         assert cpus_allowed(pid) == str(cpu)
     assert f"worker 2 (pid {workers[2][0]}) started" in sup.log()
+
+
+def test_workers_follow_a_reloaded_worker_count(start, tmp_path):
+    """What `ringtgt reload` leaves in running.toml: workers added are forked and pinned, those dropped get SIGTERM,
+    SIGKILL after stop_timeout (mode "stubborn" ignores SIGTERM), and are not restarted."""
+    sup = start(workers=2, mode="stubborn", stop_timeout=1.0)
+    before = wait_for(lambda: len(sup.workers()) == 2 and sup.workers())
+    config = load_config(str(tmp_path / "ringtgt.toml"))
+    os.makedirs(config.server.state_dir, exist_ok=True)
+
+    def running(workers: int) -> None:
+        save_running(dataclasses.replace(config, server=dataclasses.replace(config.server, workers=workers)))
+
+    running(3)
+    grown = wait_for(lambda: len(sup.workers()) == 3 and sup.workers())
+    assert (grown[0], grown[1]) == (before[0], before[1]) and grown[2][1] == CPUS[2 % len(CPUS)]
+    assert cpus_allowed(grown[2][0]) == str(grown[2][1])
+    running(1)
+    assert wait_for(lambda: len(sup.workers()) == 1 and sup.workers()) == {0: before[0]}
+    wait_for(lambda: sup.log().count("a reload dropped it") == 2)
+    assert f"worker 2 (pid {grown[2][0]}) still running 1 s after its SIGTERM: killing it" in sup.log()
+    running(2)
+    again = wait_for(lambda: len(sup.workers()) == 2 and sup.workers())
+    assert again[0] == before[0] and again[1][0] != before[1][0] and again[1][1] == CPUS[1 % len(CPUS)]
+    assert "restarting in" not in sup.log()
 
 
 def test_killed_worker_is_restarted_within_a_second(start):

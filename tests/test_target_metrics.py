@@ -9,11 +9,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from target.iscsi import pdu as P
 from target.iscsi.connection import Connection
+from target.config import loads_config
 from target.metrics import layout as L
 from target.metrics.counters import WorkerCounters, kind_of
 from target.metrics.prometheus import CounterFilesCollector
 from target.metrics.report import format_stats, stats_dict
 from target.metrics.snapshot import Snapshot, interval, quantile, read_node
+from target.running_config import save_running
 from tests.iscsi_helpers import data_out, login_request, scsi_command
 from tests.iscsi_host import INI, IQN, Host, exchange
 
@@ -113,6 +115,22 @@ def test_a_connection_s_commands_are_counted_per_lun_and_per_session(tmp_path):
     assert stats["luns"][0]["interval"]["iops"] == 0.0
     print(format_stats(stats))
     counters.close()
+
+
+def test_a_worker_a_reload_dropped_counts_for_its_luns_only(tmp_path):
+    dropped = WorkerCounters(str(tmp_path), 1, "supervisor-1", [(IQN, 0)])
+    counted_session(dropped)
+    dropped.publish(1, 1, 0)
+    dropped.close()                     # stopped by a reload to workers = 1, with its session's counts
+    kept = WorkerCounters(str(tmp_path), 0, "supervisor-1", [(IQN, 0)])
+    kept.publish(0, 0, 0)
+    assert sorted(read_node(str(tmp_path)).workers) == [0, 1]       # no running configuration: every file
+    save_running(loads_config(f'[server]\nworkers = 1\nstate_dir = "{tmp_path}"\n[[target]]\niqn = "{IQN}"\n'
+                              '[[target.lun]]\nid = 0\nbackstore = "null"\nsize = 4096\n'))
+    snapshot = read_node(str(tmp_path))
+    assert sorted(snapshot.workers) == [0] and snapshot.sessions == {}
+    assert snapshot.luns[IQN, 0].bytes(L.READ) == 4096 and snapshot.luns[IQN, 0].commands(L.WRITE) == 1
+    kept.close()
 
 
 def test_each_command_is_counted_once_whatever_the_batches(tmp_path):

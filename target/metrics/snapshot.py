@@ -5,7 +5,8 @@ Prometheus collector; reads files only, so it works without the coordinator.
 A file is copied whole between two reads of its seqlock (retried while the worker writes, for at most
 READ_DEADLINE seconds); only the files of the current `serve` (the incarnation of the most recently published
 file) count, so a worker index dropped from the configuration still adds what it counted, and an older
-`serve`'s files do not.
+`serve`'s files do not. A worker a reload dropped (its index not below the running configuration's `workers`)
+left its file: its counts stay with their LUNs, but it is no worker and holds no session any more.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from ..config import ConfigError
+from ..running_config import load_running
 from . import layout as L
 
 READ_DEADLINE = 1.0
@@ -131,24 +134,35 @@ def read_node(state_dir: str) -> Snapshot:
             if worker is not None:
                 files.append(worker)
     current = max(files, key=lambda w: w.header[L.H_PUBLISHED_WALL]).incarnation if files else None
+    running = _configured_workers(state_dir)
     luns: dict[tuple[str, int], Totals] = {}
     sessions: dict[tuple[str, str, str, str], tuple[str, Totals]] = {}
     workers = {}
     for worker in sorted(files, key=lambda w: w.index):
         if worker.incarnation != current:
             continue
+        dropped = running is not None and worker.index >= running
         header = worker.header
-        workers[worker.index] = {"pid": header[L.H_PID], "started": header[L.H_STARTED],
-                                 "restarts": header[L.H_RESTARTS], "connections": header[L.H_CONNECTIONS],
-                                 "sessions": header[L.H_SESSIONS], "inflight": header[L.H_INFLIGHT],
-                                 "published": header[L.H_PUBLISHED]}
+        if not dropped:
+            workers[worker.index] = {"pid": header[L.H_PID], "started": header[L.H_STARTED],
+                                     "restarts": header[L.H_RESTARTS], "connections": header[L.H_CONNECTIONS],
+                                     "sessions": header[L.H_SESSIONS], "inflight": header[L.H_INFLIGHT],
+                                     "published": header[L.H_PUBLISHED]}
         for (target, lun, session), words in worker.slots:
             luns.setdefault((target, lun), Totals()).add(words)
-            if session is not None:
+            if session is not None and not dropped:
                 initiator, isid, tsih, client = session
                 key = (target, initiator, isid, tsih)
                 sessions.setdefault(key, (client, Totals()))[1].add(words)
     return Snapshot(time.monotonic(), luns, sessions, workers)
+
+
+def _configured_workers(state_dir: str) -> int | None:
+    """The running configuration's `workers` (None without one: every file counts as a worker's)."""
+    try:
+        return load_running(state_dir).server.workers
+    except ConfigError:
+        return None
 
 
 def interval(now: Snapshot, before: Snapshot) -> float:

@@ -4,15 +4,17 @@ a LUN added is announced (REPORTED LUNS DATA HAS CHANGED) and listed, a LUN remo
 SUPPORTED; an initiator taken off the ACL loses its session; a bad file is refused whole (exit 2) and the node keeps
 serving; a LUN made readonly refuses writes; CHAP added holds for new logins only; a portal added is served by
 every worker, one removed accepts no more (its sessions stay); children restarted later serve the reloaded
-configuration; systemd hears RELOADING=1 then READY=1."""
+configuration; systemd hears RELOADING=1 then READY=1; `workers` grown starts pinned workers that accept logins,
+shrunk stops the highest ones and leaves the others' sessions alone (a verified fio job on a kept worker runs through
+both with no error and no new login)."""
 import json
 import os
 import signal
 import socket
 import struct
 
-from harness import (HOST, FioRun, Lun, connections_on_every_worker, free_port, poll, ringtgt_binary, run,
-                     write_fio_job)
+from harness import (HOST, FioRun, Lun, connect_to_worker, connections_on_every_worker, free_port, poll,
+                     ringtgt_binary, run, sessions_on_every_worker, worker_of, write_fio_job)
 
 import initiator as I
 import procfs
@@ -192,11 +194,11 @@ def test_a_bad_or_refused_file_changes_nothing_and_the_node_keeps_serving(ringtg
         print(f"shrink: exit {shrink.returncode}: {shrink.stdout.strip()}")
         assert shrink.returncode == 1 and "target[0].lun[0].size: 4194304 is below the LUN's 8388608" in shrink.stdout
         assert "!" not in shrink.stdout.split("ringtgt: reload refused")[0]     # the reason is said once
-        workers = tgt.dir / "workers.toml"
-        workers.write_text(tgt.config.read_text().replace("workers = 2", "workers = 3"))
-        restart = reload(tgt, workers)
-        print(f"workers 2 -> 3: exit {restart.returncode}: {restart.stdout.strip()}")
-        assert restart.returncode == 1 and "server.workers: 2 -> 3 needs a restart" in restart.stdout
+        nops = tgt.dir / "nops.toml"
+        nops.write_text(tgt.config.read_text().replace("workers = 2", "workers = 2\nnop_interval = 5"))
+        restart = reload(tgt, nops)
+        print(f"nop_interval 30 -> 5: exit {restart.returncode}: {restart.stdout.strip()}")
+        assert restart.returncode == 1 and "server.nop_interval: 30.0 -> 5.0 needs a restart" in restart.stdout
         diff = run([ringtgt_binary(), "check-config", "--diff", "--config", str(smaller)], check=False)
         assert diff.returncode == 1 and "! target[0].lun[0].size" in diff.stdout
         assert ini.read_capacity16() == (8 << 20 >> 9, BS)
@@ -238,6 +240,14 @@ def test_sighup_grows_a_lun_between_reloading_and_ready(ringtgt, tmp_path):
             assert sense_of(ini.scsi(I.CDB_TEST_UNIT_READY)) == (I.UNIT_ATTENTION, 0x2A, 0x09)
             assert ini.read_capacity16() == (16 << 20 >> 9, BS)
             assert os.path.getsize(tgt.lun_path(0)) == 16 << 20
+            tgt.config.write_text(tgt.config.read_text().replace("workers = 2", "workers = 3"))
+            tgt.proc.send_signal(signal.SIGHUP)
+            reloading, ready = sock.recv(4096).decode(), sock.recv(4096).decode()
+            print(f"datagrams at SIGHUP, workers 2 -> 3: {reloading!r}, {ready!r}")
+            assert reloading.startswith("RELOADING=1\n")
+            assert ready == f"READY=1\nSTATUS=serving 3 workers on {tgt.portal}"
+            assert len(tgt.listening_children()) == 3                       # READY=1 once the new one listens
+            assert ini.scsi(I.CDB_TEST_UNIT_READY).status == I.GOOD
         finally:
             ini.close()
 
@@ -327,3 +337,101 @@ def test_chap_changes_apply_to_new_logins_only(ringtgt):
             chap.login(tgt.iqn, initiator_name=name + "-3", chap=("reloaded", "a-reloaded-secret"))
     finally:
         ini.close()
+
+
+def node_status(tgt) -> dict:
+    return json.loads(run([ringtgt_binary(), "status", "--json", "--config", str(tgt.config)]).stdout)
+
+
+def worker_pids(tgt) -> dict[int, int]:
+    """Index -> pid of the workers connected to the coordinator (`ringtgt status`)."""
+    return {worker["index"]: worker["pid"] for worker in node_status(tgt)["workers"]}
+
+
+def test_workers_grown_then_shrunk_by_reloads(ringtgt):
+    tgt = ringtgt(luns=[Lun(0, "8MiB")], workers=2)
+    cpus = sorted(os.sched_getaffinity(0))
+    before = poll(lambda: pids if len(pids := worker_pids(tgt)) == 2 else None, timeout=30,
+                  what="both workers connected to the coordinator")
+    tgt.config.write_text(tgt.config.read_text().replace("workers = 2", "workers = 3"))
+    diff = run([ringtgt_binary(), "check-config", "--diff", "--config", str(tgt.config)])
+    assert diff.stdout == "~ workers 2 -> 3\n"
+    grown = reload(tgt)
+    print(f"2 -> 3: exit {grown.returncode}: {grown.stdout.strip()}")
+    assert grown.returncode == 0 and grown.stdout == "~ workers 2 -> 3\n", grown.stderr
+    after = worker_pids(tgt)                        # `reload` answered once the new worker was connected
+    assert sorted(after) == [0, 1, 2] and (after[0], after[1]) == (before[0], before[1])
+    new = after[2]
+    assert os.sched_getaffinity(new) == {cpus[2 % len(cpus)]}
+    assert new in tgt.listening_children()
+    tgt.workers = list(after.values())
+    _, ini = connect_to_worker(tgt, lambda p: p == new)     # SO_REUSEPORT gives it connections too
+    data = os.urandom(4 * BS)
+    with ini:
+        ini.login(tgt.iqn, initiator_name="iqn.2026-11.org.ringtgt:new-worker")
+        ini.clear_unit_attentions()
+        assert ini.write(16, data, block_size=BS).status == I.GOOD
+        assert ini.read(16, 4, block_size=BS).data == data
+        ini.logout()
+
+    held = sessions_on_every_worker(tgt, "iqn.2026-11.org.ringtgt:three")
+    try:
+        owners = [worker_of(tgt, ini.sock) for ini in held]
+        kept = held[owners.index(after[0])]
+        tgt.config.write_text(tgt.config.read_text().replace("workers = 3", "workers = 1"))
+        shrunk = reload(tgt)
+        print(f"3 -> 1: exit {shrunk.returncode}: {shrunk.stdout.strip()}")
+        assert shrunk.returncode == 0 and shrunk.stdout == "~ workers 3 -> 1\n", shrunk.stderr
+        assert worker_pids(tgt) == {0: after[0]}       # `reload` answered once the dropped ones were gone
+        poll(lambda: not procfs.alive(after[1]) and not procfs.alive(after[2]), timeout=30,
+             what="the dropped workers to exit")
+        tgt.workers = [after[0]]
+        assert tgt.listening_children() == [after[0]]
+        listed = [(s["initiator"], s["tsih"]) for s in sessions(tgt)]
+        assert listed == [(f"iqn.2026-11.org.ringtgt:three{held.index(kept)}", kept.tsih)]
+        assert kept.scsi(I.CDB_TEST_UNIT_READY).status == I.GOOD         # the same session: no unit attention
+        assert kept.read(16, 4, block_size=BS).data == data
+        with I.Initiator.connect(HOST, tgt.port) as ini:
+            ini.login(tgt.iqn, initiator_name="iqn.2026-11.org.ringtgt:after-shrink")
+            ini.clear_unit_attentions()
+            assert ini.read(16, 4, block_size=BS).data == data
+            ini.logout()
+        assert [(w["index"], w["pid"]) for w in node_status(tgt)["workers"]] == [(0, after[0])]
+        stats = json.loads(run([ringtgt_binary(), "stats", "--json", "--config", str(tgt.config)]).stdout)
+        assert [w["index"] for w in stats["workers"]] == [0]
+        assert all(s["initiator"].endswith(f"three{held.index(kept)}") for s in stats["sessions"])
+        print(f"workers {before} -> {after} -> {worker_pids(tgt)}; kept session TSIH {kept.tsih} on worker 0; "
+              f"stats workers {[w['index'] for w in stats['workers']]}")
+    finally:
+        for ini in held:
+            ini.close()
+
+
+def test_fio_on_a_kept_worker_runs_through_workers_added_and_dropped(ringtgt, tmp_path):
+    """fio logs in while worker 0 is the only one, so its session stays there through 1 -> 2 -> 3 -> 1 workers."""
+    tgt = ringtgt(luns=[Lun(0, "16MiB")], workers=1)
+    job = write_fio_job(tmp_path / "verify.fio", tgt.url(0), rw="randwrite", bs="4k", size="4MiB",
+                        verify="crc32c", verify_fatal=1, thinktime=10000, initiator=FIO_INITIATOR)
+    report = tmp_path / "fio.json"
+    with FioRun(job, tmp_path / "fio.out", "--output-format=json", f"--output={report}") as fio:
+        before = poll(lambda: [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR], timeout=30,
+                      what="fio's session")
+        steps = ((1, 2), (2, 3), (3, 1))
+        for previous, count in steps:
+            tgt.config.write_text(tgt.config.read_text().replace(f"workers = {previous}", f"workers = {count}"))
+            done = reload(tgt)
+            assert done.returncode == 0 and done.stdout == f"~ workers {previous} -> {count}\n", done.stderr
+            assert sorted(worker_pids(tgt)) == list(range(count))
+            assert fio.proc.poll() is None, f"fio ended before the reloads did:\n{fio.text()}"
+        after = [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR]
+        status = fio.wait(timeout=600)
+    text = report.read_text()
+    job_report = json.loads(text[text.index("{"):])["jobs"][0]
+    print(f"workers 1 -> {' -> '.join(str(count) for _, count in steps)} while fio ran: fio exit {status}, "
+          f"err {job_report['error']}, written {job_report['write']['io_bytes']}, verified "
+          f"{job_report['read']['io_bytes']} bytes; session "
+          f"before {[(s['isid'], s['tsih']) for s in before]}, after {[(s['isid'], s['tsih']) for s in after]}")
+    assert status == 0 and job_report["error"] == 0, fio.text() + text
+    assert job_report["read"]["io_bytes"] == job_report["write"]["io_bytes"] > 0     # all written, all verified
+    assert [(s["isid"], s["tsih"], s["login_time"]) for s in after] == \
+        [(s["isid"], s["tsih"], s["login_time"]) for s in before]
