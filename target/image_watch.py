@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .backstore import Backstore, BackstoreError, ImageGone, RbdImage, open_backstore
-from .backstore.rados import CephClient
+from .backstore.rbd_image import CephClient
 from .backstore import images
 from .backstore.offline import OfflineBackstore
 

@@ -20,7 +20,6 @@ import socket
 from .backstore import BackstoreError
 from .backstore import images
 from .backstore.encrypted import _read_key
-from .backstore.rados import prepare_image_apart
 from .config import Config
 from .image_watch import rbd_image
 
@@ -91,6 +90,8 @@ def check_portal(host: str, port: int, freebind: bool = False) -> None:
 
 def check_rbd_image(state_dir: str, iqn: str, lun) -> None:
     """The LUN's RBD image made if missing (with a size), without exclusive-lock (also for a LUN a reload adds)."""
+    from .backstore.rados import prepare_image_apart     # librados loaded only where an RBD LUN is served
+
     image = rbd_image(lun)
     assert image is not None                    # config.py requires pool and image for backstore "rbd"
     try:

@@ -11,15 +11,14 @@ from .base import Backstore, BackstoreError
 from .encrypted import EncryptedBackstore
 from .file import FileBackstore, ImageGone, ImageIdentity
 from .null import NullBackstore
-from .rados import RbdImage
-from .rbd import RbdBackstore
+from .rbd_image import RbdImage
 
 __all__ = ["Backstore", "BackstoreError", "ImageGone", "ImageIdentity", "RbdImage", "open_backstore", "KINDS"]
 
 log = logging.getLogger(f"ringtgt.{__name__}")
 
-_STORES = {"file": FileBackstore, "null": NullBackstore, "rbd": RbdBackstore}
-KINDS = tuple(_STORES)
+_STORES = {"file": FileBackstore, "null": NullBackstore}
+KINDS = (*_STORES, "rbd")        # rbd.py loads librados and librbd: imported by the processes that use it
 BLOCK_SIZES = (512, 4096)
 
 
@@ -29,17 +28,18 @@ def open_backstore(kind: str, reactor: Reactor, *, path: str | None, size: int |
     """Open the store of `kind`; BackstoreError if it cannot be (ImageGone: the file is not `image`). size None:
     the existing file's, device's or RBD image's size. With `encryption_key` (a key file's path) its blocks are
     encrypted (encrypted.py). `rbd`: the image of backstore "rbd"."""
-    store = _STORES.get(kind)
-    if store is None:
+    if kind not in KINDS:
         raise BackstoreError(f"unknown backstore {kind!r} (known: {', '.join(KINDS)})")
     if block_size not in BLOCK_SIZES:
         raise BackstoreError(f"block size must be 512 or 4096, got {block_size}")
     if size is not None and (size <= 0 or size % block_size):
         raise BackstoreError(f"size must be a positive multiple of the block size {block_size}, got {size}")
-    if store is RbdBackstore:
+    if kind == "rbd":
+        from .rbd import RbdBackstore
         if rbd is None:
             raise BackstoreError("rbd backstore: a pool and image are required")
         return RbdBackstore(reactor, rbd=rbd, size=size, block_size=block_size, write_cache=write_cache)
+    store = _STORES[kind]
     opened = None
     if store is FileBackstore and not _is_block_device(path):      # a journal beside a file, none beside a device
         try:

@@ -20,9 +20,9 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 
 from .base import BackstoreError
+from .rbd_image import CephClient, RbdImage
 from ._librbd import ffi, lib
 
 log = logging.getLogger(f"ringtgt.{__name__}")
@@ -39,31 +39,6 @@ _FORCED = {
     "rados_mon_op_timeout": str(CONNECT_TIMEOUT_SECONDS),
     "rados_osd_op_timeout": str(OSD_OP_TIMEOUT_SECONDS),
 }
-
-
-@dataclass(frozen=True)
-class CephClient:
-    """Who connects: the ceph.conf (None: librados' default search), the client name ("client.admin" when None),
-    the keyring (None: what ceph.conf names)."""
-
-    ceph_conf: str | None = None
-    client_name: str | None = None
-    keyring: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.client_name or 'client.admin'} of {self.ceph_conf or 'the default ceph.conf'}"
-
-
-@dataclass(frozen=True)
-class RbdImage:
-    """Backstore "rbd"'s image: `pool`/`name`, reached as `client`."""
-
-    pool: str
-    name: str
-    client: CephClient = CephClient()
-
-    def __str__(self) -> str:
-        return f"{self.pool}/{self.name}"
 
 
 def _check(rc: int, what: str) -> int:
