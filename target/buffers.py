@@ -23,7 +23,6 @@ MAX_KEPT = 1 << 20         # longer buffers are never kept
 _char_at = ctypes.c_char.from_buffer
 _address = ctypes.addressof
 _refcount = sys.getrefcount
-_IDLE = 3                  # references to a kept buffer no view holds: the deque's, `buf` and getrefcount's own
 
 
 class HeadroomBuffer(bytearray):
@@ -38,6 +37,17 @@ class AlignedBuffer(bytearray):
     __slots__ = ("offset", "length")
     offset: int
     length: int
+
+
+def _idle_references() -> int:
+    """What `get` reads from getrefcount for a kept buffer no view holds, read the way `get` reads it: the deque's
+    reference, the local's and the call's own on CPython 3.11, fewer where the interpreter borrows references."""
+    kept = deque([HeadroomBuffer(0)])
+    buf = kept[0]
+    return _refcount(buf)
+
+
+_IDLE = _idle_references()
 
 
 def headroom_view(data) -> memoryview | None:
@@ -78,7 +88,7 @@ class BufferPool:
                 if type(buf) is HeadroomBuffer:
                     return memoryview(buf)[HEADROOM:]
                 return memoryview(buf)[buf.offset:buf.offset + length]
-        elif kept is None and length <= MAX_KEPT and len(self._kept) < KEEP_LENGTHS:
+        elif kept is None and 0 < length <= MAX_KEPT and len(self._kept) < KEEP_LENGTHS:
             kept = self._kept[length] = deque(maxlen=max(2, KEEP_BYTES // length))
         if not self.aligned:
             fresh = HeadroomBuffer(HEADROOM + length)

@@ -14,6 +14,8 @@ prepared the change before it pushes it): ConfigChanged is applied between two c
 The unit attentions the coordinator established (REPORTED LUNS DATA HAS CHANGED, CAPACITY DATA HAS CHANGED) come
 with the change, for the nexuses of this worker. The push is acked once the aborted tasks have stopped. After every
 (re)connection the worker fetches the running configuration and applies it the same way (nothing, when it has it).
+A worker that fails in the middle exits, and starts again with the running configuration. `[server] workers` is
+the supervisor's (it forks or stops workers), nothing a worker applies.
 """
 from __future__ import annotations
 
@@ -61,6 +63,17 @@ class LiveConfig:
             ack()
             return
         targets, units = self._build(new, diff)
+        try:
+            self._change(change, new, diff, targets, units, ack)
+        except Exception as exc:                # half applied: as a failed build, start again from the running one
+            log.exception("worker %d failed applying the reload (%s): exiting, to start again with the running "
+                          "configuration", worker.index, exc)
+            raise SystemExit(1) from None
+
+    def _change(self, change: ConfigChanged, new: Config, diff: ConfigDiff, targets: dict[str, ScsiTarget],
+                units: dict[tuple[str, int], LogicalUnit], ack) -> None:
+        """The change itself, once `_build` has made what it adds; `ack` once the retired LUNs' tasks stopped."""
+        worker = self.worker
         stopped = Barrier(ack)
         for host, port in diff.portals_removed:
             worker.stop_listening(host, port)

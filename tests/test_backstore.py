@@ -71,6 +71,11 @@ def test_buffers_are_reused_only_once_no_view_is_left(aligned):
     assert id(pool.get(512).obj) != owner       # another length, another buffer
 
 
+@pytest.mark.parametrize("aligned", [False, True])
+def test_a_buffer_of_no_bytes_is_a_fresh_empty_one(aligned):
+    assert len(BufferPool(aligned=aligned).get(0)) == 0
+
+
 def test_null_store_answers_later_in_the_same_turn(reactor):
     null = open_backstore("null", reactor, path=None, size=1 << 20, block_size=512)
     got = []

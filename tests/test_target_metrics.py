@@ -226,3 +226,15 @@ def test_a_lun_added_while_the_worker_runs_is_counted_and_keeps_its_counts(tmp_p
     snapshot = read_node(str(tmp_path))
     assert snapshot.sessions == {} and snapshot.luns[IQN, 0].bytes(L.READ) == 4096
     counters.close()
+
+
+def test_a_label_always_splits_into_its_fields_whatever_name_the_initiator_sends():
+    """A tab or a 1000-byte InitiatorName must not break every reader of the counter file (stats, scrapes, a
+    restarted worker adopting it)."""
+    name = "iqn.2026-11.org.example:\there" + "x" * 1000
+    raw = L.encode_label("iqn.2026-11.org.ringtgt:t", 3, (name, "0x1", "7", "127.0.0.1:5000"))
+    assert len(raw) <= L.LABEL_BYTES
+    target, lun, session = L.decode_label(raw + bytes(L.LABEL_BYTES - len(raw)))
+    assert (target, lun) == ("iqn.2026-11.org.ringtgt:t", 3)
+    assert session is not None and session[1:] == ("0x1", "7", "127.0.0.1:5000")
+    assert session[0].startswith("iqn.2026-11.org.example: here") and "\t" not in session[0]

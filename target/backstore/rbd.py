@@ -293,4 +293,5 @@ class RbdBackstore:
         lib.rbd_close(self._image)
         for fd in (self._eventfd, self._watch_fd):
             if fd >= 0:
-                os.close(fd)
+                os.eventfd_write(fd, 1)     # completes the ring's poll on it (which sees _closed): else it never
+                os.close(fd)                # would, and its callback would keep this store alive

@@ -68,9 +68,18 @@ def file_name(index: int) -> str:
 
 def encode_label(target: str, lun: int, session: tuple[str, str, str, str] | None) -> bytes:
     """A slot's label: target, LUN and (initiator, isid, tsih, client) of a session, or empty fields for a LUN's
-    slot; at most LABEL_BYTES (an IQN is at most 223 bytes: two of them and the rest fit)."""
-    fields = [target, str(lun), *(session or ("", "", "", ""))]
-    return "\t".join(fields).encode()[:LABEL_BYTES]
+    slot; at most LABEL_BYTES. Every label splits into its six fields: a tab (the separator) in a field becomes a
+    space, and the initiator's name, the one field a client chooses freely, gives way when the label is too long
+    (a target's IQN is at most 223 bytes, the config says so; the other fields are short)."""
+    fields = [_field(target), str(lun).encode(), *(_field(part) for part in session or ("", "", "", ""))]
+    room = LABEL_BYTES - sum(map(len, fields)) - (len(fields) - 1)
+    if room < 0:
+        fields[2] = fields[2][:max(0, len(fields[2]) + room)]
+    return b"\t".join(fields)[:LABEL_BYTES]
+
+
+def _field(text: str) -> bytes:
+    return text.encode(errors="replace").replace(b"\t", b" ")
 
 
 def decode_label(raw: bytes) -> tuple[str, int, tuple[str, str, str, str] | None]:
