@@ -115,7 +115,8 @@ class Worker:
         self.targets = {t.iqn: self.build_target(t) for t in config.targets}
         self.access = AccessPolicy.from_config(config, PORTAL_GROUP_TAG, self._admit)
         vips = config.cluster.vip_addresses() if config.cluster is not None else ()
-        self.listeners = [listen_socket(host, port, host in vips) for host, port in config.server.portals]
+        self.listeners = {(host, port): listen_socket(host, port, host in vips)    # by the config's portal
+                          for host, port in config.server.portals}
         self.channels: dict[Connection, Channel] = {}
         self.sessions: dict[tuple[str, int, str | None], Connection] = {}    # by (initiator, ISID, target)
         self.dirty: set[Connection] = set()
@@ -210,18 +211,18 @@ class Worker:
         """Serve one more portal (a reload added it)."""
         vips = self.config.cluster.vip_addresses() if self.config.cluster is not None else ()
         listener = listen_socket(host, port, host in vips)
-        self.listeners.append(listener)
+        self.listeners[(host, port)] = listener
         self._arm_accept(listener)
 
     def stop_listening(self, host: str, port: int) -> None:
         """Accept no more on a portal (a reload removed it; its connections stay). The shutdown ends the accept in
         flight, whose completion closes the socket: closed before, its descriptor could be reused under that op."""
-        for listener in [lsn for lsn in self.listeners if lsn.getsockname()[:2] == (host, port)]:
-            self.listeners.remove(listener)
+        listener = self.listeners.pop((host, port), None)
+        if listener is not None:
             listener.shutdown(socket.SHUT_RDWR)
 
     def _accepted(self, listener: socket.socket, res: int) -> None:
-        if self.stopping or listener not in self.listeners:
+        if self.stopping or listener not in self.listeners.values():
             if res >= 0:
                 os.close(res)
             listener.close()
@@ -261,7 +262,7 @@ class Worker:
         self.reactor.call_later(ACCEPT_BACKOFF, lambda: self._accept_again(listener))
 
     def _accept_again(self, listener: socket.socket) -> None:
-        if listener in self.listeners:          # not closed by a drain or a reload meanwhile
+        if listener in self.listeners.values():     # not closed by a drain or a reload meanwhile
             self._arm_accept(listener)
         else:
             listener.close()
@@ -411,15 +412,15 @@ class Worker:
         self.stopping = True
 
     def _begin_drain(self) -> None:
-        for listener in self.listeners:
+        for listener in self.listeners.values():
             listener.close()
-        self.listeners = []
+        self.listeners = {}
         for conn in list(self.channels):
             conn.stop_when_idle()
 
     def run(self) -> None:
         self.coordinator.start()
-        for listener in self.listeners:
+        for listener in self.listeners.values():
             self._arm_accept(listener)
         settle()
         next_keepalive = time.monotonic() + (self.nop_interval or 3600)
