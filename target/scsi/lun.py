@@ -170,13 +170,15 @@ class LogicalUnit:
         """The changeable mode parameters (WCE, SWP), as MODE SELECT through any worker left them."""
         self.backstore.write_cache = write_cache
         self.software_write_protect = software_write_protect
-        self.read_only = self.configured_read_only or software_write_protect
-        self._refuse()
+        self._write_protect()
 
     def set_configured_read_only(self, read_only: bool) -> None:
         """The configuration's `readonly` changed (a reload)."""
         self.configured_read_only = read_only
-        self.read_only = read_only or self.software_write_protect
+        self._write_protect()
+
+    def _write_protect(self) -> None:
+        self.read_only = self.configured_read_only or self.software_write_protect
         self._refuse()
 
     def establish_ua(self, asc_ascq: int, except_nexus: str | None = None) -> None:
