@@ -1,7 +1,11 @@
 """The counters of target/metrics: the bucket table against the bounds, quantiles, a connection's commands counted
 into a real counter file and read back (per LUN, per session, errors by sense key), a session's end folded into its
 LUN, a restarted worker adopting the file, and the Prometheus collector's output parsed by prometheus_client."""
+import select
+import socket
 import struct
+import time
+import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -12,6 +16,7 @@ from target.iscsi.connection import Connection
 from target.config import loads_config
 from target.metrics import layout as L
 from target.metrics.counters import WorkerCounters, kind_of
+from target.metrics import prometheus
 from target.metrics.prometheus import CounterFilesCollector
 from target.metrics.report import format_stats, stats_dict
 from target.metrics.snapshot import Snapshot, interval, quantile, read_node
@@ -238,3 +243,31 @@ def test_a_label_always_splits_into_its_fields_whatever_name_the_initiator_sends
     assert (target, lun) == ("iqn.2026-11.org.ringtgt:t", 3)
     assert session is not None and session[1:] == ("0x1", "7", "127.0.0.1:5000")
     assert session[0].startswith("iqn.2026-11.org.example: here") and "\t" not in session[0]
+
+
+def test_a_scraper_trickling_its_request_is_cut_at_the_deadline(tmp_path, monkeypatch):
+    """Each read has a timeout, but a byte every 0.2 s never trips it: the request as a whole has a deadline."""
+    monkeypatch.setattr(prometheus, "REQUEST_TIMEOUT", 1.0)
+    server = prometheus.MetricsServer(("127.0.0.1", 0), str(tmp_path))
+    try:
+        port = server.httpd.server_address[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            started = time.monotonic()
+            closed = False
+            for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 200:
+                try:
+                    slow.send(bytes([byte]))
+                except OSError:                 # reset: cut
+                    closed = True
+                    break
+                readable, _, _ = select.select([slow], [], [], 0.2)
+                if readable and slow.recv(1024) == b"":
+                    closed = True
+                    break
+            elapsed = time.monotonic() - started
+        print(f"trickling scraper cut after {elapsed:.1f} s")
+        assert closed and elapsed < 10
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            assert answer.status == 200                     # the endpoint serves the next scrape
+    finally:
+        server.close()

@@ -1,6 +1,6 @@
 """The Prometheus endpoint (`[server] metrics = "host:port"`): a prometheus_client Collector over the counter files
 (snapshot.py), read at each scrape, served over HTTP by the coordinator process from a thread of its own, one
-request at a time, each with a deadline (REQUEST_TIMEOUT), so a scraper can hold no more than one thread.
+request at a time, each cut at REQUEST_TIMEOUT in all, so a scraper can hold no more than one thread, and not for long.
 
     ringtgt_lun_read_bytes_total, ringtgt_lun_write_bytes_total           {target, lun}
     ringtgt_lun_commands_total                                            {target, lun, kind}
@@ -116,7 +116,25 @@ def _worker_families(workers: dict[int, dict[str, int]]) -> Iterator[Metric]:
 
 
 class _QuietHandler(WSGIRequestHandler):
+    """One request, cut at REQUEST_TIMEOUT in all: the socket timeout bounds each read only, and a client trickling
+    a byte at a time would otherwise hold the endpoint's one thread for good."""
+
     timeout = REQUEST_TIMEOUT
+
+    def handle(self) -> None:
+        deadline = threading.Timer(REQUEST_TIMEOUT, self._cut)
+        deadline.daemon = True
+        deadline.start()
+        try:
+            super().handle()
+        finally:
+            deadline.cancel()
+
+    def _cut(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)      # the read or write in progress ends at once
+        except OSError:
+            pass
 
     def log_message(self, format, *args) -> None:       # noqa: A002   (the base class's name)
         pass
