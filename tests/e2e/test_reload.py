@@ -13,8 +13,8 @@ import signal
 import socket
 import struct
 
-from harness import (HOST, FioRun, Lun, connect_to_worker, connections_on_every_worker, free_port, poll,
-                     ringtgt_binary, run, sessions_on_every_worker, worker_of, write_fio_job)
+from harness import (HOST, FioRun, Lun, connect_to_worker, connections_on_every_worker, fio_json, free_port,
+                     poll, ringtgt_binary, run, sessions_on_every_worker, worker_of, write_fio_job)
 
 import initiator as I
 import procfs
@@ -51,6 +51,18 @@ def reload(tgt, config=None):
 
 def sessions(tgt) -> list[dict]:
     return json.loads(run([ringtgt_binary(), "sessions", "--json", "--config", str(tgt.config)]).stdout)["sessions"]
+
+
+def _check_fio_kept_its_session(what: str, fio: FioRun, status: int | None, report, before: list, after: list) -> None:
+    """fio ran through `what` with no error, all it wrote read back and verified, in the session it had before."""
+    job = fio_json(report)["jobs"][0]
+    print(f"{what}: fio exit {status}, err {job['error']}, written {job['write']['io_bytes']}, verified "
+          f"{job['read']['io_bytes']} bytes; sessions before {[(s['isid'], s['tsih']) for s in before]}, after "
+          f"{[(s['isid'], s['tsih']) for s in after]}")
+    assert status == 0 and job["error"] == 0, fio.text() + report.read_text()
+    assert job["read"]["io_bytes"] == job["write"]["io_bytes"] > 0     # all written, all verified
+    assert [(s["isid"], s["tsih"], s["login_time"]) for s in after] == \
+        [(s["isid"], s["tsih"], s["login_time"]) for s in before]
 
 
 def report_luns(ini: I.Initiator, target_lun: int = 0) -> list[int]:
@@ -103,15 +115,8 @@ def test_fio_runs_through_reloads_of_other_targets_without_a_new_login(ringtgt, 
         poll(lambda: "applied: no change" in tgt.stderr(), timeout=30, what="the SIGHUP reload")
         after = [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR]
         status = fio.wait(timeout=600)
-    text = report.read_text()
-    job_report = json.loads(text[text.index("{"):])["jobs"][0]
-    print(f"{len(variants)} reloads + SIGHUP while fio ran: {outputs}; fio exit {status}, err {job_report['error']}, "
-          f"written {job_report['write']['io_bytes']}, verified {job_report['read']['io_bytes']} bytes; sessions "
-          f"before {[(s['isid'], s['tsih']) for s in before]}, after {[(s['isid'], s['tsih']) for s in after]}")
-    assert status == 0 and job_report["error"] == 0, fio.text() + text
-    assert job_report["read"]["io_bytes"] == job_report["write"]["io_bytes"] > 0     # all written, all verified
-    assert [(s["isid"], s["tsih"], s["login_time"]) for s in after] == \
-        [(s["isid"], s["tsih"], s["login_time"]) for s in before]
+    _check_fio_kept_its_session(f"{len(variants)} reloads + SIGHUP while fio ran: {outputs}", fio, status, report,
+                                before, after)
 
 
 def test_luns_added_and_removed_are_announced_and_the_acl_ends_sessions(ringtgt):
@@ -426,13 +431,5 @@ def test_fio_on_a_kept_worker_runs_through_workers_added_and_dropped(ringtgt, tm
             assert fio.proc.poll() is None, f"fio ended before the reloads did:\n{fio.text()}"
         after = [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR]
         status = fio.wait(timeout=600)
-    text = report.read_text()
-    job_report = json.loads(text[text.index("{"):])["jobs"][0]
-    print(f"workers 1 -> {' -> '.join(str(count) for _, count in steps)} while fio ran: fio exit {status}, "
-          f"err {job_report['error']}, written {job_report['write']['io_bytes']}, verified "
-          f"{job_report['read']['io_bytes']} bytes; session "
-          f"before {[(s['isid'], s['tsih']) for s in before]}, after {[(s['isid'], s['tsih']) for s in after]}")
-    assert status == 0 and job_report["error"] == 0, fio.text() + text
-    assert job_report["read"]["io_bytes"] == job_report["write"]["io_bytes"] > 0     # all written, all verified
-    assert [(s["isid"], s["tsih"], s["login_time"]) for s in after] == \
-        [(s["isid"], s["tsih"], s["login_time"]) for s in before]
+    _check_fio_kept_its_session(f"workers 1 -> {' -> '.join(str(count) for _, count in steps)} while fio ran", fio,
+                                status, report, before, after)
