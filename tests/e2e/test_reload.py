@@ -53,6 +53,17 @@ def sessions(tgt) -> list[dict]:
     return json.loads(run([ringtgt_binary(), "sessions", "--json", "--config", str(tgt.config)]).stdout)["sessions"]
 
 
+def _slow_verified_fio_job(tgt, tmp_path):
+    """Verified 4k random writes that last over ten seconds whatever the load (1024 writes 10 ms apart, then their
+    verification), while reloads take a second or two."""
+    return write_fio_job(tmp_path / "verify.fio", tgt.url(0), rw="randwrite", bs="4k", size="4MiB",
+                         verify="crc32c", verify_fatal=1, thinktime=10000, initiator=FIO_INITIATOR)
+
+
+def _fio_sessions(tgt) -> list:
+    return [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR]
+
+
 def _check_fio_kept_its_session(what: str, fio: FioRun, status: int | None, report, before: list, after: list) -> None:
     """fio ran through `what` with no error, all it wrote read back and verified, in the session it had before."""
     job = fio_json(report)["jobs"][0]
@@ -96,14 +107,10 @@ def test_fio_runs_through_reloads_of_other_targets_without_a_new_login(ringtgt, 
         'backstore = "null"\nsize = "1MiB"\n',                                   # a LUN removed, a target added
         other_target(tgt, luns=(1,), sizes={1: "8MiB"}),                          # the target removed again
     ]
-    # thinktime keeps the job going for over ten seconds whatever the load (1024 writes, 10 ms apart, then their
-    # verification), while the reloads take a second or two
-    job = write_fio_job(tmp_path / "verify.fio", tgt.url(0), rw="randwrite", bs="4k", size="4MiB",
-                        verify="crc32c", verify_fatal=1, thinktime=10000, initiator=FIO_INITIATOR)
+    job = _slow_verified_fio_job(tgt, tmp_path)
     report = tmp_path / "fio.json"
     with FioRun(job, tmp_path / "fio.out", "--output-format=json", f"--output={report}") as fio:
-        before = poll(lambda: [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR], timeout=30,
-                      what="fio's session")
+        before = poll(lambda: _fio_sessions(tgt), timeout=30, what="fio's session")
         outputs = []
         for variant in variants:
             write_config(tgt, variant)
@@ -113,7 +120,7 @@ def test_fio_runs_through_reloads_of_other_targets_without_a_new_login(ringtgt, 
             assert fio.proc.poll() is None, f"fio ended before the reloads did:\n{fio.text()}"
         tgt.proc.send_signal(signal.SIGHUP)             # the same file again: nothing changes
         poll(lambda: "applied: no change" in tgt.stderr(), timeout=30, what="the SIGHUP reload")
-        after = [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR]
+        after = _fio_sessions(tgt)
         status = fio.wait(timeout=600)
     _check_fio_kept_its_session(f"{len(variants)} reloads + SIGHUP while fio ran: {outputs}", fio, status, report,
                                 before, after)
@@ -416,12 +423,10 @@ def test_workers_grown_then_shrunk_by_reloads(ringtgt):
 def test_fio_on_a_kept_worker_runs_through_workers_added_and_dropped(ringtgt, tmp_path):
     """fio logs in while worker 0 is the only one, so its session stays there through 1 -> 2 -> 3 -> 1 workers."""
     tgt = ringtgt(luns=[Lun(0, "16MiB")], workers=1)
-    job = write_fio_job(tmp_path / "verify.fio", tgt.url(0), rw="randwrite", bs="4k", size="4MiB",
-                        verify="crc32c", verify_fatal=1, thinktime=10000, initiator=FIO_INITIATOR)
+    job = _slow_verified_fio_job(tgt, tmp_path)
     report = tmp_path / "fio.json"
     with FioRun(job, tmp_path / "fio.out", "--output-format=json", f"--output={report}") as fio:
-        before = poll(lambda: [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR], timeout=30,
-                      what="fio's session")
+        before = poll(lambda: _fio_sessions(tgt), timeout=30, what="fio's session")
         steps = ((1, 2), (2, 3), (3, 1))
         for previous, count in steps:
             tgt.config.write_text(tgt.config.read_text().replace(f"workers = {previous}", f"workers = {count}"))
@@ -429,7 +434,7 @@ def test_fio_on_a_kept_worker_runs_through_workers_added_and_dropped(ringtgt, tm
             assert done.returncode == 0 and done.stdout == f"~ workers {previous} -> {count}\n", done.stderr
             assert sorted(worker_pids(tgt)) == list(range(count))
             assert fio.proc.poll() is None, f"fio ended before the reloads did:\n{fio.text()}"
-        after = [s for s in sessions(tgt) if s["initiator"] == FIO_INITIATOR]
+        after = _fio_sessions(tgt)
         status = fio.wait(timeout=600)
     _check_fio_kept_its_session(f"workers 1 -> {' -> '.join(str(count) for _, count in steps)} while fio ran", fio,
                                 status, report, before, after)
