@@ -5,7 +5,10 @@
                   (target/config_diff.py; what a running node cannot take refuses it whole), and what could still
                   fail is done before anything changes: an added portal is bound once, an added LUN's image is
                   made or checked and recorded (preflight.py, as `serve` does at its start), a grown LUN's file is
-                  extended (target/resize.py).
+                  extended (target/resize.py). That preparation runs aside (coordinator/aside.py: a Ceph cluster
+                  may take seconds to answer), the loop serving other requests meanwhile; a second reload asked
+                  then is refused, and a resize that landed meanwhile refuses this one (it was prepared for other
+                  sizes).
                   Only then do the units change (UnitAuthority.reconfigure: REPORTED LUNS DATA HAS CHANGED,
                   CAPACITY DATA HAS CHANGED), <state_dir>/running.toml is rewritten (target/running_config.py: the
                   supervisor forks later children with it) and ConfigChanged is pushed to every worker; the answer
@@ -19,16 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 
 from target.config import Config, ConfigError, LunConfig, dump_config, load_config
 from target.config_diff import ConfigDiff, config_diff
+from target.reload import RELOAD_PREPARE_SECONDS
 from target.preflight import PreflightError, check_image, check_portal, check_rbd_image
 from target.resize import ResizeError, grow_image
 from target.running_config import save_running
 
 from .messages import ConfigChanged, FetchConfig, ReloadAnswer, ReloadConfig
-from .service import CoordinatorService, Reply
+from .aside import Aside
+from .service import CoordinatorService, Deferred, Reply
 from .unit_service import UnitAuthority
 
 log = logging.getLogger("ringtgt.coordinator")
@@ -44,7 +50,13 @@ class RunningConfig:
 def register_reload_handlers(service: CoordinatorService, running: RunningConfig, authority: UnitAuthority,
                              reloaded: Callable[[], None] | None = None) -> None:
     """`reloaded()` after each reload that changed something (the cluster tells its peers our LUN identities)."""
-    def reload(message: ReloadConfig, origin: str) -> Reply:
+    aside = Aside(service)
+    preparing: list[str] = []       # the file of the reload being prepared aside (one at a time)
+
+    def reload(message: ReloadConfig, origin: str) -> Reply | Deferred:
+        name = message.path or "the embedded configuration"
+        if preparing:
+            return Reply(ReloadAnswer([], f"the reload of {preparing[0]} is still being prepared; nothing changed"))
         try:
             new = load_config(message.path or None)
         except ConfigError as e:
@@ -52,14 +64,27 @@ def register_reload_handlers(service: CoordinatorService, running: RunningConfig
             return Reply(ReloadAnswer([], f"config error: {e}", True))
         current = _with_grown_sizes(running.config, authority)
         diff = config_diff(current, new)
-        refused = "; ".join(diff.refused) or _prepare(current, new, diff)
-        if refused:
-            log.error("reload of %s refused, nothing changed: %s", message.path or "the embedded configuration",
-                      refused)
-            return Reply(ReloadAnswer([line for line in diff.lines() if not line.startswith("!")], refused))
+        if diff.refused:
+            return _refuse(name, diff, "; ".join(diff.refused))
         if diff.empty:
-            log.info("reload of %s: no change", message.path or "the embedded configuration")
+            log.info("reload of %s: no change", name)
             return Reply(ReloadAnswer([], None))
+        deferred = service.defer()
+        preparing.append(name)
+        log.info("reload of %s: preparing it (portals bound, images made, files grown)", name)
+
+        def prepared(refused: str, error: BaseException | None) -> None:
+            preparing.clear()
+            if error is not None:
+                log.error("reload of %s: preparing it failed: %r", name, error)
+                refused = f"preparing the change failed: {error}"
+            elif not refused and config_diff(_with_grown_sizes(running.config, authority), new) != diff:
+                refused = "the running configuration changed while the reload was prepared (a resize); reload again"
+            deferred.resolve(_refuse(name, diff, refused) if refused else _apply(new, current, diff))
+        aside.run(lambda: _prepare(current, new, diff), prepared)
+        return deferred
+
+    def _apply(new: Config, current: Config, diff: ConfigDiff) -> Reply:
         save_running(new)           # first: a failure here changes nothing
         lost = [(target.iqn, lun.id) for target in current.targets if target.iqn in diff.targets_removed
                 for lun in target.luns]
@@ -80,6 +105,11 @@ def register_reload_handlers(service: CoordinatorService, running: RunningConfig
     service.register(FetchConfig, lambda message, origin: Reply(ConfigChanged(dump_config(running.config), [])))
 
 
+def _refuse(name: str, diff: ConfigDiff, why: str) -> Reply:
+    log.error("reload of %s refused, nothing changed: %s", name, why)
+    return Reply(ReloadAnswer([line for line in diff.lines() if not line.startswith("!")], why))
+
+
 def _with_grown_sizes(config: Config, authority: UnitAuthority) -> Config:
     """`config` with the sizes `ringtgt resize` grew its LUNs to since (the size a LUN is served at now)."""
     targets = []
@@ -94,10 +124,12 @@ def _with_grown_sizes(config: Config, authority: UnitAuthority) -> Config:
 
 def _prepare(current: Config, new: Config, diff: ConfigDiff) -> str:
     """Make ready what a worker cannot fail at later: the portals added (no one listens there, we may), the images
-    of the LUNs added, the files of those grown; why the reload cannot go on, or ""."""
+    of the LUNs added, the files of those grown, within RELOAD_PREPARE_SECONDS; why the reload cannot go on, or
+    ""."""
     luns: dict[tuple[str, int], LunConfig] = {(t.iqn, lun.id): lun for t in new.targets for lun in t.luns}
     added = [key for key in luns if key in diff.luns_added or key[0] in diff.targets_added]
     vips = new.cluster.vip_addresses() if new.cluster is not None else ()
+    deadline = time.monotonic() + RELOAD_PREPARE_SECONDS
     try:
         for host, port in diff.portals_added:
             check_portal(host, port, freebind=host in vips)
@@ -105,7 +137,10 @@ def _prepare(current: Config, new: Config, diff: ConfigDiff) -> str:
             if luns[iqn, lun_id].backstore == "file":
                 check_image(new.server.state_dir, iqn, luns[iqn, lun_id])
             elif luns[iqn, lun_id].backstore == "rbd":
-                check_rbd_image(new.server.state_dir, iqn, luns[iqn, lun_id])
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return f"{iqn} LUN {lun_id}: not checked, the reload's {RELOAD_PREPARE_SECONDS:g} s were spent"
+                check_rbd_image(new.server.state_dir, iqn, luns[iqn, lun_id], remaining)
         for change in diff.luns_changed:
             if change.size is not None:
                 grow_image(luns[change.iqn, change.lun], change.size[1])

@@ -88,14 +88,15 @@ def check_portal(host: str, port: int, freebind: bool = False) -> None:
             raise PreflightError(f"portal {portal}: cannot listen: {e.strerror}") from None
 
 
-def check_rbd_image(state_dir: str, iqn: str, lun) -> None:
-    """The LUN's RBD image made if missing (with a size), without exclusive-lock (also for a LUN a reload adds)."""
-    from .backstore.rados import prepare_image_apart     # librados loaded only where an RBD LUN is served
+def check_rbd_image(state_dir: str, iqn: str, lun, timeout: float | None = None) -> None:
+    """The LUN's RBD image made if missing (with a size), without exclusive-lock (also for a LUN a reload adds),
+    within `timeout` seconds (None: the check's own deadline)."""
+    from .backstore.rados import PREPARE_TIMEOUT_SECONDS, prepare_image_apart  # librados only for RBD LUNs
 
     image = rbd_image(lun)
     assert image is not None                    # config.py requires pool and image for backstore "rbd"
     try:
-        prepare_image_apart(image, lun.size)
+        prepare_image_apart(image, lun.size, PREPARE_TIMEOUT_SECONDS if timeout is None else timeout)
         images.clear_offline(state_dir, iqn, lun.id)     # a worker could not open it in an earlier run
     except BackstoreError as e:
         raise PreflightError(f"{iqn} LUN {lun.id}: {e}") from None

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(f"ringtgt.{__name__}")
 
-RELOAD_TIMEOUT = 15.0       # seconds `ringtgt reload` (and the supervisor on SIGHUP) waits for the coordinator
+RELOAD_PREPARE_SECONDS = 60.0   # the coordinator's preparation of a reload (images made, files grown), at most
+RELOAD_TIMEOUT = RELOAD_PREPARE_SECONDS + 15.0     # `ringtgt reload` (and SIGHUP's) wait for the coordinator's answer
 
 
 class LiveConfig:

@@ -6,11 +6,12 @@ signals it cares about are blocked and taken synchronously with sigtimedwait, so
 SIGHUP are handled one at a time in one loop. `serve` checks the configuration's portals, images and state_dir
 (preflight.py) before it builds the supervisor.
 SIGHUP reloads the configuration file `serve` was started with: the node's coordinator applies it
-(coordinator/reload_service.py; `ringtgt reload` asks it the same), the supervisor logs the outcome and forks every
-later child with the running configuration the coordinator keeps (target/running_config.py). It looks at that file
-on every turn of its loop too: when a reload changed `[server] workers`, it forks the workers added (pinned as at
-the start) and stops those dropped, the highest indexes, as at a stop (SIGTERM: they drain, their initiators
-reconnect to the others; SIGKILL after stop_timeout), and restarts them no more.
+(coordinator/reload_service.py; `ringtgt reload` asks it the same), a short-lived child of the supervisor asks it and
+logs the outcome (the loop goes on meanwhile; a SIGHUP during a reload makes one more after it), and the supervisor
+forks every later child with the running configuration the coordinator keeps (target/running_config.py). It looks
+at that file on every turn of its loop too: when a reload changed `[server] workers`, it forks the workers added
+(pinned as at the start) and stops those dropped, the highest indexes, as at a stop (SIGTERM: they drain, their
+initiators reconnect to the others; SIGKILL after stop_timeout), and restarts them no more.
 A child that stops turning its loop for `hang_timeout` seconds is killed and restarted (target/watchdog.py, checked
 on the sigtimedwait timeout).
 Under systemd (Type=notify) it reports READY=1 once every child has turned its loop (a worker's listeners are
@@ -86,6 +87,8 @@ class Supervisor:
         self._watchdog = Watchdog(config.server.hang_timeout,
                                   self._first_worker_slot + max(config.server.workers, MAX_WORKERS))
         self._ready = False
+        self._reloader = 0                  # the pid of the child asking the coordinator for a reload (SIGHUP)
+        self._reload_again = False          # a SIGHUP came during that reload
 
     def _worker_child(self, index: int) -> _Child:
         main = _worker_main(self._worker_fn, lambda: self._config, index, self._cpus[index % len(self._cpus)])
@@ -129,31 +132,39 @@ class Supervisor:
                 return 0
 
     def _reload(self) -> None:
-        """SIGHUP: the coordinator applies the configuration file (all or nothing); systemd hears RELOADING=1, then
-        READY=1 whatever the outcome (the node serves either way)."""
-        from coordinator.control import ControlError, control_request
-        from coordinator.messages import ReloadAnswer, ReloadConfig
-        from target.reload import RELOAD_TIMEOUT
-
+        """SIGHUP: a short-lived child (so that this loop goes on restarting children and watching them meanwhile)
+        asks the coordinator to apply the configuration file, all or nothing, and logs the outcome; `_reloaded`
+        follows once it exits. A SIGHUP during a reload asks for one more after it."""
+        if self._reloader:
+            self._reload_again = True
+            log.info("SIGHUP during a reload: reloading again once it has answered")
+            return
         name = self._config_path or "the embedded configuration"
         log.info("SIGHUP: reloading %s", name)
         notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}",
                f"STATUS=reloading {name}")
-        try:
-            answer = control_request(self._config.server.state_dir, ReloadConfig(self._config_path or ""),
-                                     RELOAD_TIMEOUT)
-        except ControlError as e:
-            log.error("reload of %s failed: %s", name, e)
-        else:
-            assert isinstance(answer, ReloadAnswer)
-            if answer.refused:
-                log.error("reload of %s refused, nothing changed: %s", name, answer.refused)
-            else:
-                log.info("reload of %s applied: %s", name, "; ".join(answer.changes) or "no change")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, self._child_mask)
+                status = _ask_reload(self._config.server.state_dir, self._config_path, name)
+            finally:
+                os._exit(status)
+        self._reloader = pid
+
+    def _reloaded(self) -> None:
+        """The reload asked for is over: later children get the running configuration, the worker count follows it,
+        systemd hears READY=1 whatever the outcome (the node serves either way)."""
         self._current_config()
         self._resize_workers()
         if self._ready:             # else once the workers it added turned their loop (_check_ready)
             notify("READY=1", f"STATUS={self._serving}")
+        if self._reload_again:
+            self._reload_again = False
+            self._reload()
 
     def _current_config(self) -> None:
         """Take the running configuration, as the last reload left it, for the child about to start."""
@@ -242,6 +253,11 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if pid == self._reloader:
+                self._reloader = 0
+                if restart:
+                    self._reloaded()
+                continue
             child = next(c for c in self._children if c.pid == pid)
             now = time.monotonic()
             child.pid = 0
@@ -263,6 +279,8 @@ class Supervisor:
         """SIGTERM the workers and wait up to stop_timeout for them to drain, SIGKILL those left; then the same for
         the coordinator with COORDINATOR_STOP (what it saves at its stop must be final: no worker may change the
         state after it). A second SIGTERM/SIGINT cuts the waits short."""
+        if self._reloader:
+            os.kill(self._reloader, signal.SIGKILL)     # a reload's answer no longer matters (reaped with the others)
         workers = [c for c in self._children if c.name != COORDINATOR]
         coordinator = [c for c in self._children if c.name == COORDINATOR]
         if self._terminate(workers, self._stop_timeout):
@@ -301,6 +319,25 @@ class Supervisor:
         for child in [c for c in children if c.pid]:
             log.info("sending %s to %s (pid %d)", signo.name, child.name, child.pid)
             os.kill(child.pid, signo)
+
+
+def _ask_reload(state_dir: str, config_path: str | None, name: str) -> int:
+    """The SIGHUP reload child: ask the coordinator, log its answer; the exit status (0: answered)."""
+    from coordinator.control import ControlError, control_request
+    from coordinator.messages import ReloadAnswer, ReloadConfig
+    from target.reload import RELOAD_TIMEOUT
+
+    try:
+        answer = control_request(state_dir, ReloadConfig(config_path or ""), RELOAD_TIMEOUT)
+    except ControlError as e:
+        log.error("reload of %s failed: %s", name, e)
+        return 1
+    assert isinstance(answer, ReloadAnswer)
+    if answer.refused:
+        log.error("reload of %s refused, nothing changed: %s", name, answer.refused)
+    else:
+        log.info("reload of %s applied: %s", name, "; ".join(answer.changes) or "no change")
+    return 0
 
 
 def _worker_main(worker_fn: WorkerFn, config: Callable[[], Config], index: int, cpu: int) -> Callable[[], None]:

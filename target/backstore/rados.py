@@ -164,17 +164,17 @@ def prepare_image(rbd: RbdImage, size: int | None, created: list[RbdImage] | Non
         conn.close()
 
 
-def prepare_image_apart(rbd: RbdImage, size: int | None) -> int:
+def prepare_image_apart(rbd: RbdImage, size: int | None, timeout: float = PREPARE_TIMEOUT_SECONDS) -> int:
     """`prepare_image` in a process of its own (`python -m target.backstore.rados`: see the module docstring; a new
     process rather than a fork, since the coordinator, which checks the LUNs a reload adds, has threads), at most
-    PREPARE_TIMEOUT_SECONDS: the image's size, or the BackstoreError it raised."""
+    `timeout` seconds: the image's size, or the BackstoreError it raised."""
     spec = {"pool": rbd.pool, "image": rbd.name, "size": size, "ceph_conf": rbd.client.ceph_conf,
             "client_name": rbd.client.client_name, "keyring": rbd.client.keyring}
     try:
         proc = subprocess.run([sys.executable, "-m", __name__, json.dumps(spec)], capture_output=True, text=True,
-                              errors="replace", timeout=PREPARE_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
+                              errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise BackstoreError(f"RBD image {rbd}: no answer from the cluster within {PREPARE_TIMEOUT_SECONDS} s") \
+        raise BackstoreError(f"RBD image {rbd}: no answer from the cluster within {timeout:g} s") \
             from None
     lines = proc.stdout.strip().splitlines()
     kind, _, text = (lines[-1] if lines else "").partition(" ")

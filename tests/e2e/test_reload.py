@@ -438,3 +438,29 @@ def test_fio_on_a_kept_worker_runs_through_workers_added_and_dropped(ringtgt, tm
         status = fio.wait(timeout=600)
     _check_fio_kept_its_session(f"workers 1 -> {' -> '.join(str(count) for _, count in steps)} while fio ran", fio,
                                 status, report, before, after)
+
+
+def test_a_slow_preparation_keeps_the_node_answering_and_refuses_a_second_reload(ringtgt, tmp_path):
+    """A reload adding an RBD LUN of a cluster that never answers (nothing listens at its monitor's address): the
+    coordinator prepares it aside for the cluster's 10 s connect deadline, meanwhile answers `ringtgt sessions`,
+    refuses a second reload, and the supervisor restarts a worker killed then; the reload is then refused naming the
+    LUN, and nothing changed."""
+    tgt = ringtgt(workers=2, luns=[Lun(0, "4MiB")])
+    ceph_conf = tmp_path / "ceph.conf"
+    ceph_conf.write_text(f"[global]\nmon host = v2:127.0.0.1:{free_port()}\n")
+    write_config(tgt, "[[target]]", f'iqn = "{EXTRA}"', "[[target.lun]]", "id = 0", 'backstore = "rbd"',
+                 'pool = "rbd"', 'image = "nowhere"', 'size = "4MiB"', f'ceph_conf = "{ceph_conf}"')
+    tgt.proc.send_signal(signal.SIGHUP)
+    poll(lambda: "preparing it" in tgt.stderr(), timeout=30, what="the reload's preparation to start")
+    assert sessions(tgt) == []                      # the coordinator answers
+    second = reload(tgt)
+    print(f"second reload: exit {second.returncode}: {second.stdout.strip()}")
+    assert second.returncode == 1 and "still being prepared" in second.stdout
+    before = worker_pids(tgt)
+    os.kill(before[1], signal.SIGKILL)              # the supervisor's loop turns during the reload
+    poll(lambda: worker_pids(tgt).get(1) not in (None, before[1]), timeout=30, what="worker 1 restarted")
+    assert "preparing it" in tgt.stderr() and "refused" not in tgt.stderr()   # still preparing meanwhile
+    poll(lambda: "refused, nothing changed" in tgt.stderr(), timeout=90, what="the reload's refusal")
+    print(tgt.stderr().splitlines()[-1])
+    assert f"{EXTRA} LUN 0" in tgt.stderr()
+    assert {lun["target"] for lun in node_status(tgt)["luns"]} == {tgt.iqn}
