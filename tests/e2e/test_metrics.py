@@ -50,9 +50,12 @@ def fio_report(path) -> dict:
 def test_scrapes_while_fio_runs_and_totals_agree_with_fio(ringtgt, tmp_path):
     tgt = metrics_server(ringtgt, workers=2, luns=[Lun(0, "64MiB")])
     # fio ends by itself after FIO_SECONDS (no signal: how fio answers one differs from run to run), a hundred
-    # times the 0.2 s between the scrapes that must see its reads grow (counters are published four times a second).
+    # times the 0.2 s between the scrapes that must see its reads grow (counters are published four times a second);
+    # at a rate that leaves the machine's CPUs to the coordinator too (unbounded, fio and the workers starve its
+    # endpoint on a loaded 2-core machine: one scrape took the whole run).
     job = write_fio_job(tmp_path / "mixed.fio", tgt.url(0), rw="randrw", bs=BS, iodepth=IODEPTH, size="32MiB",
-                        runtime=FIO_SECONDS, time_based=1, numjobs=2, initiator="iqn.2026-11.org.ringtgt:fio")
+                        runtime=FIO_SECONDS, time_based=1, numjobs=2, rate_iops=500,
+                        initiator="iqn.2026-11.org.ringtgt:fio")
     report = tmp_path / "fio.json"
     scrapes = []
 
