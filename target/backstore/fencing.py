@@ -184,7 +184,7 @@ def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResul
             except BackstoreError as e:
                 result.errors.append(f"pool {pool} ({client}): {e}")
         began = time.monotonic()
-        with ThreadPoolExecutor(max(1, len(recorded))) as pool_of_threads:    # one monitor proposal for all
+        with ThreadPoolExecutor(min(32, max(1, len(recorded)))) as pool_of_threads:   # one monitor proposal
             outcomes = list(pool_of_threads.map(_try_blocklist, [(records[0][0], address)
                                                                  for address, records in recorded.items()]))
         result.took("blocklist", began)
