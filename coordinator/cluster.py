@@ -24,6 +24,7 @@ an address now local gets a tickle ACK, in TICKLE_ROUNDS rounds TICKLE_INTERVAL 
 sessions leave the table. Where the node serves RBD LUNs, the peer is fenced first (coordinator/fencer.py: its
 RADOS clients blocklisted). If that fails, `ringtgt takeover` refuses (nothing tickled, the peer's sessions kept,
 so that running it again does it all) unless told `--unfenced`; built-in takeover goes on, with an error logged.
+A node that was fenced itself takes over no one (built-in or not, `--unfenced` or not).
 Without RBD LUNs nothing is fenced: the dead node must really be dead (or cut off).
 """
 from __future__ import annotations
@@ -185,6 +186,9 @@ class Cluster:
         log.warning("cluster: peer %s silent for %.2f s, taken for dead", peer, self.config.dead_after)
         if self.config.takeover == "builtin":
             def fenced(result: Fenced | None) -> None:
+                if result is not None and result.refused:
+                    log.error("cluster: no takeover of %s: %s", peer, result.error)
+                    return
                 if result is not None and result.error:
                     log.error("cluster: fencing %s failed: %s; taking over anyway (built-in takeover)", peer,
                               result.error)
@@ -250,7 +254,7 @@ class Cluster:
 
         def fenced(result: Fenced | None) -> None:
             assert result is not None
-            if result.error and not message.unfenced:
+            if result.refused or (result.error and not message.unfenced):
                 log.error("cluster: takeover of %s refused: fencing failed: %s", peer, result.error)
                 deferred.resolve(Reply(TakeoverReport(peer, self.peers.state(peer), 0, 0, 0, 0, result.addresses,
                                                       result.error, taken=False)))

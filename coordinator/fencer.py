@@ -24,6 +24,7 @@ class Fenced:
     addresses: list[str] = field(default_factory=list)
     error: str = ""
     seconds: dict = field(default_factory=dict)     # what each step took (connect, mark, blocklist)
+    refused: bool = False                           # this node was fenced itself: it takes over no one
 
 
 def rbd_pools(config) -> list[list]:
@@ -74,9 +75,10 @@ class Fencer:
             assert proc.stdout is not None
             proc.stdout.close()
             result = _result(output.decode(errors="replace"), proc.returncode, error)
-            log.info("cluster: fencing %s took %.1f s (%s): %d RADOS clients blocklisted%s", peer,
+            log.info("cluster: fencing %s took %.1f s (%s): %d RADOS clients blocklisted%s%s", peer,
                      time.monotonic() - started, ", ".join(f"{step} {s:.1f} s" for step, s in result.seconds.items()),
-                     len(result.addresses), f"; {result.error}" if result.error else "")
+                     len(result.addresses), f": {', '.join(result.addresses)}" if result.addresses else "",
+                     f"; {result.error}" if result.error else "")
             done(result)
 
         def readable() -> None:
@@ -99,6 +101,7 @@ def _result(output: str, returncode: int | None, error: str) -> Fenced:
     try:
         body = json.loads(lines[-1])
         addresses, errors, seconds = list(body["fenced"]), list(body["errors"]), dict(body["seconds"])
+        refused = str(body["refused"])
     except (IndexError, ValueError, KeyError, TypeError):
         return Fenced(error=error or f"the fencing process exited {returncode}: {output[-1000:].strip()}")
-    return Fenced(addresses, "; ".join(filter(None, [error, *errors])), seconds)
+    return Fenced(addresses, "; ".join(filter(None, [error, refused, *errors])), seconds, bool(refused))

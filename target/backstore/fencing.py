@@ -11,7 +11,8 @@ monitor's next proposal, about a second) and drops the keys it blocklisted. A wo
 address before it looks for the mark, and a takeover marks before it reads: RADOS orders the two on the one
 object, so a worker either is among the clients blocklisted or finds the mark, and then serves the pool's LUNs
 offline (a fenced node that restarts does not write again until an operator removes the mark:
-`rados -p POOL rmomapkey ringtgt.node.NODE fenced`).
+`rados -p POOL rmomapkey ringtgt.node.NODE fenced`). A node marked fenced fences no one: cut off and resumed, it
+takes its peer for dead in turn, and would otherwise blocklist the node that took over.
 
 The fencing client opens no admin socket: librados, finding the socket path ceph.conf gives taken, pings its owner
 first, and when the owner is a frozen process of the node being fenced (two nodes on one machine, a ceph.conf with
@@ -151,6 +152,7 @@ class FenceResult:
     fenced: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    refused: str = ""           # why nothing was done: the node fencing was fenced itself (a partition's other side)
 
     def took(self, step: str, since: float) -> float:
         now = time.monotonic()
@@ -160,7 +162,7 @@ class FenceResult:
 
 def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResult:
     """Mark `node` fenced in each of `pools` ((client, pool) pairs), blocklist every client address it recorded
-    there, and drop the records of those blocklisted."""
+    there, and drop the records of those blocklisted; nothing if `by` (this node) is marked fenced in a pool."""
     result = FenceResult()
     oid = object_name(node)
     recorded: dict[str, list[tuple[Connection, str, str]]] = {}      # address → (conn, pool, key) records
@@ -174,6 +176,10 @@ def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResul
                     conn = Connection(client, admin_socket="")     # none: see the module docstring
                     conns.append(conn)
                 began = result.took("connect", began)
+                mark = read_keys(conn, pool, object_name(by)).get(FENCED_KEY)
+                if mark is not None:
+                    result.refused = f"node {by} was fenced itself ({mark}): it fences no one"
+                    return result
                 _set_keys(conn, pool, oid, {FENCED_KEY: json.dumps({"by": by, "at": time.time()})})
                 keys = read_keys(conn, pool, oid)
                 result.took("mark", began)
@@ -213,7 +219,8 @@ def _fence_from_command_line() -> None:
         result = fence(spec["node"], spec["by"], pools)
     except BackstoreError as e:
         result = FenceResult(errors=[str(e)])
-    print(json.dumps({"fenced": result.fenced, "errors": result.errors, "seconds": result.seconds}), flush=True)
+    print(json.dumps({"fenced": result.fenced, "errors": result.errors, "seconds": result.seconds,
+                      "refused": result.refused}), flush=True)
 
 
 if __name__ == "__main__":
