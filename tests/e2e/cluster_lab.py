@@ -124,6 +124,10 @@ dead_after = 0.5
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+            try:                # children the supervisor left behind (it was stopped, then told to stop at once)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def client_script(lab: netns.Lab, action: str, *args: str, member: str = "client") -> object:
