@@ -274,7 +274,8 @@ def _takeover(config: Config, args) -> int:
     if not reply.taken:
         print(f"takeover of {reply.peer} refused: {reply.peer} may still write to the RBD images; nothing tickled, "
               f"its sessions kept. Fix the cause and run it again, or, once {reply.peer} is known to be dead "
-              f"(powered off), `ringtgt takeover {reply.peer} --unfenced`", file=sys.stderr)
+              f"(powered off), `ringtgt takeover {reply.peer} --unfenced` (which a node fenced itself refuses too)",
+              file=sys.stderr)
         return 1
     if reply.fence_error:
         print(f"WARNING: {reply.peer} is not fenced through Ceph; taken over as told (--unfenced)", file=sys.stderr)
