@@ -21,7 +21,11 @@ owner); changes through two nodes at once keep whichever came last.
 Takeover of a dead peer, once its VIPs are local (`takeover(peer)`: `ringtgt takeover PEER`, or by itself with
 `takeover = "builtin"`, which first adds the VIPs and sends gratuitous ARP): every connection the peer held on
 an address now local gets a tickle ACK, in TICKLE_ROUNDS rounds TICKLE_INTERVAL apart, and the peer's
-sessions leave the table. Built-in takeover does not fence the dead node: it must really be dead (or cut off).
+sessions leave the table. Where the node serves RBD LUNs, the peer is fenced first (coordinator/fencer.py: its
+RADOS clients blocklisted). If that fails, `ringtgt takeover` refuses (nothing tickled, the peer's sessions kept,
+so that running it again does it all) unless told `--unfenced`; built-in takeover goes on, with an error logged.
+A node that was fenced itself takes over no one (built-in or not, `--unfenced` or not).
+Without RBD LUNs nothing is fenced: the dead node must really be dead (or cut off).
 """
 from __future__ import annotations
 
@@ -30,13 +34,15 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 
 from .bus import ClusterBus
+from .fencer import Fenced, Fencer
 from .lun_identities import mismatches
 from .messages import EndSessions, Nothing, SessionEnd, StateAdopted, Takeover, TakeoverReport
 from .peers import ALIVE, HEARTBEATS_PER_DEADLINE, Peers
 from .registry import SNAPSHOT_VERSION, RegistryError, checked, reinstatement_key
-from .service import Reply
+from .service import Deferred, Reply
 from .tickle import send_garp, send_tickles
 
 log = logging.getLogger("ringtgt.coordinator")
@@ -52,9 +58,11 @@ TICKLE_INTERVAL = 0.05
 
 
 class Cluster:
-    def __init__(self, service, config, registry, authority, identities=list):
-        """`identities()`: this node's LUN identities now (lun_identities.py)."""
+    def __init__(self, service, config, registry, authority, identities=list, fencer: Fencer | None = None):
+        """`identities()`: this node's LUN identities now (lun_identities.py); `fencer`: fences a peer through Ceph
+        before its takeover (None: nothing to fence)."""
         self.service = service
+        self.fencer = fencer
         self.identities = identities
         self.mismatches: dict[str, list[str]] = {}      # by peer: what differed when we last compared
         self.config = config
@@ -177,8 +185,16 @@ class Cluster:
     def _peer_died(self, peer: str) -> None:
         log.warning("cluster: peer %s silent for %.2f s, taken for dead", peer, self.config.dead_after)
         if self.config.takeover == "builtin":
-            self._take_vips()
-            self.takeover(peer)
+            def fenced(result: Fenced | None) -> None:
+                if result is not None and result.refused:
+                    log.error("cluster: no takeover of %s: %s", peer, result.error)
+                    return
+                if result is not None and result.error:
+                    log.error("cluster: fencing %s failed: %s; taking over anyway (built-in takeover)", peer,
+                              result.error)
+                self._take_vips()
+                self.takeover(peer, result)
+            self._fence(peer, fenced)
         else:
             log.warning("cluster: once %s is fenced and its VIPs are here, run `ringtgt takeover %s`", peer, peer)
 
@@ -194,8 +210,17 @@ class Cluster:
             send_garp(interface, address)
             log.info("cluster: VIP %s is on %s, gratuitous ARP sent", vip, interface)
 
-    def takeover(self, peer: str) -> TakeoverReport:
-        """Tickle every connection `peer` held on an address local now; its sessions leave the table."""
+    def _fence(self, peer: str, then: Callable[[Fenced | None], None]) -> None:
+        """then(what fencing `peer` did), or then(None) at once when there is nothing to fence."""
+        if self.fencer is None or not self.fencer.needed():
+            then(None)
+            return
+        log.info("cluster: fencing %s: blocklisting its RADOS clients", peer)
+        self.fencer.fence(peer, then)
+
+    def takeover(self, peer: str, fenced: Fenced | None = None) -> TakeoverReport:
+        """Tickle every connection `peer` held on an address local now; its sessions leave the table. `fenced`:
+        what fencing it did, for the report."""
         sessions = [s for s in self.registry.sessions() if s["node"] == peer]
         connections = []
         for session in sessions:
@@ -211,18 +236,34 @@ class Cluster:
             self.service.submit(StateAdopted())      # this node's workers learn it as after an adoption
         if self.peers.state(peer) == ALIVE:         # taken over alive (an operator's call): its own table again
             self.bus.send(peer, WANT_SNAPSHOT, {})
+        fenced = fenced or Fenced()
         result = TakeoverReport(peer, self.peers.state(peer), len(sessions), len(connections), TICKLE_ROUNDS,
-                                len(sessions) - len(connections))
-        log.info("cluster: takeover of %s (%s): %d sessions, %d connections tickled ×%d, %d not on a local "
-                 "IPv4 address", peer, result.peer_state, len(sessions), len(connections), TICKLE_ROUNDS,
-                 result.not_local)
+                                len(sessions) - len(connections), fenced.addresses, fenced.error)
+        log.info("cluster: takeover of %s (%s): %d RADOS clients blocklisted, %d sessions, %d connections tickled "
+                 "×%d, %d not on a local IPv4 address", peer, result.peer_state, len(fenced.addresses),
+                 len(sessions), len(connections), TICKLE_ROUNDS, result.not_local)
         return result
 
-    def _takeover_request(self, message: Takeover, origin: str) -> Reply:
+    def _takeover_request(self, message: Takeover, origin: str) -> Reply | Deferred:
         peer = message.peer
         if peer not in self.peers.peers:
             raise ValueError(f"{peer!r} is not a peer of node {self.node} ({', '.join(sorted(self.peers.peers))})")
-        return Reply(self.takeover(peer))
+        if self.fencer is None or not self.fencer.needed():
+            return Reply(self.takeover(peer))
+        deferred = self.service.defer()
+
+        def fenced(result: Fenced | None) -> None:
+            assert result is not None
+            if result.refused or (result.error and not message.unfenced):
+                log.error("cluster: takeover of %s refused: fencing failed: %s", peer, result.error)
+                deferred.resolve(Reply(TakeoverReport(peer, self.peers.state(peer), 0, 0, 0, 0, result.addresses,
+                                                      result.error, taken=False)))
+                return
+            if result.error:
+                log.error("cluster: fencing %s failed: %s; taking over anyway (--unfenced)", peer, result.error)
+            deferred.resolve(Reply(self.takeover(peer, result)))
+        self._fence(peer, fenced)
+        return deferred
 
 
 def is_local(address: str) -> bool:

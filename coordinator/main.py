@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from .bus import ClusterBusError
 from .cluster import Cluster
+from .fencer import Fencer, rbd_pools
 from .lun_identities import lun_identities
 from .registry import SessionRegistry
 from .reload_service import RunningConfig, register_reload_handlers
@@ -63,7 +64,8 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
     running = RunningConfig(config)
     try:
         cluster = (Cluster(service, config.cluster, registry, authority,
-                           lambda: lun_identities(running.config, lambda target, lun: authority.unit(target, lun).size))
+                           lambda: lun_identities(running.config, lambda target, lun: authority.unit(target, lun).size),
+                           Fencer(service, config.cluster.node, lambda: rbd_pools(running.config)))
                    if config.cluster is not None else None)
     except ClusterBusError as exc:
         log.error("cluster bus: %s", exc)

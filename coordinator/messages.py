@@ -331,12 +331,17 @@ class TakeoverReport(Message):
     tickled: int
     rounds: int
     not_local: int
+    fenced: list = field(default_factory=list)  # the peer's RADOS client addresses blocklisted (coordinator/fencer.py)
+    fence_error: str = ""                       # why fencing failed ("": it did not, or nothing to fence)
+    taken: bool = True                          # False: refused, fencing failed (nothing tickled, sessions kept)
 
 
 @message("cluster.takeover", TakeoverReport)
 class Takeover(Message):
-    """Control: take over a dead (or fenced) peer's sessions."""
+    """Control: fence a dead peer through Ceph (RBD LUNs), then take over its sessions; `unfenced`: even if
+    fencing fails (the operator knows the peer is dead)."""
     peer: str
+    unfenced: bool = False
 
 
 @message("cluster.adopted", Nothing)

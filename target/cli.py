@@ -47,8 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                           "command, byte and error counts; per worker its gauges (from the workers' counter files)"),
         ("resize", _resize, "grow a LUN of the running node: extend its file to --size, or pick up the size its "
                             "file or block device has now; every initiator gets CAPACITY DATA HAS CHANGED"),
-        ("takeover", _takeover, "tell this node's coordinator that PEER is dead and its VIPs are here: tickle "
-                                "every connection PEER held"),
+        ("takeover", _takeover, "tell this node's coordinator that PEER is dead and its VIPs are here: blocklist "
+                                "PEER's RADOS clients (RBD LUNs), then tickle every connection PEER held"),
         ("keygen", _keygen, "write a CURVE key pair for the cluster bus: NAME.key (public) and NAME.key_secret"),
     ):
         command = commands.add_parser(name, help=text, description=text)
@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                                                 "extended to it. Default: the file's or device's size now")
         elif name == "takeover":
             command.add_argument("peer", metavar="PEER", help="the dead peer's node name")
+            command.add_argument("--unfenced", action="store_true", help="take over even if blocklisting PEER's "
+                                 "RADOS clients fails (RBD LUNs): only once PEER is known to be dead")
         elif name == "keygen":
             command.add_argument("name", metavar="NAME", help="path and name of the key files, e.g. keys/a")
     return parser
@@ -258,11 +260,25 @@ def _stats(config: Config, args) -> int:
 
 
 def _takeover(config: Config, args) -> int:
+    from coordinator.fencer import FENCE_TIMEOUT
     from coordinator.messages import Takeover, TakeoverReport
 
-    reply = cast(TakeoverReport | None, _ask(config, Takeover(args.peer)))
+    reply = cast(TakeoverReport | None, _ask(config, Takeover(args.peer, args.unfenced), FENCE_TIMEOUT + 5))
     if reply is None:
         return 1
+    if reply.fenced or reply.fence_error:
+        print(f"fenced {reply.peer} through Ceph: {len(reply.fenced)} RADOS clients blocklisted"
+              + "".join(f"\n  {address}" for address in reply.fenced))
+    if reply.fence_error:
+        print(f"FENCING FAILED: {reply.fence_error}", file=sys.stderr)
+    if not reply.taken:
+        print(f"takeover of {reply.peer} refused: {reply.peer} may still write to the RBD images; nothing tickled, "
+              f"its sessions kept. Fix the cause and run it again, or, once {reply.peer} is known to be dead "
+              f"(powered off), `ringtgt takeover {reply.peer} --unfenced` (which a node fenced itself refuses too)",
+              file=sys.stderr)
+        return 1
+    if reply.fence_error:
+        print(f"WARNING: {reply.peer} is not fenced through Ceph; taken over as told (--unfenced)", file=sys.stderr)
     print(f"takeover of {reply.peer} (seen {reply.peer_state}): {reply.sessions} sessions, "
           f"{reply.tickled} connections tickled x{reply.rounds}, {reply.not_local} not on a local address")
     return 0

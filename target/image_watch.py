@@ -28,8 +28,12 @@ CHECK_SECONDS = 1.0
 class ImageWatch:
     """The file LUNs of one worker: opened by `open`, then watched from `watch` on."""
 
-    def __init__(self, state_dir: str, call_later: Callable[[float, Callable[[], None]], object]) -> None:
+    def __init__(self, state_dir: str, call_later: Callable[[float, Callable[[], None]], object],
+                 client_record: tuple[str, int] | None = None) -> None:
+        """`client_record`: (node, worker index) under which an RBD LUN's client is recorded for fencing (a
+        cluster node's worker; backstore/fencing.py), None: not recorded."""
         self._state_dir = state_dir
+        self._client_record = client_record
         self._call_later = call_later       # (seconds, fn): the worker's timer
         self._identities: dict[tuple[str, int], images.ImageIdentity] = {}     # the LUNs opened, by (iqn, lun)
         self._gone: dict[tuple[str, int], str] = {}                          # the LUNs found gone, and why
@@ -42,6 +46,7 @@ class ImageWatch:
         identity, reason = self._recorded(iqn, lun) if lun.backstore == "file" else (None, None)
         if reason is None:
             try:
+                self._record(lun)
                 store = open_backstore(lun.backstore, reactor, path=lun.path, size=lun.size, block_size=lun.block_size,
                                        direct=lun.direct, write_cache=lun.write_cache,
                                        encryption_key=lun.encryption_key, image=identity, rbd=rbd_image(lun))
@@ -58,6 +63,14 @@ class ImageWatch:
         self._gone[iqn, lun.id] = reason
         return OfflineBackstore(reactor, path=lun.path, size=lun.size or lun.block_size, block_size=lun.block_size,
                                 write_cache=lun.write_cache)
+
+    def _record(self, lun: LunConfig) -> None:
+        """An RBD LUN on a cluster node: this worker's RADOS client recorded for fencing first (BackstoreError if it
+        cannot be, or the node was fenced: then the LUN is not served)."""
+        rbd = rbd_image(lun)
+        if rbd is not None and self._client_record is not None:
+            from .backstore.fencing import record
+            record(rbd.client, rbd.pool, *self._client_record)
 
     def _recorded(self, iqn: str, lun: LunConfig) -> tuple[images.ImageIdentity | None, str | None]:
         """The identity the supervisor recorded for the LUN's image, and why the LUN is offline already (or None)."""

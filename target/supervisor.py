@@ -46,6 +46,14 @@ MAX_BACKOFF = 10.0
 
 _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
+
+def _wait(timeout: float) -> signal.Signals | None:
+    """The next of _SIGNALS within `timeout` seconds, or None. A supervisor stopped and continued (SIGSTOP of a
+    frozen node, a paused VM) has its sigtimedwait interrupted; CPython's retry, finding the deadline passed, returns
+    a siginfo it never filled (the number left in that stack slot): a number that is none of ours counts as none."""
+    info = signal.sigtimedwait(_SIGNALS, timeout)
+    return signal.Signals(info.si_signo) if info is not None and info.si_signo in _SIGNALS else None
+
 log = logging.getLogger("ringtgt.supervisor")
 
 
@@ -118,15 +126,15 @@ class Supervisor:
             self._check_ready()
             wake = min([c.due for c in self._children if not c.pid and not c.retiring]
                        + [c.retiring for c in self._children if c.retiring], default=float("inf"))
-            info = signal.sigtimedwait(_SIGNALS, max(0.0, min(wake - time.monotonic(), self._watchdog.interval)))
-            if info is None:
+            signo = _wait(max(0.0, min(wake - time.monotonic(), self._watchdog.interval)))
+            if signo is None:
                 continue
-            if info.si_signo == signal.SIGCHLD:
+            if signo == signal.SIGCHLD:
                 self._reap(restart=True)
-            elif info.si_signo == signal.SIGHUP:
+            elif signo == signal.SIGHUP:
                 self._reload()
             else:
-                log.info("%s: stopping children", signal.Signals(info.si_signo).name)
+                log.info("%s: stopping children", signo.name)
                 notify("STOPPING=1", "STATUS=stopping")
                 self._stop()
                 return 0
@@ -305,13 +313,13 @@ class Supervisor:
         self._signal_all(signal.SIGTERM, children)
         deadline = time.monotonic() + timeout
         while any(c.pid for c in children) and (remaining := deadline - time.monotonic()) > 0:
-            info = signal.sigtimedwait(_SIGNALS, remaining)
-            if info is None:
+            signo = _wait(remaining)
+            if signo is None:
                 break
-            if info.si_signo == signal.SIGCHLD:
+            if signo == signal.SIGCHLD:
                 self._reap(restart=False)
-            elif info.si_signo in (signal.SIGTERM, signal.SIGINT):
-                log.warning("%s again: killing children now", signal.Signals(info.si_signo).name)
+            elif signo in (signal.SIGTERM, signal.SIGINT):
+                log.warning("%s again: killing children now", signo.name)
                 return False
         return True
 

@@ -111,7 +111,8 @@ class Worker:
         self.reactor = Reactor(self.ring)
         self.coordinator = CoordinatorClient(self.reactor, config.server.state_dir, index)
         self.portal_group_tag = PORTAL_GROUP_TAG
-        self.images = ImageWatch(config.server.state_dir, self.reactor.call_later)
+        self.images = ImageWatch(config.server.state_dir, self.reactor.call_later,
+                                 (config.cluster.node, index) if config.cluster is not None else None)
         self.targets = {t.iqn: self.build_target(t) for t in config.targets}
         self.access = AccessPolicy.from_config(config, PORTAL_GROUP_TAG, self._admit)
         vips = config.cluster.vip_addresses() if config.cluster is not None else ()

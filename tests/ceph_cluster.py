@@ -13,6 +13,7 @@ is the session fixture that shares one cluster between every test that needs one
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -27,7 +28,7 @@ OSD_BLOCK_BYTES = 8 << 30           # sparse: only what is written takes space
 START_TIMEOUT = 60.0                # each step of the start
 COMMAND_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
-_TOOLS = ("ceph-mon", "ceph-osd", "ceph", "rbd", "monmaptool", "ceph-authtool")
+_TOOLS = ("ceph-mon", "ceph-osd", "ceph", "rbd", "rados", "monmaptool", "ceph-authtool")
 
 
 class CephError(AssertionError):
@@ -108,6 +109,9 @@ bluestore block path = {d}/osd-block
 bluestore block create = true
 bluestore block size = {OSD_BLOCK_BYTES}
 osd memory target = 939524096
+
+[client]
+admin socket = {d}/run/$name.$pid.$cctid.asok
 """)
 
     def start(self) -> CephCluster:
@@ -190,10 +194,27 @@ osd memory target = 939524096
         """An `rbd` command on this cluster; its output (CephError if it fails)."""
         return self._run(["rbd", "-c", str(self.conf), *args])
 
+    def rados(self, *args: str) -> str:
+        """A `rados` command on this cluster; its output (CephError if it fails)."""
+        return self._run(["rados", "-c", str(self.conf), *args])
+
     def create_image(self, name: str, size: int) -> str:
         """A new image in the pool, without exclusive-lock (as ringtgt creates them); its pool/name."""
         self.rbd("create", "--size", f"{size}B", "--image-feature", "layering", f"{POOL}/{name}")
         return f"{POOL}/{name}"
+
+    def client_ports(self) -> list[int]:
+        """The ports a client reaches on 127.0.0.1: the monitor's and each OSD's public one (what a relay into a
+        network namespace must carry: tests/e2e/netns.py)."""
+        osds = json.loads(self.ceph("osd", "dump", "-f", "json"))["osds"]
+        return [self.port, *sorted({int(a["addr"].rsplit(":", 1)[1]) for osd in osds
+                                    for a in osd["public_addrs"]["addrvec"]})]
+
+    def blocklist(self) -> list[str]:
+        """The addresses in the OSD map's blocklist (`ceph osd blocklist ls`: its JSON list of addresses is
+        followed by one of address ranges)."""
+        entries, _ = json.JSONDecoder().raw_decode(self.ceph("osd", "blocklist", "ls", "-f", "json").strip())
+        return [entry["addr"] for entry in entries]
 
     def client_keyring(self, name: str) -> Path:
         """A cephx client allowed RBD on the pool (cephx clusters): its keyring file."""

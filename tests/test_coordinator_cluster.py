@@ -3,6 +3,7 @@ and reservation replication (snapshot, deltas, a lost delta, a restart), reinsta
 of a peer, the bus refusing a stranger's key or a forged node name, and LUN identities compared between peers."""
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 import socket
 import struct
 import time
@@ -13,10 +14,12 @@ import zmq.auth
 
 from coordinator.bus import ClusterBus, ClusterBusError
 from coordinator.cluster import Cluster
+from coordinator.control import control_request
+from coordinator.fencer import Fencer
 from coordinator.lun_identities import mismatches
 from coordinator.endpoints import workers_endpoint
 from coordinator.registry import SessionRegistry
-from coordinator.messages import ReservationRequest
+from coordinator.messages import ReservationRequest, Takeover
 from coordinator.unit_service import UnitAuthority, register_unit_handlers
 from coordinator.schema import HELLO, NOTIFY, PUSH, WELCOME, decode, encode
 from coordinator.service import CoordinatorService
@@ -41,7 +44,7 @@ def session(node, tsih=1, isid=0x1234, initiator="iqn.2026-11.org.example:host",
 
 
 class Node:
-    def __init__(self, tmp_path, name, ports, keys, dead_after=0.3):
+    def __init__(self, tmp_path, name, ports, keys, dead_after=0.3, rbd_pools=()):
         self.name = name
         other = next(n for n in ports if n != name)
         self.config = ClusterConfig(
@@ -57,7 +60,8 @@ class Node:
         register_session_handlers(self.service, self.registry, name)
         self.authority = UnitAuthority([(T, 0)])
         register_unit_handlers(self.service, self.authority)
-        self.cluster = Cluster(self.service, self.config, self.registry, self.authority)
+        self.cluster = Cluster(self.service, self.config, self.registry, self.authority,
+                               fencer=Fencer(self.service, name, lambda: [list(pool) for pool in rbd_pools]))
 
     def close(self):
         self.cluster.close()
@@ -226,3 +230,26 @@ def test_lun_identities_that_differ_between_peers_are_logged(nodes, caplog):
     with caplog.at_level(logging.WARNING, logger="ringtgt.coordinator"):
         b.cluster.announce_identities()
         pump([a, b], lambda: any("serial 'S0' here, 'S9' on peer b" in message for message in warnings()))
+
+
+def test_a_takeover_whose_fencing_fails_is_refused_unless_told_unfenced(tmp_path, keys):
+    """Node a serves an RBD LUN whose cluster cannot be reached (its ceph.conf is missing): fencing b fails in the
+    fencing process, so `ringtgt takeover b` is refused (b's sessions kept), and done with --unfenced."""
+    ports = {"a": free_port(), "b": free_port()}
+    a = Node(tmp_path, "a", ports, keys, rbd_pools=[(str(tmp_path / "missing.conf"), None, None, "rbd")])
+    b = Node(tmp_path, "b", ports, keys)
+    try:
+        pump([a, b], lambda: a.cluster.peers.state("b") == "alive")
+        b.registry.login(session("b", tsih=4, portal="192.0.2.100:3260"))
+        pump([a, b], lambda: len(a.registry) == 1)
+        b.close()
+        for unfenced in (False, True):
+            with ThreadPoolExecutor(1) as pool:
+                reply = pool.submit(control_request, a.state_dir, Takeover("b", unfenced), 30)
+                pump([a], reply.done, timeout=30)
+                report = reply.result()
+            assert "missing.conf" in report.fence_error and report.fenced == [], report
+            assert report.taken is unfenced, report
+            assert len(a.registry) == (0 if unfenced else 1)
+    finally:
+        a.close()

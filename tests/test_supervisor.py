@@ -184,6 +184,25 @@ def test_killed_worker_is_restarted_within_a_second(start):
     assert delay and float(delay[1]) < 1.0, sup.log()   # the supervisor's own schedule, not the machine's load
 
 
+def test_a_node_frozen_and_resumed_keeps_its_supervisor(start):
+    """SIGSTOP then SIGCONT of the whole process group (a paused VM, a frozen node resumed after a takeover), longer
+    than the supervisor's wait each time: CPython's sigtimedwait, interrupted past its deadline, returns the signal
+    number its stack slot held, which stopped `serve`'s supervisor with a traceback in 2 of 7 tries and left its
+    children behind (how often depends on that slot: this harness provokes it less). It goes on supervising: a
+    worker killed afterwards is restarted."""
+    sup = start(workers=2)
+    before = wait_for(lambda: len(sup.workers()) == 2 and sup.workers())
+    for _ in range(3):
+        os.killpg(sup.proc.pid, signal.SIGSTOP)
+        time.sleep(0.6)                 # longer than the supervisor's wait: 0.5 s (hang_timeout 2 s / 4)
+        os.killpg(sup.proc.pid, signal.SIGCONT)
+        time.sleep(0.2)
+    assert sup.proc.poll() is None, sup.log()
+    os.kill(before[1][0], signal.SIGKILL)
+    wait_for(lambda: 1 in sup.workers() and sup.workers()[1][0] != before[1][0])
+    assert "Traceback" not in sup.log(), sup.log()
+
+
 def test_hung_worker_is_killed_and_restarted(start):
     sup = start(workers=2, mode="hang")
     before = wait_for(lambda: len(sup.workers()) == 2 and sup.workers())

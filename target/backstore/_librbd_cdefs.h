@@ -20,6 +20,27 @@ int rados_getaddrs(rados_t cluster, char **addrs);
 void rados_buffer_free(char *buf);
 int rados_ioctx_create(rados_t cluster, const char *pool_name, rados_ioctx_t *ioctx);
 void rados_ioctx_destroy(rados_ioctx_t io);
+int rados_mon_command(rados_t cluster, const char **cmd, size_t cmdlen, const char *inbuf, size_t inbuflen,
+                      char **outbuf, size_t *outbuflen, char **outs, size_t *outslen);
+
+/* omap of one object (the fencing records, fencing.py) */
+typedef int... time_t;
+typedef void *rados_write_op_t;
+typedef void *rados_read_op_t;
+typedef void *rados_omap_iter_t;
+rados_write_op_t rados_create_write_op(void);
+void rados_release_write_op(rados_write_op_t write_op);
+void rados_write_op_omap_set(rados_write_op_t write_op, char const *const *keys, char const *const *vals,
+                             const size_t *lens, size_t num);
+void rados_write_op_omap_rm_keys(rados_write_op_t write_op, char const *const *keys, size_t keys_len);
+int rados_write_op_operate(rados_write_op_t write_op, rados_ioctx_t io, const char *oid, time_t *mtime, int flags);
+rados_read_op_t rados_create_read_op(void);
+void rados_release_read_op(rados_read_op_t read_op);
+void rados_read_op_omap_get_vals2(rados_read_op_t read_op, const char *start_after, const char *filter_prefix,
+                                  uint64_t max_return, rados_omap_iter_t *iter, unsigned char *pmore, int *prval);
+int rados_read_op_operate(rados_read_op_t read_op, rados_ioctx_t io, const char *oid, int flags);
+int rados_omap_get_next(rados_omap_iter_t iter, char **key, char **val, size_t *len);
+void rados_omap_get_end(rados_omap_iter_t iter);
 
 int rbd_create2(rados_ioctx_t io, const char *name, uint64_t size, uint64_t features, int *order);
 int rbd_open(rados_ioctx_t io, const char *name, rbd_image_t *image, const char *snap_name);

@@ -48,9 +48,11 @@ def _check(rc: int, what: str) -> int:
 
 
 class Connection:
-    """One librados client: `ioctx(pool)` for each pool used, `addresses` for fencing."""
+    """One librados client: `ioctx(pool)` for each pool used, `addresses` and `mon_command` for fencing
+    (fencing.py)."""
 
-    def __init__(self, client: CephClient):
+    def __init__(self, client: CephClient, **settings: str):
+        """`settings`: librados options beyond the forced ones."""
         self.client = client
         handle = ffi.new("rados_t *")
         _check(lib.rados_create2(handle, b"ceph", (client.client_name or "client.admin").encode(), 0),
@@ -60,7 +62,7 @@ class Connection:
         try:
             conf = client.ceph_conf.encode() if client.ceph_conf is not None else ffi.NULL
             _check(lib.rados_conf_read_file(self._cluster, conf), f"ceph client {client}: reading its ceph.conf")
-            settings = dict(_FORCED, **({"keyring": client.keyring} if client.keyring is not None else {}))
+            settings = dict(_FORCED, **settings, **({"keyring": client.keyring} if client.keyring is not None else {}))
             for option, value in settings.items():
                 _check(lib.rados_conf_set(self._cluster, option.encode(), value.encode()),
                        f"ceph client {client}: setting {option}")
@@ -88,6 +90,21 @@ class Connection:
             return ffi.string(out[0]).decode()
         finally:
             lib.rados_buffer_free(out[0])
+
+    def mon_command(self, command: dict) -> str:
+        """A monitor command (`command`: its JSON fields, as `ceph … -f json` sends them), at most
+        rados_mon_op_timeout: its status text; BackstoreError with the monitor's answer if it failed."""
+        cmd = ffi.new("char[]", json.dumps(command).encode())
+        outbuf, outbuflen = ffi.new("char **"), ffi.new("size_t *")
+        outs, outslen = ffi.new("char **"), ffi.new("size_t *")
+        rc = lib.rados_mon_command(self._cluster, ffi.new("char *[]", [cmd]), 1, ffi.NULL, 0, outbuf, outbuflen,
+                                   outs, outslen)
+        status = ffi.unpack(outs[0], outslen[0]).decode(errors="replace") if outs[0] != ffi.NULL else ""
+        for buf in (outbuf[0], outs[0]):
+            if buf != ffi.NULL:
+                lib.rados_buffer_free(buf)
+        _check(rc, f"{command['prefix']} ({status})" if status else command["prefix"])
+        return status
 
     def close(self) -> None:
         if self._cluster is None:

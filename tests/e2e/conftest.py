@@ -58,6 +58,18 @@ def shared_ringtgt(tmp_path_factory):
     launcher.stop_all()
 
 
+@pytest.fixture
+def lab_factory():
+    """Factory of the two-node failover lab (cluster_lab.py): nodes a and b and a client in network namespaces;
+    skips where namespaces cannot be made (not root)."""
+    import netns
+    from cluster_lab import new_lab
+    reason = netns.unavailable()
+    if reason:
+        pytest.skip(reason)
+    return new_lab
+
+
 def pytest_collection_modifyitems(items):
     """Mark every test under tests/e2e `e2e` (pyproject.toml registers it), so `make unit` can leave them out."""
     here = Path(__file__).parent

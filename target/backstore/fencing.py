@@ -1,0 +1,227 @@
+"""Fencing through Ceph: each worker's librados client is recorded in RADOS, and a takeover blocklists every client
+the dead node recorded, so that a node that is only cut off (or frozen, and resumed later) can no longer write.
+
+What is where: in every pool holding an RBD LUN, the object `ringtgt.node.NODE` (NODE: `[cluster] node`) has one
+omap key per client a worker of that node opened, `client.WORKER.ADDRESS` → {"pid", "since"}, written when the
+worker opens its first image of the pool (`record`); a restarted worker adds its new address beside the old ones.
+A takeover (`fence`, run by the coordinator in a process of its own: `python -m target.backstore.fencing SPEC`)
+first marks the object `fenced` → {"by", "at"}, then reads every `client.` key, blocklists each address with the
+monitor (`osd blocklist add ADDRESS BLOCKLIST_SECONDS`, all at once: one after the other, each would wait for the
+monitor's next proposal, about a second) and drops the keys it blocklisted. A worker records its
+address before it looks for the mark, and a takeover marks before it reads: RADOS orders the two on the one
+object, so a worker either is among the clients blocklisted or finds the mark, and then serves the pool's LUNs
+offline (a fenced node that restarts does not write again until an operator removes the mark:
+`rados -p POOL rmomapkey ringtgt.node.NODE fenced`). A node marked fenced fences no one: cut off and resumed, it
+takes its peer for dead in turn, and would otherwise blocklist the node that took over.
+
+The fencing client opens no admin socket: librados, finding the socket path ceph.conf gives taken, pings its owner
+first, and when the owner is a frozen process of the node being fenced (two nodes on one machine, a ceph.conf with
+`admin socket = …/$name.asok`) that ping held the takeover for 10 s.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ._librbd import ffi, lib
+from .base import BackstoreError
+from .rados import Connection, connection
+from .rbd_image import CephClient
+
+OBJECT_PREFIX = "ringtgt.node."
+CLIENT_PREFIX = "client."
+FENCED_KEY = "fenced"
+BLOCKLIST_SECONDS = 10 * 365 * 24 * 3600    # the monitor's default (an hour) would let a frozen node back in
+_OMAP_BATCH = 1024                          # keys read per omap call
+
+_recorded: set[tuple[CephClient, str]] = set()     # this process's clients already recorded, by pool
+
+
+def object_name(node: str) -> str:
+    return OBJECT_PREFIX + node
+
+
+def _check(rc: int, what: str) -> None:
+    if rc < 0:
+        raise BackstoreError(f"{what}: {os.strerror(-rc)}")
+
+
+def _set_keys(conn: Connection, pool: str, oid: str, values: dict[str, str]) -> None:
+    keys = [ffi.new("char[]", k.encode()) for k in values]
+    vals = [ffi.new("char[]", v.encode()) for v in values.values()]
+    lens = ffi.new("size_t[]", [len(v.encode()) for v in values.values()])
+    op = lib.rados_create_write_op()
+    try:
+        lib.rados_write_op_omap_set(op, ffi.new("char *[]", keys), ffi.new("char *[]", vals), lens, len(keys))
+        _check(lib.rados_write_op_operate(op, conn.ioctx(pool), oid.encode(), ffi.NULL, 0),
+               f"writing {pool}/{oid}")
+    finally:
+        lib.rados_release_write_op(op)
+
+
+def _remove_keys(conn: Connection, pool: str, oid: str, names: list[str]) -> None:
+    keys = [ffi.new("char[]", k.encode()) for k in names]
+    op = lib.rados_create_write_op()
+    try:
+        lib.rados_write_op_omap_rm_keys(op, ffi.new("char *[]", keys), len(keys))
+        _check(lib.rados_write_op_operate(op, conn.ioctx(pool), oid.encode(), ffi.NULL, 0),
+               f"writing {pool}/{oid}")
+    finally:
+        lib.rados_release_write_op(op)
+
+
+def read_keys(conn: Connection, pool: str, oid: str) -> dict[str, str]:
+    """Every omap key of `pool`/`oid` and its value ({} when the object does not exist)."""
+    found: dict[str, str] = {}
+    after = b""
+    while True:
+        op = lib.rados_create_read_op()
+        try:
+            it, more, rval = ffi.new("rados_omap_iter_t *"), ffi.new("unsigned char *"), ffi.new("int *")
+            lib.rados_read_op_omap_get_vals2(op, after, ffi.NULL, _OMAP_BATCH, it, more, rval)
+            rc = lib.rados_read_op_operate(op, conn.ioctx(pool), oid.encode(), 0)
+            if rc == -2:            # ENOENT: nothing recorded
+                return found
+            _check(rc if rc < 0 else rval[0], f"reading {pool}/{oid}")
+            key, val, length = ffi.new("char **"), ffi.new("char **"), ffi.new("size_t *")
+            try:
+                while lib.rados_omap_get_next(it[0], key, val, length) == 0 and key[0] != ffi.NULL:
+                    after = ffi.string(key[0])
+                    found[after.decode()] = ffi.unpack(val[0], length[0]).decode(errors="replace")
+            finally:
+                lib.rados_omap_get_end(it[0])
+            if not more[0]:
+                return found
+        finally:
+            lib.rados_release_read_op(op)
+
+
+def record(client: CephClient, pool: str, node: str, worker: int) -> None:
+    """This process's client of `client` in `pool`'s record of `node` (once per pool); BackstoreError if that
+    cannot be written, or if the node is marked fenced (its LUNs in the pool must not be served)."""
+    if (client, pool) in _recorded:
+        return
+    conn = connection(client)
+    oid = object_name(node)
+    since = json.dumps({"pid": os.getpid(), "since": time.time()})
+    _set_keys(conn, pool, oid, {f"{CLIENT_PREFIX}{worker}.{address}": since for address in addresses(conn.addresses)})
+    mark = read_keys(conn, pool, oid).get(FENCED_KEY)
+    if mark is not None:
+        raise BackstoreError(f"node {node} was fenced ({mark}): its RADOS clients were blocklisted by a takeover; "
+                             f"once it is repaired, `rados -p {pool} rmomapkey {oid} {FENCED_KEY}` (README, Ceph "
+                             "RBD, Fencing)")
+    _recorded.add((client, pool))
+
+
+def blocklist(conn: Connection, address: str, seconds: float = BLOCKLIST_SECONDS) -> None:
+    """`ceph osd blocklist add ADDRESS SECONDS`, through the monitor (deadline: rados_mon_op_timeout)."""
+    conn.mon_command({"prefix": "osd blocklist", "blocklistop": "add", "addr": address, "expire": float(seconds)})
+
+
+def addresses(text: str) -> list[str]:
+    """The addresses in rados_getaddrs' text: one (`1.2.3.4:0/NONCE`) or a vector (`[v2:…/N,v1:…/N]`), each
+    without its protocol, as the blocklist takes them."""
+    found = []
+    vector = text.startswith(("[v1:", "[v2:", "[any:")) and text.endswith("]")
+    for entry in (text[1:-1] if vector else text).split(","):
+        kind, _, rest = entry.partition(":")
+        address = rest if kind in ("v1", "v2", "any") else entry
+        if address and address not in found:
+            found.append(address)
+    return found
+
+
+def _try_blocklist(what: tuple[Connection, str]) -> str:
+    """blocklist(*what): "" or what failed."""
+    try:
+        blocklist(*what)
+    except BackstoreError as e:
+        return str(e)
+    return ""
+
+
+@dataclass
+class FenceResult:
+    """What `fence` did: the addresses blocklisted, what failed (empty: the node is fenced), and the seconds each
+    step took (connect, mark, blocklist)."""
+
+    fenced: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    refused: str = ""           # why nothing was done: the node fencing was fenced itself (a partition's other side)
+
+    def took(self, step: str, since: float) -> float:
+        now = time.monotonic()
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + now - since, 3)
+        return now
+
+
+def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResult:
+    """Mark `node` fenced in each of `pools` ((client, pool) pairs), blocklist every client address it recorded
+    there, and drop the records of those blocklisted; nothing if `by` (this node) is marked fenced in a pool."""
+    result = FenceResult()
+    oid = object_name(node)
+    recorded: dict[str, list[tuple[Connection, str, str]]] = {}      # address → (conn, pool, key) records
+    conns: list[Connection] = []
+    try:
+        for client, pool in pools:
+            try:
+                began = time.monotonic()
+                conn = next((c for c in conns if c.client == client), None)
+                if conn is None:
+                    conn = Connection(client, admin_socket="")     # none: see the module docstring
+                    conns.append(conn)
+                began = result.took("connect", began)
+                mark = read_keys(conn, pool, object_name(by)).get(FENCED_KEY)
+                if mark is not None:
+                    result.refused = f"node {by} was fenced itself ({mark}): it fences no one"
+                    return result
+                _set_keys(conn, pool, oid, {FENCED_KEY: json.dumps({"by": by, "at": time.time()})})
+                keys = read_keys(conn, pool, oid)
+                result.took("mark", began)
+                for key in keys:
+                    if key.startswith(CLIENT_PREFIX):
+                        address = key[len(CLIENT_PREFIX):].split(".", 1)[1]
+                        recorded.setdefault(address, []).append((conn, pool, key))
+            except BackstoreError as e:
+                result.errors.append(f"pool {pool} ({client}): {e}")
+        began = time.monotonic()
+        with ThreadPoolExecutor(min(32, max(1, len(recorded)))) as pool_of_threads:   # one monitor proposal
+            outcomes = list(pool_of_threads.map(_try_blocklist, [(records[0][0], address)
+                                                                 for address, records in recorded.items()]))
+        result.took("blocklist", began)
+        for (address, records), error in zip(recorded.items(), outcomes):
+            if error:
+                result.errors.append(error)
+                continue
+            result.fenced.append(address)
+            for conn, pool, key in records:
+                try:
+                    _remove_keys(conn, pool, oid, [key])
+                except BackstoreError:
+                    pass            # blocklisted already: blocklisting it again at the next takeover does no harm
+    finally:
+        for conn in conns:
+            conn.close()
+    return result
+
+
+def _fence_from_command_line() -> None:
+    """The coordinator's child: SPEC is {"node", "by", "pools": [[ceph_conf, client_name, keyring, pool]…]}; one
+    line of JSON out, FenceResult's fields."""
+    spec = json.loads(sys.argv[1])
+    pools = [(CephClient(conf, name, keyring), pool) for conf, name, keyring, pool in spec["pools"]]
+    try:
+        result = fence(spec["node"], spec["by"], pools)
+    except BackstoreError as e:
+        result = FenceResult(errors=[str(e)])
+    print(json.dumps({"fenced": result.fenced, "errors": result.errors, "seconds": result.seconds,
+                      "refused": result.refused}), flush=True)
+
+
+if __name__ == "__main__":
+    _fence_from_command_line()

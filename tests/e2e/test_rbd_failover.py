@@ -1,0 +1,149 @@
+"""Fenced takeover of a two-node cluster on one Ceph cluster: nodes a and b in network namespaces (cluster_lab.py)
+serve the same two RBD images of the session's cluster (tests/ceph_cluster.py, reached through a relay of its
+loopback ports into the namespaces) behind a VIP.
+
+A persistent reservation is taken on LUN 0 and fio (libiscsi, verify=crc32c) writes LUN 1 through the VIP on a.
+Node a is cut off (its link down) and frozen (SIGSTOP of all its processes, as a hung machine or a paused VM);
+the VIP moves to b and `ringtgt takeover a` runs there (or, with built-in takeover, b does it all by itself). Then:
+a's RADOS clients (the addresses its workers logged) are in the OSD map's blocklist and b's are not, fio ends with
+err=0 and its verify passing, the reservation is in force on b (a write from a non-registrant gets RESERVATION
+CONFLICT). Node a then resumes: a write through its own portal (from inside its namespace) fails, refused by Ceph,
+the block on b is unchanged; a, fenced itself, fences no one (built-in: it takes b for dead); and a worker of a that
+is restarted finds the fence mark and serves its LUNs offline. The pause fio saw and the addresses fenced are
+printed.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import signal
+import time
+
+from cluster_lab import (FIO_BYTES, FIO_INITIATOR, FIO_LUN, FIO_RUNTIME, KEY, NODES, VIP, WRITE_EXCLUSIVE, Node,
+                         client_script, fio_sessions, move_vip, pauses, start_fio, stop_fio)
+from harness import poll
+
+VIP_MOVES_AFTER = 2.0               # seconds after node a froze
+SERVER = "hang_timeout = 600"       # a frozen node's watchdog must not restart its workers when it resumes
+CHECK_CONDITION, RESERVATION_CONFLICT, MEDIUM_ERROR = 2, 0x18, 3
+BLOCK = 512
+UNTOUCHED_LBA = (FIO_BYTES + (8 << 20)) // BLOCK     # in LUN 1, past what fio writes
+
+
+def rbd_luns(cluster, prefix: str) -> str:
+    """LUN 0 (16 MiB) and LUN 1 (64 MiB) on two images of the session's cluster, made afresh."""
+    tables = []
+    for lun, (image, size) in enumerate(((f"{prefix}-pr", 16 << 20), (f"{prefix}-fio", 64 << 20))):
+        cluster.create_image(image, size)
+        tables.append(f"[[target.lun]]\nid = {lun}\n{cluster.lun_keys(image)}\n")
+    return "\n".join(tables)
+
+
+def served_as(node: Node, image: str) -> set[str]:
+    """The RADOS client addresses node's workers logged when they opened `image`."""
+    return set(re.findall(rf"RBD image rbd/{image}: \d+ bytes served, as .* at (\S+)", node.text()))
+
+
+def worker_pids(node: Node) -> list[int]:
+    return [w["pid"] for w in json.loads(node.command("status", "--json"))["workers"]]
+
+
+def unfence(cluster, node: str, addresses: set[str]) -> None:
+    """What an operator does for a repaired node (README, Ceph RBD, Fencing), and the node's records removed: the
+    session's cluster is left as the test found it."""
+    for address in addresses:
+        cluster.ceph("osd", "blocklist", "rm", address)
+    cluster.rados("-p", "rbd", "rmomapkey", f"ringtgt.node.{node}", "fenced")
+    cluster.rados("-p", "rbd", "rm", f"ringtgt.node.{node}")
+
+
+def fenced_failover(lab_factory, cluster, directory, takeover: str) -> dict:
+    """One failover of a frozen node a to node b, the checks of the module docstring; what was measured."""
+    prefix = f"fence-{takeover}"
+    luns = rbd_luns(cluster, prefix)
+    with lab_factory() as lab:
+        lab.relay_loopback(list(NODES), cluster.client_ports())
+        lab.add_address("a", VIP)
+        nodes = {name: Node(lab, name, directory, luns, takeover, SERVER) for name in NODES}
+        fio = None
+        fenced: set[str] = set()
+        try:
+            poll(lambda: nodes["a"].ready("b") and nodes["b"].ready("a"), timeout=60, what="both nodes up")
+            a_clients, b_clients = served_as(nodes["a"], f"{prefix}-fio"), served_as(nodes["b"], f"{prefix}-fio")
+            assert len(a_clients) == 2 and len(b_clients) == 2, (a_clients, b_clients)
+            assert client_script(lab, "reserve") == [KEY, WRITE_EXCLUSIVE]
+            fio, output, log_prefix = start_fio(lab, directory)
+            poll(lambda: FIO_INITIATOR in nodes["b"].command("sessions"), timeout=30,
+                 what="node b to list fio's session on node a")
+            time.sleep(1.5)
+            lab.link_down("a")                          # cut off from its clients and its peer, not from Ceph
+            nodes["a"].signal(signal.SIGSTOP)           # and frozen, with whatever it had in flight
+            if takeover == "external":
+                time.sleep(VIP_MOVES_AFTER)
+                moved = move_vip(lab, "b")
+                said = nodes["b"].command("takeover", "a")
+                took = time.time() - moved
+                assert "fenced a through Ceph: 2 RADOS clients blocklisted" in said, said
+                assert "1 connections tickled" in said, said
+                fenced = set(re.findall(r"^  (\S+)$", said, re.M))
+            else:
+                moved = time.time()
+                found = poll(lambda: re.search(r"fencing a took .*: 2 RADOS clients blocklisted: (.*)$",
+                                               nodes["b"].text(), re.M), timeout=30, what="node b to fence a")
+                fenced = set(found.group(1).split(", "))
+                poll(lambda: "cluster: takeover of a" in nodes["b"].text(), timeout=30, what="node b's takeover")
+                took = time.time() - moved
+            assert fenced == a_clients, (fenced, a_clients)
+            blocklist = set(cluster.blocklist())
+            assert a_clients <= blocklist and not b_clients & blocklist, (blocklist, a_clients, b_clients)
+
+            status = fio.wait(FIO_RUNTIME + 90)
+            text = output.read_text(errors="replace")
+            assert status == 0 and "err= 0" in text, f"fio exit {status}:\n{text}\n{nodes['b'].text()}"
+            assert f"session of {FIO_INITIATOR}" in nodes["b"].text()     # fio logged in again on b
+            assert fio_sessions(nodes["b"]) == []       # and out at its end; a's session left the table
+            assert client_script(lab, "show") == [KEY, WRITE_EXCLUSIVE]
+            assert client_script(lab, "write", "0", "0") == [RESERVATION_CONFLICT, None]
+
+            before = client_script(lab, "read", str(FIO_LUN), str(UNTOUCHED_LBA))
+            nodes["a"].signal(signal.SIGCONT)           # node a resumes, still holding the VIP on its own side
+            status, sense_key = client_script(lab, "write", str(FIO_LUN), str(UNTOUCHED_LBA), member="a")
+            assert (status, sense_key) == (CHECK_CONDITION, MEDIUM_ERROR), (status, sense_key, nodes["a"].text())
+            # librados' EBLOCKLISTED is ESHUTDOWN (logged once per worker: the writes a had in flight come first)
+            assert f"(errno {errno.ESHUTDOWN}): answered sense 3/0C/00" in nodes["a"].text(), nodes["a"].text()
+            assert client_script(lab, "read", str(FIO_LUN), str(UNTOUCHED_LBA)) == before
+            if takeover == "builtin":                   # a takes b for dead in turn, but was fenced itself
+                poll(lambda: "fences no one" in nodes["a"].text(), timeout=30, what="node a to refuse fencing b")
+            assert not b_clients & set(cluster.blocklist())
+
+            os.kill(worker_pids(nodes["a"])[0], signal.SIGKILL)     # restarted: a new client, not blocklisted
+            poll(lambda: "was fenced" in nodes["a"].text(), timeout=30,
+                 what="node a's restarted worker to find the fence mark")
+            return {"took": took, "fenced": fenced, "refused": (status, sense_key), **pauses(log_prefix, moved)}
+        finally:
+            stop_fio(fio)
+            for node in nodes.values():
+                node.stop()
+            unfence(cluster, "a", fenced)
+            cluster.rados("-p", "rbd", "rm", "ringtgt.node.b")
+
+
+def report(what: str, result: dict) -> str:
+    return (f"{len(result['fenced'])} RADOS clients blocklisted "
+            f"({', '.join(sorted(result['fenced']))}); first write on node b {result['after_move'] * 1000:.0f} ms "
+            f"after {what}, longest stall {result['stall']:.2f} s; node a's write after it resumed: status "
+            f"{result['refused'][0]:#x}, sense key {result['refused'][1]}")
+
+
+def test_external_fenced_takeover_on_one_ceph_cluster(lab_factory, ceph_cluster, tmp_path):
+    result = fenced_failover(lab_factory, ceph_cluster, tmp_path, "external")
+    print(f"fenced takeover on RBD: `ringtgt takeover a` returned {result['took'] * 1000:.0f} ms after the VIP moved; "
+          + report("the VIP move", result))
+
+
+def test_builtin_fenced_takeover_on_one_ceph_cluster(lab_factory, ceph_cluster, tmp_path):
+    result = fenced_failover(lab_factory, ceph_cluster, tmp_path, "builtin")
+    print(f"built-in fenced takeover on RBD: done {result['took'] * 1000:.0f} ms after node a froze "
+          f"(dead_after = 0.5 s); " + report("node a froze", result))
