@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ TARGET = "iqn.2026-11.org.ringtgt:ha"
 FIO_INITIATOR = "iqn.2026-11.org.ringtgt:failover-fio"
 KEY = 0xFE11CE
 WRITE_EXCLUSIVE = 1
-FIO_RUNTIME = 16
+FIO_RUNTIME = 24          # past an untickled failover's wait for the client's next TCP retransmission
 FIO_LUN = 1                 # fio writes LUN 1; the reservation is taken on LUN 0
 FIO_BYTES = 32 << 20        # the part of LUN 1 fio writes
 
@@ -146,6 +147,17 @@ def move_vip(lab: netns.Lab, to: str) -> float:
     subprocess.run(lab.exec(to, [sys.executable, "-c", "from coordinator.tickle import send_garp; "
                                  f"send_garp({lab.interface(to)!r}, {VIP!r})"]), check=True, cwd=REPO)
     return time.time()
+
+
+_TIMER = re.compile(r"timer:\(on,(?:(\d+)min)?(?:([\d.]+)sec)?(?:(\d+)ms)?,")
+
+
+def retransmission_due(lab: netns.Lab) -> float:
+    """Seconds until the client's next TCP retransmission to the VIP (`ss -o`'s retransmission timer; 0: none)."""
+    out = subprocess.run(lab.exec("client", ["ss", "-tnoH", "dst", VIP]), capture_output=True, text=True,
+                         check=True, timeout=30).stdout
+    return max((int(m[1] or 0) * 60 + float(m[2] or 0) + int(m[3] or 0) / 1000 for m in _TIMER.finditer(out)),
+               default=0.0)
 
 
 def fio_sessions(node: Node) -> list[tuple[str, str]]:

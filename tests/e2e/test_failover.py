@@ -5,10 +5,11 @@ like a SAN LUN (the pieces in cluster_lab.py).
 fio (libiscsi, verify=crc32c, default error handling) writes through the VIP. Node a's link goes down (so no
 RST escapes) and its ringtgt is killed; the VIP moves to node b; with external takeover `ringtgt takeover a`
 runs there. fio must finish without an error, node b must list the client's new session, and a persistent
-reservation taken through node a must still be there. The same failover without the takeover call (no
-tickles) shows the stall tickles cure: the client waits for its next TCP retransmission. Built-in takeover
-(node b adds the VIP itself when a falls silent) gets the same checks. Pauses are printed, and asserted only
-with a wide margin.
+reservation taken through node a must still be there. The VIP moves once the client's TCP retransmission
+timer (`ss -o` in its namespace) has at least RETRANSMISSION_DUE seconds to go: with tickles fio writes again
+before that timer would fire, without them only after it fired (the stall tickles cure). Built-in takeover (node b
+adds the VIP itself when a falls silent) gets the same checks. Pauses are printed, and asserted against TCP's own
+timer, not the clock of a loaded machine.
 """
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ import time
 from pathlib import Path
 
 from cluster_lab import (CLIENT, FIO_INITIATOR, KEY, NODES, VIP, WRITE_EXCLUSIVE, FIO_RUNTIME, Node, client_script,
-                         file_luns, fio_sessions, move_vip, pauses, start_fio, stop_fio)
+                         file_luns, fio_sessions, move_vip, pauses, retransmission_due, start_fio, stop_fio)
 from harness import poll
 
 import netns
 
 VIP_MOVES_AFTER = 4.0       # seconds after node a dies: the client is deep in retransmission backoff by then
+RETRANSMISSION_DUE = 5.0    # ... and the VIP moves once its next retransmission is this far away (6.4 s backoff)
 
 
 def failover(lab_factory, directory: Path, takeover: str, tickle: bool) -> dict:
@@ -45,12 +47,15 @@ def failover(lab_factory, directory: Path, takeover: str, tickle: bool) -> dict:
             died = time.time()
             if takeover == "external":
                 time.sleep(VIP_MOVES_AFTER)
+                due = poll(lambda: (d := retransmission_due(lab)) >= RETRANSMISSION_DUE and d, timeout=60,
+                           what=f"the client's next retransmission to be {RETRANSMISSION_DUE:g} s away")
+                retransmits = time.time() + due
                 moved = move_vip(lab, "b")
                 if tickle:
                     said = nodes["b"].command("takeover", "a")
                     assert "1 connections tickled" in said, said
             else:
-                moved = died
+                moved, retransmits = died, float("inf")
             if tickle:      # fio goes on for seconds after a tickled failover: its new session is listed, alone
                 poll(lambda: fio_sessions(nodes["b"]) == [("b", CLIENT)], timeout=60,
                      what="fio's new session on node b, and node a's gone from the table")
@@ -62,7 +67,7 @@ def failover(lab_factory, directory: Path, takeover: str, tickle: bool) -> dict:
             if takeover == "builtin":
                 assert f"VIP {VIP}/{netns.PREFIX} is on" in nodes["b"].text(), nodes["b"].text()
             assert client_script(lab, "show") == [KEY, WRITE_EXCLUSIVE]
-            return pauses(log_prefix, moved)
+            return {**pauses(log_prefix, moved), "before_retransmission": retransmits - moved}
         finally:
             stop_fio(fio)
             for node in nodes.values():
@@ -70,12 +75,14 @@ def failover(lab_factory, directory: Path, takeover: str, tickle: bool) -> dict:
 def test_external_takeover_with_and_without_tickles(lab_factory, tmp_path):
     tickled = failover(lab_factory, tmp_path / "tickled", "external", tickle=True)
     untickled = failover(lab_factory, tmp_path / "untickled", "external", tickle=False)
-    print(f"failover, VIP moved {VIP_MOVES_AFTER:g} s after node a died: first write completed on node b "
-          f"{tickled['after_move'] * 1000:.0f} ms after the VIP move and `ringtgt takeover` with tickles, "
-          f"{untickled['after_move'] * 1000:.0f} ms without; longest stall {tickled['stall']:.2f} s vs "
-          f"{untickled['stall']:.2f} s")
-    assert untickled["after_move"] > 1.0, untickled
-    assert tickled["after_move"] * 4 < untickled["after_move"], (tickled, untickled)
+    print(f"failover, VIP moved once the client's next retransmission was {RETRANSMISSION_DUE:g} s or more away: "
+          f"first write completed on node b {tickled['after_move'] * 1000:.0f} ms after the VIP move with `ringtgt "
+          f"takeover` and its tickles ({tickled['before_retransmission'] * 1000:.0f} ms before TCP would have "
+          f"retransmitted), {untickled['after_move'] * 1000:.0f} ms without (the retransmission was due "
+          f"{untickled['before_retransmission'] * 1000:.0f} ms after the move); longest stall "
+          f"{tickled['stall']:.2f} s vs {untickled['stall']:.2f} s")
+    assert tickled["after_move"] < tickled["before_retransmission"], tickled         # the tickle, not TCP
+    assert untickled["after_move"] > untickled["before_retransmission"] - 0.1, untickled   # TCP (ss: ms steps)
 
 
 def test_builtin_takeover(lab_factory, tmp_path):
