@@ -21,6 +21,21 @@ void rados_buffer_free(char *buf);
 int rados_ioctx_create(rados_t cluster, const char *pool_name, rados_ioctx_t *ioctx);
 void rados_ioctx_destroy(rados_ioctx_t io);
 
+/* versioned objects (rados_objects.py): one write op compares an xattr, sets it and replaces the data atomically */
+#define LIBRADOS_CREATE_EXCLUSIVE ...
+#define LIBRADOS_CMPXATTR_OP_EQ ...
+typedef int... time_t;
+typedef void *rados_write_op_t;
+rados_write_op_t rados_create_write_op(void);
+void rados_release_write_op(rados_write_op_t write_op);
+void rados_write_op_create(rados_write_op_t write_op, int exclusive, const char *category);
+void rados_write_op_cmpxattr(rados_write_op_t write_op, const char *name, uint8_t comparison_operator,
+                             const char *value, size_t value_len);
+void rados_write_op_setxattr(rados_write_op_t write_op, const char *name, const char *value, size_t value_len);
+void rados_write_op_write_full(rados_write_op_t write_op, const char *buffer, size_t len);
+int rados_write_op_operate(rados_write_op_t write_op, rados_ioctx_t io, const char *oid, time_t *mtime, int flags);
+int rados_read(rados_ioctx_t io, const char *oid, char *buf, size_t len, uint64_t off);
+
 int rbd_create2(rados_ioctx_t io, const char *name, uint64_t size, uint64_t features, int *order);
 int rbd_open(rados_ioctx_t io, const char *name, rbd_image_t *image, const char *snap_name);
 int rbd_close(rbd_image_t image);

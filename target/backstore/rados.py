@@ -37,7 +37,6 @@ _FORCED = {
     "rbd_skip_partial_discard": "false",
     "client_mount_timeout": str(CONNECT_TIMEOUT_SECONDS),
     "rados_mon_op_timeout": str(CONNECT_TIMEOUT_SECONDS),
-    "rados_osd_op_timeout": str(OSD_OP_TIMEOUT_SECONDS),
 }
 
 
@@ -48,9 +47,10 @@ def _check(rc: int, what: str) -> int:
 
 
 class Connection:
-    """One librados client: `ioctx(pool)` for each pool used, `addresses` for fencing."""
+    """One librados client: `ioctx(pool)` for each pool used, `addresses` for fencing. `op_timeout`: whole seconds an
+    operation may take before it fails (ETIMEDOUT), OSD_OP_TIMEOUT_SECONDS unless given."""
 
-    def __init__(self, client: CephClient):
+    def __init__(self, client: CephClient, op_timeout: int = OSD_OP_TIMEOUT_SECONDS):
         self.client = client
         handle = ffi.new("rados_t *")
         _check(lib.rados_create2(handle, b"ceph", (client.client_name or "client.admin").encode(), 0),
@@ -60,7 +60,8 @@ class Connection:
         try:
             conf = client.ceph_conf.encode() if client.ceph_conf is not None else ffi.NULL
             _check(lib.rados_conf_read_file(self._cluster, conf), f"ceph client {client}: reading its ceph.conf")
-            settings = dict(_FORCED, **({"keyring": client.keyring} if client.keyring is not None else {}))
+            settings = dict(_FORCED, rados_osd_op_timeout=str(op_timeout),
+                            **({"keyring": client.keyring} if client.keyring is not None else {}))
             for option, value in settings.items():
                 _check(lib.rados_conf_set(self._cluster, option.encode(), value.encode()),
                        f"ceph client {client}: setting {option}")
