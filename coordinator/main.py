@@ -79,6 +79,7 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
         service.close()
         raise SystemExit(1) from None
     register_unit_handlers(service, authority)
+    authority.attach_loop(service)
     try:
         cluster = (Cluster(service, config.cluster, registry, authority,
                            lambda: lun_identities(running.config, lambda target, lun: authority.unit(target, lun).size))

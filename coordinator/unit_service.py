@@ -545,7 +545,6 @@ class UnitAuthority:
 
 
 def register_unit_handlers(service: CoordinatorService, authority: UnitAuthority) -> None:
-    authority.attach_loop(service)
     service.register(ReservationRequest, authority.request)
     service.register(UnitReset, authority.reset)
     service.register(ClearTaskSet, authority.clear)
