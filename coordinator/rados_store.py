@@ -8,7 +8,9 @@ LOAD_DEADLINE): a thread of its own (`RadosStateClient`) runs every read and wri
 per Ceph client whose operations time out after OP_TIMEOUT_SECONDS, and hands each result back through an eventfd
 the loop watches. A save not answered within SAVE_DEADLINE fails (StoreFailed) whatever the thread is doing, below
 the workers' request deadline, so the command that waits for it gets its sense, not BUSY. A failure is logged once
-per Ceph client until a save works again. A write that failed (timed out) may still land later (an OSD that was
+per Ceph client until a save works again. A save refused because the object changed, but which holds what the
+save was `based_on` (a peer's write this coordinator already has from the cluster bus), is made on top. A write that
+failed (timed out) may still land later (an OSD that was
 only slow): the next save, refused, then finds our own write there, not another coordinator's, and is made on top.
 A sanitize record is the unit's own fact: its save, refused because another coordinator wrote the object, is made
 again on what that one wrote.
@@ -38,6 +40,8 @@ SAVE_DEADLINE = 3.0             # below the workers' REQUEST_TIMEOUT (coordinato
 LOAD_DEADLINE = CONNECT_TIMEOUT_SECONDS + 2 * OP_TIMEOUT_SECONDS
 SANITIZE_ATTEMPTS = 3
 _EMPTY: dict = {APTPL: None, SANITIZE: None}
+_UNKNOWN = object()         # RadosStore.aptpl after `forget`: equal to no state, so the next change is saved
+_UNSET = object()           # a save based on no state in particular
 
 
 class _Job:
@@ -169,7 +173,9 @@ class RadosStore:
     def forget(self) -> None:
         self.aptpl = _UNKNOWN
 
-    def save(self, key: str, value: dict | None, done: Done | None = None) -> None:
+    def save(self, key: str, value: dict | None, done: Done | None = None, based_on: object = _UNSET) -> None:
+        expected = _UNSET if based_on is _UNSET else json.loads(json.dumps(based_on))
+
         def write() -> SaveResult:
             for _ in range(SANITIZE_ATTEMPTS):
                 content = {**self._stored, key: value}
@@ -180,8 +186,8 @@ class RadosStore:
                 except StaleObject:
                     doubt, self._in_doubt = self._in_doubt, None
                     self._read()
-                    if key == SANITIZE or doubt == (self._generation, self._stored):
-                        continue            # our own fact, or our own write that failed and landed after all
+                    if key == SANITIZE or doubt == (self._generation, self._stored) or self._stored[key] == expected:
+                        continue            # our own fact, our own write that landed after all, or what we had
                     return Stale(self._stored[APTPL], self._stored[SANITIZE])
                 except BackstoreError:
                     self._in_doubt = (self._generation + 1, json.loads(payload))
@@ -215,4 +221,3 @@ class RadosStore:
         return dict(content)
 
 
-_UNKNOWN = object()         # RadosStore.aptpl after `forget`: equal to no state, so the next change is saved

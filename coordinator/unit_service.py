@@ -356,7 +356,7 @@ class UnitAuthority:
             saved = unit.aptpl_state(trial)
             if outcome.changed and saved != unit.store.aptpl:
                 unit.saving = True
-                unit.store.save(APTPL, saved, lambda result: self._saved(unit, result))
+                unit.store.save(APTPL, saved, lambda result: self._saved(unit, result), based_on=unit.aptpl_state())
                 return
             unit.waiting.popleft()
             deferred.resolve(self._apply(unit, message))

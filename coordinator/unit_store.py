@@ -9,9 +9,11 @@ A store offers
     deferred            False: `save` is done when it returns (files; an OSError raises); True: `done(result)` runs
                         later from the coordinator's loop (RADOS)
     load()              (APTPL state, sanitize record) at start, each None when there is none; StoreFailed if unread
-    save(key, value, done=None)   key "aptpl" or "sanitize", value None to clear; result None when saved, a Stale
-                        when another coordinator wrote the unit's state since this one last read or wrote it (the
-                        save is refused), a StoreFailed when the store did not answer
+    save(key, value, done=None, based_on=…)   key "aptpl" or "sanitize", value None to clear; result None when
+                        saved, a Stale when another coordinator wrote the unit's state since this one last read or
+                        wrote it and what it holds is not `based_on` (the state the new value was derived from): the
+                        save is refused; a StoreFailed when the store did not answer
+    forget()            a peer's state was adopted: what the store holds may have changed
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ class FileStore:
     def forget(self) -> None:
         """(A peer's state was adopted: nothing to learn again, every change is written.)"""
 
-    def save(self, key: str, value: dict | None, done: Done | None = None) -> None:
+    def save(self, key: str, value: dict | None, done: Done | None = None, based_on: object = None) -> None:
         save_state(self._paths[key], value)
         if done is not None:
             done(None)

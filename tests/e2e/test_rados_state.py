@@ -56,9 +56,9 @@ def run_until(service: CoordinatorService, results: list, deadline: float = 2 * 
     return results.pop()
 
 
-def saved(service: CoordinatorService, store: RadosStore, key: str, value) -> object:
+def saved(service: CoordinatorService, store: RadosStore, key: str, value, **based_on) -> object:
     results: list = []
-    store.save(key, value, results.append)
+    store.save(key, value, results.append, **based_on)
     return run_until(service, results)
 
 
@@ -83,8 +83,10 @@ def test_two_coordinators_on_one_unit_state_cannot_clobber_each_other(ceph_clust
         assert refused == Stale(state_a, None) and b.aptpl == state_a
         assert saved(sb, b, APTPL_KEY, {"keys": {"y": 3}}) is None       # B has read it: its next save works
         assert isinstance(saved(sa, a, APTPL_KEY, {"keys": {"x": 4}}), Stale)
+        assert saved(sa, a, APTPL_KEY, {"keys": {"x": 5}}) is None      # B is behind again, but has A's state
+        assert saved(sb, b, APTPL_KEY, {"keys": {"y": 6}}, based_on={"keys": {"x": 5}}) is None     # (the bus)
         assert saved(sa, a, SANITIZE, {"ause": True}) is None            # made again on B's state
-        assert RadosStore(stores[0][1], rbd, "a third").load() == ({"keys": {"y": 3}}, {"ause": True})
+        assert RadosStore(stores[0][1], rbd, "a third").load() == ({"keys": {"y": 6}}, {"ause": True})
     finally:
         for service, client, _ in stores:
             client.close()
