@@ -57,7 +57,7 @@ class _Job:
 
 class RadosStateClient:
     """The coordinator's RADOS thread: `call` waits for a result (start, reload), `submit` hands it to `done` on the
-    loop; both run jobs one at a time, in order."""
+    loop (or waits too, before `attach`); both run jobs one at a time, in order."""
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -89,8 +89,9 @@ class RadosStateClient:
         return job.result
 
     def submit(self, run: Callable[[], object], done: Callable[[object], None]) -> None:
-        if self._call_later is None:
-            raise RuntimeError("the RADOS state client is not attached to the coordinator's loop")
+        if self._call_later is None:          # the coordinator's start, before its loop: wait here
+            done(self.call(run, SAVE_DEADLINE))
+            return
         job = _Job(run, done)
         self._jobs.put(job)
         self._call_later(SAVE_DEADLINE, lambda: self._expire(job))

@@ -294,9 +294,10 @@ class UnitAuthority:
             return False
         self.restore(snapshot)
         for unit in self.units.values():
-            if unit.store is not None:
-                unit.store.forget()             # the peer saved its APTPL state: ours may be behind
-            unit.persist_sanitize()
+            if unit.store is not None and unit.store.deferred:
+                unit.store.forget()             # the peer saved its state in the unit's RADOS object
+            else:
+                unit.persist_sanitize()
         self._save_live()
         return True
 

@@ -13,7 +13,7 @@ A store offers
                         saved, a Stale when another coordinator wrote the unit's state since this one last read or
                         wrote it and what it holds is not `based_on` (the state the new value was derived from): the
                         save is refused; a StoreFailed when the store did not answer
-    forget()            a peer's state was adopted: what the store holds may have changed
+    forget()            (deferred stores) a peer's state was adopted: what the store holds may have changed
 """
 from __future__ import annotations
 
@@ -58,9 +58,6 @@ class FileStore:
 
     def load(self) -> tuple[dict | None, dict | None]:
         return load_state(self._paths[APTPL]), load_state(self._paths[SANITIZE])
-
-    def forget(self) -> None:
-        """(A peer's state was adopted: nothing to learn again, every change is written.)"""
 
     def save(self, key: str, value: dict | None, done: Done | None = None, based_on: object = None) -> None:
         save_state(self._paths[key], value)
