@@ -10,7 +10,7 @@ import time
 import pytest
 
 import initiator as I
-from harness import Lun, session
+from harness import HOST, Lun, session
 from pr_commands import (APTPL, REGISTER, RESERVE, WRITE_EXCLUSIVE, conflict, good, prout, read_keys, reservation)
 
 from coordinator.rados_store import SAVE_DEADLINE, RadosStateClient, RadosStore
@@ -154,3 +154,33 @@ def test_a_pr_out_with_aptpl_fails_with_its_sense_while_the_cluster_is_stopped(r
         good(prout(ini, REGISTER, 0, 0x42, flags=APTPL))
         assert read_keys(ini) == [0x42]
     assert tgt.stderr().count("RADOS object rbd/ringtgt.unit.pr-stopped") == 2, tgt.stderr()   # failed, answers
+
+
+def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtgt, ceph_cluster):
+    """A paced OVERWRITE runs when node A dies (SIGKILL, as a power loss) and its state_dir goes: node B's LUN on
+    the image is in sanitize failure mode (MEDIUM ERROR, SANITIZE COMMAND FAILED), from the record in RADOS, until
+    a sanitize completes there (BLOCK ERASE), which clears it."""
+    ceph_cluster.create_image("sanitize-state", 16 << 20)
+    lun = Lun(0, "", BS, store=ceph_cluster.lun_keys("sanitize-state"), extra='sanitize_rate = "1MiB"')     # 16 s
+    a = ringtgt(luns=[lun], workers=1)
+    with session(a, f"{NAME}-sanitizer") as ini:
+        parameters = bytes([1, 0, BS >> 8, BS & 0xFF]) + b"\xaa" * BS
+        started = ini.scsi(bytes([0x48, 0x81, 0, 0, 0, 0, 0, len(parameters) >> 8, len(parameters) & 0xFF, 0]),
+                           data_out=parameters)
+        assert (started.status, started.sense) == (I.GOOD, None)                # OVERWRITE, IMMED
+        a.kill()
+    shutil.rmtree(a.dir / "state")
+    b = ringtgt(luns=[lun], workers=1)
+    assert "a sanitize did not finish before the target stopped" in b.stderr()
+    with I.Initiator.connect(HOST, b.port) as ini:
+        ini.login(b.iqn, initiator_name=f"{NAME}-after")
+        failed = ini.scsi(bytes(6))
+        while failed.sense is not None and failed.sense.key == I.UNIT_ATTENTION:          # POWER ON
+            failed = ini.scsi(bytes(6))
+        assert (failed.sense.key, failed.sense.asc, failed.sense.ascq) == (0x3, 0x31, 0x03), failed.sense
+        good(ini.scsi(bytes([0x48, 0x02]) + bytes(8)))                           # BLOCK ERASE completes
+        good(ini.scsi(bytes(6)))
+    b.stop()
+    c = ringtgt(luns=[lun], workers=1)                                            # the record is gone from RADOS
+    with session(c, f"{NAME}-after") as ini:
+        good(ini.scsi(bytes(6)))
