@@ -8,12 +8,12 @@ LOAD_DEADLINE): a thread of its own (`RadosStateClient`) runs every read and wri
 per Ceph client whose operations time out after OP_TIMEOUT_SECONDS, and hands each result back through an eventfd
 the loop watches. A save not answered within SAVE_DEADLINE fails (StoreFailed) whatever the thread is doing, below
 the workers' request deadline, so the command that waits for it gets its sense, not BUSY. A failure is logged once
-per Ceph client until a save works again. A save refused because the object changed, but which holds what the
-save was `based_on` (a peer's write this coordinator already has from the cluster bus), is made on top. A write that
-failed (timed out) may still land later (an OSD that was
-only slow): the next save, refused, then finds our own write there, not another coordinator's, and is made on top.
-A sanitize record is the unit's own fact: its save, refused because another coordinator wrote the object, is made
-again on what that one wrote.
+per Ceph client until a save works again.
+
+A save refused because the object changed is made again on top of what it holds when that is no conflict: the
+object holds what the save was `based_on` (a peer's write this coordinator already has from the cluster bus), or our
+own earlier write that failed (timed out) and landed after all (an OSD that was only slow), or the save is of a
+sanitize record (the unit's own fact, independent of the APTPL state).
 """
 from __future__ import annotations
 
@@ -116,9 +116,18 @@ class RadosStateClient:
 
     def _expire(self, job: _Job) -> None:
         if not job.finished.is_set() and not job.expired:
-            job.expired = True
-            assert job.done is not None
-            job.done(StoreFailed(f"no answer from the Ceph cluster within {SAVE_DEADLINE:.0f} s"))
+            self._answer(job, StoreFailed(f"no answer from the Ceph cluster within {SAVE_DEADLINE:.0f} s"))
+
+    @staticmethod
+    def _answer(job: _Job, result: object) -> None:
+        """The job's `done`, once (the deadline's or the thread's answer, whichever comes first); what it raises is
+        logged, and the loop goes on."""
+        job.expired = True
+        assert job.done is not None
+        try:
+            job.done(result)
+        except Exception:
+            log.exception("RADOS unit state: handling the answer %r failed", result)
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -141,9 +150,7 @@ class RadosStateClient:
         while self._finished:
             job = self._finished.popleft()
             if not job.expired:
-                job.expired = True
-                assert job.done is not None
-                job.done(job.result)
+                self._answer(job, job.result)
 
 
 class RadosStore:

@@ -143,7 +143,7 @@ class UnitState:
             self.store.save(SANITIZE, self.medium.sanitize_record())
 
     def aptpl_state(self, reservations: Reservations | None = None) -> dict | None:
-        state = reservations or self.reservations
+        state = reservations if reservations is not None else self.reservations
         return state.persistent_state() if state.aptpl else None
 
     def persist(self) -> None:
