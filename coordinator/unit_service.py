@@ -142,6 +142,11 @@ class UnitState:
         if self.store is not None:
             self.store.save(SANITIZE, self.medium.sanitize_record())
 
+    def take_stored(self, aptpl: dict | None) -> None:
+        """The APTPL state another coordinator saved in the unit's RADOS object replaces the reservations here."""
+        state = aptpl if aptpl is not None else Reservations().persistent_state()
+        self.reservations.restore({**state, "spc2_holder": self.reservations.spc2_holder})
+
     def aptpl_state(self, reservations: Reservations | None = None) -> dict | None:
         state = reservations if reservations is not None else self.reservations
         return state.persistent_state() if state.aptpl else None
@@ -183,6 +188,11 @@ class UnitAuthority:
             elif os.path.exists(stopped_path):
                 self._resume_after_stop(stopped_path)
             save_state(stopped_path, None)                  # honoured once: a crash later finds none
+            for unit in self.units.values():
+                if unit.store is not None and unit.store.deferred and unit.aptpl_state() != unit.store.aptpl:
+                    log.warning("%s: changed since this node saved its state (another node served the LUN): "
+                                "its registrations and reservation are taken", unit.store.where)
+                    unit.take_stored(unit.store.aptpl)
 
     def attach_loop(self, service: CoordinatorService) -> None:
         """The loop of the coordinator: deferred replies, and the answers of the RADOS stores."""
@@ -368,8 +378,7 @@ class UnitAuthority:
         if result is None:
             deferred.resolve(self._apply(unit, message))
         elif isinstance(result, Stale):                 # another coordinator's state: take it, fail the command
-            state = result.aptpl or Reservations().persistent_state()
-            unit.reservations.restore({**state, "spc2_holder": unit.reservations.spc2_holder})
+            unit.take_stored(result.aptpl)
             self._changed()
             change = self._change(message.target, message.lun, unit)
             deferred.resolve(Reply(ReservationAnswer(_STALE.to_dict(), change), [change]))

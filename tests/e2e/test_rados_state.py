@@ -11,7 +11,8 @@ import pytest
 
 import initiator as I
 from harness import HOST, Lun, session
-from pr_commands import (APTPL, REGISTER, RESERVE, WRITE_EXCLUSIVE, conflict, good, prout, read_keys, reservation)
+from pr_commands import (APTPL, CLEAR, REGISTER, REGISTER_AND_IGNORE_EXISTING_KEY, RESERVE, WRITE_EXCLUSIVE, conflict,
+                         good, prout, read_keys, reservation)
 
 from coordinator.rados_store import SAVE_DEADLINE, RadosStateClient, RadosStore
 from coordinator.service import CoordinatorService
@@ -133,6 +134,30 @@ def test_aptpl_state_is_found_by_a_serve_that_never_saw_the_lun(ringtgt, ceph_cl
         assert reservation(other) == (0x1234, WRITE_EXCLUSIVE)
         conflict(other.write(0, bytes(BS), block_size=BS))
         good(other.read(0, 1, block_size=BS))
+
+
+
+def test_a_planned_restart_takes_what_another_node_saved_meanwhile(ringtgt, ceph_cluster):
+    """Node A stops cleanly (its stopped.json keeps the reservation); node B serves the image meanwhile and clears
+    it; A, started again, has B's state, not its own older one."""
+    ceph_cluster.create_image("pr-meanwhile", 16 << 20)
+    lun = Lun(0, "", BS, store=ceph_cluster.lun_keys("pr-meanwhile"))
+    a = ringtgt(luns=[lun], workers=1)
+    with session(a, f"{NAME}-holder") as holder:
+        good(prout(holder, REGISTER, 0, 0x1234, flags=APTPL))
+        good(prout(holder, RESERVE, 0x1234, pr_type=WRITE_EXCLUSIVE))
+    a.stop()
+    assert (a.dir / "state" / "reservations" / "stopped.json").exists()
+    b = ringtgt(luns=[lun], workers=1)
+    with session(b, f"{NAME}-other") as other:
+        good(prout(other, REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0x77))
+        good(prout(other, CLEAR, 0x77))                                   # any registrant clears them all
+    b.stop()
+    a.start()
+    assert "changed since this node saved its state" in a.stderr()
+    with session(a, f"{NAME}-other") as other:
+        assert read_keys(other) == [] and reservation(other) is None
+        good(other.write(0, bytes(BS), block_size=BS))
 
 
 def test_a_pr_out_with_aptpl_fails_with_its_sense_while_the_cluster_is_stopped(ringtgt, ceph_cluster):
