@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -38,6 +39,7 @@ OBJECT_PREFIX = "ringtgt.unit."
 OP_TIMEOUT_SECONDS = 2
 SAVE_DEADLINE = 3.0             # below the workers' REQUEST_TIMEOUT (coordinator/client.py)
 LOAD_DEADLINE = CONNECT_TIMEOUT_SECONDS + 2 * OP_TIMEOUT_SECONDS
+HEARTBEAT_SECONDS = 0.5         # as often as the loop turns (target/watchdog.py)
 SANITIZE_ATTEMPTS = 3
 _EMPTY: dict = {APTPL: None, SANITIZE: None}
 _UNKNOWN = object()         # RadosStore.aptpl after `forget`: equal to no state, so the next change is saved
@@ -59,7 +61,8 @@ class RadosStateClient:
     """The coordinator's RADOS thread: `call` waits for a result (start, reload), `submit` hands it to `done` on the
     loop (or waits too, before `attach`); both run jobs one at a time, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, heartbeat: Callable[[], None] = lambda: None) -> None:
+        self._heartbeat = heartbeat         # the supervisor's watchdog, while `call` waits
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._finished: deque[_Job] = deque()
         self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -83,9 +86,12 @@ class RadosStateClient:
     def call(self, run: Callable[[], object], deadline: float) -> object:
         job = _Job(run, None)
         self._jobs.put(job)
-        if not job.finished.wait(deadline):
-            job.expired = True
-            return StoreFailed(f"no answer from the Ceph cluster within {deadline:.0f} s")
+        end = time.monotonic() + deadline
+        while not job.finished.wait(min(HEARTBEAT_SECONDS, max(0.0, end - time.monotonic()))):
+            if time.monotonic() >= end:
+                job.expired = True
+                return StoreFailed(f"no answer from the Ceph cluster within {deadline:.0f} s")
+            self._heartbeat()
         return job.result
 
     def submit(self, run: Callable[[], object], done: Callable[[object], None]) -> None:

@@ -161,11 +161,12 @@ class UnitAuthority:
     """Every unit of the node's targets, keyed by (target iqn, lun)."""
 
     def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None, incarnation: str | None = None,
-                 rbd_of: Callable[[str, int], RbdImage | None] = lambda target, lun: None):
+                 rbd_of: Callable[[str, int], RbdImage | None] = lambda target, lun: None,
+                 heartbeat: Callable[[], None] = lambda: None):
         """`rbd_of(target, lun)`: the unit's RBD image, whose RADOS object keeps its state (None: files under
-        state_dir); StoreFailed when a unit's state cannot be read."""
+        state_dir); StoreFailed when a unit's state cannot be read; `heartbeat()` while waiting for one."""
         directory = None if state_dir is None else os.path.join(state_dir, "reservations")
-        self.stores = UnitStores(directory, rbd_of)
+        self.stores = UnitStores(directory, rbd_of, heartbeat)
         self._defer: Callable[[], Deferred] | None = None
         self.units = {(target, lun): UnitState(self.stores(target, lun)) for target, lun in units}
         self.greeted: dict[str, set[str]] = {}

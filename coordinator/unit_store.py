@@ -68,11 +68,14 @@ class FileStore:
 class UnitStores:
     """The store of each unit: RADOS for an RBD LUN (`rbd_of(target, lun)` gives its image, None for the others),
     files under `directory` otherwise, none without a directory (tests). `attach(service)` once the coordinator's
-    loop exists (RADOS answers reach it there); `close()` at its stop."""
+    loop exists (RADOS answers reach it there); `close()` at its stop. `heartbeat()`: the supervisor's watchdog,
+    told while a load waits for RADOS (a bounded wait, not a hang)."""
 
-    def __init__(self, directory: str | None, rbd_of: Callable[[str, int], RbdImage | None] = lambda target, lun: None):
+    def __init__(self, directory: str | None, rbd_of: Callable[[str, int], RbdImage | None] = lambda target, lun: None,
+                 heartbeat: Callable[[], None] = lambda: None):
         self.directory = directory
         self.rbd_of = rbd_of
+        self.heartbeat = heartbeat
         self._rados: RadosStateClient | None = None     # made for the first RBD LUN
         self._service = None
 
@@ -81,7 +84,7 @@ class UnitStores:
         if rbd is not None:
             from .rados_store import RadosStateClient, RadosStore      # librados loaded only for RBD LUNs
             if self._rados is None:
-                self._rados = RadosStateClient()
+                self._rados = RadosStateClient(self.heartbeat)
                 if self._service is not None:
                     self._rados.attach(self._service)
             return RadosStore(self._rados, rbd, f"LUN {lun} of {target}")
