@@ -52,8 +52,8 @@ class FileStore:
     deferred = False
 
     def __init__(self, directory: str, target: str, lun: int):
-        self.path = os.path.join(directory, f"{target}-{lun}.json")
-        self._paths = {APTPL: self.path, SANITIZE: self.path.removesuffix(".json") + ".sanitize.json"}
+        base = os.path.join(directory, f"{target}-{lun}")
+        self._paths = {APTPL: f"{base}.json", SANITIZE: f"{base}.sanitize.json"}
         self.where = self._paths[SANITIZE]
 
     def load(self) -> tuple[dict | None, dict | None]:
