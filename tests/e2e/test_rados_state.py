@@ -10,7 +10,7 @@ import time
 import pytest
 
 import initiator as I
-from harness import HOST, Lun, session
+from harness import HOST, Lun, ringtgt_binary, run, session
 from pr_commands import (APTPL, CLEAR, REGISTER, REGISTER_AND_IGNORE_EXISTING_KEY, RESERVE, WRITE_EXCLUSIVE, conflict,
                          good, prout, read_keys, reservation)
 
@@ -135,6 +135,24 @@ def test_aptpl_state_is_found_by_a_serve_that_never_saw_the_lun(ringtgt, ceph_cl
         conflict(other.write(0, bytes(BS), block_size=BS))
         good(other.read(0, 1, block_size=BS))
 
+
+
+def test_a_reload_adding_an_rbd_lun_finds_its_aptpl_state(ringtgt, ceph_cluster):
+    """A registration saved with APTPL by one `serve` is in force on a LUN another `serve` adds by a reload."""
+    ceph_cluster.create_image("pr-reload", 16 << 20)
+    a = ringtgt(luns=[Lun(0, "", BS, store=ceph_cluster.lun_keys("pr-reload"))], workers=1)
+    with session(a, f"{NAME}-holder") as holder:
+        good(prout(holder, REGISTER, 0, 0xAB, flags=APTPL))
+        good(prout(holder, RESERVE, 0xAB, pr_type=WRITE_EXCLUSIVE))
+    a.stop()
+    b = ringtgt(workers=1)                                                        # a file LUN 0 only
+    b.config.write_text(b.config.read_text() + f'\n[[target.lun]]\nid = 1\n{ceph_cluster.lun_keys("pr-reload")}\n')
+    done = run([ringtgt_binary(), "reload", "--config", str(b.config)], check=False)
+    assert done.returncode == 0, done.stdout
+    with session(b, f"{NAME}-other") as other:
+        other.clear_unit_attentions(lun=1)                                        # the new unit's power-on
+        assert read_keys(other, lun=1) == [0xAB] and reservation(other, lun=1) == (0xAB, WRITE_EXCLUSIVE)
+        conflict(other.write(0, bytes(BS), block_size=BS, lun=1))
 
 
 def test_a_planned_restart_takes_what_another_node_saved_meanwhile(ringtgt, ceph_cluster):
