@@ -21,6 +21,9 @@ from .unit_service import UnitAuthority, register_unit_handlers
 from .service import CoordinatorService
 from .sessions_service import register_session_handlers
 from .status_service import register_status_handlers
+from .unit_store import StoreFailed
+from target.backstore.rbd_image import RbdImage
+from target.image_watch import rbd_image
 from target.metrics.prometheus import serve_metrics
 
 log = logging.getLogger("ringtgt.coordinator")
@@ -45,6 +48,15 @@ def supervisor_incarnation() -> str:
     return f"{supervisor}-{started}-{boot}"
 
 
+def rbd_of(config, iqn: str, lun_id: int) -> RbdImage | None:
+    """The RBD image of LUN `lun_id` of target `iqn` in `config`: its state is kept in RADOS (unit_store.py)."""
+    for target in config.targets:
+        for lun in target.luns:
+            if target.iqn == iqn and lun.id == lun_id:
+                return rbd_image(lun)
+    return None
+
+
 def stopped(service: CoordinatorService, sigterm: list[float]) -> bool:
     """Whether the loop ends: after SIGTERM, once no worker is left to change the state it saves (the supervisor
     stops the workers first; `systemctl stop` signals every process at once, and their drain still needs
@@ -59,9 +71,16 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
     register_session_handlers(service, registry, node_name(config))
     units = [(target.iqn, lun.id) for target in config.targets for lun in target.luns]
     incarnation = supervisor_incarnation()
-    authority = UnitAuthority(units, config.server.state_dir, incarnation=incarnation)
-    register_unit_handlers(service, authority)
     running = RunningConfig(config)
+    try:
+        authority = UnitAuthority(units, config.server.state_dir, incarnation=incarnation,
+                                  rbd_of=lambda target, lun: rbd_of(running.config, target, lun), heartbeat=heartbeat)
+    except StoreFailed as exc:
+        log.error("the units' saved state cannot be read: %s", exc)
+        service.close()
+        raise SystemExit(1) from None
+    register_unit_handlers(service, authority)
+    authority.attach_loop(service)
     try:
         cluster = (Cluster(service, config.cluster, registry, authority,
                            lambda: lun_identities(running.config, lambda target, lun: authority.unit(target, lun).size),
@@ -69,6 +88,7 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
                    if config.cluster is not None else None)
     except ClusterBusError as exc:
         log.error("cluster bus: %s", exc)
+        authority.close()
         service.close()
         raise SystemExit(1) from None
     register_reload_handlers(service, running, authority, cluster.announce_identities if cluster is not None else None)
@@ -86,5 +106,6 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
             metrics.close()
         if cluster is not None:
             cluster.close()
+        authority.close()
         service.close()
     log.info("coordinator stopped")

@@ -90,11 +90,11 @@ def register_reload_handlers(service: CoordinatorService, running: RunningConfig
                 for lun in target.luns]
         gained = [(target.iqn, lun.id) for target in new.targets if target.iqn in diff.targets_added
                   for lun in target.luns]
+        running.config = new        # first: the units added find their RBD image there (UnitAuthority's rbd_of)
         attentions = authority.reconfigure(
             gained + diff.luns_added, lost + diff.luns_removed,
             [(change.iqn, change.lun, change.size[1]) for change in diff.luns_changed if change.size is not None],
             diff.luns_moved())
-        running.config = new
         for line in diff.lines():
             log.info("reload: %s", line)
         if reloaded is not None:

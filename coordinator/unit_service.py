@@ -5,7 +5,9 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
     ReservationRequest  PR IN/OUT, RESERVE/RELEASE: runs the unit's `Reservations`; reply ReservationAnswer
                         {outcome, change}. A change (ReservationChange: view, attentions, aborts) is pushed to every
                         other worker first, so a reply means every worker's per-I/O conflict view is current. With
-                        APTPL the unit's state file is rewritten (atomically) before the reply.
+                        APTPL the unit's saved state is rewritten before the reply: its file (atomically), or for
+                        an RBD LUN its RADOS object, where the request waits (deferred, the unit's later requests
+                        behind it) and is applied only once saved; unsaved, it fails with a sense (`_saved`).
     UnitReset           LUN reset / target warm or cold reset: SPC-2 reservations and medium preventions go, every
                         nexus of those units gets the unit attention `asc`; replied and pushed with the `views`
                         (workers abort other nexuses' tasks there, a cold reset closes them).
@@ -31,8 +33,9 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
                         reservations released; a hook cannot push) are pushed to the other workers then: the
                         supervisor restarts the dead worker at once, and the new one asks for the states.
 
-A sanitize that runs or failed is also written to <state_dir>/reservations/<target>-<lun>.sanitize.json (removed
-when it ends): a new `serve` finds a unit whose sanitize did not finish in sanitize failure mode.
+A sanitize that runs or failed is also saved (removed when it ends): a new `serve` finds a unit whose sanitize did not
+finish in sanitize failure mode. Where a unit's APTPL state and sanitize record live: coordinator/unit_store.py
+(<state_dir>/reservations/<target>-<lun>.json and .sanitize.json, or the RADOS object of an RBD LUN).
 
 Coordinator restarts: after every change the whole state (`snapshot()`) is also written to
 <state_dir>/reservations/live-<supervisor incarnation>.json; a coordinator restarted by the same supervisor resumes
@@ -60,44 +63,55 @@ import dataclasses
 import glob
 import logging
 import os
+from collections import deque
+from collections.abc import Callable
 
 from .unit_state.files import load_state, save_state
+from .unit_store import APTPL, SANITIZE, SaveResult, Stale, StoreFailed, UnitStores
 from .unit_state.medium import ACTIONS, ALLOW, EJECT, LOAD, MOVES, PREVENT, SANITIZING, MediumState
 from .unit_state.reservations import Outcome, Reservations, run_request
-from .unit_state.sense import (CAPACITY_DATA_HAS_CHANGED, MODE_PARAMETERS_CHANGED, POWER_ON_RESET,
-                              REPORTED_LUNS_DATA_HAS_CHANGED)
+from .unit_state.sense import (ABORTED_COMMAND, CAPACITY_DATA_HAS_CHANGED, LOGICAL_UNIT_COMMUNICATION_FAILURE,
+                              MODE_PARAMETERS_CHANGED, NO_ADDITIONAL_SENSE, NOT_READY, POWER_ON_RESET,
+                              REPORTED_LUNS_DATA_HAS_CHANGED, build_sense)
+from .unit_state.status import CHECK_CONDITION
 
 from .messages import (AttachNexus, AttentionReported, ClearTaskSet, FetchUnitStates, LunResized, MediumAnswer,
                        MediumChange, MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost,
                        NexusLostChanges, Nothing, ReservationAnswer, ReservationChange, ReservationRequest,
                        ResizeAnswer, ResizeLun, UnitReset, UnitStates)
-from .service import CoordinatorService, Reply
+from .service import CoordinatorService, Deferred, Reply
+from target.backstore.rbd_image import RbdImage
 
 log = logging.getLogger("ringtgt.coordinator")
 
 STOPPED = "stopped.json"        # in <state_dir>/reservations: the state a clean stop left for the next start
+# a reservation request whose APTPL state could not be saved in RADOS: not applied (as LIO answers an APTPL file
+# it could not write); one refused because another coordinator saved the unit's state meanwhile: not applied, the
+# unit now has that state, and a retry runs on it
+_NOT_SAVED = Outcome(CHECK_CONDITION, build_sense(NOT_READY, LOGICAL_UNIT_COMMUNICATION_FAILURE))
+_STALE = Outcome(CHECK_CONDITION, build_sense(ABORTED_COMMAND, NO_ADDITIONAL_SENSE))
 
 
 class UnitState:
     """One logical unit: its reservations, the unit attentions pending per nexus, its changed mode parameters,
-    its removable medium."""
+    its removable medium; `store` keeps what must outlive the target (coordinator/unit_store.py)."""
 
-    def __init__(self, path: str | None = None):
+    def __init__(self, store=None):
         self.reservations = Reservations()
         self.pending: dict[str, list[int]] = {}
         self.mode: list[bool] | None = None         # [wce, swp] once a MODE SELECT changed them
         self.medium = MediumState()
         self.size: int | None = None                # bytes, once `ringtgt resize` grew it (else the configured)
-        self.path = path
-        self.sanitize_path = None if path is None else path.removesuffix(".json") + ".sanitize.json"
-        if path is not None:
-            saved = load_state(path)
+        self.store = store
+        self.waiting: deque[tuple[ReservationRequest, Deferred]] = deque()    # a deferred store's requests, in order
+        self.saving = False                         # the first of `waiting` waits for its save
+        if store is not None:
+            saved, sanitize = store.load()
             if saved is not None:
                 self.reservations.restore(saved)
-            sanitize = load_state(self.sanitize_path) if self.sanitize_path is not None else None
             if sanitize is not None:
                 log.error("%s: a sanitize did not finish before the target stopped: sanitize failure mode",
-                          self.sanitize_path)
+                          store.where)
                 self.medium.after_restart(sanitize)
 
     def establish(self, nexus: str, asc_ascq: int) -> None:
@@ -125,22 +139,36 @@ class UnitState:
 
     def persist_sanitize(self) -> None:
         """A sanitize began, ended or failed: a restart of the target must find an unfinished one failed."""
-        if self.sanitize_path is not None:
-            save_state(self.sanitize_path, self.medium.sanitize_record())
+        if self.store is not None:
+            self.store.save(SANITIZE, self.medium.sanitize_record())
+
+    def take_stored(self, aptpl: dict | None) -> None:
+        """The APTPL state another coordinator saved in the unit's RADOS object replaces the reservations here."""
+        state = aptpl if aptpl is not None else Reservations().persistent_state()
+        self.reservations.restore({**state, "spc2_holder": self.reservations.spc2_holder})
+
+    def aptpl_state(self, reservations: Reservations | None = None) -> dict | None:
+        state = reservations if reservations is not None else self.reservations
+        return state.persistent_state() if state.aptpl else None
 
     def persist(self) -> None:
-        if self.path is not None:
-            state = self.reservations
-            save_state(self.path, state.persistent_state() if state.aptpl else None)
+        """After a reservation change, with a store that saves at once (a deferred one saved it before)."""
+        if self.store is not None and not self.store.deferred:
+            self.store.save(APTPL, self.aptpl_state())
 
 
 class UnitAuthority:
     """Every unit of the node's targets, keyed by (target iqn, lun)."""
 
-    def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None, incarnation: str | None = None):
+    def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None, incarnation: str | None = None,
+                 rbd_of: Callable[[str, int], RbdImage | None] = lambda target, lun: None,
+                 heartbeat: Callable[[], None] = lambda: None):
+        """`rbd_of(target, lun)`: the unit's RBD image, whose RADOS object keeps its state (None: files under
+        state_dir); StoreFailed when a unit's state cannot be read; `heartbeat()` while waiting for one."""
         directory = None if state_dir is None else os.path.join(state_dir, "reservations")
-        self._directory = directory
-        self.units = {(target, lun): self._new_unit(target, lun) for target, lun in units}
+        self.stores = UnitStores(directory, rbd_of, heartbeat)
+        self._defer: Callable[[], Deferred] | None = None
+        self.units = {(target, lun): UnitState(self.stores(target, lun)) for target, lun in units}
         self.greeted: dict[str, set[str]] = {}
         self.attached: dict[str, set[tuple[str, str]]] = {}     # origin -> (target, nexus) it hosts
         self.unpushed: set[tuple[str, int]] = set()                # units changed by a worker's death
@@ -161,9 +189,32 @@ class UnitAuthority:
             elif os.path.exists(stopped_path):
                 self._resume_after_stop(stopped_path)
             save_state(stopped_path, None)                  # honoured once: a crash later finds none
+            for unit in self.units.values():
+                if unit.store is not None and unit.store.deferred and unit.aptpl_state() != unit.store.aptpl:
+                    log.warning("%s: changed since this node saved its state (another node served the LUN): "
+                                "its registrations and reservation are taken", unit.store.where)
+                    unit.take_stored(unit.store.aptpl)
 
-    def _new_unit(self, target: str, lun: int) -> UnitState:
-        return UnitState(None if self._directory is None else os.path.join(self._directory, f"{target}-{lun}.json"))
+    def attach_loop(self, service: CoordinatorService) -> None:
+        """The loop of the coordinator: deferred replies, and the answers of the RADOS stores."""
+        self._defer = service.defer
+        self.stores.attach(service)
+
+    def close(self) -> None:
+        self.stores.close()
+
+    def _added_unit(self, target: str, lun: int) -> UnitState:
+        """A unit a reload adds; when its state cannot be read, it starts without (logged): its first save is then
+        refused as stale if the store has some, and the unit takes it."""
+        store = self.stores(target, lun)
+        try:
+            return UnitState(store)
+        except StoreFailed as exc:
+            log.error("%s: the unit starts without its saved state until its first save", exc)
+            unit = UnitState()
+            unit.store = store
+            store.forget()
+            return unit
 
     def reconfigure(self, added: list[tuple[str, int]], removed: list[tuple[str, int]],
                     grown: list[tuple[str, int, int]], moved: set[str]) -> list[list]:
@@ -175,7 +226,7 @@ class UnitAuthority:
         for key in removed:
             del self.units[key]
         for target, lun in added:
-            self.units[target, lun] = self._new_unit(target, lun)
+            self.units[target, lun] = self._added_unit(target, lun)
         attentions: list[list] = []
         for target, lun, size in grown:
             unit = self.units[target, lun]
@@ -254,7 +305,10 @@ class UnitAuthority:
             return False
         self.restore(snapshot)
         for unit in self.units.values():
-            unit.persist_sanitize()
+            if unit.store is not None and unit.store.deferred:
+                unit.store.forget()             # the peer saved its state in the unit's RADOS object
+            else:
+                unit.persist_sanitize()
         self._save_live()
         return True
 
@@ -280,8 +334,18 @@ class UnitAuthority:
         return sorted(lun for t, lun in self.units if t == target)
 
     # -- handlers -------------------------------------------------------------------------------------------
-    def request(self, message: ReservationRequest, origin: str) -> Reply:
+    def request(self, message: ReservationRequest, origin: str) -> Reply | Deferred:
         unit = self.unit(message.target, message.lun)
+        if unit.store is None or not unit.store.deferred:
+            return self._apply(unit, message)
+        if self._defer is None:
+            raise RuntimeError("the unit authority is not attached to the coordinator's loop")
+        deferred = self._defer()
+        unit.waiting.append((message, deferred))
+        self._run_waiting(unit)
+        return deferred
+
+    def _apply(self, unit: UnitState, message: ReservationRequest) -> Reply:
         outcome = run_request(unit.reservations, message.kind, message.nexus, message.cdb, message.parameters)
         if not outcome.changed:
             return Reply(ReservationAnswer(outcome.to_dict(), None))
@@ -291,6 +355,37 @@ class UnitAuthority:
         self._changed()
         change = self._change(message.target, message.lun, unit, outcome)
         return Reply(ReservationAnswer(outcome.to_dict(), change), [change])
+
+    def _run_waiting(self, unit: UnitState) -> None:
+        """A deferred store's unit: its requests in order. One that changes the APTPL state runs on a copy first;
+        the state is saved, and only then is the request applied (or, if the save failed, answered with a sense and
+        not applied); the requests behind it wait until then."""
+        while unit.waiting and not unit.saving:
+            message, deferred = unit.waiting[0]
+            trial = Reservations()
+            trial.restore(unit.reservations.snapshot())
+            outcome = run_request(trial, message.kind, message.nexus, message.cdb, message.parameters)
+            saved = unit.aptpl_state(trial)
+            if outcome.changed and saved != unit.store.aptpl:
+                unit.saving = True
+                unit.store.save(APTPL, saved, lambda result: self._saved(unit, result), based_on=unit.aptpl_state())
+                return
+            unit.waiting.popleft()
+            deferred.resolve(self._apply(unit, message))
+
+    def _saved(self, unit: UnitState, result: SaveResult) -> None:
+        unit.saving = False
+        message, deferred = unit.waiting.popleft()
+        if result is None:
+            deferred.resolve(self._apply(unit, message))
+        elif isinstance(result, Stale):                 # another coordinator's state: take it, fail the command
+            unit.take_stored(result.aptpl)
+            self._changed()
+            change = self._change(message.target, message.lun, unit)
+            deferred.resolve(Reply(ReservationAnswer(_STALE.to_dict(), change), [change]))
+        else:
+            deferred.resolve(Reply(ReservationAnswer(_NOT_SAVED.to_dict(), None)))
+        self._run_waiting(unit)
 
     @staticmethod
     def _change(target: str, lun: int, unit: UnitState, outcome: Outcome | None = None) -> ReservationChange:

@@ -23,17 +23,20 @@ void rados_ioctx_destroy(rados_ioctx_t io);
 int rados_mon_command(rados_t cluster, const char **cmd, size_t cmdlen, const char *inbuf, size_t inbuflen,
                       char **outbuf, size_t *outbuflen, char **outs, size_t *outslen);
 
-/* omap of one object (the fencing records, fencing.py) */
+/* compound operations on one object: the omap of the fencing records (fencing.py), versioned objects
+   (rados_objects.py: one write op compares an xattr, sets it and replaces the data atomically) */
+#define LIBRADOS_CREATE_EXCLUSIVE ...
+#define LIBRADOS_CMPXATTR_OP_EQ ...
 typedef int... time_t;
 typedef void *rados_write_op_t;
 typedef void *rados_read_op_t;
 typedef void *rados_omap_iter_t;
 rados_write_op_t rados_create_write_op(void);
 void rados_release_write_op(rados_write_op_t write_op);
+int rados_write_op_operate(rados_write_op_t write_op, rados_ioctx_t io, const char *oid, time_t *mtime, int flags);
 void rados_write_op_omap_set(rados_write_op_t write_op, char const *const *keys, char const *const *vals,
                              const size_t *lens, size_t num);
 void rados_write_op_omap_rm_keys(rados_write_op_t write_op, char const *const *keys, size_t keys_len);
-int rados_write_op_operate(rados_write_op_t write_op, rados_ioctx_t io, const char *oid, time_t *mtime, int flags);
 rados_read_op_t rados_create_read_op(void);
 void rados_release_read_op(rados_read_op_t read_op);
 void rados_read_op_omap_get_vals2(rados_read_op_t read_op, const char *start_after, const char *filter_prefix,
@@ -41,6 +44,13 @@ void rados_read_op_omap_get_vals2(rados_read_op_t read_op, const char *start_aft
 int rados_read_op_operate(rados_read_op_t read_op, rados_ioctx_t io, const char *oid, int flags);
 int rados_omap_get_next(rados_omap_iter_t iter, char **key, char **val, size_t *len);
 void rados_omap_get_end(rados_omap_iter_t iter);
+
+void rados_write_op_create(rados_write_op_t write_op, int exclusive, const char *category);
+void rados_write_op_cmpxattr(rados_write_op_t write_op, const char *name, uint8_t comparison_operator,
+                             const char *value, size_t value_len);
+void rados_write_op_setxattr(rados_write_op_t write_op, const char *name, const char *value, size_t value_len);
+void rados_write_op_write_full(rados_write_op_t write_op, const char *buffer, size_t len);
+int rados_read(rados_ioctx_t io, const char *oid, char *buf, size_t len, uint64_t off);
 
 int rbd_create2(rados_ioctx_t io, const char *name, uint64_t size, uint64_t features, int *order);
 int rbd_open(rados_ioctx_t io, const char *name, rbd_image_t *image, const char *snap_name);

@@ -37,7 +37,6 @@ _FORCED = {
     "rbd_skip_partial_discard": "false",
     "client_mount_timeout": str(CONNECT_TIMEOUT_SECONDS),
     "rados_mon_op_timeout": str(CONNECT_TIMEOUT_SECONDS),
-    "rados_osd_op_timeout": str(OSD_OP_TIMEOUT_SECONDS),
 }
 
 

@@ -1,0 +1,237 @@
+"""The state store of an RBD LUN (coordinator/unit_store.py): one RADOS object per LUN, `ringtgt.unit.<image>` in
+the image's pool, holding {"aptpl": …, "sanitize": …} as JSON, written as a versioned object
+(target/backstore/rados_objects.py): a coordinator that has not seen the last write (another node's) is refused
+instead of overwriting it. Its save answers Stale with what is stored; the unit then takes that state.
+
+The coordinator's loop never waits on RADOS, except at start and when a reload adds a LUN (`load`, at most
+LOAD_DEADLINE): a thread of its own (`RadosStateClient`) runs every read and write in order, on one librados client
+per Ceph client whose operations time out after OP_TIMEOUT_SECONDS, and hands each result back through an eventfd
+the loop watches. A save not answered within SAVE_DEADLINE fails (StoreFailed) whatever the thread is doing, below
+the workers' request deadline, so the command that waits for it gets its sense, not BUSY. A failure is logged once
+per Ceph client until a save works again.
+
+A save refused because the object changed is made again on top of what it holds when that is no conflict: the
+object holds what the save was `based_on` (a peer's write this coordinator already has from the cluster bus), or our
+own earlier write that failed (timed out) and landed after all (an OSD that was only slow), or the save is of a
+sanitize record (the unit's own fact, independent of the APTPL state).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from target.backstore.base import BackstoreError
+from target.backstore.rados import CONNECT_TIMEOUT_SECONDS, Connection
+from target.backstore.rados_objects import StaleObject, read_versioned, write_versioned
+from target.backstore.rbd_image import CephClient, RbdImage
+
+from .unit_store import APTPL, SANITIZE, Done, SaveResult, Stale, StoreFailed
+
+log = logging.getLogger("ringtgt.coordinator")
+
+OBJECT_PREFIX = "ringtgt.unit."
+OP_TIMEOUT_SECONDS = 2
+SAVE_DEADLINE = 3.0             # below the workers' REQUEST_TIMEOUT (coordinator/client.py)
+LOAD_DEADLINE = CONNECT_TIMEOUT_SECONDS + 2 * OP_TIMEOUT_SECONDS
+HEARTBEAT_SECONDS = 0.5         # as often as the loop turns (target/watchdog.py)
+SANITIZE_ATTEMPTS = 3
+_EMPTY: dict = {APTPL: None, SANITIZE: None}
+_UNKNOWN = object()         # RadosStore.aptpl after `forget`: equal to no state, so the next change is saved
+_UNSET = object()           # a save based on no state in particular
+
+
+class _Job:
+    __slots__ = ("run", "done", "result", "finished", "expired")
+
+    def __init__(self, run: Callable[[], object], done: Callable[[object], None] | None):
+        self.run = run
+        self.done = done
+        self.result: object = None
+        self.finished = threading.Event()
+        self.expired = False
+
+
+class RadosStateClient:
+    """The coordinator's RADOS thread: `call` waits for a result (start, reload), `submit` hands it to `done` on the
+    loop (or waits too, before `attach`); both run jobs one at a time, in order."""
+
+    def __init__(self, heartbeat: Callable[[], None] = lambda: None) -> None:
+        self._heartbeat = heartbeat         # the supervisor's watchdog, while `call` waits
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._finished: deque[_Job] = deque()
+        self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._connections: dict[CephClient, Connection] = {}     # the thread's alone
+        self._failing: set[CephClient] = set()                    # the loop's: clients whose failure was logged
+        self._call_later: Callable[[float, Callable[[], None]], None] | None = None
+        self._thread = threading.Thread(target=self._run, name="rados-state", daemon=True)
+        self._thread.start()
+
+    def attach(self, service) -> None:
+        service.watch(self._eventfd, self._drain)
+        self._call_later = service.call_later
+
+    def ioctx(self, rbd: RbdImage):
+        """For jobs (in the thread): the pool's ioctx on the client's connection, connected at first use."""
+        conn = self._connections.get(rbd.client)
+        if conn is None:
+            conn = self._connections[rbd.client] = Connection(rbd.client, rados_osd_op_timeout=str(OP_TIMEOUT_SECONDS))
+        return conn.ioctx(rbd.pool)
+
+    def call(self, run: Callable[[], object], deadline: float) -> object:
+        job = _Job(run, None)
+        self._jobs.put(job)
+        end = time.monotonic() + deadline
+        while not job.finished.wait(min(HEARTBEAT_SECONDS, max(0.0, end - time.monotonic()))):
+            if time.monotonic() >= end:
+                job.expired = True
+                return StoreFailed(f"no answer from the Ceph cluster within {deadline:.0f} s")
+            self._heartbeat()
+        return job.result
+
+    def submit(self, run: Callable[[], object], done: Callable[[object], None]) -> None:
+        if self._call_later is None:          # the coordinator's start, before its loop: wait here
+            done(self.call(run, SAVE_DEADLINE))
+            return
+        job = _Job(run, done)
+        self._jobs.put(job)
+        self._call_later(SAVE_DEADLINE, lambda: self._expire(job))
+
+    def report(self, client: CephClient, where: str, result: SaveResult) -> None:
+        """Log a failure once per Ceph client, and when it answers again."""
+        if isinstance(result, StoreFailed):
+            if client not in self._failing:
+                self._failing.add(client)
+                log.error("%s: %s: commands that must save the unit's state fail (NOT READY, LOGICAL UNIT "
+                          "COMMUNICATION FAILURE) until it answers (not logged again until then)", where, result)
+        elif client in self._failing:
+            self._failing.discard(client)
+            log.info("%s: the Ceph cluster answers again", where)
+
+    def close(self) -> None:
+        """Stop the thread (at most OP_TIMEOUT_SECONDS: one still connecting is left to the process's exit)."""
+        self._jobs.put(None)
+        self._thread.join(timeout=OP_TIMEOUT_SECONDS)
+        if not self._thread.is_alive():
+            os.close(self._eventfd)
+
+    def _expire(self, job: _Job) -> None:
+        if not job.finished.is_set() and not job.expired:
+            self._answer(job, StoreFailed(f"no answer from the Ceph cluster within {SAVE_DEADLINE:.0f} s"))
+
+    @staticmethod
+    def _answer(job: _Job, result: object) -> None:
+        """The job's `done`, once (the deadline's or the thread's answer, whichever comes first); what it raises is
+        logged, and the loop goes on."""
+        job.expired = True
+        assert job.done is not None
+        try:
+            job.done(result)
+        except Exception:
+            log.exception("RADOS unit state: handling the answer %r failed", result)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job.result = job.run()
+            except (BackstoreError, ValueError) as exc:       # ValueError: a malformed object
+                job.result = StoreFailed(str(exc))
+            job.finished.set()
+            if job.done is not None:
+                self._finished.append(job)
+                os.eventfd_write(self._eventfd, 1)
+        for conn in self._connections.values():
+            conn.close()
+
+    def _drain(self) -> None:
+        try:
+            os.eventfd_read(self._eventfd)
+        except BlockingIOError:
+            return
+        while self._finished:
+            job = self._finished.popleft()
+            if not job.expired:
+                self._answer(job, job.result)
+
+
+class RadosStore:
+    """The state of one RBD LUN in RADOS (see the module doc). `aptpl` and `sanitize`: what the object holds as far
+    as this coordinator knows (`forget` when a peer's state was adopted: the next save then finds out)."""
+
+    deferred = True
+
+    def __init__(self, client: RadosStateClient, rbd: RbdImage, unit: str):
+        self._client = client
+        self._rbd = rbd
+        self.oid = OBJECT_PREFIX + rbd.name
+        self.where = f"{unit}: RADOS object {rbd.pool}/{self.oid}"
+        self.aptpl: dict | None | object = None
+        self.sanitize: dict | None = None
+        self._generation = 0                    # the thread's: the object's generation as last read or written
+        self._stored: dict = dict(_EMPTY)       # the thread's: its content then
+        self._in_doubt: tuple[int, dict] | None = None     # the thread's: a write that failed, which may still land
+
+    def load(self) -> tuple[dict | None, dict | None]:
+        result = self._client.call(self._read, LOAD_DEADLINE)
+        if isinstance(result, StoreFailed):
+            raise StoreFailed(f"{self.where}: {result}")
+        assert isinstance(result, dict)
+        self.aptpl, self.sanitize = result[APTPL], result[SANITIZE]
+        return result[APTPL], result[SANITIZE]
+
+    def forget(self) -> None:
+        self.aptpl = _UNKNOWN
+
+    def save(self, key: str, value: dict | None, done: Done | None = None, based_on: object = _UNSET) -> None:
+        expected = _UNSET if based_on is _UNSET else json.loads(json.dumps(based_on))
+
+        def write() -> SaveResult:
+            for _ in range(SANITIZE_ATTEMPTS):
+                content = {**self._stored, key: value}
+                payload = json.dumps(content).encode()
+                try:
+                    self._generation = write_versioned(self._client.ioctx(self._rbd), self.oid, payload,
+                                                       self._generation)
+                except StaleObject:
+                    doubt, self._in_doubt = self._in_doubt, None
+                    self._read()
+                    if key == SANITIZE or doubt == (self._generation, self._stored) or self._stored[key] == expected:
+                        continue            # our own fact, our own write that landed after all, or what we had
+                    return Stale(self._stored[APTPL], self._stored[SANITIZE])
+                except BackstoreError:
+                    self._in_doubt = (self._generation + 1, json.loads(payload))
+                    raise
+                self._stored, self._in_doubt = content, None
+                return None
+            return Stale(self._stored[APTPL], self._stored[SANITIZE])
+
+        def finished(result: object) -> None:
+            assert result is None or isinstance(result, (Stale, StoreFailed))
+            if result is None:
+                setattr(self, key, value)
+            elif isinstance(result, Stale):
+                self.aptpl, self.sanitize = result.aptpl, result.sanitize
+                log.error("%s: written by another coordinator since this one read it: its state is taken, the "
+                          "command that would have overwritten it fails (ABORTED COMMAND; a retry runs on it)",
+                          self.where)
+            self._client.report(self._rbd.client, self.where, result)
+            if done is not None:
+                done(result)
+
+        self._client.submit(write, finished)
+
+    def _read(self) -> dict:
+        """(In the thread) the object's content, remembered with its generation."""
+        generation, payload = read_versioned(self._client.ioctx(self._rbd), self.oid)
+        content = dict(_EMPTY, **json.loads(payload)) if generation else dict(_EMPTY)
+        if not all(content[key] is None or isinstance(content[key], dict) for key in _EMPTY):
+            raise ValueError(f"{self.oid}: malformed unit state")
+        self._generation, self._stored = generation, content
+        return dict(content)
+
+

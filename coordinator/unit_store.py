@@ -1,0 +1,100 @@
+"""Where each logical unit keeps what must outlive the target: its APTPL state (registrations and the persistent
+reservation, with APTPL) and its sanitize record (a sanitize that runs or failed). One home per fact, chosen per
+LUN (`UnitStores`): the RADOS object of an RBD LUN (coordinator/rados_store.py), so any node that serves the image
+finds it, else files under <state_dir>/reservations (unit_state/files.py), <target>-<lun>.json and
+<target>-<lun>.sanitize.json.
+
+A store offers
+    where               what it is, for log lines
+    deferred            False: `save` is done when it returns (files; an OSError raises); True: `done(result)` runs
+                        later from the coordinator's loop (RADOS)
+    load()              (APTPL state, sanitize record) at start, each None when there is none; StoreFailed if unread
+    save(key, value, done=None, based_on=…)   key "aptpl" or "sanitize", value None to clear; result None when
+                        saved, a Stale when another coordinator wrote the unit's state since this one last read or
+                        wrote it and what it holds is not `based_on` (the state the new value was derived from): the
+                        save is refused; a StoreFailed when the store did not answer
+    forget()            (deferred stores) a peer's state was adopted: what the store holds may have changed
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .unit_state.files import load_state, save_state
+from target.backstore.rbd_image import RbdImage
+
+if TYPE_CHECKING:
+    from .rados_store import RadosStateClient
+
+APTPL, SANITIZE = "aptpl", "sanitize"
+
+
+class StoreFailed(Exception):
+    """The store did not answer (in time); the message names it and why."""
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A save refused: the unit's state as another coordinator last wrote it."""
+    aptpl: dict | None
+    sanitize: dict | None
+
+
+SaveResult = None | Stale | StoreFailed
+Done = Callable[[SaveResult], None]
+
+
+class FileStore:
+    """The unit's state files: <directory>/<target>-<lun>.json and .sanitize.json beside it."""
+
+    deferred = False
+
+    def __init__(self, directory: str, target: str, lun: int):
+        base = os.path.join(directory, f"{target}-{lun}")
+        self._paths = {APTPL: f"{base}.json", SANITIZE: f"{base}.sanitize.json"}
+        self.where = self._paths[SANITIZE]
+
+    def load(self) -> tuple[dict | None, dict | None]:
+        return load_state(self._paths[APTPL]), load_state(self._paths[SANITIZE])
+
+    def save(self, key: str, value: dict | None, done: Done | None = None, based_on: object = None) -> None:
+        save_state(self._paths[key], value)
+        if done is not None:
+            done(None)
+
+
+class UnitStores:
+    """The store of each unit: RADOS for an RBD LUN (`rbd_of(target, lun)` gives its image, None for the others),
+    files under `directory` otherwise, none without a directory (tests). `attach(service)` once the coordinator's
+    loop exists (RADOS answers reach it there); `close()` at its stop. `heartbeat()`: the supervisor's watchdog,
+    told while a load waits for RADOS (a bounded wait, not a hang)."""
+
+    def __init__(self, directory: str | None, rbd_of: Callable[[str, int], RbdImage | None] = lambda target, lun: None,
+                 heartbeat: Callable[[], None] = lambda: None):
+        self.directory = directory
+        self.rbd_of = rbd_of
+        self.heartbeat = heartbeat
+        self._rados: RadosStateClient | None = None     # made for the first RBD LUN
+        self._service = None
+
+    def __call__(self, target: str, lun: int):
+        rbd = self.rbd_of(target, lun)
+        if rbd is not None:
+            from .rados_store import RadosStateClient, RadosStore      # librados loaded only for RBD LUNs
+            if self._rados is None:
+                self._rados = RadosStateClient(self.heartbeat)
+                if self._service is not None:
+                    self._rados.attach(self._service)
+            return RadosStore(self._rados, rbd, f"LUN {lun} of {target}")
+        return None if self.directory is None else FileStore(self.directory, target, lun)
+
+    def attach(self, service) -> None:
+        self._service = service
+        if self._rados is not None:
+            self._rados.attach(service)
+
+    def close(self) -> None:
+        if self._rados is not None:
+            self._rados.close()

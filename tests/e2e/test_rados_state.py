@@ -1,0 +1,229 @@
+"""An RBD LUN's unit state in RADOS (coordinator/rados_store.py) against the one-node Ceph cluster of the session
+(tests/conftest.py): versioned writes refuse a writer behind the times, at the object and at the store; an APTPL
+registration and reservation made through one `serve` are found by another whose state_dir never saw the LUN; a
+PR OUT with APTPL while the cluster does not answer fails with its sense, within the save's deadline."""
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+import initiator as I
+from harness import HOST, Lun, ringtgt_binary, run, session
+from pr_commands import (APTPL, CLEAR, REGISTER, REGISTER_AND_IGNORE_EXISTING_KEY, RESERVE, WRITE_EXCLUSIVE, conflict,
+                         good, prout, read_keys, reservation)
+
+from coordinator.rados_store import SAVE_DEADLINE, RadosStateClient, RadosStore
+from coordinator.service import CoordinatorService
+from coordinator.unit_store import APTPL as APTPL_KEY, SANITIZE, Stale, StoreFailed
+from target.backstore.rados import Connection
+from target.backstore.rados_objects import StaleObject, read_versioned, write_versioned
+from target.backstore.rbd_image import CephClient, RbdImage
+from tests.ceph_cluster import POOL
+
+BS = 512
+NAME = "iqn.2026-12.org.ringtgt:rados-state"
+
+
+def client_of(cluster) -> CephClient:
+    return CephClient(str(cluster.conf))
+
+
+def test_a_versioned_object_refuses_a_writer_behind_the_times(ceph_cluster):
+    conn = Connection(client_of(ceph_cluster))
+    try:
+        io = conn.ioctx(POOL)
+        oid = "ringtgt.test.versioned"
+        assert read_versioned(io, oid) == (0, b"")
+        assert write_versioned(io, oid, b"first", 0) == 1               # writer A: the object did not exist
+        with pytest.raises(StaleObject):
+            write_versioned(io, oid, b"lost", 0)                         # writer B, who saw no object: refused
+        assert write_versioned(io, oid, b"second", 1) == 2              # A again
+        with pytest.raises(StaleObject):
+            write_versioned(io, oid, b"lost", 1)                         # B, who read generation 1: refused
+        assert read_versioned(io, oid) == (2, b"second")
+        assert write_versioned(io, oid, b"third", 2) == 3               # B once it has read again
+        assert read_versioned(io, oid) == (3, b"third")
+    finally:
+        conn.close()
+
+
+def run_until(service: CoordinatorService, results: list, deadline: float = 2 * SAVE_DEADLINE) -> object:
+    end = time.monotonic() + deadline
+    while not results:
+        assert time.monotonic() < end, "no answer from the store"
+        service.run_once(0.05)
+    return results.pop()
+
+
+def saved(service: CoordinatorService, store: RadosStore, key: str, value, **based_on) -> object:
+    results: list = []
+    store.save(key, value, results.append, **based_on)
+    return run_until(service, results)
+
+
+def test_two_coordinators_on_one_unit_state_cannot_clobber_each_other(ceph_cluster, tmp_path):
+    """Two stores of one image (two coordinators, their own RADOS threads and loops): A saves; B, which read the
+    object before that, is refused with A's state (Stale) and takes it; then B's save works and A's is refused.
+    A sanitize record is saved on top of the other's state instead (it is the unit's own fact)."""
+    rbd = RbdImage(POOL, "rados-state-conflict", client_of(ceph_cluster))
+    stores = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        service = CoordinatorService(str(tmp_path / name))
+        client = RadosStateClient()
+        client.attach(service)
+        stores.append((service, client, RadosStore(client, rbd, f"unit of {name}")))
+    try:
+        (sa, _, a), (sb, _, b) = stores
+        assert a.load() == (None, None) and b.load() == (None, None)
+        state_a = {"keys": {"x": 1}}
+        assert saved(sa, a, APTPL_KEY, state_a) is None
+        refused = saved(sb, b, APTPL_KEY, {"keys": {"y": 2}})
+        assert refused == Stale(state_a, None) and b.aptpl == state_a
+        assert saved(sb, b, APTPL_KEY, {"keys": {"y": 3}}) is None       # B has read it: its next save works
+        assert isinstance(saved(sa, a, APTPL_KEY, {"keys": {"x": 4}}), Stale)
+        assert saved(sa, a, APTPL_KEY, {"keys": {"x": 5}}) is None      # B is behind again, but has A's state
+        assert saved(sb, b, APTPL_KEY, {"keys": {"y": 6}}, based_on={"keys": {"x": 5}}) is None     # (the bus)
+        assert saved(sa, a, SANITIZE, {"ause": True}) is None            # made again on B's state
+        assert RadosStore(stores[0][1], rbd, "a third").load() == ({"keys": {"y": 6}}, {"ause": True})
+    finally:
+        for service, client, _ in stores:
+            client.close()
+            service.close()
+
+
+def test_a_store_without_a_cluster_fails_within_its_deadline(tmp_path):
+    """A ceph.conf naming a monitor no one runs: the save fails (StoreFailed) after SAVE_DEADLINE, not after the
+    librados connect's own timeout, and the loop never blocks meanwhile."""
+    (tmp_path / "ceph.conf").write_text("[global]\nmon host = 127.0.0.1:9\nauth_client_required = none\n")
+    service = CoordinatorService(str(tmp_path))
+    client = RadosStateClient()
+    client.attach(service)
+    try:
+        store = RadosStore(client, RbdImage(POOL, "nowhere", CephClient(str(tmp_path / "ceph.conf"))), "a unit")
+        started = time.monotonic()
+        results: list = []
+        store.save(APTPL_KEY, {"keys": {}}, results.append)
+        result = run_until(service, results, deadline=10 * SAVE_DEADLINE)
+        assert isinstance(result, StoreFailed) and "no answer" in str(result), result
+        assert time.monotonic() - started < 2 * SAVE_DEADLINE
+    finally:
+        client.close()
+        service.close()
+
+
+def test_aptpl_state_is_found_by_a_serve_that_never_saw_the_lun(ringtgt, ceph_cluster):
+    """Node A registers two initiators and reserves, with APTPL, then stops and loses its state_dir; node B, a
+    `serve` of its own on the same image, reports the registrations and the reservation, and refuses the
+    non-holder's write (RESERVATION CONFLICT)."""
+    ceph_cluster.create_image("pr-state", 16 << 20)
+    lun = Lun(0, "", BS, store=ceph_cluster.lun_keys("pr-state"))
+    a = ringtgt(luns=[lun], workers=2)
+    with session(a, f"{NAME}-holder") as holder, session(a, f"{NAME}-other") as other:
+        good(prout(other, REGISTER, 0, 0x99))
+        good(prout(holder, REGISTER, 0, 0x1234, flags=APTPL))
+        good(prout(holder, RESERVE, 0x1234, pr_type=WRITE_EXCLUSIVE))
+    a.stop()
+    shutil.rmtree(a.dir / "state")
+    b = ringtgt(luns=[lun], workers=2)
+    assert not (b.dir / "state" / "reservations" / f"{b.iqn}-0.json").exists()
+    with session(b, f"{NAME}-other") as other:
+        assert sorted(read_keys(other)) == [0x99, 0x1234]
+        assert reservation(other) == (0x1234, WRITE_EXCLUSIVE)
+        conflict(other.write(0, bytes(BS), block_size=BS))
+        good(other.read(0, 1, block_size=BS))
+
+
+
+def test_a_reload_adding_an_rbd_lun_finds_its_aptpl_state(ringtgt, ceph_cluster):
+    """A registration saved with APTPL by one `serve` is in force on a LUN another `serve` adds by a reload."""
+    ceph_cluster.create_image("pr-reload", 16 << 20)
+    a = ringtgt(luns=[Lun(0, "", BS, store=ceph_cluster.lun_keys("pr-reload"))], workers=1)
+    with session(a, f"{NAME}-holder") as holder:
+        good(prout(holder, REGISTER, 0, 0xAB, flags=APTPL))
+        good(prout(holder, RESERVE, 0xAB, pr_type=WRITE_EXCLUSIVE))
+    a.stop()
+    b = ringtgt(workers=1)                                                        # a file LUN 0 only
+    b.config.write_text(b.config.read_text() + f'\n[[target.lun]]\nid = 1\n{ceph_cluster.lun_keys("pr-reload")}\n')
+    done = run([ringtgt_binary(), "reload", "--config", str(b.config)], check=False)
+    assert done.returncode == 0, done.stdout
+    with session(b, f"{NAME}-other") as other:
+        other.clear_unit_attentions(lun=1)                                        # the new unit's power-on
+        assert read_keys(other, lun=1) == [0xAB] and reservation(other, lun=1) == (0xAB, WRITE_EXCLUSIVE)
+        conflict(other.write(0, bytes(BS), block_size=BS, lun=1))
+
+
+def test_a_planned_restart_takes_what_another_node_saved_meanwhile(ringtgt, ceph_cluster):
+    """Node A stops cleanly (its stopped.json keeps the reservation); node B serves the image meanwhile and clears
+    it; A, started again, has B's state, not its own older one."""
+    ceph_cluster.create_image("pr-meanwhile", 16 << 20)
+    lun = Lun(0, "", BS, store=ceph_cluster.lun_keys("pr-meanwhile"))
+    a = ringtgt(luns=[lun], workers=1)
+    with session(a, f"{NAME}-holder") as holder:
+        good(prout(holder, REGISTER, 0, 0x1234, flags=APTPL))
+        good(prout(holder, RESERVE, 0x1234, pr_type=WRITE_EXCLUSIVE))
+    a.stop()
+    assert (a.dir / "state" / "reservations" / "stopped.json").exists()
+    b = ringtgt(luns=[lun], workers=1)
+    with session(b, f"{NAME}-other") as other:
+        good(prout(other, REGISTER_AND_IGNORE_EXISTING_KEY, 0, 0x77))
+        good(prout(other, CLEAR, 0x77))                                   # any registrant clears them all
+    b.stop()
+    a.start()
+    assert "changed since this node saved its state" in a.stderr()
+    with session(a, f"{NAME}-other") as other:
+        assert read_keys(other) == [] and reservation(other) is None
+        good(other.write(0, bytes(BS), block_size=BS))
+
+
+def test_a_pr_out_with_aptpl_fails_with_its_sense_while_the_cluster_is_stopped(ringtgt, ceph_cluster):
+    """The OSD stopped (SIGSTOP) for a moment: REGISTER with APTPL ends CHECK CONDITION, NOT READY, LOGICAL UNIT
+    COMMUNICATION FAILURE within the save's deadline (not BUSY, not a hang), is logged once, and changes nothing;
+    once the OSD runs again the same command works."""
+    ceph_cluster.create_image("pr-stopped", 16 << 20)
+    tgt = ringtgt(luns=[Lun(0, "", BS, store=ceph_cluster.lun_keys("pr-stopped"))], workers=1)
+    osd = next(proc for name, proc in ceph_cluster.daemons.items() if name.startswith("osd"))
+    with session(tgt, f"{NAME}-stopped") as ini:
+        os.kill(osd.pid, signal.SIGSTOP)
+        try:
+            result = prout(ini, REGISTER, 0, 0x42, flags=APTPL)
+        finally:
+            os.kill(osd.pid, signal.SIGCONT)
+        assert result.status == I.CHECK_CONDITION, result
+        assert (result.sense.key, result.sense.asc, result.sense.ascq) == (0x2, 0x08, 0x00), result.sense
+        assert read_keys(ini) == []
+        good(prout(ini, REGISTER, 0, 0x42, flags=APTPL))
+        assert read_keys(ini) == [0x42]
+    assert tgt.stderr().count("RADOS object rbd/ringtgt.unit.pr-stopped") == 2, tgt.stderr()   # failed, answers
+
+
+def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtgt, ceph_cluster):
+    """A paced OVERWRITE runs when node A dies (SIGKILL, as a power loss) and its state_dir goes: node B's LUN on
+    the image is in sanitize failure mode (MEDIUM ERROR, SANITIZE COMMAND FAILED), from the record in RADOS, until
+    a sanitize completes there (BLOCK ERASE), which clears it."""
+    ceph_cluster.create_image("sanitize-state", 16 << 20)
+    lun = Lun(0, "", BS, store=ceph_cluster.lun_keys("sanitize-state"), extra='sanitize_rate = "1MiB"')     # 16 s
+    a = ringtgt(luns=[lun], workers=1)
+    with session(a, f"{NAME}-sanitizer") as ini:
+        parameters = bytes([1, 0, BS >> 8, BS & 0xFF]) + b"\xaa" * BS
+        started = ini.scsi(bytes([0x48, 0x81, 0, 0, 0, 0, 0, len(parameters) >> 8, len(parameters) & 0xFF, 0]),
+                           data_out=parameters)
+        assert (started.status, started.sense) == (I.GOOD, None)                # OVERWRITE, IMMED
+        a.kill()
+    shutil.rmtree(a.dir / "state")
+    b = ringtgt(luns=[lun], workers=1)
+    assert "a sanitize did not finish before the target stopped" in b.stderr()
+    with I.Initiator.connect(HOST, b.port) as ini:
+        ini.login(b.iqn, initiator_name=f"{NAME}-after")
+        failed = ini.scsi(bytes(6))
+        while failed.sense is not None and failed.sense.key == I.UNIT_ATTENTION:          # POWER ON
+            failed = ini.scsi(bytes(6))
+        assert (failed.sense.key, failed.sense.asc, failed.sense.ascq) == (0x3, 0x31, 0x03), failed.sense
+        good(ini.scsi(bytes([0x48, 0x02]) + bytes(8)))                           # BLOCK ERASE completes
+        good(ini.scsi(bytes(6)))
+    b.stop()
+    c = ringtgt(luns=[lun], workers=1)                                            # the record is gone from RADOS
+    with session(c, f"{NAME}-after") as ini:
+        good(ini.scsi(bytes(6)))
