@@ -12,11 +12,12 @@ blocks read back as zeros). Two settings save librbd's threads work per I/O (mea
 and the bench's rbd suite, see the README's "Ceph RBD"): the worker's thread dispatches its own ops into librbd and
 the Objecter (rbd_non_blocking_aio off) instead of handing each to librbd's op thread and waking it, and writes go
 out of the worker's buffer (zero-copy: rbd.py keeps it pinned and unchanged until the write completes) instead of a
-copy made in the worker's thread. The worker can then wait in librbd where librbd's thread would have: only when the
-Objecter's in-flight limits are reached (objecter_inflight_ops and _op_bytes, 1024 ops and 100 MiB per worker), and
-never past the OSD op timeout below. Connecting and monitor calls have a deadline, and so has every I/O
-(OSD_OP_TIMEOUT_SECONDS, as tcmu-runner's default): a cluster that stops answering fails commands instead of holding
-them, and the tasks that hold them, forever.
+copy made in the worker's thread. The one place librbd's dispatch can wait is the Objecter's in-flight throttle
+(objecter_inflight_ops and _op_bytes, 1024 ops and 100 MiB by default), which would stop the worker's loop while the
+cluster is slow (and the watchdog restarts a worker stopped for hang_timeout): it is off (0). What a worker has in
+flight is bounded by its sessions' command windows, and the buffers are the worker's own. Connecting and monitor
+calls have a deadline, and so has every I/O (OSD_OP_TIMEOUT_SECONDS, as tcmu-runner's default): a cluster that stops
+answering fails commands instead of holding them, and the tasks that hold them, forever.
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ _FORCED = {
     "rbd_skip_partial_discard": "false",
     "rbd_non_blocking_aio": "false",
     "rbd_disable_zero_copy_writes": "false",
+    "objecter_inflight_ops": "0",
+    "objecter_inflight_op_bytes": "0",
     "client_mount_timeout": str(CONNECT_TIMEOUT_SECONDS),
     "rados_mon_op_timeout": str(CONNECT_TIMEOUT_SECONDS),
     "rados_osd_op_timeout": str(OSD_OP_TIMEOUT_SECONDS),
