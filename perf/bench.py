@@ -222,8 +222,8 @@ def rbd_suite(workdir: Path, size: int, args, log) -> tuple[dict, str]:
             log(f"  rbd bench {job:18} {ceiling[job]:9.0f} IOPS")
     for job, cells in table.items():
         cells["rbd_bench_iops"] = ceiling[job]
-    text = format_table(f"RBD images on a one-node Ceph cluster, ringtgt workers={args.workers}", table, "ringtgt",
-                        "tgtd")
+    text = format_table(f"RBD images on a one-node Ceph cluster, ringtgt workers={args.workers}", table,
+                        ["ringtgt", "tgtd"])
     text += "\n\n| job | rbd bench IOPS | ringtgt / rbd bench |\n|---|---|---|\n" + "\n".join(
         f"| {job} | {ceiling[job]:.0f} | {table[job]['ringtgt']['iops'] / ceiling[job]:.2f} |" for job in RBD_JOBS)
     return table, text

@@ -5,12 +5,19 @@ A process keeps one connection per (ceph_conf, client_name, keyring) for all its
 supervisor's checks (`prepare_image_apart`) run in a child process of their own: librados picks the nonce that
 tells a client's address apart once per process, so workers forked from a process that had connected would all
 connect as the same client and the cluster would drop each in favour of the other, in a loop.
-The client's settings that matter to a target are forced whatever ceph.conf says: no librbd
-cache (every worker is a client of its own, and one worker's cached writes would be stale reads through another;
-without it a write is in RADOS when it completes, so FUA needs no flush) and discards that zero partial objects
-(UNMAP promises that the blocks read back as zeros). Connecting and monitor calls have a deadline, and so has
-every I/O (OSD_OP_TIMEOUT_SECONDS, as tcmu-runner's default): a cluster that stops answering fails commands
-instead of holding them, and the tasks that hold them, forever.
+The client's settings that matter to a target are forced whatever ceph.conf says: no librbd cache (every worker is a
+client of its own, and one worker's cached writes would be stale reads through another; without it a write is in
+RADOS when it completes, so FUA needs no flush) and discards that zero partial objects (UNMAP promises that the
+blocks read back as zeros). Two settings save librbd's threads work per I/O (measured with perf/rbd_completion.py
+and the bench's rbd suite, see the README's "Ceph RBD"): the worker's thread dispatches its own ops into librbd and
+the Objecter (rbd_non_blocking_aio off) instead of handing each to librbd's op thread and waking it, and writes go
+out of the worker's buffer (zero-copy: rbd.py keeps it pinned and unchanged until the write completes) instead of a
+copy made in the worker's thread. The one place librbd's dispatch can wait is the Objecter's in-flight throttle
+(objecter_inflight_ops and _op_bytes, 1024 ops and 100 MiB by default), which would stop the worker's loop while the
+cluster is slow (and the watchdog restarts a worker stopped for hang_timeout): it is off (0). What a worker has in
+flight is bounded by its sessions' command windows, and the buffers are the worker's own. Connecting and monitor
+calls have a deadline, and so has every I/O (OSD_OP_TIMEOUT_SECONDS, as tcmu-runner's default): a cluster that stops
+answering fails commands instead of holding them, and the tasks that hold them, forever.
 """
 from __future__ import annotations
 
@@ -35,8 +42,13 @@ EXCLUSIVE_LOCK = lib.RBD_FEATURE_EXCLUSIVE_LOCK
 _FORCED = {
     "rbd_cache": "false",
     "rbd_skip_partial_discard": "false",
+    "rbd_non_blocking_aio": "false",
+    "rbd_disable_zero_copy_writes": "false",
+    "objecter_inflight_ops": "0",
+    "objecter_inflight_op_bytes": "0",
     "client_mount_timeout": str(CONNECT_TIMEOUT_SECONDS),
     "rados_mon_op_timeout": str(CONNECT_TIMEOUT_SECONDS),
+    "rados_osd_op_timeout": str(OSD_OP_TIMEOUT_SECONDS),
 }
 
 

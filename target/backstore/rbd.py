@@ -152,7 +152,8 @@ class RbdBackstore:
         self._queue(lib.rt_rbd_read(self._image, token, offset, length, buf), token, "read", offset)
 
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
-        # no cache in librbd (rados.py): a completed write is in RADOS, durable with FUA or without
+        # no cache in librbd (rados.py): a completed write is in RADOS, durable with FUA or without; librbd sends
+        # from `data` itself (zero-copy, rados.py), pinned here until the completion
         if offset + len(data) > self._end:
             self._beyond_end(callback, "write", offset)
             return
