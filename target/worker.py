@@ -149,7 +149,7 @@ class Worker:
         unit = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=iqn,
                            portal_group_tag=PORTAL_GROUP_TAG, relative_port=1, thin=lun.thin, read_only=lun.readonly,
                            removable=lun.removable, sanitize_rate=lun.sanitize_rate,
-                           physical_block_size=lun.physical_block_size)
+                           physical_block_size=lun.physical_block_size, direct=lun.direct)
         self.images.watch(iqn, lun, unit)
         if hasattr(store, "on_resize"):         # an RBD image's header watch: `rbd resize`, told to the target
             store.on_resize = partial(self._store_resized, iqn, lun.id)

@@ -349,7 +349,8 @@ class Connection:
             more = not params.initial_r2t and not pdu.flags & P.FINAL
             edtl = command.expected_length      # all of it came with the command (within FirstBurstLength): the
             wanted = edtl if len(pdu.data) == edtl else self.target.data_out_length(command.lun, command.cdb)
-            command.start_write(pdu.data, params.first_burst_length, more, wanted)   # handler takes what it asks
+            command.start_write(pdu.data, params.first_burst_length, more, wanted,  # handler takes what it asks
+                                self.target.data_out_buffers(command.lun))
         self.window.outstanding += 1
         self.commands[command.itt] = command
         if not command.complete and command.lun not in self.unit_wide and self.target.unit_wide(command.cdb):
@@ -488,6 +489,7 @@ class Connection:
             self._free_write(command)
             return
         del self.commands[command.itt]
+        command.buffer = None                   # its pool buffer is free again once the backstore let go of it
         self._answered += 1                     # outstanding until sent (output_sent)
         edtl = command.expected_length
         data = task.data_in
