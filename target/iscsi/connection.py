@@ -218,6 +218,7 @@ class Connection:
 
     def close(self) -> None:
         self.closing = True
+        self.decoder.segment_buffer = None      # it refers back to the connection
         self.write_waiting.clear()
         self.write_pool.withdraw(self)
         for command in self.commands.values():
@@ -293,6 +294,8 @@ class Connection:
         self.window = CommandWindow(login.cmd_sn, COMMAND_WINDOW)
         self.decoder.max_data_len = login.params.target_max_recv_data_segment_length
         if login.session_type == "Normal":
+            self.decoder.segment_buffer = self._segment_buffer
+        if login.session_type == "Normal":
             assert login.target_name is not None    # a Normal login names its target (Login._check_leading)
             self.target = self.host.scsi_target(login.target_name)
             tpgt = self.host.portal_group_tag
@@ -332,6 +335,14 @@ class Connection:
             self._HANDLERS[ready.opcode](self, ready)
 
     # SCSI commands --------------------------------------------------------------------------------------------
+    def _segment_buffer(self, pdu: P.Pdu, length: int) -> memoryview | None:
+        """Where the decoder puts a big data segment: a write's immediate data straight into a buffer of its
+        unit's pool (page-aligned on an O_DIRECT store, which writes from it as it is)."""
+        if pdu.opcode != P.SCSI_COMMAND or not pdu.flags & P.SCSI_WRITE:
+            return None
+        allocate = self.target.data_out_buffers(P.decode_lun(pdu.lun_field))  # type: ignore[union-attr]  # Normal
+        return allocate(length) if allocate is not None else None
+
     def _scsi_command(self, pdu: P.ScsiCommand) -> None:
         if self.target is None:
             self._reject(pdu, P.REJECT_PROTOCOL_ERROR)

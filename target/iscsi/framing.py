@@ -8,6 +8,8 @@ the connection; a wrong DataDigest marks the PDU (`data_digest_error`) for the c
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .digests import DIGEST_LEN, check_header, digest
 from .errors import ProtocolError
 from .pdu import BHS_LEN, DATA_OUT, LOGIN_REQUEST, TEXT_REQUEST, Buf, Pdu, decode_bhs
@@ -20,13 +22,17 @@ NEGOTIATION_DATA_LIMIT = 8192
 class FrameDecoder:
     """Accumulates received bytes and splits them into PDUs."""
 
-    __slots__ = ("_buf", "_pending", "_fill", "_filled", "max_data_len", "_header_digest", "_data_digest")
+    __slots__ = ("_buf", "_pending", "_fill", "_filled", "max_data_len", "_header_digest", "_data_digest",
+                 "segment_buffer")
 
     def __init__(self, max_data_len: int = 8192) -> None:
         self._buf = bytearray()
         self._pending: Pdu | None = None
-        self._fill: bytearray | None = None     # the rest of the pending PDU (a big data segment), as it comes
+        self._fill: memoryview | None = None    # the rest of the pending PDU (a big data segment), as it comes
         self._filled = 0
+        # (pdu, length) -> a writable memoryview of `length` bytes for a big data segment, or None: the
+        # connection's (where a write's immediate data goes), so that it is copied only once
+        self.segment_buffer: Callable[[Pdu, int], memoryview | None] | None = None
         self.max_data_len = max_data_len
         self._header_digest = 0             # bytes of digest after the header / after a data segment
         self._data_digest = 0
@@ -53,14 +59,14 @@ class FrameDecoder:
         if fill is not None:
             filled = self._filled
             taken = min(len(data), len(fill) - filled)
-            memoryview(fill)[filled:filled + taken] = memoryview(data)[:taken]   # (a bytearray's slice
+            fill[filled:filled + taken] = memoryview(data)[:taken]    # (not into a bytearray: its slice
             # assignment from anything but a bytearray copies the source first)
             if filled + taken < len(fill):
                 self._filled = filled + taken
                 return out
             pdu: Pdu = self._pending  # type: ignore[assignment]   # a fill belongs to the pending PDU
             self._fill, self._filled, self._pending = None, 0, None
-            self._segment(pdu, memoryview(fill), 0, fill)
+            self._segment(pdu, fill, 0, True)
             out.append(pdu)
             if taken == len(data):
                 return out
@@ -90,12 +96,12 @@ class FrameDecoder:
                                                                                        else 0)
                 if end - pos < need:
                     if data_len > NEGOTIATION_DATA_LIMIT:
-                        fill = self._fill = bytearray(need)
-                        memoryview(fill)[:end - pos] = source[pos:end]
+                        fill = self._fill = self._buffer(pending, need)
+                        fill[:end - pos] = source[pos:end]
                         self._filled = end - pos
                         pos = end
                     break
-                pos = self._segment(pending, source, pos, None, not held)
+                pos = self._segment(pending, source, pos, False, not held)
                 out.append(pending)
                 pending = None
         finally:
@@ -110,11 +116,17 @@ class FrameDecoder:
                 source.release()
         return out
 
-    def _segment(self, pdu: Pdu, source: memoryview, pos: int, whole: bytearray | None = None,
-                 view: bool = False) -> int:
+    def _buffer(self, pdu: Pdu, length: int) -> memoryview:
+        """A buffer for the big data segment of `pdu` (and its padding and digest, all `length` bytes)."""
+        hook = self.segment_buffer
+        given = hook(pdu, length) if hook is not None else None
+        return given if given is not None else memoryview(bytearray(length))
+
+    def _segment(self, pdu: Pdu, source: memoryview, pos: int, whole: bool = False, view: bool = False) -> int:
         """Take the AHS, header digest and data segment (with its padding and digest) of `pdu` from `source` at
-        `pos`, all there; returns the position after them. `whole`: `source` is a buffer of this PDU's alone,
-        whose data is taken as it is, without a copy; `view`: a Data-Out's data may be a view into `source`."""
+        `pos`, all there; returns the position after them. `whole`: `source` is a buffer of this PDU's alone
+        (`_buffer`), whose data is taken as it is; `view`: a Data-Out's data may be a view into `source`. Any
+        other data segment above NEGOTIATION_DATA_LIMIT is copied into a `_buffer`, smaller ones into bytes."""
         ahs_len = pdu.ahs_len
         data_len = pdu.data_len
         header_digest = self._header_digest
@@ -127,10 +139,11 @@ class FrameDecoder:
         if not data_len:
             return pos
         padded = data_len + (-data_len & 3)
-        if whole is not None:
-            pdu.data = whole if pos == 0 and data_len == len(whole) else source[pos:pos + data_len]
-        elif view and pdu.opcode == DATA_OUT:
-            pdu.data = source[pos:pos + data_len]   # a view: the connection copies it where it goes at once
+        if whole or view and pdu.opcode == DATA_OUT:    # Data-Out: a view, copied where it goes at once
+            pdu.data = source[pos:pos + data_len] if pos or data_len != source.nbytes else source
+        elif data_len > NEGOTIATION_DATA_LIMIT:
+            data = pdu.data = self._buffer(pdu, data_len)
+            data[:] = source[pos:pos + data_len]
         else:
             pdu.data = bytes(source[pos:pos + data_len])
         data_digest = self._data_digest
