@@ -146,12 +146,24 @@ class Connection:
     # -- input ----------------------------------------------------------------------------------------------
     def receive_data(self, data: P.Buf, now: int = 0) -> None:
         """Take bytes received at `now` (monotonic ns: the arrival time of the commands among them)."""
+        self._take(self.decoder.feed, data, now)
+
+    def receive_into_segment(self) -> memoryview | None:
+        """Where the next receive may go straight to: the rest of a big data segment being gathered (a write's
+        data), so that it is not copied out of the receive buffer; then `segment_received`. None: nowhere."""
+        return self.decoder.rest_of_segment()
+
+    def segment_received(self, count: int, now: int = 0) -> None:
+        """`count` bytes were received at `now` into what `receive_into_segment` gave."""
+        self._take(self.decoder.filled, count, now)
+
+    def _take(self, decode: Callable[[Any], list[P.Pdu]], received: Any, now: int) -> None:
         if self.closing:
             return
         self.activity = True
         self.arrived = now
         try:
-            for pdu in self.decoder.feed(data):
+            for pdu in decode(received):
                 if self.closing:
                     break
                 login = self.login

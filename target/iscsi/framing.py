@@ -17,6 +17,7 @@ from .pdu import BHS_LEN, DATA_OUT, LOGIN_REQUEST, TEXT_REQUEST, Buf, Pdu, decod
 MAX_AHS_BYTES = 255 * 4
 # Login and Text PDUs may carry up to 8192 bytes whatever MaxRecvDataSegmentLength says (§6.2, §13.12).
 NEGOTIATION_DATA_LIMIT = 8192
+RECEIVE_INTO = 16384        # what must be left of a segment being gathered for a receive straight into it
 
 
 class FrameDecoder:
@@ -45,6 +46,25 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buf) + self._filled
 
+    def rest_of_segment(self) -> memoryview | None:
+        """The rest of a big data segment being gathered (see `feed`), when at least RECEIVE_INTO bytes of it are
+        still to come: the caller may receive straight into it, then report the bytes with `filled`."""
+        fill = self._fill
+        if fill is None or len(fill) - self._filled < RECEIVE_INTO:
+            return None
+        return fill[self._filled:]
+
+    def filled(self, count: int) -> list[Pdu]:
+        """`count` more bytes of the segment being gathered are in place; its PDU once complete (as `feed`)."""
+        fill: memoryview = self._fill  # type: ignore[assignment]     # called while a segment is gathered
+        self._filled += count
+        if self._filled < fill.nbytes:
+            return []
+        pdu: Pdu = self._pending  # type: ignore[assignment]   # a fill belongs to the pending PDU
+        self._fill, self._filled, self._pending = None, 0, None
+        self._segment(pdu, fill, 0, True)
+        return [pdu]
+
     def feed(self, data: Buf) -> list[Pdu]:
         """Append `data` and return the PDUs now complete (raises ProtocolError on a framing violation).
 
@@ -61,14 +81,8 @@ class FrameDecoder:
             taken = min(len(data), len(fill) - filled)
             fill[filled:filled + taken] = memoryview(data)[:taken]    # (not into a bytearray: its slice
             # assignment from anything but a bytearray copies the source first)
-            if filled + taken < len(fill):
-                self._filled = filled + taken
-                return out
-            pdu: Pdu = self._pending  # type: ignore[assignment]   # a fill belongs to the pending PDU
-            self._fill, self._filled, self._pending = None, 0, None
-            self._segment(pdu, fill, 0, True)
-            out.append(pdu)
-            if taken == len(data):
+            out = self.filled(taken)
+            if not out or taken == len(data):
                 return out
             data = memoryview(data)[taken:]
         buf = self._buf
@@ -139,8 +153,10 @@ class FrameDecoder:
         if not data_len:
             return pos
         padded = data_len + (-data_len & 3)
-        if whole or view and pdu.opcode == DATA_OUT:    # Data-Out: a view, copied where it goes at once
-            pdu.data = source[pos:pos + data_len] if pos or data_len != source.nbytes else source
+        if whole:
+            pdu.data = source if pos == 0 and data_len == source.nbytes else source[pos:pos + data_len]
+        elif view and pdu.opcode == DATA_OUT:   # a view (never `source` itself: released once feed returns),
+            pdu.data = source[pos:pos + data_len]   # copied where it goes at once
         elif data_len > NEGOTIATION_DATA_LIMIT:
             data = pdu.data = self._buffer(pdu, data_len)
             data[:] = source[pos:pos + data_len]
