@@ -63,6 +63,13 @@ def headroom_view(data) -> memoryview | None:
     return None
 
 
+def page_aligned(data) -> bool:
+    """Whether `data` is a view of an `AlignedBuffer` starting on a page boundary (an O_DIRECT store writes it as
+    it is: the Data-Out of a write is gathered in one, LogicalUnit.data_buffers)."""
+    return (type(data) is memoryview and type(data.obj) is AlignedBuffer and not data.readonly
+            and not _address(_char_at(data)) % PAGE)
+
+
 class BufferPool:
     """Hands out writable memoryviews of the requested length; aligned=True (O_DIRECT): page-aligned.
 

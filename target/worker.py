@@ -4,8 +4,10 @@ Single-threaded. Every socket and disk operation is a ring op (the coordinator's
 watched with a poll op, see coordinator/client.py; the worker holds the client as `worker.coordinator` and
 hands it to every ScsiTarget and LogicalUnit it builds); the loop is `Reactor.run_once()`: one
 submit-and-wait, a batch reap, callbacks. Output produced during a turn is gathered per connection and sent
-with one sendmsg at the end of the turn (at most one send in flight per connection keeps PDUs whole and in
-order). A connection whose unsent output is over its bound (Connection.over_output_bound) is not read until
+with one sendmsg at the end of the turn, at once and without waiting (MSG_DONTWAIT): what the socket takes then
+needs no ring op, no completion and no further turn (at QD1 a command's response otherwise cost a turn of its
+own); what it does not take goes through the ring (at most one send in flight per connection keeps PDUs whole
+and in order). A connection whose unsent output is over its bound (Connection.over_output_bound) is not read until
 its output has drained below it: the client's commands wait in the kernel's socket buffers, not in the worker.
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ log = logging.getLogger(f"ringtgt.{__name__}")
 RECV_BUFFER = 256 * 1024           # a session's receive buffer, from the full feature phase on
 LOGIN_RECV_BUFFER = BHS_LEN + NEGOTIATION_DATA_LIMIT   # before: a Login PDU (without AHS) in one recv
 IOV_MAX = 1024
+_SEND_NOW = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 COALESCE_BELOW = 16384              # output buffers this small are copied together rather than gathered
 LISTEN_BACKLOG = 1024
 DRAIN_SECONDS = 5.0
@@ -77,8 +80,8 @@ def _detached(res: int) -> None:
 class Channel:
     """The I/O side of one connection: its socket, receive buffer and send state."""
 
-    __slots__ = ("sock", "fd", "conn", "recv_buf", "recv_view", "receiving", "sending", "sending_bytes", "dead",
-                 "opened", "on_received", "on_sent")
+    __slots__ = ("sock", "fd", "conn", "recv_buf", "recv_view", "receiving", "into_segment", "sending",
+                 "sending_bytes", "dead", "opened", "on_received", "on_sent")
 
     def __init__(self, sock: socket.socket, conn: Connection, opened: float):
         self.sock = sock
@@ -87,6 +90,7 @@ class Channel:
         self.recv_buf = bytearray(LOGIN_RECV_BUFFER)     # small while anyone can hold it without a login
         self.recv_view = memoryview(self.recv_buf)
         self.receiving = False
+        self.into_segment = False      # the recv in flight goes straight into a data segment (not recv_buf)
         self.sending: list[Buf] | None = None    # the buffers of the send in flight
         self.sending_bytes = 0         # and their total size
         # the worker's completion handlers for this channel's recv and send
@@ -150,7 +154,7 @@ class Worker:
         unit = LogicalUnit(lun.id, store, serial=lun.serial, naa=lun.naa, target_iqn=iqn,
                            portal_group_tag=PORTAL_GROUP_TAG, relative_port=1, thin=lun.thin, read_only=lun.readonly,
                            removable=lun.removable, sanitize_rate=lun.sanitize_rate,
-                           physical_block_size=lun.physical_block_size)
+                           physical_block_size=lun.physical_block_size, direct=lun.direct)
         self.images.watch(iqn, lun, unit)
         if hasattr(store, "on_resize"):         # an RBD image's header watch: `rbd resize`, told to the target
             store.on_resize = partial(self._store_resized, iqn, lun.id)
@@ -292,7 +296,10 @@ class Worker:
     # -- receive ------------------------------------------------------------------------------------------------
     def _arm_recv(self, channel: Channel) -> None:
         channel.receiving = True
-        self.ring.prep_recv(channel.fd, channel.recv_buf, self.reactor.token(channel.on_received))
+        into = channel.conn.receive_into_segment()
+        channel.into_segment = into is not None
+        self.ring.prep_recv(channel.fd, channel.recv_buf if into is None else into,
+                            self.reactor.token(channel.on_received))
 
     def _received(self, channel: Channel, res: int) -> None:
         channel.receiving = False
@@ -300,7 +307,10 @@ class Worker:
             self._teardown(channel)
             return
         conn = channel.conn
-        conn.receive_data(channel.recv_view[:res], time.monotonic_ns())
+        if channel.into_segment:
+            conn.segment_received(res, time.monotonic_ns())
+        else:
+            conn.receive_data(channel.recv_view[:res], time.monotonic_ns())
         if not conn.closing and not conn.over_output_bound:
             self._arm_recv(channel)             # else `_sent` arms it once the output has drained
 
@@ -320,8 +330,23 @@ class Worker:
             if conn.closing:
                 self._shutdown(channel)
             return
-        bufs, size = _coalesce(conn.take_output())
-        self._send(channel, bufs, size)
+        while True:
+            bufs, size = _coalesce(conn.take_output())
+            try:
+                sent = channel.sock.sendmsg(bufs[:IOV_MAX], (), _SEND_NOW)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._teardown(channel)
+                return
+            if sent < size:                     # the rest through the ring, once the socket takes it
+                self._send(channel, _after(bufs, sent), size - sent)
+                return
+            self._output_done(channel)
+            if channel.dead or not conn.out:
+                break
+        if conn.closing and not channel.dead:
+            self._shutdown(channel)
 
     def _send(self, channel: Channel, bufs: list, size: int) -> None:
         channel.sending = bufs
@@ -341,13 +366,17 @@ class Worker:
         if res < channel.sending_bytes:
             self._send(channel, _after(bufs, res), channel.sending_bytes - res)
             return
+        self._output_done(channel)
+        self._send_pending(channel)
+
+    def _output_done(self, channel: Channel) -> None:
+        """The batch of output taken last has been sent."""
         conn = channel.conn
         finished = conn.output_sent()
         if finished:
             self.counters.count(conn, finished, time.monotonic_ns())
         if not channel.receiving and not conn.closing and not conn.over_output_bound:
             self._arm_recv(channel)             # reading was paused for the output to drain
-        self._send_pending(channel)
 
     # -- close --------------------------------------------------------------------------------------------------
     def _shutdown(self, channel: Channel) -> None:

@@ -53,6 +53,9 @@ class BlockDevice:
         length = struct.unpack(">H", bytes(cdb[7:9]))[0]       # WRITE(10): blocks; SANITIZE: bytes
         return {0x2A: length * BLOCK, 0x48: length}.get(cdb[0], 0)
 
+    def data_out_buffers(self, lun):
+        return lambda length: memoryview(bytearray(length))   # a fixed buffer, as a unit's pool hands out
+
     def unit_wide(self, cdb):
         return cdb[0] == 0x48                                   # SANITIZE
 

@@ -80,3 +80,24 @@ def test_output_header_digest_only_and_skip_applies_once():
     raw = target_pdu(b"abc", 1)
     assert b"".join(digests.apply([b"skip", raw])) == b"skip" + raw[:48] + digest(raw[:48]) + raw[48:]
     assert b"".join(digests.apply([raw])) == raw[:48] + digest(raw[:48]) + raw[48:]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=40000), min_size=1, max_size=8), st.booleans(),
+       st.integers(min_value=0, max_value=2**32 - 1))
+def test_big_segments_split_anywhere_come_out_whole(cuts, digests, corrupt_at):
+    """Data segments above 8192 bytes split across receives are gathered in a buffer of their own
+    (FrameDecoder._fill): the same PDUs, data and digest verdicts as from one receive."""
+    sizes = (20001, 9000, 0, 65536, 8193)
+    raw = bytearray(b"".join(
+        with_digests(data_out(bytes([n]) * size, offset=n), data=True) if digests else data_out(bytes([n]) * size)
+        for n, size in enumerate(sizes)))
+    if digests:
+        raw[-1] ^= 1 << (corrupt_at % 8)        # the last PDU's data digest
+    expected = [(P.DATA_OUT, bytes([n]) * size, digests and n == len(sizes) - 1) for n, size in enumerate(sizes)]
+    points = sorted({c % len(raw) for c in cuts} | {0, len(raw)})
+    decoder = FrameDecoder(max_data_len=1 << 17)
+    decoder.use_digests(digests, digests)
+    pdus = [pdu for a, b in zip(points, points[1:]) for pdu in decoder.feed(memoryview(bytes(raw[a:b])))]
+    assert [(p.opcode, bytes(p.data), p.data_digest_error) for p in pdus] == expected
+    assert decoder.buffered == 0

@@ -48,3 +48,28 @@ def test_any_bytes_parse_or_raise_protocol_error(blob, chunk, header_digest, dat
             decoder.feed(blob[i:i + chunk])
     except ProtocolError:
         pass
+
+
+def test_the_rest_of_a_big_segment_may_be_received_straight_into_it():
+    payload = bytes(range(256)) * 160                   # 40 KiB: gathered in a buffer of its own
+    raw = data_out(payload, offset=0) + build(0x00, itt=3)
+    decoder = FrameDecoder(max_data_len=1 << 16)
+    assert decoder.feed(raw[:48 + 1000]) == [] and decoder.rest_of_segment().nbytes == len(payload) - 1000
+    into = decoder.rest_of_segment()
+    into[:20000] = raw[48 + 1000:48 + 21000]            # as a recv into it would
+    assert decoder.filled(20000) == [] and decoder.rest_of_segment() is not None
+    rest = len(payload) - 21000
+    decoder.rest_of_segment()[:rest] = raw[48 + 21000:48 + len(payload)]
+    (pdu,) = decoder.filled(rest)
+    assert pdu.opcode == 0x05 and bytes(pdu.data) == payload
+    assert decoder.rest_of_segment() is None            # nothing gathered: the receive buffer again
+    assert [p.opcode for p in decoder.feed(raw[48 + len(payload):])] == [0x00] and decoder.buffered == 0
+
+
+def test_a_data_out_whose_segment_is_all_of_a_receive_outlives_it():
+    """The header in one receive, exactly its data segment in the next: the data is a view that stays usable."""
+    raw = data_out(b"z" * 4096)
+    decoder = FrameDecoder(max_data_len=1 << 16)
+    assert decoder.feed(memoryview(raw)[:48]) == []
+    (pdu,) = decoder.feed(memoryview(raw)[48:])
+    assert bytes(pdu.data) == b"z" * 4096

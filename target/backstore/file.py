@@ -26,7 +26,7 @@ from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RAN
 
 from ..reactor import Reactor
 from .base import BackstoreError
-from ..buffers import BufferPool
+from ..buffers import BufferPool, page_aligned
 from .fill import fill
 
 _PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
@@ -212,7 +212,7 @@ class FileBackstore:
         prep(self._fd, view, offset, self._reactor.token(complete), 0)
 
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
-        if self._pool.aligned:                  # O_DIRECT needs aligned memory; received bytes are not
+        if self._pool.aligned and not page_aligned(data):     # O_DIRECT needs aligned memory
             buf = self._pool.get(len(data))
             buf[:] = data
             data = buf

@@ -39,7 +39,7 @@ class Command:
 
     __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "wanted", "read", "write", "buffer",
                  "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "corrupt", "charge", "arrived", "sent",
-                 "failed_sense")
+                 "failed_sense", "allocate")
     sent: int       # set once answered (for the counters): its data bytes, data-in sent + data-out taken; -1: failed
     failed_sense: bytes | None      # set with sent = -1 only (read only then): the failed task's sense data
 
@@ -52,7 +52,8 @@ class Command:
         self.wanted = 0                 # the data-out held and solicited: min(EDTL, what the CDB asks for)
         self.read = bool(pdu.flags & SCSI_READ)
         self.write = bool(pdu.flags & SCSI_WRITE)
-        self.buffer: Buf | None = None  # a bytearray while Data-Out may still come (start_write)
+        self.buffer: Buf | None = None  # a bytearray, or a pool's memoryview, while Data-Out may come (start_write)
+        self.allocate: Callable[[int], memoryview] | None = None    # the pool's `get`, until the first Data-Out
         self.next_r2t_offset = 0
         self.bursts: dict[int, Burst] = {}     # TTT -> burst
         self.r2t_sn = 0
@@ -68,17 +69,23 @@ class Command:
         return not self.bursts and self.next_r2t_offset >= self.wanted
 
     def start_write(self, immediate_data: Buf, unsolicited_limit: int, more_unsolicited: bool,
-                    cdb_length: int) -> None:
+                    cdb_length: int, allocate: Callable[[int], memoryview] | None = None) -> None:
         """Take the command PDU's immediate data (up to the `cdb_length` bytes of data-out the CDB asks for);
-        open the unsolicited sequence if more may follow."""
+        open the unsolicited sequence if more may follow. With `allocate` (a buffer pool's `get`) the data is
+        gathered in one buffer of `wanted` bytes from it, taken with the first data (none is held before)."""
         edtl = self.expected_length
         if len(immediate_data) > edtl:
             raise ProtocolError(f"immediate data ({len(immediate_data)} bytes) exceeds EDTL {edtl}")
         wanted = self.wanted = min(edtl, cdb_length)
         if len(immediate_data) >= wanted:
-            self.buffer = immediate_data[:wanted]   # all of it came with the command: nothing will write into it
+            # all of it came with the command: nothing will write into it (a bytearray's slice would be a copy)
+            self.buffer = immediate_data if len(immediate_data) == wanted else immediate_data[:wanted]
+        elif allocate is not None and immediate_data:
+            whole = self.buffer = allocate(wanted)
+            whole[:len(immediate_data)] = immediate_data
         else:
             self.buffer = bytearray(immediate_data)
+            self.allocate = allocate
         received = self.next_r2t_offset = len(immediate_data)
         if more_unsolicited and received < min(edtl, unsolicited_limit):
             burst = Burst(received, min(edtl, unsolicited_limit) - received, -1)
@@ -105,6 +112,11 @@ class Command:
         # A command with a burst open holds a bytearray (start_write); no runtime check on the Data-Out path
         buffer: bytearray = self.buffer  # type: ignore[assignment]
         wanted = self.wanted
+        if self.allocate is not None:                   # the first Data-Out: all of it goes into one pool buffer
+            whole = self.allocate(wanted)
+            whole[:len(buffer)] = buffer
+            self.buffer = buffer = whole  # type: ignore[assignment]    # as long as `wanted`: it never grows
+            self.allocate = None
         if len(buffer) < offset < wanted:
             buffer += bytes(offset - len(buffer))      # a later burst before an earlier one: the gap waits for it
         if end <= wanted:

@@ -146,12 +146,24 @@ class Connection:
     # -- input ----------------------------------------------------------------------------------------------
     def receive_data(self, data: P.Buf, now: int = 0) -> None:
         """Take bytes received at `now` (monotonic ns: the arrival time of the commands among them)."""
+        self._take(self.decoder.feed, data, now)
+
+    def receive_into_segment(self) -> memoryview | None:
+        """Where the next receive may go straight to: the rest of a big data segment being gathered (a write's
+        data), so that it is not copied out of the receive buffer; then `segment_received`. None: nowhere."""
+        return self.decoder.rest_of_segment()
+
+    def segment_received(self, count: int, now: int = 0) -> None:
+        """`count` bytes were received at `now` into what `receive_into_segment` gave."""
+        self._take(self.decoder.filled, count, now)
+
+    def _take(self, decode: Callable[[Any], list[P.Pdu]], received: Any, now: int) -> None:
         if self.closing:
             return
         self.activity = True
         self.arrived = now
         try:
-            for pdu in self.decoder.feed(data):
+            for pdu in decode(received):
                 if self.closing:
                     break
                 login = self.login
@@ -218,6 +230,7 @@ class Connection:
 
     def close(self) -> None:
         self.closing = True
+        self.decoder.segment_buffer = None      # it refers back to the connection
         self.write_waiting.clear()
         self.write_pool.withdraw(self)
         for command in self.commands.values():
@@ -293,6 +306,8 @@ class Connection:
         self.window = CommandWindow(login.cmd_sn, COMMAND_WINDOW)
         self.decoder.max_data_len = login.params.target_max_recv_data_segment_length
         if login.session_type == "Normal":
+            self.decoder.segment_buffer = self._segment_buffer
+        if login.session_type == "Normal":
             assert login.target_name is not None    # a Normal login names its target (Login._check_leading)
             self.target = self.host.scsi_target(login.target_name)
             tpgt = self.host.portal_group_tag
@@ -332,6 +347,14 @@ class Connection:
             self._HANDLERS[ready.opcode](self, ready)
 
     # SCSI commands --------------------------------------------------------------------------------------------
+    def _segment_buffer(self, pdu: P.Pdu, length: int) -> memoryview | None:
+        """Where the decoder puts a big data segment: a write's immediate data straight into a buffer of its
+        unit's pool (page-aligned on an O_DIRECT store, which writes from it as it is)."""
+        if pdu.opcode != P.SCSI_COMMAND or not pdu.flags & P.SCSI_WRITE:
+            return None
+        allocate = self.target.data_out_buffers(P.decode_lun(pdu.lun_field))  # type: ignore[union-attr]  # Normal
+        return allocate(length) if allocate is not None else None
+
     def _scsi_command(self, pdu: P.ScsiCommand) -> None:
         if self.target is None:
             self._reject(pdu, P.REJECT_PROTOCOL_ERROR)
@@ -349,7 +372,8 @@ class Connection:
             more = not params.initial_r2t and not pdu.flags & P.FINAL
             edtl = command.expected_length      # all of it came with the command (within FirstBurstLength): the
             wanted = edtl if len(pdu.data) == edtl else self.target.data_out_length(command.lun, command.cdb)
-            command.start_write(pdu.data, params.first_burst_length, more, wanted)   # handler takes what it asks
+            command.start_write(pdu.data, params.first_burst_length, more, wanted,  # handler takes what it asks
+                                self.target.data_out_buffers(command.lun))
         self.window.outstanding += 1
         self.commands[command.itt] = command
         if not command.complete and command.lun not in self.unit_wide and self.target.unit_wide(command.cdb):
@@ -488,6 +512,7 @@ class Connection:
             self._free_write(command)
             return
         del self.commands[command.itt]
+        command.buffer = None                   # its pool buffer is free again once the backstore let go of it
         self._answered += 1                     # outstanding until sent (output_sent)
         edtl = command.expected_length
         data = task.data_in

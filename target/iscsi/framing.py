@@ -8,23 +8,32 @@ the connection; a wrong DataDigest marks the PDU (`data_digest_error`) for the c
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .digests import DIGEST_LEN, check_header, digest
 from .errors import ProtocolError
-from .pdu import BHS_LEN, LOGIN_REQUEST, TEXT_REQUEST, Buf, Pdu, decode_bhs
+from .pdu import BHS_LEN, DATA_OUT, LOGIN_REQUEST, TEXT_REQUEST, Buf, Pdu, decode_bhs
 
 MAX_AHS_BYTES = 255 * 4
 # Login and Text PDUs may carry up to 8192 bytes whatever MaxRecvDataSegmentLength says (§6.2, §13.12).
 NEGOTIATION_DATA_LIMIT = 8192
+RECEIVE_INTO = 16384        # what must be left of a segment being gathered for a receive straight into it
 
 
 class FrameDecoder:
     """Accumulates received bytes and splits them into PDUs."""
 
-    __slots__ = ("_buf", "_pending", "max_data_len", "_header_digest", "_data_digest")
+    __slots__ = ("_buf", "_pending", "_fill", "_filled", "max_data_len", "_header_digest", "_data_digest",
+                 "segment_buffer")
 
     def __init__(self, max_data_len: int = 8192) -> None:
         self._buf = bytearray()
         self._pending: Pdu | None = None
+        self._fill: memoryview | None = None    # the rest of the pending PDU (a big data segment), as it comes
+        self._filled = 0
+        # (pdu, length) -> a writable memoryview of `length` bytes for a big data segment, or None: the
+        # connection's (where a write's immediate data goes), so that it is copied only once
+        self.segment_buffer: Callable[[Pdu, int], memoryview | None] | None = None
         self.max_data_len = max_data_len
         self._header_digest = 0             # bytes of digest after the header / after a data segment
         self._data_digest = 0
@@ -35,13 +44,47 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + self._filled
+
+    def rest_of_segment(self) -> memoryview | None:
+        """The rest of a big data segment being gathered (see `feed`), when at least RECEIVE_INTO bytes of it are
+        still to come: the caller may receive straight into it, then report the bytes with `filled`."""
+        fill = self._fill
+        if fill is None or len(fill) - self._filled < RECEIVE_INTO:
+            return None
+        return fill[self._filled:]
+
+    def filled(self, count: int) -> list[Pdu]:
+        """`count` more bytes of the segment being gathered are in place; its PDU once complete (as `feed`)."""
+        fill: memoryview = self._fill  # type: ignore[assignment]     # called while a segment is gathered
+        self._filled += count
+        if self._filled < fill.nbytes:
+            return []
+        pdu: Pdu = self._pending  # type: ignore[assignment]   # a fill belongs to the pending PDU
+        self._fill, self._filled, self._pending = None, 0, None
+        self._segment(pdu, fill, 0, True)
+        return [pdu]
 
     def feed(self, data: Buf) -> list[Pdu]:
         """Append `data` and return the PDUs now complete (raises ProtocolError on a framing violation).
 
         With nothing held back from earlier calls (the usual case) the PDUs are cut straight out of `data`
-        and only an incomplete tail is copied in; the caller may reuse `data` once this returns."""
+        and only an incomplete tail is copied in. The caller may reuse `data` once it has handled the PDUs: a
+        Data-Out's data segment is a view into it (copied once, into its command's buffer). The rest of a
+        PDU whose data segment is bigger than NEGOTIATION_DATA_LIMIT and not all here (a Data-Out or immediate
+        data split across receives) is gathered in a buffer of its own size, which becomes its `data`: each byte
+        is copied once, not appended, moved and copied out again."""
+        out: list[Pdu] = []
+        fill = self._fill
+        if fill is not None:
+            filled = self._filled
+            taken = min(len(data), len(fill) - filled)
+            fill[filled:filled + taken] = memoryview(data)[:taken]    # (not into a bytearray: its slice
+            # assignment from anything but a bytearray copies the source first)
+            out = self.filled(taken)
+            if not out or taken == len(data):
+                return out
+            data = memoryview(data)[taken:]
         buf = self._buf
         held = bool(buf)
         if held:
@@ -49,42 +92,34 @@ class FrameDecoder:
             source = memoryview(buf)
         else:
             source = memoryview(data)
-        out: list[Pdu] = []
         pos = 0
         end = source.nbytes
-        pdu = self._pending
+        pending = self._pending
         header_digest, data_digest_len = self._header_digest, self._data_digest    # once per feed, not per PDU
         try:
             while True:
-                if pdu is None:
+                if pending is None:
                     if end - pos < BHS_LEN:
                         break
-                    pdu = decode_bhs(bytes(source[pos:pos + BHS_LEN]))
-                    if pdu.data_len > self.max_data_len or pdu.ahs_len:
-                        self._check_limits(pdu)
+                    pending = decode_bhs(bytes(source[pos:pos + BHS_LEN]))
+                    if pending.data_len > self.max_data_len or pending.ahs_len:
+                        self._check_limits(pending)
                     pos += BHS_LEN
-                ahs_len = pdu.ahs_len
-                data_len = pdu.data_len
-                padded = data_len + (-data_len & 3)
-                data_digest = data_digest_len if data_len else 0
-                need = ahs_len + header_digest + padded + data_digest
+                data_len = pending.data_len
+                need = pending.ahs_len + header_digest + data_len + (-data_len & 3) + (data_digest_len if data_len
+                                                                                       else 0)
                 if end - pos < need:
+                    if data_len > NEGOTIATION_DATA_LIMIT:
+                        fill = self._fill = self._buffer(pending, need)
+                        fill[:end - pos] = source[pos:end]
+                        self._filled = end - pos
+                        pos = end
                     break
-                if ahs_len:
-                    pdu.ahs = bytes(source[pos:pos + ahs_len])
-                    pos += ahs_len
-                if header_digest:
-                    check_header(pdu.header + pdu.ahs, source[pos:pos + header_digest])
-                    pos += header_digest
-                if data_len:
-                    pdu.data = bytes(source[pos:pos + data_len])
-                    if data_digest and digest(source[pos:pos + padded]) != source[pos + padded:pos + padded + 4]:
-                        pdu.data_digest_error = True
-                pos += padded + data_digest
-                out.append(pdu)
-                pdu = None
+                pos = self._segment(pending, source, pos, False, not held)
+                out.append(pending)
+                pending = None
         finally:
-            self._pending = pdu
+            self._pending = pending
             if held:
                 source.release()
                 if pos:
@@ -94,6 +129,43 @@ class FrameDecoder:
                     buf += source[pos:]
                 source.release()
         return out
+
+    def _buffer(self, pdu: Pdu, length: int) -> memoryview:
+        """A buffer for the big data segment of `pdu` (and its padding and digest, all `length` bytes)."""
+        hook = self.segment_buffer
+        given = hook(pdu, length) if hook is not None else None
+        return given if given is not None else memoryview(bytearray(length))
+
+    def _segment(self, pdu: Pdu, source: memoryview, pos: int, whole: bool = False, view: bool = False) -> int:
+        """Take the AHS, header digest and data segment (with its padding and digest) of `pdu` from `source` at
+        `pos`, all there; returns the position after them. `whole`: `source` is a buffer of this PDU's alone
+        (`_buffer`), whose data is taken as it is; `view`: a Data-Out's data may be a view into `source`. Any
+        other data segment above NEGOTIATION_DATA_LIMIT is copied into a `_buffer`, smaller ones into bytes."""
+        ahs_len = pdu.ahs_len
+        data_len = pdu.data_len
+        header_digest = self._header_digest
+        if ahs_len:
+            pdu.ahs = bytes(source[pos:pos + ahs_len])
+            pos += ahs_len
+        if header_digest:
+            check_header(pdu.header + pdu.ahs, source[pos:pos + header_digest])
+            pos += header_digest
+        if not data_len:
+            return pos
+        padded = data_len + (-data_len & 3)
+        if whole:
+            pdu.data = source if pos == 0 and data_len == source.nbytes else source[pos:pos + data_len]
+        elif view and pdu.opcode == DATA_OUT:   # a view (never `source` itself: released once feed returns),
+            pdu.data = source[pos:pos + data_len]   # copied where it goes at once
+        elif data_len > NEGOTIATION_DATA_LIMIT:
+            data = pdu.data = self._buffer(pdu, data_len)
+            data[:] = source[pos:pos + data_len]
+        else:
+            pdu.data = bytes(source[pos:pos + data_len])
+        data_digest = self._data_digest
+        if data_digest and digest(source[pos:pos + padded]) != source[pos + padded:pos + padded + data_digest]:
+            pdu.data_digest_error = True
+        return pos + padded + data_digest
 
     def _check_limits(self, pdu: Pdu) -> None:
         if pdu.ahs_len > MAX_AHS_BYTES:

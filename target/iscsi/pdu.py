@@ -82,7 +82,7 @@ class Pdu:
     _w40: int
     header: bytes
     ahs: bytes
-    data: bytes
+    data: Buf                       # bytes; a Data-Out's or a big segment's: a view or bytearray (framing.py)
     data_digest_error: bool
 
     def __repr__(self) -> str:
@@ -262,7 +262,7 @@ def padding(n: int) -> bytes:
     return _PADDING[n & 3]
 
 
-def frame(header: bytes, data: bytes = b"") -> bytes:
+def frame(header: bytes, data: Buf = b"") -> bytes:
     """A whole PDU as one bytes object: header, data and padding."""
     return header + data + padding(len(data)) if data else header
 

@@ -103,7 +103,7 @@ def r2t(lun_field: int, itt: int, ttt: int, seq: Seq, r2t_sn: int, offset: int, 
                  length)
 
 
-def nop_in(seq: Seq, itt: int, ttt: int, lun_field: int = 0, data: bytes = b"") -> bytes:
+def nop_in(seq: Seq, itt: int, ttt: int, lun_field: int = 0, data: P.Buf = b"") -> bytes:
     """NOP-In (§11.19): the answer to a NOP-Out (its ITT, LUN and ping data, TTT reserved), or the target's own
     (ITT reserved; a TTT asks for an answer, the reserved TTT only tells the new MaxCmdSN)."""
     stat_sn, exp_cmd_sn, max_cmd_sn = seq

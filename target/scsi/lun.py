@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from coordinator.unit_state.medium import IDLE, SANITIZE_FAILURE, SANITIZING
 
+from ..buffers import BufferPool
+
 from .op import ATOMIC, BUSY, MEDIUM, MODIFIES, THIN
 from .sense import (DATA_PROTECT, ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, MANUAL_INTERVENTION_REQUIRED,
                     MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY, SANITIZE_COMMAND_FAILED,
@@ -90,13 +92,14 @@ class LogicalUnit:
     __slots__ = ("lun_id", "backstore", "identity", "read_only", "configured_read_only", "software_write_protect",
                  "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
                  "thin", "caw_lock", "removable", "medium_loaded", "sanitize", "sanitize_rate",
-                 "max_atomic_blocks", "crypto_erasable", "blocks_per_physical", "offline", "refused")
+                 "max_atomic_blocks", "crypto_erasable", "blocks_per_physical", "offline", "refused", "data_buffers")
     reservations: SharedReservations    # the reservation store (the coordinator's, through a view): set by ScsiTarget
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
                  portal_group_tag: int, relative_port: int, read_only: bool = False,
                  attentions: UnitAttentions | None = None, thin: bool = False,
-                 removable: bool = False, sanitize_rate: int = 0, physical_block_size: int | None = None):
+                 removable: bool = False, sanitize_rate: int = 0, physical_block_size: int | None = None,
+                 direct: bool = False):
         naa_bytes = bytes.fromhex(naa)
         if len(naa_bytes) not in (8, 16) or naa_bytes[0] >> 4 != 6:
             raise ValueError(f"NAA designator {naa!r} is not 8 or 16 bytes of NAA 6")
@@ -120,6 +123,9 @@ class LogicalUnit:
         self.sanitize = IDLE                # medium.py: IDLE, SANITIZING or SANITIZE_FAILURE
         self.sanitize_rate = sanitize_rate  # bytes per second a sanitize may write (0: no limit)
         self.offline = False                # its image is gone (backstore/images.py): nothing touches the medium
+        # where a write's Data-Out is gathered (Command.start_write): page-aligned on an O_DIRECT store, so that
+        # the backstore writes from it without a copy
+        self.data_buffers = BufferPool(aligned=direct)
         self.refused = 0                    # command flags refused now (op.py's MODIFIES…ATOMIC): one test
         self._refuse()
 

@@ -169,6 +169,12 @@ class ScsiTarget(SharedUnits):
             return 0
         return min(decode(cdb, unit.block_size), MAX_TRANSFER_BYTES)
 
+    def data_out_buffers(self, lun: int) -> Callable[[int], memoryview] | None:
+        """Where the transport gathers a write's data-out: `get(length)` of the unit's buffer pool (page-aligned
+        for an O_DIRECT store, which then writes from it as it is); None for a LUN that does not exist."""
+        unit = self.luns.get(lun)
+        return unit.data_buffers.get if unit is not None else None
+
     @staticmethod
     def unit_wide(cdb) -> bool:
         """Whether `cdb` changes what every later command of its unit sees: while it waits for its data-out the
