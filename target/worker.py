@@ -4,10 +4,8 @@ Single-threaded. Every socket and disk operation is a ring op (the coordinator's
 watched with a poll op, see coordinator/client.py; the worker holds the client as `worker.coordinator` and
 hands it to every ScsiTarget and LogicalUnit it builds); the loop is `Reactor.run_once()`: one
 submit-and-wait, a batch reap, callbacks. Output produced during a turn is gathered per connection and sent
-with one sendmsg at the end of the turn, at once and without waiting (MSG_DONTWAIT): what the socket takes then
-needs no ring op, no completion and no further turn (at QD1 a command's response otherwise cost a turn of its
-own); what it does not take goes through the ring (at most one send in flight per connection keeps PDUs whole
-and in order). A connection whose unsent output is over its bound (Connection.over_output_bound) is not read until
+with one sendmsg ring op at the end of the turn (at most one send in flight per connection keeps PDUs whole and
+in order). A connection whose unsent output is over its bound (Connection.over_output_bound) is not read until
 its output has drained below it: the client's commands wait in the kernel's socket buffers, not in the worker.
 """
 from __future__ import annotations
@@ -50,7 +48,6 @@ log = logging.getLogger(f"ringtgt.{__name__}")
 RECV_BUFFER = 256 * 1024           # a session's receive buffer, from the full feature phase on
 LOGIN_RECV_BUFFER = BHS_LEN + NEGOTIATION_DATA_LIMIT   # before: a Login PDU (without AHS) in one recv
 IOV_MAX = 1024
-_SEND_NOW = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 COALESCE_BELOW = 16384              # output buffers this small are copied together rather than gathered
 LISTEN_BACKLOG = 1024
 DRAIN_SECONDS = 5.0
@@ -330,23 +327,8 @@ class Worker:
             if conn.closing:
                 self._shutdown(channel)
             return
-        while True:
-            bufs, size = _coalesce(conn.take_output())
-            try:
-                sent = channel.sock.sendmsg(bufs[:IOV_MAX], (), _SEND_NOW)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._teardown(channel)
-                return
-            if sent < size:                     # the rest through the ring, once the socket takes it
-                self._send(channel, _after(bufs, sent), size - sent)
-                return
-            self._output_done(channel)
-            if channel.dead or not conn.out:
-                break
-        if conn.closing and not channel.dead:
-            self._shutdown(channel)
+        bufs, size = _coalesce(conn.take_output())
+        self._send(channel, bufs, size)
 
     def _send(self, channel: Channel, bufs: list, size: int) -> None:
         channel.sending = bufs
@@ -366,17 +348,13 @@ class Worker:
         if res < channel.sending_bytes:
             self._send(channel, _after(bufs, res), channel.sending_bytes - res)
             return
-        self._output_done(channel)
-        self._send_pending(channel)
-
-    def _output_done(self, channel: Channel) -> None:
-        """The batch of output taken last has been sent."""
         conn = channel.conn
         finished = conn.output_sent()
         if finished:
             self.counters.count(conn, finished, time.monotonic_ns())
         if not channel.receiving and not conn.closing and not conn.over_output_bound:
             self._arm_recv(channel)             # reading was paused for the output to drain
+        self._send_pending(channel)
 
     # -- close --------------------------------------------------------------------------------------------------
     def _shutdown(self, channel: Channel) -> None:
