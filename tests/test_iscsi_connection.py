@@ -462,6 +462,25 @@ def test_r2ts_stop_at_the_connection_budget_and_resume_in_order_as_writes_comple
         + b"\x04" * 2048 + b"\x05" * 512
 
 
+def test_writes_waiting_for_budget_hold_only_the_data_they_sent(monkeypatch):
+    """A write's whole buffer comes from its unit's pool once the write holds budget, not with its immediate data:
+    writes queued behind the budget hold what they sent (at most FirstBurstLength), not their whole transfer."""
+    monkeypatch.setattr(connection, "CONNECTION_WRITE_BUDGET", 2048)
+    host = Host()
+    host.offers = {**Host.offers, "ImmediateData": True}
+    conn = connect(host, ImmediateData="Yes")
+    assert conn.params.immediate_data
+    pdus = exchange(conn, b"".join(scsi_command(write10(4 * i, 4), itt=i, cmd_sn=i, edtl=2048, write=True,
+                                                data=bytes([i]) * 512) for i in (1, 2, 3)))
+    solicited = r2ts(pdus)
+    assert list(solicited) == [1] and conn.write_held == 2048          # 2 and 3 wait for budget
+    assert [len(conn.commands[itt].buffer) for itt in (2, 3)] == [512, 512]
+    ttt, offset, length = solicited[1]
+    pdus = exchange(conn, data_out(b"\x01" * length, itt=1, ttt=ttt, offset=offset))
+    assert answered(pdus) == [1] and list(r2ts(pdus)) == [2]
+    assert len(conn.commands[2].buffer) == 512 and len(conn.commands[3].buffer) == 512
+
+
 def test_a_write_bigger_than_the_budget_proceeds_when_the_connection_holds_nothing(monkeypatch):
     monkeypatch.setattr(connection, "CONNECTION_WRITE_BUDGET", 1024)
     conn = connect()

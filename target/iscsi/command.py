@@ -72,7 +72,9 @@ class Command:
                     cdb_length: int, allocate: Callable[[int], memoryview] | None = None) -> None:
         """Take the command PDU's immediate data (up to the `cdb_length` bytes of data-out the CDB asks for);
         open the unsolicited sequence if more may follow. With `allocate` (a buffer pool's `get`) the data is
-        gathered in one buffer of `wanted` bytes from it, taken with the first data (none is held before)."""
+        gathered in one buffer of `wanted` bytes from it, taken with the first Data-Out once the write holds its
+        budget (`charge`): before, what arrived (immediate and unsolicited data, at most FirstBurstLength) is held
+        as it came, so that a client cannot make us allocate whole transfers outside the write budget."""
         edtl = self.expected_length
         if len(immediate_data) > edtl:
             raise ProtocolError(f"immediate data ({len(immediate_data)} bytes) exceeds EDTL {edtl}")
@@ -80,9 +82,6 @@ class Command:
         if len(immediate_data) >= wanted:
             # all of it came with the command: nothing will write into it (a bytearray's slice would be a copy)
             self.buffer = immediate_data if len(immediate_data) == wanted else immediate_data[:wanted]
-        elif allocate is not None and immediate_data:
-            whole = self.buffer = allocate(wanted)
-            whole[:len(immediate_data)] = immediate_data
         else:
             self.buffer = bytearray(immediate_data)
             self.allocate = allocate
@@ -112,7 +111,7 @@ class Command:
         # A command with a burst open holds a bytearray (start_write); no runtime check on the Data-Out path
         buffer: bytearray = self.buffer  # type: ignore[assignment]
         wanted = self.wanted
-        if self.allocate is not None:                   # the first Data-Out: all of it goes into one pool buffer
+        if self.allocate is not None and self.charge:   # the first Data-Out within budget: one pool buffer
             whole = self.allocate(wanted)
             whole[:len(buffer)] = buffer
             self.buffer = buffer = whole  # type: ignore[assignment]    # as long as `wanted`: it never grows
