@@ -141,6 +141,9 @@ class RadosStateClient:
                 job.result = job.run()
             except (BackstoreError, ValueError) as exc:       # ValueError: a malformed object
                 job.result = StoreFailed(str(exc))
+            except Exception as exc:        # a bug: this job fails, the thread serves the next ones
+                log.exception("RADOS unit state: a job failed")
+                job.result = StoreFailed(f"internal error: {exc!r}")
             job.finished.set()
             if job.done is not None:
                 self._finished.append(job)
@@ -228,7 +231,10 @@ class RadosStore:
     def _read(self) -> dict:
         """(In the thread) the object's content, remembered with its generation."""
         generation, payload = read_versioned(self._client.ioctx(self._rbd), self.oid)
-        content = dict(_EMPTY, **json.loads(payload)) if generation else dict(_EMPTY)
+        stored = json.loads(payload) if generation else {}
+        if not isinstance(stored, dict):
+            raise ValueError(f"{self.oid}: malformed unit state (not an object)")
+        content = dict(_EMPTY, **stored)
         if not all(content[key] is None or isinstance(content[key], dict) for key in _EMPTY):
             raise ValueError(f"{self.oid}: malformed unit state")
         self._generation, self._stored = generation, content

@@ -80,7 +80,17 @@ def register_reload_handlers(service: CoordinatorService, running: RunningConfig
                 refused = f"preparing the change failed: {error}"
             elif not refused and config_diff(_with_grown_sizes(running.config, authority), new) != diff:
                 refused = "the running configuration changed while the reload was prepared (a resize); reload again"
-            deferred.resolve(_refuse(name, diff, refused) if refused else _apply(new, current, diff))
+            if refused:
+                deferred.resolve(_refuse(name, diff, refused))
+                return
+            before = running.config
+            try:
+                reply = _apply(new, current, diff)
+            except Exception as e:      # answered, not left to the client's deadline (Aside only logs)
+                log.exception("reload of %s: applying it failed", name)
+                running.config = before
+                reply = Reply(ReloadAnswer([], f"applying the change failed: {e}"))
+            deferred.resolve(reply)
         aside.run(lambda: _prepare(current, new, diff), prepared)
         return deferred
 

@@ -227,3 +227,21 @@ def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtg
     c = ringtgt(luns=[lun], workers=1)                                            # the record is gone from RADOS
     with session(c, f"{NAME}-after") as ini:
         good(ini.scsi(bytes(6)))
+
+
+def test_a_malformed_unit_object_fails_its_load_and_the_store_goes_on(ceph_cluster):
+    """An object whose JSON is not an object (`[1]`): its load fails (StoreFailed: a coordinator's start then exits
+    and is restarted), and the store's thread serves the next job: the load of a well-formed object."""
+    client = RadosStateClient()
+    conn = Connection(client_of(ceph_cluster))
+    try:
+        bad = RadosStore(client, RbdImage(POOL, "rados-state-malformed", client_of(ceph_cluster)), "bad")
+        write_versioned(conn.ioctx(POOL), bad.oid, b"[1]", 0)
+        with pytest.raises(StoreFailed, match="malformed") as failed:
+            bad.load()
+        print(f"load of a malformed object: {failed.value}")
+        good_one = RadosStore(client, RbdImage(POOL, "rados-state-wellformed", client_of(ceph_cluster)), "good")
+        assert good_one.load() == (None, None)          # the thread still answers
+    finally:
+        conn.close()
+        client.close()
