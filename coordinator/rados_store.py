@@ -167,6 +167,7 @@ class RadosStore:
     as this coordinator knows (`forget` when a peer's state was adopted: the next save then finds out)."""
 
     deferred = True
+    save_deadline = SAVE_DEADLINE
 
     def __init__(self, client: RadosStateClient, rbd: RbdImage, unit: str):
         self._client = client

@@ -110,6 +110,18 @@ class Deferred:
         self._request = request
         self.done = False
 
+    def time_left(self) -> float:
+        """Seconds until the request's deadline (its worker answers the command without us then); inf without one."""
+        deadline = self._request.message.deadline
+        return deadline - time.monotonic() if deadline else float("inf")
+
+    def drop(self, why: str, detail: str) -> None:
+        """Answer it unapplied, as a request dropped from the queue is (an ERROR with `dropped`, logged)."""
+        if self.done:
+            raise RuntimeError(f"{self._request.message.kind} from {self._request.origin} resolved twice")
+        self.done = True
+        self._service._drop(self._request, why, detail)
+
     def resolve(self, reply: Reply) -> None:
         if self.done:
             raise RuntimeError(f"{self._request.message.kind} from {self._request.origin} resolved twice")

@@ -366,7 +366,14 @@ class UnitAuthority:
             trial.restore(unit.reservations.snapshot())
             outcome = run_request(trial, message.kind, message.nexus, message.cdb, message.parameters)
             saved = unit.aptpl_state(trial)
-            if outcome.changed and saved != unit.store.aptpl:
+            saves = outcome.changed and saved != unit.store.aptpl
+            # its worker answers the command itself at its deadline: one that waited past it (or would pass it
+            # while saving) is not applied behind that answer's back
+            if deferred.time_left() < (unit.store.save_deadline if saves else 0):
+                unit.waiting.popleft()
+                deferred.drop("expired", "its deadline passed, or would during its save, while it waited")
+                continue
+            if saves:
                 unit.saving = True
                 unit.store.save(APTPL, saved, lambda result: self._saved(unit, result), based_on=unit.aptpl_state())
                 return

@@ -373,3 +373,54 @@ def test_a_malformed_stop_snapshot_is_a_power_on(tmp_path, caplog):
         assert started.units[(T, 0)].reservations.keys == {A1: 9, B: 8} and started.greeted == {}
         assert started.units[(T, 0)].reservations.generation == auth.units[(T, 0)].reservations.generation
         assert not stopped.exists() and "malformed" in caplog.text
+
+
+class _SlowStore:
+    """A store that answers later, as the RADOS one does (coordinator/rados_store.py): the test completes saves."""
+    deferred = True
+    save_deadline = 3.0
+    where = "a slow store"
+
+    def __init__(self):
+        self.aptpl = None
+        self.saves = []
+
+    def save(self, key, value, done=None, based_on=None):
+        self.saves.append((key, value, done))
+
+
+class _Deferred:
+    """The promise `service.defer()` gives, with `time_left` set by the test."""
+
+    def __init__(self, time_left):
+        self.left, self.outcome = time_left, None
+
+    def time_left(self):
+        return self.left
+
+    def drop(self, why, detail):
+        self.outcome = ("dropped", why)
+
+    def resolve(self, reply):
+        self.outcome = ("answered", reply.body.outcome["status"])
+
+
+def test_a_request_that_waited_behind_a_save_past_its_deadline_is_dropped_not_applied():
+    auth = unit_service.UnitAuthority([(T, 0)])
+    unit = auth.unit(T, 0)
+    unit.store = store = _SlowStore()
+    promises = [_Deferred(10.0), _Deferred(1.0), _Deferred(10.0)]
+    handed = iter(promises)
+    auth._defer = lambda: next(handed)
+    first = M.ReservationRequest.from_body(prout_body(A1, R.REGISTER, 0, 9, flags=R.APTPL))
+    late = M.ReservationRequest.from_body(prout_body(B, R.REGISTER, 0, 5, flags=R.APTPL))
+    keys = M.ReservationRequest.from_body({**prout_body(B, R.READ_KEYS), "kind": "in",
+                                           "cdb": struct.pack(">BB5xHx", 0x5E, R.READ_KEYS, 64), "parameters": b""})
+    for request in (first, late, keys):
+        auth.request(request, "w0.1")
+    (key, value, done), = store.saves                   # the first waits for its save, the others behind it
+    promises[1].left = 0.5                              # less than a save may take: its worker will not wait
+    done(None)
+    assert [p.outcome for p in promises] == [("answered", GOOD), ("dropped", "expired"), ("answered", GOOD)]
+    assert len(store.saves) == 1                        # the late REGISTER was neither saved nor applied
+    assert unit.reservations.view()["registered"] == [A1]
