@@ -2,9 +2,9 @@
 ones that die, stops them all.
 
 It does no I/O but reading what a dead child reported on its pipe (crash_report.py) and runs no threads: the
-signals it cares about are blocked and taken synchronously with sigtimedwait, so SIGCHLD, SIGTERM/SIGINT and
-SIGHUP are handled one at a time in one loop. `serve` checks the configuration's portals, images and state_dir
-(preflight.py) before it builds the supervisor.
+signals it cares about are blocked and taken synchronously with sigtimedwait (its timeouts an interval timer's
+SIGALRM, see `_wait`), so SIGCHLD, SIGTERM/SIGINT and SIGHUP are handled one at a time in one loop. `serve`
+checks the configuration's portals, images and state_dir (preflight.py) before it builds the supervisor.
 SIGHUP reloads the configuration file `serve` was started with: the node's coordinator applies it
 (coordinator/reload_service.py; `ringtgt reload` asks it the same), a short-lived child of the supervisor asks it and
 logs the outcome (the loop goes on meanwhile; a SIGHUP during a reload makes one more after it), and the supervisor
@@ -45,13 +45,22 @@ FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 10.0
 
 _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+_BLOCKED = _SIGNALS | {signal.SIGALRM}      # SIGALRM: _wait's deadline
+_NO_DEADLINE = 365 * 86400.0
 
 
 def _wait(timeout: float) -> signal.Signals | None:
-    """The next of _SIGNALS within `timeout` seconds, or None. A supervisor stopped and continued (SIGSTOP of a
-    frozen node, a paused VM) has its sigtimedwait interrupted; CPython's retry, finding the deadline passed, returns
-    a siginfo it never filled (the number left in that stack slot): a number that is none of ours counts as none."""
-    info = signal.sigtimedwait(_SIGNALS, timeout)
+    """The next of _SIGNALS within `timeout` seconds, or None. The deadline is an interval timer's SIGALRM, taken
+    as one of the signals waited for, and sigtimedwait itself gets none that can pass: a supervisor stopped and
+    continued (SIGSTOP of a frozen node, a paused VM) has its sigtimedwait interrupted, and CPython's retry, finding
+    its deadline passed, would return a siginfo it never filled (a stale number of that stack slot: a SIGTERM once
+    taken would stop the node again). A SIGALRM left pending by a wait that ended otherwise ends the next one
+    early: one more turn of the loop."""
+    signal.setitimer(signal.ITIMER_REAL, max(timeout, 1e-6))
+    try:
+        info = signal.sigtimedwait(_BLOCKED, _NO_DEADLINE)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     return signal.Signals(info.si_signo) if info is not None and info.si_signo in _SIGNALS else None
 
 log = logging.getLogger("ringtgt.supervisor")
@@ -109,10 +118,12 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT, then stop every child; returns the exit status (0)."""
-        self._child_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        self._child_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
         try:
             return self._loop()
         finally:
+            if signal.SIGALRM in signal.sigpending():   # a last wait's deadline: unblocked, it would kill us
+                signal.sigtimedwait({signal.SIGALRM}, 0)
             signal.pthread_sigmask(signal.SIG_SETMASK, self._child_mask)
 
     def _loop(self) -> int:
