@@ -149,15 +149,17 @@ def move_vip(lab: netns.Lab, to: str) -> float:
     return time.time()
 
 
-_TIMER = re.compile(r"timer:\(on,(?:(\d+)min)?(?:([\d.]+)sec)?(?:(\d+)ms)?,")
+# ss prints a timer as minutes, whole seconds, then milliseconds: "12sec", "6.236ms" (6 s 236 ms), "188ms", "1min5sec"
+_TIMER = re.compile(r"timer:\(on,(?:(\d+)min)?(?:(\d+)(?:sec|\.))?(?:(\d+)ms)?,")
 
 
-def retransmission_due(lab: netns.Lab) -> float:
-    """Seconds until the client's next TCP retransmission to the VIP (`ss -o`'s retransmission timer; 0: none)."""
+def retransmission_due(lab: netns.Lab) -> tuple[float, str]:
+    """Seconds until the client's next TCP retransmission to the VIP (`ss -o`'s retransmission timer; 0: none),
+    and the `ss` lines it was read from."""
     out = subprocess.run(lab.exec("client", ["ss", "-tnoH", "dst", VIP]), capture_output=True, text=True,
                          check=True, timeout=30).stdout
-    return max((int(m[1] or 0) * 60 + float(m[2] or 0) + int(m[3] or 0) / 1000 for m in _TIMER.finditer(out)),
-               default=0.0)
+    return max((int(m[1] or 0) * 60 + int(m[2] or 0) + int(m[3] or 0) / 1000 for m in _TIMER.finditer(out)),
+               default=0.0), out
 
 
 def fio_sessions(node: Node) -> list[tuple[str, str]]:

@@ -47,8 +47,16 @@ def failover(lab_factory, directory: Path, takeover: str, tickle: bool) -> dict:
             died = time.time()
             if takeover == "external":
                 time.sleep(VIP_MOVES_AFTER)
-                due = poll(lambda: (d := retransmission_due(lab)) >= RETRANSMISSION_DUE and d, timeout=60,
-                           what=f"the client's next retransmission to be {RETRANSMISSION_DUE:g} s away")
+                sockets = [""]
+
+                def far_enough() -> float:
+                    due, sockets[0] = retransmission_due(lab)
+                    return due if due >= RETRANSMISSION_DUE else 0.0
+                try:
+                    due = poll(far_enough, timeout=60,
+                               what=f"the client's next retransmission to be {RETRANSMISSION_DUE:g} s away")
+                except AssertionError as timeout:
+                    raise AssertionError(f"{timeout}; the client's sockets last:\n{sockets[0]}") from None
                 retransmits = time.time() + due
                 moved = move_vip(lab, "b")
                 if tickle:
