@@ -34,6 +34,7 @@ from .iscsi.framing import NEGOTIATION_DATA_LIMIT
 from .iscsi.pdu import BHS_LEN, Buf
 from .iscsi.write_budget import WritePool
 from .memtrim import trim_heap
+from .osdmap_sync import OsdMapSync
 from .metrics.counters import PUBLISH_SECONDS, WorkerCounters
 from .reactor import Reactor
 from .reload import LiveConfig
@@ -125,6 +126,7 @@ class Worker:
         self._tsih = 0
         self.session_sync = SessionSync(self)
         self.unit_sync = UnitSync(self.coordinator, self.targets, self._serve, self.reactor.call_later)
+        self.osdmap_sync = OsdMapSync(self.coordinator, self.reactor)
         self.live_config = LiveConfig(self)
         self.stopping = False
         self.nop_interval = config.server.nop_interval

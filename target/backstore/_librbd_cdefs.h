@@ -22,6 +22,7 @@ int rados_ioctx_create(rados_t cluster, const char *pool_name, rados_ioctx_t *io
 void rados_ioctx_destroy(rados_ioctx_t io);
 int rados_mon_command(rados_t cluster, const char **cmd, size_t cmdlen, const char *inbuf, size_t inbuflen,
                       char **outbuf, size_t *outbuflen, char **outs, size_t *outslen);
+int rados_wait_for_latest_osdmap(rados_t cluster);     /* a takeover's writes after the blocklist (fencing.py) */
 
 /* compound operations on one object: the omap of the fencing records (fencing.py), versioned objects
    (rados_objects.py: one write op compares an xattr, sets it and replaces the data atomically) */

@@ -7,7 +7,13 @@ worker opens its first image of the pool (`record`); a restarted worker adds its
 A takeover (`fence`, run by the coordinator in a process of its own: `python -m target.backstore.fencing SPEC`)
 first marks the object `fenced` → {"by", "at"}, then reads every `client.` key, blocklists each address with the
 monitor (`osd blocklist add ADDRESS BLOCKLIST_SECONDS`, all at once: one after the other, each would wait for the
-monitor's next proposal, about a second) and drops the keys it blocklisted. A worker records its
+monitor's next proposal, about a second), drops the keys it blocklisted and reports the OSD map epoch that has them
+all in its blocklist (`blocklist_epoch`, per cluster). The takeover then has every worker of this node bring its
+own clients to the latest OSD map before it tickles (coordinator/cluster.py, target/osdmap_sync.py), as librbd
+does after it blocklists a lock holder: an op carries its client's map epoch, and an OSD applies an op of a later
+epoch than its own only once it has that map, so the surviving node's writes are applied after every OSD that
+serves them knows the blocklist, and whatever the fenced client had in flight is either applied before them or
+refused. A worker records its
 address before it looks for the mark, and a takeover marks before it reads: RADOS orders the two on the one
 object, so a worker either is among the clients blocklisted or finds the mark, and then serves the pool's LUNs
 offline (a fenced node that restarts does not write again until an operator removes the mark:
@@ -36,6 +42,7 @@ OBJECT_PREFIX = "ringtgt.node."
 CLIENT_PREFIX = "client."
 FENCED_KEY = "fenced"
 BLOCKLIST_SECONDS = 10 * 365 * 24 * 3600    # the monitor's default (an hour) would let a frozen node back in
+EPOCH_TIMEOUT = 10.0                        # seconds for the OSD map to list what the monitor said it blocklisted
 _OMAP_BATCH = 1024                          # keys read per omap call
 
 _recorded: set[tuple[CephClient, str]] = set()     # this process's clients already recorded, by pool
@@ -122,6 +129,28 @@ def blocklist(conn: Connection, address: str, seconds: float = BLOCKLIST_SECONDS
     conn.mon_command({"prefix": "osd blocklist", "blocklistop": "add", "addr": address, "expire": float(seconds)})
 
 
+def blocklist_epoch(conn: Connection, blocklisted: list[str], timeout: float = EPOCH_TIMEOUT) -> int:
+    """The epoch of the OSD map the monitors have now, once its blocklist has every one of `blocklisted` (the
+    monitor answering another question may not have applied the last proposal yet): BackstoreError past
+    `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        dump = conn.mon_json({"prefix": "osd dump"})
+        listed = dump.get("blocklist", dump.get("blacklist", {}))
+        missing = [address for address in blocklisted if address not in listed]
+        if not missing:
+            return int(dump["epoch"])
+        if time.monotonic() > deadline:
+            raise BackstoreError(f"the OSD map (epoch {dump['epoch']}) does not list {', '.join(missing)} as "
+                                 f"blocklisted {timeout:g} s after the monitor blocklisted them")
+        time.sleep(0.1)
+
+
+def cluster_of(client: CephClient) -> str:
+    """The key of a client's cluster in FenceResult.epochs: its ceph.conf."""
+    return client.ceph_conf or "default"
+
+
 def addresses(text: str) -> list[str]:
     """The addresses in rados_getaddrs' text: one (`1.2.3.4:0/NONCE`) or a vector (`[v2:…/N,v1:…/N]`), each
     without its protocol, as the blocklist takes them."""
@@ -146,12 +175,13 @@ def _try_blocklist(what: tuple[Connection, str]) -> str:
 
 @dataclass
 class FenceResult:
-    """What `fence` did: the addresses blocklisted, what failed (empty: the node is fenced), and the seconds each
-    step took (connect, mark, blocklist)."""
+    """What `fence` did: the addresses blocklisted, what failed (empty: the node is fenced), the seconds each step
+    took (connect, mark, blocklist, epoch) and, per cluster (`cluster_of`), the OSD map epoch with the blocklist."""
 
     fenced: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
     refused: str = ""           # why nothing was done: the node fencing was fenced itself (a partition's other side)
 
     def took(self, step: str, since: float) -> float:
@@ -194,16 +224,28 @@ def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResul
             outcomes = list(pool_of_threads.map(_try_blocklist, [(records[0][0], address)
                                                                  for address, records in recorded.items()]))
         result.took("blocklist", began)
+        blocklisted: dict[Connection, list[str]] = {conn: [] for conn in conns}
         for (address, records), error in zip(recorded.items(), outcomes):
             if error:
                 result.errors.append(error)
                 continue
             result.fenced.append(address)
+            blocklisted[records[0][0]].append(address)
             for conn, pool, key in records:
                 try:
                     _remove_keys(conn, pool, oid, [key])
                 except BackstoreError:
                     pass            # blocklisted already: blocklisting it again at the next takeover does no harm
+        began = time.monotonic()
+        for conn, listed in blocklisted.items():     # also with none listed now: a repeated takeover's barrier
+            try:
+                epoch = blocklist_epoch(conn, listed)
+            except BackstoreError as e:
+                result.errors.append(f"{conn.client}: {e}")
+                continue
+            key = cluster_of(conn.client)
+            result.epochs[key] = max(epoch, result.epochs.get(key, 0))
+        result.took("epoch", began)
     finally:
         for conn in conns:
             conn.close()
@@ -220,7 +262,7 @@ def _fence_from_command_line() -> None:
     except BackstoreError as e:
         result = FenceResult(errors=[str(e)])
     print(json.dumps({"fenced": result.fenced, "errors": result.errors, "seconds": result.seconds,
-                      "refused": result.refused}), flush=True)
+                      "refused": result.refused, "epochs": result.epochs}), flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ CONFLICT). Node a then resumes: a write through its own portal (from inside its 
 the block on b is unchanged; a, fenced itself, fences no one (built-in: it takes b for dead); and a worker of a that
 is restarted finds the fence mark and serves its LUNs offline. The pause fio saw and the addresses fenced are
 printed.
+
+Without namespaces: a takeover on a one-node `serve` (its peer never runs, a client address recorded for it) leaves
+every worker's RADOS client at an OSD map epoch at least the blocklist's before it answers, read from each client's
+admin socket (`perf dump`: the Objecter's map_epoch, which an idle client would not have moved).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import time
 
 from cluster_lab import (FIO_BYTES, FIO_INITIATOR, FIO_LUN, FIO_RUNTIME, KEY, NODES, VIP, WRITE_EXCLUSIVE, Node,
                          client_script, fio_sessions, move_vip, pauses, start_fio, stop_fio)
-from harness import poll
+from harness import Lun, free_port, poll, ringtgt_binary, run
 
 VIP_MOVES_AFTER = 2.0               # seconds after node a froze
 SERVER = "hang_timeout = 600"       # a frozen node's watchdog must not restart its workers when it resumes
@@ -147,3 +151,40 @@ def test_builtin_fenced_takeover_on_one_ceph_cluster(lab_factory, ceph_cluster, 
     result = fenced_failover(lab_factory, ceph_cluster, tmp_path, "builtin")
     print(f"built-in fenced takeover on RBD: done {result['took'] * 1000:.0f} ms after node a froze "
           f"(dead_after = 0.5 s); " + report("node a froze", result))
+
+
+def objecter_epoch(cluster, pid: int) -> int:
+    """The OSD map epoch the Objecter of process `pid`'s RADOS client took last (0: none since its start), from the
+    client's admin socket (the test cluster's ceph.conf gives every client one, by pid)."""
+    sockets = list((cluster.dir / "run").glob(f"*.{pid}.*.asok"))
+    assert len(sockets) == 1, (pid, sockets)
+    dump = json.loads(run(["ceph", "--admin-daemon", str(sockets[0]), "perf", "dump", "objecter"]).stdout)
+    return int(dump["objecter"]["map_epoch"])
+
+
+def test_a_takeover_answers_once_every_worker_has_the_osd_map_of_the_blocklist(ringtgt, ceph_cluster):
+    ceph_cluster.create_image("fence-osdmap", 16 << 20)
+    cluster = f"""[cluster]
+node = "osdmap-b"
+listen = "tcp://127.0.0.1:{free_port()}"
+peers = {{ osdmap-a = "tcp://127.0.0.1:{free_port()}" }}
+"""
+    tgt = ringtgt(luns=[Lun(0, "", 512, store=ceph_cluster.lun_keys("fence-osdmap"))], workers=2, extra=cluster)
+    address = f"127.0.0.1:0/{os.getpid()}"                   # what a worker of osdmap-a would have recorded
+    ceph_cluster.rados("-p", "rbd", "setomapval", "ringtgt.node.osdmap-a", f"client.0.{address}", "{}")
+    try:
+        before = {pid: objecter_epoch(ceph_cluster, pid) for pid in tgt.workers}
+        epoch_before = json.loads(ceph_cluster.ceph("osd", "stat", "-f", "json"))["epoch"]
+        said = run([ringtgt_binary(), "takeover", "osdmap-a", "--config", str(tgt.config)]).stdout
+        assert f"1 RADOS clients blocklisted\n  {address}" in said, said
+        epoch = int(re.search(r"OSD map epoch (\d+) of .*: this node's workers have it", said).group(1))
+        after = {pid: objecter_epoch(ceph_cluster, pid) for pid in tgt.workers}
+        print(f"blocklist in OSD map epoch {epoch} (before: {epoch_before}); workers' Objecter epochs before the "
+              f"takeover {before}, after {after}")
+        assert epoch > epoch_before and address in ceph_cluster.blocklist()
+        assert all(seen >= epoch for seen in after.values()), (epoch, after, tgt.stderr())
+        assert tgt.stderr().count("at the takeover's OSD map") == 2, tgt.stderr()
+    finally:
+        ceph_cluster.ceph("osd", "blocklist", "rm", address)
+        for node in ("osdmap-a", "osdmap-b"):
+            ceph_cluster.rados("-p", "rbd", "rm", f"ringtgt.node.{node}")
