@@ -20,12 +20,23 @@ offline (a fenced node that restarts does not write again until an operator remo
 `rados -p POOL rmomapkey ringtgt.node.NODE fenced`). A node marked fenced fences no one: cut off and resumed, it
 takes its peer for dead in turn, and would otherwise blocklist the node that took over.
 
+Two nodes cut off from each other at the same moment, both still reaching Ceph, may each take the other for dead
+and fence it at once: each would read its own object unmarked before the other marks it. So a takeover first claims
+the fencing in one object both write, `ringtgt.fencing` in the first of the pools (by ceph.conf, then pool name: the
+same on every node serving the same LUNs): one RADOS write op that creates the object if need be, compares this
+node's key `fenced.BY` with nothing (a missing key compares as empty, and no key is ever written empty) and sets
+`fenced.NODE`. RADOS applies the ops on one object one at a time, so of two such claims the second finds its own
+node's key and is refused (ECANCELED): that node fences no one and takes over no one. A claim that fails otherwise
+fails the fencing. Unfencing a repaired node also takes its key out of that object:
+`rados -p POOL rmomapkey ringtgt.fencing fenced.NODE`.
+
 The fencing client opens no admin socket: librados, finding the socket path ceph.conf gives taken, pings its owner
 first, and when the owner is a frozen process of the node being fenced (two nodes on one machine, a ceph.conf with
 `admin socket = …/$name.asok`) that ping held the takeover for 10 s.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -39,6 +50,7 @@ from .rados import Connection, connection
 from .rbd_image import CephClient
 
 OBJECT_PREFIX = "ringtgt.node."
+CLAIMS = "ringtgt.fencing"                  # the one object every takeover claims its fencing in (see above)
 CLIENT_PREFIX = "client."
 FENCED_KEY = "fenced"
 BLOCKLIST_SECONDS = 10 * 365 * 24 * 3600    # the monitor's default (an hour) would let a frozen node back in
@@ -79,6 +91,27 @@ def _remove_keys(conn: Connection, pool: str, oid: str, names: list[str]) -> Non
                f"writing {pool}/{oid}")
     finally:
         lib.rados_release_write_op(op)
+
+
+def claim(conn: Connection, pool: str, node: str, by: str) -> bool:
+    """`by` fences `node`, in `pool`'s CLAIMS object, unless `by` was claimed fenced there first: False then."""
+    mine, theirs = f"{FENCED_KEY}.{by}".encode(), f"{FENCED_KEY}.{node}"
+    value = ffi.new("char[]", json.dumps({"by": by, "at": time.time()}).encode())
+    key = ffi.new("char[]", theirs.encode())
+    op = lib.rados_create_write_op()
+    try:
+        compared = ffi.new("int *")
+        lib.rados_write_op_create(op, lib.LIBRADOS_CREATE_IDEMPOTENT, ffi.NULL)
+        lib.rados_write_op_omap_cmp(op, mine, lib.LIBRADOS_CMPXATTR_OP_EQ, b"", 0, compared)
+        lib.rados_write_op_omap_set(op, ffi.new("char *[]", [key]), ffi.new("char *[]", [value]),
+                                    ffi.new("size_t[]", [len(ffi.string(value))]), 1)
+        rc = lib.rados_write_op_operate(op, conn.ioctx(pool), CLAIMS.encode(), ffi.NULL, 0)
+    finally:
+        lib.rados_release_write_op(op)
+    if rc == -errno.ECANCELED:
+        return False
+    _check(rc, f"claiming the fencing of {node} in {pool}/{CLAIMS}")
+    return True
 
 
 def read_keys(conn: Connection, pool: str, oid: str) -> dict[str, str]:
@@ -191,14 +224,15 @@ class FenceResult:
 
 
 def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResult:
-    """Mark `node` fenced in each of `pools` ((client, pool) pairs), blocklist every client address it recorded
-    there, and drop the records of those blocklisted; nothing if `by` (this node) is marked fenced in a pool."""
+    """Claim the fencing of `node` (in the first pool's CLAIMS object), mark it fenced in each of `pools` ((client,
+    pool) pairs), blocklist every client address it recorded there, and drop the records of those blocklisted;
+    nothing if `by` (this node) is marked fenced in a pool or was claimed fenced first."""
     result = FenceResult()
     oid = object_name(node)
     recorded: dict[str, list[tuple[Connection, str, str]]] = {}      # address → (conn, pool, key) records
     conns: list[Connection] = []
     try:
-        for client, pool in pools:
+        for index, (client, pool) in enumerate(sorted(pools, key=lambda entry: (str(entry[0]), entry[1]))):
             try:
                 began = time.monotonic()
                 conn = next((c for c in conns if c.client == client), None)
@@ -210,6 +244,10 @@ def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResul
                 if mark is not None:
                     result.refused = f"node {by} was fenced itself ({mark}): it fences no one"
                     return result
+                if index == 0 and not claim(conn, pool, node, by):
+                    result.refused = (f"node {by} was fenced itself (claimed first in {pool}/{CLAIMS}: two takeovers "
+                                      "at once): it fences no one")
+                    return result
                 _set_keys(conn, pool, oid, {FENCED_KEY: json.dumps({"by": by, "at": time.time()})})
                 keys = read_keys(conn, pool, oid)
                 result.took("mark", began)
@@ -219,6 +257,8 @@ def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResul
                         recorded.setdefault(address, []).append((conn, pool, key))
             except BackstoreError as e:
                 result.errors.append(f"pool {pool} ({client}): {e}")
+                if index == 0:
+                    return result           # unclaimed: a node fencing this one at the same time might not see it
         began = time.monotonic()
         with ThreadPoolExecutor(min(32, max(1, len(recorded)))) as pool_of_threads:   # one monitor proposal
             outcomes = list(pool_of_threads.map(_try_blocklist, [(records[0][0], address)

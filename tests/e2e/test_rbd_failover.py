@@ -12,9 +12,11 @@ the block on b is unchanged; a, fenced itself, fences no one (built-in: it takes
 is restarted finds the fence mark and serves its LUNs offline. The pause fio saw and the addresses fenced are
 printed.
 
-Without namespaces: a takeover on a one-node `serve` (its peer never runs, a client address recorded for it) leaves
-every worker's RADOS client at an OSD map epoch at least the blocklist's before it answers, read from each client's
-admin socket (`perf dump`: the Objecter's map_epoch, which an idle client would not have moved).
+Without namespaces: two nodes fencing each other at once fence one (the claim in `ringtgt.fencing`), step by step
+and in two fencing processes run together; a takeover on a one-node `serve` (its peer never runs, a client address
+recorded for it) leaves every worker's RADOS client at an OSD map epoch at least the blocklist's before it answers,
+read from each client's admin socket (`perf dump`: the Objecter's map_epoch, which an idle client would not have
+moved).
 """
 from __future__ import annotations
 
@@ -23,11 +25,17 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 from cluster_lab import (FIO_BYTES, FIO_INITIATOR, FIO_LUN, FIO_RUNTIME, KEY, NODES, VIP, WRITE_EXCLUSIVE, Node,
                          client_script, fio_sessions, move_vip, pauses, start_fio, stop_fio)
-from harness import Lun, free_port, poll, ringtgt_binary, run
+from harness import REPO, Lun, free_port, poll, ringtgt_binary, run
+
+from target.backstore.fencing import CLAIMS, claim
+from target.backstore.rados import Connection
+from target.backstore.rbd_image import CephClient
 
 VIP_MOVES_AFTER = 2.0               # seconds after node a froze
 SERVER = "hang_timeout = 600"       # a frozen node's watchdog must not restart its workers when it resumes
@@ -60,6 +68,7 @@ def unfence(cluster, node: str, addresses: set[str]) -> None:
     for address in addresses:
         cluster.ceph("osd", "blocklist", "rm", address)
     cluster.rados("-p", "rbd", "rmomapkey", f"ringtgt.node.{node}", "fenced")
+    cluster.rados("-p", "rbd", "rmomapkey", CLAIMS, f"fenced.{node}")
     cluster.rados("-p", "rbd", "rm", f"ringtgt.node.{node}")
 
 
@@ -186,5 +195,39 @@ peers = {{ osdmap-a = "tcp://127.0.0.1:{free_port()}" }}
         assert tgt.stderr().count("at the takeover's OSD map") == 2, tgt.stderr()
     finally:
         ceph_cluster.ceph("osd", "blocklist", "rm", address)
+        ceph_cluster.rados("-p", "rbd", "rmomapkey", CLAIMS, "fenced.osdmap-a")
         for node in ("osdmap-a", "osdmap-b"):
             ceph_cluster.rados("-p", "rbd", "rm", f"ringtgt.node.{node}")
+
+
+def test_two_nodes_fencing_each_other_at_once_fence_one_of_them(ceph_cluster):
+    """The interleaving that fenced both before: each has found its own node's object unmarked, then both claim;
+    the second claim is refused. Then two fencing processes of two other nodes started together: one fences, the
+    other is refused, and only the loser's object is marked."""
+    client = CephClient(str(ceph_cluster.conf))
+    conn = Connection(client)
+    spec = {"pools": [[str(ceph_cluster.conf), None, None, "rbd"]]}
+    try:
+        assert claim(conn, "rbd", "tie-b", by="tie-a") is True
+        assert claim(conn, "rbd", "tie-a", by="tie-b") is False
+        assert claim(conn, "rbd", "tie-b", by="tie-a") is True          # the winner's takeover again: still its own
+        procs = {by: subprocess.Popen([sys.executable, "-m", "target.backstore.fencing",
+                                       json.dumps({**spec, "node": node, "by": by})], cwd=REPO,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for by, node in (("race-a", "race-b"), ("race-b", "race-a"))}
+        results = {by: json.loads(proc.communicate(timeout=60)[0].strip().splitlines()[-1])
+                   for by, proc in procs.items()}
+        print(f"two fencings at once: {results}")
+        refused = [by for by, result in results.items() if result["refused"]]
+        assert len(refused) == 1 and all(not result["errors"] for result in results.values()), results
+        winner = next(by for by in results if by not in refused)
+        marked = {by: "fenced" in subprocess.run(["rados", "-c", str(ceph_cluster.conf), "-p", "rbd", "listomapkeys",
+                                                  f"ringtgt.node.{by}"], capture_output=True, text=True).stdout.split()
+                  for by in results}          # (the winner's object was never written: no such object)
+        assert marked == {refused[0]: True, winner: False}, marked
+    finally:
+        conn.close()
+        for node in ("tie-a", "tie-b", "race-a", "race-b"):
+            ceph_cluster.rados("-p", "rbd", "rmomapkey", CLAIMS, f"fenced.{node}")
+            subprocess.run(["rados", "-c", str(ceph_cluster.conf), "-p", "rbd", "rm", f"ringtgt.node.{node}"],
+                           capture_output=True)
