@@ -106,9 +106,10 @@ class Channel:
 class Worker:
     """Serves every portal of the configuration on one CPU."""
 
-    def __init__(self, config, index: int):
+    def __init__(self, config, index: int, cpu: int | None = None):
         self.config = config
         self.index = index
+        self.cpu = cpu                      # the CPU the supervisor pinned it to (for the log)
         self.ring = Ring(1024, busy_poll_us=config.server.busy_poll_us)
         self.reactor = Reactor(self.ring)
         self.coordinator = CoordinatorClient(self.reactor, config.server.state_dir, index)
@@ -216,6 +217,7 @@ class Worker:
         connections wait in the listeners' backlogs, so no command is served before a reservation or a sanitize
         failure the coordinator holds is in force here."""
         if not self.stopping:
+            log.info("worker %d (pid %d) serving on CPU %s", self.index, os.getpid(), self.cpu)
             for listener in self.listeners.values():
                 self._arm_accept(listener)
 
@@ -508,9 +510,10 @@ def _coalesce(out: list) -> tuple[list, int]:
 
 def worker_main(config, index: int, cpu: int) -> None:
     """Entry point of a worker process (the supervisor has already pinned it to `cpu`)."""
-    worker = Worker(config, index)
+    worker = Worker(config, index, cpu)
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
-    log.info("worker %d (pid %d) serving on CPU %d", index, os.getpid(), cpu)
+    log.info("worker %d (pid %d) started on CPU %d; it serves once the coordinator's unit states are here", index,
+             os.getpid(), cpu)
     worker.run()
     log.info("worker %d stopped", index)
