@@ -22,7 +22,10 @@ Takeover of a dead peer, once its VIPs are local (`takeover(peer)`: `ringtgt tak
 `takeover = "builtin"`, which first adds the VIPs and sends gratuitous ARP): every connection the peer held on
 an address now local gets a tickle ACK, in TICKLE_ROUNDS rounds TICKLE_INTERVAL apart, and the peer's
 sessions leave the table. Where the node serves RBD LUNs, the peer is fenced first (coordinator/fencer.py: its
-RADOS clients blocklisted). If that fails, `ringtgt takeover` refuses (nothing tickled, the peer's sessions kept,
+RADOS clients blocklisted), and then every worker of this node brings its own RADOS clients to the OSD map with
+that blocklist (an OsdMapBarrier push, acked once they have it: target/osdmap_sync.py) before anything is tickled,
+so the writes of the initiators coming back are applied after the fenced clients' (or those are refused). If that
+fails, `ringtgt takeover` refuses (nothing tickled, the peer's sessions kept,
 so that running it again does it all) unless told `--unfenced`; built-in takeover goes on, with an error logged.
 A node that was fenced itself takes over no one (built-in or not, `--unfenced` or not).
 Without RBD LUNs nothing is fenced: the dead node must really be dead (or cut off).
@@ -39,7 +42,7 @@ from collections.abc import Callable
 from .bus import ClusterBus
 from .fencer import Fenced, Fencer
 from .lun_identities import mismatches
-from .messages import EndSessions, Nothing, SessionEnd, StateAdopted, Takeover, TakeoverReport
+from .messages import EndSessions, Nothing, OsdMapBarrier, SessionEnd, StateAdopted, Takeover, TakeoverReport
 from .peers import ALIVE, HEARTBEATS_PER_DEADLINE, Peers
 from .registry import SNAPSHOT_VERSION, RegistryError, checked, reinstatement_key
 from .service import Deferred, Reply
@@ -78,6 +81,7 @@ class Cluster:
         service.register(Takeover, self._takeover_request)
         service.register(StateAdopted, self._adopted)
         service.register(EndSessions, self._end_sessions)
+        service.register(OsdMapBarrier, self._barrier)
         self._beat()
 
     def close(self) -> None:
@@ -178,6 +182,9 @@ class Cluster:
     def _adopted(self, message: StateAdopted, origin: str) -> Reply:
         return Reply(Nothing(), self.authority.views_of_every_unit())
 
+    def _barrier(self, message: OsdMapBarrier, origin: str) -> Reply:
+        return Reply(Nothing(), [message])
+
     def _end_sessions(self, message: EndSessions, origin: str) -> Reply:
         return Reply(Nothing(), [SessionEnd(session["origin"], session["tsih"]) for session in message.sessions])
 
@@ -193,7 +200,7 @@ class Cluster:
                     log.error("cluster: fencing %s failed: %s; taking over anyway (built-in takeover)", peer,
                               result.error)
                 self._take_vips()
-                self.takeover(peer, result)
+                self._after_barrier(result, lambda: self.takeover(peer, result))
             self._fence(peer, fenced)
         else:
             log.warning("cluster: once %s is fenced and its VIPs are here, run `ringtgt takeover %s`", peer, peer)
@@ -218,6 +225,15 @@ class Cluster:
         log.info("cluster: fencing %s: blocklisting its RADOS clients", peer)
         self.fencer.fence(peer, then)
 
+    def _after_barrier(self, fenced: Fenced | None, then: Callable[[], object]) -> None:
+        """then(), once every worker's RADOS clients have the OSD map of the blocklist fencing reports (at once when
+        nothing was fenced; a worker that does not ack within the service's ack deadline is logged and not waited
+        for: its own deadline is shorter, see target/osdmap_sync.py)."""
+        if fenced is None or not fenced.epochs:
+            then()
+            return
+        self.service.submit(OsdMapBarrier(fenced.epochs), then=then)
+
     def takeover(self, peer: str, fenced: Fenced | None = None) -> TakeoverReport:
         """Tickle every connection `peer` held on an address local now; its sessions leave the table. `fenced`:
         what fencing it did, for the report."""
@@ -238,7 +254,7 @@ class Cluster:
             self.bus.send(peer, WANT_SNAPSHOT, {})
         fenced = fenced or Fenced()
         result = TakeoverReport(peer, self.peers.state(peer), len(sessions), len(connections), TICKLE_ROUNDS,
-                                len(sessions) - len(connections), fenced.addresses, fenced.error)
+                                len(sessions) - len(connections), fenced.addresses, fenced.error, epochs=fenced.epochs)
         log.info("cluster: takeover of %s (%s): %d RADOS clients blocklisted, %d sessions, %d connections tickled "
                  "×%d, %d not on a local IPv4 address", peer, result.peer_state, len(fenced.addresses),
                  len(sessions), len(connections), TICKLE_ROUNDS, result.not_local)
@@ -261,7 +277,7 @@ class Cluster:
                 return
             if result.error:
                 log.error("cluster: fencing %s failed: %s; taking over anyway (--unfenced)", peer, result.error)
-            deferred.resolve(Reply(self.takeover(peer, result)))
+            self._after_barrier(result, lambda: deferred.resolve(Reply(self.takeover(peer, result))))
         self._fence(peer, fenced)
         return deferred
 

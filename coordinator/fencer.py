@@ -23,8 +23,9 @@ class Fenced:
     """What fencing a peer did: the RADOS client addresses blocklisted, and why it failed ("": it did not)."""
     addresses: list[str] = field(default_factory=list)
     error: str = ""
-    seconds: dict = field(default_factory=dict)     # what each step took (connect, mark, blocklist)
+    seconds: dict = field(default_factory=dict)     # what each step took (connect, mark, blocklist, epoch)
     refused: bool = False                           # this node was fenced itself: it takes over no one
+    epochs: dict = field(default_factory=dict)      # per cluster (its ceph.conf): the OSD map epoch with the blocklist
 
 
 def rbd_pools(config) -> list[list]:
@@ -75,8 +76,9 @@ class Fencer:
             assert proc.stdout is not None
             proc.stdout.close()
             result = _result(output.decode(errors="replace"), proc.returncode, error)
-            log.info("cluster: fencing %s took %.1f s (%s): %d RADOS clients blocklisted%s%s", peer,
+            log.info("cluster: fencing %s took %.1f s (%s%s): %d RADOS clients blocklisted%s%s", peer,
                      time.monotonic() - started, ", ".join(f"{step} {s:.1f} s" for step, s in result.seconds.items()),
+                     "".join(f"; OSD map epoch {epoch} of {conf}" for conf, epoch in result.epochs.items()),
                      len(result.addresses), f": {', '.join(result.addresses)}" if result.addresses else "",
                      f"; {result.error}" if result.error else "")
             done(result)
@@ -101,7 +103,7 @@ def _result(output: str, returncode: int | None, error: str) -> Fenced:
     try:
         body = json.loads(lines[-1])
         addresses, errors, seconds = list(body["fenced"]), list(body["errors"]), dict(body["seconds"])
-        refused = str(body["refused"])
+        refused, epochs = str(body["refused"]), {str(k): int(v) for k, v in dict(body["epochs"]).items()}
     except (IndexError, ValueError, KeyError, TypeError):
         return Fenced(error=error or f"the fencing process exited {returncode}: {output[-1000:].strip()}")
-    return Fenced(addresses, "; ".join(filter(None, [error, refused, *errors])), seconds, bool(refused))
+    return Fenced(addresses, "; ".join(filter(None, [error, refused, *errors])), seconds, bool(refused), epochs)

@@ -334,6 +334,7 @@ class TakeoverReport(Message):
     fenced: list = field(default_factory=list)  # the peer's RADOS client addresses blocklisted (coordinator/fencer.py)
     fence_error: str = ""                       # why fencing failed ("": it did not, or nothing to fence)
     taken: bool = True                          # False: refused, fencing failed (nothing tickled, sessions kept)
+    epochs: dict = field(default_factory=dict)  # per cluster: the OSD map epoch with the blocklist, every worker has
 
 
 @message("cluster.takeover", TakeoverReport)
@@ -342,6 +343,14 @@ class Takeover(Message):
     fencing fails (the operator knows the peer is dead)."""
     peer: str
     unfenced: bool = False
+
+
+@message("cluster.osdmap")
+class OsdMapBarrier(Message):
+    """Push, before a takeover tickles: every worker brings its RADOS clients to the latest OSD map, which has the
+    fenced peer's blocklist (target/osdmap_sync.py), and acks once they have it; `epochs`: that map's epoch per
+    cluster (its ceph.conf), for the log."""
+    epochs: dict
 
 
 @message("cluster.adopted", Nothing)

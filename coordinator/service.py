@@ -98,6 +98,7 @@ class _Queued:
     origin: str
     message: Envelope
     resolved: Reply | None = None           # a deferred request's reply, once resolved
+    then: Callable[[], object] | None = None    # submitted by the coordinator: run once its pushes are acked
 
 
 class Deferred:
@@ -191,10 +192,12 @@ class CoordinatorService(HandlerTable):
         return sock
 
     # -- extension points (and register, on_worker_gone) -----------------------------------------------------
-    def submit(self, message: Message) -> None:
+    def submit(self, message: Message, then: Callable[[], object] | None = None) -> None:
         """Run the handler of `message` for the coordinator itself (the cluster bus, a timer): it takes its turn in
-        the pipeline like a worker's notification, and its broadcasts reach every worker; no one is answered."""
-        self._enqueue(_Queued(None, b"", INTERNAL_ORIGIN, Envelope(NOTIFY, 0, message.KIND, message.to_body())))
+        the pipeline like a worker's notification, and its broadcasts reach every worker; no one is answered, but
+        `then()` runs once every worker has acked them (or was not waited for: the ack deadline)."""
+        self._enqueue(_Queued(None, b"", INTERNAL_ORIGIN, Envelope(NOTIFY, 0, message.KIND, message.to_body()),
+                              then=then))
 
     def defer(self) -> Deferred:
         """For the handler running now: return this, call its resolve(Reply) later."""
@@ -445,6 +448,8 @@ class CoordinatorService(HandlerTable):
         return handler(cls.from_body(message.body), origin)
 
     def _answer(self, request: _Queued, answer: bytes | None) -> None:
+        if request.then is not None:
+            _guarded(request.then)
         if answer is None or request.socket is None:
             return
         request.socket.send_multipart([request.routing_id, answer])

@@ -269,6 +269,8 @@ def _takeover(config: Config, args) -> int:
     if reply.fenced or reply.fence_error:
         print(f"fenced {reply.peer} through Ceph: {len(reply.fenced)} RADOS clients blocklisted"
               + "".join(f"\n  {address}" for address in reply.fenced))
+    for conf, epoch in reply.epochs.items():
+        print(f"OSD map epoch {epoch} of {conf} (the blocklist's): this node's workers waited for it")
     if reply.fence_error:
         print(f"FENCING FAILED: {reply.fence_error}", file=sys.stderr)
     if not reply.taken:

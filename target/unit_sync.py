@@ -10,23 +10,49 @@ half: coordinator/unit_service.py): applies the coordinator's pushes to this wor
 Each is acked once applied and the tasks it aborted here have stopped, so the issuing worker's answer means
 every worker has it. After every (re)connection to a coordinator the worker fetches every unit's state
 (FetchUnitStates).
+
+The first answer gates the worker's service: a reservation, a sanitize failure or a removed medium kept by the
+coordinator (from RADOS, a planned restart's snapshot, its live file) must be in force before any command of this
+worker is served, so the worker accepts connections only once `ready` (`on_ready()` runs once, when the first
+states are applied). Past a request's deadline (the client's REQUEST_TIMEOUT) the worker logs that once and asks
+again, RETRY_SECONDS later and on every reconnection, never serving meanwhile: the other workers (which have their
+states) serve, the supervisor's watchdog restarts a hung coordinator, and a worker exiting instead would only come
+back to the same wait. Later (re)connections refresh the states while the worker serves on: every change was
+applied through the coordinator that last answered, so what the worker holds is the state it left, and any
+change not yet everywhere has not yet been answered to its initiator.
 """
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
+from coordinator.client import REQUEST_TIMEOUT
 from coordinator.messages import (ClearTaskSet, FetchUnitStates, LunResized, MediumChange, ModeChange,
                                   ReservationChange, UnitReset, UnitStates)
 
 log = logging.getLogger(f"ringtgt.{__name__}")
 
+START_DEADLINE = REQUEST_TIMEOUT    # from the worker's start to the first states applied, before that is logged
+RETRY_SECONDS = 1.0         # after a failed FetchUnitStates (past its deadline, or refused), before asking again
+
 
 class UnitSync:
     """Routes the coordinator's unit state pushes to the worker's ScsiTargets."""
 
-    def __init__(self, coordinator, targets: dict):
+    def __init__(self, coordinator, targets: dict, on_ready: Callable[[], None] = lambda: None,
+                 call_later: Callable[[float, Callable[[], None]], object] | None = None):
+        """`on_ready()`: once, when the first states are applied; `call_later`: for the retries (None: asking
+        again on the next reconnection only)."""
         self.coordinator = coordinator
         self.targets = targets              # iqn -> ScsiTarget
+        self.ready = False                  # the first states are applied: the worker may serve
+        self._on_ready = on_ready
+        self._call_later = call_later
+        self._since = time.monotonic()
+        self._waiting_logged = False
+        if call_later is not None:
+            call_later(START_DEADLINE, lambda: self._overdue(f"no answer within {START_DEADLINE:g} s"))
         coordinator.subscribe(ReservationChange, self._change)
         coordinator.subscribe(UnitReset, self._reset)
         coordinator.subscribe(ClearTaskSet, self._clear)
@@ -68,10 +94,38 @@ class UnitSync:
         return apply
 
     def _refresh(self) -> None:
-        self.coordinator.request(FetchUnitStates(), self._states, _proceed, late=self._states)
+        self.coordinator.request(FetchUnitStates(), self._states, self._failed, late=self._states)
+
+    def _failed(self, failure) -> None:
+        """No states (the client logged why). Serving already: go on with what the worker has, the next push or
+        reconnection brings them. Not yet: log once that the worker waits, and ask again."""
+        if self.ready:
+            return
+        self._overdue(failure.reason)
+        if self._call_later is not None:
+            self._call_later(RETRY_SECONDS, self._retry)
+
+    def _overdue(self, why: str) -> None:
+        if not self.ready and not self._waiting_logged:
+            self._waiting_logged = True
+            log.error("no unit states from the coordinator %.1f s after the start (%s): accepting no connection "
+                      "until they arrive; asking again", time.monotonic() - self._since, why)
+
+    def _retry(self) -> None:
+        if not self.ready:
+            self._refresh()
 
     def _states(self, states: UnitStates) -> None:
         """The states (also late: the coordinator answers when it catches up)."""
+        self._apply(states)
+        if not self.ready:
+            self.ready = True
+            if self._waiting_logged:
+                log.info("unit states applied %.1f s after the start: accepting connections",
+                         time.monotonic() - self._since)
+            self._on_ready()
+
+    def _apply(self, states: UnitStates) -> None:
         for iqn, lun, view in states.units:
             target = self.targets.get(iqn)
             if target is not None:
@@ -89,7 +143,3 @@ class UnitSync:
             if target is not None:
                 target.apply_resize(LunResized(iqn, lun, size, []))
 
-
-def _proceed(failure) -> None:
-    """No states (logged by the client): the worker goes on with what it has; the next push or reconnection
-    brings them."""

@@ -34,6 +34,7 @@ from .iscsi.framing import NEGOTIATION_DATA_LIMIT
 from .iscsi.pdu import BHS_LEN, Buf
 from .iscsi.write_budget import WritePool
 from .memtrim import trim_heap
+from .osdmap_sync import OsdMapSync
 from .metrics.counters import PUBLISH_SECONDS, WorkerCounters
 from .reactor import Reactor
 from .reload import LiveConfig
@@ -105,9 +106,10 @@ class Channel:
 class Worker:
     """Serves every portal of the configuration on one CPU."""
 
-    def __init__(self, config, index: int):
+    def __init__(self, config, index: int, cpu: int | None = None):
         self.config = config
         self.index = index
+        self.cpu = cpu                      # the CPU the supervisor pinned it to (for the log)
         self.ring = Ring(1024, busy_poll_us=config.server.busy_poll_us)
         self.reactor = Reactor(self.ring)
         self.coordinator = CoordinatorClient(self.reactor, config.server.state_dir, index)
@@ -124,7 +126,8 @@ class Worker:
         self.dirty: set[Connection] = set()
         self._tsih = 0
         self.session_sync = SessionSync(self)
-        self.unit_sync = UnitSync(self.coordinator, self.targets)
+        self.unit_sync = UnitSync(self.coordinator, self.targets, self._serve, self.reactor.call_later)
+        self.osdmap_sync = OsdMapSync(self.coordinator, self.reactor)
         self.live_config = LiveConfig(self)
         self.stopping = False
         self.nop_interval = config.server.nop_interval
@@ -209,18 +212,30 @@ class Worker:
     def _arm_accept(self, listener: socket.socket) -> None:
         self.ring.prep_accept(listener.fileno(), self.reactor.token(lambda res: self._accepted(listener, res)))
 
+    def _serve(self) -> None:
+        """The coordinator's unit states are applied (target/unit_sync.py): accept on every portal. Until then
+        connections wait in the listeners' backlogs, so no command is served before a reservation or a sanitize
+        failure the coordinator holds is in force here."""
+        if not self.stopping:
+            log.info("worker %d (pid %d) serving on CPU %s", self.index, os.getpid(), self.cpu)
+            for listener in self.listeners.values():
+                self._arm_accept(listener)
+
     def listen(self, host: str, port: int) -> None:
         """Serve one more portal (a reload added it)."""
         vips = self.config.cluster.vip_addresses() if self.config.cluster is not None else ()
         listener = listen_socket(host, port, host in vips)
         self.listeners[(host, port)] = listener
-        self._arm_accept(listener)
+        if self.unit_sync.ready:
+            self._arm_accept(listener)
 
     def stop_listening(self, host: str, port: int) -> None:
         """Accept no more on a portal (a reload removed it; its connections stay). The shutdown ends the accept in
         flight, whose completion closes the socket: closed before, its descriptor could be reused under that op."""
         listener = self.listeners.pop((host, port), None)
-        if listener is not None:
+        if listener is not None and not self.unit_sync.ready:
+            listener.close()                # no accept in flight yet
+        elif listener is not None:
             listener.shutdown(socket.SHUT_RDWR)
 
     def _accepted(self, listener: socket.socket, res: int) -> None:
@@ -427,9 +442,7 @@ class Worker:
             conn.stop_when_idle()
 
     def run(self) -> None:
-        self.coordinator.start()
-        for listener in self.listeners.values():
-            self._arm_accept(listener)
+        self.coordinator.start()            # accepting begins once the unit states are here (_serve)
         settle()
         next_keepalive = time.monotonic() + (self.nop_interval or 3600)
         next_login_check = time.monotonic() + 1
@@ -497,9 +510,10 @@ def _coalesce(out: list) -> tuple[list, int]:
 
 def worker_main(config, index: int, cpu: int) -> None:
     """Entry point of a worker process (the supervisor has already pinned it to `cpu`)."""
-    worker = Worker(config, index)
+    worker = Worker(config, index, cpu)
     signal.signal(signal.SIGTERM, worker.request_stop)
     signal.signal(signal.SIGINT, worker.request_stop)
-    log.info("worker %d (pid %d) serving on CPU %d", index, os.getpid(), cpu)
+    log.info("worker %d (pid %d) started on CPU %d; it serves once the coordinator's unit states are here", index,
+             os.getpid(), cpu)
     worker.run()
     log.info("worker %d stopped", index)

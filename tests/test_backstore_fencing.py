@@ -1,6 +1,7 @@
 """target/backstore/fencing.py's parts that need no cluster (the rest runs in tests/e2e/test_rbd_failover.py): the
-addresses librados reports, as the blocklist takes them; coordinator/fencer.py's pools of a configuration."""
-from coordinator.fencer import rbd_pools
+addresses librados reports, as the blocklist takes them; coordinator/fencer.py's pools of a configuration and its
+reading of the fencing process's line."""
+from coordinator.fencer import _result, rbd_pools
 from target.backstore.fencing import addresses
 from target.config import loads_config
 
@@ -37,3 +38,11 @@ path = "x.img"
 size = "1MiB"
 """)
     assert rbd_pools(config) == [[None, None, None, "rbd"], ["/etc/ceph/other.conf", None, None, "fast"]]
+
+
+def test_the_fencing_process_line_gives_the_blocklists_osd_map_epoch_per_cluster():
+    line = ('{"fenced": ["192.0.2.1:0/7"], "errors": [], "seconds": {"blocklist": 0.4}, "refused": "", '
+            '"epochs": {"/etc/ceph/ceph.conf": 42}}')
+    fenced = _result(f"librados chatter\n{line}\n", 0, "")
+    assert (fenced.addresses, fenced.error, fenced.epochs) == (["192.0.2.1:0/7"], "", {"/etc/ceph/ceph.conf": 42})
+    assert "exited 1" in _result("Traceback …", 1, "").error

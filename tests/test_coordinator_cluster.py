@@ -15,13 +15,13 @@ import zmq.auth
 from coordinator.bus import ClusterBus, ClusterBusError
 from coordinator.cluster import Cluster
 from coordinator.control import control_request
-from coordinator.fencer import Fencer
+from coordinator.fencer import Fenced, Fencer
 from coordinator.lun_identities import mismatches
 from coordinator.endpoints import workers_endpoint
 from coordinator.registry import SessionRegistry
 from coordinator.messages import ReservationRequest, Takeover
 from coordinator.unit_service import UnitAuthority, register_unit_handlers
-from coordinator.schema import HELLO, NOTIFY, PUSH, WELCOME, decode, encode
+from coordinator.schema import ACK, HELLO, NOTIFY, PUSH, WELCOME, decode, encode
 from coordinator.service import CoordinatorService
 from coordinator.sessions_service import register_session_handlers
 from target.config import ClusterConfig
@@ -253,3 +253,30 @@ def test_a_takeover_whose_fencing_fails_is_refused_unless_told_unfenced(tmp_path
             assert len(a.registry) == (0 if unfenced else 1)
     finally:
         a.close()
+
+
+def test_a_takeover_goes_on_only_once_every_worker_has_the_osd_map_of_the_blocklist(nodes):
+    """After fencing (which reports the blocklist's OSD map epoch) every worker of the node gets an OsdMapBarrier push;
+    the takeover's next step (the tickles) waits for their acks."""
+    made, _ = nodes
+    a = made["a"]
+    worker = a.context.socket(zmq.DEALER)
+    worker.routing_id = b"w0.%d" % os.getpid()
+    worker.connect(workers_endpoint(a.state_dir))
+    worker.send(encode(HELLO, body={"pid": os.getpid(), "index": 0}))
+    pump([a], lambda: worker.poll(0) and decode(worker.recv()).type == WELCOME)
+    went_on = []
+    a.cluster._after_barrier(Fenced(["192.0.2.9:0/1"], epochs={"/etc/ceph/ceph.conf": 42}),
+                             lambda: went_on.append(True))
+    pushes = []
+    pump([a], lambda: worker.poll(0) and pushes.append(decode(worker.recv())) or pushes)
+    assert (pushes[0].type, pushes[0].kind, pushes[0].body) == (PUSH, "cluster.osdmap",
+                                                                {"epochs": {"/etc/ceph/ceph.conf": 42}})
+    for _ in range(20):
+        a.service.run_once(0.005)
+    assert went_on == []                        # not before the worker's ack
+    worker.send(encode(ACK, pushes[0].id))
+    pump([a], lambda: went_on)
+    a.cluster._after_barrier(Fenced(), lambda: went_on.append(True))     # nothing fenced: at once
+    assert went_on == [True, True]
+    worker.close()

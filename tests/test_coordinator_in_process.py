@@ -61,3 +61,28 @@ def test_a_reservation_command_the_coordinator_fails_ends_in_hardware_error():
     target, = workers(1, units=())
     target.attach(A, IdleSession())
     assert_sense(run(target, prout(R.REGISTER), A, params(0, 1)), S.HARDWARE_ERROR, S.INTERNAL_TARGET_FAILURE)
+
+
+def test_a_worker_is_ready_to_serve_only_once_the_unit_states_are_applied():
+    """UnitSync's gate (the worker accepts connections from `on_ready` on): a FetchUnitStates that fails leaves it
+    shut and is asked again later; the answer opens it, once, with the reservation made meanwhile in force."""
+    hub = InProcessCoordinator()
+    ready, timers = [], []
+    target = ScsiTarget({0: make_unit()}, coordinator=hub.client())
+    sync = UnitSync(target.coordinator, {IQN: target}, lambda: ready.append(True), lambda s, fn: timers.append(fn))
+    assert not sync.ready and ready == [] and len(timers) == 2      # the start's deadline, the retry
+    register_unit_handlers(hub, UnitAuthority([(IQN, 0)]))
+    other = ScsiTarget({0: make_unit()}, coordinator=hub.client("w1.2"))
+    UnitSync(other.coordinator, {IQN: other})
+    other.attach(A, IdleSession())
+    assert_sense(run(other, TUR, A), S.UNIT_ATTENTION, S.POWER_ON_RESET)
+    assert run(other, prout(R.REGISTER), A, params(0, 1)).status == GOOD
+    assert run(other, prout(R.RESERVE, R.EXCLUSIVE_ACCESS), A, params(1)).status == GOOD
+    for timer in timers:
+        timer()
+    assert sync.ready and ready == [True]
+    target.attach(B, IdleSession())
+    assert_sense(run(target, TUR, B), S.UNIT_ATTENTION, S.POWER_ON_RESET)
+    assert run(target, READ10, B).status == RESERVATION_CONFLICT
+    sync._refresh()                         # a later (re)connection: states again, the gate opens no second time
+    assert ready == [True]

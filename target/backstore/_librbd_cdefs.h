@@ -22,10 +22,12 @@ int rados_ioctx_create(rados_t cluster, const char *pool_name, rados_ioctx_t *io
 void rados_ioctx_destroy(rados_ioctx_t io);
 int rados_mon_command(rados_t cluster, const char **cmd, size_t cmdlen, const char *inbuf, size_t inbuflen,
                       char **outbuf, size_t *outbuflen, char **outs, size_t *outslen);
+int rados_wait_for_latest_osdmap(rados_t cluster);     /* a takeover's writes after the blocklist (fencing.py) */
 
 /* compound operations on one object: the omap of the fencing records (fencing.py), versioned objects
    (rados_objects.py: one write op compares an xattr, sets it and replaces the data atomically) */
 #define LIBRADOS_CREATE_EXCLUSIVE ...
+#define LIBRADOS_CREATE_IDEMPOTENT ...
 #define LIBRADOS_CMPXATTR_OP_EQ ...
 typedef int... time_t;
 typedef void *rados_write_op_t;
@@ -37,6 +39,8 @@ int rados_write_op_operate(rados_write_op_t write_op, rados_ioctx_t io, const ch
 void rados_write_op_omap_set(rados_write_op_t write_op, char const *const *keys, char const *const *vals,
                              const size_t *lens, size_t num);
 void rados_write_op_omap_rm_keys(rados_write_op_t write_op, char const *const *keys, size_t keys_len);
+void rados_write_op_omap_cmp(rados_write_op_t write_op, const char *key, uint8_t comparison_operator,
+                             const char *val, size_t val_len, int *prval);
 rados_read_op_t rados_create_read_op(void);
 void rados_release_read_op(rados_read_op_t read_op);
 void rados_read_op_omap_get_vals2(rados_read_op_t read_op, const char *start_after, const char *filter_prefix,

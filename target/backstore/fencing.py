@@ -7,12 +7,28 @@ worker opens its first image of the pool (`record`); a restarted worker adds its
 A takeover (`fence`, run by the coordinator in a process of its own: `python -m target.backstore.fencing SPEC`)
 first marks the object `fenced` → {"by", "at"}, then reads every `client.` key, blocklists each address with the
 monitor (`osd blocklist add ADDRESS BLOCKLIST_SECONDS`, all at once: one after the other, each would wait for the
-monitor's next proposal, about a second) and drops the keys it blocklisted. A worker records its
+monitor's next proposal, about a second), drops the keys it blocklisted and reports the OSD map epoch that has them
+all in its blocklist (`blocklist_epoch`, per cluster). The takeover then has every worker of this node bring its
+own clients to the latest OSD map before it tickles (coordinator/cluster.py, target/osdmap_sync.py), as librbd
+does after it blocklists a lock holder: an op carries its client's map epoch, and an OSD applies an op of a later
+epoch than its own only once it has that map, so the surviving node's writes are applied after every OSD that
+serves them knows the blocklist, and whatever the fenced client had in flight is either applied before them or
+refused. A worker records its
 address before it looks for the mark, and a takeover marks before it reads: RADOS orders the two on the one
 object, so a worker either is among the clients blocklisted or finds the mark, and then serves the pool's LUNs
 offline (a fenced node that restarts does not write again until an operator removes the mark:
 `rados -p POOL rmomapkey ringtgt.node.NODE fenced`). A node marked fenced fences no one: cut off and resumed, it
 takes its peer for dead in turn, and would otherwise blocklist the node that took over.
+
+Two nodes cut off from each other at the same moment, both still reaching Ceph, may each take the other for dead
+and fence it at once: each would read its own object unmarked before the other marks it. So a takeover first claims
+the fencing in one object both write, `ringtgt.fencing` in the first of the pools (by ceph.conf, then pool name: the
+same on every node serving the same LUNs): one RADOS write op that creates the object if need be, compares this
+node's key `fenced.BY` with nothing (a missing key compares as empty, and no key is ever written empty) and sets
+`fenced.NODE`. RADOS applies the ops on one object one at a time, so of two such claims the second finds its own
+node's key and is refused (ECANCELED): that node fences no one and takes over no one. A claim that fails otherwise
+fails the fencing. Unfencing a repaired node also takes its key out of that object:
+`rados -p POOL rmomapkey ringtgt.fencing fenced.NODE`.
 
 The fencing client opens no admin socket: librados, finding the socket path ceph.conf gives taken, pings its owner
 first, and when the owner is a frozen process of the node being fenced (two nodes on one machine, a ceph.conf with
@@ -20,6 +36,7 @@ first, and when the owner is a frozen process of the node being fenced (two node
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -33,9 +50,11 @@ from .rados import Connection, connection
 from .rbd_image import CephClient
 
 OBJECT_PREFIX = "ringtgt.node."
+CLAIMS = "ringtgt.fencing"                  # the one object every takeover claims its fencing in (see above)
 CLIENT_PREFIX = "client."
 FENCED_KEY = "fenced"
 BLOCKLIST_SECONDS = 10 * 365 * 24 * 3600    # the monitor's default (an hour) would let a frozen node back in
+EPOCH_TIMEOUT = 10.0                        # seconds for the OSD map to list what the monitor said it blocklisted
 _OMAP_BATCH = 1024                          # keys read per omap call
 
 _recorded: set[tuple[CephClient, str]] = set()     # this process's clients already recorded, by pool
@@ -72,6 +91,27 @@ def _remove_keys(conn: Connection, pool: str, oid: str, names: list[str]) -> Non
                f"writing {pool}/{oid}")
     finally:
         lib.rados_release_write_op(op)
+
+
+def claim(conn: Connection, pool: str, node: str, by: str) -> bool:
+    """`by` fences `node`, in `pool`'s CLAIMS object, unless `by` was claimed fenced there first: False then."""
+    mine, theirs = f"{FENCED_KEY}.{by}".encode(), f"{FENCED_KEY}.{node}"
+    value = ffi.new("char[]", json.dumps({"by": by, "at": time.time()}).encode())
+    key = ffi.new("char[]", theirs.encode())
+    op = lib.rados_create_write_op()
+    try:
+        compared = ffi.new("int *")
+        lib.rados_write_op_create(op, lib.LIBRADOS_CREATE_IDEMPOTENT, ffi.NULL)
+        lib.rados_write_op_omap_cmp(op, mine, lib.LIBRADOS_CMPXATTR_OP_EQ, b"", 0, compared)
+        lib.rados_write_op_omap_set(op, ffi.new("char *[]", [key]), ffi.new("char *[]", [value]),
+                                    ffi.new("size_t[]", [len(ffi.string(value))]), 1)
+        rc = lib.rados_write_op_operate(op, conn.ioctx(pool), CLAIMS.encode(), ffi.NULL, 0)
+    finally:
+        lib.rados_release_write_op(op)
+    if rc == -errno.ECANCELED:
+        return False
+    _check(rc, f"claiming the fencing of {node} in {pool}/{CLAIMS}")
+    return True
 
 
 def read_keys(conn: Connection, pool: str, oid: str) -> dict[str, str]:
@@ -122,6 +162,28 @@ def blocklist(conn: Connection, address: str, seconds: float = BLOCKLIST_SECONDS
     conn.mon_command({"prefix": "osd blocklist", "blocklistop": "add", "addr": address, "expire": float(seconds)})
 
 
+def blocklist_epoch(conn: Connection, blocklisted: list[str], timeout: float = EPOCH_TIMEOUT) -> int:
+    """The epoch of the OSD map the monitors have now, once its blocklist has every one of `blocklisted` (the
+    monitor answering another question may not have applied the last proposal yet): BackstoreError past
+    `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        dump = conn.mon_json({"prefix": "osd dump"})
+        listed = dump.get("blocklist", dump.get("blacklist", {}))
+        missing = [address for address in blocklisted if address not in listed]
+        if not missing:
+            return int(dump["epoch"])
+        if time.monotonic() > deadline:
+            raise BackstoreError(f"the OSD map (epoch {dump['epoch']}) does not list {', '.join(missing)} as "
+                                 f"blocklisted {timeout:g} s after the monitor blocklisted them")
+        time.sleep(0.1)
+
+
+def cluster_of(client: CephClient) -> str:
+    """The key of a client's cluster in FenceResult.epochs: its ceph.conf."""
+    return client.ceph_conf or "default"
+
+
 def addresses(text: str) -> list[str]:
     """The addresses in rados_getaddrs' text: one (`1.2.3.4:0/NONCE`) or a vector (`[v2:…/N,v1:…/N]`), each
     without its protocol, as the blocklist takes them."""
@@ -146,12 +208,13 @@ def _try_blocklist(what: tuple[Connection, str]) -> str:
 
 @dataclass
 class FenceResult:
-    """What `fence` did: the addresses blocklisted, what failed (empty: the node is fenced), and the seconds each
-    step took (connect, mark, blocklist)."""
+    """What `fence` did: the addresses blocklisted, what failed (empty: the node is fenced), the seconds each step
+    took (connect, mark, blocklist, epoch) and, per cluster (`cluster_of`), the OSD map epoch with the blocklist."""
 
     fenced: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
     refused: str = ""           # why nothing was done: the node fencing was fenced itself (a partition's other side)
 
     def took(self, step: str, since: float) -> float:
@@ -161,14 +224,15 @@ class FenceResult:
 
 
 def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResult:
-    """Mark `node` fenced in each of `pools` ((client, pool) pairs), blocklist every client address it recorded
-    there, and drop the records of those blocklisted; nothing if `by` (this node) is marked fenced in a pool."""
+    """Claim the fencing of `node` (in the first pool's CLAIMS object), mark it fenced in each of `pools` ((client,
+    pool) pairs), blocklist every client address it recorded there, and drop the records of those blocklisted;
+    nothing if `by` (this node) is marked fenced in a pool or was claimed fenced first."""
     result = FenceResult()
     oid = object_name(node)
     recorded: dict[str, list[tuple[Connection, str, str]]] = {}      # address → (conn, pool, key) records
     conns: list[Connection] = []
     try:
-        for client, pool in pools:
+        for index, (client, pool) in enumerate(sorted(pools, key=lambda entry: (str(entry[0]), entry[1]))):
             try:
                 began = time.monotonic()
                 conn = next((c for c in conns if c.client == client), None)
@@ -180,6 +244,10 @@ def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResul
                 if mark is not None:
                     result.refused = f"node {by} was fenced itself ({mark}): it fences no one"
                     return result
+                if index == 0 and not claim(conn, pool, node, by):
+                    result.refused = (f"node {by} was fenced itself (claimed first in {pool}/{CLAIMS}: two takeovers "
+                                      "at once): it fences no one")
+                    return result
                 _set_keys(conn, pool, oid, {FENCED_KEY: json.dumps({"by": by, "at": time.time()})})
                 keys = read_keys(conn, pool, oid)
                 result.took("mark", began)
@@ -189,21 +257,35 @@ def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResul
                         recorded.setdefault(address, []).append((conn, pool, key))
             except BackstoreError as e:
                 result.errors.append(f"pool {pool} ({client}): {e}")
+                if index == 0:
+                    return result           # unclaimed: a node fencing this one at the same time might not see it
         began = time.monotonic()
         with ThreadPoolExecutor(min(32, max(1, len(recorded)))) as pool_of_threads:   # one monitor proposal
             outcomes = list(pool_of_threads.map(_try_blocklist, [(records[0][0], address)
                                                                  for address, records in recorded.items()]))
         result.took("blocklist", began)
+        blocklisted: dict[Connection, list[str]] = {conn: [] for conn in conns}
         for (address, records), error in zip(recorded.items(), outcomes):
             if error:
                 result.errors.append(error)
                 continue
             result.fenced.append(address)
+            blocklisted[records[0][0]].append(address)
             for conn, pool, key in records:
                 try:
                     _remove_keys(conn, pool, oid, [key])
                 except BackstoreError:
                     pass            # blocklisted already: blocklisting it again at the next takeover does no harm
+        began = time.monotonic()
+        for conn, listed in blocklisted.items():     # also with none listed now: a repeated takeover's barrier
+            try:
+                epoch = blocklist_epoch(conn, listed)
+            except BackstoreError as e:
+                result.errors.append(f"{conn.client}: {e}")
+                continue
+            key = cluster_of(conn.client)
+            result.epochs[key] = max(epoch, result.epochs.get(key, 0))
+        result.took("epoch", began)
     finally:
         for conn in conns:
             conn.close()
@@ -220,7 +302,7 @@ def _fence_from_command_line() -> None:
     except BackstoreError as e:
         result = FenceResult(errors=[str(e)])
     print(json.dumps({"fenced": result.fenced, "errors": result.errors, "seconds": result.seconds,
-                      "refused": result.refused}), flush=True)
+                      "refused": result.refused, "epochs": result.epochs}), flush=True)
 
 
 if __name__ == "__main__":

@@ -105,17 +105,35 @@ class Connection:
     def mon_command(self, command: dict) -> str:
         """A monitor command (`command`: its JSON fields, as `ceph … -f json` sends them), at most
         rados_mon_op_timeout: its status text; BackstoreError with the monitor's answer if it failed."""
+        return self._mon(command)[0]
+
+    def mon_json(self, command: dict):
+        """A monitor command's output, asked for as JSON and parsed (BackstoreError as for mon_command)."""
+        output = self._mon({**command, "format": "json"})[1]
+        try:
+            return json.loads(output)
+        except ValueError:
+            raise BackstoreError(f"{command['prefix']}: not JSON: {output[:200]!r}") from None
+
+    def _mon(self, command: dict) -> tuple[str, str]:
         cmd = ffi.new("char[]", json.dumps(command).encode())
         outbuf, outbuflen = ffi.new("char **"), ffi.new("size_t *")
         outs, outslen = ffi.new("char **"), ffi.new("size_t *")
         rc = lib.rados_mon_command(self._cluster, ffi.new("char *[]", [cmd]), 1, ffi.NULL, 0, outbuf, outbuflen,
                                    outs, outslen)
         status = ffi.unpack(outs[0], outslen[0]).decode(errors="replace") if outs[0] != ffi.NULL else ""
+        output = ffi.unpack(outbuf[0], outbuflen[0]).decode(errors="replace") if outbuf[0] != ffi.NULL else ""
         for buf in (outbuf[0], outs[0]):
             if buf != ffi.NULL:
                 lib.rados_buffer_free(buf)
         _check(rc, f"{command['prefix']} ({status})" if status else command["prefix"])
-        return status
+        return status, output
+
+    def wait_for_latest_osdmap(self) -> None:
+        """Block until this client has the OSD map the monitors have now (or a later one): its ops from then on
+        carry that epoch, and an OSD applies them only once it has that map too (fencing.py). No deadline of its
+        own: call it off any loop, and give up waiting on the caller's side."""
+        _check(lib.rados_wait_for_latest_osdmap(self._cluster), f"ceph client {self.client}: latest OSD map")
 
     def close(self) -> None:
         if self._cluster is None:
@@ -128,6 +146,11 @@ class Connection:
 
 
 _connections: dict[CephClient, Connection] = {}
+
+
+def connections() -> list[Connection]:
+    """This process's connections (a worker's: one per client its RBD LUNs use)."""
+    return list(_connections.values())
 
 
 def connection(client: CephClient) -> Connection:

@@ -167,7 +167,7 @@ class RingTgt:
         RingTgt.running.append(self)
         try:
             self.workers = poll(self._ready, timeout=START_TIMEOUT,
-                                what=f"{self.workers_wanted} workers listening on {self.portal}")
+                                what=f"{self.workers_wanted} workers listening and serving on {self.portal}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- ringtgt stderr ---\n{self.stderr()}") from None
         return self
@@ -180,8 +180,8 @@ class RingTgt:
         if self.proc.poll() is not None:
             raise AssertionError(f"ringtgt serve exited {self.proc.returncode} during startup:\n{self.stderr()}")
         workers = self.listening_children()
-        if len(workers) < self.workers_wanted:
-            return None
+        if len(workers) < self.workers_wanted or self.stderr().count(") serving on CPU") < self.workers_wanted:
+            return None                 # (a worker listens at once, and accepts once it has the unit states)
         try:
             socket.create_connection((HOST, self.port), timeout=5).close()
         except OSError:

@@ -5,7 +5,9 @@ coordinator or worker is stopped with SIGSTOP:
   request deadline (5 s) however long the coordinator is stopped; the next logins on that worker do not wait;
 - a PR OUT REGISTER whose connection closed while the coordinator was stopped is never applied;
 - a stopped worker or coordinator is killed and restarted after `hang_timeout`, and the other worker's PR OUTs
-  do not wait for the stopped one's acknowledgement each time.
+  do not wait for the stopped one's acknowledgement each time;
+- a worker restarted while the coordinator is stopped answers nothing (not even a login's first step) until the
+  coordinator's unit states reach it, and then serves with the reservation in force.
 
 Every bound asserted is several times what the code takes (the deadline is 5 s, the ack wait 3 s), and far
 below what the old code took (as long as the coordinator was stopped; 10 s per PR OUT; 5 s per login)."""
@@ -20,7 +22,7 @@ from contextlib import contextmanager
 import initiator as I
 import procfs
 from harness import HOST, connect_to_worker, connections_on_every_worker, poll
-from pr_commands import READ_KEYS, REGISTER, good, lun_reset, prout, read_keys
+from pr_commands import READ_KEYS, REGISTER, RESERVE, WRITE_EXCLUSIVE, conflict, good, lun_reset, prout, read_keys
 
 NAME = "iqn.2026-11.org.ringtgt:deadlines"
 BUSY = 0x08
@@ -157,6 +159,48 @@ def test_a_stopped_coordinator_is_killed_and_restarted(ringtgt):
     with ini:
         ini.clear_unit_attentions()
         assert poll(lambda: _keys_if_answered(ini), timeout=30, what="the new coordinator to answer") == ([],)
+
+
+def test_a_restarted_worker_serves_nothing_before_the_unit_states_reach_it(ringtgt):
+    """Worker 0, alone, is killed while the coordinator is stopped; its replacement listens but accepts nothing:
+    the security step of a login, which the worker answers by itself, gets no answer in NO_WAIT_BOUND (the old code
+    answered it at once, and let the login through after the 5 s deadline, with no reservation in force). Once the
+    coordinator runs again the same connection logs in and a non-registrant's WRITE gets RESERVATION CONFLICT."""
+    tgt = ringtgt(workers=1, server_extra=QUIET)
+    with I.Initiator.connect(HOST, tgt.port) as holder:
+        holder.login(tgt.iqn, initiator_name=f"{NAME}-holder")
+        holder.clear_unit_attentions()
+        good(prout(holder, REGISTER, 0, 0x51))
+        good(prout(holder, RESERVE, 0x51, pr_type=WRITE_EXCLUSIVE))
+    coordinator, (old,) = tgt.coordinator(), tgt.workers
+    with stopped(coordinator):
+        os.kill(old, signal.SIGKILL)
+        new = poll(lambda: [p for p in tgt.listening_children() if p != old], timeout=30,
+                   what="the supervisor to restart the worker")[0]
+        tgt.workers = [new]
+        probe = I.Initiator.connect(HOST, tgt.port)
+        security = [("InitiatorName", f"{NAME}-other"), ("SessionType", "Normal"), ("TargetName", tgt.iqn),
+                    ("AuthMethod", "None")]
+        probe.send_pdu(probe.login_request(security, csg=0, nsg=1, itt=probe.next_itt()))
+        probe.sock.settimeout(NO_WAIT_BOUND)
+        try:
+            answer = probe.recv_pdu()
+        except TimeoutError:
+            answer = None
+        assert answer is None, f"worker {new} answered {answer!r} before the unit states reached it"
+        print(f"worker {new}, restarted with the coordinator stopped: no answer to a login in {NO_WAIT_BOUND:g} s")
+        poll(lambda: lines(tgt, "no unit states from the coordinator"), timeout=DEADLINE_BOUND,
+             what="the worker to log that it waits for the unit states")
+    with probe:
+        probe.sock.settimeout(30)
+        probe.params = dict(I.RFC_DEFAULTS)
+        probe.recv_pdu()                    # the security step's answer, now
+        probe.tsih = 0
+        probe._login_stage([(k, v) for k, v in I.DEFAULT_OPERATIONAL_KEYS.items() if v is not None], 1, 3)
+        probe.full_feature = True
+        probe.clear_unit_attentions()
+        conflict(probe.write(0, bytes(512), block_size=512))
+    assert lines(tgt, "unit states applied"), tgt.stderr()
 
 
 def _try(fn, *args):

@@ -11,6 +11,12 @@ CONFLICT). Node a then resumes: a write through its own portal (from inside its 
 the block on b is unchanged; a, fenced itself, fences no one (built-in: it takes b for dead); and a worker of a that
 is restarted finds the fence mark and serves its LUNs offline. The pause fio saw and the addresses fenced are
 printed.
+
+Without namespaces: two nodes fencing each other at once fence one (the claim in `ringtgt.fencing`), step by step
+and in two fencing processes run together; a takeover on a one-node `serve` (its peer never runs, a client address
+recorded for it) leaves every worker's RADOS client at an OSD map epoch at least the blocklist's before it answers,
+read from each client's admin socket (`perf dump`: the Objecter's map_epoch, which an idle client would not have
+moved).
 """
 from __future__ import annotations
 
@@ -19,11 +25,17 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 from cluster_lab import (FIO_BYTES, FIO_INITIATOR, FIO_LUN, FIO_RUNTIME, KEY, NODES, VIP, WRITE_EXCLUSIVE, Node,
                          client_script, fio_sessions, move_vip, pauses, start_fio, stop_fio)
-from harness import poll
+from harness import REPO, Lun, free_port, poll, ringtgt_binary, run
+
+from target.backstore.fencing import CLAIMS, claim
+from target.backstore.rados import Connection
+from target.backstore.rbd_image import CephClient
 
 VIP_MOVES_AFTER = 2.0               # seconds after node a froze
 SERVER = "hang_timeout = 600"       # a frozen node's watchdog must not restart its workers when it resumes
@@ -56,6 +68,7 @@ def unfence(cluster, node: str, addresses: set[str]) -> None:
     for address in addresses:
         cluster.ceph("osd", "blocklist", "rm", address)
     cluster.rados("-p", "rbd", "rmomapkey", f"ringtgt.node.{node}", "fenced")
+    cluster.rados("-p", "rbd", "rmomapkey", CLAIMS, f"fenced.{node}")
     cluster.rados("-p", "rbd", "rm", f"ringtgt.node.{node}")
 
 
@@ -147,3 +160,74 @@ def test_builtin_fenced_takeover_on_one_ceph_cluster(lab_factory, ceph_cluster, 
     result = fenced_failover(lab_factory, ceph_cluster, tmp_path, "builtin")
     print(f"built-in fenced takeover on RBD: done {result['took'] * 1000:.0f} ms after node a froze "
           f"(dead_after = 0.5 s); " + report("node a froze", result))
+
+
+def objecter_epoch(cluster, pid: int) -> int:
+    """The OSD map epoch the Objecter of process `pid`'s RADOS client took last (0: none since its start), from the
+    client's admin socket (the test cluster's ceph.conf gives every client one, by pid)."""
+    sockets = list((cluster.dir / "run").glob(f"*.{pid}.*.asok"))
+    assert len(sockets) == 1, (pid, sockets)
+    dump = json.loads(run(["ceph", "--admin-daemon", str(sockets[0]), "perf", "dump", "objecter"]).stdout)
+    return int(dump["objecter"]["map_epoch"])
+
+
+def test_a_takeover_answers_once_every_worker_has_the_osd_map_of_the_blocklist(ringtgt, ceph_cluster):
+    ceph_cluster.create_image("fence-osdmap", 16 << 20)
+    cluster = f"""[cluster]
+node = "osdmap-b"
+listen = "tcp://127.0.0.1:{free_port()}"
+peers = {{ osdmap-a = "tcp://127.0.0.1:{free_port()}" }}
+"""
+    tgt = ringtgt(luns=[Lun(0, "", 512, store=ceph_cluster.lun_keys("fence-osdmap"))], workers=2, extra=cluster)
+    address = f"127.0.0.1:0/{os.getpid()}"                   # what a worker of osdmap-a would have recorded
+    ceph_cluster.rados("-p", "rbd", "setomapval", "ringtgt.node.osdmap-a", f"client.0.{address}", "{}")
+    try:
+        before = {pid: objecter_epoch(ceph_cluster, pid) for pid in tgt.workers}
+        epoch_before = json.loads(ceph_cluster.ceph("osd", "stat", "-f", "json"))["epoch"]
+        said = run([ringtgt_binary(), "takeover", "osdmap-a", "--config", str(tgt.config)]).stdout
+        assert f"1 RADOS clients blocklisted\n  {address}" in said, said
+        epoch = int(re.search(r"OSD map epoch (\d+) of .*: this node's workers waited for it", said).group(1))
+        after = {pid: objecter_epoch(ceph_cluster, pid) for pid in tgt.workers}
+        print(f"blocklist in OSD map epoch {epoch} (before: {epoch_before}); workers' Objecter epochs before the "
+              f"takeover {before}, after {after}")
+        assert epoch > epoch_before and address in ceph_cluster.blocklist()
+        assert all(seen >= epoch for seen in after.values()), (epoch, after, tgt.stderr())
+        assert tgt.stderr().count("at the takeover's OSD map") == 2, tgt.stderr()
+    finally:
+        ceph_cluster.ceph("osd", "blocklist", "rm", address)
+        ceph_cluster.rados("-p", "rbd", "rmomapkey", CLAIMS, "fenced.osdmap-a")
+        for node in ("osdmap-a", "osdmap-b"):
+            ceph_cluster.rados("-p", "rbd", "rm", f"ringtgt.node.{node}")
+
+
+def test_two_nodes_fencing_each_other_at_once_fence_one_of_them(ceph_cluster):
+    """The interleaving that fenced both before: each has found its own node's object unmarked, then both claim;
+    the second claim is refused. Then two fencing processes of two other nodes started together: one fences, the
+    other is refused, and only the loser's object is marked."""
+    client = CephClient(str(ceph_cluster.conf))
+    conn = Connection(client)
+    spec = {"pools": [[str(ceph_cluster.conf), None, None, "rbd"]]}
+    try:
+        assert claim(conn, "rbd", "tie-b", by="tie-a") is True
+        assert claim(conn, "rbd", "tie-a", by="tie-b") is False
+        assert claim(conn, "rbd", "tie-b", by="tie-a") is True          # the winner's takeover again: still its own
+        procs = {by: subprocess.Popen([sys.executable, "-m", "target.backstore.fencing",
+                                       json.dumps({**spec, "node": node, "by": by})], cwd=REPO,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for by, node in (("race-a", "race-b"), ("race-b", "race-a"))}
+        results = {by: json.loads(proc.communicate(timeout=60)[0].strip().splitlines()[-1])
+                   for by, proc in procs.items()}
+        print(f"two fencings at once: {results}")
+        refused = [by for by, result in results.items() if result["refused"]]
+        assert len(refused) == 1 and all(not result["errors"] for result in results.values()), results
+        winner = next(by for by in results if by not in refused)
+        marked = {by: "fenced" in subprocess.run(["rados", "-c", str(ceph_cluster.conf), "-p", "rbd", "listomapkeys",
+                                                  f"ringtgt.node.{by}"], capture_output=True, text=True).stdout.split()
+                  for by in results}          # (the winner's object was never written: no such object)
+        assert marked == {refused[0]: True, winner: False}, marked
+    finally:
+        conn.close()
+        for node in ("tie-a", "tie-b", "race-a", "race-b"):
+            ceph_cluster.rados("-p", "rbd", "rmomapkey", CLAIMS, f"fenced.{node}")
+            subprocess.run(["rados", "-c", str(ceph_cluster.conf), "-p", "rbd", "rm", f"ringtgt.node.{node}"],
+                           capture_output=True)
