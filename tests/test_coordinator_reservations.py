@@ -236,14 +236,23 @@ def test_snapshot_restore():
     assert copy.attach({"target": T, "nexus": A2}, "w0.1").body["attentions"][0] == [0, []]
 
 
+
+def greeted(auth: UnitAuthority) -> dict[str, set[str]]:
+    """The initiators told of the power-on, by target (each unit keeps its own)."""
+    names: dict[str, set[str]] = {}
+    for (target, _), unit in auth.units.items():
+        if unit.greeted:
+            names.setdefault(target, set()).update(unit.greeted)
+    return names
+
 def test_a_restarted_coordinator_resumes_a_new_serve_does_not(tmp_path):
     auth = UnitAuthority([(T, 0)], str(tmp_path), incarnation="100")
     auth.attach({"target": T, "nexus": A1}, "w0.1")
     auth.request(prout_body(A1, R.REGISTER, 0, 4), "w0.1")                      # no APTPL
     resumed = UnitAuthority([(T, 0)], str(tmp_path), incarnation="100")    # same supervisor
-    assert resumed.units[(T, 0)].reservations.keys == {A1: 4} and resumed.greeted == {T: {"iqn.a"}}
+    assert resumed.units[(T, 0)].reservations.keys == {A1: 4} and greeted(resumed) == {T: {"iqn.a"}}
     fresh = UnitAuthority([(T, 0)], str(tmp_path), incarnation="200")      # a new `serve`
-    assert fresh.units[(T, 0)].reservations.keys == {} and fresh.greeted == {}
+    assert fresh.units[(T, 0)].reservations.keys == {} and greeted(fresh) == {}
     assert [p.name for p in (tmp_path / "reservations").iterdir()] == []
 
 
@@ -320,7 +329,7 @@ def test_a_clean_stop_keeps_the_units_state_for_the_next_serve_only(tmp_path):
     assert resumed.attach({"target": T, "nexus": B}, "w1.4").body["attentions"][1] == [1, [MODE_PARAMETERS_CHANGED]]
 
     crashed = serve(tmp_path, 300)                                             # SIGKILL / power loss, then `serve`
-    assert crashed.units[(T, 1)].reservations.keys == {} and crashed.greeted == {}
+    assert crashed.units[(T, 1)].reservations.keys == {} and greeted(crashed) == {}
     assert crashed.units[(T, 1)].mode is None and crashed.units[(T, 1)].pending == {}
 
 
@@ -357,7 +366,7 @@ def test_a_target_whose_luns_changed_greets_its_initiators_again(tmp_path):
     resumed = serve(tmp_path, 200, units=((T, 0), (T, 1), (other, 0)))       # other's LUN 1 was removed
     assert set(resumed.units) == {(T, 0), (T, 1), (other, 0)}
     assert resumed.units[(T, 0)].reservations.keys == {A1: 3}
-    assert resumed.greeted == {T: {"iqn.a"}}
+    assert greeted(resumed) == {T: {"iqn.a"}}
 
 
 def test_a_malformed_stop_snapshot_is_a_power_on(tmp_path, caplog):
@@ -370,7 +379,7 @@ def test_a_malformed_stop_snapshot_is_a_power_on(tmp_path, caplog):
                  f'{{"units": [["{T}", 0, {{"generation": 5}}, {{}}, null, null]], "greeted": {{}}}}'):  # half applied
         stopped.write_text(text)
         started = serve(tmp_path, 200)
-        assert started.units[(T, 0)].reservations.keys == {A1: 9, B: 8} and started.greeted == {}
+        assert started.units[(T, 0)].reservations.keys == {A1: 9, B: 8} and greeted(started) == {}
         assert started.units[(T, 0)].reservations.generation == auth.units[(T, 0)].reservations.generation
         assert not stopped.exists() and "malformed" in caplog.text
 
