@@ -226,18 +226,40 @@ class RadosStore:
                 setattr(self, "record" if key == UNIT else key, value)
             elif isinstance(result, Stale):
                 self.record, self.sanitize = result.unit, result.sanitize
-                log.error("%s: written by another coordinator since this one read it: its state is taken%s",
-                          self.where, "" if based_on is _UNSET and key == UNIT else
-                          ", the command that would have overwritten it fails (ABORTED COMMAND; a retry runs on it)")
+                log.error("%s: written by another coordinator since this one read it: its state is taken (a "
+                          "reservation command that would have overwritten it fails: ABORTED COMMAND; a retry runs "
+                          "on it)",
+                          self.where)
             self._client.report(self._rbd.client, self.where, result)
             if done is not None:
                 done(result)
 
         self._client.submit(write, finished)
 
+    def refresh(self, done: Callable[[object], None]) -> None:
+        """Whether another coordinator wrote the object since this one last read or wrote it: `done(content)` (the
+        object's {UNIT: …, SANITIZE: …}, also taken as `record` and `sanitize`) if so, `done(None)` if not, or
+        done(StoreFailed). What the thread knows of the object stays as it was: a save of this coordinator's still
+        finds the object changed, and compares it with what the save was based on."""
+        def read() -> dict | None:
+            generation, payload = read_versioned(self._client.ioctx(self._rbd), self.oid)
+            return None if generation == self._generation else self._parse(generation, payload)
+
+        def finished(result: object) -> None:
+            if isinstance(result, dict):
+                self.record, self.sanitize = result[UNIT], result[SANITIZE]
+            done(result)
+
+        self._client.submit(read, finished)
+
     def _read(self) -> dict:
         """(In the thread) the object's content, remembered with its generation."""
         generation, payload = read_versioned(self._client.ioctx(self._rbd), self.oid)
+        content = self._parse(generation, payload)
+        self._generation, self._stored = generation, content
+        return dict(content)
+
+    def _parse(self, generation: int, payload: bytes) -> dict:
         stored = json.loads(payload) if generation else {}
         if not isinstance(stored, dict):
             raise ValueError(f"{self.oid}: malformed unit state (not an object)")
@@ -248,8 +270,7 @@ class RadosStore:
         if set(content) != set(_EMPTY) or not all(content[key] is None or isinstance(content[key], dict)
                                                   for key in _EMPTY):
             raise ValueError(f"{self.oid}: malformed unit state")
-        self._generation, self._stored = generation, content
-        return dict(content)
+        return content
 
 
 def reservations_of(record: dict | None) -> object:

@@ -364,9 +364,7 @@ class UnitAuthority:
             return
         assert self._service is not None
         if isinstance(result, Stale):               # another coordinator's reservations: take them
-            unit.take_record(result.unit)
-            self._changed()
-            self._service.submit(StoredStateTaken(*key))
+            self._take(key, result.unit)
         elif isinstance(result, StoreFailed):
             self._service.call_later(RETRY_SECONDS, self._write_behind)
         self._run_waiting(unit)
@@ -518,7 +516,41 @@ class UnitAuthority:
         self.unit(message.target, message.lun)
         return Reply(message, [message])
 
-    def attach(self, message: AttachNexus, origin: str) -> Reply:
+    def attach(self, message: AttachNexus, origin: str) -> Reply | Deferred:
+        """A deferred store's units of the target are read first: another coordinator (one that no cluster bus links
+        to this one) may have served them since; the nexus then gets what that one left (`_refreshed`)."""
+        keys = [(message.target, lun) for lun in self.luns_of(message.target)
+                if (store := self.units[message.target, lun].store) is not None and store.deferred]
+        if not keys or self._defer is None:
+            return self._attach(message, origin)
+        deferred = self._defer()
+        left = set(keys)
+
+        def refreshed(key: tuple[str, int], result: object) -> None:
+            left.discard(key)
+            if isinstance(result, dict) and self.units.get(key) is not None:
+                log.warning("%s: written by another coordinator since this one last did: its state is taken",
+                            self.units[key].store.where)
+                self._take(key, result[UNIT])
+            if left:
+                return
+            if deferred.time_left() <= 0:
+                deferred.drop("expired", "its deadline passed while the units' state was read")
+            else:
+                deferred.resolve(self._attach(message, origin))
+
+        for key in keys:
+            self.units[key].store.refresh(lambda result, key=key: refreshed(key, result))
+        return deferred
+
+    def _take(self, key: tuple[str, int], record: dict | None) -> None:
+        """Another coordinator wrote the unit's object since this one last did: its state is taken, and pushed."""
+        assert self._service is not None
+        self.units[key].take_record(record)
+        self._changed()
+        self._service.submit(StoredStateTaken(*key))
+
+    def _attach(self, message: AttachNexus, origin: str) -> Reply:
         target, nexus = message.target, message.nexus
         self.attached.setdefault(origin, set()).add((target, nexus))
         name = nexus.split(",", 1)[0]

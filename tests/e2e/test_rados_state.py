@@ -225,6 +225,31 @@ def test_the_whole_unit_state_is_found_by_a_serve_that_never_saw_the_lun(ringtgt
         assert first_attention(new) == POWER_ON
 
 
+def test_a_running_serve_takes_what_another_left_when_an_initiator_logs_in(ringtgt, ceph_cluster):
+    """Nodes A and B both serve the image, with no bus between them (B started first, and read an empty state).
+    Through A, without APTPL: H registers and reserves, P registers and is preempted. A dies; P's login to B reads
+    the object again: P gets REGISTRATIONS PREEMPTED (not POWER ON), and H's reservation is in force there."""
+    image = "unit-state-running"
+    ceph_cluster.create_image(image, 16 << 20)
+    lun = Lun(0, "", BS, store=ceph_cluster.lun_keys(image))
+    b = ringtgt(luns=[lun], workers=1)
+    a = ringtgt(luns=[lun], workers=1)
+    h_name, p_name = f"{NAME}-running-h", f"{NAME}-running-p"
+    with session(a, h_name) as h, session(a, p_name) as p:
+        good(prout(h, REGISTER, 0, 0xA))
+        good(prout(h, RESERVE, 0xA, pr_type=WRITE_EXCLUSIVE))
+        good(prout(p, REGISTER, 0, 0xB))
+        good(prout(h, PREEMPT, 0xA, 0xB, pr_type=WRITE_EXCLUSIVE))
+        p_isid = p.isid
+        a.kill()
+    with log_in(b, p_name, p_isid) as p:
+        assert first_attention(p) == REGISTRATIONS_PREEMPTED
+        assert first_attention(p) is None
+        assert read_keys(p) == [0xA] and reservation(p) == (0xA, WRITE_EXCLUSIVE)
+        conflict(p.write(0, bytes(BS), block_size=BS))
+    assert "written by another coordinator since this one last did" in b.stderr()
+
+
 def test_a_reload_adding_an_rbd_lun_finds_its_aptpl_state(ringtgt, ceph_cluster):
     """A registration saved with APTPL by one `serve` is in force on a LUN another `serve` adds by a reload."""
     ceph_cluster.create_image("pr-reload", 16 << 20)
