@@ -5,15 +5,17 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
     ReservationRequest  PR IN/OUT, RESERVE/RELEASE: runs the unit's `Reservations`; reply ReservationAnswer
                         {outcome, change}. A change (ReservationChange: view, attentions, aborts) is pushed to every
                         other worker first, so a reply means every worker's per-I/O conflict view is current. With
-                        APTPL the unit's saved state is rewritten before the reply: its file (atomically), or for
-                        an RBD LUN its RADOS object, where the request waits (deferred, the unit's later requests
-                        behind it) and is applied only once saved; unsaved, it fails with a sense (`_saved`).
+                        APTPL the unit's file is rewritten (atomically) before the reply. An RBD LUN's RADOS object
+                        is, for every change of its registrations or persistent reservation (APTPL or not): the
+                        request waits (deferred, the unit's later requests behind it) and is applied only once its
+                        record is saved; unsaved, it fails with a sense (`_saved`).
     UnitReset           LUN reset / target warm or cold reset: SPC-2 reservations and medium preventions go, every
                         nexus of those units gets the unit attention `asc`; replied and pushed with the `views`
                         (workers abort other nexuses' tasks there, a cold reset closes them).
     ClearTaskSet        CLEAR TASK SET, replied and pushed as is.
     AttachNexus         a session of this nexus started on the origin worker; reply NexusAttentions: what the
-                        nexus has pending, and the views.
+                        nexus has pending, and the views. The RADOS objects of the target's RBD LUNs are read first
+                        (deferred): what another coordinator left there since this one last wrote is taken.
     AttentionReported   notification: a worker reported (and cleared) a unit attention.
     NexusLost           I_T nexus loss: its SPC-2 reservation and medium prevention go; reply NexusLostChanges,
                         each change also pushed.
@@ -37,6 +39,17 @@ A sanitize that runs or failed is also saved (removed when it ends): a new `serv
 finish in sanitize failure mode. Where a unit's APTPL state and sanitize record live: coordinator/unit_store.py
 (<state_dir>/reservations/<target>-<lun>.json and .sanitize.json, or the RADOS object of an RBD LUN).
 
+An RBD LUN's RADOS object keeps the whole unit (`UnitState.record()`: registrations and the persistent reservation,
+pending unit attentions, the initiators told of the power-on, mode parameters, the medium), so that a coordinator
+that never heard this one serves the unit as it was: at start (`take_at_start`, or `UnitState` itself with no live
+or stopped file), when a reload adds it, at every login (AttachNexus), and when a save finds another coordinator's
+write (Stale) it takes what is stored (`take_record`; `StoredStateTaken` pushes it to the workers). What a command's
+answer promises (a reservation change) is saved before the answer; the rest (an initiator greeted, an attention
+reported, a MODE SELECT, a nexus lost…) is written behind after every change (`_write_behind`: one write per unit
+at a time, the changes meanwhile coalesced into the next; retried after RETRY_SECONDS when the cluster failed;
+flushed at a clean stop). A crash before such a write lands costs that fact: an attention reported again, a
+power-on reported twice, a MODE SELECT undone (README, Ceph RBD).
+
 Coordinator restarts: after every change the whole state (`snapshot()`) is also written to
 <state_dir>/reservations/live-<supervisor incarnation>.json; a coordinator restarted by the same supervisor resumes
 from it (registrations, reservations, pending unit attentions), while a new `serve` removes stale live files.
@@ -53,9 +66,9 @@ return) and a sanitize the stop cut short failed. A target whose set of LUNs cha
 initiators with POWER ON again.
 
 POWER ON rule (issue 4: after a failover the reconnecting initiator, with a new ISID, must not be told the unit
-was reset): a nexus gets POWER ON, RESET OR BUS DEVICE RESET OCCURRED only if its initiator *name* has not been
-seen by the unit's target since the coordinator state began (`greeted`, part of `snapshot()` and so replicated
-with it). A new ISID of a known initiator starts with nothing pending.
+was reset): a nexus gets POWER ON, RESET OR BUS DEVICE RESET OCCURRED on a unit only if its initiator *name* has
+not been seen by that unit since the coordinator state began (`UnitState.greeted`, part of `snapshot()` and so
+replicated with it, and of an RBD LUN's record). A new ISID of a known initiator starts with nothing pending.
 """
 from __future__ import annotations
 
@@ -153,21 +166,24 @@ class UnitState:
 
     def record(self, reservations: Reservations | None = None, attentions: Iterable[tuple[str, int]] = ()) -> dict:
         """The unit's state as a deferred store keeps it (JSON); with the `reservations` and `attentions` of a
-        request about to be applied."""
+        request about to be applied. Not its SPC-2 reservation: that goes with its I_T nexus, and a coordinator that
+        takes the record has none of the nexuses of the one that wrote it."""
         pending = {nexus: list(queue) for nexus, queue in self.pending.items()}
         for nexus, asc_ascq in attentions:
             if asc_ascq not in pending.setdefault(nexus, []):
                 pending[nexus].append(asc_ascq)
-        return {"reservations": (reservations or self.reservations).snapshot(), "pending": pending,
+        return {"reservations": (reservations or self.reservations).persistent_state(), "pending": pending,
                 "mode": self.mode, "medium": [self.medium.loaded, sorted(self.medium.preventing)],
                 "greeted": sorted(self.greeted)}
 
     def take_record(self, record: dict | None) -> None:
         """The state saved in the unit's RADOS object (by another coordinator, or before this one started) replaces
         this one's, but for the unit attentions pending here and the initiators greeted here, which stay beside
-        the saved ones (at worst an attention reported twice; never a power-on unreported). None: an empty unit."""
+        the saved ones (at worst an attention reported twice; never a power-on unreported), and the SPC-2
+        reservation (`record`). None: an empty unit."""
         record = record or {}
-        self.reservations.restore(record.get("reservations") or Reservations().snapshot())
+        state = record.get("reservations") or Reservations().persistent_state()
+        self.reservations.restore({**state, "spc2_holder": self.reservations.spc2_holder})
         for nexus, queue in record.get("pending", {}).items():
             for asc_ascq in queue:
                 self.establish(nexus, asc_ascq)
@@ -184,9 +200,7 @@ class UnitState:
         stored = self.store.record
         if stored is None:
             return
-        saved = Reservations()
-        saved.restore(stored.get("reservations") or saved.snapshot())
-        if saved.persistent_state() != self.reservations.persistent_state():
+        if (stored.get("reservations") or Reservations().persistent_state()) != self.reservations.persistent_state():
             log.warning("%s: changed since this node saved its state (another node served the LUN): its state is "
                         "taken", self.store.where)
         elif resumed_live:
@@ -356,7 +370,7 @@ class UnitAuthority:
                 unit.writing = True
                 unit.store.save(UNIT, unit.record(),
                                 lambda result, key=key, unit=unit: self._written(key, unit, result),
-                                based_on=unit.reservations.snapshot())
+                                based_on=unit.reservations.persistent_state())
 
     def _written(self, key: tuple[str, int], unit: UnitState, result: SaveResult) -> None:
         unit.writing = False
@@ -456,7 +470,7 @@ class UnitAuthority:
             trial = Reservations()
             trial.restore(unit.reservations.snapshot())
             outcome = run_request(trial, message.kind, message.nexus, message.cdb, message.parameters)
-            saves = outcome.changed
+            saves = outcome.changed and trial.persistent_state() != unit.reservations.persistent_state()
             # its worker answers the command itself at its deadline: one that waited past it (or would pass it
             # while saving) is not applied behind that answer's back
             if deferred.time_left() < (unit.store.save_deadline if saves else 0):
@@ -466,7 +480,7 @@ class UnitAuthority:
             if saves:
                 unit.saving = True
                 unit.store.save(UNIT, unit.record(trial, outcome.attentions), lambda result: self._saved(unit, result),
-                                based_on=unit.reservations.snapshot())
+                                based_on=unit.reservations.persistent_state())
                 return
             unit.waiting.popleft()
             deferred.resolve(self._apply(unit, message))
