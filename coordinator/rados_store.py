@@ -15,8 +15,11 @@ per Ceph client until a save works again.
 A save refused because the object changed is made again on top of what it holds when that is no conflict: the
 object's reservations are those the save was `based_on` (a peer's write this coordinator already has from the
 cluster bus, or one that changed only facts whose loss is harmless: those of this save win), or the object holds
-our own earlier write that failed (timed out) and landed after all (an OSD that was only slow), or the save is of
-a sanitize record (the unit's own fact, independent of the rest).
+our own earlier write that failed (timed out, or answered after the save's deadline) and landed after all (an OSD
+that was only slow), or the save is of a sanitize record (the unit's own fact, independent of the rest). A save is
+also refused when what the thread last read or wrote has other reservations than those it was based on (after a
+refusal or a `refresh` the unit takes the stored state; a save queued before that was based on the old one), unless
+a fresh read shows them after all.
 """
 from __future__ import annotations
 
@@ -182,7 +185,7 @@ class RadosStore:
         self.sanitize: dict | None = None
         self._generation = 0                    # the thread's: the object's generation as last read or written
         self._stored: dict = dict(_EMPTY)       # the thread's: its content then
-        self._in_doubt: tuple[int, dict] | None = None     # the thread's: a write that failed, which may still land
+        self._ours: tuple[int, dict] | None = None  # the thread's: (generation, content) of its last write attempted
 
     def load(self) -> tuple[dict | None, dict | None]:
         result = self._client.call(self._read, LOAD_DEADLINE)
@@ -200,23 +203,24 @@ class RadosStore:
         expected = _UNSET if based_on is _UNSET else json.loads(json.dumps(based_on))
 
         def write() -> SaveResult:
+            if key == UNIT and expected is not _UNSET and not self._holds(expected):
+                self._read()            # what this thread knows may be old (a peer's state came over the bus)
+                if not self._holds(expected) and not self._own():
+                    return Stale(self._stored[UNIT], self._stored[SANITIZE])
             for _ in range(SANITIZE_ATTEMPTS):
                 content = {**self._stored, key: value}
                 payload = json.dumps(content).encode()
+                self._ours = (self._generation + 1, json.loads(payload))
                 try:
                     self._generation = write_versioned(self._client.ioctx(self._rbd), self.oid, payload,
                                                        self._generation)
                 except StaleObject:
-                    doubt, self._in_doubt = self._in_doubt, None
                     self._read()
-                    if key == SANITIZE or doubt == (self._generation, self._stored) or \
+                    if key == SANITIZE or self._own() or \
                             reservations_of(self._stored[UNIT]) == expected:
                         continue            # our own fact, our own write that landed after all, or what we had
                     return Stale(self._stored[UNIT], self._stored[SANITIZE])
-                except BackstoreError:
-                    self._in_doubt = (self._generation + 1, json.loads(payload))
-                    raise
-                self._stored, self._in_doubt = content, None
+                self._stored = content
                 return None
             return Stale(self._stored[UNIT], self._stored[SANITIZE])
 
@@ -228,22 +232,37 @@ class RadosStore:
                 self.record, self.sanitize = result.unit, result.sanitize
                 log.error("%s: written by another coordinator since this one read it: its state is taken (a "
                           "reservation command that would have overwritten it fails: ABORTED COMMAND; a retry runs "
-                          "on it)",
-                          self.where)
+                          "on it)", self.where)
             self._client.report(self._rbd.client, self.where, result)
             if done is not None:
                 done(result)
 
         self._client.submit(write, finished)
 
+    def _own(self) -> bool:
+        """(In the thread) whether the object, as just read, holds this coordinator's last write: one that timed out
+        or whose answer came after the save's deadline (the loop took it for failed) and landed after all. The
+        unit does not have it; its next save writes over it."""
+        return self._ours == (self._generation, self._stored)
+
+    def _holds(self, expected: object) -> bool:
+        """(In the thread) whether the object, as last read or written, has the reservations a save is based on
+        (or nothing of the unit yet): a save queued behind one that found another coordinator's write is refused."""
+        stored = self._stored[UNIT]
+        return stored is None or reservations_of(stored) == expected
+
     def refresh(self, done: Callable[[object], None]) -> None:
         """Whether another coordinator wrote the object since this one last read or wrote it: `done(content)` (the
-        object's {UNIT: …, SANITIZE: …}, also taken as `record` and `sanitize`) if so, `done(None)` if not, or
-        done(StoreFailed). What the thread knows of the object stays as it was: a save of this coordinator's still
-        finds the object changed, and compares it with what the save was based on."""
+        object's {UNIT: …, SANITIZE: …}, also taken as `record` and `sanitize`: the unit takes it) if so,
+        `done(None)` if not (or only a write of ours that failed landed after all), or done(StoreFailed). A save
+        queued meanwhile, based on the unit's state before it took that content, is refused (`_holds`) unless the
+        reservations are the same."""
         def read() -> dict | None:
-            generation, payload = read_versioned(self._client.ioctx(self._rbd), self.oid)
-            return None if generation == self._generation else self._parse(generation, payload)
+            known = self._generation
+            generation = self._read_at(*read_versioned(self._client.ioctx(self._rbd), self.oid))
+            if generation == known or self._own():
+                return None                 # unchanged, or our own write that failed and landed: the next save's
+            return dict(self._stored)
 
         def finished(result: object) -> None:
             if isinstance(result, dict):
@@ -254,10 +273,13 @@ class RadosStore:
 
     def _read(self) -> dict:
         """(In the thread) the object's content, remembered with its generation."""
-        generation, payload = read_versioned(self._client.ioctx(self._rbd), self.oid)
-        content = self._parse(generation, payload)
-        self._generation, self._stored = generation, content
-        return dict(content)
+        self._read_at(*read_versioned(self._client.ioctx(self._rbd), self.oid))
+        return dict(self._stored)
+
+    def _read_at(self, generation: int, payload: bytes) -> int:
+        """(In the thread) remember the object's content read at `generation`; that generation."""
+        self._generation, self._stored = generation, self._parse(generation, payload)
+        return generation
 
     def _parse(self, generation: int, payload: bytes) -> dict:
         stored = json.loads(payload) if generation else {}

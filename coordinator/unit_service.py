@@ -465,7 +465,7 @@ class UnitAuthority:
         """A deferred store's unit: its requests in order. One that changes the reservations runs on a copy first;
         the unit's record with that change is saved, and only then is the request applied (or, if the save failed,
         answered with a sense and not applied); the requests behind it wait until then."""
-        while unit.waiting and not unit.saving and not unit.writing:
+        while unit.waiting and not unit.saving:
             message, deferred = unit.waiting[0]
             trial = Reservations()
             trial.restore(unit.reservations.snapshot())
