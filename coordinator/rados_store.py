@@ -185,7 +185,8 @@ class RadosStore:
         self.sanitize: dict | None = None
         self._generation = 0                    # the thread's: the object's generation as last read or written
         self._stored: dict = dict(_EMPTY)       # the thread's: its content then
-        self._ours: tuple[int, dict] | None = None  # the thread's: (generation, content) of its last write attempted
+        self._in_doubt: tuple[int, dict] | None = None     # the thread's: a write that failed, which may still land
+        self._written: tuple[int, dict] | None = None       # the thread's: its last write that worked
 
     def load(self) -> tuple[dict | None, dict | None]:
         result = self._client.call(self._read, LOAD_DEADLINE)
@@ -210,7 +211,6 @@ class RadosStore:
             for _ in range(SANITIZE_ATTEMPTS):
                 content = {**self._stored, key: value}
                 payload = json.dumps(content).encode()
-                self._ours = (self._generation + 1, json.loads(payload))
                 try:
                     self._generation = write_versioned(self._client.ioctx(self._rbd), self.oid, payload,
                                                        self._generation)
@@ -220,7 +220,11 @@ class RadosStore:
                             reservations_of(self._stored[UNIT]) == expected:
                         continue            # our own fact, our own write that landed after all, or what we had
                     return Stale(self._stored[UNIT], self._stored[SANITIZE])
-                self._stored = content
+                except BackstoreError:
+                    self._in_doubt = (self._generation + 1, json.loads(payload))
+                    raise
+                self._stored, self._in_doubt = content, None
+                self._written = (self._generation, json.loads(payload))
                 return None
             return Stale(self._stored[UNIT], self._stored[SANITIZE])
 
@@ -240,10 +244,10 @@ class RadosStore:
         self._client.submit(write, finished)
 
     def _own(self) -> bool:
-        """(In the thread) whether the object, as just read, holds this coordinator's last write: one that timed out
-        or whose answer came after the save's deadline (the loop took it for failed) and landed after all. The
-        unit does not have it; its next save writes over it."""
-        return self._ours == (self._generation, self._stored)
+        """(In the thread) whether the object, as just read, holds this coordinator's own write: one that timed out
+        and landed after all, or its last one, which may have worked after the save's deadline (the loop took it
+        for failed). The unit may not have it; its next save writes over it."""
+        return (self._generation, self._stored) in (self._in_doubt, self._written)
 
     def _holds(self, expected: object) -> bool:
         """(In the thread) whether the object, as last read or written, has the reservations a save is based on

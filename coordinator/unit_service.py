@@ -491,8 +491,7 @@ class UnitAuthority:
         if result is None:
             deferred.resolve(self._apply(unit, message))
         elif isinstance(result, Stale):                 # another coordinator's state: take it, fail the command
-            unit.take_record(result.unit)
-            self._changed()
+            self._take((message.target, message.lun), result.unit)
             change = self._change(message.target, message.lun, unit)
             deferred.resolve(Reply(ReservationAnswer(_STALE.to_dict(), change), [change]))
         else:
@@ -523,7 +522,7 @@ class UnitAuthority:
         return Reply(change, [change])
 
     def stored_taken(self, message: StoredStateTaken, origin: str) -> Reply:
-        """The unit took the state another coordinator saved (`_written`): every worker gets it."""
+        """The unit took the state another coordinator saved (`_take`): every worker gets it."""
         return Reply(Nothing(), self._views_of(message.target, message.lun))
 
     def clear(self, message: ClearTaskSet, origin: str) -> Reply:
@@ -532,7 +531,7 @@ class UnitAuthority:
 
     def attach(self, message: AttachNexus, origin: str) -> Reply | Deferred:
         """A deferred store's units of the target are read first: another coordinator (one that no cluster bus links
-        to this one) may have served them since; the nexus then gets what that one left (`_refreshed`)."""
+        to this one) may have served them since; the nexus then gets what that one left (`_take`)."""
         keys = [(message.target, lun) for lun in self.luns_of(message.target)
                 if (store := self.units[message.target, lun].store) is not None and store.deferred]
         if not keys or self._defer is None:
