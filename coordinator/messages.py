@@ -358,6 +358,13 @@ class StateAdopted(Message):
     """Internal: a peer's unit state was adopted; every worker gets every unit's state pushed."""
 
 
+@message("unit.stored_taken", Nothing)
+class StoredStateTaken(Message):
+    """Internal: a unit took the state another coordinator saved in its RADOS object; every worker gets it pushed."""
+    target: str
+    lun: int
+
+
 @message("cluster.end_sessions", Nothing)
 class EndSessions(Message):
     """Internal: a peer's logins reinstated these sessions of this node ([{origin, tsih}…])."""

@@ -1,7 +1,9 @@
 """The state store of an RBD LUN (coordinator/unit_store.py): one RADOS object per LUN, `ringtgt.unit.<image>` in
-the image's pool, holding {"aptpl": …, "sanitize": …} as JSON, written as a versioned object
+the image's pool, holding {"unit": …, "sanitize": …} as JSON (the unit's whole SCSI state, `UnitState.record()` in
+coordinator/unit_service.py, and its sanitize record), written as a versioned object
 (target/backstore/rados_objects.py): a coordinator that has not seen the last write (another node's) is refused
-instead of overwriting it. Its save answers Stale with what is stored; the unit then takes that state.
+instead of overwriting it. Its save answers Stale with what is stored; the unit then takes that state. An object
+an older ringtgt wrote ({"aptpl": …}: the APTPL state alone) reads as a unit record of those reservations.
 
 The coordinator's loop never waits on RADOS, except at start and when a reload adds a LUN (`load`, at most
 LOAD_DEADLINE): a thread of its own (`RadosStateClient`) runs every read and write in order, on one librados client
@@ -11,9 +13,13 @@ the workers' request deadline, so the command that waits for it gets its sense, 
 per Ceph client until a save works again.
 
 A save refused because the object changed is made again on top of what it holds when that is no conflict: the
-object holds what the save was `based_on` (a peer's write this coordinator already has from the cluster bus), or our
-own earlier write that failed (timed out) and landed after all (an OSD that was only slow), or the save is of a
-sanitize record (the unit's own fact, independent of the APTPL state).
+object's reservations are those the save was `based_on` (a peer's write this coordinator already has from the
+cluster bus, or one that changed only facts whose loss is harmless: those of this save win), or the object holds
+our own earlier write that failed (timed out, or answered after the save's deadline) and landed after all (an OSD
+that was only slow), or the save is of a sanitize record (the unit's own fact, independent of the rest). A save is
+also refused when what the thread last read or wrote has other reservations than those it was based on (after a
+refusal or a `refresh` the unit takes the stored state; a save queued before that was based on the old one), unless
+a fresh read shows them after all.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from target.backstore.rados import CONNECT_TIMEOUT_SECONDS, Connection
 from target.backstore.rados_objects import StaleObject, read_versioned, write_versioned
 from target.backstore.rbd_image import CephClient, RbdImage
 
-from .unit_store import APTPL, SANITIZE, Done, SaveResult, Stale, StoreFailed
+from .unit_store import SANITIZE, UNIT, Done, SaveResult, Stale, StoreFailed
 
 log = logging.getLogger("ringtgt.coordinator")
 
@@ -41,8 +47,9 @@ SAVE_DEADLINE = 3.0             # below the workers' REQUEST_TIMEOUT (coordinato
 LOAD_DEADLINE = CONNECT_TIMEOUT_SECONDS + 2 * OP_TIMEOUT_SECONDS
 HEARTBEAT_SECONDS = 0.5         # as often as the loop turns (target/watchdog.py)
 SANITIZE_ATTEMPTS = 3
-_EMPTY: dict = {APTPL: None, SANITIZE: None}
-_UNKNOWN = object()         # RadosStore.aptpl after `forget`: equal to no state, so the next change is saved
+_EMPTY: dict = {UNIT: None, SANITIZE: None}
+_OLD_APTPL = "aptpl"        # the key of an older ringtgt's object: the APTPL state alone
+_UNKNOWN = object()         # RadosStore.record after `forget`: equal to no state, so the next change is saved
 _UNSET = object()           # a save based on no state in particular
 
 
@@ -163,7 +170,7 @@ class RadosStateClient:
 
 
 class RadosStore:
-    """The state of one RBD LUN in RADOS (see the module doc). `aptpl` and `sanitize`: what the object holds as far
+    """The state of one RBD LUN in RADOS (see the module doc). `record` and `sanitize`: what the object holds as far
     as this coordinator knows (`forget` when a peer's state was adopted: the next save then finds out)."""
 
     deferred = True
@@ -174,27 +181,33 @@ class RadosStore:
         self._rbd = rbd
         self.oid = OBJECT_PREFIX + rbd.name
         self.where = f"{unit}: RADOS object {rbd.pool}/{self.oid}"
-        self.aptpl: dict | None | object = None
+        self.record: dict | None | object = None
         self.sanitize: dict | None = None
         self._generation = 0                    # the thread's: the object's generation as last read or written
         self._stored: dict = dict(_EMPTY)       # the thread's: its content then
         self._in_doubt: tuple[int, dict] | None = None     # the thread's: a write that failed, which may still land
+        self._written: tuple[int, dict] | None = None       # the thread's: its last write that worked
 
     def load(self) -> tuple[dict | None, dict | None]:
         result = self._client.call(self._read, LOAD_DEADLINE)
         if isinstance(result, StoreFailed):
             raise StoreFailed(f"{self.where}: {result}")
         assert isinstance(result, dict)
-        self.aptpl, self.sanitize = result[APTPL], result[SANITIZE]
-        return result[APTPL], result[SANITIZE]
+        self.record, self.sanitize = result[UNIT], result[SANITIZE]
+        return result[UNIT], result[SANITIZE]
 
     def forget(self) -> None:
-        self.aptpl = _UNKNOWN
+        self.record = _UNKNOWN
 
     def save(self, key: str, value: dict | None, done: Done | None = None, based_on: object = _UNSET) -> None:
+        """Save `value` under `key` (UNIT: a unit record, `based_on` the reservations it was derived from)."""
         expected = _UNSET if based_on is _UNSET else json.loads(json.dumps(based_on))
 
         def write() -> SaveResult:
+            if key == UNIT and expected is not _UNSET and not self._holds(expected):
+                self._read()            # what this thread knows may be old (a peer's state came over the bus)
+                if not self._holds(expected) and not self._own():
+                    return Stale(self._stored[UNIT], self._stored[SANITIZE])
             for _ in range(SANITIZE_ATTEMPTS):
                 content = {**self._stored, key: value}
                 payload = json.dumps(content).encode()
@@ -202,43 +215,90 @@ class RadosStore:
                     self._generation = write_versioned(self._client.ioctx(self._rbd), self.oid, payload,
                                                        self._generation)
                 except StaleObject:
-                    doubt, self._in_doubt = self._in_doubt, None
                     self._read()
-                    if key == SANITIZE or doubt == (self._generation, self._stored) or self._stored[key] == expected:
+                    if key == SANITIZE or self._own() or \
+                            reservations_of(self._stored[UNIT]) == expected:
                         continue            # our own fact, our own write that landed after all, or what we had
-                    return Stale(self._stored[APTPL], self._stored[SANITIZE])
+                    return Stale(self._stored[UNIT], self._stored[SANITIZE])
                 except BackstoreError:
                     self._in_doubt = (self._generation + 1, json.loads(payload))
                     raise
                 self._stored, self._in_doubt = content, None
+                self._written = (self._generation, json.loads(payload))
                 return None
-            return Stale(self._stored[APTPL], self._stored[SANITIZE])
+            return Stale(self._stored[UNIT], self._stored[SANITIZE])
 
         def finished(result: object) -> None:
             assert result is None or isinstance(result, (Stale, StoreFailed))
             if result is None:
-                setattr(self, key, value)
+                setattr(self, "record" if key == UNIT else key, value)
             elif isinstance(result, Stale):
-                self.aptpl, self.sanitize = result.aptpl, result.sanitize
-                log.error("%s: written by another coordinator since this one read it: its state is taken, the "
-                          "command that would have overwritten it fails (ABORTED COMMAND; a retry runs on it)",
-                          self.where)
+                self.record, self.sanitize = result.unit, result.sanitize
+                log.error("%s: written by another coordinator since this one read it: its state is taken (a "
+                          "reservation command that would have overwritten it fails: ABORTED COMMAND; a retry runs "
+                          "on it)", self.where)
             self._client.report(self._rbd.client, self.where, result)
             if done is not None:
                 done(result)
 
         self._client.submit(write, finished)
 
+    def _own(self) -> bool:
+        """(In the thread) whether the object, as just read, holds this coordinator's own write: one that timed out
+        and landed after all, or its last one, which may have worked after the save's deadline (the loop took it
+        for failed). The unit may not have it; its next save writes over it."""
+        return (self._generation, self._stored) in (self._in_doubt, self._written)
+
+    def _holds(self, expected: object) -> bool:
+        """(In the thread) whether the object, as last read or written, has the reservations a save is based on
+        (or nothing of the unit yet): a save queued behind one that found another coordinator's write is refused."""
+        stored = self._stored[UNIT]
+        return stored is None or reservations_of(stored) == expected
+
+    def refresh(self, done: Callable[[object], None]) -> None:
+        """Whether another coordinator wrote the object since this one last read or wrote it: `done(content)` (the
+        object's {UNIT: …, SANITIZE: …}, also taken as `record` and `sanitize`: the unit takes it) if so,
+        `done(None)` if not (or only a write of ours that failed landed after all), or done(StoreFailed). A save
+        queued meanwhile, based on the unit's state before it took that content, is refused (`_holds`) unless the
+        reservations are the same."""
+        def read() -> dict | None:
+            known = self._generation
+            generation = self._read_at(*read_versioned(self._client.ioctx(self._rbd), self.oid))
+            if generation == known or self._own():
+                return None                 # unchanged, or our own write that failed and landed: the next save's
+            return dict(self._stored)
+
+        def finished(result: object) -> None:
+            if isinstance(result, dict):
+                self.record, self.sanitize = result[UNIT], result[SANITIZE]
+            done(result)
+
+        self._client.submit(read, finished)
+
     def _read(self) -> dict:
         """(In the thread) the object's content, remembered with its generation."""
-        generation, payload = read_versioned(self._client.ioctx(self._rbd), self.oid)
+        self._read_at(*read_versioned(self._client.ioctx(self._rbd), self.oid))
+        return dict(self._stored)
+
+    def _read_at(self, generation: int, payload: bytes) -> int:
+        """(In the thread) remember the object's content read at `generation`; that generation."""
+        self._generation, self._stored = generation, self._parse(generation, payload)
+        return generation
+
+    def _parse(self, generation: int, payload: bytes) -> dict:
         stored = json.loads(payload) if generation else {}
         if not isinstance(stored, dict):
             raise ValueError(f"{self.oid}: malformed unit state (not an object)")
+        old = stored.pop(_OLD_APTPL, None)
+        if old is not None and UNIT not in stored:
+            stored[UNIT] = {"reservations": old}
         content = dict(_EMPTY, **stored)
-        if not all(content[key] is None or isinstance(content[key], dict) for key in _EMPTY):
+        if set(content) != set(_EMPTY) or not all(content[key] is None or isinstance(content[key], dict)
+                                                  for key in _EMPTY):
             raise ValueError(f"{self.oid}: malformed unit state")
-        self._generation, self._stored = generation, content
-        return dict(content)
+        return content
 
 
+def reservations_of(record: dict | None) -> object:
+    """What a save's `based_on` is compared with: the reservations of a unit record (None without)."""
+    return None if record is None else record.get("reservations")

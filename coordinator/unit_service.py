@@ -5,15 +5,17 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
     ReservationRequest  PR IN/OUT, RESERVE/RELEASE: runs the unit's `Reservations`; reply ReservationAnswer
                         {outcome, change}. A change (ReservationChange: view, attentions, aborts) is pushed to every
                         other worker first, so a reply means every worker's per-I/O conflict view is current. With
-                        APTPL the unit's saved state is rewritten before the reply: its file (atomically), or for
-                        an RBD LUN its RADOS object, where the request waits (deferred, the unit's later requests
-                        behind it) and is applied only once saved; unsaved, it fails with a sense (`_saved`).
+                        APTPL the unit's file is rewritten (atomically) before the reply. An RBD LUN's RADOS object
+                        is, for every change of its registrations or persistent reservation (APTPL or not): the
+                        request waits (deferred, the unit's later requests behind it) and is applied only once its
+                        record is saved; unsaved, it fails with a sense (`_saved`).
     UnitReset           LUN reset / target warm or cold reset: SPC-2 reservations and medium preventions go, every
                         nexus of those units gets the unit attention `asc`; replied and pushed with the `views`
                         (workers abort other nexuses' tasks there, a cold reset closes them).
     ClearTaskSet        CLEAR TASK SET, replied and pushed as is.
     AttachNexus         a session of this nexus started on the origin worker; reply NexusAttentions: what the
-                        nexus has pending, and the views.
+                        nexus has pending, and the views. The RADOS objects of the target's RBD LUNs are read first
+                        (deferred): what another coordinator left there since this one last wrote is taken.
     AttentionReported   notification: a worker reported (and cleared) a unit attention.
     NexusLost           I_T nexus loss: its SPC-2 reservation and medium prevention go; reply NexusLostChanges,
                         each change also pushed.
@@ -37,6 +39,17 @@ A sanitize that runs or failed is also saved (removed when it ends): a new `serv
 finish in sanitize failure mode. Where a unit's APTPL state and sanitize record live: coordinator/unit_store.py
 (<state_dir>/reservations/<target>-<lun>.json and .sanitize.json, or the RADOS object of an RBD LUN).
 
+An RBD LUN's RADOS object keeps the whole unit (`UnitState.record()`: registrations and the persistent reservation,
+pending unit attentions, the initiators told of the power-on, mode parameters, the medium), so that a coordinator
+that never heard this one serves the unit as it was: at start (`take_at_start`, or `UnitState` itself with no live
+or stopped file), when a reload adds it, at every login (AttachNexus), and when a save finds another coordinator's
+write (Stale) it takes what is stored (`take_record`; `StoredStateTaken` pushes it to the workers). What a command's
+answer promises (a reservation change) is saved before the answer; the rest (an initiator greeted, an attention
+reported, a MODE SELECT, a nexus lost…) is written behind after every change (`_write_behind`: one write per unit
+at a time, the changes meanwhile coalesced into the next; retried after RETRY_SECONDS when the cluster failed;
+flushed at a clean stop). A crash before such a write lands costs that fact: an attention reported again, a
+power-on reported twice, a MODE SELECT undone (README, Ceph RBD).
+
 Coordinator restarts: after every change the whole state (`snapshot()`) is also written to
 <state_dir>/reservations/live-<supervisor incarnation>.json; a coordinator restarted by the same supervisor resumes
 from it (registrations, reservations, pending unit attentions), while a new `serve` removes stale live files.
@@ -53,9 +66,9 @@ return) and a sanitize the stop cut short failed. A target whose set of LUNs cha
 initiators with POWER ON again.
 
 POWER ON rule (issue 4: after a failover the reconnecting initiator, with a new ISID, must not be told the unit
-was reset): a nexus gets POWER ON, RESET OR BUS DEVICE RESET OCCURRED only if its initiator *name* has not been
-seen by the unit's target since the coordinator state began (`greeted`, part of `snapshot()` and so replicated
-with it). A new ISID of a known initiator starts with nothing pending.
+was reset): a nexus gets POWER ON, RESET OR BUS DEVICE RESET OCCURRED on a unit only if its initiator *name* has
+not been seen by that unit since the coordinator state began (`UnitState.greeted`, part of `snapshot()` and so
+replicated with it, and of an RBD LUN's record). A new ISID of a known initiator starts with nothing pending.
 """
 from __future__ import annotations
 
@@ -63,11 +76,12 @@ import dataclasses
 import glob
 import logging
 import os
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .unit_state.files import load_state, save_state
-from .unit_store import APTPL, SANITIZE, SaveResult, Stale, StoreFailed, UnitStores
+from .unit_store import APTPL, SANITIZE, UNIT, SaveResult, Stale, StoreFailed, UnitStores
 from .unit_state.medium import ACTIONS, ALLOW, EJECT, LOAD, MOVES, PREVENT, SANITIZING, MediumState
 from .unit_state.reservations import Outcome, Reservations, run_request
 from .unit_state.sense import (ABORTED_COMMAND, CAPACITY_DATA_HAS_CHANGED, LOGICAL_UNIT_COMMUNICATION_FAILURE,
@@ -78,7 +92,7 @@ from .unit_state.status import CHECK_CONDITION
 from .messages import (AttachNexus, AttentionReported, ClearTaskSet, FetchUnitStates, LunResized, MediumAnswer,
                        MediumChange, MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions, NexusLost,
                        NexusLostChanges, Nothing, ReservationAnswer, ReservationChange, ReservationRequest,
-                       ResizeAnswer, ResizeLun, UnitReset, UnitStates)
+                       ResizeAnswer, ResizeLun, StoredStateTaken, UnitReset, UnitStates)
 from .service import CoordinatorService, Deferred, Reply
 from target.backstore.rbd_image import RbdImage
 
@@ -90,24 +104,32 @@ STOPPED = "stopped.json"        # in <state_dir>/reservations: the state a clean
 # unit now has that state, and a retry runs on it
 _NOT_SAVED = Outcome(CHECK_CONDITION, build_sense(NOT_READY, LOGICAL_UNIT_COMMUNICATION_FAILURE))
 _STALE = Outcome(CHECK_CONDITION, build_sense(ABORTED_COMMAND, NO_ADDITIONAL_SENSE))
+RETRY_SECONDS = 1.0             # a unit record's write behind that failed is tried again after this
+FLUSH_SECONDS = 1.0             # at a clean stop, within the supervisor's COORDINATOR_STOP (target/supervisor.py)
 
 
 class UnitState:
     """One logical unit: its reservations, the unit attentions pending per nexus, its changed mode parameters,
-    its removable medium; `store` keeps what must outlive the target (coordinator/unit_store.py)."""
+    its removable medium, the initiators told of its power-on; `store` keeps what must outlive the target
+    (coordinator/unit_store.py: for a deferred store, all of it but the size, as `record()`)."""
 
     def __init__(self, store=None):
         self.reservations = Reservations()
         self.pending: dict[str, list[int]] = {}
         self.mode: list[bool] | None = None         # [wce, swp] once a MODE SELECT changed them
         self.medium = MediumState()
+        self.greeted: set[str] = set()              # initiator names told of the power-on (the module doc)
         self.size: int | None = None                # bytes, once `ringtgt resize` grew it (else the configured)
         self.store = store
         self.waiting: deque[tuple[ReservationRequest, Deferred]] = deque()    # a deferred store's requests, in order
         self.saving = False                         # the first of `waiting` waits for its save
+        self.writing = False                        # a deferred store: `record()` is being written behind
         if store is not None:
             saved, sanitize = store.load()
-            if saved is not None:
+            if saved is not None and store.deferred:
+                self.take_record(saved)
+                self.lose_every_nexus()
+            elif saved is not None:
                 self.reservations.restore(saved)
             if sanitize is not None:
                 log.error("%s: a sanitize did not finish before the target stopped: sanitize failure mode",
@@ -142,14 +164,58 @@ class UnitState:
         if self.store is not None:
             self.store.save(SANITIZE, self.medium.sanitize_record())
 
-    def take_stored(self, aptpl: dict | None) -> None:
-        """The APTPL state another coordinator saved in the unit's RADOS object replaces the reservations here."""
-        state = aptpl if aptpl is not None else Reservations().persistent_state()
-        self.reservations.restore({**state, "spc2_holder": self.reservations.spc2_holder})
+    def record(self, reservations: Reservations | None = None, attentions: Iterable[tuple[str, int]] = ()) -> dict:
+        """The unit's state as a deferred store keeps it (JSON); with the `reservations` and `attentions` of a
+        request about to be applied. Not its SPC-2 reservation: that goes with its I_T nexus, and a coordinator that
+        takes the record has none of the nexuses of the one that wrote it."""
+        pending = {nexus: list(queue) for nexus, queue in self.pending.items()}
+        for nexus, asc_ascq in attentions:
+            if asc_ascq not in pending.setdefault(nexus, []):
+                pending[nexus].append(asc_ascq)
+        return {"reservations": (reservations or self.reservations).persistent_state(), "pending": pending,
+                "mode": self.mode, "medium": [self.medium.loaded, sorted(self.medium.preventing)],
+                "greeted": sorted(self.greeted)}
 
-    def aptpl_state(self, reservations: Reservations | None = None) -> dict | None:
-        state = reservations if reservations is not None else self.reservations
-        return state.persistent_state() if state.aptpl else None
+    def take_record(self, record: dict | None) -> None:
+        """The state saved in the unit's RADOS object (by another coordinator, or before this one started) replaces
+        this one's, but for the unit attentions pending here and the initiators greeted here, which stay beside
+        the saved ones (at worst an attention reported twice; never a power-on unreported), and the SPC-2
+        reservation (`record`). None: an empty unit."""
+        record = record or {}
+        state = record.get("reservations") or Reservations().persistent_state()
+        self.reservations.restore({**state, "spc2_holder": self.reservations.spc2_holder})
+        for nexus, queue in record.get("pending", {}).items():
+            for asc_ascq in queue:
+                self.establish(nexus, asc_ascq)
+        self.mode = record.get("mode")
+        loaded, preventing = record.get("medium") or (True, [])
+        self.medium.loaded, self.medium.preventing = loaded, set(preventing)
+        self.greeted |= set(record.get("greeted", []))
+
+    def take_at_start(self, resumed_live: bool) -> None:
+        """A deferred store's unit at start, after the node's live or stopped file was restored: the record read
+        from the store is the unit's state, unless the live file (a coordinator restarted under the same supervisor:
+        its workers and their nexuses are still there) has the same registrations and reservation (it then knows
+        the rest at least as well)."""
+        stored = self.store.record
+        if stored is None:
+            return
+        if (stored.get("reservations") or Reservations().persistent_state()) != self.reservations.persistent_state():
+            log.warning("%s: changed since this node saved its state (another node served the LUN): its state is "
+                        "taken", self.store.where)
+        elif resumed_live:
+            return
+        self.take_record(stored)
+        if not resumed_live:
+            self.lose_every_nexus()
+
+    def lose_every_nexus(self) -> None:
+        """The target stopped (or another node served the unit): every nexus was lost with it."""
+        for nexus in {*self.pending, *self.medium.preventing, self.reservations.spc2_holder or ""} - {""}:
+            self.nexus_lost(nexus)
+
+    def aptpl_state(self) -> dict | None:
+        return self.reservations.persistent_state() if self.reservations.aptpl else None
 
     def persist(self) -> None:
         """After a reservation change, with a store that saves at once (a deferred one saved it before)."""
@@ -168,8 +234,8 @@ class UnitAuthority:
         directory = None if state_dir is None else os.path.join(state_dir, "reservations")
         self.stores = UnitStores(directory, rbd_of, heartbeat)
         self._defer: Callable[[], Deferred] | None = None
+        self._service: CoordinatorService | None = None
         self.units = {(target, lun): UnitState(self.stores(target, lun)) for target, lun in units}
-        self.greeted: dict[str, set[str]] = {}
         self.attached: dict[str, set[tuple[str, str]]] = {}     # origin -> (target, nexus) it hosts
         self.unpushed: set[tuple[str, int]] = set()                # units changed by a worker's death
         self.interrupted: set[tuple[str, int]] = set()             # units whose sanitize a worker's death failed
@@ -183,21 +249,21 @@ class UnitAuthority:
                     os.unlink(stale)
             live = load_state(self.live_path)
             stopped_path = os.path.join(directory, STOPPED)
+            resumed = live is not None or os.path.exists(stopped_path)
             if live is not None:
                 log.info("reservations: resuming the state of the previous coordinator")
                 self.restore(live)
-            elif os.path.exists(stopped_path):
+            elif resumed:
                 self._resume_after_stop(stopped_path)
             save_state(stopped_path, None)                  # honoured once: a crash later finds none
             for unit in self.units.values():
-                if unit.store is not None and unit.store.deferred and unit.aptpl_state() != unit.store.aptpl:
-                    log.warning("%s: changed since this node saved its state (another node served the LUN): "
-                                "its registrations and reservation are taken", unit.store.where)
-                    unit.take_stored(unit.store.aptpl)
+                if resumed and unit.store is not None and unit.store.deferred:
+                    unit.take_at_start(live is not None)
 
     def attach_loop(self, service: CoordinatorService) -> None:
-        """The loop of the coordinator: deferred replies, and the answers of the RADOS stores."""
+        """The loop of the coordinator: deferred replies, the answers of the RADOS stores, the writes behind."""
         self._defer = service.defer
+        self._service = service
         self.stores.attach(service)
 
     def close(self) -> None:
@@ -208,7 +274,7 @@ class UnitAuthority:
         refused as stale if the store has some, and the unit takes it."""
         store = self.stores(target, lun)
         try:
-            return UnitState(store)
+            return UnitState(store)             # with a deferred store, the state another node left (if any)
         except StoreFailed as exc:
             log.error("%s: the unit starts without its saved state until its first save", exc)
             unit = UnitState()
@@ -243,6 +309,7 @@ class UnitAuthority:
 
     def save_at_stop(self) -> None:
         """A clean stop (SIGTERM, the workers gone): the next start resumes this state (see the module doc)."""
+        self._flush()
         if self.live_path is None:
             return
         path = os.path.join(os.path.dirname(self.live_path), STOPPED)
@@ -273,22 +340,58 @@ class UnitAuthority:
         for target, lun, *_ in snapshot["units"]:
             saved.setdefault(target, set()).add(lun)
         self.restore({**snapshot, "units": [unit for unit in snapshot["units"] if tuple(unit[:2]) in self.units],
-                      "sizes": [],            # a new `serve` serves the configured sizes
-                      "greeted": {target: names for target, names in snapshot["greeted"].items()
-                                  if saved.get(target) == configured.get(target)}})
-        for unit in self.units.values():
-            for nexus in {*unit.pending, *unit.medium.preventing, unit.reservations.spc2_holder or ""} - {""}:
-                unit.nexus_lost(nexus)
+                      "sizes": []})           # a new `serve` serves the configured sizes
+        for (target, _), unit in self.units.items():
+            if saved.get(target) != configured.get(target):
+                unit.greeted.clear()
+            unit.lose_every_nexus()
             if unit.medium.sanitize == SANITIZING:      # cut short by the stop (UnitState logged it, from its file)
                 unit.medium.after_restart({"ause": unit.medium.ause})
                 unit.persist_sanitize()
 
     def _changed(self) -> None:
-        """After every change: a new version, the live file, the hooks (the cluster bus replicates it)."""
+        """After every change: a new version, the live file, the records written behind, the hooks (the cluster
+        bus replicates it)."""
         self.version += 1
         self._save_live()
+        self._write_behind()
         for hook in self._hooks:
             hook()
+
+    def _write_behind(self) -> None:
+        """A deferred store's unit whose record is not what the store holds: written, not waited for. One write at a
+        time per unit, none while a reservation request's save runs (whose record is ahead); what changes
+        meanwhile goes with the next."""
+        if self._service is None:
+            return
+        for key, unit in self.units.items():
+            if (unit.store is not None and unit.store.deferred and not unit.writing and not unit.saving
+                    and unit.record() != unit.store.record):
+                unit.writing = True
+                unit.store.save(UNIT, unit.record(),
+                                lambda result, key=key, unit=unit: self._written(key, unit, result),
+                                based_on=unit.reservations.persistent_state())
+
+    def _written(self, key: tuple[str, int], unit: UnitState, result: SaveResult) -> None:
+        unit.writing = False
+        if self.units.get(key) is not unit:         # a reload removed it meanwhile
+            return
+        assert self._service is not None
+        if isinstance(result, Stale):               # another coordinator's reservations: take them
+            self._take(key, result.unit)
+        elif isinstance(result, StoreFailed):
+            self._service.call_later(RETRY_SECONDS, self._write_behind)
+        self._run_waiting(unit)
+        self._write_behind()
+
+    def _flush(self) -> None:
+        """A clean stop: what is still to be written behind is written now, for at most FLUSH_SECONDS."""
+        if self._service is None:
+            return
+        self._write_behind()
+        end = time.monotonic() + FLUSH_SECONDS
+        while any(unit.writing for unit in self.units.values()) and time.monotonic() < end:
+            self._service.run_once(0.05)
 
     def _save_live(self) -> None:
         if self.live_path is not None:
@@ -314,14 +417,16 @@ class UnitAuthority:
 
     def views_of_every_unit(self) -> list[Message]:
         """Pushes that bring a worker's copy of every unit up to this state (after adopting a peer's)."""
-        pushes: list[Message] = []
-        for (target, lun), unit in sorted(self.units.items()):
-            pushes.append(self._change(target, lun, unit))
-            if unit.mode:
-                pushes.append(ModeChange(target, lun, unit.mode[0], unit.mode[1], []))
-            if unit.size is not None:
-                pushes.append(LunResized(target, lun, unit.size, []))
-            pushes.append(self._medium(target, lun, unit))
+        return [push for target, lun in sorted(self.units) for push in self._views_of(target, lun)]
+
+    def _views_of(self, target: str, lun: int) -> list[Message]:
+        unit = self.units[target, lun]
+        pushes: list[Message] = [self._change(target, lun, unit)]
+        if unit.mode:
+            pushes.append(ModeChange(target, lun, unit.mode[0], unit.mode[1], []))
+        if unit.size is not None:
+            pushes.append(LunResized(target, lun, unit.size, []))
+        pushes.append(self._medium(target, lun, unit))
         return pushes
 
     def unit(self, target: str, lun: int) -> UnitState:
@@ -357,16 +462,15 @@ class UnitAuthority:
         return Reply(ReservationAnswer(outcome.to_dict(), change), [change])
 
     def _run_waiting(self, unit: UnitState) -> None:
-        """A deferred store's unit: its requests in order. One that changes the APTPL state runs on a copy first;
-        the state is saved, and only then is the request applied (or, if the save failed, answered with a sense and
-        not applied); the requests behind it wait until then."""
+        """A deferred store's unit: its requests in order. One that changes the reservations runs on a copy first;
+        the unit's record with that change is saved, and only then is the request applied (or, if the save failed,
+        answered with a sense and not applied); the requests behind it wait until then."""
         while unit.waiting and not unit.saving:
             message, deferred = unit.waiting[0]
             trial = Reservations()
             trial.restore(unit.reservations.snapshot())
             outcome = run_request(trial, message.kind, message.nexus, message.cdb, message.parameters)
-            saved = unit.aptpl_state(trial)
-            saves = outcome.changed and saved != unit.store.aptpl
+            saves = outcome.changed and trial.persistent_state() != unit.reservations.persistent_state()
             # its worker answers the command itself at its deadline: one that waited past it (or would pass it
             # while saving) is not applied behind that answer's back
             if deferred.time_left() < (unit.store.save_deadline if saves else 0):
@@ -375,7 +479,8 @@ class UnitAuthority:
                 continue
             if saves:
                 unit.saving = True
-                unit.store.save(APTPL, saved, lambda result: self._saved(unit, result), based_on=unit.aptpl_state())
+                unit.store.save(UNIT, unit.record(trial, outcome.attentions), lambda result: self._saved(unit, result),
+                                based_on=unit.reservations.persistent_state())
                 return
             unit.waiting.popleft()
             deferred.resolve(self._apply(unit, message))
@@ -386,13 +491,13 @@ class UnitAuthority:
         if result is None:
             deferred.resolve(self._apply(unit, message))
         elif isinstance(result, Stale):                 # another coordinator's state: take it, fail the command
-            unit.take_stored(result.aptpl)
-            self._changed()
+            self._take((message.target, message.lun), result.unit)
             change = self._change(message.target, message.lun, unit)
             deferred.resolve(Reply(ReservationAnswer(_STALE.to_dict(), change), [change]))
         else:
             deferred.resolve(Reply(ReservationAnswer(_NOT_SAVED.to_dict(), None)))
         self._run_waiting(unit)
+        self._write_behind()
 
     @staticmethod
     def _change(target: str, lun: int, unit: UnitState, outcome: Outcome | None = None) -> ReservationChange:
@@ -416,23 +521,59 @@ class UnitAuthority:
         change = dataclasses.replace(message, views=views)
         return Reply(change, [change])
 
+    def stored_taken(self, message: StoredStateTaken, origin: str) -> Reply:
+        """The unit took the state another coordinator saved (`_take`): every worker gets it."""
+        return Reply(Nothing(), self._views_of(message.target, message.lun))
+
     def clear(self, message: ClearTaskSet, origin: str) -> Reply:
         self.unit(message.target, message.lun)
         return Reply(message, [message])
 
-    def attach(self, message: AttachNexus, origin: str) -> Reply:
+    def attach(self, message: AttachNexus, origin: str) -> Reply | Deferred:
+        """A deferred store's units of the target are read first: another coordinator (one that no cluster bus links
+        to this one) may have served them since; the nexus then gets what that one left (`_take`)."""
+        keys = [(message.target, lun) for lun in self.luns_of(message.target)
+                if (store := self.units[message.target, lun].store) is not None and store.deferred]
+        if not keys or self._defer is None:
+            return self._attach(message, origin)
+        deferred = self._defer()
+        left = set(keys)
+
+        def refreshed(key: tuple[str, int], result: object) -> None:
+            left.discard(key)
+            if isinstance(result, dict) and self.units.get(key) is not None:
+                log.warning("%s: written by another coordinator since this one last did: its state is taken",
+                            self.units[key].store.where)
+                self._take(key, result[UNIT])
+            if left:
+                return
+            if deferred.time_left() <= 0:
+                deferred.drop("expired", "its deadline passed while the units' state was read")
+            else:
+                deferred.resolve(self._attach(message, origin))
+
+        for key in keys:
+            self.units[key].store.refresh(lambda result, key=key: refreshed(key, result))
+        return deferred
+
+    def _take(self, key: tuple[str, int], record: dict | None) -> None:
+        """Another coordinator wrote the unit's object since this one last did: its state is taken, and pushed."""
+        assert self._service is not None
+        self.units[key].take_record(record)
+        self._changed()
+        self._service.submit(StoredStateTaken(*key))
+
+    def _attach(self, message: AttachNexus, origin: str) -> Reply:
         target, nexus = message.target, message.nexus
         self.attached.setdefault(origin, set()).add((target, nexus))
-        greeted = self.greeted.setdefault(target, set())
         name = nexus.split(",", 1)[0]
-        new_initiator = name not in greeted
-        greeted.add(name)
         attentions, views = [], []
         for lun in self.luns_of(target):
             unit = self.units[(target, lun)]
             queue = unit.pending.setdefault(nexus, [])
-            if new_initiator and POWER_ON_RESET not in queue:
+            if name not in unit.greeted and POWER_ON_RESET not in queue:
                 queue.insert(0, POWER_ON_RESET)
+            unit.greeted.add(name)
             attentions.append([lun, list(queue)])
             views.append([lun, unit.reservations.view()])
         self._changed()
@@ -541,24 +682,24 @@ class UnitAuthority:
     def snapshot(self) -> dict:
         return {"units": [[target, lun, unit.reservations.snapshot(),
                            {nexus: list(queue) for nexus, queue in unit.pending.items()}, unit.mode,
-                           unit.medium.snapshot()]
+                           unit.medium.snapshot(), sorted(unit.greeted)]
                           for (target, lun), unit in sorted(self.units.items())],
-                "greeted": {target: sorted(names) for target, names in self.greeted.items()},
                 "sizes": [[target, lun, unit.size] for (target, lun), unit in sorted(self.units.items())
                           if unit.size is not None],
                 "version": self.version}
 
     def restore(self, snapshot: dict) -> None:
-        for target, lun, reservations, pending, mode, medium in snapshot["units"]:
+        greeted = snapshot.get("greeted", {})         # by target: a snapshot of an older ringtgt
+        for target, lun, reservations, pending, mode, medium, *names in snapshot["units"]:
             unit = self.units.setdefault((target, lun), UnitState())
             unit.reservations.restore(reservations)
             unit.pending = {nexus: list(queue) for nexus, queue in pending.items()}
             unit.mode = mode
             unit.medium = MediumState.restored(medium)
+            unit.greeted = set(names[0] if names else greeted.get(target, []))
         sizes = {(target, lun): size for target, lun, size in snapshot.get("sizes", [])}
         for key, unit in self.units.items():
             unit.size = sizes.get(key)
-        self.greeted = {target: set(names) for target, names in snapshot["greeted"].items()}
         self.version = snapshot.get("version", 0)
 
 
@@ -566,6 +707,7 @@ def register_unit_handlers(service: CoordinatorService, authority: UnitAuthority
     service.register(ReservationRequest, authority.request)
     service.register(UnitReset, authority.reset)
     service.register(ClearTaskSet, authority.clear)
+    service.register(StoredStateTaken, authority.stored_taken)
     service.register(AttachNexus, authority.attach)
     service.register(AttentionReported, authority.consumed)
     service.register(ModeSelect, authority.mode_select)

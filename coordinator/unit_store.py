@@ -1,18 +1,21 @@
-"""Where each logical unit keeps what must outlive the target: its APTPL state (registrations and the persistent
-reservation, with APTPL) and its sanitize record (a sanitize that runs or failed). One home per fact, chosen per
-LUN (`UnitStores`): the RADOS object of an RBD LUN (coordinator/rados_store.py), so any node that serves the image
-finds it, else files under <state_dir>/reservations (unit_state/files.py), <target>-<lun>.json and
-<target>-<lun>.sanitize.json.
+"""Where each logical unit keeps what must outlive the target. One home per fact, chosen per LUN (`UnitStores`):
+- an RBD LUN: its whole SCSI state (registrations and reservations, APTPL or not, pending unit attentions, the
+  initiators told of the power-on, mode parameters, the medium; `UnitState.record()`) and its sanitize record (a
+  sanitize that runs or failed), in the LUN's RADOS object (coordinator/rados_store.py), so any node that serves
+  the image finds it;
+- a file LUN: its APTPL state (registrations and the persistent reservation, with APTPL) and its sanitize record,
+  in files under <state_dir>/reservations (unit_state/files.py), <target>-<lun>.json and .sanitize.json.
 
 A store offers
     where               what it is, for log lines
-    deferred            False: `save` is done when it returns (files; an OSError raises); True: `done(result)` runs
-                        later from the coordinator's loop (RADOS)
-    load()              (APTPL state, sanitize record) at start, each None when there is none; StoreFailed if unread
-    save(key, value, done=None, based_on=…)   key "aptpl" or "sanitize", value None to clear; result None when
-                        saved, a Stale when another coordinator wrote the unit's state since this one last read or
-                        wrote it and what it holds is not `based_on` (the state the new value was derived from): the
-                        save is refused; a StoreFailed when the store did not answer
+    deferred            False (files): keys APTPL and SANITIZE; `save` is done when it returns (an OSError raises).
+                        True (RADOS): keys UNIT and SANITIZE; `done(result)` runs later from the coordinator's loop
+    load()              (APTPL state or unit record, sanitize record) at start, each None when there is none;
+                        StoreFailed if unread
+    save(key, value, done=None, based_on=…)   value None to clear; result None when saved, a Stale when another
+                        coordinator wrote the unit's state since this one last read or wrote it and its reservations
+                        are not `based_on` (those the new value was derived from): the save is refused; a
+                        StoreFailed when the store did not answer
     forget()            (deferred stores) a peer's state was adopted: what the store holds may have changed
 """
 from __future__ import annotations
@@ -28,7 +31,7 @@ from target.backstore.rbd_image import RbdImage
 if TYPE_CHECKING:
     from .rados_store import RadosStateClient
 
-APTPL, SANITIZE = "aptpl", "sanitize"
+APTPL, SANITIZE, UNIT = "aptpl", "sanitize", "unit"
 
 
 class StoreFailed(Exception):
@@ -37,8 +40,8 @@ class StoreFailed(Exception):
 
 @dataclass(frozen=True)
 class Stale:
-    """A save refused: the unit's state as another coordinator last wrote it."""
-    aptpl: dict | None
+    """A save refused: the unit's state (record, sanitize record) as another coordinator last wrote it."""
+    unit: dict | None
     sanitize: dict | None
 
 

@@ -21,7 +21,8 @@ EXAMPLES = [
     M.ModeSelect(T, 0, N, True, False), M.ModeChange(T, 0, True, False, [[N, 0x2A01]]),
     M.MediumRequest(T, 0, "", "sanitized"), M.MediumChange(T, 0, True, 0),
     M.MediumAnswer(T, 0, False, 2, [2, 0x5302]), M.FetchUnitStates(), M.UnitStates([], [], []),
-    M.Takeover("b"), M.TakeoverReport("b", "dead", 1, 1, 3, 0), M.StateAdopted(), M.EndSessions([]), M.Nothing(),
+    M.Takeover("b"), M.TakeoverReport("b", "dead", 1, 1, 3, 0), M.StateAdopted(),
+    M.StoredStateTaken(T, 0), M.EndSessions([]), M.Nothing(),
     M.FetchStatus(), M.NodeStatus("a", {"pid": 1, "uptime": 2.5}, {"pid": 2, "uptime": 1.0, "restarts": 0},
                                   [{"index": 0, "pid": 3}], [], [{"target": T, "lun": 0}], 1),
 ]

@@ -1,5 +1,6 @@
 """The coordinator's unit state authority (coordinator/unit_service.py), called the way the service calls its
 handlers: the body rebuilt as its message class (coordinator/messages.py), the reply and pushes as they travel."""
+import json
 import struct
 from types import SimpleNamespace
 
@@ -7,8 +8,9 @@ from coordinator import messages as M
 from coordinator import unit_service
 from coordinator.unit_state import reservations as R
 from coordinator.unit_state.medium import IDLE, SANITIZE_FAILURE, SANITIZING
-from target.scsi.sense import (BUS_DEVICE_RESET, ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_REMOVAL_PREVENTED,
-                               MODE_PARAMETERS_CHANGED, NOT_READY, POWER_ON_RESET, SANITIZE_IN_PROGRESS)
+from target.scsi.sense import (BUS_DEVICE_RESET, CAPACITY_DATA_HAS_CHANGED, ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB,
+                               MEDIUM_REMOVAL_PREVENTED, MODE_PARAMETERS_CHANGED, NOT_READY, POWER_ON_RESET,
+                               SANITIZE_IN_PROGRESS)
 from target.scsi.task import GOOD, RESERVATION_CONFLICT
 
 T = "iqn.2026-11.org.ringtgt:t"
@@ -236,14 +238,23 @@ def test_snapshot_restore():
     assert copy.attach({"target": T, "nexus": A2}, "w0.1").body["attentions"][0] == [0, []]
 
 
+
+def greeted(auth: UnitAuthority) -> dict[str, set[str]]:
+    """The initiators told of the power-on, by target (each unit keeps its own)."""
+    names: dict[str, set[str]] = {}
+    for (target, _), unit in auth.units.items():
+        if unit.greeted:
+            names.setdefault(target, set()).update(unit.greeted)
+    return names
+
 def test_a_restarted_coordinator_resumes_a_new_serve_does_not(tmp_path):
     auth = UnitAuthority([(T, 0)], str(tmp_path), incarnation="100")
     auth.attach({"target": T, "nexus": A1}, "w0.1")
     auth.request(prout_body(A1, R.REGISTER, 0, 4), "w0.1")                      # no APTPL
     resumed = UnitAuthority([(T, 0)], str(tmp_path), incarnation="100")    # same supervisor
-    assert resumed.units[(T, 0)].reservations.keys == {A1: 4} and resumed.greeted == {T: {"iqn.a"}}
+    assert resumed.units[(T, 0)].reservations.keys == {A1: 4} and greeted(resumed) == {T: {"iqn.a"}}
     fresh = UnitAuthority([(T, 0)], str(tmp_path), incarnation="200")      # a new `serve`
-    assert fresh.units[(T, 0)].reservations.keys == {} and fresh.greeted == {}
+    assert fresh.units[(T, 0)].reservations.keys == {} and greeted(fresh) == {}
     assert [p.name for p in (tmp_path / "reservations").iterdir()] == []
 
 
@@ -320,7 +331,7 @@ def test_a_clean_stop_keeps_the_units_state_for_the_next_serve_only(tmp_path):
     assert resumed.attach({"target": T, "nexus": B}, "w1.4").body["attentions"][1] == [1, [MODE_PARAMETERS_CHANGED]]
 
     crashed = serve(tmp_path, 300)                                             # SIGKILL / power loss, then `serve`
-    assert crashed.units[(T, 1)].reservations.keys == {} and crashed.greeted == {}
+    assert crashed.units[(T, 1)].reservations.keys == {} and greeted(crashed) == {}
     assert crashed.units[(T, 1)].mode is None and crashed.units[(T, 1)].pending == {}
 
 
@@ -357,7 +368,7 @@ def test_a_target_whose_luns_changed_greets_its_initiators_again(tmp_path):
     resumed = serve(tmp_path, 200, units=((T, 0), (T, 1), (other, 0)))       # other's LUN 1 was removed
     assert set(resumed.units) == {(T, 0), (T, 1), (other, 0)}
     assert resumed.units[(T, 0)].reservations.keys == {A1: 3}
-    assert resumed.greeted == {T: {"iqn.a"}}
+    assert greeted(resumed) == {T: {"iqn.a"}}
 
 
 def test_a_malformed_stop_snapshot_is_a_power_on(tmp_path, caplog):
@@ -370,7 +381,7 @@ def test_a_malformed_stop_snapshot_is_a_power_on(tmp_path, caplog):
                  f'{{"units": [["{T}", 0, {{"generation": 5}}, {{}}, null, null]], "greeted": {{}}}}'):  # half applied
         stopped.write_text(text)
         started = serve(tmp_path, 200)
-        assert started.units[(T, 0)].reservations.keys == {A1: 9, B: 8} and started.greeted == {}
+        assert started.units[(T, 0)].reservations.keys == {A1: 9, B: 8} and greeted(started) == {}
         assert started.units[(T, 0)].reservations.generation == auth.units[(T, 0)].reservations.generation
         assert not stopped.exists() and "malformed" in caplog.text
 
@@ -424,3 +435,86 @@ def test_a_request_that_waited_behind_a_save_past_its_deadline_is_dropped_not_ap
     assert [p.outcome for p in promises] == [("answered", GOOD), ("dropped", "expired"), ("answered", GOOD)]
     assert len(store.saves) == 1                        # the late REGISTER was neither saved nor applied
     assert unit.reservations.view()["registered"] == [A1]
+
+
+# -- the unit record an RBD LUN keeps in RADOS (UnitState.record / take_record) ---------------------------------
+def _busy_unit(auth):
+    """LUN 0 with registrations and a reservation (no APTPL), a preempted registrant's unit attention, WCE off and a
+    medium prevention, A1 and B told of the power-on."""
+    for nexus, origin in ((A1, "w0.1"), (B, "w1.2")):
+        auth.attach({"target": T, "nexus": nexus}, origin)
+    auth.request(prout_body(A1, R.REGISTER, 0, 1), "w0.1")
+    auth.request(prout_body(B, R.REGISTER, 0, 2), "w1.2")
+    auth.request(prout_body(A1, R.RESERVE, 1, pr_type=R.WRITE_EXCLUSIVE), "w0.1")
+    auth.request(prout_body(A1, R.PREEMPT, 1, 2, pr_type=R.WRITE_EXCLUSIVE), "w0.1")
+    auth.mode_select({"target": T, "lun": 0, "nexus": A1, "wce": False, "swp": False}, "w0.1")
+    auth.medium_request(medium(A1, "prevent", lun=0), "w0.1")
+    return auth.units[(T, 0)]
+
+
+def test_a_unit_record_carries_the_whole_unit_through_json():
+    unit = _busy_unit(authority())
+    record = json.loads(json.dumps(unit.record()))
+    taken = unit_service.UnitState()
+    taken.take_record(record)
+    assert taken.record() == unit.record() == record
+    assert taken.reservations.keys == {A1: 1} and taken.reservations.holder == A1 and not taken.reservations.aptpl
+    assert taken.pending[B] == [POWER_ON_RESET, R.REGISTRATIONS_PREEMPTED, MODE_PARAMETERS_CHANGED]
+    assert taken.mode == [False, False] and taken.medium.preventing == {A1} and taken.greeted == {"iqn.a", "iqn.b"}
+
+
+def test_a_record_can_carry_a_request_not_applied_yet():
+    """What a reservation request's save writes before the request is applied: its reservations and attentions."""
+    auth = authority()
+    unit = _busy_unit(auth)
+    auth.attach({"target": T, "nexus": A2}, "w0.3")
+    auth.request(prout_body(A2, R.REGISTER, 0, 3), "w0.3")
+    before = unit.record()
+    trial = R.Reservations()
+    trial.restore(unit.reservations.snapshot())
+    clear = prout_body(A1, R.CLEAR, 1)
+    outcome = R.run_request(trial, "out", A1, clear["cdb"], clear["parameters"])
+    record = unit.record(trial, outcome.attentions)
+    assert outcome.attentions == [(A2, R.RESERVATIONS_PREEMPTED)]
+    assert record["reservations"]["keys"] == {} and record["pending"][A2] == [R.RESERVATIONS_PREEMPTED]
+    assert unit.record() == before and unit.pending[A2] == []    # the unit itself is untouched
+
+
+def test_taking_a_record_keeps_what_is_pending_and_greeted_here():
+    stored = _busy_unit(authority()).record()
+    here = authority().units[(T, 0)]
+    here.greeted, here.pending = {"iqn.c"}, {B: [CAPACITY_DATA_HAS_CHANGED]}
+    here.mode = [True, True]
+    here.take_record(stored)
+    assert here.greeted == {"iqn.a", "iqn.b", "iqn.c"}
+    assert here.pending[B] == [CAPACITY_DATA_HAS_CHANGED, POWER_ON_RESET, R.REGISTRATIONS_PREEMPTED,
+                               MODE_PARAMETERS_CHANGED]
+    assert here.mode == [False, False] and here.reservations.keys == {A1: 1}
+    here.take_record(None)                                          # an object removed: an empty unit
+    assert here.reservations.keys == {} and here.mode is None
+
+
+def test_a_unit_taken_at_start_has_lost_every_nexus():
+    unit = _busy_unit(authority())
+    unit.reservations.spc2_holder = B
+    unit.pending[A2] = []
+    unit.lose_every_nexus()
+    assert unit.reservations.spc2_holder is None and unit.medium.preventing == set()
+    assert A2 not in unit.pending and unit.pending[B]                  # an attention still owed stays
+    assert unit.reservations.keys == {A1: 1}                            # registrations are not the nexus's
+
+
+def test_an_initiator_is_told_of_each_units_power_on_once():
+    auth = authority()
+    auth.units[(T, 1)].greeted.add("iqn.a")                            # told of LUN 1's power-on (another node)
+    assert auth.attach({"target": T, "nexus": A1}, "w0.1").body["attentions"] == [[0, [POWER_ON_RESET]], [1, []]]
+    assert auth.attach({"target": T, "nexus": A2}, "w0.2").body["attentions"] == [[0, []], [1, []]]
+
+
+def test_a_snapshot_of_an_older_ringtgt_greets_by_target():
+    auth = authority()
+    snapshot = auth.snapshot()
+    snapshot["units"] = [unit[:6] for unit in snapshot["units"]]
+    snapshot["greeted"] = {T: ["iqn.a"]}
+    auth.restore(snapshot)
+    assert auth.units[(T, 0)].greeted == auth.units[(T, 1)].greeted == {"iqn.a"}

@@ -2,6 +2,7 @@
 (tests/conftest.py): versioned writes refuse a writer behind the times, at the object and at the store; an APTPL
 registration and reservation made through one `serve` are found by another whose state_dir never saw the LUN; a
 PR OUT with APTPL while the cluster does not answer fails with its sense, within the save's deadline."""
+import json
 import os
 import shutil
 import signal
@@ -10,13 +11,13 @@ import time
 import pytest
 
 import initiator as I
-from harness import HOST, Lun, ringtgt_binary, run, session
-from pr_commands import (APTPL, CLEAR, REGISTER, REGISTER_AND_IGNORE_EXISTING_KEY, RESERVE, WRITE_EXCLUSIVE, conflict,
-                         good, prout, read_keys, reservation)
+from harness import HOST, Lun, poll, ringtgt_binary, run, session
+from pr_commands import (APTPL, CLEAR, PREEMPT, REGISTER, REGISTER_AND_IGNORE_EXISTING_KEY, RESERVE, WRITE_EXCLUSIVE,
+                         conflict, good, prout, read_keys, reservation)
 
 from coordinator.rados_store import SAVE_DEADLINE, RadosStateClient, RadosStore
 from coordinator.service import CoordinatorService
-from coordinator.unit_store import APTPL as APTPL_KEY, SANITIZE, Stale, StoreFailed
+from coordinator.unit_store import SANITIZE, UNIT, Stale, StoreFailed
 from target.backstore.rados import Connection
 from target.backstore.rados_objects import StaleObject, read_versioned, write_versioned
 from target.backstore.rbd_image import CephClient, RbdImage
@@ -24,6 +25,11 @@ from tests.ceph_cluster import POOL
 
 BS = 512
 NAME = "iqn.2026-12.org.ringtgt:rados-state"
+
+
+def logged(tgt, text: str) -> None:
+    """`text` is in tgt's log: the coordinator logs its start beside the workers, which the start waits for."""
+    poll(lambda: text in tgt.stderr(), timeout=30, what=f"{text!r} in the log")
 
 
 def client_of(cluster) -> CephClient:
@@ -63,10 +69,22 @@ def saved(service: CoordinatorService, store: RadosStore, key: str, value, **bas
     return run_until(service, results)
 
 
+def record(nexus: str, key: int) -> dict:
+    """A unit record (coordinator/unit_service.py `UnitState.record`) as far as the store cares: its reservations."""
+    return {"reservations": {"keys": {nexus: key}}, "greeted": [nexus]}
+
+
+def refreshed(service: CoordinatorService, store: RadosStore) -> object:
+    results: list = []
+    store.refresh(results.append)
+    return run_until(service, results)
+
+
 def test_two_coordinators_on_one_unit_state_cannot_clobber_each_other(ceph_cluster, tmp_path):
     """Two stores of one image (two coordinators, their own RADOS threads and loops): A saves; B, which read the
-    object before that, is refused with A's state (Stale) and takes it; then B's save works and A's is refused.
-    A sanitize record is saved on top of the other's state instead (it is the unit's own fact)."""
+    object before that, is refused with A's state (Stale) and takes it; then B's save works and A's is refused,
+    unless the reservations stored are those B's save was based on. A sanitize record is saved on top of the
+    other's state instead (it is the unit's own fact). A refresh hands over another's write once."""
     rbd = RbdImage(POOL, "rados-state-conflict", client_of(ceph_cluster))
     stores = []
     for name in ("a", "b"):
@@ -78,16 +96,20 @@ def test_two_coordinators_on_one_unit_state_cannot_clobber_each_other(ceph_clust
     try:
         (sa, _, a), (sb, _, b) = stores
         assert a.load() == (None, None) and b.load() == (None, None)
-        state_a = {"keys": {"x": 1}}
-        assert saved(sa, a, APTPL_KEY, state_a) is None
-        refused = saved(sb, b, APTPL_KEY, {"keys": {"y": 2}})
-        assert refused == Stale(state_a, None) and b.aptpl == state_a
-        assert saved(sb, b, APTPL_KEY, {"keys": {"y": 3}}) is None       # B has read it: its next save works
-        assert isinstance(saved(sa, a, APTPL_KEY, {"keys": {"x": 4}}), Stale)
-        assert saved(sa, a, APTPL_KEY, {"keys": {"x": 5}}) is None      # B is behind again, but has A's state
-        assert saved(sb, b, APTPL_KEY, {"keys": {"y": 6}}, based_on={"keys": {"x": 5}}) is None     # (the bus)
+        state_a = record("x", 1)
+        assert saved(sa, a, UNIT, state_a) is None
+        refused = saved(sb, b, UNIT, record("y", 2))
+        assert refused == Stale(state_a, None) and b.record == state_a
+        assert saved(sb, b, UNIT, record("y", 3)) is None                # B has read it: its next save works
+        assert isinstance(saved(sa, a, UNIT, record("x", 4)), Stale)
+        assert saved(sa, a, UNIT, record("x", 5)) is None               # B is behind again, but has A's state
+        assert saved(sb, b, UNIT, record("y", 6), based_on=record("x", 5)["reservations"]) is None   # (the bus)
         assert saved(sa, a, SANITIZE, {"ause": True}) is None            # made again on B's state
-        assert RadosStore(stores[0][1], rbd, "a third").load() == ({"keys": {"y": 6}}, {"ause": True})
+        assert RadosStore(stores[0][1], rbd, "a third").load() == (record("y", 6), {"ause": True})
+        assert refreshed(sa, a) is None                                  # A wrote last
+        assert refreshed(sb, b) == {UNIT: record("y", 6), SANITIZE: {"ause": True}} and b.sanitize == {"ause": True}
+        assert refreshed(sb, b) is None                                  # seen once
+        assert isinstance(saved(sb, b, UNIT, record("y", 7), based_on={"keys": {"z": 1}}), Stale)   # not what it holds
     finally:
         for service, client, _ in stores:
             client.close()
@@ -105,7 +127,7 @@ def test_a_store_without_a_cluster_fails_within_its_deadline(tmp_path):
         store = RadosStore(client, RbdImage(POOL, "nowhere", CephClient(str(tmp_path / "ceph.conf"))), "a unit")
         started = time.monotonic()
         results: list = []
-        store.save(APTPL_KEY, {"keys": {}}, results.append)
+        store.save(UNIT, record("x", 1), results.append)
         result = run_until(service, results, deadline=10 * SAVE_DEADLINE)
         assert isinstance(result, StoreFailed) and "no answer" in str(result), result
         assert time.monotonic() - started < 2 * SAVE_DEADLINE
@@ -135,6 +157,118 @@ def test_aptpl_state_is_found_by_a_serve_that_never_saw_the_lun(ringtgt, ceph_cl
         conflict(other.write(0, bytes(BS), block_size=BS))
         good(other.read(0, 1, block_size=BS))
 
+
+
+CACHING, WCE = 0x08, 0x04
+POWER_ON, REGISTRATIONS_PREEMPTED = (0x29, 0x00), (0x2A, 0x05)
+
+
+def write_cache(ini) -> bool:
+    result = good(ini.scsi(bytes([0x1A, 0x08, CACHING, 0, 255, 0]), read_length=255))      # MODE SENSE, DBD
+    return bool(result.data[4 + 2] & WCE)
+
+
+def first_attention(ini) -> tuple[int, int] | None:
+    """What the nexus's first TEST UNIT READY answers: the (asc, ascq) of a unit attention, or None (GOOD)."""
+    result = ini.scsi(bytes(6))
+    if result.status == I.CHECK_CONDITION and result.sense.key == I.UNIT_ATTENTION:
+        return result.sense.asc, result.sense.ascq
+    good(result)
+    return None
+
+
+def log_in(tgt, name: str, isid: bytes | None = None) -> I.Initiator:
+    """A session of `name` (with `isid`: the I_T nexus of an earlier session), unit attentions untouched."""
+    ini = I.Initiator.connect(HOST, tgt.port)
+    if isid is not None:
+        ini.isid = isid
+    ini.login(tgt.iqn, initiator_name=name)
+    return ini
+
+
+def stored_record(cluster, image: str) -> dict:
+    conn = Connection(client_of(cluster))
+    try:
+        generation, payload = read_versioned(conn.ioctx(POOL), f"ringtgt.unit.{image}")
+    finally:
+        conn.close()
+    return json.loads(payload).get("unit") or {} if generation else {}
+
+
+def test_the_whole_unit_state_is_found_by_a_serve_that_never_saw_the_lun(ringtgt, ceph_cluster):
+    """Through node A, without APTPL: WCE turned off by MODE SELECT, P registers and reserves, H registers and
+    preempts P (P: REGISTRATIONS PREEMPTED pending), G is told of the power-on and logs out. A dies (SIGKILL) and its
+    state_dir goes; node B, a `serve` of its own with no bus to A, serves the image with all of it: P's nexus gets
+    its pending unit attention (no POWER ON), H's reservation is in force (PR IN shows it, P's write conflicts), G
+    starts with nothing pending, WCE is off; only an initiator new to the unit hears of a power-on."""
+    image = "unit-state"
+    ceph_cluster.create_image(image, 16 << 20)
+    lun = Lun(0, "", BS, store=ceph_cluster.lun_keys(image))
+    h_name, p_name, g_name = (f"{NAME}-{who}" for who in ("h", "p", "g"))
+    a = ringtgt(luns=[lun], workers=2)
+    with session(a, h_name) as h:
+        assert write_cache(h)
+        good(h.scsi(bytes([0x15, 0x10, 0, 0, 24, 0]), data_out=bytes(4) + bytes([CACHING, 0x12]) + bytes(18)))
+        with session(a, p_name) as p:
+            good(prout(p, REGISTER, 0, 0xB))
+            good(prout(p, RESERVE, 0xB, pr_type=WRITE_EXCLUSIVE))
+            good(prout(h, REGISTER, 0, 0xA))
+            good(prout(h, PREEMPT, 0xA, 0xB, pr_type=WRITE_EXCLUSIVE))
+            p_isid = p.isid
+            with session(a, g_name):
+                pass
+            # the facts a command's answer does not promise are written behind: wait for them to land
+            poll(lambda: g_name in stored_record(ceph_cluster, image).get("greeted", []), timeout=10,
+                 what="the record written behind")
+            a.kill()                                                        # no clean stop, no bus
+    shutil.rmtree(a.dir / "state")
+    record = stored_record(ceph_cluster, image)
+    print(f"the unit's record in RADOS: {json.dumps(record)}")
+    assert record["mode"] == [False, False] and sorted(record["greeted"]) == sorted([h_name, p_name, g_name])
+
+    b = ringtgt(luns=[lun], workers=2)
+    with log_in(b, p_name, p_isid) as p:
+        assert first_attention(p) == REGISTRATIONS_PREEMPTED                # not POWER ON
+        assert first_attention(p) is None
+        assert read_keys(p) == [0xA] and reservation(p) == (0xA, WRITE_EXCLUSIVE)
+        conflict(p.write(0, bytes(BS), block_size=BS))
+        assert not write_cache(p)
+    with log_in(b, g_name) as g:
+        assert first_attention(g) is None
+    with log_in(b, f"{NAME}-new") as new:
+        assert first_attention(new) == POWER_ON
+
+
+def test_a_running_serve_takes_what_another_left_when_an_initiator_logs_in(ringtgt, ceph_cluster):
+    """Nodes A and B both serve the image, with no bus between them (B started first, and read an empty state).
+    Through A, without APTPL: H registers and reserves, P registers and is preempted. A dies; P's login to B reads
+    the object again: P gets REGISTRATIONS PREEMPTED (not POWER ON), and H's reservation is in force there."""
+    image = "unit-state-running"
+    ceph_cluster.create_image(image, 16 << 20)
+    lun = Lun(0, "", BS, store=ceph_cluster.lun_keys(image))
+    b = ringtgt(luns=[lun], workers=1)
+    a = ringtgt(luns=[lun], workers=1)
+    h_name, p_name = f"{NAME}-running-h", f"{NAME}-running-p"
+    with session(a, h_name) as h, session(a, p_name) as p:
+        good(prout(h, REGISTER, 0, 0xA))
+        good(prout(h, RESERVE, 0xA, pr_type=WRITE_EXCLUSIVE))
+        good(prout(p, REGISTER, 0, 0xB))
+        good(prout(h, PREEMPT, 0xA, 0xB, pr_type=WRITE_EXCLUSIVE))
+        p_isid = p.isid
+        a.kill()
+    started = time.monotonic()
+    with log_in(b, p_name, p_isid) as p:
+        taking = time.monotonic() - started
+        assert first_attention(p) == REGISTRATIONS_PREEMPTED
+        assert first_attention(p) is None
+        assert read_keys(p) == [0xA] and reservation(p) == (0xA, WRITE_EXCLUSIVE)
+        conflict(p.write(0, bytes(BS), block_size=BS))
+    started = time.monotonic()
+    with log_in(b, h_name) as h:
+        print(f"logins to B: {taking * 1000:.1f} ms taking A's state, {(time.monotonic() - started) * 1000:.1f} ms "
+              "reading it unchanged")
+        assert first_attention(h) is None
+    assert b.stderr().count("written by another coordinator since this one last did") == 1, b.stderr()
 
 
 def test_a_reload_adding_an_rbd_lun_finds_its_aptpl_state(ringtgt, ceph_cluster):
@@ -172,7 +306,7 @@ def test_a_planned_restart_takes_what_another_node_saved_meanwhile(ringtgt, ceph
         good(prout(other, CLEAR, 0x77))                                   # any registrant clears them all
     b.stop()
     a.start()
-    assert "changed since this node saved its state" in a.stderr()
+    logged(a, "changed since this node saved its state")
     with session(a, f"{NAME}-other") as other:
         assert read_keys(other) == [] and reservation(other) is None
         good(other.write(0, bytes(BS), block_size=BS))
@@ -214,7 +348,7 @@ def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtg
         a.kill()
     shutil.rmtree(a.dir / "state")
     b = ringtgt(luns=[lun], workers=1)
-    assert "a sanitize did not finish before the target stopped" in b.stderr()
+    logged(b, "a sanitize did not finish before the target stopped")
     with I.Initiator.connect(HOST, b.port) as ini:
         ini.login(b.iqn, initiator_name=f"{NAME}-after")      # served once the worker has the unit states
         failed = ini.scsi(bytes(6))
