@@ -74,7 +74,8 @@ def coordinator_main(config, heartbeat: Callable[[], None] = lambda: None) -> No
     running = RunningConfig(config)
     try:
         authority = UnitAuthority(units, config.server.state_dir, incarnation=incarnation,
-                                  rbd_of=lambda target, lun: rbd_of(running.config, target, lun), heartbeat=heartbeat)
+                                  rbd_of=lambda target, lun: rbd_of(running.config, target, lun), heartbeat=heartbeat,
+                                  node=config.cluster.node if config.cluster is not None else None)
     except StoreFailed as exc:
         log.error("the units' saved state cannot be read: %s", exc)
         service.close()

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 
 from target.backstore.base import BackstoreError
+from target.backstore.fencing import record
 from target.backstore.rados import CONNECT_TIMEOUT_SECONDS, Connection
 from target.backstore.rados_objects import StaleObject, read_versioned, write_versioned
 from target.backstore.rbd_image import CephClient, RbdImage
@@ -68,8 +69,11 @@ class RadosStateClient:
     """The coordinator's RADOS thread: `call` waits for a result (start, reload), `submit` hands it to `done` on the
     loop (or waits too, before `attach`); both run jobs one at a time, in order."""
 
-    def __init__(self, heartbeat: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, heartbeat: Callable[[], None] = lambda: None, node: str | None = None) -> None:
+        """`node`: this cluster node's name, under which the thread's client is recorded for fencing in every
+        pool before its first operation there (target/backstore/fencing.py); None: not a cluster node."""
         self._heartbeat = heartbeat         # the supervisor's watchdog, while `call` waits
+        self._node = node
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._finished: deque[_Job] = deque()
         self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -88,6 +92,11 @@ class RadosStateClient:
         conn = self._connections.get(rbd.client)
         if conn is None:
             conn = self._connections[rbd.client] = Connection(rbd.client, rados_osd_op_timeout=str(OP_TIMEOUT_SECONDS))
+        if self._node is not None:          # a takeover must be able to fence this client too (BackstoreError:
+            recorded = record(rbd.client, rbd.pool, self._node, "coordinator", conn)   # not recorded, or fenced)
+            if recorded:
+                log.info("units' state in pool %s: written by %s at %s (recorded for fencing)", rbd.pool,
+                         rbd.client, ", ".join(recorded))
         return conn.ioctx(rbd.pool)
 
     def call(self, run: Callable[[], object], deadline: float) -> object:

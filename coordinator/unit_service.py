@@ -228,11 +228,12 @@ class UnitAuthority:
 
     def __init__(self, units: list[tuple[str, int]], state_dir: str | None = None, incarnation: str | None = None,
                  rbd_of: Callable[[str, int], RbdImage | None] = lambda target, lun: None,
-                 heartbeat: Callable[[], None] = lambda: None):
+                 heartbeat: Callable[[], None] = lambda: None, node: str | None = None):
         """`rbd_of(target, lun)`: the unit's RBD image, whose RADOS object keeps its state (None: files under
-        state_dir); StoreFailed when a unit's state cannot be read; `heartbeat()` while waiting for one."""
+        state_dir); StoreFailed when a unit's state cannot be read; `heartbeat()` while waiting for one; `node`:
+        a cluster node's name (its RADOS client recorded for fencing, target/backstore/fencing.py)."""
         directory = None if state_dir is None else os.path.join(state_dir, "reservations")
-        self.stores = UnitStores(directory, rbd_of, heartbeat)
+        self.stores = UnitStores(directory, rbd_of, heartbeat, node)
         self._defer: Callable[[], Deferred] | None = None
         self._service: CoordinatorService | None = None
         self.units = {(target, lun): UnitState(self.stores(target, lun)) for target, lun in units}

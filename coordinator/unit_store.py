@@ -75,8 +75,9 @@ class UnitStores:
     told while a load waits for RADOS (a bounded wait, not a hang)."""
 
     def __init__(self, directory: str | None, rbd_of: Callable[[str, int], RbdImage | None] = lambda target, lun: None,
-                 heartbeat: Callable[[], None] = lambda: None):
+                 heartbeat: Callable[[], None] = lambda: None, node: str | None = None):
         self.directory = directory
+        self.node = node                    # a cluster node's name: its RADOS client is recorded for fencing
         self.rbd_of = rbd_of
         self.heartbeat = heartbeat
         self._rados: RadosStateClient | None = None     # made for the first RBD LUN
@@ -87,7 +88,7 @@ class UnitStores:
         if rbd is not None:
             from .rados_store import RadosStateClient, RadosStore      # librados loaded only for RBD LUNs
             if self._rados is None:
-                self._rados = RadosStateClient(self.heartbeat)
+                self._rados = RadosStateClient(self.heartbeat, self.node)
                 if self._service is not None:
                     self._rados.attach(self._service)
             return RadosStore(self._rados, rbd, f"LUN {lun} of {target}")

@@ -4,6 +4,8 @@ the dead node recorded, so that a node that is only cut off (or frozen, and resu
 What is where: in every pool holding an RBD LUN, the object `ringtgt.node.NODE` (NODE: `[cluster] node`) has one
 omap key per client a worker of that node opened, `client.WORKER.ADDRESS` → {"pid", "since"}, written when the
 worker opens its first image of the pool (`record`); a restarted worker adds its new address beside the old ones.
+The coordinator's own client, which writes the units' state objects (coordinator/rados_store.py), is recorded the
+same way (`client.coordinator.ADDRESS`) before its first read or write in the pool.
 A takeover (`fence`, run by the coordinator in a process of its own: `python -m target.backstore.fencing SPEC`)
 first marks the object `fenced` → {"by", "at"}, then reads every `client.` key, blocklists each address with the
 monitor (`osd blocklist add ADDRESS BLOCKLIST_SECONDS`, all at once: one after the other, each would wait for the
@@ -140,21 +142,26 @@ def read_keys(conn: Connection, pool: str, oid: str) -> dict[str, str]:
             lib.rados_release_read_op(op)
 
 
-def record(client: CephClient, pool: str, node: str, worker: int) -> None:
-    """This process's client of `client` in `pool`'s record of `node` (once per pool); BackstoreError if that
-    cannot be written, or if the node is marked fenced (its LUNs in the pool must not be served)."""
+def record(client: CephClient, pool: str, node: str, who: int | str, conn: Connection | None = None) -> list[str]:
+    """This process's client of `client` in `pool`'s record of `node` (once per pool), as `who` (a worker's index,
+    or "coordinator": its unit state store's client writes too); `conn`: that client (default: the process's
+    shared `connection(client)`). The addresses recorded ([] when they were already). BackstoreError if that
+    cannot be written, or if the node is marked fenced (its LUNs in the pool must not be served, nor their state
+    written)."""
     if (client, pool) in _recorded:
-        return
-    conn = connection(client)
+        return []
+    conn = conn or connection(client)
     oid = object_name(node)
     since = json.dumps({"pid": os.getpid(), "since": time.time()})
-    _set_keys(conn, pool, oid, {f"{CLIENT_PREFIX}{worker}.{address}": since for address in addresses(conn.addresses)})
+    recorded = addresses(conn.addresses)
+    _set_keys(conn, pool, oid, {f"{CLIENT_PREFIX}{who}.{address}": since for address in recorded})
     mark = read_keys(conn, pool, oid).get(FENCED_KEY)
     if mark is not None:
         raise BackstoreError(f"node {node} was fenced ({mark}): its RADOS clients were blocklisted by a takeover; "
                              f"once it is repaired, `rados -p {pool} rmomapkey {oid} {FENCED_KEY}` (README, Ceph "
                              "RBD, Fencing)")
     _recorded.add((client, pool))
+    return recorded
 
 
 def blocklist(conn: Connection, address: str, seconds: float = BLOCKLIST_SECONDS) -> None:

@@ -3,14 +3,14 @@ serve the same two RBD images of the session's cluster (tests/ceph_cluster.py, r
 loopback ports into the namespaces) behind a VIP.
 
 A persistent reservation is taken on LUN 0 and fio (libiscsi, verify=crc32c) writes LUN 1 through the VIP on a.
-Node a is cut off (its link down) and frozen (SIGSTOP of all its processes, as a hung machine or a paused VM);
-the VIP moves to b and `ringtgt takeover a` runs there (or, with built-in takeover, b does it all by itself). Then:
-a's RADOS clients (the addresses its workers logged) are in the OSD map's blocklist and b's are not, fio ends with
-err=0 and its verify passing, the reservation is in force on b (a write from a non-registrant gets RESERVATION
-CONFLICT). Node a then resumes: a write through its own portal (from inside its namespace) fails, refused by Ceph,
-the block on b is unchanged; a, fenced itself, fences no one (built-in: it takes b for dead); and a worker of a that
-is restarted finds the fence mark and serves its LUNs offline. The pause fio saw and the addresses fenced are
-printed.
+Node a is cut off (its link down) and frozen (SIGSTOP of all its processes, as a hung machine or a paused VM); the
+VIP moves to b and `ringtgt takeover a` runs there (or, with built-in takeover, b does it all by itself). Then: a's
+RADOS clients (the addresses its workers and its coordinator logged) are in the OSD map's blocklist and b's are
+not, fio ends with err=0 and its verify passing, the reservation is in force on b (a write from a non-registrant
+gets RESERVATION CONFLICT). Node a then resumes: a write through its own portal (from inside its namespace) fails,
+refused by Ceph, the block on b is unchanged; a, fenced itself, fences no one (built-in: it takes b for dead); and
+a worker of a that is restarted finds the fence mark and serves its LUNs offline. The pause fio saw and the
+addresses fenced are printed.
 
 Without namespaces: two nodes fencing each other at once fence one (the claim in `ringtgt.fencing`), step by step
 and in two fencing processes run together; a takeover on a one-node `serve` (its peer never runs, a client address
@@ -58,6 +58,11 @@ def served_as(node: Node, image: str) -> set[str]:
     return set(re.findall(rf"RBD image rbd/{image}: \d+ bytes served, as .* at (\S+)", node.text()))
 
 
+def state_written_as(node: Node) -> set[str]:
+    """The RADOS client address node's coordinator logged for writing the units' state objects in pool rbd."""
+    return set(re.findall(r"units' state in pool rbd: written by .* at (\S+) \(recorded for fencing\)", node.text()))
+
+
 def worker_pids(node: Node) -> list[int]:
     return [w["pid"] for w in json.loads(node.command("status", "--json"))["workers"]]
 
@@ -86,6 +91,9 @@ def fenced_failover(lab_factory, cluster, directory, takeover: str) -> dict:
             poll(lambda: nodes["a"].ready("b") and nodes["b"].ready("a"), timeout=60, what="both nodes up")
             a_clients, b_clients = served_as(nodes["a"], f"{prefix}-fio"), served_as(nodes["b"], f"{prefix}-fio")
             assert len(a_clients) == 2 and len(b_clients) == 2, (a_clients, b_clients)
+            a_clients |= state_written_as(nodes["a"])   # its coordinator's, which writes the units' state objects
+            b_clients |= state_written_as(nodes["b"])
+            assert len(a_clients) == 3 and len(b_clients) == 3, (a_clients, b_clients)
             assert client_script(lab, "reserve") == [KEY, WRITE_EXCLUSIVE]
             fio, output, log_prefix = start_fio(lab, directory)
             poll(lambda: FIO_INITIATOR in nodes["b"].command("sessions"), timeout=30,
@@ -98,12 +106,12 @@ def fenced_failover(lab_factory, cluster, directory, takeover: str) -> dict:
                 moved = move_vip(lab, "b")
                 said = nodes["b"].command("takeover", "a")
                 took = time.time() - moved
-                assert "fenced a through Ceph: 2 RADOS clients blocklisted" in said, said
+                assert "fenced a through Ceph: 3 RADOS clients blocklisted" in said, said
                 assert "1 connections tickled" in said, said
                 fenced = set(re.findall(r"^  (\S+)$", said, re.M))
             else:
                 moved = time.time()
-                found = poll(lambda: re.search(r"fencing a took .*: 2 RADOS clients blocklisted: (.*)$",
+                found = poll(lambda: re.search(r"fencing a took .*: 3 RADOS clients blocklisted: (.*)$",
                                                nodes["b"].text(), re.M), timeout=30, what="node b to fence a")
                 fenced = set(found.group(1).split(", "))
                 poll(lambda: "cluster: takeover of a" in nodes["b"].text(), timeout=30, what="node b's takeover")
