@@ -19,15 +19,15 @@ newer than its own and pushes it to its workers. So one node serves a logical un
 owner); changes through two nodes at once keep whichever came last.
 
 Takeover of a dead peer, once its VIPs are local (`takeover(peer)`: `ringtgt takeover PEER`, or by itself with
-`takeover = "builtin"`, which first adds the VIPs and sends gratuitous ARP): every connection the peer held on
-an address now local gets a tickle ACK, in TICKLE_ROUNDS rounds TICKLE_INTERVAL apart, and the peer's
-sessions leave the table. Where the node serves RBD LUNs, the peer is fenced first (coordinator/fencer.py: its
-RADOS clients blocklisted), and then every worker of this node brings its own RADOS clients to the OSD map with
-that blocklist (an OsdMapBarrier push, acked once they have it: target/osdmap_sync.py) before anything is tickled,
-so the writes of the initiators coming back are applied after the fenced clients' (or those are refused). If that
-fails, `ringtgt takeover` refuses (nothing tickled, the peer's sessions kept,
-so that running it again does it all) unless told `--unfenced`; built-in takeover goes on, with an error logged.
-A node that was fenced itself takes over no one (built-in or not, `--unfenced` or not).
+`takeover = "builtin"`, which first adds the VIPs and sends gratuitous ARP): every connection the peer held on an
+address now local gets a tickle ACK, in TICKLE_ROUNDS rounds TICKLE_INTERVAL apart, and the peer's sessions leave
+the table. Where the node serves RBD LUNs, the peer is fenced first (coordinator/fencer.py: its RADOS clients
+blocklisted), and then every worker of this node brings its own RADOS clients to the OSD map with that blocklist
+(an OsdMapBarrier push, acked once they have it: target/osdmap_sync.py) before anything is tickled (and, built in,
+before the VIPs are added), so the writes of the initiators coming back are applied after the fenced clients' (or
+those are refused). If that fails, `ringtgt takeover` refuses (nothing tickled, the peer's sessions kept, so that
+running it again does it all) unless told `--unfenced`; built-in takeover goes on, with an error logged. A node
+that was fenced itself takes over no one (built-in or not, `--unfenced` or not).
 Without RBD LUNs nothing is fenced: the dead node must really be dead (or cut off).
 """
 from __future__ import annotations
@@ -199,8 +199,10 @@ class Cluster:
                 if result is not None and result.error:
                     log.error("cluster: fencing %s failed: %s; taking over anyway (built-in takeover)", peer,
                               result.error)
-                self._take_vips()
-                self._after_barrier(result, lambda: self.takeover(peer, result))
+                def take() -> None:         # the VIPs too only once the workers have the blocklist's map
+                    self._take_vips()
+                    self.takeover(peer, result)
+                self._after_barrier(result, take)
             self._fence(peer, fenced)
         else:
             log.warning("cluster: once %s is fenced and its VIPs are here, run `ringtgt takeover %s`", peer, peer)

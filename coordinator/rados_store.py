@@ -33,12 +33,12 @@ from collections import deque
 from collections.abc import Callable
 
 from target.backstore.base import BackstoreError
-from target.backstore.fencing import record
+from target.backstore.fencing import NodeFenced, record
 from target.backstore.rados import CONNECT_TIMEOUT_SECONDS, Connection
 from target.backstore.rados_objects import StaleObject, read_versioned, write_versioned
 from target.backstore.rbd_image import CephClient, RbdImage
 
-from .unit_store import SANITIZE, UNIT, Done, SaveResult, Stale, StoreFailed
+from .unit_store import SANITIZE, UNIT, Done, SaveResult, Stale, StoreFailed, StoreFenced
 
 log = logging.getLogger("ringtgt.coordinator")
 
@@ -55,11 +55,12 @@ _UNSET = object()           # a save based on no state in particular
 
 
 class _Job:
-    __slots__ = ("run", "done", "result", "finished", "expired")
+    __slots__ = ("run", "done", "owner", "result", "finished", "expired")
 
-    def __init__(self, run: Callable[[], object], done: Callable[[object], None] | None):
+    def __init__(self, run: Callable[[], object], done: Callable[[object], None] | None, owner: object = None):
         self.run = run
         self.done = done
+        self.owner = owner
         self.result: object = None
         self.finished = threading.Event()
         self.expired = False
@@ -79,6 +80,7 @@ class RadosStateClient:
         self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._connections: dict[CephClient, Connection] = {}     # the thread's alone
         self._failing: set[CephClient] = set()                    # the loop's: clients whose failure was logged
+        self._unfinished: dict[object, int] = {}                  # the loop's: owner -> its jobs the thread has
         self._call_later: Callable[[float, Callable[[], None]], None] | None = None
         self._thread = threading.Thread(target=self._run, name="rados-state", daemon=True)
         self._thread.start()
@@ -110,13 +112,18 @@ class RadosStateClient:
             self._heartbeat()
         return job.result
 
-    def submit(self, run: Callable[[], object], done: Callable[[object], None]) -> None:
+    def submit(self, run: Callable[[], object], done: Callable[[object], None], owner: object = None) -> None:
         if self._call_later is None:          # the coordinator's start, before its loop: wait here
             done(self.call(run, SAVE_DEADLINE))
             return
-        job = _Job(run, done)
+        job = _Job(run, done, owner)
+        self._unfinished[owner] = self._unfinished.get(owner, 0) + 1
         self._jobs.put(job)
         self._call_later(SAVE_DEADLINE, lambda: self._expire(job))
+
+    def busy(self, owner: object) -> bool:
+        """Whether the thread still has a job `owner` submitted (answered at its deadline or not)."""
+        return self._unfinished.get(owner, 0) > 0
 
     def report(self, client: CephClient, where: str, result: SaveResult) -> None:
         """Log a failure once per Ceph client, and when it answers again."""
@@ -155,6 +162,8 @@ class RadosStateClient:
         while (job := self._jobs.get()) is not None:
             try:
                 job.result = job.run()
+            except NodeFenced as exc:
+                job.result = StoreFenced(str(exc))
             except (BackstoreError, ValueError) as exc:       # ValueError: a malformed object
                 job.result = StoreFailed(str(exc))
             except Exception as exc:        # a bug: this job fails, the thread serves the next ones
@@ -174,6 +183,8 @@ class RadosStateClient:
             return
         while self._finished:
             job = self._finished.popleft()
+            if (left := self._unfinished.pop(job.owner) - 1) > 0:
+                self._unfinished[job.owner] = left
             if not job.expired:
                 self._answer(job, job.result)
 
@@ -184,6 +195,12 @@ class RadosStore:
 
     deferred = True
     save_deadline = SAVE_DEADLINE
+
+    @property
+    def busy(self) -> bool:
+        """A read or write of this store is still in the thread (even one answered at its deadline): a write
+        behind waits for it, so that a cluster that does not answer does not pile them up."""
+        return self._client.busy(self)
 
     def __init__(self, client: RadosStateClient, rbd: RbdImage, unit: str):
         self._client = client
@@ -200,7 +217,7 @@ class RadosStore:
     def load(self) -> tuple[dict | None, dict | None]:
         result = self._client.call(self._read, LOAD_DEADLINE)
         if isinstance(result, StoreFailed):
-            raise StoreFailed(f"{self.where}: {result}")
+            raise type(result)(f"{self.where}: {result}")
         assert isinstance(result, dict)
         self.record, self.sanitize = result[UNIT], result[SANITIZE]
         return result[UNIT], result[SANITIZE]
@@ -250,7 +267,7 @@ class RadosStore:
             if done is not None:
                 done(result)
 
-        self._client.submit(write, finished)
+        self._client.submit(write, finished, self)
 
     def _own(self) -> bool:
         """(In the thread) whether the object, as just read, holds this coordinator's own write: one that timed out
@@ -282,7 +299,7 @@ class RadosStore:
                 self.record, self.sanitize = result[UNIT], result[SANITIZE]
             done(result)
 
-        self._client.submit(read, finished)
+        self._client.submit(read, finished, self)
 
     def _read(self) -> dict:
         """(In the thread) the object's content, remembered with its generation."""

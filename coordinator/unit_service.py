@@ -81,7 +81,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from .unit_state.files import load_state, save_state
-from .unit_store import APTPL, SANITIZE, UNIT, SaveResult, Stale, StoreFailed, UnitStores
+from .unit_store import APTPL, SANITIZE, UNIT, SaveResult, Stale, StoreFailed, StoreFenced, UnitStores
 from .unit_state.medium import ACTIONS, ALLOW, EJECT, LOAD, MOVES, PREVENT, SANITIZING, MediumState
 from .unit_state.reservations import Outcome, Reservations, run_request
 from .unit_state.sense import (ABORTED_COMMAND, CAPACITY_DATA_HAS_CHANGED, LOGICAL_UNIT_COMMUNICATION_FAILURE,
@@ -178,9 +178,9 @@ class UnitState:
 
     def take_record(self, record: dict | None) -> None:
         """The state saved in the unit's RADOS object (by another coordinator, or before this one started) replaces
-        this one's, but for the unit attentions pending here and the initiators greeted here, which stay beside
-        the saved ones (at worst an attention reported twice; never a power-on unreported), and the SPC-2
-        reservation (`record`). None: an empty unit."""
+        this one's, but for the unit attentions pending here, the initiators greeted here and the medium removal
+        preventions held here, which stay beside the saved ones (at worst an attention reported twice; never a
+        power-on unreported nor a prevention lost), and the SPC-2 reservation (`record`). None: an empty unit."""
         record = record or {}
         state = record.get("reservations") or Reservations().persistent_state()
         self.reservations.restore({**state, "spc2_holder": self.reservations.spc2_holder})
@@ -189,7 +189,8 @@ class UnitState:
                 self.establish(nexus, asc_ascq)
         self.mode = record.get("mode")
         loaded, preventing = record.get("medium") or (True, [])
-        self.medium.loaded, self.medium.preventing = loaded, set(preventing)
+        self.medium.loaded = loaded
+        self.medium.preventing |= set(preventing)       # a prevention held by a nexus here stays with it too
         self.greeted |= set(record.get("greeted", []))
 
     def take_at_start(self, resumed_live: bool) -> None:
@@ -236,8 +237,10 @@ class UnitAuthority:
         self.stores = UnitStores(directory, rbd_of, heartbeat, node)
         self._defer: Callable[[], Deferred] | None = None
         self._service: CoordinatorService | None = None
-        self.units = {(target, lun): UnitState(self.stores(target, lun)) for target, lun in units}
+        self.units = {(target, lun): self._loaded_unit(target, lun, StoreFenced) for target, lun in units}
         self.attached: dict[str, set[tuple[str, str]]] = {}     # origin -> (target, nexus) it hosts
+        self.attaching: dict[tuple[str, str, str], bool] = {}    # (origin, target, nexus) read for -> lost since
+        self._retry_due = False                                   # a _write_behind is due in RETRY_SECONDS
         self.unpushed: set[tuple[str, int]] = set()                # units changed by a worker's death
         self.interrupted: set[tuple[str, int]] = set()             # units whose sanitize a worker's death failed
         self.version = int(any(unit.reservations.keys for unit in self.units.values()))   # see `adopt`
@@ -270,13 +273,14 @@ class UnitAuthority:
     def close(self) -> None:
         self.stores.close()
 
-    def _added_unit(self, target: str, lun: int) -> UnitState:
-        """A unit a reload adds; when its state cannot be read, it starts without (logged): its first save is then
-        refused as stale if the store has some, and the unit takes it."""
+    def _loaded_unit(self, target: str, lun: int, tolerated: type[StoreFailed]) -> UnitState:
+        """A unit with the state its store holds. When that cannot be read for a `tolerated` reason (at start: the
+        node is fenced, and its workers serve the unit offline; at a reload: any), it starts without (logged): its
+        first save is then refused as stale if the store has some, and the unit takes it (or fails, fenced)."""
         store = self.stores(target, lun)
         try:
             return UnitState(store)             # with a deferred store, the state another node left (if any)
-        except StoreFailed as exc:
+        except tolerated as exc:
             log.error("%s: the unit starts without its saved state until its first save", exc)
             unit = UnitState()
             unit.store = store
@@ -293,7 +297,7 @@ class UnitAuthority:
         for key in removed:
             del self.units[key]
         for target, lun in added:
-            self.units[target, lun] = self._added_unit(target, lun)
+            self.units[target, lun] = self._loaded_unit(target, lun, StoreFailed)
         attentions: list[list] = []
         for target, lun, size in grown:
             unit = self.units[target, lun]
@@ -368,10 +372,24 @@ class UnitAuthority:
         for key, unit in self.units.items():
             if (unit.store is not None and unit.store.deferred and not unit.writing and not unit.saving
                     and unit.record() != unit.store.record):
+                if unit.store.busy:         # its thread still has an earlier job (answered at its deadline)
+                    self._retry_write_behind()
+                    continue
                 unit.writing = True
                 unit.store.save(UNIT, unit.record(),
                                 lambda result, key=key, unit=unit: self._written(key, unit, result),
                                 based_on=unit.reservations.persistent_state())
+
+    def _retry_write_behind(self) -> None:
+        """_write_behind again in RETRY_SECONDS (one timer at a time)."""
+        if not self._retry_due:
+            self._retry_due = True
+            assert self._service is not None
+            self._service.call_later(RETRY_SECONDS, self._retried)
+
+    def _retried(self) -> None:
+        self._retry_due = False
+        self._write_behind()
 
     def _written(self, key: tuple[str, int], unit: UnitState, result: SaveResult) -> None:
         unit.writing = False
@@ -380,8 +398,10 @@ class UnitAuthority:
         assert self._service is not None
         if isinstance(result, Stale):               # another coordinator's reservations: take them
             self._take(key, result.unit)
-        elif isinstance(result, StoreFailed):
-            self._service.call_later(RETRY_SECONDS, self._write_behind)
+        elif isinstance(result, StoreFailed):     # again in RETRY_SECONDS (or at the next change), not at once
+            self._retry_write_behind()
+            self._run_waiting(unit)
+            return
         self._run_waiting(unit)
         self._write_behind()
 
@@ -539,6 +559,8 @@ class UnitAuthority:
             return self._attach(message, origin)
         deferred = self._defer()
         left = set(keys)
+        attaching = (origin, message.target, message.nexus)
+        self.attaching[attaching] = False
 
         def refreshed(key: tuple[str, int], result: object) -> None:
             left.discard(key)
@@ -548,9 +570,9 @@ class UnitAuthority:
                 self._take(key, result[UNIT])
             if left:
                 return
-            if deferred.time_left() <= 0:
-                deferred.drop("expired", "its deadline passed while the units' state was read")
-            else:
+            if self.attaching.pop(attaching, False):        # the nexus (or its worker) went meanwhile
+                deferred.resolve(Reply(NexusAttentions([], [])))
+            else:                           # (an attach has no deadline: its reply is taken late too)
                 deferred.resolve(self._attach(message, origin))
 
         for key in keys:
@@ -628,6 +650,8 @@ class UnitAuthority:
     def nexus_lost(self, message: NexusLost, origin: str) -> Reply:
         target, nexus = message.target, message.nexus
         self.attached.get(origin, set()).discard((target, nexus))
+        if (origin, target, nexus) in self.attaching:
+            self.attaching[origin, target, nexus] = True
         changes = []
         for lun in self.luns_of(target):
             unit = self.units[(target, lun)]
@@ -657,6 +681,9 @@ class UnitAuthority:
             for lun in self.luns_of(target):
                 if self.units[(target, lun)].nexus_lost(nexus):
                     self.unpushed.add((target, lun))
+        for attaching in self.attaching:
+            if attaching[0] == origin:
+                self.attaching[attaching] = True
         for key, unit in self.units.items():
             if unit.medium.interrupted(origin):
                 log.error("the worker sanitizing LUN %d of %s is gone: the unit is in sanitize failure mode", key[1],

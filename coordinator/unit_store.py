@@ -38,6 +38,10 @@ class StoreFailed(Exception):
     """The store did not answer (in time); the message names it and why."""
 
 
+class StoreFenced(StoreFailed):
+    """The store may not be written by this node: a takeover fenced it (target/backstore/fencing.py)."""
+
+
 @dataclass(frozen=True)
 class Stale:
     """A save refused: the unit's state (record, sanitize record) as another coordinator last wrote it."""

@@ -62,6 +62,10 @@ _OMAP_BATCH = 1024                          # keys read per omap call
 _recorded: set[tuple[CephClient, str]] = set()     # this process's clients already recorded, by pool
 
 
+class NodeFenced(BackstoreError):
+    """The node is marked fenced in the pool: nothing of it may write there until an operator unmarks it."""
+
+
 def object_name(node: str) -> str:
     return OBJECT_PREFIX + node
 
@@ -157,7 +161,7 @@ def record(client: CephClient, pool: str, node: str, who: int | str, conn: Conne
     _set_keys(conn, pool, oid, {f"{CLIENT_PREFIX}{who}.{address}": since for address in recorded})
     mark = read_keys(conn, pool, oid).get(FENCED_KEY)
     if mark is not None:
-        raise BackstoreError(f"node {node} was fenced ({mark}): its RADOS clients were blocklisted by a takeover; "
+        raise NodeFenced(f"node {node} was fenced ({mark}): its RADOS clients were blocklisted by a takeover; "
                              f"once it is repaired, `rados -p {pool} rmomapkey {oid} {FENCED_KEY}` (README, Ceph "
                              "RBD, Fencing)")
     _recorded.add((client, pool))
@@ -239,7 +243,7 @@ def fence(node: str, by: str, pools: list[tuple[CephClient, str]]) -> FenceResul
     recorded: dict[str, list[tuple[Connection, str, str]]] = {}      # address → (conn, pool, key) records
     conns: list[Connection] = []
     try:
-        for index, (client, pool) in enumerate(sorted(pools, key=lambda entry: (str(entry[0]), entry[1]))):
+        for index, (client, pool) in enumerate(sorted(pools, key=lambda entry: (entry[0].ceph_conf or "", entry[1]))):
             try:
                 began = time.monotonic()
                 conn = next((c for c in conns if c.client == client), None)

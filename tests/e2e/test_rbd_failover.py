@@ -9,7 +9,8 @@ RADOS clients (the addresses its workers and its coordinator logged) are in the 
 not, fio ends with err=0 and its verify passing, the reservation is in force on b (a write from a non-registrant
 gets RESERVATION CONFLICT). Node a then resumes: a write through its own portal (from inside its namespace) fails,
 refused by Ceph, the block on b is unchanged; a, fenced itself, fences no one (built-in: it takes b for dead); and
-a worker of a that is restarted finds the fence mark and serves its LUNs offline. The pause fio saw and the
+a worker of a that is restarted finds the fence mark and serves its LUNs offline, and so does its restarted
+coordinator (it starts the units without their stored state, and answers). The pause fio saw and the
 addresses fenced are printed.
 
 Without namespaces: two nodes fencing each other at once fence one (the claim in `ringtgt.fencing`), step by step
@@ -142,6 +143,14 @@ def fenced_failover(lab_factory, cluster, directory, takeover: str) -> dict:
             os.kill(worker_pids(nodes["a"])[0], signal.SIGKILL)     # restarted: a new client, not blocklisted
             poll(lambda: "was fenced" in nodes["a"].text(), timeout=30,
                  what="node a's restarted worker to find the fence mark")
+            coordinator = json.loads(nodes["a"].command("status", "--json"))["coordinator"]["pid"]
+            os.kill(coordinator, signal.SIGKILL)        # restarted too: it finds the mark, and serves on
+            poll(lambda: "the unit starts without its saved state" in nodes["a"].text(), timeout=60,
+                 what="node a's restarted coordinator to find the fence mark")
+            restarted = poll(lambda: (proc := nodes["a"].run("status", "--json")).returncode == 0
+                             and json.loads(proc.stdout)["coordinator"], timeout=60,
+                             what="node a's restarted coordinator to answer")
+            assert restarted["pid"] != coordinator and restarted["restarts"] == 1, restarted
             return {"took": took, "fenced": fenced, "refused": (status, sense_key), **pauses(log_prefix, moved)}
         finally:
             stop_fio(fio)
