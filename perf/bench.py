@@ -6,6 +6,8 @@ each target in turn (A B A B …) for several short rounds, so drift and noise f
 hit all alike; each cell is the median over the rounds. The table gives IOPS, MiB/s, p50/p99 completion
 latency, the CPU microseconds each server spent per I/O (all its processes and threads, from /proc), and
 the ratios ringtgt/peer (for latency and CPU the ratio is peer/ringtgt, so > 1 always means ringtgt is better).
+Each round's line (and the JSON) also gives the server's wakeups per I/O: the voluntary context switches of all
+its threads, how often it slept and was woken.
 
 Suites: `file` (the main matrix, through the page cache), `direct` (the matrix on O_DIRECT file LUNs: ringtgt
 `direct = true`, tgtd `--bsoflags direct`, SPDK's uring bdev; the work directory must be on a file system
