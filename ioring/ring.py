@@ -194,7 +194,8 @@ class Ring:
     def turn(self, wait: bool, timeout: float | None = None) -> list[int]:
         """Submit, wait for one completion if `wait` (or `timeout` seconds; a signal ends the wait too), and
         reap every ready completion, in one C call: a flat list [user_data, res, user_data, res, …], res
-        negative errno on failure. Unpins their buffers. The event loop's whole turn."""
+        negative errno on failure. Unpins their buffers. The event loop's whole turn; what it reaped decides
+        whether the next waiting turn busy-polls first."""
         rc = _turn(self._ring, 2 if wait else 1, 1, -1 if timeout is None else int(timeout * 1e9), self._scratch,
                    self._pairs, self._capacity, self._spin_ns)
         if rc < 0:
@@ -202,6 +203,20 @@ class Ring:
         if not rc:
             self._spin_ns = 0 if self._files or self.outside_ops else self._busy_poll_ns
             return []
+        done = self._reaped(rc)
+        self._spin_ns = 0 if self._files or self.outside_ops or rc > _SPIN_AFTER_AT_MOST else self._busy_poll_ns
+        return done
+
+    def submit_and_reap(self) -> list[int]:
+        """Submit what is queued and reap what is ready, without waiting, as `turn` does; the busy-poll
+        decision stays the last turn's (for a reap within a turn, of what the kernel completed while submitting)."""
+        rc = _turn(self._ring, 1, 0, 0, self._scratch, self._pairs, self._capacity, 0)
+        if rc < 0:
+            raise error_for(rc, "io_uring_submit")
+        return self._reaped(rc) if rc else []
+
+    def _reaped(self, rc: int) -> list[int]:
+        """The `rc` completions the last _turn left in _pairs, and any more the CQ holds beyond them; unpinned."""
         done: list[int] = _unpack(self._pairs, 2 * rc)
         while rc == self._capacity:         # the CQ may hold more than one batch
             rc = _turn(self._ring, 0, 0, 0, self._scratch, self._pairs, self._capacity, 0)
@@ -209,7 +224,6 @@ class Ring:
         pop, pop_file = self._pins.pop, self._files.pop
         for user_data in done[::2]:
             pop(user_data, None) or pop_file(user_data, None)
-        self._spin_ns = 0 if self._files or self.outside_ops or rc > _SPIN_AFTER_AT_MOST else self._busy_poll_ns
         return done
 
     def reap(self) -> list[tuple[int, int]]:

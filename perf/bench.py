@@ -6,6 +6,8 @@ each target in turn (A B A B …) for several short rounds, so drift and noise f
 hit all alike; each cell is the median over the rounds. The table gives IOPS, MiB/s, p50/p99 completion
 latency, the CPU microseconds each server spent per I/O (all its processes and threads, from /proc), and
 the ratios ringtgt/peer (for latency and CPU the ratio is peer/ringtgt, so > 1 always means ringtgt is better).
+Each round's line (and the JSON) also gives the server's wakeups per I/O: the voluntary context switches of all
+its threads, how often it slept and was woken.
 
 Suites: `file` (the main matrix, through the page cache), `direct` (the matrix on O_DIRECT file LUNs: ringtgt
 `direct = true`, tgtd `--bsoflags direct`, SPDK's uring bdev; the work directory must be on a file system
@@ -35,7 +37,7 @@ from pathlib import Path
 
 import kernel_suite
 from servers import (RingTgtServer, SpdkServer, TgtdServer, cpu_seconds, drop_cached, established, fio_url, prefill,
-                     rss_bytes, socket_inodes)
+                     rss_bytes, socket_inodes, wakeups)
 
 HERE = Path(__file__).resolve().parent
 JOBS = ["randread-4k-qd32", "randwrite-4k-qd32", "seqread-128k-qd8", "seqwrite-128k-qd8", "randread-4k-qd1",
@@ -55,7 +57,7 @@ GIB = 1 << 30
 MIB = 1 << 20
 # metric -> True when higher is better
 METRICS = {"iops": True, "mib_s": True, "p50_us": False, "p99_us": False, "cpu_s_per_gib": False,
-           "cpu_us_per_io": False}
+           "cpu_us_per_io": False, "wakeups_per_io": False}
 TITLES = {"file": "file-backed LUNs (page cache)", "direct": "file-backed LUNs, O_DIRECT",
           "null": "null backstores (protocol overhead)"}
 
@@ -72,11 +74,11 @@ def run_fio(job: str, server, runtime: int, extra: list[str] = ()) -> dict:
     and per I/O."""
     env = dict(os.environ, ISCSI_URL=fio_url(server.url), RUNTIME=str(runtime))
     pids = server.pids()
-    cpu0 = cpu_seconds(pids)
+    cpu0, woken0 = cpu_seconds(pids), wakeups(pids)
     proc = subprocess.run([fio_binary(), "--output-format=json", *extra, str(HERE / "jobs" / f"{job}.fio")],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           timeout=runtime + 120)
-    cpu = cpu_seconds(pids) - cpu0
+    cpu, woken = cpu_seconds(pids) - cpu0, wakeups(pids) - woken0
     if proc.returncode:
         raise RuntimeError(f"fio {job} against {server.name} failed:\n{proc.stderr}{proc.stdout[-2000:]}")
     report = json.loads(proc.stdout[proc.stdout.index("{"):])
@@ -92,7 +94,8 @@ def run_fio(job: str, server, runtime: int, extra: list[str] = ()) -> dict:
     percentiles = main["clat_ns"].get("percentile", {})
     return {"iops": iops, "mib_s": bw / MIB, "p50_us": percentiles.get("50.000000", 0) / 1000,
             "p99_us": percentiles.get("99.000000", 0) / 1000,
-            "cpu_s_per_gib": cpu / (moved / GIB) if moved else 0.0, "cpu_us_per_io": cpu * 1e6 / ios if ios else 0.0}
+            "cpu_s_per_gib": cpu / (moved / GIB) if moved else 0.0, "cpu_us_per_io": cpu * 1e6 / ios if ios else 0.0,
+            "wakeups_per_io": woken / ios if ios else 0.0}
 
 
 def median_cells(runs: list[dict]) -> dict:
@@ -118,7 +121,7 @@ def side_by_side(servers, jobs: list[str], rounds: int, runtime: int, log) -> di
                 runs[job][server.name].append(result)
                 log(f"  round {r + 1}/{rounds} {job:18} {server.name:10} {result['iops']:9.0f} IOPS "
                     f"{result['mib_s']:8.1f} MiB/s  p99 {result['p99_us']:8.0f} us  "
-                    f"{result['cpu_us_per_io']:7.1f} CPU us/IO")
+                    f"{result['cpu_us_per_io']:7.1f} CPU us/IO {result['wakeups_per_io']:5.2f} wakeups/IO")
     table = {}
     ours, peers = servers[0].name, [s.name for s in servers[1:]]
     for job in jobs:

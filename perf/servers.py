@@ -106,6 +106,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLOCK_TICKS
 
 
+def wakeups(pids: list[int]) -> int:
+    """Voluntary context switches of the processes (all their threads): how often they slept and were woken."""
+    count = 0
+    for pid in pids:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                text = status.read_text()
+            except OSError:
+                continue
+            count += int(text.partition("voluntary_ctxt_switches:")[2].split()[0])
+    return count
+
+
 def rss_bytes(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE

@@ -37,11 +37,26 @@ class Reactor:
 
     def run_once(self, timeout: float | None = None) -> int:
         """One turn: submit, wait for a completion (not when deferred calls are pending) or `timeout`,
-        dispatch every ready completion, then the deferred calls. Returns the completions handled.
+        dispatch every ready completion, then the deferred calls. What those queued (a turn's responses, mostly)
+        is submitted at once, and what the kernel completed while submitting it (a send the socket took whole)
+        is dispatched in this turn too, not in a turn of its own. Returns the completions handled.
 
         A callback that raises is logged and the turn goes on: the other completions of the batch are
         already reaped and must not be lost."""
-        done = self.ring.turn(not self._soon, timeout)
+        ring = self.ring
+        done = ring.turn(not self._soon, timeout)
+        handled = len(done)
+        self._dispatch(done)
+        if self._soon:
+            self._run_soon()
+            done = ring.submit_and_reap()
+            if done:
+                handled += len(done)
+                self._dispatch(done)
+                self._run_soon()
+        return handled // 2
+
+    def _dispatch(self, done: list[int]) -> None:
         pop = self._callbacks.pop
         pairs = iter(done)
         for token, res in zip(pairs, pairs):
@@ -51,6 +66,8 @@ class Reactor:
                     callback(res)
                 except Exception:
                     log.exception("completion callback %r failed", callback)
+
+    def _run_soon(self) -> None:
         while self._soon:
             soon, self._soon = self._soon, []
             for fn in soon:
@@ -58,4 +75,3 @@ class Reactor:
                     fn()
                 except Exception:
                     log.exception("deferred call %r failed", fn)
-        return len(done) // 2

@@ -12,7 +12,7 @@ spec.loader.exec_module(bench)
 
 def cells(iops, cpu):
     return {"iops": iops, "mib_s": iops / 256, "p50_us": 100.0, "p99_us": 400.0, "cpu_s_per_gib": cpu * 262.144,
-            "cpu_us_per_io": cpu}
+            "cpu_us_per_io": cpu, "wakeups_per_io": 0.5}
 
 
 def test_a_table_of_three_servers_has_ratios_to_each_peer():

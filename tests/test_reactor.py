@@ -61,6 +61,20 @@ def test_call_soon_runs_after_the_completions(reactor):
     assert order == ["completion", "soon", "soon from callback"]
 
 
+def test_what_a_deferred_call_queues_completes_in_the_same_turn(reactor):
+    """A turn's deferred calls queue its output (the responses' sends); the kernel completes a NOP, like a send the
+    socket takes whole, while submitting it, and that completion is handled in the same turn, not the next."""
+    order = []
+
+    def respond():
+        order.append("soon")
+        reactor.ring.prep_nop(reactor.token(lambda res: (order.append("sent"), reactor.call_soon(
+            lambda: order.append("soon after sent")))))
+    reactor.ring.prep_nop(reactor.token(lambda res: (order.append("completion"), reactor.call_soon(respond))))
+    assert reactor.run_once(1.0) == 2
+    assert order == ["completion", "soon", "sent", "soon after sent"]
+
+
 def test_pending_call_soon_does_not_block(reactor):
     ran = []
     reactor.call_soon(lambda: ran.append(True))
