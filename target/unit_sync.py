@@ -16,7 +16,9 @@ coordinator (from RADOS, a planned restart's snapshot, its live file) must be in
 worker is served, so the worker accepts connections only once `ready` (`on_ready()` runs once, when the first
 states are applied). Past a request's deadline (the client's REQUEST_TIMEOUT) the worker logs that once and asks
 again, RETRY_SECONDS later and on every reconnection, never serving meanwhile: the other workers (which have their
-states) serve, the supervisor's watchdog restarts a hung coordinator, and a worker exiting instead would only come
+states) serve the connections the kernel gives them (SO_REUSEPORT still gives this one its share, which waits in its
+listener's backlog: a listener opened later would make a start's first connections refused instead), the
+supervisor's watchdog restarts a hung coordinator (hang_timeout), and a worker exiting instead would only come
 back to the same wait. Later (re)connections refresh the states while the worker serves on: every change was
 applied through the coordinator that last answered, so what the worker holds is the state it left, and any
 change not yet everywhere has not yet been answered to its initiator.
