@@ -199,7 +199,7 @@ class UnitState:
         its workers and their nexuses are still there) has the same registrations and reservation (it then knows
         the rest at least as well)."""
         stored = self.store.record
-        if stored is None:
+        if not isinstance(stored, dict):        # none, or unread (the unit started without it: _loaded_unit)
             return
         if (stored.get("reservations") or Reservations().persistent_state()) != self.reservations.persistent_state():
             log.warning("%s: changed since this node saved its state (another node served the LUN): its state is "

@@ -270,7 +270,8 @@ def _takeover(config: Config, args) -> int:
         print(f"fenced {reply.peer} through Ceph: {len(reply.fenced)} RADOS clients blocklisted"
               + "".join(f"\n  {address}" for address in reply.fenced))
     for conf, epoch in reply.epochs.items():
-        print(f"OSD map epoch {epoch} of {conf} (the blocklist's): this node's workers waited for it")
+        print(f"OSD map epoch {epoch} of {conf} (the blocklist's): this node's workers asked to wait for it "
+              "before the tickles (one that could not within 2 s logged so)")
     if reply.fence_error:
         print(f"FENCING FAILED: {reply.fence_error}", file=sys.stderr)
     if not reply.taken:

@@ -203,7 +203,7 @@ peers = {{ osdmap-a = "tcp://127.0.0.1:{free_port()}" }}
         epoch_before = json.loads(ceph_cluster.ceph("osd", "stat", "-f", "json"))["epoch"]
         said = run([ringtgt_binary(), "takeover", "osdmap-a", "--config", str(tgt.config)]).stdout
         assert f"1 RADOS clients blocklisted\n  {address}" in said, said
-        epoch = int(re.search(r"OSD map epoch (\d+) of .*: this node's workers waited for it", said).group(1))
+        epoch = int(re.search(r"OSD map epoch (\d+) of .*: this node's workers asked to wait for it", said).group(1))
         after = {pid: objecter_epoch(ceph_cluster, pid) for pid in tgt.workers}
         print(f"blocklist in OSD map epoch {epoch} (before: {epoch_before}); workers' Objecter epochs before the "
               f"takeover {before}, after {after}")
