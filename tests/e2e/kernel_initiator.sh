@@ -340,7 +340,9 @@ EOF
     dd if=$W/pattern of=/dev/mapper/$wwid bs=1M seek=40 oflag=direct status=none
     cmp <(dd if=/dev/mapper/$wwid bs=1M skip=40 count=4 iflag=direct status=none) $W/pattern
     result multipath map=$wwid paths=$(multipath -ll $wwid | grep -c "active ready") identical=yes
-    multipathd shutdown
+    # multipathd may close its socket before it answers a shutdown ("error -5 receiving packet"): its exit counts
+    multipathd shutdown || echo "multipathd shutdown: no answer; waiting for its exit"
+    wait_for 60 "multipathd to exit" eval '! pidof multipathd >/dev/null'
     multipath -F
 }
 
