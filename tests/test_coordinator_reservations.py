@@ -518,3 +518,56 @@ def test_a_snapshot_of_an_older_ringtgt_greets_by_target():
     snapshot["greeted"] = {T: ["iqn.a"]}
     auth.restore(snapshot)
     assert auth.units[(T, 0)].greeted == auth.units[(T, 1)].greeted == {"iqn.a"}
+
+
+# -- writes behind and attaches with a deferred store (the RADOS one's behaviour, answered by the test) ------------
+class _ThreadedStore(_SlowStore):
+    """A deferred store whose thread may still hold a job answered at its deadline (`busy`), and whose refreshes
+    the test answers."""
+
+    def __init__(self):
+        super().__init__()
+        self.record = None
+        self.busy = False
+        self.refreshes = []
+
+    def refresh(self, done):
+        self.refreshes.append(done)
+
+
+def _with_threaded_store():
+    auth = unit_service.UnitAuthority([(T, 0)])
+    unit = auth.unit(T, 0)
+    unit.store = store = _ThreadedStore()
+    timers = []
+    auth._service = SimpleNamespace(call_later=lambda seconds, fn: timers.append(fn), submit=lambda message: None)
+    return auth, unit, store, timers
+
+
+def test_a_write_behind_waits_for_its_stores_earlier_job_and_retries_once_per_interval():
+    auth, unit, store, timers = _with_threaded_store()
+    auth.mode_select(M.ModeSelect(T, 0, A1, False, False), "w0.1")
+    (_, first, done), = store.saves                 # written behind, not waited for
+    store.busy = True                               # answered at its deadline: the thread still has it
+    done(unit_service.StoreFailed("no answer from the Ceph cluster within 3 s"))
+    auth.mode_select(M.ModeSelect(T, 0, A1, True, False), "w0.1")
+    auth.mode_select(M.ModeSelect(T, 0, A1, False, False), "w0.1")
+    assert len(store.saves) == 1 and len(timers) == 1, (store.saves, timers)   # no pile-up, one retry due
+    store.busy = False                              # the thread is done with it
+    timers.pop()()
+    assert len(store.saves) == 2 and store.saves[1][1] == unit.record()
+
+
+def test_an_attach_whose_nexus_went_while_the_units_were_read_attaches_nothing():
+    auth, unit, store, _ = _with_threaded_store()
+    promise = _Deferred(float("inf"))
+    answers = []
+    promise.resolve = answers.append
+    auth._defer = lambda: promise
+    auth.attach(M.AttachNexus(T, A1), "w0.1")
+    (refreshed,) = store.refreshes                  # the unit's object is read first
+    auth.nexus_lost(M.NexusLost(T, A1), "w0.1")     # its connection closed meanwhile
+    refreshed(None)
+    (reply,) = answers
+    assert reply.body.to_body() == M.NexusAttentions([], []).to_body()
+    assert A1 not in unit.pending and "iqn.a" not in unit.greeted and not auth.attached.get("w0.1")
