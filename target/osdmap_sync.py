@@ -53,7 +53,11 @@ class OsdMapSync:
             os.eventfd_write(fd, 1)
 
         def done(res: int) -> None:
-            os.close(fd)
+            if res < 0:                     # the poll itself failed (the ring stops): the thread may still write
+                log.error("waiting for the takeover's OSD map: poll failed (%s)", os.strerror(-res))
+                overdue()
+                return
+            os.close(fd)                    # the thread wrote it: it is done with it
             seconds = time.monotonic() - started
             if errors:
                 log.error("RADOS clients not brought to the takeover's OSD map (%s): %s", epochs, "; ".join(errors))
