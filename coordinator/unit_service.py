@@ -398,8 +398,9 @@ class UnitAuthority:
         assert self._service is not None
         if isinstance(result, Stale):               # another coordinator's reservations: take them
             self._take(key, result.unit)
-        elif isinstance(result, StoreFailed):     # again in RETRY_SECONDS (or at the next change), not at once
-            self._retry_write_behind()
+        elif isinstance(result, StoreFailed):     # again in RETRY_SECONDS (or at the next change), not at once;
+            if not isinstance(result, StoreFenced):     # fenced: at the next change only (an operator unfences)
+                self._retry_write_behind()
             self._run_waiting(unit)
             return
         self._run_waiting(unit)
