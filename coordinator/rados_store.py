@@ -1,9 +1,12 @@
 """The state store of an RBD LUN (coordinator/unit_store.py): one RADOS object per LUN, `ringtgt.unit.<image>` in
-the image's pool, holding {"unit": …, "sanitize": …} as JSON (the unit's whole SCSI state, `UnitState.record()` in
-coordinator/unit_service.py, and its sanitize record), written as a versioned object
+the image's pool, holding {"format": FORMAT, "unit": …, "sanitize": …} as JSON (the unit's whole SCSI state,
+`UnitState.record()` in coordinator/unit_service.py, and its sanitize record), written as a versioned object
 (target/backstore/rados_objects.py): a coordinator that has not seen the last write (another node's) is refused
 instead of overwriting it. Its save answers Stale with what is stored; the unit then takes that state. An object
-an older ringtgt wrote ({"aptpl": …}: the APTPL state alone) reads as a unit record of those reservations.
+an older ringtgt wrote ({"aptpl": …}: the APTPL state alone) reads as a unit record of those reservations. Keys
+it does not know are kept (written back as they were) and otherwise ignored, logged once per object; an object of a
+higher `format` (an incompatible change by a newer ringtgt) is refused, never written over: its load fails (the
+coordinator's start exits naming it and both formats), and so does every save and read of it.
 
 The coordinator's loop never waits on RADOS, except at start and when a reload adds a LUN (`load`, at most
 LOAD_DEADLINE): a thread of its own (`RadosStateClient`) runs every read and write in order, on one librados client
@@ -49,6 +52,8 @@ LOAD_DEADLINE = CONNECT_TIMEOUT_SECONDS + 2 * OP_TIMEOUT_SECONDS
 HEARTBEAT_SECONDS = 0.5         # as often as the loop turns (target/watchdog.py)
 SANITIZE_ATTEMPTS = 3
 _EMPTY: dict = {UNIT: None, SANITIZE: None}
+FORMAT = 1                  # the object's "format" (none: 1), raised only by a change older readers would get wrong
+_FORMAT = "format"
 _OLD_APTPL = "aptpl"        # the key of an older ringtgt's object: the APTPL state alone
 _UNKNOWN = object()         # RadosStore.record after `forget`: equal to no state, so the next change is saved
 _UNSET = object()           # a save based on no state in particular
@@ -213,6 +218,8 @@ class RadosStore:
         self._stored: dict = dict(_EMPTY)       # the thread's: its content then
         self._in_doubt: tuple[int, dict] | None = None     # the thread's: a write that failed, which may still land
         self._written: tuple[int, dict] | None = None       # the thread's: its last write that worked
+        self._mine: dict[str, object] = {}      # the thread's: per key, the value it last wrote (or may have)
+        self._told: set[str] = set()            # the thread's: what about the object was logged already
 
     def load(self) -> tuple[dict | None, dict | None]:
         result = self._client.call(self._read, LOAD_DEADLINE)
@@ -235,7 +242,7 @@ class RadosStore:
                 if not self._holds(expected) and not self._own():
                     return Stale(self._stored[UNIT], self._stored[SANITIZE])
             for _ in range(SANITIZE_ATTEMPTS):
-                content = {**self._stored, key: value}
+                content = {**self._stored, key: value, _FORMAT: FORMAT}
                 payload = json.dumps(content).encode()
                 try:
                     self._generation = write_versioned(self._client.ioctx(self._rbd), self.oid, payload,
@@ -248,8 +255,10 @@ class RadosStore:
                     return Stale(self._stored[UNIT], self._stored[SANITIZE])
                 except BackstoreError:
                     self._in_doubt = (self._generation + 1, json.loads(payload))
+                    self._mine[key] = self._in_doubt[1][key]
                     raise
                 self._stored, self._in_doubt = content, None
+                self._mine[key] = json.loads(payload)[key]
                 self._written = (self._generation, json.loads(payload))
                 return None
             return Stale(self._stored[UNIT], self._stored[SANITIZE])
@@ -282,21 +291,25 @@ class RadosStore:
         return stored is None or reservations_of(stored) == expected
 
     def refresh(self, done: Callable[[object], None]) -> None:
-        """Whether another coordinator wrote the object since this one last read or wrote it: `done(content)` (the
-        object's {UNIT: …, SANITIZE: …}, also taken as `record` and `sanitize`: the unit takes it) if so,
-        `done(None)` if not (or only a write of ours that failed landed after all), or done(StoreFailed). A save
-        queued meanwhile, based on the unit's state before it took that content, is refused (`_holds`) unless the
-        reservations are the same."""
-        def read() -> dict | None:
-            known = self._generation
-            generation = self._read_at(*read_versioned(self._client.ioctx(self._rbd), self.oid))
-            if generation == known or self._own():
-                return None                 # unchanged, or our own write that failed and landed: the next save's
-            return dict(self._stored)
+        """What the object holds that this coordinator's loop has not taken: `done(news)`, news being {UNIT: …,
+        SANITIZE: …} with only the keys whose value differs from `record` and `sanitize` (what the loop last took or
+        wrote: also taken as those, the unit takes them) and is not a value this coordinator wrote itself (a write
+        that failed and landed after all: the next save's); done(None) if none, or done(StoreFailed). Compared on
+        the loop, not in the thread: what a read answered after its deadline found is still news to the next one.
+        A save queued meanwhile, based on the unit's state before it took that content, is refused (`_holds`)
+        unless the reservations are the same."""
+        def read() -> tuple[dict, set[str]]:
+            content = self._read()
+            return content, {key for key in _EMPTY if key in self._mine and self._mine[key] == content[key]}
 
         def finished(result: object) -> None:
-            if isinstance(result, dict):
-                self.record, self.sanitize = result[UNIT], result[SANITIZE]
+            if isinstance(result, tuple):
+                content, ours = result
+                known = {UNIT: self.record, SANITIZE: self.sanitize}
+                news = {key: content[key] for key in _EMPTY if key not in ours and content[key] != known[key]}
+                self.record = news.get(UNIT, self.record)
+                self.sanitize = news.get(SANITIZE, self.sanitize)
+                result = news or None
             done(result)
 
         self._client.submit(read, finished, self)
@@ -315,14 +328,28 @@ class RadosStore:
         stored = json.loads(payload) if generation else {}
         if not isinstance(stored, dict):
             raise ValueError(f"{self.oid}: malformed unit state (not an object)")
+        version = stored.get(_FORMAT, 1)
+        if not isinstance(version, int) or version > FORMAT:
+            error = (f"{self.oid}: unit state in format {version!r} (a newer ringtgt's), this ringtgt reads format "
+                     f"{FORMAT} at most: not served with it, not written over")
+            self._tell(_FORMAT, log.error, error)
+            raise ValueError(error)
         old = stored.pop(_OLD_APTPL, None)
         if old is not None and UNIT not in stored:
             stored[UNIT] = {"reservations": old}
         content = dict(_EMPTY, **stored)
-        if set(content) != set(_EMPTY) or not all(content[key] is None or isinstance(content[key], dict)
-                                                  for key in _EMPTY):
+        if not all(content[key] is None or isinstance(content[key], dict) for key in _EMPTY):
             raise ValueError(f"{self.oid}: malformed unit state")
+        if unknown := sorted(set(content) - {*_EMPTY, _FORMAT}):
+            self._tell("unknown", log.warning, f"{self.oid}: unit state with keys unknown to this ringtgt "
+                       f"({', '.join(unknown)}): ignored, kept when written")
         return content
+
+    def _tell(self, what: str, logger: Callable[..., None], text: str) -> None:
+        """(In the thread) log `text` once per store and `what`."""
+        if what not in self._told:
+            self._told.add(what)
+            logger("%s", text)
 
 
 def reservations_of(record: dict | None) -> object:

@@ -43,7 +43,8 @@ An RBD LUN's RADOS object keeps the whole unit (`UnitState.record()`: registrati
 pending unit attentions, the initiators told of the power-on, mode parameters, the medium), so that a coordinator
 that never heard this one serves the unit as it was: at start (`take_at_start`, or `UnitState` itself with no live
 or stopped file), when a reload adds it, at every login (AttachNexus), and when a save finds another coordinator's
-write (Stale) it takes what is stored (`take_record`; `StoredStateTaken` pushes it to the workers). What a command's
+write (Stale) it takes what is stored (`take_record`, and `take_sanitize`: a sanitize record there is a sanitize
+failure here; `StoredStateTaken` pushes it to the workers). What a command's
 answer promises (a reservation change) is saved before the answer; the rest (an initiator greeted, an attention
 reported, a MODE SELECT, a nexus lost…) is written behind after every change (`_write_behind`: one write per unit
 at a time, the changes meanwhile coalesced into the next; retried after RETRY_SECONDS when the cluster failed;
@@ -82,7 +83,7 @@ from collections.abc import Callable, Iterable
 
 from .unit_state.files import load_state, save_state
 from .unit_store import APTPL, SANITIZE, UNIT, SaveResult, Stale, StoreFailed, StoreFenced, UnitStores
-from .unit_state.medium import ACTIONS, ALLOW, EJECT, LOAD, MOVES, PREVENT, SANITIZING, MediumState
+from .unit_state.medium import ACTIONS, ALLOW, EJECT, IDLE, LOAD, MOVES, PREVENT, SANITIZING, MediumState
 from .unit_state.reservations import Outcome, Reservations, run_request
 from .unit_state.sense import (ABORTED_COMMAND, CAPACITY_DATA_HAS_CHANGED, LOGICAL_UNIT_COMMUNICATION_FAILURE,
                               MODE_PARAMETERS_CHANGED, NO_ADDITIONAL_SENSE, NOT_READY, POWER_ON_RESET,
@@ -131,10 +132,7 @@ class UnitState:
                 self.lose_every_nexus()
             elif saved is not None:
                 self.reservations.restore(saved)
-            if sanitize is not None:
-                log.error("%s: a sanitize did not finish before the target stopped: sanitize failure mode",
-                          store.where)
-                self.medium.after_restart(sanitize)
+            self.take_sanitize(sanitize, "a sanitize did not finish before the target stopped")
 
     def establish(self, nexus: str, asc_ascq: int) -> None:
         queue = self.pending.setdefault(nexus, [])
@@ -192,6 +190,15 @@ class UnitState:
         self.medium.loaded = loaded
         self.medium.preventing |= set(preventing)       # a prevention held by a nexus here stays with it too
         self.greeted |= set(record.get("greeted", []))
+
+    def take_sanitize(self, record: dict | None, why: str) -> None:
+        """A sanitize record found in the store (`why`: whose it is): the sanitize it names did not finish here, nor
+        could this coordinator see it finish, so the unit is in sanitize failure mode (left by a sanitize that
+        completes, or EXIT FAILURE MODE after an AUSE one), unless a sanitize runs or failed here already. None (no
+        record) changes nothing: a failure mode entered here is not left because another coordinator has none."""
+        if record is not None and self.medium.sanitize == IDLE:
+            log.error("%s: %s: sanitize failure mode", self.store.where, why)
+            self.medium.after_restart(record)
 
     def take_at_start(self, resumed_live: bool) -> None:
         """A deferred store's unit at start, after the node's live or stopped file was restored: the record read
@@ -397,7 +404,7 @@ class UnitAuthority:
             return
         assert self._service is not None
         if isinstance(result, Stale):               # another coordinator's reservations: take them
-            self._take(key, result.unit)
+            self._take(key, {UNIT: result.unit, SANITIZE: result.sanitize})
         elif isinstance(result, StoreFailed):     # again in RETRY_SECONDS (or at the next change), not at once;
             if not isinstance(result, StoreFenced):     # fenced: at the next change only (an operator unfences)
                 self._retry_write_behind()
@@ -513,7 +520,7 @@ class UnitAuthority:
         if result is None:
             deferred.resolve(self._apply(unit, message))
         elif isinstance(result, Stale):                 # another coordinator's state: take it, fail the command
-            self._take((message.target, message.lun), result.unit)
+            self._take((message.target, message.lun), {UNIT: result.unit, SANITIZE: result.sanitize})
             change = self._change(message.target, message.lun, unit)
             deferred.resolve(Reply(ReservationAnswer(_STALE.to_dict(), change), [change]))
         else:
@@ -568,7 +575,7 @@ class UnitAuthority:
             if isinstance(result, dict) and self.units.get(key) is not None:
                 log.warning("%s: written by another coordinator since this one last did: its state is taken",
                             self.units[key].store.where)
-                self._take(key, result[UNIT])
+                self._take(key, result)
             if left:
                 return
             if self.attaching.pop(attaching, False):        # the nexus (or its worker) went meanwhile
@@ -580,10 +587,15 @@ class UnitAuthority:
             self.units[key].store.refresh(lambda result, key=key: refreshed(key, result))
         return deferred
 
-    def _take(self, key: tuple[str, int], record: dict | None) -> None:
-        """Another coordinator wrote the unit's object since this one last did: its state is taken, and pushed."""
+    def _take(self, key: tuple[str, int], stored: dict) -> None:
+        """Another coordinator wrote the unit's object since this one last did: what it holds (`stored`: the unit
+        record under UNIT, the sanitize record under SANITIZE, each only if new) is taken, and pushed (the medium
+        too: a sanitize that failed or runs there puts the unit in sanitize failure mode, `take_sanitize`)."""
         assert self._service is not None
-        self.units[key].take_record(record)
+        unit = self.units[key]
+        if UNIT in stored:
+            unit.take_record(stored[UNIT])
+        unit.take_sanitize(stored.get(SANITIZE), "a sanitize another coordinator ran did not finish here")
         self._changed()
         self._service.submit(StoredStateTaken(*key))
 

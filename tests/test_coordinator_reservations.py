@@ -571,3 +571,37 @@ def test_an_attach_whose_nexus_went_while_the_units_were_read_attaches_nothing()
     (reply,) = answers
     assert reply.body.to_body() == M.NexusAttentions([], []).to_body()
     assert A1 not in unit.pending and "iqn.a" not in unit.greeted and not auth.attached.get("w0.1")
+
+
+def test_a_sanitize_record_another_coordinator_wrote_fails_the_unit_here_and_is_pushed():
+    """Found at a login's read of the object (without a new unit record: only the sanitize record is news) or in a
+    save's refusal (Stale): the unit enters sanitize failure mode, and StoredStateTaken pushes its medium to every
+    worker. A sanitize running here goes on; a record gone from the object does not end a failure mode here."""
+    auth, unit, store, _ = _with_threaded_store()
+    submitted = []
+    auth._service.submit = submitted.append
+    promise = _Deferred(float("inf"))
+    promise.resolve = lambda reply: None
+    auth._defer = lambda: promise
+    auth.attach(M.AttachNexus(T, A1), "w0.1")
+    store.refreshes.pop()({unit_service.SANITIZE: {"ause": True}})
+    assert unit.medium.sanitize == SANITIZE_FAILURE and unit.medium.ause
+    assert submitted == [M.StoredStateTaken(T, 0)]
+    assert ("medium.change", {"target": T, "lun": 0, "loaded": True, "sanitize": SANITIZE_FAILURE}) in \
+        _wire(auth.stored_taken(M.StoredStateTaken(T, 0), "w0.1").broadcasts)
+    auth.attach(M.AttachNexus(T, A1), "w0.1")
+    store.refreshes.pop()({unit_service.SANITIZE: None})                    # cleared there: still failed here
+    assert unit.medium.sanitize == SANITIZE_FAILURE
+
+    auth, unit, store, _ = _with_threaded_store()
+    auth.mode_select(M.ModeSelect(T, 0, A1, False, False), "w0.1")
+    (_, _, done), = store.saves
+    done(unit_service.Stale(None, {"ause": False}))                         # a write behind refused
+    assert unit.medium.sanitize == SANITIZE_FAILURE and not unit.medium.ause
+
+    auth, unit, store, _ = _with_threaded_store()
+    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")   # running here
+    (key, record, _), (_, _, done) = store.saves                            # its record, then the write behind
+    assert key == unit_service.SANITIZE and record == {"ause": False}
+    done(unit_service.Stale(None, record))
+    assert unit.medium.sanitize == SANITIZING

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from harness import HOST, Lun, poll, ringtgt_binary, run, session
 from pr_commands import (APTPL, CLEAR, PREEMPT, REGISTER, REGISTER_AND_IGNORE_EXISTING_KEY, RESERVE, WRITE_EXCLUSIVE,
                          conflict, good, prout, read_keys, reservation)
 
-from coordinator.rados_store import SAVE_DEADLINE, RadosStateClient, RadosStore
+from coordinator.rados_store import FORMAT, SAVE_DEADLINE, RadosStateClient, RadosStore
 from coordinator.service import CoordinatorService
 from coordinator.unit_store import SANITIZE, UNIT, Stale, StoreFailed
 from target.backstore.rados import Connection
@@ -84,7 +85,8 @@ def test_two_coordinators_on_one_unit_state_cannot_clobber_each_other(ceph_clust
     """Two stores of one image (two coordinators, their own RADOS threads and loops): A saves; B, which read the
     object before that, is refused with A's state (Stale) and takes it; then B's save works and A's is refused,
     unless the reservations stored are those B's save was based on. A sanitize record is saved on top of the
-    other's state instead (it is the unit's own fact). A refresh hands over another's write once."""
+    other's state instead (it is the unit's own fact). A refresh hands over once what another wrote and this one has
+    not taken, even under a write of this one's own (A's sanitize record, made on B's unit)."""
     rbd = RbdImage(POOL, "rados-state-conflict", client_of(ceph_cluster))
     stores = []
     for name in ("a", "b"):
@@ -106,14 +108,80 @@ def test_two_coordinators_on_one_unit_state_cannot_clobber_each_other(ceph_clust
         assert saved(sb, b, UNIT, record("y", 6), based_on=record("x", 5)["reservations"]) is None   # (the bus)
         assert saved(sa, a, SANITIZE, {"ause": True}) is None            # made again on B's state
         assert RadosStore(stores[0][1], rbd, "a third").load() == (record("y", 6), {"ause": True})
-        assert refreshed(sa, a) is None                                  # A wrote last
-        assert refreshed(sb, b) == {UNIT: record("y", 6), SANITIZE: {"ause": True}} and b.sanitize == {"ause": True}
+        assert refreshed(sa, a) == {UNIT: record("y", 6)}               # A wrote last, but on B's unit
+        assert refreshed(sa, a) is None and a.record == record("y", 6)
+        assert refreshed(sb, b) == {SANITIZE: {"ause": True}} and b.sanitize == {"ause": True}   # its unit: B's
         assert refreshed(sb, b) is None                                  # seen once
         assert isinstance(saved(sb, b, UNIT, record("y", 7), based_on={"keys": {"z": 1}}), Stale)   # not what it holds
     finally:
         for service, client, _ in stores:
             client.close()
             service.close()
+
+
+def test_a_read_answered_after_its_deadline_is_still_news_to_the_next_refresh(ceph_cluster, tmp_path):
+    """B's thread is busy (a job of the test's holds it) while A writes and B's refresh waits: the refresh fails at
+    its deadline, and its read runs once the thread is free; what it found, never taken by B's loop, is what the
+    next refresh hands over (the thread had it already: before, that refresh answered None)."""
+    rbd = RbdImage(POOL, "rados-state-late-read", client_of(ceph_cluster))
+    stores = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        service = CoordinatorService(str(tmp_path / name))
+        client = RadosStateClient()
+        client.attach(service)
+        stores.append((service, client, RadosStore(client, rbd, f"unit of {name}")))
+    try:
+        (sa, _, a), (sb, client_b, b) = stores
+        assert a.load() == (None, None) and b.load() == (None, None)
+        gate = threading.Event()
+        client_b.submit(lambda: gate.wait(30), lambda result: None)
+        assert saved(sa, a, UNIT, record("x", 1)) is None
+        late = refreshed(sb, b)
+        assert isinstance(late, StoreFailed) and "no answer" in str(late), late
+        gate.set()
+        end = time.monotonic() + 10 * SAVE_DEADLINE
+        while b.busy:                                   # the read runs now, its answer dropped by the loop
+            assert time.monotonic() < end, "the store's thread did not finish"
+            sb.run_once(0.05)
+        assert refreshed(sb, b) == {UNIT: record("x", 1)} and b.record == record("x", 1)
+        assert refreshed(sb, b) is None
+    finally:
+        gate.set()
+        for service, client, _ in stores:
+            client.close()
+            service.close()
+
+
+def test_unknown_keys_are_kept_and_a_newer_format_is_refused(ceph_cluster, caplog):
+    """An object with a key this ringtgt does not know loads (logged once) and keeps it when written; one of a
+    higher format fails its load and every save, naming the object and both formats, and is not written over."""
+    client = RadosStateClient()
+    conn = Connection(client_of(ceph_cluster))
+    try:
+        io = conn.ioctx(POOL)
+        later = RadosStore(client, RbdImage(POOL, "rados-state-later", client_of(ceph_cluster)), "later")
+        write_versioned(io, later.oid, json.dumps({"format": FORMAT, UNIT: record("x", 1), "later": [1]}).encode(), 0)
+        assert later.load() == (record("x", 1), None)
+        assert later.load() == (record("x", 1), None)
+        assert caplog.text.count("keys unknown to this ringtgt (later)") == 1
+        results: list = []
+        later.save(SANITIZE, {"ause": True}, results.append)            # before the loop: waits for its answer
+        assert results == [None]
+        assert json.loads(read_versioned(io, later.oid)[1]) == {"format": FORMAT, UNIT: record("x", 1),
+                                                                SANITIZE: {"ause": True}, "later": [1]}
+        newer = RadosStore(client, RbdImage(POOL, "rados-state-newer", client_of(ceph_cluster)), "newer")
+        content = json.dumps({"format": FORMAT + 1, UNIT: record("x", 1)}).encode()
+        write_versioned(io, newer.oid, content, 0)
+        with pytest.raises(StoreFailed, match=f"format {FORMAT + 1} .*format {FORMAT} at most") as failed:
+            newer.load()
+        print(f"load of a newer format: {failed.value}")
+        assert newer.oid in str(failed.value)
+        newer.save(UNIT, record("y", 2), results.append)
+        assert isinstance(results[-1], StoreFailed) and read_versioned(io, newer.oid) == (1, content)
+    finally:
+        conn.close()
+        client.close()
 
 
 def test_a_store_without_a_cluster_fails_within_its_deadline(tmp_path):
