@@ -520,6 +520,17 @@ def test_a_snapshot_of_an_older_ringtgt_greets_by_target():
     assert auth.units[(T, 0)].greeted == auth.units[(T, 1)].greeted == {"iqn.a"}
 
 
+def test_a_snapshot_of_a_newer_ringtgt_restores_ignoring_the_fields_it_adds():
+    auth = authority()
+    auth.attach({"target": T, "nexus": A1}, "w0.1")
+    snapshot = auth.snapshot()
+    snapshot["units"] = [[*unit, {"later": 1}] for unit in snapshot["units"]]
+    snapshot["later"] = []
+    restored = authority()
+    restored.restore(snapshot)
+    assert restored.snapshot()["units"] == auth.snapshot()["units"]
+
+
 # -- writes behind and attaches with a deferred store (the RADOS one's behaviour, answered by the test) ------------
 class _ThreadedStore(_SlowStore):
     """A deferred store whose thread may still hold a job answered at its deadline (`busy`), and whose refreshes
