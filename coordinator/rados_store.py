@@ -214,6 +214,7 @@ class RadosStore:
         self.where = f"{unit}: RADOS object {rbd.pool}/{self.oid}"
         self.record: dict | None | object = None
         self.sanitize: dict | None = None
+        self._taken: dict = dict(_EMPTY)        # the loop's: per key, what it last took or wrote (`forget` aside)
         self._generation = 0                    # the thread's: the object's generation as last read or written
         self._stored: dict = dict(_EMPTY)       # the thread's: its content then
         self._in_doubt: tuple[int, dict] | None = None     # the thread's: a write that failed, which may still land
@@ -226,11 +227,17 @@ class RadosStore:
         if isinstance(result, StoreFailed):
             raise type(result)(f"{self.where}: {result}")
         assert isinstance(result, dict)
-        self.record, self.sanitize = result[UNIT], result[SANITIZE]
+        self._take(result)
         return result[UNIT], result[SANITIZE]
 
     def forget(self) -> None:
         self.record = _UNKNOWN
+
+    def _take(self, content: dict) -> None:
+        """(On the loop) the unit has (or takes) `content`'s keys as the object holds them."""
+        self._taken.update({key: content[key] for key in _EMPTY if key in content})
+        self.record = self._taken[UNIT] if UNIT in content else self.record
+        self.sanitize = self._taken[SANITIZE]
 
     def save(self, key: str, value: dict | None, done: Done | None = None, based_on: object = _UNSET) -> None:
         """Save `value` under `key` (UNIT: a unit record, `based_on` the reservations it was derived from)."""
@@ -266,9 +273,9 @@ class RadosStore:
         def finished(result: object) -> None:
             assert result is None or isinstance(result, (Stale, StoreFailed))
             if result is None:
-                setattr(self, "record" if key == UNIT else key, value)
+                self._take({key: value})
             elif isinstance(result, Stale):
-                self.record, self.sanitize = result.unit, result.sanitize
+                self._take({UNIT: result.unit, SANITIZE: result.sanitize})
                 log.error("%s: written by another coordinator since this one read it: its state is taken (a "
                           "reservation command that would have overwritten it fails: ABORTED COMMAND; a retry runs "
                           "on it)", self.where)
@@ -292,12 +299,12 @@ class RadosStore:
 
     def refresh(self, done: Callable[[object], None]) -> None:
         """What the object holds that this coordinator's loop has not taken: `done(news)`, news being {UNIT: …,
-        SANITIZE: …} with only the keys whose value differs from `record` and `sanitize` (what the loop last took or
-        wrote: also taken as those, the unit takes them) and is not a value this coordinator wrote itself (a write
-        that failed and landed after all: the next save's); done(None) if none, or done(StoreFailed). Compared on
-        the loop, not in the thread: what a read answered after its deadline found is still news to the next one.
-        A save queued meanwhile, based on the unit's state before it took that content, is refused (`_holds`)
-        unless the reservations are the same."""
+        SANITIZE: …} with only the keys whose value differs from what the loop last took or wrote (a peer's state
+        adopted, `forget`, aside; also taken as `record` and `sanitize`: the unit takes them) and is not a value this
+        coordinator wrote itself (a write that failed and landed after all: the next save's); done(None) if none,
+        or done(StoreFailed). Compared on the loop, not in the thread: what a read answered after its deadline found
+        is still news to the next one. A save queued meanwhile, based on the unit's state before it took that
+        content, is refused (`_holds`) unless the reservations are the same."""
         def read() -> tuple[dict, set[str]]:
             content = self._read()
             return content, {key for key in _EMPTY if key in self._mine and self._mine[key] == content[key]}
@@ -305,10 +312,8 @@ class RadosStore:
         def finished(result: object) -> None:
             if isinstance(result, tuple):
                 content, ours = result
-                known = {UNIT: self.record, SANITIZE: self.sanitize}
-                news = {key: content[key] for key in _EMPTY if key not in ours and content[key] != known[key]}
-                self.record = news.get(UNIT, self.record)
-                self.sanitize = news.get(SANITIZE, self.sanitize)
+                news = {key: content[key] for key in _EMPTY if key not in ours and content[key] != self._taken[key]}
+                self._take(news)
                 result = news or None
             done(result)
 
