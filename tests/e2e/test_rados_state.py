@@ -401,12 +401,23 @@ def test_a_pr_out_with_aptpl_fails_with_its_sense_while_the_cluster_is_stopped(r
     assert tgt.stderr().count("RADOS object rbd/ringtgt.unit.pr-stopped") == 2, tgt.stderr()   # failed, answers
 
 
+def sanitize_failed(ini) -> None:
+    """The nexus's first command past its unit attentions finds the unit in sanitize failure mode (MEDIUM ERROR,
+    SANITIZE COMMAND FAILED)."""
+    failed = ini.scsi(bytes(6))
+    while failed.sense is not None and failed.sense.key == I.UNIT_ATTENTION:          # POWER ON
+        failed = ini.scsi(bytes(6))
+    assert (failed.sense.key, failed.sense.asc, failed.sense.ascq) == (0x3, 0x31, 0x03), failed.sense
+
+
 def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtgt, ceph_cluster):
     """A paced OVERWRITE runs when node A dies (SIGKILL, as a power loss) and its state_dir goes: node B's LUN on
     the image is in sanitize failure mode (MEDIUM ERROR, SANITIZE COMMAND FAILED), from the record in RADOS, until
-    a sanitize completes there (BLOCK ERASE), which clears it."""
+    a sanitize completes there (BLOCK ERASE), which clears it. So is the LUN of a `serve` that ran beside A all
+    along (no bus; it read the object before the sanitize) from an initiator's next login there."""
     ceph_cluster.create_image("sanitize-state", 16 << 20)
     lun = Lun(0, "", BS, store=ceph_cluster.lun_keys("sanitize-state"), extra='sanitize_rate = "1MiB"')     # 16 s
+    beside = ringtgt(luns=[lun], workers=1)
     a = ringtgt(luns=[lun], workers=1)
     with session(a, f"{NAME}-sanitizer") as ini:
         parameters = bytes([1, 0, BS >> 8, BS & 0xFF]) + b"\xaa" * BS
@@ -414,15 +425,16 @@ def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtg
                            data_out=parameters)
         assert (started.status, started.sense) == (I.GOOD, None)                # OVERWRITE, IMMED
         a.kill()
+    with log_in(beside, f"{NAME}-beside") as ini:                               # reads the object first
+        sanitize_failed(ini)
+    logged(beside, "a sanitize another coordinator ran did not finish here")
+    beside.stop()
     shutil.rmtree(a.dir / "state")
     b = ringtgt(luns=[lun], workers=1)
     logged(b, "a sanitize did not finish before the target stopped")
     with I.Initiator.connect(HOST, b.port) as ini:
         ini.login(b.iqn, initiator_name=f"{NAME}-after")      # served once the worker has the unit states
-        failed = ini.scsi(bytes(6))
-        while failed.sense is not None and failed.sense.key == I.UNIT_ATTENTION:          # POWER ON
-            failed = ini.scsi(bytes(6))
-        assert (failed.sense.key, failed.sense.asc, failed.sense.ascq) == (0x3, 0x31, 0x03), failed.sense
+        sanitize_failed(ini)
         good(ini.scsi(bytes([0x48, 0x02]) + bytes(8)))                           # BLOCK ERASE completes
         good(ini.scsi(bytes(6)))
     b.stop()
