@@ -391,6 +391,15 @@ def session(tgt: RingTgt, initiator_name: str, **login):
         yield ini
 
 
+def log_in(tgt: RingTgt, name: str, isid: bytes | None = None) -> I.Initiator:
+    """A session of `name` (with `isid`: the I_T nexus of an earlier session), unit attentions untouched."""
+    ini = I.Initiator.connect(HOST, tgt.port)
+    if isid is not None:
+        ini.isid = isid
+    ini.login(tgt.iqn, initiator_name=name)
+    return ini
+
+
 def connect_to_worker(tgt: RingTgt, wanted, attempts: int = 64) -> tuple[int, I.Initiator]:
     """Open connections until one lands on a worker for which wanted(pid) is true (SO_REUSEPORT
     decides where each lands); return (pid, that connection).  The others are closed."""

@@ -9,7 +9,7 @@ import time
 
 import initiator as I
 import pr_commands
-from harness import HOST, ConnectionWatcher, FioRun, Lun, poll, write_fio_job
+from harness import ConnectionWatcher, FioRun, Lun, log_in, poll, write_fio_job
 from pr_commands import REGISTER, RESERVATION_CONFLICT, RESERVE, WRITE_EXCLUSIVE
 
 BS = 512
@@ -56,15 +56,6 @@ def first_status(ini) -> tuple[int, tuple[int, int] | None]:
     if result.status == I.CHECK_CONDITION and result.sense.key == I.UNIT_ATTENTION:
         return result.status, (result.sense.asc, result.sense.ascq)
     return result.status, None
-
-
-def log_in(tgt, name: str, isid: bytes | None = None) -> I.Initiator:
-    """A session of `name` (with `isid`: the same I_T nexus as an earlier session), unit attentions untouched."""
-    ini = I.Initiator.connect(HOST, tgt.port)
-    if isid is not None:
-        ini.isid = isid
-    ini.login(tgt.iqn, initiator_name=name)
-    return ini
 
 
 def fio_report(path) -> list[dict]:

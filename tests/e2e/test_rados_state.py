@@ -8,11 +8,12 @@ import shutil
 import signal
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
 import initiator as I
-from harness import HOST, Lun, poll, ringtgt_binary, run, session
+from harness import HOST, Lun, log_in, poll, ringtgt_binary, run, session
 from pr_commands import (APTPL, CLEAR, PREEMPT, REGISTER, REGISTER_AND_IGNORE_EXISTING_KEY, RESERVE, WRITE_EXCLUSIVE,
                          conflict, good, prout, read_keys, reservation)
 
@@ -81,6 +82,25 @@ def refreshed(service: CoordinatorService, store: RadosStore) -> object:
     return run_until(service, results)
 
 
+@contextmanager
+def two_stores(rbd: RbdImage, tmp_path):
+    """Two coordinators' stores of one image, each with its own service (loop) and RADOS thread: [(service, client,
+    store)] for "a" and "b"."""
+    stores = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            service = CoordinatorService(str(tmp_path / name))
+            client = RadosStateClient()
+            client.attach(service)
+            stores.append((service, client, RadosStore(client, rbd, f"unit of {name}")))
+        yield stores
+    finally:
+        for service, client, _ in stores:
+            client.close()
+            service.close()
+
+
 def test_two_coordinators_on_one_unit_state_cannot_clobber_each_other(ceph_cluster, tmp_path):
     """Two stores of one image (two coordinators, their own RADOS threads and loops): A saves; B, which read the
     object before that, is refused with A's state (Stale) and takes it; then B's save works and A's is refused,
@@ -88,14 +108,7 @@ def test_two_coordinators_on_one_unit_state_cannot_clobber_each_other(ceph_clust
     other's state instead (it is the unit's own fact). A refresh hands over once what another wrote and this one has
     not taken, even under a write of this one's own (A's sanitize record, made on B's unit)."""
     rbd = RbdImage(POOL, "rados-state-conflict", client_of(ceph_cluster))
-    stores = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        service = CoordinatorService(str(tmp_path / name))
-        client = RadosStateClient()
-        client.attach(service)
-        stores.append((service, client, RadosStore(client, rbd, f"unit of {name}")))
-    try:
+    with two_stores(rbd, tmp_path) as stores:
         (sa, _, a), (sb, _, b) = stores
         assert a.load() == (None, None) and b.load() == (None, None)
         state_a = record("x", 1)
@@ -113,10 +126,6 @@ def test_two_coordinators_on_one_unit_state_cannot_clobber_each_other(ceph_clust
         assert refreshed(sb, b) == {SANITIZE: {"ause": True}} and b.sanitize == {"ause": True}   # its unit: B's
         assert refreshed(sb, b) is None                                  # seen once
         assert isinstance(saved(sb, b, UNIT, record("y", 7), based_on={"keys": {"z": 1}}), Stale)   # not what it holds
-    finally:
-        for service, client, _ in stores:
-            client.close()
-            service.close()
 
 
 def test_a_read_answered_after_its_deadline_is_still_news_to_the_next_refresh(ceph_cluster, tmp_path):
@@ -124,33 +133,24 @@ def test_a_read_answered_after_its_deadline_is_still_news_to_the_next_refresh(ce
     its deadline, and its read runs once the thread is free; what it found, never taken by B's loop, is what the
     next refresh hands over (the thread had it already: before, that refresh answered None)."""
     rbd = RbdImage(POOL, "rados-state-late-read", client_of(ceph_cluster))
-    stores = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        service = CoordinatorService(str(tmp_path / name))
-        client = RadosStateClient()
-        client.attach(service)
-        stores.append((service, client, RadosStore(client, rbd, f"unit of {name}")))
-    try:
+    gate = threading.Event()
+    with two_stores(rbd, tmp_path) as stores:
         (sa, _, a), (sb, client_b, b) = stores
         assert a.load() == (None, None) and b.load() == (None, None)
-        gate = threading.Event()
-        client_b.submit(lambda: gate.wait(30), lambda result: None)
-        assert saved(sa, a, UNIT, record("x", 1)) is None
-        late = refreshed(sb, b)
-        assert isinstance(late, StoreFailed) and "no answer" in str(late), late
-        gate.set()
-        end = time.monotonic() + 10 * SAVE_DEADLINE
-        while b.busy:                                   # the read runs now, its answer dropped by the loop
-            assert time.monotonic() < end, "the store's thread did not finish"
-            sb.run_once(0.05)
-        assert refreshed(sb, b) == {UNIT: record("x", 1)} and b.record == record("x", 1)
-        assert refreshed(sb, b) is None
-    finally:
-        gate.set()
-        for service, client, _ in stores:
-            client.close()
-            service.close()
+        try:
+            client_b.submit(lambda: gate.wait(30), lambda result: None)
+            assert saved(sa, a, UNIT, record("x", 1)) is None
+            late = refreshed(sb, b)
+            assert isinstance(late, StoreFailed) and "no answer" in str(late), late
+            gate.set()
+            end = time.monotonic() + 10 * SAVE_DEADLINE
+            while b.busy:                                   # the read runs now, its answer dropped by the loop
+                assert time.monotonic() < end, "the store's thread did not finish"
+                sb.run_once(0.05)
+            assert refreshed(sb, b) == {UNIT: record("x", 1)} and b.record == record("x", 1)
+            assert refreshed(sb, b) is None
+        finally:
+            gate.set()
 
 
 def test_unknown_keys_are_kept_and_a_newer_format_is_refused(ceph_cluster, caplog):
@@ -243,15 +243,6 @@ def first_attention(ini) -> tuple[int, int] | None:
         return result.sense.asc, result.sense.ascq
     good(result)
     return None
-
-
-def log_in(tgt, name: str, isid: bytes | None = None) -> I.Initiator:
-    """A session of `name` (with `isid`: the I_T nexus of an earlier session), unit attentions untouched."""
-    ini = I.Initiator.connect(HOST, tgt.port)
-    if isid is not None:
-        ini.isid = isid
-    ini.login(tgt.iqn, initiator_name=name)
-    return ini
 
 
 def stored_record(cluster, image: str) -> dict:
