@@ -10,6 +10,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from coordinator.lograte import RateLimitedLog
+
 from .backstore import Backstore, BackstoreError, ImageGone, RbdImage, open_backstore
 from .backstore.rbd_image import CephClient
 from .backstore import images
@@ -39,6 +41,7 @@ class ImageWatch:
         self._gone: dict[tuple[str, int], str] = {}                          # the LUNs found gone, and why
         self._watched: list[tuple[str, LunConfig, LogicalUnit]] = []          # (iqn, lun config, unit)
         self._checking = False                                                # a check is scheduled
+        self._limited_log = RateLimitedLog(log)
 
     def open(self, iqn: str, lun: LunConfig, reactor: Reactor) -> Backstore:
         """The LUN's store: for a file LUN its recorded image, or a stand-in when the image is gone (for an RBD LUN
@@ -106,8 +109,13 @@ class ImageWatch:
         self._checking = False
         for iqn, lun, unit in self._watched:
             assert lun.path is not None         # only file LUNs have an identity to watch
-            reason = (images.offline_reason(self._state_dir, iqn, lun.id)
-                      or images.gone(lun.path, self._identities[iqn, lun.id]))
+            try:
+                reason = (images.offline_reason(self._state_dir, iqn, lun.id)
+                          or images.gone(lun.path, self._identities[iqn, lun.id]))
+            except OSError as e:        # out of descriptors, say: the image may well be there, look again later
+                self._limited_log.warning((iqn, lun.id), "%s LUN %d: cannot check its image %s now (%s); checking "
+                                          "again in %g s", iqn, lun.id, lun.path, e.strerror, CHECK_SECONDS)
+                continue
             if reason is not None:
                 self._offline(iqn, lun.id, unit, reason)
         self._watched = [watched for watched in self._watched if not watched[2].offline]

@@ -1,5 +1,7 @@
 """backstore/images.py: an image is created at most once, recorded, and refused when missing or replaced."""
+import errno
 import os
+import resource
 import stat
 
 import pytest
@@ -89,6 +91,28 @@ def test_gone_says_missing_or_replaced(tmp_path):
     assert images.gone(str(path), identity) == f"image {path} is missing (No such file or directory)"
     os.rename(tmp_path / "new", path)
     assert images.gone(str(path), identity).startswith(f"image {path} was replaced: it is now inode")
+
+
+def test_out_of_descriptors_gone_cannot_tell_rather_than_call_the_image_missing(tmp_path):
+    path = tmp_path / "lun.img"
+    path.write_bytes(b"")
+    identity = images.prepare(str(tmp_path / "state"), IQN, 0, str(path), MiB, 512, False)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        with pytest.raises(OSError) as raised:
+            while True:                                 # every descriptor taken: the check's own open fails
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        assert raised.value.errno == errno.EMFILE
+        with pytest.raises(OSError) as raised:
+            images.gone(str(path), identity)
+        assert raised.value.errno == errno.EMFILE
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert images.gone(str(path), identity) is None
 
 
 def test_the_offline_marker_is_written_once_and_cleared_by_a_start_with_the_image_in_place(state, tmp_path):

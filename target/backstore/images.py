@@ -129,7 +129,8 @@ def create(path: str, size: int) -> None:
 def gone(path: str, identity: ImageIdentity) -> str | None:
     """Why `path` no longer holds the image `identity`, or None while it does (a worker's periodic check: a stat,
     and for a regular file on the recorded inode number an open to read its generation; closing that descriptor
-    drops no lock: the images' locks are OFD locks, held by the worker's own open file description)."""
+    drops no lock: the images' locks are OFD locks, held by the worker's own open file description). OSError when
+    it cannot tell now (out of descriptors, no permission to look): that says nothing of the image."""
     try:
         found = ImageIdentity.of(os.stat(path))
         if not found.block and (found.device, found.inode) == (identity.device, identity.inode):
@@ -139,7 +140,9 @@ def gone(path: str, identity: ImageIdentity) -> str | None:
             finally:
                 os.close(fd)
     except OSError as e:
-        return f"image {path} is missing ({e.strerror})" if e.errno == errno.ENOENT else f"image {path}: {e.strerror}"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"image {path} is missing ({e.strerror})"
+        raise
     if found != identity:
         return f"image {path} was replaced: it is now {found}, the LUN's was {identity}"
     return None

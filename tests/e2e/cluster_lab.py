@@ -149,13 +149,15 @@ def move_vip(lab: netns.Lab, to: str) -> float:
     return time.time()
 
 
-# ss prints a timer as minutes, whole seconds, then milliseconds: "12sec", "6.236ms" (6 s 236 ms), "188ms", "1min5sec"
-_TIMER = re.compile(r"timer:\(on,(?:(\d+)min)?(?:(\d+)(?:sec|\.))?(?:(\d+)ms)?,")
+# ss prints a timer as minutes, whole seconds, then milliseconds: "12sec", "6.236ms" (6 s 236 ms), "188ms", "1min5sec";
+# "on" is the retransmission timer, "keepalive" runs instead while nothing sent is unacknowledged
+_TIMER = re.compile(r"timer:\((?:on|keepalive),(?:(\d+)min)?(?:(\d+)(?:sec|\.))?(?:(\d+)ms)?,")
 
 
-def retransmission_due(lab: netns.Lab) -> tuple[float, str]:
-    """Seconds until the client's next TCP retransmission to the VIP (`ss -o`'s retransmission timer; 0: none),
-    and the `ss` lines it was read from."""
+def next_send_due(lab: netns.Lab) -> tuple[float, str]:
+    """Seconds until the client's TCP next sends to the VIP of its own accord (0: no timer), and the `ss` lines it
+    was read from. That is its retransmission timer; or, when node a had acknowledged every byte before its link
+    went down (the client then waits for iSCSI answers with nothing to resend), its keepalive timer."""
     out = subprocess.run(lab.exec("client", ["ss", "-tnoH", "dst", VIP]), capture_output=True, text=True,
                          check=True, timeout=30).stdout
     return max((int(m[1] or 0) * 60 + int(m[2] or 0) + int(m[3] or 0) / 1000 for m in _TIMER.finditer(out)),

@@ -6,8 +6,9 @@ fio (libiscsi, verify=crc32c, default error handling) writes through the VIP. No
 RST escapes) and its ringtgt is killed; the VIP moves to node b; with external takeover `ringtgt takeover a`
 runs there. fio must finish without an error, node b must list the client's new session, and a persistent
 reservation taken through node a must still be there. The VIP moves once the client's TCP retransmission
-timer (`ss -o` in its namespace) has at least RETRANSMISSION_DUE seconds to go: with tickles fio writes again
-before that timer would fire, without them only after it fired (the stall tickles cure). Built-in takeover (node b
+timer (`ss -o` in its namespace; its keepalive timer when node a had acknowledged everything sent) has at least
+SEND_DUE seconds to go: with tickles fio writes again before that timer would fire, without them only after it
+fired (the stall tickles cure). Built-in takeover (node b
 adds the VIP itself when a falls silent) gets the same checks. Pauses are printed, and asserted against TCP's own
 timer, not the clock of a loaded machine.
 """
@@ -17,13 +18,13 @@ import time
 from pathlib import Path
 
 from cluster_lab import (CLIENT, FIO_INITIATOR, KEY, NODES, VIP, WRITE_EXCLUSIVE, FIO_RUNTIME, Node, client_script,
-                         file_luns, fio_sessions, move_vip, pauses, retransmission_due, start_fio, stop_fio)
+                         file_luns, fio_sessions, move_vip, next_send_due, pauses, start_fio, stop_fio)
 from harness import poll
 
 import netns
 
 VIP_MOVES_AFTER = 4.0       # seconds after node a dies: the client is deep in retransmission backoff by then
-RETRANSMISSION_DUE = 5.0    # ... and the VIP moves once its next retransmission is this far away (6.4 s backoff)
+SEND_DUE = 5.0              # ... and the VIP moves once its next retransmission is this far away (6.4 s backoff)
 
 
 def failover(lab_factory, directory: Path, takeover: str, tickle: bool) -> dict:
@@ -50,11 +51,11 @@ def failover(lab_factory, directory: Path, takeover: str, tickle: bool) -> dict:
                 sockets = [""]
 
                 def far_enough() -> float:
-                    due, sockets[0] = retransmission_due(lab)
-                    return due if due >= RETRANSMISSION_DUE else 0.0
+                    due, sockets[0] = next_send_due(lab)
+                    return due if due >= SEND_DUE else 0.0
                 try:
                     due = poll(far_enough, timeout=60,
-                               what=f"the client's next retransmission to be {RETRANSMISSION_DUE:g} s away")
+                               what=f"the client's next retransmission (or keepalive) to be {SEND_DUE:g} s away")
                 except AssertionError as timeout:
                     raise AssertionError(f"{timeout}; the client's sockets last:\n{sockets[0]}") from None
                 retransmits = time.time() + due
@@ -83,7 +84,7 @@ def failover(lab_factory, directory: Path, takeover: str, tickle: bool) -> dict:
 def test_external_takeover_with_and_without_tickles(lab_factory, tmp_path):
     tickled = failover(lab_factory, tmp_path / "tickled", "external", tickle=True)
     untickled = failover(lab_factory, tmp_path / "untickled", "external", tickle=False)
-    print(f"failover, VIP moved once the client's next retransmission was {RETRANSMISSION_DUE:g} s or more away: "
+    print(f"failover, VIP moved once the client's next retransmission (or keepalive) was {SEND_DUE:g} s or more away: "
           f"first write completed on node b {tickled['after_move'] * 1000:.0f} ms after the VIP move with `ringtgt "
           f"takeover` and its tickles ({tickled['before_retransmission'] * 1000:.0f} ms before TCP would have "
           f"retransmitted), {untickled['after_move'] * 1000:.0f} ms without (the retransmission was due "
