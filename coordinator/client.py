@@ -8,6 +8,7 @@ worker's own io_uring loop (no thread).
     client.withdraw(nexus)                                 # the nexus's connection closed
     client.notify(SessionLogout(tsih))                     # fire and forget
     client.subscribe(SessionEnd, on_push)                  # on_push(message, ack): call ack() once, when applied
+                                                           # (ack(body): with what the coordinator's submitter reads)
     client.on_connect(resync)                              # after every (re)connection to a coordinator
 
 Messages are the typed classes of coordinator/messages.py; a reply is rebuilt as the request's REPLY class.
@@ -284,13 +285,13 @@ class CoordinatorClient:
     def _push(self, push_id: int, kind: str, body: dict) -> None:
         acked = False
 
-        def ack() -> None:
+        def ack(body: dict | None = None) -> None:
             nonlocal acked
             if acked:
                 log.warning("%s push %d acked twice", kind, push_id)
                 return
             acked = True
-            self._send(encode(ACK, push_id))
+            self._send(encode(ACK, push_id, body=body or {}))
 
         subscription = self._subscriptions.get(kind)
         if subscription is None:

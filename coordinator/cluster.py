@@ -25,9 +25,11 @@ the table. Where the node serves RBD LUNs, the peer is fenced first (coordinator
 blocklisted), and then every worker of this node brings its own RADOS clients to the OSD map with that blocklist
 (an OsdMapBarrier push, acked once they have it: target/osdmap_sync.py) before anything is tickled (and, built in,
 before the VIPs are added), so the writes of the initiators coming back are applied after the fenced clients' (or
-those are refused). If that fails, `ringtgt takeover` refuses (nothing tickled, the peer's sessions kept, so that
-running it again does it all) unless told `--unfenced`; built-in takeover goes on, with an error logged. A node
-that was fenced itself takes over no one (built-in or not, `--unfenced` or not).
+those are refused). A worker whose clients are not there within its deadline acks saying so, its RBD LUNs of that
+cluster NOT READY until they are; the takeover goes on and its report names those workers (and any that did not
+ack within the service's ack deadline). If fencing fails, `ringtgt takeover` refuses (nothing tickled, the peer's
+sessions kept, so that running it again does it all) unless told `--unfenced`; built-in takeover goes on, with an
+error logged. A node that was fenced itself takes over no one (built-in or not, `--unfenced` or not).
 Without RBD LUNs nothing is fenced: the dead node must really be dead (or cut off).
 """
 from __future__ import annotations
@@ -45,7 +47,7 @@ from .lun_identities import mismatches
 from .messages import EndSessions, Nothing, OsdMapBarrier, SessionEnd, StateAdopted, Takeover, TakeoverReport
 from .peers import ALIVE, HEARTBEATS_PER_DEADLINE, Peers
 from .registry import SNAPSHOT_VERSION, RegistryError, checked, reinstatement_key
-from .service import Deferred, Reply
+from .service import Acks, Deferred, Reply
 from .tickle import send_garp, send_tickles
 
 log = logging.getLogger("ringtgt.coordinator")
@@ -199,9 +201,9 @@ class Cluster:
                 if result is not None and result.error:
                     log.error("cluster: fencing %s failed: %s; taking over anyway (built-in takeover)", peer,
                               result.error)
-                def take() -> None:         # the VIPs too only once the workers have the blocklist's map
+                def take(behind: dict[str, str]) -> None:   # the VIPs too only once the workers have the map
                     self._take_vips()
-                    self.takeover(peer, result)
+                    self.takeover(peer, result, behind)
                 self._after_barrier(result, take)
             self._fence(peer, fenced)
         else:
@@ -227,18 +229,38 @@ class Cluster:
         log.info("cluster: fencing %s: blocklisting its RADOS clients", peer)
         self.fencer.fence(peer, then)
 
-    def _after_barrier(self, fenced: Fenced | None, then: Callable[[], object]) -> None:
-        """then(), once every worker's RADOS clients have the OSD map of the blocklist fencing reports (at once when
-        nothing was fenced; a worker that does not ack within the service's ack deadline is logged and not waited
-        for: its own deadline is shorter, see target/osdmap_sync.py)."""
+    def _after_barrier(self, fenced: Fenced | None, then: Callable[[dict[str, str]], object]) -> None:
+        """then(behind), once every worker's RADOS clients have the OSD map of the blocklist fencing reports, or the
+        worker acked that they are not there yet (its own deadline, shorter than the service's ack deadline: see
+        target/osdmap_sync.py); at once when nothing was fenced. `behind`: by worker, why it is not known to be at
+        the map (its ack said so, or it did not ack: logged by the service, not waited for)."""
         if fenced is None or not fenced.epochs:
-            then()
+            then({})
             return
-        self.service.submit(OsdMapBarrier(fenced.epochs), then=then)
+        self.service.submit(OsdMapBarrier(fenced.epochs), then=lambda acks: then(self._behind(acks)))
 
-    def takeover(self, peer: str, fenced: Fenced | None = None) -> TakeoverReport:
+    def _behind(self, acks: Acks) -> dict[str, str]:
+        """The workers an OsdMapBarrier's acks leave not known to be at the map, and why."""
+        def name(origin: str) -> str:
+            info = self.service.workers.get(origin)
+            return f"worker {info.index} (pid {info.pid})" if info is not None else origin
+        behind = {}
+        for origin, said in acks.said.items():
+            epochs = said.get("behind") or {}
+            if epochs:
+                behind[name(origin)] = "not at " + ", ".join(f"OSD map epoch {epoch} of {conf}"
+                                                             for conf, epoch in sorted(epochs.items())) + (
+                    " yet: its RBD LUNs there answer NOT READY (becoming ready) until it is")
+        for origin in acks.missing:
+            behind[name(origin)] = f"no ack within {self.service.ack_timeout:g} s: not known to be at the map"
+        for worker, why in behind.items():
+            log.error("cluster: takeover: %s %s", worker, why)
+        return behind
+
+    def takeover(self, peer: str, fenced: Fenced | None = None, behind: dict[str, str] | None = None
+                 ) -> TakeoverReport:
         """Tickle every connection `peer` held on an address local now; its sessions leave the table. `fenced`:
-        what fencing it did, for the report."""
+        what fencing it did, `behind`: the workers not known to be at its OSD map (`_behind`), for the report."""
         sessions = [s for s in self.registry.sessions() if s["node"] == peer]
         connections = []
         for session in sessions:
@@ -256,7 +278,8 @@ class Cluster:
             self.bus.send(peer, WANT_SNAPSHOT, {})
         fenced = fenced or Fenced()
         result = TakeoverReport(peer, self.peers.state(peer), len(sessions), len(connections), TICKLE_ROUNDS,
-                                len(sessions) - len(connections), fenced.addresses, fenced.error, epochs=fenced.epochs)
+                                len(sessions) - len(connections), fenced.addresses, fenced.error, epochs=fenced.epochs,
+                                behind=behind or {})
         log.info("cluster: takeover of %s (%s): %d RADOS clients blocklisted, %d sessions, %d connections tickled "
                  "×%d, %d not on a local IPv4 address", peer, result.peer_state, len(fenced.addresses),
                  len(sessions), len(connections), TICKLE_ROUNDS, result.not_local)
@@ -279,7 +302,7 @@ class Cluster:
                 return
             if result.error:
                 log.error("cluster: fencing %s failed: %s; taking over anyway (--unfenced)", peer, result.error)
-            self._after_barrier(result, lambda: deferred.resolve(Reply(self.takeover(peer, result))))
+            self._after_barrier(result, lambda behind: deferred.resolve(Reply(self.takeover(peer, result, behind))))
         self._fence(peer, fenced)
         return deferred
 

@@ -127,7 +127,7 @@ def _nothing() -> None:
 def _once(fn: Callable[[], None]) -> Callable[[], None]:
     called: list[bool] = []
 
-    def once() -> None:
+    def once(body: dict | None = None) -> None:     # (an ack's body: only the service reads one)
         if not called:
             called.append(True)
             fn()

@@ -335,6 +335,7 @@ class TakeoverReport(Message):
     fence_error: str = ""                       # why fencing failed ("": it did not, or nothing to fence)
     taken: bool = True                          # False: refused, fencing failed (nothing tickled, sessions kept)
     epochs: dict = field(default_factory=dict)  # per cluster: the OSD map epoch with the blocklist, every worker has
+    behind: dict = field(default_factory=dict)  # but these (by worker: why), whose RBD LUNs are NOT READY until then
 
 
 @message("cluster.takeover", TakeoverReport)
@@ -348,8 +349,9 @@ class Takeover(Message):
 @message("cluster.osdmap")
 class OsdMapBarrier(Message):
     """Push, before a takeover tickles: every worker brings its RADOS clients to the latest OSD map, which has the
-    fenced peer's blocklist (target/osdmap_sync.py), and acks once they have it; `epochs`: that map's epoch per
-    cluster (its ceph.conf), for the log."""
+    fenced peer's blocklist (target/osdmap_sync.py), and acks once they have it, or past its deadline with
+    {"behind": {cluster: epoch}} (those clusters' RBD LUNs NOT READY until they have it); `epochs`: that map's
+    epoch per cluster (its ceph.conf, fencing.cluster_of)."""
     epochs: dict
 
 

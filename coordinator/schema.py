@@ -21,7 +21,8 @@ Message types and who sends them:
     WITHDRAW worker → coordinator   id: the request is withdrawn (its connection closed); not applied if still queued
     NOTIFY   worker → coordinator   kind, body; no answer
     PUSH     coordinator → worker   id, kind, body; the worker answers ACK with the same id once applied
-    ACK      worker → coordinator
+    ACK      worker → coordinator   id of the push; body: what the worker reports about it ({} mostly), given to the
+                                    coordinator part that submitted the push (service.py's `Acks`)
 """
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ class _Queued:
     origin: str
     message: Envelope
     resolved: Reply | None = None           # a deferred request's reply, once resolved
-    then: Callable[[], object] | None = None    # submitted by the coordinator: run once its pushes are acked
+    then: Callable[[Acks], object] | None = None    # submitted by the coordinator: run once its pushes are acked
 
 
 class Deferred:
@@ -132,12 +132,22 @@ class Deferred:
 
 
 @dataclass
+class Acks:
+    """What the workers answered to the pushes of a message the coordinator submitted: the bodies of the acks that
+    carried one, by worker (origin), and the workers whose acks were not had (past the ack deadline, or already not
+    waited for)."""
+    said: dict[str, dict] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass
 class _Awaiting:
     """A processed request whose broadcasts are not acked yet."""
     request: _Queued
     answer: bytes | None                    # None for a NOTIFY
     acks: set[tuple[str, int]]              # (origin, push id)
     deadline: float
+    outcome: Acks                           # what the acks said so far
 
 
 class HandlerTable:
@@ -192,10 +202,11 @@ class CoordinatorService(HandlerTable):
         return sock
 
     # -- extension points (and register, on_worker_gone) -----------------------------------------------------
-    def submit(self, message: Message, then: Callable[[], object] | None = None) -> None:
+    def submit(self, message: Message, then: Callable[[Acks], object] | None = None) -> None:
         """Run the handler of `message` for the coordinator itself (the cluster bus, a timer): it takes its turn in
         the pipeline like a worker's notification, and its broadcasts reach every worker; no one is answered, but
-        `then()` runs once every worker has acked them (or was not waited for: the ack deadline)."""
+        `then(acks)` runs once every worker has acked them (or was not waited for: the ack deadline), `acks` saying
+        what the acks said and whose were missing."""
         self._enqueue(_Queued(None, b"", INTERNAL_ORIGIN, Envelope(NOTIFY, 0, message.KIND, message.to_body()),
                               then=then))
 
@@ -248,6 +259,7 @@ class CoordinatorService(HandlerTable):
                       "again until they answer)", awaiting.request.message.kind, awaiting.request.origin,
                       ", ".join(late), self.ack_timeout)
             self._lagging.update(late)
+            awaiting.outcome.missing.extend(late)
             self._finish()
 
     def close(self) -> None:
@@ -281,7 +293,7 @@ class CoordinatorService(HandlerTable):
                 self._lagging.discard(origin)
                 log.info("worker %s answers again", origin)
             if kind == ACK:
-                self._acked(origin, message.id)
+                self._acked(origin, message.id, message.body)
             elif kind in (REQUEST, NOTIFY):
                 if kind == REQUEST and self._duplicate(origin, message.id):
                     continue
@@ -368,11 +380,13 @@ class CoordinatorService(HandlerTable):
             if not awaiting.acks:
                 self._finish()
 
-    def _acked(self, origin: str, push_id: int) -> None:
+    def _acked(self, origin: str, push_id: int, body: dict) -> None:
         awaiting = self._awaiting
         if awaiting is None or (origin, push_id) not in awaiting.acks:
             return                          # late, duplicate, or for a coordinator that has restarted since
         awaiting.acks.discard((origin, push_id))
+        if body:
+            awaiting.outcome.said.setdefault(origin, {}).update(body)
         if not awaiting.acks:
             self._finish()
 
@@ -406,10 +420,11 @@ class CoordinatorService(HandlerTable):
                 for routing_id in targets:
                     self.worker_socket.send_multipart([routing_id, data])
                 acks.update((origin, push_id) for origin in awaited)
+            outcome = Acks(missing=sorted(self._lagging & set(self.workers)) if pushes else [])
             if acks:
-                self._awaiting = _Awaiting(request, answer, acks, time.monotonic() + self.ack_timeout)
+                self._awaiting = _Awaiting(request, answer, acks, time.monotonic() + self.ack_timeout, outcome)
             else:
-                self._answer(request, answer)
+                self._answer(request, answer, outcome)
 
     def _handle(self, request: _Queued) -> tuple[bytes | None, list[tuple[int, bytes]]] | None:
         """Run the handler: (the encoded answer, or None for a notification; the encoded pushes), or None
@@ -447,9 +462,9 @@ class CoordinatorService(HandlerTable):
         cls, handler = registered
         return handler(cls.from_body(message.body), origin)
 
-    def _answer(self, request: _Queued, answer: bytes | None) -> None:
+    def _answer(self, request: _Queued, answer: bytes | None, acks: Acks | None = None) -> None:
         if request.then is not None:
-            _guarded(request.then)
+            _guarded(request.then, acks or Acks())
         if answer is None or request.socket is None:
             return
         request.socket.send_multipart([request.routing_id, answer])
@@ -460,7 +475,7 @@ class CoordinatorService(HandlerTable):
     def _finish(self) -> None:
         awaiting, self._awaiting = self._awaiting, None
         assert awaiting is not None             # _finish runs for the request awaited
-        self._answer(awaiting.request, awaiting.answer)
+        self._answer(awaiting.request, awaiting.answer, awaiting.outcome)
         self._process()
 
 

@@ -271,7 +271,10 @@ def _takeover(config: Config, args) -> int:
               + "".join(f"\n  {address}" for address in reply.fenced))
     for conf, epoch in reply.epochs.items():
         print(f"OSD map epoch {epoch} of {conf} (the blocklist's): this node's workers asked to wait for it "
-              "before the tickles (one that could not within 2 s logged so)")
+              "before the tickles (2 s at most: one not at it by then answers NOT READY on that cluster's RBD LUNs "
+              "until it is)")
+    for worker, why in sorted(reply.behind.items()):
+        print(f"  {worker}: {why}")
     if reply.fence_error:
         print(f"FENCING FAILED: {reply.fence_error}", file=sys.stderr)
     if not reply.taken:

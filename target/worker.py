@@ -26,7 +26,8 @@ from ioring import Ring
 
 from .admission import PreLoginConnections, source_of
 from .gctune import settle
-from .image_watch import ImageWatch
+from .backstore.fencing import cluster_of
+from .image_watch import ImageWatch, rbd_image
 from .iscsi.access import AccessPolicy
 from .iscsi.connection import Connection
 from .iscsi.errors import LOGIN_OUT_OF_RESOURCES, LOGIN_TOO_MANY_CONNECTIONS
@@ -116,6 +117,7 @@ class Worker:
         self.portal_group_tag = PORTAL_GROUP_TAG
         self.images = ImageWatch(config.server.state_dir, self.reactor.call_later,
                                  (config.cluster.node, index) if config.cluster is not None else None)
+        self.osdmap_sync = OsdMapSync(self.coordinator, self.reactor, self._rbd_units)
         self.targets = {t.iqn: self.build_target(t) for t in config.targets}
         self.access = AccessPolicy.from_config(config, PORTAL_GROUP_TAG, self._admit)
         vips = config.cluster.vip_addresses() if config.cluster is not None else ()
@@ -127,7 +129,6 @@ class Worker:
         self._tsih = 0
         self.session_sync = SessionSync(self)
         self.unit_sync = UnitSync(self.coordinator, self.targets, self._serve, self.reactor.call_later)
-        self.osdmap_sync = OsdMapSync(self.coordinator, self.reactor)
         self.live_config = LiveConfig(self)
         self.stopping = False
         self.nop_interval = config.server.nop_interval
@@ -156,9 +157,23 @@ class Worker:
                            removable=lun.removable, sanitize_rate=lun.sanitize_rate,
                            physical_block_size=lun.physical_block_size, direct=lun.direct)
         self.images.watch(iqn, lun, unit)
+        rbd = rbd_image(lun)
+        if rbd is not None and self.osdmap_sync.behind(cluster_of(rbd.client)):   # a reload, during a takeover
+            unit.set_becoming_ready(True)
         if hasattr(store, "on_resize"):         # an RBD image's header watch: `rbd resize`, told to the target
             store.on_resize = partial(self._store_resized, iqn, lun.id)
         return unit
+
+    def _rbd_units(self, cluster: str) -> list[LogicalUnit]:
+        """This worker's units of the RBD LUNs on `cluster` (fencing.cluster_of of their client)."""
+        units = []
+        for target in self.config.targets:
+            scsi = self.targets.get(target.iqn)
+            for lun in target.luns:
+                rbd = rbd_image(lun)
+                if scsi is not None and lun.id in scsi.luns and rbd is not None and cluster_of(rbd.client) == cluster:
+                    units.append(scsi.luns[lun.id])
+        return units
 
     def _store_resized(self, iqn: str, lun_id: int, size: int) -> None:
         target = self.targets.get(iqn)

@@ -9,7 +9,8 @@ from coordinator.unit_state.medium import IDLE, SANITIZE_FAILURE, SANITIZING
 from ..buffers import BufferPool
 
 from .op import ATOMIC, BUSY, MEDIUM, MODIFIES, THIN
-from .sense import (DATA_PROTECT, ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE, MANUAL_INTERVENTION_REQUIRED,
+from .sense import (BECOMING_READY, DATA_PROTECT, ILLEGAL_REQUEST, INVALID_COMMAND_OPERATION_CODE,
+                    MANUAL_INTERVENTION_REQUIRED,
                     MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY, SANITIZE_COMMAND_FAILED,
                     SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
 
@@ -92,7 +93,8 @@ class LogicalUnit:
     __slots__ = ("lun_id", "backstore", "identity", "read_only", "configured_read_only", "software_write_protect",
                  "attentions", "reservations", "default_write_cache", "block_size", "blocks", "max_transfer_blocks",
                  "thin", "caw_lock", "removable", "medium_loaded", "sanitize", "sanitize_rate",
-                 "max_atomic_blocks", "crypto_erasable", "blocks_per_physical", "offline", "refused", "data_buffers")
+                 "max_atomic_blocks", "crypto_erasable", "blocks_per_physical", "offline", "becoming_ready", "refused",
+                 "data_buffers")
     reservations: SharedReservations    # the reservation store (the coordinator's, through a view): set by ScsiTarget
 
     def __init__(self, lun_id: int, backstore, *, serial: str, naa: str, target_iqn: str,
@@ -123,6 +125,7 @@ class LogicalUnit:
         self.sanitize = IDLE                # medium.py: IDLE, SANITIZING or SANITIZE_FAILURE
         self.sanitize_rate = sanitize_rate  # bytes per second a sanitize may write (0: no limit)
         self.offline = False                # its image is gone (backstore/images.py): nothing touches the medium
+        self.becoming_ready = False         # nothing touches the medium until its store may (target/osdmap_sync.py)
         # where a write's Data-Out is gathered (Command.start_write): page-aligned on an O_DIRECT store, so that
         # the backstore writes from it without a copy
         self.data_buffers = BufferPool(aligned=direct)
@@ -130,21 +133,25 @@ class LogicalUnit:
         self._refuse()
 
     def _refuse(self) -> None:
-        self.refused = ((MODIFIES if self.read_only or self.offline else 0)
-                        | (0 if self.medium_loaded and self.sanitize == IDLE and not self.offline else MEDIUM)
+        unready = self.offline or self.becoming_ready
+        self.refused = ((MODIFIES if self.read_only or unready else 0)
+                        | (0 if self.medium_loaded and self.sanitize == IDLE and not unready else MEDIUM)
                         | (BUSY if self.sanitize == SANITIZING else 0)
                         | (0 if self.thin else THIN) | (0 if self.max_atomic_blocks else ATOMIC))
 
     def refusal(self, flags: int) -> ScsiError:
-        """Why a command with these refused flags is refused: a sanitize in progress, then an offline unit,
-        then no medium (or a failed sanitize), then write protection, then a command this kind of unit does not
-        serve."""
+        """Why a command with these refused flags is refused: a sanitize in progress, then an offline unit, then
+        one becoming ready, then no medium (or a failed sanitize), then write protection, then a command this kind
+        of unit does not serve."""
         if flags & BUSY:
             return ScsiError(NOT_READY, SANITIZE_IN_PROGRESS)
         if self.offline:
             # SPC-4 04/03: the unit will not become ready by itself (Linux sd gives up at once, no START UNIT);
             # 3A/00 MEDIUM NOT PRESENT is a removable unit's ejected medium, which START STOP UNIT can load
             return ScsiError(NOT_READY, MANUAL_INTERVENTION_REQUIRED)
+        if self.becoming_ready:
+            # 04/01: it will by itself (Linux retries the command, with a delay, for up to its retries × timeout)
+            return ScsiError(NOT_READY, BECOMING_READY)
         if flags & MEDIUM:
             if self.sanitize == SANITIZE_FAILURE:
                 return ScsiError(MEDIUM_ERROR, SANITIZE_COMMAND_FAILED)
@@ -165,6 +172,13 @@ class LogicalUnit:
         """The unit's image is gone: every command touching the medium or writing is NOT READY from now on, in
         this worker, until the target starts again (the SANITIZE of a unit in failure mode too)."""
         self.offline = True
+        self._refuse()
+
+    def set_becoming_ready(self, waiting: bool) -> None:
+        """Whether the unit waits for its store to be safe to use (its RADOS clients not yet at a takeover's OSD
+        map: target/osdmap_sync.py): every command touching the medium or writing is NOT READY, LOGICAL UNIT IS IN
+        PROCESS OF BECOMING READY meanwhile, in this worker."""
+        self.becoming_ready = waiting
         self._refuse()
 
     def resize(self, size: int) -> None:

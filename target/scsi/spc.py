@@ -13,8 +13,9 @@ from coordinator.unit_state.medium import ALLOW, EJECT, LOAD, PREVENT
 from . import cdb as C
 from .inquiry import STANDARD_DISK, STANDARD_NO_UNIT, STANDARD_REMOVABLE_DISK, vpd_page
 from .op import BUSY
-from .sense import (ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED, MANUAL_INTERVENTION_REQUIRED, NO_ADDITIONAL_SENSE,
-                    NO_SENSE, NOT_READY, SANITIZE_IN_PROGRESS, UNIT_ATTENTION, ScsiError, build_sense)
+from .sense import (BECOMING_READY, ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED, MANUAL_INTERVENTION_REQUIRED,
+                    NO_ADDITIONAL_SENSE, NO_SENSE, NOT_READY, SANITIZE_IN_PROGRESS, UNIT_ATTENTION, ScsiError,
+                    build_sense)
 
 _LUN_LIST_HEADER = Struct(">I4x")
 _LUN_ENTRY = Struct(">H6x")
@@ -37,7 +38,7 @@ def inquiry(target, unit, task) -> bytes:
 
 def request_sense(target, unit, task) -> bytes:
     """Report (and clear) a pending unit attention as parameter data, else a sanitize in progress, else an offline
-    unit, else NO SENSE (SPC-4 6.29)."""
+    unit, else one becoming ready, else NO SENSE (SPC-4 6.29)."""
     alloc = C.request_sense(task.cdb)
     if unit is None:
         sense = build_sense(ILLEGAL_REQUEST, LOGICAL_UNIT_NOT_SUPPORTED)
@@ -49,6 +50,8 @@ def request_sense(target, unit, task) -> bytes:
             sense = build_sense(NOT_READY, SANITIZE_IN_PROGRESS)
         elif unit.offline:
             sense = build_sense(NOT_READY, MANUAL_INTERVENTION_REQUIRED)
+        elif unit.becoming_ready:
+            sense = build_sense(NOT_READY, BECOMING_READY)
         else:
             sense = build_sense(NO_SENSE, NO_ADDITIONAL_SENSE)
     return sense[:alloc]
