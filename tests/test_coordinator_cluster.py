@@ -266,17 +266,29 @@ def test_a_takeover_goes_on_only_once_every_worker_has_the_osd_map_of_the_blockl
     worker.send(encode(HELLO, body={"pid": os.getpid(), "index": 0}))
     pump([a], lambda: worker.poll(0) and decode(worker.recv()).type == WELCOME)
     went_on = []
-    a.cluster._after_barrier(Fenced(["192.0.2.9:0/1"], epochs={"/etc/ceph/ceph.conf": 42}),
-                             lambda: went_on.append(True))
+    fenced = Fenced(["192.0.2.9:0/1"], epochs={"/etc/ceph/ceph.conf": 42})
     pushes = []
-    pump([a], lambda: worker.poll(0) and pushes.append(decode(worker.recv())) or pushes)
-    assert (pushes[0].type, pushes[0].kind, pushes[0].body) == (PUSH, "cluster.osdmap",
-                                                                {"epochs": {"/etc/ceph/ceph.conf": 42}})
-    for _ in range(20):
-        a.service.run_once(0.005)
-    assert went_on == []                        # not before the worker's ack
-    worker.send(encode(ACK, pushes[0].id))
-    pump([a], lambda: went_on)
-    a.cluster._after_barrier(Fenced(), lambda: went_on.append(True))     # nothing fenced: at once
-    assert went_on == [True, True]
+
+    def pushed():
+        while worker.poll(0):
+            pushes.append(decode(worker.recv()))
+        return pushes
+
+    for acked, ack_body in enumerate(({}, {"behind": {"/etc/ceph/ceph.conf": 42}})):
+        pushes.clear()
+        a.cluster._after_barrier(fenced, went_on.append)
+        pump([a], pushed)
+        assert (pushes[0].type, pushes[0].kind, pushes[0].body) == (PUSH, "cluster.osdmap",
+                                                                    {"epochs": {"/etc/ceph/ceph.conf": 42}})
+        for _ in range(20):
+            a.service.run_once(0.005)
+        assert len(went_on) == acked            # not before the worker's ack
+        worker.send(encode(ACK, pushes[0].id, body=ack_body))
+        pump([a], lambda acked=acked: len(went_on) > acked)
+    # the second ack said the worker's clients were not at the map yet: the takeover's report names it
+    assert went_on == [{}, {f"worker 0 (pid {os.getpid()})": "not at OSD map epoch 42 of /etc/ceph/ceph.conf yet: "
+                                                              "its RBD LUNs there answer NOT READY (becoming ready) "
+                                                              "until it is"}]
+    a.cluster._after_barrier(Fenced(), went_on.append)      # nothing fenced: at once
+    assert went_on[2:] == [{}]
     worker.close()

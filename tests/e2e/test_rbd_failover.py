@@ -29,10 +29,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import procfs
 from cluster_lab import (FIO_BYTES, FIO_INITIATOR, FIO_LUN, FIO_RUNTIME, KEY, NODES, VIP, WRITE_EXCLUSIVE, Node,
                          client_script, fio_sessions, move_vip, pauses, start_fio, stop_fio)
-from harness import REPO, Lun, free_port, poll, ringtgt_binary, run
+from harness import REPO, Lun, free_port, poll, ringtgt_binary, run, sessions_on_every_worker
+from initiator import CDB_TEST_UNIT_READY, GOOD
 
 from target.backstore.fencing import CLAIMS, claim
 from target.backstore.rados import Connection
@@ -40,7 +43,7 @@ from target.backstore.rbd_image import CephClient
 
 VIP_MOVES_AFTER = 2.0               # seconds after node a froze
 SERVER = "hang_timeout = 600"       # a frozen node's watchdog must not restart its workers when it resumes
-CHECK_CONDITION, RESERVATION_CONFLICT, MEDIUM_ERROR = 2, 0x18, 3
+CHECK_CONDITION, RESERVATION_CONFLICT, NOT_READY, MEDIUM_ERROR = 2, 0x18, 2, 3
 BLOCK = 512
 UNTOUCHED_LBA = (FIO_BYTES + (8 << 20)) // BLOCK     # in LUN 1, past what fio writes
 
@@ -214,6 +217,95 @@ peers = {{ osdmap-a = "tcp://127.0.0.1:{free_port()}" }}
         ceph_cluster.ceph("osd", "blocklist", "rm", address)
         ceph_cluster.rados("-p", "rbd", "rmomapkey", CLAIMS, "fenced.osdmap-a")
         for node in ("osdmap-a", "osdmap-b"):
+            ceph_cluster.rados("-p", "rbd", "rm", f"ringtgt.node.{node}")
+
+
+def fencing_process(coordinator: int) -> int | None:
+    """The pid of the coordinator's fencing process (`python -m target.backstore.fencing`), once it runs."""
+    for pid in procfs.children(coordinator):
+        try:
+            if b"target.backstore.fencing" in (Path(f"/proc/{pid}/cmdline")).read_bytes():
+                return pid
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def test_a_worker_whose_clients_cannot_reach_the_map_in_time_serves_not_ready_until_they_do(ringtgt, ceph_cluster):
+    """The monitor does not answer the workers' `rados_wait_for_latest_osdmap` (it is stopped with SIGSTOP once
+    fencing is done, and the coordinator is held stopped meanwhile so that its barrier push comes after): each
+    worker acks past its 2 s saying it is behind, the takeover goes on and names both workers, and every command
+    touching the LUN gets CHECK CONDITION, NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY, nothing of it
+    written; once the monitor resumes, the waits end and the LUN serves (what was written before reads back)."""
+    ceph_cluster.create_image("fence-late", 16 << 20)
+    cluster = f"""[cluster]
+node = "late-b"
+listen = "tcp://127.0.0.1:{free_port()}"
+peers = {{ late-a = "tcp://127.0.0.1:{free_port()}" }}
+"""
+    tgt = ringtgt(luns=[Lun(0, "", BLOCK, store=ceph_cluster.lun_keys("fence-late"))], workers=2, extra=cluster,
+                  server_extra=SERVER)
+    address = f"127.0.0.1:0/{os.getpid() + 1}"              # what a worker of late-a would have recorded
+    ceph_cluster.rados("-p", "rbd", "setomapval", "ringtgt.node.late-a", f"client.0.{address}", "{}")
+    mon, coordinator = ceph_cluster.daemons["mon.a"].pid, tgt.coordinator()
+    assert coordinator is not None
+    sessions = sessions_on_every_worker(tgt, "iqn.2026-12.org.ringtgt:late")
+    before = os.urandom(8 * BLOCK)
+    stopped: list[int] = []
+
+    def stop(pid: int) -> None:
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+
+    def resume(pid: int) -> None:
+        os.kill(pid, signal.SIGCONT)
+        stopped.remove(pid)
+
+    try:
+        assert all(ini.write(64, before, block_size=BLOCK).status == GOOD for ini in sessions)
+        stop(mon)                   # the fencing process cannot finish before the coordinator is held (below)
+        takeover = subprocess.Popen([ringtgt_binary(), "takeover", "late-a", "--config", str(tgt.config)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        fencer = poll(lambda: fencing_process(coordinator), timeout=30, what="the fencing process")
+        stop(coordinator)
+        resume(mon)                 # fencing goes on (connecting waits 10 s for the monitor: this took far less)
+        poll(lambda: not procfs.alive(fencer), timeout=60, what="fencing to end")
+        stop(mon)                   # no worker's wait for the latest OSD map can end now
+        resume(coordinator)         # it reads what fencing did, and pushes the barrier
+        said, errors = takeover.communicate(timeout=60)
+        assert takeover.returncode == 0, (said, errors)
+        epoch = int(re.search(r"OSD map epoch (\d+) of .*: this node's workers asked to wait for it", said).group(1))
+        for pid in tgt.workers:
+            assert re.search(rf"worker \d \(pid {pid}\): not at OSD map epoch {epoch} of .* yet: its RBD LUNs there "
+                             r"answer NOT READY", said), said
+        for ini in sessions:        # (the monitor still stopped)
+            for result in (ini.scsi(CDB_TEST_UNIT_READY), ini.read(64, 8, block_size=BLOCK),
+                           ini.write(128, os.urandom(BLOCK), block_size=BLOCK)):
+                assert result.status == CHECK_CONDITION and result.sense is not None, result
+                assert (result.sense.key, result.sense.asc, result.sense.ascq) == (NOT_READY, 0x04, 0x01), result.sense
+        resume(mon)
+        waited = time.monotonic()
+        for ini in sessions:
+            poll(lambda ini=ini: ini.scsi(CDB_TEST_UNIT_READY).status == GOOD, timeout=60,
+                 what="the LUN to serve again")
+        print(f"takeover (blocklist in OSD map epoch {epoch}) with the monitor stopped: {said.strip()}\n"
+              f"serving again {time.monotonic() - waited:.2f} s after the monitor resumed")
+        for ini in sessions:
+            result = ini.read(64, 8, block_size=BLOCK)
+            assert result.status == GOOD and result.data == before
+            assert ini.write(128, os.urandom(BLOCK), block_size=BLOCK).status == GOOD
+        log = tgt.stderr()
+        assert log.count("not at the takeover's OSD map") == 2, log          # once per worker
+        assert log.count("RBD LUNs here serve again") == 2, log
+        assert address in ceph_cluster.blocklist()
+    finally:
+        for pid in list(stopped):
+            resume(pid)
+        for ini in sessions:
+            ini.close()
+        ceph_cluster.ceph("osd", "blocklist", "rm", address)
+        ceph_cluster.rados("-p", "rbd", "rmomapkey", CLAIMS, "fenced.late-a")
+        for node in ("late-a", "late-b"):
             ceph_cluster.rados("-p", "rbd", "rm", f"ringtgt.node.{node}")
 
 

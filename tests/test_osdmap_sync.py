@@ -1,0 +1,152 @@
+"""target/osdmap_sync.py's state machine on a real ring and real threads: a worker's answer to a takeover's
+OsdMapBarrier when its RADOS clients reach the map in time, when they do not (the RBD LUNs of that cluster NOT READY,
+LOGICAL UNIT IS IN PROCESS OF BECOMING READY, the ack saying so, serving again once the map arrives), when an
+attempt fails (tried again), and with a second barrier while the first still waits. The clients are stand-ins whose
+wait blocks until the test lets it end (librados' real one, against a monitor held stopped: tests/e2e/
+test_rbd_failover.py); the units are real (scsi/lun.py through the SCSI harness)."""
+import logging
+import threading
+import time
+
+import pytest
+
+from coordinator.messages import OsdMapBarrier
+from target.backstore.base import BackstoreError
+from target.backstore.rbd_image import CephClient
+from target.osdmap_sync import OsdMapSync
+from target.scsi import sense as S
+from tests.scsi_harness import TUR, assert_good, assert_sense, rw_cdb
+from tests.scsi_harness import Harness as Commands
+
+CONF, OTHER = "/etc/ceph/a.conf", "/etc/ceph/b.conf"
+WAIT = 0.2                  # the worker's deadline before its ack (2 s in production)
+ATTEMPT = 0.5               # an attempt blocked this long is logged
+RETRY = 0.05
+PATIENCE = 10.0             # seconds any awaited event gets: 20× the longest deadline above
+
+
+class Client:
+    """A RADOS client of `conf` whose wait for the latest OSD map ends when the test says (`reach`), failing the
+    first `failures` times."""
+
+    def __init__(self, conf: str, failures: int = 0):
+        self.client = CephClient(conf)
+        self.failures = failures
+        self.reached = threading.Event()
+        self.calls = 0
+
+    def wait_for_latest_osdmap(self) -> None:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise BackstoreError(f"ceph client {self.client}: latest OSD map: Connection timed out")
+        assert self.reached.wait(2 * PATIENCE)
+
+
+class Coordinator:
+    def subscribe(self, cls, handler):
+        assert cls is OsdMapBarrier
+        self.push = handler
+
+
+class Acks(list):
+    def __call__(self, body=None):
+        self.append(body)
+
+
+def until(reactor, condition, what: str) -> None:
+    deadline = time.monotonic() + PATIENCE
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {PATIENCE} s: {what}"
+        reactor.run_once(0.01)
+
+
+@pytest.fixture
+def node(reactor):
+    """(sync, clients, units by cluster, coordinator): a worker with one RBD LUN on each of two clusters."""
+    clients = [Client(CONF), Client(OTHER)]
+    units = {CONF: Commands(), OTHER: Commands()}
+    for harness in units.values():
+        harness.ready()
+    coordinator = Coordinator()
+    sync = OsdMapSync(coordinator, reactor, lambda key: [units[key].unit], lambda: clients, wait_seconds=WAIT,
+                      attempt_seconds=ATTEMPT, retry_seconds=RETRY)
+    yield sync, clients, units, coordinator
+    for client in clients:
+        client.reached.set()            # the threads end
+
+
+def test_clients_at_the_map_in_time_ack_plainly_and_the_luns_never_stop(node, reactor, caplog):
+    sync, clients, units, coordinator = node
+    caplog.set_level(logging.INFO)
+    acks = Acks()
+    coordinator.push(OsdMapBarrier({CONF: 40, "/etc/ceph/none.conf": 7}), acks)    # no client of the second here
+    clients[0].reached.set()
+    until(reactor, lambda: acks, "the ack")
+    assert acks == [None] and not units[CONF].unit.becoming_ready
+    assert_good(units[CONF].run(TUR))
+    assert clients[1].calls == 0                        # a cluster the barrier did not name is not waited for
+    assert any(f"of {CONF} at the takeover's OSD map (epoch 40) in" in r.getMessage() for r in caplog.records)
+    again = Acks()
+    coordinator.push(OsdMapBarrier({CONF: 39}), again)  # an older epoch than one reached since: acked at once
+    assert again == [None] and clients[0].calls == 1
+
+
+@pytest.mark.parametrize("cdb, data_out", [(TUR, None), (rw_cdb(0x28, 0, 1), None), (rw_cdb(0x2A, 0, 1), bytes(512)),
+                                           (rw_cdb(0x35, 0, 0), None)])
+def test_clients_not_at_the_map_in_time_hold_their_luns_not_ready_until_they_are(node, reactor, caplog, cdb,
+                                                                                   data_out):
+    sync, clients, units, coordinator = node
+    caplog.set_level(logging.INFO)
+    acks = Acks()
+    pushed = time.monotonic()
+    coordinator.push(OsdMapBarrier({CONF: 41, OTHER: 12}), acks)
+    clients[1].reached.set()                            # the other cluster's client is there at once
+    until(reactor, lambda: acks, "the ack")
+    assert time.monotonic() - pushed >= WAIT
+    assert acks == [{"behind": {CONF: 41}}]             # said in the ack: the takeover's report names the worker
+    store = units[CONF].store
+    assert units[CONF].unit.becoming_ready and sync.behind(CONF) and not sync.behind(OTHER)
+    assert_sense(units[CONF].run(cdb, data_out=data_out), S.NOT_READY, S.BECOMING_READY)
+    assert store.calls == []                            # nothing reached the store
+    assert_good(units[OTHER].run(TUR))                  # the other cluster's LUN serves
+    request_sense = units[CONF].run(bytes([0x03, 0, 0, 0, 18, 0]))
+    assert bytes(request_sense.data_in) == S.build_sense(S.NOT_READY, S.BECOMING_READY)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and f"RADOS clients of {CONF} not at the takeover's OSD map (epoch 41)" in errors[0]
+    until(reactor, lambda: any("still not at" in r.getMessage() for r in caplog.records), "the blocked attempt logged")
+    clients[0].reached.set()                            # the map arrives
+    until(reactor, lambda: not units[CONF].unit.becoming_ready, "serving again")
+    assert_good(units[CONF].run(cdb, data_out=data_out))
+    assert not sync.behind(CONF)
+    assert any(f"of {CONF} at the takeover's OSD map (epoch 41)" in r.getMessage() and "serve again" in r.getMessage()
+               for r in caplog.records)
+    assert clients[0].calls == 1                        # one attempt, waited on (a second would wait the same)
+
+
+def test_a_failed_attempt_is_made_again_and_logged_once(node, reactor, caplog):
+    sync, clients, units, coordinator = node
+    clients[0].failures = 3
+    acks = Acks()
+    coordinator.push(OsdMapBarrier({CONF: 50}), acks)
+    until(reactor, lambda: clients[0].calls > 3, "the retries")
+    clients[0].reached.set()
+    until(reactor, lambda: acks, "the ack")
+    assert clients[0].calls == 4
+    failed = [r.getMessage() for r in caplog.records if "failed (attempt" in r.getMessage()]
+    assert len(failed) == 1 and "Connection timed out" in failed[0], failed      # rate-limited
+
+
+def test_a_second_barrier_while_the_first_waits_needs_an_attempt_begun_after_it(node, reactor):
+    sync, clients, units, coordinator = node
+    first, second = Acks(), Acks()
+    coordinator.push(OsdMapBarrier({CONF: 60}), first)
+    until(reactor, lambda: first, "the first ack")
+    assert first == [{"behind": {CONF: 60}}]
+    coordinator.push(OsdMapBarrier({CONF: 61}), second)     # a second takeover: epoch 61 is newer than the wait
+    until(reactor, lambda: second, "the second ack")
+    assert second == [{"behind": {CONF: 61}}] and clients[0].calls == 1
+    clients[0].reached.set()        # the first attempt ends: it began before epoch 61 existed, so one more runs
+    until(reactor, lambda: not units[CONF].unit.becoming_ready, "serving again")
+    assert clients[0].calls == 2
+
