@@ -288,13 +288,14 @@ peers = {{ late-a = "tcp://127.0.0.1:{free_port()}" }}
         for ini in sessions:
             poll(lambda ini=ini: ini.scsi(CDB_TEST_UNIT_READY).status == GOOD, timeout=60,
                  what="the LUN to serve again")
+        log = tgt.stderr()
         print(f"takeover (blocklist in OSD map epoch {epoch}) with the monitor stopped: {said.strip()}\n"
-              f"serving again {time.monotonic() - waited:.2f} s after the monitor resumed")
+              f"serving again {time.monotonic() - waited:.3f} s after the monitor resumed; the workers logged:\n"
+              + "\n".join(line for line in log.splitlines() if "takeover's OSD map" in line))
         for ini in sessions:
             result = ini.read(64, 8, block_size=BLOCK)
             assert result.status == GOOD and result.data == before
             assert ini.write(128, os.urandom(BLOCK), block_size=BLOCK).status == GOOD
-        log = tgt.stderr()
         assert log.count("not at the takeover's OSD map") == 2, log          # once per worker
         assert log.count("RBD LUNs here serve again") == 2, log
         assert address in ceph_cluster.blocklist()
