@@ -237,7 +237,7 @@ class Cluster:
         if fenced is None or not fenced.epochs:
             then({})
             return
-        self.service.submit(OsdMapBarrier(fenced.epochs), then=lambda acks: then(self._behind(acks)))
+        self.service.submit(OsdMapBarrier(fenced.epochs, time.monotonic()), then=lambda acks: then(self._behind(acks)))
 
     def _behind(self, acks: Acks) -> dict[str, str]:
         """The workers an OsdMapBarrier's acks leave not known to be at the map, and why."""

@@ -351,8 +351,10 @@ class OsdMapBarrier(Message):
     """Push, before a takeover tickles: every worker brings its RADOS clients to the latest OSD map, which has the
     fenced peer's blocklist (target/osdmap_sync.py), and acks once they have it, or past its deadline with
     {"behind": {cluster: epoch}} (those clusters' RBD LUNs NOT READY until they have it); `epochs`: that map's
-    epoch per cluster (its ceph.conf, fencing.cluster_of)."""
+    epoch per cluster (its ceph.conf, fencing.cluster_of); `sent`: when (CLOCK_MONOTONIC, one clock for the host's
+    processes), so that a worker that gets it late counts its deadline from then (0: from its arrival)."""
     epochs: dict
+    sent: float = 0.0
 
 
 @message("cluster.adopted", Nothing)

@@ -4,15 +4,17 @@ for the latest OSD map — the one with the fenced peer's blocklist — and the 
 the takeover tickles (and the initiators come back to write here) only then.
 
 The wait (`rados_wait_for_latest_osdmap`) blocks, and librados gives it no deadline: an attempt runs in a thread of
-its own, which writes an eventfd the worker's ring polls. Past WAIT_SECONDS (below the coordinator's ack deadline)
-the clients of a cluster not at the map yet are behind: that cluster's RBD LUNs of this worker answer NOT READY,
-LOGICAL UNIT IS IN PROCESS OF BECOMING READY (scsi/lun.py; initiators retry it) from then on, and only then is the
-push acked, saying which clusters are behind (the takeover's report names the worker). Their writes would carry an
-OSD map older than the blocklist, and an OSD that has not seen it yet could apply a fenced node's write after them.
-The wait goes on: an attempt that fails is made again RETRY_SECONDS later (logged, rate-limited); one still blocked
-ATTEMPT_SECONDS after it began is logged (rate-limited) and waited on, as librados cannot be told to give it up and a
-second call would wait for the same monitor answer. Once an attempt begun after the push completes, the clients have
-a map at least as new as the monitors had then, which has the blocklist: the LUNs serve again (logged).
+its own, which writes an eventfd the worker's ring polls. Past WAIT_SECONDS after the push was sent (below the
+coordinator's ack deadline; a worker whose loop got the push late gets there at once, before it serves a command
+that came after), the clients of a cluster not at the map yet are behind: that cluster's RBD LUNs of this worker
+answer NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY (scsi/lun.py; initiators retry it) from then on, and
+only then is the push acked, saying which clusters are behind (the takeover's report names the worker). Their writes
+would carry an OSD map older than the blocklist, and an OSD that has not seen it yet could apply a fenced node's
+write after them. The wait goes on: an attempt that fails is made again RETRY_SECONDS later (logged, rate-limited);
+one still blocked ATTEMPT_SECONDS after it began is logged (rate-limited) and waited on, as librados cannot be told
+to give it up and a second call would wait for the same monitor answer. Once an attempt begun after the push
+completes, the clients have a map at least as new as the monitors had then, which has the blocklist: the LUNs serve
+again (logged).
 """
 from __future__ import annotations
 
@@ -99,6 +101,7 @@ class OsdMapSync:
 
     def _barrier(self, barrier: OsdMapBarrier, ack: Callable) -> None:
         pending = {}
+        sent = min(barrier.sent or time.monotonic(), time.monotonic())
         for key, epoch in barrier.epochs.items():
             if not self._clients_of(key):
                 continue
@@ -106,7 +109,7 @@ class OsdMapSync:
             if cluster.reached >= epoch:    # reached by an attempt begun after an earlier push: had it already
                 continue
             if cluster.wanted <= cluster.reached:
-                cluster.since = time.monotonic()
+                cluster.since = sent
             cluster.wanted = max(cluster.wanted, epoch)
             if cluster.attempt is None and not cluster.retrying:
                 self._begin(cluster)
@@ -116,7 +119,11 @@ class OsdMapSync:
             return
         waiting = _Barrier(pending, ack)
         self._barriers.append(waiting)
-        self.reactor.call_later(self.wait_seconds, lambda: self._overdue(waiting))
+        left = sent + self.wait_seconds - time.monotonic()
+        if left > 0:
+            self.reactor.call_later(left, lambda: self._overdue(waiting))
+        else:                               # a worker that got the push late: before any command of this turn
+            self._overdue(waiting)
 
     # -- attempts -----------------------------------------------------------------------------------------------
     def _begin(self, cluster: _Cluster) -> None:

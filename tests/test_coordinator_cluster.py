@@ -278,8 +278,9 @@ def test_a_takeover_goes_on_only_once_every_worker_has_the_osd_map_of_the_blockl
         pushes.clear()
         a.cluster._after_barrier(fenced, went_on.append)
         pump([a], pushed)
-        assert (pushes[0].type, pushes[0].kind, pushes[0].body) == (PUSH, "cluster.osdmap",
-                                                                    {"epochs": {"/etc/ceph/ceph.conf": 42}})
+        assert (pushes[0].type, pushes[0].kind, pushes[0].body["epochs"]) == (PUSH, "cluster.osdmap",
+                                                                              {"/etc/ceph/ceph.conf": 42})
+        assert 0 < pushes[0].body["sent"] <= time.monotonic()      # a worker's deadline counts from there
         for _ in range(20):
             a.service.run_once(0.005)
         assert len(went_on) == acked            # not before the worker's ack

@@ -150,3 +150,15 @@ def test_a_second_barrier_while_the_first_waits_needs_an_attempt_begun_after_it(
     until(reactor, lambda: not units[CONF].unit.becoming_ready, "serving again")
     assert clients[0].calls == 2
 
+
+
+def test_a_push_got_late_holds_the_luns_at_once_before_any_later_command(node, reactor):
+    """A worker whose loop was stuck gets the push past its deadline (counted from when it was sent): its LUNs are
+    NOT READY before the handler returns, so no command served after it in that turn does I/O."""
+    sync, clients, units, coordinator = node
+    acks = Acks()
+    coordinator.push(OsdMapBarrier({CONF: 80}, time.monotonic() - 10 * WAIT), acks)
+    assert acks == [{"behind": {CONF: 80}}] and units[CONF].unit.becoming_ready
+    assert_sense(units[CONF].run(TUR), S.NOT_READY, S.BECOMING_READY)
+    clients[0].reached.set()
+    until(reactor, lambda: not units[CONF].unit.becoming_ready, "serving again")
