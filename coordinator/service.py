@@ -5,14 +5,14 @@ dispatch of their messages to the handlers the domain modules register.
     service.register(SessionLogin, handler)      # handler(message, origin) -> Reply(reply message, pushes)
     service.run(lambda: stopping)
 
-Requests (and notifications) are processed one at a time, in arrival order. A handler's broadcasts are
-pushed to every connected worker except the origin; the reply goes to the origin only once every one of
-them has acked, and the next request waits until then. So a reply means "every worker has applied the
-change" (linearizable for a client that waits for its reply). Messages are the classes of
+Requests (and notifications) are processed one at a time, in arrival order. A handler's broadcasts are pushed to
+every connected worker except the origin; the reply goes to the origin only once every one of them has acked, and
+the next request waits until then. So a reply means "every worker has applied the change" (linearizable for a
+client that waits for its reply). An ACK may carry a body, what the worker reports about the push (an
+OsdMapBarrier's: the clusters it is behind on), which `submit`'s `then` gets (`Acks`). Messages are the classes of
 coordinator/messages.py: a request's body is rebuilt as the registered class before its handler runs. A handler
-that raises, a body without its class's shape, or a kind nobody registered answers an ERROR (the client's
-failure callback gets the reason); a message that breaks the wire schema is logged and dropped. Neither stops
-the loop.
+that raises, a body without its class's shape, or a kind nobody registered answers an ERROR (the client's failure
+callback gets the reason); a message that breaks the wire schema is logged and dropped. Neither stops the loop.
 
 Workers. A worker says HELLO {pid, index} on every connection (origin = its ZeroMQ routing id,
 "w<index>.<pid>") and gets WELCOME {epoch}. The coordinator then watches the worker's process through a
