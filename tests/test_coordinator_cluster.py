@@ -257,7 +257,8 @@ def test_a_takeover_whose_fencing_fails_is_refused_unless_told_unfenced(tmp_path
 
 def test_a_takeover_goes_on_only_once_every_worker_has_the_osd_map_of_the_blocklist(nodes):
     """After fencing (which reports the blocklist's OSD map epoch) every worker of the node gets an OsdMapBarrier push;
-    the takeover's next step (the tickles) waits for their acks."""
+    the takeover's next step (the tickles) waits for their acks, and gets the workers not at the map: those whose
+    ack said so, and those that did not ack within the ack deadline."""
     made, _ = nodes
     a = made["a"]
     worker = a.context.socket(zmq.DEALER)
@@ -290,6 +291,10 @@ def test_a_takeover_goes_on_only_once_every_worker_has_the_osd_map_of_the_blockl
     assert went_on == [{}, {f"worker 0 (pid {os.getpid()})": "not at OSD map epoch 42 of /etc/ceph/ceph.conf yet: "
                                                               "its RBD LUNs there answer NOT READY (becoming ready) "
                                                               "until it is"}]
+    a.service.ack_timeout = 0.3                 # a worker that does not ack at all: named too, not waited for
+    a.cluster._after_barrier(fenced, went_on.append)
+    pump([a], lambda: len(went_on) > 2)
+    assert went_on[2] == {f"worker 0 (pid {os.getpid()})": "no ack within 0.3 s: not known to be at the map"}
     a.cluster._after_barrier(Fenced(), went_on.append)      # nothing fenced: at once
-    assert went_on[2:] == [{}]
+    assert went_on[3:] == [{}]
     worker.close()
