@@ -25,8 +25,8 @@ from coordinator.main import supervisor_incarnation
 from ioring import Ring
 
 from .admission import PreLoginConnections, source_of
-from .gctune import settle
 from .backstore.fencing import cluster_of
+from .gctune import settle
 from .image_watch import ImageWatch, rbd_image
 from .iscsi.access import AccessPolicy
 from .iscsi.connection import Connection
