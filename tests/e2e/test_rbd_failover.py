@@ -280,7 +280,7 @@ peers = {{ late-a = "tcp://127.0.0.1:{free_port()}" }}
                              r"answer NOT READY", said), said
         for ini in sessions:        # (the monitor still stopped)
             for result in (ini.scsi(CDB_TEST_UNIT_READY), ini.read(64, 8, block_size=BLOCK),
-                           ini.write(128, os.urandom(BLOCK), block_size=BLOCK)):
+                           ini.write(64, os.urandom(BLOCK), block_size=BLOCK)):     # (read back unchanged below)
                 assert result.status == CHECK_CONDITION and result.sense is not None, result
                 assert (result.sense.key, result.sense.asc, result.sense.ascq) == (NOT_READY, 0x04, 0x01), result.sense
         resume(mon)
