@@ -237,6 +237,7 @@ class Cluster:
         if fenced is None or not fenced.epochs:
             then({})
             return
+        self.authority.stores.osdmap_barrier(fenced.epochs)     # the units' state objects: its next write waits
         self.service.submit(OsdMapBarrier(fenced.epochs, time.monotonic()), then=lambda acks: then(self._behind(acks)))
 
     def _behind(self, acks: Acks) -> dict[str, str]:

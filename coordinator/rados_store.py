@@ -23,6 +23,10 @@ that was only slow), or the save is of a sanitize record (the unit's own fact, i
 also refused when what the thread last read or wrote has other reservations than those it was based on (after a
 refusal or a `refresh` the unit takes the stored state; a save queued before that was based on the old one), unless
 a fresh read shows them after all.
+
+After a takeover fenced a peer, every write waits until the thread's client has the OSD map of the blocklist
+(coordinator/store_osdmap.py, `osdmap_barrier`): one not there in time is held (StoreBehind), without the loop ever
+waiting.
 """
 from __future__ import annotations
 
@@ -41,7 +45,8 @@ from target.backstore.rados import CONNECT_TIMEOUT_SECONDS, Connection
 from target.backstore.rados_objects import StaleObject, read_versioned, write_versioned
 from target.backstore.rbd_image import CephClient, RbdImage
 
-from .unit_store import SANITIZE, UNIT, Done, SaveResult, Stale, StoreFailed, StoreFenced
+from .store_osdmap import OsdMapWaits
+from .unit_store import SANITIZE, UNIT, Done, SaveResult, Stale, StoreBehind, StoreFailed, StoreFenced
 
 log = logging.getLogger("ringtgt.coordinator")
 
@@ -85,6 +90,7 @@ class RadosStateClient:
         self._eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._connections: dict[CephClient, Connection] = {}     # the thread's alone
         self._failing: set[CephClient] = set()                    # the loop's: clients whose failure was logged
+        self._maps = OsdMapWaits()                                # a takeover's OSD map, before each write
         self._unfinished: dict[object, int] = {}                  # the loop's: owner -> its jobs the thread has
         self._call_later: Callable[[float, Callable[[], None]], None] | None = None
         self._thread = threading.Thread(target=self._run, name="rados-state", daemon=True)
@@ -94,11 +100,25 @@ class RadosStateClient:
         service.watch(self._eventfd, self._drain)
         self._call_later = service.call_later
 
-    def ioctx(self, rbd: RbdImage):
-        """For jobs (in the thread): the pool's ioctx on the client's connection, connected at first use."""
+    def osdmap_barrier(self, epochs: dict[str, int]) -> None:
+        """(The loop) a takeover blocklisted a peer in these OSD map epochs (per cluster, fencing.cluster_of): the
+        next write of a unit object there waits for that map first (store_osdmap.py)."""
+        self._maps.want(epochs)
+
+    def at_map(self, rbd: RbdImage) -> None:
+        """For a job about to write (in the thread): StoreBehind unless the client is at the OSD map a takeover
+        wants (waits WAIT_SECONDS at most)."""
+        self._maps.before_write(self._connection(rbd))
+
+    def _connection(self, rbd: RbdImage) -> Connection:
         conn = self._connections.get(rbd.client)
         if conn is None:
             conn = self._connections[rbd.client] = Connection(rbd.client, rados_osd_op_timeout=str(OP_TIMEOUT_SECONDS))
+        return conn
+
+    def ioctx(self, rbd: RbdImage):
+        """For jobs (in the thread): the pool's ioctx on the client's connection, connected at first use."""
+        conn = self._connection(rbd)
         if self._node is not None:          # a takeover must be able to fence this client too (BackstoreError:
             recorded = record(rbd.client, rbd.pool, self._node, "coordinator", conn)   # not recorded, or fenced)
             if recorded:
@@ -131,7 +151,10 @@ class RadosStateClient:
         return self._unfinished.get(owner, 0) > 0
 
     def report(self, client: CephClient, where: str, result: SaveResult) -> None:
-        """Log a failure once per Ceph client, and when it answers again."""
+        """Log a failure once per Ceph client, and when it answers again (a client behind a takeover's OSD map: by
+        store_osdmap.py)."""
+        if isinstance(result, StoreBehind):
+            return
         if isinstance(result, StoreFailed):
             if client not in self._failing:
                 self._failing.add(client)
@@ -169,6 +192,8 @@ class RadosStateClient:
                 job.result = job.run()
             except NodeFenced as exc:
                 job.result = StoreFenced(str(exc))
+            except StoreFailed as exc:          # StoreBehind
+                job.result = exc
             except (BackstoreError, ValueError) as exc:       # ValueError: a malformed object
                 job.result = StoreFailed(str(exc))
             except Exception as exc:        # a bug: this job fails, the thread serves the next ones
@@ -179,7 +204,8 @@ class RadosStateClient:
                 self._finished.append(job)
                 os.eventfd_write(self._eventfd, 1)
         for conn in self._connections.values():
-            conn.close()
+            if not self._maps.waiting(conn.client):     # else left to the process's exit: librados still waits in it
+                conn.close()
 
     def _drain(self) -> None:
         try:
@@ -244,6 +270,7 @@ class RadosStore:
         expected = _UNSET if based_on is _UNSET else json.loads(json.dumps(based_on))
 
         def write() -> SaveResult:
+            self._client.at_map(self._rbd)          # after a takeover: its OSD map first (StoreBehind: held)
             if key == UNIT and expected is not _UNSET and not self._holds(expected):
                 self._read()            # what this thread knows may be old (a peer's state came over the bus)
                 if not self._holds(expected) and not self._own():

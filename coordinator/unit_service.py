@@ -82,12 +82,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from .unit_state.files import load_state, save_state
-from .unit_store import APTPL, SANITIZE, UNIT, SaveResult, Stale, StoreFailed, StoreFenced, UnitStores
+from .unit_store import APTPL, SANITIZE, UNIT, SaveResult, Stale, StoreBehind, StoreFailed, StoreFenced, UnitStores
 from .unit_state.medium import ACTIONS, ALLOW, EJECT, IDLE, LOAD, MOVES, PREVENT, SANITIZING, MediumState
 from .unit_state.reservations import Outcome, Reservations, run_request
-from .unit_state.sense import (ABORTED_COMMAND, CAPACITY_DATA_HAS_CHANGED, LOGICAL_UNIT_COMMUNICATION_FAILURE,
-                              MODE_PARAMETERS_CHANGED, NO_ADDITIONAL_SENSE, NOT_READY, POWER_ON_RESET,
-                              REPORTED_LUNS_DATA_HAS_CHANGED, build_sense)
+from .unit_state.sense import (ABORTED_COMMAND, BECOMING_READY, CAPACITY_DATA_HAS_CHANGED,
+                              LOGICAL_UNIT_COMMUNICATION_FAILURE, MODE_PARAMETERS_CHANGED, NO_ADDITIONAL_SENSE,
+                              NOT_READY, POWER_ON_RESET, REPORTED_LUNS_DATA_HAS_CHANGED, build_sense)
 from .unit_state.status import CHECK_CONDITION
 
 from .messages import (AttachNexus, AttentionReported, ClearTaskSet, FetchUnitStates, LunResized, MediumAnswer,
@@ -102,8 +102,10 @@ log = logging.getLogger("ringtgt.coordinator")
 STOPPED = "stopped.json"        # in <state_dir>/reservations: the state a clean stop left for the next start
 # a reservation request whose APTPL state could not be saved in RADOS: not applied (as LIO answers an APTPL file
 # it could not write); one refused because another coordinator saved the unit's state meanwhile: not applied, the
-# unit now has that state, and a retry runs on it
+# unit now has that state, and a retry runs on it; one not saved because the store's client is not at a takeover's
+# OSD map yet (StoreBehind): not applied, answered as the workers answer on RBD LUNs behind it (initiators retry it)
 _NOT_SAVED = Outcome(CHECK_CONDITION, build_sense(NOT_READY, LOGICAL_UNIT_COMMUNICATION_FAILURE))
+_BEHIND = Outcome(CHECK_CONDITION, build_sense(NOT_READY, BECOMING_READY))
 _STALE = Outcome(CHECK_CONDITION, build_sense(ABORTED_COMMAND, NO_ADDITIONAL_SENSE))
 RETRY_SECONDS = 1.0             # a unit record's write behind that failed is tried again after this
 FLUSH_SECONDS = 1.0             # at a clean stop, within the supervisor's COORDINATOR_STOP (target/supervisor.py)
@@ -523,6 +525,8 @@ class UnitAuthority:
             self._take((message.target, message.lun), {UNIT: result.unit, SANITIZE: result.sanitize})
             change = self._change(message.target, message.lun, unit)
             deferred.resolve(Reply(ReservationAnswer(_STALE.to_dict(), change), [change]))
+        elif isinstance(result, StoreBehind):
+            deferred.resolve(Reply(ReservationAnswer(_BEHIND.to_dict(), None)))
         else:
             deferred.resolve(Reply(ReservationAnswer(_NOT_SAVED.to_dict(), None)))
         self._run_waiting(unit)

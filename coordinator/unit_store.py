@@ -42,6 +42,12 @@ class StoreFenced(StoreFailed):
     """The store may not be written by this node: a takeover fenced it (target/backstore/fencing.py)."""
 
 
+class StoreBehind(StoreFailed):
+    """The store's RADOS client is not at a takeover's OSD map yet (coordinator/store_osdmap.py): its write is held
+    (not made) until it is; a command that must save answers NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY,
+    as the workers answer on the RBD LUNs of a cluster their clients are behind on."""
+
+
 @dataclass(frozen=True)
 class Stale:
     """A save refused: the unit's state (record, sanitize record) as another coordinator last wrote it."""
@@ -102,6 +108,12 @@ class UnitStores:
         self._service = service
         if self._rados is not None:
             self._rados.attach(service)
+
+    def osdmap_barrier(self, epochs: dict[str, int]) -> None:
+        """A takeover blocklisted a peer in these OSD map epochs (per cluster): the RADOS client waits for that map
+        before its next write there (coordinator/store_osdmap.py)."""
+        if self._rados is not None:
+            self._rados.osdmap_barrier(epochs)
 
     def close(self) -> None:
         if self._rados is not None:

@@ -8,9 +8,9 @@ from coordinator import messages as M
 from coordinator import unit_service
 from coordinator.unit_state import reservations as R
 from coordinator.unit_state.medium import IDLE, SANITIZE_FAILURE, SANITIZING
-from target.scsi.sense import (BUS_DEVICE_RESET, CAPACITY_DATA_HAS_CHANGED, ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB,
-                               MEDIUM_REMOVAL_PREVENTED, MODE_PARAMETERS_CHANGED, NOT_READY, POWER_ON_RESET,
-                               SANITIZE_IN_PROGRESS)
+from target.scsi.sense import (BECOMING_READY, BUS_DEVICE_RESET, CAPACITY_DATA_HAS_CHANGED, ILLEGAL_REQUEST,
+                               INVALID_FIELD_IN_CDB, LOGICAL_UNIT_COMMUNICATION_FAILURE, MEDIUM_REMOVAL_PREVENTED,
+                               MODE_PARAMETERS_CHANGED, NOT_READY, POWER_ON_RESET, SANITIZE_IN_PROGRESS, build_sense)
 from target.scsi.task import GOOD, RESERVATION_CONFLICT
 
 T = "iqn.2026-11.org.ringtgt:t"
@@ -435,6 +435,24 @@ def test_a_request_that_waited_behind_a_save_past_its_deadline_is_dropped_not_ap
     assert [p.outcome for p in promises] == [("answered", GOOD), ("dropped", "expired"), ("answered", GOOD)]
     assert len(store.saves) == 1                        # the late REGISTER was neither saved nor applied
     assert unit.reservations.view()["registered"] == [A1]
+
+
+def test_a_request_whose_store_is_behind_a_takeovers_osd_map_is_not_ready_becoming_ready_and_not_applied():
+    """StoreBehind (coordinator/store_osdmap.py): the save was held, the command answers as the workers do on the RBD
+    LUNs of a cluster they are behind on (an initiator retries it); the cluster not answering stays 02/08/00."""
+    auth = unit_service.UnitAuthority([(T, 0)])
+    unit = auth.unit(T, 0)
+    unit.store = store = _SlowStore()
+    replies = []
+    auth._defer = lambda: SimpleNamespace(time_left=lambda: 10.0, resolve=replies.append)
+    register = M.ReservationRequest.from_body(prout_body(A1, R.REGISTER, 0, 9))
+    for result in (unit_service.StoreBehind("not at the takeover's OSD map (epoch 7) yet"),
+                   unit_service.StoreFailed("no answer from the Ceph cluster within 3 s")):
+        auth.request(register, "w0.1")
+        store.saves.pop()[2](result)
+    assert [reply.body.outcome["sense"] for reply in replies] == [
+        build_sense(NOT_READY, BECOMING_READY), build_sense(NOT_READY, LOGICAL_UNIT_COMMUNICATION_FAILURE)]
+    assert unit.reservations.keys == {} and all(reply.body.change is None for reply in replies)
 
 
 # -- the unit record an RBD LUN keeps in RADOS (UnitState.record / take_record) ---------------------------------

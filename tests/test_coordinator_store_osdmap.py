@@ -1,0 +1,91 @@
+"""coordinator/store_osdmap.py: the coordinator's RADOS client waits for a takeover's OSD map before a write, on real
+threads. The client is a stand-in whose wait blocks until the test lets it end (librados' real one, against a
+monitor held stopped: tests/e2e/test_rbd_failover.py)."""
+import threading
+import time
+
+import pytest
+
+from coordinator.store_osdmap import OsdMapWaits
+from coordinator.unit_store import StoreBehind
+from target.backstore.base import BackstoreError
+from target.backstore.rbd_image import CephClient
+
+CONF, OTHER = "/etc/ceph/a.conf", "/etc/ceph/b.conf"
+WAIT = 0.2                  # the deadline of an attempt (1 s in production)
+PATIENCE = 10.0
+
+
+class Client:
+    """A RADOS connection of `conf` whose wait for the latest OSD map ends when the test says (`reach`), failing the
+    first `failures` times."""
+
+    def __init__(self, conf: str, failures: int = 0):
+        self.client = CephClient(conf)
+        self.failures = failures
+        self.reached = threading.Event()
+        self.calls = 0
+
+    def wait_for_latest_osdmap(self) -> None:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise BackstoreError(f"ceph client {self.client}: latest OSD map: Connection timed out")
+        assert self.reached.wait(2 * PATIENCE)
+
+
+def test_no_takeover_no_wait():
+    conn = Client(CONF)
+    OsdMapWaits(WAIT).before_write(conn)
+    assert conn.calls == 0
+
+
+def test_a_write_after_a_takeover_waits_for_the_map_once():
+    waits, conn = OsdMapWaits(WAIT), Client(CONF)
+    waits.want({CONF: 12, OTHER: 3})
+    conn.reached.set()
+    waits.before_write(conn)
+    waits.before_write(conn)
+    assert conn.calls == 1 and not waits.waiting(conn.client)
+
+
+def test_a_client_behind_holds_writes_without_waiting_again_until_the_map_arrives(caplog):
+    waits, conn = OsdMapWaits(WAIT), Client(CONF)
+    waits.want({CONF: 12})
+    began = time.monotonic()
+    with pytest.raises(StoreBehind, match="epoch 12"):
+        waits.before_write(conn)
+    assert WAIT <= time.monotonic() - began < PATIENCE
+    began = time.monotonic()
+    for _ in range(3):                  # the attempt still blocks: later writes only look
+        with pytest.raises(StoreBehind):
+            waits.before_write(conn)
+    assert time.monotonic() - began < WAIT and conn.calls == 1 and waits.waiting(conn.client)
+    assert caplog.text.count("not at the takeover's OSD map (epoch 12)") == 1       # logged once
+    conn.reached.set()
+    deadline = time.monotonic() + PATIENCE
+    while waits.waiting(conn.client):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    waits.before_write(conn)
+    assert conn.calls == 1 and "writes go through again" in caplog.text
+    waits.want({CONF: 13})              # a second takeover: a new attempt
+    waits.before_write(conn)
+    assert conn.calls == 2
+
+
+def test_a_failed_attempt_is_made_again_by_the_next_write(caplog):
+    waits, conn = OsdMapWaits(WAIT), Client(CONF, failures=1)
+    waits.want({CONF: 5})
+    conn.reached.set()
+    with pytest.raises(StoreBehind, match="Connection timed out"):
+        waits.before_write(conn)
+    waits.before_write(conn)            # the retry
+    assert conn.calls == 2 and "waiting for the takeover's OSD map (epoch 5) failed" in caplog.text
+
+
+def test_only_the_clusters_fenced_wait():
+    waits, conn = OsdMapWaits(WAIT), Client(OTHER)
+    waits.want({CONF: 12})
+    waits.before_write(conn)
+    assert conn.calls == 0
