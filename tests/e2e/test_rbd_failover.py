@@ -29,13 +29,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import procfs
 from cluster_lab import (FIO_BYTES, FIO_INITIATOR, FIO_LUN, FIO_RUNTIME, KEY, NODES, VIP, WRITE_EXCLUSIVE, Node,
                          client_script, fio_sessions, move_vip, pauses, start_fio, stop_fio)
-from harness import REPO, Lun, free_port, poll, ringtgt_binary, run, sessions_on_every_worker
+from harness import REPO, Lun, poll, ringtgt_binary, run, sessions_on_every_worker
 from initiator import CDB_TEST_UNIT_READY, GOOD
+from pr_commands import REGISTER, good, prout, read_keys
+from stalled_takeover import cluster_section, recorded_peer, takeover_with_monitor_stopped
 
 from target.backstore.fencing import CLAIMS, claim
 from target.backstore.rados import Connection
@@ -193,15 +193,9 @@ def objecter_epoch(cluster, pid: int) -> int:
 
 def test_a_takeover_answers_once_every_worker_has_the_osd_map_of_the_blocklist(ringtgt, ceph_cluster):
     ceph_cluster.create_image("fence-osdmap", 16 << 20)
-    cluster = f"""[cluster]
-node = "osdmap-b"
-listen = "tcp://127.0.0.1:{free_port()}"
-peers = {{ osdmap-a = "tcp://127.0.0.1:{free_port()}" }}
-"""
-    tgt = ringtgt(luns=[Lun(0, "", 512, store=ceph_cluster.lun_keys("fence-osdmap"))], workers=2, extra=cluster)
-    address = f"127.0.0.1:0/{os.getpid()}"                   # what a worker of osdmap-a would have recorded
-    ceph_cluster.rados("-p", "rbd", "setomapval", "ringtgt.node.osdmap-a", f"client.0.{address}", "{}")
-    try:
+    tgt = ringtgt(luns=[Lun(0, "", 512, store=ceph_cluster.lun_keys("fence-osdmap"))], workers=2,
+                  extra=cluster_section("osdmap-b", "osdmap-a"))
+    with recorded_peer(ceph_cluster, "osdmap-b", "osdmap-a", f"127.0.0.1:0/{os.getpid()}") as address:
         before = {pid: objecter_epoch(ceph_cluster, pid) for pid in tgt.workers}
         epoch_before = json.loads(ceph_cluster.ceph("osd", "stat", "-f", "json"))["epoch"]
         said = run([ringtgt_binary(), "takeover", "osdmap-a", "--config", str(tgt.config)]).stdout
@@ -212,102 +206,96 @@ peers = {{ osdmap-a = "tcp://127.0.0.1:{free_port()}" }}
               f"takeover {before}, after {after}")
         assert epoch > epoch_before and address in ceph_cluster.blocklist()
         assert all(seen >= epoch for seen in after.values()), (epoch, after, tgt.stderr())
-        assert tgt.stderr().count("at the takeover's OSD map") == 2, tgt.stderr()
-    finally:
-        ceph_cluster.ceph("osd", "blocklist", "rm", address)
-        ceph_cluster.rados("-p", "rbd", "rmomapkey", CLAIMS, "fenced.osdmap-a")
-        for node in ("osdmap-a", "osdmap-b"):
-            ceph_cluster.rados("-p", "rbd", "rm", f"ringtgt.node.{node}")
-
-
-def fencing_process(coordinator: int) -> int | None:
-    """The pid of the coordinator's fencing process (`python -m target.backstore.fencing`), once it runs."""
-    for pid in procfs.children(coordinator):
-        try:
-            if b"target.backstore.fencing" in (Path(f"/proc/{pid}/cmdline")).read_bytes():
-                return pid
-        except FileNotFoundError:
-            continue
-    return None
+        assert len(re.findall(r"RADOS clients \(\d+\) of \S+ at the takeover's OSD map", tgt.stderr())) == 2, \
+            tgt.stderr()
 
 
 def test_a_worker_whose_clients_cannot_reach_the_map_in_time_serves_not_ready_until_they_do(ringtgt, ceph_cluster):
-    """The monitor does not answer the workers' `rados_wait_for_latest_osdmap` (it is stopped with SIGSTOP once
-    fencing is done, and the coordinator is held stopped meanwhile so that its barrier push comes after): each
-    worker acks past its 2 s saying it is behind, the takeover goes on and names both workers, and every command
-    touching the LUN gets CHECK CONDITION, NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY, nothing of it
-    written; once the monitor resumes, the waits end and the LUN serves (what was written before reads back)."""
+    """The monitor does not answer the workers' `rados_wait_for_latest_osdmap` (stalled_takeover.py): each worker
+    acks past its 2 s saying it is behind, the takeover goes on and names both workers, and every command touching
+    the LUN gets CHECK CONDITION, NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY, nothing of it written;
+    once the monitor resumes, the waits end and the LUN serves (what was written before reads back)."""
     ceph_cluster.create_image("fence-late", 16 << 20)
-    cluster = f"""[cluster]
-node = "late-b"
-listen = "tcp://127.0.0.1:{free_port()}"
-peers = {{ late-a = "tcp://127.0.0.1:{free_port()}" }}
-"""
-    tgt = ringtgt(luns=[Lun(0, "", BLOCK, store=ceph_cluster.lun_keys("fence-late"))], workers=2, extra=cluster,
-                  server_extra=SERVER)
-    address = f"127.0.0.1:0/{os.getpid() + 1}"              # what a worker of late-a would have recorded
-    ceph_cluster.rados("-p", "rbd", "setomapval", "ringtgt.node.late-a", f"client.0.{address}", "{}")
-    mon, coordinator = ceph_cluster.daemons["mon.a"].pid, tgt.coordinator()
-    assert coordinator is not None
+    tgt = ringtgt(luns=[Lun(0, "", BLOCK, store=ceph_cluster.lun_keys("fence-late"))], workers=2,
+                  extra=cluster_section("late-b", "late-a"), server_extra=SERVER)
     sessions = sessions_on_every_worker(tgt, "iqn.2026-12.org.ringtgt:late")
     before = os.urandom(8 * BLOCK)
-    stopped: list[int] = []
-
-    def stop(pid: int) -> None:
-        os.kill(pid, signal.SIGSTOP)
-        stopped.append(pid)
-
-    def resume(pid: int) -> None:
-        os.kill(pid, signal.SIGCONT)
-        stopped.remove(pid)
-
     try:
         assert all(ini.write(64, before, block_size=BLOCK).status == GOOD for ini in sessions)
-        stop(mon)                   # the fencing process cannot finish before the coordinator is held (below)
-        takeover = subprocess.Popen([ringtgt_binary(), "takeover", "late-a", "--config", str(tgt.config)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        fencer = poll(lambda: fencing_process(coordinator), timeout=30, what="the fencing process")
-        stop(coordinator)
-        resume(mon)                 # fencing goes on (connecting waits 10 s for the monitor: this took far less)
-        poll(lambda: not procfs.alive(fencer), timeout=60, what="fencing to end")
-        stop(mon)                   # no worker's wait for the latest OSD map can end now
-        resume(coordinator)         # it reads what fencing did, and pushes the barrier
-        said, errors = takeover.communicate(timeout=60)
-        assert takeover.returncode == 0, (said, errors)
-        epoch = int(re.search(r"OSD map epoch (\d+) of .*: this node's workers asked to wait for it", said).group(1))
-        for pid in tgt.workers:
-            assert re.search(rf"worker \d \(pid {pid}\): not at OSD map epoch {epoch} of .* yet: its RBD LUNs there "
-                             r"answer NOT READY", said), said
-        for ini in sessions:        # (the monitor still stopped)
-            for result in (ini.scsi(CDB_TEST_UNIT_READY), ini.read(64, 8, block_size=BLOCK),
-                           ini.write(64, os.urandom(BLOCK), block_size=BLOCK)):     # (read back unchanged below)
-                assert result.status == CHECK_CONDITION and result.sense is not None, result
-                assert (result.sense.key, result.sense.asc, result.sense.ascq) == (NOT_READY, 0x04, 0x01), result.sense
-        resume(mon)
-        waited = time.monotonic()
-        for ini in sessions:
-            poll(lambda ini=ini: ini.scsi(CDB_TEST_UNIT_READY).status == GOOD, timeout=60,
-                 what="the LUN to serve again")
-        log = tgt.stderr()
-        print(f"takeover (blocklist in OSD map epoch {epoch}) with the monitor stopped: {said.strip()}\n"
-              f"serving again {time.monotonic() - waited:.3f} s after the monitor resumed; the workers logged:\n"
-              + "\n".join(line for line in log.splitlines() if "takeover's OSD map" in line))
-        for ini in sessions:
-            result = ini.read(64, 8, block_size=BLOCK)
-            assert result.status == GOOD and result.data == before
-            assert ini.write(128, os.urandom(BLOCK), block_size=BLOCK).status == GOOD
-        assert log.count("not at the takeover's OSD map") == 2, log          # once per worker
-        assert log.count("RBD LUNs here serve again") == 2, log
-        assert address in ceph_cluster.blocklist()
+        with recorded_peer(ceph_cluster, "late-b", "late-a", f"127.0.0.1:0/{os.getpid() + 1}") as address, \
+                takeover_with_monitor_stopped(ceph_cluster, tgt, "late-a") as (said, epoch, resume_monitor):
+            for pid in tgt.workers:
+                assert re.search(rf"worker \d \(pid {pid}\): not at OSD map epoch {epoch} of .* yet: its RBD LUNs "
+                                 r"there answer NOT READY", said), said
+            for ini in sessions:        # (the monitor still stopped)
+                for result in (ini.scsi(CDB_TEST_UNIT_READY), ini.read(64, 8, block_size=BLOCK),
+                               ini.write(64, os.urandom(BLOCK), block_size=BLOCK)):   # (read back unchanged below)
+                    assert result.status == CHECK_CONDITION and result.sense is not None, result
+                    assert (result.sense.key, result.sense.asc, result.sense.ascq) == (NOT_READY, 0x04, 0x01), \
+                        result.sense
+            resume_monitor()
+            waited = time.monotonic()
+            for ini in sessions:
+                poll(lambda ini=ini: ini.scsi(CDB_TEST_UNIT_READY).status == GOOD, timeout=60,
+                     what="the LUN to serve again")
+            log = tgt.stderr()
+            print(f"takeover (blocklist in OSD map epoch {epoch}) with the monitor stopped: {said.strip()}\n"
+                  f"serving again {time.monotonic() - waited:.3f} s after the monitor resumed; the workers logged:\n"
+                  + "\n".join(line for line in log.splitlines() if "takeover's OSD map" in line))
+            for ini in sessions:
+                result = ini.read(64, 8, block_size=BLOCK)
+                assert result.status == GOOD and result.data == before
+                assert ini.write(128, os.urandom(BLOCK), block_size=BLOCK).status == GOOD
+            assert log.count("RBD LUNs here answer NOT READY (becoming ready) until they are") == 2, log   # per worker
+            assert log.count("RBD LUNs here serve again") == 2, log
+            assert address in ceph_cluster.blocklist()
     finally:
-        for pid in list(stopped):
-            resume(pid)
         for ini in sessions:
             ini.close()
-        ceph_cluster.ceph("osd", "blocklist", "rm", address)
-        ceph_cluster.rados("-p", "rbd", "rmomapkey", CLAIMS, "fenced.late-a")
-        for node in ("late-a", "late-b"):
-            ceph_cluster.rados("-p", "rbd", "rm", f"ringtgt.node.{node}")
+
+
+def test_the_coordinators_unit_state_writes_wait_for_the_osd_map_of_the_blocklist(ringtgt, ceph_cluster):
+    """The coordinator's own RADOS client (the units' state objects, coordinator/store_osdmap.py) is held to the
+    takeover's OSD map as the workers' are: with the monitor stopped after fencing (stalled_takeover.py), a PR OUT
+    REGISTER, which is saved in the unit's object before its answer, gets CHECK CONDITION, NOT READY, LOGICAL UNIT
+    IS IN PROCESS OF BECOMING READY and changes nothing (a second one too, without waiting again; logged once); once
+    the monitor resumes it is saved and in force, and the coordinator's Objecter has the blocklist's epoch."""
+    ceph_cluster.create_image("fence-state", 16 << 20)
+    tgt = ringtgt(luns=[Lun(0, "", BLOCK, store=ceph_cluster.lun_keys("fence-state"))], workers=1,
+                  extra=cluster_section("state-b", "state-a"), server_extra=SERVER)
+    coordinator = tgt.coordinator()
+    assert coordinator is not None
+    ini, = sessions_on_every_worker(tgt, "iqn.2026-12.org.ringtgt:state")
+    try:
+        good(prout(ini, REGISTER, 0, 0x10))             # saved: the coordinator's client is connected
+        with recorded_peer(ceph_cluster, "state-b", "state-a", f"127.0.0.1:0/{os.getpid() + 2}"), \
+                takeover_with_monitor_stopped(ceph_cluster, tgt, "state-a") as (said, epoch, resume_monitor):
+            held = []
+            for _ in range(2):
+                began = time.monotonic()
+                result = prout(ini, REGISTER, 0x10, 0x11)
+                held.append(time.monotonic() - began)
+                assert result.status == CHECK_CONDITION and result.sense is not None, result
+                assert (result.sense.key, result.sense.asc, result.sense.ascq) == (NOT_READY, 0x04, 0x01), \
+                    result.sense
+            assert read_keys(ini) == [0x10]
+            resume_monitor()
+            waited = time.monotonic()
+            poll(lambda: prout(ini, REGISTER, 0x10, 0x11).status == GOOD, timeout=60, what="the save to work again")
+            saved_after = time.monotonic() - waited
+            assert read_keys(ini) == [0x11]
+            stored = json.loads(ceph_cluster.rados("-p", "rbd", "get", "ringtgt.unit.fence-state", "/dev/stdout")
+                                .partition("\n")[2])
+            assert list(stored["unit"]["reservations"]["keys"].values()) == [0x11], stored
+            assert objecter_epoch(ceph_cluster, coordinator) >= epoch
+        log = tgt.stderr()
+        print(f"PR OUT answered NOT READY (becoming ready) after {held[0]:.2f} s, then {held[1]:.3f} s; saved "
+              f"{saved_after:.2f} s after the monitor resumed; the coordinator logged:\n"
+              + "\n".join(line for line in log.splitlines() if "the coordinator's RADOS client" in line))
+        assert log.count("is not at the takeover's OSD map") == 1, log
+        assert "at the takeover's OSD map (epoch" in log and "its writes go through again" in log, log
+    finally:
+        ini.close()
 
 
 def test_two_nodes_fencing_each_other_at_once_fence_one_of_them(ceph_cluster):
