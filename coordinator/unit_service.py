@@ -83,7 +83,8 @@ from collections.abc import Callable, Iterable
 
 from .unit_state.files import load_state, save_state
 from .unit_store import APTPL, SANITIZE, UNIT, SaveResult, Stale, StoreBehind, StoreFailed, StoreFenced, UnitStores
-from .unit_state.medium import ACTIONS, ALLOW, EJECT, IDLE, LOAD, MOVES, PREVENT, SANITIZING, MediumState
+from .unit_state.medium import (ACTIONS, ALLOW, EJECT, IDLE, LOAD, MOVES, PREVENT, SANITIZE_FAILURE, SANITIZING,
+                                MediumState)
 from .unit_state.reservations import Outcome, Reservations, run_request
 from .unit_state.sense import (ABORTED_COMMAND, BECOMING_READY, CAPACITY_DATA_HAS_CHANGED,
                               LOGICAL_UNIT_COMMUNICATION_FAILURE, MODE_PARAMETERS_CHANGED, NO_ADDITIONAL_SENSE,
@@ -127,6 +128,7 @@ class UnitState:
         self.waiting: deque[tuple[ReservationRequest, Deferred]] = deque()    # a deferred store's requests, in order
         self.saving = False                         # the first of `waiting` waits for its save
         self.writing = False                        # a deferred store: `record()` is being written behind
+        self.sanitize_stored = False                # the sanitize record of this failure mode is known in the store
         if store is not None:
             saved, sanitize = store.load()
             if saved is not None and store.deferred:
@@ -160,9 +162,18 @@ class UnitState:
         return self.reservations.nexus_lost(nexus)
 
     def persist_sanitize(self) -> None:
-        """A sanitize began, ended or failed: a restart of the target must find an unfinished one failed."""
-        if self.store is not None:
-            self.store.save(SANITIZE, self.medium.sanitize_record())
+        """A sanitize began, ended or failed here: a restart of the target must find an unfinished one failed. Until
+        its record is saved the store is not known to hold it (`take_sanitize`)."""
+        self.sanitize_stored = False
+        if self.store is None:
+            return
+        medium, record = self.medium, self.medium.sanitize_record()
+
+        def saved(result: SaveResult) -> None:
+            if result is None and record is not None and self.medium is medium and \
+                    medium.sanitize == SANITIZE_FAILURE and medium.sanitize_record() == record:
+                self.sanitize_stored = True
+        self.store.save(SANITIZE, record, saved)
 
     def record(self, reservations: Reservations | None = None, attentions: Iterable[tuple[str, int]] = ()) -> dict:
         """The unit's state as a deferred store keeps it (JSON); with the `reservations` and `attentions` of a
@@ -194,13 +205,36 @@ class UnitState:
         self.greeted |= set(record.get("greeted", []))
 
     def take_sanitize(self, record: dict | None, why: str) -> None:
-        """A sanitize record found in the store (`why`: whose it is): the sanitize it names did not finish here, nor
-        could this coordinator see it finish, so the unit is in sanitize failure mode (left by a sanitize that
-        completes, or EXIT FAILURE MODE after an AUSE one), unless a sanitize runs or failed here already. None (no
-        record) changes nothing: a failure mode entered here is not left because another coordinator has none."""
-        if record is not None and self.medium.sanitize == IDLE:
-            log.error("%s: %s: sanitize failure mode", self.store.where, why)
-            self.medium.after_restart(record)
+        """What the store holds of the unit's sanitize, as read (at start) or as the newest write of another
+        coordinator has it (`_take`: a login's read, a refused save). The store is the one truth of a shared image.
+
+        A record (`why`: whose it is): the sanitize it names did not finish here, nor could this coordinator see it
+        finish, so the unit is in sanitize failure mode (left by a sanitize that completes, or EXIT FAILURE MODE after
+        an AUSE one), unless a sanitize runs or failed here already; either way the store now holds this failure
+        mode's record (`sanitize_stored`).
+
+        None (no record): the failure mode ends here too, but only where the store is known to have held its record
+        since it began here (`sanitize_stored`: taken from the store, or our own record saved there), since then a
+        write without it came after, and removed it: a sanitize completed, or EXIT FAILURE MODE, through another node
+        (SBC-4: either ends the mode for the unit). The races this leaves alone:
+        - our own record not written yet (a sanitize failed here, its worker died, a takeover interrupted it, and
+          `persist_sanitize`'s save is queued, failed, or held behind a takeover's OSD map): the object lacks it only
+          because it is not there yet, so the mode stays (it is written by the next sanitize action, or not at all
+          while the store fails: this node keeps the mode);
+        - a sanitize running here (SANITIZING; beginning one resets `sanitize_stored`): its record may not have landed
+          yet, and the other coordinator's write only predates it; the sanitize ends or fails here, as ever;
+        - a failure mode adopted from a peer over the cluster bus (`restore` resets `sanitize_stored`): the peer saves
+          its own record, and ends it over the bus."""
+        if record is not None:
+            if self.medium.sanitize == IDLE:
+                log.error("%s: %s: sanitize failure mode", self.store.where, why)
+                self.medium.after_restart(record)
+            self.sanitize_stored = self.medium.sanitize == SANITIZE_FAILURE
+        elif self.sanitize_stored and self.medium.sanitize == SANITIZE_FAILURE:
+            log.warning("%s: its sanitize record is gone from the store (another node's sanitize completed, or its "
+                        "EXIT FAILURE MODE): sanitize failure mode ends here too", self.store.where)
+            self.medium.failure_ended()
+            self.sanitize_stored = False
 
     def take_at_start(self, resumed_live: bool) -> None:
         """A deferred store's unit at start, after the node's live or stopped file was restored: the record read
@@ -599,7 +633,8 @@ class UnitAuthority:
         unit = self.units[key]
         if UNIT in stored:
             unit.take_record(stored[UNIT])
-        unit.take_sanitize(stored.get(SANITIZE), "a sanitize another coordinator ran did not finish here")
+        if SANITIZE in stored:
+            unit.take_sanitize(stored[SANITIZE], "a sanitize another coordinator ran did not finish here")
         self._changed()
         self._service.submit(StoredStateTaken(*key))
 
@@ -741,6 +776,7 @@ class UnitAuthority:
             unit.pending = {nexus: list(queue) for nexus, queue in pending.items()}
             unit.mode = mode
             unit.medium = MediumState.restored(medium)
+            unit.sanitize_stored = False                # a peer's: see `take_sanitize`
             unit.greeted = set(names[0] if names else greeted.get(target, []))
         sizes = {(target, lun): size for target, lun, size in snapshot.get("sizes", [])}
         for key, unit in self.units.items():

@@ -605,7 +605,8 @@ def test_an_attach_whose_nexus_went_while_the_units_were_read_attaches_nothing()
 def test_a_sanitize_record_another_coordinator_wrote_fails_the_unit_here_and_is_pushed():
     """Found at a login's read of the object (without a new unit record: only the sanitize record is news) or in a
     save's refusal (Stale): the unit enters sanitize failure mode, and StoredStateTaken pushes its medium to every
-    worker. A sanitize running here goes on; a record gone from the object does not end a failure mode here."""
+    worker. A sanitize running here goes on; a record gone from the object ends the failure mode it put the unit in
+    (the other direction, and its races: the test below)."""
     auth, unit, store, _ = _with_threaded_store()
     submitted = []
     auth._service.submit = submitted.append
@@ -619,8 +620,8 @@ def test_a_sanitize_record_another_coordinator_wrote_fails_the_unit_here_and_is_
     assert ("medium.change", {"target": T, "lun": 0, "loaded": True, "sanitize": SANITIZE_FAILURE}) in \
         _wire(auth.stored_taken(M.StoredStateTaken(T, 0), "w0.1").broadcasts)
     auth.attach(M.AttachNexus(T, A1), "w0.1")
-    store.refreshes.pop()({unit_service.SANITIZE: None})                    # cleared there: still failed here
-    assert unit.medium.sanitize == SANITIZE_FAILURE
+    store.refreshes.pop()({unit_service.SANITIZE: None})                    # cleared there: ended here too
+    assert unit.medium.sanitize == IDLE and not unit.medium.ause
 
     auth, unit, store, _ = _with_threaded_store()
     auth.mode_select(M.ModeSelect(T, 0, A1, False, False), "w0.1")
@@ -634,3 +635,48 @@ def test_a_sanitize_record_another_coordinator_wrote_fails_the_unit_here_and_is_
     assert key == unit_service.SANITIZE and record == {"ause": False}
     done(unit_service.Stale(None, record))
     assert unit.medium.sanitize == SANITIZING
+
+
+def test_a_sanitize_record_gone_from_the_store_ends_the_failure_mode_only_where_the_store_had_it():
+    """take_sanitize(None), from another coordinator's newer write: a failure mode whose record the store is known to
+    have held (our own, once saved; one taken from it) ends, and is pushed; one whose record is not saved yet (the
+    save still queued, or failed) stays, and so does a sanitize running here."""
+    def refreshed(auth, store, news):
+        promise = _Deferred(float("inf"))
+        promise.resolve = lambda reply: None
+        auth._defer = lambda: promise
+        auth.attach(M.AttachNexus(T, A1), "w0.1")
+        store.refreshes.pop()(news)
+
+    auth, unit, store, _ = _with_threaded_store()
+    submitted = []
+    auth._service.submit = submitted.append
+    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")
+    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize-failed", lun=0)), "w0.1")
+    saves = [(key, record, done) for key, record, done in store.saves if key == unit_service.SANITIZE]
+    assert [record for _, record, _ in saves] == [{"ause": False}, {"ause": False}]
+    refreshed(auth, store, {unit_service.SANITIZE: None})       # our record not written yet: the mode stays
+    assert unit.medium.sanitize == SANITIZE_FAILURE
+    saves[-1][2](unit_service.StoreFailed("no answer from the Ceph cluster within 3 s"))
+    refreshed(auth, store, {unit_service.SANITIZE: None})       # nor written at all
+    assert unit.medium.sanitize == SANITIZE_FAILURE
+    saves[-1][2](None)                                          # (its answer, had it been saved)
+    refreshed(auth, store, {unit_service.SANITIZE: None})       # saved, then removed by another node
+    assert unit.medium.sanitize == IDLE and submitted[-1] == M.StoredStateTaken(T, 0)
+    assert ("medium.change", {"target": T, "lun": 0, "loaded": True, "sanitize": IDLE}) in \
+        _wire(auth.stored_taken(M.StoredStateTaken(T, 0), "w0.1").broadcasts)
+
+    auth, unit, store, _ = _with_threaded_store()
+    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")
+    refreshed(auth, store, {unit_service.SANITIZE: {"ause": False}})     # its own record, or a stale one
+    refreshed(auth, store, {unit_service.SANITIZE: None})
+    assert unit.medium.sanitize == SANITIZING                   # running here: ends or fails here
+
+    auth, unit, store, _ = _with_threaded_store()
+    auth.mode_select(M.ModeSelect(T, 0, A1, False, False), "w0.1")
+    (_, _, done), = store.saves
+    done(unit_service.Stale(None, {"ause": True}))              # taken from the store at a refused save
+    assert unit.medium.sanitize == SANITIZE_FAILURE
+    auth.mode_select(M.ModeSelect(T, 0, A1, True, False), "w0.1")
+    store.saves[-1][2](unit_service.Stale(None, None))          # and ended by a newer write without it
+    assert unit.medium.sanitize == IDLE

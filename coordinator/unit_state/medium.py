@@ -74,6 +74,11 @@ class MediumState:
         """What must outlive the target while a sanitize runs or failed: None when there is nothing."""
         return None if self.sanitize == IDLE else {"ause": self.ause}
 
+    def failure_ended(self) -> None:
+        """Sanitize failure mode ended elsewhere: a sanitize completed, or EXIT FAILURE MODE, through another node
+        (SBC-4 4.11: either ends it for the unit)."""
+        self.sanitize, self.ause, self.sanitizer = IDLE, False, None
+
     def after_restart(self, record: dict) -> None:
         """The target restarted with `record` saved: a sanitize it did not finish failed (failure mode)."""
         self.sanitize, self.ause, self.sanitizer = SANITIZE_FAILURE, bool(record.get("ause")), None
