@@ -392,12 +392,18 @@ def test_a_pr_out_with_aptpl_fails_with_its_sense_while_the_cluster_is_stopped(r
     assert tgt.stderr().count("RADOS object rbd/ringtgt.unit.pr-stopped") == 2, tgt.stderr()   # failed, answers
 
 
+def past_attentions(ini):
+    """The nexus's first TEST UNIT READY past its unit attentions (POWER ON)."""
+    result = ini.scsi(bytes(6))
+    while result.sense is not None and result.sense.key == I.UNIT_ATTENTION:
+        result = ini.scsi(bytes(6))
+    return result
+
+
 def sanitize_failed(ini) -> None:
     """The nexus's first command past its unit attentions finds the unit in sanitize failure mode (MEDIUM ERROR,
     SANITIZE COMMAND FAILED)."""
-    failed = ini.scsi(bytes(6))
-    while failed.sense is not None and failed.sense.key == I.UNIT_ATTENTION:          # POWER ON
-        failed = ini.scsi(bytes(6))
+    failed = past_attentions(ini)
     assert (failed.sense.key, failed.sense.asc, failed.sense.ascq) == (0x3, 0x31, 0x03), failed.sense
 
 
@@ -405,7 +411,9 @@ def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtg
     """A paced OVERWRITE runs when node A dies (SIGKILL, as a power loss) and its state_dir goes: node B's LUN on
     the image is in sanitize failure mode (MEDIUM ERROR, SANITIZE COMMAND FAILED), from the record in RADOS, until
     a sanitize completes there (BLOCK ERASE), which clears it. So is the LUN of a `serve` that ran beside A all
-    along (no bus; it read the object before the sanitize) from an initiator's next login there."""
+    along (no bus; it read the object before the sanitize) from an initiator's next login there, and the other way
+    round, B's sanitize that completes ends that failure mode there too, at its next login (the record gone from
+    the object: coordinator/unit_service.py `take_sanitize`)."""
     ceph_cluster.create_image("sanitize-state", 16 << 20)
     lun = Lun(0, "", BS, store=ceph_cluster.lun_keys("sanitize-state"), extra='sanitize_rate = "1MiB"')     # 16 s
     beside = ringtgt(luns=[lun], workers=1)
@@ -415,11 +423,13 @@ def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtg
         started = ini.scsi(bytes([0x48, 0x81, 0, 0, 0, 0, 0, len(parameters) >> 8, len(parameters) & 0xFF, 0]),
                            data_out=parameters)
         assert (started.status, started.sense) == (I.GOOD, None)                # OVERWRITE, IMMED
+        poll(lambda: '"sanitize": {' in ceph_cluster.rados("-p", POOL, "get", "ringtgt.unit.sanitize-state",
+                                                            "/dev/stdout"),
+             timeout=10, what="the sanitize's record in RADOS (saved beside the reply, not before it)")
         a.kill()
     with log_in(beside, f"{NAME}-beside") as ini:                               # reads the object first
         sanitize_failed(ini)
     logged(beside, "a sanitize another coordinator ran did not finish here")
-    beside.stop()
     shutil.rmtree(a.dir / "state")
     b = ringtgt(luns=[lun], workers=1)
     logged(b, "a sanitize did not finish before the target stopped")
@@ -428,6 +438,10 @@ def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtg
         sanitize_failed(ini)
         good(ini.scsi(bytes([0x48, 0x02]) + bytes(8)))                           # BLOCK ERASE completes
         good(ini.scsi(bytes(6)))
+    with log_in(beside, f"{NAME}-beside") as ini:                               # reads the object first
+        good(past_attentions(ini))
+    logged(beside, "sanitize failure mode ends here too")
+    beside.stop()
     b.stop()
     c = ringtgt(luns=[lun], workers=1)                                            # the record is gone from RADOS
     with session(c, f"{NAME}-after") as ini:
