@@ -36,8 +36,9 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
                         supervisor restarts the dead worker at once, and the new one asks for the states.
 
 A sanitize that runs or failed is also saved (removed when it ends): a new `serve` finds a unit whose sanitize did not
-finish in sanitize failure mode. Where a unit's APTPL state and sanitize record live: coordinator/unit_store.py
-(<state_dir>/reservations/<target>-<lun>.json and .sanitize.json, or the RADOS object of an RBD LUN).
+finish in sanitize failure mode (a deferred store's record whose save failed is written again behind). Where a unit's
+APTPL state and sanitize record live: coordinator/unit_store.py (<state_dir>/reservations/<target>-<lun>.json and
+.sanitize.json, or the RADOS object of an RBD LUN).
 
 An RBD LUN's RADOS object keeps the whole unit (`UnitState.record()`: registrations and the persistent reservation,
 pending unit attentions, the initiators told of the power-on, mode parameters, the medium), so that a coordinator
@@ -74,6 +75,7 @@ replicated with it, and of an RBD LUN's record). A new ISID of a known initiator
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import logging
 import os
@@ -163,16 +165,22 @@ class UnitState:
 
     def persist_sanitize(self) -> None:
         """A sanitize began, ended or failed here: a restart of the target must find an unfinished one failed. Until
-        its record is saved the store is not known to hold it (`take_sanitize`)."""
+        its record is saved the store is not known to hold it (`take_sanitize`); a deferred store's that is not saved
+        is written again behind (`UnitAuthority._write_behind`)."""
         self.sanitize_stored = False
-        if self.store is None:
-            return
+        if self.store is not None:
+            self.save_sanitize()
+
+    def save_sanitize(self, then: Callable[[SaveResult], None] | None = None) -> None:
+        """Save the sanitize record as it is now; `then(result)` once saved or not."""
         medium, record = self.medium, self.medium.sanitize_record()
 
         def saved(result: SaveResult) -> None:
             if result is None and record is not None and self.medium is medium and \
                     medium.sanitize == SANITIZE_FAILURE and medium.sanitize_record() == record:
                 self.sanitize_stored = True
+            if then is not None:
+                then(result)
         self.store.save(SANITIZE, record, saved)
 
     def record(self, reservations: Reservations | None = None, attentions: Iterable[tuple[str, int]] = ()) -> dict:
@@ -219,8 +227,9 @@ class UnitState:
         (SBC-4: either ends the mode for the unit). The races this leaves alone:
         - our own record not written yet (a sanitize failed here, its worker died, a takeover interrupted it, and
           `persist_sanitize`'s save is queued, failed, or held behind a takeover's OSD map): the object lacks it only
-          because it is not there yet, so the mode stays (it is written by the next sanitize action, or not at all
-          while the store fails: this node keeps the mode);
+          because it is not there yet, so the mode stays, and the record is written behind (`_write_behind`) until
+          the store holds it; should another node end the mode meanwhile, that record puts it back there (the
+          conservative side: a failure mode no initiator was told had ended);
         - a sanitize running here (SANITIZING; beginning one resets `sanitize_stored`): its record may not have landed
           yet, and the other coordinator's write only predates it; the sanitize ends or fails here, as ever;
         - a failure mode adopted from a peer over the cluster bus (`restore` resets `sanitize_stored`): the peer saves
@@ -409,19 +418,25 @@ class UnitAuthority:
     def _write_behind(self) -> None:
         """A deferred store's unit whose record is not what the store holds: written, not waited for. One write at a
         time per unit, none while a reservation request's save runs (whose record is ahead); what changes
-        meanwhile goes with the next."""
+        meanwhile goes with the next. Then its sanitize record, when the store does not hold it (its save failed,
+        or was held behind a takeover's OSD map)."""
         if self._service is None:
             return
         for key, unit in self.units.items():
-            if (unit.store is not None and unit.store.deferred and not unit.writing and not unit.saving
-                    and unit.record() != unit.store.record):
-                if unit.store.busy:         # its thread still has an earlier job (answered at its deadline)
-                    self._retry_write_behind()
-                    continue
-                unit.writing = True
-                unit.store.save(UNIT, unit.record(),
-                                lambda result, key=key, unit=unit: self._written(key, unit, result),
-                                based_on=unit.reservations.persistent_state())
+            if unit.store is None or not unit.store.deferred or unit.writing or unit.saving:
+                continue
+            record_due = unit.record() != unit.store.record
+            if not record_due and unit.medium.sanitize_record() == unit.store.sanitize:
+                continue
+            if unit.store.busy:             # its thread still has an earlier job (answered at its deadline)
+                self._retry_write_behind()
+                continue
+            unit.writing = True
+            written = functools.partial(self._written, key, unit)
+            if record_due:
+                unit.store.save(UNIT, unit.record(), written, based_on=unit.reservations.persistent_state())
+            else:
+                unit.save_sanitize(written)
 
     def _retry_write_behind(self) -> None:
         """_write_behind again in RETRY_SECONDS (one timer at a time)."""

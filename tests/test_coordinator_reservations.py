@@ -557,6 +557,7 @@ class _ThreadedStore(_SlowStore):
     def __init__(self):
         super().__init__()
         self.record = None
+        self.sanitize = None
         self.busy = False
         self.refreshes = []
 
@@ -680,3 +681,20 @@ def test_a_sanitize_record_gone_from_the_store_ends_the_failure_mode_only_where_
     auth.mode_select(M.ModeSelect(T, 0, A1, True, False), "w0.1")
     store.saves[-1][2](unit_service.Stale(None, None))          # and ended by a newer write without it
     assert unit.medium.sanitize == IDLE
+
+
+def test_a_sanitize_record_not_saved_is_written_again_behind():
+    """Its save held behind a takeover's OSD map (or failed): the store does not hold it, so it is written behind,
+    after the unit's record, once at a time; once the store holds it, nothing more."""
+    auth, unit, store, _ = _with_threaded_store()
+    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")
+    (key, record, held), (behind_key, _, written) = store.saves
+    assert (key, record, behind_key) == (unit_service.SANITIZE, {"ause": False}, unit_service.UNIT)
+    held(unit_service.StoreBehind("not at the takeover's OSD map (epoch 7) yet: waiting for it"))
+    store.record = unit.record()
+    written(None)                                   # the record written behind: then the sanitize record again
+    assert store.saves[-1][:2] == (unit_service.SANITIZE, {"ause": False}) and len(store.saves) == 3
+    store.sanitize = {"ause": False}
+    store.saves[-1][2](None)
+    auth.mode_select(M.ModeSelect(T, 0, A1, False, False), "w0.1")
+    assert [save[0] for save in store.saves[3:]] == [unit_service.UNIT]
