@@ -22,15 +22,17 @@ Takeover of a dead peer, once its VIPs are local (`takeover(peer)`: `ringtgt tak
 `takeover = "builtin"`, which first adds the VIPs and sends gratuitous ARP): every connection the peer held on an
 address now local gets a tickle ACK, in TICKLE_ROUNDS rounds TICKLE_INTERVAL apart, and the peer's sessions leave
 the table. Where the node serves RBD LUNs, the peer is fenced first (coordinator/fencer.py: its RADOS clients
-blocklisted), and then every worker of this node brings its own RADOS clients to the OSD map with that blocklist
-(an OsdMapBarrier push, acked once they have it: target/osdmap_sync.py) before anything is tickled (and, built in,
+blocklisted), and then every worker of this node brings its own RADOS clients to the OSD map with that blocklist (an
+OsdMapBarrier push, acked once they have it: target/osdmap_sync.py) before anything is tickled (and, built in,
 before the VIPs are added), so the writes of the initiators coming back are applied after the fenced clients' (or
-those are refused). A worker whose clients are not there within its deadline acks saying so, its RBD LUNs of that
-cluster NOT READY until they are; the takeover goes on and its report names those workers (and any that did not
-ack within the service's ack deadline). If fencing fails, `ringtgt takeover` refuses (nothing tickled, the peer's
-sessions kept, so that running it again does it all) unless told `--unfenced`; built-in takeover goes on, with an
-error logged. A node that was fenced itself takes over no one (built-in or not, `--unfenced` or not).
-Without RBD LUNs nothing is fenced: the dead node must really be dead (or cut off).
+those are refused); the coordinator's own client (the units' state objects) waits for that map before its next write
+there (coordinator/store_osdmap.py), its loop never waiting. A worker whose clients are not there within its
+deadline acks saying so, its RBD LUNs of that cluster NOT READY until they are; the takeover goes on and its report
+names those workers (and any that did not ack within the service's ack deadline). If fencing fails, `ringtgt
+takeover` refuses (nothing tickled, the peer's sessions kept, so that running it again does it all) unless told
+`--unfenced`; built-in takeover goes on, with an error logged. A node that was fenced itself takes over no one
+(built-in or not, `--unfenced` or not). Without RBD LUNs nothing is fenced: the dead node must really be dead (or
+cut off).
 """
 from __future__ import annotations
 

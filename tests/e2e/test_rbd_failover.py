@@ -17,7 +17,9 @@ Without namespaces: two nodes fencing each other at once fence one (the claim in
 and in two fencing processes run together; a takeover on a one-node `serve` (its peer never runs, a client address
 recorded for it) leaves every worker's RADOS client at an OSD map epoch at least the blocklist's before it answers,
 read from each client's admin socket (`perf dump`: the Objecter's map_epoch, which an idle client would not have
-moved).
+moved). With the monitor stopped after fencing (stalled_takeover.py): the workers hold their RBD LUNs NOT READY until
+their clients have the map, and the coordinator holds the unit-state writes of its own client (a PR OUT answered NOT
+READY, becoming ready) until it has it.
 """
 from __future__ import annotations
 
