@@ -64,10 +64,12 @@ def headroom_view(data) -> memoryview | None:
 
 
 def page_aligned(data) -> bool:
-    """Whether `data` is a view of an `AlignedBuffer` starting on a page boundary (an O_DIRECT store writes it as
-    it is: the Data-Out of a write is gathered in one, LogicalUnit.data_buffers)."""
-    return (type(data) is memoryview and type(data.obj) is AlignedBuffer and not data.readonly
-            and not _address(_char_at(data)) % PAGE)
+    """Whether `data` is a whole view `BufferPool.get` handed out of an `AlignedBuffer` (or a view of one), which
+    starts on a page boundary: an O_DIRECT store writes it as it is (the Data-Out of a write is gathered in one,
+    LogicalUnit.data_buffers). Told by its length, without asking for its address (that cost more than the rest
+    of the test): the pool makes no other view of the data's length (`headroom_view`'s is HEADROOM longer)."""
+    obj: Any = data.obj if type(data) is memoryview else None
+    return type(obj) is AlignedBuffer and obj.length == data.nbytes
 
 
 class BufferPool:

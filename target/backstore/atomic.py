@@ -117,20 +117,14 @@ class AtomicFileBackstore(FileBackstore):
             self._advance()
 
     # -- every other operation, checked against atomic writes ----------------------------------------------
-    def _checked(self, again: Callable[[], None], callback: Callable) -> Callable:
-        """The completion for an operation starting now: callback(result) if no atomic write ran meanwhile, else
-        again() (the whole operation, checked anew) once the counter is even. For the rare operations; read and
-        write inline the same test (a closure less per I/O: half a microsecond instead of two, mostly the
-        garbage collector's)."""
-        generation = self._generation
-        start = generation[0]
+    # FileBackstore's read and write check inline, in their one completion closure (`start`, `_moved`, `_again`);
+    # the rarer operations get a wrapping completion (`_checked`).
+    def _moved(self, start: int) -> bool:
+        return bool(start & 1) or self._generation[0] != start
 
-        def done(result) -> None:
-            if start & 1 or generation[0] != start:
-                self._when_even(again)
-            else:
-                callback(result)
-        return done
+    def _again(self, then: Callable[[], None]) -> None:
+        """Run `then` once the counter is even (at once, if it is)."""
+        self._when_even(then)
 
     def _when_even(self, then: Callable[[], None]) -> None:
         if self._writing:
@@ -146,34 +140,19 @@ class AtomicFileBackstore(FileBackstore):
         else:
             then()
 
-    def read(self, offset: int, length: int, callback) -> None:
-        generation = self._generation
-        start = generation[0]
+    def read(self, offset: int, length: int, callback, start: int | None = None) -> None:
+        FileBackstore.read(self, offset, length, callback, self._generation[0] if start is None else start)
 
-        def done(result) -> None:
-            if start & 1 or generation[0] != start:
-                self._when_even(lambda: self.read(offset, length, callback))
-            else:
-                callback(result)
-        FileBackstore.read(self, offset, length, done)
-
-    def write(self, offset: int, data, fua: bool, callback) -> None:
-        generation = self._generation
-        start = generation[0]
-
-        def done(error) -> None:
-            if start & 1 or generation[0] != start:
-                self._when_even(lambda: self.write(offset, data, fua, callback))
-            else:
-                callback(error)
-        FileBackstore.write(self, offset, data, fua, done)
+    def write(self, offset: int, data, fua: bool, callback, start: int | None = None) -> None:
+        FileBackstore.write(self, offset, data, fua, callback, self._generation[0] if start is None else start)
 
     def unmap(self, offset: int, length: int, callback) -> None:
-        FileBackstore.unmap(self, offset, length, self._checked(lambda: self.unmap(offset, length, callback), callback))
+        FileBackstore.unmap(self, offset, length, self._checked(self._generation[0],
+                                                                lambda: self.unmap(offset, length, callback), callback))
 
     def write_zeroes(self, offset: int, length: int, callback) -> None:
-        FileBackstore.write_zeroes(self, offset, length,
-                                   self._checked(lambda: self.write_zeroes(offset, length, callback), callback))
+        FileBackstore.write_zeroes(self, offset, length, self._checked(
+            self._generation[0], lambda: self.write_zeroes(offset, length, callback), callback))
 
     # -- atomic writes ------------------------------------------------------------------------------------
     def atomic_write(self, offset: int, data, callback: Callable[[OSError | None], None]) -> None:

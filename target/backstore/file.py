@@ -190,11 +190,27 @@ class FileBackstore:
                 self._transfer(prep, what, buf, done + res, offset, rw_flags, finish)
         return complete
 
-    # read and write queue their first op themselves: when it does all the work (nearly always) the
-    # completion goes straight to the callback; only a short or failed op takes the general _step path.
-    def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None]) -> None:
+    # read and write queue their first op themselves, with one closure: when it does all the work (nearly always)
+    # the completion goes straight to the callback; only a short or failed op takes the general _step path
+    # (`_read_rest`, `_write_rest`). `start`: the generation an AtomicFileBackstore read before the op, for
+    # `_moved` to check at its end (None for a plain file: nothing to check).
+    def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None],
+             start: int | None = None) -> None:
         view = self._pool.get(length)
-        prep = self._reactor.ring.prep_read
+
+        def complete(res: int) -> None:
+            if start is not None and self._moved(start):
+                self._again(lambda: self.read(offset, length, callback))
+            elif res == length:
+                callback(view)
+            else:
+                self._read_rest(view, offset, res, self._checked(start, lambda: self.read(offset, length, callback),
+                                                                 callback))
+        self._reactor.ring.prep_read(self._fd, view, offset, self._reactor.token(complete), 0)
+
+    def _read_rest(self, view: memoryview, offset: int, res: int, callback) -> None:
+        """The first op of a read did `res` (short or failed): the rest, or the error; zeros past the file's end."""
+        length = len(view)
 
         def finish(outcome) -> None:
             if isinstance(outcome, OSError):
@@ -203,34 +219,57 @@ class FileBackstore:
             if outcome is not None:             # end of file: the rest reads as zeros
                 view[outcome:] = bytes(length - outcome)
             callback(view)
+        self._step(self._reactor.ring.prep_read, "read", view, 0, offset, 0, finish)(res)
 
-        def complete(res: int) -> None:
-            if res == length:
-                callback(view)
-            else:
-                self._step(prep, "read", view, 0, offset, 0, finish)(res)
-        prep(self._fd, view, offset, self._reactor.token(complete), 0)
-
-    def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
+    def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None],
+              start: int | None = None) -> None:
         if self._pool.aligned and not page_aligned(data):     # O_DIRECT needs aligned memory
             buf = self._pool.get(len(data))
             buf[:] = data
             data = buf
-        prep = self._reactor.ring.prep_write
         rw_flags = RWF_DSYNC if fua or not self.write_cache else 0
         length = len(data)
 
+        def complete(res: int) -> None:
+            if start is not None and self._moved(start):
+                self._again(lambda: self.write(offset, data, fua, callback))
+            elif res == length:
+                callback(None)
+            else:
+                self._write_rest(data, offset, res, rw_flags,
+                                 self._checked(start, lambda: self.write(offset, data, fua, callback), callback))
+        self._reactor.ring.prep_write(self._fd, data, offset, self._reactor.token(complete), rw_flags)
+
+    def _write_rest(self, data, offset: int, res: int, rw_flags: int, callback) -> None:
+        """The first op of a write did `res` (short or failed): the rest, or the error (ENOSPC when the kernel
+        writes nothing more)."""
         def finish(outcome) -> None:
             if isinstance(outcome, int):        # the kernel wrote nothing more
                 outcome = error_for(-errno.ENOSPC, f"write {self.path} at offset {offset + outcome}")
             callback(outcome)
+        self._step(self._reactor.ring.prep_write, "write", data, 0, offset, rw_flags, finish)(res)
 
-        def complete(res: int) -> None:
-            if res == length:
-                callback(None)
+    # -- what AtomicFileBackstore checks against its atomic writes: a plain file has none
+    def _moved(self, start: int) -> bool:
+        """Whether an atomic write ran (or was running) since the generation was `start`."""
+        return False
+
+    def _again(self, then: Callable[[], None]) -> None:
+        """Run `then` (the whole operation again) once no atomic write runs."""
+        then()
+
+    def _checked(self, start: int | None, again: Callable[[], None], callback: Callable) -> Callable:
+        """`callback`, or for an operation that started at generation `start` a completion that runs again()
+        instead if an atomic write ran meanwhile (the rarer operations, and the rest of a short read or write)."""
+        if start is None:
+            return callback
+
+        def done(result) -> None:
+            if self._moved(start):
+                self._again(again)
             else:
-                self._step(prep, "write", data, 0, offset, rw_flags, finish)(res)
-        prep(self._fd, data, offset, self._reactor.token(complete), rw_flags)
+                callback(result)
+        return done
 
     def flush(self, callback: Callable[[OSError | None], None]) -> None:
         self._reactor.ring.prep_fsync(self._fd, self._reactor.token(_status(callback, f"flush {self.path}")),

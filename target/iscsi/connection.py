@@ -376,9 +376,10 @@ class Connection:
                                 self.target.data_out_buffers(command.lun))
         self.window.outstanding += 1
         self.commands[command.itt] = command
-        if not command.complete and command.lun not in self.unit_wide and self.target.unit_wide(command.cdb):
+        complete = command.complete
+        if not complete and command.lun not in self.unit_wide and self.target.unit_wide(command.cdb):
             self.unit_wide[command.lun] = (command, [])
-        if command.complete:
+        if complete:
             self._execute(command)
         else:
             self._solicit(command)
@@ -532,8 +533,12 @@ class Connection:
             if sent < natural:
                 sending = memoryview(sending)[:sent]
             segment, burst = params.max_recv_data_segment_length, params.max_burst_length
-            if ok:
-                R.data_in(out, sending, command.lun_field, command.itt, self._seq(), segment, burst, GOOD, residual)
+            if ok:                              # self._seq() written out: once per read
+                stat_sn = self.stat_sn
+                self.stat_sn = (stat_sn + 1) & 0xFFFFFFFF
+                window = self.window
+                R.data_in(out, sending, command.lun_field, command.itt, (stat_sn, window.exp_cmd_sn, window.announce()),
+                          segment, burst, GOOD, residual)
             else:
                 count = R.data_in(out, sending, command.lun_field, command.itt, self._seq(False), segment, burst,
                                   None, residual)

@@ -34,10 +34,11 @@ ATOMIC16 = C.LbaLayout(Struct(">xBQ2xH").unpack_from, 12)   # WRITE ATOMIC(16): 
 
 
 def written(task, unit):
-    """Completion for a write, an unmap or a flush of `unit`: GOOD, or the error's sense (`io_failed`)."""
+    """Completion for a write, an unmap or a flush of `unit`: GOOD, or the error's sense (`io_failed`). The hot
+    path: GOOD is `task.finish(GOOD)` written out (a task starts GOOD, without sense or data, and ends once)."""
     def done(error):
         if error is None:
-            task.finish(GOOD)
+            task.done(task)
         else:
             io_failed(task, unit, error, WRITE_ERROR)
     return done
@@ -71,8 +72,9 @@ def read(target, unit, task, flags: int, lba: int, count: int):
     def done(result):
         if isinstance(result, OSError):
             io_failed(task, unit, result, UNRECOVERED_READ_ERROR)
-        else:
-            task.finish(GOOD, result)
+        else:                                   # task.finish(GOOD, result) written out, as in `written`
+            task.data_in = result
+            task.done(task)
 
     size = unit.block_size
     unit.backstore.read(lba * size, count * size, done)
