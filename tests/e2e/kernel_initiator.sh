@@ -274,17 +274,27 @@ section_digests() {
     result digests header=$header data=$data identical=yes
 }
 
+# chap_login: a login to the CHAP target that must be refused; its status is iscsiadm's (24: authorization failure).
+# iscsiadm waits for iscsid's answer without a deadline: a login that gets none fails the section here, not at its
+# time limit, and the diagnostics show where it stopped
+chap_login() {
+    local rc=0
+    $TIMEOUT 120 iscsiadm -m node -T $IQN_CHAP -p $PORTAL --login >&2 || rc=$?    # (stdout: the status)
+    if [ $rc -eq 124 ]; then echo "iscsiadm --login to $IQN_CHAP: no answer within 120 s" >&2; return 1; fi
+    echo $rc
+}
+
 section_chap() {
-    local without=0 rc=0
+    local without rc
     # no credentials (iscsid offers CHAP whenever a username and password are set), also when the section runs again
     node_set $IQN_CHAP node.session.auth.authmethod None
     node_set $IQN_CHAP node.session.auth.username ""
     node_set $IQN_CHAP node.session.auth.password ""
-    iscsiadm -m node -T $IQN_CHAP -p $PORTAL --login || without=$?
+    without=$(chap_login)
     node_set $IQN_CHAP node.session.auth.authmethod CHAP
     node_set $IQN_CHAP node.session.auth.username $CHAP_USER
     node_set $IQN_CHAP node.session.auth.password wrong-secret-wrong
-    iscsiadm -m node -T $IQN_CHAP -p $PORTAL --login || rc=$?
+    rc=$(chap_login)
     node_set $IQN_CHAP node.session.auth.password $CHAP_SECRET
     login $IQN_CHAP
     wait_for 300 "the CHAP target's LUN" has_disk $IQN_CHAP 0
