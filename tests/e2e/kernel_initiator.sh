@@ -13,6 +13,7 @@ NAA=6001405aa1b2c3d4e5f60718293a4b5c
 CHAP_USER=kernel-user
 CHAP_SECRET=twelve-chars-or-more
 TIMEOUT=${TIMEOUT:-timeout}
+SECTION_LIMIT=${SECTION_LIMIT:-300}     # seconds a section may take (its longest waits are ~100 s under TCG)
 
 result() { echo "RESULT $*"; }
 now() { date +%s.%N; }
@@ -55,9 +56,9 @@ node_set() {    # node_set IQN NAME VALUE [IFACE]
     iscsiadm -m node -T "$1" -p "$PORTAL" -I "${4:-default}" -o update -n "$2" -v "$3"
 }
 
-start_ringtgt() {   # start `ringtgt serve` and wait for its next "ready" line
+start_ringtgt() {   # start `ringtgt serve` (a session of its own: it outlives the section) and wait until ready
     local ready=$(grep -c "ready: serving" "$W/ringtgt.log" 2>/dev/null || true)
-    PYTHONPATH=$RINGTGT_REPO "$RINGTGT" serve --config "$W/ringtgt.toml" >>"$W/ringtgt.log" 2>&1 &
+    PYTHONPATH=$RINGTGT_REPO setsid "$RINGTGT" serve --config "$W/ringtgt.toml" >>"$W/ringtgt.log" 2>&1 &
     echo $! >"$W/ringtgt.pid"
     wait_for 600 "ringtgt ready" eval '[ "$(grep -c "ready: serving" "$W/ringtgt.log")" -gt "${ready:-0}" ]'
 }
@@ -105,7 +106,10 @@ section_setup() {
     modprobe iscsi_tcp
     modprobe dm_multipath
     /lib/systemd/systemd-udevd --daemon
-    iscsid
+    # in the foreground, its own session (no section's timeout kills it), its messages in a file: without a
+    # syslog in the guest a daemonized iscsid's go nowhere
+    setsid iscsid -f >$W/iscsid.log 2>&1 &
+    wait_for 60 "iscsid's socket" eval 'ss -Hxl | grep -q ISCSIADM_ABSTRACT_NAMESPACE'
     # a read-only LUN needs a file system already on it: one file, made with mkfs.ext4 -d
     mkdir -p $W/rodata $W/mnt
     echo "read-only LUN content" >$W/rodata/hello
@@ -270,13 +274,27 @@ section_digests() {
     result digests header=$header data=$data identical=yes
 }
 
+# chap_login: a login to the CHAP target that must be refused; its status is iscsiadm's (24: authorization failure).
+# iscsiadm waits for iscsid's answer without a deadline: a login that gets none fails the section here, not at its
+# time limit, and the diagnostics show where it stopped
+chap_login() {
+    local rc=0
+    $TIMEOUT 120 iscsiadm -m node -T $IQN_CHAP -p $PORTAL --login >&2 || rc=$?    # (stdout: the status)
+    if [ $rc -eq 124 ]; then echo "iscsiadm --login to $IQN_CHAP: no answer within 120 s" >&2; return 1; fi
+    echo $rc
+}
+
 section_chap() {
-    local without=0 rc=0
-    iscsiadm -m node -T $IQN_CHAP -p $PORTAL --login || without=$?
+    local without rc
+    # no credentials (iscsid offers CHAP whenever a username and password are set), also when the section runs again
+    node_set $IQN_CHAP node.session.auth.authmethod None
+    node_set $IQN_CHAP node.session.auth.username ""
+    node_set $IQN_CHAP node.session.auth.password ""
+    without=$(chap_login)
     node_set $IQN_CHAP node.session.auth.authmethod CHAP
     node_set $IQN_CHAP node.session.auth.username $CHAP_USER
     node_set $IQN_CHAP node.session.auth.password wrong-secret-wrong
-    iscsiadm -m node -T $IQN_CHAP -p $PORTAL --login || rc=$?
+    rc=$(chap_login)
     node_set $IQN_CHAP node.session.auth.password $CHAP_SECRET
     login $IQN_CHAP
     wait_for 300 "the CHAP target's LUN" has_disk $IQN_CHAP 0
@@ -391,15 +409,63 @@ section_logout_all() {
     result logout_all sessions=$(iscsiadm -m session 2>/dev/null | wc -l)
 }
 
+# run_section NAME: run section_NAME in a subshell under `set -e`, in a process group of its own (job control on
+# while it starts), stdin /dev/null; past SECTION_LIMIT seconds the group (the section and what it started in the
+# background) is killed and the status is 124. Daemons leave the group: ringtgt and iscsid run under setsid.
+run_section() {
+    local pid timer finished
+    set -m
+    (set -e; "section_$1") </dev/null &    # not `|| rc=$?`: on the left of || bash ignores set -e
+    pid=$!
+    sleep "$SECTION_LIMIT" &
+    timer=$!
+    set +m
+    wait -n -p finished "$pid" "$timer"
+    local rc=$?
+    if [ "$finished" = "$pid" ]; then
+        kill "$timer"
+        wait "$timer"
+        return $rc
+    fi
+    echo "section $1: not finished within ${SECTION_LIMIT} s (SECTION_LIMIT); what it runs:"
+    ps -eo pid,pgid,stat,etime,wchan:24,args | awk -v g="$pid" 'NR == 1 || $2 == g'
+    kill -TERM -- -"$pid"
+    local end=$(($(date +%s) + 10))
+    while kill -0 "$pid" 2>/dev/null && (($(date +%s) < end)); do sleep 0.5; done
+    kill -KILL -- -"$pid" 2>/dev/null
+    wait "$pid"
+    return 124
+}
+
+# diagnose: after a failed or timed-out section, the state of both ends (each look bounded: iscsiadm asks iscsid)
+diagnose() {
+    echo "-- diagnostics: ringtgt log (last 30 lines)"
+    tail -30 $W/ringtgt.log
+    echo "-- TCP connections on the portal"
+    ss -tnpo "( sport = :${PORTAL##*:} or dport = :${PORTAL##*:} )"
+    echo "-- iscsiadm -m session -P3"
+    $TIMEOUT 30 iscsiadm -m session -P3 2>&1 | grep -vE "^\s*$|Attached scsi disk|^\s*(\*+|Interface:|Iface )"
+    echo "-- iscsid and iscsiadm processes (with their kernel stacks)"
+    ps -o pid,ppid,stat,etime,wchan:24,args -C iscsid,iscsiadm
+    local p
+    for p in $(pidof iscsid iscsiadm); do echo "pid $p:"; cat /proc/$p/stack 2>/dev/null | head -12; done
+    echo "-- iscsid's messages (last 30 lines)"
+    tail -30 $W/iscsid.log
+    echo "-- kernel log (iSCSI, last 30 lines)"
+    dmesg | grep -iE "iscsi|connection[0-9]+:" | tail -30
+    echo "-- end of diagnostics"
+}
+
 SECTIONS=${SECTIONS:-"setup discovery_login vpd dd_direct discard fio_verify mkfs_fsck block_4096 readonly
     logout_login digests chap second_path reservations multipath worker_kill coordinator_kill target_restart
     logout_all"}
 for name in $SECTIONS; do
     echo "== $name"
     start=$(now)
-    (set -e; "section_$name")     # not `|| rc=$?`: on the left of || bash ignores set -e
+    run_section "$name"
     rc=$?
     echo "SECTION $name status=$rc seconds=$(since "$start")"
+    if [ $rc -ne 0 ]; then diagnose; fi
     if [ "$name" = setup ] && [ $rc -ne 0 ]; then cat $W/ringtgt.log; exit 1; fi
 done
 echo "== ringtgt log (warnings and errors; the last lines)"
