@@ -36,6 +36,7 @@ cut off).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -187,7 +188,8 @@ class Cluster:
         return Reply(Nothing(), self.authority.views_of_every_unit())
 
     def _barrier(self, message: OsdMapBarrier, origin: str) -> Reply:
-        return Reply(Nothing(), [message])
+        """Pushed now, with the time it goes out: it may have waited in the queue behind another push's acks."""
+        return Reply(Nothing(), [dataclasses.replace(message, sent=time.monotonic())])
 
     def _end_sessions(self, message: EndSessions, origin: str) -> Reply:
         return Reply(Nothing(), [SessionEnd(session["origin"], session["tsih"]) for session in message.sessions])

@@ -148,8 +148,10 @@ class OsdMapSync:
     def _ended(self, cluster: _Cluster, attempt: _Attempt, fd: int, res: int) -> None:
         cluster.attempt = None
         if res < 0:                         # the poll itself failed (the ring stops): the thread may still write
-            log.error("RADOS clients of %s: waiting for the takeover's OSD map: poll failed (%s)", cluster.key,
-                      os.strerror(-res))
+            log.error("RADOS clients of %s: waiting for the takeover's OSD map: poll failed (%s); trying again in "
+                      "%g s", cluster.key, os.strerror(-res), self.retry_seconds)
+            cluster.retrying = True
+            self.reactor.call_later(self.retry_seconds, lambda: self._retry(cluster))
             return
         os.close(fd)                        # the thread wrote it: it is done with it
         if attempt.errors:

@@ -126,11 +126,15 @@ def create(path: str, size: int) -> None:
             os.close(fd)
 
 
+_CANNOT_TELL = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EINTR, errno.EAGAIN})
+
+
 def gone(path: str, identity: ImageIdentity) -> str | None:
     """Why `path` no longer holds the image `identity`, or None while it does (a worker's periodic check: a stat,
     and for a regular file on the recorded inode number an open to read its generation; closing that descriptor
     drops no lock: the images' locks are OFD locks, held by the worker's own open file description). OSError when
-    it cannot tell now (out of descriptors, no permission to look): that says nothing of the image."""
+    it cannot tell now for want of a resource (out of descriptors or memory): that says nothing of the image; any
+    other error that keeps it from looking is a reason, as the path no longer leads to the image."""
     try:
         found = ImageIdentity.of(os.stat(path))
         if not found.block and (found.device, found.inode) == (identity.device, identity.inode):
@@ -140,9 +144,11 @@ def gone(path: str, identity: ImageIdentity) -> str | None:
             finally:
                 os.close(fd)
     except OSError as e:
+        if e.errno in _CANNOT_TELL:
+            raise
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             return f"image {path} is missing ({e.strerror})"
-        raise
+        return f"image {path}: {e.strerror}"
     if found != identity:
         return f"image {path} was replaced: it is now {found}, the LUN's was {identity}"
     return None
