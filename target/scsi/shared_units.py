@@ -25,7 +25,7 @@ import logging
 from coordinator.messages import (AttachNexus, AttentionReported, ClearTaskSet, Failure, LunResized, MediumAnswer,
                                   MediumChange, MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions,
                                   NexusLost, NexusLostChanges, ResizeAnswer, ResizeLun, UnitReset)
-from coordinator.unit_state.medium import SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED
+from coordinator.unit_state.medium import SANITIZE_FAILED, SANITIZE_STARTS
 from coordinator.unit_state.sense import CAPACITY_DATA_HAS_CHANGED
 
 from .lun import LogicalUnit
@@ -185,7 +185,7 @@ class SharedUnits:
 
         def late(reply: MediumAnswer) -> None:
             self.apply_medium(reply)
-            if action in (SANITIZE, SANITIZE_AUSE) and reply.refused is None:
+            if action in SANITIZE_STARTS and reply.refused is None:
                 self.medium_report(task.lun, SANITIZE_FAILED, _nothing)     # begun for a task that ended BUSY
 
         self._decide_remotely(task, MediumRequest(self.iqn, task.lun, task.nexus, action), decided, late)
