@@ -23,7 +23,10 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
                         replied and pushed as ModeChange.
     MediumRequest       START STOP UNIT or PREVENT ALLOW on a removable unit, a SANITIZE beginning, ending or
                         failing, EXIT FAILURE MODE (unit_state/medium.py); reply MediumAnswer (with `refused`); what
-                        moves is pushed as MediumChange. The death of the worker running a sanitize fails it.
+                        moves is pushed as MediumChange. The death of the worker running a sanitize fails it. An RBD
+                        LUN's sanitize start waits in the unit's line as a reservation change does, and begins only
+                        once its record is saved (its worker overwrites nothing before the answer); unsaved, it is
+                        refused with that change's sense (`unsaved_sense`).
     ResizeLun           control (`ringtgt resize`): the unit grew; every nexus of it gets CAPACITY DATA HAS CHANGED;
                         pushed as LunResized, replied ResizeAnswer. A smaller size is refused (`refused`: data beyond
                         the new end would go), the same size changes nothing. The size lasts until `serve` stops:
@@ -36,7 +39,8 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
                         supervisor restarts the dead worker at once, and the new one asks for the states.
 
 A sanitize that runs or failed is also saved (removed when it ends): a new `serve` finds a unit whose sanitize did not
-finish in sanitize failure mode (a deferred store's record whose save failed is written again behind). Where a unit's
+finish in sanitize failure mode (a deferred store's start saved before its answer, as above; a failure's record whose
+save failed is written again behind). Where a unit's
 APTPL state and sanitize record live: coordinator/unit_store.py (<state_dir>/reservations/<target>-<lun>.json and
 .sanitize.json, or the RADOS object of an RBD LUN).
 
@@ -45,9 +49,9 @@ pending unit attentions, the initiators told of the power-on, mode parameters, t
 that never heard this one serves the unit as it was: at start (`take_at_start`, or `UnitState` itself with no live
 or stopped file), when a reload adds it, at every login (AttachNexus), and when a save finds another coordinator's
 write (Stale) it takes what is stored (`take_record`, and `take_sanitize`: a sanitize record there is a sanitize
-failure here; `StoredStateTaken` pushes it to the workers). What a command's
-answer promises (a reservation change) is saved before the answer; the rest (an initiator greeted, an attention
-reported, a MODE SELECT, a nexus lost…) is written behind after every change (`_write_behind`: one write per unit
+failure here; `StoredStateTaken` pushes it to the workers). What a command's answer promises (a reservation
+change, a sanitize begun) is saved before the answer; the rest (an initiator greeted, an attention reported, a MODE
+SELECT, a nexus lost, a sanitize's end…) is written behind after every change (`_write_behind`: one write per unit
 at a time, the changes meanwhile coalesced into the next; retried after RETRY_SECONDS when the cluster failed;
 flushed at a clean stop). A crash before such a write lands costs that fact: an attention reported again, a
 power-on reported twice, a MODE SELECT undone (README, Ceph RBD).

@@ -416,6 +416,9 @@ def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtg
     the object: coordinator/unit_service.py `take_sanitize`)."""
     ceph_cluster.create_image("sanitize-state", 16 << 20)
     lun = Lun(0, "", BS, store=ceph_cluster.lun_keys("sanitize-state"), extra='sanitize_rate = "1MiB"')     # 16 s
+
+    def stored_object():
+        return ceph_cluster.rados("-p", POOL, "get", "ringtgt.unit.sanitize-state", "/dev/stdout")
     beside = ringtgt(luns=[lun], workers=1)
     a = ringtgt(luns=[lun], workers=1)
     with session(a, f"{NAME}-sanitizer") as ini:
@@ -423,10 +426,8 @@ def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtg
         started = ini.scsi(bytes([0x48, 0x81, 0, 0, 0, 0, 0, len(parameters) >> 8, len(parameters) & 0xFF, 0]),
                            data_out=parameters)
         assert (started.status, started.sense) == (I.GOOD, None)                # OVERWRITE, IMMED
-        poll(lambda: '"sanitize": {' in ceph_cluster.rados("-p", POOL, "get", "ringtgt.unit.sanitize-state",
-                                                            "/dev/stdout"),
-             timeout=10, what="the sanitize's record in RADOS (saved beside the reply, not before it)")
-        a.kill()
+        a.kill()                                # at once: the sanitize's record was saved before that answer
+    assert '"sanitize": {' in stored_object()
     with log_in(beside, f"{NAME}-beside") as ini:                               # reads the object first
         sanitize_failed(ini)
     logged(beside, "a sanitize another coordinator ran did not finish here")
@@ -438,6 +439,8 @@ def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtg
         sanitize_failed(ini)
         good(ini.scsi(bytes([0x48, 0x02]) + bytes(8)))                           # BLOCK ERASE completes
         good(ini.scsi(bytes(6)))
+    poll(lambda: '"sanitize": {' not in stored_object(), timeout=10,
+         what="the sanitize record's removal in RADOS (written behind the completion's answer)")
     with log_in(beside, f"{NAME}-beside") as ini:                               # reads the object first
         good(past_attentions(ini))
     logged(beside, "sanitize failure mode ends here too")
