@@ -23,7 +23,10 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
                         replied and pushed as ModeChange.
     MediumRequest       START STOP UNIT or PREVENT ALLOW on a removable unit, a SANITIZE beginning, ending or
                         failing, EXIT FAILURE MODE (unit_state/medium.py); reply MediumAnswer (with `refused`); what
-                        moves is pushed as MediumChange. The death of the worker running a sanitize fails it.
+                        moves is pushed as MediumChange. The death of the worker running a sanitize fails it. An RBD
+                        LUN's sanitize start waits in the unit's line as a reservation change does, and begins only
+                        once its record is saved (its worker overwrites nothing before the answer); unsaved, it is
+                        refused with that change's sense (`unsaved_sense`).
     ResizeLun           control (`ringtgt resize`): the unit grew; every nexus of it gets CAPACITY DATA HAS CHANGED;
                         pushed as LunResized, replied ResizeAnswer. A smaller size is refused (`refused`: data beyond
                         the new end would go), the same size changes nothing. The size lasts until `serve` stops:
@@ -36,7 +39,8 @@ Messages (coordinator/messages.py; each names its unit by `target` iqn and `lun`
                         supervisor restarts the dead worker at once, and the new one asks for the states.
 
 A sanitize that runs or failed is also saved (removed when it ends): a new `serve` finds a unit whose sanitize did not
-finish in sanitize failure mode (a deferred store's record whose save failed is written again behind). Where a unit's
+finish in sanitize failure mode (a deferred store's start saved before its answer, as above; a failure's record whose
+save failed is written again behind). Where a unit's
 APTPL state and sanitize record live: coordinator/unit_store.py (<state_dir>/reservations/<target>-<lun>.json and
 .sanitize.json, or the RADOS object of an RBD LUN).
 
@@ -45,9 +49,9 @@ pending unit attentions, the initiators told of the power-on, mode parameters, t
 that never heard this one serves the unit as it was: at start (`take_at_start`, or `UnitState` itself with no live
 or stopped file), when a reload adds it, at every login (AttachNexus), and when a save finds another coordinator's
 write (Stale) it takes what is stored (`take_record`, and `take_sanitize`: a sanitize record there is a sanitize
-failure here; `StoredStateTaken` pushes it to the workers). What a command's
-answer promises (a reservation change) is saved before the answer; the rest (an initiator greeted, an attention
-reported, a MODE SELECT, a nexus lost…) is written behind after every change (`_write_behind`: one write per unit
+failure here; `StoredStateTaken` pushes it to the workers). What a command's answer promises (a reservation
+change, a sanitize begun) is saved before the answer; the rest (an initiator greeted, an attention reported, a MODE
+SELECT, a nexus lost, a sanitize's end…) is written behind after every change (`_write_behind`: one write per unit
 at a time, the changes meanwhile coalesced into the next; retried after RETRY_SECONDS when the cluster failed;
 flushed at a clean stop). A crash before such a write lands costs that fact: an attention reported again, a
 power-on reported twice, a MODE SELECT undone (README, Ceph RBD).
@@ -85,8 +89,8 @@ from collections.abc import Callable, Iterable
 
 from .unit_state.files import load_state, save_state
 from .unit_store import APTPL, SANITIZE, UNIT, SaveResult, Stale, StoreBehind, StoreFailed, StoreFenced, UnitStores
-from .unit_state.medium import (ACTIONS, ALLOW, EJECT, IDLE, LOAD, MOVES, PREVENT, SANITIZE_FAILURE, SANITIZING,
-                                MediumState)
+from .unit_state.medium import (ACTIONS, ALLOW, EJECT, IDLE, LOAD, MOVES, PREVENT, SANITIZE_FAILURE, SANITIZE_STARTS,
+                                SANITIZING, MediumState)
 from .unit_state.reservations import Outcome, Reservations, run_request
 from .unit_state.sense import (ABORTED_COMMAND, BECOMING_READY, CAPACITY_DATA_HAS_CHANGED,
                               LOGICAL_UNIT_COMMUNICATION_FAILURE, MODE_PARAMETERS_CHANGED, NO_ADDITIONAL_SENSE,
@@ -103,15 +107,29 @@ from target.backstore.rbd_image import RbdImage
 log = logging.getLogger("ringtgt.coordinator")
 
 STOPPED = "stopped.json"        # in <state_dir>/reservations: the state a clean stop left for the next start
-# a reservation request whose APTPL state could not be saved in RADOS: not applied (as LIO answers an APTPL file
-# it could not write); one refused because another coordinator saved the unit's state meanwhile: not applied, the
-# unit now has that state, and a retry runs on it; one not saved because the store's client is not at a takeover's
-# OSD map yet (StoreBehind): not applied, answered as the workers answer on RBD LUNs behind it (initiators retry it)
-_NOT_SAVED = Outcome(CHECK_CONDITION, build_sense(NOT_READY, LOGICAL_UNIT_COMMUNICATION_FAILURE))
-_BEHIND = Outcome(CHECK_CONDITION, build_sense(NOT_READY, BECOMING_READY))
-_STALE = Outcome(CHECK_CONDITION, build_sense(ABORTED_COMMAND, NO_ADDITIONAL_SENSE))
 RETRY_SECONDS = 1.0             # a unit record's write behind that failed is tried again after this
 FLUSH_SECONDS = 1.0             # at a clean stop, within the supervisor's COORDINATOR_STOP (target/supervisor.py)
+
+
+def unsaved_sense(result: Stale | StoreFailed) -> tuple[int, int]:
+    """The sense key and ASC/ASCQ of a command whose state a deferred store did not save (a reservation change, a
+    sanitize's start; neither applied): the cluster not answering, NOT READY, LOGICAL UNIT COMMUNICATION FAILURE (as
+    LIO answers an APTPL file it could not write); another coordinator's state saved meanwhile (Stale), ABORTED
+    COMMAND (the unit now has that state, and a retry runs on it); the store's client not at a takeover's OSD map
+    yet (StoreBehind), NOT READY, BECOMING READY, as the workers answer on RBD LUNs behind it (initiators retry it)."""
+    if isinstance(result, Stale):
+        return ABORTED_COMMAND, NO_ADDITIONAL_SENSE
+    return NOT_READY, BECOMING_READY if isinstance(result, StoreBehind) else LOGICAL_UNIT_COMMUNICATION_FAILURE
+
+
+@dataclasses.dataclass
+class Waiting:
+    """A request of a deferred store's unit, waiting its turn (`UnitAuthority._run_waiting`): a reservation request,
+    or a sanitize's start (`gone` once its worker died)."""
+    message: ReservationRequest | MediumRequest
+    origin: str
+    deferred: Deferred
+    gone: bool = False
 
 
 class UnitState:
@@ -127,7 +145,7 @@ class UnitState:
         self.greeted: set[str] = set()              # initiator names told of the power-on (the module doc)
         self.size: int | None = None                # bytes, once `ringtgt resize` grew it (else the configured)
         self.store = store
-        self.waiting: deque[tuple[ReservationRequest, Deferred]] = deque()    # a deferred store's requests, in order
+        self.waiting: deque[Waiting] = deque()      # a deferred store's requests, in order
         self.saving = False                         # the first of `waiting` waits for its save
         self.writing = False                        # a deferred store: `record()` is being written behind
         self.sanitize_stored = False                # the sanitize record of this failure mode is known in the store
@@ -163,12 +181,13 @@ class UnitState:
             del self.pending[nexus]
         return self.reservations.nexus_lost(nexus)
 
-    def persist_sanitize(self) -> None:
+    def persist_sanitize(self, saved: bool = False) -> None:
         """A sanitize began, ended or failed here: a restart of the target must find an unfinished one failed. Until
         its record is saved the store is not known to hold it (`take_sanitize`); a deferred store's that is not saved
-        is written again behind (`UnitAuthority._write_behind`)."""
+        is written again behind (`UnitAuthority._write_behind`). `saved`: the store holds it already (a deferred
+        store's sanitize start, saved before it began)."""
         self.sanitize_stored = False
-        if self.store is not None:
+        if self.store is not None and not saved:
             self.save_sanitize()
 
     def save_sanitize(self, then: Callable[[SaveResult], None] | None = None) -> None:
@@ -523,10 +542,14 @@ class UnitAuthority:
         unit = self.unit(message.target, message.lun)
         if unit.store is None or not unit.store.deferred:
             return self._apply(unit, message)
+        return self._wait(unit, message, origin)
+
+    def _wait(self, unit: UnitState, message: ReservationRequest | MediumRequest, origin: str) -> Deferred:
+        """A deferred store's request: answered in its turn (`_run_waiting`)."""
         if self._defer is None:
             raise RuntimeError("the unit authority is not attached to the coordinator's loop")
         deferred = self._defer()
-        unit.waiting.append((message, deferred))
+        unit.waiting.append(Waiting(message, origin, deferred))
         self._run_waiting(unit)
         return deferred
 
@@ -542,42 +565,81 @@ class UnitAuthority:
         return Reply(ReservationAnswer(outcome.to_dict(), change), [change])
 
     def _run_waiting(self, unit: UnitState) -> None:
-        """A deferred store's unit: its requests in order. One that changes the reservations runs on a copy first;
-        the unit's record with that change is saved, and only then is the request applied (or, if the save failed,
-        answered with a sense and not applied); the requests behind it wait until then."""
+        """A deferred store's unit: its requests in order (reservation requests, sanitize starts). One whose answer
+        promises a change the store must hold (a change of the registrations or reservation; a sanitize begun, whose
+        record must be there before its worker overwrites anything) runs on a copy first; the record that copy gives
+        is saved, and only then is the request applied (or, if the save failed, answered with a sense and not
+        applied: `_saved`); the requests behind it wait until then."""
         while unit.waiting and not unit.saving:
-            message, deferred = unit.waiting[0]
-            trial = Reservations()
-            trial.restore(unit.reservations.snapshot())
-            outcome = run_request(trial, message.kind, message.nexus, message.cdb, message.parameters)
-            saves = outcome.changed and trial.persistent_state() != unit.reservations.persistent_state()
+            waiting = unit.waiting[0]
+            deferred = waiting.deferred
+            save = self._to_save(unit, waiting)
             # its worker answers the command itself at its deadline: one that waited past it (or would pass it
-            # while saving) is not applied behind that answer's back
-            if deferred.time_left() < (unit.store.save_deadline if saves else 0):
+            # while saving) is not applied behind that answer's back; nor is a sanitize whose worker is gone
+            if deferred.time_left() < (unit.store.save_deadline if save else 0) or save and waiting.gone:
                 unit.waiting.popleft()
-                deferred.drop("expired", "its deadline passed, or would during its save, while it waited")
+                if waiting.gone:
+                    deferred.drop("gone", "its worker died while it waited")
+                else:
+                    deferred.drop("expired", "its deadline passed, or would during its save, while it waited")
                 continue
-            if saves:
+            if save is not None:
                 unit.saving = True
-                unit.store.save(UNIT, unit.record(trial, outcome.attentions), lambda result: self._saved(unit, result),
-                                based_on=unit.reservations.persistent_state())
+                key, value, based_on = save
+                unit.store.save(key, value, lambda result: self._saved(unit, result), **based_on)
                 return
             unit.waiting.popleft()
-            deferred.resolve(self._apply(unit, message))
+            deferred.resolve(self._answer(unit, waiting))
+
+    def _to_save(self, unit: UnitState, waiting: Waiting) -> tuple[str, dict | None, dict] | None:
+        """What the store must hold before a waiting request is applied, found on a copy of the unit's state: (key,
+        value, the save's keywords), or None (nothing: it is answered at once)."""
+        message = waiting.message
+        if isinstance(message, MediumRequest):
+            trial = MediumState.restored(unit.medium.snapshot())
+            if trial.request(message.nexus, message.action, waiting.origin) is not None:
+                return None
+            return SANITIZE, trial.sanitize_record(), {}
+        reservations = Reservations()
+        reservations.restore(unit.reservations.snapshot())
+        outcome = run_request(reservations, message.kind, message.nexus, message.cdb, message.parameters)
+        if not outcome.changed or reservations.persistent_state() == unit.reservations.persistent_state():
+            return None
+        return (UNIT, unit.record(reservations, outcome.attentions),
+                {"based_on": unit.reservations.persistent_state()})
+
+    def _answer(self, unit: UnitState, waiting: Waiting, saved: bool = False) -> Reply:
+        """A waiting request applied (`saved`: what it promises is in the store)."""
+        message = waiting.message
+        if isinstance(message, ReservationRequest):
+            return self._apply(unit, message)
+        reply = self._apply_medium(unit, message, waiting.origin, saved)
+        if waiting.gone and unit.medium.interrupted(waiting.origin):      # its worker died while it was saved
+            log.error("the worker starting the sanitize of LUN %d of %s is gone: the unit is in sanitize failure "
+                      "mode", message.lun, message.target)
+            unit.persist_sanitize()
+            self._changed()
+            reply = Reply(reply.body, [self._medium(message.target, message.lun, unit)])
+        return reply
 
     def _saved(self, unit: UnitState, result: SaveResult) -> None:
         unit.saving = False
-        message, deferred = unit.waiting.popleft()
+        waiting = unit.waiting.popleft()
+        message, deferred = waiting.message, waiting.deferred
         if result is None:
-            deferred.resolve(self._apply(unit, message))
-        elif isinstance(result, Stale):                 # another coordinator's state: take it, fail the command
-            self._take((message.target, message.lun), {UNIT: result.unit, SANITIZE: result.sanitize})
-            change = self._change(message.target, message.lun, unit)
-            deferred.resolve(Reply(ReservationAnswer(_STALE.to_dict(), change), [change]))
-        elif isinstance(result, StoreBehind):
-            deferred.resolve(Reply(ReservationAnswer(_BEHIND.to_dict(), None)))
+            deferred.resolve(self._answer(unit, waiting, saved=True))
         else:
-            deferred.resolve(Reply(ReservationAnswer(_NOT_SAVED.to_dict(), None)))
+            change = None
+            if isinstance(result, Stale):               # another coordinator's state: take it, fail the command
+                self._take((message.target, message.lun), {UNIT: result.unit, SANITIZE: result.sanitize})
+                change = self._change(message.target, message.lun, unit)
+            sense = unsaved_sense(result)
+            if isinstance(message, MediumRequest):      # not begun: the worker's own view of it goes with the answer
+                medium = self._medium(message.target, message.lun, unit)
+                deferred.resolve(Reply(MediumAnswer(**medium.to_body(), refused=list(sense))))
+            else:
+                outcome = Outcome(CHECK_CONDITION, build_sense(*sense))
+                deferred.resolve(Reply(ReservationAnswer(outcome.to_dict(), change), [change] if change else []))
         self._run_waiting(unit)
         self._write_behind()
 
@@ -696,14 +758,22 @@ class UnitAuthority:
                             [[nexus, CAPACITY_DATA_HAS_CHANGED] for nexus in unit.pending])
         return Reply(ResizeAnswer(previous, message.size, None), [change])
 
-    def medium_request(self, message: MediumRequest, origin: str) -> Reply:
+    def medium_request(self, message: MediumRequest, origin: str) -> Reply | Deferred:
+        """A deferred store's sanitize start waits its turn with the unit's reservation requests, and is answered
+        only once its record is saved (`_run_waiting`): a node that serves the unit after this one died then finds
+        it failed, never a medium half overwritten as if whole. A file store saves it before the answer anyway."""
         unit = self.unit(message.target, message.lun)
+        if message.action not in ACTIONS:
+            raise ValueError(f"unknown medium action {message.action!r}")
+        if message.action in SANITIZE_STARTS and unit.store is not None and unit.store.deferred:
+            return self._wait(unit, message, origin)
+        return self._apply_medium(unit, message, origin)
+
+    def _apply_medium(self, unit: UnitState, message: MediumRequest, origin: str, saved: bool = False) -> Reply:
         action = message.action
-        if action not in ACTIONS:
-            raise ValueError(f"unknown medium action {action!r}")
         refused = unit.medium.request(message.nexus, action, origin)
         if refused is None and action not in (PREVENT, ALLOW, LOAD, EJECT):
-            unit.persist_sanitize()
+            unit.persist_sanitize(saved)
         self._changed()
         change = self._medium(message.target, message.lun, unit)
         moved = refused is None and action in MOVES
@@ -752,6 +822,9 @@ class UnitAuthority:
             if attaching[0] == origin:
                 self.attaching[attaching] = True
         for key, unit in self.units.items():
+            for waiting in unit.waiting:
+                if waiting.origin == origin and isinstance(waiting.message, MediumRequest):
+                    waiting.gone = True         # a sanitize start: not begun for a worker that is gone
             if unit.medium.interrupted(origin):
                 log.error("the worker sanitizing LUN %d of %s is gone: the unit is in sanitize failure mode", key[1],
                           key[0])

@@ -8,9 +8,10 @@ from coordinator import messages as M
 from coordinator import unit_service
 from coordinator.unit_state import reservations as R
 from coordinator.unit_state.medium import IDLE, SANITIZE_FAILURE, SANITIZING
-from target.scsi.sense import (BECOMING_READY, BUS_DEVICE_RESET, CAPACITY_DATA_HAS_CHANGED, ILLEGAL_REQUEST,
-                               INVALID_FIELD_IN_CDB, LOGICAL_UNIT_COMMUNICATION_FAILURE, MEDIUM_REMOVAL_PREVENTED,
-                               MODE_PARAMETERS_CHANGED, NOT_READY, POWER_ON_RESET, SANITIZE_IN_PROGRESS, build_sense)
+from target.scsi.sense import (ABORTED_COMMAND, BECOMING_READY, BUS_DEVICE_RESET, CAPACITY_DATA_HAS_CHANGED,
+                               ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, LOGICAL_UNIT_COMMUNICATION_FAILURE,
+                               MEDIUM_REMOVAL_PREVENTED, MODE_PARAMETERS_CHANGED, NO_ADDITIONAL_SENSE, NOT_READY,
+                               POWER_ON_RESET, SANITIZE_IN_PROGRESS, build_sense)
 from target.scsi.task import GOOD, RESERVATION_CONFLICT
 
 T = "iqn.2026-11.org.ringtgt:t"
@@ -574,6 +575,20 @@ def _with_threaded_store():
     return auth, unit, store, timers
 
 
+def _sanitize_started(auth, store, action="sanitize", origin="w0.1"):
+    """A sanitize's start on LUN 0's deferred store: its record saved (the save answered here, taken by the store as
+    the RADOS one takes it), then it is applied and answered: that answer."""
+    answers = []
+    auth._defer = lambda: SimpleNamespace(time_left=lambda: 10.0, resolve=answers.append)
+    auth.medium_request(M.MediumRequest.from_body(medium(A1, action, lun=0)), origin)
+    key, record, saved = store.saves[-1]
+    assert key == unit_service.SANITIZE and not answers
+    store.sanitize = record
+    saved(None)
+    (answer,) = answers
+    return answer
+
+
 def test_a_write_behind_waits_for_its_stores_earlier_job_and_retries_once_per_interval():
     auth, unit, store, timers = _with_threaded_store()
     auth.mode_select(M.ModeSelect(T, 0, A1, False, False), "w0.1")
@@ -631,7 +646,7 @@ def test_a_sanitize_record_another_coordinator_wrote_fails_the_unit_here_and_is_
     assert unit.medium.sanitize == SANITIZE_FAILURE and not unit.medium.ause
 
     auth, unit, store, _ = _with_threaded_store()
-    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")   # running here
+    _sanitize_started(auth, store)                                          # running here
     (key, record, _), (_, _, done) = store.saves                            # its record, then the write behind
     assert key == unit_service.SANITIZE and record == {"ause": False}
     done(unit_service.Stale(None, record))
@@ -652,7 +667,7 @@ def test_a_sanitize_record_gone_from_the_store_ends_the_failure_mode_only_where_
     auth, unit, store, _ = _with_threaded_store()
     submitted = []
     auth._service.submit = submitted.append
-    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")
+    _sanitize_started(auth, store)
     auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize-failed", lun=0)), "w0.1")
     saves = [(key, record, done) for key, record, done in store.saves if key == unit_service.SANITIZE]
     assert [record for _, record, _ in saves] == [{"ause": False}, {"ause": False}]
@@ -668,7 +683,7 @@ def test_a_sanitize_record_gone_from_the_store_ends_the_failure_mode_only_where_
         _wire(auth.stored_taken(M.StoredStateTaken(T, 0), "w0.1").broadcasts)
 
     auth, unit, store, _ = _with_threaded_store()
-    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")
+    _sanitize_started(auth, store)
     refreshed(auth, store, {unit_service.SANITIZE: {"ause": False}})     # its own record, or a stale one
     refreshed(auth, store, {unit_service.SANITIZE: None})
     assert unit.medium.sanitize == SANITIZING                   # running here: ends or fails here
@@ -687,7 +702,8 @@ def test_a_sanitize_record_not_saved_is_written_again_behind():
     """Its save held behind a takeover's OSD map (or failed): the store does not hold it, so it is written behind,
     after the unit's record, once at a time; once the store holds it, nothing more."""
     auth, unit, store, _ = _with_threaded_store()
-    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")
+    unit.medium.request(A1, "sanitize", "w0.77")            # a peer's, adopted over the cluster bus
+    assert auth.interrupt_sanitizes({"w0.1"})               # the peer taken over: its record saved here
     (key, record, held), (behind_key, _, written) = store.saves
     assert (key, record, behind_key) == (unit_service.SANITIZE, {"ause": False}, unit_service.UNIT)
     held(unit_service.StoreBehind("not at the takeover's OSD map (epoch 7) yet: waiting for it"))
@@ -698,3 +714,107 @@ def test_a_sanitize_record_not_saved_is_written_again_behind():
     store.saves[-1][2](None)
     auth.mode_select(M.ModeSelect(T, 0, A1, False, False), "w0.1")
     assert [save[0] for save in store.saves[3:]] == [unit_service.UNIT]
+
+
+def _promises(auth, time_left=10.0):
+    """Every `defer()` of `auth` from now on: a promise recording its answer (the reply) or its drop."""
+    handed = []
+
+    def defer():
+        promise = SimpleNamespace(left=time_left, outcome=None)
+        promise.time_left = lambda: promise.left
+        promise.resolve = lambda reply: setattr(promise, "outcome", reply)
+        promise.drop = lambda why, detail: setattr(promise, "outcome", ("dropped", why))
+        handed.append(promise)
+        return promise
+    auth._defer = defer
+    return handed
+
+
+def test_a_sanitize_start_is_answered_only_once_its_record_is_saved_in_turn_with_the_units_requests():
+    """A deferred store: the record that a sanitize runs is in the store before its worker is answered (and only then
+    begins to overwrite the medium), so that a node serving the unit after this one died finds it failed. It waits
+    behind the unit's reservation change being saved, and a request behind it waits for it; one whose deadline would
+    pass during its save is dropped unsaved, unapplied."""
+    auth, unit, store, _ = _with_threaded_store()
+    promises = _promises(auth)
+    auth.request(M.ReservationRequest.from_body(prout_body(A1, R.REGISTER, 0, 9)), "w0.1")
+    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize-ause", lun=0)), "w0.1")
+    auth.request(M.ReservationRequest.from_body(prout_body(B, R.REGISTER, 0, 5)), "w1.2")
+    (key, _, registered), = store.saves                     # the REGISTER's record first, the others behind it
+    assert key == unit_service.UNIT and [p.outcome for p in promises] == [None, None, None]
+    registered(None)
+    assert promises[0].outcome.body.outcome["status"] == GOOD
+    (key, record, saved) = store.saves[-1]
+    assert (key, record) == (unit_service.SANITIZE, {"ause": True})
+    assert unit.medium.sanitize == IDLE and promises[1].outcome is None and promises[2].outcome is None
+    store.sanitize = record
+    saved(None)
+    answer = promises[1].outcome
+    assert answer.body == M.MediumAnswer(T, 0, True, SANITIZING, None)
+    assert _wire(answer.broadcasts) == [("medium.change", {"target": T, "lun": 0, "loaded": True,
+                                                           "sanitize": SANITIZING})]
+    assert unit.medium.sanitize == SANITIZING and unit.medium.ause and unit.medium.sanitizer == "w0.1"
+    assert [save[:2] for save in store.saves].count((unit_service.SANITIZE, record)) == 1    # saved once
+    assert store.saves[-1][0] == unit_service.UNIT         # B's REGISTER, in its turn
+    store.saves[-1][2](None)
+    assert promises[2].outcome.body.outcome["status"] == GOOD
+    again = auth.medium_request(M.MediumRequest.from_body(medium(B, "sanitize", lun=0)), "w1.2")
+    assert again.outcome.body.refused == [NOT_READY, SANITIZE_IN_PROGRESS]     # refused at once: nothing to save
+
+    auth, unit, store, _ = _with_threaded_store()
+    promises = _promises(auth, time_left=1.0)           # less than a save may take (3 s)
+    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")
+    assert promises[0].outcome == ("dropped", "expired") and unit.medium.sanitize == IDLE
+    assert not [save for save in store.saves if save[0] == unit_service.SANITIZE]
+
+
+def test_a_sanitize_start_whose_record_is_not_saved_does_not_begin():
+    """The save failed (the cluster not answering), was held (behind a takeover's OSD map) or refused (another
+    coordinator's write): the sanitize is refused with the sense a PR OUT gets for the same result, the unit stays as
+    it was, on the worker too (the answer carries the medium's state: not sanitizing)."""
+    auth, unit, store, _ = _with_threaded_store()
+    promises = _promises(auth)
+    results = [unit_service.StoreFailed("no answer from the Ceph cluster within 3 s"),
+               unit_service.StoreBehind("not at the takeover's OSD map (epoch 7) yet"), unit_service.Stale(None, None)]
+    for result in results:
+        auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")
+        key, _, saved = store.saves[-1]
+        assert key == unit_service.SANITIZE
+        saved(result)
+    assert [(p.outcome.body.sanitize, p.outcome.body.refused, p.outcome.broadcasts) for p in promises] == [
+        (IDLE, [NOT_READY, LOGICAL_UNIT_COMMUNICATION_FAILURE], []), (IDLE, [NOT_READY, BECOMING_READY], []),
+        (IDLE, [ABORTED_COMMAND, NO_ADDITIONAL_SENSE], [])]
+    assert unit.medium.sanitize == IDLE and unit.medium.sanitizer is None
+    assert [list(unit_service.unsaved_sense(result)) for result in results] == [p.outcome.body.refused
+                                                                                for p in promises]
+    for result in results:                                  # a PR OUT's, for the same results
+        auth.request(M.ReservationRequest.from_body(prout_body(A1, R.REGISTER, 0, 9)), "w0.1")
+        store.saves[-1][2](result)
+    assert [p.outcome.body.outcome["sense"] for p in promises[3:]] == [
+        build_sense(*unit_service.unsaved_sense(result)) for result in results]
+
+
+def test_a_sanitize_start_whose_worker_died_meanwhile():
+    """Its worker died while its record was saved: the unit is in sanitize failure mode (the record is there, and
+    the initiator was never told whether it began), pushed to every worker; while it waited behind another save:
+    dropped, nothing saved."""
+    auth, unit, store, _ = _with_threaded_store()
+    promises = _promises(auth)
+    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")
+    _, record, saved = store.saves[-1]
+    auth.worker_gone("w0.1")
+    store.sanitize = record
+    saved(None)
+    assert unit.medium.sanitize == SANITIZE_FAILURE
+    assert _wire(promises[0].outcome.broadcasts) == [("medium.change", {"target": T, "lun": 0, "loaded": True,
+                                                                        "sanitize": SANITIZE_FAILURE})]
+
+    auth, unit, store, _ = _with_threaded_store()
+    promises = _promises(auth)
+    auth.request(M.ReservationRequest.from_body(prout_body(B, R.REGISTER, 0, 5)), "w1.2")
+    auth.medium_request(M.MediumRequest.from_body(medium(A1, "sanitize", lun=0)), "w0.1")
+    auth.worker_gone("w0.1")
+    store.saves[-1][2](None)                                 # the REGISTER saved
+    assert promises[1].outcome == ("dropped", "gone") and unit.medium.sanitize == IDLE
+    assert not [save for save in store.saves if save[0] == unit_service.SANITIZE]

@@ -4,8 +4,13 @@ import struct
 
 import pytest
 
+from coordinator.messages import MediumAnswer
+from coordinator.service import Reply
+from coordinator.unit_service import StoreBehind, StoreFailed, UnitAuthority, unsaved_sense
+from coordinator.unit_state.medium import SANITIZE_STARTS
 from target.scsi import sense as S
 from tests.scsi_harness import BLOCKS, BS, TUR, Harness, MemoryStore, assert_good, assert_sense
+from tests.unit_coordinator import coordinated_target
 
 INQUIRY = bytes([0x12, 0, 0, 0, 36, 0])
 REQUEST_SENSE = bytes([0x03, 0, 0, 0, 18, 0])
@@ -174,3 +179,38 @@ def test_an_ejected_medium_is_not_sanitized():
     h.ready()
     assert_good(h.run(bytes([0x1B, 0, 0, 0, 0x02, 0])))                        # eject
     assert_sense(h.run(sanitize_cdb(0x02)), S.NOT_READY, S.MEDIUM_NOT_PRESENT)
+
+
+class _UnsavedStarts(UnitAuthority):
+    """The coordinator of RBD LUNs whose sanitize record is not saved: every sanitize start refused with the sense of
+    `RESULT` (unit_service.unsaved_sense), or failed (RESULT None: the handler raises, as one dropped unapplied)."""
+    RESULT: StoreFailed | None = None
+
+    def medium_request(self, message, origin):
+        if message.action not in SANITIZE_STARTS:
+            return super().medium_request(message, origin)
+        if self.RESULT is None:
+            raise RuntimeError("dropped unapplied")
+        medium = self.unit(message.target, message.lun).medium
+        return Reply(MediumAnswer(message.target, message.lun, medium.loaded, medium.sanitize,
+                                  list(unsaved_sense(self.RESULT))))
+
+
+@pytest.mark.parametrize("result", [StoreFailed("no answer from the Ceph cluster within 3 s"),
+                                    StoreBehind("not at the takeover's OSD map yet"), None])
+def test_a_sanitize_the_coordinator_does_not_begin_overwrites_nothing_and_leaves_the_unit_serving(result):
+    """Refused (its record unsaved: the sense says why) or failed (HARDWARE ERROR): nothing is written, and the unit
+    of this worker, which took the sanitize for begun as it asked, serves again."""
+    authority = type("Unsaved", (_UnsavedStarts,), {"RESULT": result})
+    h = Harness()
+    h.target = coordinated_target({0: h.unit}, authority=authority)
+    h.ready()
+    h.store.data[:] = b"a" * len(h.store.data)
+    task = overwrite(h, b"\xaa", immed=True)
+    if result is None:
+        assert_sense(task, S.HARDWARE_ERROR, S.INTERNAL_TARGET_FAILURE)
+    else:
+        assert_sense(task, *unsaved_sense(result))
+    assert not [call for call in h.store.calls if call[0] == "write"]
+    assert_good(h.run(TUR))
+    assert h.store.data == b"a" * len(h.store.data)

@@ -19,11 +19,11 @@ class IdleSession:
         pass
 
 
-def coordinated_target(luns: dict, call_later=None) -> ScsiTarget:
-    """A ScsiTarget of `luns` whose coordinator is an in-process one with an authority for exactly those units."""
+def coordinated_target(luns: dict, call_later=None, authority: type[UnitAuthority] = UnitAuthority) -> ScsiTarget:
+    """A ScsiTarget of `luns` whose coordinator is an in-process one with an `authority` for exactly those units."""
     iqn = next(iter(luns.values())).identity.target_iqn
     hub = InProcessCoordinator()
-    register_unit_handlers(hub, UnitAuthority([(iqn, lun) for lun in luns]))
+    register_unit_handlers(hub, authority([(iqn, lun) for lun in luns]))
     return ScsiTarget(luns, coordinator=hub.client(), call_later=call_later)
 
 

@@ -15,6 +15,7 @@ PREVENT, ALLOW, LOAD, EJECT = "prevent", "allow", "load", "eject"
 # a sanitize begins (restricted or AUSE: its failure may be left by EXIT FAILURE MODE), ends, fails; EXIT
 SANITIZE, SANITIZE_AUSE, SANITIZED, SANITIZE_FAILED, EXIT_FAILURE_MODE = (
     "sanitize", "sanitize-ause", "sanitized", "sanitize-failed", "exit-failure-mode")
+SANITIZE_STARTS = (SANITIZE, SANITIZE_AUSE)
 ACTIONS = (PREVENT, ALLOW, LOAD, EJECT, SANITIZE, SANITIZE_AUSE, SANITIZED, SANITIZE_FAILED, EXIT_FAILURE_MODE)
 MOVES = (LOAD, EJECT, SANITIZE, SANITIZE_AUSE, SANITIZED, SANITIZE_FAILED, EXIT_FAILURE_MODE)   # seen by all
 IDLE, SANITIZING, SANITIZE_FAILURE = 0, 1, 2          # the sanitize state

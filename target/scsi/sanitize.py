@@ -23,8 +23,7 @@ from __future__ import annotations
 import time
 from struct import Struct
 
-from coordinator.unit_state.medium import (EXIT_FAILURE_MODE, SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, SANITIZED,
-                                           SANITIZING)
+from coordinator.unit_state.medium import (EXIT_FAILURE_MODE, SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED, SANITIZED)
 
 from .data_out import parameter_data
 from .sense import (ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY,
@@ -82,7 +81,6 @@ def sanitize(target, unit, task):
             task.remote = True          # an abort or reset does not wait for the sanitize, which goes on alone
         sweep(target.call_later, ended)
 
-    unit.set_medium(unit.medium_loaded, SANITIZING)     # commands after it on this worker wait for no round trip
     return target.medium_request(unit, task, SANITIZE_AUSE if cdb[1] & _AUSE else SANITIZE, started)
 
 

@@ -25,7 +25,7 @@ import logging
 from coordinator.messages import (AttachNexus, AttentionReported, ClearTaskSet, Failure, LunResized, MediumAnswer,
                                   MediumChange, MediumRequest, Message, ModeChange, ModeSelect, NexusAttentions,
                                   NexusLost, NexusLostChanges, ResizeAnswer, ResizeLun, UnitReset)
-from coordinator.unit_state.medium import SANITIZE, SANITIZE_AUSE, SANITIZE_FAILED
+from coordinator.unit_state.medium import SANITIZE_FAILED, SANITIZE_STARTS, SANITIZING
 from coordinator.unit_state.sense import CAPACITY_DATA_HAS_CHANGED
 
 from .lun import LogicalUnit
@@ -142,9 +142,10 @@ class SharedUnits:
                               decided, self.apply_mode)
         return None
 
-    def _decide_remotely(self, task, request: Message, decided: Callable, late: Callable) -> None:
+    def _decide_remotely(self, task, request: Message, decided: Callable, late: Callable,
+                         undo: Callable[[], None] = lambda: None) -> None:
         """Ask the coordinator to decide for `task`; `decided(reply)` finishes it, unless the request failed
-        (`failed_command`; `late(reply)` if the coordinator applied it after all)."""
+        (`undo()`, then `failed_command`; `late(reply)` if the coordinator applied it after all)."""
         task.remote = True
 
         def done(reply: Message) -> None:
@@ -153,6 +154,7 @@ class SharedUnits:
 
         def failed(failure: Failure) -> None:
             task.remote = False
+            undo()
             outcome = failed_command(failure)
             task.finish(outcome.status, None, outcome.sense)
 
@@ -172,7 +174,16 @@ class SharedUnits:
     def medium_request(self, unit: LogicalUnit, task, action: str, then: Callable[[], None] | None = None):
         """START STOP UNIT, PREVENT ALLOW, or the start of a SANITIZE or EXIT FAILURE MODE (medium.py), decided
         by the coordinator, which pushes what moves to every worker ("medium.change"). Once applied, `then()`
-        runs, or the task ends GOOD; a refusal ends the task."""
+        runs, or the task ends GOOD; a refusal ends the task. A sanitize's start is this worker's at once (commands
+        after it here wait for no round trip), undone if the coordinator does not answer it (a refusal's answer
+        carries the unit's state)."""
+        before = unit.sanitize
+        if action in SANITIZE_STARTS:
+            unit.set_medium(unit.medium_loaded, SANITIZING)
+
+        def undo() -> None:
+            if action in SANITIZE_STARTS and unit.sanitize == SANITIZING:
+                unit.set_medium(unit.medium_loaded, before)
 
         def decided(reply: MediumAnswer) -> None:
             self.apply_medium(reply)
@@ -185,10 +196,10 @@ class SharedUnits:
 
         def late(reply: MediumAnswer) -> None:
             self.apply_medium(reply)
-            if action in (SANITIZE, SANITIZE_AUSE) and reply.refused is None:
+            if action in SANITIZE_STARTS and reply.refused is None:
                 self.medium_report(task.lun, SANITIZE_FAILED, _nothing)     # begun for a task that ended BUSY
 
-        self._decide_remotely(task, MediumRequest(self.iqn, task.lun, task.nexus, action), decided, late)
+        self._decide_remotely(task, MediumRequest(self.iqn, task.lun, task.nexus, action), decided, late, undo)
         return None
 
     def medium_report(self, lun: int, action: str, then: Callable[[], None]) -> None:

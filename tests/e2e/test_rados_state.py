@@ -392,6 +392,35 @@ def test_a_pr_out_with_aptpl_fails_with_its_sense_while_the_cluster_is_stopped(r
     assert tgt.stderr().count("RADOS object rbd/ringtgt.unit.pr-stopped") == 2, tgt.stderr()   # failed, answers
 
 
+def overwrite_immed(ini):
+    """SANITIZE OVERWRITE with IMMED, one pass of 0xAA: its answer."""
+    parameters = bytes([1, 0, BS >> 8, BS & 0xFF]) + b"\xaa" * BS
+    return ini.scsi(bytes([0x48, 0x81, 0, 0, 0, 0, 0, len(parameters) >> 8, len(parameters) & 0xFF, 0]),
+                    data_out=parameters)
+
+
+def test_a_sanitize_whose_record_cannot_be_saved_does_not_begin(ringtgt, ceph_cluster):
+    """The OSD stopped (SIGSTOP): a SANITIZE ends as a PR OUT does then, CHECK CONDITION, NOT READY, LOGICAL UNIT
+    COMMUNICATION FAILURE, within the save's deadline: its record is not in RADOS, so it does not begin. Once the OSD
+    runs again the unit serves (not sanitizing, not in failure mode), its data as it was."""
+    ceph_cluster.create_image("sanitize-stopped", 16 << 20)
+    tgt = ringtgt(luns=[Lun(0, "", BS, store=ceph_cluster.lun_keys("sanitize-stopped"))], workers=1)
+    osd = next(proc for name, proc in ceph_cluster.daemons.items() if name.startswith("osd"))
+    with session(tgt, f"{NAME}-sanitize-stopped") as ini:
+        good(ini.scsi(I.cdb_write10(0, 1), data_out=b"\x5a" * BS))
+        os.kill(osd.pid, signal.SIGSTOP)
+        try:
+            result = overwrite_immed(ini)
+        finally:
+            os.kill(osd.pid, signal.SIGCONT)
+        assert result.status == I.CHECK_CONDITION, result
+        assert (result.sense.key, result.sense.asc, result.sense.ascq) == (0x2, 0x08, 0x00), result.sense
+        good(ini.scsi(bytes(6)))
+        read = ini.scsi(I.cdb_read10(0, 1), read_length=BS)
+        good(read)
+        assert read.data == b"\x5a" * BS
+
+
 def past_attentions(ini):
     """The nexus's first TEST UNIT READY past its unit attentions (POWER ON)."""
     result = ini.scsi(bytes(6))
@@ -416,17 +445,16 @@ def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtg
     the object: coordinator/unit_service.py `take_sanitize`)."""
     ceph_cluster.create_image("sanitize-state", 16 << 20)
     lun = Lun(0, "", BS, store=ceph_cluster.lun_keys("sanitize-state"), extra='sanitize_rate = "1MiB"')     # 16 s
+
+    def stored_object():
+        return ceph_cluster.rados("-p", POOL, "get", "ringtgt.unit.sanitize-state", "/dev/stdout")
     beside = ringtgt(luns=[lun], workers=1)
     a = ringtgt(luns=[lun], workers=1)
     with session(a, f"{NAME}-sanitizer") as ini:
-        parameters = bytes([1, 0, BS >> 8, BS & 0xFF]) + b"\xaa" * BS
-        started = ini.scsi(bytes([0x48, 0x81, 0, 0, 0, 0, 0, len(parameters) >> 8, len(parameters) & 0xFF, 0]),
-                           data_out=parameters)
-        assert (started.status, started.sense) == (I.GOOD, None)                # OVERWRITE, IMMED
-        poll(lambda: '"sanitize": {' in ceph_cluster.rados("-p", POOL, "get", "ringtgt.unit.sanitize-state",
-                                                            "/dev/stdout"),
-             timeout=10, what="the sanitize's record in RADOS (saved beside the reply, not before it)")
-        a.kill()
+        started = overwrite_immed(ini)
+        assert (started.status, started.sense) == (I.GOOD, None)
+        a.kill()                                # at once: the sanitize's record was saved before that answer
+    assert '"sanitize": {' in stored_object()
     with log_in(beside, f"{NAME}-beside") as ini:                               # reads the object first
         sanitize_failed(ini)
     logged(beside, "a sanitize another coordinator ran did not finish here")
@@ -438,6 +466,8 @@ def test_a_sanitize_cut_short_is_failed_on_a_serve_that_never_saw_the_lun(ringtg
         sanitize_failed(ini)
         good(ini.scsi(bytes([0x48, 0x02]) + bytes(8)))                           # BLOCK ERASE completes
         good(ini.scsi(bytes(6)))
+    poll(lambda: '"sanitize": {' not in stored_object(), timeout=10,
+         what="the sanitize record's removal in RADOS (written behind the completion's answer)")
     with log_in(beside, f"{NAME}-beside") as ini:                               # reads the object first
         good(past_attentions(ini))
     logged(beside, "sanitize failure mode ends here too")
