@@ -149,6 +149,7 @@ class UnitState:
         self.saving = False                         # the first of `waiting` waits for its save
         self.writing = False                        # a deferred store: `record()` is being written behind
         self.sanitize_stored = False                # the sanitize record of this failure mode is known in the store
+        self.sanitize_due = False                   # this coordinator's sanitize record, whose save did not land
         if store is not None:
             saved, sanitize = store.load()
             if saved is not None and store.deferred:
@@ -195,6 +196,8 @@ class UnitState:
         medium, record = self.medium, self.medium.sanitize_record()
 
         def saved(result: SaveResult) -> None:
+            if self.medium is medium:       # (not replaced by a peer's state meanwhile: `restore`)
+                self.sanitize_due = result is not None or medium.sanitize_record() != record
             if result is None and record is not None and self.medium is medium and \
                     medium.sanitize == SANITIZE_FAILURE and medium.sanitize_record() == record:
                 self.sanitize_stored = True
@@ -251,8 +254,8 @@ class UnitState:
           conservative side: a failure mode no initiator was told had ended);
         - a sanitize running here (SANITIZING; beginning one resets `sanitize_stored`): its record may not have landed
           yet, and the other coordinator's write only predates it; the sanitize ends or fails here, as ever;
-        - a failure mode adopted from a peer over the cluster bus (`restore` resets `sanitize_stored`): the peer saves
-          its own record, and ends it over the bus."""
+        - a failure mode adopted from a peer over the cluster bus that this coordinator has not read in the store
+          (`restore`): the peer saves its own record, and ends it over the bus."""
         if record is not None:
             if self.medium.sanitize == IDLE:
                 log.error("%s: %s: sanitize failure mode", self.store.where, why)
@@ -437,15 +440,16 @@ class UnitAuthority:
     def _write_behind(self) -> None:
         """A deferred store's unit whose record is not what the store holds: written, not waited for. One write at a
         time per unit, none while a reservation request's save runs (whose record is ahead); what changes
-        meanwhile goes with the next. Then its sanitize record, when the store does not hold it (its save failed,
-        or was held behind a takeover's OSD map)."""
+        meanwhile goes with the next. Then its sanitize record, when this coordinator's save of it did not land (it
+        failed, or was held behind a takeover's OSD map): never a record adopted from a peer, which saves its own
+        (written here, it could put back a failure mode the peer has ended since)."""
         if self._service is None:
             return
         for key, unit in self.units.items():
             if unit.store is None or not unit.store.deferred or unit.writing or unit.saving:
                 continue
             record_due = unit.record() != unit.store.record
-            if not record_due and unit.medium.sanitize_record() == unit.store.sanitize:
+            if not record_due and not unit.sanitize_due:
                 continue
             if unit.store.busy:             # its thread still has an earlier job (answered at its deadline)
                 self._retry_write_behind()
@@ -864,7 +868,11 @@ class UnitAuthority:
             unit.pending = {nexus: list(queue) for nexus, queue in pending.items()}
             unit.mode = mode
             unit.medium = MediumState.restored(medium)
-            unit.sanitize_stored = False                # a peer's: see `take_sanitize`
+            # the store is known to hold this failure mode's record if the last read of it had that record (a
+            # resume from the live or stopped file, or a peer's state the store showed too); else see `take_sanitize`
+            stored = getattr(unit.store, "sanitize", None)
+            unit.sanitize_stored = unit.medium.sanitize == SANITIZE_FAILURE and stored == unit.medium.sanitize_record()
+            unit.sanitize_due = False                   # a peer's state is saved by the peer
             unit.greeted = set(names[0] if names else greeted.get(target, []))
         sizes = {(target, lun): size for target, lun, size in snapshot.get("sizes", [])}
         for key, unit in self.units.items():

@@ -565,6 +565,9 @@ class _ThreadedStore(_SlowStore):
     def refresh(self, done):
         self.refreshes.append(done)
 
+    def forget(self):
+        self.record = None
+
 
 def _with_threaded_store():
     auth = unit_service.UnitAuthority([(T, 0)])
@@ -714,6 +717,21 @@ def test_a_sanitize_record_not_saved_is_written_again_behind():
     store.saves[-1][2](None)
     auth.mode_select(M.ModeSelect(T, 0, A1, False, False), "w0.1")
     assert [save[0] for save in store.saves[3:]] == [unit_service.UNIT]
+
+
+def test_a_sanitize_failure_adopted_from_a_peer_is_not_written_behind_here():
+    """The peer saves its own record (and may have ended the failure mode there since): a local change writes the
+    unit's record only, never the adopted sanitize record over the peer's."""
+    peer = unit_service.UnitAuthority([(T, 0)])
+    peer.unit(T, 0).medium.request(A1, "sanitize", "w0.77")
+    peer.unit(T, 0).medium.interrupted("w0.77")                 # failed there: sanitize failure mode
+    peer.version = 5
+    auth, unit, store, _ = _with_threaded_store()
+    assert auth.adopt(peer.snapshot()) and unit.medium.sanitize == SANITIZE_FAILURE
+    auth.mode_select(M.ModeSelect(T, 0, A1, False, False), "w0.1")
+    store.record = unit.record()
+    store.saves[-1][2](None)
+    assert [save[0] for save in store.saves] == [unit_service.UNIT]
 
 
 def _promises(auth, time_left=10.0):

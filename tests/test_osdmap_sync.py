@@ -19,7 +19,8 @@ from tests.scsi_harness import TUR, assert_good, assert_sense, rw_cdb
 from tests.scsi_harness import Harness as Commands
 
 CONF, OTHER = "/etc/ceph/a.conf", "/etc/ceph/b.conf"
-WAIT = 0.2                  # the worker's deadline before its ack (2 s in production)
+WAIT = 1.0                  # the worker's deadline before its ack (2 s in production); a client let through before
+                            # the push has a thread to run in that time: ample even on a loaded machine
 ATTEMPT = 0.5               # an attempt blocked this long is logged
 RETRY = 0.05
 PATIENCE = 10.0             # seconds any awaited event gets: 20× the longest deadline above
@@ -80,8 +81,8 @@ def test_clients_at_the_map_in_time_ack_plainly_and_the_luns_never_stop(node, re
     sync, clients, units, coordinator = node
     caplog.set_level(logging.INFO)
     acks = Acks()
-    coordinator.push(OsdMapBarrier({CONF: 40, "/etc/ceph/none.conf": 7}), acks)    # no client of the second here
     clients[0].reached.set()
+    coordinator.push(OsdMapBarrier({CONF: 40, "/etc/ceph/none.conf": 7}), acks)    # no client of the second here
     until(reactor, lambda: acks, "the ack")
     assert acks == [None] and not units[CONF].unit.becoming_ready
     assert_good(units[CONF].run(TUR))
@@ -100,8 +101,8 @@ def test_clients_not_at_the_map_in_time_hold_their_luns_not_ready_until_they_are
     caplog.set_level(logging.INFO)
     acks = Acks()
     pushed = time.monotonic()
-    coordinator.push(OsdMapBarrier({CONF: 41, OTHER: 12}), acks)
     clients[1].reached.set()                            # the other cluster's client is there at once
+    coordinator.push(OsdMapBarrier({CONF: 41, OTHER: 12}), acks)
     until(reactor, lambda: acks, "the ack")
     assert time.monotonic() - pushed >= WAIT
     assert acks == [{"behind": {CONF: 41}}]             # said in the ack: the takeover's report names the worker

@@ -12,8 +12,10 @@ PORTAL=127.0.0.1:3260
 NAA=6001405aa1b2c3d4e5f60718293a4b5c
 CHAP_USER=kernel-user
 CHAP_SECRET=twelve-chars-or-more
-TIMEOUT=${TIMEOUT:-timeout}
+TIMEOUT=${TIMEOUT:-timeout --foreground}  # (in the section's process group, so a section's time limit ends it too)
 SECTION_LIMIT=${SECTION_LIMIT:-300}     # seconds a section may take (its longest waits are ~100 s under TCG)
+LONG_LIMIT=${LONG_LIMIT:-720}           # ... a section that starts ringtgt (its own wait: 600 s) or may restart iscsid
+LONG_SECTIONS="setup chap target_restart"
 
 result() { echo "RESULT $*"; }
 now() { date +%s.%N; }
@@ -302,13 +304,13 @@ chap_login() {
         [ "$(grep -c "login failed (0x0201)" $W/ringtgt.log)" -gt "$refused" ] || return 1
         echo "ringtgt refused that login (logged): restarting iscsid, logging in once more" >&2
         echo x >>$CHAP_RESTARTS
-        restart_iscsid >&2
+        restart_iscsid >&2 || return 1
         rc=0
         $TIMEOUT 120 iscsiadm -m node -T $IQN_CHAP -p $PORTAL --login >&2 || rc=$?
         if [ $rc -eq 124 ]; then echo "no answer again" >&2; return 1; fi
     fi
     # the refused login's session torn down in the kernel before anything asks iscsid again
-    wait_for 60 "the refused session of $IQN_CHAP gone" eval '! session_of $IQN_CHAP'
+    wait_for 60 "the refused session of $IQN_CHAP gone" eval '! session_of $IQN_CHAP' || return 1
     echo $rc
 }
 
@@ -439,14 +441,17 @@ section_logout_all() {
 }
 
 # run_section NAME: run section_NAME in a subshell under `set -e`, in a process group of its own (job control on
-# while it starts), stdin /dev/null; past SECTION_LIMIT seconds the group (the section and what it started in the
-# background) is killed and the status is 124. Daemons leave the group: ringtgt and iscsid run under setsid.
+# while it starts), stdin /dev/null; past its limit (SECTION_LIMIT; LONG_LIMIT for LONG_SECTIONS) the group (the
+# section and what it started in the background) is killed and the status is 124. Daemons leave the group: ringtgt
+# and iscsid run under setsid.
 run_section() {
     local pid timer finished
     set -m
     (set -e; "section_$1") </dev/null &    # not `|| rc=$?`: on the left of || bash ignores set -e
     pid=$!
-    sleep "$SECTION_LIMIT" &
+    local limit=$SECTION_LIMIT
+    case " $LONG_SECTIONS " in *" $1 "*) limit=$LONG_LIMIT ;; esac
+    sleep "$limit" &
     timer=$!
     set +m
     wait -n -p finished "$pid" "$timer"
@@ -456,7 +461,7 @@ run_section() {
         wait "$timer"
         return $rc
     fi
-    echo "section $1: not finished within ${SECTION_LIMIT} s (SECTION_LIMIT); what it runs:"
+    echo "section $1: not finished within ${limit} s; what it runs:"
     ps -eo pid,pgid,stat,etime,wchan:24,args | awk -v g="$pid" 'NR == 1 || $2 == g'
     kill -TERM -- -"$pid"
     local end=$(($(date +%s) + 10))

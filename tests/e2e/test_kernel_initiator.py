@@ -37,7 +37,8 @@ class GuestRun:
         """The figures of a section that ran and exited 0, printed; else fail with its part of the output."""
         out = self.result.output
         start = out.find(f"== {name}\n")
-        end = out.find("\n== ", out.find("\nSECTION ", start) + 1)     # its diagnostics included, if any
+        status_line = out.find("\nSECTION ", start)     # none: the guest ended (or was killed) in this section
+        end = out.find("\n== ", status_line + 1) if status_line >= 0 else -1      # its diagnostics included, if any
         excerpt = out[start:end if end >= 0 else len(out)][-6000:] if start >= 0 else out[-3000:]
         assert self.status.get(name) == 0, (f"section {name} exited {self.status.get(name)} "
                                             f"(guest status {self.result.status}):\n{excerpt}")
