@@ -1,37 +1,15 @@
 """coordinator/store_osdmap.py: the coordinator's RADOS client waits for a takeover's OSD map before a write, on real
-threads. The client is a stand-in whose wait blocks until the test lets it end (librados' real one, against a
-monitor held stopped: tests/e2e/test_rbd_failover.py)."""
-import threading
+threads, with stand-in clients (tests/osdmap_client.py)."""
 import time
 
 import pytest
 
 from coordinator.store_osdmap import OsdMapWaits
 from coordinator.unit_store import StoreBehind
-from target.backstore.base import BackstoreError
-from target.backstore.rbd_image import CephClient
+from tests.osdmap_client import PATIENCE, Client
 
 CONF, OTHER = "/etc/ceph/a.conf", "/etc/ceph/b.conf"
-WAIT = 0.2                  # the deadline of an attempt (1 s in production)
-PATIENCE = 10.0
-
-
-class Client:
-    """A RADOS connection of `conf` whose wait for the latest OSD map ends when the test says (`reach`), failing the
-    first `failures` times."""
-
-    def __init__(self, conf: str, failures: int = 0):
-        self.client = CephClient(conf)
-        self.failures = failures
-        self.reached = threading.Event()
-        self.calls = 0
-
-    def wait_for_latest_osdmap(self) -> None:
-        self.calls += 1
-        if self.failures:
-            self.failures -= 1
-            raise BackstoreError(f"ceph client {self.client}: latest OSD map: Connection timed out")
-        assert self.reached.wait(2 * PATIENCE)
+WAIT = 0.2                  # the deadline of an attempt that is to run out (1 s in production)
 
 
 def test_no_takeover_no_wait():

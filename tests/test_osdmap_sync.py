@@ -1,47 +1,25 @@
 """target/osdmap_sync.py's state machine on a real ring and real threads: a worker's answer to a takeover's
 OsdMapBarrier when its RADOS clients reach the map in time, when they do not (the RBD LUNs of that cluster NOT READY,
 LOGICAL UNIT IS IN PROCESS OF BECOMING READY, the ack saying so, serving again once the map arrives), when an
-attempt fails (tried again), and with a second barrier while the first still waits. The clients are stand-ins whose
-wait blocks until the test lets it end (librados' real one, against a monitor held stopped: tests/e2e/
-test_rbd_failover.py); the units are real (scsi/lun.py through the SCSI harness)."""
+attempt fails (tried again), and with a second barrier while the first still waits. The clients are stand-ins
+(tests/osdmap_client.py); the units are real (scsi/lun.py through the SCSI harness)."""
 import logging
-import threading
 import time
 
 import pytest
 
 from coordinator.messages import OsdMapBarrier
-from target.backstore.base import BackstoreError
-from target.backstore.rbd_image import CephClient
 from target.osdmap_sync import OsdMapSync
 from target.scsi import sense as S
 from tests.scsi_harness import TUR, assert_good, assert_sense, rw_cdb
 from tests.scsi_harness import Harness as Commands
+from tests.osdmap_client import PATIENCE, Client
 
 CONF, OTHER = "/etc/ceph/a.conf", "/etc/ceph/b.conf"
 WAIT = 1.0                  # the worker's deadline before its ack (2 s in production); a client let through before
                             # the push has a thread to run in that time: ample even on a loaded machine
 ATTEMPT = 0.5               # an attempt blocked this long is logged
 RETRY = 0.05
-PATIENCE = 10.0             # seconds any awaited event gets: 20× the longest deadline above
-
-
-class Client:
-    """A RADOS client of `conf` whose wait for the latest OSD map ends when the test says (`reach`), failing the
-    first `failures` times."""
-
-    def __init__(self, conf: str, failures: int = 0):
-        self.client = CephClient(conf)
-        self.failures = failures
-        self.reached = threading.Event()
-        self.calls = 0
-
-    def wait_for_latest_osdmap(self) -> None:
-        self.calls += 1
-        if self.failures:
-            self.failures -= 1
-            raise BackstoreError(f"ceph client {self.client}: latest OSD map: Connection timed out")
-        assert self.reached.wait(2 * PATIENCE)
 
 
 class Coordinator:
