@@ -7,7 +7,9 @@ user_data is the caller's: an int below 2**63, unique among the ops in flight.
 Busy polling (`busy_poll_us`): after a turn that reaped at most one completion while no file op is in flight
 (a latency-bound load such as QD1), the next turn spins on the CQ that long, yielding the CPU to anything
 runnable, before it sleeps: a command arriving in that window skips the sleep and wakeup that otherwise
-dominate its latency. Heavier loads and disk waits never spin, nor do waits on storage I/O done outside the ring
+dominate its latency. When that turn waits on exactly one file op (the disk read or write of the command the
+last turn received: QD1 on a file LUN), it spins `_FILE_SPIN_FACTOR` times as long, since a disk takes longer
+than the network's next command. Heavier loads never spin, nor do waits on storage I/O done outside the ring
 (librbd's: its callers count them in `outside_ops`), whose threads need the CPU a spin would take.
 
 The ring is set up SINGLE_ISSUER|COOP_TASKRUN|TASKRUN_FLAG when the kernel allows (≥ 6.0; plain otherwise):
@@ -34,6 +36,7 @@ _prep_recv, _prep_send, _turn = lib.rt_prep_recv, lib.rt_prep_send, lib.rt_turn
 _TUNED_FLAGS = lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
 _CLOSE_CANCEL = (1 << 64) - 1      # user_data of the cancel-everything op close() queues; callers stay < 2**63
 _SPIN_AFTER_AT_MOST = 1           # completions in a turn for the next one to busy-poll
+_FILE_SPIN_FACTOR = 4              # a turn waiting on a QD1 load's one file op spins this many times busy_poll_us
 _CLOSE_GRACE = 1.0                 # seconds close() waits for cancelled ops to complete
 
 _UNAVAILABLE = ("io_uring is not available on this kernel ({}): ringtgt needs Linux ≥ 5.10 with io_uring "
@@ -196,8 +199,11 @@ class Ring:
         reap every ready completion, in one C call: a flat list [user_data, res, user_data, res, …], res
         negative errno on failure. Unpins their buffers. The event loop's whole turn; what it reaped decides
         whether the next waiting turn busy-polls first."""
+        spin = self._spin_ns
+        if spin and len(self._files) == 1:
+            spin *= _FILE_SPIN_FACTOR
         rc = _turn(self._ring, 2 if wait else 1, 1, -1 if timeout is None else int(timeout * 1e9), self._scratch,
-                   self._pairs, self._capacity, self._spin_ns)
+                   self._pairs, self._capacity, spin)
         if rc < 0:
             raise error_for(rc, "io_uring_submit_and_wait")
         if not rc:

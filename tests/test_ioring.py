@@ -228,7 +228,7 @@ def test_constants_exported():
 
 def test_busy_polling_turns_reap_socket_file_and_timeout_alike(tcp_pair, fd):
     """With busy_poll_us a turn spins before it sleeps: socket completions (task work run by the spin),
-    file ops (no spin while they are in flight) and a wait that times out all behave as without it."""
+    file ops (a longer spin while one is in flight) and a wait that times out all behave as without it."""
     client, server = tcp_pair
     with Ring(32, busy_poll_us=1000) as ring:
         buf = bytearray(5)
