@@ -25,7 +25,11 @@ def unpinned() -> Iterator[None]:
         yield
         return
     pinned = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, _unpinned)
+    try:
+        os.sched_setaffinity(0, _unpinned)
+    except OSError:                 # none of those CPUs allowed any more (a cpuset changed): they stay pinned
+        yield
+        return
     try:
         yield
     finally:
