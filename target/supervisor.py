@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from target import crash_report, logformat
+from target import affinity, crash_report, logformat
 from target.config import Config, ConfigError
 from target.config_diff import MAX_WORKERS
 from target.running_config import load_running, running_path
@@ -363,7 +363,7 @@ def _worker_main(worker_fn: WorkerFn, config: Callable[[], Config], index: int, 
     """What a worker child runs: pin itself to its CPU, then the worker function with the configuration now."""
 
     def main() -> None:
-        os.sched_setaffinity(0, {cpu})
+        affinity.pin(cpu)
         worker_fn(config(), index, cpu)
 
     return main

@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 
+from ..affinity import unpinned
 from .base import BackstoreError
 from .rbd_image import CephClient, RbdImage
 from ._librbd import ffi, lib
@@ -77,7 +78,8 @@ class Connection:
             for option, value in settings.items():
                 _check(lib.rados_conf_set(self._cluster, option.encode(), value.encode()),
                        f"ceph client {client}: setting {option}")
-            _check(lib.rados_connect(self._cluster), f"ceph client {client}: connecting to the cluster")
+            with unpinned():            # librados's threads start here: on every CPU, not the worker's only
+                _check(lib.rados_connect(self._cluster), f"ceph client {client}: connecting to the cluster")
         except BackstoreError:
             lib.rados_shutdown(self._cluster)
             self._cluster = None
@@ -164,7 +166,8 @@ def connection(client: CephClient) -> Connection:
 def open_image(conn: Connection, rbd: RbdImage):
     """The open image handle; BackstoreError naming pool/image when it does not exist or cannot be opened."""
     handle = ffi.new("rbd_image_t *")
-    rc = lib.rbd_open(conn.ioctx(rbd.pool), rbd.name.encode(), handle, ffi.NULL)
+    with unpinned():                    # librbd's threads start at the first open: on every CPU
+        rc = lib.rbd_open(conn.ioctx(rbd.pool), rbd.name.encode(), handle, ffi.NULL)
     if rc == -errno.ENOENT:
         raise BackstoreError(f"RBD image {rbd} does not exist (give the LUN a size to have it created)")
     _check(rc, f"RBD image {rbd}")

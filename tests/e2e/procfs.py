@@ -52,6 +52,18 @@ def cpus_allowed(pid: int) -> str:
     raise LookupError(f"no Cpus_allowed_list for {pid}")
 
 
+def thread_cpus(pid: int) -> dict[str, set[int]]:
+    """The CPUs each thread of the process may run on, by thread name (the union over threads of one name)."""
+    found: dict[str, set[int]] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            name = (task / "comm").read_text().strip()
+            found.setdefault(name, set()).update(cpu_list(cpus_allowed(int(task.name))))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
 def cpu_list(text: str) -> set[int]:
     """'0-2,5' → {0, 1, 2, 5}."""
     cpus: set[int] = set()

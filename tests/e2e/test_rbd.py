@@ -13,6 +13,7 @@ from harness import (FioRun, Lun, RingTgt, capacity, fio_json, poll, ringtgt_bin
                      sessions_on_every_worker, write_fio_job)
 
 import initiator as I
+import procfs
 
 
 BS = 512
@@ -53,6 +54,12 @@ def test_fio_verify_on_an_rbd_lun_through_both_workers(ringtgt, ceph_cluster, tm
     # each worker is a client of its own: one address (its nonce) each, or the cluster drops one for the other
     addresses = re.findall(r"RBD image rbd/fio: \d+ bytes served, as .* at (\S+)", tgt.stderr())
     assert len(addresses) == 2 and len(set(addresses)) == 2, addresses
+    # each worker's own thread is pinned to its CPU, librados's threads (they receive and copy the data) are not
+    allowed = os.sched_getaffinity(0)
+    for pid in tgt.workers:
+        threads = procfs.thread_cpus(pid)
+        assert len(procfs.cpu_list(procfs.cpus_allowed(pid))) == 1, threads
+        assert threads["msgr-worker-0"] == threads["io_context_pool"] == allowed, threads
 
 
 def test_iscsi_test_cu_all_on_an_rbd_lun(ringtgt, ceph_cluster, tmp_path):
