@@ -14,6 +14,8 @@ WARM_UP = CYCLES                # as many cycles first, so the allocator has see
 RSS_ALLOWANCE = 6 << 20         # bytes a process may grow by over the cycles: a leak of 4 KiB per cycle (a
                                 # connection's buffers or objects) shows; the allocator alone moves ~2 MiB
 BS = 512
+TRANSIENT_FDS = 2               # descriptors a process may hold for a moment at any time (a worker's once-a-second
+                                # image check opens the image): a leak of one per 100 cycles still shows
 
 
 def open_fds(pid: int) -> int:
@@ -61,7 +63,15 @@ def test_login_logout_cycles_leave_nothing_behind(ringtgt):
     fds, memory = settled(), {pid: rss_bytes(pid) for pid in processes}
     for n in range(CYCLES):
         cycle(n)
-    poll(lambda: settled() == fds, timeout=30, what=f"file descriptors back to {fds}")
+    last = [fds]
+
+    def back() -> bool:
+        last[0] = settled()
+        return all(last[0][pid] <= fds[pid] + TRANSIENT_FDS for pid in processes)
+    try:
+        poll(back, timeout=30, what=f"file descriptors back to {fds} (within {TRANSIENT_FDS})")
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}; last {last[0]}") from None
     grown = {pid: rss_bytes(pid) - memory[pid] for pid in processes}
     print(f"after {CYCLES} login/logout cycles: fds {fds}, RSS growth {grown}")
     assert all(growth < RSS_ALLOWANCE for growth in grown.values()), grown
