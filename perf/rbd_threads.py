@@ -1,7 +1,7 @@
 """Where an RBD I/O's CPU goes, per thread: ringtgt and tgtd's bs_rbd (and another ringtgt checkout, --baseline)
 on images of a one-node cluster (tests/ceph_cluster.py), the fio jobs of the bench's rbd suite in interleaved
 rounds, each thread's CPU (utime + stime from /proc/PID/task) per I/O, threads grouped by their name; the OSD's and
-the monitor's too.
+the monitor's too; and for ringtgt, how many of fio's sessions each worker got.
 
     python perf/rbd_threads.py [--jobs seqread-128k-qd8,…] [--rounds 3] [--runtime 4] [--baseline DIR]
 
@@ -17,10 +17,11 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from bench import HERE, MIB, RINGTGT_SERVER, run_fio
-from servers import CLOCK_TICKS, RingTgtServer, TgtdServer
+from servers import CLOCK_TICKS, RingTgtServer, TgtdServer, established, socket_inodes
 
 
 def thread_ticks(pids: list[int]) -> collections.Counter:
@@ -36,6 +37,17 @@ def thread_ticks(pids: list[int]) -> collections.Counter:
             fields = text.rpartition(")")[2].split()
             ticks[name] += int(fields[11]) + int(fields[12])
     return ticks
+
+
+def placement(server, after: float) -> list[int]:
+    """Filled `after` seconds later with the sessions each ringtgt worker holds (where SO_REUSEPORT put fio's)."""
+    found: list[int] = []
+
+    def look():
+        found.extend(len(socket_inodes(pid) & established(server.port)) for pid in server.worker_pids())
+    if isinstance(server, RingTgtServer):
+        threading.Timer(after, look).start()
+    return found
 
 
 def cluster_pids(conf: Path) -> dict[str, list[int]]:
@@ -100,6 +112,7 @@ def main(argv=None) -> int:
                     for server in servers:
                         watched = {"target": server.pids(), **daemons}
                         before = {k: thread_ticks(p) for k, p in watched.items()}
+                        sessions = placement(server, 2.0)
                         result = run_fio(job, server, args.runtime)
                         ios = result["iops"] * (args.runtime + 1)
                         for k, pids in watched.items():
@@ -108,7 +121,9 @@ def main(argv=None) -> int:
                         runs[job][server.name].append(result)
                         print(f"round {r + 1} {job:18} {server.name:9} {result['iops']:7.0f} IOPS "
                               f"p50 {result['p50_us']:7.0f} us  {result['cpu_us_per_io']:6.1f} CPU us/IO  "
-                              f"load {os.getloadavg()[0]:.1f}", flush=True)
+                              f"load {os.getloadavg()[0]:.1f}"
+                              + (f"  sessions per worker {'+'.join(map(str, sessions))}" if sessions else ""),
+                              flush=True)
         finally:
             for server in servers:
                 server.stop()
