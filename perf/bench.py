@@ -14,7 +14,8 @@ Suites: `file` (the main matrix, through the page cache), `direct` (the matrix o
 that supports O_DIRECT, not tmpfs), `null` (the matrix on null backstores: protocol overhead only),
 `scaling` (ringtgt with 1 and 2 workers), `memory` (RSS per ringtgt worker idle and with 64 sessions); not in the
 default set: `rbd` (RBD images on a one-node Ceph cluster the bench starts, tests/ceph_cluster.py: ringtgt against
-tgtd's bs_rbd, then `rbd bench` on the same kind of image for the cluster's own ceiling) and `kernel` (the Linux
+tgtd's bs_rbd, tgtd first in every other round since a run reads what the one before it left in the OSD's cache,
+then `rbd bench` on the same kind of image for the cluster's own ceiling) and `kernel` (the Linux
 kernel initiator in a QEMU guest against ringtgt, LIO and tgtd, perf/kernel_suite.py).
 `--spdk DIR` adds SPDK (DIR: an SPDK build with start.sh/stop.sh, e.g. ../shared/anchors/spdk) to the direct
 and null suites, on as many cores as ringtgt has workers; it is started right before each of its runs and
@@ -109,13 +110,14 @@ def ratio(metric: str, ours: float, theirs: float) -> float:
     return theirs / ours if ours else float("inf")
 
 
-def side_by_side(servers, jobs: list[str], rounds: int, runtime: int, log) -> dict:
+def side_by_side(servers, jobs: list[str], rounds: int, runtime: int, log, alternate: bool = False) -> dict:
     """{job: {server name: median cells, "ratio": {metric: first/second server},
-    "ratios": {peer name: {metric: first/peer}}}} from interleaved rounds."""
+    "ratios": {peer name: {metric: first/peer}}}} from interleaved rounds; with `alternate`, every other round runs
+    the servers in reverse order (where a run inherits state the one before it left: the OSD's cache)."""
     runs = {job: {s.name: [] for s in servers} for job in jobs}
     for r in range(rounds):
         for job in jobs:
-            for server in servers:
+            for server in servers[::-1] if alternate and r % 2 else servers:
                 with server.serving():
                     result = run_fio(job, server, runtime)
                 runs[job][server.name].append(result)
@@ -213,7 +215,7 @@ def rbd_suite(workdir: Path, size: int, args, log) -> tuple[dict, str]:
             servers.append(RingTgtServer(workdir / "ringtgt-rbd", image=None, size=size, workers=args.workers,
                                          server_extra=RINGTGT_SERVER, store=cluster.lun_keys("ringtgt")))
             servers.append(TgtdServer(workdir / "tgtd-rbd", image=None, size=size, rbd=(f"{POOL}/tgtd", cluster.conf)))
-            table = side_by_side(servers, jobs, args.rounds, args.runtime, log)
+            table = side_by_side(servers, jobs, args.rounds, args.runtime, log, alternate=True)
         finally:
             for server in servers:
                 server.stop()

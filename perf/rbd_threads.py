@@ -6,8 +6,9 @@ the monitor's too; and for ringtgt, how many of fio's sessions each worker got.
     python perf/rbd_threads.py [--jobs seqread-128k-qd8,…] [--rounds 3] [--runtime 4] [--baseline DIR]
 
 DIR is another checkout (its cffi extensions built) served as `baseline`, so two builds are compared with tgtd in
-the same rounds (the bench's medians, IOPS ratios per round); --baseline-workers N serves the baseline with N
-workers (this checkout's, without --baseline). Noisy on a shared machine: run it under the bench lock.
+the same rounds (the bench's medians, IOPS ratios per round; every other round runs them in reverse order, tgtd
+first: a run reads from the OSD's cache what the run before it left there); --baseline-workers N serves the
+baseline with N workers (this checkout's, without --baseline). Noisy on a shared machine: run it under the bench lock.
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
                                       rbd=(f"{POOL}/tgtd", cluster.conf)))
             for r in range(args.rounds):
                 for job in jobs:
-                    for server in servers:
+                    for server in servers[::-1] if r % 2 else servers:     # every other round tgtd first
                         watched = {"target": server.pids(), **daemons}
                         before = {k: thread_ticks(p) for k, p in watched.items()}
                         sessions = placement(server, 2.0)
