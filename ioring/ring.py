@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ class Ring:
             assert self._free_buffers is not None
             self._free_buffers.append(slot)
 
-    def _table(self, sparse, slots: int) -> list[int]:
+    def _table(self, sparse: Callable[[Any, int], int], slots: int) -> list[int]:
         """The free slots of a fresh sparse table: all of them, or none when the kernel refuses one."""
         return list(range(slots - 1, -1, -1)) if sparse(self._ring, slots) == 0 else []
 

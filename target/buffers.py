@@ -95,7 +95,7 @@ class BufferPool:
     def __init__(self, aligned: bool = False, ring: Any = None):
         self.aligned = aligned
         self._kept: dict[int, deque] = {}
-        self._ring = ring if aligned else None
+        self._ring: Any = ring if aligned else None
 
     def get(self, length: int) -> memoryview:
         kept = self._kept.get(length)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from struct import Struct
+from typing import Any
 
 from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, RWF_DSYNC, error_for
 
@@ -214,8 +215,9 @@ class FileBackstore:
             else:
                 self._read_rest(view, offset, res, self._checked(start, lambda: self.read(offset, length, callback),
                                                                  callback))
+        buf: Any = view.obj                     # its registered slot, or -1
         self._reactor.ring.prep_read(self._ring_fd, view, offset, self._reactor.token(complete), 0, self._fixed,
-                                     view.obj.slot)
+                                     buf.slot)
 
     def _read_rest(self, view: memoryview, offset: int, res: int, callback) -> None:
         """The first op of a read did `res` (short or failed): the rest, or the error; zeros past the file's end."""
