@@ -62,7 +62,7 @@ class Ring:
     """An io_uring submission/completion queue pair."""
 
     __slots__ = ("outside_ops", "_ring", "_pins", "_files", "_capacity", "_scratch", "_user_data", "_res", "_pairs",
-                 "flags", "_busy_poll_ns", "_spin_ns", "_free_files", "_free_buffers", "_fixed_lengths")
+                 "flags", "_busy_poll_ns", "_spin_ns", "_free_files", "_free_buffers", "_fixed_lengths", "_quiet")
 
     def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0) -> None:
         self._ring = None                   # until the kernel gives us one (close() and __del__ check)
@@ -81,6 +81,7 @@ class Ring:
         self._files: dict[int, object] = {}   # file reads' and writes' buffers: while any, no busy polling
         self.outside_ops = 0                  # storage ops in flight outside the ring: while any, no busy polling
         self._busy_poll_ns = self._spin_ns = int(busy_poll_us * 1000)
+        self._quiet = True                    # the last turn reaped at most one completion, no storage op in flight
         self._capacity = capacity = 2 * entries    # the CQ is twice the SQ: one reap call drains it
         self._scratch = ffi.new("struct io_uring_cqe *[]", capacity)
         self._user_data = ffi.new("uint64_t[]", capacity)
@@ -131,7 +132,7 @@ class Ring:
         rc = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_read")
-        self._files[user_data] = view
+        self._file_queued(user_data, view)
 
     def prep_write(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
                    fixed_file: bool = False, buf_index: int = -1) -> None:
@@ -139,7 +140,15 @@ class Ring:
         rc = _prep_write(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_write")
-        self._files[user_data] = view
+        self._file_queued(user_data, view)
+
+    def _file_queued(self, user_data: int, pin: object) -> None:
+        """Pin a read's or write's buffer; the one file op of a quiet ring (QD1 on a file LUN: the command's disk
+        op) goes to the kernel at once, so the disk starts while the rest of the turn runs."""
+        at_once = self._quiet and not self._files
+        self._files[user_data] = pin
+        if at_once:
+            lib.io_uring_submit(self._ring)     # a failure is the next turn's to report, as for any op
 
     def prep_readv(self, fd: int, bufs: Iterable[Buffer], offset: int, user_data: int, rw_flags: int = 0) -> None:
         iov, views = _iovec(bufs, True)
@@ -266,11 +275,9 @@ class Ring:
                    self._pairs, self._capacity, spin)
         if rc < 0:
             raise error_for(rc, "io_uring_submit_and_wait")
-        if not rc:
-            self._spin_ns = 0 if self._files or self.outside_ops else self._busy_poll_ns
-            return []
-        done = self._reaped(rc)
-        self._spin_ns = 0 if self._files or self.outside_ops or rc > _SPIN_AFTER_AT_MOST else self._busy_poll_ns
+        done = self._reaped(rc) if rc else []
+        self._quiet = quiet = not (self._files or self.outside_ops or rc > _SPIN_AFTER_AT_MOST)
+        self._spin_ns = self._busy_poll_ns if quiet else 0
         return done
 
     def submit_and_reap(self) -> list[int]:
