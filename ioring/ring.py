@@ -9,8 +9,9 @@ Busy polling (`busy_poll_us`): after a turn that reaped at most one completion w
 runnable, before it sleeps: a command arriving in that window skips the sleep and wakeup that otherwise
 dominate its latency. When that turn waits on exactly one file op (the disk read or write of the command the
 last turn received: QD1 on a file LUN), it spins `_FILE_SPIN_FACTOR` times as long, since a disk takes longer
-than the network's next command. Heavier loads never spin, nor do waits on storage I/O done outside the ring
-(librbd's: its callers count them in `outside_ops`), whose threads need the CPU a spin would take.
+than the network's next command; that one file op is submitted as it is queued, not at the end of the turn.
+Heavier loads never spin, nor do waits on storage I/O done outside the ring (librbd's: its callers count them in
+`outside_ops`), whose threads need the CPU a spin would take.
 
 Registered files and buffers (`register_file`, `register_buffer`): a file LUN's fd and its O_DIRECT buffers, set
 once in a sparse table of the ring, so that a read or write skips the kernel's file lookup and page pinning per
@@ -125,6 +126,9 @@ class Ring:
         if rc:
             raise error_for(rc, "prep_nop")
 
+    # prep_read and prep_write: the one file op of a quiet ring (QD1 on a file LUN: the command's disk read or
+    # write) goes to the kernel as it is queued, so the disk starts while the rest of the turn runs; a failure to
+    # submit is the next turn's to report, as for any op.
     # fixed_file: fd is a slot from register_file; buf_index: buf lies in the buffer register_buffer gave that slot
     def prep_read(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
                   fixed_file: bool = False, buf_index: int = -1) -> None:
@@ -132,7 +136,9 @@ class Ring:
         rc = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_read")
-        self._file_queued(user_data, view)
+        self._files[user_data] = view
+        if self._quiet and len(self._files) == 1:
+            lib.io_uring_submit(self._ring)     # a quiet ring's one file op: at once (above)
 
     def prep_write(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
                    fixed_file: bool = False, buf_index: int = -1) -> None:
@@ -140,15 +146,9 @@ class Ring:
         rc = _prep_write(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_write")
-        self._file_queued(user_data, view)
-
-    def _file_queued(self, user_data: int, pin: object) -> None:
-        """Pin a read's or write's buffer; the one file op of a quiet ring (QD1 on a file LUN: the command's disk
-        op) goes to the kernel at once, so the disk starts while the rest of the turn runs."""
-        at_once = self._quiet and not self._files
-        self._files[user_data] = pin
-        if at_once:
-            lib.io_uring_submit(self._ring)     # a failure is the next turn's to report, as for any op
+        self._files[user_data] = view
+        if self._quiet and len(self._files) == 1:
+            lib.io_uring_submit(self._ring)     # a quiet ring's one file op: at once (above)
 
     def prep_readv(self, fd: int, bufs: Iterable[Buffer], offset: int, user_data: int, rw_flags: int = 0) -> None:
         iov, views = _iovec(bufs, True)
