@@ -29,8 +29,9 @@ int io_uring_submit(struct io_uring *ring);
 
 /* one call per op: an SQE (submitting first if the SQ is full), prepared, user_data set; 0 or -errno */
 int rt_prep_nop(struct io_uring *ring, uint64_t user_data);
-int rt_prep_read(struct io_uring *ring, uint64_t user_data, int fd, void *buf, unsigned nbytes, uint64_t offset, int rw_flags);
-int rt_prep_write(struct io_uring *ring, uint64_t user_data, int fd, const void *buf, unsigned nbytes, uint64_t offset, int rw_flags);
+/* fixed_file: fd indexes the registered files; buf_index >= 0: buf lies in that registered buffer (-1: not) */
+int rt_prep_read(struct io_uring *ring, uint64_t user_data, int fd, void *buf, unsigned nbytes, uint64_t offset, int rw_flags, int fixed_file, int buf_index);
+int rt_prep_write(struct io_uring *ring, uint64_t user_data, int fd, const void *buf, unsigned nbytes, uint64_t offset, int rw_flags, int fixed_file, int buf_index);
 int rt_prep_readv(struct io_uring *ring, uint64_t user_data, int fd, const struct iovec *iov, unsigned nr, uint64_t offset, int rw_flags);
 int rt_prep_writev(struct io_uring *ring, uint64_t user_data, int fd, const struct iovec *iov, unsigned nr, uint64_t offset, int rw_flags);
 int rt_prep_fsync(struct io_uring *ring, uint64_t user_data, int fd, unsigned fsync_flags);
@@ -43,6 +44,13 @@ int rt_prep_cancel(struct io_uring *ring, uint64_t user_data, uint64_t target, i
 int rt_prep_timeout(struct io_uring *ring, uint64_t user_data, struct __kernel_timespec *ts);
 /* one-shot poll: completes with the ready poll(2) events (res > 0) once fd has any of `events` */
 int rt_prep_poll_add(struct io_uring *ring, uint64_t user_data, int fd, unsigned events);
+
+/* registered files and buffers: a sparse table of nr slots, then one slot set at a time (fd -1 or buf NULL:
+ * emptied); 0 or -errno */
+int io_uring_register_files_sparse(struct io_uring *ring, unsigned nr);
+int io_uring_register_buffers_sparse(struct io_uring *ring, unsigned nr);
+int rt_register_file(struct io_uring *ring, unsigned slot, int fd);
+int rt_register_buffer(struct io_uring *ring, unsigned slot, void *buf, size_t len);
 
 /* submit and wait for wait_nr completions, at most timeout_ns (< 0: no limit); submitted count or -errno */
 int rt_submit_and_wait(struct io_uring *ring, unsigned wait_nr, int64_t timeout_ns);

@@ -44,16 +44,49 @@ static inline int rt_prep_nop(struct io_uring *ring, uint64_t user_data)
     RT_PREP(io_uring_prep_nop(sqe));
 }
 
-static inline int rt_prep_read(struct io_uring *ring, uint64_t user_data, int fd, void *buf, unsigned nbytes,
-                               uint64_t offset, int rw_flags)
+/* A read or write; fixed_file: fd is an index into the registered files; buf_index >= 0: buf lies in that
+ * registered buffer (READ_FIXED/WRITE_FIXED: the kernel pins no pages per op). */
+static inline void rt_rw(struct io_uring_sqe *sqe, int op, int fd, const void *buf, unsigned nbytes,
+                         uint64_t offset, int rw_flags, int fixed_file, int buf_index)
 {
-    RT_PREP(io_uring_prep_read(sqe, fd, buf, nbytes, offset); sqe->rw_flags = rw_flags);
+    if (buf_index >= 0) {
+        io_uring_prep_rw(op == IORING_OP_READ ? IORING_OP_READ_FIXED : IORING_OP_WRITE_FIXED, sqe, fd, buf,
+                         nbytes, offset);
+        sqe->buf_index = (unsigned short)buf_index;
+    } else {
+        io_uring_prep_rw(op, sqe, fd, buf, nbytes, offset);
+    }
+    sqe->rw_flags = rw_flags;
+    if (fixed_file)
+        sqe->flags |= IOSQE_FIXED_FILE;
+}
+
+static inline int rt_prep_read(struct io_uring *ring, uint64_t user_data, int fd, void *buf, unsigned nbytes,
+                               uint64_t offset, int rw_flags, int fixed_file, int buf_index)
+{
+    RT_PREP(rt_rw(sqe, IORING_OP_READ, fd, buf, nbytes, offset, rw_flags, fixed_file, buf_index));
 }
 
 static inline int rt_prep_write(struct io_uring *ring, uint64_t user_data, int fd, const void *buf,
-                                unsigned nbytes, uint64_t offset, int rw_flags)
+                                unsigned nbytes, uint64_t offset, int rw_flags, int fixed_file, int buf_index)
 {
-    RT_PREP(io_uring_prep_write(sqe, fd, buf, nbytes, offset); sqe->rw_flags = rw_flags);
+    RT_PREP(rt_rw(sqe, IORING_OP_WRITE, fd, buf, nbytes, offset, rw_flags, fixed_file, buf_index));
+}
+
+/* Registered files and buffers, set in place: a sparse table of nr slots first, then one slot at a time
+ * (fd -1, or a NULL buffer, empties it). 0 or -errno. */
+static inline int rt_register_file(struct io_uring *ring, unsigned slot, int fd)
+{
+    int rc = io_uring_register_files_update(ring, slot, &fd, 1);
+    return rc < 0 ? rc : 0;
+}
+
+static inline int rt_register_buffer(struct io_uring *ring, unsigned slot, void *buf, size_t len)
+{
+    struct iovec iov = {buf, len};
+    __u64 tag = 0;
+    int rc = io_uring_register_buffers_update_tag(ring, slot, &iov, &tag, 1);
+    return rc < 0 ? rc : 0;
 }
 
 static inline int rt_prep_readv(struct io_uring *ring, uint64_t user_data, int fd, const struct iovec *iov,

@@ -9,8 +9,15 @@ Busy polling (`busy_poll_us`): after a turn that reaped at most one completion w
 runnable, before it sleeps: a command arriving in that window skips the sleep and wakeup that otherwise
 dominate its latency. When that turn waits on exactly one file op (the disk read or write of the command the
 last turn received: QD1 on a file LUN), it spins `_FILE_SPIN_FACTOR` times as long, since a disk takes longer
-than the network's next command. Heavier loads never spin, nor do waits on storage I/O done outside the ring
-(librbd's: its callers count them in `outside_ops`), whose threads need the CPU a spin would take.
+than the network's next command; that one file op is submitted as it is queued, not at the end of the turn.
+Heavier loads never spin, nor do waits on storage I/O done outside the ring (librbd's: its callers count them in
+`outside_ops`), whose threads need the CPU a spin would take.
+
+Registered files and buffers (`register_file`, `register_buffer`): a file LUN's fd and its O_DIRECT buffers, set
+once in a sparse table of the ring, so that a read or write skips the kernel's file lookup and page pinning per
+op. Both tables are bounded (`FIXED_FILES` slots; `FIXED_BUFFERS` slots and `FIXED_BYTES` bytes, pinned memory
+counted against RLIMIT_MEMLOCK where not root); past them, or where the kernel refuses, callers use plain fds and
+buffers.
 
 The ring is set up SINGLE_ISSUER|COOP_TASKRUN|TASKRUN_FLAG when the kernel allows (≥ 6.0; plain otherwise):
 only the thread that created it may submit, so create it in the worker process, after fork.
@@ -20,7 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,6 +45,9 @@ _CLOSE_CANCEL = (1 << 64) - 1      # user_data of the cancel-everything op close
 _SPIN_AFTER_AT_MOST = 1           # completions in a turn for the next one to busy-poll
 _FILE_SPIN_FACTOR = 4              # a turn waiting on a QD1 load's one file op spins this many times busy_poll_us
 _CLOSE_GRACE = 1.0                 # seconds close() waits for cancelled ops to complete
+FIXED_FILES = 64                   # registered file slots per ring (one per file LUN of the worker)
+FIXED_BUFFERS = 1024               # registered buffer slots per ring
+FIXED_BYTES = 4 << 20              # registered buffer bytes per ring at most
 
 _UNAVAILABLE = ("io_uring is not available on this kernel ({}): ringtgt needs Linux ≥ 5.10 with io_uring "
                 "enabled (check /proc/sys/kernel/io_uring_disabled)")
@@ -53,7 +63,7 @@ class Ring:
     """An io_uring submission/completion queue pair."""
 
     __slots__ = ("outside_ops", "_ring", "_pins", "_files", "_capacity", "_scratch", "_user_data", "_res", "_pairs",
-                 "flags", "_busy_poll_ns", "_spin_ns")
+                 "flags", "_busy_poll_ns", "_spin_ns", "_free_files", "_free_buffers", "_fixed_lengths", "_quiet")
 
     def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0) -> None:
         self._ring = None                   # until the kernel gives us one (close() and __del__ check)
@@ -72,11 +82,15 @@ class Ring:
         self._files: dict[int, object] = {}   # file reads' and writes' buffers: while any, no busy polling
         self.outside_ops = 0                  # storage ops in flight outside the ring: while any, no busy polling
         self._busy_poll_ns = self._spin_ns = int(busy_poll_us * 1000)
+        self._quiet = True                    # the last turn reaped at most one completion, no storage op in flight
         self._capacity = capacity = 2 * entries    # the CQ is twice the SQ: one reap call drains it
         self._scratch = ffi.new("struct io_uring_cqe *[]", capacity)
         self._user_data = ffi.new("uint64_t[]", capacity)
         self._res = ffi.new("int32_t[]", capacity)
         self._pairs = ffi.new("int64_t[]", 2 * capacity)
+        self._free_files: list[int] | None = None       # free registered slots; None until the table is set up
+        self._free_buffers: list[int] | None = None
+        self._fixed_lengths: dict[int, int] = {}        # registered buffers' lengths, by slot
 
     # -- lifetime ------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -91,6 +105,7 @@ class Ring:
                 self.reap()
         lib.io_uring_queue_exit(self._ring)
         self._ring = None
+        self._fixed_lengths.clear()
         self._pins.clear()
         self._files.clear()
 
@@ -111,19 +126,29 @@ class Ring:
         if rc:
             raise error_for(rc, "prep_nop")
 
-    def prep_read(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0) -> None:
+    # prep_read and prep_write: the one file op of a quiet ring (QD1 on a file LUN: the command's disk read or
+    # write) goes to the kernel as it is queued, so the disk starts while the rest of the turn runs; a failure to
+    # submit is the next turn's to report, as for any op.
+    # fixed_file: fd is a slot from register_file; buf_index: buf lies in the buffer register_buffer gave that slot
+    def prep_read(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
+                  fixed_file: bool = False, buf_index: int = -1) -> None:
         view = _from_buffer("char[]", buf, True)
-        rc = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags)
+        rc = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_read")
         self._files[user_data] = view
+        if self._quiet and len(self._files) == 1:
+            lib.io_uring_submit(self._ring)     # a quiet ring's one file op: at once (above)
 
-    def prep_write(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0) -> None:
+    def prep_write(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
+                   fixed_file: bool = False, buf_index: int = -1) -> None:
         view = _from_buffer(buf)
-        rc = _prep_write(self._ring, user_data, fd, view, len(view), offset, rw_flags)
+        rc = _prep_write(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_write")
         self._files[user_data] = view
+        if self._quiet and len(self._files) == 1:
+            lib.io_uring_submit(self._ring)     # a quiet ring's one file op: at once (above)
 
     def prep_readv(self, fd: int, bufs: Iterable[Buffer], offset: int, user_data: int, rw_flags: int = 0) -> None:
         iov, views = _iovec(bufs, True)
@@ -180,6 +205,50 @@ class Ring:
         `events` — at once if it already has. Re-arm after each completion to keep watching."""
         _check_rc(lib.rt_prep_poll_add(self._ring, user_data, fd, events), "prep_poll_add")
 
+    # -- registered files and buffers --------------------------------------------------------------------------
+    def register_file(self, fd: int) -> int:
+        """A registered slot holding `fd` (prep_read/prep_write take it for the fd with fixed_file=True), or -1
+        when none is free or the kernel refuses. The fd may be closed after unregister_file."""
+        free = self._free_files
+        if free is None:
+            free = self._free_files = self._table(lib.io_uring_register_files_sparse, FIXED_FILES)
+        if not free or lib.rt_register_file(self._ring, free[-1], fd):
+            return -1
+        return free.pop()
+
+    def unregister_file(self, slot: int) -> None:
+        """Empty a register_file slot (ops in flight keep their file until they complete)."""
+        if self._ring is not None and self._free_files is not None:
+            lib.rt_register_file(self._ring, slot, -1)
+            self._free_files.append(slot)
+
+    def register_buffer(self, buf: Buffer) -> int:
+        """A registered slot for the memory of `buf` (prep_read/prep_write of any part of it take it as
+        buf_index), or -1 when no slot is free, FIXED_BYTES would be passed or the kernel refuses. The caller
+        keeps `buf` alive and in place until unregister_buffer."""
+        free = self._free_buffers
+        if free is None:
+            free = self._free_buffers = self._table(lib.io_uring_register_buffers_sparse, FIXED_BUFFERS)
+        view = _from_buffer("char[]", buf, True)
+        length = len(view)
+        if (not free or sum(self._fixed_lengths.values()) + length > FIXED_BYTES
+                or lib.rt_register_buffer(self._ring, free[-1], view, length)):
+            return -1
+        slot = free.pop()
+        self._fixed_lengths[slot] = length
+        return slot
+
+    def unregister_buffer(self, slot: int) -> None:
+        """Empty a register_buffer slot (ops in flight keep the pages pinned until they complete)."""
+        if self._ring is not None and self._fixed_lengths.pop(slot, None) is not None:
+            lib.rt_register_buffer(self._ring, slot, ffi.NULL, 0)
+            assert self._free_buffers is not None
+            self._free_buffers.append(slot)
+
+    def _table(self, sparse: Callable[[Any, int], int], slots: int) -> list[int]:
+        """The free slots of a fresh sparse table: all of them, or none when the kernel refuses one."""
+        return list(range(slots - 1, -1, -1)) if sparse(self._ring, slots) == 0 else []
+
     # -- submitting and reaping --------------------------------------------------------------------------------
     def submit(self) -> int:
         """Hand every queued SQE to the kernel; the number submitted."""
@@ -206,11 +275,9 @@ class Ring:
                    self._pairs, self._capacity, spin)
         if rc < 0:
             raise error_for(rc, "io_uring_submit_and_wait")
-        if not rc:
-            self._spin_ns = 0 if self._files or self.outside_ops else self._busy_poll_ns
-            return []
-        done = self._reaped(rc)
-        self._spin_ns = 0 if self._files or self.outside_ops or rc > _SPIN_AFTER_AT_MOST else self._busy_poll_ns
+        done = self._reaped(rc) if rc else []
+        self._quiet = quiet = not (self._files or self.outside_ops or rc > _SPIN_AFTER_AT_MOST)
+        self._spin_ns = self._busy_poll_ns if quiet else 0
         return done
 
     def submit_and_reap(self) -> list[int]:

@@ -5,7 +5,9 @@ Each buffer keeps HEADROOM bytes in front of its data, where the iSCSI layer can
 send header and data as one contiguous piece (see `headroom_view`). In memory buffers are a `HeadroomBuffer`:
 the HEADROOM bytes, then the data. O_DIRECT buffers are an `AlignedBuffer`: the data starts on a page boundary
 somewhere inside it, HEADROOM bytes in. Both are ordinary heap memory: an O_DIRECT buffer used to be an mmap of
-its own, and mapping, faulting in and unmapping fresh pages for every I/O cost more than the I/O itself.
+its own, and mapping, faulting in and unmapping fresh pages for every I/O cost more than the I/O itself. A pool
+given a ring registers the aligned buffers it keeps with it (`AlignedBuffer.slot`: the kernel pins their pages
+once, not per I/O) and unregisters them when it forgets them or closes.
 """
 from __future__ import annotations
 
@@ -29,14 +31,17 @@ class HeadroomBuffer(bytearray):
     """HEADROOM free bytes, then the data of a view BufferPool.get handed out (see `headroom_view`)."""
 
     __slots__ = ()
+    slot = -1                           # never registered with a ring
 
 
 class AlignedBuffer(bytearray):
-    """`length` bytes of data at the page-aligned `offset` inside, HEADROOM free bytes (at least) in front."""
+    """`length` bytes of data at the page-aligned `offset` inside, HEADROOM free bytes (at least) in front;
+    `slot`: the ring's registered buffer holding the data, or -1."""
 
-    __slots__ = ("offset", "length")
+    __slots__ = ("offset", "length", "slot")
     offset: int
     length: int
+    slot: int
 
 
 def _idle_references() -> int:
@@ -80,13 +85,17 @@ class BufferPool:
     pool refers to it any more: its last view is gone, so neither the ring nor the iSCSI layer can still be using
     it. That saves the allocation and the zeroing of a fresh buffer per I/O; a reused one holds old data, which
     readers and writers overwrite in full (a short read zero-fills the rest).
+
+    With a `ring` (an ioring.Ring; aligned pools only), each aligned buffer the pool keeps is registered with it
+    while kept, as far as the ring's bounds allow; `close` unregisters them all.
     """
 
-    __slots__ = ("aligned", "_kept")
+    __slots__ = ("aligned", "_kept", "_ring")
 
-    def __init__(self, aligned: bool = False):
+    def __init__(self, aligned: bool = False, ring: Any = None):
         self.aligned = aligned
         self._kept: dict[int, deque] = {}
+        self._ring: Any = ring if aligned else None
 
     def get(self, length: int) -> memoryview:
         kept = self._kept.get(length)
@@ -107,6 +116,25 @@ class BufferPool:
         aligned = AlignedBuffer(HEADROOM + PAGE + length)
         aligned.offset = offset = HEADROOM + -(_address(_char_at(aligned)) + HEADROOM) % PAGE
         aligned.length = length
+        aligned.slot = -1
+        view = memoryview(aligned)[offset:offset + length]
         if kept is not None:
+            if len(kept) == kept.maxlen:
+                self._forget(kept.popleft())    # the oldest, still in use
+            if self._ring is not None:
+                aligned.slot = self._ring.register_buffer(view)
             kept.append(aligned)
-        return memoryview(aligned)[offset:offset + length]
+        return view
+
+    def _forget(self, buf) -> None:
+        if buf.slot >= 0:
+            self._ring.unregister_buffer(buf.slot)
+            buf.slot = -1
+
+    def close(self) -> None:
+        """Unregister the kept buffers from the ring (views still out stay valid, as plain memory)."""
+        if self._ring is not None:
+            for kept in self._kept.values():
+                for buf in kept:
+                    self._forget(buf)
+            self._ring = None

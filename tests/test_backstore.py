@@ -1,13 +1,17 @@
-"""target.backstore: the registry (open_backstore), argument checks, read buffers."""
+"""target.backstore: the registry (open_backstore), argument checks, read buffers and their registration."""
 import ctypes
 import mmap
+import os
+from functools import partial
 
 import pytest
 
+import ioring
 from target.backstore import BackstoreError, open_backstore
 from target.buffers import HEADROOM, BufferPool, headroom_view
 from target.backstore.file import FileBackstore
 from target.backstore.null import NullBackstore
+from tests.backstore_helpers import complete
 
 
 def test_registry_opens_each_kind(reactor, tmp_path):
@@ -69,6 +73,39 @@ def test_buffers_are_reused_only_once_no_view_is_left(aligned):
     third = pool.get(4096)
     assert id(third.obj) == owner and len(third) == 4096 and headroom_view(third).nbytes == HEADROOM + 4096
     assert id(pool.get(512).obj) != owner       # another length, another buffer
+
+
+def test_aligned_buffers_kept_are_registered_while_kept(reactor):
+    ring = reactor.ring
+    pool = BufferPool(aligned=True, ring=ring)
+    views = [pool.get(1 << 20) for _ in range(3)]   # two kept (KEEP_BYTES), the first forgotten for the third
+    assert [v.obj.slot >= 0 for v in views] == [False, True, True]
+    pool.close()
+    assert [v.obj.slot for v in views] == [-1, -1, -1]
+    whole = bytearray(ioring.ring.FIXED_BYTES)      # every registered byte is free again
+    assert ring.register_buffer(whole) >= 0
+
+
+def test_file_stores_give_their_registered_slots_back(reactor, opener):
+    for _ in range(ioring.ring.FIXED_FILES + 1):    # a LUN reopened by reloads more often than there are slots
+        store = opener(direct=True, block_size=4096)
+        view = complete(reactor, partial(store.read, 0, 4096))
+        assert view.obj.slot >= 0
+        store.close()
+    assert ring_file_slots_free(reactor.ring) == ioring.ring.FIXED_FILES
+
+
+def ring_file_slots_free(ring) -> int:
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        slots = []
+        while (slot := ring.register_file(fd)) >= 0:
+            slots.append(slot)
+        for slot in slots:
+            ring.unregister_file(slot)
+        return len(slots)
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("aligned", [False, True])

@@ -21,9 +21,9 @@ class RecordingRing(Ring):
         super().__init__(*args, **kwargs)
         self.write_flags = []
 
-    def prep_write(self, fd, buf, offset, user_data, rw_flags=0):
+    def prep_write(self, fd, buf, offset, user_data, rw_flags=0, fixed_file=False, buf_index=-1):
         self.write_flags.append(rw_flags)
-        super().prep_write(fd, buf, offset, user_data, rw_flags)
+        super().prep_write(fd, buf, offset, user_data, rw_flags, fixed_file, buf_index)
 
 
 @pytest.fixture

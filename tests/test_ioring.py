@@ -243,3 +243,33 @@ def test_busy_polling_turns_reap_socket_file_and_timeout_alike(tcp_pair, fd):
         assert ring.turn(True, 5.0) == [3, 3]
         assert back == b"abc"
         assert ring.turn(True, 0.01) == []           # nothing in flight: spin, then the timed wait ends
+
+
+def test_registered_file_and_buffer_read_and_write(ring, fd):
+    slot = ring.register_file(fd)
+    buf = bytearray(b"fixed data, ring")
+    index = ring.register_buffer(buf)
+    assert slot >= 0 and index >= 0
+    ring.prep_write(slot, memoryview(buf)[6:], 50, 1, 0, True, index)     # any part of the registered buffer
+    assert wait_all(ring, 1) == {1: 10}
+    buf[:] = bytes(len(buf))
+    ring.prep_read(slot, buf, 44, 2, 0, True, index)
+    assert wait_all(ring, 2) == {2: 16}
+    assert buf == bytes(6) + b"data, ring"
+    ring.unregister_file(slot)
+    ring.prep_read(slot, buf, 0, 3, 0, True)            # an emptied slot names no file
+    assert wait_all(ring, 3) == {3: -errno.EBADF}
+    ring.unregister_buffer(index)
+
+
+def test_registered_tables_are_bounded_and_slots_come_back(ring, fd):
+    files = [ring.register_file(fd) for _ in range(ioring.ring.FIXED_FILES)]
+    assert -1 not in files and ring.register_file(fd) == -1
+    ring.unregister_file(files[0])
+    assert ring.register_file(fd) == files[0]
+    chunk = ioring.ring.FIXED_BYTES // 4
+    bufs = [bytearray(chunk) for _ in range(5)]
+    slots = [ring.register_buffer(b) for b in bufs[:4]]
+    assert -1 not in slots and ring.register_buffer(bufs[4]) == -1      # FIXED_BYTES reached
+    ring.unregister_buffer(slots[1])
+    assert ring.register_buffer(bufs[4]) >= 0

@@ -8,7 +8,10 @@ system refuses a fallocate mode (tmpfs: no FALLOC_FL_ZERO_RANGE; ramfs: no hole 
 with zeros instead, and the refusal remembered so that it is paid once. Whether holes can be punched is probed
 at open (`deallocates`), for the Logical Block Provisioning VPD to promise only what the file can do; zeroing is
 found out at its first refusal, since no VPD bit depends on it and a probe of ZERO_RANGE could allocate blocks.
-Every error names the operation, the path and the offset.
+Every error names the operation, the path and the offset. The fd is registered with the worker's ring, and so
+are an O_DIRECT store's buffers (`Ring.register_file`, `BufferPool`'s ring): the first op of a read or write names
+them by slot, skipping the kernel's file lookup and page pinning; the rarer ops (and the rest of a short transfer)
+use the plain fd.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from struct import Struct
+from typing import Any
 
 from ioring import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, RWF_DSYNC, error_for
 
@@ -154,7 +158,8 @@ class FileBackstore:
     """A LUN stored in a file or block device; `direct` opens it O_DIRECT with page-aligned buffers; `image`:
     the file must be that one (ImageGone otherwise)."""
 
-    __slots__ = ("path", "size", "block_size", "write_cache", "_fd", "_reactor", "_pool", "_refused")
+    __slots__ = ("path", "size", "block_size", "write_cache", "_fd", "_reactor", "_pool", "_refused", "_slot",
+                 "_ring_fd", "_fixed")
 
     max_atomic_bytes = 0                # no atomic writes (atomic.py adds them to regular files)
 
@@ -167,9 +172,13 @@ class FileBackstore:
         self.block_size = block_size
         self.write_cache = write_cache
         self._reactor = reactor
-        self._pool = BufferPool(aligned=direct)
         # fallocate modes the file system refused: hole punching is probed now, for the VPD pages to tell
         self._refused = set() if _punches_holes(self._fd, self.size, block_size) else {_PUNCH}
+        self._pool = BufferPool(aligned=direct, ring=reactor.ring)
+        # what the first op of a read or write names the file by: its registered slot, or the fd
+        self._slot = reactor.ring.register_file(self._fd)
+        self._fixed = self._slot >= 0
+        self._ring_fd = self._slot if self._fixed else self._fd
 
     def _transfer(self, prep, what: str, buf, done: int, offset: int, rw_flags: int, finish) -> None:
         """prep(fd, rest of buf, offset, token, rw_flags) until all of buf is done: finish(None); the
@@ -206,7 +215,9 @@ class FileBackstore:
             else:
                 self._read_rest(view, offset, res, self._checked(start, lambda: self.read(offset, length, callback),
                                                                  callback))
-        self._reactor.ring.prep_read(self._fd, view, offset, self._reactor.token(complete), 0)
+        buf: Any = view.obj                     # its registered slot, or -1
+        self._reactor.ring.prep_read(self._ring_fd, view, offset, self._reactor.token(complete), 0, self._fixed,
+                                     buf.slot)
 
     def _read_rest(self, view: memoryview, offset: int, res: int, callback) -> None:
         """The first op of a read did `res` (short or failed): the rest, or the error; zeros past the file's end."""
@@ -223,10 +234,13 @@ class FileBackstore:
 
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None],
               start: int | None = None) -> None:
-        if self._pool.aligned and not page_aligned(data):     # O_DIRECT needs aligned memory
-            buf = self._pool.get(len(data))
-            buf[:] = data
-            data = buf
+        slot = -1
+        if self._pool.aligned:
+            if not page_aligned(data):          # O_DIRECT needs aligned memory
+                buf = self._pool.get(len(data))
+                buf[:] = data
+                data = buf
+            slot = data.obj.slot
         rw_flags = RWF_DSYNC if fua or not self.write_cache else 0
         length = len(data)
 
@@ -238,7 +252,8 @@ class FileBackstore:
             else:
                 self._write_rest(data, offset, res, rw_flags,
                                  self._checked(start, lambda: self.write(offset, data, fua, callback), callback))
-        self._reactor.ring.prep_write(self._fd, data, offset, self._reactor.token(complete), rw_flags)
+        self._reactor.ring.prep_write(self._ring_fd, data, offset, self._reactor.token(complete), rw_flags,
+                                      self._fixed, slot)
 
     def _write_rest(self, data, offset: int, res: int, rw_flags: int, callback) -> None:
         """The first op of a write did `res` (short or failed): the rest, or the error (ENOSPC when the kernel
@@ -331,5 +346,10 @@ class FileBackstore:
 
     def close(self) -> None:
         if self._fd >= 0:
+            self._pool.close()
+            if self._fixed:
+                self._reactor.ring.unregister_file(self._slot)
+            self._fixed = False
+            self._ring_fd = -1              # I/O after close fails in the ring (EBADF), as on the fd
             os.close(self._fd)
             self._fd = -1
