@@ -141,3 +141,24 @@ def test_a_push_got_late_holds_the_luns_at_once_before_any_later_command(node, r
     assert_sense(units[CONF].run(TUR), S.NOT_READY, S.BECOMING_READY)
     clients[0].reached.set()
     until(reactor, lambda: not units[CONF].unit.becoming_ready, "serving again")
+
+
+def test_a_sanitize_running_when_its_worker_falls_behind_writes_nothing_more_and_fails(node, reactor):
+    """An OVERWRITE of two passes has its first write in flight when the worker is found behind: that one completes,
+    nothing else is written (target/scsi/sanitize.py: failed, not paused), and once the map arrives the unit is in
+    sanitize failure mode."""
+    sync, clients, units, coordinator = node
+    harness = units[CONF]
+    parameters = bytes([0x02, 0, 0, 1, 0xAA])               # OVERWRITE COUNT 2, a one-byte pattern
+    task = harness.run(bytes([0x48, 0x01, 0, 0, 0, 0, 0, 0, len(parameters), 0]), data_out=parameters, drain=False)
+    assert [call[0] for call in harness.store.calls] == ["write"]
+    acks = Acks()
+    coordinator.push(OsdMapBarrier({CONF: 90}), acks)
+    until(reactor, lambda: acks, "the ack")
+    assert acks == [{"behind": {CONF: 90}}]
+    harness.store.drain()                                   # the write in flight completes
+    assert [call[0] for call in harness.store.calls] == ["write"]
+    assert_sense(task, S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+    clients[0].reached.set()
+    until(reactor, lambda: not harness.unit.becoming_ready, "serving again")
+    assert_sense(harness.run(TUR), S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
