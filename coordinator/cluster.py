@@ -236,13 +236,23 @@ class Cluster:
     def _after_barrier(self, fenced: Fenced | None, then: Callable[[dict[str, str]], object]) -> None:
         """then(behind), once every worker's RADOS clients have the OSD map of the blocklist fencing reports, or the
         worker acked that they are not there yet (its own deadline, shorter than the service's ack deadline: see
-        target/osdmap_sync.py); at once when nothing was fenced. `behind`: by worker, why it is not known to be at
-        the map (its ack said so, or it did not ack: logged by the service, not waited for)."""
+        target/osdmap_sync.py), and the coordinator's own client (the units' state objects) has it or is known not
+        to within its wait (coordinator/store_osdmap.py), both waits beginning now; at once when nothing was fenced.
+        `behind`: by worker (and the coordinator), why it is not known to be at the map (its ack said so, or it did
+        not ack: logged by the service, not waited for)."""
         if fenced is None or not fenced.epochs:
             then({})
             return
-        self.authority.stores.osdmap_barrier(fenced.epochs)     # the units' state objects: its next write waits
-        self.service.submit(OsdMapBarrier(fenced.epochs, time.monotonic()), then=lambda acks: then(self._behind(acks)))
+        parts: dict[str, dict[str, str]] = {}
+
+        def answered(part: str, behind: dict[str, str]) -> None:
+            parts[part] = behind
+            if len(parts) == 2:
+                then({**parts["workers"], **parts["coordinator"]})
+        self.authority.stores.osdmap_barrier(fenced.epochs, lambda clients: answered("coordinator",
+                                                                                     self._store_behind(clients)))
+        self.service.submit(OsdMapBarrier(fenced.epochs, time.monotonic()),
+                            then=lambda acks: answered("workers", self._behind(acks)))
 
     def _behind(self, acks: Acks) -> dict[str, str]:
         """The workers an OsdMapBarrier's acks leave not known to be at the map, and why."""
@@ -261,6 +271,18 @@ class Cluster:
         for worker, why in behind.items():
             log.error("cluster: takeover: %s %s", worker, why)
         return behind
+
+    @staticmethod
+    def _store_behind(clients: dict[str, str]) -> dict[str, str]:
+        """The coordinator's entry in a takeover's `behind`, from its store's clients not at the map (and why)."""
+        if not clients:
+            return {}
+        why = "; ".join(f"RADOS client {client}: {reason}" if client else reason
+                        for client, reason in sorted(clients.items()))
+        why += (" (its writes of the units' state objects wait until it is: a PR OUT that must save answers NOT READY, "
+                "becoming ready)")
+        log.error("cluster: takeover: the coordinator %s", why)
+        return {f"coordinator (pid {os.getpid()})": why}
 
     def takeover(self, peer: str, fenced: Fenced | None = None, behind: dict[str, str] | None = None
                  ) -> TakeoverReport:
