@@ -87,6 +87,9 @@ class Cluster:
         service.register(StateAdopted, self._adopted)
         service.register(EndSessions, self._end_sessions)
         service.register(OsdMapBarrier, self._barrier)
+        service.on_worker_joined(self._worker_joined)
+        self._barrier_epochs: dict[str, int] = {}     # every takeover's blocklist (newest epoch per cluster) …
+        self._barrier_sent = 0.0                      # … and when its barrier was pushed (monotonic)
         self._beat()
 
     def close(self) -> None:
@@ -188,8 +191,11 @@ class Cluster:
         return Reply(Nothing(), self.authority.views_of_every_unit())
 
     def _barrier(self, message: OsdMapBarrier, origin: str) -> Reply:
-        """Pushed now, with the time it goes out: it may have waited in the queue behind another push's acks."""
-        return Reply(Nothing(), [dataclasses.replace(message, sent=time.monotonic())])
+        """Pushed now, with the time it goes out (it may have waited in the queue behind another push's acks); one
+        pushed again (`_worker_joined`) keeps the time the takeover's went out."""
+        if not message.again:
+            self._barrier_sent = time.monotonic()
+        return Reply(Nothing(), [dataclasses.replace(message, sent=self._barrier_sent)])
 
     def _end_sessions(self, message: EndSessions, origin: str) -> Reply:
         return Reply(Nothing(), [SessionEnd(session["origin"], session["tsih"]) for session in message.sessions])
@@ -251,8 +257,19 @@ class Cluster:
                 then({**parts["workers"], **parts["coordinator"]})
         self.authority.stores.osdmap_barrier(fenced.epochs, lambda clients: answered("coordinator",
                                                                                      self._store_behind(clients)))
+        for cluster, epoch in fenced.epochs.items():
+            self._barrier_epochs[cluster] = max(self._barrier_epochs.get(cluster, 0), epoch)
         self.service.submit(OsdMapBarrier(fenced.epochs, time.monotonic()),
                             then=lambda acks: answered("workers", self._behind(acks)))
+
+    def _worker_joined(self, origin: str) -> None:
+        """A worker that connects after a takeover's barrier (a restart, or one whose loop had not reached its
+        HELLO: its clients may have connected before the blocklist) gets it too, before its WELCOME, so before its
+        unit states and so before it accepts anyone; sent when the takeover's was, so past its deadline: its RBD LUNs
+        there are NOT READY (becoming ready) until its clients have the map (a fresh client's first wait)."""
+        if self._barrier_epochs:
+            log.info("cluster: worker %s connected after a takeover's OSD map barrier: pushed it again", origin)
+            self.service.submit(OsdMapBarrier(dict(self._barrier_epochs), again=True))     # the worker logs
 
     def _behind(self, acks: Acks) -> dict[str, str]:
         """The workers an OsdMapBarrier's acks leave not known to be at the map, and why."""
@@ -267,7 +284,9 @@ class Cluster:
                                                              for conf, epoch in sorted(epochs.items())) + (
                     " yet: its RBD LUNs there answer NOT READY (becoming ready) until it is")
         for origin in acks.missing:
-            behind[name(origin)] = f"no ack within {self.service.ack_timeout:g} s: not known to be at the map"
+            behind[name(origin)] = (f"no ack within {self.service.ack_timeout:g} s: not known to be at the map; "
+                                    "its RBD LUNs there answer NOT READY (becoming ready) from the moment it takes the "
+                                    "push, before any login after it, until it is")
         for worker, why in behind.items():
             log.error("cluster: takeover: %s %s", worker, why)
         return behind

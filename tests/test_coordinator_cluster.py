@@ -295,10 +295,33 @@ def test_a_takeover_goes_on_only_once_every_worker_has_the_osd_map_of_the_blockl
     a.service.ack_timeout = 0.3                 # a worker that does not ack at all: named too, not waited for
     a.cluster._after_barrier(fenced, went_on.append)
     pump([a], lambda: len(went_on) > 2)
-    assert went_on[2] == {f"worker 0 (pid {os.getpid()})": "no ack within 0.3 s: not known to be at the map"}
+    assert went_on[2] == {f"worker 0 (pid {os.getpid()})": "no ack within 0.3 s: not known to be at the map; its "
+                                                              "RBD LUNs there answer NOT READY (becoming ready) from "
+                                                              "the moment it takes the push, before any login after "
+                                                              "it, until it is"}
     a.cluster._after_barrier(Fenced(), went_on.append)      # nothing fenced: at once
     assert went_on[3:] == [{}]
-    worker.close()
+    worker.close(linger=0)
+    # a worker connecting after the takeover gets its barrier again, before its WELCOME (so before its unit states)
+    late = a.context.socket(zmq.DEALER)
+    late.linger = 0
+    late.routing_id = b"w1.%d" % os.getpid()
+    late.connect(workers_endpoint(a.state_dir))
+    got = []
+
+    def received():
+        while late.poll(0):
+            got.append(decode(late.recv()))
+        return got and got[-1].type == WELCOME
+    try:
+        connected = time.monotonic()
+        late.send(encode(HELLO, body={"pid": os.getpid(), "index": 1}))
+        pump([a], received)
+        assert [(m.type, m.kind) for m in got] == [(PUSH, "cluster.osdmap"), (WELCOME, "")], got
+        assert got[0].body["epochs"] == {"/etc/ceph/ceph.conf": 42} and got[0].body["again"]
+        assert pushes[0].body["sent"] < got[0].body["sent"] < connected    # the last takeover's push time
+    finally:
+        late.close()
 
 
 def test_a_takeover_names_the_coordinator_whose_own_rados_client_is_not_at_the_map(nodes):

@@ -162,3 +162,29 @@ def test_a_sanitize_running_when_its_worker_falls_behind_writes_nothing_more_and
     clients[0].reached.set()
     until(reactor, lambda: not harness.unit.becoming_ready, "serving again")
     assert_sense(harness.run(TUR), S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+
+
+def test_a_barrier_pushed_again_holds_only_a_worker_that_connected_after_the_takeover(node, reactor, caplog):
+    """`again` (coordinator/cluster.py: a worker that connected after the takeover's push): a worker with no barrier
+    of that cluster before holds its LUNs NOT READY at once, whatever the push's time, until its clients have the map
+    (logged as information: nothing is late); one that had the takeover's push keeps that push's deadline."""
+    sync, clients, units, coordinator = node
+    caplog.set_level(logging.INFO)
+    acks = Acks()
+    coordinator.push(OsdMapBarrier({CONF: 70}, time.monotonic(), again=True), acks)
+    assert acks == [{"behind": {CONF: 70}}] and units[CONF].unit.becoming_ready
+    assert_sense(units[CONF].run(TUR), S.NOT_READY, S.BECOMING_READY)
+    clients[0].reached.set()
+    until(reactor, lambda: not units[CONF].unit.becoming_ready, "serving")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "connected after a takeover's OSD map barrier (epoch 70)" in caplog.text
+    again = Acks()                                          # (at the map now: acked at once)
+    coordinator.push(OsdMapBarrier({CONF: 70}, time.monotonic(), again=True), again)
+    assert again == [None]
+    first, second = Acks(), Acks()                          # the other cluster: the takeover's push, then again
+    coordinator.push(OsdMapBarrier({OTHER: 5}, time.monotonic()), first)
+    coordinator.push(OsdMapBarrier({OTHER: 5}, time.monotonic(), again=True), second)
+    assert not units[OTHER].unit.becoming_ready and (first, second) == ([], [])    # within the takeover's deadline
+    clients[1].reached.set()
+    until(reactor, lambda: first and second, "the acks")
+    assert first == second == [None] and not units[OTHER].unit.becoming_ready

@@ -35,7 +35,7 @@ import time
 
 from cluster_lab import (FIO_BYTES, FIO_INITIATOR, FIO_LUN, FIO_RUNTIME, KEY, NODES, VIP, WRITE_EXCLUSIVE, Node,
                          client_script, fio_sessions, move_vip, pauses, start_fio, stop_fio)
-from harness import REPO, Lun, poll, ringtgt_binary, run, sessions_on_every_worker
+from harness import REPO, Lun, connect_to_worker, poll, ringtgt_binary, run, sessions_on_every_worker
 from initiator import CDB_TEST_UNIT_READY, GOOD
 from pr_commands import REGISTER, good, prout, read_keys
 from stalled_takeover import cluster_section, recorded_peer, takeover_with_monitor_stopped
@@ -211,6 +211,50 @@ def test_a_takeover_answers_once_every_worker_has_the_osd_map_of_the_blocklist(r
         assert all(seen >= epoch for seen in after.values()), (epoch, after, tgt.stderr())
         assert len(re.findall(r"RADOS clients \(\d+\) of \S+ at the takeover's OSD map", tgt.stderr())) == 2, \
             tgt.stderr()
+
+
+def test_a_worker_that_misses_the_barrier_serves_its_rbd_luns_only_at_the_map(ringtgt, ceph_cluster):
+    """A worker the takeover's barrier does not hear from is not known to be at the blocklist's OSD map, so its RBD
+    LUNs must not serve after it until it is (README, Fencing). Worker A stopped (SIGSTOP) through the takeover: the
+    report names it (no ack); resumed, it takes the push past its deadline and holds its LUN NOT READY until its
+    clients have the map (logged, late). Worker B then killed: its replacement connects after the takeover, gets
+    the barrier again before its unit states, so its LUN is NOT READY before it accepts anyone (its log lines in that
+    order), until its clients have the map; then it serves."""
+    ceph_cluster.create_image("fence-noack", 16 << 20)
+    tgt = ringtgt(luns=[Lun(0, "", BLOCK, store=ceph_cluster.lun_keys("fence-noack"))], workers=2,
+                  extra=cluster_section("noack-b", "noack-a"), server_extra=SERVER)
+    stopped, killed = tgt.workers
+    with recorded_peer(ceph_cluster, "noack-b", "noack-a", f"127.0.0.1:0/{os.getpid() + 4}"):
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            said = run([ringtgt_binary(), "takeover", "noack-a", "--config", str(tgt.config)]).stdout
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        assert re.search(rf"worker \d \(pid {stopped}\): no ack within 3 s: not known to be at the map", said), said
+        poll(lambda: f"osdmap_sync[{stopped}] WARNING: RADOS clients (1) of" in tgt.stderr(), timeout=60,
+             what="the resumed worker to serve again at the map")
+        resumed = [line for line in tgt.stderr().splitlines() if f"osdmap_sync[{stopped}]" in line]
+        assert "not at the takeover's OSD map" in resumed[0] and "serve again" in resumed[1], resumed
+        os.kill(killed, signal.SIGKILL)
+        joined = poll(lambda: re.search(r"osdmap_sync\[(\d+)\] INFO: RADOS clients of \S+: this worker connected "
+                                        r"after a takeover's OSD map barrier", tgt.stderr()),
+                      timeout=60, what="the replacement worker to get the barrier").group(1)
+        poll(lambda: f"(pid {joined}) serving on CPU" in tgt.stderr(), timeout=60, what="the replacement to serve")
+        lines = [line for line in tgt.stderr().splitlines() if f"[{joined}]" in line]
+        order = [next(i for i, line in enumerate(lines) if text in line)
+                 for text in ("connected after a takeover's OSD map barrier", "serving on CPU")]
+        print("\n".join([said.strip(), *resumed, *lines]))
+        assert order == sorted(order), lines
+        poll(lambda: f"osdmap_sync[{joined}] INFO: RADOS clients (1) of" in tgt.stderr(), timeout=60,
+             what="the replacement's clients at the map")
+    tgt.workers = [stopped, int(joined)]            # (the harness's list: the replacement instead of the killed)
+    pid, ini = connect_to_worker(tgt, lambda pid: pid == int(joined))
+    try:
+        ini.login(tgt.iqn, initiator_name="iqn.2026-12.org.ringtgt:noack")
+        ini.clear_unit_attentions()
+        assert ini.write(0, os.urandom(BLOCK), block_size=BLOCK).status == GOOD     # the replacement serves
+    finally:
+        ini.close()
 
 
 def test_a_worker_whose_clients_cannot_reach_the_map_in_time_serves_not_ready_until_they_do(ringtgt, ceph_cluster):
