@@ -25,14 +25,16 @@ the table. Where the node serves RBD LUNs, the peer is fenced first (coordinator
 blocklisted), and then every worker of this node brings its own RADOS clients to the OSD map with that blocklist (an
 OsdMapBarrier push, acked once they have it: target/osdmap_sync.py) before anything is tickled (and, built in,
 before the VIPs are added), so the writes of the initiators coming back are applied after the fenced clients' (or
-those are refused); the coordinator's own client (the units' state objects) waits for that map before its next write
-there (coordinator/store_osdmap.py), its loop never waiting. A worker whose clients are not there within its
-deadline acks saying so, its RBD LUNs of that cluster NOT READY until they are; the takeover goes on and its report
-names those workers (and any that did not ack within the service's ack deadline). If fencing fails, `ringtgt
-takeover` refuses (nothing tickled, the peer's sessions kept, so that running it again does it all) unless told
-`--unfenced`; built-in takeover goes on, with an error logged. A node that was fenced itself takes over no one
-(built-in or not, `--unfenced` or not). Without RBD LUNs nothing is fenced: the dead node must really be dead (or
-cut off).
+those are refused); the coordinator's own client (the units' state objects) begins its wait for that map then too,
+and every write there waits for it (coordinator/store_osdmap.py), its loop never waiting. A worker whose clients
+are not there within its deadline acks saying so, its RBD LUNs of that cluster NOT READY until they are; the takeover
+goes on and its report names those workers, any that did not ack within the service's ack deadline (its own
+deadline then passed: NOT READY from the moment it takes the push), and the coordinator if its client is not there
+within its wait. A worker that connects later gets the barrier again before its WELCOME (`_worker_joined`).
+If fencing fails, `ringtgt takeover` refuses (nothing tickled, the peer's sessions kept, so that running it again
+does it all) unless told `--unfenced`; built-in takeover goes on, with an error logged. A node that was fenced itself
+takes over no one (built-in or not, `--unfenced` or not). Without RBD LUNs nothing is fenced: the dead node must
+really be dead (or cut off).
 """
 from __future__ import annotations
 
