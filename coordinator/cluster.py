@@ -25,14 +25,16 @@ the table. Where the node serves RBD LUNs, the peer is fenced first (coordinator
 blocklisted), and then every worker of this node brings its own RADOS clients to the OSD map with that blocklist (an
 OsdMapBarrier push, acked once they have it: target/osdmap_sync.py) before anything is tickled (and, built in,
 before the VIPs are added), so the writes of the initiators coming back are applied after the fenced clients' (or
-those are refused); the coordinator's own client (the units' state objects) waits for that map before its next write
-there (coordinator/store_osdmap.py), its loop never waiting. A worker whose clients are not there within its
-deadline acks saying so, its RBD LUNs of that cluster NOT READY until they are; the takeover goes on and its report
-names those workers (and any that did not ack within the service's ack deadline). If fencing fails, `ringtgt
-takeover` refuses (nothing tickled, the peer's sessions kept, so that running it again does it all) unless told
-`--unfenced`; built-in takeover goes on, with an error logged. A node that was fenced itself takes over no one
-(built-in or not, `--unfenced` or not). Without RBD LUNs nothing is fenced: the dead node must really be dead (or
-cut off).
+those are refused); the coordinator's own client (the units' state objects) begins its wait for that map then too,
+and every write there waits for it (coordinator/store_osdmap.py), its loop never waiting. A worker whose clients
+are not there within its deadline acks saying so, its RBD LUNs of that cluster NOT READY until they are; the takeover
+goes on and its report names those workers, any that did not ack within the service's ack deadline (its own
+deadline then passed: NOT READY from the moment it takes the push), and the coordinator if its client is not there
+within its wait. A worker that connects later gets the barrier again before its WELCOME (`_worker_joined`).
+If fencing fails, `ringtgt takeover` refuses (nothing tickled, the peer's sessions kept, so that running it again
+does it all) unless told `--unfenced`; built-in takeover goes on, with an error logged. A node that was fenced itself
+takes over no one (built-in or not, `--unfenced` or not). Without RBD LUNs nothing is fenced: the dead node must
+really be dead (or cut off).
 """
 from __future__ import annotations
 
@@ -87,6 +89,9 @@ class Cluster:
         service.register(StateAdopted, self._adopted)
         service.register(EndSessions, self._end_sessions)
         service.register(OsdMapBarrier, self._barrier)
+        service.on_worker_joined(self._worker_joined)
+        self._barrier_epochs: dict[str, int] = {}     # every takeover's blocklist (newest epoch per cluster) …
+        self._barrier_sent = 0.0                      # … and when its barrier was pushed (monotonic)
         self._beat()
 
     def close(self) -> None:
@@ -188,8 +193,11 @@ class Cluster:
         return Reply(Nothing(), self.authority.views_of_every_unit())
 
     def _barrier(self, message: OsdMapBarrier, origin: str) -> Reply:
-        """Pushed now, with the time it goes out: it may have waited in the queue behind another push's acks."""
-        return Reply(Nothing(), [dataclasses.replace(message, sent=time.monotonic())])
+        """Pushed now, with the time it goes out (it may have waited in the queue behind another push's acks); one
+        pushed again (`_worker_joined`) keeps the time the takeover's went out."""
+        if not message.again:
+            self._barrier_sent = time.monotonic()
+        return Reply(Nothing(), [dataclasses.replace(message, sent=self._barrier_sent)])
 
     def _end_sessions(self, message: EndSessions, origin: str) -> Reply:
         return Reply(Nothing(), [SessionEnd(session["origin"], session["tsih"]) for session in message.sessions])
@@ -236,13 +244,34 @@ class Cluster:
     def _after_barrier(self, fenced: Fenced | None, then: Callable[[dict[str, str]], object]) -> None:
         """then(behind), once every worker's RADOS clients have the OSD map of the blocklist fencing reports, or the
         worker acked that they are not there yet (its own deadline, shorter than the service's ack deadline: see
-        target/osdmap_sync.py); at once when nothing was fenced. `behind`: by worker, why it is not known to be at
-        the map (its ack said so, or it did not ack: logged by the service, not waited for)."""
+        target/osdmap_sync.py), and the coordinator's own client (the units' state objects) has it or is known not
+        to within its wait (coordinator/store_osdmap.py), both waits beginning now; at once when nothing was fenced.
+        `behind`: by worker (and the coordinator), why it is not known to be at the map (its ack said so, or it did
+        not ack: logged by the service, not waited for)."""
         if fenced is None or not fenced.epochs:
             then({})
             return
-        self.authority.stores.osdmap_barrier(fenced.epochs)     # the units' state objects: its next write waits
-        self.service.submit(OsdMapBarrier(fenced.epochs, time.monotonic()), then=lambda acks: then(self._behind(acks)))
+        parts: dict[str, dict[str, str]] = {}
+
+        def answered(part: str, behind: dict[str, str]) -> None:
+            parts[part] = behind
+            if len(parts) == 2:
+                then({**parts["workers"], **parts["coordinator"]})
+        self.authority.stores.osdmap_barrier(fenced.epochs, lambda clients: answered("coordinator",
+                                                                                     self._store_behind(clients)))
+        for cluster, epoch in fenced.epochs.items():
+            self._barrier_epochs[cluster] = max(self._barrier_epochs.get(cluster, 0), epoch)
+        self.service.submit(OsdMapBarrier(fenced.epochs, time.monotonic()),
+                            then=lambda acks: answered("workers", self._behind(acks)))
+
+    def _worker_joined(self, origin: str) -> None:
+        """A worker that connects after a takeover's barrier (a restart, or one whose loop had not reached its
+        HELLO: its clients may have connected before the blocklist) gets it too, before its WELCOME, so before its
+        unit states and so before it accepts anyone; sent when the takeover's was, so past its deadline: its RBD LUNs
+        there are NOT READY (becoming ready) until its clients have the map (a fresh client's first wait)."""
+        if self._barrier_epochs:
+            log.info("cluster: worker %s connected after a takeover's OSD map barrier: pushed it again", origin)
+            self.service.submit(OsdMapBarrier(dict(self._barrier_epochs), again=True))     # the worker logs
 
     def _behind(self, acks: Acks) -> dict[str, str]:
         """The workers an OsdMapBarrier's acks leave not known to be at the map, and why."""
@@ -257,10 +286,24 @@ class Cluster:
                                                              for conf, epoch in sorted(epochs.items())) + (
                     " yet: its RBD LUNs there answer NOT READY (becoming ready) until it is")
         for origin in acks.missing:
-            behind[name(origin)] = f"no ack within {self.service.ack_timeout:g} s: not known to be at the map"
+            behind[name(origin)] = (f"no ack within {self.service.ack_timeout:g} s: not known to be at the map; "
+                                    "its RBD LUNs there answer NOT READY (becoming ready) from the moment it takes the "
+                                    "push, before any login after it, until it is")
         for worker, why in behind.items():
             log.error("cluster: takeover: %s %s", worker, why)
         return behind
+
+    @staticmethod
+    def _store_behind(clients: dict[str, str]) -> dict[str, str]:
+        """The coordinator's entry in a takeover's `behind`, from its store's clients not at the map (and why)."""
+        if not clients:
+            return {}
+        why = "; ".join(f"RADOS client {client}: {reason}" if client else reason
+                        for client, reason in sorted(clients.items()))
+        why += (" (its writes of the units' state objects wait until it is: a PR OUT that must save answers NOT READY, "
+                "becoming ready)")
+        log.error("cluster: takeover: the coordinator %s", why)
+        return {f"coordinator (pid {os.getpid()})": why}
 
     def takeover(self, peer: str, fenced: Fenced | None = None, behind: dict[str, str] | None = None
                  ) -> TakeoverReport:

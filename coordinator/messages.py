@@ -352,9 +352,11 @@ class OsdMapBarrier(Message):
     fenced peer's blocklist (target/osdmap_sync.py), and acks once they have it, or past its deadline with
     {"behind": {cluster: epoch}} (those clusters' RBD LUNs NOT READY until they have it); `epochs`: that map's
     epoch per cluster (its ceph.conf, fencing.cluster_of); `sent`: when (CLOCK_MONOTONIC, one clock for the host's
-    processes), so that a worker that gets it late counts its deadline from then (0: from its arrival)."""
+    processes), so that a worker that gets it late counts its deadline from then (0: from its arrival); `again`:
+    pushed again for a worker that connected after it (coordinator/cluster.py), sent as the last takeover's was."""
     epochs: dict
     sent: float = 0.0
+    again: bool = False
 
 
 @message("cluster.adopted", Nothing)

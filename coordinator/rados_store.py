@@ -24,9 +24,9 @@ also refused when what the thread last read or wrote has other reservations than
 refusal or a `refresh` the unit takes the stored state; a save queued before that was based on the old one), unless
 a fresh read shows them after all.
 
-After a takeover fenced a peer, every write waits until the thread's client has the OSD map of the blocklist
-(coordinator/store_osdmap.py, `osdmap_barrier`): one not there in time is held (StoreBehind), without the loop ever
-waiting.
+After a takeover fenced a peer, the thread's clients begin their wait for the OSD map of the blocklist at once, and
+every write waits until its client has it (coordinator/store_osdmap.py, `osdmap_barrier`): one not there in time is
+held (StoreBehind), without the loop ever waiting.
 """
 from __future__ import annotations
 
@@ -100,10 +100,19 @@ class RadosStateClient:
         service.watch(self._eventfd, self._drain)
         self._call_later = service.call_later
 
-    def osdmap_barrier(self, epochs: dict[str, int]) -> None:
+    def osdmap_barrier(self, epochs: dict[str, int], then: Callable[[dict[str, str]], None]) -> None:
         """(The loop) a takeover blocklisted a peer in these OSD map epochs (per cluster, fencing.cluster_of): the
-        next write of a unit object there waits for that map first (store_osdmap.py)."""
+        thread's clients there begin their wait for that map now, and every write of a unit object there waits for
+        it first (store_osdmap.py). `then(behind)`: the clients not at the map within the wait's deadline, or not
+        known to be (the thread did not answer), each with why."""
         self._maps.want(epochs)
+
+        def answered(result: object) -> None:
+            if isinstance(result, dict):
+                then({str(client): why for client, why in result.items()})
+            else:
+                then({"": f"not known to be at the takeover's OSD map: {result}"})
+        self.submit(lambda: self._maps.at_takeover(list(self._connections.values())), answered)
 
     def at_map(self, rbd: RbdImage) -> None:
         """For a job about to write (in the thread): StoreBehind unless the client is at the OSD map a takeover

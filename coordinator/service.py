@@ -179,6 +179,7 @@ class CoordinatorService(HandlerTable):
         self.epoch = os.urandom(8).hex()
         self.workers: dict[str, WorkerInfo] = {}
         self._lagging: set[str] = set()          # workers that missed an ack deadline: not waited for
+        self._joined_hooks: list[Callable[[str], object]] = []
         self._dropped = RateLimitedLog(log)
         self._queue: deque[_Queued] = deque()
         self._current: _Queued | None = None     # the request whose handler runs right now
@@ -209,6 +210,11 @@ class CoordinatorService(HandlerTable):
         what the acks said and whose were missing."""
         self._enqueue(_Queued(None, b"", INTERNAL_ORIGIN, Envelope(NOTIFY, 0, message.KIND, message.to_body()),
                               then=then))
+
+    def on_worker_joined(self, hook: Callable[[str], object]) -> None:
+        """hook(origin) runs when a worker connects for the first time, before its WELCOME: what the hook pushes
+        (`submit`) reaches the worker before anything it asks once welcomed is answered."""
+        self._joined_hooks.append(hook)
 
     def defer(self) -> Deferred:
         """For the handler running now: return this, call its resolve(Reply) later."""
@@ -361,6 +367,8 @@ class CoordinatorService(HandlerTable):
             self.workers[origin] = WorkerInfo(origin, routing_id, pid, index, pidfd)
             self.watch(pidfd, lambda: self._gone(origin, "exited"))
             log.info("worker %d (pid %d) connected as %s", index, pid, origin)
+            for hook in self._joined_hooks:
+                _guarded(hook, origin)
         self.worker_socket.send_multipart([routing_id, encode(WELCOME, body={"epoch": self.epoch})])
 
     def _gone(self, origin: str, how: str) -> None:

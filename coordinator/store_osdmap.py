@@ -3,16 +3,20 @@ map before it writes, as the workers' are (target/osdmap_sync.py; why: target/ba
 carrying an OSD map older than the blocklist could be applied by an OSD that has not seen the blocklist yet before a
 write the fenced node's coordinator had in flight, which would then land on top of it (a reservation change lost).
 
-`want(epochs)` (the loop, once fencing reports the blocklist's epoch per cluster) only records the epoch; the store's
-thread calls `before_write(conn)` before each write of a unit object: a client not known to be at the newest epoch
+`want(epochs)` (the loop, once fencing reports the blocklist's epoch per cluster) records the epoch, and the store's
+thread then runs `at_takeover(conns)` at once, in turn with its other jobs: every client of the thread on a cluster
+named begins its wait there, at the takeover rather than at its next write, and those not at the map within
+WAIT_SECONDS are reported (the takeover's report names the coordinator, as it names the workers behind). The thread
+also calls `before_write(conn)` before each write of a unit object: a client not known to be at the newest epoch
 wanted for its cluster waits for the latest map (`rados_wait_for_latest_osdmap`) in an attempt of its own thread
 (librados gives that wait no deadline and cannot be told to give it up), for at most WAIT_SECONDS after the attempt
-began. A client not there by then is behind: the write raises StoreBehind (held: written behind, the unit's record
-is retried every second; a command that must save answers NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY),
-logged once per client and epoch, and every later write only looks whether the attempt has ended, without waiting,
-so the thread's other jobs (other units, reads) are not held behind it. An attempt that failed is made again by the
-next write (the retry; failures logged rate-limited). Once an attempt begun after the blocklist completes, the client
-has a map at least as new as the monitors had then: writes go through again (logged when it was behind).
+began (the one the takeover began, if it still runs). A client not there by then is behind: the write raises
+StoreBehind (held: written behind, the unit's record is retried every second; a command that must save answers NOT
+READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY), logged once per client and epoch, and every later write only
+looks whether the attempt has ended, without waiting, so the thread's other jobs (other units, reads) are not held
+behind it. An attempt that failed is made again by the next write (the retry; failures logged rate-limited). Once an
+attempt begun after the blocklist completes, the client has a map at least as new as the monitors had then: writes
+go through again (logged when it was behind).
 """
 from __future__ import annotations
 
@@ -62,6 +66,26 @@ class OsdMapWaits:
         with self._lock:
             for cluster, epoch in epochs.items():
                 self._wanted[cluster] = max(self._wanted.get(cluster, 0), epoch)
+
+    def at_takeover(self, conns: list[Connection]) -> dict[CephClient, str]:
+        """(The thread, right after `want`) begin the wait of every client in `conns` on a cluster a takeover wants
+        a map of, all at once, then give each the rest of its WAIT_SECONDS: the clients not at the map by then, and
+        why (their writes are held meanwhile, as `before_write` says)."""
+        wanted = []
+        for conn in conns:
+            with self._lock:
+                epoch = self._wanted.get(cluster_of(conn.client), 0)
+            if self._reached.get(conn.client, 0) < epoch:
+                wanted.append(conn)
+                if conn.client not in self._attempts:
+                    self._attempts[conn.client] = self._begin(conn, epoch)
+        behind = {}
+        for conn in wanted:
+            try:
+                self.before_write(conn)
+            except StoreBehind as e:
+                behind[conn.client] = str(e)
+        return behind
 
     def waiting(self, client: CephClient) -> bool:
         """(The thread) whether an attempt of `client` still blocks in librados (its connection is not closed)."""

@@ -109,11 +109,14 @@ class UnitStores:
         if self._rados is not None:
             self._rados.attach(service)
 
-    def osdmap_barrier(self, epochs: dict[str, int]) -> None:
+    def osdmap_barrier(self, epochs: dict[str, int], then: Callable[[dict[str, str]], None]) -> None:
         """A takeover blocklisted a peer in these OSD map epochs (per cluster): the RADOS client waits for that map
-        before its next write there (coordinator/store_osdmap.py)."""
+        from now on, and before every write there (coordinator/store_osdmap.py). `then(behind)`: by Ceph client, why
+        it is not known to be at the map within the wait's deadline (at once, {}, without RBD LUNs)."""
         if self._rados is not None:
-            self._rados.osdmap_barrier(epochs)
+            self._rados.osdmap_barrier(epochs, then)
+        else:
+            then({})
 
     def close(self) -> None:
         if self._rados is not None:

@@ -271,8 +271,9 @@ def _takeover(config: Config, args) -> int:
               + "".join(f"\n  {address}" for address in reply.fenced))
     for conf, epoch in reply.epochs.items():
         print(f"OSD map epoch {epoch} of {conf} (the blocklist's): this node's workers asked to wait for it "
-              "before the tickles (2 s at most: one not at it by then answers NOT READY on that cluster's RBD LUNs "
-              "until it is)")
+              "before the tickles, and its coordinator's RADOS client (2 s at most: a worker not at it by then answers "
+              "NOT READY on that cluster's RBD LUNs until it is; the coordinator, 1 s, holds its writes of the units' "
+              "state until it is)")
     for worker, why in sorted(reply.behind.items()):
         print(f"  {worker}: {why}")
     if reply.fence_error:

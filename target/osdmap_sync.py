@@ -12,9 +12,12 @@ only then is the push acked, saying which clusters are behind (the takeover's re
 would carry an OSD map older than the blocklist, and an OSD that has not seen it yet could apply a fenced node's
 write after them. The wait goes on: an attempt that fails is made again RETRY_SECONDS later (logged, rate-limited);
 one still blocked ATTEMPT_SECONDS after it began is logged (rate-limited) and waited on, as librados cannot be told
-to give it up and a second call would wait for the same monitor answer. Once an attempt begun after the push
-completes, the clients have a map at least as new as the monitors had then, which has the blocklist: the LUNs serve
-again (logged).
+to give it up and a second call would wait for the same monitor answer. A worker that connected after the takeover's
+push gets it again (`again`: coordinator/cluster.py), before its unit states and so before it accepts anyone: its
+clients may have connected before the blocklist, and no ack of it held the tickles, so its LUNs of a cluster it had
+no barrier for are NOT READY at once, until its clients have the map (a fresh client's first wait: milliseconds).
+Once an attempt begun after the push completes, the clients have a map at least as new as the monitors had then,
+which has the blocklist: the LUNs serve again (logged).
 """
 from __future__ import annotations
 
@@ -64,6 +67,7 @@ class _Cluster:
     attempt: _Attempt | None = None     # running
     retrying: bool = False          # a failed attempt's retry is scheduled
     behind: bool = False            # its RBD LUNs are NOT READY until the map is reached
+    joined: bool = False            # its first barrier came again, this worker having connected after the takeover
 
 
 @dataclass(eq=False)
@@ -102,10 +106,14 @@ class OsdMapSync:
     def _barrier(self, barrier: OsdMapBarrier, ack: Callable) -> None:
         pending = {}
         sent = min(barrier.sent or time.monotonic(), time.monotonic())
+        joined = False                      # pushed again for this worker, which connected after the takeover's
         for key, epoch in barrier.epochs.items():
             if not self._clients_of(key):
                 continue
+            first = key not in self._clusters
             cluster = self._clusters.setdefault(key, _Cluster(key))
+            if barrier.again and first:
+                joined = cluster.joined = True
             if cluster.reached >= epoch:    # reached by an attempt begun after an earlier push: had it already
                 continue
             if cluster.wanted <= cluster.reached:
@@ -120,9 +128,9 @@ class OsdMapSync:
         waiting = _Barrier(pending, ack)
         self._barriers.append(waiting)
         left = sent + self.wait_seconds - time.monotonic()
-        if left > 0:
+        if left > 0 and not joined:
             self.reactor.call_later(left, lambda: self._overdue(waiting))
-        else:                               # a worker that got the push late: before any command of this turn
+        else:       # a worker that got the push late, or connected after it: before any command of this turn
             self._overdue(waiting)
 
     # -- attempts -----------------------------------------------------------------------------------------------
@@ -201,6 +209,11 @@ class OsdMapSync:
                 units = self._units(key)
                 for unit in units:
                     unit.set_becoming_ready(True)
+                if cluster.joined:
+                    log.info("RADOS clients of %s: this worker connected after a takeover's OSD map barrier (epoch "
+                             "%d): its %d RBD LUNs here answer NOT READY (becoming ready) until they have that map",
+                             key, epoch, len(units))
+                    continue
                 log.error("RADOS clients of %s not at the takeover's OSD map (epoch %d) within %g s: its %d RBD LUNs "
                           "here answer NOT READY (becoming ready) until they are; acked saying so, the takeover goes "
                           "on", key, epoch, self.wait_seconds, len(units))
@@ -209,11 +222,16 @@ class OsdMapSync:
     def _at_map(self, cluster: _Cluster) -> None:
         seconds = time.monotonic() - cluster.since
         clients = len(self._clients_of(cluster.key))
+        joined, cluster.joined = cluster.joined, False
         if cluster.behind:
             cluster.behind = False
             units = self._units(cluster.key)
             for unit in units:
                 unit.set_becoming_ready(False)
+            if joined:
+                log.info("RADOS clients (%d) of %s at the takeover's OSD map (epoch %d): its %d RBD LUNs here serve",
+                         clients, cluster.key, cluster.reached, len(units))
+                return
             log.warning("RADOS clients (%d) of %s at the takeover's OSD map (epoch %d) %.1f s after the push, late: "
                         "its %d RBD LUNs here serve again", clients, cluster.key, cluster.reached, seconds, len(units))
         else:

@@ -25,3 +25,6 @@ class Client:
             self.failures -= 1
             raise BackstoreError(f"ceph client {self.client}: latest OSD map: Connection timed out")
         assert self.reached.wait(2 * PATIENCE)
+
+    def close(self) -> None:
+        """(RadosStateClient.close, which closes its connections)"""

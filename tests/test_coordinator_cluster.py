@@ -25,6 +25,7 @@ from coordinator.schema import ACK, HELLO, NOTIFY, PUSH, WELCOME, decode, encode
 from coordinator.service import CoordinatorService
 from coordinator.sessions_service import register_session_handlers
 from target.config import ClusterConfig
+from tests.osdmap_client import PATIENCE, Client
 from coordinator.unit_state import reservations as R
 
 T = "iqn.2026-11.org.ringtgt:t"
@@ -294,7 +295,68 @@ def test_a_takeover_goes_on_only_once_every_worker_has_the_osd_map_of_the_blockl
     a.service.ack_timeout = 0.3                 # a worker that does not ack at all: named too, not waited for
     a.cluster._after_barrier(fenced, went_on.append)
     pump([a], lambda: len(went_on) > 2)
-    assert went_on[2] == {f"worker 0 (pid {os.getpid()})": "no ack within 0.3 s: not known to be at the map"}
+    assert went_on[2] == {f"worker 0 (pid {os.getpid()})": "no ack within 0.3 s: not known to be at the map; its "
+                                                              "RBD LUNs there answer NOT READY (becoming ready) from "
+                                                              "the moment it takes the push, before any login after "
+                                                              "it, until it is"}
     a.cluster._after_barrier(Fenced(), went_on.append)      # nothing fenced: at once
     assert went_on[3:] == [{}]
-    worker.close()
+    worker.close(linger=0)
+    # a worker connecting after the takeover gets its barrier again, before its WELCOME (so before its unit states)
+    late = a.context.socket(zmq.DEALER)
+    late.linger = 0
+    late.routing_id = b"w1.%d" % os.getpid()
+    late.connect(workers_endpoint(a.state_dir))
+    got = []
+
+    def received():
+        while late.poll(0):
+            got.append(decode(late.recv()))
+        return got and got[-1].type == WELCOME
+    try:
+        connected = time.monotonic()
+        late.send(encode(HELLO, body={"pid": os.getpid(), "index": 1}))
+        pump([a], received)
+        assert [(m.type, m.kind) for m in got] == [(PUSH, "cluster.osdmap"), (WELCOME, "")], got
+        assert got[0].body["epochs"] == {"/etc/ceph/ceph.conf": 42} and got[0].body["again"]
+        assert pushes[0].body["sent"] < got[0].body["sent"] < connected    # the last takeover's push time
+    finally:
+        late.close()
+
+
+def test_a_takeover_names_the_coordinator_whose_own_rados_client_is_not_at_the_map(nodes):
+    """The coordinator's own RADOS client (the units' state objects) begins its wait for the blocklist's OSD map at
+    the barrier, beside the workers' (coordinator/store_osdmap.py): one not there within its deadline is named in the
+    takeover's `behind`, as a worker is; one there is not. (A stand-in client, tests/osdmap_client.py; no worker.)"""
+    from coordinator.rados_store import RadosStateClient
+    from coordinator.store_osdmap import WAIT_SECONDS
+    made, _ = nodes
+    a = made["a"]
+    store = RadosStateClient()
+    store.attach(a.service)
+    a.authority.stores._rados = store
+    conn = Client("/etc/ceph/ceph.conf")
+    store._connections[conn.client] = conn      # as its first read of a unit object there would have made it
+    went_on = []
+    try:
+        a.cluster._after_barrier(Fenced(["192.0.2.9:0/1"], epochs={"/etc/ceph/ceph.conf": 42}), went_on.append)
+        began = time.monotonic()
+        pump([a], lambda: went_on)
+        assert WAIT_SECONDS <= time.monotonic() - began < PATIENCE
+        assert went_on == [{f"coordinator (pid {os.getpid()})":
+                            "RADOS client client.admin of /etc/ceph/ceph.conf: not at the takeover's OSD map (epoch "
+                            "42) yet: waiting for it (its writes of the units' state objects wait until it is: a PR "
+                            "OUT that must save answers NOT READY, becoming ready)"}]
+        assert conn.calls == 1                  # begun at the takeover, not at a write
+        conn.reached.set()                      # the map arrives; a second takeover then waits for its own
+        deadline = time.monotonic() + PATIENCE
+        while store._maps.waiting(conn.client):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        a.cluster._after_barrier(Fenced(["192.0.2.9:0/1"], epochs={"/etc/ceph/ceph.conf": 43}), went_on.append)
+        pump([a], lambda: len(went_on) > 1)
+        assert went_on[1] == {} and conn.calls == 2
+    finally:
+        conn.reached.set()
+        a.authority.stores._rados = None
+        store.close()

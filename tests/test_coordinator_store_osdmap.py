@@ -68,3 +68,25 @@ def test_only_the_clusters_fenced_wait():
     waits.want({CONF: 12})
     waits.before_write(conn)
     assert conn.calls == 0
+
+
+def test_a_takeover_begins_every_clients_wait_at_once_and_reports_those_behind():
+    """`at_takeover` (the store's thread, right after the takeover's `want`): the clients of the clusters named begin
+    their waits together, not at their next write; those not at the map within the deadline are reported, and a
+    write after it only looks at the attempt the takeover began."""
+    waits = OsdMapWaits(WAIT)
+    late, there, elsewhere = Client(CONF), Client(OTHER), Client("/etc/ceph/c.conf")
+    there.reached.set()
+    waits.want({CONF: 21, OTHER: 4})
+    began = time.monotonic()
+    behind = waits.at_takeover([late, there, elsewhere])
+    assert WAIT <= time.monotonic() - began < PATIENCE
+    assert list(behind) == [late.client] and "epoch 21" in behind[late.client]
+    assert (late.calls, there.calls, elsewhere.calls) == (1, 1, 0)
+    began = time.monotonic()
+    with pytest.raises(StoreBehind):
+        waits.before_write(late)
+    assert time.monotonic() - began < WAIT and late.calls == 1     # the takeover's attempt, not a new one
+    waits.before_write(there)                                       # at the map: no wait, no attempt
+    assert there.calls == 1
+    late.reached.set()

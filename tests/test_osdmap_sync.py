@@ -141,3 +141,50 @@ def test_a_push_got_late_holds_the_luns_at_once_before_any_later_command(node, r
     assert_sense(units[CONF].run(TUR), S.NOT_READY, S.BECOMING_READY)
     clients[0].reached.set()
     until(reactor, lambda: not units[CONF].unit.becoming_ready, "serving again")
+
+
+def test_a_sanitize_running_when_its_worker_falls_behind_writes_nothing_more_and_fails(node, reactor):
+    """An OVERWRITE of two passes has its first write in flight when the worker is found behind: that one completes,
+    nothing else is written (target/scsi/sanitize.py: failed, not paused), and once the map arrives the unit is in
+    sanitize failure mode."""
+    sync, clients, units, coordinator = node
+    harness = units[CONF]
+    parameters = bytes([0x02, 0, 0, 1, 0xAA])               # OVERWRITE COUNT 2, a one-byte pattern
+    task = harness.run(bytes([0x48, 0x01, 0, 0, 0, 0, 0, 0, len(parameters), 0]), data_out=parameters, drain=False)
+    assert [call[0] for call in harness.store.calls] == ["write"]
+    acks = Acks()
+    coordinator.push(OsdMapBarrier({CONF: 90}), acks)
+    until(reactor, lambda: acks, "the ack")
+    assert acks == [{"behind": {CONF: 90}}]
+    harness.store.drain()                                   # the write in flight completes
+    assert [call[0] for call in harness.store.calls] == ["write"]
+    assert_sense(task, S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+    clients[0].reached.set()
+    until(reactor, lambda: not harness.unit.becoming_ready, "serving again")
+    assert_sense(harness.run(TUR), S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+
+
+def test_a_barrier_pushed_again_holds_only_a_worker_that_connected_after_the_takeover(node, reactor, caplog):
+    """`again` (coordinator/cluster.py: a worker that connected after the takeover's push): a worker with no barrier
+    of that cluster before holds its LUNs NOT READY at once, whatever the push's time, until its clients have the map
+    (logged as information: nothing is late); one that had the takeover's push keeps that push's deadline."""
+    sync, clients, units, coordinator = node
+    caplog.set_level(logging.INFO)
+    acks = Acks()
+    coordinator.push(OsdMapBarrier({CONF: 70}, time.monotonic(), again=True), acks)
+    assert acks == [{"behind": {CONF: 70}}] and units[CONF].unit.becoming_ready
+    assert_sense(units[CONF].run(TUR), S.NOT_READY, S.BECOMING_READY)
+    clients[0].reached.set()
+    until(reactor, lambda: not units[CONF].unit.becoming_ready, "serving")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "connected after a takeover's OSD map barrier (epoch 70)" in caplog.text
+    again = Acks()                                          # (at the map now: acked at once)
+    coordinator.push(OsdMapBarrier({CONF: 70}, time.monotonic(), again=True), again)
+    assert again == [None]
+    first, second = Acks(), Acks()                          # the other cluster: the takeover's push, then again
+    coordinator.push(OsdMapBarrier({OTHER: 5}, time.monotonic()), first)
+    coordinator.push(OsdMapBarrier({OTHER: 5}, time.monotonic(), again=True), second)
+    assert not units[OTHER].unit.becoming_ready and (first, second) == ([], [])    # within the takeover's deadline
+    clients[1].reached.set()
+    until(reactor, lambda: first and second, "the acks")
+    assert first == second == [None] and not units[OTHER].unit.becoming_ready

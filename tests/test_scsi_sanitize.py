@@ -145,6 +145,42 @@ def test_a_failed_sanitize_leaves_failure_mode_only_as_its_ause_allows(h):
     assert_good(h.run(TUR))
 
 
+@pytest.mark.parametrize("hold", ["becoming_ready", "offline"])
+def test_a_sanitize_whose_worker_must_not_touch_the_medium_submits_nothing_more_and_fails(h, hold):
+    """Its worker fell behind a takeover's OSD map (target/osdmap_sync.py) or the unit went offline while a write of
+    the sweep was in flight: that write completes, nothing after it is submitted (no flush, no second pass), and the
+    sanitize ends failed; once the unit serves again it is in sanitize failure mode."""
+    task = overwrite(h, b"\xaa", count=2, drain=False)
+    assert [call[0] for call in h.store.calls] == ["write"] and len(h.store.pending) == 1
+    if hold == "offline":
+        h.unit.take_offline()
+    else:
+        h.unit.set_becoming_ready(True)
+    h.store.drain()
+    assert [call[0] for call in h.store.calls] == ["write"]                    # nothing after the one in flight
+    assert_sense(task, S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+    if hold == "becoming_ready":
+        h.unit.set_becoming_ready(False)                                        # the map arrived
+        assert_sense(h.run(TUR), S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+        assert_good(overwrite(h, b"\x55"))                                     # sanitized again, whole
+        assert h.store.data == b"\x55" * len(h.store.data)
+
+
+def test_a_block_erase_begun_while_its_worker_must_not_touch_the_medium_erases_nothing():
+    """The worker fell behind while the coordinator decided the SANITIZE's start."""
+    h = Harness(store=ErasableStore(), thin=True)
+
+    class BehindMeanwhile(UnitAuthority):
+        def medium_request(self, message, origin):
+            h.unit.set_becoming_ready(True)
+            return super().medium_request(message, origin)
+    h.target = coordinated_target({0: h.unit}, authority=BehindMeanwhile)
+    h.ready()
+    h.store.data[:] = b"a" * len(h.store.data)
+    assert_sense(h.run(sanitize_cdb(0x02)), S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+    assert h.store.calls == [] and h.store.data == b"a" * len(h.store.data)
+
+
 @pytest.mark.parametrize("cdb, data, field", [
     (sanitize_cdb(0x01, 4), b"\0" * 4, (7, None)),                                  # no room for a pattern
     (sanitize_cdb(0x01, BS + 5), b"\0" * (BS + 5), (7, None)),                      # longer than a block + 4

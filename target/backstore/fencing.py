@@ -5,7 +5,11 @@ What is where: in every pool holding an RBD LUN, the object `ringtgt.node.NODE` 
 omap key per client a worker of that node opened, `client.WORKER.ADDRESS` → {"pid", "since"}, written when the
 worker opens its first image of the pool (`record`); a restarted worker adds its new address beside the old ones.
 The coordinator's own client, which writes the units' state objects (coordinator/rados_store.py), is recorded the
-same way (`client.coordinator.ADDRESS`) before its first read or write in the pool.
+same way (`client.coordinator.ADDRESS`) before its first read or write in the pool. Records are only dropped by the
+takeover that blocklisted them, never pruned: none is known to be harmless (an op a dead client sent may still wait
+at an OSD, behind a PG not active, and land after the next node's writes unless the address is blocklisted; a client
+that looks dead from here may only be stopped), and blocklisting an address to drop its record would move the growth
+into the OSD map every client carries (README, Ceph RBD, Fencing: the limits).
 A takeover (`fence`, run by the coordinator in a process of its own: `python -m target.backstore.fencing SPEC`)
 first marks the object `fenced` → {"by", "at"}, then reads every `client.` key, blocklists each address with the
 monitor (`osd blocklist add ADDRESS BLOCKLIST_SECONDS`, all at once: one after the other, each would wait for the

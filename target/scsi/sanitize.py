@@ -17,9 +17,19 @@ and zeroes a thick one. CRYPTO ERASE writes a new key over the old one: every bl
 noise (WACEREQ 01b: reads succeed). None of them reaches copies the file system or the disk keeps elsewhere (a
 copy-on-write file system, an SSD's remapped pages): what a sanitize guarantees here is that no initiator can
 read the old data through any LUN.
+
+A sweep submits nothing more once its worker must not touch the unit's medium (`_held`): an RBD LUN whose worker's
+RADOS clients fell behind a takeover's OSD map (target/osdmap_sync.py), or a unit taken offline. It then ends failed
+(sanitize failure mode, its record already in the store), not paused until the map arrives: the writes it made just
+before (within the worker's wait for the map) carried the older map, so a fenced node's write still in flight may
+land after them on blocks already swept, which a resumed sweep would not go over again; and that wait has no end
+librados can promise, while a paused sanitize holds the unit SANITIZE IN PROGRESS on every node. Failure mode is the
+side a worker's death already takes: the initiator sanitizes again, a sweep made whole after the map.
 """
 from __future__ import annotations
 
+import errno
+import logging
 import time
 from struct import Struct
 
@@ -29,6 +39,8 @@ from .data_out import parameter_data
 from .sense import (ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB, MEDIUM_ERROR, MEDIUM_NOT_PRESENT, NOT_READY,
                     SANITIZE_COMMAND_FAILED, ScsiError, check_condition, invalid_cdb)
 from .task import GOOD
+
+log = logging.getLogger(f"ringtgt.{__name__}")
 
 OVERWRITE, BLOCK_ERASE, CRYPTO_ERASE, EXIT_FAILURE = 0x01, 0x02, 0x03, 0x1F
 ACTIONS = (OVERWRITE, BLOCK_ERASE, CRYPTO_ERASE, EXIT_FAILURE)
@@ -65,6 +77,10 @@ def sanitize(target, unit, task):
     immediate = bool(cdb[1] & _IMMED)
 
     def ended(error: OSError | None) -> None:
+        if error is not None:
+            log.error("SANITIZE of LUN %d failed: %s: the unit is in sanitize failure mode", task.lun,
+                      error.strerror or error)
+
         def reported() -> None:
             if immediate:
                 return
@@ -88,6 +104,15 @@ def _parameter_error() -> ScsiError:
     """libiscsi's Sanitize.Overwrite expects a bad parameter list (an OVERWRITE COUNT or INITIALIZATION PATTERN
     LENGTH of zero, a pattern longer than a block) refused as INVALID FIELD IN CDB, not IN PARAMETER LIST."""
     return ScsiError(ILLEGAL_REQUEST, INVALID_FIELD_IN_CDB)
+
+
+def _held(unit) -> OSError | None:
+    """Why the sweep of `unit` must submit nothing more now (the module's docstring), or None."""
+    if unit.becoming_ready:
+        return OSError(errno.EAGAIN, "the worker's RADOS clients are behind a takeover's OSD map")
+    if unit.offline:
+        return OSError(errno.ENODEV, "the unit was taken offline")
+    return None
 
 
 def _overwrite(unit, task, length: int):
@@ -114,6 +139,7 @@ def _overwrite(unit, task, length: int):
         position = [0, 0]               # pass, offset
 
         def next_write(error: OSError | None = None) -> None:
+            error = error or _held(unit)
             if error is not None:
                 ended(error)
                 return
@@ -159,5 +185,9 @@ def _block_erase(unit):
                 ended(error)
             else:
                 store.flush(ended)
-        (store.unmap if unit.thin else store.write_zeroes)(0, total, erased)
+        held = _held(unit)
+        if held is not None:
+            ended(held)
+        else:
+            (store.unmap if unit.thin else store.write_zeroes)(0, total, erased)
     return sweep

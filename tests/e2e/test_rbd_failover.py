@@ -18,8 +18,9 @@ and in two fencing processes run together; a takeover on a one-node `serve` (its
 recorded for it) leaves every worker's RADOS client at an OSD map epoch at least the blocklist's before it answers,
 read from each client's admin socket (`perf dump`: the Objecter's map_epoch, which an idle client would not have
 moved). With the monitor stopped after fencing (stalled_takeover.py): the workers hold their RBD LUNs NOT READY until
-their clients have the map, and the coordinator holds the unit-state writes of its own client (a PR OUT answered NOT
-READY, becoming ready) until it has it.
+their clients have the map (a sanitize running then stops writing and fails), and the coordinator holds the
+unit-state writes of its own client (a PR OUT answered NOT READY, becoming ready) until it has it, its wait begun at
+the takeover (its report names it).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import time
 
 from cluster_lab import (FIO_BYTES, FIO_INITIATOR, FIO_LUN, FIO_RUNTIME, KEY, NODES, VIP, WRITE_EXCLUSIVE, Node,
                          client_script, fio_sessions, move_vip, pauses, start_fio, stop_fio)
-from harness import REPO, Lun, poll, ringtgt_binary, run, sessions_on_every_worker
+from harness import REPO, Lun, connect_to_worker, poll, ringtgt_binary, run, sessions_on_every_worker
 from initiator import CDB_TEST_UNIT_READY, GOOD
 from pr_commands import REGISTER, good, prout, read_keys
 from stalled_takeover import cluster_section, recorded_peer, takeover_with_monitor_stopped
@@ -212,6 +213,50 @@ def test_a_takeover_answers_once_every_worker_has_the_osd_map_of_the_blocklist(r
             tgt.stderr()
 
 
+def test_a_worker_that_misses_the_barrier_serves_its_rbd_luns_only_at_the_map(ringtgt, ceph_cluster):
+    """A worker the takeover's barrier does not hear from is not known to be at the blocklist's OSD map, so its RBD
+    LUNs must not serve after it until it is (README, Fencing). Worker A stopped (SIGSTOP) through the takeover: the
+    report names it (no ack); resumed, it takes the push past its deadline and holds its LUN NOT READY until its
+    clients have the map (logged, late). Worker B then killed: its replacement connects after the takeover, gets
+    the barrier again before its unit states, so its LUN is NOT READY before it accepts anyone (its log lines in that
+    order), until its clients have the map; then it serves."""
+    ceph_cluster.create_image("fence-noack", 16 << 20)
+    tgt = ringtgt(luns=[Lun(0, "", BLOCK, store=ceph_cluster.lun_keys("fence-noack"))], workers=2,
+                  extra=cluster_section("noack-b", "noack-a"), server_extra=SERVER)
+    stopped, killed = tgt.workers
+    with recorded_peer(ceph_cluster, "noack-b", "noack-a", f"127.0.0.1:0/{os.getpid() + 4}"):
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            said = run([ringtgt_binary(), "takeover", "noack-a", "--config", str(tgt.config)]).stdout
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        assert re.search(rf"worker \d \(pid {stopped}\): no ack within 3 s: not known to be at the map", said), said
+        poll(lambda: f"osdmap_sync[{stopped}] WARNING: RADOS clients (1) of" in tgt.stderr(), timeout=60,
+             what="the resumed worker to serve again at the map")
+        resumed = [line for line in tgt.stderr().splitlines() if f"osdmap_sync[{stopped}]" in line]
+        assert "not at the takeover's OSD map" in resumed[0] and "serve again" in resumed[1], resumed
+        os.kill(killed, signal.SIGKILL)
+        joined = poll(lambda: re.search(r"osdmap_sync\[(\d+)\] INFO: RADOS clients of \S+: this worker connected "
+                                        r"after a takeover's OSD map barrier", tgt.stderr()),
+                      timeout=60, what="the replacement worker to get the barrier").group(1)
+        poll(lambda: f"(pid {joined}) serving on CPU" in tgt.stderr(), timeout=60, what="the replacement to serve")
+        lines = [line for line in tgt.stderr().splitlines() if f"[{joined}]" in line]
+        order = [next(i for i, line in enumerate(lines) if text in line)
+                 for text in ("connected after a takeover's OSD map barrier", "serving on CPU")]
+        print("\n".join([said.strip(), *resumed, *lines]))
+        assert order == sorted(order), lines
+        poll(lambda: f"osdmap_sync[{joined}] INFO: RADOS clients (1) of" in tgt.stderr(), timeout=60,
+             what="the replacement's clients at the map")
+    tgt.workers = [stopped, int(joined)]            # (the harness's list: the replacement instead of the killed)
+    pid, ini = connect_to_worker(tgt, lambda pid: pid == int(joined))
+    try:
+        ini.login(tgt.iqn, initiator_name="iqn.2026-12.org.ringtgt:noack")
+        ini.clear_unit_attentions()
+        assert ini.write(0, os.urandom(BLOCK), block_size=BLOCK).status == GOOD     # the replacement serves
+    finally:
+        ini.close()
+
+
 def test_a_worker_whose_clients_cannot_reach_the_map_in_time_serves_not_ready_until_they_do(ringtgt, ceph_cluster):
     """The monitor does not answer the workers' `rados_wait_for_latest_osdmap` (stalled_takeover.py): each worker
     acks past its 2 s saying it is behind, the takeover goes on and names both workers, and every command touching
@@ -261,7 +306,9 @@ def test_the_coordinators_unit_state_writes_wait_for_the_osd_map_of_the_blocklis
     takeover's OSD map as the workers' are: with the monitor stopped after fencing (stalled_takeover.py), a PR OUT
     REGISTER, which is saved in the unit's object before its answer, gets CHECK CONDITION, NOT READY, LOGICAL UNIT
     IS IN PROCESS OF BECOMING READY and changes nothing (a second one too, without waiting again; logged once); once
-    the monitor resumes it is saved and in force, and the coordinator's Objecter has the blocklist's epoch."""
+    the monitor resumes it is saved and in force, and the coordinator's Objecter has the blocklist's epoch. Its wait
+    began at the takeover, not at the first write: the takeover's report names the coordinator, and its log says it
+    is behind before any REGISTER is sent."""
     ceph_cluster.create_image("fence-state", 16 << 20)
     tgt = ringtgt(luns=[Lun(0, "", BLOCK, store=ceph_cluster.lun_keys("fence-state"))], workers=1,
                   extra=cluster_section("state-b", "state-a"), server_extra=SERVER)
@@ -272,6 +319,9 @@ def test_the_coordinators_unit_state_writes_wait_for_the_osd_map_of_the_blocklis
         good(prout(ini, REGISTER, 0, 0x10))             # saved: the coordinator's client is connected
         with recorded_peer(ceph_cluster, "state-b", "state-a", f"127.0.0.1:0/{os.getpid() + 2}"), \
                 takeover_with_monitor_stopped(ceph_cluster, tgt, "state-a") as (said, epoch, resume_monitor):
+            assert re.search(rf"coordinator \(pid {coordinator}\): RADOS client \S+ of \S+: not at the takeover's "
+                             rf"OSD map \(epoch {epoch}\) yet", said), said
+            assert tgt.stderr().count("is not at the takeover's OSD map") == 1, tgt.stderr()   # before any write
             held = []
             for _ in range(2):
                 began = time.monotonic()
@@ -298,6 +348,49 @@ def test_the_coordinators_unit_state_writes_wait_for_the_osd_map_of_the_blocklis
         assert "at the takeover's OSD map (epoch" in log and "its writes go through again" in log, log
     finally:
         ini.close()
+
+
+def test_a_sanitize_running_when_its_worker_falls_behind_the_map_writes_nothing_more_and_fails(ringtgt, ceph_cluster):
+    """A SANITIZE OVERWRITE (IMMED, AUSE, paced to 256 KiB/s: 64 s for the LUN) runs on the node when a takeover's
+    aftermath cannot reach the OSD map (stalled_takeover.py): once its worker is found behind, the sweep submits no
+    more writes and ends failed (target/scsi/sanitize.py), rather than going on under the old map. Once the monitor
+    resumes, the unit is in sanitize failure mode (not SANITIZE IN PROGRESS); EXIT FAILURE MODE (AUSE) lets the
+    blocks be read: the sweep's start overwritten, the LUN's end as it was."""
+    ceph_cluster.create_image("fence-sanitize", 16 << 20)
+    lun = Lun(0, "", BLOCK, store=ceph_cluster.lun_keys("fence-sanitize"), extra='sanitize_rate = "256KiB"')
+    tgt = ringtgt(luns=[lun], workers=1, extra=cluster_section("sweep-b", "sweep-a"), server_extra=SERVER)
+    ini, = sessions_on_every_worker(tgt, "iqn.2026-12.org.ringtgt:sweep")
+    last = (16 << 20) // BLOCK - 1
+    before = os.urandom(BLOCK)
+    try:
+        good(ini.write(last, before, block_size=BLOCK))
+        parameters = bytes([1, 0, 0, 1, 0xAA])          # one pass of 0xAA
+        good(ini.scsi(bytes([0x48, 0x81 | 0x20, 0, 0, 0, 0, 0, 0, len(parameters), 0]), data_out=parameters))
+        with recorded_peer(ceph_cluster, "sweep-b", "sweep-a", f"127.0.0.1:0/{os.getpid() + 3}"), \
+                takeover_with_monitor_stopped(ceph_cluster, tgt, "sweep-a") as (said, epoch, resume_monitor):
+            assert "not at OSD map epoch" in said, said
+            poll(lambda: "SANITIZE of LUN 0 failed" in tgt.stderr(), timeout=60, what="the sanitize to end")
+            resume_monitor()
+            poll(lambda: sense_of(ini.scsi(CDB_TEST_UNIT_READY)) != (NOT_READY, 0x04, 0x01), timeout=60,
+                 what="the LUN to serve again")
+            assert sense_of(ini.scsi(CDB_TEST_UNIT_READY)) == (MEDIUM_ERROR, 0x31, 0x03)   # SANITIZE COMMAND FAILED
+        good(ini.scsi(bytes([0x48, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0])))                     # EXIT FAILURE MODE
+        swept = [ini.read(mib * (1 << 20) // BLOCK, 1, block_size=BLOCK).data[:1] == b"\xaa" for mib in range(16)]
+        log = tgt.stderr()
+        print(f"sanitize stopped: MiB overwritten {swept}; the worker logged:\n"
+              + "\n".join(line for line in log.splitlines() if "SANITIZE" in line or "takeover's OSD map" in line))
+        assert swept[0] and not all(swept), swept
+        assert ini.read(last, 1, block_size=BLOCK).data == before
+        assert "the worker's RADOS clients are behind a takeover's OSD map" in log, log
+    finally:
+        ini.close()
+
+
+def sense_of(result) -> tuple[int, int, int] | None:
+    """(sense key, ASC, ASCQ) of a CHECK CONDITION, None otherwise."""
+    if result.status != CHECK_CONDITION or result.sense is None:
+        return None
+    return result.sense.key, result.sense.asc, result.sense.ascq
 
 
 def test_two_nodes_fencing_each_other_at_once_fence_one_of_them(ceph_cluster):
