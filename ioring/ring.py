@@ -105,6 +105,7 @@ class Ring:
                 self.reap()
         lib.io_uring_queue_exit(self._ring)
         self._ring = None
+        self._free_files = self._free_buffers = None
         self._fixed_lengths.clear()
         self._pins.clear()
         self._files.clear()
@@ -209,6 +210,8 @@ class Ring:
     def register_file(self, fd: int) -> int:
         """A registered slot holding `fd` (prep_read/prep_write take it for the fd with fixed_file=True), or -1
         when none is free or the kernel refuses. The fd may be closed after unregister_file."""
+        if self._ring is None:
+            return -1
         free = self._free_files
         if free is None:
             free = self._free_files = self._table(lib.io_uring_register_files_sparse, FIXED_FILES)
@@ -217,15 +220,20 @@ class Ring:
         return free.pop()
 
     def unregister_file(self, slot: int) -> None:
-        """Empty a register_file slot (ops in flight keep their file until they complete)."""
+        """Empty a register_file slot (ops in flight keep their file until they complete). Queued ops are
+        submitted first: an op takes its reference to the slot's file when the kernel receives it. A slot the
+        kernel would not empty is not handed out again."""
         if self._ring is not None and self._free_files is not None:
-            lib.rt_register_file(self._ring, slot, -1)
-            self._free_files.append(slot)
+            self.submit()
+            if lib.rt_register_file(self._ring, slot, -1) == 0:
+                self._free_files.append(slot)
 
     def register_buffer(self, buf: Buffer) -> int:
         """A registered slot for the memory of `buf` (prep_read/prep_write of any part of it take it as
         buf_index), or -1 when no slot is free, FIXED_BYTES would be passed or the kernel refuses. The caller
         keeps `buf` alive and in place until unregister_buffer."""
+        if self._ring is None:
+            return -1
         free = self._free_buffers
         if free is None:
             free = self._free_buffers = self._table(lib.io_uring_register_buffers_sparse, FIXED_BUFFERS)
@@ -239,11 +247,13 @@ class Ring:
         return slot
 
     def unregister_buffer(self, slot: int) -> None:
-        """Empty a register_buffer slot (ops in flight keep the pages pinned until they complete)."""
+        """Empty a register_buffer slot (ops in flight keep the pages pinned until they complete). Queued ops are
+        submitted first, as in unregister_file; a slot the kernel would not empty is not handed out again."""
         if self._ring is not None and self._fixed_lengths.pop(slot, None) is not None:
-            lib.rt_register_buffer(self._ring, slot, ffi.NULL, 0)
-            assert self._free_buffers is not None
-            self._free_buffers.append(slot)
+            self.submit()
+            if lib.rt_register_buffer(self._ring, slot, ffi.NULL, 0) == 0:
+                assert self._free_buffers is not None
+                self._free_buffers.append(slot)
 
     def _table(self, sparse: Callable[[Any, int], int], slots: int) -> list[int]:
         """The free slots of a fresh sparse table: all of them, or none when the kernel refuses one."""

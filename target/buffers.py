@@ -7,7 +7,7 @@ the HEADROOM bytes, then the data. O_DIRECT buffers are an `AlignedBuffer`: the 
 somewhere inside it, HEADROOM bytes in. Both are ordinary heap memory: an O_DIRECT buffer used to be an mmap of
 its own, and mapping, faulting in and unmapping fresh pages for every I/O cost more than the I/O itself. A pool
 given a ring registers the aligned buffers it keeps with it (`AlignedBuffer.slot`: the kernel pins their pages
-once, not per I/O) and unregisters them when it forgets them or closes.
+once, not per I/O) and unregisters them when it closes.
 """
 from __future__ import annotations
 
@@ -80,14 +80,16 @@ def page_aligned(data) -> bool:
 class BufferPool:
     """Hands out writable memoryviews of the requested length; aligned=True (O_DIRECT): page-aligned.
 
-    Buffers are reused: the pool remembers the ones it handed out of each length (up to KEEP_BYTES of them, for
-    up to KEEP_LENGTHS lengths of at most MAX_KEPT bytes) and gives the oldest out again once nothing but the
-    pool refers to it any more: its last view is gone, so neither the ring nor the iSCSI layer can still be using
-    it. That saves the allocation and the zeroing of a fresh buffer per I/O; a reused one holds old data, which
-    readers and writers overwrite in full (a short read zero-fills the rest).
+    Buffers are reused: the pool keeps the first ones it handed out of each length (up to KEEP_BYTES of them, for
+    up to KEEP_LENGTHS lengths of at most MAX_KEPT bytes), looks at them in turn, and gives one out again once
+    nothing but the pool refers to it any more: its last view is gone, so neither the ring nor the iSCSI layer
+    can still be using it. That saves the allocation and the zeroing of a fresh buffer per I/O; a reused one holds
+    old data, which readers and writers overwrite in full (a short read zero-fills the rest). When the one in turn
+    is in use and all are kept, a fresh buffer goes out and is not kept: a kept buffer is never dropped while in
+    use, so a registered one keeps its slot while an op that names the slot may still wait to be submitted.
 
-    With a `ring` (an ioring.Ring; aligned pools only), each aligned buffer the pool keeps is registered with it
-    while kept, as far as the ring's bounds allow; `close` unregisters them all.
+    With a `ring` (an ioring.Ring; aligned pools only), each aligned buffer the pool keeps is registered with it,
+    as far as the ring's bounds allow; `close` unregisters them all.
     """
 
     __slots__ = ("aligned", "_kept", "_ring")
@@ -101,17 +103,19 @@ class BufferPool:
         kept = self._kept.get(length)
         if kept:
             buf = kept[0]
+            kept.rotate(-1)                     # in use or not: the next get looks at the next one
             if _refcount(buf) == _IDLE:
-                kept.rotate(-1)
                 if type(buf) is HeadroomBuffer:
                     return memoryview(buf)[HEADROOM:]
                 return memoryview(buf)[buf.offset:buf.offset + length]
+            if len(kept) == kept.maxlen:
+                kept = None                     # all kept: a fresh one, not kept (nor registered)
         elif kept is None and 0 < length <= MAX_KEPT and len(self._kept) < KEEP_LENGTHS:
             kept = self._kept[length] = deque(maxlen=max(2, KEEP_BYTES // length))
         if not self.aligned:
             fresh = HeadroomBuffer(HEADROOM + length)
             if kept is not None:
-                kept.append(fresh)              # when full, forgets the oldest (it is still in use)
+                kept.append(fresh)
             return memoryview(fresh)[HEADROOM:]
         aligned = AlignedBuffer(HEADROOM + PAGE + length)
         aligned.offset = offset = HEADROOM + -(_address(_char_at(aligned)) + HEADROOM) % PAGE
@@ -119,22 +123,17 @@ class BufferPool:
         aligned.slot = -1
         view = memoryview(aligned)[offset:offset + length]
         if kept is not None:
-            if len(kept) == kept.maxlen:
-                self._forget(kept.popleft())    # the oldest, still in use
             if self._ring is not None:
                 aligned.slot = self._ring.register_buffer(view)
             kept.append(aligned)
         return view
-
-    def _forget(self, buf) -> None:
-        if buf.slot >= 0:
-            self._ring.unregister_buffer(buf.slot)
-            buf.slot = -1
 
     def close(self) -> None:
         """Unregister the kept buffers from the ring (views still out stay valid, as plain memory)."""
         if self._ring is not None:
             for kept in self._kept.values():
                 for buf in kept:
-                    self._forget(buf)
+                    if buf.slot >= 0:
+                        self._ring.unregister_buffer(buf.slot)
+                        buf.slot = -1
             self._ring = None

@@ -78,10 +78,14 @@ def test_buffers_are_reused_only_once_no_view_is_left(aligned):
 def test_aligned_buffers_kept_are_registered_while_kept(reactor):
     ring = reactor.ring
     pool = BufferPool(aligned=True, ring=ring)
-    views = [pool.get(1 << 20) for _ in range(3)]   # two kept (KEEP_BYTES), the first forgotten for the third
-    assert [v.obj.slot >= 0 for v in views] == [False, True, True]
+    views = [pool.get(1 << 20) for _ in range(3)]   # two kept (KEEP_BYTES); the third, all kept in use, is not
+    slots = [v.obj.slot for v in views]
+    assert -1 not in slots[:2] and slots[2] == -1
+    del views[:2]
+    again = pool.get(1 << 20)                       # a kept one again, once it is free, in its slot
+    assert again.obj.slot in slots[:2]
     pool.close()
-    assert [v.obj.slot for v in views] == [-1, -1, -1]
+    assert again.obj.slot == -1 and views[0].obj.slot == -1
     whole = bytearray(ioring.ring.FIXED_BYTES)      # every registered byte is free again
     assert ring.register_buffer(whole) >= 0
 

@@ -262,6 +262,20 @@ def test_registered_file_and_buffer_read_and_write(ring, fd):
     ring.unregister_buffer(index)
 
 
+def test_an_emptied_slot_does_not_fail_the_ops_queued_on_it(ring, fd):
+    os.pwrite(fd, b"queued read, 16b", 0)
+    slot = ring.register_file(fd)
+    buf = bytearray(16)
+    index = ring.register_buffer(buf)
+    first = bytearray(6)
+    ring.prep_read(fd, first, 0, 1)                 # a quiet ring's one file op goes at once; the next one waits
+    ring.prep_read(slot, buf, 0, 2, 0, True, index)
+    ring.unregister_buffer(index)
+    ring.unregister_file(slot)
+    assert ring.register_buffer(bytearray(16)) == index     # the slot is another buffer's now
+    assert wait_all(ring, 1, 2) == {1: 6, 2: 16} and buf == b"queued read, 16b"
+
+
 def test_registered_tables_are_bounded_and_slots_come_back(ring, fd):
     files = [ring.register_file(fd) for _ in range(ioring.ring.FIXED_FILES)]
     assert -1 not in files and ring.register_file(fd) == -1

@@ -9,9 +9,10 @@ with zeros instead, and the refusal remembered so that it is paid once. Whether 
 at open (`deallocates`), for the Logical Block Provisioning VPD to promise only what the file can do; zeroing is
 found out at its first refusal, since no VPD bit depends on it and a probe of ZERO_RANGE could allocate blocks.
 Every error names the operation, the path and the offset. The fd is registered with the worker's ring, and so
-are an O_DIRECT store's buffers (`Ring.register_file`, `BufferPool`'s ring): the first op of a read or write names
-them by slot, skipping the kernel's file lookup and page pinning; the rarer ops (and the rest of a short transfer)
-use the plain fd.
+are the buffers an O_DIRECT store reads into (`Ring.register_file`, `BufferPool`'s ring): the first op of a read
+or write names them by slot, skipping the kernel's file lookup and, for reads, its page pinning. A write's data
+comes in a buffer of the LUN's own pool (`LogicalUnit.data_buffers`, not registered), so only its file is fixed;
+the rarer ops (and the rest of a short transfer) use the plain fd.
 """
 from __future__ import annotations
 
