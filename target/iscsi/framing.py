@@ -115,7 +115,8 @@ class FrameDecoder:
                         self._filled = end - pos
                         pos = end
                     break
-                pos = self._segment(pending, source, pos, False, not held)
+                if need:                    # a bare BHS (a read, most often) has nothing more to take
+                    pos = self._segment(pending, source, pos, False, not held)
                 out.append(pending)
                 pending = None
         finally:
