@@ -343,8 +343,12 @@ class Connection:
         if pdu.immediate:
             handler(self, pdu)
             return
-        for ready in self.window.accept(pdu.cmd_sn, pdu):
-            self._HANDLERS[ready.opcode](self, ready)
+        window = self.window
+        if window.accept(pdu.cmd_sn, pdu):
+            handler(self, pdu)
+            if window.early:
+                for ready in window.released():
+                    self._HANDLERS[ready.opcode](self, ready)
 
     # SCSI commands --------------------------------------------------------------------------------------------
     def _segment_buffer(self, pdu: P.Pdu, length: int) -> memoryview | None:
