@@ -531,6 +531,7 @@ class Connection:
             else _NO_RESIDUAL
         params = self.params
         out = self.out
+        told = bool(out)                        # the host was told of `out` when it stopped being empty
         sent = min(natural, edtl) if data is not None and command.read else 0
         if sent:
             sending: P.Buf = data  # type: ignore[assignment]    # `sent` is 0 without data
@@ -563,7 +564,8 @@ class Connection:
             self._free_write(command)
         if self.stopping and not self.commands:
             self.close()
-        self.host.output_ready(self)
+        elif not told:
+            self.host.output_ready(self)
 
     # Task management --------------------------------------------------------------------------------------
     def _task_management(self, pdu: P.TaskMgmtRequest) -> None:
