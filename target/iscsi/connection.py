@@ -235,7 +235,7 @@ class Connection:
         self.write_pool.withdraw(self)
         for command in self.commands.values():
             command.aborted = True
-            if command.task is None or command.task.remote:     # a request to the coordinator is withdrawn
+            if not command.running or command.remote:     # a request to the coordinator is withdrawn
                 self._free_write(command)       # those at the disk free theirs when done (_task_done)
         for command in self.draining.values():
             self._free_write(command)
@@ -366,7 +366,8 @@ class Connection:
         if pdu.itt in self.commands:
             self._reject(pdu, P.REJECT_TASK_IN_PROGRESS)
             return
-        command = Command(pdu, P.decode_lun(pdu.lun_field), self.arrived)
+        command = Command(pdu, P.decode_lun(pdu.lun_field), self.nexus, self.initiator_name, self._task_done,
+                          self.arrived)
         params = self.params
         if command.write and command.expected_length:
             if pdu.data and not params.immediate_data:
@@ -456,7 +457,7 @@ class Connection:
             if command is None and pdu.itt != P.RESERVED_TAG:
                 return                          # data for an aborted task: drop it (§4.2.3.4)
             raise ProtocolError(f"Data-Out for unknown ITT 0x{pdu.itt:08x}")
-        if command.data_out(pdu):
+        if command.take_data_out(pdu):
             if command.complete:
                 self._execute(command)
             else:
@@ -480,14 +481,15 @@ class Connection:
         for its own (`_held`)."""
         if self.unit_wide and self._held(command):
             return
-        data = memoryview(command.buffer) if command.buffer is not None else (_EMPTY if command.write else None)
-        task = ScsiTask(command.lun, command.cdb, self.nexus, self.initiator_name, command.expected_length,
-                        command.read, command.write, data, self._task_done, command)
-        command.task = task
+        if command.buffer is not None:
+            command.data_out = memoryview(command.buffer)
+        elif command.write:
+            command.data_out = _EMPTY
+        command.running = True
         if command.corrupt:
-            check_condition(task, ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR)
+            check_condition(command, ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR)
             return
-        self.target.execute(task)  # type: ignore[union-attr]  # commands exist in normal sessions only
+        self.target.execute(command)  # type: ignore[union-attr]  # commands exist in normal sessions only
 
     def _held(self, command: Command) -> bool:
         """True if `command` waits behind a unit-wide command, or is that command: it then runs (below), and
@@ -509,15 +511,15 @@ class Connection:
                 self._execute(command)
 
     def _task_done(self, task: ScsiTask) -> None:
-        command: Command = task.context
-        command.task = None     # command <-> task: a reference cycle per command, else (gctune.py)
+        command: Command = task  # type: ignore[assignment]     # the tasks a connection hands over are its Commands
+        command.running = False
         if command.aborted:
             for waiter in self.aborted_in_flight.pop(command, ()):
                 waiter()
             self._free_write(command)
             return
         del self.commands[command.itt]
-        command.buffer = None                   # its pool buffer is free again once the backstore let go of it
+        command.buffer = command.data_out = None    # its pool buffer is free again once the backstore let go of it
         self._answered += 1                     # outstanding until sent (output_sent)
         edtl = command.expected_length
         data = task.data_in
@@ -638,7 +640,7 @@ class Connection:
             if self.unit_wide.get(command.lun, (None,))[0] is command:
                 self._lift(command)
             self.window.outstanding -= 1
-            if command.task is not None and not command.task.remote:
+            if command.running and not command.remote:
                 waiters = self.aborted_in_flight.setdefault(command, [])
                 if held is not None:
                     held.waiting.add(command)
@@ -656,7 +658,7 @@ class Connection:
             self._admit_writes()
 
     def _drain(self, command: Command, pdu: P.DataOut) -> None:
-        command.data_out(pdu)
+        command.take_data_out(pdu)
         if any(burst.r2t_sn >= 0 for burst in command.bursts.values()):
             return
         del self.draining[command.itt]
