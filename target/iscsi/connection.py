@@ -366,8 +366,9 @@ class Connection:
         if pdu.itt in self.commands:
             self._reject(pdu, P.REJECT_TASK_IN_PROGRESS)
             return
-        command = Command(pdu, P.decode_lun(pdu.lun_field), self.nexus, self.initiator_name, self._task_done,
-                          self.arrived)
+        field = pdu.lun_field
+        command = Command(pdu, field >> 48 if not field & P.NOT_SMALL_PERIPHERAL else P.decode_lun(field), self.nexus,
+                          self.initiator_name, self._task_done, self.arrived)
         params = self.params
         if command.write and command.expected_length:
             if pdu.data and not params.immediate_data:
@@ -381,7 +382,7 @@ class Connection:
                                 self.target.data_out_buffers(command.lun))
         self.window.outstanding += 1
         self.commands[command.itt] = command
-        complete = command.complete
+        complete = not command.write or command.complete   # a command without data-out has none to wait for
         if not complete and command.lun not in self.unit_wide and self.target.unit_wide(command.cdb):
             self.unit_wide[command.lun] = (command, [])
         if complete:

@@ -269,6 +269,11 @@ def frame(header: bytes, data: Buf = b"") -> bytes:
 
 # --- LUN field (SAM-5 §4.7): flat and peripheral addressing of single-level LUNs -------------------------
 
+# A LUN field with none of these bits set is peripheral addressing of a LUN below 256 (what initiators send for the
+# usual LUNs): its LUN is `field >> 48`, without the `decode_lun` call (the per-command path's shortcut)
+NOT_SMALL_PERIPHERAL = 0xFF00FFFFFFFFFFFF
+
+
 def decode_lun(field: int) -> int:
     top = field >> 48
     method = top >> 14
