@@ -43,7 +43,8 @@ class CommandWindow:
         announced = self.announced
         if self.frozen:
             return announced
-        max_cmd_sn = (self.exp_cmd_sn - 1 + max(1, self.depth - self.outstanding)) & MASK
+        room = self.depth - self.outstanding   # max(1, room) written out: builtin min/max parse their arguments
+        max_cmd_sn = (self.exp_cmd_sn - 1 + (room if room > 1 else 1)) & MASK
         if announced != max_cmd_sn and ((max_cmd_sn - announced) & MASK) < HALF:
             self.announced = max_cmd_sn
         return max_cmd_sn
