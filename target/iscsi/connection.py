@@ -142,6 +142,9 @@ class Connection:
         self.stopping = False           # target shutdown: close as soon as no command is outstanding
         self.digests: OutputDigests | None = None   # CRC32C digests on what we send, once negotiated
         self.text_exchange = TextExchange()
+        # `_task_done` bound once (a Normal session's start, `_enter_full_feature`), not once per command: every
+        # command's `done`
+        self._done: Callable[[ScsiTask], None] = None  # type: ignore[assignment]
 
     # -- input ----------------------------------------------------------------------------------------------
     def receive_data(self, data: P.Buf, now: int = 0) -> None:
@@ -231,6 +234,7 @@ class Connection:
     def close(self) -> None:
         self.closing = True
         self.decoder.segment_buffer = None      # it refers back to the connection
+        self._done = None  # type: ignore[assignment]     # (as it does: no cycle left behind)
         self.write_waiting.clear()
         self.write_pool.withdraw(self)
         for command in self.commands.values():
@@ -307,6 +311,7 @@ class Connection:
         self.decoder.max_data_len = login.params.target_max_recv_data_segment_length
         if login.session_type == "Normal":
             self.decoder.segment_buffer = self._segment_buffer
+            self._done = self._task_done
         if login.session_type == "Normal":
             assert login.target_name is not None    # a Normal login names its target (Login._check_leading)
             self.target = self.host.scsi_target(login.target_name)
@@ -332,7 +337,7 @@ class Connection:
         if opcode == P.DATA_OUT:
             self._data_out(pdu)  # type: ignore[arg-type]     # decode_bhs made a DATA_OUT a DataOut
             return
-        handler = self._HANDLERS.get(opcode)
+        handler = _HANDLERS.get(opcode)
         if handler is None:
             self._reject(pdu, P.REJECT_COMMAND_NOT_SUPPORTED if opcode != P.LOGIN_REQUEST
                          else P.REJECT_PROTOCOL_ERROR)
@@ -348,7 +353,7 @@ class Connection:
             handler(self, pdu)
             if window.early:
                 for ready in window.released():
-                    self._HANDLERS[ready.opcode](self, ready)
+                    _HANDLERS[ready.opcode](self, ready)
 
     # SCSI commands --------------------------------------------------------------------------------------------
     def _segment_buffer(self, pdu: P.Pdu, length: int) -> memoryview | None:
@@ -368,7 +373,7 @@ class Connection:
             return
         field = pdu.lun_field
         command = Command(pdu, field >> 48 if not field & P.NOT_SMALL_PERIPHERAL else P.decode_lun(field), self.nexus,
-                          self.initiator_name, self._task_done, self.arrived)
+                          self.initiator_name, self._done, self.arrived)
         params = self.params
         if command.write and command.expected_length:
             if pdu.data and not params.immediate_data:
@@ -731,11 +736,13 @@ class Connection:
     def _snack(self, pdu: P.SnackRequest) -> None:
         self._reject(pdu, P.REJECT_SNACK)      # ErrorRecoveryLevel=0: no SNACK support (§11.16)
 
-    _HANDLERS: dict[int, Handler] = {
-        P.NOP_OUT: _nop_out, P.SCSI_COMMAND: _scsi_command, P.TASK_MGMT_REQUEST: _task_management,
-        P.TEXT_REQUEST: _text, P.LOGOUT_REQUEST: _logout, P.SNACK_REQUEST: _snack,
-    }
 
 
-# A full feature phase handler: Connection._HANDLERS pairs each with its opcode's Pdu subclass (pdu.PDU_CLASSES)
+# A full feature phase handler: _HANDLERS pairs each with its opcode's Pdu subclass (pdu.PDU_CLASSES)
 Handler = Callable[[Connection, Any], None]
+# (a module global, not a class attribute: CPython 3.11 looks a class attribute up through the instance generically)
+_HANDLERS: dict[int, Handler] = {
+    P.NOP_OUT: Connection._nop_out, P.SCSI_COMMAND: Connection._scsi_command,
+    P.TASK_MGMT_REQUEST: Connection._task_management, P.TEXT_REQUEST: Connection._text,
+    P.LOGOUT_REQUEST: Connection._logout, P.SNACK_REQUEST: Connection._snack,
+}
