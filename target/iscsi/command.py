@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from ..scsi.task import ScsiTask
 from .errors import ProtocolError
-from .pdu import FINAL, RESERVED_TAG, SCSI_READ, SCSI_WRITE, Buf, DataOut, ScsiCommand
+from .pdu import CDB_BYTES, FINAL, RESERVED_TAG, SCSI_READ, SCSI_WRITE, Buf, DataOut, ScsiCommand
 
 
 class Burst:
@@ -43,7 +43,8 @@ class Command(ScsiTask):
     def __init__(self, pdu: ScsiCommand, lun: int, nexus: str, initiator_name: str,
                  done: Callable[[ScsiTask], None], arrived: int = 0) -> None:
         flags = pdu.flags
-        ScsiTask.__init__(self, lun, pdu.cdb, nexus, initiator_name, pdu.edtl, flags & SCSI_READ != 0,
+        cdb = pdu.header[CDB_BYTES] if not pdu.ahs else pdu.cdb     # (the property only where an AHS extends it)
+        ScsiTask.__init__(self, lun, cdb, nexus, initiator_name, pdu.edtl, flags & SCSI_READ != 0,
                           flags & SCSI_WRITE != 0, None, done)
         self.itt = pdu.itt
         self.lun_field = pdu.lun_field
