@@ -539,7 +539,7 @@ class Connection:
             else _NO_RESIDUAL
         params = self.params
         out = self.out
-        told = bool(out)                        # the host was told of `out` when it stopped being empty
+        quiet = not out                         # else the host was told of `out` when it stopped being empty
         # min(natural, edtl) written out: the builtins min and max parse their arguments, a few hundred instructions
         sent = (natural if natural < edtl else edtl) if data is not None and command.read else 0
         if sent:
@@ -573,7 +573,7 @@ class Connection:
             self._free_write(command)
         if self.stopping and not self.commands:
             self.close()
-        elif not told:
+        elif quiet:
             self.host.output_ready(self)
 
     # Task management --------------------------------------------------------------------------------------

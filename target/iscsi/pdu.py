@@ -233,7 +233,7 @@ def decode_bhs(header: bytes) -> Pdu:
     opcode = b0 & 0x3F
     pdu = _new(PDU_CLASSES.get(opcode, UnknownPdu))
     pdu.opcode = opcode
-    pdu.immediate = bool(b0 & 0x40)
+    pdu.immediate = b0 & 0x40 != 0
     pdu.flags = flags
     pdu.ahs_len = (lengths >> 24) * 4
     pdu.data_len = lengths & 0xFFFFFF
