@@ -50,7 +50,9 @@ def measure(tree: Path, batches: int) -> float:
             out = Path(tmp) / f"callgrind.out.{n}"
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
                             str(Path(__file__).resolve()), "--run", str(n), str(MOST * batches)],
-                           cwd=tree, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"}, check=True,
+                           cwd=tree, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin",
+                                          "PYTHONDONTWRITEBYTECODE": "1"},   # else the first run's compiling
+                           check=True,                                        # would not cancel out
                            capture_output=True, timeout=600)
             counts.append(instructions(out))
     return (counts[1] - counts[0]) / ((MOST - 1) * batches * BATCH)
