@@ -19,7 +19,7 @@ class Reactor:
         self.ring = ring
         self._callbacks: dict[int, Callable[[int], None]] = {}
         self._next_token = itertools.count(1).__next__
-        self._soon: list[Callable[[], None]] = []
+        self._soon: list[tuple[Callable[..., None], tuple]] = []
 
     def token(self, callback: Callable[[int], None]) -> int:
         """A fresh user_data for one ring op; `callback(res)` runs once when that op completes."""
@@ -31,9 +31,10 @@ class Reactor:
         """Run `fn()` from the loop once `seconds` have passed (a ring timeout): the one timer of the worker."""
         self.ring.prep_timeout(seconds, self.token(lambda res: fn()))
 
-    def call_soon(self, fn: Callable[[], None]) -> None:
-        """Run `fn()` at the end of the current turn (or the next one), after the completions."""
-        self._soon.append(fn)
+    def call_soon(self, fn: Callable[..., None], *args: object) -> None:
+        """Run `fn(*args)` at the end of the current turn (or the next one), after the completions (the arguments
+        given here, not a lambda around the call: a completion per I/O is deferred so on a null or RBD LUN)."""
+        self._soon.append((fn, args))
 
     def run_once(self, timeout: float | None = None) -> int:
         """One turn: submit, wait for a completion (not when deferred calls are pending) or `timeout`,
@@ -70,8 +71,8 @@ class Reactor:
     def _run_soon(self) -> None:
         while self._soon:
             soon, self._soon = self._soon, []
-            for fn in soon:
+            for fn, args in soon:
                 try:
-                    fn()
+                    fn(*args)
                 except Exception:
                     log.exception("deferred call %r failed", fn)

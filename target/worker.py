@@ -505,12 +505,13 @@ def _coalesce(out: list) -> tuple[list, int]:
     """`out` as few pieces for one send, and their total size: runs of buffers below COALESCE_BELOW bytes
     are joined into one (a copy is cheaper than an iovec entry for them); bigger buffers stay as they are,
     uncopied."""
+    sizes = list(map(len, out))
+    size = sum(sizes)
+    if len(out) > 1 and max(sizes) < COALESCE_BELOW:   # the usual batch (responses, 4k reads): one piece, without
+        return [b"".join(out)], size                    # the loop below over every buffer
     pieces = []
     run = []
-    size = 0
-    for buf in out:
-        n = len(buf)
-        size += n
+    for buf, n in zip(out, sizes):
         if n < COALESCE_BELOW:
             run.append(buf)
         else:

@@ -54,7 +54,7 @@ def test_call_soon_runs_after_the_completions(reactor):
 
     def completed(res):
         order.append("completion")
-        reactor.call_soon(lambda: order.append("soon from callback"))
+        reactor.call_soon(order.append, "soon from callback")
     reactor.call_soon(lambda: order.append("soon"))
     reactor.ring.prep_nop(reactor.token(completed))
     reactor.run_once(1.0)

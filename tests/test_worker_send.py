@@ -9,6 +9,11 @@ def test_small_pieces_are_joined_and_big_ones_kept():
     assert size == 4 + COALESCE_BELOW + 5
 
 
+def test_a_batch_of_small_pieces_is_one():
+    pieces, size = _coalesce([b"h1", memoryview(b"d1" * 2048), b"p", b"h2"])
+    assert pieces == [b"h1" + b"d1" * 2048 + b"ph2"] and size == 4096 + 5
+
+
 def test_a_single_piece_is_passed_through():
     data = memoryview(b"x" * 100)
     pieces, size = _coalesce([data])

@@ -27,28 +27,25 @@ class NullBackstore:
         self._reactor = reactor
         self._zeros = memoryview(b"")           # shared by every read; grown to the largest read seen
 
-    def _later(self, callback: Callable, arg) -> None:
-        self._reactor.call_soon(lambda: callback(arg))
-
     def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None]) -> None:
         if length > len(self._zeros):
             self._zeros = memoryview(bytes(length))
-        self._later(callback, self._zeros[:length])
+        self._reactor.call_soon(callback, self._zeros[:length])
 
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
-        self._later(callback, None)
+        self._reactor.call_soon(callback, None)
 
     max_atomic_bytes = MAX_ATOMIC_BYTES
     deallocates = False                 # nothing is allocated
 
     def atomic_write(self, offset: int, data, callback: Callable[[OSError | None], None]) -> None:
-        self._later(callback, None)
+        self._reactor.call_soon(callback, None)
 
     def flush(self, callback: Callable[[OSError | None], None]) -> None:
-        self._later(callback, None)
+        self._reactor.call_soon(callback, None)
 
     def unmap(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
-        self._later(callback, None)
+        self._reactor.call_soon(callback, None)
 
     def try_lock(self, offset: int, length: int) -> bool:
         return True
@@ -57,7 +54,7 @@ class NullBackstore:
         pass
 
     def write_zeroes(self, offset: int, length: int, callback: Callable[[OSError | None], None]) -> None:
-        self._later(callback, None)
+        self._reactor.call_soon(callback, None)
 
     def extents(self, offset: int, length: int):
         yield offset, length, True

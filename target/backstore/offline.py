@@ -24,7 +24,7 @@ class OfflineBackstore:
 
     def _fail(self, callback: Callable) -> None:
         error = OSError(errno.ENOMEDIUM, os.strerror(errno.ENOMEDIUM), self.path)
-        self._reactor.call_soon(lambda: callback(error))
+        self._reactor.call_soon(callback, error)
 
     def read(self, offset: int, length: int, callback: Callable) -> None:
         self._fail(callback)

@@ -125,7 +125,7 @@ class RbdBackstore:
         if rc < 0:
             handler = self._pending.pop(token)[0]
             self._ring.outside_ops -= 1
-            self._reactor.call_soon(lambda: handler(rc))
+            self._reactor.call_soon(handler, rc)
             log.debug("RBD image %s: %s at offset %d refused: %s", self.name, what, offset, os.strerror(-rc))
 
     def _token(self, handler: Callable[[int], None], pinned: object = None) -> int:
@@ -202,7 +202,7 @@ class RbdBackstore:
                 callback(None)
         rc = lib.rt_rbd_compare_and_write(self._image, waiter, offset, len(data), expected, data, mismatch)
         if rc < 0:
-            self._reactor.call_soon(lambda: complete(rc))
+            self._reactor.call_soon(complete, rc)
         else:
             self._waiters.append((waiter, complete, (expected, data, mismatch)))
             self._ring.outside_ops += 1
@@ -227,7 +227,7 @@ class RbdBackstore:
         acknowledged and dropped."""
         error = OSError(errno.EIO, f"{what} RBD image {self.name} at offset {offset}: past the image's end "
                                       f"{self._end} (it shrank)")
-        self._reactor.call_soon(lambda: callback(error))
+        self._reactor.call_soon(callback, error)
 
     def _status(self, callback: Callable[[OSError | None], None], what: str, offset: int) -> Callable[[int], None]:
         return lambda res: callback(None if res >= 0 else

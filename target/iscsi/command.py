@@ -12,13 +12,10 @@ soliciting at once is the connection's R2T budget (write_budget.py): `charge` is
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from ..scsi.task import ScsiTask
 from .errors import ProtocolError
-from .pdu import FINAL, RESERVED_TAG, SCSI_READ, SCSI_WRITE, Buf, DataOut, ScsiCommand
-
-if TYPE_CHECKING:
-    from ..scsi.task import ScsiTask
+from .pdu import CDB_BYTES, FINAL, RESERVED_TAG, SCSI_READ, SCSI_WRITE, Buf, DataOut, ScsiCommand
 
 
 class Burst:
@@ -34,31 +31,31 @@ class Burst:
         self.r2t_sn = r2t_sn
 
 
-class Command:
-    """A SCSI command PDU plus the state needed to gather its write data."""
+class Command(ScsiTask):
+    """A SCSI command PDU plus the state needed to gather its write data; itself the task the SCSI layer runs (one
+    object per command, not a Command and a ScsiTask beside it)."""
 
-    __slots__ = ("itt", "lun_field", "lun", "cdb", "expected_length", "wanted", "read", "write", "buffer",
-                 "next_r2t_offset", "bursts", "r2t_sn", "aborted", "task", "corrupt", "charge", "arrived", "sent",
-                 "failed_sense", "allocate")
+    __slots__ = ("itt", "lun_field", "wanted", "buffer", "next_r2t_offset", "bursts", "r2t_sn", "aborted", "running",
+                 "corrupt", "charge", "arrived", "sent", "failed_sense", "allocate")
     sent: int       # set once answered (for the counters): its data bytes, data-in sent + data-out taken; -1: failed
     failed_sense: bytes | None      # set with sent = -1 only (read only then): the failed task's sense data
 
-    def __init__(self, pdu: ScsiCommand, lun: int, arrived: int = 0) -> None:
+    def __init__(self, pdu: ScsiCommand, lun: int, nexus: str, initiator_name: str,
+                 done: Callable[[ScsiTask], None], arrived: int = 0) -> None:
+        flags = pdu.flags
+        cdb = pdu.header[CDB_BYTES] if not pdu.ahs else pdu.cdb     # (the property only where an AHS extends it)
+        ScsiTask.__init__(self, lun, cdb, nexus, initiator_name, pdu.edtl, flags & SCSI_READ != 0,
+                          flags & SCSI_WRITE != 0, None, done)
         self.itt = pdu.itt
         self.lun_field = pdu.lun_field
-        self.lun = lun
-        self.cdb = pdu.cdb
-        self.expected_length = pdu.edtl
         self.wanted = 0                 # the data-out held and solicited: min(EDTL, what the CDB asks for)
-        self.read = bool(pdu.flags & SCSI_READ)
-        self.write = bool(pdu.flags & SCSI_WRITE)
         self.buffer: Buf | None = None  # a bytearray, or a pool's memoryview, while Data-Out may come (start_write)
         self.allocate: Callable[[int], memoryview] | None = None    # the pool's `get`, until the first Data-Out
         self.next_r2t_offset = 0
         self.bursts: dict[int, Burst] = {}     # TTT -> burst
         self.r2t_sn = 0
         self.aborted = False
-        self.task: ScsiTask | None = None   # the ScsiTask, once handed to the SCSI layer
+        self.running = False            # handed to the SCSI layer (`execute`), not done yet
         self.corrupt = False            # some of its Data-Out failed the data digest: never executed
         self.charge = 0                 # bytes of the R2T budget it holds: `wanted`, from its first R2T on
         self.arrived = arrived          # monotonic ns of the received batch it came in (for the counters)
@@ -95,7 +92,7 @@ class Command:
     def awaiting_unsolicited(self) -> bool:
         return RESERVED_TAG in self.bursts
 
-    def data_out(self, pdu: DataOut) -> bool:
+    def take_data_out(self, pdu: DataOut) -> bool:
         """Store a Data-Out PDU; returns True when its sequence ended (F bit or burst filled)."""
         burst = self.bursts.get(pdu.ttt)
         if burst is None:

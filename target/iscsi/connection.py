@@ -142,6 +142,9 @@ class Connection:
         self.stopping = False           # target shutdown: close as soon as no command is outstanding
         self.digests: OutputDigests | None = None   # CRC32C digests on what we send, once negotiated
         self.text_exchange = TextExchange()
+        # `_task_done` bound once (a Normal session's start, `_enter_full_feature`), not once per command: every
+        # command's `done`
+        self._done: Callable[[ScsiTask], None] = None  # type: ignore[assignment]
 
     # -- input ----------------------------------------------------------------------------------------------
     def receive_data(self, data: P.Buf, now: int = 0) -> None:
@@ -231,11 +234,12 @@ class Connection:
     def close(self) -> None:
         self.closing = True
         self.decoder.segment_buffer = None      # it refers back to the connection
+        self._done = None  # type: ignore[assignment]     # (as it does: no cycle left behind)
         self.write_waiting.clear()
         self.write_pool.withdraw(self)
         for command in self.commands.values():
             command.aborted = True
-            if command.task is None or command.task.remote:     # a request to the coordinator is withdrawn
+            if not command.running or command.remote:     # a request to the coordinator is withdrawn
                 self._free_write(command)       # those at the disk free theirs when done (_task_done)
         for command in self.draining.values():
             self._free_write(command)
@@ -307,6 +311,7 @@ class Connection:
         self.decoder.max_data_len = login.params.target_max_recv_data_segment_length
         if login.session_type == "Normal":
             self.decoder.segment_buffer = self._segment_buffer
+            self._done = self._task_done
         if login.session_type == "Normal":
             assert login.target_name is not None    # a Normal login names its target (Login._check_leading)
             self.target = self.host.scsi_target(login.target_name)
@@ -332,7 +337,7 @@ class Connection:
         if opcode == P.DATA_OUT:
             self._data_out(pdu)  # type: ignore[arg-type]     # decode_bhs made a DATA_OUT a DataOut
             return
-        handler = self._HANDLERS.get(opcode)
+        handler = _HANDLERS.get(opcode)
         if handler is None:
             self._reject(pdu, P.REJECT_COMMAND_NOT_SUPPORTED if opcode != P.LOGIN_REQUEST
                          else P.REJECT_PROTOCOL_ERROR)
@@ -343,8 +348,12 @@ class Connection:
         if pdu.immediate:
             handler(self, pdu)
             return
-        for ready in self.window.accept(pdu.cmd_sn, pdu):
-            self._HANDLERS[ready.opcode](self, ready)
+        window = self.window
+        if window.accept(pdu.cmd_sn, pdu):
+            handler(self, pdu)
+            if window.early:
+                for ready in window.released():
+                    _HANDLERS[ready.opcode](self, ready)
 
     # SCSI commands --------------------------------------------------------------------------------------------
     def _segment_buffer(self, pdu: P.Pdu, length: int) -> memoryview | None:
@@ -362,7 +371,9 @@ class Connection:
         if pdu.itt in self.commands:
             self._reject(pdu, P.REJECT_TASK_IN_PROGRESS)
             return
-        command = Command(pdu, P.decode_lun(pdu.lun_field), self.arrived)
+        field = pdu.lun_field
+        command = Command(pdu, field >> 48 if not field & P.NOT_SMALL_PERIPHERAL else P.decode_lun(field), self.nexus,
+                          self.initiator_name, self._done, self.arrived)
         params = self.params
         if command.write and command.expected_length:
             if pdu.data and not params.immediate_data:
@@ -376,7 +387,7 @@ class Connection:
                                 self.target.data_out_buffers(command.lun))
         self.window.outstanding += 1
         self.commands[command.itt] = command
-        complete = command.complete
+        complete = not command.write or command.complete   # a command without data-out has none to wait for
         if not complete and command.lun not in self.unit_wide and self.target.unit_wide(command.cdb):
             self.unit_wide[command.lun] = (command, [])
         if complete:
@@ -452,7 +463,7 @@ class Connection:
             if command is None and pdu.itt != P.RESERVED_TAG:
                 return                          # data for an aborted task: drop it (§4.2.3.4)
             raise ProtocolError(f"Data-Out for unknown ITT 0x{pdu.itt:08x}")
-        if command.data_out(pdu):
+        if command.take_data_out(pdu):
             if command.complete:
                 self._execute(command)
             else:
@@ -476,14 +487,15 @@ class Connection:
         for its own (`_held`)."""
         if self.unit_wide and self._held(command):
             return
-        data = memoryview(command.buffer) if command.buffer is not None else (_EMPTY if command.write else None)
-        task = ScsiTask(command.lun, command.cdb, self.nexus, self.initiator_name, command.expected_length,
-                        command.read, command.write, data, self._task_done, command)
-        command.task = task
+        if command.buffer is not None:
+            command.data_out = memoryview(command.buffer)
+        elif command.write:
+            command.data_out = _EMPTY
+        command.running = True
         if command.corrupt:
-            check_condition(task, ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR)
+            check_condition(command, ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR)
             return
-        self.target.execute(task)  # type: ignore[union-attr]  # commands exist in normal sessions only
+        self.target.execute(command)  # type: ignore[union-attr]  # commands exist in normal sessions only
 
     def _held(self, command: Command) -> bool:
         """True if `command` waits behind a unit-wide command, or is that command: it then runs (below), and
@@ -505,15 +517,15 @@ class Connection:
                 self._execute(command)
 
     def _task_done(self, task: ScsiTask) -> None:
-        command: Command = task.context
-        command.task = None     # command <-> task: a reference cycle per command, else (gctune.py)
+        command: Command = task  # type: ignore[assignment]     # the tasks a connection hands over are its Commands
+        command.running = False
         if command.aborted:
             for waiter in self.aborted_in_flight.pop(command, ()):
                 waiter()
             self._free_write(command)
             return
         del self.commands[command.itt]
-        command.buffer = None                   # its pool buffer is free again once the backstore let go of it
+        command.buffer = command.data_out = None    # its pool buffer is free again once the backstore let go of it
         self._answered += 1                     # outstanding until sent (output_sent)
         edtl = command.expected_length
         data = task.data_in
@@ -527,7 +539,9 @@ class Connection:
             else _NO_RESIDUAL
         params = self.params
         out = self.out
-        sent = min(natural, edtl) if data is not None and command.read else 0
+        quiet = not out                         # else the host was told of `out` when it stopped being empty
+        # min(natural, edtl) written out: the builtins min and max parse their arguments, a few hundred instructions
+        sent = (natural if natural < edtl else edtl) if data is not None and command.read else 0
         if sent:
             sending: P.Buf = data  # type: ignore[assignment]    # `sent` is 0 without data
             if sent < natural:
@@ -559,7 +573,8 @@ class Connection:
             self._free_write(command)
         if self.stopping and not self.commands:
             self.close()
-        self.host.output_ready(self)
+        elif quiet:
+            self.host.output_ready(self)
 
     # Task management --------------------------------------------------------------------------------------
     def _task_management(self, pdu: P.TaskMgmtRequest) -> None:
@@ -632,7 +647,7 @@ class Connection:
             if self.unit_wide.get(command.lun, (None,))[0] is command:
                 self._lift(command)
             self.window.outstanding -= 1
-            if command.task is not None and not command.task.remote:
+            if command.running and not command.remote:
                 waiters = self.aborted_in_flight.setdefault(command, [])
                 if held is not None:
                     held.waiting.add(command)
@@ -650,7 +665,7 @@ class Connection:
             self._admit_writes()
 
     def _drain(self, command: Command, pdu: P.DataOut) -> None:
-        command.data_out(pdu)
+        command.take_data_out(pdu)
         if any(burst.r2t_sn >= 0 for burst in command.bursts.values()):
             return
         del self.draining[command.itt]
@@ -721,11 +736,13 @@ class Connection:
     def _snack(self, pdu: P.SnackRequest) -> None:
         self._reject(pdu, P.REJECT_SNACK)      # ErrorRecoveryLevel=0: no SNACK support (§11.16)
 
-    _HANDLERS: dict[int, Handler] = {
-        P.NOP_OUT: _nop_out, P.SCSI_COMMAND: _scsi_command, P.TASK_MGMT_REQUEST: _task_management,
-        P.TEXT_REQUEST: _text, P.LOGOUT_REQUEST: _logout, P.SNACK_REQUEST: _snack,
-    }
 
 
-# A full feature phase handler: Connection._HANDLERS pairs each with its opcode's Pdu subclass (pdu.PDU_CLASSES)
+# A full feature phase handler: _HANDLERS pairs each with its opcode's Pdu subclass (pdu.PDU_CLASSES)
 Handler = Callable[[Connection, Any], None]
+# (a module global, not a class attribute: CPython 3.11 looks a class attribute up through the instance generically)
+_HANDLERS: dict[int, Handler] = {
+    P.NOP_OUT: Connection._nop_out, P.SCSI_COMMAND: Connection._scsi_command,
+    P.TASK_MGMT_REQUEST: Connection._task_management, P.TEXT_REQUEST: Connection._text,
+    P.LOGOUT_REQUEST: Connection._logout, P.SNACK_REQUEST: Connection._snack,
+}

@@ -106,16 +106,17 @@ class FrameDecoder:
                         self._check_limits(pending)
                     pos += BHS_LEN
                 data_len = pending.data_len
-                need = pending.ahs_len + header_digest + data_len + (-data_len & 3) + (data_digest_len if data_len
-                                                                                       else 0)
-                if end - pos < need:
-                    if data_len > NEGOTIATION_DATA_LIMIT:
-                        fill = self._fill = self._buffer(pending, need)
-                        fill[:end - pos] = source[pos:end]
-                        self._filled = end - pos
-                        pos = end
-                    break
-                pos = self._segment(pending, source, pos, False, not held)
+                if data_len or pending.ahs_len or header_digest:    # else a bare BHS (a read, most often): whole
+                    need = pending.ahs_len + header_digest + data_len + (-data_len & 3) + (data_digest_len
+                                                                                           if data_len else 0)
+                    if end - pos < need:
+                        if data_len > NEGOTIATION_DATA_LIMIT:
+                            fill = self._fill = self._buffer(pending, need)
+                            fill[:end - pos] = source[pos:end]
+                            self._filled = end - pos
+                            pos = end
+                        break
+                    pos = self._segment(pending, source, pos, False, not held)
                 out.append(pending)
                 pending = None
         finally:

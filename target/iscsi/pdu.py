@@ -17,6 +17,7 @@ BHS = struct.Struct(">BBBBIQ8I")        # the whole skeleton: how responses.py p
 # What decode_bhs reads of a request: opcode byte, flags, lengths, LUN, ITT, bytes 20..27, bytes 36..43
 _REQUEST = struct.Struct(">BB2xIQ3I8x2I4x")
 _WORD = struct.Struct(">I")
+CDB_BYTES = slice(32, 48)               # a SCSI Command's CDB (its first 16 bytes) in the BHS
 RESERVED_TAG = 0xFFFFFFFF
 
 # A piece of output or a data segment: a header, data, or a view of either (never copied on the way out)
@@ -125,9 +126,11 @@ class ScsiCommand(Pdu):
 
     @property
     def cdb(self) -> bytes:
+        """The CDB: `header[CDB_BYTES]` as it is where no AHS extends it (which the per-command path reads so,
+        without this property: CPython 3.11 calls a property through its generic attribute lookup)."""
         if self.ahs:
-            return self.header[32:48] + _extended_cdb(self.ahs)
-        return self.header[32:48]
+            return self.header[CDB_BYTES] + _extended_cdb(self.ahs)
+        return self.header[CDB_BYTES]
 
 
 class TaskMgmtRequest(Pdu):
@@ -221,14 +224,16 @@ def _extended_cdb(ahs: bytes) -> bytes:
     return b""
 
 
+_new = object.__new__       # what `cls.__new__` finds, without looking it up through the class every time
+
+
 def decode_bhs(header: bytes) -> Pdu:
     """Split a 48-byte BHS into a typed PDU (AHS and data are attached by the framing decoder)."""
     b0, flags, lengths, lun_field, itt, w20, cmd_sn, w36, w40 = _REQUEST.unpack(header)
     opcode = b0 & 0x3F
-    cls = PDU_CLASSES.get(opcode, UnknownPdu)
-    pdu = cls.__new__(cls)
+    pdu = _new(PDU_CLASSES.get(opcode, UnknownPdu))
     pdu.opcode = opcode
-    pdu.immediate = bool(b0 & 0x40)
+    pdu.immediate = b0 & 0x40 != 0
     pdu.flags = flags
     pdu.ahs_len = (lengths >> 24) * 4
     pdu.data_len = lengths & 0xFFFFFF
@@ -268,6 +273,11 @@ def frame(header: bytes, data: Buf = b"") -> bytes:
 
 
 # --- LUN field (SAM-5 §4.7): flat and peripheral addressing of single-level LUNs -------------------------
+
+# A LUN field with none of these bits set is peripheral addressing of a LUN below 256 (what initiators send for the
+# usual LUNs): its LUN is `field >> 48`, without the `decode_lun` call (the per-command path's shortcut)
+NOT_SMALL_PERIPHERAL = 0xFF00FFFFFFFFFFFF
+
 
 def decode_lun(field: int) -> int:
     top = field >> 48

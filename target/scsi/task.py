@@ -1,7 +1,7 @@
 """The SCSI task: what the iSCSI layer hands to the SCSI layer, and how the answer comes back."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from ..iscsi.pdu import Buf
@@ -34,18 +34,18 @@ class Barrier:
 class ScsiTask:
     """One SCSI command on one I_T nexus.
 
-    The transport fills in the request fields and `done`; the SCSI layer calls `finish()` exactly once.
+    The transport fills in the request fields and `done` (iSCSI's Command is one: a subclass); the SCSI layer calls
+    `finish()` exactly once.
     `data_in` may be longer than `expected_length`: the transport truncates and reports the residual.
     For commands that carry data out, the SCSI layer sets `transfer_length` to the byte count the CDB asks
     for (it writes no more than the transport received); the transport reports the residual against it.
     """
 
     __slots__ = ("lun", "cdb", "nexus", "initiator_name", "expected_length", "read", "write",
-                 "data_out", "done", "status", "data_in", "sense", "context", "transfer_length", "remote")
+                 "data_out", "done", "status", "data_in", "sense", "transfer_length", "remote")
 
     def __init__(self, lun: int, cdb: bytes, nexus: str, initiator_name: str, expected_length: int,
-                 read: bool, write: bool, data_out: memoryview | None, done: Callable[[ScsiTask], None],
-                 context: Any = None) -> None:
+                 read: bool, write: bool, data_out: memoryview | None, done: Callable[[ScsiTask], None]) -> None:
         self.lun = lun
         self.cdb = cdb
         self.nexus = nexus
@@ -55,7 +55,6 @@ class ScsiTask:
         self.write = write
         self.data_out = data_out
         self.done = done
-        self.context = context
         self.status = GOOD
         self.data_in: Buf | None = None
         self.sense: bytes | None = None
