@@ -592,3 +592,32 @@ def test_a_write_waiting_on_the_coordinator_frees_its_budget_when_aborted_or_its
     for late in conn.host.device.writes_in_flight:
         late()
     assert conn.write_held == 0 == conn.write_pool.held
+
+
+def test_a_write_another_nexus_aborted_at_the_disk_tells_the_host_of_the_r2t_its_budget_frees(monkeypatch):
+    """The host is told of output whenever `out` stops being empty, also when an aborted write's completion
+    solicits a write that waited for its budget (later completions rely on it: they tell only an empty `out`)."""
+    monkeypatch.setattr(connection, "CONNECTION_WRITE_BUDGET", 1024)
+    conn = connect()
+    device = conn.host.device
+    monkeypatch.setattr(device, "has_lun", lambda lun: lun in (0, 1))
+    device.writes_in_flight = []
+    (r2t, _), = exchange(conn, write(0, 2, 1))
+    assert exchange(conn, write(2, 1, 2, lun=1)) == []                    # waits for the connection's budget
+    assert exchange(conn, data_out(bytes(1024), itt=1, ttt=r2t.ttt)) == []    # write 1 at the disk
+    conn.abort_lun(0, lambda: None)                 # another nexus's LUN RESET, say: no response here
+    exchange(conn)
+    told = conn.host.ready
+    device.writes_in_flight.pop()()                 # the aborted write's disk op completes
+    assert conn.host.ready == told + 1
+    (solicited, _), = exchange(conn)
+    assert solicited.opcode == P.R2T and solicited.itt == 2
+
+
+def test_commands_that_came_early_are_not_run_once_a_logout_closed_the_connection():
+    conn = connect()
+    tur = bytes(6)
+    assert exchange(conn, scsi_command(tur, cmd_sn=2, itt=3)) == []           # early: held
+    pdus = exchange(conn, logout_request(itt=4, cmd_sn=1))
+    assert [p.opcode for p, _ in pdus] == [P.LOGOUT_RESPONSE] and conn.closing
+    assert conn.host.device.executed == [] and not conn.commands

@@ -353,6 +353,8 @@ class Connection:
             handler(self, pdu)
             if window.early:
                 for ready in window.released():
+                    if self.closing:            # a Logout or a reset closed it: what came early is not run
+                        break
                     _HANDLERS[ready.opcode](self, ready)
 
     # SCSI commands --------------------------------------------------------------------------------------------
@@ -522,7 +524,10 @@ class Connection:
         if command.aborted:
             for waiter in self.aborted_in_flight.pop(command, ()):
                 waiter()
-            self._free_write(command)
+            quiet = not self.out
+            self._free_write(command)           # may solicit a waiting write: an R2T in `out`
+            if quiet and self.out:
+                self.host.output_ready(self)
             return
         del self.commands[command.itt]
         command.buffer = command.data_out = None    # its pool buffer is free again once the backstore let go of it
@@ -563,6 +568,7 @@ class Connection:
             command.sent = sent + command.wanted
         else:
             command.sent, command.failed_sense = -1, task.sense
+        command.data_in = None                  # `out` has it: the command, kept till sent, does not hold its buffer
         self.finished.append(command)
         size = sent + P.BHS_LEN                 # _hold_output, written out: once per command
         self._queued += size
@@ -735,7 +741,6 @@ class Connection:
 
     def _snack(self, pdu: P.SnackRequest) -> None:
         self._reject(pdu, P.REJECT_SNACK)      # ErrorRecoveryLevel=0: no SNACK support (§11.16)
-
 
 
 # A full feature phase handler: _HANDLERS pairs each with its opcode's Pdu subclass (pdu.PDU_CLASSES)
