@@ -30,7 +30,8 @@ and every write there waits for it (coordinator/store_osdmap.py), its loop never
 are not there within its deadline acks saying so, its RBD LUNs of that cluster NOT READY until they are; the takeover
 goes on and its report names those workers, any that did not ack within the service's ack deadline (its own
 deadline then passed: NOT READY from the moment it takes the push), and the coordinator if its client is not there
-within its wait. A worker that connects later gets the barrier again before its WELCOME (`_worker_joined`).
+within its wait. A worker that connects later, its process started before the push, gets the barrier again, alone,
+before its WELCOME (`_worker_joined`).
 If fencing fails, `ringtgt takeover` refuses (nothing tickled, the peer's sessions kept, so that running it again
 does it all) unless told `--unfenced`; built-in takeover goes on, with an error logged. A node that was fenced itself
 takes over no one (built-in or not, `--unfenced` or not). Without RBD LUNs nothing is fenced: the dead node must
@@ -46,6 +47,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from . import procinfo
 from .bus import ClusterBus
 from .fencer import Fenced, Fencer
 from .lun_identities import mismatches
@@ -91,7 +93,8 @@ class Cluster:
         service.register(OsdMapBarrier, self._barrier)
         service.on_worker_joined(self._worker_joined)
         self._barrier_epochs: dict[str, int] = {}     # every takeover's blocklist (newest epoch per cluster) …
-        self._barrier_sent = 0.0                      # … and when its barrier was pushed (monotonic)
+        self._barrier_sent = 0.0                      # … when its barrier was pushed (monotonic) …
+        self._barrier_booted = 0.0                    # … and the same moment in seconds after boot (procinfo)
         self._beat()
 
     def close(self) -> None:
@@ -193,10 +196,9 @@ class Cluster:
         return Reply(Nothing(), self.authority.views_of_every_unit())
 
     def _barrier(self, message: OsdMapBarrier, origin: str) -> Reply:
-        """Pushed now, with the time it goes out (it may have waited in the queue behind another push's acks); one
-        pushed again (`_worker_joined`) keeps the time the takeover's went out."""
-        if not message.again:
-            self._barrier_sent = time.monotonic()
+        """Pushed now, with the time it goes out (it may have waited in the queue behind another push's acks)."""
+        self._barrier_sent = time.monotonic()
+        self._barrier_booted = time.clock_gettime(time.CLOCK_BOOTTIME)
         return Reply(Nothing(), [dataclasses.replace(message, sent=self._barrier_sent)])
 
     def _end_sessions(self, message: EndSessions, origin: str) -> Reply:
@@ -265,13 +267,30 @@ class Cluster:
                             then=lambda acks: answered("workers", self._behind(acks)))
 
     def _worker_joined(self, origin: str) -> None:
-        """A worker that connects after a takeover's barrier (a restart, or one whose loop had not reached its
-        HELLO: its clients may have connected before the blocklist) gets it too, before its WELCOME, so before its
-        unit states and so before it accepts anyone; sent when the takeover's was, so past its deadline: its RBD LUNs
-        there are NOT READY (becoming ready) until its clients have the map (a fresh client's first wait)."""
-        if self._barrier_epochs:
-            log.info("cluster: worker %s connected after a takeover's OSD map barrier: pushed it again", origin)
-            self.service.submit(OsdMapBarrier(dict(self._barrier_epochs), again=True))     # the worker logs
+        """A worker that connects after a takeover's barrier but whose process started before it (one whose loop
+        had not reached its HELLO yet, opening its images: its clients may have connected before the blocklist) gets
+        it too, alone (`push_to`), before its WELCOME whatever the service's queue holds, so before its unit states
+        and so before it accepts anyone; `again`: its RBD LUNs there are NOT READY (becoming ready) at once, until
+        its clients have the map.
+
+        A worker process started after the push gets nothing: every RADOS client it has connected after fencing read
+        the blocklist's epoch back from the monitors (fencing.blocklist_epoch), and a client's first OSD map is the
+        one its monitor has committed then, which has it (the quorum committed it before the blocklist command
+        returned; a member learns a commit with the leader's next message). The one window left, a quorum member
+        that has not had that message yet, is the one `rados_wait_for_latest_osdmap` leaves as well (it asks a
+        monitor for its latest epoch). That is also why the entries are never dropped: a process started before the
+        push may join at any later time (the coordinator does not know the processes that have not said HELLO), and
+        only the start times (tick-rounded: one started in the push's tick counts as before) tell the two apart; for
+        a worker started later they cost a look at /proc and nothing else."""
+        info = self.service.workers.get(origin)
+        if not self._barrier_epochs or info is None:
+            return
+        began = procinfo.started(info.pid)
+        if began is not None and began > self._barrier_booted:
+            return
+        log.info("cluster: worker %s (started before the takeover's OSD map barrier) connected after it: pushed it "
+                 "again, to it", origin)
+        self.service.push_to(origin, OsdMapBarrier(dict(self._barrier_epochs), self._barrier_sent, again=True))
 
     def _behind(self, acks: Acks) -> dict[str, str]:
         """The workers an OsdMapBarrier's acks leave not known to be at the map, and why."""

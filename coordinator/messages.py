@@ -353,7 +353,8 @@ class OsdMapBarrier(Message):
     {"behind": {cluster: epoch}} (those clusters' RBD LUNs NOT READY until they have it); `epochs`: that map's
     epoch per cluster (its ceph.conf, fencing.cluster_of); `sent`: when (CLOCK_MONOTONIC, one clock for the host's
     processes), so that a worker that gets it late counts its deadline from then (0: from its arrival); `again`:
-    pushed again for a worker that connected after it (coordinator/cluster.py), sent as the last takeover's was."""
+    pushed again, to that worker alone, for a worker that connected after it (coordinator/cluster.py: its process
+    started before it), before its WELCOME; `sent` the last takeover's push time."""
     epochs: dict
     sent: float = 0.0
     again: bool = False

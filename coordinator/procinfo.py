@@ -9,16 +9,25 @@ TCP_ESTABLISHED = "01"
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def uptime(pid: int) -> float | None:
-    """Seconds since `pid` started (its start time in /proc/PID/stat, clock ticks after boot)."""
+def started(pid: int) -> float | None:
+    """When `pid` started, in seconds after boot (CLOCK_BOOTTIME's count; its start time in /proc/PID/stat, clock
+    ticks after boot: rounded down to a tick)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            started = int(f.read().rsplit(")", 1)[1].split()[19]) / _TICKS
+            return int(f.read().rsplit(")", 1)[1].split()[19]) / _TICKS
+    except OSError:
+        return None
+
+
+def uptime(pid: int) -> float | None:
+    """Seconds since `pid` started."""
+    began = started(pid)
+    try:
         with open("/proc/uptime") as f:
             booted_for = float(f.read().split()[0])
     except OSError:
         return None
-    return round(max(0.0, booted_for - started), 1)
+    return None if began is None else round(max(0.0, booted_for - began), 1)
 
 
 def cpu_seconds(pid: int) -> tuple[float, float] | None:

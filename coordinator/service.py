@@ -15,11 +15,12 @@ that raises, a body without its class's shape, or a kind nobody registered answe
 callback gets the reason); a message that breaks the wire schema is logged and dropped. Neither stops the loop.
 
 Workers. A worker says HELLO {pid, index} on every connection (origin = its ZeroMQ routing id,
-"w<index>.<pid>") and gets WELCOME {epoch}. The coordinator then watches the worker's process through a
-pidfd (`os.pidfd_open`, readable once the process has exited): a worker that dies — even by SIGKILL — is
-dropped at once, its pending acks are no longer awaited, and the `on_worker_gone` hooks run (e.g. the
-session registry forgets its sessions). A worker that stops cleanly says BYE, which does the same. A worker
-that is alive but does not ack within `ack_timeout` seconds is logged as an error and not waited for, then or
+"w<index>.<pid>") and gets WELCOME {epoch}, after what the `on_worker_joined` hooks sent it alone (`push_to`:
+outside the pipeline, not waited for) when it connects for the first time. The coordinator then watches the
+worker's process through a pidfd (`os.pidfd_open`, readable once the process has exited): a worker that dies
+— even by SIGKILL — is dropped at once, its pending acks are no longer awaited, and the `on_worker_gone` hooks
+run (e.g. the session registry forgets its sessions). A worker that stops cleanly says BYE, which does the same.
+A worker that is alive but does not ack within `ack_timeout` seconds is logged as an error and not waited for, then or
 for later pushes, until it sends something again (a stopped worker costs one request `ack_timeout`, not every
 request; the supervisor's watchdog kills and restarts it after `hang_timeout`).
 Requests a restarted worker resends (after a coordinator restart) are recognised by (origin, id) and answered
@@ -212,9 +213,17 @@ class CoordinatorService(HandlerTable):
                               then=then))
 
     def on_worker_joined(self, hook: Callable[[str], object]) -> None:
-        """hook(origin) runs when a worker connects for the first time, before its WELCOME: what the hook pushes
-        (`submit`) reaches the worker before anything it asks once welcomed is answered."""
+        """hook(origin) runs when a worker connects for the first time, before its WELCOME: what the hook sends it
+        with `push_to` reaches it before the WELCOME (one ZeroMQ pipe, in order), whatever the queue holds."""
         self._joined_hooks.append(hook)
+
+    def push_to(self, origin: str, message: Message) -> None:
+        """Push `message` to that worker alone, now, outside the pipeline: its ack is not waited for (nor its
+        absence logged)."""
+        info = self.workers.get(origin)
+        if info is not None:
+            self.worker_socket.send_multipart([info.routing_id, encode(PUSH, self._push_id(), message.KIND,
+                                                                       message.to_body())])
 
     def defer(self) -> Deferred:
         """For the handler running now: return this, call its resolve(Reply) later."""
@@ -391,7 +400,7 @@ class CoordinatorService(HandlerTable):
     def _acked(self, origin: str, push_id: int, body: dict) -> None:
         awaiting = self._awaiting
         if awaiting is None or (origin, push_id) not in awaiting.acks:
-            return                          # late, duplicate, or for a coordinator that has restarted since
+            return                          # late, duplicate, of a `push_to`, or for a coordinator restarted since
         awaiting.acks.discard((origin, push_id))
         if body:
             awaiting.outcome.said.setdefault(origin, {}).update(body)

@@ -13,9 +13,10 @@ would carry an OSD map older than the blocklist, and an OSD that has not seen it
 write after them. The wait goes on: an attempt that fails is made again RETRY_SECONDS later (logged, rate-limited);
 one still blocked ATTEMPT_SECONDS after it began is logged (rate-limited) and waited on, as librados cannot be told
 to give it up and a second call would wait for the same monitor answer. A worker that connected after the takeover's
-push gets it again (`again`: coordinator/cluster.py), before its unit states and so before it accepts anyone: its
-clients may have connected before the blocklist, and no ack of it held the tickles, so its LUNs of a cluster it had
-no barrier for are NOT READY at once, until its clients have the map (a fresh client's first wait: milliseconds).
+push, its process started before it, gets it again, alone (`again`: coordinator/cluster.py), before its WELCOME and
+so before its unit states and before it accepts anyone: its clients may have connected before the blocklist, and no
+ack of it held the tickles, so its LUNs of a cluster named are NOT READY at once, until its clients have the map
+(their waits counted from its arrival).
 Once an attempt begun after the push completes, the clients have a map at least as new as the monitors had then,
 which has the blocklist: the LUNs serve again (logged).
 """
@@ -67,7 +68,7 @@ class _Cluster:
     attempt: _Attempt | None = None     # running
     retrying: bool = False          # a failed attempt's retry is scheduled
     behind: bool = False            # its RBD LUNs are NOT READY until the map is reached
-    joined: bool = False            # its first barrier came again, this worker having connected after the takeover
+    joined: bool = False            # its barrier came again, this worker having connected after the takeover
 
 
 @dataclass(eq=False)
@@ -105,19 +106,18 @@ class OsdMapSync:
 
     def _barrier(self, barrier: OsdMapBarrier, ack: Callable) -> None:
         pending = {}
-        sent = min(barrier.sent or time.monotonic(), time.monotonic())
-        joined = False                      # pushed again for this worker, which connected after the takeover's
+        arrived = time.monotonic()
+        sent = min(barrier.sent or arrived, arrived)
         for key, epoch in barrier.epochs.items():
             if not self._clients_of(key):
                 continue
-            first = key not in self._clusters
             cluster = self._clusters.setdefault(key, _Cluster(key))
-            if barrier.again and first:
-                joined = cluster.joined = True
             if cluster.reached >= epoch:    # reached by an attempt begun after an earlier push: had it already
                 continue
+            if barrier.again:               # for this worker alone, which connected after the takeover's push
+                cluster.joined = True
             if cluster.wanted <= cluster.reached:
-                cluster.since = sent
+                cluster.since = arrived if barrier.again else sent
             cluster.wanted = max(cluster.wanted, epoch)
             if cluster.attempt is None and not cluster.retrying:
                 self._begin(cluster)
@@ -128,7 +128,7 @@ class OsdMapSync:
         waiting = _Barrier(pending, ack)
         self._barriers.append(waiting)
         left = sent + self.wait_seconds - time.monotonic()
-        if left > 0 and not joined:
+        if left > 0 and not barrier.again:
             self.reactor.call_later(left, lambda: self._overdue(waiting))
         else:       # a worker that got the push late, or connected after it: before any command of this turn
             self._overdue(waiting)

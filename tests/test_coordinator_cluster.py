@@ -6,6 +6,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 import socket
 import struct
+import subprocess
 import time
 
 import pytest
@@ -301,11 +302,18 @@ def test_a_takeover_goes_on_only_once_every_worker_has_the_osd_map_of_the_blockl
                                                               "it, until it is"}
     a.cluster._after_barrier(Fenced(), went_on.append)      # nothing fenced: at once
     assert went_on[3:] == [{}]
-    worker.close(linger=0)
-    # a worker connecting after the takeover gets its barrier again, before its WELCOME (so before its unit states)
+    # a worker connecting after the takeover gets its barrier again, alone, before its WELCOME (so before its unit
+    # states), even while another push waits for acks: here a fourth takeover's, which w0 has not acked yet
+    worker.send(encode(NOTIFY, 0, "nothing.known", {}))    # w0 answers again: waited for
+    pump([a], lambda: not a.service._lagging)
+    a.service.ack_timeout = 10 * PATIENCE
+    pushed()                                                # (the unacked third takeover's push)
+    pushes.clear()
+    a.cluster._after_barrier(fenced, went_on.append)
+    pump([a], pushed)
     late = a.context.socket(zmq.DEALER)
     late.linger = 0
-    late.routing_id = b"w1.%d" % os.getpid()
+    late.routing_id = b"w1.%d" % os.getpid()                 # this process: started before the push
     late.connect(workers_endpoint(a.state_dir))
     got = []
 
@@ -313,15 +321,36 @@ def test_a_takeover_goes_on_only_once_every_worker_has_the_osd_map_of_the_blockl
         while late.poll(0):
             got.append(decode(late.recv()))
         return got and got[-1].type == WELCOME
+    started_later = None
     try:
-        connected = time.monotonic()
         late.send(encode(HELLO, body={"pid": os.getpid(), "index": 1}))
         pump([a], received)
         assert [(m.type, m.kind) for m in got] == [(PUSH, "cluster.osdmap"), (WELCOME, "")], got
         assert got[0].body["epochs"] == {"/etc/ceph/ceph.conf": 42} and got[0].body["again"]
-        assert pushes[0].body["sent"] < got[0].body["sent"] < connected    # the last takeover's push time
+        assert got[0].body["sent"] == pushes[0].body["sent"]    # the last takeover's push time
+        assert len(went_on) == 4                                # w0's ack still awaited; the late one's is not
+        worker.send(encode(ACK, pushes[0].id, body={}))
+        pump([a], lambda: len(went_on) == 5)
+        assert len(pushes) == 1 and not pushed()[1:]            # w0 had the takeover's push, not the late one's
+        # a worker whose process started after the push: its clients connected after the blocklist, nothing pushed
+        time.sleep(0.05)                                        # 5 clock ticks: its start time is past the push's
+        started_later = subprocess.Popen(["sleep", "60"])
+        fresh = a.context.socket(zmq.DEALER)
+        fresh.linger = 0
+        fresh.routing_id = b"w2.%d" % started_later.pid
+        fresh.connect(workers_endpoint(a.state_dir))
+        got.clear()
+        late, fresh = fresh, late                               # (`received` reads `late`; both closed below)
+        late.send(encode(HELLO, body={"pid": started_later.pid, "index": 2}))
+        pump([a], received)
+        assert [(m.type, m.kind) for m in got] == [(WELCOME, "")], got
     finally:
         late.close()
+        worker.close(linger=0)
+        if started_later is not None:
+            fresh.close()
+            started_later.kill()
+            started_later.wait()
 
 
 def test_a_takeover_names_the_coordinator_whose_own_rados_client_is_not_at_the_map(nodes):

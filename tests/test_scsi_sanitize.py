@@ -166,6 +166,27 @@ def test_a_sanitize_whose_worker_must_not_touch_the_medium_submits_nothing_more_
         assert h.store.data == b"\x55" * len(h.store.data)
 
 
+@pytest.mark.parametrize("action", ["overwrite", "block erase"])
+def test_a_sanitize_whose_worker_fell_behind_during_its_last_operation_fails(action):
+    """The worker fell behind while the sweep's last operation ran (an OVERWRITE's final flush; a BLOCK ERASE's one
+    unmap, minutes on a large RBD image): nothing was left to submit, yet the sanitize is not reported done."""
+    h = Harness(store=ErasableStore(), thin=True)
+    h.ready()
+    if action == "overwrite":
+        task = overwrite(h, b"\xaa", drain=False)
+        while h.store.calls[-1][0] != "flush":
+            h.store.pending.pop(0)()                                            # the pass's writes complete
+    else:
+        task = h.run(sanitize_cdb(0x02), drain=False)
+        assert h.store.calls == [("unmap", 0, BLOCKS * BS)]
+    assert len(h.store.pending) == 1
+    h.unit.set_becoming_ready(True)
+    h.store.drain()
+    assert_sense(task, S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+    h.unit.set_becoming_ready(False)                                            # the map arrived
+    assert_sense(h.run(TUR), S.MEDIUM_ERROR, S.SANITIZE_COMMAND_FAILED)
+
+
 def test_a_block_erase_begun_while_its_worker_must_not_touch_the_medium_erases_nothing():
     """The worker fell behind while the coordinator decided the SANITIZE's start."""
     h = Harness(store=ErasableStore(), thin=True)

@@ -20,11 +20,16 @@ read the old data through any LUN.
 
 A sweep submits nothing more once its worker must not touch the unit's medium (`_held`): an RBD LUN whose worker's
 RADOS clients fell behind a takeover's OSD map (target/osdmap_sync.py), or a unit taken offline. It then ends failed
-(sanitize failure mode, its record already in the store), not paused until the map arrives: the writes it made just
-before (within the worker's wait for the map) carried the older map, so a fenced node's write still in flight may
+(sanitize failure mode, its record already in the store), not paused until the map arrives; and one whose last
+operation (the final flush, a BLOCK ERASE's one unmap or write zeroes: minutes on a large RBD image) completes while
+the unit is held ends failed too, not sanitized. The writes it made just before (within the worker's wait for the
+map) carried the older map, so a fenced node's write still in flight may
 land after them on blocks already swept, which a resumed sweep would not go over again; and that wait has no end
 librados can promise, while a paused sanitize holds the unit SANITIZE IN PROGRESS on every node. Failure mode is the
-side a worker's death already takes: the initiator sanitizes again, a sweep made whole after the map.
+side a worker's death already takes: the initiator sanitizes again, a sweep made whole after the map. (A sweep's
+writes in the first seconds of a takeover carried the older map even when its worker caught up in time and the sweep
+went on: what guards those is that the fenced node had the unit SANITIZE IN PROGRESS too, so it could only have a write
+to it in flight from before the sanitize began, as any node's.)
 """
 from __future__ import annotations
 
@@ -146,12 +151,15 @@ def _overwrite(unit, task, length: int):
             pass_index, offset = position
             if offset >= total:
                 position[:] = [pass_index + 1, 0]
-                store.flush(next_write if pass_index + 1 < count else ended)
+                store.flush(next_write if pass_index + 1 < count else finished)
                 return
             length = min(CHUNK, total - offset)
             position[1] = offset + length
             data = inverted if (count - 1 - pass_index) % 2 else chunk      # the last pass is not inverted
             store.write(offset, memoryview(data)[:length], False, paced)
+
+        def finished(error: OSError | None) -> None:
+            ended(error or _held(unit))     # held during the last pass's writes or its flush: not a success
 
         def paced(error: OSError | None) -> None:
             written = position[0] * total + position[1]
@@ -184,7 +192,7 @@ def _block_erase(unit):
             if error is not None:
                 ended(error)
             else:
-                store.flush(ended)
+                store.flush(lambda error: ended(error or _held(unit)))     # held meanwhile (minutes): failed
         held = _held(unit)
         if held is not None:
             ended(held)
