@@ -14,9 +14,10 @@ PYTEST_ARGS ?= tests
 CONFIG ?=
 
 # Build: compiler, liburing, librbd (the RBD backstore), Python headers, venv.  Tests: libiscsi tools, qemu-img
-# with iscsi://, ip (netns).  (fio's own build dependencies are installed by scripts/build-fio.sh.)
+# with iscsi://, ip (netns), valgrind (a worker under it, as perf/callgrind_per_io.py runs one).  (fio's own build
+# dependencies are installed by scripts/build-fio.sh.)
 SYSTEM_PACKAGES := gcc pkg-config liburing-dev librbd-dev librados-dev python3-dev python3-venv \
-                   libiscsi-bin qemu-utils qemu-block-extra iproute2
+                   libiscsi-bin qemu-utils qemu-block-extra iproute2 valgrind
 
 # The RBD tests start a one-node Ceph cluster (tests/ceph_cluster.py): a monitor, an OSD, the ceph and rbd tools.
 CEPH_PACKAGES := ceph-mon ceph-osd ceph-common

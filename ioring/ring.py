@@ -19,6 +19,13 @@ op. Both tables are bounded (`FIXED_FILES` slots; `FIXED_BUFFERS` slots and `FIX
 counted against RLIMIT_MEMLOCK where not root); past them, or where the kernel refuses, callers use plain fds and
 buffers.
 
+Under valgrind (perf/callgrind_per_io.py, perf/profile_worker.py), which runs one thread of a process at a time
+and keeps its lock through io_uring_enter (a wait it does not know may block), a turn that waits would starve the
+process's other threads, ZeroMQ's I/O thread among them: the worker's messages to and from its coordinator, its
+ZMTP handshake even, did not get through for minutes (the coordinator drops a handshake not done in 30 s, so the
+worker never got its unit states and never accepted). So under valgrind a waiting turn first yields (sched_yield,
+which valgrind does release its lock in) and waits at most `_VALGRIND_WAIT`.
+
 The ring is set up SINGLE_ISSUER|COOP_TASKRUN|TASKRUN_FLAG when the kernel allows (≥ 6.0; plain otherwise):
 only the thread that created it may submit, so create it in the worker process, after fork.
 """
@@ -45,6 +52,8 @@ _CLOSE_CANCEL = (1 << 64) - 1      # user_data of the cancel-everything op close
 _SPIN_AFTER_AT_MOST = 1           # completions in a turn for the next one to busy-poll
 _FILE_SPIN_FACTOR = 4              # a turn waiting on a QD1 load's one file op spins this many times busy_poll_us
 _CLOSE_GRACE = 1.0                 # seconds close() waits for cancelled ops to complete
+_VALGRIND = "vgpreload" in os.environ.get("LD_PRELOAD", "")    # valgrind preloads its vgpreload_*.so in its client
+_VALGRIND_WAIT = 0.05              # seconds a waiting turn waits at most under valgrind (module docstring)
 FIXED_FILES = 64                   # registered file slots per ring (one per file LUN of the worker)
 FIXED_BUFFERS = 1024               # registered buffer slots per ring
 FIXED_BYTES = 4 << 20              # registered buffer bytes per ring at most
@@ -278,6 +287,9 @@ class Ring:
         reap every ready completion, in one C call: a flat list [user_data, res, user_data, res, …], res
         negative errno on failure. Unpins their buffers. The event loop's whole turn; what it reaped decides
         whether the next waiting turn busy-polls first."""
+        if _VALGRIND and wait:
+            os.sched_yield()
+            timeout = _VALGRIND_WAIT if timeout is None else min(timeout, _VALGRIND_WAIT)
         spin = self._spin_ns
         if spin and len(self._files) == 1:
             spin *= _FILE_SPIN_FACTOR
