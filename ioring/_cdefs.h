@@ -38,6 +38,7 @@ int rt_prep_fsync(struct io_uring *ring, uint64_t user_data, int fd, unsigned fs
 int rt_prep_fallocate(struct io_uring *ring, uint64_t user_data, int fd, int mode, int64_t offset, int64_t length);
 int rt_prep_accept(struct io_uring *ring, uint64_t user_data, int fd);
 int rt_prep_recv(struct io_uring *ring, uint64_t user_data, int fd, void *buf, size_t len, int flags);
+int rt_prep_read_send(struct io_uring *ring, uint64_t user_data, int fd, void *buf, unsigned nbytes, uint64_t offset, int fixed_file, int buf_index, uint64_t send_user_data, int sock, const void *out, size_t out_len, int send_flags);
 int rt_prep_send(struct io_uring *ring, uint64_t user_data, int fd, const void *buf, size_t len, int flags);
 int rt_prep_sendmsg(struct io_uring *ring, uint64_t user_data, int fd, const struct msghdr *msg, unsigned flags);
 int rt_prep_cancel(struct io_uring *ring, uint64_t user_data, uint64_t target, int flags);

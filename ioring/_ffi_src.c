@@ -73,6 +73,32 @@ static inline int rt_prep_write(struct io_uring *ring, uint64_t user_data, int f
     RT_PREP(rt_rw(sqe, IORING_OP_WRITE, fd, buf, nbytes, offset, rw_flags, fixed_file, buf_index));
 }
 
+/* A read, then a send linked to it (IOSQE_IO_LINK): the send starts in the kernel once the read has read all
+ * of buf, and completes with -ECANCELED if the read fails or stops short. Both SQEs go into one submission (a
+ * submit between them would cut the link and let the send go with the buffer unread): when fewer than two are
+ * free, what is queued is submitted first. 0 or -errno (nothing queued then). */
+static inline int rt_prep_read_send(struct io_uring *ring, uint64_t user_data, int fd, void *buf, unsigned nbytes,
+                                    uint64_t offset, int fixed_file, int buf_index, uint64_t send_user_data,
+                                    int sock, const void *out, size_t out_len, int send_flags)
+{
+    struct io_uring_sqe *sqe;
+    if (io_uring_sq_space_left(ring) < 2) {
+        int ret = io_uring_submit(ring);
+        if (ret < 0)
+            return ret;
+        if (io_uring_sq_space_left(ring) < 2)
+            return -EBUSY;
+    }
+    sqe = io_uring_get_sqe(ring);
+    io_uring_sqe_set_data64(sqe, user_data);
+    rt_rw(sqe, IORING_OP_READ, fd, buf, nbytes, offset, 0, fixed_file, buf_index);
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe = io_uring_get_sqe(ring);
+    io_uring_sqe_set_data64(sqe, send_user_data);
+    io_uring_prep_send(sqe, sock, out, out_len, send_flags);
+    return 0;
+}
+
 /* Registered files and buffers, set in place: a sparse table of nr slots first, then one slot at a time
  * (fd -1, or a NULL buffer, empties it). 0 or -errno. */
 static inline int rt_register_file(struct io_uring *ring, unsigned slot, int fd)

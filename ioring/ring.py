@@ -146,9 +146,7 @@ class Ring:
         rc = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_read")
-        self._files[user_data] = view
-        if self._quiet and len(self._files) == 1:
-            lib.io_uring_submit(self._ring)     # a quiet ring's one file op: at once (above)
+        self._file_op_queued(user_data, view)
 
     def prep_write(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
                    fixed_file: bool = False, buf_index: int = -1) -> None:
@@ -156,6 +154,21 @@ class Ring:
         rc = _prep_write(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_write")
+        self._file_op_queued(user_data, view)
+
+    def prep_read_send(self, fd: int, buf: Buffer, offset: int, user_data: int, fixed_file: bool, buf_index: int,
+                       sock: int, out: Buffer, send_user_data: int, send_flags: int = 0) -> None:
+        """A read into `buf`, and a send of `out` on `sock` linked to it: the kernel sends once the read has
+        filled all of `buf`, without a turn of the loop between; if the read fails or stops short, the send
+        completes with -ECANCELED and sends nothing. Both ops are queued by one C call, into one submission."""
+        view = _from_buffer("char[]", buf, True)
+        sending = _from_buffer(out)
+        _check_rc(lib.rt_prep_read_send(self._ring, user_data, fd, view, len(view), offset, fixed_file, buf_index,
+                                        send_user_data, sock, sending, len(sending), send_flags), "prep_read_send")
+        self._pins[send_user_data] = sending
+        self._file_op_queued(user_data, view)
+
+    def _file_op_queued(self, user_data: int, view: Any) -> None:
         self._files[user_data] = view
         if self._quiet and len(self._files) == 1:
             lib.io_uring_submit(self._ring)     # a quiet ring's one file op: at once (above)

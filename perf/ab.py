@@ -1,10 +1,12 @@
 """Two ringtgt builds or configurations side by side (A B A B …), for deciding what a change bought.
 
-    perf/ab.py [--a-binary PATH] [--b-binary PATH] [--a-config LINES] [--b-config LINES] [--a-env K=V,…] \\
-               [--jobs randread-4k-qd32,…] [--rounds 3] [--runtime 4] [--null | --direct [--workdir DIR]]
+    perf/ab.py [--a-binary PATH] [--b-binary PATH] [--a-config LINES] [--b-config LINES] [--a-lun LINES] \\
+               [--b-lun LINES] [--a-env K=V,…] [--jobs randread-4k-qd32,…] [--rounds 3] [--runtime 4] \\
+               [--null | --direct [--workdir DIR]]
 
 A binary is a `ringtgt` entry point (e.g. another checkout's .venv/bin/ringtgt; default: this one's);
-config LINES are extra `[server]` lines, `;`-separated (e.g. "initial_r2t = false"). Prints the per-run
+config LINES are extra `[server]` lines, `;`-separated (e.g. "initial_r2t = false"), lun LINES extra keys of the
+LUN (e.g. "atomic_writes = false"). Prints the per-run
 lines, then the median ratios A/B (> 1: A better) — CPU s/GiB is the steadiest of them on a busy machine.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ def main(argv=None) -> int:
     for side in ("a", "b"):
         parser.add_argument(f"--{side}-binary", type=Path)
         parser.add_argument(f"--{side}-config", default="")
+        parser.add_argument(f"--{side}-lun", default="")
         parser.add_argument(f"--{side}-env", default="", help="K=V,… for that server's environment")
     parser.add_argument("--jobs", default=",".join(JOBS))
     parser.add_argument("--rounds", type=int, default=3)
@@ -49,6 +52,7 @@ def main(argv=None) -> int:
                 server = RingTgtServer(Path(tmp) / side, image=image, size=size, workers=args.workers,
                                        server_extra=getattr(args, f"{side}_config").replace(";", "\n"),
                                        binary=getattr(args, f"{side}_binary"), direct=args.direct,
+                                       lun_extra=getattr(args, f"{side}_lun").replace(";", "\n"),
                                        env=dict(kv.split("=", 1) for kv in getattr(args, f"{side}_env").split(",")
                                                 if kv))
                 server.name = side.upper()

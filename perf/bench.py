@@ -54,6 +54,8 @@ RBD_JOBS = {        # the fio job, and `rbd bench` with the same pattern and I/O
 # R2T). tgtd offers ImmediateData=Yes by default, so a 4k write is one PDU. The bench runs ringtgt as a perf
 # lab would: first bursts as immediate data, and unsolicited Data-Out beyond it.
 RINGTGT_SERVER = "initial_r2t = false\nimmediate_data = true\nbusy_poll_us = 50"
+# tgtd and SPDK offer no WRITE ATOMIC; without it ringtgt's reads at QD1 leave linked to their disk reads (file.py)
+RINGTGT_FILE_LUN = "atomic_writes = false"
 GIB = 1 << 30
 MIB = 1 << 20
 # metric -> True when higher is better
@@ -294,7 +296,8 @@ def main(argv=None) -> int:
                 servers: list = []
                 try:
                     servers.append(RingTgtServer(workdir / f"ringtgt-{suite}", image=images[0], size=size,
-                                                 workers=args.workers, server_extra=RINGTGT_SERVER, direct=direct))
+                                                 workers=args.workers, server_extra=RINGTGT_SERVER, direct=direct,
+                                                 lun_extra=RINGTGT_FILE_LUN if images[0] is not None else ""))
                     servers.append(TgtdServer(workdir / f"tgtd-{suite}", image=images[1], size=size, direct=direct))
                     if spdk:
                         servers.append(SpdkServer(workdir / f"spdk-{suite}", spdk=spdk, image=images[2], size=size,
@@ -313,7 +316,8 @@ def main(argv=None) -> int:
                 try:
                     for workers in (2, 1):
                         server = RingTgtServer(workdir / f"scaling-{workers}", image=image, size=size,
-                                               workers=workers, server_extra=RINGTGT_SERVER)
+                                               workers=workers, server_extra=RINGTGT_SERVER,
+                                               lun_extra=RINGTGT_FILE_LUN)
                         server.name = f"workers={workers}"
                         servers.append(server)
                     table = side_by_side(servers, SCALING_JOBS, args.rounds, args.runtime, log)

@@ -168,8 +168,10 @@ class RingTgtServer:
     name = "ringtgt"
 
     def __init__(self, directory: Path, *, image: Path | None, size: int, workers: int, env: dict | None = None,
-                 server_extra: str = "", binary: Path | None = None, direct: bool = False, store: str | None = None):
-        """`store`: the LUN's backstore keys instead of a file `image` (e.g. an RBD image's)."""
+                 server_extra: str = "", binary: Path | None = None, direct: bool = False, store: str | None = None,
+                 lun_extra: str = ""):
+        """`store`: the LUN's backstore keys instead of a file `image` (e.g. an RBD image's); `lun_extra`: more
+        keys for the LUN."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -179,6 +181,8 @@ class RingTgtServer:
         lun = f"{store}\nsize = {size}"
         if direct:
             lun += "\ndirect = true"
+        if lun_extra:
+            lun += "\n" + lun_extra
         config = self.dir / "ringtgt.toml"
         config.write_text(f'[server]\nportals = ["{HOST}:{self.port}"]\nworkers = {workers}\n'
                           f'state_dir = "{self.dir / "state"}"\nlog_level = "warning"\nnop_interval = 0\n'

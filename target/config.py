@@ -116,6 +116,7 @@ class LunConfig:
     sanitize_rate: int = 0                      # bytes per second a SANITIZE may write; 0: no limit
     encryption_key: str | None = None           # key file: blocks encrypted at rest (CRYPTO ERASE offered)
     physical_block_size: int | None = None      # reported physical block (READ CAPACITY(16)); None: block_size
+    atomic_writes: bool | None = None           # backstore "file": False turns WRITE ATOMIC off; None elsewhere
     pool: str | None = None                     # backstore "rbd": the image's pool and name,
     image: str | None = None
     ceph_conf: str | None = None                # and how to reach the cluster (None: librados' defaults)
@@ -521,6 +522,7 @@ def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:
         sanitize_rate=_sanitize_rate(t),
         encryption_key=_encryption_key(t, backstore, base_dir),
         physical_block_size=_physical_block_size(t, block_size),
+        atomic_writes=_atomic_writes(t, backstore),
         **rbd,
     )
     t.finish()
@@ -554,6 +556,15 @@ def _thin(t: _Table, backstore: str) -> bool:
     if thin and backstore not in ("file", "rbd"):
         raise t.error("thin", f'only a file or an RBD image can be thin-provisioned, not backstore "{backstore}"')
     return thin
+
+
+def _atomic_writes(t: _Table, backstore: str) -> bool | None:
+    atomic = t.take("atomic_writes", (bool,), None)
+    if backstore == "file":
+        return atomic is not False
+    if atomic is not None:
+        raise t.error("atomic_writes", f'only an image file offers WRITE ATOMIC, not backstore "{backstore}"')
+    return None
 
 
 def _physical_block_size(t: _Table, block_size: int) -> int | None:

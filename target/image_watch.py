@@ -52,7 +52,8 @@ class ImageWatch:
                 self._record(lun)
                 store = open_backstore(lun.backstore, reactor, path=lun.path, size=lun.size, block_size=lun.block_size,
                                        direct=lun.direct, write_cache=lun.write_cache,
-                                       encryption_key=lun.encryption_key, image=identity, rbd=rbd_image(lun))
+                                       encryption_key=lun.encryption_key, image=identity, rbd=rbd_image(lun),
+                                       atomic_writes=lun.atomic_writes is not False)
             except ImageGone as e:
                 reason = str(e)
             except BackstoreError as e:

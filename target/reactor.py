@@ -27,6 +27,13 @@ class Reactor:
         self._callbacks[token] = callback
         return token
 
+    def not_queued(self, token: int, res: int | None = None) -> None:
+        """The op `token` was made for never reached the ring (queuing it failed): its callback is dropped, or with
+        `res` run with it at the end of the turn, as if the ring had completed the op so."""
+        callback = self._callbacks.pop(token, None)
+        if callback is not None and res is not None:
+            self.call_soon(callback, res)
+
     def call_later(self, seconds: float, fn: Callable[[], None]) -> None:
         """Run `fn()` from the loop once `seconds` have passed (a ring timeout): the one timer of the worker."""
         self.ring.prep_timeout(seconds, self.token(lambda res: fn()))

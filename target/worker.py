@@ -80,7 +80,7 @@ class Channel:
     """The I/O side of one connection: its socket, receive buffer and send state."""
 
     __slots__ = ("sock", "fd", "conn", "recv_buf", "recv_view", "receiving", "into_segment", "sending",
-                 "sending_bytes", "dead", "opened", "on_received", "on_sent")
+                 "sending_bytes", "dead", "opened", "on_received", "on_sent", "on_linked_sent")
 
     def __init__(self, sock: socket.socket, conn: Connection, opened: float):
         self.sock = sock
@@ -95,6 +95,7 @@ class Channel:
         # the worker's completion handlers for this channel's recv and send
         self.on_received: Callable[[int], None] = _detached
         self.on_sent: Callable[[int], None] = _detached
+        self.on_linked_sent: Callable[[int], None] = _detached
         self.dead = False
         self.opened = opened           # time.monotonic() at accept: the login timeout counts from here
 
@@ -273,6 +274,7 @@ class Worker:
         channel = Channel(sock, conn, time.monotonic())
         channel.on_received = lambda res: self._received_before_login(channel, res)
         channel.on_sent = lambda res: self._sent(channel, res)
+        channel.on_linked_sent = lambda res: self._linked_sent(channel, res)
         self.channels[conn] = channel
         evicted = self.prelogin.add(channel, source_of(conn.peer_address[0]))
         if evicted is not None:
@@ -351,7 +353,7 @@ class Worker:
 
     def _send_pending(self, channel: Channel) -> None:
         conn = channel.conn
-        if channel.dead:
+        if channel.dead or conn.owes_linked:
             return
         if not conn.out:
             if conn.closing:
@@ -368,6 +370,25 @@ class Worker:
             self.ring.prep_send(channel.fd, bufs[0], token, socket.MSG_NOSIGNAL)
         else:
             self.ring.prep_sendmsg(channel.fd, bufs[:IOV_MAX], token, socket.MSG_NOSIGNAL)
+
+    def send_linked(self, conn: Connection, out: memoryview) -> tuple[int, memoryview, int, int] | None:
+        """Host.send_linked: `out` is the connection's next send, which the caller queues linked to a disk read
+        (Ring.prep_read_send): the socket, `out`, the send's token and flags; None while a send is in flight."""
+        channel = self.channels.get(conn)
+        if channel is None or channel.sending is not None or channel.dead:
+            return None
+        channel.sending = [out]
+        channel.sending_bytes = len(out)
+        return channel.fd, out, self.reactor.token(channel.on_linked_sent), socket.MSG_NOSIGNAL
+
+    def _linked_sent(self, channel: Channel, res: int) -> None:
+        """A linked send completed; cancelled (its read failed or stopped short), it sent nothing."""
+        if res != -errno.ECANCELED or channel.dead:
+            self._sent(channel, res)
+            return
+        channel.sending = None
+        channel.conn.linked_send_cancelled()
+        self._send_pending(channel)
 
     def _sent(self, channel: Channel, res: int) -> None:
         bufs: list[Buf] = channel.sending  # type: ignore[assignment]   # a send is in flight (_send set it)
@@ -420,7 +441,8 @@ class Worker:
         self.session_sync.ended(conn)
         self.counters.session_ended(conn)
         channel.sock.close()
-        channel.on_received = channel.on_sent = _detached     # they refer to the channel: no cycle left behind
+        # they refer to the channel: no cycle left behind
+        channel.on_received = channel.on_sent = channel.on_linked_sent = _detached
 
     # -- keepalive and shutdown -----------------------------------------------------------------------------------
     def _keepalive(self) -> None:

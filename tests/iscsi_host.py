@@ -1,12 +1,15 @@
 """The host a sans-I/O Connection runs against in the iSCSI unit tests: the target's and initiator's names, a small
-block device over a bytearray that answers at once (the real SCSI layer has its own tests), and `exchange`, which feeds
-the connection bytes and splits what it sent back into PDUs."""
+block device over a bytearray that answers at once (the real SCSI layer has its own tests), `connect` (a logged-in
+connection), `exchange`, which feeds the connection bytes and splits what it sent back into PDUs, `sent` and CDBs."""
 import struct
 
+from target.iscsi import pdu as P
 from target.iscsi.access import AccessPolicy, TargetAccess
+from target.iscsi.connection import Connection
+from target.iscsi.negotiation import parse_text
 from target.iscsi.write_budget import WritePool
 from target.scsi.task import CHECK_CONDITION, GOOD
-from tests.iscsi_helpers import split
+from tests.iscsi_helpers import login_request, split
 
 IQN = "iqn.2026-11.org.ringtgt:t"
 INI = "iqn.2026-11.org.example:host"
@@ -110,6 +113,9 @@ class Host:
     def output_ready(self, conn):
         self.ready += 1
 
+    def send_linked(self, conn, out):
+        return None                     # no ring to link a send to a read (tests/test_iscsi_linked_send.py has one)
+
 
 def exchange(conn, raw=b""):
     if raw:
@@ -117,3 +123,31 @@ def exchange(conn, raw=b""):
     out = b"".join(bytes(b) for b in conn.out)
     conn.out.clear()
     return split(out)
+
+
+def connect(host=None, **keys):
+    """A connection logged in to IQN (MaxRecvDataSegmentLength 1024, MaxBurstLength 2048 unless `keys` say
+    otherwise); its next StatSN is 101."""
+    conn = Connection(host or Host(), ("127.0.0.1", 3260), ("127.0.0.1", 5000))
+    offered = {"InitiatorName": INI, "TargetName": IQN, "MaxRecvDataSegmentLength": "1024",
+               "InitialR2T": "Yes", "MaxBurstLength": "2048", "FirstBurstLength": "1024"}
+    offered.update(keys)
+    conn.receive_data(login_request(list(offered.items()), exp_stat_sn=100))
+    (pdu, data), = exchange(conn)
+    assert pdu.opcode == P.LOGIN_RESPONSE and pdu.flags & 0x80 and pdu.login_status == 0, parse_text(data)
+    return conn
+
+
+def sent(conn):
+    """What the host does: take the output, send it, report it sent."""
+    out = split(b"".join(bytes(b) for b in conn.take_output()))
+    conn.output_sent()
+    return out
+
+
+def read10(lba, blocks):
+    return b"\x28\0" + struct.pack(">IxH", lba, blocks) + b"\0"
+
+
+def write10(lba, blocks):
+    return b"\x2a\0" + struct.pack(">IxH", lba, blocks) + b"\0"

@@ -19,6 +19,7 @@ class MemoryStore:
     """Backstore test double: completions are queued and run by `drain()`, never synchronously."""
 
     max_atomic_bytes = 0
+    sends_with_read = False
 
     def __init__(self, blocks=BLOCKS, block_size=BS, write_cache=True, size=None):
         self.block_size = block_size

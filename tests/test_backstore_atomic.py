@@ -104,6 +104,24 @@ def test_without_a_journal_the_file_serves_without_atomic_writes(reactor, tmp_pa
         store.close()
 
 
+def test_atomic_writes_turned_off_leave_a_plain_file_whose_reads_can_be_linked(reactor, tmp_path):
+    """`atomic_writes = false`: no journal, no WRITE ATOMIC, and reads may leave linked to their sends, which an
+    atomic file's may not (they are checked against the atomic writes once read)."""
+    (tmp_path / "lun.img").write_bytes(b"")
+    store = open_backstore("file", reactor, path=str(tmp_path / "lun.img"), size=MiB, block_size=512,
+                           atomic_writes=False)
+    try:
+        assert not isinstance(store, AtomicFileBackstore) and store.max_atomic_bytes == 0 and store.sends_with_read
+        assert not (tmp_path / "lun.img.atomic").exists()
+    finally:
+        store.close()
+    store = open_backstore("file", reactor, path=str(tmp_path / "lun.img"), size=MiB, block_size=512)
+    try:
+        assert isinstance(store, AtomicFileBackstore) and not store.sends_with_read
+    finally:
+        store.close()
+
+
 def _atomic_writer(path, rounds, ready):
     """Another worker: whole-range atomic writes, each of one byte value, as fast as it can."""
     with Ring(16) as ring:

@@ -41,6 +41,7 @@ removable = true
 sanitize_rate = "64MiB"
 encryption_key = "keys/disk1.key"
 physical_block_size = 32768
+atomic_writes = false
 serial = "SER-1"
 naa = "6001405AABBCCDDEEFF0011223344556"
 
@@ -124,6 +125,7 @@ def test_full_config(tmp_path):
     assert (disk.serial, disk.naa) == ("SER-1", "6001405aabbccddeeff0011223344556")
     assert (disk.readonly, disk.removable, disk.sanitize_rate) == (True, True, 64 << 20)
     assert disk.encryption_key == str(tmp_path / "keys" / "disk1.key") and disk.physical_block_size == 32768
+    assert disk.atomic_writes is False and null.atomic_writes is None
     assert (null.id, null.path, null.size, null.backstore) == (7, None, 1 << 20, "null")
     other = config.targets[1]
     assert other.alias is None
@@ -266,6 +268,9 @@ def test_parse_size_rejects(text):
     (lun_toml(write_cache="1"), "target[0].lun[0].write_cache: must be a boolean, got 1"),
     (lun_toml(readonly='"yes"'), "target[0].lun[0].readonly: must be a boolean, got 'yes'"),
     (lun_toml(removable="0"), "target[0].lun[0].removable: must be a boolean, got 0"),
+    (lun_toml(atomic_writes='"no"'), "target[0].lun[0].atomic_writes: must be a boolean, got 'no'"),
+    (rbd_toml(atomic_writes="false"), 'target[0].lun[0].atomic_writes: only an image file offers WRITE ATOMIC, not '
+     'backstore "rbd"'),
     (lun_toml(path=None, backstore='"null"', encryption_key='"k"'),
      'target[0].lun[0].encryption_key: only a file is stored encrypted, not backstore "null"'),
     (lun_toml(physical_block_size="1536"),

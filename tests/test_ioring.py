@@ -287,3 +287,38 @@ def test_registered_tables_are_bounded_and_slots_come_back(ring, fd):
     assert -1 not in slots and ring.register_buffer(bufs[4]) == -1      # FIXED_BYTES reached
     ring.unregister_buffer(slots[1])
     assert ring.register_buffer(bufs[4]) >= 0
+
+
+def test_a_send_linked_to_a_read_carries_what_the_read_filled(ring, fd, tcp_pair):
+    client, server = tcp_pair
+    os.pwrite(fd, bytes(range(256)) * 16, 0)
+    buf = bytearray(b"HEADER:" + bytes(4096))           # a header in front, the read fills the rest
+    ring.prep_read_send(fd, memoryview(buf)[7:], 0, 1, False, -1, server.fileno(), buf, 2, socket.MSG_NOSIGNAL)
+    assert wait_all(ring, 1, 2) == {1: 4096, 2: 7 + 4096}
+    received = b""
+    while len(received) < 7 + 4096:
+        received += client.recv(8192)
+    assert received == b"HEADER:" + bytes(range(256)) * 16
+
+
+@pytest.mark.parametrize("entries_queued", [0, 7])      # 7 of 8 SQEs taken: the pair goes in the next submission
+def test_a_short_read_cancels_its_linked_send(fd, tcp_pair, entries_queued):
+    client, server = tcp_pair
+    os.pwrite(fd, b"only 20 bytes here..", 0)
+    with Ring(8) as ring:
+        for i in range(entries_queued):
+            ring.prep_nop(100 + i)
+        buf = bytearray(4096)
+        ring.prep_read_send(fd, buf, 0, 1, False, -1, server.fileno(), buf, 2, socket.MSG_NOSIGNAL)
+        done = wait_all(ring, 1, 2, *range(100, 100 + entries_queued))
+    assert done[1] == 20 and done[2] == -errno.ECANCELED
+    client.setblocking(False)
+    with pytest.raises(BlockingIOError):                # the send never ran: nothing was sent, ever
+        client.recv(1)
+
+
+def test_a_failed_read_cancels_its_linked_send(ring, tcp_pair):
+    client, server = tcp_pair
+    buf = bytearray(512)
+    ring.prep_read_send(987, buf, 0, 1, False, -1, server.fileno(), buf, 2, socket.MSG_NOSIGNAL)
+    assert wait_all(ring, 1, 2) == {1: -errno.EBADF, 2: -errno.ECANCELED}

@@ -4,7 +4,6 @@ The SCSI side is the small block device of tests/iscsi_host.py, which answers at
 tests; here only the transport's state transitions are under test.
 """
 import gc
-import struct
 
 import pytest
 
@@ -15,28 +14,9 @@ from target.iscsi.connection import Connection
 from target.iscsi.negotiation import parse_text
 from target.iscsi.write_budget import WritePool
 from target.scsi.task import GOOD
-from tests.iscsi_helpers import (build, data_out, login_request, logout_request, nop_out, scsi_command, split,
+from tests.iscsi_helpers import (build, data_out, login_request, logout_request, nop_out, scsi_command,
                                  task_management, text_request)
-from tests.iscsi_host import BLOCK, INI, IQN, Host, exchange
-
-
-def connect(host=None, **keys):
-    conn = Connection(host or Host(), ("127.0.0.1", 3260), ("127.0.0.1", 5000))
-    offered = {"InitiatorName": INI, "TargetName": IQN, "MaxRecvDataSegmentLength": "1024",
-               "InitialR2T": "Yes", "MaxBurstLength": "2048", "FirstBurstLength": "1024"}
-    offered.update(keys)
-    conn.receive_data(login_request(list(offered.items()), exp_stat_sn=100))
-    (pdu, data), = exchange(conn)
-    assert pdu.opcode == P.LOGIN_RESPONSE and pdu.flags & 0x80 and pdu.login_status == 0, parse_text(data)
-    return conn
-
-
-def read10(lba, blocks):
-    return b"\x28\0" + struct.pack(">IxH", lba, blocks) + b"\0"
-
-
-def write10(lba, blocks):
-    return b"\x2a\0" + struct.pack(">IxH", lba, blocks) + b"\0"
+from tests.iscsi_host import BLOCK, INI, IQN, Host, connect, exchange, read10, sent, write10
 
 
 def test_read_is_split_by_mrdsl_with_status_in_last_pdu():
@@ -154,13 +134,6 @@ def test_cmd_sn_window():
     assert pdus[-1][0].exp_cmd_sn == 3                                               # ExpCmdSN advanced past both
     (imm, _), = exchange(conn, scsi_command(tur, cmd_sn=3, itt=5, immediate=True))
     assert imm.exp_cmd_sn == 3                                                      # immediate: no advance
-
-
-def sent(conn):
-    """What the host does: take the output, send it, report it sent."""
-    out = split(b"".join(bytes(b) for b in conn.take_output()))
-    conn.output_sent()
-    return out
 
 
 def test_a_command_is_outstanding_until_its_response_is_sent():

@@ -36,6 +36,17 @@ def test_result_is_passed_through(reactor):
     assert seen == [-errno.ETIME]
 
 
+def test_an_op_never_queued_is_forgotten_or_completed_as_told(reactor):
+    seen = []
+    dropped, failed = reactor.token(lambda res: seen.append(("dropped", res))), reactor.token(seen.append)
+    reactor.not_queued(dropped)
+    reactor.not_queued(failed, -errno.ECANCELED)
+    assert seen == []                                   # not from inside the call: at the end of the turn
+    reactor.ring.prep_nop(reactor.token(lambda res: None))
+    reactor.run_once(1.0)
+    assert seen == [-errno.ECANCELED]
+
+
 def test_call_later_runs_once_the_time_has_passed(reactor):
     order = []
     reactor.call_later(0.05, lambda: order.append("later"))

@@ -24,10 +24,12 @@ BLOCK_SIZES = (512, 4096)
 
 def open_backstore(kind: str, reactor: Reactor, *, path: str | None, size: int | None, block_size: int,
                    direct: bool = False, write_cache: bool = True, encryption_key: str | None = None,
-                   image: ImageIdentity | None = None, rbd: RbdImage | None = None) -> Backstore:
+                   image: ImageIdentity | None = None, rbd: RbdImage | None = None,
+                   atomic_writes: bool = True) -> Backstore:
     """Open the store of `kind`; BackstoreError if it cannot be (ImageGone: the file is not `image`). size None:
     the existing file's, device's or RBD image's size. With `encryption_key` (a key file's path) its blocks are
-    encrypted (encrypted.py). `rbd`: the image of backstore "rbd"."""
+    encrypted (encrypted.py). `rbd`: the image of backstore "rbd". An image file offers WRITE ATOMIC (atomic.py)
+    unless `atomic_writes` is False; its reads can then leave linked to their sends (file.py)."""
     if kind not in KINDS:
         raise BackstoreError(f"unknown backstore {kind!r} (known: {', '.join(KINDS)})")
     if block_size not in BLOCK_SIZES:
@@ -41,7 +43,7 @@ def open_backstore(kind: str, reactor: Reactor, *, path: str | None, size: int |
         return RbdBackstore(reactor, rbd=rbd, size=size, block_size=block_size, write_cache=write_cache)
     store = _STORES[kind]
     opened = None
-    if store is FileBackstore and not _is_block_device(path):      # a journal beside a file, none beside a device
+    if store is FileBackstore and atomic_writes and not _is_block_device(path):   # a journal beside a file only
         try:
             opened = AtomicFileBackstore(reactor, path=path, size=size, block_size=block_size, direct=direct,
                                          write_cache=write_cache, image=image)

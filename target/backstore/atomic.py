@@ -60,6 +60,7 @@ class AtomicFileBackstore(FileBackstore):
     __slots__ = ("_journal", "_counter", "_generation", "_queue", "_writing", "_waiters")
 
     max_atomic_bytes = MAX_ATOMIC_BYTES
+    sends_with_read = False             # a read is checked against the atomic writes only once it completed
 
     def __init__(self, reactor, **kwargs):
         super().__init__(reactor, **kwargs)
@@ -140,7 +141,8 @@ class AtomicFileBackstore(FileBackstore):
         else:
             then()
 
-    def read(self, offset: int, length: int, callback, start: int | None = None) -> None:
+    def read(self, offset: int, length: int, callback, start: int | None = None, then_send=None) -> None:
+        """As FileBackstore's, never with a linked send (`sends_with_read`): the data is checked once read."""
         FileBackstore.read(self, offset, length, callback, self._generation[0] if start is None else start)
 
     def write(self, offset: int, data, fua: bool, callback, start: int | None = None) -> None:

@@ -29,6 +29,9 @@ class Backstore(Protocol):
     @property
     def deallocates(self) -> bool: ...      # `unmap` frees space (False: it writes zeros, no holes to punch)
 
+    @property
+    def sends_with_read(self) -> bool: ...  # `read` takes `then_send` (ScsiTask.send_with_read; FileBackstore)
+
     def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None]) -> None:
         """Exactly `length` bytes at `offset` (zeros past the end of the file)."""
 

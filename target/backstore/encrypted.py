@@ -44,6 +44,8 @@ def _read_key(path: str) -> bytes:
 class EncryptedBackstore:
     """Wraps a backstore: blocks are encrypted on their way to it and decrypted on their way back."""
 
+    sends_with_read = False             # what the inner store reads is decrypted before it can be sent
+
     def __init__(self, inner, key_path: str):
         self._inner = inner
         self._key_path = key_path

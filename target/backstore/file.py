@@ -163,6 +163,7 @@ class FileBackstore:
                  "_ring_fd", "_fixed")
 
     max_atomic_bytes = 0                # no atomic writes (atomic.py adds them to regular files)
+    sends_with_read = True              # a read's whole transfer is one ring op: a send can be linked to it
 
     def __init__(self, reactor: Reactor, *, path: str | None, size: int | None, block_size: int,
                  direct: bool = False, write_cache: bool = True, image: ImageIdentity | None = None):
@@ -203,9 +204,12 @@ class FileBackstore:
     # read and write queue their first op themselves, with one closure: when it does all the work (nearly always)
     # the completion goes straight to the callback; only a short or failed op takes the general _step path
     # (`_read_rest`, `_write_rest`). `start`: the generation an AtomicFileBackstore read before the op, for
-    # `_moved` to check at its end (None for a plain file: nothing to check).
+    # `_moved` to check at its end (None for a plain file: nothing to check). `then_send`: the transport's offer
+    # of a send linked to the read (ScsiTask.send_with_read); when it takes it, a short or failed read cancels
+    # the send and goes on as any other.
     def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None],
-             start: int | None = None) -> None:
+             start: int | None = None,
+             then_send: Callable[[memoryview], tuple[int, memoryview, int, int] | None] | None = None) -> None:
         view = self._pool.get(length)
 
         def complete(res: int) -> None:
@@ -217,8 +221,18 @@ class FileBackstore:
                 self._read_rest(view, offset, res, self._checked(start, lambda: self.read(offset, length, callback),
                                                                  callback))
         buf: Any = view.obj                     # its registered slot, or -1
-        self._reactor.ring.prep_read(self._ring_fd, view, offset, self._reactor.token(complete), 0, self._fixed,
-                                     buf.slot)
+        send = then_send(view) if then_send is not None else None
+        if send is None:
+            self._reactor.ring.prep_read(self._ring_fd, view, offset, self._reactor.token(complete), 0, self._fixed,
+                                         buf.slot)
+        else:
+            token = self._reactor.token(complete)
+            try:
+                self._reactor.ring.prep_read_send(self._ring_fd, view, offset, token, self._fixed, buf.slot, *send)
+            except OSError:                     # nothing queued: the transport hears of its send as cancelled
+                self._reactor.not_queued(token)
+                self._reactor.not_queued(send[2], -errno.ECANCELED)
+                raise
 
     def _read_rest(self, view: memoryview, offset: int, res: int, callback) -> None:
         """The first op of a read did `res` (short or failed): the rest, or the error; zeros past the file's end."""

@@ -36,6 +36,7 @@ class NullBackstore:
         self._reactor.call_soon(callback, None)
 
     max_atomic_bytes = MAX_ATOMIC_BYTES
+    sends_with_read = False             # nothing to read: the data is at hand at once
     deallocates = False                 # nothing is allocated
 
     def atomic_write(self, offset: int, data, callback: Callable[[OSError | None], None]) -> None:

@@ -13,6 +13,7 @@ class OfflineBackstore:
     __slots__ = ("path", "size", "block_size", "write_cache", "_reactor")
 
     max_atomic_bytes = 0
+    sends_with_read = False
     deallocates = False                 # (the VPD pages of a thin unit ask, offline or not)
 
     def __init__(self, reactor: Reactor, *, path: str | None, size: int, block_size: int, write_cache: bool):

@@ -43,6 +43,7 @@ class RbdBackstore:
                  "_closed")
 
     max_atomic_bytes = 0                # no WRITE ATOMIC: a write that spans two RADOS objects is not atomic
+    sends_with_read = False             # librbd completes reads outside the ring
     deallocates = True                  # a discard frees the objects (and zeros partial ones: rados.py)
 
     def __init__(self, reactor: Reactor, *, rbd: RbdImage, size: int | None, block_size: int,

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ..buffers import headroom_view
 from ..scsi.sense import ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR, check_condition
 from ..scsi.task import GOOD, Barrier, ScsiTask
 from . import pdu as P
@@ -67,6 +68,7 @@ OUTPUT_BOUND = 4 << 20
 _EMPTY = memoryview(b"")
 _NO_RESIDUAL = (0, 0)
 _NOTHING_FINISHED: tuple[Command, ...] = ()
+_LINKED_SEND = (0, 0, _NOTHING_FINISHED)  # `_taken`'s entry for a linked send until its read is done
 
 LOGOUT_CLOSE_SESSION = 0
 LOGOUT_CLOSE_CONNECTION = 1
@@ -142,6 +144,9 @@ class Connection:
         self.stopping = False           # target shutdown: close as soon as no command is outstanding
         self.digests: OutputDigests | None = None   # CRC32C digests on what we send, once negotiated
         self.text_exchange = TextExchange()
+        self.linked: Command | None = None     # a read whose Data-In send is linked to its disk read, till done
+        self._linked_sn = 0                     # the StatSN that send carries
+        self.owes_linked = False        # that send was cancelled and its read is not done: nothing else goes first
         # `_task_done` bound once (a Normal session's start, `_enter_full_feature`), not once per command: every
         # command's `done`
         self._done: Callable[[ScsiTask], None] = None  # type: ignore[assignment]
@@ -497,7 +502,86 @@ class Connection:
         if command.corrupt:
             check_condition(command, ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR)
             return
+        if command.read and len(self.commands) == 1 and self.digests is None:
+            command.send_with_read = self._send_with_read
         self.target.execute(command)  # type: ignore[union-attr]  # commands exist in normal sessions only
+
+    # A read's Data-In sent linked to its disk read --------------------------------------------------------------
+    def _send_with_read(self, task: ScsiTask, view: memoryview) -> tuple[int, memoryview, int, int] | None:
+        """`command.send_with_read` (ScsiTask): its Data-In with status, header in `view`'s headroom, for the host
+        to send linked to the disk read that fills `view` (`host.send_linked`), so that it leaves the moment the
+        disk has the data, without a turn of the loop (a QD1 read's latency). Only while the connection has
+        nothing else queued, in flight or running (the send holds its output until it completes: `_linked_done`,
+        `linked_send_cancelled`) and the Data-In is one piece: one PDU, no residual, no padding, no digests."""
+        command: Command = task  # type: ignore[assignment]     # the tasks a connection hands over are its Commands
+        length = len(view)
+        params = self.params
+        if (self.out or self._taken or len(self.commands) != 1 or self.closing or command.aborted
+                or length != command.expected_length or length & 3 or length > params.max_recv_data_segment_length
+                or length > params.max_burst_length):
+            return None
+        whole = headroom_view(view)
+        if whole is None:
+            return None
+        stat_sn, window = self.stat_sn, self.window
+        R.data_in([], view, command.lun_field, command.itt, (stat_sn, window.exp_cmd_sn, window.announce()),
+                  length, length, GOOD, _NO_RESIDUAL)  # its header into `whole`, in front of the data
+        send = self.host.send_linked(self, whole)
+        if send is not None:
+            self.stat_sn = (stat_sn + 1) & 0xFFFFFFFF
+            self.linked, self._linked_sn = command, stat_sn
+            self._taken.append(_LINKED_SEND)    # the host's send in flight; `_linked_done` tells what it answers
+        return send
+
+    def _linked_done(self, command: Command) -> None:
+        """The linked read finished. Read whole, it is answered by the linked send. Else the read failed, or stopped
+        short and was completed by more reads (the send was cancelled either way): its response goes first, ahead
+        of whatever was queued meanwhile, with the StatSN the cancelled send carried. An aborted one is answered
+        too (its answer was on its way before the abort came), ahead of the TMF's; it is just not counted again."""
+        self.linked = None
+        ok = command.status == GOOD and command.sense is None
+        answered = not command.aborted
+        if answered:
+            del self.commands[command.itt]
+        data = command.data_in
+        size = (len(data) if ok else 0) + P.BHS_LEN    # type: ignore[arg-type]  # a good read has its data
+        if ok:
+            command.sent = size - P.BHS_LEN
+        else:
+            command.sent, command.failed_sense = -1, command.sense
+        command.data_in = None
+        if ok and not self.owes_linked:         # the send takes it: its batch is the one in flight
+            self._taken[0] = (1, size, (command,)) if answered else (0, size, _NOTHING_FINISHED)
+        else:
+            window = self.window
+            seq = (self._linked_sn, window.exp_cmd_sn, window.announce())
+            front: list[P.Buf] = []
+            if ok:
+                R.data_in(front, data, command.lun_field, command.itt, seq,  # type: ignore[arg-type]  # (above)
+                          self.params.max_recv_data_segment_length, self.params.max_burst_length, GOOD, _NO_RESIDUAL)
+            else:
+                front.append(R.scsi_response(command.itt, seq, command.status, command.sense, 0, _NO_RESIDUAL))
+            self.out[:0] = front
+            self.owes_linked = False
+            self._queued += size
+            if answered:
+                self._answered += 1
+                self.finished.append(command)
+            self.host.output_ready(self)
+        self.unsent += size
+        if self.unsent > OUTPUT_BOUND:
+            self.window.frozen = True
+        for waiter in self.aborted_in_flight.pop(command, ()):
+            waiter()                            # a TMF's answer, after this one
+        if self.stopping and not self.commands:
+            self.close()
+
+    def linked_send_cancelled(self) -> None:
+        """The host's linked send was cancelled (its read failed or stopped short): it sent nothing. While that read
+        goes on, nothing else may go out before its answer (`owes_linked`)."""
+        self._taken.popleft()
+        if self.linked is not None:
+            self.owes_linked = True
 
     def _held(self, command: Command) -> bool:
         """True if `command` waits behind a unit-wide command, or is that command: it then runs (below), and
@@ -521,6 +605,9 @@ class Connection:
     def _task_done(self, task: ScsiTask) -> None:
         command: Command = task  # type: ignore[assignment]     # the tasks a connection hands over are its Commands
         command.running = False
+        if command is self.linked:
+            self._linked_done(command)
+            return
         if command.aborted:
             for waiter in self.aborted_in_flight.pop(command, ()):
                 waiter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from functools import partial
 from struct import Struct
 
 from coordinator.lograte import RateLimitedLog
@@ -77,7 +78,11 @@ def read(target, unit, task, flags: int, lba: int, count: int):
             task.done(task)
 
     size = unit.block_size
-    unit.backstore.read(lba * size, count * size, done)
+    backstore = unit.backstore
+    if task.send_with_read is not None and backstore.sends_with_read:
+        backstore.read(lba * size, count * size, done, then_send=partial(task.send_with_read, task))
+    else:
+        backstore.read(lba * size, count * size, done)
     return None
 
 

@@ -39,10 +39,15 @@ class ScsiTask:
     `data_in` may be longer than `expected_length`: the transport truncates and reports the residual.
     For commands that carry data out, the SCSI layer sets `transfer_length` to the byte count the CDB asks
     for (it writes no more than the transport received); the transport reports the residual against it.
+    `send_with_read`, set by the transport where it can send a read's data-in the moment the disk has it (a
+    connection with nothing else in flight): READ hands it, bound to the task, to a backstore that reads the whole
+    transfer in one ring op (`sends_with_read`), which calls it with the buffer it reads into right before it
+    queues the read; it returns (socket fd, what to send, the send's token, its flags) for
+    `Ring.prep_read_send`, or None (not now).
     """
 
     __slots__ = ("lun", "cdb", "nexus", "initiator_name", "expected_length", "read", "write",
-                 "data_out", "done", "status", "data_in", "sense", "transfer_length", "remote")
+                 "data_out", "done", "status", "data_in", "sense", "transfer_length", "remote", "send_with_read")
 
     def __init__(self, lun: int, cdb: bytes, nexus: str, initiator_name: str, expected_length: int,
                  read: bool, write: bool, data_out: memoryview | None, done: Callable[[ScsiTask], None]) -> None:
@@ -60,6 +65,7 @@ class ScsiTask:
         self.sense: bytes | None = None
         self.transfer_length: int | None = None
         self.remote = False             # waiting for the coordinator (not for the disk)
+        self.send_with_read: Callable[[ScsiTask, memoryview], tuple[int, memoryview, int, int] | None] | None = None
 
     def finish(self, status: int = GOOD, data: Buf | None = None, sense: bytes | None = None) -> None:
         self.status = status

@@ -43,17 +43,20 @@ def test_fio_randwrite_verify_eight_sessions(ringtgt, tmp_path):
     assert not idle, f"workers {sorted(idle)} accepted no connection (fio: {counts}, plus 64 probes)"
 
 
-def test_fio_verify_on_an_o_direct_lun(ringtgt, tmp_path):
-    """`direct = true`: reads land in and writes leave from the aligned buffers, whatever sizes come."""
+@pytest.mark.parametrize("lun_keys, iodepth", [("direct = true", 8), ("direct = true\natomic_writes = false", 1)],
+                         ids=["qd8", "qd1-linked-reads"])
+def test_fio_verify_on_an_o_direct_lun(ringtgt, tmp_path, lun_keys, iodepth):
+    """`direct = true`: reads land in and writes leave from the aligned buffers, whatever sizes come; one at a time
+    on a LUN without atomic writes, each read's Data-In leaves linked to its disk read."""
     probe = tmp_path / "probe"
     try:
         os.close(os.open(probe, os.O_RDWR | os.O_CREAT | os.O_DIRECT))
     except OSError as exc:
         pytest.skip(f"the test directory's file system refuses O_DIRECT ({exc.strerror}): {tmp_path}")
     jobs, per_job = 4, 8 << 20
-    tgt = ringtgt(luns=[Lun(0, f"{jobs * per_job >> 20}MiB", 512, "direct = true")], workers=1)
+    tgt = ringtgt(luns=[Lun(0, f"{jobs * per_job >> 20}MiB", 512, lun_keys)], workers=1)
     job = write_fio_job(tmp_path / "direct.fio", tgt.url(0), rw="randwrite", bssplit="512/10:4k/40:60k/20:128k/30",
-                        verify="crc32c", verify_fatal=1, iodepth=8,
+                        verify="crc32c", verify_fatal=1, iodepth=iodepth,
                         numjobs=jobs, size=per_job,
                         offset_increment=per_job, initiator="iqn.2026-11.org.ringtgt:fio")
     report_path = tmp_path / "fio.json"

@@ -1,0 +1,124 @@
+"""A read's Data-In sent linked to its disk read (Connection._send_with_read): which reads get it, what the send
+carries, and the answers when the read is whole, fails, stops short, or is aborted meanwhile.
+
+Sans-I/O, as tests/test_iscsi_connection.py: the host records the linked send instead of queuing it on a ring, and
+the device below holds each read until the test completes it, as the disk would; the test then reports what the
+ring would (`output_sent` for a send that went, `linked_send_cancelled` for one the kernel cancelled).
+tests/test_ioring.py runs the ring's linked read and send, tests/e2e/test_linked_reads.py the worker's.
+"""
+import struct
+
+from target.buffers import BufferPool
+from target.iscsi import pdu as P
+from target.scsi.task import CHECK_CONDITION, GOOD
+from tests.iscsi_helpers import nop_out, scsi_command, split, task_management
+from tests.iscsi_host import BLOCK, BlockDevice, Host, connect, exchange, read10, sent, write10
+
+MEDIUM_ERROR_SENSE = b"\x70\0\x03\0\0\0\0\x0a\0\0\0\0\x11\0" + bytes(4)     # UNRECOVERED READ ERROR
+
+
+class SlowDisk(BlockDevice):
+    """Reads offered a linked send that take it wait in `reads` (task, buffer, offset) for the test; the others
+    are answered at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = BufferPool(aligned=False)
+        self.reads = []
+
+    def execute(self, task):
+        if task.cdb[0] != 0x28 or task.send_with_read is None:
+            super().execute(task)
+            return
+        lba, count = struct.unpack(">IxH", bytes(task.cdb[2:9]))
+        view = self.pool.get(count * BLOCK)
+        self.reads.append((task, view, lba * BLOCK))
+        if task.send_with_read(task, view) is None:
+            self.read_whole()
+
+    def read_whole(self):
+        task, view, start = self.reads.pop(0)
+        view[:] = self.disk[start:start + len(view)]
+        task.finish(GOOD, view)
+
+
+class LinkingHost(Host):
+    def __init__(self):
+        super().__init__()
+        self.device = SlowDisk()
+        self.linked = []                # what each linked send carries (its header now, the data once read)
+
+    def send_linked(self, conn, out):
+        self.linked.append(out)
+        return 7, out, 1000 + len(self.linked), 0
+
+
+def linked_connection():
+    conn = connect(LinkingHost())
+    conn.host.device.disk[:1024] = bytes(range(256)) * 4
+    return conn
+
+
+def test_a_lone_read_is_answered_by_the_send_linked_to_its_disk_read():
+    conn = linked_connection()
+    assert exchange(conn, scsi_command(read10(0, 2), edtl=1024, read=True, itt=5, cmd_sn=1)) == []
+    conn.host.device.read_whole()
+    assert not conn.out and conn.window.outstanding == 1        # answered by the send in flight, not sent yet
+    (pdu, data), = split(bytes(conn.host.linked[0]))
+    assert pdu.opcode == P.DATA_IN and pdu.flags & 0x81 == 0x81 and pdu.status == GOOD and pdu.itt == 5
+    assert pdu.stat_sn == 101 and data == bytes(range(256)) * 4
+    finished = conn.output_sent()
+    assert [c.itt for c in finished] == [5] and finished[0].sent == 1024
+    assert conn.window.outstanding == 0 and not conn.commands and conn.unsent == 0
+    (nop_in, _), = exchange(conn, nop_out(b"", itt=9, cmd_sn=2))
+    assert nop_in.stat_sn == 102                                # StatSN goes on from the linked answer
+
+
+def test_reads_that_cannot_leave_as_one_piece_or_alone_go_the_usual_way():
+    conn = linked_connection()
+    (pdu, _), = exchange(conn, scsi_command(read10(0, 1), edtl=1024, read=True, itt=5, cmd_sn=1))
+    assert pdu.residual_count == 512                            # a residual: not one piece
+    assert len(exchange(conn, scsi_command(read10(0, 4), edtl=2048, read=True, itt=6, cmd_sn=2))) == 2   # > MRDSL
+    exchange(conn, scsi_command(write10(0, 1), edtl=512, write=True, itt=7, cmd_sn=3))   # waits for its data
+    (pdu, _), = exchange(conn, scsi_command(read10(0, 1), edtl=512, read=True, itt=8, cmd_sn=4))
+    assert pdu.opcode == P.DATA_IN and pdu.itt == 8            # another command outstanding: not linked
+    assert conn.host.linked == [] and conn.linked is None
+
+
+def test_a_failed_read_is_answered_first_with_the_stat_sn_of_its_cancelled_send():
+    conn = linked_connection()
+    exchange(conn, scsi_command(read10(0, 2), edtl=1024, read=True, itt=5, cmd_sn=1))
+    conn.receive_data(nop_out(b"", itt=9, cmd_sn=2))          # answered meanwhile: StatSN 102, queued
+    task, _, _ = conn.host.device.reads.pop()
+    task.finish(CHECK_CONDITION, None, MEDIUM_ERROR_SENSE)      # the read fails: the kernel cancels the send
+    conn.linked_send_cancelled()
+    (response, sense), (nop_in, _) = sent(conn)
+    assert response.opcode == P.SCSI_RESPONSE and response.status == CHECK_CONDITION and response.stat_sn == 101
+    assert sense[2:] == MEDIUM_ERROR_SENSE and nop_in.opcode == P.NOP_IN and nop_in.stat_sn == 102
+    assert conn.window.outstanding == 0 and not conn.commands and conn.unsent == 0 and not conn.owes_linked
+
+
+def test_a_short_read_holds_the_output_until_it_is_answered_first():
+    conn = linked_connection()
+    exchange(conn, scsi_command(read10(0, 2), edtl=1024, read=True, itt=5, cmd_sn=1))
+    conn.linked_send_cancelled()                                # the first op stopped short: more reads follow
+    assert conn.owes_linked                                     # the worker sends nothing while this holds
+    conn.receive_data(nop_out(b"", itt=9, cmd_sn=2))
+    conn.host.device.read_whole()                               # the rest of the read is done
+    assert not conn.owes_linked
+    (data_in, data), (nop_in, _) = sent(conn)
+    assert data_in.opcode == P.DATA_IN and data_in.stat_sn == 101 and data == bytes(range(256)) * 4
+    assert nop_in.stat_sn == 102 and conn.window.outstanding == 0 and conn.unsent == 0
+
+
+def test_a_read_aborted_while_its_send_waits_is_answered_before_the_abort():
+    conn = linked_connection()
+    exchange(conn, scsi_command(read10(0, 2), edtl=1024, read=True, itt=5, cmd_sn=1))
+    assert exchange(conn, task_management(1, itt=21, referenced_task_tag=5, cmd_sn=2)) == []   # waits for the read
+    conn.host.device.read_whole()
+    (pdu, _), = split(bytes(conn.host.linked[0]))
+    assert pdu.itt == 5 and pdu.stat_sn == 101                  # the answer on its way when the abort came
+    assert conn.output_sent() == ()                             # not counted: the abort took the command
+    (tmf, _), = sent(conn)
+    assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.itt == 21 and tmf.stat_sn == 102
+    assert conn.window.outstanding == 0 and conn.unsent == 0
