@@ -383,12 +383,14 @@ class Worker:
 
     def _linked_sent(self, channel: Channel, res: int) -> None:
         """A linked send completed; cancelled (its read failed or stopped short), it sent nothing."""
-        if res != -errno.ECANCELED or channel.dead:
-            self._sent(channel, res)
+        if res == -errno.ECANCELED and not channel.dead:
+            channel.sending = None
+            channel.conn.linked_send_completed(cancelled=True)
+            self._send_pending(channel)
             return
-        channel.sending = None
-        channel.conn.linked_send_cancelled()
-        self._send_pending(channel)
+        if res >= 0:
+            channel.conn.linked_send_completed(cancelled=False)
+        self._sent(channel, res)
 
     def _sent(self, channel: Channel, res: int) -> None:
         bufs: list[Buf] = channel.sending  # type: ignore[assignment]   # a send is in flight (_send set it)

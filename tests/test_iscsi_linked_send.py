@@ -3,7 +3,7 @@ carries, and the answers when the read is whole, fails, stops short, or is abort
 
 Sans-I/O, as tests/test_iscsi_connection.py: the host records the linked send instead of queuing it on a ring, and
 the device below holds each read until the test completes it, as the disk would; the test then reports what the
-ring would (`output_sent` for a send that went, `linked_send_cancelled` for one the kernel cancelled).
+ring would (`linked_send_completed`: the send went, then `output_sent`; or the kernel cancelled it).
 tests/test_ioring.py runs the ring's linked read and send, tests/e2e/test_linked_reads.py the worker's.
 """
 import struct
@@ -32,14 +32,22 @@ class SlowDisk(BlockDevice):
             return
         lba, count = struct.unpack(">IxH", bytes(task.cdb[2:9]))
         view = self.pool.get(count * BLOCK)
-        self.reads.append((task, view, lba * BLOCK))
         if task.send_with_read(task, view) is None:
-            self.read_whole()
+            view[:] = self.disk[lba * BLOCK:(lba + count) * BLOCK]
+            task.finish(GOOD, view)
+        else:
+            self.reads.append((task, view, lba * BLOCK))
 
     def read_whole(self):
         task, view, start = self.reads.pop(0)
         view[:] = self.disk[start:start + len(view)]
         task.finish(GOOD, view)
+
+
+def send_went(conn):
+    """What the worker does when the linked send completes whole."""
+    conn.linked_send_completed(cancelled=False)
+    return conn.output_sent()
 
 
 class LinkingHost(Host):
@@ -67,7 +75,7 @@ def test_a_lone_read_is_answered_by_the_send_linked_to_its_disk_read():
     (pdu, data), = split(bytes(conn.host.linked[0]))
     assert pdu.opcode == P.DATA_IN and pdu.flags & 0x81 == 0x81 and pdu.status == GOOD and pdu.itt == 5
     assert pdu.stat_sn == 101 and data == bytes(range(256)) * 4
-    finished = conn.output_sent()
+    finished = send_went(conn)
     assert [c.itt for c in finished] == [5] and finished[0].sent == 1024
     assert conn.window.outstanding == 0 and not conn.commands and conn.unsent == 0
     (nop_in, _), = exchange(conn, nop_out(b"", itt=9, cmd_sn=2))
@@ -91,7 +99,7 @@ def test_a_failed_read_is_answered_first_with_the_stat_sn_of_its_cancelled_send(
     conn.receive_data(nop_out(b"", itt=9, cmd_sn=2))          # answered meanwhile: StatSN 102, queued
     task, _, _ = conn.host.device.reads.pop()
     task.finish(CHECK_CONDITION, None, MEDIUM_ERROR_SENSE)      # the read fails: the kernel cancels the send
-    conn.linked_send_cancelled()
+    conn.linked_send_completed(cancelled=True)
     (response, sense), (nop_in, _) = sent(conn)
     assert response.opcode == P.SCSI_RESPONSE and response.status == CHECK_CONDITION and response.stat_sn == 101
     assert sense[2:] == MEDIUM_ERROR_SENSE and nop_in.opcode == P.NOP_IN and nop_in.stat_sn == 102
@@ -101,7 +109,7 @@ def test_a_failed_read_is_answered_first_with_the_stat_sn_of_its_cancelled_send(
 def test_a_short_read_holds_the_output_until_it_is_answered_first():
     conn = linked_connection()
     exchange(conn, scsi_command(read10(0, 2), edtl=1024, read=True, itt=5, cmd_sn=1))
-    conn.linked_send_cancelled()                                # the first op stopped short: more reads follow
+    conn.linked_send_completed(cancelled=True)                  # the first op stopped short: more reads follow
     assert conn.owes_linked                                     # the worker sends nothing while this holds
     conn.receive_data(nop_out(b"", itt=9, cmd_sn=2))
     conn.host.device.read_whole()                               # the rest of the read is done
@@ -118,7 +126,37 @@ def test_a_read_aborted_while_its_send_waits_is_answered_before_the_abort():
     conn.host.device.read_whole()
     (pdu, _), = split(bytes(conn.host.linked[0]))
     assert pdu.itt == 5 and pdu.stat_sn == 101                  # the answer on its way when the abort came
-    assert conn.output_sent() == ()                             # not counted: the abort took the command
+    assert send_went(conn) == ()                                # not counted: the abort took the command
     (tmf, _), = sent(conn)
     assert tmf.opcode == P.TASK_MGMT_RESPONSE and tmf.itt == 21 and tmf.stat_sn == 102
+    assert conn.window.outstanding == 0 and conn.unsent == 0
+
+
+def test_a_read_completed_before_its_send_is_cancelled_is_answered_first():
+    """The first op read nothing (the end of the file) and the rest was done at once, or the cancellation came
+    late: the read is done, GOOD, before the kernel's cancellation of its send arrives."""
+    conn = linked_connection()
+    exchange(conn, scsi_command(read10(0, 2), edtl=1024, read=True, itt=5, cmd_sn=1))
+    conn.host.device.read_whole()
+    conn.receive_data(nop_out(b"", itt=9, cmd_sn=2))
+    conn.linked_send_completed(cancelled=True)
+    (data_in, data), (nop_in, _) = sent(conn)
+    assert data_in.opcode == P.DATA_IN and data_in.stat_sn == 101 and data == bytes(range(256)) * 4
+    assert nop_in.stat_sn == 102 and conn.window.outstanding == 0 and conn.unsent == 0 and conn.linked is None
+
+
+def test_no_read_is_linked_while_an_earlier_linked_read_is_unresolved():
+    """A short linked read aborted before its rest is read: the next lone read waits its turn (not linked), and
+    StatSN stays in order: the aborted read's answer, the TMF's, the next read's."""
+    conn = linked_connection()
+    device = conn.host.device
+    exchange(conn, scsi_command(read10(0, 2), edtl=1024, read=True, itt=5, cmd_sn=1))
+    conn.linked_send_completed(cancelled=True)                  # stopped short
+    conn.receive_data(task_management(1, itt=21, referenced_task_tag=5, cmd_sn=2))
+    conn.receive_data(scsi_command(read10(2, 2), edtl=1024, read=True, itt=6, cmd_sn=2))
+    assert len(conn.host.linked) == 1                           # the second read went the usual way
+    device.read_whole()                                         # the aborted read's rest
+    answers = sent(conn)
+    assert [(p.opcode, p.itt, p.stat_sn) for p, _ in answers] == [
+        (P.DATA_IN, 5, 101), (P.DATA_IN, 6, 102), (P.TASK_MGMT_RESPONSE, 21, 103)]
     assert conn.window.outstanding == 0 and conn.unsent == 0

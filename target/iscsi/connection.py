@@ -144,8 +144,9 @@ class Connection:
         self.stopping = False           # target shutdown: close as soon as no command is outstanding
         self.digests: OutputDigests | None = None   # CRC32C digests on what we send, once negotiated
         self.text_exchange = TextExchange()
-        self.linked: Command | None = None     # a read whose Data-In send is linked to its disk read, till done
+        self.linked: Command | None = None     # a read whose Data-In send is linked to its disk read (below)
         self._linked_sn = 0                     # the StatSN that send carries
+        self._linked_read_done = False          # its read is done, its send not yet completed
         self.owes_linked = False        # that send was cancelled and its read is not done: nothing else goes first
         # `_task_done` bound once (a Normal session's start, `_enter_full_feature`), not once per command: every
         # command's `done`
@@ -507,18 +508,24 @@ class Connection:
         self.target.execute(command)  # type: ignore[union-attr]  # commands exist in normal sessions only
 
     # A read's Data-In sent linked to its disk read --------------------------------------------------------------
+    # One linked read at a time (`linked`), from its link until both its read is done (`_linked_done`) and its send
+    # has completed (`linked_send_completed`), in either order: a read that fails, stops short, or is completed by
+    # more reads, cancels the send, and the cancellation may come before or after the read's end. While it lasts the
+    # host sends nothing else (its send is in flight, or `owes_linked`). Whether the send answers the read is known
+    # from the send's completion only; then the read's answer is accounted for, or built and sent first, with the
+    # StatSN the cancelled send carried.
     def _send_with_read(self, task: ScsiTask, view: memoryview) -> tuple[int, memoryview, int, int] | None:
         """`command.send_with_read` (ScsiTask): its Data-In with status, header in `view`'s headroom, for the host
         to send linked to the disk read that fills `view` (`host.send_linked`), so that it leaves the moment the
         disk has the data, without a turn of the loop (a QD1 read's latency). Only while the connection has
-        nothing else queued, in flight or running (the send holds its output until it completes: `_linked_done`,
-        `linked_send_cancelled`) and the Data-In is one piece: one PDU, no residual, no padding, no digests."""
+        nothing else queued, in flight or running, no earlier linked read unresolved, and the Data-In is one
+        piece: one PDU, no residual, no padding, no digests."""
         command: Command = task  # type: ignore[assignment]     # the tasks a connection hands over are its Commands
         length = len(view)
         params = self.params
-        if (self.out or self._taken or len(self.commands) != 1 or self.closing or command.aborted
-                or length != command.expected_length or length & 3 or length > params.max_recv_data_segment_length
-                or length > params.max_burst_length):
+        if (self.out or self._taken or self.linked is not None or len(self.commands) != 1 or self.closing
+                or command.aborted or length != command.expected_length or length & 3
+                or length > params.max_recv_data_segment_length or length > params.max_burst_length):
             return None
         whole = headroom_view(view)
         if whole is None:
@@ -530,58 +537,71 @@ class Connection:
         if send is not None:
             self.stat_sn = (stat_sn + 1) & 0xFFFFFFFF
             self.linked, self._linked_sn = command, stat_sn
-            self._taken.append(_LINKED_SEND)    # the host's send in flight; `_linked_done` tells what it answers
+            self._taken.append(_LINKED_SEND)    # the host's send in flight: `linked_send_completed` fills it in
         return send
 
     def _linked_done(self, command: Command) -> None:
-        """The linked read finished. Read whole, it is answered by the linked send. Else the read failed, or stopped
-        short and was completed by more reads (the send was cancelled either way): its response goes first, ahead
-        of whatever was queued meanwhile, with the StatSN the cancelled send carried. An aborted one is answered
-        too (its answer was on its way before the abort came), ahead of the TMF's; it is just not counted again."""
-        self.linked = None
-        ok = command.status == GOOD and command.sense is None
-        answered = not command.aborted
-        if answered:
+        """The linked read is done (whole, failed, or completed by more reads). An aborted one is answered all the
+        same (its answer may be on the wire already), ahead of the TMF's; it is just not counted again."""
+        if not command.aborted:
             del self.commands[command.itt]
-        data = command.data_in
-        size = (len(data) if ok else 0) + P.BHS_LEN    # type: ignore[arg-type]  # a good read has its data
-        if ok:
-            command.sent = size - P.BHS_LEN
+        if self.owes_linked:                    # its send was cancelled already
+            self._answer_linked(command)
         else:
-            command.sent, command.failed_sense = -1, command.sense
-        command.data_in = None
-        if ok and not self.owes_linked:         # the send takes it: its batch is the one in flight
-            self._taken[0] = (1, size, (command,)) if answered else (0, size, _NOTHING_FINISHED)
-        else:
-            window = self.window
-            seq = (self._linked_sn, window.exp_cmd_sn, window.announce())
-            front: list[P.Buf] = []
-            if ok:
-                R.data_in(front, data, command.lun_field, command.itt, seq,  # type: ignore[arg-type]  # (above)
-                          self.params.max_recv_data_segment_length, self.params.max_burst_length, GOOD, _NO_RESIDUAL)
-            else:
-                front.append(R.scsi_response(command.itt, seq, command.status, command.sense, 0, _NO_RESIDUAL))
-            self.out[:0] = front
-            self.owes_linked = False
-            self._queued += size
-            if answered:
-                self._answered += 1
-                self.finished.append(command)
-            self.host.output_ready(self)
-        self.unsent += size
-        if self.unsent > OUTPUT_BOUND:
-            self.window.frozen = True
+            self._linked_read_done = True       # the send's completion tells whether it answered it
         for waiter in self.aborted_in_flight.pop(command, ()):
             waiter()                            # a TMF's answer, after this one
         if self.stopping and not self.commands:
             self.close()
 
-    def linked_send_cancelled(self) -> None:
-        """The host's linked send was cancelled (its read failed or stopped short): it sent nothing. While that read
-        goes on, nothing else may go out before its answer (`owes_linked`)."""
-        self._taken.popleft()
-        if self.linked is not None:
-            self.owes_linked = True
+    def linked_send_completed(self, cancelled: bool) -> None:
+        """The host's linked send completed (its first completion: the rest of a short send goes as any other):
+        it sent the read's Data-In, whole (`output_sent` follows), or, `cancelled`, nothing, and the read's answer
+        is built now, or once the read is done (`owes_linked` holds the output until then)."""
+        command: Command = self.linked  # type: ignore[assignment]    # a linked send is in flight
+        if cancelled:
+            self._taken.popleft()
+            if self._linked_read_done:
+                self._answer_linked(command)
+            else:
+                self.owes_linked = True
+            return
+        data = command.data_in                  # a send that ran followed a whole read, done before it
+        size = len(data) + P.BHS_LEN  # type: ignore[arg-type]
+        command.sent, command.data_in = size - P.BHS_LEN, None
+        self._taken[0] = (0, size, _NOTHING_FINISHED) if command.aborted else (1, size, (command,))
+        self._charge_unsent(size)
+        self.linked, self._linked_read_done = None, False
+
+    def _answer_linked(self, command: Command) -> None:
+        """The linked read's answer, its send cancelled: first in `out`, with the StatSN that send carried."""
+        ok = command.status == GOOD and command.sense is None
+        data = command.data_in
+        window = self.window
+        seq = (self._linked_sn, window.exp_cmd_sn, window.announce())
+        front: list[P.Buf] = []
+        if ok:
+            R.data_in(front, data, command.lun_field, command.itt, seq,  # type: ignore[arg-type]  # read whole
+                      self.params.max_recv_data_segment_length, self.params.max_burst_length, GOOD, _NO_RESIDUAL)
+            command.sent = len(data)  # type: ignore[arg-type]
+        else:
+            front.append(R.scsi_response(command.itt, seq, command.status, command.sense, 0, _NO_RESIDUAL))
+            command.sent, command.failed_sense = -1, command.sense
+        command.data_in = None
+        self.out[:0] = front
+        size = (command.sent if ok else 0) + P.BHS_LEN
+        self._queued += size
+        self._charge_unsent(size)
+        if not command.aborted:
+            self._answered += 1
+            self.finished.append(command)
+        self.linked, self._linked_read_done, self.owes_linked = None, False, False
+        self.host.output_ready(self)
+
+    def _charge_unsent(self, size: int) -> None:
+        self.unsent += size
+        if self.unsent > OUTPUT_BOUND:
+            self.window.frozen = True
 
     def _held(self, command: Command) -> bool:
         """True if `command` waits behind a unit-wide command, or is that command: it then runs (below), and

@@ -38,4 +38,4 @@ class Host(Protocol):
     def send_linked(self, conn: Connection, out: memoryview) -> tuple[int, memoryview, int, int] | None:
         """`out` as the connection's next send, queued by the caller linked to a disk read (the worker's
         `Ring.prep_read_send`): (socket fd, out, the send's ring token, send flags); None when it cannot be now. It
-        reports the send with `output_sent` as any other, or, cancelled, with `linked_send_cancelled`."""
+        reports its first completion with `linked_send_completed`, then the send with `output_sent` as any other."""
