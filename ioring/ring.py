@@ -11,7 +11,8 @@ dominate its latency. When that turn waits on exactly one file op (the disk read
 last turn received: QD1 on a file LUN), it spins `_FILE_SPIN_FACTOR` times as long, since a disk takes longer
 than the network's next command; that one file op is submitted as it is queued, not at the end of the turn.
 Heavier loads never spin, nor do waits on storage I/O done outside the ring (librbd's: its callers count them in
-`outside_ops`), whose threads need the CPU a spin would take.
+`outside_ops`), whose threads need the CPU a spin would take. A read and the send linked to it
+(`prep_read_send`) count as one completion: they are one QD1 command's.
 
 Registered files and buffers (`register_file`, `register_buffer`): a file LUN's fd and its O_DIRECT buffers, set
 once in a sparse table of the ring, so that a read or write skips the kernel's file lookup and page pinning per
@@ -71,7 +72,7 @@ def _iovec(bufs: Iterable[Buffer], writable: bool) -> tuple[Any, list[Any]]:    
 class Ring:
     """An io_uring submission/completion queue pair."""
 
-    __slots__ = ("outside_ops", "_ring", "_pins", "_files", "_capacity", "_scratch", "_user_data", "_res", "_pairs",
+    __slots__ = ("outside_ops", "_ring", "_pins", "_files", "_linked", "_capacity", "_scratch", "_user_data", "_res", "_pairs",
                  "flags", "_busy_poll_ns", "_spin_ns", "_free_files", "_free_buffers", "_fixed_lengths", "_quiet")
 
     def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0) -> None:
@@ -89,6 +90,7 @@ class Ring:
         self.flags = tuned                  # the setup flags the ring runs with
         self._pins: dict[int, object] = {}    # socket and other ops' buffers, by user_data
         self._files: dict[int, object] = {}   # file reads' and writes' buffers: while any, no busy polling
+        self._linked: set[int] = set()        # sends linked to a read (prep_read_send), in flight
         self.outside_ops = 0                  # storage ops in flight outside the ring: while any, no busy polling
         self._busy_poll_ns = self._spin_ns = int(busy_poll_us * 1000)
         self._quiet = True                    # the last turn reaped at most one completion, no storage op in flight
@@ -117,6 +119,7 @@ class Ring:
         self._free_files = self._free_buffers = None
         self._fixed_lengths.clear()
         self._pins.clear()
+        self._linked.clear()
         self._files.clear()
 
     def __enter__(self) -> Ring:
@@ -166,6 +169,7 @@ class Ring:
         _check_rc(lib.rt_prep_read_send(self._ring, user_data, fd, view, len(view), offset, fixed_file, buf_index,
                                         send_user_data, sock, sending, len(sending), send_flags), "prep_read_send")
         self._pins[send_user_data] = sending
+        self._linked.add(send_user_data)
         self._file_op_queued(user_data, view)
 
     def _file_op_queued(self, user_data: int, view: Any) -> None:
@@ -311,6 +315,8 @@ class Ring:
         if rc < 0:
             raise error_for(rc, "io_uring_submit_and_wait")
         done = self._reaped(rc) if rc else []
+        if self._linked:                    # a read and its linked send complete together: one completion
+            rc -= self._linked_reaped(done)
         self._quiet = quiet = not (self._files or self.outside_ops or rc > _SPIN_AFTER_AT_MOST)
         self._spin_ns = self._busy_poll_ns if quiet else 0
         return done
@@ -321,7 +327,17 @@ class Ring:
         rc = _turn(self._ring, 1, 0, 0, self._scratch, self._pairs, self._capacity, 0)
         if rc < 0:
             raise error_for(rc, "io_uring_submit")
-        return self._reaped(rc) if rc else []
+        done = self._reaped(rc) if rc else []
+        if self._linked and done:
+            self._linked_reaped(done)
+        return done
+
+    def _linked_reaped(self, done: list[int]) -> int:
+        """How many of the linked sends in flight `done` holds; they are in flight no more."""
+        linked = self._linked
+        reaped = [user_data for user_data in done[::2] if user_data in linked]
+        linked.difference_update(reaped)
+        return len(reaped)
 
     def _reaped(self, rc: int) -> list[int]:
         """The `rc` completions the last _turn left in _pairs, and any more the CQ holds beyond them; unpinned."""
@@ -345,6 +361,7 @@ class Ring:
                 user_data = ffi.unpack(self._user_data, n)
                 for u in user_data:
                     pop(u, None) or pop_file(u, None)
+                self._linked.difference_update(user_data)
                 done += zip(user_data, ffi.unpack(self._res, n))
             if n < capacity:
                 return done

@@ -322,3 +322,23 @@ def test_a_failed_read_cancels_its_linked_send(ring, tcp_pair):
     buf = bytearray(512)
     ring.prep_read_send(987, buf, 0, 1, False, -1, server.fileno(), buf, 2, socket.MSG_NOSIGNAL)
     assert wait_all(ring, 1, 2) == {1: -errno.EBADF, 2: -errno.ECANCELED}
+
+
+def test_a_read_and_its_linked_send_count_as_one_completion_for_busy_polling(fd, tcp_pair):
+    """QD1 on a file LUN: the read's and its send's completions come in one turn, and the next turn still spins
+    (as after a lone completion) instead of sleeping until the next command."""
+    client, server = tcp_pair
+    os.pwrite(fd, b"x" * 512, 0)
+    with Ring(32, busy_poll_us=1000) as ring:
+        buf = bytearray(512)
+        ring.prep_read_send(fd, buf, 0, 1, False, -1, server.fileno(), buf, 2, socket.MSG_NOSIGNAL)
+        done = []
+        while len(done) < 4:
+            done += ring.turn(True, 5.0)
+        assert sorted(done[::2]) == [1, 2]
+        assert ring._quiet                              # white box: what the next waiting turn decides by
+        ring.prep_nop(3)
+        ring.prep_nop(4)
+        while len(done) < 8:
+            done += ring.turn(True, 5.0)
+        assert not ring._quiet                          # two completions that are not one command's
