@@ -72,8 +72,9 @@ def _iovec(bufs: Iterable[Buffer], writable: bool) -> tuple[Any, list[Any]]:    
 class Ring:
     """An io_uring submission/completion queue pair."""
 
-    __slots__ = ("outside_ops", "_ring", "_pins", "_files", "_linked", "_capacity", "_scratch", "_user_data", "_res", "_pairs",
-                 "flags", "_busy_poll_ns", "_spin_ns", "_free_files", "_free_buffers", "_fixed_lengths", "_quiet")
+    __slots__ = ("outside_ops", "_ring", "_pins", "_files", "_linked", "_capacity", "_scratch", "_user_data", "_res",
+                 "_pairs", "flags", "_busy_poll_ns", "_spin_ns", "_free_files", "_free_buffers", "_fixed_lengths",
+                 "_quiet")
 
     def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0) -> None:
         self._ring = None                   # until the kernel gives us one (close() and __del__ check)
