@@ -8,7 +8,8 @@ import struct
 import pytest
 
 from target.backstore import open_backstore
-from target.backstore.atomic import _MAGIC, _RECORD, _RECORD_AT, MAX_ATOMIC_BYTES, AtomicFileBackstore, _record_crc
+from target.backstore.atomic import (_MAGIC, _RECORD, _RECORD_AT, MAX_ATOMIC_BYTES, AtomicFileBackstore, JournalError,
+                                    _record_crc)
 from target.reactor import Reactor
 from ioring import Ring
 from tests.backstore_helpers import MiB, complete, read, write
@@ -120,6 +121,36 @@ def test_atomic_writes_turned_off_leave_a_plain_file_whose_reads_can_be_linked(r
         assert isinstance(store, AtomicFileBackstore) and not store.sends_with_read
     finally:
         store.close()
+
+
+def test_atomic_writes_turned_off_complete_what_the_journal_holds_and_clear_it(reactor, opener, tmp_path):
+    """A crash left an atomic write in its journal, and the LUN comes back with `atomic_writes = false`: the write
+    is completed before the plain file serves, and its record cleared, so that turning atomic writes on again
+    later does not replay it over newer data."""
+    store = opener()
+    path = store.path
+    store.close()
+    put_record(journal_of(store), 4096, b"J" * 1024)
+    plain = open_backstore("file", reactor, path=path, size=MiB, block_size=512, atomic_writes=False)
+    try:
+        assert not isinstance(plain, AtomicFileBackstore)
+        assert read(reactor, plain, 4096, 1024) == b"J" * 1024
+        write(reactor, plain, 4096, b"n" * 1024)                # newer data, written without atomic writes
+    finally:
+        plain.close()
+    again = open_backstore("file", reactor, path=path, size=MiB, block_size=512)
+    try:
+        assert isinstance(again, AtomicFileBackstore) and read(reactor, again, 4096, 1024) == b"n" * 1024
+    finally:
+        again.close()
+
+
+def test_an_unreadable_journal_keeps_a_lun_without_atomic_writes_from_opening(reactor, tmp_path):
+    (tmp_path / "lun.img.atomic").mkdir()
+    (tmp_path / "lun.img").write_bytes(b"")
+    with pytest.raises(JournalError, match="atomic write journal"):
+        open_backstore("file", reactor, path=str(tmp_path / "lun.img"), size=MiB, block_size=512,
+                       atomic_writes=False)
 
 
 def _atomic_writer(path, rounds, ready):

@@ -7,9 +7,11 @@ ring would (`linked_send_completed`: the send went, then `output_sent`; or the k
 tests/test_ioring.py runs the ring's linked read and send, tests/e2e/test_linked_reads.py the worker's.
 """
 import struct
+import time
 
 from target.buffers import BufferPool
 from target.iscsi import pdu as P
+from target.iscsi.connection import LINK_PAUSE_NS, SLOW_LINKED_READ_NS
 from target.scsi.task import CHECK_CONDITION, GOOD
 from tests.iscsi_helpers import nop_out, scsi_command, split, task_management
 from tests.iscsi_host import BLOCK, BlockDevice, Host, connect, exchange, read10, sent, write10
@@ -160,3 +162,20 @@ def test_no_read_is_linked_while_an_earlier_linked_read_is_unresolved():
     assert [(p.opcode, p.itt, p.stat_sn) for p, _ in answers] == [
         (P.DATA_IN, 5, 101), (P.DATA_IN, 6, 102), (P.TASK_MGMT_RESPONSE, 21, 103)]
     assert conn.window.outstanding == 0 and conn.unsent == 0
+
+
+def test_after_a_slow_linked_read_the_connection_links_none_for_a_while():
+    """A linked read holds the connection's other output (a NOP-In too) until the disk is done: after one that took
+    longer than SLOW_LINKED_READ_NS, reads go the usual way for LINK_PAUSE_NS."""
+    conn = linked_connection()
+    device = conn.host.device
+    now = time.monotonic_ns()
+    conn.receive_data(scsi_command(read10(0, 2), edtl=1024, read=True, itt=5, cmd_sn=1), now - SLOW_LINKED_READ_NS)
+    device.read_whole()                                         # done more than SLOW_LINKED_READ_NS after it came
+    send_went(conn)
+    conn.receive_data(scsi_command(read10(0, 2), edtl=1024, read=True, itt=6, cmd_sn=2), time.monotonic_ns())
+    (pdu, _), = sent(conn)
+    assert pdu.itt == 6 and len(conn.host.linked) == 1           # answered the usual way
+    later = time.monotonic_ns() + LINK_PAUSE_NS
+    conn.receive_data(scsi_command(read10(0, 2), edtl=1024, read=True, itt=7, cmd_sn=3), later)
+    assert len(conn.host.linked) == 2                           # linked again once the pause is over

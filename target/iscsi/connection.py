@@ -18,6 +18,7 @@ waits in `write_waiting`, in order of arrival, and earlier writes that complete 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -64,6 +65,11 @@ TMF_FUNCTION_REJECTED = 255
 # Unsent response bytes (SCSI data-in and status, NOP-In echoes) above which the window freezes and the socket is
 # not read: a full window of 32 KiB reads; one response bigger than that (up to MaxBurstLength) still goes whole
 OUTPUT_BOUND = 4 << 20
+
+# A linked read holds the connection's other output (a NOP-In answer too) until its disk read ends: after one that
+# took longer than this, the connection links none for LINK_PAUSE_NS, so that a slow disk cannot keep it waiting
+SLOW_LINKED_READ_NS = 50_000_000
+LINK_PAUSE_NS = 10_000_000_000
 
 _EMPTY = memoryview(b"")
 _NO_RESIDUAL = (0, 0)
@@ -147,6 +153,7 @@ class Connection:
         self.linked: Command | None = None     # a read whose Data-In send is linked to its disk read (below)
         self._linked_sn = 0                     # the StatSN that send carries
         self._linked_read_done = False          # its read is done, its send not yet completed
+        self._link_after = 0                    # monotonic ns before which no read is linked (SLOW_LINKED_READ_NS)
         self.owes_linked = False        # that send was cancelled and its read is not done: nothing else goes first
         # `_task_done` bound once (a Normal session's start, `_enter_full_feature`), not once per command: every
         # command's `done`
@@ -518,14 +525,14 @@ class Connection:
         """`command.send_with_read` (ScsiTask): its Data-In with status, header in `view`'s headroom, for the host
         to send linked to the disk read that fills `view` (`host.send_linked`), so that it leaves the moment the
         disk has the data, without a turn of the loop (a QD1 read's latency). Only while the connection has
-        nothing else queued, in flight or running, no earlier linked read unresolved, and the Data-In is one
-        piece: one PDU, no residual, no padding, no digests."""
+        nothing else queued, in flight or running, no earlier linked read unresolved, none slow lately
+        (SLOW_LINKED_READ_NS), and the Data-In is one piece: one PDU, no residual, no padding, no digests."""
         command: Command = task  # type: ignore[assignment]     # the tasks a connection hands over are its Commands
         length = len(view)
         params = self.params
         if (self.out or self._taken or self.linked is not None or len(self.commands) != 1 or self.closing
-                or command.aborted or length != command.expected_length or length & 3
-                or length > params.max_recv_data_segment_length or length > params.max_burst_length):
+                or command.aborted or command.arrived < self._link_after or length != command.expected_length
+                or length & 3 or length > params.max_recv_data_segment_length or length > params.max_burst_length):
             return None
         whole = headroom_view(view)
         if whole is None:
@@ -543,6 +550,9 @@ class Connection:
     def _linked_done(self, command: Command) -> None:
         """The linked read is done (whole, failed, or completed by more reads). An aborted one is answered all the
         same (its answer may be on the wire already), ahead of the TMF's; it is just not counted again."""
+        now = time.monotonic_ns()
+        if command.arrived and now - command.arrived > SLOW_LINKED_READ_NS:    # (0: the host keeps no time)
+            self._link_after = now + LINK_PAUSE_NS
         if not command.aborted:
             del self.commands[command.itt]
         if self.owes_linked:                    # its send was cancelled already
