@@ -74,7 +74,7 @@ LINK_PAUSE_NS = 10_000_000_000
 _EMPTY = memoryview(b"")
 _NO_RESIDUAL = (0, 0)
 _NOTHING_FINISHED: tuple[Command, ...] = ()
-_LINKED_SEND = (0, 0, _NOTHING_FINISHED)  # `_taken`'s entry for a linked send until its read is done
+_LINKED_SEND = (0, 0, _NOTHING_FINISHED)  # `_taken`'s entry for a linked send until it completes
 
 LOGOUT_CLOSE_SESSION = 0
 LOGOUT_CLOSE_CONNECTION = 1
