@@ -22,21 +22,15 @@ import threading
 from pathlib import Path
 
 from bench import HERE, MIB, RINGTGT_SERVER, run_fio
-from servers import CLOCK_TICKS, RingTgtServer, TgtdServer, established, socket_inodes
+from servers import CLOCK_TICKS, RingTgtServer, TgtdServer, established, socket_inodes, thread_files
 
 
 def thread_ticks(pids: list[int]) -> collections.Counter:
     """{thread name: utime + stime ticks} over the threads of the processes."""
     ticks: collections.Counter = collections.Counter()
-    for pid in pids:
-        for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-            try:
-                text = stat.read_text()
-            except OSError:
-                continue
-            name = text[text.index("(") + 1:text.rindex(")")]
-            fields = text.rpartition(")")[2].split()
-            ticks[name] += int(fields[11]) + int(fields[12])
+    for text in thread_files(pids, "stat"):
+        fields = text.rpartition(")")[2].split()
+        ticks[text[text.index("(") + 1:text.rindex(")")]] += int(fields[11]) + int(fields[12])
     return ticks
 
 

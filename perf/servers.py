@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -106,17 +107,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLOCK_TICKS
 
 
-def wakeups(pids: list[int]) -> int:
-    """Voluntary context switches of the processes (all their threads): how often they slept and were woken."""
-    count = 0
+def thread_files(pids: list[int], name: str) -> Iterator[str]:
+    """The text of /proc/PID/task/TID/`name` for every thread of the processes (threads gone meanwhile skipped)."""
     for pid in pids:
-        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        for path in Path(f"/proc/{pid}/task").glob(f"*/{name}"):
             try:
-                text = status.read_text()
+                yield path.read_text()
             except OSError:
                 continue
-            count += int(text.partition("voluntary_ctxt_switches:")[2].split()[0])
-    return count
+
+
+def wakeups(pids: list[int]) -> int:
+    """Voluntary context switches of the processes (all their threads): how often they slept and were woken."""
+    return sum(int(text.partition("voluntary_ctxt_switches:")[2].split()[0]) for text in thread_files(pids, "status"))
 
 
 def rss_bytes(pid: int) -> int:
