@@ -342,3 +342,18 @@ def test_a_read_and_its_linked_send_count_as_one_completion_for_busy_polling(fd,
         while len(done) < 8:
             done += ring.turn(True, 5.0)
         assert not ring._quiet                          # two completions that are not one command's
+
+
+def test_file_ops_go_to_the_kernel_in_groups_as_they_are_queued(ring, fd):
+    """Past a quiet ring's first file op, every fourth queued one is submitted with those before it, mid-turn:
+    reap() (which never submits) finds their completions (buffered reads of cached data complete as submitted)."""
+    os.pwrite(fd, bytes(range(256)) * 16, 0)
+    bufs = [bytearray(16) for _ in range(8)]
+    for n in range(5):
+        ring.prep_read(fd, bufs[n], 16 * n, n)      # the first at once (quiet ring), then 1-4 as a group
+    assert dict(ring.reap()) == {n: 16 for n in range(5)}
+    for n in range(5, 8):
+        ring.prep_read(fd, bufs[n], 16 * n, n)      # quiet and alone at first: 5 goes at once; 6 and 7 wait
+    assert dict(ring.reap()) == {5: 16}
+    assert wait_all(ring, 6, 7) == {6: 16, 7: 16}
+    assert all(buf == (bytes(range(256)) * 16)[16 * n:16 * n + 16] for n, buf in enumerate(bufs))

@@ -13,6 +13,12 @@ are the buffers an O_DIRECT store reads into (`Ring.register_file`, `BufferPool`
 or write names them by slot, skipping the kernel's file lookup and, for reads, its page pinning. A write's data
 comes in a buffer of the LUN's own pool (`LogicalUnit.data_buffers`, not registered), so only its file is fixed;
 the rarer ops (and the rest of a short transfer) use the plain fd.
+
+At most `queue_depth` reads and writes of a store are in the kernel at once (the rest of a short one and the
+rarer ops not counted); more wait in the store, in order, and start as earlier ones complete. A worker keeps the
+disk fed that way while it handles a turn's commands: without a bound, a load of 64 writes went to a virtual disk
+as one batch, which it completed as one, and the disk then idled while the worker answered all 64 and took in
+the next 64 (4k O_DIRECT writes at QD 2x32: 25k/s, with `queue_depth = 32`: 45k/s, tgtd's 42k).
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import errno
 import fcntl
 import os
 import stat
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +47,7 @@ _FLOCK = Struct("hh4xqqi4x")        # struct flock on 64-bit Linux: type, whence
 _FS_IOC_GETVERSION = 0x80087601     # _IOR('v', 1, long): the inode's generation, written as an int
 _GENERATION = Struct("I4x")
 _ZERO_CHUNK = bytes(1 << 20)        # what a range is written with where fallocate cannot zero or punch it
+QUEUE_DEPTH = 32                    # reads and writes of a store in the kernel at once, by default (docstring)
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
 
@@ -160,13 +168,14 @@ class FileBackstore:
     the file must be that one (ImageGone otherwise)."""
 
     __slots__ = ("path", "size", "block_size", "write_cache", "_fd", "_reactor", "_pool", "_refused", "_slot",
-                 "_ring_fd", "_fixed")
+                 "_ring_fd", "_fixed", "queue_depth", "_in_flight", "_held")
 
     max_atomic_bytes = 0                # no atomic writes (atomic.py adds them to regular files)
     sends_with_read = True              # a read's whole transfer is one ring op: a send can be linked to it
 
     def __init__(self, reactor: Reactor, *, path: str | None, size: int | None, block_size: int,
-                 direct: bool = False, write_cache: bool = True, image: ImageIdentity | None = None):
+                 direct: bool = False, write_cache: bool = True, image: ImageIdentity | None = None,
+                 queue_depth: int = QUEUE_DEPTH):
         if path is None:
             raise BackstoreError("file backstore: a path is required")
         self._fd, self.size = _open(path, size, block_size, direct, image)
@@ -181,6 +190,9 @@ class FileBackstore:
         self._slot = reactor.ring.register_file(self._fd)
         self._fixed = self._slot >= 0
         self._ring_fd = self._slot if self._fixed else self._fd
+        self.queue_depth = queue_depth
+        self._in_flight = 0                 # reads and writes in the kernel (module docstring)
+        self._held: deque[tuple[Callable[[], None], Callable[[OSError], None]]] = deque()    # (start, callback)
 
     def _transfer(self, prep, what: str, buf, done: int, offset: int, rw_flags: int, finish) -> None:
         """prep(fd, rest of buf, offset, token, rw_flags) until all of buf is done: finish(None); the
@@ -206,13 +218,17 @@ class FileBackstore:
     # (`_read_rest`, `_write_rest`). `start`: the generation an AtomicFileBackstore read before the op, for
     # `_moved` to check at its end (None for a plain file: nothing to check). `then_send`: the transport's offer
     # of a send linked to the read (ScsiTask.send_with_read); when it takes it, a short or failed read cancels
-    # the send and goes on as any other.
+    # the send and goes on as any other. Past `queue_depth`, either waits in `_held` (a read without the offer).
     def read(self, offset: int, length: int, callback: Callable[[memoryview | OSError], None],
              start: int | None = None,
              then_send: Callable[[memoryview], tuple[int, memoryview, int, int] | None] | None = None) -> None:
+        if self._in_flight >= self.queue_depth:
+            self._held.append((partial(self.read, offset, length, callback, start), callback))
+            return
         view = self._pool.get(length)
 
         def complete(res: int) -> None:
+            self._done()
             if start is not None and self._moved(start):
                 self._again(lambda: self.read(offset, length, callback))
             elif res == length:
@@ -233,6 +249,22 @@ class FileBackstore:
                 self._reactor.not_queued(token)
                 self._reactor.not_queued(send[2], -errno.ECANCELED)
                 raise
+        self._in_flight += 1
+
+    def _done(self) -> None:
+        """A read's or write's first op completed: the oldest held ones start, as far as `queue_depth` lets them."""
+        self._in_flight -= 1
+        if self._held:
+            self._start_held()
+
+    def _start_held(self) -> None:
+        held = self._held
+        while held and self._in_flight < self.queue_depth:
+            start, callback = held.popleft()
+            try:
+                start()
+            except OSError as e:            # its op could not be queued: its command fails, not the one completing
+                callback(e)
 
     def _read_rest(self, view: memoryview, offset: int, res: int, callback) -> None:
         """The first op of a read did `res` (short or failed): the rest, or the error; zeros past the file's end."""
@@ -249,6 +281,9 @@ class FileBackstore:
 
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None],
               start: int | None = None) -> None:
+        if self._in_flight >= self.queue_depth:
+            self._held.append((partial(self.write, offset, data, fua, callback, start), callback))
+            return
         slot = -1
         if self._pool.aligned:
             if not page_aligned(data):          # O_DIRECT needs aligned memory
@@ -260,6 +295,7 @@ class FileBackstore:
         length = len(data)
 
         def complete(res: int) -> None:
+            self._done()
             if start is not None and self._moved(start):
                 self._again(lambda: self.write(offset, data, fua, callback))
             elif res == length:
@@ -269,6 +305,7 @@ class FileBackstore:
                                  self._checked(start, lambda: self.write(offset, data, fua, callback), callback))
         self._reactor.ring.prep_write(self._ring_fd, data, offset, self._reactor.token(complete), rw_flags,
                                       self._fixed, slot)
+        self._in_flight += 1
 
     def _write_rest(self, data, offset: int, res: int, rw_flags: int, callback) -> None:
         """The first op of a write did `res` (short or failed): the rest, or the error (ENOSPC when the kernel
@@ -361,6 +398,11 @@ class FileBackstore:
 
     def close(self) -> None:
         if self._fd >= 0:
+            self.queue_depth = 1 << 62          # closing: nothing is held any more; what was still goes to this
+            if self._held:                      # file, submitted before it closes
+                self._start_held()
+                if not self._fixed:             # (unregister_file submits first)
+                    self._reactor.ring.submit()
             self._pool.close()
             if self._fixed:
                 self._reactor.ring.unregister_file(self._slot)
