@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import logging
 import os
 import stat
 from collections import deque
@@ -41,6 +42,7 @@ from .base import BackstoreError
 from ..buffers import BufferPool, page_aligned
 from .fill import fill
 
+log = logging.getLogger(f"ringtgt.{__name__}")
 _PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 _ZERO = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
 _FLOCK = Struct("hh4xqqi4x")        # struct flock on 64-bit Linux: type, whence, start, len, pid (0 for OFD)
@@ -223,7 +225,7 @@ class FileBackstore:
              start: int | None = None,
              then_send: Callable[[memoryview], tuple[int, memoryview, int, int] | None] | None = None) -> None:
         if self._in_flight >= self.queue_depth:
-            self._held.append((partial(self.read, offset, length, callback, start), callback))
+            self._held.append((partial(FileBackstore.read, self, offset, length, callback, start), callback))
             return
         view = self._pool.get(length)
 
@@ -258,13 +260,16 @@ class FileBackstore:
             self._start_held()
 
     def _start_held(self) -> None:
+        """Held ones start as they were asked for (FileBackstore's own read and write, so an AtomicFileBackstore's
+        `start` stays the one its caller passed: None for the in-place half of an atomic write). One that cannot be
+        queued fails its own command, not the one whose completion started it."""
         held = self._held
         while held and self._in_flight < self.queue_depth:
             start, callback = held.popleft()
             try:
                 start()
-            except OSError as e:            # its op could not be queued: its command fails, not the one completing
-                callback(e)
+            except Exception as e:          # whatever it is, it is that command's error
+                callback(e if isinstance(e, OSError) else OSError(errno.EIO, f"{self.path}: held I/O: {e!r}"))
 
     def _read_rest(self, view: memoryview, offset: int, res: int, callback) -> None:
         """The first op of a read did `res` (short or failed): the rest, or the error; zeros past the file's end."""
@@ -282,7 +287,7 @@ class FileBackstore:
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None],
               start: int | None = None) -> None:
         if self._in_flight >= self.queue_depth:
-            self._held.append((partial(self.write, offset, data, fua, callback, start), callback))
+            self._held.append((partial(FileBackstore.write, self, offset, data, fua, callback, start), callback))
             return
         slot = -1
         if self._pool.aligned:
@@ -402,7 +407,10 @@ class FileBackstore:
             if self._held:                      # file, submitted before it closes
                 self._start_held()
                 if not self._fixed:             # (unregister_file submits first)
-                    self._reactor.ring.submit()
+                    try:
+                        self._reactor.ring.submit()
+                    except OSError as e:        # the ring's next turn meets it again
+                        log.error("%s: submitting its last I/O before closing: %s", self.path, e)
             self._pool.close()
             if self._fixed:
                 self._reactor.ring.unregister_file(self._slot)
