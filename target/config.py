@@ -44,7 +44,7 @@ MAX_ALIAS_CHARS = 255
 MAX_SERIAL_CHARS = 64
 MIN_CHAP_SECRET_CHARS = 12   # RFC 7143 §12.1.3 wants at least 96 bits of secret
 MAX_CHAP_CHARS = 255
-MAX_QUEUE_DEPTH = 1024     # a LUN's reads and writes in the kernel at once per worker: the worker's ring's entries
+MAX_WRITE_QUEUE_DEPTH = 1024   # a LUN's writes in the kernel at once per worker: the worker's ring's entries
 MAX_BUSY_POLL_US = 1000     # a spin longer than a millisecond only burns the CPU a sleep would have given away
 MIN_HANG_TIMEOUT = 2.0      # [server] hang_timeout: four turns of the slowest loop (0.5 s), so load is no hang
 
@@ -118,8 +118,8 @@ class LunConfig:
     encryption_key: str | None = None           # key file: blocks encrypted at rest (CRYPTO ERASE offered)
     physical_block_size: int | None = None      # reported physical block (READ CAPACITY(16)); None: block_size
     atomic_writes: bool | None = None           # backstore "file": False turns WRITE ATOMIC off; None elsewhere
-    queue_depth: int | None = None              # backstore "file": reads and writes in the kernel at once, per
-                                                # worker (None: the store's default); None elsewhere
+    write_queue_depth: int | None = None        # backstore "file": writes in the kernel at once, per worker
+                                                # (None: the store's default); None elsewhere
     pool: str | None = None                     # backstore "rbd": the image's pool and name,
     image: str | None = None
     ceph_conf: str | None = None                # and how to reach the cluster (None: librados' defaults)
@@ -526,7 +526,7 @@ def _parse_lun(t: _Table, iqn: str, base_dir: str) -> LunConfig:
         encryption_key=_encryption_key(t, backstore, base_dir),
         physical_block_size=_physical_block_size(t, block_size),
         atomic_writes=_atomic_writes(t, backstore),
-        queue_depth=_queue_depth(t, backstore),
+        write_queue_depth=_write_queue_depth(t, backstore),
         **rbd,
     )
     t.finish()
@@ -571,14 +571,14 @@ def _atomic_writes(t: _Table, backstore: str) -> bool | None:
     return None
 
 
-def _queue_depth(t: _Table, backstore: str) -> int | None:
-    depth = t.take("queue_depth", (int,), None)
+def _write_queue_depth(t: _Table, backstore: str) -> int | None:
+    depth = t.take("write_queue_depth", (int,), None)
     if depth is None:
         return None
     if backstore != "file":
-        raise t.error("queue_depth", f'only a file or block device LUN has one, not backstore "{backstore}"')
-    if not 1 <= depth <= MAX_QUEUE_DEPTH:
-        raise t.error("queue_depth", f"must be 1 to {MAX_QUEUE_DEPTH}, got {depth}")
+        raise t.error("write_queue_depth", f'only a file or block device LUN has one, not backstore "{backstore}"')
+    if not 1 <= depth <= MAX_WRITE_QUEUE_DEPTH:
+        raise t.error("write_queue_depth", f"must be 1 to {MAX_WRITE_QUEUE_DEPTH}, got {depth}")
     return depth
 
 

@@ -53,7 +53,8 @@ class ImageWatch:
                 store = open_backstore(lun.backstore, reactor, path=lun.path, size=lun.size, block_size=lun.block_size,
                                        direct=lun.direct, write_cache=lun.write_cache,
                                        encryption_key=lun.encryption_key, image=identity, rbd=rbd_image(lun),
-                                       atomic_writes=lun.atomic_writes is not False, queue_depth=lun.queue_depth)
+                                       atomic_writes=lun.atomic_writes is not False,
+                                       write_queue_depth=lun.write_queue_depth)
             except ImageGone as e:
                 reason = str(e)
             except BackstoreError as e:

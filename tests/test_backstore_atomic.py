@@ -96,7 +96,7 @@ def test_io_during_another_process_atomic_write_is_repeated_after_it(reactor, op
 def test_an_atomic_write_whose_in_place_half_waits_past_the_queue_depth_completes(reactor, opener):
     """Its in-place write (counter odd) is held behind a full queue, then started: unchecked, as asked for (an
     atomic store's own write would check it against the odd counter and wait for itself forever)."""
-    store = opener(queue_depth=1)
+    store = opener(write_queue_depth=1)
     data = os.urandom(8 * 512)
     store._in_flight = 1                    # white box: the one slot taken, as by a write still in the kernel
     done = []

@@ -265,29 +265,26 @@ def test_io_errors_name_the_path_and_offset(reactor, tmp_path):
             store.close()
 
 
-def test_reads_and_writes_past_the_queue_depth_wait_their_turn(reactor, opener):
-    store = opener(queue_depth=2)
+def test_writes_past_the_write_queue_depth_wait_their_turn_and_reads_never_wait(reactor, opener):
+    store = opener(write_queue_depth=2)
     done = []
     for n in range(6):
         store.write(4096 * n, bytes([n + 1]) * 4096, False, lambda error, n=n: done.append((n, error)))
     assert len(reactor.ring.write_flags) == 2           # two in the kernel, four held in order
+    reads = []
+    for n in range(6):
+        store.read(4096 * n, 4096, lambda view, n=n: reads.append(n))
+    assert len(reactor.ring._files) == 2 + 6            # white box: every read in the ring at once
     for _ in range(200):
-        if len(done) == 6:
+        if len(done) == 6 and len(reads) == 6:
             break
         reactor.run_once(0.05)
     assert sorted(done) == [(n, None) for n in range(6)] and len(reactor.ring.write_flags) == 6
-    reads = []
-    for n in range(6):
-        store.read(4096 * n, 4096, lambda view, n=n: reads.append((n, bytes(view))))
-    for _ in range(200):
-        if len(reads) == 6:
-            break
-        reactor.run_once(0.05)
-    assert sorted(reads) == [(n, bytes([n + 1]) * 4096) for n in range(6)]
+    assert [read(reactor, store, 4096 * n, 4096) for n in range(6)] == [bytes([n + 1]) * 4096 for n in range(6)]
 
 
 def test_held_writes_still_reach_the_file_when_the_store_closes(reactor, opener, tmp_path):
-    store = opener(queue_depth=1)
+    store = opener(write_queue_depth=1)
     done = []
     for n in range(4):
         store.write(512 * n, bytes([0x41 + n]) * 512, False, done.append)

@@ -42,7 +42,7 @@ sanitize_rate = "64MiB"
 encryption_key = "keys/disk1.key"
 physical_block_size = 32768
 atomic_writes = false
-queue_depth = 8
+write_queue_depth = 8
 serial = "SER-1"
 naa = "6001405AABBCCDDEEFF0011223344556"
 
@@ -127,7 +127,8 @@ def test_full_config(tmp_path):
     assert (disk.readonly, disk.removable, disk.sanitize_rate) == (True, True, 64 << 20)
     assert disk.encryption_key == str(tmp_path / "keys" / "disk1.key") and disk.physical_block_size == 32768
     assert disk.atomic_writes is False and null.atomic_writes is None
-    assert disk.queue_depth == 8 and null.queue_depth is None and config.targets[1].luns[0].queue_depth is None
+    assert disk.write_queue_depth == 8 and null.write_queue_depth is None
+    assert config.targets[1].luns[0].write_queue_depth is None
     assert (null.id, null.path, null.size, null.backstore) == (7, None, 1 << 20, "null")
     other = config.targets[1]
     assert other.alias is None
@@ -273,11 +274,11 @@ def test_parse_size_rejects(text):
     (lun_toml(atomic_writes='"no"'), "target[0].lun[0].atomic_writes: must be a boolean, got 'no'"),
     (rbd_toml(atomic_writes="false"), 'target[0].lun[0].atomic_writes: only an image file offers WRITE ATOMIC, not '
      'backstore "rbd"'),
-    (lun_toml(queue_depth="0"), "target[0].lun[0].queue_depth: must be 1 to 1024, got 0"),
-    (lun_toml(queue_depth="1025"), "target[0].lun[0].queue_depth: must be 1 to 1024, got 1025"),
-    (lun_toml(queue_depth='"32"'), "target[0].lun[0].queue_depth: must be an integer, got '32'"),
-    (rbd_toml(queue_depth="8"), 'target[0].lun[0].queue_depth: only a file or block device LUN has one, not '
-     'backstore "rbd"'),
+    (lun_toml(write_queue_depth="0"), "target[0].lun[0].write_queue_depth: must be 1 to 1024, got 0"),
+    (lun_toml(write_queue_depth="1025"), "target[0].lun[0].write_queue_depth: must be 1 to 1024, got 1025"),
+    (lun_toml(write_queue_depth='"32"'), "target[0].lun[0].write_queue_depth: must be an integer, got '32'"),
+    (rbd_toml(write_queue_depth="8"), 'target[0].lun[0].write_queue_depth: only a file or block device LUN has '
+     'one, not backstore "rbd"'),
     (lun_toml(path=None, backstore='"null"', encryption_key='"k"'),
      'target[0].lun[0].encryption_key: only a file is stored encrypted, not backstore "null"'),
     (lun_toml(physical_block_size="1536"),

@@ -4,6 +4,7 @@ import gc
 import os
 import select
 import socket
+import time
 import weakref
 
 import pytest
@@ -344,16 +345,27 @@ def test_a_read_and_its_linked_send_count_as_one_completion_for_busy_polling(fd,
         assert not ring._quiet                          # two completions that are not one command's
 
 
-def test_file_ops_go_to_the_kernel_in_groups_as_they_are_queued(ring, fd):
-    """Past a quiet ring's first file op, every fourth queued one is submitted with those before it, mid-turn:
-    reap() (which never submits) finds their completions (buffered reads of cached data complete as submitted)."""
-    os.pwrite(fd, bytes(range(256)) * 16, 0)
-    bufs = [bytearray(16) for _ in range(8)]
+def reaped_within(ring, count, seconds=2.0):
+    """What reap() (which never submits) finds of the ops already submitted, once `count` came or in `seconds`;
+    a moment longer past `count`, for any that should not be there."""
+    got, deadline = {}, time.monotonic() + seconds
+    while len(got) < count and time.monotonic() < deadline:
+        got.update(ring.reap())
+        time.sleep(0.005)
+    time.sleep(0.05)
+    got.update(ring.reap())
+    return got
+
+
+def test_file_writes_go_to_the_kernel_in_groups_as_they_are_queued(ring, fd):
+    """Past a quiet ring's first file op, every fourth queued write is submitted with those before it, mid-turn:
+    reap() (which never submits) finds their completions. Reads wait for the turn."""
     for n in range(5):
-        ring.prep_read(fd, bufs[n], 16 * n, n)      # the first at once (quiet ring), then 1-4 as a group
-    assert dict(ring.reap()) == {n: 16 for n in range(5)}
-    for n in range(5, 8):
-        ring.prep_read(fd, bufs[n], 16 * n, n)      # quiet and alone at first: 5 goes at once; 6 and 7 wait
-    assert dict(ring.reap()) == {5: 16}
-    assert wait_all(ring, 6, 7) == {6: 16, 7: 16}
-    assert all(buf == (bytes(range(256)) * 16)[16 * n:16 * n + 16] for n, buf in enumerate(bufs))
+        ring.prep_write(fd, bytes([n]) * 16, 16 * n, n)     # the first at once (quiet ring), then 1-4 as a group
+    assert reaped_within(ring, 5) == {n: 16 for n in range(5)}
+    bufs = [bytearray(16) for _ in range(5)]
+    for n in range(5):
+        ring.prep_read(fd, bufs[n], 16 * n, 10 + n)         # quiet and alone at first: 10 goes at once, not 11-14
+    assert reaped_within(ring, 1) == {10: 16}
+    assert wait_all(ring, 11, 12, 13, 14) == {n: 16 for n in range(11, 15)}
+    assert all(buf == bytes([n]) * 16 for n, buf in enumerate(bufs))

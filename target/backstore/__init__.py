@@ -25,13 +25,13 @@ BLOCK_SIZES = (512, 4096)
 def open_backstore(kind: str, reactor: Reactor, *, path: str | None, size: int | None, block_size: int,
                    direct: bool = False, write_cache: bool = True, encryption_key: str | None = None,
                    image: ImageIdentity | None = None, rbd: RbdImage | None = None,
-                   atomic_writes: bool = True, queue_depth: int | None = None) -> Backstore:
+                   atomic_writes: bool = True, write_queue_depth: int | None = None) -> Backstore:
     """Open the store of `kind`; BackstoreError if it cannot be (ImageGone: the file is not `image`). size None:
     the existing file's, device's or RBD image's size. With `encryption_key` (a key file's path) its blocks are
     encrypted (encrypted.py). `rbd`: the image of backstore "rbd". An image file offers WRITE ATOMIC (atomic.py)
     unless `atomic_writes` is False; its reads can then leave linked to their sends (file.py), and a journal its
     atomic writes left is replayed and cleared first (JournalError if it cannot be: the file may hold half of one).
-    `queue_depth`: a file store's reads and writes in the kernel at once (None: its default, file.QUEUE_DEPTH)."""
+    `write_queue_depth`: a file store's writes in the kernel at once (None: its default, file.WRITE_QUEUE_DEPTH)."""
     if kind not in KINDS:
         raise BackstoreError(f"unknown backstore {kind!r} (known: {', '.join(KINDS)})")
     if block_size not in BLOCK_SIZES:
@@ -44,7 +44,7 @@ def open_backstore(kind: str, reactor: Reactor, *, path: str | None, size: int |
             raise BackstoreError("rbd backstore: a pool and image are required")
         return RbdBackstore(reactor, rbd=rbd, size=size, block_size=block_size, write_cache=write_cache)
     store = _STORES[kind]
-    depth = {"queue_depth": queue_depth} if queue_depth is not None else {}
+    depth = {"write_queue_depth": write_queue_depth} if write_queue_depth is not None else {}
     opened = None
     if store is FileBackstore and not _is_block_device(path):       # a journal beside a file only
         if atomic_writes:
