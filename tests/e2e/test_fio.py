@@ -43,11 +43,13 @@ def test_fio_randwrite_verify_eight_sessions(ringtgt, tmp_path):
     assert not idle, f"workers {sorted(idle)} accepted no connection (fio: {counts}, plus 64 probes)"
 
 
-@pytest.mark.parametrize("lun_keys, iodepth", [("direct = true", 8), ("direct = true\natomic_writes = false", 1)],
-                         ids=["qd8", "qd1-linked-reads"])
+@pytest.mark.parametrize("lun_keys, iodepth", [("direct = true", 8), ("direct = true\natomic_writes = false", 1),
+                                              ("direct = true\nwrite_queue_depth = 2", 16)],
+                         ids=["qd8", "qd1-linked-reads", "qd16-held-writes"])
 def test_fio_verify_on_an_o_direct_lun(ringtgt, tmp_path, lun_keys, iodepth):
     """`direct = true`: reads land in and writes leave from the aligned buffers, whatever sizes come; one at a time
-    on a LUN without atomic writes, each read's Data-In leaves linked to its disk read."""
+    on a LUN without atomic writes, each read's Data-In leaves linked to its disk read; 64 at a time on a LUN that
+    keeps two writes in the kernel, the rest held in the worker and started as those complete."""
     probe = tmp_path / "probe"
     try:
         os.close(os.open(probe, os.O_RDWR | os.O_CREAT | os.O_DIRECT))
