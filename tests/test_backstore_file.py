@@ -295,3 +295,18 @@ def test_held_writes_still_reach_the_file_when_the_store_closes(reactor, opener,
         reactor.run_once(0.05)
     assert done == [None] * 4
     assert (tmp_path / "lun.img").read_bytes()[:2048] == b"A" * 512 + b"B" * 512 + b"C" * 512 + b"D" * 512
+
+
+def test_a_held_write_is_as_durable_as_the_write_cache_was_when_it_came(reactor, opener):
+    store = opener(write_queue_depth=1)
+    store.write_cache = False
+    done = []
+    store.write(0, b"1" * 512, False, done.append)
+    store.write(512, b"2" * 512, False, done.append)    # held
+    store.write_cache = True                            # a MODE SELECT meanwhile
+    store.write(1024, b"3" * 512, False, done.append)   # held, with the cache on
+    for _ in range(200):
+        if len(done) == 3:
+            break
+        reactor.run_once(0.05)
+    assert done == [None] * 3 and reactor.ring.write_flags == [RWF_DSYNC, RWF_DSYNC, 0]

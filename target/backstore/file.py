@@ -284,6 +284,8 @@ class FileBackstore:
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None],
               start: int | None = None) -> None:
         if self._in_flight >= self.write_queue_depth:
+            # durable as the write cache is now, whatever a MODE SELECT makes of it before the write starts
+            fua = fua or not self.write_cache
             self._held.append((partial(FileBackstore.write, self, offset, data, fua, callback, start), callback))
             return
         slot = -1

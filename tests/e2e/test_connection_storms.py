@@ -189,5 +189,7 @@ def test_running_out_of_descriptors_backs_off_quietly_and_serves_on(ringtgt):
     print(f"descriptor flood: {FLOOD} connections, worker RLIMIT_NOFILE {limit}: {lines} line(s) about it in "
           f"{elapsed:.1f} s, {total} log lines in all")
     assert procfs.alive(worker) and tgt.listening_children() == [worker]
-    assert lines <= lines_allowed(elapsed, reasons=2), tgt.stderr()[-4000:]
+    # the reasons, each rate-limited on its own: the accept that failed, the idle connection dropped, and the image
+    # watcher's check of the LUN's file when one falls within the flood (every few seconds: in some runs, not others)
+    assert lines <= lines_allowed(elapsed, reasons=3), tgt.stderr()[-4000:]
     assert total < 100, tgt.stderr()[-4000:]                 # the whole log, startup and sessions included
