@@ -15,7 +15,8 @@ comes in a buffer of the LUN's own pool (`LogicalUnit.data_buffers`, not registe
 the rarer ops (and the rest of a short transfer) use the plain fd.
 
 At most `write_queue_depth` writes of a store are in the kernel at once (the rest of a short one not counted);
-more wait in the store, in order, and start as earlier ones complete. A worker keeps the disk fed that way while
+more wait in the store, in order, and start as earlier ones complete (each is a command in flight, so no more wait
+than the sessions' command windows allow: login.COMMAND_WINDOW each). A worker keeps the disk fed that way while
 it handles a turn's commands: without a bound, a load of 64 writes went to a virtual disk as one batch, which it
 completed as one, and the disk then idled while the worker answered all 64 and took in the next 64 (4k O_DIRECT
 writes at QD 2x32: 25k/s; bounded to 32, and with the ring submitting writes in groups of 4 as they are queued:
@@ -250,16 +251,11 @@ class FileBackstore:
                 self._reactor.not_queued(send[2], -errno.ECANCELED)
                 raise
 
-    def _done(self) -> None:
-        """A write's first op completed: the oldest held ones start, as far as `write_queue_depth` lets them."""
-        self._in_flight -= 1
-        if self._held:
-            self._start_held()
-
     def _start_held(self) -> None:
-        """Held writes start as they were asked for (FileBackstore's own write, so an AtomicFileBackstore's `start`
-        stays the one its caller passed: None for the in-place half of an atomic write). One that cannot be queued
-        fails its own command, not the one whose completion started it."""
+        """The oldest held writes start, as far as `write_queue_depth` lets them (as a write's first op completes,
+        and at close), as they were asked for: FileBackstore's own write, so an AtomicFileBackstore's `start` stays
+        the one its caller passed (None for the in-place half of an atomic write). One that cannot be queued fails
+        its own command, not the one whose completion started it."""
         held = self._held
         while held and self._in_flight < self.write_queue_depth:
             start, callback = held.popleft()
@@ -299,7 +295,9 @@ class FileBackstore:
         length = len(data)
 
         def complete(res: int) -> None:
-            self._done()
+            self._in_flight -= 1                # its slot to the oldest held write, before the answer's work
+            if self._held:
+                self._start_held()
             if start is not None and self._moved(start):
                 self._again(lambda: self.write(offset, data, fua, callback))
             elif res == length:
