@@ -17,6 +17,9 @@ default set: `rbd` (RBD images on a one-node Ceph cluster the bench starts, test
 tgtd's bs_rbd, tgtd first in every other round since a run reads what the one before it left in the OSD's cache,
 then `rbd bench` on the same kind of image for the cluster's own ceiling) and `kernel` (the Linux
 kernel initiator in a QEMU guest against ringtgt, LIO and tgtd, perf/kernel_suite.py).
+When the servers leave CPUs free (`--workers` below the CPU count, as with --spdk), the file, direct and null
+suites pin tgtd to ringtgt's workers' CPUs and fio to the rest (`split_cpus`): every server gets the same cores,
+and fio none of them.
 `--spdk DIR` adds SPDK (DIR: an SPDK build with start.sh/stop.sh, e.g. ../shared/anchors/spdk) to the direct
 and null suites, on as many cores as ringtgt has workers; it is started right before each of its runs and
 stopped right after, since its reactors spin their cores even when idle, and that spinning counts as CPU spent.
@@ -112,16 +115,19 @@ def ratio(metric: str, ours: float, theirs: float) -> float:
     return theirs / ours if ours else float("inf")
 
 
-def side_by_side(servers, jobs: list[str], rounds: int, runtime: int, log, alternate: bool = False) -> dict:
+def side_by_side(servers, jobs: list[str], rounds: int, runtime: int, log, alternate: bool = False,
+                 fio_cpus: list[int] = ()) -> dict:
     """{job: {server name: median cells, "ratio": {metric: first/second server},
     "ratios": {peer name: {metric: first/peer}}}} from interleaved rounds; with `alternate`, every other round runs
-    the servers in reverse order (where a run inherits state the one before it left: the OSD's cache)."""
+    the servers in reverse order (where a run inherits state the one before it left: the OSD's cache); with
+    `fio_cpus`, fio runs on those CPUs only."""
+    extra = [f"--cpus_allowed={','.join(map(str, fio_cpus))}"] if fio_cpus else []
     runs = {job: {s.name: [] for s in servers} for job in jobs}
     for r in range(rounds):
         for job in jobs:
             for server in servers[::-1] if alternate and r % 2 else servers:
                 with server.serving():
-                    result = run_fio(job, server, runtime)
+                    result = run_fio(job, server, runtime, extra)
                 runs[job][server.name].append(result)
                 log(f"  round {r + 1}/{rounds} {job:18} {server.name:10} {result['iops']:9.0f} IOPS "
                     f"{result['mib_s']:8.1f} MiB/s  p99 {result['p99_us']:8.0f} us  "
@@ -238,6 +244,21 @@ def rbd_suite(workdir: Path, size: int, args, log) -> tuple[dict, str]:
     return table, text
 
 
+def split_cpus(workers: int) -> tuple[list[int], list[int]]:
+    """The CPUs the servers of the file, direct and null suites run on (ringtgt's workers are pinned to the first
+    `workers` CPUs this process may use, SPDK's reactors to CPUs 0 to workers - 1, tgtd's threads are pinned
+    there too), and the rest, where fio runs: a target node serves initiators on other machines, and fio's
+    threads on a server's core would take its time (a ringtgt worker that sleeps for a moment finds fio on its
+    core; an SPDK reactor, spinning, never does). With no CPU to spare (workers = CPUs), nothing is pinned but
+    ringtgt's workers, and fio runs where the scheduler puts it."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[:workers], cpus[workers:]
+
+
+def _cpu_list(cpus: list[int]) -> str:
+    return ",".join(map(str, cpus))
+
+
 def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
@@ -268,6 +289,7 @@ def main(argv=None) -> int:
         args.workers = 1 if args.spdk else 2
     suites = args.suites.split(",")
     jobs = args.jobs.split(",")
+    server_cpus, fio_cpus = split_cpus(args.workers)
     size = args.size * MIB
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     results = {"machine": machine(), "runtime": args.runtime, "rounds": args.rounds, "workers": args.workers}
@@ -298,16 +320,19 @@ def main(argv=None) -> int:
                     servers.append(RingTgtServer(workdir / f"ringtgt-{suite}", image=images[0], size=size,
                                                  workers=args.workers, server_extra=RINGTGT_SERVER, direct=direct,
                                                  lun_extra=RINGTGT_FILE_LUN if images[0] is not None else ""))
-                    servers.append(TgtdServer(workdir / f"tgtd-{suite}", image=images[1], size=size, direct=direct))
+                    servers.append(TgtdServer(workdir / f"tgtd-{suite}", image=images[1], size=size, direct=direct,
+                                              cpus=server_cpus if fio_cpus else None))
                     if spdk:
                         servers.append(SpdkServer(workdir / f"spdk-{suite}", spdk=spdk, image=images[2], size=size,
                                                   cores=args.workers))
-                    table = side_by_side(servers, jobs, args.rounds, args.runtime, log)
+                    table = side_by_side(servers, jobs, args.rounds, args.runtime, log, fio_cpus=fio_cpus)
                 finally:
                     for server in servers:
                         server.stop()
                 results[suite] = table
                 cores = f", SPDK -m {hex((1 << args.workers) - 1)}" if spdk else ""
+                if fio_cpus:
+                    cores += f", tgtd on CPU {_cpu_list(server_cpus)}, fio on CPU {_cpu_list(fio_cpus)}"
                 tables.append(format_table(f"{TITLES[suite]}, ringtgt workers={args.workers}{cores}", table, names))
             elif suite == "scaling":
                 image = workdir / "ringtgt.img"

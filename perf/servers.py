@@ -117,6 +117,15 @@ def thread_files(pids: list[int], name: str) -> Iterator[str]:
                 continue
 
 
+def pin_threads(pid: int, cpus: list[int]) -> None:
+    """Every thread of process `pid` on `cpus` (threads it starts later inherit the affinity of their parent)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except ProcessLookupError:
+            continue
+
+
 def wakeups(pids: list[int]) -> int:
     """Voluntary context switches of the processes (all their threads): how often they slept and were woken."""
     return sum(int(text.partition("voluntary_ctxt_switches:")[2].split()[0]) for text in thread_files(pids, "status"))
@@ -220,8 +229,9 @@ class TgtdServer:
     name = "tgtd"
 
     def __init__(self, directory: Path, *, image: Path | None, size: int, direct: bool = False,
-                 rbd: tuple[str, Path] | None = None):
-        """`rbd`: (pool/image, ceph.conf) served by tgt's bs_rbd (Debian's tgt-rbd) instead of a file `image`."""
+                 rbd: tuple[str, Path] | None = None, cpus: list[int] | None = None):
+        """`rbd`: (pool/image, ceph.conf) served by tgt's bs_rbd (Debian's tgt-rbd) instead of a file `image`;
+        `cpus`: the CPUs all of tgtd's threads are pinned to (the cores the other servers of a comparison get)."""
         tgtd, self.tgtadm = shutil.which("tgtd"), shutil.which("tgtadm")
         if tgtd is None or self.tgtadm is None:
             raise RuntimeError("tgtd/tgtadm not found: install Debian's tgt (make bench does, as root)")
@@ -244,6 +254,8 @@ class TgtdServer:
                 backing = ["--bstype", "rbd", "-b", rbd[0], "--bsopts", f"conf={rbd[1]}"]
             self._adm("--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1", *backing)
             self._adm("--mode", "target", "--op", "bind", "--tid", "1", "-I", "ALL")
+            if cpus:
+                pin_threads(self.proc.pid, cpus)
         except BaseException:
             self.stop()
             raise
