@@ -6,7 +6,8 @@
 
 A binary is a `ringtgt` entry point (e.g. another checkout's .venv/bin/ringtgt; default: this one's);
 config LINES are extra `[server]` lines, `;`-separated (e.g. "initial_r2t = false"), lun LINES extra keys of the
-LUN (e.g. "atomic_writes = false"). Prints the per-run
+LUN (e.g. "atomic_writes = false"). With fewer workers than CPUs fio runs on the CPUs the workers do not (as in
+bench.py). Prints the per-run
 lines, then the median ratios A/B (> 1: A better) — CPU s/GiB is the steadiest of them on a busy machine.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import JOBS, MIB, direct_capable, side_by_side
+from bench import JOBS, MIB, direct_capable, side_by_side, split_cpus
 from servers import RingTgtServer, drop_cached, prefill
 
 
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
                 server.name = side.upper()
                 servers.append(server)
             table = side_by_side(servers, args.jobs.split(","), args.rounds, args.runtime,
-                                 lambda text: print(text, flush=True))
+                                 lambda text: print(text, flush=True), fio_cpus=split_cpus(args.workers)[1])
         finally:
             for server in servers:
                 server.stop()
