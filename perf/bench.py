@@ -246,8 +246,8 @@ def rbd_suite(workdir: Path, size: int, args, log) -> tuple[dict, str]:
 
 def split_cpus(workers: int) -> tuple[list[int], list[int]]:
     """The CPUs the servers of the file, direct and null suites run on (ringtgt's workers are pinned to the first
-    `workers` CPUs this process may use, SPDK's reactors to CPUs 0 to workers - 1, tgtd's threads are pinned
-    there too), and the rest, where fio runs: a target node serves initiators on other machines, and fio's
+    `workers` CPUs this process may use, SPDK's reactors and, when CPUs are left, tgtd's threads to the same), and
+    the rest, where fio runs: a target node serves initiators on other machines, and fio's
     threads on a server's core would take its time (a ringtgt worker that sleeps for a moment finds fio on its
     core; an SPDK reactor, spinning, never does). With no CPU to spare (workers = CPUs), nothing is pinned but
     ringtgt's workers, and fio runs where the scheduler puts it."""
@@ -324,13 +324,13 @@ def main(argv=None) -> int:
                                               cpus=server_cpus if fio_cpus else None))
                     if spdk:
                         servers.append(SpdkServer(workdir / f"spdk-{suite}", spdk=spdk, image=images[2], size=size,
-                                                  cores=args.workers))
+                                                  cpus=server_cpus))
                     table = side_by_side(servers, jobs, args.rounds, args.runtime, log, fio_cpus=fio_cpus)
                 finally:
                     for server in servers:
                         server.stop()
                 results[suite] = table
-                cores = f", SPDK -m {hex((1 << args.workers) - 1)}" if spdk else ""
+                cores = f", SPDK -m {servers[2].mask}" if spdk else ""
                 if fio_cpus:
                     cores += f", tgtd on CPU {_cpu_list(server_cpus)}, fio on CPU {_cpu_list(fio_cpus)}"
                 tables.append(format_table(f"{TITLES[suite]}, ringtgt workers={args.workers}{cores}", table, names))

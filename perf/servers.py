@@ -284,13 +284,13 @@ class TgtdServer:
 
 
 class SpdkServer:
-    """SPDK's iscsi_tgt on `cores` cores (mask 0x1, 0x3, …): a uring bdev on the image (O_DIRECT) or a null
+    """SPDK's iscsi_tgt on the CPUs `cpus` (its reactor mask): a uring bdev on the image (O_DIRECT) or a null
     bdev, started by `serving()` and stopped when it ends, so that its spinning reactors burn no core between
     its runs. CPU per I/O counts the spinning: the reactor's core is spent whether it finds work or not."""
 
     name = "spdk"
 
-    def __init__(self, directory: Path, *, spdk: Path, image: Path | None, size: int, cores: int):
+    def __init__(self, directory: Path, *, spdk: Path, image: Path | None, size: int, cpus: list[int]):
         self.start_sh, self.stop_sh = spdk / "start.sh", spdk / "stop.sh"
         if not (os.access(self.start_sh, os.X_OK) and (spdk / "build/bin/iscsi_tgt").exists()):
             raise RuntimeError(f"no SPDK build with start.sh and build/bin/iscsi_tgt in {spdk}")
@@ -298,7 +298,7 @@ class SpdkServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.spdk = spdk
         self.image = image
-        self.mask = hex((1 << cores) - 1)
+        self.mask = hex(sum(1 << cpu for cpu in cpus))
         self.env = dict(os.environ, STATE=str(self.dir), SIZE_MB=str(size >> 20), SPDK_DIR=str(spdk))
         self.port = free_port()
         self.pid: int | None = None
