@@ -116,12 +116,12 @@ def ratio(metric: str, ours: float, theirs: float) -> float:
 
 
 def side_by_side(servers, jobs: list[str], rounds: int, runtime: int, log, alternate: bool = False,
-                 fio_cpus: list[int] = ()) -> dict:
+                 fio_cpus: list[int] | None = None) -> dict:
     """{job: {server name: median cells, "ratio": {metric: first/second server},
     "ratios": {peer name: {metric: first/peer}}}} from interleaved rounds; with `alternate`, every other round runs
     the servers in reverse order (where a run inherits state the one before it left: the OSD's cache); with
     `fio_cpus`, fio runs on those CPUs only."""
-    extra = [f"--cpus_allowed={','.join(map(str, fio_cpus))}"] if fio_cpus else []
+    extra = [f"--cpus_allowed={_cpu_list(fio_cpus)}"] if fio_cpus else []
     runs = {job: {s.name: [] for s in servers} for job in jobs}
     for r in range(rounds):
         for job in jobs:
