@@ -292,7 +292,8 @@ def main(argv=None) -> int:
     server_cpus, fio_cpus = split_cpus(args.workers)
     size = args.size * MIB
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    results = {"machine": machine(), "runtime": args.runtime, "rounds": args.rounds, "workers": args.workers}
+    results = {"machine": machine(), "runtime": args.runtime, "rounds": args.rounds, "workers": args.workers,
+               "server_cpus": server_cpus, "fio_cpus": fio_cpus}
     tables = []
     # the checkout's .cache/ rather than /tmp, which may be a tmpfs (no O_DIRECT there)
     cache = HERE.parent / ".cache"
