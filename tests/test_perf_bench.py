@@ -1,5 +1,6 @@
-"""perf/bench.py's tables: one column per server, ringtgt's ratio to each peer (> 1: ringtgt ahead)."""
+"""perf/bench.py's tables (a column per server, ringtgt's ratio to each peer, > 1: ringtgt ahead) and CPU split."""
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -33,3 +34,9 @@ def test_a_table_of_two_servers_keeps_plain_ratio_columns():
     row["ratios"] = {"workers=1": {m: bench.ratio(m, row["workers=2"][m], row["workers=1"][m]) for m in bench.METRICS}}
     head = bench.format_table("t", {"j": row}, ["workers=2", "workers=1"]).splitlines()[2]
     assert "| ratio IOPS | ratio p99 | ratio CPU |" in head
+
+
+def test_the_servers_get_the_first_cpus_and_fio_the_rest_or_none_when_none_is_left():
+    cpus = sorted(os.sched_getaffinity(0))
+    assert bench.split_cpus(1) == (cpus[:1], cpus[1:])
+    assert bench.split_cpus(len(cpus)) == (cpus, [])     # workers on every CPU: fio left where the scheduler puts it
