@@ -36,10 +36,12 @@ GUEST_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static udev kmod ope
 BENCH_ARGS ?=
 BENCH_JSON ?= .cache/bench.json
 
-# The compiled ring and librbd calls: rebuilt when its sources change, or when the .so is missing.
-FFI_SOURCES := build_ffi.py $(wildcard ioring/_cdefs.h ioring/_ffi_src.c \
-                                     target/backstore/_librbd_cdefs.h target/backstore/_librbd_src.c)
-ifeq ($(and $(wildcard ioring/_liburing*.so),$(wildcard target/backstore/_librbd*.so)),)
+# The compiled ring and librbd calls, and the data path compiled with mypyc (target/compiled.py lists its modules):
+# rebuilt when a source changes, or when a .so is missing.
+COMPILED_SOURCES := $(shell python3 target/compiled.py)
+FFI_SOURCES := build_ffi.py target/compiled.py $(COMPILED_SOURCES) \
+               $(wildcard ioring/_cdefs.h ioring/_ffi_src.c target/backstore/_librbd_cdefs.h target/backstore/_librbd_src.c)
+ifeq ($(and $(wildcard ioring/_liburing*.so),$(wildcard target/backstore/_librbd*.so),$(wildcard target/_compiled__mypyc*.so)),)
 .PHONY: $(STAMPS)/ffi
 endif
 
@@ -94,4 +96,5 @@ $(FIO_BIN):
 
 clean:
 	rm -rf $(STAMPS) build *.egg-info .mypy_cache .ruff_cache ioring/_liburing*.so ioring/_liburing.c ioring/_liburing.o \
-	       target/backstore/_librbd*.so target/backstore/_librbd.c target/backstore/_librbd.o
+	       target/backstore/_librbd*.so target/backstore/_librbd.c target/backstore/_librbd.o \
+	       target/_compiled__mypyc*.so $(foreach source,$(COMPILED_SOURCES),$(basename $(source)).cpython-*.so)

@@ -2,10 +2,13 @@
 
 Its packages have generic names (`target/` is many build tools' output folder), so importing this one checks that
 the `coordinator` and `ioring` packages Python would import are the ones beside it: a stray folder of the same
-name on sys.path fails here, naming itself, instead of somewhere deep in a worker.
+name on sys.path fails here, naming itself, instead of somewhere deep in a worker. So does a compiled module of the
+data path older than its source (compiled.py).
 """
 import importlib.util
 from pathlib import Path
+
+from .compiled import check_fresh
 
 
 def _check_siblings() -> None:
@@ -19,3 +22,4 @@ def _check_siblings() -> None:
 
 
 _check_siblings()
+check_fresh()

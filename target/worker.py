@@ -24,6 +24,7 @@ from coordinator.lograte import RateLimitedLog
 from coordinator.main import supervisor_incarnation
 from ioring import Ring
 
+from . import compiled
 from .admission import PreLoginConnections, source_of
 from .backstore.fencing import cluster_of
 from .gctune import settle
@@ -233,7 +234,9 @@ class Worker:
         connections wait in the listeners' backlogs, so no command is served before a reservation or a sanitize
         failure the coordinator holds is in force here."""
         if not self.stopping:
-            log.info("worker %d (pid %d) serving on CPU %s", self.index, os.getpid(), self.cpu)
+            kinds = compiled.loaded().values()
+            log.info("worker %d (pid %d) serving on CPU %s; data path %s", self.index, os.getpid(), self.cpu,
+                     "compiled" if all(kinds) else "source" if not any(kinds) else "partly compiled")
             for listener in self.listeners.values():
                 self._arm_accept(listener)
 

@@ -12,10 +12,11 @@ soliciting at once is the connection's R2T budget (write_budget.py): `charge` is
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..scsi.task import ScsiTask
 from .errors import ProtocolError
-from .pdu import CDB_BYTES, FINAL, RESERVED_TAG, SCSI_READ, SCSI_WRITE, Buf, DataOut, ScsiCommand
+from .pdu import BHS_LEN, CDB_OFFSET, FINAL, RESERVED_TAG, SCSI_READ, SCSI_WRITE, Buf, DataOut, ScsiCommand
 
 
 class Burst:
@@ -43,7 +44,7 @@ class Command(ScsiTask):
     def __init__(self, pdu: ScsiCommand, lun: int, nexus: str, initiator_name: str,
                  done: Callable[[ScsiTask], None], arrived: int = 0) -> None:
         flags = pdu.flags
-        cdb = pdu.header[CDB_BYTES] if not pdu.ahs else pdu.cdb     # (the property only where an AHS extends it)
+        cdb = pdu.header[CDB_OFFSET:BHS_LEN] if not pdu.ahs else pdu.cdb   # (the property only where an AHS extends it)
         ScsiTask.__init__(self, lun, cdb, nexus, initiator_name, pdu.edtl, flags & SCSI_READ != 0,
                           flags & SCSI_WRITE != 0, None, done)
         self.itt = pdu.itt
@@ -105,13 +106,12 @@ class Command(ScsiTask):
             raise ProtocolError(f"Data-Out offset {offset}+{len(data)} outside the burst "
                                 f"{burst.offset}+{burst.length} (received {burst.received})")
         end = offset + len(data)
-        # A command with a burst open holds a bytearray (start_write); no runtime check on the Data-Out path
-        buffer: bytearray = self.buffer  # type: ignore[assignment]
+        buffer: Any = self.buffer       # a bytearray, then the pool's memoryview (mypyc checks a declared type)
         wanted = self.wanted
         if self.allocate is not None and self.charge:   # the first Data-Out within budget: one pool buffer
             whole = self.allocate(wanted)
             whole[:len(buffer)] = buffer
-            self.buffer = buffer = whole  # type: ignore[assignment]    # as long as `wanted`: it never grows
+            self.buffer = buffer = whole    # as long as `wanted`: it never grows
             self.allocate = None
         if len(buffer) < offset < wanted:
             buffer += bytes(offset - len(buffer))      # a later burst before an earlier one: the gap waits for it

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..buffers import headroom_view
 from ..scsi.sense import ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR, check_condition
@@ -34,15 +34,12 @@ from .digests import OutputDigests
 from .discovery import send_targets
 from .errors import LoginFailure, ProtocolError
 from .framing import FrameDecoder
-from .host import Host
+from .host import Host, ScsiPort
 from .login import COMMAND_WINDOW, Login
 from .negotiation import CRC32C, NOT_UNDERSTOOD, SessionParams, encode_text, parse_text
 from .sequencing import CommandWindow, serial_lt
 from .text_exchange import MAX_KEY_TEXT, TextExchange, TextRefused
 from .write_budget import CONNECTION_WRITE_BUDGET
-
-if TYPE_CHECKING:
-    from ..scsi.target import ScsiTarget
 
 log = logging.getLogger(f"ringtgt.{__name__}")
 
@@ -127,7 +124,7 @@ class Connection:
         self.finished: list[Command] = []      # commands answered in `out`: counted once sent (target/metrics)
         self.arrived = 0                # monotonic ns of the batch being received (receive_data's `now`)
         self.session_key: tuple[str, int, str | None] | None = None
-        self.target: ScsiTarget | None = None   # ScsiTarget of a normal session; None for discovery
+        self.target: ScsiPort | None = None     # the SCSI target of a normal session; None for discovery
         self.nexus = ""
         self.initiator_name = ""
         # The full feature phase's parameters and window: None while logging in (only `ping` and `output_sent`

@@ -1,14 +1,39 @@
 """What a Connection needs from its host (the worker, or a test's stand-in): the seam of the sans-I/O layer."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ..scsi.target import ScsiTarget
+    from ..scsi.task import ScsiTask
     from .access import AccessPolicy
     from .connection import Connection
     from .write_budget import WritePool
+
+
+class ScsiPort(Protocol):
+    """What a Connection needs of the SCSI target of its session (target/scsi/target.py's ScsiTarget, or a test's
+    stand-in): a Protocol, so that the compiled connection (target/compiled.py) checks no class at run time."""
+
+    def has_lun(self, lun: int) -> bool: ...
+
+    def attach(self, nexus: str, session: Connection) -> None: ...
+
+    def detach(self, nexus: str, session: Connection) -> None: ...
+
+    def data_out_length(self, lun: int, cdb: bytes) -> int: ...
+
+    def data_out_buffers(self, lun: int) -> Callable[[int], memoryview] | None: ...
+
+    def unit_wide(self, cdb: bytes) -> bool: ...
+
+    def execute(self, task: ScsiTask) -> None: ...
+
+    def reset_lun(self, lun: int, nexus: str, done: Callable[[], None]) -> None: ...
+
+    def reset_target(self, nexus: str, cold: bool, done: Callable[[], None]) -> None: ...
+
+    def clear_task_set(self, lun: int, nexus: str, done: Callable[..., None]) -> None: ...
 
 
 class Host(Protocol):
@@ -29,7 +54,7 @@ class Host(Protocol):
 
     def allocate_tsih(self) -> int: ...
 
-    def scsi_target(self, iqn: str) -> ScsiTarget: ...
+    def scsi_target(self, iqn: str) -> ScsiPort: ...
 
     def session_started(self, conn: Connection) -> None: ...
 

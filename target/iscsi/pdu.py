@@ -17,7 +17,8 @@ BHS = struct.Struct(">BBBBIQ8I")        # the whole skeleton: how responses.py p
 # What decode_bhs reads of a request: opcode byte, flags, lengths, LUN, ITT, bytes 20..27, bytes 36..43
 _REQUEST = struct.Struct(">BB2xIQ3I8x2I4x")
 _WORD = struct.Struct(">I")
-CDB_BYTES = slice(32, 48)               # a SCSI Command's CDB (its first 16 bytes) in the BHS
+CDB_OFFSET = 32                         # a SCSI Command's CDB (its first 16 bytes) in the BHS: bytes 32..47
+CDB_BYTES = slice(CDB_OFFSET, CDB_OFFSET + 16)
 RESERVED_TAG = 0xFFFFFFFF
 
 # A piece of output or a data segment: a header, data, or a view of either (never copied on the way out)
