@@ -43,6 +43,16 @@ def test_a_compiled_module_as_new_as_its_source_is_taken(tmp_path):
     assert compiled.stale(tmp_path) == []
 
 
+def test_a_compiled_module_no_longer_listed_is_refused(tmp_path):
+    _tree(tmp_path, 0)
+    leftover = tmp_path / "target" / "gone.cpython-311-x86_64-linux-gnu.so"
+    leftover.write_bytes(b"")
+    (tmp_path / "target" / "_librbd.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")     # a cffi module: taken
+    assert compiled.stale(tmp_path) == [(leftover, tmp_path / "target" / "gone.py")]
+    with pytest.raises(ImportError, match="no longer built"):
+        compiled.check_fresh(tmp_path)
+
+
 def test_the_sources_listed_for_the_makefile_are_the_modules():
     listed = subprocess.run(["python3", compiled.ROOT / "target" / "compiled.py"], capture_output=True, text=True,
                             check=True, timeout=60).stdout.splitlines()

@@ -6,6 +6,7 @@ from inside the call, and cost no ring round trip: what a benchmark on it measur
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from ..reactor import Reactor
 from .atomic import MAX_ATOMIC_BYTES
@@ -35,7 +36,7 @@ class NullBackstore:
     def write(self, offset: int, data, fua: bool, callback: Callable[[OSError | None], None]) -> None:
         self._reactor.call_soon(callback, None)
 
-    max_atomic_bytes = MAX_ATOMIC_BYTES
+    max_atomic_bytes: Final = MAX_ATOMIC_BYTES
     sends_with_read = False             # nothing to read: the data is at hand at once
     deallocates = False                 # nothing is allocated
 

@@ -3,14 +3,13 @@
 Every Basic Header Segment is 48 bytes with the same skeleton: opcode byte, a flags byte, two opcode-specific
 bytes, TotalAHSLength + DataSegmentLength, an 8-byte LUN-or-opcode-specific field and eight 32-bit words.
 `decode_bhs` unpacks, with one precompiled `struct.Struct`, the fields some request's handling reads on the hot
-path into the slots of `Pdu`; each per-opcode class gives the opcode-specific words the names RFC 7143 gives
-them there (the same slot under another name: reading `pdu.ttt` costs what reading a slot does). Fields only a
-login or a task management request reads come from the header when asked for.
+path into the attributes of `Pdu`; each per-opcode class gives the opcode-specific words the names RFC 7143 gives
+them there (properties over the same attribute: the module is compiled, target/compiled.py, so reading `pdu.ttt`
+is a native call). Fields only a login or a task management request reads come from the header when asked for.
 """
 from __future__ import annotations
 
 import struct
-from typing import Any, Protocol, cast
 
 BHS_LEN = 48
 BHS = struct.Struct(">BBBBIQ8I")        # the whole skeleton: how responses.py packs the target's headers
@@ -18,7 +17,6 @@ BHS = struct.Struct(">BBBBIQ8I")        # the whole skeleton: how responses.py p
 _REQUEST = struct.Struct(">BB2xIQ3I8x2I4x")
 _WORD = struct.Struct(">I")
 CDB_OFFSET = 32                         # a SCSI Command's CDB (its first 16 bytes) in the BHS: bytes 32..47
-CDB_BYTES = slice(CDB_OFFSET, CDB_OFFSET + 16)
 RESERVED_TAG = 0xFFFFFFFF
 
 # A piece of output or a data segment: a header, data, or a view of either (never copied on the way out)
@@ -67,7 +65,7 @@ class Pdu:
     """A received PDU: the BHS fields requests share, plus AHS and data segment.
 
     `cmd_sn` is bytes 24..27, CmdSN in every request but Data-Out and SNACK (reserved there). The words at bytes
-    20, 36 and 40 mean something different per opcode: the subclasses name them (`_named`)."""
+    20, 36 and 40 mean something different per opcode: the subclasses name them."""
 
     __slots__ = ("opcode", "immediate", "flags", "ahs_len", "data_len", "lun_field", "itt", "_w20", "cmd_sn",
                  "_w36", "_w40", "header", "ahs", "data", "data_digest_error")
@@ -87,57 +85,64 @@ class Pdu:
     data: Buf                       # bytes; a Data-Out's or a big segment's: a view or bytearray (framing.py)
     data_digest_error: bool
 
+    def __init__(self, opcode: int, immediate: bool, flags: int, ahs_len: int, data_len: int, lun_field: int, itt: int,
+                 w20: int, cmd_sn: int, w36: int, w40: int, header: bytes) -> None:
+        self.opcode = opcode
+        self.immediate = immediate
+        self.flags = flags
+        self.ahs_len = ahs_len
+        self.data_len = data_len
+        self.lun_field = lun_field
+        self.itt, self._w20, self.cmd_sn, self._w36, self._w40 = itt, w20, cmd_sn, w36, w40
+        self.header = header
+        self.ahs = b""
+        self.data = b""
+        self.data_digest_error = False  # the framing decoder found the DataDigest wrong: the data is not to be used
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} itt=0x{self.itt:08x} len={self.data_len}>"
 
 
-class _Word(Protocol):
-    """What a slot descriptor is to the type checker: an int attribute."""
-
-    def __get__(self, pdu: Pdu, owner: Any = None) -> int: ...
-    def __set__(self, pdu: Pdu, value: int) -> None: ...
-
-
-def _named(word: str) -> _Word:
-    """The slot of BHS word `word` under the name one opcode gives it: the slot's own descriptor, as cheap to read
-    as the slot (a property would cost a call per read)."""
-    return cast(_Word, Pdu.__dict__[word])
-
-
-class _HeaderWord:
+def _header_word(pdu: Pdu, offset: int) -> int:
     """A BHS word read from the header when asked for: for the fields no hot path reads."""
-    __slots__ = ("offset",)
-
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-
-    def __get__(self, pdu: Pdu, owner: Any = None) -> int:
-        word: int = _WORD.unpack_from(pdu.header, self.offset)[0]
-        return word
+    word: int = _WORD.unpack_from(pdu.header, offset)[0]
+    return word
 
 
 class NopOut(Pdu):
     __slots__ = ()
-    ttt = _named("_w20")
+
+    @property
+    def ttt(self) -> int:
+        return self._w20
 
 
 class ScsiCommand(Pdu):
     __slots__ = ()
-    edtl = _named("_w20")               # Expected Data Transfer Length
+
+    @property
+    def edtl(self) -> int:              # Expected Data Transfer Length
+        return self._w20
 
     @property
     def cdb(self) -> bytes:
-        """The CDB: `header[CDB_BYTES]` as it is where no AHS extends it (which the per-command path reads so,
-        without this property: CPython 3.11 calls a property through its generic attribute lookup)."""
+        """The CDB: the BHS's 16 bytes of it, with what an Extended CDB AHS adds (the per-command path reads the BHS's
+        bytes itself where there is no AHS, Command.__init__)."""
         if self.ahs:
-            return self.header[CDB_BYTES] + _extended_cdb(self.ahs)
-        return self.header[CDB_BYTES]
+            return self.header[CDB_OFFSET:BHS_LEN] + _extended_cdb(self.ahs)
+        return self.header[CDB_OFFSET:BHS_LEN]
 
 
 class TaskMgmtRequest(Pdu):
     __slots__ = ()
-    referenced_task_tag = _named("_w20")
-    ref_cmd_sn = _HeaderWord(32)
+
+    @property
+    def referenced_task_tag(self) -> int:
+        return self._w20
+
+    @property
+    def ref_cmd_sn(self) -> int:
+        return _header_word(self, 32)
 
     @property
     def function(self) -> int:
@@ -146,7 +151,10 @@ class TaskMgmtRequest(Pdu):
 
 class LoginRequest(Pdu):
     __slots__ = ()
-    exp_stat_sn = _HeaderWord(28)
+
+    @property
+    def exp_stat_sn(self) -> int:
+        return _header_word(self, 28)
 
     @property
     def transit(self) -> bool:          # the T bit, where others have F
@@ -179,14 +187,26 @@ class LoginRequest(Pdu):
 
 class TextRequest(Pdu):
     __slots__ = ()
-    ttt = _named("_w20")
+
+    @property
+    def ttt(self) -> int:
+        return self._w20
 
 
 class DataOut(Pdu):
     __slots__ = ()
-    ttt = _named("_w20")
-    data_sn = _named("_w36")
-    buffer_offset = _named("_w40")
+
+    @property
+    def ttt(self) -> int:
+        return self._w20
+
+    @property
+    def data_sn(self) -> int:
+        return self._w36
+
+    @property
+    def buffer_offset(self) -> int:
+        return self._w40
 
 
 class LogoutRequest(Pdu):
@@ -225,26 +245,12 @@ def _extended_cdb(ahs: bytes) -> bytes:
     return b""
 
 
-_new = object.__new__       # what `cls.__new__` finds, without looking it up through the class every time
-
-
 def decode_bhs(header: bytes) -> Pdu:
     """Split a 48-byte BHS into a typed PDU (AHS and data are attached by the framing decoder)."""
     b0, flags, lengths, lun_field, itt, w20, cmd_sn, w36, w40 = _REQUEST.unpack(header)
     opcode = b0 & 0x3F
-    pdu = _new(PDU_CLASSES.get(opcode, UnknownPdu))
-    pdu.opcode = opcode
-    pdu.immediate = b0 & 0x40 != 0
-    pdu.flags = flags
-    pdu.ahs_len = (lengths >> 24) * 4
-    pdu.data_len = lengths & 0xFFFFFF
-    pdu.lun_field = lun_field
-    pdu.itt, pdu._w20, pdu.cmd_sn, pdu._w36, pdu._w40 = itt, w20, cmd_sn, w36, w40
-    pdu.header = header
-    pdu.ahs = b""
-    pdu.data = b""
-    pdu.data_digest_error = False   # the framing decoder found the DataDigest wrong: the data is not to be used
-    return pdu
+    return PDU_CLASSES.get(opcode, UnknownPdu)(opcode, b0 & 0x40 != 0, flags, (lengths >> 24) * 4, lengths & 0xFFFFFF,
+                                              lun_field, itt, w20, cmd_sn, w36, w40, header)
 
 
 def decode_bhs_with_data(raw: bytes) -> Pdu:

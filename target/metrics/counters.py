@@ -236,5 +236,6 @@ class WorkerCounters:
         header[L.H_SEQ] += 1
 
     def close(self) -> None:
-        del self._header, self._slots, self._words
+        for view in (self._header, self._slots, self._words):   # the mmap closes once no view exports it
+            view.release()
         self._map.close()

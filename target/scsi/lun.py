@@ -1,6 +1,7 @@
 """A logical unit as the SCSI layer sees it: its backstore, its identity, and its unit attention state."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from .sense import (BECOMING_READY, DATA_PROTECT, ILLEGAL_REQUEST, INVALID_COMMA
                     SANITIZE_IN_PROGRESS, WRITE_PROTECTED, ScsiError)
 
 if TYPE_CHECKING:
+    from .compare_and_write import CompareAndWriteLock
     from .shared_reservations import SharedReservations
 
 VENDOR = "RINGTGT "
@@ -36,7 +38,7 @@ class UnitAttentions:
 
     def __init__(self):
         self._queues: dict[str, list[int]] = {}
-        self.on_take = None                 # (nexus, asc_ascq) -> None, after a condition is reported
+        self.on_take: Callable[[str, int], None] | None = None  # (nexus, asc_ascq), after a condition is reported
 
     def _queue(self, nexus: str) -> list[int]:
         queue = self._queues.get(nexus)
@@ -118,7 +120,7 @@ class LogicalUnit:
         self.crypto_erasable = hasattr(backstore, "rekey")     # encrypted at rest: SANITIZE CRYPTO ERASE
         self.blocks_per_physical = (physical_block_size or self.block_size) // self.block_size   # a power of 2
         self.thin = thin                    # thin-provisioned: UNMAP, WRITE SAME with UNMAP, GET LBA STATUS
-        self.caw_lock = None                # made by the first COMPARE AND WRITE or ORWRITE
+        self.caw_lock: CompareAndWriteLock | None = None    # made by the first COMPARE AND WRITE or ORWRITE
         self.removable = removable          # INQUIRY RMB; START STOP UNIT loads and ejects the medium
         self.medium_loaded = True
         self.sanitize = IDLE                # medium.py: IDLE, SANITIZING or SANITIZE_FAILURE
