@@ -41,7 +41,8 @@ BENCH_JSON ?= .cache/bench.json
 COMPILED_SOURCES := $(shell python3 target/compiled.py)
 FFI_SOURCES := build_ffi.py target/compiled.py $(COMPILED_SOURCES) \
                $(wildcard ioring/_cdefs.h ioring/_ffi_src.c target/backstore/_librbd_cdefs.h target/backstore/_librbd_src.c)
-ifeq ($(and $(wildcard ioring/_liburing*.so),$(wildcard target/backstore/_librbd*.so),$(wildcard target/_compiled__mypyc*.so)),)
+ifeq ($(and $(wildcard ioring/_liburing*.so),$(wildcard target/backstore/_librbd*.so),$(wildcard target/_compiled__mypyc*.so),\
+             $(wildcard $(basename $(firstword $(COMPILED_SOURCES))).cpython-*.so)),)
 .PHONY: $(STAMPS)/ffi
 endif
 

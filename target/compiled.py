@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GROUP = "target._compiled"          # the shared library's module: target/_compiled__mypyc.*.so
 
 # The worker's loop and its counters, receive, decode, the CmdSN window, the command and its task, SCSI dispatch and
-# its logical unit, READ and WRITE, the null backstore, responses, completion: what every command runs
+# its logical unit, READ and WRITE, the null and file backstores, responses, completion: what every command runs
 # through.
 MODULES = (
     "target.reactor",
@@ -37,6 +37,8 @@ MODULES = (
     "target.scsi.sbc",
     "target.scsi.data_out",
     "target.backstore.null",
+    "target.backstore.file",
+    "target.backstore.atomic",      # (its store subclasses the file store: compiled as that is)
 )
 
 

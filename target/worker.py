@@ -18,6 +18,7 @@ import socket
 import time
 from functools import partial
 from collections.abc import Callable
+from typing import Final
 
 from coordinator.client import CoordinatorClient
 from coordinator.lograte import RateLimitedLog
@@ -50,8 +51,8 @@ log = logging.getLogger(f"ringtgt.{__name__}")
 
 RECV_BUFFER = 256 * 1024           # a session's receive buffer, from the full feature phase on
 LOGIN_RECV_BUFFER = BHS_LEN + NEGOTIATION_DATA_LIMIT   # before: a Login PDU (without AHS) in one recv
-IOV_MAX = 1024
-COALESCE_BELOW = 16384              # output buffers this small are copied together rather than gathered
+IOV_MAX: Final = 1024
+COALESCE_BELOW: Final = 16384       # output buffers this small are copied together rather than gathered
 LISTEN_BACKLOG = 1024
 DRAIN_SECONDS = 5.0
 ACCEPT_BACKOFF = 0.05               # seconds without accepting after accept failed (out of descriptors, say)

@@ -32,8 +32,9 @@ from crc32c import crc32c
 
 from ioring import RWF_DSYNC, error_for
 
+from ..reactor import Reactor
 from .base import BackstoreError
-from .file import FileBackstore, ofd_lock, ofd_unlock
+from .file import WRITE_QUEUE_DEPTH, FileBackstore, ImageIdentity, ofd_lock, ofd_unlock
 
 log = logging.getLogger(f"ringtgt.{__name__}")
 
@@ -62,8 +63,12 @@ class AtomicFileBackstore(FileBackstore):
     max_atomic_bytes = MAX_ATOMIC_BYTES
     sends_with_read = False             # a read is checked against the atomic writes only once it completed
 
-    def __init__(self, reactor, **kwargs):
-        super().__init__(reactor, **kwargs)
+    def __init__(self, reactor: Reactor, *, path: str | None, size: int | None, block_size: int, direct: bool = False,
+                 write_cache: bool = True, image: ImageIdentity | None = None,
+                 write_queue_depth: int = WRITE_QUEUE_DEPTH):
+        # (the arguments named: mypyc 2.4 passes `**kwargs` on to a compiled __init__ wrongly, target/compiled.py)
+        super().__init__(reactor, path=path, size=size, block_size=block_size, direct=direct, write_cache=write_cache,
+                         image=image, write_queue_depth=write_queue_depth)
         journal = self.path + ".atomic"
         try:
             self._journal = os.open(journal, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from ..buffers import headroom_view
 from ..scsi.sense import ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR, check_condition
@@ -65,13 +65,13 @@ OUTPUT_BOUND = 4 << 20
 
 # A linked read holds the connection's other output (a NOP-In answer too) until its disk read ends: after one that
 # took longer than this, the connection links none for LINK_PAUSE_NS, so that a slow disk cannot keep it waiting
-SLOW_LINKED_READ_NS = 50_000_000
-LINK_PAUSE_NS = 10_000_000_000
+SLOW_LINKED_READ_NS: Final = 50_000_000
+LINK_PAUSE_NS: Final = 10_000_000_000
 
-_EMPTY = memoryview(b"")
-_NO_RESIDUAL = (0, 0)
-_NOTHING_FINISHED: tuple[Command, ...] = ()
-_LINKED_SEND = (0, 0, _NOTHING_FINISHED)  # `_taken`'s entry for a linked send until it completes
+_EMPTY: Final = memoryview(b"")
+_NO_RESIDUAL: Final = (0, 0)
+_NOTHING_FINISHED: Final[tuple[Command, ...]] = ()
+_LINKED_SEND: Final = (0, 0, _NOTHING_FINISHED)  # `_taken`'s entry for a linked send until it completes
 
 LOGOUT_CLOSE_SESSION = 0
 LOGOUT_CLOSE_CONNECTION = 1
@@ -860,7 +860,7 @@ class Connection:
 # A full feature phase handler: _HANDLERS pairs each with its opcode's Pdu subclass (pdu.PDU_CLASSES)
 Handler = Callable[[Connection, Any], None]
 # (a module global, not a class attribute: CPython 3.11 looks a class attribute up through the instance generically)
-_HANDLERS: dict[int, Handler] = {
+_HANDLERS: Final[dict[int, Handler]] = {
     P.NOP_OUT: Connection._nop_out, P.SCSI_COMMAND: Connection._scsi_command,
     P.TASK_MGMT_REQUEST: Connection._task_management, P.TEXT_REQUEST: Connection._text,
     P.LOGOUT_REQUEST: Connection._logout, P.SNACK_REQUEST: Connection._snack,

@@ -9,15 +9,16 @@ the connection; a wrong DataDigest marks the PDU (`data_digest_error`) for the c
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from .digests import DIGEST_LEN, check_header, digest
 from .errors import ProtocolError
 from .pdu import BHS_LEN, DATA_OUT, LOGIN_REQUEST, TEXT_REQUEST, Buf, Pdu, decode_bhs
 
-MAX_AHS_BYTES = 255 * 4
+MAX_AHS_BYTES: Final = 255 * 4
 # Login and Text PDUs may carry up to 8192 bytes whatever MaxRecvDataSegmentLength says (§6.2, §13.12).
-NEGOTIATION_DATA_LIMIT = 8192
-RECEIVE_INTO = 16384        # what must be left of a segment being gathered for a receive straight into it
+NEGOTIATION_DATA_LIMIT: Final = 8192
+RECEIVE_INTO: Final = 16384  # what must be left of a segment being gathered for a receive straight into it
 
 
 class FrameDecoder:

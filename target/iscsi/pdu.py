@@ -10,38 +10,39 @@ is a native call). Fields only a login or a task management request reads come f
 from __future__ import annotations
 
 import struct
+from typing import Final
 
-BHS_LEN = 48
-BHS = struct.Struct(">BBBBIQ8I")        # the whole skeleton: how responses.py packs the target's headers
+BHS_LEN: Final = 48
+BHS: Final = struct.Struct(">BBBBIQ8I")  # the whole skeleton: how responses.py packs the target's headers
 # What decode_bhs reads of a request: opcode byte, flags, lengths, LUN, ITT, bytes 20..27, bytes 36..43
-_REQUEST = struct.Struct(">BB2xIQ3I8x2I4x")
-_WORD = struct.Struct(">I")
-CDB_OFFSET = 32                         # a SCSI Command's CDB (its first 16 bytes) in the BHS: bytes 32..47
-RESERVED_TAG = 0xFFFFFFFF
+_REQUEST: Final = struct.Struct(">BB2xIQ3I8x2I4x")
+_WORD: Final = struct.Struct(">I")
+CDB_OFFSET: Final = 32                  # a SCSI Command's CDB (its first 16 bytes) in the BHS: bytes 32..47
+RESERVED_TAG: Final = 0xFFFFFFFF
 
 # A piece of output or a data segment: a header, data, or a view of either (never copied on the way out)
 Buf = bytes | bytearray | memoryview
 
 # Initiator opcodes
-NOP_OUT = 0x00
-SCSI_COMMAND = 0x01
-TASK_MGMT_REQUEST = 0x02
-LOGIN_REQUEST = 0x03
-TEXT_REQUEST = 0x04
-DATA_OUT = 0x05
-LOGOUT_REQUEST = 0x06
-SNACK_REQUEST = 0x10
+NOP_OUT: Final = 0x00
+SCSI_COMMAND: Final = 0x01
+TASK_MGMT_REQUEST: Final = 0x02
+LOGIN_REQUEST: Final = 0x03
+TEXT_REQUEST: Final = 0x04
+DATA_OUT: Final = 0x05
+LOGOUT_REQUEST: Final = 0x06
+SNACK_REQUEST: Final = 0x10
 # Target opcodes
-NOP_IN = 0x20
-SCSI_RESPONSE = 0x21
-TASK_MGMT_RESPONSE = 0x22
-LOGIN_RESPONSE = 0x23
-TEXT_RESPONSE = 0x24
-DATA_IN = 0x25
-LOGOUT_RESPONSE = 0x26
-R2T = 0x31
-ASYNC_MESSAGE = 0x32
-REJECT = 0x3F
+NOP_IN: Final = 0x20
+SCSI_RESPONSE: Final = 0x21
+TASK_MGMT_RESPONSE: Final = 0x22
+LOGIN_RESPONSE: Final = 0x23
+TEXT_RESPONSE: Final = 0x24
+DATA_IN: Final = 0x25
+LOGOUT_RESPONSE: Final = 0x26
+R2T: Final = 0x31
+ASYNC_MESSAGE: Final = 0x32
+REJECT: Final = 0x3F
 
 # Reject reasons (RFC 7143 §11.17.1)
 REJECT_DATA_DIGEST = 0x02
@@ -55,10 +56,10 @@ REJECT_INVALID_PDU_FIELD = 0x09
 REJECT_OUT_OF_RESOURCES = 0x0A
 REJECT_WAITING_FOR_LOGOUT = 0x0C
 
-FINAL = 0x80                # the F bit
-CONTINUE = 0x40             # the C bit of Login and Text PDUs
-SCSI_READ = 0x40            # the R and W bits of a SCSI Command
-SCSI_WRITE = 0x20
+FINAL: Final = 0x80         # the F bit
+CONTINUE: Final = 0x40      # the C bit of Login and Text PDUs
+SCSI_READ: Final = 0x40     # the R and W bits of a SCSI Command
+SCSI_WRITE: Final = 0x20
 
 
 class Pdu:
@@ -227,7 +228,7 @@ class UnknownPdu(Pdu):
     __slots__ = ()
 
 
-PDU_CLASSES: dict[int, type[Pdu]] = {
+PDU_CLASSES: Final[dict[int, type[Pdu]]] = {
     NOP_OUT: NopOut, SCSI_COMMAND: ScsiCommand, TASK_MGMT_REQUEST: TaskMgmtRequest,
     LOGIN_REQUEST: LoginRequest, TEXT_REQUEST: TextRequest, DATA_OUT: DataOut,
     LOGOUT_REQUEST: LogoutRequest, SNACK_REQUEST: SnackRequest,
@@ -283,7 +284,7 @@ def frame(header: bytes, data: Buf = b"") -> bytes:
 
 # A LUN field with none of these bits set is peripheral addressing of a LUN below 256 (what initiators send for the
 # usual LUNs): its LUN is `field >> 48`, without the `decode_lun` call (the per-command path's shortcut)
-NOT_SMALL_PERIPHERAL = 0xFF00FFFFFFFFFFFF
+NOT_SMALL_PERIPHERAL: Final = 0xFF00FFFFFFFFFFFF
 
 
 def decode_lun(field: int) -> int:

@@ -7,6 +7,8 @@ gathered send) and returns how many; every other encoder returns one whole PDU a
 """
 from __future__ import annotations
 
+from typing import Final
+
 from ..buffers import headroom_view
 from . import pdu as P
 from .pdu import FINAL, Buf
@@ -15,11 +17,11 @@ from .pdu import FINAL, Buf
 Seq = tuple[int, int, int]
 
 # opcode, flags, bytes 2 and 3, TotalAHSLength and DataSegmentLength, LUN, ITT, then the words at bytes 20..44
-_pack = P.BHS.pack
+_pack: Final = P.BHS.pack
 
-OVERFLOW = 0x04             # the residual bits, the same in Data-In and SCSI Response
-UNDERFLOW = 0x02
-STATUS_PRESENT = 0x01       # the S bit of Data-In
+OVERFLOW: Final = 0x04      # the residual bits, the same in Data-In and SCSI Response
+UNDERFLOW: Final = 0x02
+STATUS_PRESENT: Final = 0x01  # the S bit of Data-In
 
 
 def residual_flags(natural: int, expected: int) -> tuple[int, int]:

@@ -7,10 +7,12 @@ frozen: MaxCmdSN stops advancing.
 """
 from __future__ import annotations
 
+from typing import Final
+
 from .pdu import Pdu
 
-MASK = 0xFFFFFFFF
-HALF = 1 << 31
+MASK: Final = 0xFFFFFFFF
+HALF: Final = 1 << 31
 
 
 def serial_lt(a: int, b: int) -> bool:

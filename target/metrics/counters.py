@@ -19,7 +19,7 @@ import os
 import time
 from array import array
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from coordinator.lograte import RateLimitedLog
 
@@ -37,11 +37,11 @@ PUBLISH_SECONDS = 0.25
 # VERIFY(10/12/16) are reads and writes, everything else is "other"
 _READS = (0x08, 0x28, 0xA8, 0x88)
 _WRITES = (0x0A, 0x2A, 0xAA, 0x8A, 0x2E, 0xAE, 0x8E)
-KIND_OFFSET = tuple(L.S_KINDS + (L.READ if op in _READS else L.WRITE if op in _WRITES else L.OTHER) * L.KIND_WORDS
-                    for op in range(256))
+KIND_OFFSET: Final = tuple(L.S_KINDS + (L.READ if op in _READS else L.WRITE if op in _WRITES else L.OTHER)
+                           * L.KIND_WORDS for op in range(256))
 
 # int.bit_length() of a service time -> its histogram counter's offset in a kind
-HIST_OF = tuple(L.KIND_HIST + bucket for bucket in L.BUCKET_OF)
+HIST_OF: Final = tuple(L.KIND_HIST + bucket for bucket in L.BUCKET_OF)
 
 
 def kind_of(opcode: int) -> str:

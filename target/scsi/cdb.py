@@ -6,7 +6,7 @@ Every decoder takes the CDB bytes and returns a plain tuple of the fields its ha
 from __future__ import annotations
 
 from struct import Struct
-from typing import Callable, NamedTuple
+from typing import Callable, Final, NamedTuple
 
 from .sense import invalid_cdb
 
@@ -33,12 +33,12 @@ LBA10 = LbaLayout(Struct(">xBIxH").unpack_from, 7)
 LBA12 = LbaLayout(Struct(">xBII").unpack_from, 6)
 LBA16 = LbaLayout(Struct(">xBQI").unpack_from, 10)
 
-PROTECT = 0xE0          # RDPROTECT / WRPROTECT / VRPROTECT
-DPO = 0x10
-FUA = 0x08
+PROTECT: Final = 0xE0   # RDPROTECT / WRPROTECT / VRPROTECT
+DPO: Final = 0x10
+FUA: Final = 0x08
 BYTCHK = 0x06           # VERIFY's byte check mode, bits 2-1 of byte 1:
 BYTCHK_NONE, BYTCHK_COMPARE, BYTCHK_RESERVED, BYTCHK_ONE_BLOCK = 0x00, 0x02, 0x04, 0x06
-IMMED = 0x02
+IMMED: Final = 0x02
 
 
 # -- thin provisioning: UNMAP, WRITE SAME flags, GET LBA STATUS -------------------------------------------------

@@ -8,20 +8,20 @@ Adding an opcode is adding a row.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, Final, NamedTuple
 
 # Flags. MODIFIES, MEDIUM, BUSY, THIN and ATOMIC are refused by a unit's state or kind (`LogicalUnit.refused`).
-ANY_LUN = 0x01          # served for LUNs that do not exist
-KEEPS_UA = 0x02         # neither reports nor clears a pending unit attention
-UNIT_WIDE = 0x04        # changes what every later command of the unit sees (SANITIZE): while it waits for its
-                        # data-out, the transport holds the unit's later commands (target/iscsi/connection.py)
-MODIFIES = 0x08         # modifies the medium: refused while the unit is write-protected
-MEDIUM = 0x10           # accesses the medium: refused while a removable unit's medium is ejected, and in
-                        # sanitize failure mode
-BUSY = 0x20             # refused while the unit is being sanitized; the table adds it to every row but those
-                        # served for any LUN and MAINTENANCE IN (SBC-4 4.11.2)
-THIN = 0x40             # served by thin-provisioned units only (INVALID COMMAND OPERATION CODE on others)
-ATOMIC = 0x80           # served by units with atomic writes only (backstore/atomic.py)
+ANY_LUN: Final = 0x01    # served for LUNs that do not exist
+KEEPS_UA: Final = 0x02   # neither reports nor clears a pending unit attention
+UNIT_WIDE: Final = 0x04  # changes what every later command of the unit sees (SANITIZE): while it waits for its
+                         # data-out, the transport holds the unit's later commands (target/iscsi/connection.py)
+MODIFIES: Final = 0x08   # modifies the medium: refused while the unit is write-protected
+MEDIUM: Final = 0x10     # accesses the medium: refused while a removable unit's medium is ejected, and in
+                         # sanitize failure mode
+BUSY: Final = 0x20       # refused while the unit is being sanitized; the table adds it to every row but those
+                         # served for any LUN and MAINTENANCE IN (SBC-4 4.11.2)
+THIN: Final = 0x40       # served by thin-provisioned units only (INVALID COMMAND OPERATION CODE on others)
+ATOMIC: Final = 0x80     # served by units with atomic writes only (backstore/atomic.py)
 
 
 class ServiceActions(NamedTuple):

@@ -12,7 +12,7 @@ logged and answered HARDWARE ERROR / INTERNAL TARGET FAILURE.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Final
 
 from coordinator.unit_state import reservations as R
 
@@ -30,8 +30,8 @@ from .task import GOOD, RESERVATION_CONFLICT
 
 log = logging.getLogger(f"ringtgt.{__name__}")
 
-_CONTROL_UNSUPPORTED = 0x07     # NACA, obsolete FLAG, LINK
-_MAINTENANCE_IN = 0xA3
+_CONTROL_UNSUPPORTED: Final = 0x07  # NACA, obsolete FLAG, LINK
+_MAINTENANCE_IN: Final = 0xA3
 
 UNSUPPORTED = Op("unsupported", None, 0, 0, None, PR_WRITE, None, None)    # conflicts with reservations as a write
 
@@ -134,8 +134,8 @@ def _for_execute(op: Op) -> tuple:
     return op.handler, op.length, op.flags, op.access, tuple(op.lba) if op.lba else None
 
 
-_EXECUTE = [_for_execute(op) for op in OPS]
-_EXECUTE_UNSUPPORTED = _for_execute(UNSUPPORTED)
+_EXECUTE: Final = [_for_execute(op) for op in OPS]
+_EXECUTE_UNSUPPORTED: Final = _for_execute(UNSUPPORTED)
 
 
 class ScsiTarget(SharedUnits):
