@@ -37,12 +37,14 @@ BENCH_ARGS ?=
 BENCH_JSON ?= .cache/bench.json
 
 # The compiled ring and librbd calls, and the data path compiled with mypyc (target/compiled.py lists its modules):
-# rebuilt when a source changes, or when a .so is missing.
+# rebuilt when a source changes (any of the packages mypy reads for it: a compiled module holds what it assumed of
+# the modules it imports), or when a .so is missing.
 COMPILED_SOURCES := $(shell python3 target/compiled.py)
-FFI_SOURCES := build_ffi.py target/compiled.py $(COMPILED_SOURCES) \
+FFI_SOURCES := build_ffi.py $(shell find target coordinator ioring -name '*.py') \
                $(wildcard ioring/_cdefs.h ioring/_ffi_src.c target/backstore/_librbd_cdefs.h target/backstore/_librbd_src.c)
+COMPILED_MISSING := $(foreach source,$(COMPILED_SOURCES),$(if $(wildcard $(basename $(source)).cpython-*.so),,$(source)))
 ifeq ($(and $(wildcard ioring/_liburing*.so),$(wildcard target/backstore/_librbd*.so),$(wildcard target/_compiled__mypyc*.so),\
-             $(wildcard $(basename $(firstword $(COMPILED_SOURCES))).cpython-*.so)),)
+            $(if $(COMPILED_MISSING),,all)),)
 .PHONY: $(STAMPS)/ffi
 endif
 

@@ -34,12 +34,17 @@ rbd_ffibuilder.set_source("target.backstore._librbd", _read("target", "backstore
 def compile_data_path() -> None:
     """mypyc the modules of target/compiled.py into extension modules beside their sources (one group: one shared
     library, so that calls between them stay native)."""
-    from mypyc.build import mypycify
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        sys.exit("build_ffi.py: mypyc is missing: it comes with mypy (pip install -e '.[test]', as `make setup` does)")
     from setuptools import setup
 
     sys.path.insert(0, os.path.join(HERE, "target"))
     import compiled     # (as a file: importing the package `target` would check the very files built here)
 
+    for leftover in compiled.leftovers():
+        leftover.unlink()
     os.chdir(HERE)
     modules = [str(compiled.source(module).relative_to(HERE)) for module in compiled.MODULES]
     setup(name="ringtgt-compiled", ext_modules=mypycify(modules, group_name=compiled.GROUP),

@@ -1,14 +1,13 @@
-"""The per-command data path compiled with mypyc: which modules, and a check that none of them is older than its
-source.
+"""The per-command data path compiled with mypyc: which modules, and a check that the build is current.
 
 These modules stay plain Python source (typed, checked by mypy like the rest); build_ffi.py compiles them in place,
 each to an extension module beside its .py plus one shared library (`target/_compiled__mypyc`), and Python then
-imports the compiled module ahead of the source. On this machine that takes about a fifth of a command's
-instructions off (README, "The data path compiled"). A compiled module older than its source would run the old
-code (and so would one left from a build that compiled a module no longer listed), so importing `target` refuses
-it, naming the module and how to rebuild (`make setup`) or to run the source
-(delete the compiled files: `make clean`). Run as a script, this prints the sources, one per line (the Makefile's
-prerequisites of the build).
+imports the compiled module ahead of the source. On this machine that takes two fifths to a half of a command's
+instructions off (README, "The data path compiled"). A build older than a source would run old code: a compiled
+module holds its own source and what it assumed of the modules it imports (their `Final` constants are inlined),
+so a build older than any source of the three packages, or a compiled module left from a build that compiled a
+module no longer listed, is refused when `target` is imported, naming the file and how to rebuild (`make setup`)
+or to run the sources. Run as a script, this prints the listed sources, one per line (for the Makefile).
 """
 from __future__ import annotations
 
@@ -53,30 +52,43 @@ def compiled_files(module: str, root: Path = ROOT) -> list[Path]:
 
 
 def stale(root: Path = ROOT) -> list[tuple[Path, Path]]:
-    """(compiled file, its source) for every compiled module older than its source, and for every one left from a
-    build that compiled a module MODULES no longer names (extension modules named `_…` are the cffi ones and the
-    shared library)."""
+    """(compiled file, the source it is older than) when the build is older than any source mypy read for it (a
+    compiled module also holds what it assumed of the modules it imports: their `Final` constants, their classes'
+    attribute types), and (file, its source) for every compiled module left from a build that compiled a module
+    MODULES no longer names (extension modules named `_…` are the cffi ones and the shared library)."""
+    named = [built for module in MODULES for built in compiled_files(module, root)]
+    named += sorted((root / "target").glob(f"{GROUP.split('.')[-1]}__mypyc.cpython-*.so"))
     out = []
-    for module in MODULES:
-        path = source(module, root)
-        for built in compiled_files(module, root):
-            if built.stat().st_mtime < path.stat().st_mtime:
-                out.append((built, path))
-    named = {built for module in MODULES for built in compiled_files(module, root)}
-    for built in sorted((root / "target").rglob("*.cpython-*.so")):
-        if built not in named and not built.name.startswith("_"):
-            out.append((built, built.with_name(built.name.split(".")[0] + ".py")))
+    if named:
+        oldest = min(named, key=lambda built: built.stat().st_mtime)
+        newest = max(sources(root), key=lambda path: path.stat().st_mtime)
+        if oldest.stat().st_mtime < newest.stat().st_mtime:
+            out.append((oldest, newest))
+    for built in leftovers(root):
+        out.append((built, built.with_name(built.name.split(".")[0] + ".py")))
     return out
 
 
+def sources(root: Path = ROOT) -> list[Path]:
+    """Every source of the packages mypy reads when it compiles MODULES."""
+    return sorted(path for package in ("target", "coordinator", "ioring") for path in (root / package).rglob("*.py"))
+
+
+def leftovers(root: Path = ROOT) -> list[Path]:
+    """Compiled modules of modules MODULES does not name (build_ffi.py removes them before it builds)."""
+    named = {built for module in MODULES for built in compiled_files(module, root)}
+    return [built for built in sorted((root / "target").rglob("*.cpython-*.so"))
+            if built not in named and not built.name.startswith("_")]
+
+
 def check_fresh(root: Path = ROOT) -> None:
-    """Raise ImportError if a compiled module is older than its source, or left from an earlier build."""
+    """Raise ImportError if the compiled modules are older than a source, or one is left from an earlier build."""
     old = stale(root)
     if old:
         built, path = old[0]
         raise ImportError(f"ringtgt: {built} is older than {path} or no longer built, so Python would run old code: "
-                          "rebuild with `make setup` (or `python build_ffi.py`), or remove it (`make clean`) to run "
-                          "the source")
+                          "rebuild with `make setup` (or `python build_ffi.py`), or remove the compiled modules "
+                          "(`find target -name '*.cpython-*.so' ! -name '_*' -delete`) to run the sources")
 
 
 def loaded() -> dict[str, bool]:

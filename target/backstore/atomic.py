@@ -66,7 +66,7 @@ class AtomicFileBackstore(FileBackstore):
     def __init__(self, reactor: Reactor, *, path: str | None, size: int | None, block_size: int, direct: bool = False,
                  write_cache: bool = True, image: ImageIdentity | None = None,
                  write_queue_depth: int = WRITE_QUEUE_DEPTH):
-        # (the arguments named: mypyc 2.4 passes `**kwargs` on to a compiled __init__ wrongly, target/compiled.py)
+        # (the arguments named: mypyc 2.4 passed `**kwargs` on to the compiled __init__ as its first keyword)
         super().__init__(reactor, path=path, size=size, block_size=block_size, direct=direct, write_cache=write_cache,
                          image=image, write_queue_depth=write_queue_depth)
         journal = self.path + ".atomic"

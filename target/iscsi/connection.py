@@ -127,10 +127,11 @@ class Connection:
         self.target: ScsiPort | None = None     # the SCSI target of a normal session; None for discovery
         self.nexus = ""
         self.initiator_name = ""
-        # The full feature phase's parameters and window: None while logging in (only `ping` and `output_sent`
-        # look before then), typed as set so that the per-PDU path needs no checks for None
+        # The full feature phase's parameters and window, set at its start (`ping` and `output_sent` look at `login`
+        # before they use them), typed as set so that the per-PDU path needs no checks for None. The window starts
+        # as an unused one, not None: compiled (target/compiled.py), a read of a native attribute is not checked
         self.params: SessionParams = None  # type: ignore[assignment]
-        self.window: CommandWindow = None  # type: ignore[assignment]
+        self.window = CommandWindow(0, 0)
         self.stat_sn = 0
         self.commands: dict[int, Command] = {}
         self.draining: dict[int, Command] = {}  # aborted writes whose solicited Data-Out is still due
@@ -218,9 +219,9 @@ class Connection:
         new MaxCmdSN (§11.19: no answer wanted)."""
         answers, size, finished = self._taken.popleft()
         self.unsent -= size
-        window = self.window
-        if window is None:
+        if self.login is not None:
             return finished
+        window = self.window
         window.outstanding -= answers
         if window.frozen and self.unsent <= OUTPUT_BOUND:
             window.frozen = False
@@ -804,7 +805,7 @@ class Connection:
 
     def ping(self) -> None:
         """Send a target NOP-In that asks for an answer (keepalive); the host calls this on idle connections."""
-        if self.window is None or self.closing:
+        if self.login is not None or self.closing:
             return
         self.ping_ttt = self._new_ttt()
         self.out.append(R.nop_in(self._seq(False), P.RESERVED_TAG, self.ping_ttt))
