@@ -42,7 +42,7 @@ BENCH_JSON ?= .cache/bench.json
 COMPILED_SOURCES := $(shell python3 target/compiled.py)
 FFI_SOURCES := build_ffi.py $(shell find target coordinator ioring -name '*.py') \
                $(wildcard ioring/_cdefs.h ioring/_ffi_src.c target/backstore/_librbd_cdefs.h target/backstore/_librbd_src.c)
-COMPILED_MISSING := $(foreach source,$(COMPILED_SOURCES),$(if $(wildcard $(basename $(source)).cpython-*.so),,$(source)))
+COMPILED_MISSING := $(strip $(foreach source,$(COMPILED_SOURCES),$(if $(wildcard $(basename $(source)).cpython-*.so),,$(source))))
 ifeq ($(and $(wildcard ioring/_liburing*.so),$(wildcard target/backstore/_librbd*.so),$(wildcard target/_compiled__mypyc*.so),\
             $(if $(COMPILED_MISSING),,all)),)
 .PHONY: $(STAMPS)/ffi
