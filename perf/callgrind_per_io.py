@@ -1,5 +1,5 @@
 """User-space instructions per I/O of one ringtgt worker (callgrind), for trees side by side: the load-insensitive
-figure the fifth stop's changes were kept or dropped on (README, "Where a 4k I/O's CPU goes now").
+figure the fifth stop's changes were kept or dropped on (README, "The data path compiled").
 
     .venv/bin/python perf/callgrind_per_io.py [--direct | --null] [--rw randread] [--qd 32] [--ios 4000] \\
         [--rounds 2] [--workdir DIR] TREE [TREE ...]
