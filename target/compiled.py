@@ -55,28 +55,34 @@ def stale(root: Path = ROOT) -> list[tuple[Path, Path]]:
     """(compiled file, the source it is older than) when the build is older than any source mypy read for it (a
     compiled module also holds what it assumed of the modules it imports: their `Final` constants, their classes'
     attribute types), and (file, its source) for every compiled module left from a build that compiled a module
-    MODULES no longer names (extension modules named `_…` are the cffi ones and the shared library)."""
-    named = [built for module in MODULES for built in compiled_files(module, root)]
-    named += sorted((root / "target").glob(f"{GROUP.split('.')[-1]}__mypyc.cpython-*.so"))
+    MODULES no longer names (extension modules named `_…` are the cffi ones and the shared library). The shared
+    library alone runs nothing: without the modules' own extension modules the sources run, and nothing is stale."""
+    built = _built(root)
     out = []
-    if named:
-        oldest = min(named, key=lambda built: built.stat().st_mtime)
+    if built:
+        built += (root / "target").glob(f"{GROUP.split('.')[-1]}__mypyc.cpython-*.so")
+        oldest = min(built, key=lambda path: path.stat().st_mtime)
         newest = max(sources(root), key=lambda path: path.stat().st_mtime)
         if oldest.stat().st_mtime < newest.stat().st_mtime:
             out.append((oldest, newest))
-    for built in leftovers(root):
-        out.append((built, built.with_name(built.name.split(".")[0] + ".py")))
+    for leftover in leftovers(root):
+        out.append((leftover, leftover.with_name(leftover.name.split(".")[0] + ".py")))
     return out
+
+
+def _built(root: Path) -> list[Path]:
+    """The extension modules of MODULES that exist."""
+    return [built for module in MODULES for built in compiled_files(module, root)]
 
 
 def sources(root: Path = ROOT) -> list[Path]:
     """Every source of the packages mypy reads when it compiles MODULES."""
-    return sorted(path for package in ("target", "coordinator", "ioring") for path in (root / package).rglob("*.py"))
+    return [path for package in ("target", "coordinator", "ioring") for path in (root / package).rglob("*.py")]
 
 
 def leftovers(root: Path = ROOT) -> list[Path]:
     """Compiled modules of modules MODULES does not name (build_ffi.py removes them before it builds)."""
-    named = {built for module in MODULES for built in compiled_files(module, root)}
+    named = set(_built(root))
     return [built for built in sorted((root / "target").rglob("*.cpython-*.so"))
             if built not in named and not built.name.startswith("_")]
 

@@ -43,6 +43,18 @@ def test_a_compiled_module_as_new_as_its_source_is_taken(tmp_path):
     assert compiled.stale(tmp_path) == []
 
 
+def test_the_shared_library_alone_runs_nothing_and_is_not_refused(tmp_path):
+    source, built = _tree(tmp_path, 10)
+    built.unlink()                                  # the modules' own extension modules removed: the sources run
+    group = tmp_path / "target" / "_compiled__mypyc.cpython-311-x86_64-linux-gnu.so"
+    group.write_bytes(b"")
+    os.utime(group, (source.stat().st_mtime - 10,) * 2)
+    compiled.check_fresh(tmp_path)
+    built.write_bytes(b"")                          # with one back, the older shared library is refused
+    with pytest.raises(ImportError, match=str(group)):
+        compiled.check_fresh(tmp_path)
+
+
 def test_a_compiled_module_no_longer_listed_is_refused(tmp_path):
     _tree(tmp_path, 0)
     leftover = tmp_path / "target" / "gone.cpython-311-x86_64-linux-gnu.so"
