@@ -1,8 +1,8 @@
 """User-space instructions per I/O of one ringtgt worker (callgrind), for trees side by side: the load-insensitive
 figure the fifth stop's changes were kept or dropped on (README, "The data path compiled").
 
-    .venv/bin/python perf/callgrind_per_io.py [--direct | --null] [--rw randread] [--qd 32] [--ios 4000] \\
-        [--rounds 2] [--workdir DIR] TREE [TREE ...]
+    .venv/bin/python perf/callgrind_per_io.py [--direct | --null] [--rw randread] [--bs 4k] [--qd 32] [--ios 4000] \\
+        [--rounds 2] [--workdir DIR] [--keep] TREE [TREE ...]
 
 Each round runs every TREE once, in turn (A B A B …): `perf/profile_worker.py --plain` of that tree under
 `valgrind --tool=callgrind --instr-atstart=no` with the bench's server settings but `busy_poll_us = 0` (no spin
@@ -10,10 +10,13 @@ counted), counting switched on once it listens; fio's libiscsi engine runs 1,000
 (a dump), and the difference over IOS is printed, so login and set-up cancel out. At QD32 a run's figure moves by
 1-2 % with how many commands a turn batches (which follows the machine's load), at QD1 by up to 5 %: compare
 medians of rounds. The O_DIRECT LUN is a 256 MiB file in --workdir (default /var/tmp: it must take O_DIRECT).
+With --keep the dumps stay in the directory printed (ROUND-TREE/callgrind.out.2 is the measured run's:
+`callgrind_annotate --inclusive=yes` it).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -67,7 +70,7 @@ def measure(tree: Path, lun: str, args, work: Path) -> float:
             counts = []
             for ios in (1000, 1000 + args.ios):
                 subprocess.run([fio_binary(), "--name=callgrind", "--ioengine=libiscsi", f"--filename={url}",
-                                f"--rw={args.rw}", "--bs=4k", f"--iodepth={args.qd}", f"--number_ios={ios}",
+                                f"--rw={args.rw}", f"--bs={args.bs}", f"--iodepth={args.qd}", f"--number_ios={ios}",
                                 f"--size={SIZE}", "--norandommap", "--randrepeat=0"], check=True,
                                capture_output=True, timeout=RUN)
                 counts.append(instructions(dump(worker.pid, work)))
@@ -84,12 +87,19 @@ def main(argv=None) -> int:
     kind.add_argument("--direct", action="store_true", help="an O_DIRECT file LUN (`direct = true`; the default)")
     kind.add_argument("--null", action="store_true", help="a null LUN")
     parser.add_argument("--rw", default="randread", help="fio's rw= (randread, randwrite)")
+    parser.add_argument("--bs", default="4k", help="fio's bs= (default 4k)")
     parser.add_argument("--qd", type=int, default=32)
     parser.add_argument("--ios", type=int, default=4000, help="I/Os measured per run (default 4000)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
+    parser.add_argument("--keep", action="store_true", help="keep the dumps (and the LUN file)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="ringtgt-callgrind-", dir=args.workdir) as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            tmp = tempfile.mkdtemp(prefix="ringtgt-callgrind-", dir=args.workdir)
+            print(f"dumps kept in {tmp}", flush=True)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ringtgt-callgrind-", dir=args.workdir))
         if args.null:
             lun = f'backstore = "null"\nsize = {SIZE}'
         else:

@@ -329,10 +329,13 @@ class Worker:
     # -- receive ------------------------------------------------------------------------------------------------
     def _arm_recv(self, channel: Channel) -> None:
         channel.receiving = True
-        into = channel.conn.receive_into_segment()
+        conn = channel.conn
+        into = conn.receive_into_segment()
         channel.into_segment = into is not None
-        self.ring.prep_recv(channel.fd, channel.recv_buf if into is None else into,
-                            self.reactor.token(channel.on_received))
+        if into is None:
+            header = conn.header_wanted()
+            into = channel.recv_view[:header] if header else channel.recv_view
+        self.ring.prep_recv(channel.fd, into, self.reactor.token(channel.on_received))
 
     def _received(self, channel: Channel, res: int) -> None:
         channel.receiving = False

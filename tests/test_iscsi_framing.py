@@ -73,3 +73,47 @@ def test_a_data_out_whose_segment_is_all_of_a_receive_outlives_it():
     assert decoder.feed(memoryview(raw)[:48]) == []
     (pdu,) = decoder.feed(memoryview(raw)[48:])
     assert bytes(pdu.data) == b"z" * 4096
+
+
+def _receive_as_the_worker_does(decoder, raw, chunk):
+    """Feed `raw` as the worker's receives would deliver it from a socket that has up to `chunk` bytes each time:
+    straight into a segment when the decoder offers one, else up to `header_wanted` bytes (or `chunk`) into the
+    receive buffer. Returns the PDUs, and how many bytes went through the receive buffer."""
+    pdus, pos, through_buffer = [], 0, 0
+    while pos < len(raw):
+        into = decoder.rest_of_segment()
+        if into is not None:
+            count = min(into.nbytes, len(raw) - pos)
+            into[:count] = raw[pos:pos + count]
+            pdus += decoder.filled(count)
+        else:
+            count = min(decoder.header_wanted() or chunk, len(raw) - pos)
+            pdus += decoder.feed(raw[pos:pos + count])
+            through_buffer += count
+        pos += count
+    return pdus, through_buffer
+
+
+@pytest.mark.parametrize("header_digest", [False, True])
+def test_a_stream_of_big_writes_is_received_straight_into_their_buffers(header_digest):
+    """After a command with big immediate data the next header is received on its own, so that the next big
+    segment goes straight into its buffer; small commands in between go back to batching."""
+    from target.iscsi.digests import digest
+    big = [bytes([n]) * 40960 for n in range(4)]
+    pdus = [scsi_command(b"\x2a" + bytes(9), itt=n, edtl=len(d), write=True, data=d) for n, d in enumerate(big)]
+    pdus.insert(2, scsi_command(b"\x28" + bytes(9), itt=9, edtl=4096, read=True))
+    if header_digest:
+        pdus = [p[:48] + digest(p[:48]) + p[48:] for p in pdus]
+    decoder = FrameDecoder(max_data_len=1 << 16)
+    decoder.use_digests(header_digest, False)
+    given = []
+    decoder.segment_buffer = lambda pdu, length: given.append(length) or memoryview(bytearray(length))
+    chunk = len(pdus[0]) + 100
+    got, through_buffer = _receive_as_the_worker_does(decoder, b"".join(pdus), chunk)
+    assert [p.itt for p in got] == [0, 1, 9, 2, 3]
+    assert [bytes(p.data) for p in got if p.itt != 9] == big and len(given) == 4
+    # through the receive buffer: the first receive (the first write whole, the start of the second), the read's
+    # header alone (after a big write), and the receive after the read (the third write whole, the start of the
+    # fourth); the second's and the fourth's data went straight into their buffers
+    assert through_buffer == 2 * chunk + len(pdus[2])
+    assert decoder.buffered == 0 and decoder.header_wanted() == len(pdus[2])

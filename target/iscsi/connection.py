@@ -167,6 +167,11 @@ class Connection:
         data), so that it is not copied out of the receive buffer; then `segment_received`. None: nowhere."""
         return self.decoder.rest_of_segment()
 
+    def header_wanted(self) -> int:
+        """How many bytes the next receive should stop at (the rest of a header, so that a big data segment
+        after it goes straight into its buffer: FrameDecoder.header_wanted); 0: no limit."""
+        return self.decoder.header_wanted()
+
     def segment_received(self, count: int, now: int = 0) -> None:
         """`count` bytes were received at `now` into what `receive_into_segment` gave."""
         self._take(self.decoder.filled, count, now)

@@ -5,6 +5,10 @@ any data is buffered: a DataSegmentLength above our MaxRecvDataSegmentLength, or
 is a protocol error the connection answers by closing (RFC 7143 §7.1.1 leaves no way to resync framing).
 With digests negotiated (`use_digests`, from the first PDU after the login) a wrong HeaderDigest also closes
 the connection; a wrong DataDigest marks the PDU (`data_digest_error`) for the connection to reject (§7.8).
+
+A big data segment is received straight into its buffer, not copied out of the receive buffer: the rest of one
+already begun (`rest_of_segment`), and, while commands come with big immediate data (a stream of big writes), the
+next one whole, by receiving each header on its own first (`header_wanted`).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Final
 
 from .digests import DIGEST_LEN, check_header, digest
 from .errors import ProtocolError
-from .pdu import BHS_LEN, DATA_OUT, LOGIN_REQUEST, TEXT_REQUEST, Buf, Pdu, decode_bhs
+from .pdu import BHS_LEN, DATA_OUT, LOGIN_REQUEST, SCSI_COMMAND, TEXT_REQUEST, Buf, Pdu, decode_bhs
 
 MAX_AHS_BYTES: Final = 255 * 4
 # Login and Text PDUs may carry up to 8192 bytes whatever MaxRecvDataSegmentLength says (§6.2, §13.12).
@@ -21,10 +25,16 @@ NEGOTIATION_DATA_LIMIT: Final = 8192
 RECEIVE_INTO: Final = 16384  # what must be left of a segment being gathered for a receive straight into it
 
 
+def _straight(pdu: Pdu) -> bool:
+    """Whether `pdu` is a command with more than RECEIVE_INTO bytes of immediate data: received straight into
+    its buffer, and a sign that more of its kind follow (a stream of big writes)."""
+    return pdu.opcode == SCSI_COMMAND and pdu.data_len > RECEIVE_INTO
+
+
 class FrameDecoder:
     """Accumulates received bytes and splits them into PDUs."""
 
-    __slots__ = ("_buf", "_pending", "_fill", "_filled", "max_data_len", "_header_digest", "_data_digest",
+    __slots__ = ("_buf", "_pending", "_fill", "_filled", "_big", "max_data_len", "_header_digest", "_data_digest",
                  "segment_buffer")
 
     def __init__(self, max_data_len: int = 8192) -> None:
@@ -32,6 +42,7 @@ class FrameDecoder:
         self._pending: Pdu | None = None
         self._fill: memoryview | None = None    # the rest of the pending PDU (a big data segment), as it comes
         self._filled = 0
+        self._big = False       # the last PDU was a command with more than RECEIVE_INTO bytes of immediate data
         # (pdu, length) -> a writable memoryview of `length` bytes for a big data segment, or None: the
         # connection's (where a write's immediate data goes), so that it is copied only once
         self.segment_buffer: Callable[[Pdu, int], memoryview | None] | None = None
@@ -49,11 +60,23 @@ class FrameDecoder:
 
     def rest_of_segment(self) -> memoryview | None:
         """The rest of a big data segment being gathered (see `feed`), when at least RECEIVE_INTO bytes of it are
-        still to come: the caller may receive straight into it, then report the bytes with `filled`."""
-        fill = self._fill
-        if fill is None or len(fill) - self._filled < RECEIVE_INTO:
+        still to come or it is a command's big immediate data (whose next header `header_wanted` asks for alone):
+        the caller may receive straight into it, then report the bytes with `filled`."""
+        fill, pending = self._fill, self._pending     # (a fill belongs to the pending PDU)
+        if fill is None or pending is None:
+            return None
+        if len(fill) - self._filled < RECEIVE_INTO and not _straight(pending):
             return None
         return fill[self._filled:]
+
+    def header_wanted(self) -> int:
+        """While commands come with big immediate data, how many bytes of the next header are still to come, so
+        that the caller receives only those and the data segment after them goes straight into its buffer (through
+        `rest_of_segment`: one more receive, against a copy of more than RECEIVE_INTO bytes). 0: receive all there
+        is (small PDUs batch many to a receive)."""
+        if not self._big or self._pending is not None or self._fill is not None:
+            return 0
+        return BHS_LEN + self._header_digest - len(self._buf)
 
     def filled(self, count: int) -> list[Pdu]:
         """`count` more bytes of the segment being gathered are in place; its PDU once complete (as `feed`)."""
@@ -64,6 +87,7 @@ class FrameDecoder:
         pdu: Pdu = self._pending  # type: ignore[assignment]   # a fill belongs to the pending PDU
         self._fill, self._filled, self._pending = None, 0, None
         self._segment(pdu, fill, 0, True)
+        self._big = _straight(pdu)
         return [pdu]
 
     def feed(self, data: Buf) -> list[Pdu]:
@@ -119,6 +143,7 @@ class FrameDecoder:
                         break
                     pos = self._segment(pending, source, pos, False, not held)
                 out.append(pending)
+                self._big = _straight(pending)
                 pending = None
         finally:
             self._pending = pending
