@@ -143,10 +143,11 @@ class FrameDecoder:
                         break
                     pos = self._segment(pending, source, pos, False, not held)
                 out.append(pending)
-                self._big = _straight(pending)
                 pending = None
         finally:
             self._pending = pending
+            if out:
+                self._big = _straight(out[-1])
             if held:
                 source.release()
                 if pos:
