@@ -330,12 +330,14 @@ class Worker:
     def _arm_recv(self, channel: Channel) -> None:
         channel.receiving = True
         conn = channel.conn
-        into = conn.receive_into_segment()
-        channel.into_segment = into is not None
-        if into is None:
-            header = conn.header_wanted()
-            into = channel.recv_view[:header] if header else channel.recv_view
-        self.ring.prep_recv(channel.fd, into, self.reactor.token(channel.on_received))
+        token = self.reactor.token(channel.on_received)
+        segment = conn.receive_into_segment()
+        channel.into_segment = segment is not None
+        if segment is not None:
+            self.ring.prep_recv(channel.fd, segment, token)
+            return
+        header = conn.header_wanted()
+        self.ring.prep_recv(channel.fd, channel.recv_view[:header] if header else channel.recv_buf, token)
 
     def _received(self, channel: Channel, res: int) -> None:
         channel.receiving = False
