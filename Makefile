@@ -100,4 +100,4 @@ $(FIO_BIN):
 clean:
 	rm -rf $(STAMPS) build *.egg-info .mypy_cache .ruff_cache ioring/_liburing*.so ioring/_liburing.c ioring/_liburing.o \
 	       target/backstore/_librbd.c target/backstore/_librbd.o
-	find target -name '*.cpython-*.so' -delete	# librbd's calls, the data path's compiled modules (target/compiled.py)
+	find target ioring -name '*.cpython-*.so' -delete	# librbd's calls, the data path's compiled modules (target/compiled.py)

@@ -34,6 +34,9 @@ which valgrind does release its lock in) and waits at most `_VALGRIND_WAIT`.
 
 The ring is set up SINGLE_ISSUER|COOP_TASKRUN|TASKRUN_FLAG when the kernel allows (≥ 6.0; plain otherwise):
 only the thread that created it may submit, so create it in the worker process, after fork.
+
+This module is compiled with the data path (target/compiled.py): its module constants are `Final` so that the
+compiled code holds them, not looks them up, and `Ring` stays open to subclasses in Python (the tests').
 """
 from __future__ import annotations
 
@@ -41,7 +44,9 @@ import errno
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
+
+from mypy_extensions import mypyc_attr
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -49,21 +54,25 @@ if TYPE_CHECKING:
 from ._liburing import ffi, lib
 from .errors import IoringUnavailable, _check_rc, error_for
 
-_from_buffer = ffi.from_buffer
-_unpack = ffi.unpack
-_prep_nop, _prep_read, _prep_write = lib.rt_prep_nop, lib.rt_prep_read, lib.rt_prep_write
-_prep_recv, _prep_send, _turn = lib.rt_prep_recv, lib.rt_prep_send, lib.rt_turn
-_TUNED_FLAGS = lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
-_CLOSE_CANCEL = (1 << 64) - 1      # user_data of the cancel-everything op close() queues; callers stay < 2**63
-_SPIN_AFTER_AT_MOST = 1           # completions in a turn for the next one to busy-poll
-_FILE_SPIN_FACTOR = 4              # a turn waiting on a QD1 load's one file op spins this many times busy_poll_us
-_SUBMIT_WRITES_EVERY = 4           # file writes queued in a turn go to the kernel in groups of this many
-_CLOSE_GRACE = 1.0                 # seconds close() waits for cancelled ops to complete
-_VALGRIND = "vgpreload" in os.environ.get("LD_PRELOAD", "")    # valgrind preloads its vgpreload_*.so in its client
-_VALGRIND_WAIT = 0.05              # seconds a waiting turn waits at most under valgrind (module docstring)
-FIXED_FILES = 64                   # registered file slots per ring (one per file LUN of the worker)
-FIXED_BUFFERS = 1024               # registered buffer slots per ring
-FIXED_BYTES = 4 << 20              # registered buffer bytes per ring at most
+_from_buffer: Final = ffi.from_buffer
+_unpack: Final = ffi.unpack
+_prep_nop: Final = lib.rt_prep_nop
+_prep_read: Final = lib.rt_prep_read
+_prep_write: Final = lib.rt_prep_write
+_prep_recv: Final = lib.rt_prep_recv
+_prep_send: Final = lib.rt_prep_send
+_turn: Final = lib.rt_turn
+_TUNED_FLAGS: Final = lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
+_CLOSE_CANCEL: Final = (1 << 64) - 1    # user_data of the cancel-everything op close() queues; callers stay < 2**63
+_SPIN_AFTER_AT_MOST: Final = 1          # completions in a turn for the next one to busy-poll
+_FILE_SPIN_FACTOR: Final = 4            # a turn waiting on a QD1 load's one file op spins this many times busy_poll_us
+_SUBMIT_WRITES_EVERY: Final = 4         # file writes queued in a turn go to the kernel in groups of this many
+_CLOSE_GRACE: Final = 1.0               # seconds close() waits for cancelled ops to complete
+_VALGRIND: Final = "vgpreload" in os.environ.get("LD_PRELOAD", "")  # valgrind preloads its vgpreload_*.so in its client
+_VALGRIND_WAIT: Final = 0.05            # seconds a waiting turn waits at most under valgrind (module docstring)
+FIXED_FILES: Final = 64                 # registered file slots per ring (one per file LUN of the worker)
+FIXED_BUFFERS: Final = 1024             # registered buffer slots per ring
+FIXED_BYTES: Final = 4 << 20            # registered buffer bytes per ring at most
 
 _UNAVAILABLE = ("io_uring is not available on this kernel ({}): ringtgt needs Linux ≥ 5.10 with io_uring "
                 "enabled (check /proc/sys/kernel/io_uring_disabled)")
@@ -75,6 +84,7 @@ def _iovec(bufs: Iterable[Buffer], writable: bool) -> tuple[Any, list[Any]]:    
     return ffi.new("struct iovec[]", [(v, len(v)) for v in views]), views
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # (the tests' recording rings)
 class Ring:
     """An io_uring submission/completion queue pair."""
 

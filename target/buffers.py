@@ -1,5 +1,8 @@
-"""Read buffers for backstores and the Data-In path, reused once their last view is gone (BufferPool). Pure
-Python, outside target/backstore/ so that the iSCSI layer imports it without the compiled ring.
+"""Read buffers for backstores and the Data-In path, reused once their last view is gone (BufferPool). Outside
+target/backstore/ so that the iSCSI layer imports it without the cffi ring. Compiled with the data path
+(target/compiled.py), but for the buffer classes: a compiled class cannot subclass bytearray, so they stay Python
+classes; a kept buffer is told free by its reference count read the same way when compiled as when not
+(`_first_references`).
 
 Each buffer keeps HEADROOM bytes in front of its data, where the iSCSI layer can build a Data-In header and
 send header and data as one contiguous piece (see `headroom_view`). In memory buffers are a `HeadroomBuffer`:
@@ -15,18 +18,21 @@ import ctypes
 import mmap
 import sys
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
-HEADROOM = 48
-PAGE = mmap.PAGESIZE
-KEEP_BYTES = 2 << 20       # of each length kept for reuse, per pool (a pool: one LUN in one worker)
-KEEP_LENGTHS = 4           # lengths kept: a workload uses few (4k, 128k, …)
-MAX_KEPT = 1 << 20         # longer buffers are never kept
-_char_at = ctypes.c_char.from_buffer
-_address = ctypes.addressof
-_refcount = sys.getrefcount
+from mypy_extensions import mypyc_attr
+
+HEADROOM: Final = 48
+PAGE: Final = mmap.PAGESIZE
+KEEP_BYTES: Final = 2 << 20       # of each length kept for reuse, per pool (a pool: one LUN in one worker)
+KEEP_LENGTHS: Final = 4           # lengths kept: a workload uses few (4k, 128k, …)
+MAX_KEPT: Final = 1 << 20         # longer buffers are never kept
+_char_at: Final = ctypes.c_char.from_buffer
+_address: Final = ctypes.addressof
+_refcount: Final = sys.getrefcount
 
 
+@mypyc_attr(native_class=False)
 class HeadroomBuffer(bytearray):
     """HEADROOM free bytes, then the data of a view BufferPool.get handed out (see `headroom_view`)."""
 
@@ -34,6 +40,7 @@ class HeadroomBuffer(bytearray):
     slot = -1                           # never registered with a ring
 
 
+@mypyc_attr(native_class=False)
 class AlignedBuffer(bytearray):
     """`length` bytes of data at the page-aligned `offset` inside, HEADROOM free bytes (at least) in front;
     `slot`: the ring's registered buffer holding the data, or -1."""
@@ -44,15 +51,15 @@ class AlignedBuffer(bytearray):
     slot: int
 
 
-def _idle_references() -> int:
-    """What `get` reads from getrefcount for a kept buffer no view holds, read the way `get` reads it: the deque's
-    reference, the local's and the call's own on CPython 3.11, fewer where the interpreter borrows references."""
-    kept = deque([HeadroomBuffer(0)])
+def _first_references(kept: deque) -> int:
+    """getrefcount of the first buffer of `kept` as read from here: `get` asks this before it holds the buffer
+    itself, and _IDLE is what it reads for a buffer nothing else holds (the deque's reference, the local's and the
+    call's own where the interpreter counts them all, fewer where compiled code borrows references)."""
     buf = kept[0]
     return _refcount(buf)
 
 
-_IDLE = _idle_references()
+_IDLE: Final = _first_references(deque([HeadroomBuffer(0)]))
 
 
 def headroom_view(data) -> memoryview | None:
@@ -102,9 +109,10 @@ class BufferPool:
     def get(self, length: int) -> memoryview:
         kept = self._kept.get(length)
         if kept:
+            idle = _first_references(kept) == _IDLE
             buf = kept[0]
             kept.rotate(-1)                     # in use or not: the next get looks at the next one
-            if _refcount(buf) == _IDLE:
+            if idle:
                 if type(buf) is HeadroomBuffer:
                     return memoryview(buf)[HEADROOM:]
                 return memoryview(buf)[buf.offset:buf.offset + length]

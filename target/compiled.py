@@ -16,10 +16,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = "target._compiled"          # the shared library's module: target/_compiled__mypyc.*.so
+PACKAGES = ("target", "ioring")     # where MODULES are
 
 # The worker's loop and its counters, receive, decode, the CmdSN window, the command and its task, SCSI dispatch and
-# its logical unit, READ and WRITE, the null and file backstores, responses, completion: what every command runs
-# through.
+# its logical unit, READ and WRITE, the null and file backstores, responses, completion, the ring and the buffer
+# pool: what every command runs through. (ioring's module joins this group rather than one of its own: a group of
+# its own would be imported by this one's shared library at once, and with it ioring's cffi extension, which the
+# sans-I/O iSCSI layer must not need; tests/test_layering.py.)
 MODULES = (
     "target.reactor",
     "target.worker",
@@ -38,6 +41,8 @@ MODULES = (
     "target.backstore.null",
     "target.backstore.file",
     "target.backstore.atomic",      # (its store subclasses the file store: compiled as that is)
+    "target.buffers",
+    "ioring.ring",
 )
 
 
@@ -83,7 +88,7 @@ def sources(root: Path = ROOT) -> list[Path]:
 def leftovers(root: Path = ROOT) -> list[Path]:
     """Compiled modules of modules MODULES does not name (build_ffi.py removes them before it builds)."""
     named = set(_built(root))
-    return [built for built in sorted((root / "target").rglob("*.cpython-*.so"))
+    return [built for package in PACKAGES for built in sorted((root / package).rglob("*.cpython-*.so"))
             if built not in named and not built.name.startswith("_")]
 
 
@@ -94,7 +99,7 @@ def check_fresh(root: Path = ROOT) -> None:
         built, path = old[0]
         raise ImportError(f"ringtgt: {built} is older than {path} or no longer built, so Python would run old code: "
                           "rebuild with `make setup` (or `python build_ffi.py`), or remove the compiled modules "
-                          "(`find target -name '*.cpython-*.so' ! -name '_*' -delete`) to run the sources")
+                          "(`find target ioring -name '*.cpython-*.so' ! -name '_*' -delete`) to run the sources")
 
 
 def loaded() -> dict[str, bool]:
