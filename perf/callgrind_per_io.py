@@ -10,8 +10,8 @@ counted), counting switched on once it listens; fio's libiscsi engine runs 1,000
 (a dump), and the difference over IOS is printed, so login and set-up cancel out. At QD32 a run's figure moves by
 1-2 % with how many commands a turn batches (which follows the machine's load), at QD1 by up to 5 %: compare
 medians of rounds. The O_DIRECT LUN is a 256 MiB file in --workdir (default /var/tmp: it must take O_DIRECT).
-With --keep the dumps stay in the directory printed (ROUND-TREE/callgrind.out.2 is the measured run's:
-`callgrind_annotate --inclusive=yes` it).
+With --keep the dumps stay in the directory printed: ROUND-TREE/callgrind.out.2 is the second run's (1,000 + IOS
+I/Os and its login: divide by its I/Os for a profile, not for the figure), for `callgrind_annotate --inclusive=yes`.
 """
 from __future__ import annotations
 

@@ -55,12 +55,14 @@ def test_the_shared_library_alone_runs_nothing_and_is_not_refused(tmp_path):
         compiled.check_fresh(tmp_path)
 
 
-def test_a_compiled_module_no_longer_listed_is_refused(tmp_path):
+@pytest.mark.parametrize("package, cffi_module", [("target", "_librbd"), ("ioring", "_liburing")])
+def test_a_compiled_module_no_longer_listed_is_refused(tmp_path, package, cffi_module):
     _tree(tmp_path, 0)
-    leftover = tmp_path / "target" / "gone.cpython-311-x86_64-linux-gnu.so"
+    (tmp_path / package).mkdir(exist_ok=True)
+    leftover = tmp_path / package / "gone.cpython-311-x86_64-linux-gnu.so"
     leftover.write_bytes(b"")
-    (tmp_path / "target" / "_librbd.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")     # a cffi module: taken
-    assert compiled.stale(tmp_path) == [(leftover, tmp_path / "target" / "gone.py")]
+    (tmp_path / package / f"{cffi_module}.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")  # a cffi module: taken
+    assert compiled.stale(tmp_path) == [(leftover, tmp_path / package / "gone.py")]
     with pytest.raises(ImportError, match="no longer built"):
         compiled.check_fresh(tmp_path)
 

@@ -94,26 +94,49 @@ def _receive_as_the_worker_does(decoder, raw, chunk):
     return pdus, through_buffer
 
 
-@pytest.mark.parametrize("header_digest", [False, True])
-def test_a_stream_of_big_writes_is_received_straight_into_their_buffers(header_digest):
+def _writes_and_a_read(digests: bool = False) -> list[bytes]:
+    """Four commands with 40 KiB of immediate data each (all of byte n), a read command third."""
+    from target.iscsi.digests import digest
+    pdus = [scsi_command(b"\x2a" + bytes(9), itt=n, edtl=40960, write=True, data=bytes([n]) * 40960)
+            for n in range(4)]
+    pdus.insert(2, scsi_command(b"\x28" + bytes(9), itt=9, edtl=4096, read=True))
+    if digests:
+        pdus = [p[:48] + digest(p[:48]) + p[48:] + (digest(p[48:]) if len(p) > 48 else b"") for p in pdus]
+    return pdus
+
+
+def _decoder(digests: bool = False) -> tuple[FrameDecoder, list[int]]:
+    """A decoder whose big segments go into buffers of their own (as the connection's pool gives), and the lengths
+    it asked for."""
+    decoder = FrameDecoder(max_data_len=1 << 16)
+    decoder.use_digests(digests, digests)
+    given: list[int] = []
+    decoder.segment_buffer = lambda pdu, length: given.append(length) or memoryview(bytearray(length))
+    return decoder, given
+
+
+def test_a_stream_of_big_writes_is_received_straight_into_their_buffers():
     """After a command with big immediate data the next header is received on its own, so that the next big
     segment goes straight into its buffer; small commands in between go back to batching."""
-    from target.iscsi.digests import digest
-    big = [bytes([n]) * 40960 for n in range(4)]
-    pdus = [scsi_command(b"\x2a" + bytes(9), itt=n, edtl=len(d), write=True, data=d) for n, d in enumerate(big)]
-    pdus.insert(2, scsi_command(b"\x28" + bytes(9), itt=9, edtl=4096, read=True))
-    if header_digest:
-        pdus = [p[:48] + digest(p[:48]) + p[48:] for p in pdus]
-    decoder = FrameDecoder(max_data_len=1 << 16)
-    decoder.use_digests(header_digest, False)
-    given = []
-    decoder.segment_buffer = lambda pdu, length: given.append(length) or memoryview(bytearray(length))
+    pdus = _writes_and_a_read()
+    decoder, given = _decoder()
     chunk = len(pdus[0]) + 100
     got, through_buffer = _receive_as_the_worker_does(decoder, b"".join(pdus), chunk)
     assert [p.itt for p in got] == [0, 1, 9, 2, 3]
-    assert [bytes(p.data) for p in got if p.itt != 9] == big and len(given) == 4
+    assert [bytes(p.data) for p in got if p.itt != 9] == [bytes([n]) * 40960 for n in range(4)]
+    assert given == [40960] * 4     # each buffer holds its data alone (an O_DIRECT store writes from it as it is)
     # through the receive buffer: the first receive (the first write whole, the start of the second), the read's
     # header alone (after a big write), and the receive after the read (the third write whole, the start of the
     # fourth); the second's and the fourth's data went straight into their buffers
     assert through_buffer == 2 * chunk + len(pdus[2])
     assert decoder.buffered == 0 and decoder.header_wanted() == len(pdus[2])
+
+
+def test_with_digests_big_writes_are_received_as_before():
+    """Digests would sit in a segment's buffer beside its data: with them the receives are not cut at headers."""
+    pdus = _writes_and_a_read(digests=True)
+    decoder, _ = _decoder(digests=True)
+    got, _ = _receive_as_the_worker_does(decoder, b"".join(pdus), len(pdus[0]) + 100)
+    assert [p.itt for p in got] == [0, 1, 9, 2, 3] and not any(p.data_digest_error for p in got)
+    assert [bytes(p.data) for p in got if p.itt != 9] == [bytes([n]) * 40960 for n in range(4)]
+    assert decoder.header_wanted() == 0

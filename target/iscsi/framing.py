@@ -7,8 +7,8 @@ With digests negotiated (`use_digests`, from the first PDU after the login) a wr
 the connection; a wrong DataDigest marks the PDU (`data_digest_error`) for the connection to reject (§7.8).
 
 A big data segment is received straight into its buffer, not copied out of the receive buffer: the rest of one
-already begun (`rest_of_segment`), and, while commands come with big immediate data (a stream of big writes), the
-next one whole, by receiving each header on its own first (`header_wanted`).
+already begun (`rest_of_segment`), and, while commands come with big immediate data (a stream of big writes) and
+no digests, the next one whole, by receiving each header on its own first (`header_wanted`).
 """
 from __future__ import annotations
 
@@ -25,12 +25,6 @@ NEGOTIATION_DATA_LIMIT: Final = 8192
 RECEIVE_INTO: Final = 16384  # what must be left of a segment being gathered for a receive straight into it
 
 
-def _straight(pdu: Pdu) -> bool:
-    """Whether `pdu` is a command with more than RECEIVE_INTO bytes of immediate data: received straight into
-    its buffer, and a sign that more of its kind follow (a stream of big writes)."""
-    return pdu.opcode == SCSI_COMMAND and pdu.data_len > RECEIVE_INTO
-
-
 class FrameDecoder:
     """Accumulates received bytes and splits them into PDUs."""
 
@@ -42,7 +36,7 @@ class FrameDecoder:
         self._pending: Pdu | None = None
         self._fill: memoryview | None = None    # the rest of the pending PDU (a big data segment), as it comes
         self._filled = 0
-        self._big = False       # the last PDU was a command with more than RECEIVE_INTO bytes of immediate data
+        self._big = False       # the last PDU was a command with big immediate data (`_straight`)
         # (pdu, length) -> a writable memoryview of `length` bytes for a big data segment, or None: the
         # connection's (where a write's immediate data goes), so that it is copied only once
         self.segment_buffer: Callable[[Pdu, int], memoryview | None] | None = None
@@ -65,16 +59,24 @@ class FrameDecoder:
         fill, pending = self._fill, self._pending     # (a fill belongs to the pending PDU)
         if fill is None or pending is None:
             return None
-        if len(fill) - self._filled < RECEIVE_INTO and not _straight(pending):
+        if len(fill) - self._filled < RECEIVE_INTO and not self._straight(pending):
             return None
         return fill[self._filled:]
+
+    def _straight(self, pdu: Pdu) -> bool:
+        """Whether `pdu` is a command with more than RECEIVE_INTO bytes of immediate data and nothing else in its
+        segment's buffer (no AHS, digest or padding, which would come before or after the data in it, and leave
+        the data off the page an O_DIRECT store needs it on): received straight into its buffer, and a sign that
+        more of its kind follow (a stream of big writes)."""
+        return (pdu.opcode == SCSI_COMMAND and pdu.data_len > RECEIVE_INTO and not pdu.data_len & 3
+                and not pdu.ahs_len and not self._header_digest and not self._data_digest)
 
     def header_wanted(self) -> int:
         """While commands come with big immediate data, how many bytes of the next header are still to come, so
         that the caller receives only those and the data segment after them goes straight into its buffer (through
         `rest_of_segment`: one more receive, against a copy of more than RECEIVE_INTO bytes). 0: receive all there
         is (small PDUs batch many to a receive)."""
-        if not self._big or self._pending is not None or self._fill is not None:
+        if not self._big or self._pending is not None:       # (a segment being gathered has its PDU pending)
             return 0
         return BHS_LEN + self._header_digest - len(self._buf)
 
@@ -87,7 +89,7 @@ class FrameDecoder:
         pdu: Pdu = self._pending  # type: ignore[assignment]   # a fill belongs to the pending PDU
         self._fill, self._filled, self._pending = None, 0, None
         self._segment(pdu, fill, 0, True)
-        self._big = _straight(pdu)
+        self._big = self._straight(pdu)
         return [pdu]
 
     def feed(self, data: Buf) -> list[Pdu]:
@@ -147,7 +149,7 @@ class FrameDecoder:
         finally:
             self._pending = pending
             if out:
-                self._big = _straight(out[-1])
+                self._big = self._straight(out[-1])
             if held:
                 source.release()
                 if pos:
