@@ -379,9 +379,11 @@ class Ring:
         while rc == self._capacity:         # the CQ may hold more than one batch
             rc = _turn(self._ring, 0, 0, 0, self._scratch, self._pairs, self._capacity, 0)
             done += _unpack(self._pairs, 2 * rc)
-        pop, pop_file = self._pins.pop, self._files.pop
-        for user_data in done[::2]:
-            pop(user_data, None) or pop_file(user_data, None)
+        pins, files = self._pins, self._files
+        for i in range(0, len(done), 2):
+            user_data = done[i]
+            if pins.pop(user_data, None) is None:
+                files.pop(user_data, None)
         return done
 
     def reap(self) -> list[tuple[int, int]]:

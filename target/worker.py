@@ -53,6 +53,10 @@ RECV_BUFFER = 256 * 1024           # a session's receive buffer, from the full f
 LOGIN_RECV_BUFFER = BHS_LEN + NEGOTIATION_DATA_LIMIT   # before: a Login PDU (without AHS) in one recv
 IOV_MAX: Final = 1024
 COALESCE_BELOW: Final = 16384       # output buffers this small are copied together rather than gathered
+# held by the module, not looked up on theirs per command (compiled, a `Final` is a C variable)
+_now_ns: Final = time.monotonic_ns
+_now: Final = time.monotonic
+_MSG_NOSIGNAL: Final = socket.MSG_NOSIGNAL
 LISTEN_BACKLOG = 1024
 DRAIN_SECONDS = 5.0
 ACCEPT_BACKOFF = 0.05               # seconds without accepting after accept failed (out of descriptors, say)
@@ -129,6 +133,7 @@ class Worker:
         self.channels: dict[Connection, Channel] = {}
         self.sessions: dict[tuple[str, int, str | None], Connection] = {}    # by (initiator, ISID, target)
         self.dirty: set[Connection] = set()
+        self._flush_soon: Callable[[], None] = self._flush     # (bound once: output_ready runs per response)
         self._tsih = 0
         self.session_sync = SessionSync(self)
         self.unit_sync = UnitSync(self.coordinator, self.targets, self._serve, self.reactor.call_later)
@@ -223,7 +228,7 @@ class Worker:
 
     def output_ready(self, conn: Connection) -> None:
         if not self.dirty:
-            self.reactor.call_soon(self._flush)
+            self.reactor.call_soon(self._flush_soon)
         self.dirty.add(conn)
 
     # -- accept -------------------------------------------------------------------------------------------------
@@ -346,9 +351,9 @@ class Worker:
             return
         conn = channel.conn
         if channel.into_segment:
-            conn.segment_received(res, time.monotonic_ns())
+            conn.segment_received(res, _now_ns())
         else:
-            conn.receive_data(channel.recv_view[:res], time.monotonic_ns())
+            conn.receive_data(channel.recv_view[:res], _now_ns())
         if not conn.closing and not conn.over_output_bound:
             self._arm_recv(channel)             # else `_sent` arms it once the output has drained
 
@@ -376,9 +381,9 @@ class Worker:
         channel.sending_bytes = size
         token = self.reactor.token(channel.on_sent)
         if len(bufs) == 1:
-            self.ring.prep_send(channel.fd, bufs[0], token, socket.MSG_NOSIGNAL)
+            self.ring.prep_send(channel.fd, bufs[0], token, _MSG_NOSIGNAL)
         else:
-            self.ring.prep_sendmsg(channel.fd, bufs[:IOV_MAX], token, socket.MSG_NOSIGNAL)
+            self.ring.prep_sendmsg(channel.fd, bufs[:IOV_MAX], token, _MSG_NOSIGNAL)
 
     def send_linked(self, conn: Connection, out: memoryview) -> tuple[int, memoryview, int, int] | None:
         """Host.send_linked: `out` is the connection's next send, which the caller queues linked to a disk read
@@ -388,7 +393,7 @@ class Worker:
             return None
         channel.sending = [out]
         channel.sending_bytes = len(out)
-        return channel.fd, out, self.reactor.token(channel.on_linked_sent), socket.MSG_NOSIGNAL
+        return channel.fd, out, self.reactor.token(channel.on_linked_sent), _MSG_NOSIGNAL
 
     def _linked_sent(self, channel: Channel, res: int) -> None:
         """A linked send completed; cancelled (its read failed or stopped short), it sent nothing."""
@@ -413,7 +418,7 @@ class Worker:
         conn = channel.conn
         finished = conn.output_sent()
         if finished:
-            self.counters.count(conn, finished, time.monotonic_ns())
+            self.counters.count(conn, finished, _now_ns())
         if not channel.receiving and not conn.closing and not conn.over_output_bound:
             self._arm_recv(channel)             # reading was paused for the output to drain
         self._send_pending(channel)
@@ -499,7 +504,7 @@ class Worker:
         while True:
             self.reactor.run_once(0.5)
             beat()
-            now = time.monotonic()
+            now = _now()
             if self.stopping and drain_deadline is None:
                 drain_deadline = now + DRAIN_SECONDS
                 self._begin_drain()
@@ -538,6 +543,8 @@ def _coalesce(out: list) -> tuple[list, int]:
     """`out` as few pieces for one send, and their total size: runs of buffers below COALESCE_BELOW bytes
     are joined into one (a copy is cheaper than an iovec entry for them); bigger buffers stay as they are,
     uncopied."""
+    if len(out) == 1:                   # (a turn's one response: QD1)
+        return out, len(out[0])
     sizes = list(map(len, out))
     size = sum(sizes)
     if len(out) > 1 and max(sizes) < COALESCE_BELOW:   # the usual batch (responses, 4k reads): one piece, without
