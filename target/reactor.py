@@ -65,13 +65,12 @@ class Reactor:
         return handled // 2
 
     def _dispatch(self, done: list[int]) -> None:
-        pop = self._callbacks.pop
-        pairs = iter(done)
-        for token, res in zip(pairs, pairs):
-            callback = pop(token, None)
+        callbacks = self._callbacks
+        for i in range(0, len(done), 2):    # (an index, not pairs zipped: native list and dict calls, compiled)
+            callback = callbacks.pop(done[i], None)
             if callback is not None:
                 try:
-                    callback(res)
+                    callback(done[i + 1])
                 except Exception:
                     log.exception("completion callback %r failed", callback)
 

@@ -26,7 +26,7 @@ from .sense import (HARDWARE_ERROR, ILLEGAL_REQUEST, INTERNAL_TARGET_FAILURE, IN
                     INVALID_FIELD_IN_CDB, LBA_OUT_OF_RANGE, LOGICAL_UNIT_NOT_SUPPORTED, UNIT_ATTENTION, ScsiError,
                     check_condition, fail, invalid_cdb)
 from .shared_units import SharedUnits
-from .task import GOOD, RESERVATION_CONFLICT
+from .task import GOOD, RESERVATION_CONFLICT, ScsiTask
 
 log = logging.getLogger(f"ringtgt.{__name__}")
 
@@ -181,7 +181,7 @@ class ScsiTarget(SharedUnits):
         transport holds the unit's later commands, so that they keep the order they were sent in."""
         return bool(OPS[cdb[0]].flags & UNIT_WIDE)
 
-    def execute(self, task) -> None:
+    def execute(self, task: ScsiTask) -> None:
         if self.attaching and task.nexus in self.attaching:
             task.remote = True                              # first commands of a session, before AttachNexus
             self.attaching[task.nexus].append(task)
