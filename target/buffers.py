@@ -70,8 +70,11 @@ def headroom_view(data) -> memoryview | None:
     if kind is HeadroomBuffer:
         if len(obj) == HEADROOM + data.nbytes:
             return memoryview(obj)
-    elif kind is AlignedBuffer and obj.length == data.nbytes:
-        return memoryview(obj)[obj.offset - HEADROOM:obj.offset + obj.length]
+    elif kind is AlignedBuffer:             # (its attributes read once: a Python class's, looked up by name)
+        length = obj.length
+        if length == data.nbytes:
+            offset = obj.offset
+            return memoryview(obj)[offset - HEADROOM:offset + length]
     return None
 
 

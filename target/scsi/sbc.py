@@ -3,7 +3,8 @@ PRE-FETCH 10/16, READ DEFECT DATA 10/12, SYNCHRONIZE CACHE, READ CAPACITY 10/16.
 
 READ and WRITE are the hot path: the target decodes the CDB once and checks PROTECT, the range and the largest
 transfer (the row's `LbaCheck`, op.py), so the handlers of block commands get (flags, lba, count) and make one
-backstore call, with a completion closure that hands the backstore's memoryview straight to `task.finish`.
+backstore call, with a completion closure that hands the backstore's memoryview straight to `task.finish`. Their
+unit and task are typed, so that compiled (target/compiled.py) they read them as struct fields.
 Handlers return None when the backstore will finish the task, or the data-in bytes (b"" for none) when done at
 once.
 """
@@ -21,7 +22,8 @@ from .data_out import block_data, parameter_data
 from .sense import (DATA_PROTECT, MEDIUM_ERROR, MISCOMPARE, MISCOMPARE_DURING_VERIFY,
                     SPACE_ALLOCATION_FAILED_WRITE_PROTECT, UNRECOVERED_READ_ERROR, WRITE_ERROR, ScsiError,
                     check_condition, fail, invalid_cdb)
-from .task import GOOD
+from .lun import LogicalUnit
+from .task import GOOD, ScsiTask
 
 log = logging.getLogger(f"ringtgt.{__name__}")
 _io_errors = RateLimitedLog(log)
@@ -34,7 +36,7 @@ _DEFECTS12 = Struct(">xB6x")        # … generation 0, list length 0
 ATOMIC16 = C.LbaLayout(Struct(">xBQ2xH").unpack_from, 12)   # WRITE ATOMIC(16): flags, LBA, TRANSFER LENGTH
 
 
-def written(task, unit):
+def written(task: ScsiTask, unit: LogicalUnit):
     """Completion for a write, an unmap or a flush of `unit`: GOOD, or the error's sense (`io_failed`). The hot
     path: GOOD is `task.finish(GOOD)` written out (a task starts GOOD, without sense or data, and ends once)."""
     def done(error):
@@ -66,7 +68,7 @@ def io_error(unit, error: OSError, asc_ascq: int, key: int | None = None) -> tup
     return key, asc_ascq
 
 
-def read(target, unit, task, flags: int, lba: int, count: int):
+def read(target, unit: LogicalUnit, task: ScsiTask, flags: int, lba: int, count: int):
     if not count:
         return b""
 
@@ -86,7 +88,7 @@ def read(target, unit, task, flags: int, lba: int, count: int):
     return None
 
 
-def write(target, unit, task, flags: int, lba: int, count: int):
+def write(target, unit: LogicalUnit, task: ScsiTask, flags: int, lba: int, count: int):
     """WRITE: the transport reports residuals against `task.transfer_length`; if it received less data than
     the CDB asks for, only the whole blocks received are written (data_out.py)."""
     size = unit.block_size
