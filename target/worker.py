@@ -57,6 +57,8 @@ COALESCE_BELOW: Final = 16384       # output buffers this small are copied toget
 _now_ns: Final = time.monotonic_ns
 _now: Final = time.monotonic
 _MSG_NOSIGNAL: Final = socket.MSG_NOSIGNAL
+_IPPROTO_TCP: Final = socket.IPPROTO_TCP
+_TCP_QUICKACK: Final = socket.TCP_QUICKACK
 LISTEN_BACKLOG = 1024
 DRAIN_SECONDS = 5.0
 ACCEPT_BACKOFF = 0.05               # seconds without accepting after accept failed (out of descriptors, say)
@@ -351,6 +353,7 @@ class Worker:
             return
         conn = channel.conn
         if channel.into_segment:
+            _ack_now(channel.sock)
             conn.segment_received(res, _now_ns())
         else:
             conn.receive_data(channel.recv_view[:res], _now_ns())
@@ -539,20 +542,37 @@ def _after(bufs: list, sent: int) -> list:
     return []
 
 
+def _ack_now(sock: socket.socket) -> None:
+    """Have the kernel acknowledge what `sock` has received at once (TCP_QUICKACK), after a receive straight into a
+    big data segment. A request-response connection delays its ACKs to ride on the next response, and a big write's
+    response comes only once all of its data is in: the initiator's congestion control (BBR paces by the delivery
+    rate the ACKs show) then sees a slow path and paces its sends, its core busy with pacing timers. Acknowledged at
+    once, 128k writes ran 20.5k -> 25k IOPS on the null LUN (README, "Big writes straight into their buffers")."""
+    try:
+        sock.setsockopt(_IPPROTO_TCP, _TCP_QUICKACK, 1)
+    except OSError:                     # the connection is going: its receive or send reports why
+        pass
+
+
 def _coalesce(out: list) -> tuple[list, int]:
     """`out` as few pieces for one send, and their total size: runs of buffers below COALESCE_BELOW bytes
     are joined into one (a copy is cheaper than an iovec entry for them); bigger buffers stay as they are,
     uncopied."""
     if len(out) == 1:                   # (a turn's one response: QD1)
         return out, len(out[0])
-    sizes = list(map(len, out))
-    size = sum(sizes)
-    if len(out) > 1 and max(sizes) < COALESCE_BELOW:   # the usual batch (responses, 4k reads): one piece, without
-        return [b"".join(out)], size                    # the loop below over every buffer
+    size = 0
+    biggest = 0
+    for buf in out:                     # (a loop, not map/sum/max: those are looked up by name, compiled)
+        n = len(buf)
+        size += n
+        if n > biggest:
+            biggest = n
+    if biggest < COALESCE_BELOW:        # the usual batch (responses, 4k reads): one piece, without the loop below
+        return [b"".join(out)], size
     pieces = []
     run = []
-    for buf, n in zip(out, sizes):
-        if n < COALESCE_BELOW:
+    for buf in out:
+        if len(buf) < COALESCE_BELOW:
             run.append(buf)
         else:
             if run:

@@ -248,10 +248,16 @@ def _extended_cdb(ahs: bytes) -> bytes:
 
 def decode_bhs(header: bytes) -> Pdu:
     """Split a 48-byte BHS into a typed PDU (AHS and data are attached by the framing decoder)."""
-    b0, flags, lengths, lun_field, itt, w20, cmd_sn, w36, w40 = _REQUEST.unpack(header)
+    fields: tuple[int, int, int, int, int, int, int, int, int] = _REQUEST.unpack(header)   # (typed: native int ops)
+    b0, flags, lengths, lun_field, itt, w20, cmd_sn, w36, w40 = fields
     opcode = b0 & 0x3F
-    return PDU_CLASSES.get(opcode, UnknownPdu)(opcode, b0 & 0x40 != 0, flags, (lengths >> 24) * 4, lengths & 0xFFFFFF,
-                                              lun_field, itt, w20, cmd_sn, w36, w40, header)
+    immediate = b0 & 0x40 != 0
+    ahs_len = (lengths >> 24) * 4
+    data_len = lengths & 0xFFFFFF
+    if opcode == SCSI_COMMAND:      # (the per-command path: a native constructor call, not a call of a class object)
+        return ScsiCommand(opcode, immediate, flags, ahs_len, data_len, lun_field, itt, w20, cmd_sn, w36, w40, header)
+    return PDU_CLASSES.get(opcode, UnknownPdu)(opcode, immediate, flags, ahs_len, data_len, lun_field, itt, w20,
+                                              cmd_sn, w36, w40, header)
 
 
 def decode_bhs_with_data(raw: bytes) -> Pdu:

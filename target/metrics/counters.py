@@ -208,11 +208,14 @@ class WorkerCounters:
                     continue
             kind = base + kind_offset[command.cdb[0]]
             latency = now - command.arrived
-            counts[kind + hist_of[latency.bit_length()]] += 1
-            counts[kind + 1] += latency                         # KIND_SUM
+            # (`a[i] = a[i] + n`, not `a[i] += n`: compiled, the first adds native ints, the second calls the generic
+            # in-place add)
+            bucket = kind + hist_of[latency.bit_length()]
+            counts[bucket] = counts[bucket] + 1
+            counts[kind + 1] = counts[kind + 1] + latency       # KIND_SUM
             sent = command.sent
             if sent >= 0:
-                counts[kind] += sent                            # KIND_BYTES
+                counts[kind] = counts[kind] + sent              # KIND_BYTES
             else:
                 sense = command.failed_sense
                 counts[base + L.S_ERRORS + (sense[2] & 0x0F if sense is not None and len(sense) > 2
