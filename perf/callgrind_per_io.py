@@ -62,8 +62,13 @@ def measure(tree: Path, lun: str, args, work: Path) -> float:
         worker = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
                                    sys.executable, "perf/profile_worker.py", "--plain", "--config", str(config)],
                                   cwd=tree, env=dict(os.environ, PYTHONPATH=str(tree)), stdout=log, stderr=log)
+        def started() -> bool:
+            if worker.poll() is not None:   # (a stale build refuses to import: say so now, not after START)
+                raise RuntimeError(f"{tree}'s worker exited ({worker.returncode}) before listening: see {log.name}")
+            return listening(port)
+
         try:
-            wait_for(lambda: worker.poll() is None and listening(port), START, f"{tree}'s worker listening")
+            wait_for(started, START, f"{tree}'s worker listening")
             subprocess.run(["callgrind_control", "-i", "on", str(worker.pid)], check=True, capture_output=True,
                            timeout=60)
             url = fio_url(f"iscsi://{HOST}:{port}/{IQN_RINGTGT}/0")

@@ -357,15 +357,15 @@ def reaped_within(ring, count, seconds=2.0):
     return got
 
 
-def test_file_writes_go_to_the_kernel_in_groups_as_they_are_queued(ring, fd):
-    """Past a quiet ring's first file op, every fourth queued write is submitted with those before it, mid-turn:
-    reap() (which never submits) finds their completions. Reads wait for the turn."""
+def test_file_ops_go_to_the_kernel_in_groups_as_they_are_queued(ring, fd):
+    """Past a quiet ring's first file op, every fourth queued read or write is submitted with those before it,
+    mid-turn: reap() (which never submits) finds their completions. The rest wait for the turn."""
     for n in range(5):
         ring.prep_write(fd, bytes([n]) * 16, 16 * n, n)     # the first at once (quiet ring), then 1-4 as a group
     assert reaped_within(ring, 5) == {n: 16 for n in range(5)}
-    bufs = [bytearray(16) for _ in range(5)]
-    for n in range(5):
-        ring.prep_read(fd, bufs[n], 16 * n, 10 + n)         # quiet and alone at first: 10 goes at once, not 11-14
-    assert reaped_within(ring, 1) == {10: 16}
-    assert wait_all(ring, 11, 12, 13, 14) == {n: 16 for n in range(11, 15)}
-    assert all(buf == bytes([n]) * 16 for n, buf in enumerate(bufs))
+    bufs = [bytearray(16) for _ in range(6)]
+    for n in range(6):
+        ring.prep_read(fd, bufs[n], 16 * (n % 5), 10 + n)   # 10 at once, 11-14 as a group, 15 waits for the turn
+    assert reaped_within(ring, 5) == {n: 16 for n in range(10, 15)}
+    assert wait_all(ring, 15) == {15: 16}
+    assert all(buf == bytes([n % 5]) * 16 for n, buf in enumerate(bufs))
