@@ -68,7 +68,7 @@ class Node:
     def close(self):
         self.cluster.close()
         self.service.close()
-        self.context.term()
+        self.context.destroy(linger=0)      # (not term(): a socket a failed test left open would hang it forever)
 
 
 @pytest.fixture

@@ -132,6 +132,17 @@ def test_a_stream_of_big_writes_is_received_straight_into_their_buffers():
     assert decoder.buffered == 0 and decoder.header_wanted() == len(pdus[2])
 
 
+def test_a_big_write_before_a_read_in_one_receive_keeps_headers_alone():
+    """A receive that brought a big write and then a read command (a 70/30 mix) still has the next header received
+    alone: any command with big immediate data in a receive, not only its last PDU."""
+    pdus = _writes_and_a_read()
+    decoder, _ = _decoder()
+    got = decoder.feed(pdus[1] + pdus[2])           # the second write, whole, then the read command
+    assert [p.itt for p in got] == [1, 9]
+    assert decoder.header_wanted() == len(pdus[2])  # the next header alone (48 bytes, no digests)
+    assert decoder.feed(pdus[2]) and decoder.header_wanted() == 0    # a receive of small PDUs only: batching again
+
+
 def test_with_digests_big_writes_are_received_as_before():
     """Digests would sit in a segment's buffer beside its data: with them the receives are not cut at headers."""
     pdus = _writes_and_a_read(digests=True)

@@ -36,7 +36,7 @@ class FrameDecoder:
         self._pending: Pdu | None = None
         self._fill: memoryview | None = None    # the rest of the pending PDU (a big data segment), as it comes
         self._filled = 0
-        self._big = False       # the last PDU was a command with big immediate data (`_straight`)
+        self._big = False       # the last receive brought a command with big immediate data (`_straight`)
         # (pdu, length) -> a writable memoryview of `length` bytes for a big data segment, or None: the
         # connection's (where a write's immediate data goes), so that it is copied only once
         self.segment_buffer: Callable[[Pdu, int], memoryview | None] | None = None
@@ -70,6 +70,16 @@ class FrameDecoder:
         more of its kind follow (a stream of big writes)."""
         return (pdu.opcode == SCSI_COMMAND and pdu.data_len > RECEIVE_INTO and not pdu.data_len & 3
                 and not pdu.ahs_len and not self._header_digest and not self._data_digest)
+
+    def _any_straight(self, pdus: list[Pdu]) -> bool:
+        """Whether any of `pdus` (one receive's) is `_straight`: then the next receive stops at the next header.
+        Any, not only the last: in a mix of big writes and small reads the last is mostly a read command, and the
+        big writes before it then came whole in the receive buffer and were copied out (64k 70/30 mix on the null
+        LUN: 3 % more IOPS, 3 runs of 3)."""
+        for pdu in pdus:
+            if self._straight(pdu):
+                return True
+        return False
 
     def header_wanted(self) -> int:
         """While commands come with big immediate data, how many bytes of the next header are still to come, so
@@ -149,7 +159,7 @@ class FrameDecoder:
         finally:
             self._pending = pending
             if out:
-                self._big = self._straight(out[-1])
+                self._big = self._any_straight(out)
             if held:
                 source.release()
                 if pos:
