@@ -128,13 +128,20 @@ def _ops() -> list[Op]:
 OPS = _ops()
 
 
-def _for_execute(op: Op) -> tuple:
-    """What execute reads of a row, as plain tuples (CPython unpacks a NamedTuple through the iterator protocol, a
-    few times slower than a tuple): handler, CDB length, flags, access, the LbaCheck's fields or None."""
-    return op.handler, op.length, op.flags, op.access, tuple(op.lba) if op.lba else None
+# What execute reads of a row, as plain tuples typed to the field (CPython unpacks a NamedTuple through the iterator
+# protocol, a few times slower than a tuple; compiled, a typed tuple is unpacked by index into native ints):
+# handler, CDB length, flags, access, and the LbaCheck's decode, count_byte, protect, fields and held, or None
+_LbaFields = tuple[Callable[[bytes], tuple[int, int, int]], int, int, Callable | None, bool]
+_ExecuteRow = tuple[Callable | None, int, int, int, _LbaFields | None]
 
 
-_EXECUTE: Final = [_for_execute(op) for op in OPS]
+def _for_execute(op: Op) -> _ExecuteRow:
+    lba = op.lba
+    return (op.handler, op.length, op.flags, op.access,
+            (lba.decode, lba.count_byte, lba.protect, lba.fields, lba.held) if lba else None)
+
+
+_EXECUTE: Final[list[_ExecuteRow]] = [_for_execute(op) for op in OPS]
 _EXECUTE_UNSUPPORTED: Final = _for_execute(UNSUPPORTED)
 
 
