@@ -14,7 +14,7 @@ Under load, file ops too go to the kernel as they are queued, `_SUBMIT_FILE_OPS_
 the end of the turn: a turn that handles dozens of commands would otherwise leave the disk idle for as long as
 it runs (a virtual disk that completes what it was given in one batch then waits for a whole turn's worth).
 Writes since the eighth stop; reads since the twelfth, once the compiled worker had the CPU to spare for the
-notifications (a VM exit each): 4k O_DIRECT reads at QD32 65k -> 67-73k IOPS at the same CPU per read.
+notifications (a VM exit each): 4k O_DIRECT reads at QD32 65k -> 67-75k IOPS at the same CPU per read.
 Heavier loads never spin, nor do waits on storage I/O done outside the ring (librbd's: its callers count them in
 `outside_ops`), whose threads need the CPU a spin would take. A read and the send linked to it
 (`prep_read_send`) count as one completion: they are one QD1 command's.
@@ -110,7 +110,7 @@ class Ring:
         self._linked: set[int] = set()        # sends linked to a read (prep_read_send), in flight
         self.outside_ops = 0                  # storage ops in flight outside the ring: while any, no busy polling
         self._busy_poll_ns = self._spin_ns = int(busy_poll_us * 1000)
-        self._unsubmitted_file_ops = 0        # file ops queued since the last submission
+        self._unsubmitted_file_ops = 0        # prep_read/_write/_read_send ops queued since the last submission
         self._quiet = True                    # the last turn reaped at most one completion, no storage op in flight
         self._capacity = capacity = 2 * entries    # the CQ is twice the SQ: one reap call drains it
         self._scratch = ffi.new("struct io_uring_cqe *[]", capacity)
@@ -157,10 +157,10 @@ class Ring:
         if rc:
             raise error_for(rc, "prep_nop")
 
-    # prep_read and prep_write: the one file op of a quiet ring (QD1 on a file LUN: the command's disk read or
-    # write) goes to the kernel as it is queued, and under load every _SUBMIT_FILE_OPS_EVERY-th op with those
-    # before it, so the disk starts while the rest of the turn runs; a failure to submit is the next turn's to
-    # report, as for any op.
+    # prep_read, prep_write and prep_read_send: the one file op of a quiet ring (QD1 on a file LUN: the command's
+    # disk read or write) goes to the kernel as it is queued, and under load every _SUBMIT_FILE_OPS_EVERY-th of
+    # these with those before it, so the disk starts while the rest of the turn runs; a failure to submit is the
+    # next turn's to report, as for any op.
     # fixed_file: fd is a slot from register_file; buf_index: buf lies in the buffer register_buffer gave that slot
     def prep_read(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
                   fixed_file: bool = False, buf_index: int = -1) -> None:

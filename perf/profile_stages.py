@@ -19,7 +19,7 @@ ALL = None
 RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     ("metrics/", ALL, "counters"),
     ("iscsi/framing.py", ALL, "receive"), ("iscsi/sequencing.py", ALL, "receive"), ("iscsi/pdu.py", ALL, "receive"),
-    ("worker.py", frozenset({"_received", "_arm_recv", "_received_before_login"}), "receive"),
+    ("worker.py", frozenset({"_received", "_arm_recv", "_received_before_login", "_ack_now"}), "receive"),
     ("worker.py:332", ALL, "receive"), ("worker.py:286", ALL, "receive"),   # the channels' lambdas (line numbers
                                                                             # of target/worker.py: keep in step)
     ("iscsi/connection.py", frozenset({"receive_data", "receive_into_segment", "segment_received", "header_wanted",

@@ -547,7 +547,7 @@ def _ack_now(sock: socket.socket) -> None:
     big data segment. A request-response connection delays its ACKs to ride on the next response, and a big write's
     response comes only once all of its data is in: the initiator's congestion control (BBR paces by the delivery
     rate the ACKs show) then sees a slow path and paces its sends, its core busy with pacing timers. Acknowledged at
-    once, 128k writes ran 20.5k -> 25k IOPS on the null LUN (README, "Big writes straight into their buffers")."""
+    once, 128k writes ran 20.5k -> 25k IOPS on the null LUN (README, "Big writes acknowledged at once")."""
     try:
         sock.setsockopt(_IPPROTO_TCP, _TCP_QUICKACK, 1)
     except OSError:                     # the connection is going: its receive or send reports why
@@ -558,8 +558,8 @@ def _coalesce(out: list) -> tuple[list, int]:
     """`out` as few pieces for one send, and their total size: runs of buffers below COALESCE_BELOW bytes
     are joined into one (a copy is cheaper than an iovec entry for them); bigger buffers stay as they are,
     uncopied."""
-    if len(out) == 1:                   # (a turn's one response: QD1)
-        return out, len(out[0])
+    if len(out) < 2:                    # (a turn's one response: QD1)
+        return out, len(out[0]) if out else 0
     size = 0
     biggest = 0
     for buf in out:                     # (a loop, not map/sum/max: those are looked up by name, compiled)
