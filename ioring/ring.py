@@ -10,11 +10,13 @@ runnable, before it sleeps: a command arriving in that window skips the sleep an
 dominate its latency. When that turn waits on exactly one file op (the disk read or write of the command the
 last turn received: QD1 on a file LUN), it spins `_FILE_SPIN_FACTOR` times as long, since a disk takes longer
 than the network's next command; that one file op is submitted as it is queued, not at the end of the turn.
-Under load, file ops too go to the kernel as they are queued, `_SUBMIT_FILE_OPS_EVERY` at a time, not all at
-the end of the turn: a turn that handles dozens of commands would otherwise leave the disk idle for as long as
-it runs (a virtual disk that completes what it was given in one batch then waits for a whole turn's worth).
-Writes since the eighth stop; reads since the twelfth, once the compiled worker had the CPU to spare for the
-notifications (a VM exit each): 4k O_DIRECT reads at QD32 65k -> 67-75k IOPS at the same CPU per read.
+Under load, file ops too go to the kernel as they are queued, in groups, not all at the end of the turn: a turn
+that handles dozens of commands would otherwise leave the disk idle for as long as it runs (a virtual disk that
+completes what it was given in one batch then waits for a whole turn's worth). Each submission notifies the disk
+(a VM exit here), so a group is as big as the load allows: reads go in fours (`_FILE_OP_GROUP` / `_READ_WEIGHT`),
+writes, on which the worker is CPU-bound and each notification costs it, in sixteens. Writes in
+fours since the eighth stop, in sixteens since the thirteenth (4k O_DIRECT writes at QD32 82-85k -> 87-91k IOPS);
+reads since the twelfth (4k O_DIRECT reads at QD32 65k -> 67-75k IOPS at the same CPU per read; in sixteens 67k).
 Heavier loads never spin, nor do waits on storage I/O done outside the ring (librbd's: its callers count them in
 `outside_ops`), whose threads need the CPU a spin would take. A read and the send linked to it
 (`prep_read_send`) count as one completion: they are one QD1 command's.
@@ -66,7 +68,8 @@ _TUNED_FLAGS: Final = lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_COOP_TAS
 _CLOSE_CANCEL: Final = (1 << 64) - 1    # user_data of the cancel-everything op close() queues; callers stay < 2**63
 _SPIN_AFTER_AT_MOST: Final = 1          # completions in a turn for the next one to busy-poll
 _FILE_SPIN_FACTOR: Final = 4            # a turn waiting on a QD1 load's one file op spins this many times busy_poll_us
-_SUBMIT_FILE_OPS_EVERY: Final = 4       # file ops queued in a turn go to the kernel in groups of this many
+_FILE_OP_GROUP: Final = 16              # file ops queued in a turn go to the kernel once their weights add up to this:
+_READ_WEIGHT: Final = 4                 # a read's (a write's is 1): reads in groups of 4, writes of 16
 _CLOSE_GRACE: Final = 1.0               # seconds close() waits for cancelled ops to complete
 _VALGRIND: Final = "vgpreload" in os.environ.get("LD_PRELOAD", "")  # valgrind preloads its vgpreload_*.so in its client
 _VALGRIND_WAIT: Final = 0.05            # seconds a waiting turn waits at most under valgrind (module docstring)
@@ -90,7 +93,7 @@ class Ring:
 
     __slots__ = ("outside_ops", "_ring", "_pins", "_files", "_linked", "_capacity", "_scratch", "_user_data", "_res",
                  "_pairs", "flags", "_busy_poll_ns", "_spin_ns", "_free_files", "_free_buffers", "_fixed_lengths",
-                 "_quiet", "_unsubmitted_file_ops")
+                 "_quiet", "_group_weight")
 
     def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0) -> None:
         self._ring = None                   # until the kernel gives us one (close() and __del__ check)
@@ -110,7 +113,7 @@ class Ring:
         self._linked: set[int] = set()        # sends linked to a read (prep_read_send), in flight
         self.outside_ops = 0                  # storage ops in flight outside the ring: while any, no busy polling
         self._busy_poll_ns = self._spin_ns = int(busy_poll_us * 1000)
-        self._unsubmitted_file_ops = 0        # prep_read/_write/_read_send ops queued since the last submission
+        self._group_weight = 0                # of the prep_read/_write/_read_send ops queued since the last submission
         self._quiet = True                    # the last turn reaped at most one completion, no storage op in flight
         self._capacity = capacity = 2 * entries    # the CQ is twice the SQ: one reap call drains it
         self._scratch = ffi.new("struct io_uring_cqe *[]", capacity)
@@ -158,25 +161,25 @@ class Ring:
             raise error_for(rc, "prep_nop")
 
     # prep_read, prep_write and prep_read_send: the one file op of a quiet ring (QD1 on a file LUN: the command's
-    # disk read or write) goes to the kernel as it is queued, and under load every _SUBMIT_FILE_OPS_EVERY-th of
-    # these with those before it, so the disk starts while the rest of the turn runs; a failure to submit is the
-    # next turn's to report, as for any op.
+    # disk read or write) goes to the kernel as it is queued, and under load each that fills a group (_FILE_OP_GROUP)
+    # with those before it, so the disk starts while the rest of the turn runs; a failure to submit is the next
+    # turn's to report, as for any op.
     # fixed_file: fd is a slot from register_file; buf_index: buf lies in the buffer register_buffer gave that slot
     def prep_read(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
                   fixed_file: bool = False, buf_index: int = -1) -> None:
         view = _from_buffer("char[]", buf, True)
-        rc = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
+        rc: int = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_read")
-        self._file_op_queued(user_data, view)
+        self._file_op_queued(user_data, view, _READ_WEIGHT)
 
     def prep_write(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
                    fixed_file: bool = False, buf_index: int = -1) -> None:
         view = _from_buffer(buf)
-        rc = _prep_write(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
+        rc: int = _prep_write(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_write")
-        self._file_op_queued(user_data, view)
+        self._file_op_queued(user_data, view, 1)
 
     def prep_read_send(self, fd: int, buf: Buffer, offset: int, user_data: int, fixed_file: bool, buf_index: int,
                        sock: int, out: Buffer, send_user_data: int, send_flags: int = 0) -> None:
@@ -189,12 +192,12 @@ class Ring:
                                         send_user_data, sock, sending, len(sending), send_flags), "prep_read_send")
         self._pins[send_user_data] = sending
         self._linked.add(send_user_data)
-        self._file_op_queued(user_data, view)
+        self._file_op_queued(user_data, view, _READ_WEIGHT)
 
-    def _file_op_queued(self, user_data: int, view: Any) -> None:
+    def _file_op_queued(self, user_data: int, view: Any, weight: int) -> None:
         self._files[user_data] = view
-        self._unsubmitted_file_ops += 1
-        if self._unsubmitted_file_ops == _SUBMIT_FILE_OPS_EVERY:
+        self._group_weight += weight
+        if self._group_weight >= _FILE_OP_GROUP:
             self._submit_early()
             return
         if self._quiet and len(self._files) == 1:
@@ -222,14 +225,14 @@ class Ring:
 
     def prep_recv(self, fd: int, buf: Buffer, user_data: int, flags: int = 0) -> None:
         view = _from_buffer("char[]", buf, True)
-        rc = _prep_recv(self._ring, user_data, fd, view, len(view), flags)
+        rc: int = _prep_recv(self._ring, user_data, fd, view, len(view), flags)
         if rc:
             raise error_for(rc, "prep_recv")
         self._pins[user_data] = view
 
     def prep_send(self, fd: int, buf: Buffer, user_data: int, flags: int = 0) -> None:
         view = _from_buffer(buf)
-        rc = _prep_send(self._ring, user_data, fd, view, len(view), flags)
+        rc: int = _prep_send(self._ring, user_data, fd, view, len(view), flags)
         if rc:
             raise error_for(rc, "prep_send")
         self._pins[user_data] = view
@@ -311,20 +314,20 @@ class Ring:
     # -- submitting and reaping --------------------------------------------------------------------------------
     def submit(self) -> int:
         """Hand every queued SQE to the kernel; the number submitted."""
-        self._unsubmitted_file_ops = 0
+        self._group_weight = 0
         return _check_rc(lib.io_uring_submit(self._ring), "io_uring_submit")
 
     def _submit_early(self) -> None:
         """Hand every queued SQE to the kernel in the middle of a turn; a failure is the next turn's to report
         (its submission meets it again)."""
-        self._unsubmitted_file_ops = 0
+        self._group_weight = 0
         lib.io_uring_submit(self._ring)
 
     def submit_and_wait(self, wait_nr: int = 1, timeout: float | None = None) -> int:
         """Submit and wait for `wait_nr` completions or `timeout` seconds. A timeout or a signal returns
         normally (0) so the caller's loop, and Python's signal handlers, run. Otherwise liburing's count
         (the SQEs submitted; its timed form may report 0)."""
-        self._unsubmitted_file_ops = 0
+        self._group_weight = 0
         rc = lib.rt_submit_and_wait(self._ring, wait_nr, -1 if timeout is None else int(timeout * 1e9))
         if rc == -errno.ETIME or rc == -errno.EINTR:
             return 0
@@ -338,12 +341,12 @@ class Ring:
         if _VALGRIND and wait:
             os.sched_yield()
             timeout = _VALGRIND_WAIT if timeout is None else min(timeout, _VALGRIND_WAIT)
-        self._unsubmitted_file_ops = 0
+        self._group_weight = 0
         spin = self._spin_ns
         if spin and len(self._files) == 1:
             spin *= _FILE_SPIN_FACTOR
-        rc = _turn(self._ring, 2 if wait else 1, 1, -1 if timeout is None else int(timeout * 1e9), self._scratch,
-                   self._pairs, self._capacity, spin)
+        rc: int = _turn(self._ring, 2 if wait else 1, 1, -1 if timeout is None else int(timeout * 1e9),
+                        self._scratch, self._pairs, self._capacity, spin)
         if rc < 0:
             raise error_for(rc, "io_uring_submit_and_wait")
         done = self._reaped(rc) if rc else []
@@ -356,8 +359,8 @@ class Ring:
     def submit_and_reap(self) -> list[int]:
         """Submit what is queued and reap what is ready, without waiting, as `turn` does; the busy-poll
         decision stays the last turn's (for a reap within a turn, of what the kernel completed while submitting)."""
-        self._unsubmitted_file_ops = 0
-        rc = _turn(self._ring, 1, 0, 0, self._scratch, self._pairs, self._capacity, 0)
+        self._group_weight = 0
+        rc: int = _turn(self._ring, 1, 0, 0, self._scratch, self._pairs, self._capacity, 0)
         if rc < 0:
             raise error_for(rc, "io_uring_submit")
         done = self._reaped(rc) if rc else []

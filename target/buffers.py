@@ -30,6 +30,7 @@ MAX_KEPT: Final = 1 << 20         # longer buffers are never kept
 _char_at: Final = ctypes.c_char.from_buffer
 _address: Final = ctypes.addressof
 _refcount: Final = sys.getrefcount
+_memoryview: Final = memoryview   # (held here: compiled code looks a builtin up by name at every use)
 
 
 @mypyc_attr(native_class=False)
@@ -65,16 +66,16 @@ _IDLE: Final = _first_references(deque([HeadroomBuffer(0)]))
 def headroom_view(data) -> memoryview | None:
     """HEADROOM bytes, then `data`, as one view, when `data` is an untruncated view from a BufferPool, else
     None."""
-    obj: Any = data.obj if type(data) is memoryview else None
+    obj: Any = data.obj if type(data) is _memoryview else None
     kind = type(obj)
     if kind is HeadroomBuffer:
         if len(obj) == HEADROOM + data.nbytes:
-            return memoryview(obj)
+            return _memoryview(obj)
     elif kind is AlignedBuffer:             # (its attributes read once: a Python class's, looked up by name)
         length = obj.length
         if length == data.nbytes:
             offset = obj.offset
-            return memoryview(obj)[offset - HEADROOM:offset + length]
+            return _memoryview(obj)[offset - HEADROOM:offset + length]
     return None
 
 
@@ -83,7 +84,7 @@ def page_aligned(data) -> bool:
     starts on a page boundary: an O_DIRECT store writes it as it is (the Data-Out of a write is gathered in one,
     LogicalUnit.data_buffers). Told by its length, without asking for its address (that cost more than the rest
     of the test): the pool makes no other view of the data's length (`headroom_view`'s is HEADROOM longer)."""
-    obj: Any = data.obj if type(data) is memoryview else None
+    obj: Any = data.obj if type(data) is _memoryview else None
     return type(obj) is AlignedBuffer and obj.length == data.nbytes
 
 
@@ -117,8 +118,9 @@ class BufferPool:
             kept.rotate(-1)                     # in use or not: the next get looks at the next one
             if idle:
                 if type(buf) is HeadroomBuffer:
-                    return memoryview(buf)[HEADROOM:]
-                return memoryview(buf)[buf.offset:buf.offset + length]
+                    return _memoryview(buf)[HEADROOM:]
+                offset = buf.offset
+                return _memoryview(buf)[offset:offset + length]
             if len(kept) == kept.maxlen:
                 kept = None                     # all kept: a fresh one, not kept (nor registered)
         elif kept is None and 0 < length <= MAX_KEPT and len(self._kept) < KEEP_LENGTHS:
@@ -127,12 +129,12 @@ class BufferPool:
             fresh = HeadroomBuffer(HEADROOM + length)
             if kept is not None:
                 kept.append(fresh)
-            return memoryview(fresh)[HEADROOM:]
+            return _memoryview(fresh)[HEADROOM:]
         aligned = AlignedBuffer(HEADROOM + PAGE + length)
         aligned.offset = offset = HEADROOM + -(_address(_char_at(aligned)) + HEADROOM) % PAGE
         aligned.length = length
         aligned.slot = -1
-        view = memoryview(aligned)[offset:offset + length]
+        view = _memoryview(aligned)[offset:offset + length]
         if kept is not None:
             if self._ring is not None:
                 aligned.slot = self._ring.register_buffer(view)

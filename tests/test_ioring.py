@@ -358,11 +358,12 @@ def reaped_within(ring, count, seconds=2.0):
 
 
 def test_file_ops_go_to_the_kernel_in_groups_as_they_are_queued(ring, fd):
-    """Past a quiet ring's first file op, every fourth queued read or write is submitted with those before it,
-    mid-turn: reap() (which never submits) finds their completions. The rest wait for the turn."""
-    for n in range(5):
-        ring.prep_write(fd, bytes([n]) * 16, 16 * n, n)     # the first at once (quiet ring), then 1-4 as a group
-    assert reaped_within(ring, 5) == {n: 16 for n in range(5)}
+    """Past a quiet ring's first file op, every fourth queued read and every sixteenth write is submitted with
+    those before it, mid-turn: reap() (which never submits) finds their completions. The rest wait for the turn."""
+    for n in range(18):
+        ring.prep_write(fd, bytes([n % 5]) * 16, 16 * (n % 5), n)  # the first at once (quiet ring), 1-16 as a group,
+    assert reaped_within(ring, 17) == {n: 16 for n in range(17)}    # 17 waits for the turn
+    assert wait_all(ring, 17) == {17: 16}
     bufs = [bytearray(16) for _ in range(6)]
     for n in range(6):
         ring.prep_read(fd, bufs[n], 16 * (n % 5), 10 + n)   # 10 at once, 11-14 as a group, 15 waits for the turn

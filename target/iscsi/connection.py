@@ -69,6 +69,7 @@ SLOW_LINKED_READ_NS: Final = 50_000_000
 LINK_PAUSE_NS: Final = 10_000_000_000
 
 _EMPTY: Final = memoryview(b"")
+_memoryview: Final = memoryview   # (held here: compiled code looks a builtin up by name at every use)
 _NO_RESIDUAL: Final = (0, 0)
 _NOTHING_FINISHED: Final[tuple[Command, ...]] = ()
 _LINKED_SEND: Final = (0, 0, _NOTHING_FINISHED)  # `_taken`'s entry for a linked send until it completes
@@ -506,7 +507,7 @@ class Connection:
         if self.unit_wide and self._held(command):
             return
         if command.buffer is not None:
-            command.data_out = memoryview(command.buffer)
+            command.data_out = _memoryview(command.buffer)
         elif command.write:
             command.data_out = _EMPTY
         command.running = True

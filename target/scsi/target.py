@@ -196,7 +196,8 @@ class ScsiTarget(SharedUnits):
         task.remote = False
         cdb = task.cdb
         handler, length, flags, access, lba_check = _EXECUTE[cdb[0]] if cdb else _EXECUTE_UNSUPPORTED
-        unit = self.luns.get(task.lun)
+        luns: dict[int, LogicalUnit] = self.luns    # (typed here: the unit's attributes are read natively, compiled;
+        unit = luns.get(task.lun)                   # the class's own are looked up by name, its base being Python)
         try:
             if unit is None:
                 if not flags & ANY_LUN:
@@ -223,17 +224,18 @@ class ScsiTarget(SharedUnits):
             if lba_check is None:
                 data = handler(self, unit, task)
             else:                                           # op.LbaCheck, inline: the hot path
+                addressed: LogicalUnit = unit  # type: ignore[assignment]  # no LbaCheck row has ANY_LUN
                 decode, count_byte, protect, fields, held = lba_check
                 lba_flags, lba, count = decode(cdb)
                 if lba_flags & protect:
                     raise invalid_cdb(1, 7)
                 if fields is not None:
-                    fields(unit, task, lba_flags, count)
-                if lba + count > unit.blocks:   # type: ignore[union-attr]  # no LbaCheck row has ANY_LUN
+                    fields(addressed, task, lba_flags, count)
+                if lba + count > addressed.blocks:
                     raise ScsiError(ILLEGAL_REQUEST, LBA_OUT_OF_RANGE)
-                if held and count > unit.max_transfer_blocks:   # type: ignore[union-attr]  # (as above)
+                if held and count > addressed.max_transfer_blocks:
                     raise invalid_cdb(count_byte)
-                data = handler(self, unit, task, lba_flags, lba, count)
+                data = handler(self, addressed, task, lba_flags, lba, count)
         except ScsiError as error:
             fail(task, error)
             return
