@@ -29,6 +29,7 @@ MODULES = (
     "target.metrics.counters",
     "target.iscsi.pdu",
     "target.iscsi.framing",
+    "target.iscsi.negotiation",     # (its SessionParams is read per command: a Python class's fields by name)
     "target.iscsi.sequencing",
     "target.iscsi.command",
     "target.iscsi.responses",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .cdb import BYTCHK, BYTCHK_COMPARE, BYTCHK_ONE_BLOCK, WS_NDOB, LbaLayout
 from .sense import ILLEGAL_REQUEST, INVALID_FIELD_IN_COMMAND_IU, ScsiError
+from .task import ScsiTask
 
 
 # -- length decoders: (cdb, block size) -> bytes of data-out ----------------------------------------------------
@@ -82,7 +83,7 @@ def exact_data(task, length: int):
     return parameter_data(task, length)
 
 
-def block_data(task, length: int, size: int):
+def block_data(task: ScsiTask, length: int, size: int):
     """The whole blocks of data-out received for a write of `length` bytes (None if there are none); sets
     `task.transfer_length`. A part of a block, or no data phase at all for a write that asks for one:
     INVALID FIELD IN COMMAND INFORMATION UNIT."""

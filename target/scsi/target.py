@@ -179,7 +179,8 @@ class ScsiTarget(SharedUnits):
     def data_out_buffers(self, lun: int) -> Callable[[int], memoryview] | None:
         """Where the transport gathers a write's data-out: `get(length)` of the unit's buffer pool (page-aligned
         for an O_DIRECT store, which then writes from it as it is); None for a LUN that does not exist."""
-        unit = self.luns.get(lun)
+        luns: dict[int, LogicalUnit] = self.luns    # (typed: as in `execute`)
+        unit = luns.get(lun)
         return unit.data_buffers.get if unit is not None else None
 
     @staticmethod
