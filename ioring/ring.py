@@ -14,9 +14,9 @@ Under load, file ops too go to the kernel as they are queued, in groups, not all
 that handles dozens of commands would otherwise leave the disk idle for as long as it runs (a virtual disk that
 completes what it was given in one batch then waits for a whole turn's worth). Each submission notifies the disk
 (a VM exit here), so a group is as big as the load allows: reads go in fours (`_FILE_OP_GROUP` / `_READ_WEIGHT`),
-writes, on which the worker is CPU-bound and each notification costs it, in sixteens. Writes in
-fours since the eighth stop, in sixteens since the thirteenth (4k O_DIRECT writes at QD32 82-85k -> 87-91k IOPS);
-reads since the twelfth (4k O_DIRECT reads at QD32 65k -> 67-75k IOPS at the same CPU per read; in sixteens 67k).
+writes, on which the worker is CPU-bound and each notification costs it, in sixteens. Writes in fours since the
+eighth stop, in sixteens since the thirteenth (4k O_DIRECT writes at QD32 82-85k -> 87-91k IOPS); reads since the
+twelfth (4k O_DIRECT reads at QD32 65k -> 67-75k IOPS at the same CPU per read; in sixteens 67k).
 Heavier loads never spin, nor do waits on storage I/O done outside the ring (librbd's: its callers count them in
 `outside_ops`), whose threads need the CPU a spin would take. A read and the send linked to it
 (`prep_read_send`) count as one completion: they are one QD1 command's.

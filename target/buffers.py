@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import mmap
 import sys
-from collections import deque
 from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
@@ -52,15 +51,27 @@ class AlignedBuffer(bytearray):
     slot: int
 
 
-def _first_references(kept: deque) -> int:
-    """getrefcount of the first buffer of `kept` as read from here: `get` asks this before it holds the buffer
-    itself, and _IDLE is what it reads for a buffer nothing else holds (the deque's reference, the local's and the
-    call's own where the interpreter counts them all, fewer where compiled code borrows references)."""
-    buf = kept[0]
+class _Kept:
+    """The buffers of one length a pool keeps, looked at in turn (a list and an index: compiled, native list
+    operations, where a deque's `rotate` and indexing are generic calls)."""
+
+    __slots__ = ("buffers", "limit", "turn")
+
+    def __init__(self, limit: int) -> None:
+        self.buffers: list[Any] = []
+        self.limit = limit          # kept at most
+        self.turn = 0               # the index of the one `get` looks at next
+
+
+def _references(buffers: list[Any], index: int) -> int:
+    """getrefcount of `buffers[index]` as read from here: `get` asks this before it holds the buffer itself, and
+    _IDLE is what it reads for a buffer nothing else holds (the list's reference, the local's and the call's own
+    where the interpreter counts them all, fewer where compiled code borrows references)."""
+    buf = buffers[index]
     return _refcount(buf)
 
 
-_IDLE: Final = _first_references(deque([HeadroomBuffer(0)]))
+_IDLE: Final = _references([HeadroomBuffer(0)], 0)
 
 
 def headroom_view(data) -> memoryview | None:
@@ -107,28 +118,30 @@ class BufferPool:
 
     def __init__(self, aligned: bool = False, ring: Any = None):
         self.aligned = aligned
-        self._kept: dict[int, deque] = {}
+        self._kept: dict[int, _Kept] = {}
         self._ring: Any = ring if aligned else None
 
     def get(self, length: int) -> memoryview:
         kept = self._kept.get(length)
-        if kept:
-            idle = _first_references(kept) == _IDLE
-            buf = kept[0]
-            kept.rotate(-1)                     # in use or not: the next get looks at the next one
+        if kept is not None and kept.buffers:
+            buffers = kept.buffers
+            turn = kept.turn
+            idle = _references(buffers, turn) == _IDLE
+            buf = buffers[turn]
+            kept.turn = turn + 1 if turn + 1 < len(buffers) else 0   # in use or not: the next get looks at the next
             if idle:
                 if type(buf) is HeadroomBuffer:
                     return _memoryview(buf)[HEADROOM:]
                 offset = buf.offset
                 return _memoryview(buf)[offset:offset + length]
-            if len(kept) == kept.maxlen:
+            if len(buffers) == kept.limit:
                 kept = None                     # all kept: a fresh one, not kept (nor registered)
         elif kept is None and 0 < length <= MAX_KEPT and len(self._kept) < KEEP_LENGTHS:
-            kept = self._kept[length] = deque(maxlen=max(2, KEEP_BYTES // length))
+            kept = self._kept[length] = _Kept(max(2, KEEP_BYTES // length))
         if not self.aligned:
             fresh = HeadroomBuffer(HEADROOM + length)
             if kept is not None:
-                kept.append(fresh)
+                kept.buffers.append(fresh)
             return _memoryview(fresh)[HEADROOM:]
         aligned = AlignedBuffer(HEADROOM + PAGE + length)
         aligned.offset = offset = HEADROOM + -(_address(_char_at(aligned)) + HEADROOM) % PAGE
@@ -138,14 +151,14 @@ class BufferPool:
         if kept is not None:
             if self._ring is not None:
                 aligned.slot = self._ring.register_buffer(view)
-            kept.append(aligned)
+            kept.buffers.append(aligned)
         return view
 
     def close(self) -> None:
         """Unregister the kept buffers from the ring (views still out stay valid, as plain memory)."""
         if self._ring is not None:
             for kept in self._kept.values():
-                for buf in kept:
+                for buf in kept.buffers:
                     if buf.slot >= 0:
                         self._ring.unregister_buffer(buf.slot)
                         buf.slot = -1
