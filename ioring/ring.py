@@ -13,10 +13,11 @@ than the network's next command; that one file op is submitted as it is queued, 
 Under load, file ops too go to the kernel as they are queued, in groups, not all at the end of the turn: a turn
 that handles dozens of commands would otherwise leave the disk idle for as long as it runs (a virtual disk that
 completes what it was given in one batch then waits for a whole turn's worth). Each submission notifies the disk
-(a VM exit here), so a group is as big as the load allows: reads go in fours (`_FILE_OP_GROUP` / `_READ_WEIGHT`),
-writes, on which the worker is CPU-bound and each notification costs it, in sixteens. Writes in fours since the
-eighth stop, in sixteens since the thirteenth (4k O_DIRECT writes at QD32 82-85k -> 87-91k IOPS); reads since the
-twelfth (4k O_DIRECT reads at QD32 65k -> 67-75k IOPS at the same CPU per read; in sixteens 67k).
+(a VM exit here): reads and big writes, where the disk is the limit, go in fours (`_FILE_OP_GROUP` / `_HEAVY`),
+small writes (up to `_SMALL_WRITE`), where the worker's CPU is and each notification costs it, in sixteens. Writes
+in fours since the eighth stop, small ones in sixteens since the thirteenth (4k O_DIRECT writes at QD32, single
+runs: 82-85k -> 87-91k IOPS); reads since the twelfth (4k O_DIRECT reads at QD32 65k -> 67-75k IOPS at the same
+CPU per read; in sixteens 67k).
 Heavier loads never spin, nor do waits on storage I/O done outside the ring (librbd's: its callers count them in
 `outside_ops`), whose threads need the CPU a spin would take. A read and the send linked to it
 (`prep_read_send`) count as one completion: they are one QD1 command's.
@@ -69,7 +70,8 @@ _CLOSE_CANCEL: Final = (1 << 64) - 1    # user_data of the cancel-everything op 
 _SPIN_AFTER_AT_MOST: Final = 1          # completions in a turn for the next one to busy-poll
 _FILE_SPIN_FACTOR: Final = 4            # a turn waiting on a QD1 load's one file op spins this many times busy_poll_us
 _FILE_OP_GROUP: Final = 16              # file ops queued in a turn go to the kernel once their weights add up to this:
-_READ_WEIGHT: Final = 4                 # a read's (a write's is 1): reads in groups of 4, writes of 16
+_HEAVY: Final = 4                       # a read's or a big write's (a small write's is 1): groups of 4, small writes 16
+_SMALL_WRITE: Final = 16384             # bytes a small write has at most
 _CLOSE_GRACE: Final = 1.0               # seconds close() waits for cancelled ops to complete
 _VALGRIND: Final = "vgpreload" in os.environ.get("LD_PRELOAD", "")  # valgrind preloads its vgpreload_*.so in its client
 _VALGRIND_WAIT: Final = 0.05            # seconds a waiting turn waits at most under valgrind (module docstring)
@@ -171,15 +173,16 @@ class Ring:
         rc: int = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_read")
-        self._file_op_queued(user_data, view, _READ_WEIGHT)
+        self._file_op_queued(user_data, view, _HEAVY)
 
     def prep_write(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
                    fixed_file: bool = False, buf_index: int = -1) -> None:
         view = _from_buffer(buf)
-        rc: int = _prep_write(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
+        length = len(view)
+        rc: int = _prep_write(self._ring, user_data, fd, view, length, offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_write")
-        self._file_op_queued(user_data, view, 1)
+        self._file_op_queued(user_data, view, 1 if length <= _SMALL_WRITE else _HEAVY)
 
     def prep_read_send(self, fd: int, buf: Buffer, offset: int, user_data: int, fixed_file: bool, buf_index: int,
                        sock: int, out: Buffer, send_user_data: int, send_flags: int = 0) -> None:
@@ -192,7 +195,7 @@ class Ring:
                                         send_user_data, sock, sending, len(sending), send_flags), "prep_read_send")
         self._pins[send_user_data] = sending
         self._linked.add(send_user_data)
-        self._file_op_queued(user_data, view, _READ_WEIGHT)
+        self._file_op_queued(user_data, view, _HEAVY)
 
     def _file_op_queued(self, user_data: int, view: Any, weight: int) -> None:
         self._files[user_data] = view

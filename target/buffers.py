@@ -2,7 +2,7 @@
 target/backstore/ so that the iSCSI layer imports it without the cffi ring. Compiled with the data path
 (target/compiled.py), but for the buffer classes: a compiled class cannot subclass bytearray, so they stay Python
 classes; a kept buffer is told free by its reference count read the same way when compiled as when not
-(`_first_references`).
+(`_references`).
 
 Each buffer keeps HEADROOM bytes in front of its data, where the iSCSI layer can build a Data-In header and
 send header and data as one contiguous piece (see `headroom_view`). In memory buffers are a `HeadroomBuffer`:

@@ -370,3 +370,18 @@ def test_file_ops_go_to_the_kernel_in_groups_as_they_are_queued(ring, fd):
     assert reaped_within(ring, 5) == {n: 16 for n in range(10, 15)}
     assert wait_all(ring, 15) == {15: 16}
     assert all(buf == bytes([n % 5]) * 16 for n, buf in enumerate(bufs))
+
+
+def test_reads_and_big_writes_weigh_four_small_writes_one(ring, fd):
+    """A group is sixteen small writes' worth: a read or a write of more than 16 KiB counts four. Past the quiet
+    ring's first op, two reads, a 32 KiB write and four small writes fill one; the next small write waits."""
+    os.pwrite(fd, bytes(64), 0)                             # what the reads read
+    bufs = [bytearray(16) for _ in range(2)]
+    ring.prep_write(fd, b"x" * 16, 4096, 0)                 # at once (quiet ring)
+    ring.prep_read(fd, bufs[0], 0, 1)                       # 4
+    ring.prep_write(fd, bytes(32768), 8192, 2)              # 8
+    ring.prep_read(fd, bufs[1], 16, 3)                      # 12
+    for n in range(4, 9):
+        ring.prep_write(fd, b"y" * 16, 4096 + 16 * n, n)    # 13, 14, 15, 16 (the group goes), then 8 waits
+    assert reaped_within(ring, 8) == {0: 16, 1: 16, 2: 32768, 3: 16, 4: 16, 5: 16, 6: 16, 7: 16}
+    assert wait_all(ring, 8) == {8: 16}

@@ -19,8 +19,8 @@ more wait in the store, in order, and start as earlier ones complete (each is a 
 than the sessions' command windows allow: login.COMMAND_WINDOW each). A worker keeps the disk fed that way while
 it handles a turn's commands: without a bound, a load of 64 writes went to a virtual disk as one batch, which it
 completed as one, and the disk then idled while the worker answered all 64 and took in the next 64 (4k O_DIRECT
-writes at QD 2x32: 25k/s; bounded to 32, and with the ring submitting writes in groups of 4 as they are queued:
-45k/s, tgtd's 42k). Reads are not bounded: the worker, not the disk, is what limits them, and holding them cost
+writes at QD 2x32: 25k/s; bounded to 32, and with the ring submitting writes in groups of 4 as they are queued
+then: 45k/s, tgtd's 42k). Reads are not bounded: the worker, not the disk, is what limits them, and holding them cost
 more than it gave (4k O_DIRECT reads at QD 2x32: 0.88x the IOPS bounded to 32).
 """
 from __future__ import annotations

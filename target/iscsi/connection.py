@@ -129,9 +129,9 @@ class Connection:
         self.nexus = ""
         self.initiator_name = ""
         # The full feature phase's parameters and window, set at its start (`ping` and `output_sent` look at `login`
-        # before they use them), typed as set so that the per-PDU path needs no checks for None. The window starts
-        # as an unused one, not None: compiled (target/compiled.py), a read of a native attribute is not checked
-        self.params: SessionParams = None  # type: ignore[assignment]
+        # before they use them), typed as set so that the per-PDU path needs no checks for None. Both start as unused
+        # ones, not None: compiled (target/compiled.py), a read of a native attribute is not checked
+        self.params = SessionParams()
         self.window = CommandWindow(0, 0)
         self.stat_sn = 0
         self.commands: dict[int, Command] = {}
