@@ -39,6 +39,9 @@ int rt_prep_fallocate(struct io_uring *ring, uint64_t user_data, int fd, int mod
 int rt_prep_accept(struct io_uring *ring, uint64_t user_data, int fd);
 int rt_prep_recv(struct io_uring *ring, uint64_t user_data, int fd, void *buf, size_t len, int flags);
 int rt_prep_read_send(struct io_uring *ring, uint64_t user_data, int fd, void *buf, unsigned nbytes, uint64_t offset, int fixed_file, int buf_index, uint64_t send_user_data, int sock, const void *out, size_t out_len, int send_flags);
+/* recvmsg into head, then body, then tail (if tail_len): `parts` (and the buffers) must outlive the op */
+struct rt_recv_parts { ...; };
+int rt_prep_recv_parts(struct io_uring *ring, uint64_t user_data, int fd, struct rt_recv_parts *parts, void *head, size_t head_len, void *body, size_t body_len, void *tail, size_t tail_len, int flags);
 int rt_prep_send(struct io_uring *ring, uint64_t user_data, int fd, const void *buf, size_t len, int flags);
 int rt_prep_sendmsg(struct io_uring *ring, uint64_t user_data, int fd, const struct msghdr *msg, unsigned flags);
 int rt_prep_cancel(struct io_uring *ring, uint64_t user_data, uint64_t target, int flags);

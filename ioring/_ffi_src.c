@@ -149,6 +149,25 @@ static inline int rt_prep_recv(struct io_uring *ring, uint64_t user_data, int fd
     RT_PREP(io_uring_prep_recv(sqe, fd, buf, len, flags));
 }
 
+/* One receive into up to three buffers in turn (a PDU's header, its data segment, then whatever follows), as
+ * one completion: recvmsg over `parts`, which the caller keeps, with the buffers, until it completes. A third
+ * buffer of length 0 is left out. */
+struct rt_recv_parts {
+    struct msghdr msg;
+    struct iovec iov[3];
+};
+
+static inline int rt_prep_recv_parts(struct io_uring *ring, uint64_t user_data, int fd, struct rt_recv_parts *parts,
+                                     void *head, size_t head_len, void *body, size_t body_len, void *tail,
+                                     size_t tail_len, int flags)
+{
+    parts->msg = (struct msghdr){.msg_iov = parts->iov, .msg_iovlen = tail_len ? 3 : 2};
+    parts->iov[0] = (struct iovec){.iov_base = head, .iov_len = head_len};
+    parts->iov[1] = (struct iovec){.iov_base = body, .iov_len = body_len};
+    parts->iov[2] = (struct iovec){.iov_base = tail, .iov_len = tail_len};
+    RT_PREP(io_uring_prep_recvmsg(sqe, fd, &parts->msg, flags));
+}
+
 static inline int rt_prep_send(struct io_uring *ring, uint64_t user_data, int fd, const void *buf, size_t len,
                                int flags)
 {

@@ -64,6 +64,8 @@ _prep_read: Final = lib.rt_prep_read
 _prep_write: Final = lib.rt_prep_write
 _prep_recv: Final = lib.rt_prep_recv
 _prep_send: Final = lib.rt_prep_send
+_prep_recv_parts: Final = lib.rt_prep_recv_parts
+_new: Final = ffi.new
 _turn: Final = lib.rt_turn
 _TUNED_FLAGS: Final = lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
 _CLOSE_CANCEL: Final = (1 << 64) - 1    # user_data of the cancel-everything op close() queues; callers stay < 2**63
@@ -232,6 +234,19 @@ class Ring:
         if rc:
             raise error_for(rc, "prep_recv")
         self._pins[user_data] = view
+
+    def prep_recv_parts(self, fd: int, head: Buffer, body: Buffer, tail: Buffer, user_data: int,
+                        flags: int = 0) -> None:
+        """A receive into `head`, on into `body`, then into `tail` (may be empty), as one completion (recvmsg)."""
+        head_view = _from_buffer("char[]", head, True)
+        body_view = _from_buffer("char[]", body, True)
+        tail_view = _from_buffer("char[]", tail, True)
+        parts = _new("struct rt_recv_parts *")
+        rc: int = _prep_recv_parts(self._ring, user_data, fd, parts, head_view, len(head_view), body_view,
+                                   len(body_view), tail_view, len(tail_view), flags)
+        if rc:
+            raise error_for(rc, "prep_recv_parts")
+        self._pins[user_data] = parts, head_view, body_view, tail_view
 
     def prep_send(self, fd: int, buf: Buffer, user_data: int, flags: int = 0) -> None:
         view = _from_buffer(buf)

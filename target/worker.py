@@ -51,6 +51,11 @@ log = logging.getLogger(f"ringtgt.{__name__}")
 
 RECV_BUFFER = 256 * 1024           # a session's receive buffer, from the full feature phase on
 LOGIN_RECV_BUFFER = BHS_LEN + NEGOTIATION_DATA_LIMIT   # before: a Login PDU (without AHS) in one recv
+# Where a connection's receive goes: its receive buffer; straight into a data segment being gathered
+# (Connection.receive_into_segment); a header and on into a segment like the last one (Connection.receive_ahead).
+_INTO_BUFFER: Final = 0
+_INTO_SEGMENT: Final = 1
+_INTO_HEADER_AND_SEGMENT: Final = 2
 IOV_MAX: Final = 1024
 COALESCE_BELOW: Final = 16384       # output buffers this small are copied together rather than gathered
 # held by the module, not looked up on theirs per command (compiled, a `Final` is a C variable)
@@ -87,7 +92,7 @@ def _detached(res: int) -> None:
 class Channel:
     """The I/O side of one connection: its socket, receive buffer and send state."""
 
-    __slots__ = ("sock", "fd", "conn", "recv_buf", "recv_view", "receiving", "into_segment", "sending",
+    __slots__ = ("sock", "fd", "conn", "recv_buf", "recv_view", "receiving", "into", "sending",
                  "sending_bytes", "dead", "opened", "on_received", "on_sent", "on_linked_sent")
 
     def __init__(self, sock: socket.socket, conn: Connection, opened: float):
@@ -97,7 +102,7 @@ class Channel:
         self.recv_buf = bytearray(LOGIN_RECV_BUFFER)     # small while anyone can hold it without a login
         self.recv_view = memoryview(self.recv_buf)
         self.receiving = False
-        self.into_segment = False      # the recv in flight goes straight into a data segment (not recv_buf)
+        self.into = _INTO_BUFFER       # where the recv in flight goes: recv_buf, a data segment, or both
         self.sending: list[Buf] | None = None    # the buffers of the send in flight
         self.sending_bytes = 0         # and their total size
         # the worker's completion handlers for this channel's recv and send
@@ -339,11 +344,18 @@ class Worker:
         conn = channel.conn
         token = self.reactor.token(channel.on_received)
         segment = conn.receive_into_segment()
-        channel.into_segment = segment is not None
         if segment is not None:
+            channel.into = _INTO_SEGMENT
             self.ring.prep_recv(channel.fd, segment, token)
             return
         header = conn.header_wanted()
+        if header:
+            ahead = conn.receive_ahead(channel.recv_view)
+            if ahead is not None:
+                channel.into = _INTO_HEADER_AND_SEGMENT
+                self.ring.prep_recv_parts(channel.fd, ahead[0], ahead[1], channel.recv_buf, token)
+                return
+        channel.into = _INTO_BUFFER
         self.ring.prep_recv(channel.fd, channel.recv_view[:header] if header else channel.recv_buf, token)
 
     def _received(self, channel: Channel, res: int) -> None:
@@ -352,11 +364,15 @@ class Worker:
             self._teardown(channel)
             return
         conn = channel.conn
-        if channel.into_segment:
-            _ack_now(channel.sock)
-            conn.segment_received(res, _now_ns())
-        else:
+        into = channel.into
+        if into == _INTO_BUFFER:
             conn.receive_data(channel.recv_view[:res], _now_ns())
+        else:
+            _ack_now(channel.sock)
+            if into == _INTO_SEGMENT:
+                conn.segment_received(res, _now_ns())
+            else:
+                conn.ahead_received(res, _now_ns())
         if not conn.closing and not conn.over_output_bound:
             self._arm_recv(channel)             # else `_sent` arms it once the output has drained
 

@@ -206,6 +206,20 @@ def test_buffers_survive_dropped_references(ring, tcp_pair):
     assert alive() is None                      # reaping released the pin
 
 
+def test_a_receive_in_parts_fills_the_head_the_body_then_the_tail_in_one_completion(ring, tcp_pair):
+    client, server = tcp_pair
+    head, body, tail = bytearray(4), bytearray(8), bytearray(6)
+    client.sendall(b"0123456789abcdefghij")
+    ring.prep_recv_parts(server.fileno(), memoryview(head), memoryview(body), tail, 1)
+    assert wait_all(ring, 1) == {1: 18}
+    assert head == b"0123" and body == b"456789ab" and tail == b"cdefgh"
+    ring.prep_recv_parts(server.fileno(), head, body, bytearray(), 2)     # no tail: head and body only
+    assert wait_all(ring, 2) == {2: 2} and head == b"ij23"
+    ring.prep_recv_parts(server.fileno(), head, body, tail, 3)     # waits for data; stops at what one send brought
+    client.sendall(b"xyz")
+    assert wait_all(ring, 3) == {3: 3} and head == b"xyz3"
+
+
 def test_large_user_data_round_trips(ring):
     ring.prep_nop(2**63 - 1)
     assert wait_all(ring, 2**63 - 1) == {2**63 - 1: 0}

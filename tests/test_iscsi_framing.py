@@ -75,17 +75,31 @@ def test_a_data_out_whose_segment_is_all_of_a_receive_outlives_it():
     assert bytes(pdu.data) == b"z" * 4096
 
 
-def _receive_as_the_worker_does(decoder, raw, chunk):
+def _receive_as_the_worker_does(decoder, raw, chunk, ahead=True, tail=4096):
     """Feed `raw` as the worker's receives would deliver it from a socket that has up to `chunk` bytes each time:
-    straight into a segment when the decoder offers one, else up to `header_wanted` bytes (or `chunk`) into the
-    receive buffer. Returns the PDUs, and how many bytes went through the receive buffer."""
+    straight into a segment when the decoder offers one; else, when it wants a header alone, into its header space,
+    on into the segment it offers ahead and then into a receive buffer of `tail` bytes (unless not `ahead`, or it
+    offers none); else up to `header_wanted` bytes (or `chunk`) into the receive buffer. Returns the PDUs, and how
+    many bytes went through the receive buffer or were received ahead into a segment they were not for."""
     pdus, pos, through_buffer = [], 0, 0
+    rest = memoryview(bytearray(tail))
     while pos < len(raw):
         into = decoder.rest_of_segment()
+        following = decoder.segment_ahead(rest) if ahead and into is None and decoder.header_wanted() else None
         if into is not None:
             count = min(into.nbytes, len(raw) - pos)
             into[:count] = raw[pos:pos + count]
             pdus += decoder.filled(count)
+        elif following is not None:
+            count = min(48 + following.nbytes + tail, chunk, len(raw) - pos)
+            piece = raw[pos:pos + count]
+            decoder.header_space[:min(count, 48)] = piece[:48]
+            following[:len(piece[48:48 + following.nbytes])] = piece[48:48 + following.nbytes]
+            rest[:len(piece[48 + following.nbytes:])] = piece[48 + following.nbytes:]
+            got = decoder.header_and_segment(count)
+            straight = any(p.data is following for p in got) or decoder.rest_of_segment() is not None
+            through_buffer += max(count - 48 - following.nbytes, 0) if straight else max(count - 48, 0)
+            pdus += got
         else:
             count = min(decoder.header_wanted() or chunk, len(raw) - pos)
             pdus += decoder.feed(raw[pos:pos + count])
@@ -111,7 +125,7 @@ def _decoder(digests: bool = False) -> tuple[FrameDecoder, list[int]]:
     decoder = FrameDecoder(max_data_len=1 << 16)
     decoder.use_digests(digests, digests)
     given: list[int] = []
-    decoder.segment_buffer = lambda pdu, length: given.append(length) or memoryview(bytearray(length))
+    decoder.segment_buffer = lambda lun_field, length: given.append(length) or memoryview(bytearray(length))
     return decoder, given
 
 
@@ -121,7 +135,7 @@ def test_a_stream_of_big_writes_is_received_straight_into_their_buffers():
     pdus = _writes_and_a_read()
     decoder, given = _decoder()
     chunk = len(pdus[0]) + 100
-    got, through_buffer = _receive_as_the_worker_does(decoder, b"".join(pdus), chunk)
+    got, through_buffer = _receive_as_the_worker_does(decoder, b"".join(pdus), chunk, ahead=False)
     assert [p.itt for p in got] == [0, 1, 9, 2, 3]
     assert [bytes(p.data) for p in got if p.itt != 9] == [bytes([n]) * 40960 for n in range(4)]
     assert given == [40960] * 4     # each buffer holds its data alone (an O_DIRECT store writes from it as it is)
@@ -130,6 +144,59 @@ def test_a_stream_of_big_writes_is_received_straight_into_their_buffers():
     # fourth); the second's and the fourth's data went straight into their buffers
     assert through_buffer == 2 * chunk + len(pdus[2])
     assert decoder.buffered == 0 and decoder.header_wanted() == len(pdus[2])
+
+
+def test_each_big_write_after_the_first_is_received_whole_in_one_receive_header_and_data():
+    """With a segment offered ahead, one receive takes a write's header and, straight on, its data into a buffer of
+    its unit's pool: after the first, no write's data goes through the receive buffer."""
+    pdus = [scsi_command(b"\x2a" + bytes(9), itt=n, edtl=40960, write=True, data=bytes([n]) * 40960, lun=2)
+            for n in range(5)]
+    decoder, given = _decoder()
+    luns = []
+    hook = decoder.segment_buffer
+    decoder.segment_buffer = lambda lun_field, length: luns.append(lun_field >> 48) or hook(lun_field, length)
+    got, through_buffer = _receive_as_the_worker_does(decoder, b"".join(pdus), chunk=len(pdus[0]))
+    assert [p.itt for p in got] == list(range(5))
+    assert [bytes(p.data) for p in got] == [bytes([n]) * 40960 for n in range(5)]
+    assert through_buffer == len(pdus[0])           # the first write, whole; then headers with their data
+    assert given == [40960] * 5 and set(luns) == {2}
+    assert decoder.buffered == 0 and decoder.segment_ahead(memoryview(bytearray(16))) is not None
+
+
+@pytest.mark.parametrize("tail", [100, 1 << 16])
+@pytest.mark.parametrize("chunk", [20, 47, 48, 49, 1000, 40960, 40960 + 48, 40960 + 100, 1 << 20])
+def test_whatever_follows_a_big_write_comes_out_whole_when_received_with_a_segment_ahead(chunk, tail):
+    """Receives with a segment ahead (and a receive buffer after it), cut anywhere: a read command, a write of
+    another length or unit, small writes, a Data-Out and a NOP-Out after big writes all come out whole and in
+    order, with their data."""
+    parts = [scsi_command(b"\x2a" + bytes(9), itt=0, edtl=40960, write=True, data=b"a" * 40960),
+             scsi_command(b"\x28" + bytes(9), itt=1, edtl=4096, read=True),
+             scsi_command(b"\x2a" + bytes(9), itt=2, edtl=40960, write=True, data=b"b" * 40960),
+             scsi_command(b"\x2a" + bytes(9), itt=3, edtl=20480, write=True, data=b"c" * 20480),
+             scsi_command(b"\x2a" + bytes(9), itt=4, edtl=20480, write=True, data=b"d" * 20480, lun=1),
+             scsi_command(b"\x2a" + bytes(9), itt=5, edtl=20480, write=True, data=b"e" * 20480, lun=1),
+             scsi_command(b"\x2a" + bytes(9), itt=6, edtl=512, write=True, data=b"f" * 512, lun=1),
+             scsi_command(b"\x2a" + bytes(9), itt=7, edtl=40960, write=True, data=b"g" * 20480, lun=1,
+                          final=False),
+             data_out(b"h" * 20480, itt=7, offset=20480),
+             build(0x00, itt=8)]
+    decoder, _ = _decoder()
+    got, _ = _receive_as_the_worker_does(decoder, b"".join(parts), chunk, tail=tail)
+    assert [p.itt for p in got] == list(range(8)) + [7, 8]
+    assert [bytes(p.data) for p in got] == [b"a" * 40960, b"", b"b" * 40960, b"c" * 20480, b"d" * 20480,
+                                            b"e" * 20480, b"f" * 512, b"g" * 20480, b"h" * 20480, b""]
+    assert decoder.buffered == 0
+
+
+def test_a_header_received_with_a_segment_ahead_is_checked_against_the_limits():
+    decoder, _ = _decoder()
+    decoder.feed(scsi_command(b"\x2a" + bytes(9), edtl=40960, write=True, data=bytes(40960)))
+    following = decoder.segment_ahead(memoryview(bytearray(16)))
+    oversized = data_out(bytes(1 << 17))
+    decoder.header_space[:] = oversized[:48]
+    following[:100] = oversized[48:148]
+    with pytest.raises(ProtocolError, match="MaxRecvDataSegmentLength"):
+        decoder.header_and_segment(148)
 
 
 def test_a_big_write_before_a_read_in_one_receive_keeps_headers_alone():

@@ -177,6 +177,18 @@ class Connection:
         """`count` bytes were received at `now` into what `receive_into_segment` gave."""
         self._take(self.decoder.filled, count, now)
 
+    def receive_ahead(self, tail: memoryview) -> tuple[memoryview, memoryview] | None:
+        """While big writes stream in (`header_wanted`): where one receive may take the next header and, straight
+        on, a data segment like the last, before what follows goes into `tail` (FrameDecoder.segment_ahead); then
+        `ahead_received`. None: take the header alone."""
+        decoder = self.decoder
+        ahead = decoder.segment_ahead(tail)
+        return (decoder.header_space, ahead) if ahead is not None else None
+
+    def ahead_received(self, count: int, now: int = 0) -> None:
+        """`count` bytes were received at `now` into what `receive_ahead` gave, header first."""
+        self._take(self.decoder.header_and_segment, count, now)
+
     def _take(self, decode: Callable[[Any], list[P.Pdu]], received: Any, now: int) -> None:
         if self.closing:
             return
@@ -375,12 +387,10 @@ class Connection:
                     _HANDLERS[ready.opcode](self, ready)
 
     # SCSI commands --------------------------------------------------------------------------------------------
-    def _segment_buffer(self, pdu: P.Pdu, length: int) -> memoryview | None:
-        """Where the decoder puts a big data segment: a write's immediate data straight into a buffer of its
-        unit's pool (page-aligned on an O_DIRECT store, which writes from it as it is)."""
-        if pdu.opcode != P.SCSI_COMMAND or not pdu.flags & P.SCSI_WRITE:
-            return None
-        allocate = self.target.data_out_buffers(P.decode_lun(pdu.lun_field))  # type: ignore[union-attr]  # Normal
+    def _segment_buffer(self, lun_field: int, length: int) -> memoryview | None:
+        """Where the decoder puts a write's big immediate data: straight into a buffer of its unit's pool
+        (page-aligned on an O_DIRECT store, which writes from it as it is)."""
+        allocate = self.target.data_out_buffers(P.decode_lun(lun_field))  # type: ignore[union-attr]  # Normal
         return allocate(length) if allocate is not None else None
 
     def _scsi_command(self, pdu: P.ScsiCommand) -> None:

@@ -43,20 +43,24 @@ def test_fio_randwrite_verify_eight_sessions(ringtgt, tmp_path):
     assert not idle, f"workers {sorted(idle)} accepted no connection (fio: {counts}, plus 64 probes)"
 
 
-@pytest.mark.parametrize("lun_keys, iodepth", [("direct = true", 8), ("direct = true\natomic_writes = false", 1),
-                                              ("direct = true\nwrite_queue_depth = 2", 16)],
-                         ids=["qd8", "qd1-linked-reads", "qd16-held-writes"])
-def test_fio_verify_on_an_o_direct_lun(ringtgt, tmp_path, lun_keys, iodepth):
+@pytest.mark.parametrize("lun_keys, iodepth, server", [
+    ("direct = true", 8, ""), ("direct = true\natomic_writes = false", 1, ""),
+    ("direct = true\nwrite_queue_depth = 2", 16, ""),
+    ("direct = true", 16, "immediate_data = true\ninitial_r2t = false")],
+    ids=["qd8", "qd1-linked-reads", "qd16-held-writes", "qd16-immediate-data"])
+def test_fio_verify_on_an_o_direct_lun(ringtgt, tmp_path, lun_keys, iodepth, server):
     """`direct = true`: reads land in and writes leave from the aligned buffers, whatever sizes come; one at a time
     on a LUN without atomic writes, each read's Data-In leaves linked to its disk read; 64 at a time on a LUN that
-    keeps two writes in the kernel, the rest held in the worker and started as those complete."""
+    keeps two writes in the kernel, the rest held in the worker and started as those complete; with immediate
+    data, each big write's data received straight into its buffer, with its header or after it, whichever size
+    came before it (a segment received ahead for a write like the last one, taken as a stream when it is not)."""
     probe = tmp_path / "probe"
     try:
         os.close(os.open(probe, os.O_RDWR | os.O_CREAT | os.O_DIRECT))
     except OSError as exc:
         pytest.skip(f"the test directory's file system refuses O_DIRECT ({exc.strerror}): {tmp_path}")
     jobs, per_job = 4, 8 << 20
-    tgt = ringtgt(luns=[Lun(0, f"{jobs * per_job >> 20}MiB", 512, lun_keys)], workers=1)
+    tgt = ringtgt(luns=[Lun(0, f"{jobs * per_job >> 20}MiB", 512, lun_keys)], workers=1, server_extra=server)
     job = write_fio_job(tmp_path / "direct.fio", tgt.url(0), rw="randwrite", bssplit="512/10:4k/40:60k/20:128k/30",
                         verify="crc32c", verify_fatal=1, iodepth=iodepth,
                         numjobs=jobs, size=per_job,
