@@ -86,9 +86,10 @@ _UNAVAILABLE = ("io_uring is not available on this kernel ({}): ringtgt needs Li
 
 
 def _iovec(bufs: Iterable[Buffer], writable: bool) -> tuple[Any, list[Any]]:     # cffi objects: untyped
-    """An iovec array over bufs and the buffer views it points into (both must outlive the op)."""
-    views = [ffi.from_buffer(b, require_writable=writable) for b in bufs]
-    return ffi.new("struct iovec[]", [(v, len(v)) for v in views]), views
+    """An iovec array over bufs and the buffer views it points into (both must outlive the op). (from_buffer's
+    arguments positional: by keyword they cost 250 ns more a buffer.)"""
+    views = [_from_buffer("char[]", b, True) for b in bufs] if writable else [_from_buffer(b) for b in bufs]
+    return _new("struct iovec[]", [(v, len(v)) for v in views]), views
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)   # (the tests' recording rings)
