@@ -368,6 +368,8 @@ class Worker:
         if into == _INTO_BUFFER:
             conn.receive_data(channel.recv_view[:res], _now_ns())
         else:
+            # (also after a header taken with a segment ahead that was not a big write's: the receive may have
+            # brought as much data all the same, and what it brought is known only once the decoder has it)
             _ack_now(channel.sock)
             if into == _INTO_SEGMENT:
                 conn.segment_received(res, _now_ns())

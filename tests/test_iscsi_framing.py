@@ -188,6 +188,48 @@ def test_whatever_follows_a_big_write_comes_out_whole_when_received_with_a_segme
     assert decoder.buffered == 0
 
 
+def _received_ahead(decoder, raw):
+    """One receive with a segment ahead that brought all of `raw`: into the header space, the segment, the tail."""
+    following = decoder.segment_ahead(memoryview(bytearray(1 << 16)))
+    tail = decoder._tail
+    decoder.header_space[:] = raw[:48]
+    following[:len(raw[48:48 + following.nbytes])] = raw[48:48 + following.nbytes]
+    tail[:len(raw[48 + following.nbytes:])] = raw[48 + following.nbytes:]
+    return following, decoder.header_and_segment(len(raw))
+
+
+def test_a_big_write_then_a_read_in_one_receive_ahead_keeps_the_next_ahead():
+    """The receive's PDUs as a whole decide what the next receive does (as for one feed): a big write taken ahead
+    and a read command after it in the tail leave the next receive with a segment ahead too."""
+    decoder, _ = _decoder()
+    decoder.feed(scsi_command(b"\x2a" + bytes(9), itt=0, edtl=40960, write=True, data=bytes(40960)))
+    write = scsi_command(b"\x2a" + bytes(9), itt=1, edtl=40960, write=True, data=b"w" * 40960)
+    read = scsi_command(b"\x28" + bytes(9), itt=2, edtl=4096, read=True)
+    following, got = _received_ahead(decoder, write + read)
+    assert [p.itt for p in got] == [1, 2] and got[0].data is following
+    assert decoder.segment_ahead(memoryview(bytearray(16))) is not None
+
+
+def test_a_header_with_an_ahs_received_with_a_segment_ahead_comes_out_whole():
+    """A command with an AHS is not taken straight: its AHS and data come out of the bytes received ahead."""
+    decoder, _ = _decoder()
+    decoder.feed(scsi_command(b"\x2a" + bytes(9), itt=0, edtl=40960, write=True, data=bytes(40960)))
+    plain = scsi_command(b"\x2a" + bytes(9), itt=1, edtl=40960, write=True, data=b"a" * 40960)
+    ahs = b"\x00\x08\x01\x00" + b"\xcc" * 8      # an extended-CDB AHS: length 8, type 1, reserved, 8 bytes
+    with_ahs = plain[:4] + bytes([len(ahs) // 4]) + plain[5:48] + ahs + plain[48:]
+    following, got = _received_ahead(decoder, with_ahs + build(0x00, itt=2))
+    assert [p.itt for p in got] == [1, 2]
+    assert got[0].ahs == ahs and bytes(got[0].data) == b"a" * 40960 and got[0].data is not following
+
+
+def test_only_a_write_with_big_immediate_data_has_the_next_header_received_alone():
+    decoder, _ = _decoder()
+    decoder.feed(scsi_command(b"\x28" + bytes(9), itt=0, edtl=40960, read=True, data=bytes(40960)))
+    assert decoder.header_wanted() == 0 and decoder.segment_ahead(memoryview(bytearray(16))) is None
+    decoder.feed(scsi_command(b"\x2a" + bytes(9), itt=1, edtl=40960, write=True, data=bytes(40960)))
+    assert decoder.header_wanted() == 48
+
+
 def test_a_header_received_with_a_segment_ahead_is_checked_against_the_limits():
     decoder, _ = _decoder()
     decoder.feed(scsi_command(b"\x2a" + bytes(9), edtl=40960, write=True, data=bytes(40960)))

@@ -263,6 +263,7 @@ class Connection:
     def close(self) -> None:
         self.closing = True
         self.decoder.segment_buffer = None      # it refers back to the connection
+        self.decoder.drop_ahead()
         self._done = None  # type: ignore[assignment]     # (as it does: no cycle left behind)
         self.write_waiting.clear()
         self.write_pool.withdraw(self)

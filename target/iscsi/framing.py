@@ -60,8 +60,9 @@ class FrameDecoder:
 
     def rest_of_segment(self) -> memoryview | None:
         """The rest of a big data segment being gathered (see `feed`), when at least RECEIVE_INTO bytes of it are
-        still to come or it is a command's big immediate data (whose next header `header_wanted` asks for alone):
-        the caller may receive straight into it, then report the bytes with `filled`."""
+        still to come or it is a command's big immediate data (after which the next header comes alone or with a
+        segment taken ahead: `header_wanted`): the caller may receive straight into it, then report the bytes with
+        `filled`."""
         fill, pending = self._fill, self._pending     # (a fill belongs to the pending PDU)
         if fill is None or pending is None:
             return None
@@ -70,12 +71,12 @@ class FrameDecoder:
         return fill[self._filled:]
 
     def _straight(self, pdu: Pdu) -> bool:
-        """Whether `pdu` is a command with more than RECEIVE_INTO bytes of immediate data and nothing else in its
+        """Whether `pdu` is a write command with more than RECEIVE_INTO bytes of immediate data and nothing else in its
         segment's buffer (no AHS, digest or padding, which would come before or after the data in it, and leave
         the data off the page an O_DIRECT store needs it on): received straight into its buffer, and a sign that
         more of its kind follow (a stream of big writes)."""
-        return (pdu.opcode == SCSI_COMMAND and pdu.data_len > RECEIVE_INTO and not pdu.data_len & 3
-                and not pdu.ahs_len and not self._header_digest and not self._data_digest)
+        return (pdu.opcode == SCSI_COMMAND and (pdu.flags & SCSI_WRITE) != 0 and pdu.data_len > RECEIVE_INTO
+                and not pdu.data_len & 3 and not pdu.ahs_len and not self._header_digest and not self._data_digest)
 
     def _note_straight(self, pdus: list[Pdu]) -> None:
         """Note whether any of `pdus` (one receive's) is `_straight`: then the next receive stops at the next
@@ -97,8 +98,9 @@ class FrameDecoder:
         hook = self.segment_buffer
         if not self._big or self._pending is not None or self._buf or hook is None:
             return None
-        self._tail = tail
-        ahead = self._ahead = hook(self._big_lun, self._big_len)
+        ahead = hook(self._big_lun, self._big_len)
+        if ahead is not None:
+            self._ahead, self._tail = ahead, tail
         return ahead
 
     def header_and_segment(self, count: int) -> list[Pdu]:
@@ -116,13 +118,20 @@ class FrameDecoder:
         self._pending = pdu
         count -= BHS_LEN
         beyond = count - ahead.nbytes       # bytes in the tail
-        if (pdu.data_len == ahead.nbytes and pdu.lun_field == self._big_lun and pdu.flags & SCSI_WRITE
-                and self._straight(pdu)):
+        if pdu.data_len == ahead.nbytes and pdu.lun_field == self._big_lun and self._straight(pdu):
             self._fill = ahead
             out = self.filled(count if beyond <= 0 else ahead.nbytes)
         else:
             out = self.feed(ahead[:count] if beyond <= 0 else ahead)
-        return out + self.feed(tail[:beyond]) if beyond > 0 else out
+        if beyond > 0:
+            out += self.feed(tail[:beyond])
+            if out:
+                self._note_straight(out)    # the whole receive's, as for one feed
+        return out
+
+    def drop_ahead(self) -> None:
+        """Let go of the buffers of a receive taken ahead (`segment_ahead`): its connection is closing."""
+        self._ahead = self._tail = None
 
     def header_wanted(self) -> int:
         """While commands come with big immediate data, how many bytes of the next header are still to come, so
