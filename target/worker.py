@@ -102,7 +102,7 @@ class Channel:
         self.recv_buf = bytearray(LOGIN_RECV_BUFFER)     # small while anyone can hold it without a login
         self.recv_view = memoryview(self.recv_buf)
         self.receiving = False
-        self.into = _INTO_BUFFER       # where the recv in flight goes: recv_buf, a data segment, or both
+        self.into = _INTO_BUFFER       # where the recv in flight goes (recv_buf, a segment, or a header on into both)
         self.sending: list[Buf] | None = None    # the buffers of the send in flight
         self.sending_bytes = 0         # and their total size
         # the worker's completion handlers for this channel's recv and send
