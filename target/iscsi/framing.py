@@ -112,9 +112,7 @@ class FrameDecoder:
         self._ahead = self._tail = None
         if count <= BHS_LEN:
             return self.feed(self.header_space[:count])
-        pdu = decode_bhs(bytes(self.header_space))
-        if pdu.data_len > self.max_data_len or pdu.ahs_len:
-            self._check_limits(pdu)
+        pdu = self._header(bytes(self.header_space))
         self._pending = pdu
         count -= BHS_LEN
         beyond = count - ahead.nbytes       # bytes in the tail
@@ -190,9 +188,7 @@ class FrameDecoder:
                 if pending is None:
                     if end - pos < BHS_LEN:
                         break
-                    pending = decode_bhs(bytes(source[pos:pos + BHS_LEN]))
-                    if pending.data_len > self.max_data_len or pending.ahs_len:
-                        self._check_limits(pending)
+                    pending = self._header(bytes(source[pos:pos + BHS_LEN]))
                     pos += BHS_LEN
                 data_len = pending.data_len
                 if data_len or pending.ahs_len or header_digest:    # else a bare BHS (a read, most often): whole
@@ -259,6 +255,13 @@ class FrameDecoder:
         if data_digest and digest(source[pos:pos + padded]) != source[pos + padded:pos + padded + data_digest]:
             pdu.data_digest_error = True
         return pos + padded + data_digest
+
+    def _header(self, raw: bytes) -> Pdu:
+        """The PDU whose BHS is `raw`, its lengths checked against the limits before any of its data is taken."""
+        pdu = decode_bhs(raw)
+        if pdu.data_len > self.max_data_len or pdu.ahs_len:
+            self._check_limits(pdu)
+        return pdu
 
     def _check_limits(self, pdu: Pdu) -> None:
         if pdu.ahs_len > MAX_AHS_BYTES:
