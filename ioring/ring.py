@@ -35,6 +35,9 @@ ZMTP handshake even, did not get through for minutes (the coordinator drops a ha
 worker never got its unit states and never accepted). So under valgrind a waiting turn first yields (sched_yield,
 which valgrind does release its lock in) and waits at most `_VALGRIND_WAIT`.
 
+The C calls keep the GIL (cffi would drop and take it back around each, which cost as much as most of them),
+but for the waits of a turn (its busy poll and its sleep): the process's other threads run then.
+
 The ring is set up SINGLE_ISSUER|COOP_TASKRUN|TASKRUN_FLAG when the kernel allows (≥ 6.0; plain otherwise):
 only the thread that created it may submit, so create it in the worker process, after fork.
 
@@ -92,13 +95,19 @@ def _iovec(bufs: Iterable[Buffer], writable: bool) -> tuple[Any, list[Any]]:    
     return _new("struct iovec[]", [(v, len(v)) for v in views]), views
 
 
+def address_of(buf: Buffer) -> Any:
+    """The address of writable `buf`'s first byte, for Ring.prep_recv_at: a pointer that owns nothing, valid while
+    the caller keeps `buf` alive and unresized (a memoryview of it held does that)."""
+    return ffi.cast("char *", _from_buffer("char[]", buf, True))
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)   # (the tests' recording rings)
 class Ring:
     """An io_uring submission/completion queue pair."""
 
     __slots__ = ("outside_ops", "_ring", "_pins", "_files", "_linked", "_capacity", "_scratch", "_user_data", "_res",
                  "_pairs", "flags", "_busy_poll_ns", "_spin_ns", "_free_files", "_free_buffers", "_fixed_lengths",
-                 "_quiet", "_group_weight")
+                 "_fixed_starts", "_quiet", "_group_weight")
 
     def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0) -> None:
         self._ring = None                   # until the kernel gives us one (close() and __del__ check)
@@ -128,6 +137,7 @@ class Ring:
         self._free_files: list[int] | None = None       # free registered slots; None until the table is set up
         self._free_buffers: list[int] | None = None
         self._fixed_lengths: dict[int, int] = {}        # registered buffers' lengths, by slot
+        self._fixed_starts: dict[int, Any] = {}         # and their addresses (cffi pointers that own nothing)
 
     # -- lifetime ------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -144,6 +154,7 @@ class Ring:
         self._ring = None
         self._free_files = self._free_buffers = None
         self._fixed_lengths.clear()
+        self._fixed_starts.clear()
         self._pins.clear()
         self._linked.clear()
         self._files.clear()
@@ -170,38 +181,54 @@ class Ring:
     # with those before it, so the disk starts while the rest of the turn runs; a failure to submit is the next
     # turn's to report, as for any op.
     # fixed_file: fd is a slot from register_file; buf_index: buf lies in the buffer register_buffer gave that slot
-    def prep_read(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
+    def prep_read(self, fd: int, buf: Any, offset: int, user_data: int, rw_flags: int = 0,
                   fixed_file: bool = False, buf_index: int = -1) -> None:
-        view = _from_buffer("char[]", buf, True)
-        rc: int = _prep_read(self._ring, user_data, fd, view, len(view), offset, rw_flags, fixed_file, buf_index)
+        length = len(buf)
+        start = self._fixed_start(buf_index, length)
+        if start is None:
+            start = buf = _from_buffer("char[]", buf, True)
+        rc: int = _prep_read(self._ring, user_data, fd, start, length, offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_read")
-        self._file_op_queued(user_data, view, _HEAVY)
+        self._file_op_queued(user_data, buf, _HEAVY)
 
-    def prep_write(self, fd: int, buf: Buffer, offset: int, user_data: int, rw_flags: int = 0,
+    def prep_write(self, fd: int, buf: Any, offset: int, user_data: int, rw_flags: int = 0,
                    fixed_file: bool = False, buf_index: int = -1) -> None:
-        view = _from_buffer(buf)
-        length = len(view)
-        rc: int = _prep_write(self._ring, user_data, fd, view, length, offset, rw_flags, fixed_file, buf_index)
+        length = len(buf)
+        start = self._fixed_start(buf_index, length)
+        if start is None:
+            start = buf = _from_buffer(buf)
+        rc: int = _prep_write(self._ring, user_data, fd, start, length, offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_write")
-        self._file_op_queued(user_data, view, 1 if length <= _SMALL_WRITE else _HEAVY)
+        self._file_op_queued(user_data, buf, 1 if length <= _SMALL_WRITE else _HEAVY)
 
-    def prep_read_send(self, fd: int, buf: Buffer, offset: int, user_data: int, fixed_file: bool, buf_index: int,
+    def _fixed_start(self, buf_index: int, length: int) -> Any:
+        """The address of a buffer of `length` bytes that lies in registered buffer `buf_index`, when it is that
+        whole buffer: the pointer noted at registration (a cffi view of the buffer per op, and freeing it at the
+        completion, cost more than the op's C call). Else None: the caller makes a view, which the op keeps."""
+        if buf_index >= 0 and self._fixed_lengths.get(buf_index) == length:
+            return self._fixed_starts[buf_index]
+        return None
+
+    def prep_read_send(self, fd: int, buf: Any, offset: int, user_data: int, fixed_file: bool, buf_index: int,
                        sock: int, out: Buffer, send_user_data: int, send_flags: int = 0) -> None:
         """A read into `buf`, and a send of `out` on `sock` linked to it: the kernel sends once the read has
         filled all of `buf`, without a turn of the loop between; if the read fails or stops short, the send
         completes with -ECANCELED and sends nothing. Both ops are queued by one C call, into one submission."""
-        view = _from_buffer("char[]", buf, True)
+        length = len(buf)
+        start = self._fixed_start(buf_index, length)
+        if start is None:
+            start = buf = _from_buffer("char[]", buf, True)
         sending = _from_buffer(out)
-        _check_rc(lib.rt_prep_read_send(self._ring, user_data, fd, view, len(view), offset, fixed_file, buf_index,
+        _check_rc(lib.rt_prep_read_send(self._ring, user_data, fd, start, length, offset, fixed_file, buf_index,
                                         send_user_data, sock, sending, len(sending), send_flags), "prep_read_send")
         self._pins[send_user_data] = sending
         self._linked.add(send_user_data)
-        self._file_op_queued(user_data, view, _HEAVY)
+        self._file_op_queued(user_data, buf, _HEAVY)
 
-    def _file_op_queued(self, user_data: int, view: Any, weight: int) -> None:
-        self._files[user_data] = view
+    def _file_op_queued(self, user_data: int, buf: Any, weight: int) -> None:
+        self._files[user_data] = buf
         self._group_weight += weight
         if self._group_weight >= _FILE_OP_GROUP:
             self._submit_early()
@@ -229,6 +256,15 @@ class Ring:
     def prep_accept(self, fd: int, user_data: int) -> None:
         _check_rc(lib.rt_prep_accept(self._ring, user_data, fd), "prep_accept")
 
+    def prep_recv_at(self, fd: int, start: Any, length: int, buf: Any, user_data: int, flags: int = 0) -> None:
+        """prep_recv into the first `length` bytes of `buf`, whose address `start` is (address_of(buf)): the ring
+        keeps `buf` alive until the completion, and makes no cffi view of it (that costs as much as the op's C
+        call, and as much again to free at the completion)."""
+        rc: int = _prep_recv(self._ring, user_data, fd, start, length, flags)
+        if rc:
+            raise error_for(rc, "prep_recv")
+        self._pins[user_data] = buf
+
     def prep_recv(self, fd: int, buf: Buffer, user_data: int, flags: int = 0) -> None:
         view = _from_buffer("char[]", buf, True)
         rc: int = _prep_recv(self._ring, user_data, fd, view, len(view), flags)
@@ -249,12 +285,14 @@ class Ring:
             raise error_for(rc, "prep_recv_parts")
         self._pins[user_data] = parts, head_view, body_view, tail_view
 
-    def prep_send(self, fd: int, buf: Buffer, user_data: int, flags: int = 0) -> None:
-        view = _from_buffer(buf)
-        rc: int = _prep_send(self._ring, user_data, fd, view, len(view), flags)
+    def prep_send(self, fd: int, buf: Any, user_data: int, flags: int = 0) -> None:
+        """A send of `buf`: bytes go to C as they are (cffi passes their own memory for a `const void *`), other
+        buffers through a cffi view."""
+        start = buf if type(buf) is bytes else _from_buffer(buf)
+        rc: int = _prep_send(self._ring, user_data, fd, start, len(start), flags)
         if rc:
             raise error_for(rc, "prep_send")
-        self._pins[user_data] = view
+        self._pins[user_data] = start
 
     def prep_sendmsg(self, fd: int, bufs: Iterable[Buffer], user_data: int, flags: int = 0) -> None:
         iov, views = _iovec(bufs, False)
@@ -315,12 +353,14 @@ class Ring:
             return -1
         slot = free.pop()
         self._fixed_lengths[slot] = length
+        self._fixed_starts[slot] = ffi.cast("char *", view)
         return slot
 
     def unregister_buffer(self, slot: int) -> None:
         """Empty a register_buffer slot (ops in flight keep the pages pinned until they complete). Queued ops are
         submitted first, as in unregister_file; a slot the kernel would not empty is not handed out again."""
         if self._ring is not None and self._fixed_lengths.pop(slot, None) is not None:
+            del self._fixed_starts[slot]
             self.submit()
             if lib.rt_register_buffer(self._ring, slot, ffi.NULL, 0) == 0:
                 assert self._free_buffers is not None
@@ -401,10 +441,12 @@ class Ring:
             rc = _turn(self._ring, 0, 0, 0, self._scratch, self._pairs, self._capacity, 0)
             done += _unpack(self._pairs, 2 * rc)
         pins, files = self._pins, self._files
-        for i in range(0, len(done), 2):
+        for i in range(0, len(done), 2):    # (`in` and `del`: native dict calls, compiled; `pop` is a method call)
             user_data = done[i]
-            if pins.pop(user_data, None) is None:
-                files.pop(user_data, None)
+            if user_data in pins:
+                del pins[user_data]
+            elif user_data in files:
+                del files[user_data]
         return done
 
     def reap(self) -> list[tuple[int, int]]:

@@ -9,7 +9,8 @@ Each round runs every TREE once, in turn (A B A B …): `perf/profile_worker.py 
 counted), counting switched on once it listens; fio's libiscsi engine runs 1,000 I/Os (a dump), then 1,000 + IOS
 (a dump), and the difference over IOS is printed, so login and set-up cancel out. At QD32 a run's figure moves by
 1-2 % with how many commands a turn batches (which follows the machine's load), at QD1 by up to 5 %: compare
-medians of rounds. The O_DIRECT LUN is a 256 MiB file in --workdir (default /var/tmp: it must take O_DIRECT).
+medians of rounds. The O_DIRECT LUN is a 256 MiB file in --workdir (default /var/tmp: it must take O_DIRECT), with
+the bench's file LUN keys (`atomic_writes = false`: the plain file store, as the bench runs it).
 With --keep the dumps stay in the directory printed: ROUND-TREE/callgrind.out.2 is the second run's (1,000 + IOS
 I/Os and its login: divide by its I/Os for a profile, not for the figure), for `callgrind_annotate --inclusive=yes`.
 """
@@ -25,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import direct_capable, fio_binary
+from bench import RINGTGT_FILE_LUN, direct_capable, fio_binary
 from servers import HOST, IQN_RINGTGT, fio_url, free_port, listening, prefill, wait_for
 
 START = 300.0               # seconds for a worker under valgrind to listen
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
                 parser.error(f"{tmp} refuses O_DIRECT (tmpfs?): pass --workdir")
             image = Path(tmp) / "lun.img"
             prefill(image, SIZE)
-            lun = f'path = "{image}"\nsize = {SIZE}\ndirect = true'
+            lun = f'path = "{image}"\nsize = {SIZE}\ndirect = true\n{RINGTGT_FILE_LUN}'
         figures: dict[Path, list[float]] = {tree.resolve(): [] for tree in args.trees}
         for round_ in range(args.rounds):
             for index, (tree, runs) in enumerate(figures.items()):

@@ -23,7 +23,7 @@ from typing import Final
 from coordinator.client import CoordinatorClient
 from coordinator.lograte import RateLimitedLog
 from coordinator.main import supervisor_incarnation
-from ioring import Ring
+from ioring import Ring, address_of
 
 from . import compiled
 from .admission import PreLoginConnections, source_of
@@ -92,7 +92,7 @@ def _detached(res: int) -> None:
 class Channel:
     """The I/O side of one connection: its socket, receive buffer and send state."""
 
-    __slots__ = ("sock", "fd", "conn", "recv_buf", "recv_view", "receiving", "into", "sending",
+    __slots__ = ("sock", "fd", "conn", "recv_buf", "recv_view", "recv_start", "receiving", "into", "sending",
                  "sending_bytes", "dead", "opened", "on_received", "on_sent", "on_linked_sent")
 
     def __init__(self, sock: socket.socket, conn: Connection, opened: float):
@@ -100,7 +100,8 @@ class Channel:
         self.fd = sock.fileno()
         self.conn = conn
         self.recv_buf = bytearray(LOGIN_RECV_BUFFER)     # small while anyone can hold it without a login
-        self.recv_view = memoryview(self.recv_buf)
+        self.recv_view = memoryview(self.recv_buf)     # (held: recv_buf cannot be resized under recv_start)
+        self.recv_start = address_of(self.recv_buf)
         self.receiving = False
         self.into = _INTO_BUFFER       # where the recv in flight goes (recv_buf, a segment, or a header on into both)
         self.sending: list[Buf] | None = None    # the buffers of the send in flight
@@ -116,6 +117,7 @@ class Channel:
         """The full-size receive buffer, for a logged-in session (call it with no recv in flight)."""
         self.recv_buf = bytearray(RECV_BUFFER)
         self.recv_view = memoryview(self.recv_buf)
+        self.recv_start = address_of(self.recv_buf)
 
 
 class Worker:
@@ -356,7 +358,8 @@ class Worker:
                 self.ring.prep_recv_parts(channel.fd, ahead[0], ahead[1], channel.recv_buf, token)
                 return
         channel.into = _INTO_BUFFER
-        self.ring.prep_recv(channel.fd, channel.recv_view[:header] if header else channel.recv_buf, token)
+        self.ring.prep_recv_at(channel.fd, channel.recv_start, header if header else len(channel.recv_buf),
+                               channel.recv_buf, token)
 
     def _received(self, channel: Channel, res: int) -> None:
         channel.receiving = False

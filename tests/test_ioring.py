@@ -4,6 +4,7 @@ import gc
 import os
 import select
 import socket
+import threading
 import time
 import weakref
 
@@ -218,6 +219,42 @@ def test_a_receive_in_parts_fills_the_head_the_body_then_the_tail_in_one_complet
     ring.prep_recv_parts(server.fileno(), head, body, tail, 3)     # waits for data; stops at what one send brought
     client.sendall(b"xyz")
     assert wait_all(ring, 3) == {3: 3} and head == b"xyz3"
+
+
+@pytest.mark.parametrize("busy_poll_us", [0, 20_000_000])
+def test_other_threads_run_while_a_turn_waits_or_spins(tcp_pair, busy_poll_us):
+    """The ring's C calls keep the GIL, but for its waits: a thread's send ends a turn that waits (or spins, for
+    up to 20 s here) on its recv, as it could not if the turn held the GIL until it gave up (30 s)."""
+    client, server = tcp_pair
+    with Ring(32, busy_poll_us=busy_poll_us) as ring:
+        buf = bytearray(5)
+        ring.prep_recv(server.fileno(), buf, 1)
+        sender = threading.Timer(0.1, client.sendall, (b"hello",))
+        sender.start()
+        start = time.monotonic()
+        assert ring.turn(True, 30.0) == [1, 5]
+        assert time.monotonic() - start < 10 and buf == b"hello"
+        sender.join()
+
+
+def test_a_receive_at_an_address_and_a_send_of_bytes_pin_the_buffers_they_were_given(ring, tcp_pair):
+    class Buffer(bytearray):
+        pass
+    client, server = tcp_pair
+    buf = Buffer(8)
+    ring.prep_recv_at(server.fileno(), ioring.address_of(buf), 5, buf, 1)     # the first 5 bytes only
+    alive = weakref.ref(buf)
+    ring.prep_send(client.fileno(), b"hello, world"[:7], 2)     # (bytes of its own: pinned by the ring alone)
+    del buf
+    gc.collect()
+    assert alive() is not None
+    ring.submit_and_wait(2, 5.0)                        # completed, not yet reaped: still pinned
+    gc.collect()
+    assert alive() == b"hello" + bytes(3)
+    assert wait_all(ring, 1, 2) == {1: 5, 2: 7}
+    gc.collect()
+    assert alive() is None                              # reaping released the pin
+    assert server.recv(8) == b", "
 
 
 def test_large_user_data_round_trips(ring):
