@@ -188,21 +188,35 @@ def test_more_ops_than_entries_before_submitting(fd):
     assert os.pread(fd, 100, 0) == bytes(range(100))
 
 
-def test_buffers_survive_dropped_references(ring, tcp_pair):
-    class Buffer(bytearray):
-        pass
-    client, server = tcp_pair
-    buf = Buffer(16)
-    alive = weakref.ref(buf)
+class _Buffer(bytearray):
+    """A bytearray that can be referenced weakly."""
+
+
+def _recv_and_sendmsg(ring, client, server, buf):
     ring.prep_recv(server.fileno(), buf, 1)
-    ring.prep_sendmsg(client.fileno(), [Buffer(b"late"), Buffer(b" data")], 2)
+    ring.prep_sendmsg(client.fileno(), [_Buffer(b"late"), _Buffer(b" data")], 2)
+    return b"late data" + bytes(7), {1: 9, 2: 9}
+
+
+def _recv_at_and_send_bytes(ring, client, server, buf):
+    ring.prep_recv_at(server.fileno(), ioring.address_of(buf), 5, buf, 1)     # into the first 5 bytes only
+    ring.prep_send(client.fileno(), b"late data"[:7], 2)     # (bytes of their own: pinned by the ring alone)
+    return b"late " + bytes(11), {1: 5, 2: 7}
+
+
+@pytest.mark.parametrize("queue", [_recv_and_sendmsg, _recv_at_and_send_bytes])
+def test_buffers_survive_dropped_references(ring, tcp_pair, queue):
+    client, server = tcp_pair
+    buf = _Buffer(16)
+    alive = weakref.ref(buf)
+    filled, results = queue(ring, client, server, buf)
     del buf
     gc.collect()
     assert alive() is not None
     ring.submit_and_wait(2, 5.0)                # completed, not yet reaped: still pinned
     gc.collect()
-    assert alive() == b"late data" + bytes(7)
-    assert wait_all(ring, 1, 2) == {1: 9, 2: 9}
+    assert alive() == filled
+    assert wait_all(ring, 1, 2) == results
     gc.collect()
     assert alive() is None                      # reaping released the pin
 
@@ -235,26 +249,6 @@ def test_other_threads_run_while_a_turn_waits_or_spins(tcp_pair, busy_poll_us):
         assert ring.turn(True, 30.0) == [1, 5]
         assert time.monotonic() - start < 10 and buf == b"hello"
         sender.join()
-
-
-def test_a_receive_at_an_address_and_a_send_of_bytes_pin_the_buffers_they_were_given(ring, tcp_pair):
-    class Buffer(bytearray):
-        pass
-    client, server = tcp_pair
-    buf = Buffer(8)
-    ring.prep_recv_at(server.fileno(), ioring.address_of(buf), 5, buf, 1)     # the first 5 bytes only
-    alive = weakref.ref(buf)
-    ring.prep_send(client.fileno(), b"hello, world"[:7], 2)     # (bytes of its own: pinned by the ring alone)
-    del buf
-    gc.collect()
-    assert alive() is not None
-    ring.submit_and_wait(2, 5.0)                        # completed, not yet reaped: still pinned
-    gc.collect()
-    assert alive() == b"hello" + bytes(3)
-    assert wait_all(ring, 1, 2) == {1: 5, 2: 7}
-    gc.collect()
-    assert alive() is None                              # reaping released the pin
-    assert server.recv(8) == b", "
 
 
 def test_large_user_data_round_trips(ring):
