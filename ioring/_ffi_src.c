@@ -9,8 +9,10 @@
 
 /* cffi's wrapper of every function here drops the GIL before the call and takes it back after: a few hundred
  * instructions, against a few hundred for most of these calls themselves (4.6 % of a QD1 read's in the worker).
- * They keep it instead; the two that may block, rt_spin and rt_submit_and_wait, let it go themselves, so that
- * the worker's other threads (metrics, RADOS waits) run while the loop waits. */
+ * They keep it instead; the two that wait, rt_spin and rt_submit_and_wait, let it go themselves, so that the
+ * worker's other threads (metrics, RADOS waits) run while the loop waits. A submission still runs with it held
+ * (the kernel issues socket and file ops inline: work, not waits). So call these through `lib`, on CPython: a
+ * call through cffi's backend (ffi.addressof, PyPy) has already dropped the GIL, and the waits would drop it twice. */
 #undef Py_BEGIN_ALLOW_THREADS
 #undef Py_END_ALLOW_THREADS
 #define Py_BEGIN_ALLOW_THREADS {

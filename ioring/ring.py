@@ -69,6 +69,7 @@ _prep_recv: Final = lib.rt_prep_recv
 _prep_send: Final = lib.rt_prep_send
 _prep_recv_parts: Final = lib.rt_prep_recv_parts
 _new: Final = ffi.new
+_memoryview: Final = memoryview     # (held here: compiled code looks a builtin up by name at every use)
 _turn: Final = lib.rt_turn
 _TUNED_FLAGS: Final = lib.IORING_SETUP_SINGLE_ISSUER | lib.IORING_SETUP_COOP_TASKRUN | lib.IORING_SETUP_TASKRUN_FLAG
 _CLOSE_CANCEL: Final = (1 << 64) - 1    # user_data of the cancel-everything op close() queues; callers stay < 2**63
@@ -181,51 +182,49 @@ class Ring:
     # with those before it, so the disk starts while the rest of the turn runs; a failure to submit is the next
     # turn's to report, as for any op.
     # fixed_file: fd is a slot from register_file; buf_index: buf lies in the buffer register_buffer gave that slot
+    # (a memoryview as long as that whole buffer is taken to be it: _file_buffer)
     def prep_read(self, fd: int, buf: Any, offset: int, user_data: int, rw_flags: int = 0,
                   fixed_file: bool = False, buf_index: int = -1) -> None:
-        length = len(buf)
-        start = self._fixed_start(buf_index, length)
-        if start is None:
-            start = buf = _from_buffer("char[]", buf, True)
+        start, pin, length = self._file_buffer(buf, buf_index, True)
         rc: int = _prep_read(self._ring, user_data, fd, start, length, offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_read")
-        self._file_op_queued(user_data, buf, _HEAVY)
+        self._file_op_queued(user_data, pin, _HEAVY)
 
     def prep_write(self, fd: int, buf: Any, offset: int, user_data: int, rw_flags: int = 0,
                    fixed_file: bool = False, buf_index: int = -1) -> None:
-        length = len(buf)
-        start = self._fixed_start(buf_index, length)
-        if start is None:
-            start = buf = _from_buffer(buf)
+        start, pin, length = self._file_buffer(buf, buf_index, False)
         rc: int = _prep_write(self._ring, user_data, fd, start, length, offset, rw_flags, fixed_file, buf_index)
         if rc:
             raise error_for(rc, "prep_write")
-        self._file_op_queued(user_data, buf, 1 if length <= _SMALL_WRITE else _HEAVY)
+        self._file_op_queued(user_data, pin, 1 if length <= _SMALL_WRITE else _HEAVY)
 
-    def _fixed_start(self, buf_index: int, length: int) -> Any:
-        """The address of a buffer of `length` bytes that lies in registered buffer `buf_index`, when it is that
-        whole buffer: the pointer noted at registration (a cffi view of the buffer per op, and freeing it at the
-        completion, cost more than the op's C call). Else None: the caller makes a view, which the op keeps."""
-        if buf_index >= 0 and self._fixed_lengths.get(buf_index) == length:
-            return self._fixed_starts[buf_index]
-        return None
+    def _file_buffer(self, buf: Any, buf_index: int, writable: bool) -> tuple[Any, Any, int]:
+        """A file op's buffer as (the address C is given, what the op pins, its length in bytes). A memoryview as
+        long as the whole registered buffer `buf_index` (and writable, if `writable`) is taken to be it: the address
+        noted at registration, the view itself pinned (a cffi view per op, and freeing it at the completion, cost
+        more than the op's C call). Else a cffi view, both address and pin. (`len`, not `nbytes`, a generic lookup:
+        a view that lies in the registered buffer, as `buf_index` says, and has as many items as it has bytes, is
+        all of it, a byte each.)"""
+        if buf_index >= 0 and type(buf) is _memoryview:
+            length = len(buf)
+            if self._fixed_lengths.get(buf_index) == length and not (writable and buf.readonly):
+                return self._fixed_starts[buf_index], buf, length
+        view = _from_buffer("char[]", buf, True) if writable else _from_buffer(buf)
+        return view, view, len(view)
 
     def prep_read_send(self, fd: int, buf: Any, offset: int, user_data: int, fixed_file: bool, buf_index: int,
                        sock: int, out: Buffer, send_user_data: int, send_flags: int = 0) -> None:
         """A read into `buf`, and a send of `out` on `sock` linked to it: the kernel sends once the read has
         filled all of `buf`, without a turn of the loop between; if the read fails or stops short, the send
         completes with -ECANCELED and sends nothing. Both ops are queued by one C call, into one submission."""
-        length = len(buf)
-        start = self._fixed_start(buf_index, length)
-        if start is None:
-            start = buf = _from_buffer("char[]", buf, True)
+        start, pin, length = self._file_buffer(buf, buf_index, True)
         sending = _from_buffer(out)
         _check_rc(lib.rt_prep_read_send(self._ring, user_data, fd, start, length, offset, fixed_file, buf_index,
                                         send_user_data, sock, sending, len(sending), send_flags), "prep_read_send")
         self._pins[send_user_data] = sending
         self._linked.add(send_user_data)
-        self._file_op_queued(user_data, buf, _HEAVY)
+        self._file_op_queued(user_data, pin, _HEAVY)
 
     def _file_op_queued(self, user_data: int, buf: Any, weight: int) -> None:
         self._files[user_data] = buf
@@ -257,9 +256,11 @@ class Ring:
         _check_rc(lib.rt_prep_accept(self._ring, user_data, fd), "prep_accept")
 
     def prep_recv_at(self, fd: int, start: Any, length: int, buf: Any, user_data: int, flags: int = 0) -> None:
-        """prep_recv into the first `length` bytes of `buf`, whose address `start` is (address_of(buf)): the ring
+        """prep_recv into the first `length` bytes of bytearray `buf`, whose address `start` is (address_of): the ring
         keeps `buf` alive until the completion, and makes no cffi view of it (that costs as much as the op's C
         call, and as much again to free at the completion)."""
+        if length > len(buf):
+            raise ValueError(f"prep_recv_at: {length} bytes into a buffer of {len(buf)}")
         rc: int = _prep_recv(self._ring, user_data, fd, start, length, flags)
         if rc:
             raise error_for(rc, "prep_recv")

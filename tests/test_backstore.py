@@ -90,6 +90,30 @@ def test_aligned_buffers_kept_are_registered_while_kept(reactor):
     assert ring.register_buffer(whole) >= 0
 
 
+def test_a_registered_buffer_is_not_handed_out_again_until_its_ring_op_is_reaped(reactor, tmp_path):
+    """An op on a whole registered buffer goes by the address noted at registration and pins the pool's own view
+    (no cffi view of its own): the pool still sees the buffer in use until the completion is reaped."""
+    ring = reactor.ring
+    pool = BufferPool(aligned=True, ring=ring)
+    fd = os.open(tmp_path / "data", os.O_RDWR | os.O_CREAT)
+    os.pwrite(fd, b"r" * 4096, 0)
+    view = pool.get(4096)
+    owner, slot = id(view.obj), view.obj.slot
+    assert slot >= 0
+    ring.prep_read(fd, view, 0, 1, 0, False, slot)
+    del view
+    assert id(pool.get(4096).obj) != owner          # in flight: a fresh one
+    done: dict[int, int] = {}
+    while 1 not in done:
+        ring.submit_and_wait(1, 5.0)
+        done.update(ring.reap())
+    assert done[1] == 4096
+    again = pool.get(4096)
+    assert id(again.obj) == owner and bytes(again) == b"r" * 4096     # read into the registered buffer itself
+    os.close(fd)
+    pool.close()
+
+
 def test_file_stores_give_their_registered_slots_back(reactor, opener):
     for _ in range(ioring.ring.FIXED_FILES + 1):    # a LUN reopened by reloads more often than there are slots
         store = opener(direct=True, block_size=4096)
