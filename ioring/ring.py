@@ -204,8 +204,8 @@ class Ring:
         long as the whole registered buffer `buf_index` (and writable, if `writable`) is taken to be it: the address
         noted at registration, the view itself pinned (a cffi view per op, and freeing it at the completion, cost
         more than the op's C call). Else a cffi view, both address and pin. (`len`, not `nbytes`, a generic lookup:
-        a view that lies in the registered buffer, as `buf_index` says, and has as many items as it has bytes, is
-        all of it, a byte each.)"""
+        a view that lies in the registered buffer, as `buf_index` says, with as many items as that buffer has
+        bytes is all of it, an item a byte.)"""
         if buf_index >= 0 and type(buf) is _memoryview:
             length = len(buf)
             if self._fixed_lengths.get(buf_index) == length and not (writable and buf.readonly):
