@@ -107,8 +107,8 @@ class Ring:
     """An io_uring submission/completion queue pair."""
 
     __slots__ = ("outside_ops", "_ring", "_pins", "_files", "_linked", "_capacity", "_scratch", "_user_data", "_res",
-                 "_pairs", "flags", "_busy_poll_ns", "_spin_ns", "_free_files", "_free_buffers", "_fixed_lengths",
-                 "_fixed_starts", "_quiet", "_group_weight")
+                 "_pairs", "flags", "_busy_poll_ns", "_spin_ns", "_free_files", "_free_buffers", "_fixed",
+                 "_quiet", "_group_weight")
 
     def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0) -> None:
         self._ring = None                   # until the kernel gives us one (close() and __del__ check)
@@ -137,8 +137,8 @@ class Ring:
         self._pairs = ffi.new("int64_t[]", 2 * capacity)
         self._free_files: list[int] | None = None       # free registered slots; None until the table is set up
         self._free_buffers: list[int] | None = None
-        self._fixed_lengths: dict[int, int] = {}        # registered buffers' lengths, by slot
-        self._fixed_starts: dict[int, Any] = {}         # and their addresses (cffi pointers that own nothing)
+        # registered buffers by slot: (length, address: a cffi pointer that owns nothing)
+        self._fixed: dict[int, tuple[int, Any]] = {}
 
     # -- lifetime ------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -154,8 +154,7 @@ class Ring:
         lib.io_uring_queue_exit(self._ring)
         self._ring = None
         self._free_files = self._free_buffers = None
-        self._fixed_lengths.clear()
-        self._fixed_starts.clear()
+        self._fixed.clear()
         self._pins.clear()
         self._linked.clear()
         self._files.clear()
@@ -208,8 +207,9 @@ class Ring:
         bytes is all of it, an item a byte.)"""
         if buf_index >= 0 and type(buf) is _memoryview:
             length = len(buf)
-            if self._fixed_lengths.get(buf_index) == length and not (writable and buf.readonly):
-                return self._fixed_starts[buf_index], buf, length
+            fixed = self._fixed.get(buf_index)
+            if fixed is not None and fixed[0] == length and not (writable and buf.readonly):
+                return fixed[1], buf, length
         view = _from_buffer("char[]", buf, True) if writable else _from_buffer(buf)
         return view, view, len(view)
 
@@ -349,19 +349,17 @@ class Ring:
             free = self._free_buffers = self._table(lib.io_uring_register_buffers_sparse, FIXED_BUFFERS)
         view = _from_buffer("char[]", buf, True)
         length = len(view)
-        if (not free or sum(self._fixed_lengths.values()) + length > FIXED_BYTES
+        if (not free or sum(kept for kept, _ in self._fixed.values()) + length > FIXED_BYTES
                 or lib.rt_register_buffer(self._ring, free[-1], view, length)):
             return -1
         slot = free.pop()
-        self._fixed_lengths[slot] = length
-        self._fixed_starts[slot] = ffi.cast("char *", view)
+        self._fixed[slot] = length, ffi.cast("char *", view)
         return slot
 
     def unregister_buffer(self, slot: int) -> None:
         """Empty a register_buffer slot (ops in flight keep the pages pinned until they complete). Queued ops are
         submitted first, as in unregister_file; a slot the kernel would not empty is not handed out again."""
-        if self._ring is not None and self._fixed_lengths.pop(slot, None) is not None:
-            del self._fixed_starts[slot]
+        if self._ring is not None and self._fixed.pop(slot, None) is not None:
             self.submit()
             if lib.rt_register_buffer(self._ring, slot, ffi.NULL, 0) == 0:
                 assert self._free_buffers is not None

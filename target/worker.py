@@ -99,9 +99,7 @@ class Channel:
         self.sock = sock
         self.fd = sock.fileno()
         self.conn = conn
-        self.recv_buf = bytearray(LOGIN_RECV_BUFFER)     # small while anyone can hold it without a login
-        self.recv_view = memoryview(self.recv_buf)     # (held: recv_buf cannot be resized under recv_start)
-        self.recv_start = address_of(self.recv_buf)
+        self._receive_into(bytearray(LOGIN_RECV_BUFFER))   # small while anyone can hold it without a login
         self.receiving = False
         self.into = _INTO_BUFFER       # where the recv in flight goes (recv_buf, a segment, or a header on into both)
         self.sending: list[Buf] | None = None    # the buffers of the send in flight
@@ -115,9 +113,12 @@ class Channel:
 
     def use_session_buffer(self) -> None:
         """The full-size receive buffer, for a logged-in session (call it with no recv in flight)."""
-        self.recv_buf = bytearray(RECV_BUFFER)
-        self.recv_view = memoryview(self.recv_buf)
-        self.recv_start = address_of(self.recv_buf)
+        self._receive_into(bytearray(RECV_BUFFER))
+
+    def _receive_into(self, buf: bytearray) -> None:
+        self.recv_buf = buf
+        self.recv_view = memoryview(buf)           # (held: the buffer cannot be resized under recv_start)
+        self.recv_start = address_of(buf)
 
 
 class Worker:
