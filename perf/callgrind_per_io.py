@@ -1,8 +1,8 @@
 """User-space instructions per I/O of one ringtgt worker (callgrind), for trees side by side: the load-insensitive
 figure the fifth stop's changes were kept or dropped on (README, "The data path compiled").
 
-    .venv/bin/python perf/callgrind_per_io.py [--direct | --null] [--rw randread] [--bs 4k] [--qd 32] [--ios 4000] \\
-        [--rounds 2] [--workdir DIR] [--keep] TREE [TREE ...]
+    .venv/bin/python perf/callgrind_per_io.py [--direct | --null] [--rw randread] [--bs 4k] [--rwmixread N] \\
+        [--qd 32] [--ios 4000] [--rounds 2] [--workdir DIR] [--keep] TREE [TREE ...]
 
 Each round runs every TREE once, in turn (A B A B …): `perf/profile_worker.py --plain` of that tree under
 `valgrind --tool=callgrind --instr-atstart=no` with the bench's server settings but `busy_poll_us = 0` (no spin
@@ -77,7 +77,8 @@ def measure(tree: Path, lun: str, args, work: Path) -> float:
             for ios in (1000, 1000 + args.ios):
                 subprocess.run([fio_binary(), "--name=callgrind", "--ioengine=libiscsi", f"--filename={url}",
                                 f"--rw={args.rw}", f"--bs={args.bs}", f"--iodepth={args.qd}", f"--number_ios={ios}",
-                                f"--size={SIZE}", "--norandommap", "--randrepeat=0"], check=True,
+                                f"--size={SIZE}", "--norandommap", "--randrepeat=0",
+                                *([f"--rwmixread={args.rwmixread}"] if args.rwmixread is not None else [])], check=True,
                                capture_output=True, timeout=RUN)
                 counts.append(instructions(dump(worker.pid, work)))
         finally:
@@ -94,6 +95,7 @@ def main(argv=None) -> int:
     kind.add_argument("--null", action="store_true", help="a null LUN")
     parser.add_argument("--rw", default="randread", help="fio's rw= (randread, randwrite)")
     parser.add_argument("--bs", default="4k", help="fio's bs= (default 4k)")
+    parser.add_argument("--rwmixread", type=int, help="fio's rwmixread= (with --rw randrw; the bench's mix: 70)")
     parser.add_argument("--qd", type=int, default=32)
     parser.add_argument("--ios", type=int, default=4000, help="I/Os measured per run (default 4000)")
     parser.add_argument("--rounds", type=int, default=2)
