@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--direct", action="store_true", help="an O_DIRECT file LUN (`direct = true`; the default)")
     kind.add_argument("--null", action="store_true", help="a null LUN")
-    parser.add_argument("--rw", default="randread", help="fio's rw= (randread, randwrite)")
+    parser.add_argument("--rw", default="randread", help="fio's rw= (randread, randwrite, randrw)")
     parser.add_argument("--bs", default="4k", help="fio's bs= (default 4k)")
     parser.add_argument("--rwmixread", type=int, help="fio's rwmixread= (with --rw randrw; the bench's mix: 70)")
     parser.add_argument("--qd", type=int, default=32)

@@ -12,6 +12,7 @@ from target.buffers import HEADROOM, BufferPool, headroom_view
 from target.backstore.file import FileBackstore
 from target.backstore.null import NullBackstore
 from tests.backstore_helpers import complete
+from tests.ring_helpers import wait_all
 
 
 def test_registry_opens_each_kind(reactor, tmp_path):
@@ -103,11 +104,7 @@ def test_a_registered_buffer_is_not_handed_out_again_until_its_ring_op_is_reaped
     ring.prep_read(fd, view, 0, 1, 0, False, slot)
     del view
     assert id(pool.get(4096).obj) != owner          # in flight: a fresh one
-    done: dict[int, int] = {}
-    while 1 not in done:
-        ring.submit_and_wait(1, 5.0)
-        done.update(ring.reap())
-    assert done[1] == 4096
+    assert wait_all(ring, 1)[1] == 4096
     again = pool.get(4096)
     assert id(again.obj) == owner and bytes(again) == b"r" * 4096     # read into the registered buffer itself
     os.close(fd)
