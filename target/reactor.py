@@ -12,13 +12,14 @@ log = logging.getLogger(f"ringtgt.{__name__}")
 class Reactor:
     """Routes ring completions to callbacks."""
 
-    __slots__ = ("ring", "_callbacks", "_last_token", "_soon")
+    __slots__ = ("ring", "_callbacks", "_last_token", "_soon", "_after")
 
     def __init__(self, ring: Ring):
         self.ring = ring
         self._callbacks: dict[int, Callable[[int], None]] = {}
         self._last_token = 0     # (a native int, compiled: cheaper than calling an itertools.count)
         self._soon: list[tuple[Callable[..., None], tuple]] = []
+        self._after: list[tuple[Callable[..., None], tuple]] = []
 
     def token(self, callback: Callable[[int], None]) -> int:
         """A fresh user_data for one ring op; `callback(res)` runs once when that op completes."""
@@ -42,11 +43,18 @@ class Reactor:
         given here, not a lambda around the call: a completion per I/O is deferred so on a null or RBD LUN)."""
         self._soon.append((fn, args))
 
+    def call_after_submit(self, fn: Callable[..., None], *args: object) -> None:
+        """Run `fn(*args)` once this turn's deferred calls are done and what they queued is submitted: for work no
+        answer waits for (the next receive of a connection: at QD1 its arming went before the response left); the
+        ops it queues go with the next turn's submission."""
+        self._after.append((fn, args))
+
     def run_once(self, timeout: float | None = None) -> int:
         """One turn: submit, wait for a completion (not when deferred calls are pending) or `timeout`,
         dispatch every ready completion, then the deferred calls. What those queued (a turn's responses, mostly)
         is submitted at once, and what the kernel completed while submitting it (a send the socket took whole)
-        is dispatched in this turn too, not in a turn of its own. Returns the completions handled.
+        is dispatched in this turn too, not in a turn of its own; then the calls for after the submission.
+        Returns the completions handled.
 
         A callback that raises is logged and the turn goes on: the other completions of the batch are
         already reaped and must not be lost."""
@@ -61,6 +69,9 @@ class Reactor:
                 handled += len(done)
                 self._dispatch(done)
                 self._run_soon()
+        if self._after:
+            after, self._after = self._after, []
+            self._run(after)
         return handled // 2
 
     def _dispatch(self, done: list[int]) -> None:
@@ -76,8 +87,12 @@ class Reactor:
     def _run_soon(self) -> None:
         while self._soon:
             soon, self._soon = self._soon, []
-            for fn, args in soon:
-                try:
-                    fn(*args)
-                except Exception:
-                    log.exception("deferred call %r failed", fn)
+            self._run(soon)
+
+    @staticmethod
+    def _run(calls: list[tuple[Callable[..., None], tuple]]) -> None:
+        for fn, args in calls:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("deferred call %r failed", fn)

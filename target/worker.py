@@ -144,6 +144,7 @@ class Worker:
         self.sessions: dict[tuple[str, int, str | None], Connection] = {}    # by (initiator, ISID, target)
         self.dirty: set[Connection] = set()
         self._flush_soon: Callable[[], None] = self._flush     # (bound once: output_ready runs per response)
+        self._queue_recv_after: Callable[[Channel], None] = self._queue_recv   # (and this per receive)
         self._tsih = 0
         self.session_sync = SessionSync(self)
         self.unit_sync = UnitSync(self.coordinator, self.targets, self._serve, self.reactor.call_later)
@@ -343,7 +344,12 @@ class Worker:
 
     # -- receive ------------------------------------------------------------------------------------------------
     def _arm_recv(self, channel: Channel) -> None:
+        """The channel receives again: so marked now, its recv queued once the turn's answers are submitted
+        (teardown meanwhile waits for that recv, which a shut-down socket completes at once)."""
         channel.receiving = True
+        self.reactor.call_after_submit(self._queue_recv_after, channel)
+
+    def _queue_recv(self, channel: Channel) -> None:
         conn = channel.conn
         token = self.reactor.token(channel.on_received)
         segment = conn.receive_into_segment()

@@ -1,4 +1,5 @@
-"""target.reactor.Reactor on a real ring: tokens, dispatch, deferred calls, failing callbacks."""
+"""target.reactor.Reactor on a real ring: tokens, dispatch, deferred calls (and those after the submission), failing
+callbacks."""
 import errno
 import logging
 
@@ -84,6 +85,26 @@ def test_what_a_deferred_call_queues_completes_in_the_same_turn(reactor):
     reactor.ring.prep_nop(reactor.token(lambda res: (order.append("completion"), reactor.call_soon(respond))))
     assert reactor.run_once(1.0) == 2
     assert order == ["completion", "soon", "sent", "soon after sent"]
+
+
+def test_call_after_submit_runs_once_the_answers_are_submitted(reactor):
+    """What no answer waits for (the next receive) runs after the turn's output is submitted and its completions
+    handled; the ops it queues go with the next turn's submission."""
+    order = []
+
+    def after():
+        order.append("after")
+        reactor.ring.prep_nop(reactor.token(lambda res: order.append("queued after")))
+
+    def completed(res):
+        order.append("completion")
+        reactor.call_after_submit(after)
+        reactor.call_soon(lambda: reactor.ring.prep_nop(reactor.token(lambda res: order.append("sent"))))
+    reactor.ring.prep_nop(reactor.token(completed))
+    assert reactor.run_once(1.0) == 2
+    assert order == ["completion", "sent", "after"]
+    assert reactor.run_once(1.0) == 1
+    assert order[-1] == "queued after"
 
 
 def test_pending_call_soon_does_not_block(reactor):
