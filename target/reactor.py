@@ -12,14 +12,14 @@ log = logging.getLogger(f"ringtgt.{__name__}")
 class Reactor:
     """Routes ring completions to callbacks."""
 
-    __slots__ = ("ring", "_callbacks", "_last_token", "_soon", "_after")
+    __slots__ = ("ring", "_callbacks", "_last_token", "_soon", "_after_submit")
 
     def __init__(self, ring: Ring):
         self.ring = ring
         self._callbacks: dict[int, Callable[[int], None]] = {}
         self._last_token = 0     # (a native int, compiled: cheaper than calling an itertools.count)
         self._soon: list[tuple[Callable[..., None], tuple]] = []
-        self._after: list[tuple[Callable[..., None], tuple]] = []
+        self._after_submit: list[tuple[Callable[..., None], tuple]] = []
 
     def token(self, callback: Callable[[int], None]) -> int:
         """A fresh user_data for one ring op; `callback(res)` runs once when that op completes."""
@@ -44,22 +44,23 @@ class Reactor:
         self._soon.append((fn, args))
 
     def call_after_submit(self, fn: Callable[..., None], *args: object) -> None:
-        """Run `fn(*args)` once this turn's deferred calls are done and what they queued is submitted: for work no
-        answer waits for (the next receive of a connection: at QD1 its arming went before the response left); the
-        ops it queues go with the next turn's submission."""
-        self._after.append((fn, args))
+        """Run `fn(*args)` at the end of the current turn (or the next one), after its deferred calls and the
+        submission of what they queued: for work no answer waits for (the next receive of a connection: at QD1 its
+        arming went before the response left). The ops it queues go with the next turn's submission."""
+        self._after_submit.append((fn, args))
 
     def run_once(self, timeout: float | None = None) -> int:
         """One turn: submit, wait for a completion (not when deferred calls are pending) or `timeout`,
         dispatch every ready completion, then the deferred calls. What those queued (a turn's responses, mostly)
         is submitted at once, and what the kernel completed while submitting it (a send the socket took whole)
-        is dispatched in this turn too, not in a turn of its own; then the calls for after the submission.
-        Returns the completions handled.
+        is dispatched in this turn too, not in a turn of its own, with the deferred calls that queues (what they
+        queue goes with the next turn's submission); then the calls for after the submission. Returns the
+        completions handled.
 
         A callback that raises is logged and the turn goes on: the other completions of the batch are
         already reaped and must not be lost."""
         ring = self.ring
-        done = ring.turn(not self._soon, timeout)
+        done = ring.turn(not (self._soon or self._after_submit), timeout)
         handled = len(done)
         self._dispatch(done)
         if self._soon:
@@ -69,8 +70,8 @@ class Reactor:
                 handled += len(done)
                 self._dispatch(done)
                 self._run_soon()
-        if self._after:
-            after, self._after = self._after, []
+        if self._after_submit:
+            after, self._after_submit = self._after_submit, []
             self._run(after)
         return handled // 2
 

@@ -144,7 +144,7 @@ class Worker:
         self.sessions: dict[tuple[str, int, str | None], Connection] = {}    # by (initiator, ISID, target)
         self.dirty: set[Connection] = set()
         self._flush_soon: Callable[[], None] = self._flush     # (bound once: output_ready runs per response)
-        self._queue_recv_after: Callable[[Channel], None] = self._queue_recv   # (and this per receive)
+        self._queue_recv_after: Callable[[Channel], None] = self._queue_recv   # (bound once too: per receive)
         self._tsih = 0
         self.session_sync = SessionSync(self)
         self.unit_sync = UnitSync(self.coordinator, self.targets, self._serve, self.reactor.call_later)
@@ -350,6 +350,8 @@ class Worker:
         self.reactor.call_after_submit(self._queue_recv_after, channel)
 
     def _queue_recv(self, channel: Channel) -> None:
+        """Queue the receive `_arm_recv` promised: into the rest of a big data segment, a header and the segment
+        after it, or the receive buffer (up to the next header where the decoder asks so)."""
         conn = channel.conn
         token = self.reactor.token(channel.on_received)
         segment = conn.receive_into_segment()

@@ -104,7 +104,17 @@ def test_call_after_submit_runs_once_the_answers_are_submitted(reactor):
     assert reactor.run_once(1.0) == 2
     assert order == ["completion", "sent", "after"]
     assert reactor.run_once(1.0) == 1
-    assert order[-1] == "queued after"
+    assert order == ["completion", "sent", "after", "queued after"]
+
+
+def test_call_after_submit_without_deferred_calls_and_pending_does_not_block(reactor):
+    order = []
+    reactor.ring.prep_nop(reactor.token(lambda res: reactor.call_after_submit(order.append, "after the completion")))
+    assert reactor.run_once(1.0) == 1
+    assert order == ["after the completion"]
+    reactor.call_after_submit(order.append, "queued between turns")
+    assert reactor.run_once(None) == 0              # nothing in flight: would block forever otherwise
+    assert order == ["after the completion", "queued between turns"]
 
 
 def test_pending_call_soon_does_not_block(reactor):
@@ -123,8 +133,10 @@ def test_failing_callback_does_not_lose_the_batch(reactor, caplog):
         reactor.ring.prep_nop(reactor.token(cb))
     reactor.call_soon(lambda: 1 / 0)
     reactor.call_soon(lambda: seen.append("soon"))
+    reactor.call_after_submit(lambda: {}["missing"])
+    reactor.call_after_submit(lambda: seen.append("after"))
     with caplog.at_level(logging.ERROR, logger="ringtgt.target.reactor"):
         while len(seen) < 3:
             reactor.run_once(1.0)
-    assert seen.count(0) == 2 and "soon" in seen
-    assert "ValueError: boom" in caplog.text and "ZeroDivisionError" in caplog.text
+    assert seen.count(0) == 2 and "soon" in seen and "after" in seen
+    assert "ValueError: boom" in caplog.text and "ZeroDivisionError" in caplog.text and "KeyError" in caplog.text
