@@ -205,10 +205,20 @@ class RingTgtServer:
         self.proc = subprocess.Popen([str(binary), "serve", "--config", str(config)], stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=self.log, start_new_session=True,
                                      env=dict(os.environ, **(env or {})))
-        wait_for(lambda: self.proc.poll() is None and len(self.worker_pids()) >= workers, START_TIMEOUT,
+        wait_for(self._all_listening, START_TIMEOUT,
                  f"ringtgt's {workers} workers listening on port {self.port}")   # else fio's sessions may all
                                                                                 # land on the first one up
         self.url = f"iscsi://{HOST}:{self.port}/{IQN_RINGTGT}/0"
+
+    def _all_listening(self) -> bool:
+        """Whether every worker listens; a server that exited (a configuration it refused, most often) fails at
+        once with the last line it logged, not at the timeout."""
+        rc = self.proc.poll()
+        if rc is not None:
+            self.log.flush()
+            lines = (self.dir / "ringtgt.log").read_text(errors="replace").strip().splitlines()
+            raise RuntimeError(f"ringtgt exited ({rc}) before listening: {lines[-1] if lines else 'no output'}")
+        return len(self.worker_pids()) >= self.workers
 
     def pids(self) -> list[int]:
         return [self.proc.pid, *children(self.proc.pid)]
