@@ -53,9 +53,9 @@ class Reactor:
         """One turn: submit, wait for a completion (not when deferred calls are pending) or `timeout`,
         dispatch every ready completion, then the deferred calls. What those queued (a turn's responses, mostly)
         is submitted at once, and what the kernel completed while submitting it (a send the socket took whole)
-        is dispatched in this turn too, not in a turn of its own, with the deferred calls that queues (what they
-        queue goes with the next turn's submission); then the calls for after the submission. Returns the
-        completions handled.
+        is dispatched in this turn too, not in a turn of its own, and so are the deferred calls those completions
+        make (what these queue goes with the next turn's submission); then the calls for after the submission.
+        Returns the completions handled.
 
         A callback that raises is logged and the turn goes on: the other completions of the batch are
         already reaped and must not be lost."""
