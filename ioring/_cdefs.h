@@ -63,7 +63,15 @@ int rt_submit_and_wait(struct io_uring *ring, unsigned wait_nr, int64_t timeout_
 unsigned rt_reap(struct io_uring *ring, struct io_uring_cqe **scratch, uint64_t *user_data, int32_t *res,
                  uint32_t *flags, unsigned max);
 
-/* one loop turn in one call: mode 0 reap only, 1 submit + reap, 2 submit + wait + reap; up to max
- * completions as (user_data, res) pairs into out; the count, or -errno if submitting failed */
-int rt_turn(struct io_uring *ring, int mode, unsigned wait_nr, int64_t timeout_ns, struct io_uring_cqe **scratch,
-            int64_t *out, unsigned max, int64_t spin_ns);
+/* what every loop turn reaps with: the ring, scratch room for capacity CQE pointers, and out, where up to
+ * capacity completions go as (user_data, res) pairs (one argument per turn rather than four) */
+struct rt_reaper {
+    struct io_uring *ring;
+    struct io_uring_cqe **scratch;
+    int64_t *out;
+    unsigned capacity;
+};
+
+/* one loop turn in one call: mode 0 reap only, 1 submit + reap, 2 submit + wait + reap; the completions into
+ * reaper->out; the count, or -errno if submitting failed */
+int rt_turn(struct rt_reaper *reaper, int mode, unsigned wait_nr, int64_t timeout_ns, int64_t spin_ns);

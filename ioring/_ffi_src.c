@@ -271,14 +271,24 @@ static inline int rt_spin(struct io_uring *ring, int64_t spin_ns)
     return rc;
 }
 
+/* What every loop turn reaps with (ioring/_cdefs.h): one argument per turn rather than four. */
+struct rt_reaper {
+    struct io_uring *ring;
+    struct io_uring_cqe **scratch;
+    int64_t *out;
+    unsigned capacity;
+};
+
 /* One call per loop turn. mode 0: reap only; 1: submit, then reap; 2: submit and wait for wait_nr
  * completions (at most timeout_ns, < 0: no limit), busy-polling for spin_ns first when it is > 0, then
- * reap. Reaping copies up to max ready completions into out as user_data, res pairs (res sign-extended)
- * and advances the CQ once. The count reaped, or -errno when submitting failed (a timeout or a signal while
- * waiting is not a failure). */
-static inline int rt_turn(struct io_uring *ring, int mode, unsigned wait_nr, int64_t timeout_ns,
-                          struct io_uring_cqe **scratch, int64_t *out, unsigned max, int64_t spin_ns)
+ * reap. Reaping copies up to reaper->capacity ready completions into reaper->out as user_data, res pairs
+ * (res sign-extended) and advances the CQ once. The count reaped, or -errno when submitting failed (a
+ * timeout or a signal while waiting is not a failure). */
+static inline int rt_turn(struct rt_reaper *reaper, int mode, unsigned wait_nr, int64_t timeout_ns, int64_t spin_ns)
 {
+    struct io_uring *ring = reaper->ring;
+    struct io_uring_cqe **scratch = reaper->scratch;
+    int64_t *out = reaper->out;
     unsigned n;
     int rc = 0;
     if (mode == 2 && spin_ns > 0 && (rc = rt_spin(ring, spin_ns)) < 0)
@@ -292,7 +302,7 @@ static inline int rt_turn(struct io_uring *ring, int mode, unsigned wait_nr, int
         if (rc < 0)
             return rc;
     }
-    n = io_uring_peek_batch_cqe(ring, scratch, max);
+    n = io_uring_peek_batch_cqe(ring, scratch, reaper->capacity);
     for (unsigned i = 0; i < n; i++) {
         out[2 * i] = (int64_t)scratch[i]->user_data;
         out[2 * i + 1] = scratch[i]->res;

@@ -108,7 +108,7 @@ class Ring:
 
     __slots__ = ("outside_ops", "_ring", "_pins", "_files", "_linked", "_capacity", "_scratch", "_user_data", "_res",
                  "_pairs", "flags", "_busy_poll_ns", "_spin_ns", "_free_files", "_free_buffers", "_fixed",
-                 "_quiet", "_group_weight")
+                 "_quiet", "_group_weight", "_reaper")
 
     def __init__(self, entries: int = 256, *, flags: int = 0, busy_poll_us: float = 0) -> None:
         self._ring = None                   # until the kernel gives us one (close() and __del__ check)
@@ -135,6 +135,9 @@ class Ring:
         self._user_data = ffi.new("uint64_t[]", capacity)
         self._res = ffi.new("int32_t[]", capacity)
         self._pairs = ffi.new("int64_t[]", 2 * capacity)
+        # what each turn passes to rt_turn: the ring, the scratch and the pairs above (held by self), the capacity
+        self._reaper = ffi.new("struct rt_reaper *", {"ring": ring, "scratch": self._scratch, "out": self._pairs,
+                                                      "capacity": capacity})
         self._free_files: list[int] | None = None       # free registered slots; None until the table is set up
         self._free_buffers: list[int] | None = None
         # registered buffers by slot: (length, address: a cffi pointer that owns nothing)
@@ -152,7 +155,7 @@ class Ring:
                 self.submit_and_wait(1, 0.05)
                 self.reap()
         lib.io_uring_queue_exit(self._ring)
-        self._ring = None
+        self._ring = self._reaper = None
         self._free_files = self._free_buffers = None
         self._fixed.clear()
         self._pins.clear()
@@ -403,8 +406,7 @@ class Ring:
         spin = self._spin_ns
         if spin and len(self._files) == 1:
             spin *= _FILE_SPIN_FACTOR
-        rc: int = _turn(self._ring, 2 if wait else 1, 1, -1 if timeout is None else int(timeout * 1e9),
-                        self._scratch, self._pairs, self._capacity, spin)
+        rc: int = _turn(self._reaper, 2 if wait else 1, 1, -1 if timeout is None else int(timeout * 1e9), spin)
         if rc < 0:
             raise error_for(rc, "io_uring_submit_and_wait")
         done = self._reaped(rc) if rc else []
@@ -418,7 +420,7 @@ class Ring:
         """Submit what is queued and reap what is ready, without waiting, as `turn` does; the busy-poll
         decision stays the last turn's (for a reap within a turn, of what the kernel completed while submitting)."""
         self._group_weight = 0
-        rc: int = _turn(self._ring, 1, 0, 0, self._scratch, self._pairs, self._capacity, 0)
+        rc: int = _turn(self._reaper, 1, 0, 0, 0)
         if rc < 0:
             raise error_for(rc, "io_uring_submit")
         done = self._reaped(rc) if rc else []
@@ -435,10 +437,16 @@ class Ring:
 
     def _reaped(self, rc: int) -> list[int]:
         """The `rc` completions the last _turn left in _pairs, and any more the CQ holds beyond them; unpinned."""
-        done: list[int] = _unpack(self._pairs, 2 * rc)
+        # (the ints stay Python objects, `Any` rather than `int`: compiled, an `int` taken out of a list is unboxed,
+        # and boxed again, a new object, for every dict lookup or call it goes on to)
+        pairs = self._pairs
+        if rc == 1:                         # (a QD1 turn's one completion: two indexings cost less than the call)
+            done: list[Any] = [pairs[0], pairs[1]]
+        else:
+            done = _unpack(pairs, 2 * rc)
         while rc == self._capacity:         # the CQ may hold more than one batch
-            rc = _turn(self._ring, 0, 0, 0, self._scratch, self._pairs, self._capacity, 0)
-            done += _unpack(self._pairs, 2 * rc)
+            rc = _turn(self._reaper, 0, 0, 0, 0)
+            done += _unpack(pairs, 2 * rc)
         pins, files = self._pins, self._files
         for i in range(0, len(done), 2):    # (`in` and `del`: native dict calls, compiled; `pop` is a method call)
             user_data = done[i]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from ioring import Ring
 
@@ -75,7 +76,9 @@ class Reactor:
             self._run(after)
         return handled // 2
 
-    def _dispatch(self, done: list[int]) -> None:
+    def _dispatch(self, done: list[Any]) -> None:
+        """(`done`'s ints as `Any`: compiled, an `int` would be unboxed and boxed again, a new object, for the lookup
+        and the call)"""
         callbacks = self._callbacks
         for i in range(0, len(done), 2):    # (an index, not pairs zipped: native list and dict calls, compiled)
             callback = callbacks.pop(done[i], None)

@@ -68,6 +68,11 @@ OUTPUT_BOUND = 4 << 20
 SLOW_LINKED_READ_NS: Final = 50_000_000
 LINK_PAUSE_NS: Final = 10_000_000_000
 
+# How `_take` decodes what a receive brought: bytes into the receive buffer, the rest of a big data segment
+# (`receive_into_segment`), a header and a segment after it (`receive_ahead`)
+_FEED: Final = 0
+_FILLED: Final = 1
+_AHEAD: Final = 2
 _EMPTY: Final = memoryview(b"")
 _memoryview: Final = memoryview   # (held here: compiled code looks a builtin up by name at every use)
 _NO_RESIDUAL: Final = (0, 0)
@@ -161,7 +166,7 @@ class Connection:
     # -- input ----------------------------------------------------------------------------------------------
     def receive_data(self, data: P.Buf, now: int = 0) -> None:
         """Take bytes received at `now` (monotonic ns: the arrival time of the commands among them)."""
-        self._take(self.decoder.feed, data, now)
+        self._take(_FEED, data, now)
 
     def receive_into_segment(self) -> memoryview | None:
         """Where the next receive may go straight to: the rest of a big data segment being gathered (a write's
@@ -175,7 +180,7 @@ class Connection:
 
     def segment_received(self, count: int, now: int = 0) -> None:
         """`count` bytes were received at `now` into what `receive_into_segment` gave."""
-        self._take(self.decoder.filled, count, now)
+        self._take(_FILLED, count, now)
 
     def receive_ahead(self, tail: memoryview) -> tuple[memoryview, memoryview] | None:
         """While big writes stream in (`header_wanted`): where one receive may take the next header and, straight
@@ -187,15 +192,24 @@ class Connection:
 
     def ahead_received(self, count: int, now: int = 0) -> None:
         """`count` bytes were received at `now` into what `receive_ahead` gave, header first."""
-        self._take(self.decoder.header_and_segment, count, now)
+        self._take(_AHEAD, count, now)
 
-    def _take(self, decode: Callable[[Any], list[P.Pdu]], received: Any, now: int) -> None:
+    def _take(self, decode: int, received: Any, now: int) -> None:
+        """Decode what was received (`decode`: how, _FEED, _FILLED or _AHEAD: a native call each, compiled, not one
+        through a bound method) and handle the PDUs it completes."""
         if self.closing:
             return
         self.activity = True
         self.arrived = now
+        decoder = self.decoder
         try:
-            for pdu in decode(received):
+            if decode == _FEED:
+                pdus = decoder.feed(received)
+            elif decode == _FILLED:
+                pdus = decoder.filled(received)
+            else:
+                pdus = decoder.header_and_segment(received)
+            for pdu in pdus:
                 if self.closing:
                     break
                 login = self.login
@@ -376,16 +390,24 @@ class Connection:
             self._nop_answer(pdu)  # type: ignore[arg-type]   # a reply to our ping: carries no CmdSN to consume
             return
         if pdu.immediate:
-            handler(self, pdu)
+            self._handle(pdu)
             return
         window = self.window
         if window.accept(pdu.cmd_sn, pdu):
-            handler(self, pdu)
+            self._handle(pdu)
             if window.early:
                 for ready in window.released():
                     if self.closing:            # a Logout or a reset closed it: what came early is not run
                         break
-                    _HANDLERS[ready.opcode](self, ready)
+                    self._handle(ready)
+
+    def _handle(self, pdu: P.Pdu) -> None:
+        """Run a PDU's handler: a SCSI Command's with a native call, compiled (the per-command path), the others'
+        through _HANDLERS."""
+        if pdu.opcode == P.SCSI_COMMAND:
+            self._scsi_command(pdu)  # type: ignore[arg-type]      # decode_bhs made a SCSI_COMMAND a ScsiCommand
+        else:
+            _HANDLERS[pdu.opcode](self, pdu)
 
     # SCSI commands --------------------------------------------------------------------------------------------
     def _segment_buffer(self, lun_field: int, length: int) -> memoryview | None:
