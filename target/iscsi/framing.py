@@ -23,6 +23,7 @@ from .pdu import BHS_LEN, DATA_OUT, LOGIN_REQUEST, SCSI_COMMAND, SCSI_WRITE, TEX
 MAX_AHS_BYTES: Final = 255 * 4
 # Login and Text PDUs may carry up to 8192 bytes whatever MaxRecvDataSegmentLength says (§6.2, §13.12).
 NEGOTIATION_DATA_LIMIT: Final = 8192
+_memoryview: Final = memoryview   # (held here: compiled code looks a builtin up by name at every use)
 RECEIVE_INTO: Final = 16384  # what must be left of a segment being gathered for a receive straight into it
 
 
@@ -166,19 +167,19 @@ class FrameDecoder:
         if fill is not None:
             filled = self._filled
             taken = min(len(data), len(fill) - filled)
-            fill[filled:filled + taken] = memoryview(data)[:taken]    # (not into a bytearray: its slice
+            fill[filled:filled + taken] = _memoryview(data)[:taken]    # (not into a bytearray: its slice
             # assignment from anything but a bytearray copies the source first)
             out = self.filled(taken)
             if not out or taken == len(data):
                 return out
-            data = memoryview(data)[taken:]
+            data = _memoryview(data)[taken:]
         buf = self._buf
         held = bool(buf)
         if held:
             buf += data
-            source = memoryview(buf)
+            source = _memoryview(buf)
         else:
-            source = memoryview(data)
+            source = _memoryview(data)
         pos = 0
         end = source.nbytes
         pending = self._pending
