@@ -392,7 +392,8 @@ EOF
     # multipathd may close its socket before it answers a shutdown ("error -5 receiving packet"): its exit counts
     multipathd shutdown || echo "multipathd shutdown: no answer; waiting for its exit"
     wait_for 60 "multipathd to exit" eval '! pidof multipathd >/dev/null'
-    multipath -F
+    # udev may still be probing the map after the writes ("map in use"): flush it once nothing holds it
+    wait_for 60 "the multipath map to be flushed" multipath -F
 }
 
 section_worker_kill() {
