@@ -162,6 +162,8 @@ class Connection:
         # `_task_done` bound once (a Normal session's start, `_enter_full_feature`), not once per command: every
         # command's `done`
         self._done: Callable[[ScsiTask], None] = None  # type: ignore[assignment]
+        # and `_send_with_read` likewise: a QD1 read's `send_with_read`
+        self._with_read: Callable[[ScsiTask, memoryview], tuple[int, memoryview, int, int] | None] | None = None
 
     # -- input ----------------------------------------------------------------------------------------------
     def receive_data(self, data: P.Buf, now: int = 0) -> None:
@@ -279,6 +281,7 @@ class Connection:
         self.decoder.segment_buffer = None      # it refers back to the connection
         self.decoder.drop_ahead()
         self._done = None  # type: ignore[assignment]     # (as it does: no cycle left behind)
+        self._with_read = None
         self.write_waiting.clear()
         self.write_pool.withdraw(self)
         for command in self.commands.values():
@@ -356,6 +359,7 @@ class Connection:
         if login.session_type == "Normal":
             self.decoder.segment_buffer = self._segment_buffer
             self._done = self._task_done
+            self._with_read = self._send_with_read
         if login.session_type == "Normal":
             assert login.target_name is not None    # a Normal login names its target (Login._check_leading)
             self.target = self.host.scsi_target(login.target_name)
@@ -548,7 +552,7 @@ class Connection:
             check_condition(command, ABORTED_COMMAND, PROTOCOL_SERVICE_CRC_ERROR)
             return
         if command.read and len(self.commands) == 1 and self.digests is None:
-            command.send_with_read = self._send_with_read
+            command.send_with_read = self._with_read
         self.target.execute(command)  # type: ignore[union-attr]  # commands exist in normal sessions only
 
     # A read's Data-In sent linked to its disk read --------------------------------------------------------------
