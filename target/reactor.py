@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from ioring import Ring
 
 log = logging.getLogger(f"ringtgt.{__name__}")
+
+_NO_ARG: Final = object()       # a deferred call's argument when it takes none
 
 
 class Reactor:
@@ -19,8 +21,9 @@ class Reactor:
         self.ring = ring
         self._callbacks: dict[int, Callable[[int], None]] = {}
         self._last_token = 0     # (a native int, compiled: cheaper than calling an itertools.count)
-        self._soon: list[tuple[Callable[..., None], tuple]] = []
-        self._after_submit: list[tuple[Callable[..., None], tuple]] = []
+        # deferred calls as (function, its one argument or _NO_ARG): one tuple each, called without packing
+        self._soon: list[tuple[Callable[..., None], object]] = []
+        self._after_submit: list[tuple[Callable[..., None], object]] = []
 
     def token(self, callback: Callable[[int], None]) -> int:
         """A fresh user_data for one ring op; `callback(res)` runs once when that op completes."""
@@ -39,16 +42,17 @@ class Reactor:
         """Run `fn()` from the loop once `seconds` have passed (a ring timeout): the one timer of the worker."""
         self.ring.prep_timeout(seconds, self.token(lambda res: fn()))
 
-    def call_soon(self, fn: Callable[..., None], *args: object) -> None:
-        """Run `fn(*args)` at the end of the current turn (or the next one), after the completions (the arguments
-        given here, not a lambda around the call: a completion per I/O is deferred so on a null or RBD LUN)."""
-        self._soon.append((fn, args))
+    def call_soon(self, fn: Callable[..., None], arg: object = _NO_ARG) -> None:
+        """Run `fn(arg)`, or `fn()` without `arg`, at the end of the current turn (or the next one), after the
+        completions (the argument given here, not a lambda around the call: a completion per I/O is deferred so on a
+        null or RBD LUN)."""
+        self._soon.append((fn, arg))
 
-    def call_after_submit(self, fn: Callable[..., None], *args: object) -> None:
-        """Run `fn(*args)` at the end of the current turn (or the next one), after its deferred calls and the
-        submission of what they queued: for work no answer waits for (the next receive of a connection: at QD1 its
-        arming went before the response left). The ops it queues go with the next turn's submission."""
-        self._after_submit.append((fn, args))
+    def call_after_submit(self, fn: Callable[..., None], arg: object = _NO_ARG) -> None:
+        """Run `fn(arg)`, or `fn()`, at the end of the current turn (or the next one), after its deferred calls and
+        the submission of what they queued: for work no answer waits for (the next receive of a connection: at QD1
+        its arming went before the response left). The ops it queues go with the next turn's submission."""
+        self._after_submit.append((fn, arg))
 
     def run_once(self, timeout: float | None = None) -> int:
         """One turn: submit, wait for a completion (not when deferred calls are pending) or `timeout`,
@@ -94,9 +98,12 @@ class Reactor:
             self._run(soon)
 
     @staticmethod
-    def _run(calls: list[tuple[Callable[..., None], tuple]]) -> None:
-        for fn, args in calls:
+    def _run(calls: list[tuple[Callable[..., None], object]]) -> None:
+        for fn, arg in calls:
             try:
-                fn(*args)
+                if arg is _NO_ARG:
+                    fn()
+                else:
+                    fn(arg)
             except Exception:
                 log.exception("deferred call %r failed", fn)
