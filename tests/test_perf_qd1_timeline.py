@@ -10,24 +10,35 @@ timeline = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(timeline)
 
 RING = "ring 0xffff8881048ad800, req 0xffff88812b173400"
-# Two cycles as `perf script -F pid,cpu,time,event,trace --ns` prints them (worker 20085 on CPU 0, fio 20095 on 1),
-# with an ACK-sized packet, the previous response's send completion and a receive's submission between them.
-SCRIPT = f"""\
-20085 [000]  1659.905651512: io_uring:io_uring_submit_req: {RING}, user_data 0x12158, opcode RECV, flags 0x400000
-20095 [001]  1659.905670000:             net:net_dev_xmit: dev=lo skbaddr=0xffff88810b8f32e0 len=114 rc=0
-20095 [001]  1659.905673000:   io_uring:io_uring_task_add: {RING}, user_data 0x12158, opcode RECV, mask c3
-20085 [000]  1659.905675000:   io_uring:io_uring_complete: {RING}, user_data 0x12158, result 48, cflags 0x0
-20085 [000]  1659.905685000: io_uring:io_uring_submit_req: {RING}, user_data 0x12159, opcode SEND, flags 0x400000
-20085 [000]  1659.905687000:             net:net_dev_xmit: dev=lo skbaddr=0xffff888176b3fee0 len=4210 rc=0
-20085 [000]  1659.905692000:   io_uring:io_uring_complete: {RING}, user_data 0x12159, result 4144, cflags 0x0
-20095 [001]  1659.905700000:             net:net_dev_xmit: dev=lo skbaddr=0xffff88810b8f32e0 len=66 rc=0
-20085 [000]  1659.905705000: io_uring:io_uring_submit_req: {RING}, user_data 0x1215a, opcode RECV, flags 0x400000
-20095 [001]  1659.905720000:             net:net_dev_xmit: dev=lo skbaddr=0xffff88810b8f38e0 len=114 rc=0
-20095 [001]  1659.905722000:   io_uring:io_uring_task_add: {RING}, user_data 0x1215a, opcode RECV, mask c3
-20085 [000]  1659.905726000:   io_uring:io_uring_complete: {RING}, user_data 0x1215a, result 48, cflags 0x0
-20085 [000]  1659.905734000: io_uring:io_uring_submit_req: {RING}, user_data 0x1215b, opcode SEND, flags 0x400000
-20085 [000]  1659.905737000:             net:net_dev_xmit: dev=lo skbaddr=0xffff888176b3ece0 len=4210 rc=0
-"""
+WORKER, FIO = 20085, 20095
+
+
+def event(pid: int, at: int, name: str, trace: str) -> str:
+    """One line as `perf script -F pid,cpu,time,event,trace --ns` prints it, `at` µs into the window (the worker on
+    CPU 0, fio on CPU 1)."""
+    return f"{pid} [{0 if pid == WORKER else 1:03d}]  1659.{905000 + at:06d}000: {name}: {trace}\n"
+
+
+def cycle(at: int, user_data: int, to_worker: int, receive: int, python: int, send: int) -> str:
+    """A QD1 cycle whose command leaves at `at` µs, through its stages (µs each), then the send's completion and the
+    next receive's submission."""
+    queued, received = at + to_worker, at + to_worker + receive
+    submitted, response = received + python, received + python + send
+    ring = f"{RING}, user_data {user_data:#x}"
+    return "".join((
+        event(FIO, at, "net:net_dev_xmit", "dev=lo skbaddr=0xffff88810b8f32e0 len=114 rc=0"),
+        event(FIO, queued, "io_uring:io_uring_task_add", f"{ring}, opcode RECV, mask c3"),
+        event(WORKER, received, "io_uring:io_uring_complete", f"{ring}, result 48, cflags 0x0"),
+        event(WORKER, submitted, "io_uring:io_uring_submit_req", f"{ring}1, opcode SEND, flags 0x400000"),
+        event(WORKER, response, "net:net_dev_xmit", "dev=lo skbaddr=0xffff888176b3fee0 len=4210 rc=0"),
+        event(WORKER, response + 5, "io_uring:io_uring_complete", f"{ring}1, result 4144, cflags 0x0"),
+        event(FIO, response + 8, "net:net_dev_xmit", "dev=lo skbaddr=0xffff88810b8f32e0 len=66 rc=0"),  # an ACK
+        event(WORKER, response + 10, "io_uring:io_uring_submit_req", f"{ring}2, opcode RECV, flags 0x400000"),
+    ))
+
+
+# Two cycles: answers of 17 µs each, the second command 33 µs after the first response
+SCRIPT = cycle(670, 0x12158, 3, 2, 10, 2) + cycle(720, 0x12160, 2, 4, 8, 3)
 
 
 def test_a_cycle_is_split_at_the_workers_ring_tracepoints():
