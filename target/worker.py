@@ -400,8 +400,9 @@ class Worker:
     # -- send ---------------------------------------------------------------------------------------------------
     def _flush(self) -> None:
         dirty, self.dirty = self.dirty, []
+        for channel in dirty:                       # (first: a send that raises must leave no channel marked queued,
+            channel.flush_queued = False            # which output_ready would then never queue again)
         for channel in dirty:
-            channel.flush_queued = False
             if channel.sending is None:
                 self._send_pending(channel)         # (a channel torn down meanwhile is dead: it sends nothing)
 
