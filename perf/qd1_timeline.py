@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import MIB, RINGTGT_SERVER, run_fio, split_cpus
@@ -42,15 +43,13 @@ def record(server, seconds: float, window: float, fio_cpus: list[int], workdir: 
     """fio's QD1 job against `server` (serving) for `seconds`, and `perf record -a` of EVENTS over `window` s in
     the middle of it: fio's report and `perf script`'s lines."""
     data = workdir / f"{server.name}.perf.data"
-    report: dict = {}
-    fio = threading.Thread(target=lambda: report.update(
-        run_fio(JOB, server, int(seconds), [f"--cpus_allowed={','.join(map(str, fio_cpus))}"])))
-    fio.start()
-    time.sleep(seconds / 2 - window / 2)
-    events = ",".join(EVENTS)
-    subprocess.run(["perf", "record", "-q", "-a", "-e", events, "-o", str(data), "--", "sleep", str(window)],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, timeout=60)
-    fio.join()
+    with ThreadPoolExecutor(1) as pool:       # (fio's failure, if any, raised here by result())
+        fio = pool.submit(run_fio, JOB, server, int(seconds), [f"--cpus_allowed={','.join(map(str, fio_cpus))}"])
+        time.sleep(seconds / 2 - window / 2)
+        events = ",".join(EVENTS)
+        subprocess.run(["perf", "record", "-q", "-a", "-e", events, "-o", str(data), "--", "sleep", str(window)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, timeout=60)
+        report = fio.result()                 # (run_fio's own deadline bounds the wait)
     script = subprocess.run(["perf", "script", "-i", str(data), "-F", "pid,cpu,time,event,trace", "--ns"],
                             capture_output=True, text=True, check=True, timeout=120).stdout
     return report, script
@@ -106,6 +105,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window", type=float, default=0.5, help="seconds traced per run (default 0.5)")
     args = parser.parse_args(argv)
+    if shutil.which("perf") is None:
+        parser.error("perf not found: it comes with Debian's linux-perf (apt-get install linux-perf)")
     server_cpus, fio_cpus = split_cpus(1)
     size = 512 * MIB
     with tempfile.TemporaryDirectory(prefix="ringtgt-qd1-") as tmp:
